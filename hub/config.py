@@ -1,0 +1,280 @@
+"""Process configuration (`config/hub.yaml`) and routes (`routes/*.yaml`), validated at load.
+
+Every model forbids unknown keys and describes every field: these models are
+the reference for the YAML files. `load_config` returns a fully
+cross-checked `Settings`: listeners, endpoints and sandboxes are validated
+against the config model of the adapter they name; routes are checked for
+unknown listeners, endpoints and steps, and for step content types that do
+not chain. Every problem is reported as `file:line: text`, all at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from hub import registry
+from hub.errors import ConfigError
+from hub.yamlsource import Located, load_located
+
+__all__ = [
+    "ComponentEntry",
+    "DestinationPolicy",
+    "HubConfig",
+    "RetryPolicy",
+    "RouteConfig",
+    "Settings",
+    "StoreConfig",
+    "load_config",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class StoreConfig(_Model):
+    kind: Literal["sqlite", "postgres"] = Field("sqlite", description="Which store implementation to use.")
+    path: str = Field(
+        "var/hub.db", description="SQLite database file, relative to the working directory (sqlite only)."
+    )
+    dsn: str | None = Field(None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only).")
+    schema_: str | None = Field(
+        None, alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema for the hub's tables (created if missing); default: the search path.",
+    )
+    pool_size: int = Field(8, ge=2, le=200, description="PostgreSQL connections held by this process.")
+    max_batch: int = Field(
+        512, ge=1, le=10_000, description="Most messages committed in one group-commit transaction."
+    )
+    lease_secs: float = Field(
+        120.0, gt=0, description="How long a claimed delivery stays owned before another worker may take it."
+    )
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StoreConfig:
+        if self.kind == "postgres" and not self.dsn:
+            raise ValueError("a postgres store needs a dsn")
+        return self
+
+
+class HttpConfig(_Model):
+    listen: str = Field("127.0.0.1:8080", description="host:port of the HTTP server (health, sandboxes).")
+    enabled: bool = Field(True, description="Start the HTTP server.")
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
+    format: Literal["json", "console"] = Field("json", description="JSON lines, or coloured text for a terminal.")
+
+
+class ComponentEntry(_Model):
+    """One named listener, endpoint or sandbox: `type` names a registered adapter, the rest is its config."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="Registered adapter name, e.g. `mllp`.")
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class HubConfig(_Model):
+    node: str = Field(
+        "hub", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="This process's name in a cluster; leases it held are released when it restarts.",
+    )
+    environment: Literal["production", "test", "development"] = Field(
+        "development", description="Production refuses test and demonstration identities and sandbox peers."
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig, description="The durable store.")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="The HTTP server.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+    high_water_mark: int = Field(
+        100_000, ge=1,
+        description="Undelivered deliveries above which inbound adapters answer RETRY (AE/503/451).",
+    )
+    shutdown_grace_secs: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long in-flight deliveries may finish before being released."
+    )
+    listeners: dict[str, ComponentEntry] = Field(default_factory=dict, description="Inbound adapters by name.")
+    endpoints: dict[str, ComponentEntry] = Field(default_factory=dict, description="Outbound adapters by name.")
+    sandboxes: dict[str, ComponentEntry] = Field(
+        default_factory=dict, description="Local stand-ins for national services and peers, started with the hub."
+    )
+    routes: list[str] = Field(
+        default_factory=lambda: ["../routes/*.yaml"],
+        description="Glob patterns of route files, relative to this config file.",
+    )
+
+
+class RetryPolicy(_Model):
+    max_attempts: int = Field(10, ge=1, le=10_000, description="Attempts before the delivery is dead-lettered.")
+    initial_secs: float = Field(1.0, gt=0, description="Delay before the second attempt.")
+    max_secs: float = Field(300.0, gt=0, description="Cap on the delay between attempts.")
+    multiplier: float = Field(2.0, ge=1.0, description="Growth of the delay from one attempt to the next.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Random spread of each delay, as a fraction of it.")
+
+
+class DestinationPolicy(_Model):
+    destination: str = Field(description="Name of an endpoint from config/hub.yaml.")
+    ordering_key: str | None = Field(
+        None,
+        description="Metadata key whose value orders deliveries (FIFO per value, e.g. `patient_key`); "
+        "different values run in parallel. Unset: no ordering.",
+    )
+    max_in_flight: int = Field(4, ge=1, le=1000, description="Deliveries sent at once to this destination.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry and backoff.")
+
+
+class StepRef(_Model):
+    step: str = Field(description="Registered step name.")
+
+
+class RouteConfig(_Model):
+    route: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]{0,63}$", description="Unique route name.")
+    description: str = Field("", description="What the route is for.")
+    from_: list[str] = Field(alias="from", description="Listener name(s) the route takes messages from.")
+    when: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="Metadata filter: every key must equal the value or be one of the listed values.",
+    )
+    steps: list[str] = Field(default_factory=list, description="Registered step names, applied in order.")
+    to: list[DestinationPolicy] = Field(min_length=1, description="Destinations and their delivery policy.")
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def matches(self, endpoint: str, metadata: dict[str, str] | Any) -> bool:
+        if endpoint not in self.from_:
+            return False
+        for key, want in self.when.items():
+            have = metadata.get(key)
+            if isinstance(want, list):
+                if have not in want:
+                    return False
+            elif have != want:
+                return False
+        return True
+
+
+@dataclasses.dataclass
+class Settings:
+    """The whole validated configuration of one hub process."""
+
+    path: Path
+    hub: HubConfig
+    routes: list[RouteConfig]
+    route_files: dict[str, Path]
+    component_configs: dict[tuple[str, str], BaseModel]
+
+    def listener_config(self, name: str) -> BaseModel:
+        return self.component_configs[("inbound", name)]
+
+    def endpoint_config(self, name: str) -> BaseModel:
+        return self.component_configs[("outbound", name)]
+
+
+def _problems(doc: Located, exc: PydanticValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple("from" if p == "from_" else p for p in (*prefix, *err["loc"]))
+        dotted = ".".join(str(p) for p in loc) or "(document)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(f"{doc.where(loc)}: {dotted}: {msg}")
+    return out
+
+
+def load_config(path: str | Path) -> Settings:
+    """Load and cross-check config and routes; raise ConfigError listing every problem."""
+    registry.load_builtin()
+    path = Path(path)
+    doc = load_located(path)
+    problems: list[str] = []
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{path}:1: the config file must be a mapping")
+    try:
+        hub = HubConfig.model_validate(doc.data)
+    except PydanticValidationError as exc:
+        raise ConfigError(_problems(doc, exc)) from None
+
+    component_configs: dict[tuple[str, str], BaseModel] = {}
+    kinds: tuple[tuple[str, registry.Kind], ...] = (
+        ("listeners", "inbound"), ("endpoints", "outbound"), ("sandboxes", "sandbox"),
+    )
+    for section, kind in kinds:
+        for name, entry in getattr(hub, section).items():
+            comp = registry.get(kind, entry.type)
+            if comp is None:
+                known = ", ".join(registry.names(kind)) or "none"
+                problems.append(f"{doc.where((section, name, 'type'))}: {section}.{name}.type: "
+                                f"unknown {kind} adapter {entry.type!r} (known: {known})")
+                continue
+            try:
+                component_configs[(kind, name)] = comp.config.model_validate(entry.settings())
+            except PydanticValidationError as exc:
+                problems += _problems(doc, exc, (section, name))
+
+    routes: list[RouteConfig] = []
+    route_files: dict[str, Path] = {}
+    files: list[Path] = []
+    for pattern in hub.routes:
+        matched = sorted(glob.glob(str(path.parent / pattern)))
+        if not matched:
+            problems.append(f"{doc.where(('routes',))}: routes: no file matches {pattern!r}")
+        files += [Path(m) for m in matched]
+    for file in files:
+        try:
+            rdoc = load_located(file)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        try:
+            route = RouteConfig.model_validate(rdoc.data)
+        except PydanticValidationError as exc:
+            problems += _problems(rdoc, exc)
+            continue
+        problems += _check_route(route, rdoc, hub, route_files)
+        routes.append(route)
+        route_files[route.route] = file
+    if problems:
+        raise ConfigError(problems)
+    return Settings(path, hub, routes, route_files, component_configs)
+
+
+def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[str, Path]) -> list[str]:
+    problems = []
+    if route.route in seen:
+        problems.append(f"{doc.where(('route',))}: route {route.route!r} is also defined in {seen[route.route]}")
+    for i, listener in enumerate(route.from_):
+        if listener not in hub.listeners:
+            problems.append(f"{doc.where(('from', i) if len(route.from_) > 1 else ('from',))}: "
+                            f"from: unknown listener {listener!r}")
+    content_type: str | None = None
+    for i, step in enumerate(route.steps):
+        comp = registry.get("step", step)
+        if comp is None:
+            problems.append(f"{doc.where(('steps', i))}: steps.{i}: unknown step {step!r} "
+                            f"(known: {', '.join(registry.names('step')) or 'none'})")
+            continue
+        if content_type and comp.consumes and content_type not in comp.consumes:
+            problems.append(f"{doc.where(('steps', i))}: steps.{i}: {step!r} takes {'/'.join(comp.consumes)} "
+                            f"but the previous step gives {content_type}")
+        content_type = comp.produces or content_type
+    names = [d.destination for d in route.to]
+    for i, dest in enumerate(route.to):
+        if dest.destination not in hub.endpoints:
+            problems.append(f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: "
+                            f"unknown endpoint {dest.destination!r}")
+        if names.count(dest.destination) > 1 and names.index(dest.destination) != i:
+            problems.append(f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: "
+                            f"{dest.destination!r} listed twice")
+    return problems

@@ -1,0 +1,84 @@
+"""Explicit registry of components: inbound and outbound adapters, pipeline steps, sandboxes.
+
+Components register themselves with a decorator when their module is
+imported; ``adapters/__init__.py`` and ``mappings/__init__.py`` are plain
+lists of imports (no directory scanning, no entry points), so a broken
+component fails at start-up and the full list is greppable. The hub reaches
+adapters and mappings only through this module.
+
+Each component declares a pydantic config model with ``extra="forbid"`` and
+a description on every field: the models are the reference documentation
+(``hub describe NAME`` prints their JSON Schema).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
+
+Kind = Literal["inbound", "outbound", "step", "sandbox"]
+T = TypeVar("T")
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component config: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _NoConfig(ComponentConfig):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    kind: Kind
+    name: str
+    factory: Any
+    config: type[BaseModel]
+    summary: str
+    consumes: tuple[str, ...] = ()
+    produces: str | None = None
+
+
+_components: dict[tuple[str, str], Component] = {}
+
+
+def register(
+    kind: Kind,
+    name: str,
+    *,
+    config: type[BaseModel] = _NoConfig,
+    consumes: tuple[str, ...] = (),
+    produces: str | None = None,
+) -> Callable[[T], T]:
+    """Register a component under (kind, name). Steps declare the content types they take and give."""
+
+    def deco(obj: T) -> T:
+        key = (kind, name)
+        if key in _components and _components[key].factory is not obj:
+            raise RuntimeError(f"component {kind}/{name} registered twice")
+        doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        _components[key] = Component(kind, name, obj, config, doc[0] if doc else "", consumes, produces)
+        return obj
+
+    return deco
+
+
+def get(kind: Kind, name: str) -> Component | None:
+    return _components.get((kind, name))
+
+
+def names(kind: Kind) -> list[str]:
+    return sorted(n for k, n in _components if k == kind)
+
+
+def load_builtin() -> None:
+    """Import the built-in adapters and mappings so that they register."""
+    import adapters  # noqa: F401
+    import mappings  # noqa: F401

@@ -1,0 +1,50 @@
+"""The durable store: messages, their deliveries, attempts, and the queue built on them.
+
+One protocol, two implementations passing one contract suite
+(``tests/store/test_store_contract.py``):
+
+* :class:`SqliteStore`, the embedded default: one file, one process, WAL with
+  ``synchronous=FULL`` so that a commit survives power loss;
+* :class:`PostgresStore` (asyncpg), for production and several hub processes
+  sharing one database: claims use ``FOR UPDATE SKIP LOCKED``, wake-ups
+  ``LISTEN/NOTIFY``.
+
+Both *group-commit*: concurrent :meth:`Store.submit` calls made while a
+transaction is being written are committed together in the next one, so a
+durable commit-before-ACK costs one fsync per batch, not per message.
+
+Delivery life cycle (``deliveries.status``)::
+
+    pending ──claim──► in_flight ──ACCEPT──► delivered
+       ▲                   │ RETRY (attempts left) ──► pending (next_attempt_at = now + backoff)
+       │                   │ REJECT / last attempt ──► dead ──requeue──► pending
+       └── lease expired / released on shutdown
+
+A delivery whose ``ordering_key`` is set is claimed only when no earlier
+delivery of the same queue and key is still pending or in flight: FIFO per
+key, different keys in parallel. A dead delivery does not block its key.
+"""
+
+from hub.store.base import (
+    Attempt,
+    Claimed,
+    Delivery,
+    MessageRecord,
+    NewDelivery,
+    SearchQuery,
+    Store,
+    SubmitResult,
+    open_store,
+)
+
+__all__ = [
+    "Attempt",
+    "Claimed",
+    "Delivery",
+    "MessageRecord",
+    "NewDelivery",
+    "SearchQuery",
+    "Store",
+    "SubmitResult",
+    "open_store",
+]

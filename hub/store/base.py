@@ -1,0 +1,289 @@
+"""Types shared by the store implementations, the Store protocol and group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from hub.errors import StoreError
+from hub.message import Message
+
+__all__ = [
+    "Attempt",
+    "Claimed",
+    "Delivery",
+    "GroupCommitter",
+    "MessageRecord",
+    "NewDelivery",
+    "SearchQuery",
+    "Store",
+    "SubmitResult",
+    "open_store",
+]
+
+#: Delivery statuses that hold back later deliveries of the same ordering key.
+BLOCKING_STATUSES = ("pending", "in_flight")
+#: Message statuses.
+MESSAGE_STATUSES = ("pending", "delivered", "failed", "rejected", "unrouted")
+#: Metadata keys copied into indexed columns.
+INDEXED_KEYS = ("control_id", "sending_app", "sending_facility", "message_type", "patient_key")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """One destination a message was routed to, as written with the message."""
+
+    route: str
+    destination: str
+    ordering_key: str | None = None
+    max_attempts: int = 10
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SubmitResult:
+    message_id: str
+    duplicate: bool
+    deliveries: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    message_id: str
+    route: str
+    destination: str
+    status: str
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    ordering_key: str | None
+    last_error: str
+    created_at: datetime
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "route": self.route, "destination": self.destination, "status": self.status,
+            "attempts": self.attempts, "max_attempts": self.max_attempts,
+            "next_attempt_at": self.next_attempt_at.isoformat(), "last_error": self.last_error,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery: Delivery
+    message: Message
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attempt:
+    delivery_id: int
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    error: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A stored message with its processing state."""
+
+    message: Message
+    endpoint: str
+    status: str
+    reason: str
+    updated_at: datetime
+
+    def summary(self) -> dict[str, Any]:
+        m = self.message
+        return {
+            "id": m.id, "status": self.status, "reason": self.reason, "endpoint": self.endpoint,
+            "control_id": m.metadata.get("control_id", ""), "message_type": m.metadata.get("message_type", ""),
+            "sending_app": m.metadata.get("sending_app", ""),
+            "sending_facility": m.metadata.get("sending_facility", ""),
+            "received_at": m.received_at.isoformat(), "correlation_id": m.correlation_id,
+            "parent_id": m.parent_id, "content_type": m.content_type, "size": len(m.body),
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SearchQuery:
+    """Search by business keys; every field is an indexed column. Newest first, paged by `before_id`."""
+
+    message_id: str | None = None
+    control_id: str | None = None
+    sending_app: str | None = None
+    sending_facility: str | None = None
+    patient_key: str | None = None
+    message_type: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before_id: str | None = None
+    limit: int = 100
+
+    def filters(self) -> list[tuple[str, str, Any]]:
+        """(column, operator, value) for every set field."""
+        out: list[tuple[str, str, Any]] = []
+        for col in ("control_id", "sending_app", "sending_facility", "patient_key", "message_type", "status"):
+            value = getattr(self, col)
+            if value is not None:
+                out.append((col, "=", value))
+        if self.message_id is not None:
+            out.append(("id", "=", self.message_id))
+        if self.since is not None:
+            out.append(("received_at", ">=", self.since))
+        if self.until is not None:
+            out.append(("received_at", "<", self.until))
+        if self.before_id is not None:
+            out.append(("id", "<", self.before_id))
+        return out
+
+
+class Store(Protocol):
+    """What the engine needs from durable storage. Implementations must pass the contract suite."""
+
+    async def open(self) -> None:
+        """Connect and migrate the schema to the current version."""
+
+    async def close(self) -> None: ...
+
+    async def submit(
+        self, message: Message, deliveries: list[NewDelivery], *, endpoint: str, dedup_key: str | None
+    ) -> SubmitResult:
+        """Durably store a message and its deliveries in one transaction (group-committed).
+
+        When `dedup_key` is already stored, nothing is written and the result says duplicate.
+        """
+
+    async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
+        """Durably store an inbound message that was refused, with the reason (no deliveries)."""
+
+    async def claim(
+        self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float
+    ) -> list[Claimed]:
+        """Take up to `limit` due deliveries of one queue, respecting ordering keys, under a lease."""
+
+    async def finish(
+        self, delivery_id: int, *, owner: str, status: str, next_attempt_at: datetime | None,
+        error: str, outcome: str, started_at: datetime,
+    ) -> bool:
+        """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written)."""
+
+    async def release(self, delivery_ids: list[int], *, owner: str) -> int:
+        """Give claimed deliveries back (shutdown) without counting the attempt."""
+
+    async def recover_leases(self, *, owner: str | None = None) -> int:
+        """Return to pending every expired lease, and every lease held by `owner` (a restarted node)."""
+
+    async def requeue(self, delivery_ids: list[int]) -> int:
+        """Dead (or delivered) deliveries back to pending with their attempts reset."""
+
+    async def next_due(self, route: str, destination: str) -> datetime | None: ...
+
+    async def undelivered_count(self) -> int: ...
+
+    async def get_message(self, message_id: str) -> MessageRecord | None: ...
+
+    async def search(self, query: SearchQuery) -> list[MessageRecord]: ...
+
+    async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]: ...
+
+    async def find_deliveries(
+        self, *, status: str | None = None, destination: str | None = None, limit: int = 1000
+    ) -> list[Delivery]: ...
+
+    async def attempts(self, delivery_id: int) -> list[Attempt]: ...
+
+    async def schema_version(self) -> int: ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Sleep until another process signals new work, or `timeout` passes."""
+
+
+def dump_metadata(metadata: Mapping[str, str]) -> str:
+    return json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False)
+
+
+def load_metadata(text: str | None) -> dict[str, str]:
+    return json.loads(text) if text else {}
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommitter(Generic[T, R]):
+    """Batch concurrent writes into one transaction each (group commit).
+
+    Callers await :meth:`submit`; a single writer task takes everything that
+    queued up while the previous transaction was committing and hands it to
+    `flush`, which must return one result per item, in order. If `flush`
+    raises, every caller of that batch gets a :class:`StoreError`.
+    """
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], *, max_batch: int, writers: int = 1):
+        self._flush = flush
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._wake = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._run(), name="group-commit") for _ in range(writers)]
+        self._closed = False
+
+    async def submit(self, item: T) -> R:
+        if self._closed:
+            raise StoreError("store is closed")
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        self._wake.set()
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await self._flush([item for item, _ in batch])
+            except Exception as exc:  # the batch failed as a whole: every caller hears it
+                err = exc if isinstance(exc, StoreError) else StoreError(f"commit failed: {type(exc).__name__}")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def close(self) -> None:
+        self._closed = True
+        # Let the queued writes commit before stopping.
+        while self._pending:
+            await asyncio.sleep(0.005)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def open_store(config: Any) -> Store:
+    """Build and open the store named by a StoreConfig."""
+    if config.kind == "postgres":
+        from hub.store.postgres import PostgresStore
+
+        store: Store = PostgresStore(config.dsn, schema=config.schema_, pool_size=config.pool_size,
+                                     max_batch=config.max_batch)
+    else:
+        from hub.store.sqlite import SqliteStore
+
+        store = SqliteStore(config.path, max_batch=config.max_batch)
+    await store.open()
+    return store

@@ -1,0 +1,428 @@
+"""SQLite store: the embedded default (one process, one file).
+
+All SQL runs on one dedicated thread that owns the connection, so the event
+loop never blocks on disk. WAL journal with ``synchronous=FULL``: a commit
+is on disk, across power loss, before :meth:`submit` returns and the sender
+is acknowledged. Group commit makes that one fsync per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hub.errors import StoreError
+from hub.message import Message
+from hub.store.base import (
+    Attempt,
+    Claimed,
+    Delivery,
+    GroupCommitter,
+    MessageRecord,
+    NewDelivery,
+    SearchQuery,
+    SubmitResult,
+    dump_metadata,
+    load_metadata,
+)
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # 1: messages, deliveries, attempts
+    """
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        parent_id TEXT,
+        correlation_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        received_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        control_id TEXT,
+        sending_app TEXT,
+        sending_facility TEXT,
+        message_type TEXT,
+        patient_key TEXT,
+        dedup_key TEXT
+    );
+    CREATE UNIQUE INDEX messages_dedup ON messages (dedup_key) WHERE dedup_key IS NOT NULL;
+    CREATE INDEX messages_received ON messages (received_at);
+    CREATE INDEX messages_control ON messages (control_id);
+    CREATE INDEX messages_sender ON messages (sending_app, sending_facility, control_id);
+    CREATE INDEX messages_patient ON messages (patient_key, received_at);
+    CREATE INDEX messages_status ON messages (status, received_at);
+    CREATE INDEX messages_type ON messages (message_type, received_at);
+    CREATE INDEX messages_correlation ON messages (correlation_id);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL REFERENCES messages (id),
+        route TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        ordering_key TEXT,
+        lease_owner TEXT,
+        lease_expires_at REAL,
+        last_error TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX deliveries_message ON deliveries (message_id);
+    CREATE INDEX deliveries_due ON deliveries (route, destination, next_attempt_at, id)
+        WHERE status = 'pending';
+    CREATE INDEX deliveries_order ON deliveries (route, destination, ordering_key, id)
+        WHERE status IN ('pending', 'in_flight');
+    CREATE INDEX deliveries_leases ON deliveries (lease_expires_at) WHERE status = 'in_flight';
+    CREATE INDEX deliveries_status ON deliveries (status, destination);
+    CREATE TABLE attempts (
+        delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+        number INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        error TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (delivery_id, number)
+    );
+    """,
+]
+
+
+def _ts(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+_MSG_COLS = "id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, " \
+            "received_at, updated_at"
+_DEL_COLS = "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, " \
+            "ordering_key, last_error, created_at, updated_at"
+
+
+def _record(row: tuple[Any, ...]) -> MessageRecord:
+    msg = Message(id=row[0], parent_id=row[1], correlation_id=row[2], content_type=row[4], body=bytes(row[5]),
+                  metadata=load_metadata(row[6]), received_at=_dt(row[9]))
+    return MessageRecord(message=msg, endpoint=row[3], status=row[7], reason=row[8], updated_at=_dt(row[10]))
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    return Delivery(id=row[0], message_id=row[1], route=row[2], destination=row[3], status=row[4],
+                    attempts=row[5], max_attempts=row[6], next_attempt_at=_dt(row[7]), ordering_key=row[8],
+                    last_error=row[9], created_at=_dt(row[10]), updated_at=_dt(row[11]))
+
+
+_Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
+
+
+class SqliteStore:
+    """The Store protocol on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, max_batch: int = 512) -> None:
+        self.path = Path(path)
+        self._max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._db: sqlite3.Connection | None = None
+        self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {type(exc).__name__}") from None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+        self._committer = GroupCommitter(self._flush, max_batch=self._max_batch)
+
+    def _open_sync(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit, so an ACKed message survives power loss.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        self._db = db
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, sql in enumerate(MIGRATIONS, start=1):
+            if number > version:
+                db.execute("BEGIN IMMEDIATE")
+                for stmt in sql.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.execute(f"PRAGMA user_version={number}")
+                db.execute("COMMIT")
+
+    async def close(self) -> None:
+        if self._committer:
+            await self._committer.close()
+        if self._db is not None:
+            await self._run(self._db.close)
+        self._executor.shutdown(wait=True)
+
+    async def schema_version(self) -> int:
+        return int((await self._run(self._fetchone, "PRAGMA user_version", ()))[0])
+
+    # -- small helpers (run on the store thread) ----------------------------------------------------
+    def _fetchone(self, sql: str, args: tuple[Any, ...]) -> Any:
+        assert self._db is not None
+        return self._db.execute(sql, args).fetchone()
+
+    def _fetchall(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        assert self._db is not None
+        return self._db.execute(sql, args).fetchall()
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # -- writes -------------------------------------------------------------------------------------
+    async def submit(
+        self, message: Message, deliveries: list[NewDelivery], *, endpoint: str, dedup_key: str | None
+    ) -> SubmitResult:
+        assert self._committer is not None
+        status = "pending" if deliveries else "unrouted"
+        return await self._committer.submit((message, deliveries, endpoint, dedup_key, status, ""))
+
+    async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
+        assert self._committer is not None
+        await self._committer.submit((message, [], endpoint, None, "rejected", reason))
+
+    async def _flush(self, batch: list[_Submission]) -> list[SubmitResult]:
+        return await self._run(self._tx, lambda db: self._insert_batch(db, batch))
+
+    def _insert_batch(self, db: sqlite3.Connection, batch: list[_Submission]) -> list[SubmitResult]:
+        now = time.time()
+        results = []
+        for message, deliveries, endpoint, dedup_key, status, reason in batch:
+            md = message.metadata
+            cur = db.execute(
+                "INSERT INTO messages (id, parent_id, correlation_id, endpoint, content_type, body, metadata,"
+                " status, reason, received_at, updated_at, control_id, sending_app, sending_facility,"
+                " message_type, patient_key, dedup_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING",
+                (message.id, message.parent_id, message.correlation_id, endpoint, message.content_type,
+                 message.body, dump_metadata(md), status, reason, _ts(message.received_at), now,
+                 md.get("control_id"), md.get("sending_app"), md.get("sending_facility"),
+                 md.get("message_type"), md.get("patient_key"), dedup_key),
+            )
+            if cur.rowcount == 0:
+                row = db.execute("SELECT id FROM messages WHERE dedup_key = ?", (dedup_key,)).fetchone()
+                results.append(SubmitResult(row[0], True, 0))
+                continue
+            db.executemany(
+                "INSERT INTO deliveries (message_id, route, destination, status, max_attempts, next_attempt_at,"
+                " ordering_key, created_at, updated_at) VALUES (?,?,?,'pending',?,?,?,?,?)",
+                [(message.id, d.route, d.destination, d.max_attempts, now, d.ordering_key, now, now)
+                 for d in deliveries],
+            )
+            results.append(SubmitResult(message.id, False, len(deliveries)))
+        return results
+
+    async def claim(
+        self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float
+    ) -> list[Claimed]:
+        return await self._run(self._tx, lambda db: self._claim_sync(db, route, destination, limit, owner,
+                                                                      lease_secs))
+
+    def _claim_sync(self, db: sqlite3.Connection, route: str, destination: str, limit: int, owner: str,
+                    lease_secs: float) -> list[Claimed]:
+        now = time.time()
+        rows = db.execute(
+            f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
+            " AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
+            "  SELECT 1 FROM deliveries e WHERE e.route = c.route AND e.destination = c.destination"
+            "  AND e.ordering_key = c.ordering_key AND e.status IN ('pending', 'in_flight') AND e.id < c.id))"
+            " ORDER BY next_attempt_at, id LIMIT ?",
+            (route, destination, now, limit),
+        ).fetchall()
+        if not rows:
+            return []
+        ids = [r[0] for r in rows]
+        marks = ",".join("?" * len(ids))
+        db.execute(
+            f"UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, lease_owner = ?,"
+            f" lease_expires_at = ?, updated_at = ? WHERE id IN ({marks})",
+            (owner, now + lease_secs, now, *ids),
+        )
+        msg_ids = sorted({r[1] for r in rows})
+        mmarks = ",".join("?" * len(msg_ids))
+        messages = {r[0]: _record(r).message for r in db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({mmarks})", msg_ids).fetchall()}
+        out = []
+        for r in rows:
+            d = dataclasses.replace(_delivery(r), status="in_flight", attempts=r[5] + 1)
+            out.append(Claimed(d, messages[d.message_id]))
+        return out
+
+    async def finish(
+        self, delivery_id: int, *, owner: str, status: str, next_attempt_at: datetime | None,
+        error: str, outcome: str, started_at: datetime,
+    ) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            row = db.execute(
+                "SELECT message_id, attempts FROM deliveries WHERE id = ? AND status = 'in_flight'"
+                " AND lease_owner = ?", (delivery_id, owner)).fetchone()
+            if row is None:
+                return False
+            message_id, attempts = row
+            db.execute(
+                "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                (status, _ts(next_attempt_at) if next_attempt_at else now, error, now, delivery_id))
+            db.execute(
+                "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
+                " VALUES (?,?,?,?,?,?)", (delivery_id, attempts, _ts(started_at), now, outcome, error))
+            self._refresh_message_status(db, [message_id], now)
+            return True
+
+        return await self._run(self._tx, work)
+
+    @staticmethod
+    def _refresh_message_status(db: sqlite3.Connection, message_ids: list[str], now: float) -> None:
+        for mid in message_ids:
+            db.execute(
+                "UPDATE messages SET updated_at = :now, status = CASE"
+                " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid"
+                "   AND status IN ('pending', 'in_flight')) THEN 'pending'"
+                " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status = 'dead')"
+                "   THEN 'failed' ELSE 'delivered' END"
+                " WHERE id = :mid AND status NOT IN ('rejected', 'unrouted')",
+                {"now": now, "mid": mid},
+            )
+
+    async def release(self, delivery_ids: list[int], *, owner: str) -> int:
+        if not delivery_ids:
+            return 0
+
+        def work(db: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(delivery_ids))
+            cur = db.execute(
+                f"UPDATE deliveries SET status = 'pending', attempts = MAX(attempts - 1, 0), lease_owner = NULL,"
+                f" lease_expires_at = NULL, updated_at = ? WHERE status = 'in_flight' AND lease_owner = ?"
+                f" AND id IN ({marks})", (time.time(), owner, *delivery_ids))
+            return cur.rowcount
+
+        return await self._run(self._tx, work)
+
+    async def recover_leases(self, *, owner: str | None = None) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            now = time.time()
+            cur = db.execute(
+                "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,"
+                " updated_at = ? WHERE status = 'in_flight' AND (lease_expires_at < ? OR lease_owner = ?)",
+                (now, now, owner))
+            return cur.rowcount
+
+        return await self._run(self._tx, work)
+
+    async def requeue(self, delivery_ids: list[int]) -> int:
+        if not delivery_ids:
+            return 0
+
+        def work(db: sqlite3.Connection) -> int:
+            now = time.time()
+            marks = ",".join("?" * len(delivery_ids))
+            mids = [r[0] for r in db.execute(
+                f"SELECT DISTINCT message_id FROM deliveries WHERE id IN ({marks}) AND status IN"
+                f" ('dead', 'delivered')", delivery_ids).fetchall()]
+            cur = db.execute(
+                f"UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, last_error = '',"
+                f" updated_at = ? WHERE id IN ({marks}) AND status IN ('dead', 'delivered')",
+                (now, now, *delivery_ids))
+            self._refresh_message_status(db, mids, now)
+            return cur.rowcount
+
+        return await self._run(self._tx, work)
+
+    # -- reads --------------------------------------------------------------------------------------
+    async def next_due(self, route: str, destination: str) -> datetime | None:
+        row = await self._run(self._fetchone, "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ?"
+                              " AND destination = ? AND status = 'pending'", (route, destination))
+        return _dt(row[0]) if row and row[0] is not None else None
+
+    async def undelivered_count(self) -> int:
+        row = await self._run(self._fetchone, "SELECT COUNT(*) FROM deliveries WHERE status IN"
+                              " ('pending', 'in_flight')", ())
+        return int(row[0])
+
+    async def get_message(self, message_id: str) -> MessageRecord | None:
+        row = await self._run(self._fetchone, f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
+        return _record(row) if row else None
+
+    async def search(self, query: SearchQuery) -> list[MessageRecord]:
+        where, args = [], []
+        for col, op, value in query.filters():
+            where.append(f"{col} {op} ?")
+            args.append(_ts(value) if isinstance(value, datetime) else value)
+        sql = f"SELECT {_MSG_COLS} FROM messages"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = await self._run(self._fetchall, sql, (*args, query.limit))
+        return [_record(r) for r in rows]
+
+    async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]:
+        out: dict[str, list[Delivery]] = {m: [] for m in message_ids}
+        if not message_ids:
+            return out
+        marks = ",".join("?" * len(message_ids))
+        rows = await self._run(self._fetchall, f"SELECT {_DEL_COLS} FROM deliveries WHERE message_id IN"
+                               f" ({marks}) ORDER BY id", tuple(message_ids))
+        for r in rows:
+            out[r[1]].append(_delivery(r))
+        return out
+
+    async def find_deliveries(
+        self, *, status: str | None = None, destination: str | None = None, limit: int = 1000
+    ) -> list[Delivery]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if destination:
+            where.append("destination = ?")
+            args.append(destination)
+        sql = f"SELECT {_DEL_COLS} FROM deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self._run(self._fetchall, sql + " ORDER BY id LIMIT ?", (*args, limit))
+        return [_delivery(r) for r in rows]
+
+    async def attempts(self, delivery_id: int) -> list[Attempt]:
+        rows = await self._run(self._fetchall, "SELECT delivery_id, number, started_at, finished_at, outcome,"
+                               " error FROM attempts WHERE delivery_id = ? ORDER BY number", (delivery_id,))
+        return [Attempt(r[0], r[1], _dt(r[2]), _dt(r[3]), r[4], r[5]) for r in rows]
+
+    async def wait_for_work(self, timeout: float) -> None:
+        # One process owns an SQLite store; other writers (the CLI) are seen by polling.
+        await asyncio.sleep(timeout)

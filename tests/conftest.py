@@ -1,0 +1,82 @@
+"""Shared fixtures: stores (SQLite and PostgreSQL), sample messages, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from hub.store import Store
+from hub.store.postgres import PostgresStore
+from hub.store.sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+PG_DSN = os.environ.get("HUB_TEST_PG_DSN")
+# In CI the PostgreSQL tests are mandatory: unreachable means failed, never skipped.
+PG_REQUIRED = os.environ.get("HUB_REQUIRE_PG") == "1" or os.environ.get("CI") == "true"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pg_dsn_or_skip() -> str:
+    if not PG_DSN:
+        if PG_REQUIRED:
+            pytest.fail("HUB_TEST_PG_DSN is not set but PostgreSQL tests are required here")
+        pytest.skip("PostgreSQL tests need HUB_TEST_PG_DSN (make test sets it)")
+    return PG_DSN
+
+
+async def new_pg_schema() -> tuple[str, str]:
+    """A fresh schema for one test: (dsn, schema). Unreachable PostgreSQL fails the test when required."""
+    dsn = pg_dsn_or_skip()
+    schema = "t_" + uuid.uuid4().hex[:12]
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if PG_REQUIRED:
+            pytest.fail(f"PostgreSQL unreachable: {type(exc).__name__}")
+        pytest.skip(f"PostgreSQL unreachable: {type(exc).__name__}")
+    await conn.close()
+    return dsn, schema
+
+
+async def drop_pg_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        s: Store = SqliteStore(tmp_path / "hub.db")
+        await s.open()
+        yield s
+        await s.close()
+        return
+    dsn, schema = await new_pg_schema()
+    s = PostgresStore(dsn, schema=schema, pool_size=4)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+        await drop_pg_schema(dsn, schema)
+
+
+@pytest.fixture
+def adt_a01() -> bytes:
+    return (SAMPLES / "adt_a01.hl7").read_bytes()

@@ -1,0 +1,194 @@
+"""One contract, two stores: every test runs against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from hub.message import CONTENT_HL7V2, Message, utcnow
+from hub.store import NewDelivery, SearchQuery, Store
+
+
+def msg(control_id: str = "C1", patient: str = "P1@HOSP", **extra: str) -> Message:
+    meta = {"control_id": control_id, "sending_app": "LAB", "sending_facility": "HOSP",
+            "message_type": "ORU^R01", "patient_key": patient, **extra}
+    return Message.new(b"MSH|^~\\&|LAB|HOSP\r", content_type=CONTENT_HL7V2, metadata=meta)
+
+
+def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[NewDelivery]:
+    return [NewDelivery(route="r", destination=dest, ordering_key=key, max_attempts=attempts)]
+
+
+async def test_schema_is_migrated(store: Store) -> None:
+    assert await store.schema_version() == 1
+
+
+async def test_submit_then_read_back(store: Store) -> None:
+    m = msg()
+    result = await store.submit(m, one(), endpoint="mllp_in", dedup_key="LAB|HOSP|C1")
+    assert (result.message_id, result.duplicate, result.deliveries) == (m.id, False, 1)
+    rec = await store.get_message(m.id)
+    assert rec is not None
+    assert rec.message.body == m.body
+    assert dict(rec.message.metadata) == dict(m.metadata)
+    assert rec.status == "pending"
+    assert rec.endpoint == "mllp_in"
+    assert abs((rec.message.received_at - m.received_at).total_seconds()) < 0.001
+    deliveries = (await store.deliveries([m.id]))[m.id]
+    assert [(d.destination, d.status, d.attempts) for d in deliveries] == [("dpi", "pending", 0)]
+
+
+async def test_duplicate_dedup_key_is_not_routed_twice(store: Store) -> None:
+    first = msg()
+    await store.submit(first, one(), endpoint="in", dedup_key="K")
+    again = await store.submit(msg(), one(), endpoint="in", dedup_key="K")
+    assert again.duplicate and again.message_id == first.id and again.deliveries == 0
+    assert len(await store.find_deliveries()) == 1
+
+
+async def test_concurrent_submissions_are_group_committed_and_all_kept(store: Store) -> None:
+    messages = [msg(control_id=f"C{i}") for i in range(200)]
+    results = await asyncio.gather(*(store.submit(m, one(), endpoint="in", dedup_key=f"K{i}")
+                                     for i, m in enumerate(messages)))
+    assert [r.message_id for r in results] == [m.id for m in messages]
+    assert await store.undelivered_count() == 200
+    # Duplicates inside one batch: only the first is kept.
+    dupes = await asyncio.gather(*(store.submit(msg(), one(), endpoint="in", dedup_key="SAME") for _ in range(5)))
+    assert sum(not r.duplicate for r in dupes) == 1
+    assert len({r.message_id for r in dupes}) == 1
+
+
+async def test_rejected_and_unrouted_messages_are_stored(store: Store) -> None:
+    bad = msg(control_id="BAD")
+    await store.store_rejected(bad, endpoint="in", reason="MSH-9 message type is empty")
+    lonely = msg(control_id="LONE")
+    await store.submit(lonely, [], endpoint="in", dedup_key=None)
+    rec = await store.get_message(bad.id)
+    assert rec is not None and rec.status == "rejected" and rec.reason == "MSH-9 message type is empty"
+    assert (await store.get_message(lonely.id)).status == "unrouted"  # type: ignore[union-attr]
+
+
+async def test_claim_lease_and_outcomes(store: Store) -> None:
+    m = msg()
+    await store.submit(m, one(attempts=2), endpoint="in", dedup_key=None)
+    claimed = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
+    assert len(claimed) == 1 and claimed[0].message.body == m.body
+    d = claimed[0].delivery
+    assert d.status == "in_flight" and d.attempts == 1
+    # Nothing else is due while it is in flight.
+    assert await store.claim("r", "dpi", limit=10, owner="n2", lease_secs=60) == []
+    # Another owner cannot finish it.
+    assert not await store.finish(d.id, owner="n2", status="delivered", next_attempt_at=None, error="",
+                                  outcome="accept", started_at=utcnow())
+    retry_at = utcnow() + timedelta(seconds=30)
+    assert await store.finish(d.id, owner="n1", status="pending", next_attempt_at=retry_at, error="AE: busy",
+                              outcome="retry", started_at=utcnow())
+    assert await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60) == []  # not due yet
+    due = await store.next_due("r", "dpi")
+    assert due is not None and abs((due - retry_at).total_seconds()) < 0.01
+    [dl] = (await store.deliveries([m.id]))[m.id]
+    assert (dl.status, dl.attempts, dl.last_error) == ("pending", 1, "AE: busy")
+    attempts = await store.attempts(d.id)
+    assert [(a.number, a.outcome, a.error) for a in attempts] == [(1, "retry", "AE: busy")]
+
+
+async def test_dead_letter_and_requeue(store: Store) -> None:
+    m = msg()
+    await store.submit(m, one(), endpoint="in", dedup_key=None)
+    [c] = await store.claim("r", "dpi", limit=1, owner="n1", lease_secs=60)
+    await store.finish(c.delivery.id, owner="n1", status="dead", next_attempt_at=None, error="AR: bad",
+                       outcome="reject", started_at=utcnow())
+    assert (await store.get_message(m.id)).status == "failed"  # type: ignore[union-attr]
+    dead = await store.find_deliveries(status="dead")
+    assert [d.id for d in dead] == [c.delivery.id]
+    assert await store.requeue([c.delivery.id]) == 1
+    [again] = await store.claim("r", "dpi", limit=1, owner="n1", lease_secs=60)
+    assert again.delivery.attempts == 1
+    await store.finish(again.delivery.id, owner="n1", status="delivered", next_attempt_at=None, error="",
+                       outcome="accept", started_at=utcnow())
+    assert (await store.get_message(m.id)).status == "delivered"  # type: ignore[union-attr]
+    assert await store.undelivered_count() == 0
+
+
+async def test_fifo_per_ordering_key_and_parallel_across_keys(store: Store) -> None:
+    a1, a2, b1 = msg("A1", patient="A"), msg("A2", patient="A"), msg("B1", patient="B")
+    for m in (a1, a2, b1):
+        await store.submit(m, one(key=m.metadata["patient_key"]), endpoint="in", dedup_key=None)
+    first = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
+    assert sorted(c.message.id for c in first) == sorted([a1.id, b1.id])  # A2 waits behind A1
+    by_id = {c.message.id: c.delivery.id for c in first}
+    # A1 scheduled for retry still holds A2 back.
+    await store.finish(by_id[a1.id], owner="n1", status="pending", next_attempt_at=utcnow(), error="x",
+                       outcome="retry", started_at=utcnow())
+    second = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
+    assert [c.message.id for c in second] == [a1.id]
+    # A1 dead does not block A2 forever.
+    await store.finish(second[0].delivery.id, owner="n1", status="dead", next_attempt_at=None, error="x",
+                       outcome="reject", started_at=utcnow())
+    third = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
+    assert [c.message.id for c in third] == [a2.id]
+
+
+async def test_unordered_deliveries_claim_in_parallel_and_respect_limit(store: Store) -> None:
+    for i in range(5):
+        await store.submit(msg(f"C{i}"), one(), endpoint="in", dedup_key=None)
+    got = await store.claim("r", "dpi", limit=3, owner="n1", lease_secs=60)
+    assert len(got) == 3
+    rest = await store.claim("r", "dpi", limit=10, owner="n2", lease_secs=60)
+    assert len(rest) == 2
+    assert not {c.delivery.id for c in got} & {c.delivery.id for c in rest}
+
+
+async def test_queues_are_separate_per_route_and_destination(store: Store) -> None:
+    m = msg()
+    await store.submit(m, [NewDelivery("r", "a"), NewDelivery("r", "b"), NewDelivery("s", "a")],
+                       endpoint="in", dedup_key=None)
+    assert len(await store.claim("r", "a", limit=10, owner="n", lease_secs=60)) == 1
+    assert len(await store.claim("r", "b", limit=10, owner="n", lease_secs=60)) == 1
+    assert len(await store.claim("s", "a", limit=10, owner="n", lease_secs=60)) == 1
+    assert await store.claim("r", "a", limit=10, owner="n", lease_secs=60) == []
+
+
+async def test_expired_leases_and_restarted_owner_are_recovered(store: Store) -> None:
+    for i in range(2):
+        await store.submit(msg(f"C{i}"), one(), endpoint="in", dedup_key=None)
+    [short] = await store.claim("r", "dpi", limit=1, owner="dead-node", lease_secs=0.05)
+    [long] = await store.claim("r", "dpi", limit=1, owner="me", lease_secs=600)
+    await asyncio.sleep(0.1)
+    assert await store.recover_leases() == 1  # only the expired one
+    assert await store.recover_leases(owner="me") == 1  # our own, after a restart
+    again = await store.claim("r", "dpi", limit=10, owner="me", lease_secs=60)
+    assert sorted(c.delivery.id for c in again) == sorted([short.delivery.id, long.delivery.id])
+    assert all(c.delivery.attempts == 2 for c in again)
+
+
+async def test_release_gives_back_without_counting_the_attempt(store: Store) -> None:
+    await store.submit(msg(), one(), endpoint="in", dedup_key=None)
+    [c] = await store.claim("r", "dpi", limit=1, owner="n", lease_secs=60)
+    assert await store.release([c.delivery.id], owner="other") == 0
+    assert await store.release([c.delivery.id], owner="n") == 1
+    [again] = await store.claim("r", "dpi", limit=1, owner="n", lease_secs=60)
+    assert again.delivery.attempts == 1
+
+
+async def test_search_by_business_keys(store: Store) -> None:
+    t0 = utcnow()
+    ms = [msg("C1", patient="P1"), msg("C2", patient="P2"), msg("C3", patient="P1", sending_app="OTHER")]
+    for m in ms:
+        await store.submit(m, one(), endpoint="in", dedup_key=None)
+    bad = msg("C4", patient="P1")
+    await store.store_rejected(bad, endpoint="in", reason="r")
+
+    async def ids(**kw: object) -> list[str]:
+        return [r.message.id for r in await store.search(SearchQuery(**kw))]  # type: ignore[arg-type]
+
+    assert await ids(control_id="C2") == [ms[1].id]
+    assert await ids(patient_key="P1") == [bad.id, ms[2].id, ms[0].id]  # newest first
+    assert await ids(sending_app="OTHER") == [ms[2].id]
+    assert await ids(sending_app="LAB", sending_facility="HOSP", control_id="C1") == [ms[0].id]
+    assert await ids(status="rejected") == [bad.id]
+    assert await ids(message_id=ms[1].id) == [ms[1].id]
+    assert await ids(message_type="ORU^R01", limit=2) == [bad.id, ms[2].id]
+    assert await ids(before_id=ms[2].id) == [ms[1].id, ms[0].id]
+    assert len(await ids(since=t0)) == 4
+    assert await ids(until=t0) == []
