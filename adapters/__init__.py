@@ -1,0 +1,5 @@
+"""Built-in adapters. Importing a module registers it; this list is the whole catalogue."""
+
+from adapters.mllp import inbound as _mllp_inbound  # noqa: F401
+from adapters.mllp import outbound as _mllp_outbound  # noqa: F401
+from adapters.sandboxes import mllp_peer as _mllp_peer  # noqa: F401

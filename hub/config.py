@@ -45,13 +45,13 @@ class StoreConfig(_Model):
     )
     dsn: str | None = Field(None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only).")
     schema_: str | None = Field(
-        None, alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        None,
+        alias="schema",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="PostgreSQL schema for the hub's tables (created if missing); default: the search path.",
     )
     pool_size: int = Field(8, ge=2, le=200, description="PostgreSQL connections held by this process.")
-    max_batch: int = Field(
-        512, ge=1, le=10_000, description="Most messages committed in one group-commit transaction."
-    )
+    max_batch: int = Field(512, ge=1, le=10_000, description="Most messages committed in one group-commit transaction.")
     lease_secs: float = Field(
         120.0, gt=0, description="How long a claimed delivery stays owned before another worker may take it."
     )
@@ -85,7 +85,8 @@ class ComponentEntry(_Model):
 
 class HubConfig(_Model):
     node: str = Field(
-        "hub", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        "hub",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="This process's name in a cluster; leases it held are released when it restarts.",
     )
     environment: Literal["production", "test", "development"] = Field(
@@ -95,7 +96,8 @@ class HubConfig(_Model):
     http: HttpConfig = Field(default_factory=HttpConfig, description="The HTTP server.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
     high_water_mark: int = Field(
-        100_000, ge=1,
+        100_000,
+        ge=1,
         description="Undelivered deliveries above which inbound adapters answer RETRY (AE/503/451).",
     )
     shutdown_grace_secs: float = Field(
@@ -104,7 +106,8 @@ class HubConfig(_Model):
     listeners: dict[str, ComponentEntry] = Field(default_factory=dict, description="Inbound adapters by name.")
     endpoints: dict[str, ComponentEntry] = Field(default_factory=dict, description="Outbound adapters by name.")
     sandboxes: dict[str, ComponentEntry] = Field(
-        default_factory=dict, description="Local stand-ins for national services and peers, started with the hub."
+        default_factory=dict,
+        description="Local stand-ins for national services and peers, started with the hub.",
     )
     routes: list[str] = Field(
         default_factory=lambda: ["../routes/*.yaml"],
@@ -208,15 +211,19 @@ def load_config(path: str | Path) -> Settings:
 
     component_configs: dict[tuple[str, str], BaseModel] = {}
     kinds: tuple[tuple[str, registry.Kind], ...] = (
-        ("listeners", "inbound"), ("endpoints", "outbound"), ("sandboxes", "sandbox"),
+        ("listeners", "inbound"),
+        ("endpoints", "outbound"),
+        ("sandboxes", "sandbox"),
     )
     for section, kind in kinds:
         for name, entry in getattr(hub, section).items():
             comp = registry.get(kind, entry.type)
             if comp is None:
                 known = ", ".join(registry.names(kind)) or "none"
-                problems.append(f"{doc.where((section, name, 'type'))}: {section}.{name}.type: "
-                                f"unknown {kind} adapter {entry.type!r} (known: {known})")
+                problems.append(
+                    f"{doc.where((section, name, 'type'))}: {section}.{name}.type: "
+                    f"unknown {kind} adapter {entry.type!r} (known: {known})"
+                )
                 continue
             try:
                 component_configs[(kind, name)] = comp.config.model_validate(entry.settings())
@@ -256,25 +263,32 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
         problems.append(f"{doc.where(('route',))}: route {route.route!r} is also defined in {seen[route.route]}")
     for i, listener in enumerate(route.from_):
         if listener not in hub.listeners:
-            problems.append(f"{doc.where(('from', i) if len(route.from_) > 1 else ('from',))}: "
-                            f"from: unknown listener {listener!r}")
+            problems.append(
+                f"{doc.where(('from', i) if len(route.from_) > 1 else ('from',))}: from: unknown listener {listener!r}"
+            )
     content_type: str | None = None
     for i, step in enumerate(route.steps):
         comp = registry.get("step", step)
         if comp is None:
-            problems.append(f"{doc.where(('steps', i))}: steps.{i}: unknown step {step!r} "
-                            f"(known: {', '.join(registry.names('step')) or 'none'})")
+            problems.append(
+                f"{doc.where(('steps', i))}: steps.{i}: unknown step {step!r} "
+                f"(known: {', '.join(registry.names('step')) or 'none'})"
+            )
             continue
         if content_type and comp.consumes and content_type not in comp.consumes:
-            problems.append(f"{doc.where(('steps', i))}: steps.{i}: {step!r} takes {'/'.join(comp.consumes)} "
-                            f"but the previous step gives {content_type}")
+            problems.append(
+                f"{doc.where(('steps', i))}: steps.{i}: {step!r} takes {'/'.join(comp.consumes)} "
+                f"but the previous step gives {content_type}"
+            )
         content_type = comp.produces or content_type
     names = [d.destination for d in route.to]
     for i, dest in enumerate(route.to):
         if dest.destination not in hub.endpoints:
-            problems.append(f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: "
-                            f"unknown endpoint {dest.destination!r}")
+            problems.append(
+                f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: unknown endpoint {dest.destination!r}"
+            )
         if names.count(dest.destination) > 1 and names.index(dest.destination) != i:
-            problems.append(f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: "
-                            f"{dest.destination!r} listed twice")
+            problems.append(
+                f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: {dest.destination!r} listed twice"
+            )
     return problems

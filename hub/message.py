@@ -102,9 +102,7 @@ class Message:
         if not isinstance(self.metadata, MappingProxyType):
             object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
 
-    def derive(
-        self, *, body: bytes | None = None, content_type: str | None = None, **metadata: str
-    ) -> Message:
+    def derive(self, *, body: bytes | None = None, content_type: str | None = None, **metadata: str) -> Message:
         """A new message made from this one: new id, same correlation id, this one as parent."""
         merged = dict(self.metadata)
         merged.update(metadata)

@@ -1,4 +1,8 @@
-"""Explicit registry of components: inbound and outbound adapters, pipeline steps, sandboxes.
+"""Explicit registry of components: inbound and outbound adapters, pipeline steps, sandboxes, readers.
+
+A *reader* is registered under a content type: a pure function that reads
+the routing metadata of a body of that type (raising MessageError when the
+body is unusable). Replay uses it to re-read a corrected message.
 
 Components register themselves with a decorator when their module is
 imported; ``adapters/__init__.py`` and ``mappings/__init__.py`` are plain
@@ -21,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
 
-Kind = Literal["inbound", "outbound", "step", "sandbox"]
+Kind = Literal["inbound", "outbound", "step", "sandbox", "reader"]
 T = TypeVar("T")
 
 

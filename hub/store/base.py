@@ -67,9 +67,14 @@ class Delivery:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "route": self.route, "destination": self.destination, "status": self.status,
-            "attempts": self.attempts, "max_attempts": self.max_attempts,
-            "next_attempt_at": self.next_attempt_at.isoformat(), "last_error": self.last_error,
+            "id": self.id,
+            "route": self.route,
+            "destination": self.destination,
+            "status": self.status,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "next_attempt_at": self.next_attempt_at.isoformat(),
+            "last_error": self.last_error,
             "updated_at": self.updated_at.isoformat(),
         }
 
@@ -103,12 +108,19 @@ class MessageRecord:
     def summary(self) -> dict[str, Any]:
         m = self.message
         return {
-            "id": m.id, "status": self.status, "reason": self.reason, "endpoint": self.endpoint,
-            "control_id": m.metadata.get("control_id", ""), "message_type": m.metadata.get("message_type", ""),
+            "id": m.id,
+            "status": self.status,
+            "reason": self.reason,
+            "endpoint": self.endpoint,
+            "control_id": m.metadata.get("control_id", ""),
+            "message_type": m.metadata.get("message_type", ""),
             "sending_app": m.metadata.get("sending_app", ""),
             "sending_facility": m.metadata.get("sending_facility", ""),
-            "received_at": m.received_at.isoformat(), "correlation_id": m.correlation_id,
-            "parent_id": m.parent_id, "content_type": m.content_type, "size": len(m.body),
+            "received_at": m.received_at.isoformat(),
+            "correlation_id": m.correlation_id,
+            "parent_id": m.parent_id,
+            "content_type": m.content_type,
+            "size": len(m.body),
         }
 
 
@@ -165,14 +177,19 @@ class Store(Protocol):
     async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
         """Durably store an inbound message that was refused, with the reason (no deliveries)."""
 
-    async def claim(
-        self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float
-    ) -> list[Claimed]:
+    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
         """Take up to `limit` due deliveries of one queue, respecting ordering keys, under a lease."""
 
     async def finish(
-        self, delivery_id: int, *, owner: str, status: str, next_attempt_at: datetime | None,
-        error: str, outcome: str, started_at: datetime,
+        self,
+        delivery_id: int,
+        *,
+        owner: str,
+        status: str,
+        next_attempt_at: datetime | None,
+        error: str,
+        outcome: str,
+        started_at: datetime,
     ) -> bool:
         """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written)."""
 
@@ -279,8 +296,9 @@ async def open_store(config: Any) -> Store:
     if config.kind == "postgres":
         from hub.store.postgres import PostgresStore
 
-        store: Store = PostgresStore(config.dsn, schema=config.schema_, pool_size=config.pool_size,
-                                     max_batch=config.max_batch)
+        store: Store = PostgresStore(
+            config.dsn, schema=config.schema_, pool_size=config.pool_size, max_batch=config.max_batch
+        )
     else:
         from hub.store.sqlite import SqliteStore
 

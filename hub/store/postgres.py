@@ -103,10 +103,13 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_MSG_COLS = "id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, " \
-            "received_at, updated_at"
-_DEL_COLS = "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, " \
-            "ordering_key, last_error, created_at, updated_at"
+_MSG_COLS = (
+    "id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, received_at, updated_at"
+)
+_DEL_COLS = (
+    "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
+    "ordering_key, last_error, created_at, updated_at"
+)
 
 _REFRESH_STATUS = """
     UPDATE hub_messages m SET updated_at = now(), status = CASE
@@ -120,19 +123,39 @@ _REFRESH_STATUS = """
 
 
 def _record(row: asyncpg.Record) -> MessageRecord:
-    msg = Message(id=row["id"], parent_id=row["parent_id"], correlation_id=row["correlation_id"],
-                  content_type=row["content_type"], body=bytes(row["body"]),
-                  metadata=json.loads(row["metadata"]), received_at=row["received_at"])
-    return MessageRecord(message=msg, endpoint=row["endpoint"], status=row["status"], reason=row["reason"],
-                         updated_at=row["updated_at"])
+    msg = Message(
+        id=row["id"],
+        parent_id=row["parent_id"],
+        correlation_id=row["correlation_id"],
+        content_type=row["content_type"],
+        body=bytes(row["body"]),
+        metadata=json.loads(row["metadata"]),
+        received_at=row["received_at"],
+    )
+    return MessageRecord(
+        message=msg,
+        endpoint=row["endpoint"],
+        status=row["status"],
+        reason=row["reason"],
+        updated_at=row["updated_at"],
+    )
 
 
 def _delivery(row: asyncpg.Record) -> Delivery:
-    return Delivery(id=row["id"], message_id=row["message_id"], route=row["route"],
-                    destination=row["destination"], status=row["status"], attempts=row["attempts"],
-                    max_attempts=row["max_attempts"], next_attempt_at=row["next_attempt_at"],
-                    ordering_key=row["ordering_key"], last_error=row["last_error"],
-                    created_at=row["created_at"], updated_at=row["updated_at"])
+    return Delivery(
+        id=row["id"],
+        message_id=row["message_id"],
+        route=row["route"],
+        destination=row["destination"],
+        status=row["status"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        ordering_key=row["ordering_key"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
@@ -142,7 +165,13 @@ class PostgresStore:
     """The Store protocol on PostgreSQL (tables prefixed ``hub_``)."""
 
     def __init__(
-        self, dsn: str, *, schema: str | None = None, pool_size: int = 8, max_batch: int = 512, writers: int = 2
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 8,
+        max_batch: int = 512,
+        writers: int = 2,
     ) -> None:
         self._dsn = dsn
         self._settings = {"search_path": schema} if schema else {}
@@ -162,7 +191,7 @@ class PostgresStore:
         try:
             async with self._pool.acquire(timeout=10) as conn:
                 yield conn
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"postgres: {type(exc).__name__}") from None
 
     async def open(self) -> None:
@@ -173,8 +202,13 @@ class PostgresStore:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
                 finally:
                     await conn.close()
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=2, max_size=self._pool_size,
-                                                   command_timeout=60, server_settings=self._settings)
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=2,
+                max_size=self._pool_size,
+                command_timeout=60,
+                server_settings=self._settings,
+            )
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
         async with self._conn() as conn, conn.transaction():
@@ -221,16 +255,32 @@ class PostgresStore:
         cols: list[list[Any]] = [[] for _ in range(17)]
         for message, _deliveries, endpoint, dedup_key, status, reason in batch:
             md = message.metadata
-            for i, v in enumerate((
-                message.id, message.parent_id, message.correlation_id, endpoint, message.content_type,
-                message.body, dump_metadata(md), status, reason, message.received_at,
-                md.get("control_id"), md.get("sending_app"), md.get("sending_facility"),
-                md.get("message_type"), md.get("patient_key"), dedup_key,
-            )):
+            for i, v in enumerate(
+                (
+                    message.id,
+                    message.parent_id,
+                    message.correlation_id,
+                    endpoint,
+                    message.content_type,
+                    message.body,
+                    dump_metadata(md),
+                    status,
+                    reason,
+                    message.received_at,
+                    md.get("control_id"),
+                    md.get("sending_app"),
+                    md.get("sending_facility"),
+                    md.get("message_type"),
+                    md.get("patient_key"),
+                    dedup_key,
+                )
+            ):
                 cols[i].append(v)
         async with self._conn() as conn, conn.transaction():
-            inserted = {r[0] for r in await conn.fetch(
-                """
+            inserted = {
+                r[0]
+                for r in await conn.fetch(
+                    """
                 INSERT INTO hub_messages (id, parent_id, correlation_id, endpoint, content_type, body,
                     metadata, status, reason, received_at, updated_at, control_id, sending_app,
                     sending_facility, message_type, patient_key, dedup_key)
@@ -245,13 +295,15 @@ class PostgresStore:
                          dedup_key)
                 ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
                 RETURNING id
-                """, *cols[:16])}
+                """,
+                    *cols[:16],
+                )
+            }
             d_cols: list[list[Any]] = [[] for _ in range(5)]
             for message, deliveries, *_ in batch:
                 if message.id in inserted:
                     for d in deliveries:
-                        for i, v in enumerate((message.id, d.route, d.destination, d.max_attempts,
-                                               d.ordering_key)):
+                        for i, v in enumerate((message.id, d.route, d.destination, d.max_attempts, d.ordering_key)):
                             d_cols[i].append(v)
             if d_cols[0]:
                 await conn.execute(
@@ -263,13 +315,18 @@ class PostgresStore:
                         WITH ORDINALITY AS t(m, r, d, a, k, n)
                     ORDER BY n
                     """,
-                    *d_cols)
+                    *d_cols,
+                )
                 await conn.execute(f"NOTIFY {_CHANNEL}")
             missing = [b[3] for b in batch if b[0].id not in inserted]
             existing: dict[str, str] = {}
             if missing:
-                existing = {r[0]: r[1] for r in await conn.fetch(
-                    "SELECT dedup_key, id FROM hub_messages WHERE dedup_key = ANY($1::text[])", missing)}
+                existing = {
+                    r[0]: r[1]
+                    for r in await conn.fetch(
+                        "SELECT dedup_key, id FROM hub_messages WHERE dedup_key = ANY($1::text[])", missing
+                    )
+                }
         results = []
         for message, deliveries, _e, dedup_key, *_ in batch:
             if message.id in inserted:
@@ -278,9 +335,7 @@ class PostgresStore:
                 results.append(SubmitResult(existing.get(dedup_key or "", message.id), True, 0))
         return results
 
-    async def claim(
-        self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float
-    ) -> list[Claimed]:
+    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
         async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""
@@ -296,20 +351,37 @@ class PostgresStore:
                           AND e.status IN ('pending', 'in_flight') AND e.id < c.id))
                     ORDER BY c.next_attempt_at, c.id LIMIT $3
                     FOR UPDATE SKIP LOCKED)
-                RETURNING {', '.join('d.' + c.strip() for c in _DEL_COLS.split(','))}
-                """, route, destination, limit, owner, float(lease_secs))
+                RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
+                """,
+                route,
+                destination,
+                limit,
+                owner,
+                float(lease_secs),
+            )
             if not rows:
                 return []
-            msgs = {r["id"]: _record(r).message for r in await conn.fetch(
-                f"SELECT {_MSG_COLS} FROM hub_messages WHERE id = ANY($1::text[])",
-                list({r["message_id"] for r in rows}))}
+            msgs = {
+                r["id"]: _record(r).message
+                for r in await conn.fetch(
+                    f"SELECT {_MSG_COLS} FROM hub_messages WHERE id = ANY($1::text[])",
+                    list({r["message_id"] for r in rows}),
+                )
+            }
         out = [Claimed(_delivery(r), msgs[r["message_id"]]) for r in rows]
         out.sort(key=lambda c: (c.delivery.next_attempt_at, c.delivery.id))
         return out
 
     async def finish(
-        self, delivery_id: int, *, owner: str, status: str, next_attempt_at: datetime | None,
-        error: str, outcome: str, started_at: datetime,
+        self,
+        delivery_id: int,
+        *,
+        owner: str,
+        status: str,
+        next_attempt_at: datetime | None,
+        error: str,
+        outcome: str,
+        started_at: datetime,
     ) -> bool:
         async with self._conn() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -318,7 +390,13 @@ class PostgresStore:
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                 WHERE id = $1 AND status = 'in_flight' AND lease_owner = $2
                 RETURNING message_id, attempts
-                """, delivery_id, owner, status, next_attempt_at, error)
+                """,
+                delivery_id,
+                owner,
+                status,
+                next_attempt_at,
+                error,
+            )
             if row is None:
                 return False
             await conn.execute(
@@ -326,7 +404,12 @@ class PostgresStore:
                 " VALUES ($1, $2, $3, now(), $4, $5) ON CONFLICT (delivery_id, number) DO UPDATE SET"
                 " started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,"
                 " outcome = EXCLUDED.outcome, error = EXCLUDED.error",
-                delivery_id, row["attempts"], started_at, outcome, error)
+                delivery_id,
+                row["attempts"],
+                started_at,
+                outcome,
+                error,
+            )
             await conn.execute(_REFRESH_STATUS, [row["message_id"]])
             if status == "pending":
                 await conn.execute(f"NOTIFY {_CHANNEL}")
@@ -340,7 +423,9 @@ class PostgresStore:
                 "UPDATE hub_deliveries SET status = 'pending', attempts = greatest(attempts - 1, 0),"
                 " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
                 " WHERE status = 'in_flight' AND lease_owner = $1 AND id = ANY($2::bigint[])",
-                owner, delivery_ids)
+                owner,
+                delivery_ids,
+            )
         return int(result.split()[-1])
 
     async def recover_leases(self, *, owner: str | None = None) -> int:
@@ -348,7 +433,9 @@ class PostgresStore:
             result = await conn.execute(
                 "UPDATE hub_deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,"
                 " updated_at = now() WHERE status = 'in_flight' AND (lease_expires_at < now()"
-                " OR lease_owner = $1)", owner)
+                " OR lease_owner = $1)",
+                owner,
+            )
             count = int(result.split()[-1])
             if count:
                 await conn.execute(f"NOTIFY {_CHANNEL}")
@@ -361,7 +448,9 @@ class PostgresStore:
             rows = await conn.fetch(
                 "UPDATE hub_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
                 " last_error = '', updated_at = now() WHERE id = ANY($1::bigint[])"
-                " AND status IN ('dead', 'delivered') RETURNING message_id", delivery_ids)
+                " AND status IN ('dead', 'delivered') RETURNING message_id",
+                delivery_ids,
+            )
             await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
             await conn.execute(f"NOTIFY {_CHANNEL}")
         return len(rows)
@@ -371,13 +460,17 @@ class PostgresStore:
         async with self._conn() as conn:
             value: datetime | None = await conn.fetchval(
                 "SELECT min(next_attempt_at) FROM hub_deliveries WHERE route = $1 AND destination = $2"
-                " AND status = 'pending'", route, destination)
+                " AND status = 'pending'",
+                route,
+                destination,
+            )
         return value
 
     async def undelivered_count(self) -> int:
         async with self._conn() as conn:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM hub_deliveries WHERE status IN ('pending', 'in_flight')"))
+            return int(
+                await conn.fetchval("SELECT count(*) FROM hub_deliveries WHERE status IN ('pending', 'in_flight')")
+            )
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
         async with self._conn() as conn:
@@ -402,8 +495,10 @@ class PostgresStore:
         if not message_ids:
             return out
         async with self._conn() as conn:
-            rows = await conn.fetch(f"SELECT {_DEL_COLS} FROM hub_deliveries WHERE message_id = ANY($1::text[])"
-                                    " ORDER BY id", message_ids)
+            rows = await conn.fetch(
+                f"SELECT {_DEL_COLS} FROM hub_deliveries WHERE message_id = ANY($1::text[]) ORDER BY id",
+                message_ids,
+            )
         for r in rows:
             out[r["message_id"]].append(_delivery(r))
         return out
@@ -414,13 +509,20 @@ class PostgresStore:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {_DEL_COLS} FROM hub_deliveries WHERE ($1::text IS NULL OR status = $1)"
-                " AND ($2::text IS NULL OR destination = $2) ORDER BY id LIMIT $3", status, destination, limit)
+                " AND ($2::text IS NULL OR destination = $2) ORDER BY id LIMIT $3",
+                status,
+                destination,
+                limit,
+            )
         return [_delivery(r) for r in rows]
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
         async with self._conn() as conn:
-            rows = await conn.fetch("SELECT delivery_id, number, started_at, finished_at, outcome, error"
-                                    " FROM hub_attempts WHERE delivery_id = $1 ORDER BY number", delivery_id)
+            rows = await conn.fetch(
+                "SELECT delivery_id, number, started_at, finished_at, outcome, error"
+                " FROM hub_attempts WHERE delivery_id = $1 ORDER BY number",
+                delivery_id,
+            )
         return [Attempt(*r) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:

@@ -111,22 +111,43 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-_MSG_COLS = "id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, " \
-            "received_at, updated_at"
-_DEL_COLS = "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, " \
-            "ordering_key, last_error, created_at, updated_at"
+_MSG_COLS = (
+    "id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, received_at, updated_at"
+)
+_DEL_COLS = (
+    "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
+    "ordering_key, last_error, created_at, updated_at"
+)
 
 
 def _record(row: tuple[Any, ...]) -> MessageRecord:
-    msg = Message(id=row[0], parent_id=row[1], correlation_id=row[2], content_type=row[4], body=bytes(row[5]),
-                  metadata=load_metadata(row[6]), received_at=_dt(row[9]))
+    msg = Message(
+        id=row[0],
+        parent_id=row[1],
+        correlation_id=row[2],
+        content_type=row[4],
+        body=bytes(row[5]),
+        metadata=load_metadata(row[6]),
+        received_at=_dt(row[9]),
+    )
     return MessageRecord(message=msg, endpoint=row[3], status=row[7], reason=row[8], updated_at=_dt(row[10]))
 
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
-    return Delivery(id=row[0], message_id=row[1], route=row[2], destination=row[3], status=row[4],
-                    attempts=row[5], max_attempts=row[6], next_attempt_at=_dt(row[7]), ordering_key=row[8],
-                    last_error=row[9], created_at=_dt(row[10]), updated_at=_dt(row[11]))
+    return Delivery(
+        id=row[0],
+        message_id=row[1],
+        route=row[2],
+        destination=row[3],
+        status=row[4],
+        attempts=row[5],
+        max_attempts=row[6],
+        next_attempt_at=_dt(row[7]),
+        ordering_key=row[8],
+        last_error=row[9],
+        created_at=_dt(row[10]),
+        updated_at=_dt(row[11]),
+    )
 
 
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
@@ -229,10 +250,25 @@ class SqliteStore:
                 " status, reason, received_at, updated_at, control_id, sending_app, sending_facility,"
                 " message_type, patient_key, dedup_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING",
-                (message.id, message.parent_id, message.correlation_id, endpoint, message.content_type,
-                 message.body, dump_metadata(md), status, reason, _ts(message.received_at), now,
-                 md.get("control_id"), md.get("sending_app"), md.get("sending_facility"),
-                 md.get("message_type"), md.get("patient_key"), dedup_key),
+                (
+                    message.id,
+                    message.parent_id,
+                    message.correlation_id,
+                    endpoint,
+                    message.content_type,
+                    message.body,
+                    dump_metadata(md),
+                    status,
+                    reason,
+                    _ts(message.received_at),
+                    now,
+                    md.get("control_id"),
+                    md.get("sending_app"),
+                    md.get("sending_facility"),
+                    md.get("message_type"),
+                    md.get("patient_key"),
+                    dedup_key,
+                ),
             )
             if cur.rowcount == 0:
                 row = db.execute("SELECT id FROM messages WHERE dedup_key = ?", (dedup_key,)).fetchone()
@@ -241,20 +277,20 @@ class SqliteStore:
             db.executemany(
                 "INSERT INTO deliveries (message_id, route, destination, status, max_attempts, next_attempt_at,"
                 " ordering_key, created_at, updated_at) VALUES (?,?,?,'pending',?,?,?,?,?)",
-                [(message.id, d.route, d.destination, d.max_attempts, now, d.ordering_key, now, now)
-                 for d in deliveries],
+                [
+                    (message.id, d.route, d.destination, d.max_attempts, now, d.ordering_key, now, now)
+                    for d in deliveries
+                ],
             )
             results.append(SubmitResult(message.id, False, len(deliveries)))
         return results
 
-    async def claim(
-        self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float
-    ) -> list[Claimed]:
-        return await self._run(self._tx, lambda db: self._claim_sync(db, route, destination, limit, owner,
-                                                                      lease_secs))
+    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
+        return await self._run(self._tx, lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs))
 
-    def _claim_sync(self, db: sqlite3.Connection, route: str, destination: str, limit: int, owner: str,
-                    lease_secs: float) -> list[Claimed]:
+    def _claim_sync(
+        self, db: sqlite3.Connection, route: str, destination: str, limit: int, owner: str, lease_secs: float
+    ) -> list[Claimed]:
         now = time.time()
         rows = db.execute(
             f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
@@ -275,8 +311,10 @@ class SqliteStore:
         )
         msg_ids = sorted({r[1] for r in rows})
         mmarks = ",".join("?" * len(msg_ids))
-        messages = {r[0]: _record(r).message for r in db.execute(
-            f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({mmarks})", msg_ids).fetchall()}
+        messages = {
+            r[0]: _record(r).message
+            for r in db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({mmarks})", msg_ids).fetchall()
+        }
         out = []
         for r in rows:
             d = dataclasses.replace(_delivery(r), status="in_flight", attempts=r[5] + 1)
@@ -284,24 +322,35 @@ class SqliteStore:
         return out
 
     async def finish(
-        self, delivery_id: int, *, owner: str, status: str, next_attempt_at: datetime | None,
-        error: str, outcome: str, started_at: datetime,
+        self,
+        delivery_id: int,
+        *,
+        owner: str,
+        status: str,
+        next_attempt_at: datetime | None,
+        error: str,
+        outcome: str,
+        started_at: datetime,
     ) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             now = time.time()
             row = db.execute(
-                "SELECT message_id, attempts FROM deliveries WHERE id = ? AND status = 'in_flight'"
-                " AND lease_owner = ?", (delivery_id, owner)).fetchone()
+                "SELECT message_id, attempts FROM deliveries WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
+                (delivery_id, owner),
+            ).fetchone()
             if row is None:
                 return False
             message_id, attempts = row
             db.execute(
                 "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
                 " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
-                (status, _ts(next_attempt_at) if next_attempt_at else now, error, now, delivery_id))
+                (status, _ts(next_attempt_at) if next_attempt_at else now, error, now, delivery_id),
+            )
             db.execute(
                 "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
-                " VALUES (?,?,?,?,?,?)", (delivery_id, attempts, _ts(started_at), now, outcome, error))
+                " VALUES (?,?,?,?,?,?)",
+                (delivery_id, attempts, _ts(started_at), now, outcome, error),
+            )
             self._refresh_message_status(db, [message_id], now)
             return True
 
@@ -329,7 +378,9 @@ class SqliteStore:
             cur = db.execute(
                 f"UPDATE deliveries SET status = 'pending', attempts = MAX(attempts - 1, 0), lease_owner = NULL,"
                 f" lease_expires_at = NULL, updated_at = ? WHERE status = 'in_flight' AND lease_owner = ?"
-                f" AND id IN ({marks})", (time.time(), owner, *delivery_ids))
+                f" AND id IN ({marks})",
+                (time.time(), owner, *delivery_ids),
+            )
             return cur.rowcount
 
         return await self._run(self._tx, work)
@@ -340,7 +391,8 @@ class SqliteStore:
             cur = db.execute(
                 "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,"
                 " updated_at = ? WHERE status = 'in_flight' AND (lease_expires_at < ? OR lease_owner = ?)",
-                (now, now, owner))
+                (now, now, owner),
+            )
             return cur.rowcount
 
         return await self._run(self._tx, work)
@@ -352,13 +404,19 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> int:
             now = time.time()
             marks = ",".join("?" * len(delivery_ids))
-            mids = [r[0] for r in db.execute(
-                f"SELECT DISTINCT message_id FROM deliveries WHERE id IN ({marks}) AND status IN"
-                f" ('dead', 'delivered')", delivery_ids).fetchall()]
+            mids = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT DISTINCT message_id FROM deliveries WHERE id IN ({marks}) AND status IN"
+                    f" ('dead', 'delivered')",
+                    delivery_ids,
+                ).fetchall()
+            ]
             cur = db.execute(
                 f"UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, last_error = '',"
                 f" updated_at = ? WHERE id IN ({marks}) AND status IN ('dead', 'delivered')",
-                (now, now, *delivery_ids))
+                (now, now, *delivery_ids),
+            )
             self._refresh_message_status(db, mids, now)
             return cur.rowcount
 
@@ -366,13 +424,17 @@ class SqliteStore:
 
     # -- reads --------------------------------------------------------------------------------------
     async def next_due(self, route: str, destination: str) -> datetime | None:
-        row = await self._run(self._fetchone, "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ?"
-                              " AND destination = ? AND status = 'pending'", (route, destination))
+        row = await self._run(
+            self._fetchone,
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ? AND destination = ? AND status = 'pending'",
+            (route, destination),
+        )
         return _dt(row[0]) if row and row[0] is not None else None
 
     async def undelivered_count(self) -> int:
-        row = await self._run(self._fetchone, "SELECT COUNT(*) FROM deliveries WHERE status IN"
-                              " ('pending', 'in_flight')", ())
+        row = await self._run(
+            self._fetchone, "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending', 'in_flight')", ()
+        )
         return int(row[0])
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
@@ -396,8 +458,11 @@ class SqliteStore:
         if not message_ids:
             return out
         marks = ",".join("?" * len(message_ids))
-        rows = await self._run(self._fetchall, f"SELECT {_DEL_COLS} FROM deliveries WHERE message_id IN"
-                               f" ({marks}) ORDER BY id", tuple(message_ids))
+        rows = await self._run(
+            self._fetchall,
+            f"SELECT {_DEL_COLS} FROM deliveries WHERE message_id IN ({marks}) ORDER BY id",
+            tuple(message_ids),
+        )
         for r in rows:
             out[r[1]].append(_delivery(r))
         return out
@@ -419,8 +484,12 @@ class SqliteStore:
         return [_delivery(r) for r in rows]
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
-        rows = await self._run(self._fetchall, "SELECT delivery_id, number, started_at, finished_at, outcome,"
-                               " error FROM attempts WHERE delivery_id = ? ORDER BY number", (delivery_id,))
+        rows = await self._run(
+            self._fetchall,
+            "SELECT delivery_id, number, started_at, finished_at, outcome,"
+            " error FROM attempts WHERE delivery_id = ? ORDER BY number",
+            (delivery_id,),
+        )
         return [Attempt(r[0], r[1], _dt(r[2]), _dt(r[3]), r[4], r[5]) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:

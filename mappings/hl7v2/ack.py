@@ -91,7 +91,21 @@ def _err_segment(d: Delimiters, code: str, text: str, location: str) -> str:
 def build_bare_ack(code: str, *, error_code: str, error_text: str, now: datetime | None = None) -> bytes:
     """ACK for bytes whose MSH could not be read at all: default delimiters, empty MSA-2."""
     d = Delimiters()
-    msh = "|".join(["MSH", d.encoding_characters, "HUB", "", "", "", _timestamp(now or utcnow()), "",
-                    "ACK", new_id().replace("-", "")[:20], "P", "2.5"])
+    msh = "|".join(
+        [
+            "MSH",
+            d.encoding_characters,
+            "HUB",
+            "",
+            "",
+            "",
+            _timestamp(now or utcnow()),
+            "",
+            "ACK",
+            new_id().replace("-", "")[:20],
+            "P",
+            "2.5",
+        ]
+    )
     segments = [msh, "|".join(["MSA", code, ""]), _err_segment(d, error_code, error_text, "")]
     return ("\r".join(segments) + "\r").encode("utf-8")

@@ -21,7 +21,7 @@ import re
 
 from hub.errors import ParseError, ValidationError
 
-__all__ = ["Er7Message", "Header", "read_header", "unescape"]
+__all__ = ["Delimiters", "Er7Message", "Header", "check_header", "read_header", "unescape"]
 
 _SEGMENT_SPLIT = re.compile(rb"\r\n|\r|\n")
 _SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
@@ -212,7 +212,12 @@ def _patient_key(msg: Er7Message) -> str:
 
 
 def read_header(body: bytes | str) -> tuple[Er7Message, Header]:
-    """Read MSH (and the patient key) of one ER7 message; raise MessageError when unusable."""
+    """Read MSH (and the patient key) of one ER7 message.
+
+    Raises ParseError only when MSH itself cannot be read; missing required
+    MSH fields are reported by :func:`check_header`, so that the ACK for such a
+    message can still echo the sender's MSH (HL7 v2.5 §2.9.2).
+    """
     msg = Er7Message(body)
     m = msg.fields(0)
     get = msg.component
@@ -220,15 +225,6 @@ def read_header(body: bytes | str) -> tuple[Er7Message, Header]:
     def f(n: int) -> str:
         return m[n] if n < len(m) else ""
 
-    if not f(9):
-        raise ValidationError("MSH-9 message type is empty", code="101", location="MSH^1^9")
-    if not f(10):
-        raise ValidationError("MSH-10 message control id is empty", code="101", location="MSH^1^10")
-    if not f(12):
-        raise ValidationError("MSH-12 version id is empty", code="101", location="MSH^1^12")
-    for sid in msg.segment_ids():
-        if not _SEGMENT_ID.match(sid):
-            raise ParseError("a segment does not start with a valid segment id", code="100")
     header = Header(
         delimiters=msg.delimiters,
         sending_app=get(f(3), 1),
@@ -249,6 +245,21 @@ def read_header(body: bytes | str) -> tuple[Er7Message, Header]:
         charset=get(f(18), 1),
         patient_key=_patient_key(msg),
     )
-    if not header.message_type:
-        raise ValidationError("MSH-9.1 message code is empty", code="101", location="MSH^1^9^1")
     return msg, header
+
+
+def check_header(msg: Er7Message, header: Header) -> None:
+    """Raise a MessageError (with table 0357 code and location) when MSH lacks what HL7 requires."""
+    if not header.message_type:
+        raise ValidationError("MSH-9 message type is empty", code="101", location="MSH^1^9")
+    if not header.control_id:
+        raise ValidationError("MSH-10 message control id is empty", code="101", location="MSH^1^10")
+    if not header.processing_id:
+        raise ValidationError("MSH-11 processing id is empty", code="101", location="MSH^1^11")
+    if not header.version:
+        raise ValidationError("MSH-12 version id is empty", code="101", location="MSH^1^12")
+    if not header.version.startswith("2."):
+        raise ValidationError("MSH-12 is not an HL7 v2 version", code="203", location="MSH^1^12")
+    for i, sid in enumerate(msg.segment_ids()):
+        if not _SEGMENT_ID.match(sid):
+            raise ParseError(f"segment {i + 1} does not start with a valid segment id", code="100")

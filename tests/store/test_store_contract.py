@@ -10,8 +10,14 @@ from hub.store import NewDelivery, SearchQuery, Store
 
 
 def msg(control_id: str = "C1", patient: str = "P1@HOSP", **extra: str) -> Message:
-    meta = {"control_id": control_id, "sending_app": "LAB", "sending_facility": "HOSP",
-            "message_type": "ORU^R01", "patient_key": patient, **extra}
+    meta = {
+        "control_id": control_id,
+        "sending_app": "LAB",
+        "sending_facility": "HOSP",
+        "message_type": "ORU^R01",
+        "patient_key": patient,
+        **extra,
+    }
     return Message.new(b"MSH|^~\\&|LAB|HOSP\r", content_type=CONTENT_HL7V2, metadata=meta)
 
 
@@ -48,8 +54,9 @@ async def test_duplicate_dedup_key_is_not_routed_twice(store: Store) -> None:
 
 async def test_concurrent_submissions_are_group_committed_and_all_kept(store: Store) -> None:
     messages = [msg(control_id=f"C{i}") for i in range(200)]
-    results = await asyncio.gather(*(store.submit(m, one(), endpoint="in", dedup_key=f"K{i}")
-                                     for i, m in enumerate(messages)))
+    results = await asyncio.gather(
+        *(store.submit(m, one(), endpoint="in", dedup_key=f"K{i}") for i, m in enumerate(messages))
+    )
     assert [r.message_id for r in results] == [m.id for m in messages]
     assert await store.undelivered_count() == 200
     # Duplicates inside one batch: only the first is kept.
@@ -78,11 +85,25 @@ async def test_claim_lease_and_outcomes(store: Store) -> None:
     # Nothing else is due while it is in flight.
     assert await store.claim("r", "dpi", limit=10, owner="n2", lease_secs=60) == []
     # Another owner cannot finish it.
-    assert not await store.finish(d.id, owner="n2", status="delivered", next_attempt_at=None, error="",
-                                  outcome="accept", started_at=utcnow())
+    assert not await store.finish(
+        d.id,
+        owner="n2",
+        status="delivered",
+        next_attempt_at=None,
+        error="",
+        outcome="accept",
+        started_at=utcnow(),
+    )
     retry_at = utcnow() + timedelta(seconds=30)
-    assert await store.finish(d.id, owner="n1", status="pending", next_attempt_at=retry_at, error="AE: busy",
-                              outcome="retry", started_at=utcnow())
+    assert await store.finish(
+        d.id,
+        owner="n1",
+        status="pending",
+        next_attempt_at=retry_at,
+        error="AE: busy",
+        outcome="retry",
+        started_at=utcnow(),
+    )
     assert await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60) == []  # not due yet
     due = await store.next_due("r", "dpi")
     assert due is not None and abs((due - retry_at).total_seconds()) < 0.01
@@ -96,16 +117,30 @@ async def test_dead_letter_and_requeue(store: Store) -> None:
     m = msg()
     await store.submit(m, one(), endpoint="in", dedup_key=None)
     [c] = await store.claim("r", "dpi", limit=1, owner="n1", lease_secs=60)
-    await store.finish(c.delivery.id, owner="n1", status="dead", next_attempt_at=None, error="AR: bad",
-                       outcome="reject", started_at=utcnow())
+    await store.finish(
+        c.delivery.id,
+        owner="n1",
+        status="dead",
+        next_attempt_at=None,
+        error="AR: bad",
+        outcome="reject",
+        started_at=utcnow(),
+    )
     assert (await store.get_message(m.id)).status == "failed"  # type: ignore[union-attr]
     dead = await store.find_deliveries(status="dead")
     assert [d.id for d in dead] == [c.delivery.id]
     assert await store.requeue([c.delivery.id]) == 1
     [again] = await store.claim("r", "dpi", limit=1, owner="n1", lease_secs=60)
     assert again.delivery.attempts == 1
-    await store.finish(again.delivery.id, owner="n1", status="delivered", next_attempt_at=None, error="",
-                       outcome="accept", started_at=utcnow())
+    await store.finish(
+        again.delivery.id,
+        owner="n1",
+        status="delivered",
+        next_attempt_at=None,
+        error="",
+        outcome="accept",
+        started_at=utcnow(),
+    )
     assert (await store.get_message(m.id)).status == "delivered"  # type: ignore[union-attr]
     assert await store.undelivered_count() == 0
 
@@ -118,13 +153,27 @@ async def test_fifo_per_ordering_key_and_parallel_across_keys(store: Store) -> N
     assert sorted(c.message.id for c in first) == sorted([a1.id, b1.id])  # A2 waits behind A1
     by_id = {c.message.id: c.delivery.id for c in first}
     # A1 scheduled for retry still holds A2 back.
-    await store.finish(by_id[a1.id], owner="n1", status="pending", next_attempt_at=utcnow(), error="x",
-                       outcome="retry", started_at=utcnow())
+    await store.finish(
+        by_id[a1.id],
+        owner="n1",
+        status="pending",
+        next_attempt_at=utcnow(),
+        error="x",
+        outcome="retry",
+        started_at=utcnow(),
+    )
     second = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
     assert [c.message.id for c in second] == [a1.id]
     # A1 dead does not block A2 forever.
-    await store.finish(second[0].delivery.id, owner="n1", status="dead", next_attempt_at=None, error="x",
-                       outcome="reject", started_at=utcnow())
+    await store.finish(
+        second[0].delivery.id,
+        owner="n1",
+        status="dead",
+        next_attempt_at=None,
+        error="x",
+        outcome="reject",
+        started_at=utcnow(),
+    )
     third = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
     assert [c.message.id for c in third] == [a2.id]
 
@@ -141,8 +190,12 @@ async def test_unordered_deliveries_claim_in_parallel_and_respect_limit(store: S
 
 async def test_queues_are_separate_per_route_and_destination(store: Store) -> None:
     m = msg()
-    await store.submit(m, [NewDelivery("r", "a"), NewDelivery("r", "b"), NewDelivery("s", "a")],
-                       endpoint="in", dedup_key=None)
+    await store.submit(
+        m,
+        [NewDelivery("r", "a"), NewDelivery("r", "b"), NewDelivery("s", "a")],
+        endpoint="in",
+        dedup_key=None,
+    )
     assert len(await store.claim("r", "a", limit=10, owner="n", lease_secs=60)) == 1
     assert len(await store.claim("r", "b", limit=10, owner="n", lease_secs=60)) == 1
     assert len(await store.claim("s", "a", limit=10, owner="n", lease_secs=60)) == 1

@@ -1,0 +1,72 @@
+"""What adapters get from the hub, and what the hub expects of them.
+
+Inbound adapters are servers: for each message they build a :class:`Message`
+and ``await ctx.submit(...)``, which returns only after the durable commit;
+only then do they acknowledge (AA / 2xx / 250). A message they refuse goes to
+``ctx.reject(...)``, which stores it with its reason before the refusal is
+sent. Either call raises :class:`hub.errors.Retryable` when the hub cannot
+take the message now (store unavailable, above the high-water mark): the
+adapter answers with its protocol's "try again" (AE / 503 / 451).
+
+Outbound adapters classify: ``send`` returns on ACCEPT, raises
+:class:`Retryable` (or :class:`NotConnected`) or :class:`Rejected`. They never
+sleep, retry or persist; the delivery workers in ``hub/delivery.py`` do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from hub.message import Message
+from hub.store import SubmitResult
+
+__all__ = ["InboundAdapter", "InboundContext", "OutboundAdapter", "Sandbox"]
+
+
+class InboundContext(Protocol):
+    """The hub as an inbound adapter sees it, bound to one listener name."""
+
+    endpoint: str
+
+    async def submit(self, message: Message, *, dedup_key: str | None = None) -> SubmitResult:
+        """Route and durably store; return after commit. Raises Retryable when the hub is full or down."""
+
+    async def reject(self, message: Message, *, reason: str) -> None:
+        """Durably store a refused message with its reason. Raises Retryable when the store is down."""
+
+
+class InboundAdapter(Protocol):
+    def __init__(self, name: str, config: Any, ctx: InboundContext) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Where it listens, for the startup log and `hub sandboxes`."""
+
+
+class OutboundAdapter(Protocol):
+    def __init__(self, name: str, config: Any) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def send(self, message: Message) -> None:
+        """Deliver one message; return on ACCEPT, raise Retryable / Rejected otherwise."""
+
+    async def stop(self) -> None: ...
+
+
+class Sandbox(Protocol):
+    """A local stand-in for a national service or a peer, started with the hub."""
+
+    def __init__(self, name: str, config: Any) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def http_routes(self) -> list[tuple[str, str, Any]]:
+        """(method, path, aiohttp handler) to mount under /sandboxes/<name>/ on the hub's HTTP port."""

@@ -1,0 +1,182 @@
+"""MLLP listener: frames in, durable commit, original-mode ACK out (HL7 v2.5 §2.9.2).
+
+AA only after the message and its deliveries are committed. AE when the hub
+cannot take it now (store down, above the high-water mark): the sender keeps
+the message and resends. AR when the message itself is unusable: it is
+stored with status ``rejected`` and the reason, and the ERR segment says why
+(HL7 table 0357 code, location, text). A message whose MSH-10 was already
+received from the same sending application and facility is acknowledged AA
+again and not routed twice (the sender lost our first ACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from pydantic import Field
+
+from adapters.base import InboundContext
+from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
+from adapters.tls import TlsConfig, server_context
+from hub.errors import MessageError, Retryable
+from hub.message import CONTENT_HL7V2, Message
+from hub.registry import ComponentConfig, register
+from mappings.hl7v2 import build_ack, build_bare_ack, check_header, read_header
+from mappings.hl7v2.er7 import Header
+
+__all__ = ["MllpInbound", "MllpInboundConfig"]
+
+log = structlog.get_logger("hub.mllp.in")
+
+
+class MllpInboundConfig(ComponentConfig):
+    listen: str = Field("127.0.0.1:2575", description="host:port to listen on (2575 is the MLLP default).")
+    tls: TlsConfig | None = Field(None, description="Serve MLLP over TLS (mutual TLS with require_client_cert).")
+    max_connections: int = Field(64, ge=1, description="Connections served at once; more are closed at once.")
+    max_frame_bytes: int = Field(
+        16 * 2**20,
+        ge=1024,
+        description="Largest message accepted; larger ones are answered AR and stored cut.",
+    )
+    receive_timeout_secs: float | None = Field(
+        600.0, gt=0, description="Close a connection idle this long between frames (none: wait forever)."
+    )
+    read_timeout_secs: float = Field(
+        30.0, gt=0, description="Close a connection silent this long in the middle of a frame."
+    )
+    dedup: bool = Field(
+        True, description="Acknowledge a repeated MSH-10 from the same sender AA without routing it again."
+    )
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@register("inbound", "mllp", config=MllpInboundConfig)
+class MllpInbound:
+    """HL7 v2 over MLLP: commit, then AA; AE when full or down; AR (stored) when unusable."""
+
+    def __init__(self, name: str, config: MllpInboundConfig, ctx: InboundContext) -> None:
+        self.name = name
+        self.config = config
+        self.ctx = ctx
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self.port: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "listener": self.name,
+            "protocol": "mllp+tls" if self.config.tls else "mllp",
+            "listen": self.config.listen,
+            "port": self.port,
+        }
+
+    async def start(self) -> None:
+        host, port = _host_port(self.config.listen)
+        ssl_ctx = server_context(self.config.tls) if self.config.tls else None
+        self._server = await asyncio.start_server(self._on_connection, host, port, ssl=ssl_ctx, limit=2**16)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.config.max_connections:
+            log.warning("mllp_connection_refused", listener=self.name, reason="max_connections")
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        frames = FrameReader(
+            reader,
+            max_frame_bytes=self.config.max_frame_bytes,
+            receive_timeout_secs=self.config.receive_timeout_secs,
+            read_timeout_secs=self.config.read_timeout_secs,
+        )
+        try:
+            while True:
+                got = await frames.read_frame()
+                if got is None:
+                    break
+                ack = await self._handle(got)
+                writer.write(frame(ack))
+                await writer.drain()
+        except FrameTimeout as exc:
+            log.info("mllp_connection_timeout", listener=self.name, reason=str(exc))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a listener never dies of one connection
+            log.error("mllp_connection_error", listener=self.name, error=type(exc).__name__)
+        finally:
+            if frames.garbage_bytes or frames.truncated_frames:
+                log.warning(
+                    "mllp_framing_anomaly",
+                    listener=self.name,
+                    garbage_bytes=frames.garbage_bytes,
+                    truncated_frames=frames.truncated_frames,
+                )
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handle(self, got: Frame) -> bytes:
+        """Process one frame and return the ACK to send."""
+        header: Header | None = None
+        try:
+            er7, header = read_header(got.body)
+            if got.oversized:
+                raise MessageError(
+                    f"message of {got.size} bytes exceeds max_frame_bytes ({self.config.max_frame_bytes})"
+                )
+            check_header(er7, header)
+        except MessageError as exc:
+            return await self._refuse(got, header, exc)
+        message = Message.new(
+            got.body, content_type=CONTENT_HL7V2, metadata={**header.metadata(), "endpoint": self.name}
+        )
+        dedup_key = (
+            f"{self.name}|{header.sending_app}|{header.sending_facility}|{header.control_id}"
+            if self.config.dedup
+            else None
+        )
+        try:
+            result = await self.ctx.submit(message, dedup_key=dedup_key)
+        except Retryable as exc:
+            return build_ack(header, "AE", error_code="207", error_text=str(exc))
+        if result.duplicate:
+            log.info("mllp_duplicate", listener=self.name, message_id=result.message_id)
+        return build_ack(header, "AA")
+
+    async def _refuse(self, got: Frame, header: Header | None, exc: MessageError) -> bytes:
+        metadata = {**(header.metadata() if header else {}), "endpoint": self.name}
+        if got.oversized:
+            metadata["truncated_from_bytes"] = str(got.size)
+        message = Message.new(got.body, content_type=CONTENT_HL7V2, metadata=metadata)
+        try:
+            await self.ctx.reject(message, reason=exc.reason)
+        except Retryable as store_exc:
+            # Not stored, so not refused for good: the sender must keep it and try again.
+            if header:
+                return build_ack(header, "AE", error_code="207", error_text=str(store_exc))
+            return build_bare_ack("AE", error_code="207", error_text=str(store_exc))
+        log.info("mllp_rejected", listener=self.name, message_id=message.id, code=exc.code, reason=exc.reason)
+        if header:
+            return build_ack(header, "AR", error_code=exc.code, error_text=exc.reason, error_location=exc.location)
+        return build_bare_ack("AR", error_code=exc.code, error_text=exc.reason)

@@ -1,0 +1,1 @@
+"""Local stand-ins for the peers and national services the hub talks to."""

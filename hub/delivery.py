@@ -1,0 +1,203 @@
+"""Delivery workers: one per (route, destination), turning stored deliveries into sends.
+
+A worker claims due deliveries under a lease (at most `max_in_flight` at a
+time; the store keeps FIFO per ordering key), runs the route's steps, calls
+the outbound adapter and records the outcome:
+
+* ACCEPT → ``delivered``;
+* RETRY → ``pending`` again after an exponential backoff with jitter, capped,
+  until ``max_attempts``; then ``dead``;
+* REJECT (the peer refused, or a step found the message unusable) → ``dead`` at once.
+
+On shutdown the worker stops claiming, lets in-flight sends finish for a grace
+period, then cancels the rest and gives their deliveries back to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import datetime, timedelta
+
+import structlog
+
+from hub.config import DestinationPolicy, RetryPolicy
+from hub.errors import DeliveryError, MessageError, Outcome, Rejected, StoreError
+from hub.message import utcnow
+from hub.pipeline import Pipeline
+from hub.store import Claimed, Store
+
+__all__ = ["DestinationWorker", "backoff_secs"]
+
+log = structlog.get_logger("hub.delivery")
+
+
+def backoff_secs(policy: RetryPolicy, attempts: int, rand: Callable[[], float] = random.random) -> float:
+    """Delay before the next attempt after `attempts` failed ones: exponential, capped, with jitter."""
+    base = min(policy.max_secs, policy.initial_secs * policy.multiplier ** max(attempts - 1, 0))
+    return max(0.0, base * (1 + policy.jitter * (2 * rand() - 1)))
+
+
+class DestinationWorker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        route: str,
+        policy: DestinationPolicy,
+        adapter: object,
+        pipeline: Pipeline,
+        owner: str,
+        lease_secs: float,
+        step_executor: Executor | None = None,
+        poll_secs: float = 1.0,
+        on_outcome: Callable[[str, str, Outcome, float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.route = route
+        self.policy = policy
+        self.destination = policy.destination
+        self.adapter = adapter
+        self.pipeline = pipeline
+        self.owner = owner
+        self.lease_secs = lease_secs
+        self.step_executor = step_executor
+        self.poll_secs = poll_secs
+        self.on_outcome = on_outcome
+        self.wake = asyncio.Event()
+        self.paused = False
+        self._inflight: dict[asyncio.Task[None], int] = {}
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"deliver:{self.route}:{self.destination}")
+
+    async def stop(self, grace_secs: float) -> None:
+        self._stopping = True
+        self.wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight), timeout=grace_secs)
+            left = {self._inflight[t] for t in pending}
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if left:
+                # If the store is down, their leases expire and another node (or our restart) takes them.
+                with contextlib.suppress(StoreError):
+                    await self.store.release(sorted(left), owner=self.owner)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            free = self.policy.max_in_flight - len(self._inflight)
+            claimed: list[Claimed] = []
+            if free > 0 and not self.paused:
+                try:
+                    claimed = await self.store.claim(
+                        self.route, self.destination, limit=free, owner=self.owner, lease_secs=self.lease_secs
+                    )
+                except StoreError as exc:
+                    log.warning("claim_failed", route=self.route, destination=self.destination, error=str(exc))
+                for c in claimed:
+                    task = asyncio.create_task(self._deliver(c))
+                    self._inflight[task] = c.delivery.id
+                    task.add_done_callback(self._done)
+            if claimed and len(claimed) == free:
+                continue  # the queue may hold more, and there is room: wait for room
+            await self._sleep()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self.wake.set()
+
+    async def _sleep(self) -> None:
+        timeout = self.poll_secs
+        if len(self._inflight) < self.policy.max_in_flight and not self.paused:
+            try:
+                due = await self.store.next_due(self.route, self.destination)
+            except StoreError:
+                due = None
+            if due is not None:
+                timeout = min(timeout, max(0.0, (due - utcnow()).total_seconds()))
+        self.wake.clear()
+        if timeout <= 0:
+            await asyncio.sleep(0)
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _deliver(self, c: Claimed) -> None:
+        d = c.delivery
+        started = utcnow()
+        error = ""
+        retry_after: float | None = None
+        try:
+            message = c.message
+            if self.pipeline:
+                loop = asyncio.get_running_loop()
+                message = await loop.run_in_executor(self.step_executor, self.pipeline.apply, message)
+            await self.adapter.send(message)  # type: ignore[attr-defined]
+            outcome = Outcome.ACCEPT
+        except MessageError as exc:
+            outcome, error = Outcome.REJECT, f"step refused the message: {exc.reason}"
+        except Rejected as exc:
+            outcome, error = Outcome.REJECT, str(exc)
+        except DeliveryError as exc:
+            outcome, error = Outcome.RETRY, str(exc)
+            retry_after = getattr(exc, "retry_after_secs", None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an adapter bug must not kill the worker: retry, and say so
+            outcome, error = Outcome.RETRY, f"adapter error: {type(exc).__name__}"
+            log.error("adapter_error", destination=self.destination, delivery_id=d.id, error=type(exc).__name__)
+        next_at: datetime | None = None
+        if outcome is Outcome.ACCEPT:
+            status = "delivered"
+        elif outcome is Outcome.RETRY and d.attempts < d.max_attempts:
+            status = "pending"
+            delay = backoff_secs(self.policy.retry, d.attempts)
+            if retry_after:
+                delay = max(delay, retry_after)
+            next_at = utcnow() + timedelta(seconds=delay)
+        else:
+            status = "dead"
+        elapsed = (utcnow() - started).total_seconds()
+        if self.on_outcome:
+            self.on_outcome(self.route, self.destination, outcome, elapsed)
+        try:
+            kept = await self.store.finish(
+                d.id,
+                owner=self.owner,
+                status=status,
+                next_attempt_at=next_at,
+                error=error,
+                outcome=outcome.value,
+                started_at=started,
+            )
+        except StoreError as exc:
+            log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
+            return
+        if not kept:
+            log.warning("lease_lost", delivery_id=d.id, destination=self.destination)
+        elif status == "dead":
+            log.warning(
+                "delivery_dead",
+                message_id=c.message.id,
+                delivery_id=d.id,
+                route=self.route,
+                destination=self.destination,
+                attempts=d.attempts,
+                outcome=outcome.value,
+            )

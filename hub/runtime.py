@@ -1,0 +1,266 @@
+"""The Hub: one process's store, listeners, delivery workers and sandboxes, started and stopped together.
+
+Start order: store (migrated, our own stale leases released) → sandboxes →
+outbound adapters and delivery workers → HTTP server → inbound listeners
+last, so nothing is acknowledged before the hub can keep it. Stop order is
+the reverse: listeners close first, then workers drain for
+``shutdown_grace_secs`` and give back what is still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from hub import registry
+from hub.config import Settings
+from hub.delivery import DestinationWorker
+from hub.errors import MessageError, Outcome, Retryable, StoreError
+from hub.message import Message
+from hub.pipeline import Pipeline, route_message
+from hub.store import Store, SubmitResult, open_store
+
+__all__ = ["Hub"]
+
+log = structlog.get_logger("hub")
+
+
+class _ListenerContext:
+    """What one inbound adapter sees of the hub."""
+
+    def __init__(self, hub: Hub, endpoint: str) -> None:
+        self.hub = hub
+        self.endpoint = endpoint
+
+    async def submit(self, message: Message, *, dedup_key: str | None = None) -> SubmitResult:
+        return await self.hub.submit(self.endpoint, message, dedup_key=dedup_key)
+
+    async def reject(self, message: Message, *, reason: str) -> None:
+        await self.hub.reject(self.endpoint, message, reason=reason)
+
+
+class Hub:
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        self.config = settings.hub
+        self.store: Store | None = store
+        self._own_store = store is None
+        self.listeners: dict[str, Any] = {}
+        self.endpoints: dict[str, Any] = {}
+        self.sandboxes: dict[str, Any] = {}
+        self.workers: dict[tuple[str, str], DestinationWorker] = {}
+        self.undelivered = 0
+        self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "rejected": 0, "refused_busy": 0}
+        self.outcomes: dict[tuple[str, str, str], int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self._step_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steps")
+
+    # -- inbound ------------------------------------------------------------------------------------
+    async def submit(self, endpoint: str, message: Message, *, dedup_key: str | None = None) -> SubmitResult:
+        """Route and durably store one inbound message. Raises Retryable when it cannot be kept now."""
+        if self.undelivered >= self.config.high_water_mark:
+            self.counters["refused_busy"] += 1
+            raise Retryable("hub above its high-water mark, try again later")
+        deliveries = route_message(self.settings.routes, endpoint, message.metadata)
+        assert self.store is not None
+        try:
+            result = await self.store.submit(message, deliveries, endpoint=endpoint, dedup_key=dedup_key)
+        except StoreError as exc:
+            self.counters["refused_busy"] += 1
+            raise Retryable(f"store unavailable ({exc})") from None
+        self.counters["received"] += 1
+        if result.duplicate:
+            self.counters["duplicates"] += 1
+        else:
+            self.undelivered += result.deliveries
+            for d in deliveries:
+                worker = self.workers.get((d.route, d.destination))
+                if worker is not None:
+                    worker.wake.set()
+        return result
+
+    async def reject(self, endpoint: str, message: Message, *, reason: str) -> None:
+        assert self.store is not None
+        try:
+            await self.store.store_rejected(message, endpoint=endpoint, reason=reason)
+        except StoreError as exc:
+            raise Retryable(f"store unavailable ({exc})") from None
+        self.counters["rejected"] += 1
+
+    async def replay(self, message_id: str, *, body: bytes | None = None) -> SubmitResult:
+        """Run a stored message again as a new message derived from it (optionally with a corrected body)."""
+        return await replay(
+            self.store,
+            self.settings,
+            message_id,
+            body=body,  # type: ignore[arg-type]
+            wake=self._wake_all,
+        )
+
+    def _wake_all(self) -> None:
+        for w in self.workers.values():
+            w.wake.set()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.store is None:
+            self.store = await open_store(self.config.store)
+        recovered = await self.store.recover_leases(owner=self.config.node)
+        if recovered:
+            log.info("leases_recovered", count=recovered, node=self.config.node)
+        self.undelivered = await self.store.undelivered_count()
+
+        for name, entry in self.config.sandboxes.items():
+            comp = registry.get("sandbox", entry.type)
+            assert comp is not None
+            sandbox = comp.factory(name, self.settings.component_configs[("sandbox", name)])
+            await sandbox.start()
+            self.sandboxes[name] = sandbox
+            log.info("sandbox_started", **sandbox.describe())
+
+        for name, entry in self.config.endpoints.items():
+            comp = registry.get("outbound", entry.type)
+            assert comp is not None
+            adapter = comp.factory(name, self.settings.endpoint_config(name))
+            await adapter.start()
+            self.endpoints[name] = adapter
+
+        for route in self.settings.routes:
+            pipeline = Pipeline(route.steps)
+            for policy in route.to:
+                worker = DestinationWorker(
+                    store=self.store,
+                    route=route.route,
+                    policy=policy,
+                    adapter=self.endpoints[policy.destination],
+                    pipeline=pipeline,
+                    owner=self.config.node,
+                    lease_secs=self.config.store.lease_secs,
+                    step_executor=self._step_executor,
+                    on_outcome=self._count_outcome,
+                )
+                worker.start()
+                self.workers[(route.route, policy.destination)] = worker
+
+        self._tasks += [
+            asyncio.create_task(self._refresh_backlog(), name="backlog"),
+            asyncio.create_task(self._recover_leases(), name="leases"),
+            asyncio.create_task(self._listen_for_work(), name="wakeups"),
+        ]
+        if self.config.http.enabled:
+            await self._start_http()
+
+        for name, entry in self.config.listeners.items():
+            comp = registry.get("inbound", entry.type)
+            assert comp is not None
+            listener = comp.factory(name, self.settings.listener_config(name), _ListenerContext(self, name))
+            await listener.start()
+            self.listeners[name] = listener
+            log.info("listener_started", **listener.describe())
+        log.info(
+            "hub_started",
+            node=self.config.node,
+            store=self.config.store.kind,
+            routes=len(self.settings.routes),
+            http_port=self.http_port,
+        )
+
+    async def stop(self) -> None:
+        for listener in self.listeners.values():
+            await listener.stop()
+        await asyncio.gather(*(w.stop(self.config.shutdown_grace_secs) for w in self.workers.values()))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for adapter in self.endpoints.values():
+            await adapter.stop()
+        if self._http is not None:
+            await self._http.cleanup()
+        for sandbox in self.sandboxes.values():
+            await sandbox.stop()
+        if self.store is not None and self._own_store:
+            await self.store.close()
+        self._step_executor.shutdown(wait=False, cancel_futures=True)
+        log.info("hub_stopped", node=self.config.node)
+
+    def _count_outcome(self, route: str, destination: str, outcome: Outcome, _elapsed: float) -> None:
+        key = (route, destination, outcome.value)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+    async def _refresh_backlog(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(StoreError):
+                self.undelivered = await self.store.undelivered_count()  # type: ignore[union-attr]
+
+    async def _recover_leases(self) -> None:
+        period = max(1.0, self.config.store.lease_secs / 4)
+        while True:
+            await asyncio.sleep(period)
+            with contextlib.suppress(StoreError):
+                if await self.store.recover_leases():  # type: ignore[union-attr]
+                    self._wake_all()
+
+    async def _listen_for_work(self) -> None:
+        while True:
+            try:
+                await self.store.wait_for_work(1.0)  # type: ignore[union-attr]
+            except StoreError:
+                await asyncio.sleep(1.0)
+            self._wake_all()
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    async def _start_http(self) -> None:
+        from hub.http import build_app
+
+        app = build_app(self)
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        host, _, port = self.config.http.listen.rpartition(":")
+        site = web.TCPSite(self._http, host or "127.0.0.1", int(port))
+        await site.start()
+        server = site._server
+        self.http_port = server.sockets[0].getsockname()[1] if server and server.sockets else int(port)  # type: ignore[union-attr]
+        log.info("http_started", listen=self.config.http.listen, port=self.http_port)
+
+    def describe_sandboxes(self) -> list[dict[str, Any]]:
+        return [s.describe() for s in self.sandboxes.values()]
+
+
+async def replay(
+    store: Store, settings: Settings, message_id: str, *, body: bytes | None = None, wake: Any = None
+) -> SubmitResult:
+    """Run a stored message again, as a new message derived from it; with or without a running hub.
+
+    The body (the stored one, or a corrected one) is read again by the reader
+    registered for its content type, so a message refused before a fix is
+    routed after it. A body still unusable is stored as a new rejected
+    message (keeping the trail) and the MessageError is raised.
+    """
+    record = await store.get_message(message_id)
+    if record is None:
+        raise KeyError(message_id)
+    original = record.message
+    metadata = dict(original.metadata)
+    new_body = original.body if body is None else body
+    reader = registry.get("reader", original.content_type)
+    new = original.derive(body=new_body, replay_of=original.id)
+    if reader is not None:
+        try:
+            metadata.update(reader.factory(new_body))
+        except MessageError as exc:
+            await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
+            raise
+        new = original.derive(body=new_body, replay_of=original.id, **metadata)
+    deliveries = route_message(settings.routes, record.endpoint, new.metadata)
+    result = await store.submit(new, deliveries, endpoint=record.endpoint, dedup_key=None)
+    if wake:
+        wake()
+    return result
