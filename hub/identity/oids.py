@@ -102,8 +102,12 @@ INS_AUTHORITIES: Mapping[str, InsAuthority] = MappingProxyType(
     {
         a.oid: a
         for a in (
-            InsAuthority(INS_NIR_OID, InsKind.NIR, InsUsage.PRODUCTION, "ASIP-SANTE-INS-NIR", "INS-NIR", "official"),
-            InsAuthority(INS_NIA_OID, InsKind.NIA, InsUsage.PRODUCTION, "ASIP-SANTE-INS-NIA", "INS-NIA", "temp"),
+            InsAuthority(
+                INS_NIR_OID, InsKind.NIR, InsUsage.PRODUCTION, "ASIP-SANTE-INS-NIR", "INS-NIR", "official"
+            ),
+            InsAuthority(
+                INS_NIA_OID, InsKind.NIA, InsUsage.PRODUCTION, "ASIP-SANTE-INS-NIA", "INS-NIA", "temp"
+            ),
             InsAuthority(
                 INS_NIR_TEST_OID, InsKind.NIR, InsUsage.TEST, "ASIP-SANTE-INS-NIR", "INS-NIR-TEST", "official"
             ),

@@ -120,9 +120,9 @@ class StrictTraits:
     birth_given_names: str = ""
 
     def __post_init__(self) -> None:
-        if not normalize_name(self.birth_name):
+        if not name_key(self.birth_name):
             raise ValidationError("strict traits: birth name missing")
-        if not normalize_name(self.first_birth_given_name):
+        if not name_key(self.first_birth_given_name):
             raise ValidationError("strict traits: first birth given name missing")
         if isinstance(self.birth_date, dt.datetime):
             object.__setattr__(self, "birth_date", self.birth_date.date())
