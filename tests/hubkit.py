@@ -1,0 +1,146 @@
+"""Test kit: build a hub config in a temporary folder, run a Hub in-process, talk MLLP to it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapters.mllp.framing import FrameReader, frame
+from adapters.sandboxes.mllp_peer import MllpPeer, MllpPeerConfig
+from hub.config import load_config
+from hub.runtime import Hub
+from hub.store import Store
+
+FAST_RETRY = {"max_attempts": 3, "initial_secs": 0.05, "max_secs": 0.2, "jitter": 0.1}
+
+
+def adt(control_id: str, patient: str = "P1", trigger: str = "A01", **over: str) -> bytes:
+    """A small synthetic PAM FR ADT message."""
+    msh9 = over.get("msh9", f"ADT^{trigger}^ADT_A01")
+    segs = [
+        f"MSH|^~\\&|GAM|HOSP|DPI|HOSP|20250101120000||{msh9}|{control_id}|P|2.5^FRA^2.11|||||FRA|UNICODE UTF-8",
+        "EVN||20250101120000",
+        f"PID|1||{patient}^^^HOSP&1.2.250.1.71.4.2.2&ISO^PI||TESTNOM^TESTPRENOM^^^^^L||19800101|F",
+        "PV1|1|I",
+    ]
+    return ("\r".join(segs) + "\r").encode()
+
+
+def write_config(
+    folder: Path,
+    *,
+    peer_port: int,
+    store: dict[str, Any] | None = None,
+    routes: list[dict[str, Any]] | None = None,
+    listener: dict[str, Any] | None = None,
+    endpoint: dict[str, Any] | None = None,
+    **hub: Any,
+) -> Path:
+    """hub.yaml + routes/*.yaml in `folder`; returns the config path."""
+    (folder / "routes").mkdir(parents=True, exist_ok=True)
+    config = {
+        "node": "test-node",
+        "store": store or {"kind": "sqlite", "path": str(folder / "hub.db")},
+        "http": {"listen": "127.0.0.1:0"},
+        "listeners": {"mllp_in": {"type": "mllp", "listen": "127.0.0.1:0", **(listener or {})}},
+        "endpoints": {
+            "dpi": {"type": "mllp", "endpoint": f"127.0.0.1:{peer_port}", "ack_timeout_secs": 2, **(endpoint or {})}
+        },
+        "routes": ["routes/*.yaml"],
+        **hub,
+    }
+    (folder / "hub.yaml").write_text(yaml.safe_dump(config))
+    for i, route in enumerate(routes or [default_route()]):
+        (folder / "routes" / f"r{i}.yaml").write_text(yaml.safe_dump(route))
+    return folder / "hub.yaml"
+
+
+def default_route(**over: Any) -> dict[str, Any]:
+    dest = {"destination": "dpi", "ordering_key": "patient_key", "max_in_flight": 4, "retry": FAST_RETRY}
+    dest.update(over.pop("dest", {}))
+    return {"route": "adt", "from": "mllp_in", "when": {"message_type": ["ADT^A01", "ADT^A28"]}, "to": [dest], **over}
+
+
+@contextlib.asynccontextmanager
+async def running_peer(**knobs: Any) -> AsyncIterator[MllpPeer]:
+    peer = MllpPeer("peer", MllpPeerConfig(listen="127.0.0.1:0", **knobs))
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_hub(config_path: Path, *, store: Store | None = None) -> AsyncIterator[Hub]:
+    hub = Hub(load_config(config_path), store=store)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
+def mllp_port(hub: Hub) -> int:
+    return int(hub.listeners["mllp_in"].port)
+
+
+class MllpClient:
+    """A raw MLLP client for tests: send bytes as they are, read ACK frames."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.frames = FrameReader(reader, max_frame_bytes=2**20, read_timeout_secs=10)
+
+    @classmethod
+    async def connect(cls, port: int, **kw: Any) -> MllpClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, **kw)
+        return cls(reader, writer)
+
+    async def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def ack(self, timeout: float = 10) -> bytes | None:
+        async with asyncio.timeout(timeout):
+            got = await self.frames.read_frame()
+        return got.body if got else None
+
+    async def send(self, body: bytes) -> bytes:
+        await self.send_raw(frame(body))
+        ack = await self.ack()
+        assert ack is not None, "connection closed without an ACK"
+        return ack
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+def ack_fields(ack: bytes) -> dict[str, list[str]]:
+    """Segments of an ACK by id, as field lists (MSH numbered so that index 9 is MSH-9)."""
+    out: dict[str, list[str]] = {}
+    for seg in ack.decode().split("\r"):
+        if seg:
+            fields = seg.split("|")
+            if fields[0] == "MSH":
+                fields = ["MSH", "|", *fields[1:]]
+            out[fields[0]] = fields
+    return out
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(interval)

@@ -1,0 +1,191 @@
+"""Delivery workers end to end on real sockets: retry with backoff, dead letter, ordering, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from hub.config import RetryPolicy
+from hub.delivery import backoff_secs
+from hub.runtime import replay
+from hub.store import SearchQuery, Store
+from tests.hubkit import (
+    FAST_RETRY,
+    MllpClient,
+    ack_fields,
+    adt,
+    default_route,
+    mllp_port,
+    running_hub,
+    running_peer,
+    wait_until,
+    write_config,
+)
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    policy = RetryPolicy(initial_secs=1, multiplier=2, max_secs=10, jitter=0.2)
+    mid = [backoff_secs(policy, n, rand=lambda: 0.5) for n in range(1, 7)]
+    assert mid == [1, 2, 4, 8, 10, 10]
+    assert backoff_secs(policy, 3, rand=lambda: 0.0) == pytest.approx(4 * 0.8)
+    assert backoff_secs(policy, 3, rand=lambda: 1.0) == pytest.approx(4 * 1.2)
+    spread = {round(backoff_secs(policy, 2, rand=random.random), 6) for _ in range(50)}
+    assert len(spread) > 10 and all(1.6 <= s <= 2.4 for s in spread)
+
+
+async def _statuses(store: Store, control_id: str) -> list[tuple[str, int, str]]:
+    [rec] = await store.search(SearchQuery(control_id=control_id))
+    return [(d.status, d.attempts, d.last_error) for d in (await store.deliveries([rec.message.id]))[rec.message.id]]
+
+
+async def test_end_to_end_fifo_per_patient_parallel_across_patients(tmp_path: Path) -> None:
+    async with running_peer() as peer, running_hub(write_config(tmp_path, peer_port=peer.port)) as hub:
+        patients = ["PA", "PB", "PC"]
+        clients = [await MllpClient.connect(mllp_port(hub)) for _ in patients]
+
+        async def feed(client: MllpClient, patient: str) -> None:
+            for i in range(20):
+                assert ack_fields(await client.send(adt(f"{patient}-{i:02d}", patient=patient)))["MSA"][1] == "AA"
+
+        await asyncio.gather(*(feed(c, p) for c, p in zip(clients, patients, strict=True)))
+        await wait_until(lambda: len(peer.bodies) == 60)
+        per_patient: dict[str, list[str]] = defaultdict(list)
+        for body in peer.bodies:
+            control = body.split(b"|")[9].decode()
+            per_patient[control[:2]].append(control)
+        assert all(per_patient[p] == [f"{p}-{i:02d}" for i in range(20)] for p in patients)
+        recs = await hub.store.search(SearchQuery(limit=100))  # type: ignore[union-attr]
+        await wait_until(lambda: hub.undelivered == 0 or None, timeout=5)
+        assert {r.status for r in await hub.store.search(SearchQuery(limit=100))} == {"delivered"}  # type: ignore[union-attr]
+        assert len(recs) == 60
+        for c in clients:
+            await c.close()
+
+
+async def test_retry_until_the_peer_recovers(tmp_path: Path) -> None:
+    async with running_peer(ack="AE") as peer, running_hub(write_config(tmp_path, peer_port=peer.port)) as hub:
+        client = await MllpClient.connect(mllp_port(hub))
+        await client.send(adt("RETRY1"))
+        store = hub.store
+        assert store is not None
+        await wait_until(lambda: peer.count >= 2)
+        peer.ack = "AA"
+        await wait_until(lambda: len(peer.bodies) == 1)
+        await wait_until(lambda: _statuses(store, "RETRY1"), timeout=5)
+        await asyncio.sleep(0.1)
+        [(status, attempts, _)] = await _statuses(store, "RETRY1")
+        assert status == "delivered" and attempts >= 3
+        [rec] = await store.search(SearchQuery(control_id="RETRY1"))
+        delivery = (await store.deliveries([rec.message.id]))[rec.message.id][0]
+        outcomes = [a.outcome for a in await store.attempts(delivery.id)]
+        assert outcomes[-1] == "accept" and set(outcomes[:-1]) == {"retry"}
+        await client.close()
+
+
+async def test_dead_letter_after_the_last_attempt_and_requeue(tmp_path: Path) -> None:
+    async with running_peer(ack="AE") as peer, running_hub(write_config(tmp_path, peer_port=peer.port)) as hub:
+        client = await MllpClient.connect(mllp_port(hub))
+        await client.send(adt("GIVEUP"))
+        store = hub.store
+        assert store is not None
+
+        async def dead() -> bool:
+            return (await _statuses(store, "GIVEUP"))[0][0] == "dead"
+
+        await wait_until(dead)
+        [(_, attempts, error)] = await _statuses(store, "GIVEUP")
+        assert attempts == FAST_RETRY["max_attempts"] and error.startswith("AE")
+        assert (await store.search(SearchQuery(control_id="GIVEUP")))[0].status == "failed"
+        peer.ack = "AA"
+        [d] = await store.find_deliveries(status="dead")
+        assert await store.requeue([d.id]) == 1
+        hub._wake_all()
+        await wait_until(lambda: len(peer.bodies) == 1)
+        await wait_until(lambda: _statuses(store, "GIVEUP"))
+        await client.close()
+
+
+async def test_ar_is_dead_at_once_and_does_not_block_the_patient(tmp_path: Path) -> None:
+    async with running_peer(ack="AR") as peer, running_hub(write_config(tmp_path, peer_port=peer.port)) as hub:
+        client = await MllpClient.connect(mllp_port(hub))
+        await client.send(adt("REFUSED", patient="PX"))
+        store = hub.store
+        assert store is not None
+
+        async def dead() -> bool:
+            return (await _statuses(store, "REFUSED"))[0][0] == "dead"
+
+        await wait_until(dead)
+        assert (await _statuses(store, "REFUSED"))[0][1] == 1
+        peer.ack = "AA"
+        await client.send(adt("NEXT", patient="PX"))
+        await wait_until(lambda: len(peer.bodies) == 1)
+        await client.close()
+
+
+async def test_a_step_refusal_dead_letters_with_the_reason(tmp_path: Path) -> None:
+    route = default_route(route="results", when={"message_type": ["ORU^R01"]}, steps=["hl7v2_validate"])
+    async with running_peer() as peer, running_hub(write_config(tmp_path, peer_port=peer.port, routes=[route])) as hub:
+        client = await MllpClient.connect(mllp_port(hub))
+        # ORU^R01 whose body is an ADT structure: MSH reads fine (AA), the structure is wrong.
+        assert ack_fields(await client.send(adt("BADORU", msh9="ORU^R01^ORU_R01")))["MSA"][1] == "AA"
+        store = hub.store
+        assert store is not None
+
+        async def dead() -> bool:
+            rows = await _statuses(store, "BADORU")
+            return bool(rows) and rows[0][0] == "dead"
+
+        await wait_until(dead, timeout=20)
+        [(_, attempts, error)] = await _statuses(store, "BADORU")
+        assert attempts == 1 and "HL7 structure" in error
+        assert peer.bodies == []
+        await client.close()
+
+
+async def test_replay_of_a_rejected_message_after_a_fix(tmp_path: Path) -> None:
+    config = write_config(tmp_path, peer_port=0)
+    async with running_peer() as peer:
+        config = write_config(tmp_path, peer_port=peer.port)
+        async with running_hub(config) as hub:
+            client = await MllpClient.connect(mllp_port(hub))
+            assert ack_fields(await client.send(adt("FIXME", msh9="")))["MSA"][1] == "AR"
+            store = hub.store
+            assert store is not None
+            [bad] = await store.search(SearchQuery(status="rejected"))
+            # Unchanged, it is refused again (and the new refusal is kept).
+            with pytest.raises(Exception, match="MSH-9"):
+                await replay(store, hub.settings, bad.message.id)
+            result = await hub.replay(bad.message.id, body=adt("FIXME"))
+            assert result.deliveries == 1 and not result.duplicate
+            await wait_until(lambda: len(peer.bodies) == 1)
+            fixed = await store.get_message(result.message_id)
+            assert fixed is not None
+            assert fixed.message.parent_id == bad.message.id
+            assert fixed.message.correlation_id == bad.message.correlation_id
+            assert fixed.message.metadata["replay_of"] == bad.message.id
+            assert fixed.message.metadata["message_type"] == "ADT^A01"
+            await client.close()
+
+
+async def test_graceful_shutdown_releases_what_is_still_in_flight(tmp_path: Path) -> None:
+    async with running_peer(delay_secs=5) as peer:
+        config = write_config(tmp_path, peer_port=peer.port, shutdown_grace_secs=0.2, endpoint={"ack_timeout_secs": 30})
+        async with running_hub(config) as hub:
+            client = await MllpClient.connect(mllp_port(hub))
+            await client.send(adt("INFLIGHT"))
+            await wait_until(lambda: peer.count == 1)
+            store = hub.store
+            assert store is not None
+            await client.close()
+        # The hub is stopped: the delivery went back to pending with its attempt not counted.
+        from hub.store.sqlite import SqliteStore
+
+        reopened = SqliteStore(tmp_path / "hub.db")
+        await reopened.open()
+        assert await _statuses(reopened, "INFLIGHT") == [("pending", 0, "")]
+        await reopened.close()
