@@ -303,18 +303,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if not comps:
         print(f"unknown component {args.name!r}", file=sys.stderr)
         return 1
-    for c in comps:
-        print(
-            json.dumps(
-                {
-                    "kind": c.kind,
-                    "name": c.name,
-                    "summary": c.summary,
-                    "config": c.config.model_json_schema(),
-                },
-                indent=2,
-            )
-        )
+    docs = [
+        {"kind": c.kind, "name": c.name, "summary": c.summary, "config": c.config.model_json_schema()} for c in comps
+    ]
+    print(json.dumps(docs, indent=2))
     return 0
 
 
