@@ -1,0 +1,13 @@
+"""CDA R2 helpers for the French CI-SIS header: metadata reader and header validator."""
+
+from mappings.cda.header import (
+    Violation,
+    read_cda_header,
+    validate_cda_header,
+)
+
+__all__ = [
+    "Violation",
+    "read_cda_header",
+    "validate_cda_header",
+]
