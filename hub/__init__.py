@@ -1,0 +1,39 @@
+"""interop-hub: the engine. Public names for adapters, mappings and embedders."""
+
+from hub.errors import (
+    ConfigError,
+    DeliveryError,
+    HubError,
+    MappingError,
+    MessageError,
+    NotConnected,
+    Outcome,
+    ParseError,
+    Rejected,
+    Retryable,
+    StoreError,
+    TooLarge,
+    ValidationError,
+)
+from hub.message import Message, new_id
+from hub.registry import ComponentConfig, register
+
+__all__ = [
+    "ComponentConfig",
+    "ConfigError",
+    "DeliveryError",
+    "HubError",
+    "MappingError",
+    "Message",
+    "MessageError",
+    "NotConnected",
+    "Outcome",
+    "ParseError",
+    "Rejected",
+    "Retryable",
+    "StoreError",
+    "TooLarge",
+    "ValidationError",
+    "new_id",
+    "register",
+]

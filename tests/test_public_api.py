@@ -1,0 +1,45 @@
+"""The names adapters and mappings build on are pinned; the envelope never shows its body."""
+
+from __future__ import annotations
+
+import hub
+from hub.message import CONTENT_HL7V2, Message, new_id
+
+
+def test_public_names_are_pinned() -> None:
+    assert hub.__all__ == sorted(hub.__all__)
+    assert set(hub.__all__) == {
+        "ComponentConfig", "ConfigError", "DeliveryError", "HubError", "MappingError", "Message", "MessageError",
+        "NotConnected", "Outcome", "ParseError", "Rejected", "Retryable", "StoreError", "TooLarge",
+        "ValidationError", "new_id", "register",
+    }  # fmt: skip
+    for name in hub.__all__:
+        assert getattr(hub, name) is not None
+
+
+def test_ids_are_uuid7_and_strictly_increasing() -> None:
+    ids = [new_id() for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(i[14] == "7" and i[19] in "89ab" for i in ids[:10])
+
+
+def test_message_is_frozen_derives_with_lineage_and_hides_its_body() -> None:
+    m = Message.new(b"MSH|^~\\&|SECRET", content_type=CONTENT_HL7V2, metadata={"message_type": "ADT^A01"})
+    assert m.correlation_id == m.id and m.parent_id is None
+    d = m.derive(body=b"other", patient_key="X")
+    assert (d.parent_id, d.correlation_id) == (m.id, m.id) and d.id != m.id
+    assert d.metadata["message_type"] == "ADT^A01" and d.metadata["patient_key"] == "X"
+    assert "patient_key" not in m.metadata
+    assert "SECRET" not in repr(m) and "ADT^A01" in repr(m)
+    try:
+        m.body = b""  # type: ignore[misc]
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("Message must be frozen")
+    try:
+        m.metadata["x"] = "y"  # type: ignore[index]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("metadata must be read-only")
