@@ -21,16 +21,28 @@ Delivery life cycle (``deliveries.status``)::
        └── lease expired / released on shutdown
 
 A delivery whose ``ordering_key`` is set is claimed only when no earlier
-delivery of the same queue and key is still pending or in flight: FIFO per
-key, different keys in parallel. A dead delivery does not block its key.
+delivery of the same queue and key is still pending, in flight or held for
+its identity: FIFO per key, different keys in parallel. A dead delivery does
+not block its key.
+
+Identity holds (``hub/identity_stage.py``)::
+
+    in_flight ──patient not qualified──► awaiting_identity ──ADT qualifies it──► pending
+    in_flight ──traits disagree────────► identity_review ──operator: release──► pending
+                                                         └─operator: discard──► dead
 """
 
 from hub.store.base import (
+    BLOCKING_STATUSES,
+    HELD_STATUSES,
     Attempt,
     Claimed,
     Delivery,
+    IdentityEvent,
+    IdentityRecord,
     MessageRecord,
     NewDelivery,
+    Review,
     SearchQuery,
     Store,
     SubmitResult,
@@ -38,11 +50,16 @@ from hub.store.base import (
 )
 
 __all__ = [
+    "BLOCKING_STATUSES",
+    "HELD_STATUSES",
     "Attempt",
     "Claimed",
     "Delivery",
+    "IdentityEvent",
+    "IdentityRecord",
     "MessageRecord",
     "NewDelivery",
+    "Review",
     "SearchQuery",
     "Store",
     "SubmitResult",

@@ -13,22 +13,29 @@ from hub.errors import StoreError
 from hub.message import Message
 
 __all__ = [
+    "BLOCKING_STATUSES",
+    "HELD_STATUSES",
     "Attempt",
     "Claimed",
     "Delivery",
     "GroupCommitter",
+    "IdentityEvent",
+    "IdentityRecord",
     "MessageRecord",
     "NewDelivery",
+    "Review",
     "SearchQuery",
     "Store",
     "SubmitResult",
     "open_store",
 ]
 
+#: Deliveries waiting for the patient's identity: for a qualified INS, or for an operator's review.
+HELD_STATUSES = ("awaiting_identity", "identity_review")
 #: Delivery statuses that hold back later deliveries of the same ordering key.
-BLOCKING_STATUSES = ("pending", "in_flight")
+BLOCKING_STATUSES = ("pending", "in_flight", *HELD_STATUSES)
 #: Message statuses.
-MESSAGE_STATUSES = ("pending", "delivered", "failed", "rejected", "unrouted")
+MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted")
 #: Metadata keys copied into indexed columns.
 INDEXED_KEYS = ("control_id", "sending_app", "sending_facility", "message_type", "patient_key")
 
@@ -64,6 +71,7 @@ class Delivery:
     last_error: str
     created_at: datetime
     updated_at: datetime
+    identity_override: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +85,75 @@ class Delivery:
             "last_error": self.last_error,
             "updated_at": self.updated_at.isoformat(),
         }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdentityRecord:
+    """One local identity (IPP within its assigning authority) and what the registry knows of it.
+
+    `traits` holds the strict traits as strings (keys of `hub.identity.StrictTraits`),
+    `attributes` the RNIV attributes (DOUT, FICT, HOMA). `merged_into` is the
+    patient key that absorbed this one (A40). `version` increases with every change.
+    """
+
+    patient_key: str
+    authority: str
+    local_id: str
+    status: str
+    ins: str | None = None
+    ins_oid: str | None = None
+    attributes: tuple[str, ...] = ()
+    traits: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    merged_into: str | None = None
+    version: int = 0
+    updated_at: datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"IdentityRecord(patient_key=<masked>, status={self.status!r}, has_ins={self.ins is not None})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "patient_key": self.patient_key, "authority": self.authority, "local_id": self.local_id,
+            "status": self.status, "ins": self.ins, "ins_oid": self.ins_oid, "attributes": list(self.attributes),
+            "merged_into": self.merged_into, "version": self.version,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdentityEvent:
+    """One change of an identity, kept as its history."""
+
+    patient_key: str
+    at: datetime
+    event: str
+    message_id: str | None
+    status: str
+    ins: str | None
+    note: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Review:
+    """A delivery sent to identity review: the message's traits disagree with the registry."""
+
+    id: int
+    delivery_id: int
+    message_id: str
+    patient_key: str
+    reason: str
+    state: str  # open, released, discarded
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "review_id": self.id, "delivery_id": self.delivery_id, "message_id": self.message_id,
+            "patient_key": self.patient_key, "reason": self.reason, "state": self.state,
+            "created_at": self.created_at.isoformat(),
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None, "resolved_by": self.resolved_by,
+        }  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -190,8 +267,36 @@ class Store(Protocol):
         error: str,
         outcome: str,
         started_at: datetime,
+        review: str | None = None,
     ) -> bool:
-        """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written)."""
+        """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written).
+
+        With status ``identity_review``, `review` is the reason and an open review is created.
+        """
+
+    async def release_held(self, patient_keys: list[str]) -> int:
+        """Deliveries ``awaiting_identity`` for these patients back to pending, in their order."""
+
+    async def get_identity(self, patient_key: str) -> IdentityRecord | None: ...
+
+    async def save_identity(
+        self, record: IdentityRecord, *, event: str, message_id: str | None, note: str = ""
+    ) -> IdentityRecord:
+        """Insert or update (optimistically: `record.version` must be the stored one); history kept.
+
+        Raises StoreError when the stored version moved meanwhile.
+        """
+
+    async def list_identities(self, *, status: str | None = None, limit: int = 1000) -> list[IdentityRecord]: ...
+
+    async def identities_by_ins(self, ins: str) -> list[IdentityRecord]: ...
+
+    async def identity_history(self, patient_key: str) -> list[IdentityEvent]: ...
+
+    async def list_reviews(self, *, state: str | None = None, limit: int = 1000) -> list[Review]: ...
+
+    async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
+        """`release` (send again, trait check waived for it) or `discard` (dead letter); None if not open."""
 
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         """Give claimed deliveries back (shutdown) without counting the attempt."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -28,8 +29,11 @@ from hub.store.base import (
     Claimed,
     Delivery,
     GroupCommitter,
+    IdentityEvent,
+    IdentityRecord,
     MessageRecord,
     NewDelivery,
+    Review,
     SearchQuery,
     SubmitResult,
     dump_metadata,
@@ -101,6 +105,52 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (delivery_id, number)
     );
     """,
+    """
+    DROP INDEX hub_deliveries_order;
+    CREATE INDEX hub_deliveries_order ON hub_deliveries (route, destination, ordering_key, id)
+        WHERE status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review');
+    CREATE INDEX hub_deliveries_held ON hub_deliveries (message_id)
+        WHERE status IN ('awaiting_identity', 'identity_review');
+    ALTER TABLE hub_deliveries ADD COLUMN identity_override boolean NOT NULL DEFAULT false;
+    CREATE TABLE hub_identities (
+        patient_key text PRIMARY KEY,
+        authority text NOT NULL,
+        local_id text NOT NULL,
+        status text NOT NULL,
+        ins text,
+        ins_oid text,
+        attributes text NOT NULL DEFAULT '',
+        traits jsonb NOT NULL DEFAULT '{}',
+        merged_into text,
+        version integer NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
+    CREATE INDEX hub_identities_ins ON hub_identities (ins);
+    CREATE INDEX hub_identities_status ON hub_identities (status);
+    CREATE TABLE hub_identity_history (
+        id bigserial PRIMARY KEY,
+        patient_key text NOT NULL,
+        at timestamptz NOT NULL,
+        event text NOT NULL,
+        message_id text,
+        status text NOT NULL,
+        ins text,
+        note text NOT NULL DEFAULT ''
+    );
+    CREATE INDEX hub_identity_history_key ON hub_identity_history (patient_key, id);
+    CREATE TABLE hub_reviews (
+        id bigserial PRIMARY KEY,
+        delivery_id bigint NOT NULL REFERENCES hub_deliveries (id),
+        message_id text NOT NULL,
+        patient_key text NOT NULL DEFAULT '',
+        reason text NOT NULL,
+        state text NOT NULL,
+        created_at timestamptz NOT NULL,
+        resolved_at timestamptz,
+        resolved_by text NOT NULL DEFAULT ''
+    );
+    CREATE INDEX hub_reviews_state ON hub_reviews (state, id);
+    """,
 ]
 
 _MSG_COLS = (
@@ -108,13 +158,17 @@ _MSG_COLS = (
 )
 _DEL_COLS = (
     "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
-    "ordering_key, last_error, created_at, updated_at"
+    "ordering_key, last_error, created_at, updated_at, identity_override"
 )
 
 _REFRESH_STATUS = """
     UPDATE hub_messages m SET updated_at = now(), status = CASE
       WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id
                    AND d.status IN ('pending', 'in_flight')) THEN 'pending'
+      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'awaiting_identity')
+           THEN 'awaiting_identity'
+      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'identity_review')
+           THEN 'identity_review'
       WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'dead')
            THEN 'failed'
       ELSE 'delivered' END
@@ -155,7 +209,27 @@ def _delivery(row: asyncpg.Record) -> Delivery:
         last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        identity_override=row["identity_override"],
     )
+
+
+_ID_COLS = (
+    "patient_key, authority, local_id, status, ins, ins_oid, attributes, traits, merged_into, version, updated_at"
+)
+_REVIEW_COLS = "id, delivery_id, message_id, patient_key, reason, state, created_at, resolved_at, resolved_by"
+
+
+def _identity(row: asyncpg.Record) -> IdentityRecord:
+    return IdentityRecord(
+        patient_key=row["patient_key"], authority=row["authority"], local_id=row["local_id"], status=row["status"],
+        ins=row["ins"], ins_oid=row["ins_oid"], attributes=tuple(a for a in row["attributes"].split(",") if a),
+        traits=json.loads(row["traits"]), merged_into=row["merged_into"], version=row["version"],
+        updated_at=row["updated_at"],
+    )  # fmt: skip
+
+
+def _review(row: asyncpg.Record) -> Review:
+    return Review(*row)
 
 
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
@@ -348,7 +422,8 @@ class PostgresStore:
                       AND (c.ordering_key IS NULL OR NOT EXISTS (
                           SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
                           AND e.destination = c.destination AND e.ordering_key = c.ordering_key
-                          AND e.status IN ('pending', 'in_flight') AND e.id < c.id))
+                          AND e.status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review')
+                          AND e.id < c.id))
                     ORDER BY c.next_attempt_at, c.id LIMIT $3
                     FOR UPDATE SKIP LOCKED)
                 RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
@@ -382,6 +457,7 @@ class PostgresStore:
         error: str,
         outcome: str,
         started_at: datetime,
+        review: str | None = None,
     ) -> bool:
         async with self._conn() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -410,6 +486,12 @@ class PostgresStore:
                 outcome,
                 error,
             )
+            if status == "identity_review":
+                await conn.execute(
+                    "INSERT INTO hub_reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
+                    " SELECT $1, id, coalesce(patient_key, ''), $3, 'open', now() FROM hub_messages WHERE id = $2",
+                    delivery_id, row["message_id"], review or error,
+                )  # fmt: skip
             await conn.execute(_REFRESH_STATUS, [row["message_id"]])
             if status == "pending":
                 await conn.execute(f"NOTIFY {_CHANNEL}")
@@ -454,6 +536,137 @@ class PostgresStore:
             await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
             await conn.execute(f"NOTIFY {_CHANNEL}")
         return len(rows)
+
+    async def release_held(self, patient_keys: list[str]) -> int:
+        if not patient_keys:
+            return 0
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE hub_deliveries d SET status = 'pending', next_attempt_at = now(), updated_at = now()"
+                " FROM hub_messages m WHERE m.id = d.message_id AND d.status = 'awaiting_identity'"
+                " AND m.patient_key = ANY($1::text[]) RETURNING d.message_id",
+                patient_keys,
+            )
+            if rows:
+                await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
+                await conn.execute(f"NOTIFY {_CHANNEL}")
+        return len(rows)
+
+    # -- identity registry --------------------------------------------------------------------------
+    async def get_identity(self, patient_key: str) -> IdentityRecord | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(f"SELECT {_ID_COLS} FROM hub_identities WHERE patient_key = $1", patient_key)
+        return _identity(row) if row else None
+
+    async def save_identity(
+        self, record: IdentityRecord, *, event: str, message_id: str | None, note: str = ""
+    ) -> IdentityRecord:
+        async with self._conn() as conn, conn.transaction():
+            stored = await conn.fetchval(
+                "SELECT version FROM hub_identities WHERE patient_key = $1 FOR UPDATE", record.patient_key
+            )
+            if (stored or 0) != record.version:
+                raise StoreError("identity changed meanwhile (version conflict)")
+            values = (
+                record.patient_key,
+                record.authority,
+                record.local_id,
+                record.status,
+                record.ins,
+                record.ins_oid,
+                ",".join(record.attributes),
+                json.dumps(dict(record.traits)),
+                record.merged_into,
+                record.version + 1,
+            )
+            try:
+                updated_at = await conn.fetchval(
+                    "INSERT INTO hub_identities (patient_key, authority, local_id, status, ins, ins_oid, attributes,"
+                    " traits, merged_into, version, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8::jsonb,$9,$10,now())"
+                    " ON CONFLICT (patient_key) DO UPDATE SET authority = EXCLUDED.authority,"
+                    " local_id = EXCLUDED.local_id, status = EXCLUDED.status, ins = EXCLUDED.ins,"
+                    " ins_oid = EXCLUDED.ins_oid, attributes = EXCLUDED.attributes, traits = EXCLUDED.traits,"
+                    " merged_into = EXCLUDED.merged_into, version = EXCLUDED.version, updated_at = now()"
+                    " RETURNING updated_at",
+                    *values,
+                )
+            except asyncpg.UniqueViolationError:
+                raise StoreError("identity changed meanwhile (version conflict)") from None
+            await conn.execute(
+                "INSERT INTO hub_identity_history (patient_key, at, event, message_id, status, ins, note)"
+                " VALUES ($1, now(), $2, $3, $4, $5, $6)",
+                record.patient_key,
+                event,
+                message_id,
+                record.status,
+                record.ins,
+                note,
+            )
+        return dataclasses.replace(record, version=record.version + 1, updated_at=updated_at)
+
+    async def list_identities(self, *, status: str | None = None, limit: int = 1000) -> list[IdentityRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_ID_COLS} FROM hub_identities WHERE ($1::text IS NULL OR status = $1)"
+                " ORDER BY patient_key LIMIT $2",
+                status,
+                limit,
+            )
+        return [_identity(r) for r in rows]
+
+    async def identities_by_ins(self, ins: str) -> list[IdentityRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(f"SELECT {_ID_COLS} FROM hub_identities WHERE ins = $1 ORDER BY patient_key", ins)
+        return [_identity(r) for r in rows]
+
+    async def identity_history(self, patient_key: str) -> list[IdentityEvent]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT patient_key, at, event, message_id, status, ins, note"
+                " FROM hub_identity_history WHERE patient_key = $1 ORDER BY id",
+                patient_key,
+            )
+        return [IdentityEvent(*r) for r in rows]
+
+    async def list_reviews(self, *, state: str | None = None, limit: int = 1000) -> list[Review]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_REVIEW_COLS} FROM hub_reviews WHERE ($1::text IS NULL OR state = $1) ORDER BY id LIMIT $2",
+                state,
+                limit,
+            )
+        return [_review(r) for r in rows]
+
+    async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
+        if action not in ("release", "discard"):
+            raise ValueError("action must be release or discard")
+        state = "released" if action == "release" else "discarded"
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE hub_reviews SET state = $2, resolved_at = now(), resolved_by = $3"
+                f" WHERE id = $1 AND state = 'open' RETURNING {_REVIEW_COLS}",
+                review_id,
+                state,
+                by,
+            )
+            if row is None:
+                return None
+            review = _review(row)
+            if action == "release":
+                await conn.execute(
+                    "UPDATE hub_deliveries SET status = 'pending', identity_override = true, next_attempt_at = now(),"
+                    " updated_at = now() WHERE id = $1 AND status = 'identity_review'",
+                    review.delivery_id,
+                )
+                await conn.execute(f"NOTIFY {_CHANNEL}")
+            else:
+                await conn.execute(
+                    "UPDATE hub_deliveries SET status = 'dead', last_error = 'discarded in identity review',"
+                    " updated_at = now() WHERE id = $1 AND status = 'identity_review'",
+                    review.delivery_id,
+                )
+            await conn.execute(_REFRESH_STATUS, [review.message_id])
+        return review
 
     # -- reads --------------------------------------------------------------------------------------
     async def next_due(self, route: str, destination: str) -> datetime | None:

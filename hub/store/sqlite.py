@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -25,8 +26,11 @@ from hub.store.base import (
     Claimed,
     Delivery,
     GroupCommitter,
+    IdentityEvent,
+    IdentityRecord,
     MessageRecord,
     NewDelivery,
+    Review,
     SearchQuery,
     SubmitResult,
     dump_metadata,
@@ -100,6 +104,52 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (delivery_id, number)
     );
     """,
+    # 2: identity registry, reviews, held deliveries
+    """
+    DROP INDEX deliveries_order;
+    CREATE INDEX deliveries_order ON deliveries (route, destination, ordering_key, id)
+        WHERE status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review');
+    CREATE INDEX deliveries_held ON deliveries (message_id) WHERE status IN ('awaiting_identity', 'identity_review');
+    ALTER TABLE deliveries ADD COLUMN identity_override INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE identities (
+        patient_key TEXT PRIMARY KEY,
+        authority TEXT NOT NULL,
+        local_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        ins TEXT,
+        ins_oid TEXT,
+        attributes TEXT NOT NULL DEFAULT '',
+        traits TEXT NOT NULL DEFAULT '{}',
+        merged_into TEXT,
+        version INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX identities_ins ON identities (ins);
+    CREATE INDEX identities_status ON identities (status);
+    CREATE TABLE identity_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        patient_key TEXT NOT NULL,
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        message_id TEXT,
+        status TEXT NOT NULL,
+        ins TEXT,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX identity_history_key ON identity_history (patient_key, id);
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+        message_id TEXT NOT NULL,
+        patient_key TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        resolved_at REAL,
+        resolved_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX reviews_state ON reviews (state, id);
+    """,
 ]
 
 
@@ -116,7 +166,7 @@ _MSG_COLS = (
 )
 _DEL_COLS = (
     "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
-    "ordering_key, last_error, created_at, updated_at"
+    "ordering_key, last_error, created_at, updated_at, identity_override"
 )
 
 
@@ -147,7 +197,29 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         last_error=row[9],
         created_at=_dt(row[10]),
         updated_at=_dt(row[11]),
+        identity_override=bool(row[12]),
     )
+
+
+_ID_COLS = (
+    "patient_key, authority, local_id, status, ins, ins_oid, attributes, traits, merged_into, version, updated_at"
+)
+_REVIEW_COLS = "id, delivery_id, message_id, patient_key, reason, state, created_at, resolved_at, resolved_by"
+
+
+def _identity(row: tuple[Any, ...]) -> IdentityRecord:
+    return IdentityRecord(
+        patient_key=row[0], authority=row[1], local_id=row[2], status=row[3], ins=row[4], ins_oid=row[5],
+        attributes=tuple(a for a in row[6].split(",") if a), traits=json.loads(row[7]), merged_into=row[8],
+        version=row[9], updated_at=_dt(row[10]),
+    )  # fmt: skip
+
+
+def _review(row: tuple[Any, ...]) -> Review:
+    return Review(
+        id=row[0], delivery_id=row[1], message_id=row[2], patient_key=row[3], reason=row[4], state=row[5],
+        created_at=_dt(row[6]), resolved_at=_dt(row[7]) if row[7] is not None else None, resolved_by=row[8],
+    )  # fmt: skip
 
 
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
@@ -296,7 +368,8 @@ class SqliteStore:
             f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
             " AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
             "  SELECT 1 FROM deliveries e WHERE e.route = c.route AND e.destination = c.destination"
-            "  AND e.ordering_key = c.ordering_key AND e.status IN ('pending', 'in_flight') AND e.id < c.id))"
+            "  AND e.ordering_key = c.ordering_key AND e.status IN ('pending', 'in_flight', 'awaiting_identity',"
+            "  'identity_review') AND e.id < c.id))"
             " ORDER BY next_attempt_at, id LIMIT ?",
             (route, destination, now, limit),
         ).fetchall()
@@ -331,6 +404,7 @@ class SqliteStore:
         error: str,
         outcome: str,
         started_at: datetime,
+        review: str | None = None,
     ) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             now = time.time()
@@ -351,6 +425,13 @@ class SqliteStore:
                 " VALUES (?,?,?,?,?,?)",
                 (delivery_id, attempts, _ts(started_at), now, outcome, error),
             )
+            if status == "identity_review":
+                key = db.execute("SELECT patient_key FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
+                db.execute(
+                    "INSERT INTO reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
+                    " VALUES (?,?,?,?,'open',?)",
+                    (delivery_id, message_id, key or "", review or error, now),
+                )
             self._refresh_message_status(db, [message_id], now)
             return True
 
@@ -363,6 +444,10 @@ class SqliteStore:
                 "UPDATE messages SET updated_at = :now, status = CASE"
                 " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid"
                 "   AND status IN ('pending', 'in_flight')) THEN 'pending'"
+                " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status = 'awaiting_identity')"
+                "   THEN 'awaiting_identity'"
+                " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status = 'identity_review')"
+                "   THEN 'identity_review'"
                 " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status = 'dead')"
                 "   THEN 'failed' ELSE 'delivered' END"
                 " WHERE id = :mid AND status NOT IN ('rejected', 'unrouted')",
@@ -419,6 +504,155 @@ class SqliteStore:
             )
             self._refresh_message_status(db, mids, now)
             return cur.rowcount
+
+        return await self._run(self._tx, work)
+
+    async def release_held(self, patient_keys: list[str]) -> int:
+        if not patient_keys:
+            return 0
+
+        def work(db: sqlite3.Connection) -> int:
+            now = time.time()
+            marks = ",".join("?" * len(patient_keys))
+            mids = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT DISTINCT d.message_id FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                    f" WHERE d.status = 'awaiting_identity' AND m.patient_key IN ({marks})",
+                    patient_keys,
+                ).fetchall()
+            ]
+            if not mids:
+                return 0
+            mmarks = ",".join("?" * len(mids))
+            cur = db.execute(
+                f"UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?"
+                f" WHERE status = 'awaiting_identity' AND message_id IN ({mmarks})",
+                (now, now, *mids),
+            )
+            self._refresh_message_status(db, mids, now)
+            return cur.rowcount
+
+        return await self._run(self._tx, work)
+
+    # -- identity registry --------------------------------------------------------------------------
+    async def get_identity(self, patient_key: str) -> IdentityRecord | None:
+        row = await self._run(
+            self._fetchone, f"SELECT {_ID_COLS} FROM identities WHERE patient_key = ?", (patient_key,)
+        )
+        return _identity(row) if row else None
+
+    async def save_identity(
+        self, record: IdentityRecord, *, event: str, message_id: str | None, note: str = ""
+    ) -> IdentityRecord:
+        def work(db: sqlite3.Connection) -> IdentityRecord:
+            now = time.time()
+            row = db.execute("SELECT version FROM identities WHERE patient_key = ?", (record.patient_key,)).fetchone()
+            stored = row[0] if row else 0
+            if stored != record.version:
+                raise StoreError("identity changed meanwhile (version conflict)")
+            values = (
+                record.authority,
+                record.local_id,
+                record.status,
+                record.ins,
+                record.ins_oid,
+                ",".join(record.attributes),
+                json.dumps(dict(record.traits)),
+                record.merged_into,
+                stored + 1,
+                now,
+                record.patient_key,
+            )
+            if row:
+                db.execute(
+                    "UPDATE identities SET authority = ?, local_id = ?, status = ?, ins = ?, ins_oid = ?,"
+                    " attributes = ?, traits = ?, merged_into = ?, version = ?, updated_at = ?"
+                    " WHERE patient_key = ?",
+                    values,
+                )
+            else:
+                db.execute(
+                    "INSERT INTO identities (authority, local_id, status, ins, ins_oid, attributes, traits,"
+                    " merged_into, version, updated_at, patient_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    values,
+                )
+            db.execute(
+                "INSERT INTO identity_history (patient_key, at, event, message_id, status, ins, note)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (record.patient_key, now, event, message_id, record.status, record.ins, note),
+            )
+            return dataclasses.replace(record, version=stored + 1, updated_at=_dt(now))
+
+        try:
+            return await self._run(self._tx, work)
+        except sqlite3.IntegrityError:
+            raise StoreError("identity changed meanwhile (version conflict)") from None
+
+    async def list_identities(self, *, status: str | None = None, limit: int = 1000) -> list[IdentityRecord]:
+        sql = f"SELECT {_ID_COLS} FROM identities"
+        args: tuple[Any, ...] = ()
+        if status:
+            sql += " WHERE status = ?"
+            args = (status,)
+        rows = await self._run(self._fetchall, sql + " ORDER BY patient_key LIMIT ?", (*args, limit))
+        return [_identity(r) for r in rows]
+
+    async def identities_by_ins(self, ins: str) -> list[IdentityRecord]:
+        rows = await self._run(
+            self._fetchall, f"SELECT {_ID_COLS} FROM identities WHERE ins = ? ORDER BY patient_key", (ins,)
+        )
+        return [_identity(r) for r in rows]
+
+    async def identity_history(self, patient_key: str) -> list[IdentityEvent]:
+        rows = await self._run(
+            self._fetchall,
+            "SELECT patient_key, at, event, message_id, status, ins, note"
+            " FROM identity_history WHERE patient_key = ? ORDER BY id",
+            (patient_key,),
+        )
+        return [IdentityEvent(r[0], _dt(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def list_reviews(self, *, state: str | None = None, limit: int = 1000) -> list[Review]:
+        sql = f"SELECT {_REVIEW_COLS} FROM reviews"
+        args: tuple[Any, ...] = ()
+        if state:
+            sql += " WHERE state = ?"
+            args = (state,)
+        rows = await self._run(self._fetchall, sql + " ORDER BY id LIMIT ?", (*args, limit))
+        return [_review(r) for r in rows]
+
+    async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
+        if action not in ("release", "discard"):
+            raise ValueError("action must be release or discard")
+
+        def work(db: sqlite3.Connection) -> Review | None:
+            now = time.time()
+            row = db.execute(
+                f"SELECT {_REVIEW_COLS} FROM reviews WHERE id = ? AND state = 'open'", (review_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            review = _review(row)
+            if action == "release":
+                db.execute(
+                    "UPDATE deliveries SET status = 'pending', identity_override = 1, next_attempt_at = ?,"
+                    " updated_at = ? WHERE id = ? AND status = 'identity_review'",
+                    (now, now, review.delivery_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE deliveries SET status = 'dead', last_error = 'discarded in identity review',"
+                    " updated_at = ? WHERE id = ? AND status = 'identity_review'",
+                    (now, review.delivery_id),
+                )
+            state = "released" if action == "release" else "discarded"
+            db.execute(
+                "UPDATE reviews SET state = ?, resolved_at = ?, resolved_by = ? WHERE id = ?",
+                (state, now, by, review_id),
+            )
+            self._refresh_message_status(db, [review.message_id], now)
+            return dataclasses.replace(review, state=state, resolved_at=_dt(now), resolved_by=by)
 
         return await self._run(self._tx, work)
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
+import pytest
+
+from hub.errors import StoreError
 from hub.message import CONTENT_HL7V2, Message, utcnow
-from hub.store import NewDelivery, SearchQuery, Store
+from hub.store import IdentityRecord, NewDelivery, SearchQuery, Store
 
 
 def msg(control_id: str = "C1", patient: str = "P1@HOSP", **extra: str) -> Message:
@@ -26,7 +30,7 @@ def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[Ne
 
 
 async def test_schema_is_migrated(store: Store) -> None:
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == 2
 
 
 async def test_submit_then_read_back(store: Store) -> None:
@@ -245,3 +249,121 @@ async def test_search_by_business_keys(store: Store) -> None:
     assert await ids(before_id=ms[2].id) == [ms[1].id, ms[0].id]
     assert len(await ids(since=t0)) == 4
     assert await ids(until=t0) == []
+
+
+# -- identity registry and holds -----------------------------------------------------------------------
+
+
+def identity(key: str = "P1@HOSP", status: str = "provisoire", version: int = 0, **kw: object) -> IdentityRecord:
+    local, _, authority = key.partition("@")
+    return IdentityRecord(patient_key=key, authority=authority, local_id=local, status=status, version=version, **kw)  # type: ignore[arg-type]
+
+
+async def test_identity_registry_keeps_versions_and_history(store: Store) -> None:
+    assert await store.get_identity("P1@HOSP") is None
+    first = await store.save_identity(identity(traits={"birth_name": "X"}), event="A28", message_id="m1")
+    assert first.version == 1 and first.updated_at is not None
+    got = await store.get_identity("P1@HOSP")
+    assert got is not None and got.status == "provisoire" and dict(got.traits) == {"birth_name": "X"}
+    second = await store.save_identity(
+        dataclasses.replace(
+            got, status="qualifiee", ins="279035121518989", ins_oid="1.2.250.1.213.1.4.10", attributes=("HOMA",)
+        ),
+        event="A31",
+        message_id="m2",
+        note="qualified",
+    )
+    assert second.version == 2
+    with pytest.raises(StoreError, match="version conflict"):
+        await store.save_identity(got, event="A31", message_id="m3")  # stale version
+    with pytest.raises(StoreError, match="version conflict"):
+        await store.save_identity(identity(), event="A28", message_id="m4")  # "new" but exists
+    stored = await store.get_identity("P1@HOSP")
+    assert stored is not None and (stored.status, stored.ins, stored.attributes) == (
+        "qualifiee",
+        "279035121518989",
+        ("HOMA",),
+    )
+    assert [r.patient_key for r in await store.identities_by_ins("279035121518989")] == ["P1@HOSP"]
+    assert [r.patient_key for r in await store.list_identities(status="qualifiee")] == ["P1@HOSP"]
+    history = await store.identity_history("P1@HOSP")
+    assert [(h.event, h.message_id, h.status, h.note) for h in history] == [
+        ("A28", "m1", "provisoire", ""),
+        ("A31", "m2", "qualifiee", "qualified"),
+    ]
+    assert "279035121518989" not in repr(stored)
+
+
+async def test_held_deliveries_block_their_key_and_are_released_in_order(store: Store) -> None:
+    first, second = msg("H1", patient="PQ@HOSP"), msg("H2", patient="PQ@HOSP")
+    other = msg("O1", patient="PR@HOSP")
+    for m in (first, second, other):
+        await store.submit(m, one(key=m.metadata["patient_key"]), endpoint="in", dedup_key=None)
+    claimed = await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)
+    assert sorted(c.message.id for c in claimed) == sorted([first.id, other.id])
+    held = next(c for c in claimed if c.message.id == first.id)
+    assert await store.finish(
+        held.delivery.id,
+        owner="n",
+        status="awaiting_identity",
+        next_attempt_at=None,
+        error="patient identity not qualified",
+        outcome="hold",
+        started_at=utcnow(),
+    )
+    assert (await store.get_message(first.id)).status == "awaiting_identity"  # type: ignore[union-attr]
+    # The held one still holds back the patient's next message.
+    assert await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60) == []
+    assert await store.release_held(["NOBODY@HOSP"]) == 0
+    assert await store.release_held(["PQ@HOSP"]) == 1
+    again = await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)
+    assert [c.message.id for c in again] == [first.id]
+    assert (await store.get_message(first.id)).status == "pending"  # type: ignore[union-attr]
+
+
+async def test_identity_review_is_opened_and_resolved(store: Store) -> None:
+    a, b = msg("R1", patient="PT@HOSP"), msg("R2", patient="PT@HOSP")
+    for m in (a, b):
+        await store.submit(m, one(key="PT@HOSP"), endpoint="in", dedup_key=None)
+    [c] = await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)
+    await store.finish(
+        c.delivery.id,
+        owner="n",
+        status="identity_review",
+        next_attempt_at=None,
+        error="identity review",
+        outcome="hold",
+        started_at=utcnow(),
+        review="traits disagree: birth_date",
+    )
+    assert (await store.get_message(a.id)).status == "identity_review"  # type: ignore[union-attr]
+    [review] = await store.list_reviews(state="open")
+    assert (review.delivery_id, review.message_id, review.patient_key, review.reason) == (
+        c.delivery.id,
+        a.id,
+        "PT@HOSP",
+        "traits disagree: birth_date",
+    )
+    assert await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60) == []  # b waits behind a
+    released = await store.resolve_review(review.id, action="release", by="operator-1")
+    assert released is not None and released.state == "released" and released.resolved_by == "operator-1"
+    assert await store.resolve_review(review.id, action="discard", by="x") is None  # no longer open
+    [again] = await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)
+    assert again.message.id == a.id and again.delivery.identity_override
+    await store.finish(
+        again.delivery.id,
+        owner="n",
+        status="identity_review",
+        next_attempt_at=None,
+        error="x",
+        outcome="hold",
+        started_at=utcnow(),
+        review="again",
+    )
+    [second] = await store.list_reviews(state="open")
+    await store.resolve_review(second.id, action="discard", by="operator-2")
+    assert (await store.get_message(a.id)).status == "failed"  # type: ignore[union-attr]
+    [dead] = await store.find_deliveries(status="dead")
+    assert dead.last_error == "discarded in identity review"
+    [nxt] = await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)
+    assert nxt.message.id == b.id and not nxt.delivery.identity_override
