@@ -132,6 +132,9 @@ class DestinationPolicy(_Model):
     )
     max_in_flight: int = Field(4, ge=1, le=1000, description="Deliveries sent at once to this destination.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry and backoff.")
+    paused: bool = Field(
+        False, description="Start with delivery paused: messages are stored and queued, not sent, until resumed."
+    )
 
 
 class StepRef(_Model):

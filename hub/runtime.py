@@ -146,6 +146,7 @@ class Hub:
                     step_executor=self._step_executor,
                     on_outcome=self._count_outcome,
                 )
+                worker.paused = policy.paused
                 worker.start()
                 self.workers[(route.route, policy.destination)] = worker
 

@@ -94,7 +94,7 @@ class Er7Message:
             raise ParseError("message does not start with an MSH segment", code="100", location="MSH")
         fs = text[3]
         enc = text[4:8]
-        if fs.isalnum() or fs in "\r\n" or len(set(fs + enc)) != 5 or any(c.isalnum() for c in enc):
+        if fs.isalnum() or fs in "\r\n" or len(set(fs + enc)) != 5 or any(c.isalnum() or c in "\r\n" for c in enc):
             raise ParseError(
                 "MSH-1/MSH-2 do not declare five distinct encoding characters",
                 code="102",
