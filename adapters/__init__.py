@@ -2,4 +2,5 @@
 
 from adapters.mllp import inbound as _mllp_inbound  # noqa: F401
 from adapters.mllp import outbound as _mllp_outbound  # noqa: F401
+from adapters.sandboxes import insi as _insi_sandbox  # noqa: F401
 from adapters.sandboxes import mllp_peer as _mllp_peer  # noqa: F401

@@ -310,6 +310,74 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- identity ------------------------------------------------------------------------------------------
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, fmt: Callable[[dict[str, Any]], str]) -> None:
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False) if as_json else fmt(row))
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    async def go(store: Store, _settings: Settings) -> int:
+        if args.action == "list":
+            rows = [
+                {"item": "identity", "review_state": None, **r.as_dict()}
+                for r in await store.list_identities(status=args.status, limit=args.limit)
+            ]
+            if args.with_reviews:
+                rows += [
+                    {"item": "review", "review_state": r.state, **r.as_dict()}
+                    for r in await store.list_reviews(limit=args.limit)
+                ]
+            _print_rows(
+                rows,
+                args.json,
+                lambda r: (
+                    f"{r['patient_key']:<28} {r.get('status') or '':<11} {r.get('ins_oid') or '':<22} "
+                    f"{'INS known' if r.get('ins') else 'no INS':<9} {r.get('review_state') or ''}"
+                ),
+            )
+            return 0
+        if args.action == "show":
+            record = await store.get_identity(args.key)
+            if record is None:
+                print(f"no identity {args.key}", file=sys.stderr)
+                return 1
+            item = record.as_dict() | {"traits": dict(record.traits)}
+            item["history"] = [
+                {
+                    "at": h.at.isoformat(),
+                    "event": h.event,
+                    "message_id": h.message_id,
+                    "status": h.status,
+                    "note": h.note,
+                }
+                for h in await store.identity_history(args.key)
+            ]
+            held = await store.search(SearchQuery(patient_key=args.key, status="awaiting_identity"))
+            item["awaiting_identity"] = [r.message.id for r in held]
+            print(json.dumps(item, ensure_ascii=False, indent=None if args.json else 2))
+            return 0
+        if args.action == "reviews":
+            rows = [r.as_dict() for r in await store.list_reviews(state=args.state, limit=args.limit)]
+            _print_rows(
+                rows,
+                args.json,
+                lambda r: (
+                    f"{r['review_id']:>6}  {r['state']:<9} {r['patient_key']:<28} {r['message_id']}  {r['reason']}"
+                ),
+            )
+            return 0
+        action = "release" if args.release else "discard"
+        review = await store.resolve_review(args.review_id, action=action, by=args.by)
+        if review is None:
+            print(f"no open review {args.review_id}", file=sys.stderr)
+            return 1
+        print(json.dumps(review.as_dict()))
+        return 0
+
+    return _with_store(args, go)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hub", description="Integration engine for French health data.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -367,6 +435,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--destination")
     sp = add("sandboxes", cmd_sandboxes, "where the configured sandboxes listen")
     sp.add_argument("--json", action="store_true")
+    ip = add("identity", cmd_identity, "the identity registry and the identity review queue")
+    isub = ip.add_subparsers(dest="action", required=True)
+    x = isub.add_parser("list", help="identities (and, with --with-reviews, review items)")
+    x.add_argument("--status")
+    x.add_argument("--with-reviews", action="store_true")
+    x.add_argument("--limit", type=int, default=1000)
+    x.add_argument("--json", action="store_true")
+    x = isub.add_parser("show", help="one identity, its history and the messages waiting for it")
+    x.add_argument("key", help="patient key: local-id@authority")
+    x.add_argument("--json", action="store_true")
+    x = isub.add_parser("reviews", help="messages whose traits disagree with the registry")
+    x.add_argument("--state", default="open", help="open, released, discarded (default: open)")
+    x.add_argument("--limit", type=int, default=1000)
+    x.add_argument("--json", action="store_true")
+    x = isub.add_parser("resolve", help="release a reviewed message (trait check waived) or discard it")
+    x.add_argument("review_id", type=int)
+    group = x.add_mutually_exclusive_group(required=True)
+    group.add_argument("--release", action="store_true")
+    group.add_argument("--discard", action="store_true")
+    x.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decided (kept with the review)")
+    for sp_ in isub.choices.values():
+        sp_.add_argument("--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
     sp = add("describe", cmd_describe, "print a component's config schema", config=False)
     sp.add_argument("name")
     return p

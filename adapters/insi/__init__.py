@@ -1,0 +1,1 @@
+"""INSi clients behind hub.identity.insi.InsiResolver."""

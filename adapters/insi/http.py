@@ -1,0 +1,37 @@
+"""An InsiResolver that asks an INSi endpoint speaking the sandbox's JSON (the real SOAP client comes later)."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from adapters.tls import TlsConfig, client_context
+from hub.errors import NotConnected, Rejected, Retryable
+from hub.identity.insi import InsiIdentity, InsiOutcome, InsiQuery, InsiResult, traits_from_json
+
+__all__ = ["HttpInsiResolver"]
+
+
+class HttpInsiResolver:
+    def __init__(self, url: str, *, tls: TlsConfig | None = None, timeout_secs: float = 10.0) -> None:
+        self.url = url
+        self._ssl = client_context(tls) if tls else None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_secs)
+
+    async def resolve(self, query: InsiQuery) -> InsiResult:
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as session,
+                session.post(self.url, json=query.to_json(), ssl=self._ssl) as resp,
+            ):
+                if resp.status >= 500:
+                    raise Retryable(f"INSi answered HTTP {resp.status}")
+                if resp.status >= 400:
+                    raise Rejected(f"INSi refused the query (HTTP {resp.status})")
+                data = await resp.json()
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise NotConnected(f"INSi unreachable: {type(exc).__name__}") from None
+        outcome = InsiOutcome(data["outcome"])
+        if outcome is not InsiOutcome.FOUND:
+            return InsiResult(outcome)
+        ident = data["identity"]
+        return InsiResult(outcome, InsiIdentity(ins=ident["ins"], oid=ident["oid"], traits=traits_from_json(ident)))
