@@ -10,7 +10,9 @@ resources:
 * a frame over ``max_frame_bytes`` is read to its end without being kept: the
   caller gets its first bytes (to answer with an ACK that echoes MSH) and its size;
 * ``receive_timeout_secs`` bounds the wait for a frame to start (an idle
-  connection), ``read_timeout_secs`` the silence inside a frame.
+  connection), ``read_timeout_secs`` the silence inside a frame, and
+  ``frame_timeout_secs`` the whole time from <VT> to <FS>, so that a sender
+  dribbling one byte at a time cannot hold a connection forever.
 """
 
 from __future__ import annotations
@@ -50,17 +52,25 @@ class FrameReader:
         max_frame_bytes: int,
         receive_timeout_secs: float | None = None,
         read_timeout_secs: float | None = None,
+        frame_timeout_secs: float | None = None,
     ) -> None:
         self._reader = reader
         self._max = max_frame_bytes
         self._receive_timeout = receive_timeout_secs
         self._read_timeout = read_timeout_secs
+        self._frame_timeout = frame_timeout_secs
+        self._frame_deadline: float | None = None
         self._buf = bytearray()
         self.garbage_bytes = 0
         self.truncated_frames = 0
 
     async def _fill(self, in_frame: bool) -> bool:
         timeout = self._read_timeout if in_frame else self._receive_timeout
+        if in_frame and self._frame_deadline is not None:
+            left = self._frame_deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise FrameTimeout("frame not complete within frame_timeout_secs")
+            timeout = left if timeout is None else min(timeout, left)
         try:
             async with asyncio.timeout(timeout):
                 chunk = await self._reader.read(_CHUNK)
@@ -88,6 +98,8 @@ class FrameReader:
                 del buf[:start]
             # 2. find the end block, watching for a new start block (truncated frame) and the size limit
             scanned = 1
+            if self._frame_timeout is not None:
+                self._frame_deadline = asyncio.get_running_loop().time() + self._frame_timeout
             kept = 0  # bytes of an oversized frame already discarded
             head = b""
             while True:

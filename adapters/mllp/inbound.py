@@ -47,6 +47,9 @@ class MllpInboundConfig(ComponentConfig):
     read_timeout_secs: float = Field(
         30.0, gt=0, description="Close a connection silent this long in the middle of a frame."
     )
+    frame_timeout_secs: float = Field(
+        300.0, gt=0, description="Close a connection whose frame is not complete this long after it started."
+    )
     dedup: bool = Field(
         True, description="Acknowledge a repeated MSH-10 from the same sender AA without routing it again."
     )
@@ -106,6 +109,7 @@ class MllpInbound:
             max_frame_bytes=self.config.max_frame_bytes,
             receive_timeout_secs=self.config.receive_timeout_secs,
             read_timeout_secs=self.config.read_timeout_secs,
+            frame_timeout_secs=self.config.frame_timeout_secs,
         )
         try:
             while True:

@@ -375,16 +375,30 @@ class GroupCommitter(Generic[T, R]):
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                results = await self._flush([item for item, _ in batch])
-            except Exception as exc:  # the batch failed as a whole: every caller hears it
-                err = exc if isinstance(exc, StoreError) else StoreError(f"commit failed: {type(exc).__name__}")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+                self._resolve(batch, await self._flush([item for item, _ in batch]))
+            except Exception as exc:
+                if len(batch) == 1:
+                    self._fail(batch, exc)
+                    continue
+                # One bad item must not cost the others their commit: write them one by one.
+                for one in batch:
+                    try:
+                        self._resolve([one], await self._flush([one[0]]))
+                    except Exception as exc1:
+                        self._fail([one], exc1)
+
+    @staticmethod
+    def _resolve(batch: list[tuple[T, asyncio.Future[R]]], results: list[R]) -> None:
+        for (_, fut), result in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: Exception) -> None:
+        err = exc if isinstance(exc, StoreError) else StoreError(f"commit failed: {type(exc).__name__}")
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(err)
 
     async def close(self) -> None:
         self._closed = True

@@ -176,6 +176,13 @@ _REFRESH_STATUS = """
 """
 
 
+def _text(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL: replace it rather than lose the whole batch."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 def _record(row: asyncpg.Record) -> MessageRecord:
     msg = Message(
         id=row["id"],
@@ -337,7 +344,7 @@ class PostgresStore:
                     endpoint,
                     message.content_type,
                     message.body,
-                    dump_metadata(md),
+                    dump_metadata({k: _text(v) for k, v in md.items()}),
                     status,
                     reason,
                     message.received_at,
@@ -349,7 +356,7 @@ class PostgresStore:
                     dedup_key,
                 )
             ):
-                cols[i].append(v)
+                cols[i].append(_text(v))
         async with self._conn() as conn, conn.transaction():
             inserted = {
                 r[0]
@@ -459,6 +466,7 @@ class PostgresStore:
         started_at: datetime,
         review: str | None = None,
     ) -> bool:
+        error, review = _text(error), _text(review)
         async with self._conn() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """

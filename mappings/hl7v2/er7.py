@@ -260,6 +260,9 @@ def check_header(msg: Er7Message, header: Header) -> None:
         raise ValidationError("MSH-12 version id is empty", code="101", location="MSH^1^12")
     if not header.version.startswith("2."):
         raise ValidationError("MSH-12 is not an HL7 v2 version", code="203", location="MSH^1^12")
+    if any("\x00" in seg for seg in msg.segments):
+        # NUL is no HL7 character (v2.5 §2.7); PostgreSQL text cannot hold it either.
+        raise ParseError("message contains NUL characters", code="102")
     for i, sid in enumerate(msg.segment_ids()):
         if not _SEGMENT_ID.match(sid):
             raise ParseError(f"segment {i + 1} does not start with a valid segment id", code="100")

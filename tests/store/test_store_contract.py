@@ -367,3 +367,21 @@ async def test_identity_review_is_opened_and_resolved(store: Store) -> None:
     assert dead.last_error == "discarded in identity review"
     [nxt] = await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)
     assert nxt.message.id == b.id and not nxt.delivery.identity_override
+
+
+async def test_one_unwritable_message_does_not_cost_its_batch(store: Store) -> None:
+    good = [msg(f"G{i}") for i in range(20)]
+    nul = msg("N\x00UL", sending_app="A\x00B")
+    results = await asyncio.gather(
+        *(
+            store.submit(m, one(), endpoint="in", dedup_key=m.metadata["control_id"])
+            for m in [*good[:10], nul, *good[10:]]
+        ),
+        return_exceptions=True,
+    )
+    assert all(not isinstance(r, BaseException) for r in results[:10] + results[11:])
+    assert len(await store.search(SearchQuery(limit=100))) >= 20
+    # The NUL-bearing one is kept too, its body intact (text columns cleaned where the database needs it).
+    assert not isinstance(results[10], BaseException)
+    rec = await store.get_message(nul.id)
+    assert rec is not None and rec.message.body == nul.body
