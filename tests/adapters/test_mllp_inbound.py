@@ -173,3 +173,29 @@ async def test_timeouts_and_connection_limit_never_cost_the_listener(tmp_path: P
         assert ack_fields(await a.send(adt("STILL")))["MSA"][1] == "AA"
         for c in (a, b, extra, slow):
             await c.close()
+
+
+async def test_nul_bytes_are_refused_and_a_dribbling_sender_is_cut_off(tmp_path: Path) -> None:
+    config = write_config(tmp_path, peer_port=1, listener={"read_timeout_secs": 5, "frame_timeout_secs": 0.3})
+    async with running_hub(config) as hub:
+        client = await MllpClient.connect(mllp_port(hub))
+        ack = ack_fields(await client.send(adt("N\x00L")))
+        assert ack["MSA"][1] == "AR" and ack["ERR"][3].startswith("102^")
+        [rec] = await hub.store.search(SearchQuery(status="rejected"))  # type: ignore[union-attr]
+        assert rec.reason == "message contains NUL characters"
+        # One byte every 50 ms never trips the read timeout, but the frame timeout ends it.
+        data = frame(adt("DRIBBLE"))
+        closed = False
+        for i in range(len(data)):
+            try:
+                await client.send_raw(data[i : i + 1])
+            except ConnectionError:
+                closed = True
+                break
+            await asyncio.sleep(0.05)
+            if client.writer.is_closing() or client.frames._reader.at_eof():
+                closed = True
+                break
+        assert closed
+        assert await hub.store.search(SearchQuery(control_id="DRIBBLE")) == []  # type: ignore[union-attr]
+        await client.close()
