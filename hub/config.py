@@ -132,6 +132,11 @@ class DestinationPolicy(_Model):
     )
     max_in_flight: int = Field(4, ge=1, le=1000, description="Deliveries sent at once to this destination.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry and backoff.")
+    require_qualified_ins: bool = Field(
+        False,
+        description="Send only messages whose patient has a qualified INS in the registry (the DMP, patient "
+        "mailboxes); others wait as awaiting_identity and go out when an ADT qualifies the identity.",
+    )
     paused: bool = Field(
         False, description="Start with delivery paused: messages are stored and queued, not sent, until resumed."
     )

@@ -18,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
 
 import structlog
 
 from hub.config import DestinationPolicy, RetryPolicy
-from hub.errors import DeliveryError, MessageError, Outcome, Rejected, StoreError
+from hub.errors import AwaitingIdentity, DeliveryError, IdentityHold, MessageError, Outcome, Rejected, StoreError
 from hub.message import utcnow
-from hub.pipeline import Pipeline
-from hub.store import Claimed, Store
+from hub.pipeline import Pipeline, StepContext
+from hub.store import Claimed, IdentityRecord, Store
 
 __all__ = ["DestinationWorker", "backoff_secs"]
 
@@ -55,8 +55,12 @@ class DestinationWorker:
         step_executor: Executor | None = None,
         poll_secs: float = 1.0,
         on_outcome: Callable[[str, str, Outcome, float], None] | None = None,
+        identity_lookup: Callable[[str], Awaitable[IdentityRecord | None]] | None = None,
+        environment: str = "development",
     ) -> None:
         self.store = store
+        self.identity_lookup = identity_lookup
+        self.environment = environment
         self.route = route
         self.policy = policy
         self.destination = policy.destination
@@ -119,6 +123,31 @@ class DestinationWorker:
         self._inflight.pop(task, None)
         self.wake.set()
 
+    async def _hold(self, c: Claimed, hold: IdentityHold, started: datetime) -> None:
+        """Park a delivery until its identity is settled; FIFO per key keeps later ones behind it."""
+        try:
+            await self.store.finish(
+                c.delivery.id,
+                owner=self.owner,
+                status=hold.status,
+                next_attempt_at=None,
+                error=hold.reason,
+                outcome="hold",
+                started_at=started,
+                review=hold.reason if hold.status == "identity_review" else None,
+            )
+        except StoreError as exc:
+            log.error("hold_not_recorded", delivery_id=c.delivery.id, error=str(exc))
+            return
+        log.info(
+            "delivery_held",
+            message_id=c.message.id,
+            delivery_id=c.delivery.id,
+            route=self.route,
+            destination=self.destination,
+            status=hold.status,
+        )
+
     async def _sleep(self) -> None:
         timeout = self.poll_secs
         if len(self._inflight) < self.policy.max_in_flight and not self.paused:
@@ -138,18 +167,36 @@ class DestinationWorker:
         except TimeoutError:
             pass
 
+    async def _identity_context(self, c: Claimed) -> StepContext:
+        """Look the patient up when a step or the destination needs it; raise AwaitingIdentity to hold."""
+        needs = self.pipeline.needs_identity or self.policy.require_qualified_ins
+        if not needs or self.identity_lookup is None:
+            return StepContext(environment=self.environment)
+        key = c.message.metadata.get("patient_key", "")
+        record = await self.identity_lookup(key) if key else None
+        if self.policy.require_qualified_ins and (record is None or record.status != "qualifiee" or not record.ins):
+            why = "no identity in the registry" if record is None else f"identity is {record.status}, not qualifiee"
+            raise AwaitingIdentity(f"destination requires a qualified INS: {why}")
+        return StepContext(
+            identity=record, identity_override=c.delivery.identity_override, environment=self.environment
+        )
+
     async def _deliver(self, c: Claimed) -> None:
         d = c.delivery
         started = utcnow()
         error = ""
         retry_after: float | None = None
+        hold: IdentityHold | None = None
         try:
             message = c.message
+            ctx = await self._identity_context(c)
             if self.pipeline:
                 loop = asyncio.get_running_loop()
-                message = await loop.run_in_executor(self.step_executor, self.pipeline.apply, message)
+                message = await loop.run_in_executor(self.step_executor, self.pipeline.apply, message, ctx)
             await self.adapter.send(message)  # type: ignore[attr-defined]
             outcome = Outcome.ACCEPT
+        except IdentityHold as exc:
+            hold, outcome, error = exc, Outcome.RETRY, exc.reason
         except MessageError as exc:
             outcome, error = Outcome.REJECT, f"step refused the message: {exc.reason}"
         except Rejected as exc:
@@ -157,11 +204,16 @@ class DestinationWorker:
         except DeliveryError as exc:
             outcome, error = Outcome.RETRY, str(exc)
             retry_after = getattr(exc, "retry_after_secs", None)
+        except StoreError as exc:
+            outcome, error = Outcome.RETRY, f"identity look-up failed: {exc}"
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an adapter bug must not kill the worker: retry, and say so
             outcome, error = Outcome.RETRY, f"adapter error: {type(exc).__name__}"
             log.error("adapter_error", destination=self.destination, delivery_id=d.id, error=type(exc).__name__)
+        if hold is not None:
+            await self._hold(c, hold, started)
+            return
         next_at: datetime | None = None
         if outcome is Outcome.ACCEPT:
             status = "delivered"

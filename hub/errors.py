@@ -15,6 +15,9 @@ map it once to its own reply (AA/AE/AR, 2xx/503/4xx, 250/451/554)::
         Retryable              -> Outcome.RETRY (optional retry_after_secs)
           NotConnected           the adapter lost or could not open its connection
         Rejected               -> Outcome.REJECT (dead letter, no retry)
+      IdentityHold             a delivery must wait for the patient's identity (not an outcome)
+        AwaitingIdentity         no qualified INS yet: held until an ADT qualifies it
+        IdentityMismatch         the message's traits disagree with the registry: identity review
 
 Exception texts never carry payloads or patient data: they name a message id,
 a segment or field position, a code, never a value taken from the message.
@@ -26,9 +29,12 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AwaitingIdentity",
     "ConfigError",
     "DeliveryError",
     "HubError",
+    "IdentityHold",
+    "IdentityMismatch",
     "MappingError",
     "MessageError",
     "NotConnected",
@@ -135,3 +141,29 @@ class Rejected(DeliveryError):
     def __init__(self, reason: str, *, ack_code: str = "") -> None:
         super().__init__(reason)
         self.ack_code = ack_code
+
+
+class IdentityHold(HubError):
+    """A delivery cannot go on until the patient's identity is settled; `reason` names no patient data."""
+
+    status = "awaiting_identity"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AwaitingIdentity(IdentityHold):
+    """The destination needs a qualified INS and the registry has none for this patient yet."""
+
+    status = "awaiting_identity"
+
+
+class IdentityMismatch(IdentityHold):
+    """Strict traits in the message disagree with the registry; `traits` names them (no values)."""
+
+    status = "identity_review"
+
+    def __init__(self, reason: str, *, traits: tuple[str, ...] = ()) -> None:
+        super().__init__(reason)
+        self.traits = traits

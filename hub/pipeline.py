@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 from hub import registry
 from hub.config import RouteConfig
 from hub.message import Message
-from hub.store import NewDelivery
+from hub.store import IdentityRecord, NewDelivery
 
-__all__ = ["Pipeline", "route_message"]
+__all__ = ["Pipeline", "StepContext", "route_message"]
 
-Step = Callable[[Message], Message]
+Step = Callable[..., Message]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepContext:
+    """What the hub hands to steps that declared `needs` (e.g. ``identity``)."""
+
+    identity: IdentityRecord | None = None
+    identity_override: bool = False
+    """An operator released this delivery from identity review: the trait check is waived for it."""
+    environment: str = "development"
 
 
 def route_message(routes: list[RouteConfig], endpoint: str, metadata: Mapping[str, str]) -> list[NewDelivery]:
@@ -37,17 +48,19 @@ class Pipeline:
 
     def __init__(self, step_names: list[str]) -> None:
         self.names = list(step_names)
-        self._steps: list[Step] = []
+        self._steps: list[tuple[Step, bool]] = []
         for name in step_names:
             comp = registry.get("step", name)
             if comp is None:
                 raise KeyError(name)
-            self._steps.append(comp.factory)
+            self._steps.append((comp.factory, bool(comp.needs)))
+        self.needs_identity = any("identity" in (registry.get("step", n).needs or ()) for n in step_names)  # type: ignore[union-attr]
 
     def __bool__(self) -> bool:
         return bool(self._steps)
 
-    def apply(self, message: Message) -> Message:
-        for step in self._steps:
-            message = step(message)
+    def apply(self, message: Message, ctx: StepContext | None = None) -> Message:
+        context = ctx or StepContext()
+        for step, wants_context in self._steps:
+            message = step(message, context) if wants_context else step(message)
         return message

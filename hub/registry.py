@@ -48,6 +48,7 @@ class Component:
     summary: str
     consumes: tuple[str, ...] = ()
     produces: str | None = None
+    needs: tuple[str, ...] = ()
 
 
 _components: dict[tuple[str, str], Component] = {}
@@ -60,15 +61,23 @@ def register(
     config: type[BaseModel] = _NoConfig,
     consumes: tuple[str, ...] = (),
     produces: str | None = None,
+    needs: tuple[str, ...] = (),
 ) -> Callable[[T], T]:
-    """Register a component under (kind, name). Steps declare the content types they take and give."""
+    """Register a component under (kind, name).
+
+    Steps declare the content types they take and give. `needs` names hub
+    services: a step that needs ``identity`` is called ``step(message, ctx)``
+    with a :class:`hub.pipeline.StepContext` holding the patient's registry
+    record; an outbound adapter that needs ``services`` is built as
+    ``factory(name, config, services=...)``.
+    """
 
     def deco(obj: T) -> T:
         key = (kind, name)
         if key in _components and _components[key].factory is not obj:
             raise RuntimeError(f"component {kind}/{name} registered twice")
         doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
-        _components[key] = Component(kind, name, obj, config, doc[0] if doc else "", consumes, produces)
+        _components[key] = Component(kind, name, obj, config, doc[0] if doc else "", consumes, produces, needs)
         return obj
 
     return deco

@@ -21,6 +21,7 @@ from hub import registry
 from hub.config import Settings
 from hub.delivery import DestinationWorker
 from hub.errors import MessageError, Outcome, Retryable, StoreError
+from hub.identity_registry import IdentityRegistry
 from hub.message import Message
 from hub.pipeline import Pipeline, route_message
 from hub.store import Store, SubmitResult, open_store
@@ -116,6 +117,7 @@ class Hub:
         if recovered:
             log.info("leases_recovered", count=recovered, node=self.config.node)
         self.undelivered = await self.store.undelivered_count()
+        self.identity = IdentityRegistry(self.store, on_release=self._wake_all)
 
         for name, entry in self.config.sandboxes.items():
             comp = registry.get("sandbox", entry.type)
@@ -128,7 +130,10 @@ class Hub:
         for name, entry in self.config.endpoints.items():
             comp = registry.get("outbound", entry.type)
             assert comp is not None
-            adapter = comp.factory(name, self.settings.endpoint_config(name))
+            if "services" in comp.needs:
+                adapter = comp.factory(name, self.settings.endpoint_config(name), services=self)
+            else:
+                adapter = comp.factory(name, self.settings.endpoint_config(name))
             await adapter.start()
             self.endpoints[name] = adapter
 
@@ -145,6 +150,8 @@ class Hub:
                     lease_secs=self.config.store.lease_secs,
                     step_executor=self._step_executor,
                     on_outcome=self._count_outcome,
+                    identity_lookup=self.identity.lookup,
+                    environment=self.config.environment,
                 )
                 worker.paused = policy.paused
                 worker.start()

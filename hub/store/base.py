@@ -291,6 +291,9 @@ class Store(Protocol):
 
     async def identities_by_ins(self, ins: str) -> list[IdentityRecord]: ...
 
+    async def identities_merged_into(self, patient_key: str) -> list[IdentityRecord]:
+        """Identities an A40 merged into this one (directly)."""
+
     async def identity_history(self, patient_key: str) -> list[IdentityEvent]: ...
 
     async def list_reviews(self, *, state: str | None = None, limit: int = 1000) -> list[Review]: ...

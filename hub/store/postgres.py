@@ -127,6 +127,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX hub_identities_ins ON hub_identities (ins);
     CREATE INDEX hub_identities_status ON hub_identities (status);
+    CREATE INDEX hub_identities_merged ON hub_identities (merged_into) WHERE merged_into IS NOT NULL;
     CREATE TABLE hub_identity_history (
         id bigserial PRIMARY KEY,
         patient_key text NOT NULL,
@@ -625,6 +626,13 @@ class PostgresStore:
     async def identities_by_ins(self, ins: str) -> list[IdentityRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(f"SELECT {_ID_COLS} FROM hub_identities WHERE ins = $1 ORDER BY patient_key", ins)
+        return [_identity(r) for r in rows]
+
+    async def identities_merged_into(self, patient_key: str) -> list[IdentityRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_ID_COLS} FROM hub_identities WHERE merged_into = $1 ORDER BY patient_key", patient_key
+            )
         return [_identity(r) for r in rows]
 
     async def identity_history(self, patient_key: str) -> list[IdentityEvent]:

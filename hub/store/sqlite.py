@@ -126,6 +126,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX identities_ins ON identities (ins);
     CREATE INDEX identities_status ON identities (status);
+    CREATE INDEX identities_merged ON identities (merged_into) WHERE merged_into IS NOT NULL;
     CREATE TABLE identity_history (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         patient_key TEXT NOT NULL,
@@ -601,6 +602,14 @@ class SqliteStore:
     async def identities_by_ins(self, ins: str) -> list[IdentityRecord]:
         rows = await self._run(
             self._fetchall, f"SELECT {_ID_COLS} FROM identities WHERE ins = ? ORDER BY patient_key", (ins,)
+        )
+        return [_identity(r) for r in rows]
+
+    async def identities_merged_into(self, patient_key: str) -> list[IdentityRecord]:
+        rows = await self._run(
+            self._fetchall,
+            f"SELECT {_ID_COLS} FROM identities WHERE merged_into = ? ORDER BY patient_key",
+            (patient_key,),
         )
         return [_identity(r) for r in rows]
 
