@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ def write_config(
     routes: list[dict[str, Any]] | None = None,
     listener: dict[str, Any] | None = None,
     endpoint: dict[str, Any] | None = None,
+    endpoints_extra: dict[str, Any] | None = None,
     **hub: Any,
 ) -> Path:
     """hub.yaml + routes/*.yaml in `folder`; returns the config path."""
@@ -49,7 +52,8 @@ def write_config(
         "http": {"listen": "127.0.0.1:0"},
         "listeners": {"mllp_in": {"type": "mllp", "listen": "127.0.0.1:0", **(listener or {})}},
         "endpoints": {
-            "dpi": {"type": "mllp", "endpoint": f"127.0.0.1:{peer_port}", "ack_timeout_secs": 2, **(endpoint or {})}
+            "dpi": {"type": "mllp", "endpoint": f"127.0.0.1:{peer_port}", "ack_timeout_secs": 2, **(endpoint or {})},
+            **(endpoints_extra or {}),
         },
         "routes": ["routes/*.yaml"],
         **hub,
@@ -144,3 +148,14 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
             if result:
                 return
             await asyncio.sleep(interval)
+
+
+HUB_BIN = Path(sys.executable).with_name("hub")
+
+
+async def hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `hub` command as a script would, without blocking the event loop."""
+    proc = await asyncio.create_subprocess_exec(str(HUB_BIN), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())

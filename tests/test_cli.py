@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from hub.store import SearchQuery
-from tests.hubkit import adt, mllp_port, running_hub, running_peer, wait_until, write_config
+from tests.hubkit import adt, hub_cli, mllp_port, running_hub, running_peer, wait_until, write_config
 
-HUB = Path(sys.executable).with_name("hub")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-async def hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = await asyncio.create_subprocess_exec(str(HUB), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
 
 async def test_send_messages_replay_and_dead_letters(tmp_path: Path) -> None:
