@@ -187,12 +187,15 @@ class DestinationWorker:
         error = ""
         retry_after: float | None = None
         hold: IdentityHold | None = None
+        output: dict[str, str] | None = None
         try:
             message = c.message
             ctx = await self._identity_context(c)
             if self.pipeline:
                 loop = asyncio.get_running_loop()
                 message = await loop.run_in_executor(self.step_executor, self.pipeline.apply, message, ctx)
+                before = c.message.metadata
+                output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
             await self.adapter.send(message)  # type: ignore[attr-defined]
             outcome = Outcome.ACCEPT
         except IdentityHold as exc:
@@ -237,6 +240,7 @@ class DestinationWorker:
                 error=error,
                 outcome=outcome.value,
                 started_at=started,
+                output_metadata=output,
             )
         except StoreError as exc:
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))

@@ -104,6 +104,9 @@ async def test_hold_release_downgrade_merge_and_review(tmp_path: Path) -> None:
             assert pid.split(b"|")[32] == b"VALI"
             [r1] = await store.search(SearchQuery(control_id="R1"))
             assert r1.status == "delivered"
+            [d1] = (await store.deliveries([r1.message.id]))[r1.message.id]
+            assert d1.output_metadata["ins_stamped"] == "true" and d1.output_metadata["ins_oid"] == OID_TEST
+            assert d1.output_metadata["ins_reason"] == "registry: qualified identity; traits agree"
 
             # 3. A47 downgrade (PID-32 PROV, INS removed): the next result waits again.
             await send(adt("A3", "A47", vali=False, ins=False, mrg="000003"))

@@ -72,6 +72,8 @@ class Delivery:
     created_at: datetime
     updated_at: datetime
     identity_override: bool = False
+    output_metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """What the route's steps added to the message's metadata on the last attempt (e.g. the INS stamped)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class Delivery:
             "next_attempt_at": self.next_attempt_at.isoformat(),
             "last_error": self.last_error,
             "updated_at": self.updated_at.isoformat(),
+            "output_metadata": dict(self.output_metadata),
         }
 
 
@@ -268,6 +271,7 @@ class Store(Protocol):
         outcome: str,
         started_at: datetime,
         review: str | None = None,
+        output_metadata: Mapping[str, str] | None = None,
     ) -> bool:
         """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written).
 

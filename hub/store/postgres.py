@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -152,6 +152,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX hub_reviews_state ON hub_reviews (state, id);
     """,
+    # 3: what the steps added to the metadata, per delivery
+    "ALTER TABLE hub_deliveries ADD COLUMN output_metadata jsonb NOT NULL DEFAULT '{}'",
 ]
 
 _MSG_COLS = (
@@ -159,7 +161,7 @@ _MSG_COLS = (
 )
 _DEL_COLS = (
     "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
-    "ordering_key, last_error, created_at, updated_at, identity_override"
+    "ordering_key, last_error, created_at, updated_at, identity_override, output_metadata"
 )
 
 _REFRESH_STATUS = """
@@ -218,6 +220,7 @@ def _delivery(row: asyncpg.Record) -> Delivery:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         identity_override=row["identity_override"],
+        output_metadata=json.loads(row["output_metadata"]),
     )
 
 
@@ -466,13 +469,16 @@ class PostgresStore:
         outcome: str,
         started_at: datetime,
         review: str | None = None,
+        output_metadata: Mapping[str, str] | None = None,
     ) -> bool:
         error, review = _text(error), _text(review)
+        output = json.dumps({k: _text(v) for k, v in output_metadata.items()}) if output_metadata is not None else None
         async with self._conn() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """
                 UPDATE hub_deliveries SET status = $3, next_attempt_at = coalesce($4, now()), last_error = $5,
-                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+                    output_metadata = coalesce($6::jsonb, output_metadata)
                 WHERE id = $1 AND status = 'in_flight' AND lease_owner = $2
                 RETURNING message_id, attempts
                 """,
@@ -481,6 +487,7 @@ class PostgresStore:
                 status,
                 next_attempt_at,
                 error,
+                output,
             )
             if row is None:
                 return False

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,6 +151,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reviews_state ON reviews (state, id);
     """,
+    # 3: what the steps added to the metadata, per delivery (e.g. which INS was stamped and why)
+    "ALTER TABLE deliveries ADD COLUMN output_metadata TEXT NOT NULL DEFAULT '{}'",
 ]
 
 
@@ -167,7 +169,7 @@ _MSG_COLS = (
 )
 _DEL_COLS = (
     "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
-    "ordering_key, last_error, created_at, updated_at, identity_override"
+    "ordering_key, last_error, created_at, updated_at, identity_override, output_metadata"
 )
 
 
@@ -199,6 +201,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         created_at=_dt(row[10]),
         updated_at=_dt(row[11]),
         identity_override=bool(row[12]),
+        output_metadata=json.loads(row[13]),
     )
 
 
@@ -406,6 +409,7 @@ class SqliteStore:
         outcome: str,
         started_at: datetime,
         review: str | None = None,
+        output_metadata: Mapping[str, str] | None = None,
     ) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             now = time.time()
@@ -418,8 +422,16 @@ class SqliteStore:
             message_id, attempts = row
             db.execute(
                 "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
-                " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
-                (status, _ts(next_attempt_at) if next_attempt_at else now, error, now, delivery_id),
+                " lease_expires_at = NULL, updated_at = ?,"
+                " output_metadata = COALESCE(?, output_metadata) WHERE id = ?",
+                (
+                    status,
+                    _ts(next_attempt_at) if next_attempt_at else now,
+                    error,
+                    now,
+                    json.dumps(dict(output_metadata)) if output_metadata is not None else None,
+                    delivery_id,
+                ),
             )
             db.execute(
                 "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"

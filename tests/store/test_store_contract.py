@@ -30,7 +30,7 @@ def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[Ne
 
 
 async def test_schema_is_migrated(store: Store) -> None:
-    assert await store.schema_version() == 2
+    assert await store.schema_version() == 3
 
 
 async def test_submit_then_read_back(store: Store) -> None:
@@ -107,12 +107,14 @@ async def test_claim_lease_and_outcomes(store: Store) -> None:
         error="AE: busy",
         outcome="retry",
         started_at=utcnow(),
+        output_metadata={"ins_stamped": "true"},
     )
     assert await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60) == []  # not due yet
     due = await store.next_due("r", "dpi")
     assert due is not None and abs((due - retry_at).total_seconds()) < 0.01
     [dl] = (await store.deliveries([m.id]))[m.id]
     assert (dl.status, dl.attempts, dl.last_error) == ("pending", 1, "AE: busy")
+    assert dl.output_metadata == {"ins_stamped": "true"}
     attempts = await store.attempts(d.id)
     assert [(a.number, a.outcome, a.error) for a in attempts] == [(1, "retry", "AE: busy")]
 
