@@ -45,6 +45,10 @@ class InboundAdapter(Protocol):
     def describe(self) -> dict[str, Any]:
         """Where it listens, for the startup log and `hub sandboxes`."""
 
+    # Optional: an inbound adapter served on the hub's own HTTP port defines
+    # `http_routes() -> list[(method, absolute path, aiohttp handler)]`; the hub mounts
+    # them before start() and must not take a message until start() has run.
+
 
 class OutboundAdapter(Protocol):
     def __init__(self, name: str, config: Any) -> None: ...

@@ -54,4 +54,8 @@ def build_app(hub: Hub) -> web.Application:
     for name, sandbox in hub.sandboxes.items():
         for method, path, handler in sandbox.http_routes():
             app.router.add_route(method, f"/sandboxes/{name}/{path}", handler)
+    # Inbound adapters served on this port give absolute paths (e.g. /fhir/Bundle).
+    for listener in hub.listeners.values():
+        for method, path, handler in getattr(listener, "http_routes", list)():
+            app.router.add_route(method, path, handler)
     return app

@@ -162,15 +162,16 @@ class Hub:
             asyncio.create_task(self._recover_leases(), name="leases"),
             asyncio.create_task(self._listen_for_work(), name="wakeups"),
         ]
-        if self.config.http.enabled:
-            await self._start_http()
-
+        # Listeners are built before the HTTP server so that those served on the hub's HTTP port
+        # (`http_routes()`, e.g. FHIR under /fhir) are mounted; none takes a message before start().
         for name, entry in self.config.listeners.items():
             comp = registry.get("inbound", entry.type)
             assert comp is not None
-            listener = comp.factory(name, self.settings.listener_config(name), _ListenerContext(self, name))
+            self.listeners[name] = comp.factory(name, self.settings.listener_config(name), _ListenerContext(self, name))
+        if self.config.http.enabled:
+            await self._start_http()
+        for listener in self.listeners.values():
             await listener.start()
-            self.listeners[name] = listener
             log.info("listener_started", **listener.describe())
         log.info(
             "hub_started",
