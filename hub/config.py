@@ -154,13 +154,29 @@ class RouteConfig(_Model):
         default_factory=dict,
         description="Metadata filter: every key must equal the value or be one of the listed values.",
     )
-    steps: list[str] = Field(default_factory=list, description="Registered step names, applied in order.")
+    steps: list[str | dict[str, dict[str, Any]]] = Field(
+        default_factory=list,
+        description="Registered steps, applied in order: a name, or `{name: {settings}}` for a step with settings "
+        "(checked against the step's config model, `hub describe NAME`).",
+    )
     to: list[DestinationPolicy] = Field(min_length=1, description="Destinations and their delivery policy.")
 
     @field_validator("from_", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("steps")
+    @classmethod
+    def _one_step_per_item(cls, v: list[Any]) -> list[Any]:
+        for item in v:
+            if isinstance(item, dict) and len(item) != 1:
+                raise ValueError("a step with settings is written {name: {settings}}, one name per item")
+        return v
+
+    def step_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, settings) of each step."""
+        return [(s, {}) if isinstance(s, str) else next(iter(s.items())) for s in self.steps]
 
     def matches(self, endpoint: str, metadata: dict[str, str] | Any) -> bool:
         if endpoint not in self.from_:
@@ -275,7 +291,7 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
                 f"{doc.where(('from', i) if len(route.from_) > 1 else ('from',))}: from: unknown listener {listener!r}"
             )
     content_type: str | None = None
-    for i, step in enumerate(route.steps):
+    for i, (step, settings) in enumerate(route.step_specs()):
         comp = registry.get("step", step)
         if comp is None:
             problems.append(
@@ -283,6 +299,10 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
                 f"(known: {', '.join(registry.names('step')) or 'none'})"
             )
             continue
+        try:
+            comp.config.model_validate(settings or {})
+        except PydanticValidationError as exc:
+            problems += _problems(doc, exc, ("steps", i, step))
         if content_type and comp.consumes and content_type not in comp.consumes:
             problems.append(
                 f"{doc.where(('steps', i))}: steps.{i}: {step!r} takes {'/'.join(comp.consumes)} "

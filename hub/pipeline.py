@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from hub import registry
 from hub.config import RouteConfig
@@ -44,23 +45,35 @@ def route_message(routes: list[RouteConfig], endpoint: str, metadata: Mapping[st
 
 
 class Pipeline:
-    """The steps of one route, applied in order. Steps are pure: they raise MessageError to refuse."""
+    """The steps of one route, applied in order. Steps are pure: they raise MessageError to refuse.
 
-    def __init__(self, step_names: list[str]) -> None:
-        self.names = list(step_names)
-        self._steps: list[tuple[Step, bool]] = []
-        for name in step_names:
+    A step is called ``step(message)``, with ``config=`` (its validated settings) when it declares a
+    config model, and ``ctx=`` (a :class:`StepContext`) when it declares `needs`.
+    """
+
+    def __init__(self, steps: list[str] | list[tuple[str, dict[str, Any]]]) -> None:
+        specs = [(s, {}) if isinstance(s, str) else s for s in steps]
+        self.names = [name for name, _ in specs]
+        self._steps: list[tuple[Step, dict[str, Any]]] = []
+        self.needs_identity = False
+        for name, settings in specs:
             comp = registry.get("step", name)
             if comp is None:
                 raise KeyError(name)
-            self._steps.append((comp.factory, bool(comp.needs)))
-        self.needs_identity = any("identity" in (registry.get("step", n).needs or ()) for n in step_names)  # type: ignore[union-attr]
+            kwargs: dict[str, Any] = {}
+            if comp.config is not registry.NO_CONFIG:
+                kwargs["config"] = comp.config.model_validate(settings or {})
+            self.needs_identity = self.needs_identity or "identity" in comp.needs
+            self._steps.append((comp.factory, {**kwargs, "_ctx": bool(comp.needs)}))
 
     def __bool__(self) -> bool:
         return bool(self._steps)
 
     def apply(self, message: Message, ctx: StepContext | None = None) -> Message:
         context = ctx or StepContext()
-        for step, wants_context in self._steps:
-            message = step(message, context) if wants_context else step(message)
+        for step, kwargs in self._steps:
+            extra = {k: v for k, v in kwargs.items() if k != "_ctx"}
+            if kwargs["_ctx"]:
+                extra["ctx"] = context
+            message = step(message, **extra)
         return message

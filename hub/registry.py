@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
+__all__ = ["NO_CONFIG", "Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
 
 Kind = Literal["inbound", "outbound", "step", "sandbox", "reader"]
 T = TypeVar("T")
@@ -37,6 +37,10 @@ class ComponentConfig(BaseModel):
 
 class _NoConfig(ComponentConfig):
     pass
+
+
+#: The config model of components that take no settings.
+NO_CONFIG: type[BaseModel] = _NoConfig
 
 
 @dataclasses.dataclass(frozen=True)

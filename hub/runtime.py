@@ -138,7 +138,7 @@ class Hub:
             self.endpoints[name] = adapter
 
         for route in self.settings.routes:
-            pipeline = Pipeline(route.steps)
+            pipeline = Pipeline(route.step_specs())
             for policy in route.to:
                 worker = DestinationWorker(
                     store=self.store,

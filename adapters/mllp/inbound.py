@@ -70,6 +70,7 @@ class MllpInbound:
         self.ctx = ctx
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.port: int | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -89,9 +90,15 @@ class MllpInbound:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        # Close the sockets rather than cancel the handlers: Python 3.11's stream protocol logs a
+        # spurious error for a cancelled client_connected_cb task. A handler waiting on the store
+        # finishes its frame (the ACK write then fails harmlessly).
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._connections:
+            _, pending = await asyncio.wait(list(self._connections), timeout=5)
+            for task in pending:
+                task.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -104,6 +111,7 @@ class MllpInbound:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self._writers.add(writer)
         frames = FrameReader(
             reader,
             max_frame_bytes=self.config.max_frame_bytes,
@@ -136,6 +144,7 @@ class MllpInbound:
                     truncated_frames=frames.truncated_frames,
                 )
             self._connections.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

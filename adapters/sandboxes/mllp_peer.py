@@ -51,6 +51,7 @@ class MllpPeer:
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     @property
@@ -74,14 +75,19 @@ class MllpPeer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Abort the sockets instead of cancelling the handlers (see adapters/mllp/inbound.py stop()).
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=5)
+            for task in pending:
+                task.cancel()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         self.connections += 1
         frames = FrameReader(reader, max_frame_bytes=64 * 2**20, read_timeout_secs=60)
         try:
@@ -98,6 +104,7 @@ class MllpPeer:
             pass
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

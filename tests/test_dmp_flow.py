@@ -1,0 +1,175 @@
+"""Flows F2 and F3 end to end on real sockets with mutual TLS: HL7 v2 → CDA → INS → DMP sandbox (ITI-41).
+
+F2: a lab's ORU^R01 for a patient not yet qualified waits; the A31 that qualifies the identity releases it;
+the registry's INS is stamped into PID-3, the result becomes a CR-BIO CDA carrying it, and the DMP
+sandbox registers it with the INS as patientId. F3: a discharge letter (MDM^T02 carrying a PDF) becomes
+a CDA level 1 document; its replacement (MDM^T10) supersedes it in the DMP (RPLC, the first version
+deprecated).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from hub.store import SearchQuery, Store
+from tests.conftest import free_port
+from tests.hubkit import MllpClient, ack_fields, mllp_port, running_hub, wait_until, write_config
+from tests.tlskit import make_pki
+
+CASES = Path(__file__).resolve().parent / "mappings" / "cases"
+INS_LAB = "285077511234511"  # synthetic, INS-NIR test root (.10)
+TEST_ROOT = "1.2.250.1.213.1.4.10"
+FAST = {"max_attempts": 5, "initial_secs": 0.05, "max_secs": 0.2}
+COMMON = {"document_id_root": "2.999.1", "patient_id_roots": {"HOPTEST": "2.999.2.2", "LABO-TEST": "2.999.2.1"}}
+CRBIO = {
+    **COMMON,
+    "custodian": {"id": "1999000001", "name": "Laboratoire de test", "street": "1 rue de l'Exemple",
+                  "postal_code": "75012", "city": "PARIS"},
+    "practice_setting": {"code": "AMBULATOIRE", "display_name": "Ambulatoire", "code_system": "1.2.250.1.213.1.1.4.9"},
+    "healthcare_facility": {"code": "SA25", "display_name": "Laboratoire de biologie médicale",
+                            "code_system": "1.2.250.1.71.4.2.4"},
+}  # fmt: skip
+DOCUMENTS = {
+    **COMMON,
+    "practice_setting": {"code": "ETABLISSEMENT", "display_name": "Etablissement de santé",
+                         "code_system": "1.2.250.1.213.1.1.4.9"},
+    "healthcare_facility": {"code": "SA01", "display_name": "Etablissement public de santé",
+                            "code_system": "1.2.250.1.71.4.2.4"},
+}  # fmt: skip
+XDS_METADATA = {
+    "source_id": "1.2.250.1.999.7.100",
+    "structure": {"id_nat": "1999000001", "name": "Structure synthétique"},
+    "submitter": {"id": "LPS-HUB-01", "family": "InteropHub", "given": "1.0", "device": True},
+    "content_type_code": {"code": "07", "coding_scheme": "1.2.250.1.213.2.2", "display_name": "Consultation"},
+    "document_types": {
+        "11502-2": {
+            "class_code": {"code": "10", "coding_scheme": "1.2.250.1.213.1.1.4.1", "display_name": "Compte rendu"},
+            "format_code": {"code": "urn:ihe:lab:xd-lab:2008", "coding_scheme": "1.3.6.1.4.1.19376.1.2.3",
+                            "display_name": "Compte rendu structuré d'examens de biologie médicale"},
+        },
+        "11490-0": {
+            "class_code": {"code": "11", "coding_scheme": "1.2.250.1.213.1.1.4.1", "display_name": "Synthèse"},
+        },
+    },
+    "environment": "test",
+}  # fmt: skip
+VIHF = {"name_id": "810000000002", "subject_id": "InteropHub, hub, laboratoire", "secteur_activite": "SA25",
+        "lps_nom": "InteropHub", "lps_version": "0.1.0", "lps_homologation_dmp": "HOMOLOG-TEST"}  # fmt: skip
+
+
+def case(name: str) -> bytes:
+    return (CASES / name / "input.hl7").read_bytes()
+
+
+def without_ins(oru: bytes) -> bytes:
+    """The lab's ORU as a lab that does not know the INS sends it: IPP only, PID-32 not VALI."""
+    text = oru.decode()
+    text = text.replace(f"~{INS_LAB}^^^ASIP-SANTE-INS-NIR&{TEST_ROOT}&ISO^INS", "")
+    return text.replace("|||||||||||||||||||||VALI", "|||||||||||||||||||||PROV").encode()
+
+
+def a31_qualifying() -> bytes:
+    segs = [
+        "MSH|^~\\&|GAM|LABO-TEST|HUB|HUB|20250314120000||ADT^A31^ADT_A05|ID-0001|P|2.5^FRA^2.11|||||FRA|UNICODE UTF-8",
+        "EVN||20250314120000",
+        f"PID|1||IPP0001^^^LABO-TEST&2.999.2.1&ISO^PI~{INS_LAB}^^^ASIP-SANTE-INS-NIR&{TEST_ROOT}&ISO^INS||"
+        "TESTCHIMIE^ALICE^ALICE MARIE^^Mme^^L||19850712|F|||^^^^^^BDL^^75112|||||||||||||||||||||VALI",
+    ]
+    return ("\r".join(segs) + "\r").encode()
+
+
+def config(tmp_path: Path, dmp_port: int, pki: Any) -> Path:
+    tls_client = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+    return write_config(
+        tmp_path,
+        peer_port=1,
+        environment="test",
+        endpoints={
+            "registry": {"type": "identity_registry"},
+            "dmp": {"type": "xds", "endpoint": f"https://127.0.0.1:{dmp_port}/repository", "tls": tls_client,
+                    "metadata": XDS_METADATA, "vihf": VIHF, "response_timeout_secs": 10},
+        },
+        sandboxes={
+            "dmp_sandbox": {"type": "dmp", "listen": f"127.0.0.1:{dmp_port}",
+                            "tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
+                                    "ca_file": str(pki.ca), "require_client_cert": True},
+                            "vihf_signer_cert_file": str(pki.client_cert)},
+        },
+        routes=[
+            {"route": "identity", "from": "mllp_in", "when": {"message_type": ["ADT^A31"]},
+             "to": [{"destination": "registry", "ordering_key": "patient_key", "retry": FAST}]},
+            {"route": "lab_to_dmp", "from": "mllp_in", "when": {"message_type": ["ORU^R01"]},
+             "steps": ["ins_stamp", {"v2_oru_to_cda_crbio": CRBIO}],
+             "to": [{"destination": "dmp", "ordering_key": "patient_key", "require_qualified_ins": True,
+                     "retry": FAST}]},
+            {"route": "documents_to_dmp", "from": "mllp_in", "when": {"message_type": ["MDM^T02", "MDM^T10"]},
+             "steps": [{"v2_document_to_cda": DOCUMENTS}],
+             "to": [{"destination": "dmp", "ordering_key": "patient_key", "retry": FAST}]},
+        ],
+    )  # fmt: skip
+
+
+async def listing(port: int) -> list[dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/sandboxes/dmp_sandbox/documents") as resp,
+    ):
+        return list(await resp.json())
+
+
+async def status_of(store: Store, control_id: str) -> str:
+    found = await store.search(SearchQuery(control_id=control_id))
+    return found[0].status if found else ""
+
+
+async def test_lab_result_waits_for_identity_then_reaches_the_dmp(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    async with running_hub(config(tmp_path, free_port(), pki)) as hub:
+        store = hub.store
+        assert store is not None
+        client = await MllpClient.connect(mllp_port(hub))
+        oru = without_ins(case("crbio_chemistry_panel"))
+        assert ack_fields(await client.send(oru))["MSA"][1] == "AA"
+
+        async def held() -> bool:
+            return await status_of(store, "CHEM-0001") == "awaiting_identity"
+
+        await wait_until(held, timeout=20)
+        assert await listing(hub.http_port) == []  # type: ignore[arg-type]
+
+        assert ack_fields(await client.send(a31_qualifying()))["MSA"][1] == "AA"
+
+        async def delivered() -> bool:
+            return await status_of(store, "CHEM-0001") == "delivered"
+
+        await wait_until(delivered, timeout=30)
+        [doc] = await listing(hub.http_port)  # type: ignore[arg-type]
+        assert doc["patient_id"] == f"{INS_LAB}^^^&{TEST_ROOT}&ISO^NH"
+        assert doc["type_code"] == "11502-2" and doc["class_code"] == "10" and doc["status"] == "Approved"
+        assert doc["mime_type"] == "text/xml"
+        sandbox = hub.sandboxes["dmp_sandbox"]
+        [stored] = list(sandbox.documents.values())
+        assert f'extension="{INS_LAB}"'.encode() in stored.content and f'root="{TEST_ROOT}"'.encode() in stored.content
+        [rec] = await store.search(SearchQuery(control_id="CHEM-0001"))
+        [d] = (await store.deliveries([rec.message.id]))[rec.message.id]
+        assert d.output_metadata["ins_stamped"] == "true" and d.output_metadata["type_code"] == "11502-2"
+        await client.close()
+
+
+async def test_discharge_letter_and_its_replacement_in_the_dmp(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    async with running_hub(config(tmp_path, free_port(), pki)) as hub:
+        client = await MllpClient.connect(mllp_port(hub))
+        assert ack_fields(await client.send(case("document_mdm_t02_pdf_letter")))["MSA"][1] == "AA"
+        await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 1, timeout=30)
+        assert ack_fields(await client.send(case("document_mdm_t10_replacement")))["MSA"][1] == "AA"
+        await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 2, timeout=30)
+        first, second = await listing(hub.http_port)  # type: ignore[arg-type]
+        assert first["status"] == "Deprecated" and second["status"] == "Approved"
+        assert second["replaces"] == first["entry_uuid"] and first["replaced_by"] == second["entry_uuid"]
+        assert first["unique_id"].startswith("2.999.3.1.1001") and second["unique_id"].startswith("2.999.3.1.1002")
+        assert second["patient_id"] == f"291016938700125^^^&{TEST_ROOT}&ISO^NH"
+        await client.close()
