@@ -26,6 +26,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: install
+	$(BIN)/hub dev-pki var/pki >/dev/null
 	$(BIN)/hub serve --config $(CONFIG)
 
 test: $(TEST_STAMP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -295,6 +296,14 @@ def cmd_sandboxes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_pki(args: argparse.Namespace) -> int:
+    from hub.devpki import ensure_pki
+
+    pki = ensure_pki(Path(args.dir))
+    print(json.dumps({k: str(v) for k, v in dataclasses.asdict(pki).items()}))
+    return 0
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     registry.load_builtin()
     kinds: tuple[registry.Kind, ...] = ("inbound", "outbound", "sandbox", "step")
@@ -457,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decided (kept with the review)")
     for sp_ in isub.choices.values():
         sp_.add_argument("--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
+    sp = add("dev-pki", cmd_dev_pki, "create a development CA and certificates (sandboxes only)", config=False)
+    sp.add_argument("dir", nargs="?", default="var/pki")
     sp = add("describe", cmd_describe, "print a component's config schema", config=False)
     sp.add_argument("name")
     return p
