@@ -11,3 +11,5 @@ __all__ = [
     "read_cda_header",
     "validate_cda_header",
 ]
+
+from mappings.cda import validate as _validate  # noqa: F401  (registers the cda_validate step)

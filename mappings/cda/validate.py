@@ -1,0 +1,53 @@
+"""The `cda_validate` step: an inbound CDA R2 document checked before it goes anywhere.
+
+Parses with the project's safe XML parser (no DTD, no entities, no network,
+size and depth limits), checks the CI-SIS header rules
+(`mappings.cda.header.validate_cda_header`), and refuses the document with
+the precise list of violations (location and rule, never a value). A valid
+document goes on with its header metadata (patient INS and IPP, document
+type, uniqueId, setId, version, author, confidentiality, facility) added to
+the message, so routes after it can use them.
+
+The CDA R2 XML schema (POCD_MT000040) is not applied: the normative XSD is
+HL7's and no package we may depend on ships it; the header rules cover what
+the CI-SIS schematrons check on the header.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from hub.errors import ValidationError
+from hub.message import Message
+from hub.registry import ComponentConfig, register
+from mappings.cda.builder import CONTENT_CDA
+from mappings.cda.header import read_cda_header, validate_cda_header
+from mappings.xml import parse_xml
+
+__all__ = ["CdaValidateConfig", "cda_validate"]
+
+_MAX_LISTED = 20
+
+
+class CdaValidateConfig(ComponentConfig):
+    require_ins: bool = Field(
+        False, description="The patient must carry an INS (documents shared to the DMP, DOMAIN.md §3.3)."
+    )
+    allow_test_ins: bool = Field(True, description="Accept the INS test and demonstration roots (.10, .11).")
+    strict_ins_key: bool = Field(False, description="Refuse an INS whose NIR key is wrong.")
+    max_bytes: int = Field(16 * 2**20, ge=1024, description="Largest document accepted.")
+
+
+@register("step", "cda_validate", config=CdaValidateConfig, consumes=(CONTENT_CDA,), produces=CONTENT_CDA)
+def cda_validate(message: Message, config: CdaValidateConfig | None = None) -> Message:
+    """Refuse a CDA that breaks the CI-SIS header rules (listing every violation); add its header metadata."""
+    cfg = config or CdaValidateConfig()
+    root = parse_xml(message.body, max_bytes=cfg.max_bytes)
+    violations = validate_cda_header(
+        root, require_ins=cfg.require_ins, allow_test_ins=cfg.allow_test_ins, strict_ins_key=cfg.strict_ins_key
+    )
+    if violations:
+        listed = "; ".join(str(v) for v in violations[:_MAX_LISTED])
+        more = f" (+{len(violations) - _MAX_LISTED} more)" if len(violations) > _MAX_LISTED else ""
+        raise ValidationError(f"CDA header: {len(violations)} violation(s): {listed}{more}", code="207")
+    return message.derive(**read_cda_header(root))
