@@ -9,6 +9,7 @@ is acknowledged. Group commit makes that one fsync per batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import sqlite3
@@ -238,6 +239,8 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.checkpoint_secs = 1.0
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -249,6 +252,27 @@ class SqliteStore:
     async def open(self) -> None:
         await self._run(self._open_sync)
         self._committer = GroupCommitter(self._flush, max_batch=self._max_batch)
+        if str(self.path) != ":memory:":
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
+
+    async def _checkpoint_loop(self) -> None:
+        """Move the WAL into the database from a second connection, off the commit thread.
+
+        SQLite's automatic checkpoint runs inside the committing transaction, so with
+        ``synchronous=FULL`` every thousandth commit would carry a large copy and fsync and every
+        sender waiting on that group commit would see it. A PASSIVE checkpoint never blocks the
+        writer (SQLite WAL mode, "Checkpointing"); it catches up between bursts.
+        """
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint") as pool:
+            conn = await loop.run_in_executor(pool, lambda: sqlite3.connect(str(self.path), check_same_thread=False))
+            try:
+                while True:
+                    await asyncio.sleep(self.checkpoint_secs)
+                    with contextlib.suppress(sqlite3.Error):
+                        await loop.run_in_executor(pool, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                await loop.run_in_executor(pool, conn.close)
 
     def _open_sync(self) -> None:
         if str(self.path) != ":memory:":
@@ -259,6 +283,7 @@ class SqliteStore:
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run beside the writer: _checkpoint_loop
         self._db = db
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number, sql in enumerate(MIGRATIONS, start=1):
@@ -273,7 +298,12 @@ class SqliteStore:
     async def close(self) -> None:
         if self._committer:
             await self._committer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
         if self._db is not None:
+            with contextlib.suppress(StoreError):
+                await self._run(self._db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
             await self._run(self._db.close)
         self._executor.shutdown(wait=True)
 
