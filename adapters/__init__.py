@@ -1,6 +1,7 @@
 """Built-in adapters. Importing a module registers it; this list is the whole catalogue."""
 
 from adapters import identity_registry as _identity_registry  # noqa: F401
+from adapters.fhir import inbound as _fhir  # noqa: F401  (the package registers "fhir" in/out, sandbox "eparcours")
 from adapters.mllp import inbound as _mllp_inbound  # noqa: F401
 from adapters.mllp import outbound as _mllp_outbound  # noqa: F401
 from adapters.sandboxes import insi as _insi_sandbox  # noqa: F401
