@@ -164,6 +164,31 @@ _DEL_COLS = (
     "ordering_key, last_error, created_at, updated_at, identity_override, output_metadata"
 )
 
+_SUBMIT_BATCH = f"""
+WITH m AS (
+    INSERT INTO hub_messages (id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason,
+        received_at, updated_at, control_id, sending_app, sending_facility, message_type, patient_key, dedup_key)
+    SELECT id, parent_id, correlation_id, endpoint, content_type, body, metadata::jsonb, status, reason,
+        received_at, now(), control_id, sending_app, sending_facility, message_type, patient_key, dedup_key
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::text[],
+        $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[])
+        AS t(id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, received_at,
+             control_id, sending_app, sending_facility, message_type, patient_key, dedup_key)
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
+    RETURNING id
+), d AS (
+    INSERT INTO hub_deliveries (message_id, route, destination, status, max_attempts, next_attempt_at,
+        ordering_key, created_at, updated_at)
+    SELECT u.m, u.r, u.d, 'pending', u.a, now(), u.k, now(), now()
+    FROM unnest($17::text[], $18::text[], $19::text[], $20::int[], $21::text[])
+        WITH ORDINALITY AS u(m, r, d, a, k, n)
+    WHERE u.m IN (SELECT id FROM m)
+    ORDER BY u.n
+    RETURNING 1
+)
+SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END FROM m
+"""
+
 _REFRESH_STATUS = """
     UPDATE hub_messages m SET updated_at = now(), status = CASE
       WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id
@@ -268,6 +293,31 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._work = asyncio.Event()
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
+        self._writer_conns: list[asyncpg.Connection] = []
+
+    @contextlib.asynccontextmanager
+    async def _writer(self) -> AsyncIterator[asyncpg.Connection]:
+        """One of the group commit's own connections; a broken one is replaced from the pool."""
+        if self._pool is None or not self._writer_conns:
+            raise StoreError("store is not open")
+        conn = self._writer_conns.pop()
+        try:
+            yield conn
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            if conn.is_closed() or isinstance(exc, (OSError, asyncpg.InterfaceError)):
+                with contextlib.suppress(Exception):
+                    await self._pool.release(conn)
+                try:
+                    conn = await self._pool.acquire(timeout=10)
+                except (TimeoutError, asyncpg.PostgresError, OSError) as again:
+                    raise StoreError(f"postgres: {type(again).__name__}") from None
+                finally:
+                    self._writer_conns.append(conn)
+                raise StoreError(f"postgres: {type(exc).__name__}") from None
+            self._writer_conns.append(conn)
+            raise StoreError(f"postgres: {type(exc).__name__}") from None
+        else:
+            self._writer_conns.append(conn)
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
@@ -310,11 +360,19 @@ class PostgresStore:
             await self._listener.add_listener(_CHANNEL, lambda *_: self._work.set())
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"postgres: cannot listen ({type(exc).__name__})") from None
+        # The group commit writes on connections of its own, held for the store's life: no pool
+        # acquire/reset round trip per batch.
+        for _ in range(self._writers):
+            self._writer_conns.append(await self._pool.acquire())
         self._committer = GroupCommitter(self._flush, max_batch=self._max_batch, writers=self._writers)
 
     async def close(self) -> None:
         if self._committer:
             await self._committer.close()
+        if self._pool is not None:
+            for conn in self._writer_conns:
+                await self._pool.release(conn)
+            self._writer_conns.clear()
         if self._listener is not None:
             await self._listener.close()
         if self._pool is not None:
@@ -361,48 +419,17 @@ class PostgresStore:
                 )
             ):
                 cols[i].append(_text(v))
-        async with self._conn() as conn, conn.transaction():
-            inserted = {
-                r[0]
-                for r in await conn.fetch(
-                    """
-                INSERT INTO hub_messages (id, parent_id, correlation_id, endpoint, content_type, body,
-                    metadata, status, reason, received_at, updated_at, control_id, sending_app,
-                    sending_facility, message_type, patient_key, dedup_key)
-                SELECT id, parent_id, correlation_id, endpoint, content_type, body, metadata::jsonb, status,
-                    reason, received_at, now(), control_id, sending_app, sending_facility, message_type,
-                    patient_key, dedup_key
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
-                    $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[],
-                    $13::text[], $14::text[], $15::text[], $16::text[])
-                    AS t(id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason,
-                         received_at, control_id, sending_app, sending_facility, message_type, patient_key,
-                         dedup_key)
-                ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
-                RETURNING id
-                """,
-                    *cols[:16],
-                )
-            }
-            d_cols: list[list[Any]] = [[] for _ in range(5)]
-            for message, deliveries, *_ in batch:
-                if message.id in inserted:
-                    for d in deliveries:
-                        for i, v in enumerate((message.id, d.route, d.destination, d.max_attempts, d.ordering_key)):
-                            d_cols[i].append(v)
-            if d_cols[0]:
-                await conn.execute(
-                    """
-                    INSERT INTO hub_deliveries (message_id, route, destination, status, max_attempts,
-                        next_attempt_at, ordering_key, created_at, updated_at)
-                    SELECT m, r, d, 'pending', a, now(), k, now(), now()
-                    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[])
-                        WITH ORDINALITY AS t(m, r, d, a, k, n)
-                    ORDER BY n
-                    """,
-                    *d_cols,
-                )
-                await conn.execute(f"NOTIFY {_CHANNEL}")
+        d_cols: list[list[Any]] = [[] for _ in range(5)]
+        for message, deliveries, *_ in batch:
+            for d in deliveries:
+                for i, v in enumerate((message.id, d.route, d.destination, d.max_attempts, d.ordering_key)):
+                    d_cols[i].append(v)
+        async with self._writer() as conn:
+            # One statement, so one round trip and its own transaction: the messages, then the
+            # deliveries of those actually inserted (not the duplicates), then the wake-up for
+            # every node (NOTIFY is sent at commit; PostgreSQL folds identical ones).
+            rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols)
+            inserted = {r[0] for r in rows}
             missing = [b[3] for b in batch if b[0].id not in inserted]
             existing: dict[str, str] = {}
             if missing:
