@@ -25,6 +25,11 @@ delivery of the same queue and key is still pending, in flight or held for
 its identity: FIFO per key, different keys in parallel. A dead delivery does
 not block its key.
 
+Business keys that are not columns (the INS, document uniqueIds) are indexed
+in a message-keys table, written with the message at submit (only when its
+metadata carries them) and when a delivery's steps record them. The audit
+trail is hash-chained: each entry's hash covers the previous entry's hash.
+
 Identity holds (``hub/identity_stage.py``)::
 
     in_flight ──patient not qualified──► awaiting_identity ──ADT qualifies it──► pending
@@ -36,12 +41,15 @@ from hub.store.base import (
     BLOCKING_STATUSES,
     HELD_STATUSES,
     Attempt,
+    AuditEvent,
+    AuditRecord,
     Claimed,
     Delivery,
     IdentityEvent,
     IdentityRecord,
     MessageRecord,
     NewDelivery,
+    QueueStats,
     Review,
     SearchQuery,
     Store,
@@ -53,12 +61,15 @@ __all__ = [
     "BLOCKING_STATUSES",
     "HELD_STATUSES",
     "Attempt",
+    "AuditEvent",
+    "AuditRecord",
     "Claimed",
     "Delivery",
     "IdentityEvent",
     "IdentityRecord",
     "MessageRecord",
     "NewDelivery",
+    "QueueStats",
     "Review",
     "SearchQuery",
     "Store",

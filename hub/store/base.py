@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -13,9 +14,13 @@ from hub.errors import StoreError
 from hub.message import Message
 
 __all__ = [
+    "AUDIT_GENESIS",
     "BLOCKING_STATUSES",
     "HELD_STATUSES",
+    "KEY_SOURCES",
     "Attempt",
+    "AuditEvent",
+    "AuditRecord",
     "Claimed",
     "Delivery",
     "GroupCommitter",
@@ -23,10 +28,13 @@ __all__ = [
     "IdentityRecord",
     "MessageRecord",
     "NewDelivery",
+    "QueueStats",
     "Review",
     "SearchQuery",
     "Store",
     "SubmitResult",
+    "audit_hash",
+    "business_keys",
     "open_store",
 ]
 
@@ -38,6 +46,24 @@ BLOCKING_STATUSES = ("pending", "in_flight", *HELD_STATUSES)
 MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted")
 #: Metadata keys copied into indexed columns.
 INDEXED_KEYS = ("control_id", "sending_app", "sending_facility", "message_type", "patient_key")
+#: Business keys indexed in the message-keys table (several per message, added at submit and when a delivery's
+#: steps record them), with the metadata keys that carry them: the INS, and the document uniqueId (CDA
+#: ClinicalDocument/id as ``root^extension``, or a FHIR DocumentReference's master identifier).
+KEY_SOURCES: dict[str, tuple[str, ...]] = {"ins": ("ins",), "document_id": ("document_id", "unique_id")}
+_KEY_MAX = 256
+#: `prev_hash` of the first audit record.
+AUDIT_GENESIS = "0" * 64
+
+
+def business_keys(metadata: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(name, value) of the business keys present in `metadata`; a few dict look-ups, cheap on the ingest path."""
+    out: list[tuple[str, str]] = []
+    for name, sources in KEY_SOURCES.items():
+        for source in sources:
+            value = metadata.get(source)
+            if value and (name, value[:_KEY_MAX]) not in out:
+                out.append((name, value[:_KEY_MAX]))
+    return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,7 +232,13 @@ class MessageRecord:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SearchQuery:
-    """Search by business keys; every field is an indexed column. Newest first, paged by `before_id`."""
+    """Search by business keys; every field is index-backed. Newest first, paged by `before_id`.
+
+    `ipp` is a local patient id in any assigning authority (a range on the
+    ``patient_key`` index, ``IPP@authority``). `ins` and `document_id` go
+    through the message-keys index (see `KEY_SOURCES`); `ins` also finds the
+    messages of every local identity the registry maps to that INS.
+    """
 
     message_id: str | None = None
     control_id: str | None = None
@@ -215,18 +247,28 @@ class SearchQuery:
     patient_key: str | None = None
     message_type: str | None = None
     status: str | None = None
+    correlation_id: str | None = None
+    ipp: str | None = None
+    ins: str | None = None
+    document_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     before_id: str | None = None
     limit: int = 100
 
     def filters(self) -> list[tuple[str, str, Any]]:
-        """(column, operator, value) for every set field."""
+        """(column, operator, value) for every set field but the message-keys ones (`key_filters`)."""
         out: list[tuple[str, str, Any]] = []
-        for col in ("control_id", "sending_app", "sending_facility", "patient_key", "message_type", "status"):
+        for col in (
+            "control_id", "sending_app", "sending_facility", "patient_key", "message_type", "status", "correlation_id",
+        ):  # fmt: skip
             value = getattr(self, col)
             if value is not None:
                 out.append((col, "=", value))
+        if self.ipp is not None:
+            # '@' (0x40) is followed by 'A' (0x41): every "<ipp>@<authority>" sorts between these bounds.
+            out.append(("patient_key", ">=", f"{self.ipp}@"))
+            out.append(("patient_key", "<", f"{self.ipp}A"))
         if self.message_id is not None:
             out.append(("id", "=", self.message_id))
         if self.since is not None:
@@ -236,6 +278,113 @@ class SearchQuery:
         if self.before_id is not None:
             out.append(("id", "<", self.before_id))
         return out
+
+    def key_filters(self) -> list[tuple[str, str]]:
+        """(key name, value) to look up in the message-keys index."""
+        return [(name, v[:_KEY_MAX]) for name in ("ins", "document_id") if (v := getattr(self, name)) is not None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What waits in one (route, destination) queue. Delivered rows are not counted."""
+
+    route: str
+    destination: str
+    pending: int = 0
+    """Waiting to be sent, retries included."""
+    retrying: int = 0
+    """Pending after at least one failed attempt."""
+    in_flight: int = 0
+    held: int = 0
+    """Awaiting a qualified identity or an identity review."""
+    dead: int = 0
+    oldest_at: datetime | None = None
+    """When the oldest pending or in-flight delivery was created."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """Who did what to which message: one audit-trail entry to append. Never a payload."""
+
+    actor: str
+    role: str
+    action: str
+    message_id: str | None = None
+    target: str = ""
+    detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    outcome: str = "ok"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """A stored audit entry; `hash` covers its fields and `prev_hash`, the previous entry's hash."""
+
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    message_id: str | None
+    target: str
+    detail: str
+    """Canonical JSON (sorted keys), hashed as stored."""
+    outcome: str
+    prev_hash: str
+    hash: str
+
+    def expected_hash(self) -> str:
+        return audit_hash(
+            self.prev_hash, self.id, self.at, self.actor, self.role, self.action, self.message_id, self.target,
+            self.detail, self.outcome,
+        )  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "at": self.at.isoformat(), "actor": self.actor, "role": self.role, "action": self.action,
+            "message_id": self.message_id, "target": self.target, "detail": json.loads(self.detail),
+            "outcome": self.outcome, "prev_hash": self.prev_hash, "hash": self.hash,
+        }  # fmt: skip
+
+
+def canonical_detail(detail: Mapping[str, Any]) -> str:
+    return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def audit_hash(
+    prev_hash: str,
+    entry_id: int,
+    at: datetime,
+    actor: str,
+    role: str,
+    action: str,
+    message_id: str | None,
+    target: str,
+    detail: str,
+    outcome: str,
+) -> str:
+    """SHA-256 over the previous hash and every field of the entry (a hash chain: editing, removing or
+    reordering an entry breaks every later link)."""
+    fields = [prev_hash, entry_id, at.isoformat(), actor, role, action, message_id, target, detail, outcome]
+    return hashlib.sha256(json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+def fold_queue_stats(rows: Iterable[tuple[str, str, str, int, datetime, int | None]]) -> list[QueueStats]:
+    """Fold (route, destination, status, count, oldest created_at, retried) rows into one QueueStats per queue."""
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for route, destination, status, count, oldest, retried in rows:
+        q = acc.setdefault((route, destination), {})
+        if status == "pending":
+            q["pending"] = q.get("pending", 0) + count
+            q["retrying"] = q.get("retrying", 0) + int(retried or 0)
+        elif status == "in_flight":
+            q["in_flight"] = count
+        elif status == "dead":
+            q["dead"] = count
+        else:
+            q["held"] = q.get("held", 0) + count
+        if status in ("pending", "in_flight") and (q.get("oldest_at") is None or oldest < q["oldest_at"]):
+            q["oldest_at"] = oldest
+    return [QueueStats(route=r, destination=d, **q) for (r, d), q in sorted(acc.items())]
 
 
 class Store(Protocol):
@@ -325,8 +474,24 @@ class Store(Protocol):
     async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]: ...
 
     async def find_deliveries(
-        self, *, status: str | None = None, destination: str | None = None, limit: int = 1000
-    ) -> list[Delivery]: ...
+        self, *, status: str | None = None, destination: str | None = None, limit: int = 1000, after_id: int = 0
+    ) -> list[Delivery]:
+        """Deliveries by status and destination, oldest first, paged by `after_id` (a delivery id)."""
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Counts per (route, destination) of undelivered deliveries, and the oldest pending one's age."""
+
+    async def append_audit(self, event: AuditEvent) -> AuditRecord:
+        """Append one entry to the hash-chained audit trail (serialised across processes)."""
+
+    async def list_audit(
+        self, *, before_id: int | None = None, message_id: str | None = None, actor: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:  # fmt: skip
+        """Audit entries, newest first, paged by `before_id`."""
+
+    async def audit_chain(self, *, after_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Audit entries in chain order (oldest first) after `after_id`, to verify the chain."""
 
     async def attempts(self, delivery_id: int) -> list[Attempt]: ...
 

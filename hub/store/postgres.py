@@ -23,9 +23,12 @@ from typing import Any
 import asyncpg
 
 from hub.errors import StoreError
-from hub.message import Message
+from hub.message import Message, utcnow
 from hub.store.base import (
+    AUDIT_GENESIS,
     Attempt,
+    AuditEvent,
+    AuditRecord,
     Claimed,
     Delivery,
     GroupCommitter,
@@ -33,10 +36,15 @@ from hub.store.base import (
     IdentityRecord,
     MessageRecord,
     NewDelivery,
+    QueueStats,
     Review,
     SearchQuery,
     SubmitResult,
+    audit_hash,
+    business_keys,
+    canonical_detail,
     dump_metadata,
+    fold_queue_stats,
 )
 
 __all__ = ["PostgresStore"]
@@ -154,7 +162,39 @@ MIGRATIONS: list[str] = [
     """,
     # 3: what the steps added to the metadata, per delivery
     "ALTER TABLE hub_deliveries ADD COLUMN output_metadata jsonb NOT NULL DEFAULT '{}'",
+    # 4: business keys that are not columns (INS, document uniqueId), and the hash-chained audit trail
+    # (detail is text, not jsonb: it is hashed exactly as stored)
+    """
+    CREATE TABLE hub_message_keys (
+        name text NOT NULL,
+        value text NOT NULL,
+        message_id text NOT NULL,
+        PRIMARY KEY (name, value, message_id)
+    );
+    CREATE TABLE hub_audit (
+        id bigint PRIMARY KEY,
+        at timestamptz NOT NULL,
+        actor text NOT NULL,
+        role text NOT NULL,
+        action text NOT NULL,
+        message_id text,
+        target text NOT NULL DEFAULT '',
+        detail text NOT NULL DEFAULT '{}',
+        outcome text NOT NULL,
+        prev_hash text NOT NULL,
+        hash text NOT NULL
+    );
+    CREATE INDEX hub_audit_message ON hub_audit (message_id, id) WHERE message_id IS NOT NULL;
+    CREATE INDEX hub_audit_actor ON hub_audit (actor, id);
+    """,
 ]
+
+_AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
+_AUDIT_COLS = "id, at, actor, role, action, message_id, target, detail, outcome, prev_hash, hash"
+_INSERT_KEYS = (
+    "INSERT INTO hub_message_keys (name, value, message_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
+    " ON CONFLICT DO NOTHING"
+)
 
 _MSG_COLS = (
     "id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, received_at, updated_at"
@@ -185,6 +225,12 @@ WITH m AS (
     WHERE u.m IN (SELECT id FROM m)
     ORDER BY u.n
     RETURNING 1
+), k AS (
+    INSERT INTO hub_message_keys (name, value, message_id)
+    SELECT u.name, u.value, u.message_id
+    FROM unnest($22::text[], $23::text[], $24::text[]) AS u(name, value, message_id)
+    WHERE u.message_id IN (SELECT id FROM m)
+    ON CONFLICT DO NOTHING
 )
 SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END FROM m
 """
@@ -266,6 +312,24 @@ def _identity(row: asyncpg.Record) -> IdentityRecord:
 
 def _review(row: asyncpg.Record) -> Review:
     return Review(*row)
+
+
+def _audit(row: asyncpg.Record | tuple[Any, ...]) -> AuditRecord:
+    return AuditRecord(
+        id=row[0], at=row[1], actor=row[2], role=row[3], action=row[4], message_id=row[5], target=row[6],
+        detail=row[7], outcome=row[8], prev_hash=row[9], hash=row[10],
+    )  # fmt: skip
+
+
+def _key_columns(items: list[tuple[str, list[tuple[str, str]]]]) -> list[list[str]]:
+    """(message id, keys) pairs as three unnest arrays: names, values, message ids."""
+    cols: list[list[str]] = [[], [], []]
+    for message_id, keys in items:
+        for name, value in keys:
+            cols[0].append(name)
+            cols[1].append(_text(value))
+            cols[2].append(message_id)
+    return cols
 
 
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
@@ -428,7 +492,10 @@ class PostgresStore:
             # One statement, so one round trip and its own transaction: the messages, then the
             # deliveries of those actually inserted (not the duplicates), then the wake-up for
             # every node (NOTIFY is sent at commit; PostgreSQL folds identical ones).
-            rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols)
+            # Business keys (INS, document id) ride in the same statement; the arrays are empty for most
+            # inbound messages (an MLLP ADT carries neither), which costs nothing.
+            keyed = [(m.id, keys) for m, *_ in batch if (keys := business_keys(m.metadata))]
+            rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
             inserted = {r[0] for r in rows}
             missing = [b[3] for b in batch if b[0].id not in inserted]
             existing: dict[str, str] = {}
@@ -529,6 +596,9 @@ class PostgresStore:
                 outcome,
                 error,
             )
+            keys = business_keys(output_metadata) if output_metadata else None
+            if keys:
+                await conn.execute(_INSERT_KEYS, *_key_columns([(row["message_id"], keys)]))
             if status == "identity_review":
                 await conn.execute(
                     "INSERT INTO hub_reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
@@ -745,6 +815,13 @@ class PostgresStore:
         for col, op, value in query.filters():
             args.append(value)
             where.append(f"{col} {op} ${len(args)}")
+        for name, value in query.key_filters():
+            args += [name, value]
+            n = len(args)
+            keyed = f"id IN (SELECT message_id FROM hub_message_keys WHERE name = ${n - 1} AND value = ${n})"
+            if name == "ins":
+                keyed = f"({keyed} OR patient_key IN (SELECT patient_key FROM hub_identities WHERE ins = ${n}))"
+            where.append(keyed)
         sql = f"SELECT {_MSG_COLS} FROM hub_messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -767,17 +844,71 @@ class PostgresStore:
         return out
 
     async def find_deliveries(
-        self, *, status: str | None = None, destination: str | None = None, limit: int = 1000
+        self, *, status: str | None = None, destination: str | None = None, limit: int = 1000, after_id: int = 0
     ) -> list[Delivery]:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {_DEL_COLS} FROM hub_deliveries WHERE ($1::text IS NULL OR status = $1)"
-                " AND ($2::text IS NULL OR destination = $2) ORDER BY id LIMIT $3",
+                " AND ($2::text IS NULL OR destination = $2) AND id > $4 ORDER BY id LIMIT $3",
                 status,
                 destination,
                 limit,
+                after_id,
             )
         return [_delivery(r) for r in rows]
+
+    async def queue_stats(self) -> list[QueueStats]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT route, destination, status, count(*), min(created_at),"
+                " sum(CASE WHEN attempts > 0 THEN 1 ELSE 0 END) FROM hub_deliveries"
+                " WHERE status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review', 'dead')"
+                " GROUP BY route, destination, status"
+            )
+        return fold_queue_stats(tuple(r) for r in rows)
+
+    async def append_audit(self, event: AuditEvent) -> AuditRecord:
+        detail = _text(canonical_detail(event.detail))
+        async with self._conn() as conn, conn.transaction():
+            # One appender at a time across nodes, so that the chain stays a line.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
+            last = await conn.fetchrow("SELECT id, hash FROM hub_audit ORDER BY id DESC LIMIT 1")
+            number, prev = (last["id"] + 1, last["hash"]) if last else (1, AUDIT_GENESIS)
+            fields = (
+                number, utcnow(), _text(event.actor), event.role, event.action, event.message_id,
+                _text(event.target), detail, event.outcome,
+            )  # fmt: skip
+            digest = audit_hash(prev, *fields)
+            await conn.execute(
+                f"INSERT INTO hub_audit ({_AUDIT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                *fields,
+                prev,
+                digest,
+            )
+        return _audit((*fields, prev, digest))
+
+    async def list_audit(
+        self, *, before_id: int | None = None, message_id: str | None = None, actor: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:  # fmt: skip
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_AUDIT_COLS} FROM hub_audit WHERE ($1::bigint IS NULL OR id < $1)"
+                " AND ($2::text IS NULL OR message_id = $2) AND ($3::text IS NULL OR actor = $3)"
+                " ORDER BY id DESC LIMIT $4",
+                before_id,
+                message_id,
+                actor,
+                limit,
+            )
+        return [_audit(r) for r in rows]
+
+    async def audit_chain(self, *, after_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_AUDIT_COLS} FROM hub_audit WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit
+            )
+        return [_audit(r) for r in rows]
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
         async with self._conn() as conn:

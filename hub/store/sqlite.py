@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hub.errors import StoreError
-from hub.message import Message
+from hub.message import Message, utcnow
 from hub.store.base import (
+    AUDIT_GENESIS,
     Attempt,
+    AuditEvent,
+    AuditRecord,
     Claimed,
     Delivery,
     GroupCommitter,
@@ -31,10 +34,15 @@ from hub.store.base import (
     IdentityRecord,
     MessageRecord,
     NewDelivery,
+    QueueStats,
     Review,
     SearchQuery,
     SubmitResult,
+    audit_hash,
+    business_keys,
+    canonical_detail,
     dump_metadata,
+    fold_queue_stats,
     load_metadata,
 )
 
@@ -154,6 +162,30 @@ MIGRATIONS: list[str] = [
     """,
     # 3: what the steps added to the metadata, per delivery (e.g. which INS was stamped and why)
     "ALTER TABLE deliveries ADD COLUMN output_metadata TEXT NOT NULL DEFAULT '{}'",
+    # 4: business keys that are not columns (INS, document uniqueId), and the hash-chained audit trail
+    """
+    CREATE TABLE message_keys (
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        PRIMARY KEY (name, value, message_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        message_id TEXT,
+        target TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '{}',
+        outcome TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_message ON audit (message_id, id) WHERE message_id IS NOT NULL;
+    CREATE INDEX audit_actor ON audit (actor, id);
+    """,
 ]
 
 
@@ -218,6 +250,23 @@ def _identity(row: tuple[Any, ...]) -> IdentityRecord:
         attributes=tuple(a for a in row[6].split(",") if a), traits=json.loads(row[7]), merged_into=row[8],
         version=row[9], updated_at=_dt(row[10]),
     )  # fmt: skip
+
+
+_AUDIT_COLS = "id, at, actor, role, action, message_id, target, detail, outcome, prev_hash, hash"
+
+
+def _audit(row: tuple[Any, ...]) -> AuditRecord:
+    return AuditRecord(
+        id=row[0], at=datetime.fromisoformat(row[1]), actor=row[2], role=row[3], action=row[4], message_id=row[5],
+        target=row[6], detail=row[7], outcome=row[8], prev_hash=row[9], hash=row[10],
+    )  # fmt: skip
+
+
+def _insert_keys(db: sqlite3.Connection, message_id: str, keys: list[tuple[str, str]]) -> None:
+    db.executemany(
+        "INSERT OR IGNORE INTO message_keys (name, value, message_id) VALUES (?,?,?)",
+        [(name, value, message_id) for name, value in keys],
+    )
 
 
 def _review(row: tuple[Any, ...]) -> Review:
@@ -388,6 +437,9 @@ class SqliteStore:
                     for d in deliveries
                 ],
             )
+            keys = business_keys(md)
+            if keys:
+                _insert_keys(db, message.id, keys)
             results.append(SubmitResult(message.id, False, len(deliveries)))
         return results
 
@@ -468,6 +520,9 @@ class SqliteStore:
                 " VALUES (?,?,?,?,?,?)",
                 (delivery_id, attempts, _ts(started_at), now, outcome, error),
             )
+            keys = business_keys(output_metadata) if output_metadata else None
+            if keys:
+                _insert_keys(db, message_id, keys)
             if status == "identity_review":
                 key = db.execute("SELECT patient_key FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
                 db.execute(
@@ -731,6 +786,13 @@ class SqliteStore:
         for col, op, value in query.filters():
             where.append(f"{col} {op} ?")
             args.append(_ts(value) if isinstance(value, datetime) else value)
+        for name, value in query.key_filters():
+            keyed = "id IN (SELECT message_id FROM message_keys WHERE name = ? AND value = ?)"
+            args += [name, value]
+            if name == "ins":
+                keyed = f"({keyed} OR patient_key IN (SELECT patient_key FROM identities WHERE ins = ?))"
+                args.append(value)
+            where.append(keyed)
         sql = f"SELECT {_MSG_COLS} FROM messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -753,9 +815,9 @@ class SqliteStore:
         return out
 
     async def find_deliveries(
-        self, *, status: str | None = None, destination: str | None = None, limit: int = 1000
+        self, *, status: str | None = None, destination: str | None = None, limit: int = 1000, after_id: int = 0
     ) -> list[Delivery]:
-        where, args = [], []
+        where, args = ["id > ?"], [after_id]
         if status:
             where.append("status = ?")
             args.append(status)
@@ -767,6 +829,56 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         rows = await self._run(self._fetchall, sql + " ORDER BY id LIMIT ?", (*args, limit))
         return [_delivery(r) for r in rows]
+
+    async def queue_stats(self) -> list[QueueStats]:
+        rows = await self._run(
+            self._fetchall,
+            "SELECT route, destination, status, COUNT(*), MIN(created_at), SUM(attempts > 0) FROM deliveries"
+            " WHERE status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review', 'dead')"
+            " GROUP BY route, destination, status",
+            (),
+        )
+        return fold_queue_stats((r[0], r[1], r[2], r[3], _dt(r[4]), r[5]) for r in rows)
+
+    async def append_audit(self, event: AuditEvent) -> AuditRecord:
+        def work(db: sqlite3.Connection) -> AuditRecord:
+            last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            number, prev = (last[0] + 1, last[1]) if last else (1, AUDIT_GENESIS)
+            at = utcnow()
+            detail = canonical_detail(event.detail)
+            digest = audit_hash(
+                prev, number, at, event.actor, event.role, event.action, event.message_id, event.target, detail,
+                event.outcome,
+            )  # fmt: skip
+            row = (
+                number, at.isoformat(), event.actor, event.role, event.action, event.message_id, event.target,
+                detail, event.outcome, prev, digest,
+            )  # fmt: skip
+            db.execute(f"INSERT INTO audit ({_AUDIT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+            return _audit(row)
+
+        return await self._run(self._tx, work)
+
+    async def list_audit(
+        self, *, before_id: int | None = None, message_id: str | None = None, actor: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:  # fmt: skip
+        where, args = [], []
+        for clause, value in (("id < ?", before_id), ("message_id = ?", message_id), ("actor = ?", actor)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = f"SELECT {_AUDIT_COLS} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self._run(self._fetchall, sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [_audit(r) for r in rows]
+
+    async def audit_chain(self, *, after_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        rows = await self._run(
+            self._fetchall, f"SELECT {_AUDIT_COLS} FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+        return [_audit(r) for r in rows]
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
         rows = await self._run(

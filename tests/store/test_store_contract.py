@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from datetime import timedelta
 
 import pytest
 
 from hub.errors import StoreError
 from hub.message import CONTENT_HL7V2, Message, utcnow
-from hub.store import IdentityRecord, NewDelivery, SearchQuery, Store
+from hub.store import AuditEvent, IdentityRecord, NewDelivery, SearchQuery, Store
 
 
 def msg(control_id: str = "C1", patient: str = "P1@HOSP", **extra: str) -> Message:
@@ -30,7 +31,7 @@ def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[Ne
 
 
 async def test_schema_is_migrated(store: Store) -> None:
-    assert await store.schema_version() == 3
+    assert await store.schema_version() == 4
 
 
 async def test_submit_then_read_back(store: Store) -> None:
@@ -387,3 +388,89 @@ async def test_one_unwritable_message_does_not_cost_its_batch(store: Store) -> N
     assert not isinstance(results[10], BaseException)
     rec = await store.get_message(nul.id)
     assert rec is not None and rec.message.body == nul.body
+
+
+# -- business keys, queue statistics, audit trail ------------------------------------------------------
+
+
+async def test_search_by_ins_ipp_document_and_correlation(store: Store) -> None:
+    ins = "279035121518989"
+    inbound = msg("K1", patient="000001@HOSP", ins=ins, unique_id="1.2.3.4^DOC1")  # e.g. a FHIR or CDA intake
+    stamped = msg("K2", patient="000002@HOSP")  # its INS is only known once a delivery's steps stamp it
+    other = msg("K3", patient="000001@OTHER")
+    near = msg("K4", patient="0000011@HOSP")  # a longer IPP with the same prefix is not the same patient
+    for m in (inbound, stamped, other, near):
+        await store.submit(m, one(), endpoint="in", dedup_key=None)
+    claimed = {c.message.id: c for c in await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)}
+    await store.finish(
+        claimed[stamped.id].delivery.id, owner="n", status="delivered", next_attempt_at=None, error="",
+        outcome="accept", started_at=utcnow(), output_metadata={"ins": ins, "unique_id": "1.2.3.4^DOC2"},
+    )  # fmt: skip
+
+    async def ids(**kw: object) -> list[str]:
+        return [r.message.id for r in await store.search(SearchQuery(**kw))]  # type: ignore[arg-type]
+
+    assert await ids(ins=ins) == [stamped.id, inbound.id]
+    assert await ids(document_id="1.2.3.4^DOC1") == [inbound.id]
+    assert await ids(document_id="1.2.3.4^DOC2") == [stamped.id]
+    assert await ids(ins=ins, control_id="K1") == [inbound.id]
+    assert await ids(ipp="000001") == [other.id, inbound.id]
+    assert await ids(ins="000000000000000") == []
+    # The registry maps another local identity to the INS: its messages are found too.
+    await store.save_identity(
+        identity("0000011@HOSP", status="qualifiee", ins=ins, ins_oid="1.2.250.1.213.1.4.10"), event="A31",
+        message_id=None,
+    )  # fmt: skip
+    assert await ids(ins=ins) == [near.id, stamped.id, inbound.id]
+    assert await ids(correlation_id=inbound.correlation_id) == [inbound.id]
+
+
+async def test_find_deliveries_pages_by_id(store: Store) -> None:
+    for i in range(5):
+        await store.submit(msg(f"F{i}"), one(), endpoint="in", dedup_key=None)
+    first = await store.find_deliveries(status="pending", limit=2)
+    rest = await store.find_deliveries(status="pending", limit=10, after_id=first[-1].id)
+    assert len(first) == 2 and len(rest) == 3 and rest[0].id > first[-1].id
+
+
+async def test_queue_stats_count_what_waits(store: Store) -> None:
+    t0 = utcnow()
+    for i in range(4):
+        await store.submit(msg(f"Q{i}"), [NewDelivery("r", "dpi"), NewDelivery("r", "dmp")], endpoint="in",
+                           dedup_key=None)  # fmt: skip
+    claimed = await store.claim("r", "dpi", limit=3, owner="n", lease_secs=60)
+    outcomes = [("dead", None, "AR"), ("pending", utcnow() + timedelta(seconds=60), "AE"), (None, None, "")]
+    for c, (status, at, error) in zip(claimed, outcomes, strict=True):
+        if status:
+            await store.finish(c.delivery.id, owner="n", status=status, next_attempt_at=at, error=error,
+                               outcome="retry", started_at=utcnow())  # fmt: skip
+    stats = {(q.route, q.destination): q for q in await store.queue_stats()}
+    dpi, dmp = stats[("r", "dpi")], stats[("r", "dmp")]
+    assert (dpi.pending, dpi.retrying, dpi.in_flight, dpi.held, dpi.dead) == (2, 1, 1, 0, 1)
+    assert (dmp.pending, dmp.in_flight, dmp.dead) == (4, 0, 0)
+    assert dmp.oldest_at is not None and abs((dmp.oldest_at - t0).total_seconds()) < 5
+
+
+async def test_audit_trail_is_hash_chained(store: Store) -> None:
+    assert await store.audit_chain() == []
+    first = await store.append_audit(AuditEvent(actor="alice", role="operator", action="view_payload",
+                                                message_id="m1"))  # fmt: skip
+    second = await store.append_audit(
+        AuditEvent(actor="bob", role="admin", action="requeue", target="dpi", detail={"delivery_ids": [3, 1]})
+    )
+    entries = await asyncio.gather(
+        *(store.append_audit(AuditEvent(actor=f"u{i}", role="viewer", action="search")) for i in range(5))
+    )
+    assert first.id == 1 and first.prev_hash == "0" * 64 and second.prev_hash == first.hash
+    chain = await store.audit_chain()
+    assert [e.id for e in chain] == list(range(1, 8))
+    assert sorted(e.id for e in entries) == list(range(3, 8))
+    for before, entry in itertools.pairwise(chain):
+        assert entry.prev_hash == before.hash
+    assert all(e.hash == e.expected_hash() for e in chain)
+    assert chain[1].as_dict()["detail"] == {"delivery_ids": [3, 1]} and chain[1] == second
+    assert [e.id for e in await store.list_audit(limit=2)] == [7, 6]
+    assert [e.id for e in await store.list_audit(before_id=3)] == [2, 1]
+    assert [e.id for e in await store.list_audit(message_id="m1")] == [1]
+    assert [e.id for e in await store.list_audit(actor="bob")] == [2]
+    assert [e.id for e in await store.audit_chain(after_id=5, limit=1)] == [6]
