@@ -217,7 +217,7 @@ def machine() -> str:
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", action="append", choices=["sqlite", "postgres"])
-    p.add_argument("--connections", type=int, nargs="+", default=[8, 32])
+    p.add_argument("--connections", type=int, nargs="*", default=[8, 32])
     p.add_argument("--rate", type=float, nargs="*", default=[1000.0])
     p.add_argument("--rate-connections", type=int, default=16)
     p.add_argument("--seconds", type=float, default=10.0)
