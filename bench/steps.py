@@ -1,0 +1,112 @@
+"""Per-message cost of what sits on the ingest path and of each pipeline step, one core.
+
+Method: each function runs on the shipped or test sample for at least `--seconds` (after a
+warm-up of 20 calls) in this process; the figure is calls per second and microseconds per
+call (wall clock, time.perf_counter). The MLLP hot path only runs the first three rows; the
+steps run in the delivery workers, off the ACK path, only on routes that list them.
+
+Run: `.venv/bin/python bench/steps.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hub.identity.insi import traits_to_json  # noqa: E402
+from hub.identity.traits import Sex, StrictTraits  # noqa: E402
+from hub.message import CONTENT_HL7V2, Message  # noqa: E402
+from hub.pipeline import Pipeline, StepContext  # noqa: E402
+from hub.registry import load_builtin  # noqa: E402
+from hub.store import IdentityRecord  # noqa: E402
+from mappings.hl7v2 import build_ack, check_header, read_header  # noqa: E402
+from mappings.hl7v2.reader import read_hl7v2_metadata  # noqa: E402
+
+SAMPLES = ROOT / "samples"
+CASES = ROOT / "tests" / "mappings" / "cases"
+CRBIO = {
+    "document_id_root": "1.2.250.1.999.7.1",
+    "patient_id_roots": {"CHU-X": "1.2.250.1.999.7.2", "LABO-TEST": "2.999.2.1"},
+    "author": {"id": "810000000001", "family": "BIOLOGISTE"},
+    "custodian": {"id": "1999000001", "name": "Laboratoire"},
+    "practice_setting": {"code": "AMBULATOIRE", "display_name": "Ambulatoire", "code_system": "1.2.250.1.213.1.1.4.9"},
+    "healthcare_facility": {"code": "SA25", "display_name": "LBM", "code_system": "1.2.250.1.71.4.2.4"},
+}
+
+
+def rate(fn: Callable[[], object], seconds: float) -> tuple[float, float]:
+    for _ in range(20):
+        fn()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        fn()
+        n += 1
+    return n / elapsed, elapsed / n * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=1.0)
+    args = p.parse_args()
+    load_builtin()
+    adt = (SAMPLES / "adt_a01.hl7").read_bytes()
+    oru = (CASES / "crbio_chemistry_panel" / "input.hl7").read_bytes()
+    oru_msg = Message.new(oru, content_type=CONTENT_HL7V2, metadata=read_hl7v2_metadata(oru))
+    traits = StrictTraits(
+        birth_name="TESTCHIMIE",
+        first_birth_given_name="ALICE",
+        birth_given_names="ALICE MARIE",
+        birth_date=dt.date(1985, 7, 12),
+        sex=Sex.FEMALE,
+        birthplace_code="75112",
+    )
+    record = IdentityRecord(
+        patient_key="IPP0001@LABO-TEST",
+        authority="LABO-TEST",
+        local_id="IPP0001",
+        status="qualifiee",
+        ins="285077511234511",
+        ins_oid="1.2.250.1.213.1.4.10",
+        traits=traits_to_json(traits),
+    )
+    ctx = StepContext(identity=record, environment="test")
+    small_oru = (SAMPLES / "oru_r01.hl7").read_bytes()
+    small_msg = Message.new(small_oru, content_type=CONTENT_HL7V2, metadata=read_hl7v2_metadata(small_oru))
+    validate, stamp = Pipeline(["hl7v2_validate"]), Pipeline(["ins_stamp"])
+    crbio, cda_check = Pipeline([("v2_oru_to_cda_crbio", CRBIO)]), Pipeline(["cda_validate"])
+    cda = crbio.apply(oru_msg)
+
+    def header() -> None:
+        er7, h = read_header(adt)
+        check_header(er7, h)
+
+    _, h = read_header(adt)
+    rows: list[tuple[str, Callable[[], object]]] = [
+        ("MLLP path: read MSH + patient key (ER7 reader), ADT", header),
+        ("MLLP path: build the ACK", lambda: build_ack(h, "AA")),
+        ("MLLP path: Message envelope", lambda: Message.new(adt, content_type=CONTENT_HL7V2, metadata=h.metadata())),
+        ("step hl7v2_validate (hl7apy, strict), 2-result ORU", lambda: validate.apply(small_msg)),
+        ("step ins_stamp, ORU (HL7 v2)", lambda: stamp.apply(oru_msg, ctx)),
+        ("step v2_oru_to_cda_crbio, 4 results", lambda: crbio.apply(oru_msg)),
+        ("step cda_validate, CR-BIO CDA", lambda: cda_check.apply(cda)),
+        ("step ins_stamp, CR-BIO CDA", lambda: stamp.apply(cda, ctx)),
+    ]
+    print(
+        f"# {platform.python_version()}, one core of {platform.processor() or platform.machine()}; "
+        f"{args.seconds:g} s per row; ADT {len(adt)} B, ORUs {len(small_oru)} / {len(oru)} B, CDA {len(cda.body)} B"
+    )
+    for name, fn in rows:
+        per_s, us = rate(fn, args.seconds)
+        print(f"{name:<55} {per_s:>10,.0f} /s {us:>10,.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
