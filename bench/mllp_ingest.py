@@ -188,6 +188,7 @@ async def run_one(store_kind: str, args: argparse.Namespace) -> list[dict[str, o
         rss = peak_rss_mb(proc.pid)
         for r in results:
             r["hub_peak_rss_mb"] = round(rss, 1)
+        print(json.dumps({"store": store_kind, "hub_peak_rss_mb": round(rss, 1)}), flush=True)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
