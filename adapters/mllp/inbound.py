@@ -19,6 +19,7 @@ import structlog
 from pydantic import Field
 
 from adapters.base import InboundContext
+from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
 from adapters.tls import TlsConfig, server_context
 from hub.errors import MessageError, Retryable
@@ -69,8 +70,7 @@ class MllpInbound:
         self.config = config
         self.ctx = ctx
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections = Connections()
         self.port: int | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -90,15 +90,7 @@ class MllpInbound:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        # Close the sockets rather than cancel the handlers: Python 3.11's stream protocol logs a
-        # spurious error for a cancelled client_connected_cb task. A handler waiting on the store
-        # finishes its frame (the ACK write then fails harmlessly).
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._connections:
-            _, pending = await asyncio.wait(list(self._connections), timeout=5)
-            for task in pending:
-                task.cancel()
+        await self._connections.close_all()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -108,10 +100,7 @@ class MllpInbound:
             log.warning("mllp_connection_refused", listener=self.name, reason="max_connections")
             writer.close()
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        self._writers.add(writer)
+        task = self._connections.add(writer)
         frames = FrameReader(
             reader,
             max_frame_bytes=self.config.max_frame_bytes,
@@ -144,7 +133,6 @@ class MllpInbound:
                     truncated_frames=frames.truncated_frames,
                 )
             self._connections.discard(task)
-            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

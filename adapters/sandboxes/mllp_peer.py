@@ -17,6 +17,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import Field
 
+from adapters.connections import Connections
 from adapters.mllp.framing import CR, FS, VT, FrameReader, FrameTimeout
 from hub.errors import MessageError
 from hub.message import utcnow
@@ -50,8 +51,7 @@ class MllpPeer:
         self.count = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections = Connections()
         self.port = 0
 
     @property
@@ -75,19 +75,10 @@ class MllpPeer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        # Abort the sockets instead of cancelling the handlers (see adapters/mllp/inbound.py stop()).
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks), timeout=5)
-            for task in pending:
-                task.cancel()
+        await self._connections.close_all()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+        task = self._connections.add(writer)
         self.connections += 1
         frames = FrameReader(reader, max_frame_bytes=64 * 2**20, read_timeout_secs=60)
         try:
@@ -103,8 +94,7 @@ class MllpPeer:
         except (ConnectionError, FrameTimeout):
             pass
         finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
+            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
