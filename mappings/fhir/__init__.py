@@ -7,6 +7,10 @@ Importing the package registers the ``application/fhir+json`` reader and the ste
 
 from __future__ import annotations
 
+from mappings.fhir import cda_mhd as _cda_mhd  # noqa: F401  (registers cda_to_mhd_bundle)
+from mappings.fhir import patient_v2 as _patient_v2  # noqa: F401  (registers fhir_patient_to_v2_adt)
+from mappings.fhir import v2_adt as _v2_adt  # noqa: F401  (registers v2_adt_to_fhir_patient)
+from mappings.fhir import v2_oru as _v2_oru  # noqa: F401  (registers v2_oru_to_fhir_report)
 from mappings.fhir.common import CONTENT_FHIR, Issue, operation_outcome
 from mappings.fhir.identifiers import active_ins, business_identifier, patient_key_of
 from mappings.fhir.reader import fhir_metadata, read_fhir_metadata
