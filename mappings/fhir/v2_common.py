@@ -121,6 +121,7 @@ def dtm(value: str, config: _HasTimezone, *, kind: Literal["date", "dateTime", "
     if kind == "date" or hour is None:
         if kind == "instant":
             return None
+        dt.date(int(year), int(month or 1), int(day or 1))  # ValueError for a date the calendar lacks
         return "-".join(p for p in (year, month, day) if p)
     if month is None or day is None:
         raise ValueError("a time without a full date")
