@@ -23,6 +23,9 @@ from hub.errors import ConfigError
 from hub.yamlsource import Located, load_located
 
 __all__ = [
+    "AdminConfig",
+    "AdminToken",
+    "AdminUser",
     "ComponentEntry",
     "DestinationPolicy",
     "HubConfig",
@@ -64,8 +67,83 @@ class StoreConfig(_Model):
 
 
 class HttpConfig(_Model):
-    listen: str = Field("127.0.0.1:8080", description="host:port of the HTTP server (health, sandboxes).")
+    listen: str = Field(
+        "127.0.0.1:8080",
+        description="host:port of the HTTP server (health, admin API under /api, console at /, /metrics, sandboxes).",
+    )
     enabled: bool = Field(True, description="Start the HTTP server.")
+
+
+Role = Literal["viewer", "operator", "admin"]
+# scrypt$N$r$p$salt$hash | pbkdf2_sha256$iterations$salt$hash (base64) | sha256$hex (tokens only)
+_B64 = r"[A-Za-z0-9+/=]+"
+_SECRET_HASH = rf"^(scrypt\$\d+\$\d+\$\d+\${_B64}\${_B64}|pbkdf2_sha256\$\d+\${_B64}\${_B64})$"
+_TOKEN_HASH = r"^(sha256\$[0-9a-f]{64}|scrypt\$.+|pbkdf2_sha256\$.+)$"
+
+
+class AdminUser(_Model):
+    role: Role = Field(
+        description="viewer (no payloads, no actions), operator (payloads, replay, pause, review), admin."
+    )
+    password_hash: str = Field(
+        pattern=_SECRET_HASH,
+        description="Salted hash of the password (`python -m hub.admin hash-password`): "
+        "`scrypt$N$r$p$salt$hash` or `pbkdf2_sha256$iterations$salt$hash`; may be a `${ENV}` reference.",
+    )
+
+
+class AdminToken(_Model):
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="Who uses the token, as the audit trail names it."
+    )
+    role: Role = Field(description="viewer, operator or admin.")
+    token_hash: str | None = Field(
+        None,
+        pattern=_TOKEN_HASH,
+        description="Hash of the bearer token (`python -m hub.admin hash-token`): `sha256$hex` for a random token "
+        "of 32 bytes or more, or a salted scrypt/pbkdf2 hash.",
+    )
+    token: str | None = Field(
+        None,
+        min_length=24,
+        description="The bearer token itself, only as an environment reference (`${HUB_ADMIN_TOKEN}`); "
+        "prefer token_hash in files.",
+    )
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AdminToken:
+        if (self.token_hash is None) == (self.token is None):
+            raise ValueError("give exactly one of token_hash and token")
+        return self
+
+
+class AdminConfig(_Model):
+    enabled: bool = Field(True, description="Serve the admin API under /api and the web console at /.")
+    users: dict[str, AdminUser] = Field(
+        default_factory=dict, description="Local users by login name; they log in with POST /api/login."
+    )
+    tokens: list[AdminToken] = Field(default_factory=list, description="Bearer tokens for scripts and the console.")
+    session_secs: float = Field(
+        8 * 3600.0, gt=0, le=7 * 86400, description="Lifetime of the session token a user gets at login."
+    )
+    session_key: str | None = Field(
+        None,
+        min_length=32,
+        description="Key signing session tokens, from the environment (`${HUB_SESSION_KEY}`); give every node the "
+        "same one so that a session works on each. Unset: a random key per process (sessions end at restart).",
+    )
+    bootstrap_token_file: str | None = Field(
+        None,
+        description="With no users and no tokens configured, an admin token is generated once and kept in this "
+        "file (mode 0600) to bootstrap access. Unset: `admin-token` beside the SQLite database, or "
+        "`var/admin-token` with PostgreSQL.",
+    )
+    metrics_auth: bool = Field(
+        False, description="Require a bearer token (any role) on /metrics; the metrics hold no patient data."
+    )
+    max_bulk: int = Field(
+        1000, ge=1, le=100_000, description="Most messages one bulk replay, or deliveries one requeue, may touch."
+    )
 
 
 class LoggingConfig(_Model):
@@ -94,6 +172,9 @@ class HubConfig(_Model):
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="The durable store.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="The HTTP server.")
+    admin: AdminConfig = Field(
+        default_factory=AdminConfig, description="Admin API, web console and metrics: users, tokens and roles."
+    )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
     high_water_mark: int = Field(
         100_000,

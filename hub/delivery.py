@@ -16,7 +16,6 @@ period, then cancels the rest and gives their deliveries back to the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -54,7 +53,8 @@ class DestinationWorker:
         lease_secs: float,
         step_executor: Executor | None = None,
         poll_secs: float = 1.0,
-        on_outcome: Callable[[str, str, Outcome, float], None] | None = None,
+        on_outcome: Callable[[str, str, Outcome, float, datetime], None] | None = None,
+        on_store_error: Callable[[str], None] | None = None,
         identity_lookup: Callable[[str], Awaitable[IdentityRecord | None]] | None = None,
         environment: str = "development",
     ) -> None:
@@ -71,6 +71,7 @@ class DestinationWorker:
         self.step_executor = step_executor
         self.poll_secs = poll_secs
         self.on_outcome = on_outcome
+        self.on_store_error = on_store_error
         self.wake = asyncio.Event()
         self.paused = False
         self._inflight: dict[asyncio.Task[None], int] = {}
@@ -97,8 +98,10 @@ class DestinationWorker:
             await asyncio.gather(*pending, return_exceptions=True)
             if left:
                 # If the store is down, their leases expire and another node (or our restart) takes them.
-                with contextlib.suppress(StoreError):
+                try:
                     await self.store.release(sorted(left), owner=self.owner)
+                except StoreError:
+                    self._store_error("release")
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -110,6 +113,7 @@ class DestinationWorker:
                         self.route, self.destination, limit=free, owner=self.owner, lease_secs=self.lease_secs
                     )
                 except StoreError as exc:
+                    self._store_error("claim")
                     log.warning("claim_failed", route=self.route, destination=self.destination, error=str(exc))
                 for c in claimed:
                     task = asyncio.create_task(self._deliver(c))
@@ -118,6 +122,10 @@ class DestinationWorker:
             if claimed and len(claimed) == free:
                 continue  # the queue may hold more, and there is room: wait for room
             await self._sleep()
+
+    def _store_error(self, operation: str) -> None:
+        if self.on_store_error is not None:
+            self.on_store_error(operation)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -137,6 +145,7 @@ class DestinationWorker:
                 review=hold.reason if hold.status == "identity_review" else None,
             )
         except StoreError as exc:
+            self._store_error("finish")
             log.error("hold_not_recorded", delivery_id=c.delivery.id, error=str(exc))
             return
         log.info(
@@ -154,6 +163,7 @@ class DestinationWorker:
             try:
                 due = await self.store.next_due(self.route, self.destination)
             except StoreError:
+                self._store_error("next_due")
                 due = None
             if due is not None:
                 timeout = min(timeout, max(0.0, (due - utcnow()).total_seconds()))
@@ -208,6 +218,7 @@ class DestinationWorker:
             outcome, error = Outcome.RETRY, str(exc)
             retry_after = getattr(exc, "retry_after_secs", None)
         except StoreError as exc:
+            self._store_error("identity_lookup")
             outcome, error = Outcome.RETRY, f"identity look-up failed: {exc}"
         except asyncio.CancelledError:
             raise
@@ -230,7 +241,7 @@ class DestinationWorker:
             status = "dead"
         elapsed = (utcnow() - started).total_seconds()
         if self.on_outcome:
-            self.on_outcome(self.route, self.destination, outcome, elapsed)
+            self.on_outcome(self.route, self.destination, outcome, elapsed, c.message.received_at)
         try:
             kept = await self.store.finish(
                 d.id,
@@ -243,6 +254,7 @@ class DestinationWorker:
                 output_metadata=output,
             )
         except StoreError as exc:
+            self._store_error("finish")
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
         if not kept:

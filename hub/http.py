@@ -1,14 +1,25 @@
-"""The hub's HTTP server: health, queue status, and the sandboxes' listings.
+"""The hub's HTTP server: health, the admin API, the web console, metrics, sandboxes, HTTP listeners.
 
-The admin API, console, FHIR endpoint and metrics grow here; for now it
-serves what `make run` users and scripts need to watch messages flow.
+============================  ============================================================================
+``/healthz``                  liveness and counters (public)
+``/api/...``                  the admin API (bearer token, roles; :mod:`hub.admin.api`), its OpenAPI
+                              document at ``/api/openapi.json``
+``/``, ``/console/<file>``    the web console: plain HTML, CSS and JavaScript modules (``hub/console``)
+``/metrics``                  Prometheus text format (:mod:`hub.metrics`); a token when
+                              ``admin.metrics_auth`` is set
+``/sandboxes/<name>/...``     the sandboxes' listings (development)
+(absolute paths)              inbound adapters served on this port, e.g. FHIR under ``/fhir``
+============================  ============================================================================
 """
 
 from __future__ import annotations
 
+import importlib.resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
@@ -16,6 +27,13 @@ if TYPE_CHECKING:
 __all__ = ["build_app"]
 
 HUB_KEY: web.AppKey[Any] = web.AppKey("hub", object)
+
+_CONSOLE_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+# The console loads nothing but its own files and talks only to this server.
+_CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -25,31 +43,73 @@ async def _health(request: web.Request) -> web.Response:
     )
 
 
-async def _queues(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    out = []
-    for (route, destination), worker in hub.workers.items():
-        out.append(
-            {
-                "route": route,
-                "destination": destination,
-                "in_flight": worker.in_flight,
-                "paused": worker.paused,
-                "outcomes": {o: n for (r, d, o), n in hub.outcomes.items() if (r, d) == (route, destination)},
-            }
-        )
-    return web.json_response(out)
-
-
 async def _sandboxes(request: web.Request) -> web.Response:
     return web.json_response(request.app[HUB_KEY].describe_sandboxes())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    if hub.config.admin.metrics_auth:
+        from hub.admin.api import ADMIN_KEY
+
+        state = request.app.get(ADMIN_KEY)
+        if state is None or await state.auth.authenticate(request.headers.get("Authorization")) is None:
+            return web.json_response(
+                {"error": "authentication required"}, status=401, headers={"WWW-Authenticate": 'Bearer realm="hub"'}
+            )
+    return web.Response(body=await hub.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def _console_files() -> dict[str, tuple[bytes, str]]:
+    """The console's files by name, read once from the package (works from a wheel or a checkout)."""
+    root = importlib.resources.files("hub.console")
+    files: dict[str, tuple[bytes, str]] = {}
+    for entry in root.iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if entry.is_file() and suffix in _CONSOLE_TYPES:
+            files[entry.name] = (entry.read_bytes(), _CONSOLE_TYPES[suffix])
+    return files
+
+
+def _console_handlers(files: dict[str, tuple[bytes, str]]) -> tuple[Any, Any]:
+    def respond(name: str) -> web.Response:
+        body, ctype = files[name]
+        return web.Response(
+            body=body,
+            content_type=ctype,
+            charset="utf-8",
+            headers={
+                "Content-Security-Policy": _CONSOLE_CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-cache",
+            },
+        )
+
+    async def index(_request: web.Request) -> web.Response:
+        return respond("index.html")
+
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in files:  # only the packaged files: no path ever reaches the file system
+            raise web.HTTPNotFound()
+        return respond(name)
+
+    return index, asset
 
 
 def build_app(hub: Hub) -> web.Application:
     app = web.Application(client_max_size=16 * 2**20)
     app[HUB_KEY] = hub
     app.router.add_get("/healthz", _health)
-    app.router.add_get("/api/queues", _queues)
+    app.router.add_get("/metrics", _metrics)
+    if hub.config.admin.enabled:
+        from hub.admin.api import mount
+
+        mount(app, hub)
+        index, asset = _console_handlers(_console_files())
+        app.router.add_get("/", index)
+        app.router.add_get("/console/{name}", asset)
     app.router.add_get("/sandboxes", _sandboxes)
     for name, sandbox in hub.sandboxes.items():
         for method, path, handler in sandbox.http_routes():

@@ -10,8 +10,8 @@ the reverse: listeners close first, then workers drain for
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -22,7 +22,8 @@ from hub.config import Settings
 from hub.delivery import DestinationWorker
 from hub.errors import MessageError, Outcome, Retryable, StoreError
 from hub.identity_registry import IdentityRegistry
-from hub.message import Message
+from hub.message import Message, utcnow
+from hub.metrics import HubMetrics
 from hub.pipeline import Pipeline, route_message
 from hub.store import Store, SubmitResult, open_store
 
@@ -58,6 +59,7 @@ class Hub:
         self.undelivered = 0
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "rejected": 0, "refused_busy": 0}
         self.outcomes: dict[tuple[str, str, str], int] = {}
+        self.metrics = HubMetrics(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._http: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -66,8 +68,11 @@ class Hub:
     # -- inbound ------------------------------------------------------------------------------------
     async def submit(self, endpoint: str, message: Message, *, dedup_key: str | None = None) -> SubmitResult:
         """Route and durably store one inbound message. Raises Retryable when it cannot be kept now."""
+        counts = self.metrics.endpoint(endpoint)
+        counts.received += 1
         if self.undelivered >= self.config.high_water_mark:
             self.counters["refused_busy"] += 1
+            counts.refused += 1
             raise Retryable("hub above its high-water mark, try again later")
         deliveries = route_message(self.settings.routes, endpoint, message.metadata)
         assert self.store is not None
@@ -75,11 +80,16 @@ class Hub:
             result = await self.store.submit(message, deliveries, endpoint=endpoint, dedup_key=dedup_key)
         except StoreError as exc:
             self.counters["refused_busy"] += 1
+            counts.refused += 1
+            self.metrics.store_error("submit")
             raise Retryable(f"store unavailable ({exc})") from None
+        self.metrics.observe_ack(endpoint, (utcnow() - message.received_at).total_seconds())
         self.counters["received"] += 1
         if result.duplicate:
             self.counters["duplicates"] += 1
+            counts.duplicates += 1
         else:
+            counts.accepted += 1
             self.undelivered += result.deliveries
             for d in deliveries:
                 worker = self.workers.get((d.route, d.destination))
@@ -89,11 +99,16 @@ class Hub:
 
     async def reject(self, endpoint: str, message: Message, *, reason: str) -> None:
         assert self.store is not None
+        counts = self.metrics.endpoint(endpoint)
+        counts.received += 1
         try:
             await self.store.store_rejected(message, endpoint=endpoint, reason=reason)
         except StoreError as exc:
+            counts.refused += 1
+            self.metrics.store_error("store_rejected")
             raise Retryable(f"store unavailable ({exc})") from None
         self.counters["rejected"] += 1
+        counts.rejected += 1
 
     async def replay(self, message_id: str, *, body: bytes | None = None) -> SubmitResult:
         """Run a stored message again as a new message derived from it (optionally with a corrected body)."""
@@ -150,6 +165,7 @@ class Hub:
                     lease_secs=self.config.store.lease_secs,
                     step_executor=self._step_executor,
                     on_outcome=self._count_outcome,
+                    on_store_error=self.metrics.store_error,
                     identity_lookup=self.identity.lookup,
                     environment=self.config.environment,
                 )
@@ -199,31 +215,40 @@ class Hub:
         self._step_executor.shutdown(wait=False, cancel_futures=True)
         log.info("hub_stopped", node=self.config.node)
 
-    def _count_outcome(self, route: str, destination: str, outcome: Outcome, _elapsed: float) -> None:
+    def _count_outcome(
+        self, route: str, destination: str, outcome: Outcome, _elapsed: float, received_at: datetime | None = None
+    ) -> None:
         key = (route, destination, outcome.value)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        if outcome is Outcome.ACCEPT and received_at is not None:
+            self.metrics.observe_delivery(destination, (utcnow() - received_at).total_seconds())
 
     async def _refresh_backlog(self) -> None:
-        # submit() adds to the count at once; the store's exact figure replaces it every 2 s
+        # submit() adds to the count at once; the store's exact figure replaces it every 5 s
         # (a COUNT over the undelivered rows: cheap, but not per message).
         while True:
-            await asyncio.sleep(2.0)
-            with contextlib.suppress(StoreError):
+            await asyncio.sleep(5.0)
+            try:
                 self.undelivered = await self.store.undelivered_count()  # type: ignore[union-attr]
+            except StoreError:
+                self.metrics.store_error("undelivered_count")
 
     async def _recover_leases(self) -> None:
         period = max(1.0, self.config.store.lease_secs / 4)
         while True:
             await asyncio.sleep(period)
-            with contextlib.suppress(StoreError):
+            try:
                 if await self.store.recover_leases():  # type: ignore[union-attr]
                     self._wake_all()
+            except StoreError:
+                self.metrics.store_error("recover_leases")
 
     async def _listen_for_work(self) -> None:
         while True:
             try:
                 await self.store.wait_for_work(1.0)  # type: ignore[union-attr]
             except StoreError:
+                self.metrics.store_error("wait_for_work")
                 await asyncio.sleep(1.0)
             self._wake_all()
 

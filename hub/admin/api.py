@@ -1,0 +1,719 @@
+"""The admin API under ``/api``: one table of operations, mounted on the hub's aiohttp app.
+
+Each :class:`Operation` names its method, path, minimum role, query and body
+models and response model; :func:`mount` registers them behind one guard
+(authentication, role, validation, error mapping) and the OpenAPI document
+(``/api/openapi.json``, :mod:`hub.admin.openapi`) is written from the same
+table. The API offers what the CLI does (``hub messages/show/replay/dead/
+requeue/identity``) plus queues, pause/resume and the audit trail.
+
+Every payload view and every action appends to the audit trail *before* it
+happens, so that nothing is done or shown unrecorded: if the entry cannot be
+written, the request fails with 503. A refused action (403) is recorded too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from hub.admin import audit
+from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
+from hub.admin.models import (
+    AuditEntry,
+    AuditPage,
+    AuditParams,
+    AuditVerify,
+    BulkReplayRequest,
+    BulkReplayResult,
+    DeadLetter,
+    DeadPage,
+    DeadParams,
+    DeliveryTrace,
+    DeliveryView,
+    EndpointsView,
+    IdentityView,
+    LoginRequest,
+    LoginResult,
+    MessageSummary,
+    PauseRequest,
+    PauseResult,
+    Payload,
+    QueueView,
+    ReplayRequest,
+    ReplayResult,
+    RequeueRequest,
+    RequeueResult,
+    ResolveRequest,
+    ReviewList,
+    ReviewParams,
+    ReviewView,
+    SearchPage,
+    SearchParams,
+    Trace,
+    Whoami,
+)
+from hub.errors import MessageError, StoreError
+from hub.message import CONTENT_HL7V2
+from hub.store import Delivery, MessageRecord, SearchQuery
+
+if TYPE_CHECKING:
+    from hub.runtime import Hub
+
+__all__ = ["ADMIN_KEY", "OPERATIONS", "AdminState", "Operation", "mount"]
+
+log = structlog.get_logger("hub.admin")
+
+
+@dataclasses.dataclass
+class AdminState:
+    hub: Hub
+    auth: Authenticator
+    openapi: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+ADMIN_KEY: web.AppKey[AdminState] = web.AppKey("admin", AdminState)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """One authorised request, its validated inputs and who made it."""
+
+    request: web.Request
+    hub: Hub
+    principal: Principal | None
+    query: Any
+    body: Any
+
+    @property
+    def who(self) -> Principal:
+        assert self.principal is not None
+        return self.principal
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Operation:
+    """One admin API operation: the single source of the route and of its OpenAPI entry."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    role: str | None = "viewer"
+    """Minimum role; None: public."""
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    body_required: bool = False
+    response: type[BaseModel] | None = None
+    response_list: bool = False
+    path_params: tuple[tuple[str, str, str], ...] = ()
+    """(name, JSON type, description)."""
+    audited: str = ""
+    """The audit action it records, if any."""
+    description: str = ""
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def _json(model: BaseModel | list[BaseModel] | dict[str, Any], status: int = 200) -> web.Response:
+    if isinstance(model, BaseModel):
+        data: Any = model.model_dump(mode="json", by_alias=True)
+    elif isinstance(model, list):
+        data = [m.model_dump(mode="json", by_alias=True) for m in model]
+    else:
+        data = model
+    return web.json_response(data, status=status, headers={"Cache-Control": "no-store"})
+
+
+def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": error, "detail": detail}, status=status, headers={"Cache-Control": "no-store", **(headers or {})}
+    )
+
+
+def _store(call: Call) -> Any:
+    store = call.hub.store
+    if store is None:
+        raise ApiError(503, "store not open")
+    return store
+
+
+def _delivery_view(d: Delivery) -> DeliveryView:
+    return DeliveryView(
+        id=d.id, route=d.route, destination=d.destination, status=d.status, attempts=d.attempts,
+        max_attempts=d.max_attempts, next_attempt_at=d.next_attempt_at, last_error=d.last_error,
+        updated_at=d.updated_at, output_metadata=dict(d.output_metadata),
+    )  # fmt: skip
+
+
+def _summary(rec: MessageRecord, deliveries: list[Delivery]) -> MessageSummary:
+    m = rec.message
+    md = m.metadata
+    return MessageSummary(
+        id=m.id, status=rec.status, reason=rec.reason, endpoint=rec.endpoint, control_id=md.get("control_id", ""),
+        message_type=md.get("message_type", ""), sending_app=md.get("sending_app", ""),
+        sending_facility=md.get("sending_facility", ""), patient_key=md.get("patient_key", ""),
+        received_at=m.received_at, correlation_id=m.correlation_id, parent_id=m.parent_id,
+        content_type=m.content_type, size=len(m.body), deliveries=[_delivery_view(d) for d in deliveries],
+    )  # fmt: skip
+
+
+def _search_query(params: SearchParams, *, limit: int, before: str | None) -> SearchQuery:
+    fields = params.model_dump(exclude={"before", "limit"})
+    return SearchQuery(**fields, before_id=before, limit=limit)
+
+
+def _filters_for_audit(params: SearchParams) -> dict[str, Any]:
+    return {k: str(v) for k, v in params.model_dump(exclude={"limit", "before"}, exclude_none=True).items()}
+
+
+def _wake_workers(hub: Hub) -> None:
+    for worker in hub.workers.values():
+        worker.wake.set()
+
+
+async def _audit(call: Call, action: str, **kw: Any) -> None:
+    """Record before acting; an audit trail that cannot be written stops the request (fail closed)."""
+    try:
+        await audit.record(_store(call), call.who, action, **kw)
+    except StoreError:
+        raise ApiError(503, "audit trail unavailable: nothing was done") from None
+
+
+_TEXT_TYPES = ("text/", "message/")
+_TEXT_SUFFIXES = ("+xml", "/xml", "+json", "/json", "+er7")
+
+
+def _decode(content_type: str, body: bytes) -> tuple[str, str]:
+    """(encoding, text) of a payload: UTF-8 text, Latin-1 for HL7 v2 that is not UTF-8, else base64."""
+    ct = content_type.split(";")[0].strip().lower()
+    if ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
+        try:
+            return "utf-8", body.decode("utf-8")
+        except UnicodeDecodeError:
+            if ct == CONTENT_HL7V2:
+                return "latin-1", body.decode("latin-1")  # HL7 v2 8859/1 (MSH-18)
+    return "base64", base64.b64encode(body).decode()
+
+
+# -- handlers: identity of the caller ------------------------------------------------------------------------
+async def _openapi(call: Call) -> dict[str, Any]:
+    return call.request.app[ADMIN_KEY].openapi
+
+
+async def _login(call: Call) -> LoginResult:
+    state = call.request.app[ADMIN_KEY]
+    req: LoginRequest = call.body
+    client = call.request.remote or ""
+    if state.auth.login_blocked(f"{req.username}|{client}"):
+        raise ApiError(429, "too many failed logins; wait a few minutes")
+    result = await state.auth.login(req.username, req.password, client=client)
+    if result is None:
+        log.warning("login_failed", client=client)
+        raise ApiError(401, "unknown user or wrong password")
+    token, principal, expires = result
+    try:
+        await audit.record(_store(call), principal, "login")
+    except StoreError:
+        raise ApiError(503, "audit trail unavailable") from None
+    return LoginResult(
+        name=principal.name, role=principal.role, kind="session", token=token,  # type: ignore[arg-type]
+        expires_at=datetime.fromtimestamp(expires, UTC),
+    )  # fmt: skip
+
+
+async def _whoami(call: Call) -> Whoami:
+    return Whoami(name=call.who.name, role=call.who.role, kind=call.who.kind)  # type: ignore[arg-type]
+
+
+# -- handlers: flows and queues --------------------------------------------------------------------------------
+def _describe(component: Any) -> dict[str, Any]:
+    describe = getattr(component, "describe", None)
+    try:
+        return dict(describe()) if callable(describe) else {}
+    except Exception:  # a component's description must not break the dashboard
+        return {}
+
+
+async def _endpoints(call: Call) -> EndpointsView:
+    hub = call.hub
+    cfg = hub.config
+    listeners = [
+        {
+            "name": name, "type": entry.type, "describe": _describe(hub.listeners.get(name)),
+            "counters": hub.metrics.endpoint(name).as_dict(),
+        }
+        for name, entry in cfg.listeners.items()
+    ]  # fmt: skip
+    endpoints = [
+        {"name": name, "type": entry.type, "describe": _describe(hub.endpoints.get(name))}
+        for name, entry in cfg.endpoints.items()
+    ]
+    routes = []
+    for route in hub.settings.routes:
+        dests = []
+        for policy in route.to:
+            worker = hub.workers.get((route.route, policy.destination))
+            dests.append(
+                {
+                    "destination": policy.destination,
+                    "paused": worker.paused if worker else None,
+                    "in_flight": worker.in_flight if worker else 0,
+                    "outcomes": _outcomes(hub, route.route, policy.destination),
+                }
+            )
+        routes.append(
+            {
+                "route": route.route, "description": route.description, "from": route.from_, "when": route.when,
+                "steps": [name for name, _ in route.step_specs()], "destinations": dests,
+            }
+        )  # fmt: skip
+    return EndpointsView.model_validate(
+        {
+            "node": cfg.node, "undelivered": hub.undelivered, "counters": hub.counters, "listeners": listeners,
+            "endpoints": endpoints, "routes": routes,
+        }
+    )  # fmt: skip
+
+
+def _outcomes(hub: Hub, route: str, destination: str) -> dict[str, int]:
+    return {o: n for (r, d, o), n in hub.outcomes.items() if (r, d) == (route, destination)}
+
+
+async def _queues(call: Call) -> list[QueueView]:
+    hub = call.hub
+    stats = {(q.route, q.destination): q for q in await hub.metrics.refresh_queues(_store(call), max_age_secs=0)}
+    keys = list(hub.workers) + [k for k in stats if k not in hub.workers]
+    now = datetime.now(UTC)
+    out = []
+    for route, destination in keys:
+        q = stats.get((route, destination))
+        worker = hub.workers.get((route, destination))
+        out.append(
+            QueueView(
+                route=route, destination=destination, depth=q.pending if q else 0, retrying=q.retrying if q else 0,
+                in_flight=q.in_flight if q else (worker.in_flight if worker else 0), held=q.held if q else 0,
+                dead=q.dead if q else 0,
+                oldest_age_secs=max(0.0, (now - q.oldest_at).total_seconds()) if q and q.oldest_at else None,
+                paused=worker.paused if worker else None, failing=bool(q and q.retrying),
+                outcomes=_outcomes(hub, route, destination),
+            )
+        )  # fmt: skip
+    return out
+
+
+async def _set_paused(call: Call, paused: bool) -> PauseResult:
+    destination = call.request.match_info["destination"]
+    req: PauseRequest = call.body
+    workers = [
+        (route, w)
+        for (route, dest), w in call.hub.workers.items()
+        if dest == destination and (req.route is None or route == req.route)
+    ]
+    if not workers:
+        raise ApiError(404, f"no delivery worker for destination {destination!r}")
+    await _audit(call, "pause" if paused else "resume", target=destination, detail={"routes": [r for r, _ in workers]})
+    for _, worker in workers:
+        worker.paused = paused
+        worker.wake.set()
+    return PauseResult(destination=destination, workers=[{"route": r, "paused": w.paused} for r, w in workers])
+
+
+async def _pause(call: Call) -> PauseResult:
+    return await _set_paused(call, True)
+
+
+async def _resume(call: Call) -> PauseResult:
+    return await _set_paused(call, False)
+
+
+# -- handlers: messages ---------------------------------------------------------------------------------------
+_PATIENT_FILTERS = ("ins", "ipp", "patient_key")
+
+
+async def _search(call: Call) -> SearchPage:
+    params: SearchParams = call.query
+    store = _store(call)
+    if any(getattr(params, k) for k in _PATIENT_FILTERS):
+        # Looking a patient up is an access to their record: recorded, like a payload view.
+        await _audit(call, "search_patient", detail=_filters_for_audit(params))
+    records = await store.search(_search_query(params, limit=params.limit + 1, before=params.before))
+    more = len(records) > params.limit
+    records = records[: params.limit]
+    deliveries = await store.deliveries([r.message.id for r in records])
+    return SearchPage(
+        items=[_summary(r, deliveries[r.message.id]) for r in records],
+        next_before=records[-1].message.id if more and records else None,
+    )
+
+
+async def _get_record(call: Call) -> MessageRecord:
+    message_id = call.request.match_info["message_id"]
+    rec = await _store(call).get_message(message_id)
+    if rec is None:
+        raise ApiError(404, f"no message {message_id}")
+    return rec
+
+
+def _ack(outcome: str, error: str) -> str:
+    if outcome == "accept":
+        return "accepted" + (f": {error}" if error else "")
+    if outcome == "hold":
+        return "not sent (held for the patient's identity)"
+    return error or outcome
+
+
+async def _trace(call: Call) -> Trace:
+    store = _store(call)
+    rec = await _get_record(call)
+    mid = rec.message.id
+    deliveries = (await store.deliveries([mid]))[mid]
+    traced = []
+    for d in deliveries:
+        attempts = [
+            {
+                "number": a.number, "started_at": a.started_at, "finished_at": a.finished_at,
+                "duration_ms": round((a.finished_at - a.started_at).total_seconds() * 1000, 3),
+                "outcome": a.outcome, "error": a.error, "acknowledgement": _ack(a.outcome, a.error),
+            }
+            for a in await store.attempts(d.id)
+        ]  # fmt: skip
+        view = _delivery_view(d).model_dump()
+        traced.append(
+            DeliveryTrace(
+                **view, ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
+                attempts_log=attempts,  # type: ignore[arg-type]
+            )
+        )  # fmt: skip
+    related_recs = [
+        r
+        for r in await store.search(SearchQuery(correlation_id=rec.message.correlation_id, limit=51))
+        if r.message.id != mid
+    ][:50]
+    related_deliveries = await store.deliveries([r.message.id for r in related_recs])
+    reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
+    return Trace(
+        message=_summary(rec, deliveries),
+        metadata=dict(rec.message.metadata),
+        deliveries=traced,
+        related=[_summary(r, related_deliveries[r.message.id]) for r in related_recs],
+        reviews=[ReviewView.model_validate(r.as_dict()) for r in reviews],
+    )
+
+
+async def _payload(call: Call) -> Payload:
+    rec = await _get_record(call)
+    m = rec.message
+    await _audit(call, "view_payload", message_id=m.id, detail={"size": len(m.body), "content_type": m.content_type})
+    encoding, text = _decode(m.content_type, m.body)
+    return Payload(
+        message_id=m.id, content_type=m.content_type, size=len(m.body), encoding=encoding,  # type: ignore[arg-type]
+        text=text,
+    )  # fmt: skip
+
+
+def _corrected_body(content_type: str, text: str) -> bytes:
+    if content_type == CONTENT_HL7V2:
+        # Edited in a browser or a file: HL7 v2 wants CR between segments.
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    return text.encode()
+
+
+async def _replay(call: Call) -> ReplayResult:
+    rec = await _get_record(call)
+    req: ReplayRequest = call.body
+    body = None if req.body is None else _corrected_body(rec.message.content_type, req.body)
+    await _audit(call, "replay", message_id=rec.message.id, detail={"corrected": body is not None})
+    try:
+        result = await call.hub.replay(rec.message.id, body=body)
+    except MessageError as exc:
+        raise ApiError(422, "still refused", exc.reason) from None
+    return ReplayResult(replayed=rec.message.id, new_id=result.message_id, deliveries=result.deliveries)
+
+
+async def _replay_bulk(call: Call) -> BulkReplayResult:
+    req: BulkReplayRequest = call.body
+    limit = min(req.limit, call.hub.config.admin.max_bulk)
+    records = await _store(call).search(_search_query(req.filter, limit=limit, before=None))
+    ids = sorted(r.message.id for r in records)  # oldest first: replays keep the original order
+    if req.dry_run:
+        return BulkReplayResult(dry_run=True, matched=ids, replayed=[], errors=[])
+    await _audit(
+        call, "replay_bulk", message_id=ids[0] if len(ids) == 1 else None,
+        detail={"filter": _filters_for_audit(req.filter), "count": len(ids), "message_ids": ids},
+    )  # fmt: skip
+    done, errors = [], []
+    for mid in ids:
+        try:
+            result = await call.hub.replay(mid)
+        except MessageError as exc:
+            errors.append({"message_id": mid, "error": exc.reason})
+            continue
+        done.append(ReplayResult(replayed=mid, new_id=result.message_id, deliveries=result.deliveries))
+    return BulkReplayResult(dry_run=False, matched=ids, replayed=done, errors=errors)
+
+
+# -- handlers: dead letters, reviews, identities --------------------------------------------------------------------
+async def _dead(call: Call) -> DeadPage:
+    q: DeadParams = call.query
+    rows = await _store(call).find_deliveries(
+        status="dead", destination=q.destination, limit=q.limit + 1, after_id=q.after
+    )
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    return DeadPage(
+        items=[
+            DeadLetter(
+                delivery_id=d.id, message_id=d.message_id, route=d.route, destination=d.destination,
+                attempts=d.attempts, last_error=d.last_error, updated_at=d.updated_at,
+            )
+            for d in rows
+        ],
+        next_after=rows[-1].id if more and rows else None,
+    )  # fmt: skip
+
+
+async def _requeue(call: Call) -> RequeueResult:
+    req: RequeueRequest = call.body
+    store = _store(call)
+    cap = call.hub.config.admin.max_bulk
+    ids = list(dict.fromkeys(req.delivery_ids))
+    more = False
+    if req.all_dead:
+        dead = await store.find_deliveries(status="dead", destination=req.destination, limit=cap + 1)
+        more = len(dead) > cap
+        ids += [d.id for d in dead[:cap] if d.id not in ids]
+    if len(ids) > cap:
+        raise ApiError(400, f"at most {cap} deliveries per requeue (admin.max_bulk)")
+    if not ids:
+        return RequeueResult(requeued=0, more=False)
+    await _audit(
+        call, "requeue", target=req.destination or "",
+        detail={"delivery_ids": ids, "all_dead": req.all_dead},
+    )  # fmt: skip
+    count = await store.requeue(ids)
+    call.hub.undelivered += count
+    _wake_workers(call.hub)
+    return RequeueResult(requeued=count, more=more)
+
+
+async def _reviews(call: Call) -> ReviewList:
+    q: ReviewParams = call.query
+    items = await _store(call).list_reviews(state=q.state, limit=q.limit)
+    return ReviewList(items=[ReviewView.model_validate(r.as_dict()) for r in items])
+
+
+async def _resolve(call: Call) -> ReviewView:
+    store = _store(call)
+    try:
+        review_id = int(call.request.match_info["review_id"])
+    except ValueError:
+        raise ApiError(404, "no such review") from None
+    req: ResolveRequest = call.body
+    current = next((r for r in await store.list_reviews(state="open", limit=100_000) if r.id == review_id), None)
+    if current is None:
+        raise ApiError(409, f"review {review_id} is not open")
+    await _audit(
+        call, "resolve_review", message_id=current.message_id, target=str(review_id), detail={"action": req.action}
+    )
+    resolved = await store.resolve_review(review_id, action=req.action, by=call.who.name)
+    if resolved is None:
+        raise ApiError(409, f"review {review_id} is not open")
+    if req.action == "release":
+        _wake_workers(call.hub)
+    return ReviewView.model_validate(resolved.as_dict())
+
+
+async def _identity(call: Call) -> IdentityView:
+    store = _store(call)
+    key = call.request.match_info["patient_key"]
+    record = await store.get_identity(key)
+    if record is None:
+        raise ApiError(404, "no such identity")
+    history = [
+        {"at": h.at, "event": h.event, "message_id": h.message_id, "status": h.status, "note": h.note}
+        for h in await store.identity_history(key)
+    ]
+    return IdentityView.model_validate({**record.as_dict(), "history": history})
+
+
+# -- handlers: audit trail ------------------------------------------------------------------------------------------
+async def _audit_list(call: Call) -> AuditPage:
+    q: AuditParams = call.query
+    rows = await _store(call).list_audit(before_id=q.before, message_id=q.message_id, actor=q.actor, limit=q.limit + 1)
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    return AuditPage(
+        items=[AuditEntry.model_validate(r.as_dict()) for r in rows], next_before=rows[-1].id if more and rows else None
+    )
+
+
+async def _audit_verify(call: Call) -> AuditVerify:
+    report = await audit.verify_chain(_store(call))
+    return AuditVerify.model_validate(report.as_dict())
+
+
+# -- the table ------------------------------------------------------------------------------------------------------
+_MSG_ID = (("message_id", "string", "Message id (UUIDv7)."),)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/api/openapi.json", _openapi, "This document (OpenAPI 3.1).", "meta", role=None),
+    Operation(
+        "POST", "/api/login", _login, "Log a local user in; returns a session token.", "meta", role=None,
+        body=LoginRequest, body_required=True, response=LoginResult, audited="login",
+    ),
+    Operation("GET", "/api/whoami", _whoami, "Who the token belongs to, and its role.", "meta", response=Whoami),
+    Operation(
+        "GET", "/api/endpoints", _endpoints, "Listeners, endpoints and routes, with live counters.", "flows",
+        response=EndpointsView,
+    ),
+    Operation(
+        "GET", "/api/queues", _queues, "Each (route, destination) queue: depth, oldest age, in flight, failing, "
+        "paused.", "flows", response=QueueView, response_list=True,
+    ),
+    Operation(
+        "POST", "/api/destinations/{destination}/pause", _pause, "Stop sending to a destination (this node).",
+        "flows", role="operator", body=PauseRequest, response=PauseResult,
+        path_params=(("destination", "string", "Endpoint name."),), audited="pause",
+        description="Deliveries stay queued and are sent after resume; a restart starts with the config's `paused`.",
+    ),
+    Operation(
+        "POST", "/api/destinations/{destination}/resume", _resume, "Send to a paused destination again.", "flows",
+        role="operator", body=PauseRequest, response=PauseResult,
+        path_params=(("destination", "string", "Endpoint name."),), audited="resume",
+    ),
+    Operation(
+        "GET", "/api/messages", _search, "Search messages by INS, IPP, MSH-10, document id, status, time range.",
+        "messages", query=SearchParams, response=SearchPage, audited="search_patient",
+        description="Newest first, paged with `before`. A search by INS, IPP or patient key is recorded in the "
+        "audit trail.",
+    ),
+    Operation(
+        "GET", "/api/messages/{message_id}", _trace, "One message's trace: metadata, deliveries, attempts, "
+        "what the steps added, related messages, reviews.", "messages", response=Trace, path_params=_MSG_ID,
+    ),
+    Operation(
+        "GET", "/api/messages/{message_id}/payload", _payload, "The message body (recorded in the audit trail).",
+        "messages", role="operator", response=Payload, path_params=_MSG_ID, audited="view_payload",
+    ),
+    Operation(
+        "POST", "/api/messages/{message_id}/replay", _replay, "Run a stored message again, optionally corrected.",
+        "messages", role="operator", body=ReplayRequest, response=ReplayResult, path_params=_MSG_ID,
+        audited="replay",
+        description="The replay is a new message derived from the stored one (same correlation id, parent id "
+        "pointing back), read again, routed and delivered. 422 when the body is still refused.",
+    ),
+    Operation(
+        "POST", "/api/replay", _replay_bulk, "Replay every message a search matches (oldest first).", "messages",
+        role="operator", body=BulkReplayRequest, body_required=True, response=BulkReplayResult,
+        audited="replay_bulk",
+    ),
+    Operation(
+        "GET", "/api/dead", _dead, "Dead-lettered deliveries, oldest first.", "dead letters", query=DeadParams,
+        response=DeadPage,
+    ),
+    Operation(
+        "POST", "/api/dead/requeue", _requeue, "Send dead-lettered deliveries again (attempts reset).",
+        "dead letters", role="operator", body=RequeueRequest, body_required=True, response=RequeueResult,
+        audited="requeue",
+    ),
+    Operation(
+        "GET", "/api/reviews", _reviews, "The identity review queue.", "identity", query=ReviewParams,
+        response=ReviewList,
+    ),
+    Operation(
+        "POST", "/api/reviews/{review_id}/resolve", _resolve, "Release (trait check waived) or discard a "
+        "reviewed delivery.", "identity", role="operator", body=ResolveRequest, body_required=True,
+        response=ReviewView, path_params=(("review_id", "integer", "Review id."),), audited="resolve_review",
+    ),
+    Operation(
+        "GET", "/api/identities/{patient_key}", _identity, "One local identity, its status, INS and history.",
+        "identity", response=IdentityView, path_params=(("patient_key", "string", "`IPP@authority`."),),
+    ),
+    Operation(
+        "GET", "/api/audit", _audit_list, "The audit trail, newest first.", "audit", role="admin",
+        query=AuditParams, response=AuditPage,
+    ),
+    Operation(
+        "GET", "/api/audit/verify", _audit_verify, "Check the audit trail's hash chain from its first entry.",
+        "audit", role="admin", response=AuditVerify,
+    ),
+)  # fmt: skip
+
+
+def _guard(op: Operation, state: AdminState) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal = await state.auth.authenticate(request.headers.get("Authorization"))
+        if op.role is not None:
+            if principal is None:
+                return _error(401, "authentication required", headers={"WWW-Authenticate": 'Bearer realm="hub"'})
+            if not principal.can(op.role):
+                if op.audited and state.hub.store is not None:
+                    with contextlib.suppress(StoreError):
+                        await audit.record(
+                            state.hub.store, principal, op.audited, outcome="denied",
+                            message_id=request.match_info.get("message_id"), target=request.path[:200],
+                        )  # fmt: skip
+                return _error(403, "forbidden", {"needs": op.role, "role": principal.role})
+        try:
+            query = None
+            if op.query is not None:
+                query = op.query.model_validate({k: v for k, v in request.query.items() if v != ""})
+            body = None
+            if op.body is not None:
+                raw = await request.read()
+                if not raw.strip():
+                    if op.body_required:
+                        raise ApiError(400, "a JSON body is required")
+                    raw = b"{}"
+                body = op.body.model_validate_json(raw)
+            result = await op.handler(Call(request, state.hub, principal, query, body))
+        except PydanticValidationError as exc:
+            problems = [
+                {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors(include_input=False)
+            ]
+            return _error(400, "invalid request", problems)
+        except ApiError as exc:
+            return _error(exc.status, exc.error, exc.detail)
+        except StoreError:
+            return _error(503, "store unavailable")
+        return result if isinstance(result, web.StreamResponse) else _json(result)
+
+    return handle
+
+
+def mount(app: web.Application, hub: Hub) -> AdminState:
+    """Register the admin API on `app` (and make the bootstrap token when nothing is configured)."""
+    from hub.admin.openapi import build_document
+
+    config = hub.config.admin
+    bootstrap = None
+    if not (config.users or config.tokens):
+        path = bootstrap_token_path(hub.config)
+        bootstrap = load_or_create_bootstrap_token(path)
+        log_ = log.warning if hub.config.environment == "production" else log.info
+        log_("admin_bootstrap_token", path=str(path), hint="no admin users or tokens configured; use this token")
+    state = AdminState(hub=hub, auth=Authenticator(config, bootstrap_token=bootstrap))
+    state.openapi = build_document(OPERATIONS)
+    app[ADMIN_KEY] = state
+    for op in OPERATIONS:
+        app.router.add_route(op.method, op.path, _guard(op, state))
+    return state

@@ -1,0 +1,380 @@
+"""Request and response bodies of the admin API; their JSON Schemas are the OpenAPI components.
+
+Handlers build every response through these models, so the document at
+``/api/openapi.json`` describes what the API really returns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AuditEntry",
+    "AuditPage",
+    "AuditParams",
+    "AuditVerify",
+    "BulkReplayRequest",
+    "BulkReplayResult",
+    "DeadLetter",
+    "DeadPage",
+    "DeadParams",
+    "DeliveryTrace",
+    "DeliveryView",
+    "EndpointsView",
+    "ErrorBody",
+    "IdentityView",
+    "LoginRequest",
+    "LoginResult",
+    "MessageSummary",
+    "PauseRequest",
+    "PauseResult",
+    "Payload",
+    "QueueView",
+    "ReplayRequest",
+    "ReplayResult",
+    "RequeueRequest",
+    "RequeueResult",
+    "ResolveRequest",
+    "ReviewList",
+    "ReviewParams",
+    "ReviewView",
+    "SearchPage",
+    "SearchParams",
+    "Trace",
+    "Whoami",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests ------------------------------------------------------------------------------------------
+class SearchParams(_In):
+    """Message search: every filter is index-backed; results are newest first."""
+
+    ins: str | None = Field(
+        None,
+        max_length=64,
+        description="INS (NIR/NIA): messages carrying it, stamped with it, or of a local identity the registry "
+        "maps to it.",
+    )
+    ipp: str | None = Field(None, max_length=64, description="Local patient id (IPP), in any assigning authority.")
+    patient_key: str | None = Field(None, max_length=200, description="Exact patient key, `IPP@authority`.")
+    control_id: str | None = Field(None, max_length=200, description="HL7 v2 MSH-10 message control id.")
+    document_id: str | None = Field(None, max_length=256, description="Document uniqueId (`root^extension`).")
+    status: (
+        Literal["pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted"] | None
+    ) = Field(None, description="Message status.")
+    message_type: str | None = Field(None, max_length=64, description="HL7 MSH-9 as `ADT^A01`, or a resource type.")
+    sending_app: str | None = Field(None, max_length=200, description="HL7 MSH-3.")
+    sending_facility: str | None = Field(None, max_length=200, description="HL7 MSH-4.")
+    correlation_id: str | None = Field(None, max_length=64, description="Correlation id (the original inbound id).")
+    since: datetime | None = Field(None, description="Received at or after (ISO 8601).")
+    until: datetime | None = Field(None, description="Received before (ISO 8601).")
+    before: str | None = Field(None, max_length=64, description="Paging cursor: `next_before` of the previous page.")
+    limit: int = Field(50, ge=1, le=200, description="Page size.")
+
+
+class DeadParams(_In):
+    destination: str | None = Field(None, max_length=200, description="Only this destination's dead letters.")
+    after: int = Field(0, ge=0, description="Paging cursor: `next_after` of the previous page.")
+    limit: int = Field(100, ge=1, le=1000, description="Page size.")
+
+
+class ReviewParams(_In):
+    state: Literal["open", "released", "discarded"] | None = Field("open", description="Review state.")
+    limit: int = Field(200, ge=1, le=10_000, description="Most reviews listed.")
+
+
+class AuditParams(_In):
+    before: int | None = Field(None, ge=1, description="Paging cursor: `next_before` of the previous page.")
+    message_id: str | None = Field(None, max_length=64, description="Entries about this message.")
+    actor: str | None = Field(None, max_length=200, description="Entries of this user or token.")
+    limit: int = Field(100, ge=1, le=1000, description="Page size.")
+
+
+class LoginRequest(_In):
+    username: str = Field(max_length=200, description="Login name (admin.users).")
+    password: str = Field(max_length=1024, description="Password.")
+
+
+class ReplayRequest(_In):
+    body: str | None = Field(
+        None,
+        max_length=16 * 2**20,
+        description="Corrected message text to replay instead of the stored body (HL7 v2 line ends may be LF).",
+    )
+
+
+class BulkReplayRequest(_In):
+    filter: SearchParams = Field(description="Which messages (search filters; `limit`/`before` are ignored).")
+    limit: int = Field(100, ge=1, description="Most messages to replay (capped by admin.max_bulk).")
+    dry_run: bool = Field(False, description="Only list what would be replayed.")
+
+
+class RequeueRequest(_In):
+    delivery_ids: list[int] = Field(default_factory=list, max_length=100_000, description="Dead deliveries.")
+    all_dead: bool = Field(False, description="Every dead delivery (of `destination` when given), up to max_bulk.")
+    destination: str | None = Field(None, description="With all_dead: only this destination's.")
+
+
+class PauseRequest(_In):
+    route: str | None = Field(None, description="Only this route's worker for the destination (default: all).")
+
+
+class ResolveRequest(_In):
+    action: Literal["release", "discard"] = Field(
+        description="release: send it, the trait check waived for it; discard: dead-letter it."
+    )
+
+
+# -- responses -----------------------------------------------------------------------------------------
+class ErrorBody(_Out):
+    error: str = Field(description="What went wrong.")
+    detail: Any = Field(None, description="Details (validation problems, the role needed...).")
+
+
+class Whoami(_Out):
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    kind: Literal["token", "session", "bootstrap"]
+
+
+class LoginResult(Whoami):
+    token: str = Field(description="Session token, to send as `Authorization: Bearer <token>`.")
+    expires_at: datetime
+
+
+class DeliveryView(_Out):
+    id: int
+    route: str
+    destination: str
+    status: str
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    updated_at: datetime
+    output_metadata: dict[str, str] = Field(description="What the route's steps added (e.g. the INS stamped, why).")
+
+
+class MessageSummary(_Out):
+    id: str
+    status: str
+    reason: str = Field(description="Why it was refused (status rejected).")
+    endpoint: str
+    control_id: str
+    message_type: str
+    sending_app: str
+    sending_facility: str
+    patient_key: str
+    received_at: datetime
+    correlation_id: str
+    parent_id: str | None
+    content_type: str
+    size: int = Field(description="Body size in bytes.")
+    deliveries: list[DeliveryView]
+
+
+class SearchPage(_Out):
+    items: list[MessageSummary]
+    next_before: str | None = Field(description="Pass as `before` for the next (older) page; null at the end.")
+
+
+class AttemptView(_Out):
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+    outcome: str = Field(description="accept, retry, reject, or hold (identity).")
+    error: str
+    acknowledgement: str = Field(description="What the peer answered, as far as the adapter reported it.")
+
+
+class DeliveryTrace(DeliveryView):
+    ordering_key: str | None
+    created_at: datetime
+    identity_override: bool
+    attempts_log: list[AttemptView]
+
+
+class ReviewView(_Out):
+    review_id: int
+    delivery_id: int
+    message_id: str
+    patient_key: str
+    reason: str
+    state: Literal["open", "released", "discarded"]
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str
+
+
+class ReviewList(_Out):
+    items: list[ReviewView]
+
+
+class Trace(_Out):
+    message: MessageSummary
+    metadata: dict[str, str] = Field(description="Inbound metadata (routing keys read from the message).")
+    deliveries: list[DeliveryTrace]
+    related: list[MessageSummary] = Field(description="Messages with the same correlation id (replays, splits).")
+    reviews: list[ReviewView]
+
+
+class Payload(_Out):
+    message_id: str
+    content_type: str
+    size: int
+    encoding: Literal["utf-8", "latin-1", "base64"]
+    text: str = Field(description="The body, decoded (or base64 when it is not text).")
+
+
+class ReplayResult(_Out):
+    replayed: str = Field(description="The stored message replayed.")
+    new_id: str
+    deliveries: int
+
+
+class BulkReplayResult(_Out):
+    dry_run: bool
+    matched: list[str]
+    replayed: list[ReplayResult]
+    errors: list[dict[str, str]] = Field(description="Messages still refused: {message_id, error}.")
+
+
+class DeadLetter(_Out):
+    delivery_id: int
+    message_id: str
+    route: str
+    destination: str
+    attempts: int
+    last_error: str
+    updated_at: datetime
+
+
+class DeadPage(_Out):
+    items: list[DeadLetter]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null at the end.")
+
+
+class RequeueResult(_Out):
+    requeued: int
+    more: bool = Field(description="all_dead stopped at admin.max_bulk; call again for the rest.")
+
+
+class PauseResult(_Out):
+    destination: str
+    workers: list[dict[str, Any]] = Field(description="Each worker of the destination: {route, paused}.")
+
+
+class QueueView(_Out):
+    route: str
+    destination: str
+    depth: int = Field(description="Deliveries waiting, retries included.")
+    retrying: int
+    in_flight: int
+    held: int = Field(description="Waiting for the patient's identity (qualified INS or review).")
+    dead: int
+    oldest_age_secs: float | None
+    paused: bool | None = Field(description="This node's worker paused; null when no worker runs the queue here.")
+    failing: bool = Field(description="Deliveries are being retried after failures.")
+    outcomes: dict[str, int] = Field(description="Attempts by outcome since this node started.")
+
+
+class ListenerView(_Out):
+    name: str
+    type: str
+    describe: dict[str, Any]
+    counters: dict[str, int] = Field(description="received, accepted, duplicates, rejected, refused.")
+
+
+class EndpointView(_Out):
+    name: str
+    type: str
+    describe: dict[str, Any]
+
+
+class RouteDestination(_Out):
+    destination: str
+    paused: bool | None
+    in_flight: int
+    outcomes: dict[str, int]
+
+
+class RouteView(_Out):
+    route: str
+    description: str
+    from_: list[str] = Field(alias="from")
+    when: dict[str, Any]
+    steps: list[str]
+    destinations: list[RouteDestination]
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class EndpointsView(_Out):
+    node: str
+    undelivered: int
+    counters: dict[str, int]
+    listeners: list[ListenerView]
+    endpoints: list[EndpointView]
+    routes: list[RouteView]
+
+
+class IdentityEventView(_Out):
+    at: datetime
+    event: str
+    message_id: str | None
+    status: str
+    note: str
+
+
+class IdentityView(_Out):
+    patient_key: str
+    authority: str
+    local_id: str
+    status: str
+    ins: str | None
+    ins_oid: str | None
+    attributes: list[str]
+    merged_into: str | None
+    version: int
+    updated_at: datetime | None
+    history: list[IdentityEventView]
+
+
+class AuditEntry(_Out):
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    message_id: str | None
+    target: str
+    detail: dict[str, Any]
+    outcome: str
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(_Out):
+    items: list[AuditEntry]
+    next_before: int | None
+
+
+class AuditVerify(_Out):
+    ok: bool
+    checked: int
+    head_id: int
+    head_hash: str
+    first_bad_id: int | None
+    problem: str

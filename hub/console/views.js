@@ -1,0 +1,362 @@
+// The console's pages. Each view(main, params) fills `main` and may return a cleanup function.
+
+import { api, can, session, ApiError } from "./api.js";
+import { h, status, time, age, table, kv, renderPayload } from "./render.js";
+
+export function toast(text, bad = false) {
+  const box = document.getElementById("toast");
+  const item = h("div", { class: bad ? "bad" : "" }, text);
+  box.append(item);
+  setTimeout(() => item.remove(), 6000);
+}
+
+const fail = (err) => toast(err instanceof ApiError ? `${err.message}${err.body && err.body.detail ? `: ${JSON.stringify(err.body.detail)}` : ""}` : String(err), true);
+
+function go(hash) { location.hash = hash; }
+
+// -- login ------------------------------------------------------------------------------------------------------
+export function login(main, { onLogin }) {
+  const error = h("p", { class: "error", id: "login-error" });
+  const token = h("input", { id: "token", name: "token", type: "password", autocomplete: "off", placeholder: "bearer token" });
+  const username = h("input", { id: "username", name: "username", autocomplete: "username" });
+  const password = h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password" });
+  const submit = async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    try {
+      if (token.value.trim()) {
+        session.token = token.value.trim();
+        session.who = await api.get("/api/whoami");
+      } else {
+        const result = await api.post("/api/login", { username: username.value, password: password.value });
+        session.token = result.token;
+        session.who = { name: result.name, role: result.role, kind: result.kind };
+      }
+      onLogin();
+    } catch (err) {
+      session.token = null;
+      error.textContent = err instanceof ApiError && err.status === 401 ? "This token or password is not valid." : String(err.message || err);
+    }
+  };
+  main.replaceChildren(h("section", { class: "card login" },
+    h("h1", {}, "Log in"),
+    h("form", { onsubmit: submit },
+      h("label", {}, "Token", token),
+      h("p", { class: "muted" }, "or a local user:"),
+      h("label", {}, "User", username),
+      h("label", {}, "Password", password),
+      h("button", { type: "submit", id: "login-button" }, "Log in"),
+      error)));
+  token.focus();
+}
+
+// -- dashboard --------------------------------------------------------------------------------------------------
+export function dashboard(main) {
+  const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  main.replaceChildren(h("h1", {}, "Dashboard"), body);
+  const refresh = async () => {
+    try {
+      const [flows, queues] = await Promise.all([api.get("/api/endpoints"), api.get("/api/queues")]);
+      body.replaceChildren(
+        h("section", { class: "card" },
+          h("h2", {}, `Node ${flows.node}`),
+          h("p", {}, `Undelivered: ${flows.undelivered}`),
+          h("h3", {}, "Listeners"),
+          table([
+            { title: "Listener", cell: (l) => l.name },
+            { title: "Type", cell: (l) => l.type },
+            { title: "Received", cell: (l) => l.counters.received },
+            { title: "Accepted", cell: (l) => l.counters.accepted },
+            { title: "Duplicates", cell: (l) => l.counters.duplicates },
+            { title: "Rejected", cell: (l) => l.counters.rejected },
+            { title: "Refused (busy)", cell: (l) => l.counters.refused },
+          ], flows.listeners)),
+        h("section", { class: "card" },
+          h("h2", {}, "Queues"),
+          table([
+            { title: "Route", cell: (q) => q.route },
+            { title: "Destination", cell: (q) => q.destination },
+            { title: "Depth", cell: (q) => q.depth },
+            { title: "Oldest", cell: (q) => age(q.oldest_age_secs) },
+            { title: "In flight", cell: (q) => q.in_flight },
+            { title: "Retrying", cell: (q) => q.failing ? status(`${q.retrying} retrying`) : "0" },
+            { title: "Held", cell: (q) => q.held },
+            { title: "Dead", cell: (q) => q.dead },
+            { title: "Outcomes", cell: (q) => Object.entries(q.outcomes).map(([k, v]) => `${k}: ${v}`).join(", ") },
+            { title: "", cell: (q) => pauseButton(q, refresh) },
+          ], queues, { empty: "No queues." })),
+        h("section", { class: "card" },
+          h("h2", {}, "Routes"),
+          table([
+            { title: "Route", cell: (r) => r.route },
+            { title: "From", cell: (r) => r.from.join(", ") },
+            { title: "Steps", cell: (r) => r.steps.join(" → ") || "—" },
+            { title: "To", cell: (r) => r.destinations.map((d) => d.destination).join(", ") },
+          ], flows.routes)));
+    } catch (err) { fail(err); }
+  };
+  refresh();
+  const timer = setInterval(refresh, 5000);
+  return () => clearInterval(timer);
+}
+
+function pauseButton(q, refresh) {
+  if (!can("operator") || q.paused === null) return q.paused ? status("paused") : "";
+  const action = q.paused ? "resume" : "pause";
+  return h("button", {
+    class: q.paused ? "" : "secondary", type: "button", dataset: { action, destination: q.destination },
+    onclick: async () => {
+      try {
+        await api.post(`/api/destinations/${encodeURIComponent(q.destination)}/${action}`, { route: q.route });
+        toast(`${q.destination}: ${action}d`);
+        refresh();
+      } catch (err) { fail(err); }
+    },
+  }, q.paused ? "Resume" : "Pause");
+}
+
+// -- messages ---------------------------------------------------------------------------------------------------
+const FILTERS = [
+  ["ins", "INS"], ["ipp", "IPP"], ["patient_key", "Patient key (IPP@authority)"], ["control_id", "MSH-10 control id"],
+  ["document_id", "Document uniqueId"], ["message_type", "Type (ADT^A01)"], ["sending_app", "Sending application"],
+];
+const STATUSES = ["", "pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted"];
+
+export function messages(main, { params }) {
+  const inputs = {};
+  const form = h("form", { class: "search", id: "search-form", onsubmit: (e) => {
+    e.preventDefault();
+    const query = new URLSearchParams();
+    for (const [k, el] of Object.entries(inputs)) {
+      let v = el.value.trim();
+      if (v && el.type === "datetime-local") v = new Date(v).toISOString();
+      if (v) query.set(k, v);
+    }
+    go(`#/messages?${query}`);
+  } });
+  for (const [name, title] of FILTERS) {
+    inputs[name] = h("input", { name, id: `f-${name}`, value: params.get(name) || "" });
+    form.append(h("label", {}, title, inputs[name]));
+  }
+  inputs.status = h("select", { name: "status", id: "f-status" }, STATUSES.map((s) => h("option", { value: s, selected: params.get("status") === s }, s || "any")));
+  form.append(h("label", {}, "Status", inputs.status));
+  for (const [name, title] of [["since", "Received since"], ["until", "Received before"]]) {
+    const value = params.get(name) ? toLocalInput(params.get(name)) : "";
+    inputs[name] = h("input", { name, id: `f-${name}`, type: "datetime-local", value });
+    form.append(h("label", {}, title, inputs[name]));
+  }
+  form.append(h("button", { type: "submit", id: "search-button" }, "Search"));
+  const results = h("div", { id: "results" });
+  main.replaceChildren(h("h1", {}, "Messages"), h("section", { class: "card" }, form), results);
+
+  const load = async (before) => {
+    const query = Object.fromEntries(params.entries());
+    if (before) query.before = before;
+    try {
+      const page = await api.get("/api/messages", query);
+      const rows = table([
+        { title: "Received", cell: (m) => time(m.received_at) },
+        { title: "Status", cell: (m) => status(m.status) },
+        { title: "Type", cell: (m) => m.message_type },
+        { title: "Control id", class: "mono", cell: (m) => m.control_id },
+        { title: "Patient", class: "mono", cell: (m) => m.patient_key },
+        { title: "Deliveries", cell: (m) => m.deliveries.map((d) => `${d.destination}: ${d.status}`).join(", ") },
+        { title: "Id", class: "mono muted", cell: (m) => m.id },
+      ], page.items, { onclick: (m) => go(`#/messages/${m.id}`), empty: "No message matches." });
+      const more = page.next_before ? h("div", { class: "actions" }, h("button", { class: "secondary", type: "button", id: "older", onclick: () => load(page.next_before) }, "Older →")) : null;
+      results.replaceChildren(h("section", { class: "card" }, rows, more));
+    } catch (err) { fail(err); }
+  };
+  load();
+}
+
+function toLocalInput(iso) {
+  const d = new Date(iso);
+  if (isNaN(d)) return "";
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+// -- one message's trace ----------------------------------------------------------------------------------------
+export async function trace(main, { id }) {
+  main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  let t;
+  try { t = await api.get(`/api/messages/${encodeURIComponent(id)}`); } catch (err) { fail(err); main.replaceChildren(h("p", { class: "error" }, "Not found.")); return; }
+  const m = t.message;
+  const payloadBox = h("div", { id: "payload" });
+  const actions = h("div", { class: "actions" });
+  if (can("operator")) {
+    actions.append(
+      h("button", { type: "button", id: "show-payload", onclick: () => showPayload(m.id, payloadBox) }, "Show payload"),
+      h("button", { type: "button", id: "replay", onclick: () => replay(m.id) }, "Replay"),
+      h("button", { type: "button", class: "secondary", id: "replay-edit", onclick: () => editAndReplay(m.id, payloadBox) }, "Replay with changes…"));
+  } else {
+    actions.append(h("p", { class: "muted" }, "Your role sees metadata only (no payload, no actions)."));
+  }
+  main.replaceChildren(
+    h("h1", {}, "Message ", h("span", { class: "mono" }, m.id)),
+    h("section", { class: "card", id: "summary" },
+      kv({ status: m.status, reason: m.reason || "—", type: m.message_type, "control id (MSH-10)": m.control_id,
+        sender: `${m.sending_app} / ${m.sending_facility}`, patient: m.patient_key || "—", endpoint: m.endpoint,
+        received: time(m.received_at), "content type": m.content_type, size: `${m.size} bytes`,
+        correlation: m.correlation_id, parent: m.parent_id || "—" }),
+      actions),
+    h("section", { class: "card" }, h("h2", {}, "Inbound metadata"), kv(t.metadata)),
+    h("section", { class: "card", id: "deliveries" }, h("h2", {}, "Deliveries"),
+      t.deliveries.length ? t.deliveries.map(delivery) : h("p", { class: "muted" }, "No delivery (rejected or unrouted).")),
+    t.reviews.length ? h("section", { class: "card" }, h("h2", {}, "Identity reviews"), reviewTable(t.reviews, () => trace(main, { id }))) : null,
+    t.related.length ? h("section", { class: "card", id: "related" }, h("h2", {}, "Related messages (same correlation id)"),
+      table([
+        { title: "Received", cell: (r) => time(r.received_at) },
+        { title: "Status", cell: (r) => status(r.status) },
+        { title: "Id", class: "mono", cell: (r) => r.id },
+        { title: "Parent", class: "mono muted", cell: (r) => r.parent_id || "" },
+      ], t.related, { onclick: (r) => go(`#/messages/${r.id}`) })) : null,
+    h("section", { class: "card" }, h("h2", {}, "Payload"), payloadBox));
+}
+
+function delivery(d) {
+  return h("div", { class: "delivery", dataset: { destination: d.destination } },
+    h("h3", {}, `${d.route} → ${d.destination} `, status(d.status), h("span", { class: "muted" }, ` ${d.attempts}/${d.max_attempts} attempts`)),
+    d.last_error ? h("p", { class: "error" }, d.last_error) : null,
+    table([
+      { title: "#", cell: (a) => a.number },
+      { title: "Started", cell: (a) => time(a.started_at) },
+      { title: "Took", cell: (a) => `${a.duration_ms.toFixed(1)} ms` },
+      { title: "Outcome", cell: (a) => status(a.outcome) },
+      { title: "Acknowledgement", cell: (a) => a.acknowledgement },
+    ], d.attempts_log, { empty: "Not attempted yet." }),
+    Object.keys(d.output_metadata).length ? [h("p", { class: "muted" }, "What the steps added:"), kv(d.output_metadata)] : null);
+}
+
+async function showPayload(id, box) {
+  try {
+    const payload = await api.get(`/api/messages/${encodeURIComponent(id)}/payload`);
+    box.replaceChildren(h("p", { class: "muted" }, `${payload.content_type}, ${payload.size} bytes (${payload.encoding}); this view is recorded in the audit trail.`), renderPayload(payload));
+    return payload;
+  } catch (err) { fail(err); return null; }
+}
+
+async function replay(id, body) {
+  try {
+    const result = await api.post(`/api/messages/${encodeURIComponent(id)}/replay`, body === undefined ? {} : { body });
+    const link = h("a", { href: `#/messages/${result.new_id}`, id: "replayed-link" }, result.new_id);
+    const box = document.getElementById("summary");
+    box.append(h("p", { id: "replay-result" }, `Replayed as `, link, ` (${result.deliveries} deliveries).`));
+    toast(`Replayed as ${result.new_id}`);
+  } catch (err) { fail(err); }
+}
+
+async function editAndReplay(id, box) {
+  const payload = await showPayload(id, box);
+  if (!payload || payload.encoding === "base64") return;
+  const area = h("textarea", { id: "replay-body" }, payload.text.replace(/\r/g, "\n"));
+  box.append(h("h3", {}, "Corrected message"), area,
+    h("div", { class: "actions" }, h("button", { type: "button", id: "replay-corrected", onclick: () => replay(id, area.value) }, "Replay corrected")));
+}
+
+// -- dead letters -----------------------------------------------------------------------------------------------
+export function dead(main, { params }) {
+  const list = h("div", {});
+  const destination = h("input", { id: "dead-destination", value: params.get("destination") || "" });
+  main.replaceChildren(h("h1", {}, "Dead letters"),
+    h("section", { class: "card" }, h("form", { class: "search", onsubmit: (e) => { e.preventDefault(); go(`#/dead?destination=${encodeURIComponent(destination.value)}`); } },
+      h("label", {}, "Destination", destination), h("button", { type: "submit" }, "Filter"))),
+    list);
+  const load = async () => {
+    try {
+      const page = await api.get("/api/dead", { destination: params.get("destination") || "", limit: 500 });
+      const picked = new Set();
+      const requeue = async (body) => {
+        try {
+          const r = await api.post("/api/dead/requeue", body);
+          toast(`${r.requeued} requeued${r.more ? " (more remain)" : ""}`);
+          load();
+        } catch (err) { fail(err); }
+      };
+      const buttons = can("operator") ? h("div", { class: "actions" },
+        h("button", { type: "button", id: "requeue-selected", onclick: () => requeue({ delivery_ids: [...picked] }) }, "Requeue selected"),
+        h("button", { type: "button", class: "secondary", id: "requeue-all", onclick: () => requeue({ all_dead: true, destination: params.get("destination") || null }) }, "Requeue all")) : null;
+      list.replaceChildren(h("section", { class: "card" }, buttons, table([
+        { title: "", cell: (d) => can("operator") ? h("input", { type: "checkbox", onclick: (e) => { e.stopPropagation(); if (e.target.checked) picked.add(d.delivery_id); else picked.delete(d.delivery_id); } }) : "" },
+        { title: "Delivery", cell: (d) => d.delivery_id },
+        { title: "When", cell: (d) => time(d.updated_at) },
+        { title: "Route → destination", cell: (d) => `${d.route} → ${d.destination}` },
+        { title: "Attempts", cell: (d) => d.attempts },
+        { title: "Last error", cell: (d) => d.last_error },
+        { title: "Message", class: "mono", cell: (d) => h("a", { href: `#/messages/${d.message_id}` }, d.message_id) },
+      ], page.items, { empty: "No dead letter." })));
+    } catch (err) { fail(err); }
+  };
+  load();
+}
+
+// -- identity review --------------------------------------------------------------------------------------------
+function reviewTable(items, reload) {
+  return table([
+    { title: "Review", cell: (r) => r.review_id },
+    { title: "Opened", cell: (r) => time(r.created_at) },
+    { title: "State", cell: (r) => status(r.state) },
+    { title: "Patient", class: "mono", cell: (r) => r.patient_key },
+    { title: "Reason", cell: (r) => r.reason },
+    { title: "Message", class: "mono", cell: (r) => h("a", { href: `#/messages/${r.message_id}` }, r.message_id) },
+    { title: "", cell: (r) => (r.state === "open" && can("operator")) ? h("span", { class: "actions" },
+      h("button", { type: "button", dataset: { review: r.review_id, action: "release" }, onclick: () => resolve(r, "release", reload) }, "Release"),
+      h("button", { type: "button", class: "danger", dataset: { review: r.review_id, action: "discard" }, onclick: () => resolve(r, "discard", reload) }, "Discard"))
+      : (r.resolved_by ? `by ${r.resolved_by}` : "") },
+  ], items, { empty: "No review waiting." });
+}
+
+async function resolve(review, action, reload) {
+  try {
+    await api.post(`/api/reviews/${review.review_id}/resolve`, { action });
+    toast(`Review ${review.review_id}: ${action}d`);
+    reload();
+  } catch (err) { fail(err); }
+}
+
+export function reviews(main, { params }) {
+  const state = params.get("state") || "open";
+  const box = h("div", {});
+  const picker = h("select", { id: "review-state", onchange: (e) => go(`#/reviews?state=${e.target.value}`) },
+    ["open", "released", "discarded"].map((s) => h("option", { value: s, selected: s === state }, s)));
+  main.replaceChildren(h("h1", {}, "Identity review"),
+    h("p", { class: "muted" }, "Messages whose patient traits disagree with the identity registry. Release sends the message on (the trait check waived for it); discard dead-letters it."),
+    h("label", {}, "State", picker), box);
+  const load = async () => {
+    try {
+      const page = await api.get("/api/reviews", { state });
+      box.replaceChildren(h("section", { class: "card" }, reviewTable(page.items, load)));
+    } catch (err) { fail(err); }
+  };
+  load();
+}
+
+// -- audit trail ------------------------------------------------------------------------------------------------
+export function audit(main) {
+  const result = h("p", { id: "verify-result" });
+  const list = h("div", {});
+  main.replaceChildren(h("h1", {}, "Audit trail"),
+    h("div", { class: "actions" }, h("button", { type: "button", id: "verify", onclick: async () => {
+      try {
+        const r = await api.get("/api/audit/verify");
+        result.replaceChildren(r.ok ? status("ok") : status("denied"), ` ${r.checked} entries checked` + (r.ok ? `; head #${r.head_id}` : `; entry ${r.first_bad_id}: ${r.problem}`));
+      } catch (err) { fail(err); }
+    } }, "Verify the hash chain")), result, list);
+  const load = async (before) => {
+    try {
+      const page = await api.get("/api/audit", { before, limit: 100 });
+      list.replaceChildren(h("section", { class: "card" }, table([
+        { title: "#", cell: (e) => e.id },
+        { title: "When", cell: (e) => time(e.at) },
+        { title: "Who", cell: (e) => `${e.actor} (${e.role})` },
+        { title: "Action", cell: (e) => e.action },
+        { title: "Outcome", cell: (e) => status(e.outcome) },
+        { title: "Message", class: "mono", cell: (e) => e.message_id ? h("a", { href: `#/messages/${e.message_id}` }, e.message_id) : e.target },
+        { title: "Detail", class: "mono", cell: (e) => JSON.stringify(e.detail) },
+      ], page.items, { empty: "Empty." }),
+      page.next_before ? h("button", { type: "button", class: "secondary", onclick: () => load(page.next_before) }, "Older →") : null));
+    } catch (err) { fail(err); }
+  };
+  load();
+}
