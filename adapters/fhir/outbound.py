@@ -28,8 +28,8 @@ answers 401 (revoked or expired early). Mutual TLS with `adapters.tls.TlsConfig`
                                            entry: an entry 408/429/5xx → RETRY, another failed entry →
                                            REJECT naming the entry and its OperationOutcome issue codes
 408, 429, 5xx, connection errors, timeouts RETRY (``Retry-After`` honoured: seconds or HTTP date)
-401 after a fresh token, token endpoint    RETRY: credentials are configuration, not the message's fault
-refusing or unreachable
+401 (after one fresh token), the token     RETRY: credentials are configuration, not the message's fault
+endpoint refusing or unreachable
 other 4xx                                  REJECT with the OperationOutcome's severity/code and locations
                                            (never its diagnostics text, which may quote patient data)
 =========================================  ================================================================
@@ -253,13 +253,17 @@ class FhirOutbound:
                 self._forget(token)
                 continue
             return status, got, payload
-        raise Retryable("platform refused a fresh token (HTTP 401): check the OAuth2 client credentials")
+        raise AssertionError("unreachable: the second attempt returns")
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        data = await resp.content.read(self.config.max_response_bytes + 1)
-        if len(data) > self.config.max_response_bytes:
-            raise Retryable("platform response larger than max_response_bytes")
-        return data
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.read(64 * 1024):
+            size += len(chunk)
+            if size > self.config.max_response_bytes:
+                raise Retryable("platform response larger than max_response_bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     # -- OAuth2 -------------------------------------------------------------------------------------
     def _forget(self, token: str) -> None:
@@ -287,13 +291,12 @@ class FhirOutbound:
             # RFC 6749 §2.3.1: id and secret are form-urlencoded before the Basic encoding.
             user = urllib.parse.quote(oauth.client_id, safe="")
             password = urllib.parse.quote(oauth.client_secret, safe="")
-            auth: aiohttp.BasicAuth | None = aiohttp.BasicAuth(user, password)
+            headers["Authorization"] = aiohttp.encode_basic_auth(user, password)
         else:
             form.update(client_id=oauth.client_id, client_secret=oauth.client_secret)
-            auth = None
         async with (
             _CallGuard("token endpoint") as call,
-            self._session.post(oauth.token_url, data=form, headers=headers, auth=auth) as resp,
+            self._session.post(oauth.token_url, data=form, headers=headers) as resp,
         ):
             status, payload = resp.status, await self._read(resp)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
@@ -327,6 +330,9 @@ class FhirOutbound:
             return
         if status in _TRANSIENT or status >= 500:
             raise Retryable(f"HTTP {status}: {outcome_summary(doc)}", retry_after_secs=retry_after)
+        if status == 401:
+            # Credentials are configuration, not the message's fault: keep it and retry (a fresh token was tried).
+            raise Retryable("platform refused the hub's credentials (HTTP 401): check the oauth2 settings")
         if 400 <= status < 500:
             raise Rejected(f"HTTP {status}: {outcome_summary(doc)}", ack_code=str(status))
         raise Retryable(f"unexpected HTTP {status}")
