@@ -339,7 +339,7 @@ async def test_conditional_create_makes_retries_idempotent() -> None:
         [patient] = box.resources["Patient"].values()
         docs = await fhir_get(box, "DocumentReference", patient=patient["id"])
         assert docs["total"] == 1 and docs["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{patient['id']}"
-        by_chain = await fhir_get(box, "DocumentReference", **{"patient.identifier": f"urn:oid:2.999.3.1|DUI-1"})
+        by_chain = await fhir_get(box, "DocumentReference", **{"patient.identifier": "urn:oid:2.999.3.1|DUI-1"})
         assert by_chain["total"] == 1
 
 
@@ -442,8 +442,9 @@ async def test_sandbox_requires_a_token_for_writes_and_searches_freely() -> None
         async with http.post(f"{box.base_url}/Patient", data=dump_json(qualified()),
                              headers={"Content-Type": "application/fhir+json"}) as resp:  # fmt: skip
             assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
-        async with http.post(f"{box.base_url}/token", data={"grant_type": "client_credentials"},
-                             headers={"Authorization": aiohttp.encode_basic_auth("hub", "hub-secret")}) as resp:  # fmt: skip
+        basic = {"Authorization": aiohttp.encode_basic_auth("hub", "hub-secret")}
+        grant = {"grant_type": "client_credentials"}
+        async with http.post(f"{box.base_url}/token", data=grant, headers=basic) as resp:
             token = (await resp.json())["access_token"]
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
         ids = []
