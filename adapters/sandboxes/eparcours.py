@@ -155,20 +155,27 @@ def _references(resource: dict[str, Any], element: str) -> list[dict[str, Any]]:
 
 
 def _rewrite_references(node: Any, mapping: dict[str, str]) -> list[str]:
-    """Replace ``reference`` values naming a transaction fullUrl; return the urn: references left unresolved."""
+    """Replace transaction fullUrls wherever they appear; return the urn: references left unresolved.
+
+    FHIR R4 §3.1.0.11.2: the server replaces matching links in references and in uri/url
+    elements (e.g. ``attachment.url`` naming the Binary, as ITI-65 does).
+    """
     unresolved: list[str] = []
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
+            if isinstance(value, str):
                 if value in mapping:
                     node[key] = mapping[value]
-                elif value.startswith("urn:uuid:") or value.startswith("urn:oid:"):
+                elif key == "reference" and value.startswith(("urn:uuid:", "urn:oid:")):
                     unresolved.append(value)
             else:
                 unresolved += _rewrite_references(value, mapping)
     elif isinstance(node, list):
-        for item in node:
-            unresolved += _rewrite_references(item, mapping)
+        for i, item in enumerate(node):
+            if isinstance(item, str) and item in mapping:
+                node[i] = mapping[item]
+            else:
+                unresolved += _rewrite_references(item, mapping)
     return unresolved
 
 
