@@ -5,3 +5,4 @@ from mappings.fhir import reader as _fhir  # noqa: F401  (the package registers 
 from mappings.hl7v2 import reader as _hl7v2_reader  # noqa: F401
 from mappings.hl7v2 import validate as _hl7v2_validate  # noqa: F401
 from mappings.ins import steps as _ins_steps  # noqa: F401
+from mappings.mssante import mdm as _mssante_mdm  # noqa: F401  (registers cda_to_v2_mdm_t02)

@@ -1,0 +1,440 @@
+"""The two SMTP listeners of the hub as an MSSanté operator: `smtp_mta` (2525) and `smtp_submission` (5587).
+
+Both are aiosmtpd servers running on the hub's own event loop. What they
+enforce, and the reply each refusal gets:
+
+==================================================  ========================================================
+no STARTTLS before MAIL (or AUTH)                   530 (RFC 3207 §4: "Must issue a STARTTLS command first")
+MTA: no client certificate                          530 5.7.0 (one that does not chain to ``tls.ca_file``,
+                                                    the IGC-Santé-style trust anchors, fails the handshake)
+MTA: sender domain not in the trust list            550 5.7.1 (null sender ``<>`` allowed: DSNs, MDNs)
+MTA: recipient not hosted here                      550 5.1.1 (hosted domain) / 550 5.7.1 (any other: no relay)
+submission: AUTH before TLS                         530 (STARTTLS first), 538 5.7.11 if TLS is not required
+submission: MAIL without AUTH                       530 5.7.0 Authentication required (RFC 4954 §6)
+submission: sender not one of the login's addresses 553 5.7.1
+submission: recipient outside the trust space       554 5.7.1 relay denied (hosted domain: 550 5.1.1)
+too many recipients                                 452 4.5.3 (RFC 5321 §4.5.3.1.10)
+message over ``max_message_bytes``                  552 (SIZE parameter or DATA, RFC 1870)
+unusable mail, hostile IHE_XDM.ZIP                  554 5.6.0 + the hub's reason; stored as rejected
+hub cannot store it now                             451 4.3.0 (the sender keeps it and retries)
+accepted                                            250, only after the commit
+==================================================  ========================================================
+
+Reply texts never quote an address or anything else from the mail: the
+recipient of a patient mailbox is an INS.
+
+The DATA reply comes after :func:`adapters.smtp.intake.analyse` (in a worker
+thread) and the commits: the mail itself, then each CDA of an application
+mailbox's IHE_XDM.ZIP as a message derived from it, then the MDN when one
+was asked. Each commit has a dedup key made of the Message-ID, so a sender
+that retries after a 451 does not create the mail twice. A refused mail is
+stored with its reason (``ctx.reject``: status ``rejected``, replayable after
+a fix) before the 554 goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+from base64 import b64decode
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+from pydantic import Field
+
+from adapters.base import InboundContext
+from adapters.smtp.common import (
+    HostedMailbox,
+    Mailboxes,
+    SubmissionUser,
+    TrustList,
+    certificate_name,
+    host_port,
+    peer_certificate,
+    quiet_library_logs,
+    received_header,
+    server_tls_context,
+    verify_password,
+)
+from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, analyse, is_null_sender
+from adapters.tls import TlsConfig
+from hub.errors import Retryable
+from hub.message import Message, new_id, utcnow
+from hub.registry import ComponentConfig, register
+from mappings.mssante.mail import domain_of
+from mappings.xdm import ZipLimits
+
+__all__ = ["SmtpMtaConfig", "SmtpMtaInbound", "SmtpSubmissionConfig", "SmtpSubmissionInbound"]
+
+log = structlog.get_logger("hub.smtp.in")
+
+
+class _ListenerConfig(ComponentConfig):
+    hostname: str = Field("localhost", description="Name in the greeting, EHLO reply and Received lines.")
+    tls: TlsConfig = Field(description="Certificate (cert_file, key_file) for STARTTLS, which is required.")
+    domains: list[str] = Field(default_factory=list, description="The operator's own mail domains.")
+    mailboxes: list[HostedMailbox] = Field(default_factory=list, description="Mailboxes hosted by this operator.")
+    trust_list_file: str | None = Field(
+        None,
+        description="File listing the operator domains of the MSSanté trust space, one a line (`*.x.fr` for "
+        "subdomains, `#` comments); re-read when it changes.",
+    )
+    trusted_domains: list[str] = Field(
+        default_factory=list, description="Trust-space domains added to those of trust_list_file."
+    )
+    max_message_bytes: int = Field(32 * 2**20, ge=1024, description="Largest mail accepted (SIZE, 552).")
+    max_recipients: int = Field(100, ge=1, le=10_000, description="Most recipients of one mail (452 4.5.3).")
+    max_connections: int = Field(64, ge=1, description="Connections served at once; more get 421.")
+    timeout_secs: float = Field(300.0, gt=0, description="Close a connection idle this long (RFC 5321 §4.5.3.2).")
+    max_mime_parts: int = Field(200, ge=1, description="Most MIME parts read in one mail (more: 554).")
+    xdm: ZipLimits = Field(default_factory=ZipLimits, description="Limits applied to IHE_XDM.ZIP archives.")
+    send_mdn: bool = Field(
+        True,
+        description="Send an MDN (processed, or processed/error) for mail to an application mailbox that asks "
+        "for one with Disposition-Notification-To (RFC 8098; volet trans-lps struct-msg-mdn).",
+    )
+
+
+class SmtpMtaConfig(_ListenerConfig):
+    listen: str = Field("127.0.0.1:2525", description="host:port of the MTA port for the other operators.")
+    require_client_cert: bool = Field(
+        True,
+        description="Refuse a peer without a client certificate chaining to tls.ca_file (IGC-Santé in production).",
+    )
+
+
+class SmtpSubmissionConfig(_ListenerConfig):
+    listen: str = Field("127.0.0.1:5587", description="host:port of the submission port for local clients.")
+    users: list[SubmissionUser] = Field(default_factory=list, description="Who may log in and send.")
+    max_auth_failures: int = Field(3, ge=1, description="Failed AUTH attempts before the connection is closed.")
+
+
+class _Protocol(SMTP):
+    """aiosmtpd's SMTP with a connection limit (checked before the greeting) and tracking for stop()."""
+
+    def __init__(self, listener: _SmtpListener, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._listener = listener
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self._original_transport is None and self.transport is None
+        if first and len(self._listener.connections) >= self._listener.config.max_connections:
+            self._refused = True
+            transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
+            transport.close()
+            return
+        if first:
+            self._listener.connections.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._listener.connections.discard(self)
+        if self._refused:
+            return
+        super().connection_lost(error)
+
+
+class _SmtpListener:
+    """What both listeners share: the server, the hooks common to both, the commit of a received mail."""
+
+    kind = "smtp"
+    protocol = "ESMTPS"
+
+    def __init__(self, name: str, config: _ListenerConfig, ctx: InboundContext) -> None:
+        self.name = name
+        self.config = config
+        self.ctx = ctx
+        self.mailboxes = Mailboxes(config.mailboxes, config.domains)
+        self.trust = TrustList(config.trust_list_file, extra=config.trusted_domains)
+        self.connections: set[_Protocol] = set()
+        self._server: asyncio.Server | None = None
+        self.port: int | None = None
+
+    # -- lifecycle
+    def _smtp_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        quiet_library_logs()
+        host, port = host_port(self.config.listen)
+        loop = asyncio.get_running_loop()
+        kwargs = self._smtp_kwargs()
+        self._server = await loop.create_server(
+            lambda: _Protocol(
+                self,
+                self,
+                hostname=self.config.hostname,
+                data_size_limit=self.config.max_message_bytes,
+                timeout=self.config.timeout_secs,
+                require_starttls=True,
+                loop=loop,
+                **kwargs,
+            ),
+            host,
+            port,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for proto in list(self.connections):
+            if proto._handler_coroutine is not None:
+                proto._handler_coroutine.cancel()
+            if proto.transport is not None:
+                proto.transport.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "listener": self.name,
+            "protocol": f"smtp+starttls ({self.kind})",
+            "listen": self.config.listen,
+            "port": self.port,
+            "mailboxes": len(self.mailboxes.by_address),
+            "trusted_domains": len(self.trust),
+        }
+
+    # -- hooks common to both ports
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return responses
+
+    def _too_many(self, envelope: Envelope) -> str | None:
+        if len(envelope.rcpt_tos) >= self.config.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        return None
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        mail_id = new_id()
+        now = utcnow()
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
+        data = envelope.original_content or b""
+        raw = (
+            received_header(
+                helo=session.host_name or "",
+                peer_ip=str(peer),
+                by=self.config.hostname,
+                protocol=self.protocol,
+                message_id=mail_id,
+                when=now,
+            )
+            + data
+        )
+        intake = await asyncio.to_thread(
+            analyse,
+            raw,
+            mail_id=mail_id,
+            now=now,
+            mail_from="" if is_null_sender(envelope.mail_from or "") else (envelope.mail_from or ""),
+            rcpt_tos=list(envelope.rcpt_tos),
+            mailboxes=self.mailboxes,
+            hub_domains=sorted(self.mailboxes.domains),
+            limits=self.config.xdm,
+            hostname=self.config.hostname,
+            max_parts=self.config.max_mime_parts,
+            send_mdn=self.config.send_mdn,
+            submission=self.kind == "submission",
+        )
+        metadata = {**intake.metadata, **self._session_metadata(session), "endpoint": self.name}
+        mail = Message(
+            id=mail_id,
+            content_type=CONTENT_MAIL,
+            body=intake.raw,
+            metadata=metadata,
+            received_at=now,
+            correlation_id=mail_id,
+        )
+        msgid = metadata.get("mail_message_id", "")
+        # The sender's Message-ID names the mail across its retries (after a 451): the dedup key.
+        base_key = f"{self.name}|{hashlib.sha1(msgid.encode()).hexdigest()}" if msgid else None
+        try:
+            if intake.refusal is not None:
+                await self.ctx.reject(mail, reason=intake.refusal)
+                if intake.mdn is not None:
+                    await self.ctx.submit(
+                        mail.derive(body=intake.mdn[0], content_type=CONTENT_MAIL, **intake.mdn[1]),
+                        dedup_key=f"{base_key}|mdn-error" if base_key else None,
+                    )
+                log.info("smtp_refused", listener=self.name, message_id=mail_id, reason=intake.refusal)
+                return f"554 5.6.0 Message refused: {intake.refusal}"
+            result = await self.ctx.submit(mail, dedup_key=f"{base_key}|mail" if base_key else None)
+            stored = mail
+            if result.duplicate:
+                stored = dataclasses.replace(mail, id=result.message_id, correlation_id=result.message_id)
+            for i, (body, meta) in enumerate(intake.documents):
+                await self.ctx.submit(
+                    stored.derive(body=body, content_type=CONTENT_CDA, **meta),
+                    dedup_key=f"{base_key}|doc|{i}" if base_key else None,
+                )
+            if intake.mdn is not None:
+                await self.ctx.submit(
+                    stored.derive(body=intake.mdn[0], content_type=CONTENT_MAIL, **intake.mdn[1]),
+                    dedup_key=f"{base_key}|mdn" if base_key else None,
+                )
+        except Retryable:
+            # Nothing acknowledged: the sending MTA keeps the mail and tries again (RFC 5321 §4.5.4.1).
+            return "451 4.3.0 Temporary failure, please try again later"
+        return f"250 2.0.0 OK queued as {stored.id}"
+
+    def _session_metadata(self, session: Session) -> dict[str, str]:
+        return {}
+
+
+@register("inbound", "smtp_mta", config=SmtpMtaConfig)
+class SmtpMtaInbound(_SmtpListener):
+    """MSSanté MTA port: mail from the other operators of the trust space (STARTTLS and client certificate)."""
+
+    kind = "mta"
+    protocol = "ESMTPS"
+
+    def __init__(self, name: str, config: SmtpMtaConfig, ctx: InboundContext) -> None:
+        super().__init__(name, config, ctx)
+        self.config: SmtpMtaConfig = config
+
+    def _smtp_kwargs(self) -> dict[str, Any]:
+        return {
+            "tls_context": server_tls_context(self.config.tls, ask_client_cert=self.config.require_client_cert),
+            # No AUTH on the MTA port: peers are authenticated by their certificate.
+            "auth_exclude_mechanism": ["LOGIN", "PLAIN"],
+        }
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [r for r in responses if not r.startswith("250-AUTH")]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if self.config.require_client_cert and peer_certificate(session.ssl) is None:
+            return "530 5.7.0 A client certificate from the trust space is required"
+        # RFC 5321 §4.5.5: the null sender (DSNs, MDNs) is always accepted; any other must be in the trust space.
+        if not is_null_sender(address) and domain_of(address) not in self.trust:
+            return "550 5.7.1 Sender domain is not in the MSSante trust space"
+        envelope.mail_from = address  # "<>" stays as aiosmtpd spells it (it needs a non-empty value)
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if reply := self._too_many(envelope):
+            return reply
+        if self.mailboxes.get(address) is None:
+            if self.mailboxes.hosts_domain(address):
+                return "550 5.1.1 Recipient mailbox unknown"
+            return "550 5.7.1 Relaying denied: recipient not hosted here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    def _session_metadata(self, session: Session) -> dict[str, str]:
+        return {"tls_peer": certificate_name(peer_certificate(session.ssl))}
+
+
+@register("inbound", "smtp_submission", config=SmtpSubmissionConfig)
+class SmtpSubmissionInbound(_SmtpListener):
+    """MSSanté submission port: local clients log in over TLS and send to hosted or trust-space mailboxes."""
+
+    kind = "submission"
+    protocol = "ESMTPSA"
+
+    def __init__(self, name: str, config: SmtpSubmissionConfig, ctx: InboundContext) -> None:
+        super().__init__(name, config, ctx)
+        self.config: SmtpSubmissionConfig = config
+        self.users = {u.username: u for u in config.users}
+
+    def _smtp_kwargs(self) -> dict[str, Any]:
+        return {
+            "tls_context": server_tls_context(self.config.tls, ask_client_cert=False),
+            "auth_required": True,
+            "auth_require_tls": True,
+        }
+
+    async def handle_AUTH(self, server: SMTP, session: Session, envelope: Envelope, args: list[str]) -> str | None:
+        """AUTH PLAIN (RFC 4616) and LOGIN, checked against scrypt hashes in a worker thread."""
+        mechanism = args[0].upper()
+        if mechanism == "PLAIN":
+            blob: Any = _b64(args[1]) if len(args) > 1 else await server.challenge_auth("", encode_to_b64=False)
+            if blob is MISSING:
+                return None
+            pieces = blob.split(b"\x00") if isinstance(blob, bytes) else []
+            if len(pieces) != 3:
+                return "501 5.5.2 Cannot decode the AUTH PLAIN response"
+            login, password = pieces[1], pieces[2]
+        elif mechanism == "LOGIN":
+            login = _b64(args[1]) if len(args) > 1 else await server.challenge_auth("Username:")
+            if login is MISSING or login is None:
+                return None if login is MISSING else "501 5.5.2 Cannot decode the AUTH LOGIN response"
+            password = await server.challenge_auth("Password:")
+            if password is MISSING:
+                return None
+        else:
+            return "504 5.5.4 Unrecognized authentication type"
+        if not isinstance(login, bytes) or not isinstance(password, bytes):
+            return "501 5.5.2 Cannot decode the AUTH response"
+        username = login.decode("utf-8", "replace")
+        user = self.users.get(username)
+        ok = await asyncio.to_thread(
+            verify_password, password.decode("utf-8", "replace"), user.password_hash if user else None
+        )
+        if ok and user is not None:
+            session.authenticated = True
+            session.auth_data = user.username
+            return "235 2.7.0 Authentication successful"
+        failures = getattr(session, "auth_failures", 0) + 1
+        session.auth_failures = failures  # type: ignore[attr-defined]
+        log.info("smtp_auth_failed", listener=self.name, failures=failures)
+        if failures >= self.config.max_auth_failures:
+            await server.push("421 4.7.0 Too many failed authentications, closing")
+            if server.transport is not None:
+                server.transport.close()
+            return None
+        return "535 5.7.8 Authentication credentials invalid"
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        user = self.users.get(str(session.auth_data or ""))
+        if user is None:
+            return "530 5.7.0 Authentication required"
+        if address.lower() not in user.addresses:
+            return "553 5.7.1 Sender address not allowed for this login"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if reply := self._too_many(envelope):
+            return reply
+        if self.mailboxes.get(address) is None:
+            if self.mailboxes.hosts_domain(address):
+                return "550 5.1.1 Recipient mailbox unknown"
+            if domain_of(address) not in self.trust:
+                # No open relay: only the MSSanté trust space is reachable from here (DESIGN.md §8).
+                return "554 5.7.1 Relay access denied: recipient domain outside the MSSante trust space"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    def _session_metadata(self, session: Session) -> dict[str, str]:
+        return {"auth_user": str(session.auth_data or "")}
+
+
+def _b64(value: str) -> bytes | None:
+    try:
+        return b64decode(value, validate=True)
+    except ValueError:
+        return None
