@@ -20,7 +20,8 @@ Answers (one outcome vocabulary, DESIGN.md §3):
   could not serve, nor a transaction-response naming resources that do not
   exist yet (FHIR R4 "Asynchronous Request Patterns" answers 202 too). The
   stored message id is in the ``X-Hub-Message-Id`` header and in the
-  OperationOutcome body (``Prefer: return=minimal`` leaves the body out).
+  OperationOutcome body (``Prefer: return=minimal`` leaves the body out);
+  ``Content-Location`` names its trace in the admin API (``/api/messages/{id}``).
   A repeated document/message Bundle identifier or DocumentReference
   masterIdentifier is a duplicate: **200**, the first message's id, not routed again.
 * **400** (not JSON, not R4, structure) / **422** (FR Core, bindings, Bundle
@@ -54,7 +55,7 @@ from hub.errors import MessageError, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.fhir.common import CONTENT_FHIR, Issue, dump_json, load_json, operation_outcome
-from mappings.fhir.reader import fhir_metadata
+from mappings.fhir.reader import add_patient_authorities, fhir_metadata
 from mappings.fhir.validate import validate_fhir, validate_structure
 
 __all__ = ["FhirInbound", "FhirInboundConfig", "capability_statement"]
@@ -174,6 +175,7 @@ class FhirInbound:
         self.ctx = ctx
         self.base = config.base.rstrip("/")
         self._started = False
+        add_patient_authorities(config.patient_authorities)  # so that replay keys patients the same way
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -368,7 +370,9 @@ class FhirInbound:
         return response
 
     def _accepted(self, request: web.Request, status: int, message_id: str, text: str) -> web.Response:
-        headers = {"X-Hub-Message-Id": message_id}
+        # RFC 9110 §15.3.3: a 202 points to where the request's status can be followed (the admin API's
+        # trace of the message; it needs an admin API token).
+        headers = {"X-Hub-Message-Id": message_id, "Content-Location": f"/api/messages/{message_id}"}
         if "return=minimal" in request.headers.get("Prefer", ""):
             return web.Response(status=status, headers=headers)
         issue = {

@@ -42,6 +42,7 @@ import base64
 import collections
 import contextlib
 import copy
+import re
 import secrets
 import time
 import urllib.parse
@@ -490,14 +491,18 @@ class EParcoursSandbox:
         return out
 
     def _matches(self, resource: dict[str, Any], name: str, value: str) -> bool:
-        name = name.split(":")[0] if name.split(":")[0] in ("identifier", "_tag", "type", "code") else name
-        alternatives = [v for v in value.split(",")] if name not in ("identifier", "patient.identifier") else [value]
+        # Modifiers (:exact, :text, :Patient...) are not implemented: the plain parameter is applied.
+        name = name.partition(":")[0]
+        # A comma means OR (FHIR R4 search §3.1.1.4.2); tokens are split on unescaped commas only.
+        alternatives = [v for v in re.split(r"(?<!\\),", value) if v] or [value]
         if name in ("_count", "_offset", "_sort", "_total", "_format", "_summary", "_elements"):
             return True
         if name == "_id":
             return resource.get("id") in alternatives
         if name == "identifier":
-            return any(_token_match(value, i.get("system"), i.get("value")) for i in _identifiers(resource))
+            return any(
+                _token_match(v, i.get("system"), i.get("value")) for v in alternatives for i in _identifiers(resource)
+            )
         if name == "_tag":
             tags = ((resource.get("meta") or {}).get("tag")) or []
             return any(_token_match(v, t.get("system"), t.get("code")) for v in alternatives for t in tags)

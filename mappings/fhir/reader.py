@@ -32,7 +32,17 @@ from mappings.fhir.common import CONTENT_FHIR, iter_resources, load_json
 from mappings.fhir.identifiers import active_ins, authority_of, patient_key_of, type_codes
 from mappings.fhir.validate import IDENTITY_RELIABILITY_URL, validate_fhir
 
-__all__ = ["fhir_metadata", "read_fhir_metadata"]
+__all__ = ["add_patient_authorities", "fhir_metadata", "read_fhir_metadata"]
+
+# Identifier system -> authority name, from the FHIR listeners' `patient_authorities`: the registered reader
+# has no config of its own, and a replayed body must get the patient key its listener gave it.
+_AUTHORITIES: dict[str, str] = {}
+
+
+def add_patient_authorities(mapping: Mapping[str, str]) -> None:
+    """Make the registered reader (replay) key patients as a listener does (`patient_authorities`)."""
+    _AUTHORITIES.update(mapping)
+
 
 _STATUS_2_2 = {"PROV": "provisoire", "RECUP": "recuperee", "VALI": "validee", "QUAL": "qualifiee"}
 
@@ -138,4 +148,4 @@ def read_fhir_metadata(body: bytes) -> dict[str, str]:
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ValidationError(f"{errors[0]}{more}", code="207", location=errors[0].expression)
-    return fhir_metadata(doc)
+    return fhir_metadata(doc, authorities=_AUTHORITIES)

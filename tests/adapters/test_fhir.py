@@ -220,6 +220,20 @@ async def test_intake_refuses_with_operation_outcome_and_stores(tmp_path: Path) 
                 assert resp.status == 404
 
 
+async def test_a_refused_body_is_replayed_after_a_fix(tmp_path: Path) -> None:
+    listener = {"patient_authorities": {"urn:oid:2.999.3.1": "CHU-X"}}
+    async with sandbox() as box, running_hub(intake_config(tmp_path, box.base_url, listener=listener)) as hub:
+        assert hub.http_port is not None and hub.store is not None
+        broken = qualified()
+        broken["identifier"][0]["use"] = "temp"  # not a use the INS-NIR slice allows
+        status, headers, _ = await post(hub.http_port, "/fhir/Patient", broken)
+        assert status == 422
+        result = await hub.replay(headers["X-Hub-Message-Id"], body=dump_json(qualified()))
+        record = await hub.store.get_message(result.message_id)
+        assert record is not None and record.message.metadata["patient_key"] == "DUI-1@CHU-X"
+        await wait_until(lambda: len(box.resources.get("Patient", {})) == 1)
+
+
 async def test_intake_size_limit_is_413_and_kept_cut(tmp_path: Path) -> None:
     config = intake_config(tmp_path, "http://127.0.0.1:9", listener={"max_body_bytes": 4096}, paused=True)
     async with running_hub(config) as hub:
