@@ -55,7 +55,7 @@ from hub.errors import MessageError, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.fhir.common import CONTENT_FHIR, Issue, dump_json, load_json, operation_outcome
-from mappings.fhir.reader import add_patient_authorities, fhir_metadata
+from mappings.fhir.reader import add_patient_authorities, fhir_metadata, remove_patient_authorities
 from mappings.fhir.validate import validate_fhir, validate_structure
 
 __all__ = ["FhirInbound", "FhirInboundConfig", "capability_statement"]
@@ -175,15 +175,16 @@ class FhirInbound:
         self.ctx = ctx
         self.base = config.base.rstrip("/")
         self._started = False
-        add_patient_authorities(config.patient_authorities)  # so that replay keys patients the same way
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         """Routes are mounted by the hub before this; until now they answer 503."""
+        add_patient_authorities(self.config.patient_authorities)  # replay in this process keys patients alike
         self._started = True
 
     async def stop(self) -> None:
         self._started = False
+        remove_patient_authorities(self.config.patient_authorities)
 
     def describe(self) -> dict[str, Any]:
         return {"listener": self.name, "protocol": "fhir", "base": self.base}

@@ -32,7 +32,7 @@ from mappings.fhir.common import CONTENT_FHIR, iter_resources, load_json
 from mappings.fhir.identifiers import active_ins, authority_of, patient_key_of, type_codes
 from mappings.fhir.validate import IDENTITY_RELIABILITY_URL, validate_fhir
 
-__all__ = ["add_patient_authorities", "fhir_metadata", "read_fhir_metadata"]
+__all__ = ["add_patient_authorities", "fhir_metadata", "read_fhir_metadata", "remove_patient_authorities"]
 
 # Identifier system -> authority name, from the FHIR listeners' `patient_authorities`: the registered reader
 # has no config of its own, and a replayed body must get the patient key its listener gave it.
@@ -40,8 +40,15 @@ _AUTHORITIES: dict[str, str] = {}
 
 
 def add_patient_authorities(mapping: Mapping[str, str]) -> None:
-    """Make the registered reader (replay) key patients as a listener does (`patient_authorities`)."""
+    """Make the registered reader (replay) key patients as a running listener does (`patient_authorities`)."""
     _AUTHORITIES.update(mapping)
+
+
+def remove_patient_authorities(mapping: Mapping[str, str]) -> None:
+    """Forget what `add_patient_authorities` added (the listener stopped)."""
+    for system, authority in mapping.items():
+        if _AUTHORITIES.get(system) == authority:
+            del _AUTHORITIES[system]
 
 
 _STATUS_2_2 = {"PROV": "provisoire", "RECUP": "recuperee", "VALI": "validee", "QUAL": "qualifiee"}
