@@ -193,7 +193,7 @@ export async function trace(main, { id }) {
   } else {
     actions.append(h("p", { class: "muted" }, "Your role sees metadata only (no payload, no actions)."));
   }
-  main.replaceChildren(
+  main.replaceChildren(...[
     h("h1", {}, "Message ", h("span", { class: "mono" }, m.id)),
     h("section", { class: "card", id: "summary" },
       kv({ status: m.status, reason: m.reason || "—", type: m.message_type, "control id (MSH-10)": m.control_id,
@@ -212,7 +212,8 @@ export async function trace(main, { id }) {
         { title: "Id", class: "mono", cell: (r) => r.id },
         { title: "Parent", class: "mono muted", cell: (r) => r.parent_id || "" },
       ], t.related, { onclick: (r) => go(`#/messages/${r.id}`) })) : null,
-    h("section", { class: "card" }, h("h2", {}, "Payload"), payloadBox));
+    h("section", { class: "card" }, h("h2", {}, "Payload"), payloadBox),
+  ].filter(Boolean));
 }
 
 function delivery(d) {
