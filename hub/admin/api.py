@@ -41,6 +41,9 @@ from hub.admin.models import (
     DeliveryTrace,
     DeliveryView,
     EndpointsView,
+    IdentityList,
+    IdentityParams,
+    IdentitySummary,
     IdentityView,
     LoginRequest,
     LoginResult,
@@ -552,7 +555,16 @@ async def _identity(call: Call) -> IdentityView:
         {"at": h.at, "event": h.event, "message_id": h.message_id, "status": h.status, "note": h.note}
         for h in await store.identity_history(key)
     ]
-    return IdentityView.model_validate({**record.as_dict(), "history": history})
+    held = await store.search(SearchQuery(patient_key=key, status="awaiting_identity", limit=1000))
+    return IdentityView.model_validate(
+        {**record.as_dict(), "history": history, "awaiting_identity": [r.message.id for r in held]}
+    )
+
+
+async def _identities(call: Call) -> IdentityList:
+    q: IdentityParams = call.query
+    records = await _store(call).list_identities(status=q.status, limit=q.limit)
+    return IdentityList(items=[IdentitySummary.model_validate(r.as_dict()) for r in records])
 
 
 # -- handlers: audit trail ------------------------------------------------------------------------------------------
@@ -645,8 +657,13 @@ OPERATIONS: tuple[Operation, ...] = (
         response=ReviewView, path_params=(("review_id", "integer", "Review id."),), audited="resolve_review",
     ),
     Operation(
-        "GET", "/api/identities/{patient_key}", _identity, "One local identity, its status, INS and history.",
-        "identity", response=IdentityView, path_params=(("patient_key", "string", "`IPP@authority`."),),
+        "GET", "/api/identities", _identities, "The identity registry: local identities, status, INS.", "identity",
+        query=IdentityParams, response=IdentityList,
+    ),
+    Operation(
+        "GET", "/api/identities/{patient_key}", _identity,
+        "One local identity: status, INS, history, messages held for it.", "identity", response=IdentityView,
+        path_params=(("patient_key", "string", "`IPP@authority`."),),
     ),
     Operation(
         "GET", "/api/audit", _audit_list, "The audit trail, newest first.", "audit", role="admin",

@@ -25,6 +25,9 @@ __all__ = [
     "DeliveryView",
     "EndpointsView",
     "ErrorBody",
+    "IdentityList",
+    "IdentityParams",
+    "IdentitySummary",
     "IdentityView",
     "LoginRequest",
     "LoginResult",
@@ -87,6 +90,11 @@ class DeadParams(_In):
     destination: str | None = Field(None, max_length=200, description="Only this destination's dead letters.")
     after: int = Field(0, ge=0, description="Paging cursor: `next_after` of the previous page.")
     limit: int = Field(100, ge=1, le=1000, description="Page size.")
+
+
+class IdentityParams(_In):
+    status: str | None = Field(None, max_length=32, description="Only identities with this RNIV status.")
+    limit: int = Field(1000, ge=1, le=10_000, description="Most identities listed (by patient key).")
 
 
 class ReviewParams(_In):
@@ -338,18 +346,26 @@ class IdentityEventView(_Out):
     note: str
 
 
-class IdentityView(_Out):
+class IdentitySummary(_Out):
     patient_key: str
     authority: str
     local_id: str
-    status: str
+    status: str = Field(description="RNIV status: provisoire, recuperee, validee, qualifiee.")
     ins: str | None
     ins_oid: str | None
-    attributes: list[str]
+    attributes: list[str] = Field(description="RNIV attributes (DOUT, FICT, HOMA).")
     merged_into: str | None
     version: int
     updated_at: datetime | None
+
+
+class IdentityList(_Out):
+    items: list[IdentitySummary]
+
+
+class IdentityView(IdentitySummary):
     history: list[IdentityEventView]
+    awaiting_identity: list[str] = Field(description="Messages held until this identity is qualified.")
 
 
 class AuditEntry(_Out):

@@ -348,6 +348,9 @@ async def test_identity_review_queue_and_its_actions(tmp_path: Path) -> None:
         identity = await viewer.get("/api/identities/000003@CHU-X")
         assert identity["status"] == "qualifiee" and [h["event"] for h in identity["history"]][:1] == ["A28"]
         await viewer.get("/api/identities/nobody@X", expect=404)
+        listing = (await viewer.get("/api/identities", status="qualifiee"))["items"]
+        assert [(i["patient_key"], i["ins"]) for i in listing] == [("000003@CHU-X", INS)]
+        assert identity["awaiting_identity"] == []
         trace = await viewer.get(f"/api/messages/{review['message_id']}")
         assert trace["message"]["status"] == "identity_review"
         assert trace["reviews"][0]["review_id"] == review["review_id"]
