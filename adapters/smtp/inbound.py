@@ -229,21 +229,25 @@ class _SmtpListener:
             )
             + data
         )
-        intake = await asyncio.to_thread(
-            analyse,
-            raw,
-            mail_id=mail_id,
-            now=now,
-            mail_from="" if is_null_sender(envelope.mail_from or "") else (envelope.mail_from or ""),
-            rcpt_tos=list(envelope.rcpt_tos),
-            mailboxes=self.mailboxes,
-            hub_domains=sorted(self.mailboxes.domains),
-            limits=self.config.xdm,
-            hostname=self.config.hostname,
-            max_parts=self.config.max_mime_parts,
-            send_mdn=self.config.send_mdn,
-            submission=self.kind == "submission",
-        )
+        try:
+            intake = await asyncio.to_thread(
+                analyse,
+                raw,
+                mail_id=mail_id,
+                now=now,
+                mail_from="" if is_null_sender(envelope.mail_from or "") else (envelope.mail_from or ""),
+                rcpt_tos=list(envelope.rcpt_tos),
+                mailboxes=self.mailboxes,
+                hub_domains=sorted(self.mailboxes.domains),
+                limits=self.config.xdm,
+                hostname=self.config.hostname,
+                max_parts=self.config.max_mime_parts,
+                send_mdn=self.config.send_mdn,
+                submission=self.kind == "submission",
+            )
+        except Exception as exc:  # a bug must not lose the mail: the sender keeps it and retries
+            log.error("smtp_intake_failed", listener=self.name, message_id=mail_id, error=type(exc).__name__)
+            return "451 4.3.0 Temporary failure, please try again later"
         metadata = {**intake.metadata, **self._session_metadata(session), "endpoint": self.name}
         mail = Message(
             id=mail_id,

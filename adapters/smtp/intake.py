@@ -165,7 +165,10 @@ def analyse(
         metadata["control_id"] = message_id[:200]
         metadata["mail_message_id"] = message_id[:998]
 
-    report = read_report(message)
+    try:
+        report = read_report(message)
+    except Exception:  # a malformed report is read as an ordinary mail
+        report = None
     if report is not None:
         matched = match_hub_message_id(report.original_message_id, hub_domains) or match_hub_message_id(
             report.original_envelope_id, hub_domains

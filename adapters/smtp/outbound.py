@@ -197,8 +197,9 @@ class MssanteOutbound:
     def _patient(self, message: Message, listed: list[str]) -> str | None:
         """The patient's address when the document goes to the patient; Rejected when it may not."""
         meta = message.metadata
-        wanted = self.config.send_to_patient or meta.get("dest_mss_patient", "").upper() == "Y" or bool(listed)
-        if not wanted:
+        flag = meta.get("dest_mss_patient", "").upper()
+        # DESTMSSANTEPAT (MetaDMPMSS, volet "Transmission de documents CDA en HL7v2"): an explicit N wins.
+        if flag == "N" or not (self.config.send_to_patient or flag == "Y" or listed):
             return None
         if meta.get("invisible_patient", "").upper() == "Y":
             raise Rejected("document invisible to the patient (INVISIBLE_PATIENT=Y) cannot go to the patient")
@@ -226,6 +227,8 @@ class MssanteOutbound:
         listed = split_addresses(meta.get("mssante_recipients"), meta.get("mss_recipients"), *self.config.recipients)
         patient_domain = self.config.patient_domain.lower()
         pros = [a for a in listed if domain_of(a) != patient_domain]
+        if meta.get("dest_mss_ps", "").upper() == "N":
+            pros = []  # DESTMSSANTEPS=N: the producer does not want it sent to professionals
         patient = self._patient(message, [a for a in listed if domain_of(a) == patient_domain])
         if not pros and not patient:
             raise Rejected("no recipient: set metadata mssante_recipients / mss_recipients or the route's recipients")

@@ -73,6 +73,7 @@ def hub_config(
     mta: dict[str, Any] | None = None,
     mssante: dict[str, Any] | None = None,
     trusted: tuple[str, ...] = (HUB_DOMAIN, PEER_DOMAIN, "patient.mssante.fr"),
+    **hub: Any,
 ) -> Path:
     """hub.yaml + routes for the MSSanté flows; returns the config path."""
     folder = setup.folder
@@ -134,6 +135,7 @@ def hub_config(
             }
         },
         "routes": ["routes/*.yaml"],
+        **hub,
     }
     (folder / "hub.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     for route in routes or default_routes():

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sandboxes.mssante_peer import TEST_INS, synthetic_cda
-from adapters.smtp.common import TrustList, hash_password, verify_password
+from adapters.sandboxes.mssante_peer import TEST_INS, MssantePeer, MssantePeerConfig, synthetic_cda
+from adapters.smtp.common import HostedMailbox, Mailboxes, TrustList, hash_password, verify_password
+from adapters.smtp.intake import analyse
+from adapters.smtp.outbound import MssanteOutbound, MssanteOutboundConfig
 from hub import registry
-from hub.errors import MappingError
+from hub.errors import MappingError, Rejected
 from hub.message import CONTENT_HL7V2, Message
 from hub.pipeline import StepContext
 from mappings.hl7v2.er7 import Er7Message
@@ -24,6 +26,7 @@ from mappings.mssante.mail import (
 )
 from mappings.mssante.mdm import CONTENT_CDA, MdmConfig, cda_to_mdm, cda_to_v2_mdm_t02
 from mappings.mssante.reports import RecipientFailure, build_dsn, build_mdn, read_report
+from mappings.xdm import ZipLimits
 from mappings.xml import parse_xml
 
 WHEN = dt.datetime(2025, 1, 2, 9, 30, tzinfo=dt.UTC)
@@ -234,3 +237,62 @@ def test_trust_list_file_with_wildcards_is_reread(tmp_path: Path) -> None:
     path.write_text("gmail.com\n")
     os.utime(path, (1, 1))  # make sure the modification time changes
     assert "gmail.com" in trust and "peer.mssante.fr" not in trust
+
+
+def test_intake_sends_an_mdn_only_when_it_may() -> None:
+    peer = MssantePeer("p", MssantePeerConfig(listen="127.0.0.1:0", sender="lab@peer.mssante.fr"))
+    app = "dpi-integration@hub.mssante.fr"
+    boxes = Mailboxes([HostedMailbox(address=app, kind="application")], ["hub.mssante.fr"])
+    kwargs = {
+        "mail_id": "01a20000-0000-7000-8000-000000000007",
+        "now": WHEN,
+        "rcpt_tos": [app],
+        "mailboxes": boxes,
+        "hub_domains": ["hub.mssante.fr"],
+        "limits": ZipLimits(),
+        "hostname": "mx.hub.mssante.fr",
+    }
+    asked = peer.sample_mail([app], request_mdn=True)
+    intake = analyse(asked, mail_from="lab@peer.mssante.fr", **kwargs)  # type: ignore[arg-type]
+    assert intake.refusal is None and len(intake.documents) == 1 and intake.mdn is not None
+    assert intake.mdn[1]["rcpt_remote"] == "lab@peer.mssante.fr" and intake.mdn[1]["mail_from"] == ""
+    # RFC 8098 §2.1: Disposition-Notification-To differing from the return path: no automatic MDN.
+    assert analyse(asked, mail_from="other@peer.mssante.fr", **kwargs).mdn is None  # type: ignore[arg-type]
+    assert analyse(asked, mail_from="", **kwargs).mdn is None  # type: ignore[arg-type]
+    # Not asked: none.
+    assert analyse(peer.sample_mail([app]), mail_from="lab@peer.mssante.fr", **kwargs).mdn is None  # type: ignore[arg-type]
+    # Auto-submitted mail (RFC 3834) is never answered.
+    auto = b"Auto-Submitted: auto-generated\r\n" + asked
+    assert analyse(auto, mail_from="lab@peer.mssante.fr", **kwargs).mdn is None  # type: ignore[arg-type]
+
+
+def _outbound_mails(**metadata: str) -> list[tuple[list[str], str]]:
+    out = MssanteOutbound(
+        "mss", MssanteOutboundConfig(from_address="labo@hub.mssante.fr", environment="test", recipients=[])
+    )
+    message = Message.new(synthetic_cda(), content_type=CDA_TYPE, metadata=metadata)
+    return [(m.recipients, parse_mail(m.data).get("X-MSS-MES", "")) for m in out._document_mails(message)]
+
+
+CDA_TYPE = "application/cda+xml"
+QUALIFIED = {"ins": TEST_INS, "ins_oid": "1.2.250.1.213.1.4.10", "identity_status": "qualifiee"}
+
+
+def test_outbound_recipient_rules() -> None:
+    patient = f"{TEST_INS}@patient.mssante.fr"
+    pro = "dr.prescripteur@peer.mssante.fr"
+    assert _outbound_mails(mssante_recipients=pro) == [([pro], "")]
+    both = _outbound_mails(mss_recipients=f"{pro},{patient}", mss_no_reply_patient="Y", **QUALIFIED)
+    assert both == [([pro], ""), ([patient], "FIN")]  # two mails; X-MSS-MES only on the patient's
+    assert _outbound_mails(mssante_recipients=pro, dest_mss_patient="Y", dest_mss_ps="N", **QUALIFIED) == [
+        ([patient], "")
+    ]
+    assert _outbound_mails(mssante_recipients=pro, dest_mss_patient="N", **QUALIFIED) == [([pro], "")]
+    with pytest.raises(Rejected, match="qualified INS"):
+        _outbound_mails(mssante_recipients=pro, dest_mss_patient="Y", ins=TEST_INS, identity_status="validee")
+    with pytest.raises(Rejected, match="does not match"):
+        _outbound_mails(mss_recipients="190017512345678@patient.mssante.fr", **QUALIFIED)
+    with pytest.raises(Rejected, match="INVISIBLE_PATIENT"):
+        _outbound_mails(dest_mss_patient="Y", invisible_patient="Y", **QUALIFIED)
+    with pytest.raises(Rejected, match="no recipient"):
+        _outbound_mails()

@@ -326,3 +326,26 @@ async def test_no_patient_data_in_log_events(
     text = json.dumps(events, default=str) + caplog.text
     for secret in (TEST_INS, "PAT-TROIS", "DOMINIQUE", "19790328"):
         assert secret not in text
+
+
+async def test_451_when_the_hub_cannot_take_the_mail_now(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    routes = [
+        {
+            "route": "mss_documents_to_dpi",
+            "from": "smtp_mta",
+            "when": {"mail_kind": "document"},
+            "steps": ["cda_to_v2_mdm_t02"],
+            "to": [{"destination": "dpi", "paused": True}],
+        }
+    ]
+    async with (
+        running_peer() as dpi,
+        running_hub(hub_config(setup, dpi_port=dpi.port, routes=routes, high_water_mark=1)) as running,
+    ):
+        peer = peer_of(running)
+        assert (await peer.send_mail([APP_MAILBOX], peer.sample_mail([APP_MAILBOX])))[0] == 250
+        # One undelivered document: the hub is at its high-water mark and says "try later" (RFC 5321 §4.2.1).
+        code, text = await peer.send_mail([APP_MAILBOX], peer.sample_mail([APP_MAILBOX]))
+        assert (code, text.split()[0]) == (451, "4.3.0")
+        assert len(await messages(running)) == 2  # the first mail and its document, nothing of the second
