@@ -32,6 +32,7 @@ import datetime as dt
 import ipaddress
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +270,8 @@ class MssantePeer:
         self.files: dict[str, Path] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._server: asyncio.Server | None = None
-        self._protocols: set[SMTP] = set()
+        self._protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        self._client_files: tuple[str, str, str | None] | None = None
 
     # -- lifecycle
     def _tls_files(self) -> tuple[str, str, str | None]:
@@ -393,8 +395,8 @@ class MssantePeer:
     # -- sending to the hub (flow F5 in `make run`)
     async def send_mail(self, to: list[str], data: bytes, *, sender: str | None = None) -> tuple[int, str]:
         """Send ``data`` to the hub's MTA over STARTTLS with the peer's client certificate; (code, text)."""
-        if not self.config.hub_mta:
-            raise RuntimeError("hub_mta is not configured")
+        if not self.config.hub_mta or self._client_files is None:
+            raise RuntimeError("hub_mta is not configured, or the peer is not started")
         host, port = host_port(self.config.hub_mta)
         cert, key, ca = self._client_files
         ctx = client_context(TlsConfig(ca_file=ca, cert_file=cert, key_file=key))

@@ -269,7 +269,9 @@ class _SmtpListener:
                         dedup_key=f"{base_key}|mdn-error" if base_key else None,
                     )
                 log.info("smtp_refused", listener=self.name, message_id=mail_id, reason=intake.refusal)
-                return f"554 5.6.0 Message refused: {intake.refusal}"
+                # SMTP replies are US-ASCII (RFC 5321 §4.2); the reason is the hub's text, folded to be safe.
+                reason = intake.refusal.encode("ascii", "replace").decode()[:400]
+                return f"554 5.6.0 Message refused: {reason}"
             result = await self.ctx.submit(mail, dedup_key=f"{base_key}|mail" if base_key else None)
             stored = mail
             if result.duplicate:

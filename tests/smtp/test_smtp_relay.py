@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
 from collections.abc import AsyncIterator
@@ -186,3 +187,18 @@ async def test_peer_operator_mail_for_a_personal_mailbox(hub: tuple[Hub, Setup])
         stored[0].message.metadata["rcpt_application"] == ""
         and APP_MAILBOX not in stored[0].message.metadata["rcpt_to"]
     )
+
+
+async def test_connections_over_the_limit_get_421(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    async with (
+        running_peer() as dpi,
+        running_hub(hub_config(setup, dpi_port=dpi.port, mta={"max_connections": 1})),
+    ):
+        first = await connect(setup.mta_port, setup.peer_client_context())
+        reader, writer = await asyncio.open_connection("127.0.0.1", setup.mta_port)
+        assert (await reader.readline()).startswith(b"421 4.3.2")
+        writer.close()
+        await first.quit()
+        again = await connect(setup.mta_port, setup.peer_client_context())  # a slot is free again
+        await again.quit()
