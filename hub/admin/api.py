@@ -14,6 +14,7 @@ written, the request fails with 503. A refused action (403) is recorded too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -62,11 +63,13 @@ from hub.admin.models import (
     ReviewView,
     SearchPage,
     SearchParams,
+    StepOutput,
     Trace,
     Whoami,
 )
-from hub.errors import MessageError, StoreError
+from hub.errors import IdentityHold, MessageError, StoreError
 from hub.message import CONTENT_HL7V2
+from hub.pipeline import StepContext
 from hub.store import Delivery, MessageRecord, SearchQuery
 
 if TYPE_CHECKING:
@@ -433,6 +436,44 @@ async def _payload(call: Call) -> Payload:
     )  # fmt: skip
 
 
+async def _output(call: Call) -> StepOutput:
+    """The 'after' view: the route's steps run again, now, on the stored message (a dry run: nothing is sent)."""
+    hub = call.hub
+    rec = await _get_record(call)
+    mid = rec.message.id
+    try:
+        delivery_id = int(call.request.match_info["delivery_id"])
+    except ValueError:
+        raise ApiError(404, "no such delivery") from None
+    d = next((d for d in (await _store(call).deliveries([mid]))[mid] if d.id == delivery_id), None)
+    if d is None:
+        raise ApiError(404, f"message {mid} has no delivery {delivery_id}")
+    worker = hub.workers.get((d.route, d.destination))
+    if worker is None:
+        raise ApiError(409, f"route {d.route!r} to {d.destination!r} does not run on this node")
+    await _audit(
+        call, "view_output", message_id=mid, target=f"{d.route}->{d.destination}", detail={"delivery_id": d.id}
+    )
+    pipeline = worker.pipeline
+    identity = None
+    key = rec.message.metadata.get("patient_key", "")
+    if pipeline.needs_identity and key:
+        identity = await hub.identity.lookup(key)
+    ctx = StepContext(identity=identity, identity_override=d.identity_override, environment=hub.config.environment)
+    loop = asyncio.get_running_loop()
+    try:
+        out = await loop.run_in_executor(hub._step_executor, pipeline.apply, rec.message, ctx)
+    except (MessageError, IdentityHold) as exc:
+        raise ApiError(422, "a step refuses the message", getattr(exc, "reason", str(exc))) from None
+    encoding, text = _decode(out.content_type, out.body)
+    before = rec.message.metadata
+    return StepOutput(
+        message_id=mid, delivery_id=d.id, steps=list(pipeline.names), content_type=out.content_type,
+        size=len(out.body), encoding=encoding,  # type: ignore[arg-type]
+        text=text, metadata_added={k: v for k, v in out.metadata.items() if before.get(k) != v},
+    )  # fmt: skip
+
+
 def _corrected_body(content_type: str, text: str) -> bytes:
     if content_type == CONTENT_HL7V2:
         # Edited in a browser or a file: HL7 v2 wants CR between segments.
@@ -625,6 +666,14 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/api/messages/{message_id}/payload", _payload, "The message body (recorded in the audit trail).",
         "messages", role="operator", response=Payload, path_params=_MSG_ID, audited="view_payload",
+    ),
+    Operation(
+        "GET", "/api/messages/{message_id}/deliveries/{delivery_id}/output", _output,
+        "What the delivery's route steps make of the message (the 'after' view; a dry run).", "messages",
+        role="operator", response=StepOutput, audited="view_output",
+        path_params=(*_MSG_ID, ("delivery_id", "integer", "Delivery id.")),
+        description="The steps run again now, with today's identity registry, on the stored message: the "
+        "result may differ from what was sent if the registry changed since. 422 when a step refuses it.",
     ),
     Operation(
         "POST", "/api/messages/{message_id}/replay", _replay, "Run a stored message again, optionally corrected.",

@@ -46,6 +46,7 @@ __all__ = [
     "ReviewView",
     "SearchPage",
     "SearchParams",
+    "StepOutput",
     "Trace",
     "Whoami",
 ]
@@ -244,6 +245,17 @@ class Payload(_Out):
     size: int
     encoding: Literal["utf-8", "latin-1", "base64"]
     text: str = Field(description="The body, decoded (or base64 when it is not text).")
+
+
+class StepOutput(_Out):
+    message_id: str
+    delivery_id: int
+    steps: list[str] = Field(description="The route's steps, applied in order to the stored message.")
+    content_type: str
+    size: int
+    encoding: Literal["utf-8", "latin-1", "base64"]
+    text: str = Field(description="What the steps produce from the stored message now (the 'after' view).")
+    metadata_added: dict[str, str] = Field(description="Metadata the steps added or changed.")
 
 
 class ReplayResult(_Out):

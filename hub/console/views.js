@@ -203,7 +203,7 @@ export async function trace(main, { id }) {
       actions),
     h("section", { class: "card" }, h("h2", {}, "Inbound metadata"), kv(t.metadata)),
     h("section", { class: "card", id: "deliveries" }, h("h2", {}, "Deliveries"),
-      t.deliveries.length ? t.deliveries.map(delivery) : h("p", { class: "muted" }, "No delivery (rejected or unrouted).")),
+      t.deliveries.length ? t.deliveries.map((d) => delivery(m.id, d)) : h("p", { class: "muted" }, "No delivery (rejected or unrouted).")),
     t.reviews.length ? h("section", { class: "card" }, h("h2", {}, "Identity reviews"), reviewTable(t.reviews, () => trace(main, { id }))) : null,
     t.related.length ? h("section", { class: "card", id: "related" }, h("h2", {}, "Related messages (same correlation id)"),
       table([
@@ -216,7 +216,17 @@ export async function trace(main, { id }) {
   ].filter(Boolean));
 }
 
-function delivery(d) {
+function delivery(messageId, d) {
+  const output = h("div", { class: "output" });
+  const showOutput = async () => {
+    try {
+      const out = await api.get(`/api/messages/${encodeURIComponent(messageId)}/deliveries/${d.id}/output`);
+      output.replaceChildren(
+        h("p", { class: "muted" }, `After ${out.steps.join(" → ") || "no step"}: ${out.content_type}, ${out.size} bytes (recomputed now; recorded in the audit trail).`),
+        Object.keys(out.metadata_added).length ? kv(out.metadata_added) : null,
+        renderPayload(out));
+    } catch (err) { fail(err); }
+  };
   return h("div", { class: "delivery", dataset: { destination: d.destination } },
     h("h3", {}, `${d.route} → ${d.destination} `, status(d.status), h("span", { class: "muted" }, ` ${d.attempts}/${d.max_attempts} attempts`)),
     d.last_error ? h("p", { class: "error" }, d.last_error) : null,
@@ -227,7 +237,9 @@ function delivery(d) {
       { title: "Outcome", cell: (a) => status(a.outcome) },
       { title: "Acknowledgement", cell: (a) => a.acknowledgement },
     ], d.attempts_log, { empty: "Not attempted yet." }),
-    Object.keys(d.output_metadata).length ? [h("p", { class: "muted" }, "What the steps added:"), kv(d.output_metadata)] : null);
+    Object.keys(d.output_metadata).length ? [h("p", { class: "muted" }, "What the steps added:"), kv(d.output_metadata)] : null,
+    can("operator") ? h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", dataset: { output: d.id }, onclick: showOutput }, "Show what the steps make of it")) : null,
+    output);
 }
 
 async function showPayload(id, box) {

@@ -226,6 +226,23 @@ async def test_trace_shows_deliveries_attempts_and_what_the_steps_added(tmp_path
     assert trace["related"] == [] and trace["reviews"] == []
 
 
+async def test_step_output_is_the_after_view(tmp_path: Path) -> None:
+    routes = [default_route(steps=["ins_stamp"])]
+    async with admin_hub(tmp_path, routes=routes) as (hub, _peer, apis):
+        await _send(hub, adt("OUT1"))
+        await _delivered(hub, 1)
+        [item] = (await apis["viewer"].get("/api/messages", control_id="OUT1"))["items"]
+        [d] = item["deliveries"]
+        path = f"/api/messages/{item['id']}/deliveries/{d['id']}/output"
+        await apis["viewer"].get(path, expect=403)
+        out = await apis["operator"].get(path)
+        await apis["operator"].get(f"/api/messages/{item['id']}/deliveries/999/output", expect=404)
+        entries = (await apis["admin"].get("/api/audit", message_id=item["id"]))["items"]
+    assert out["steps"] == ["ins_stamp"] and out["text"].startswith("MSH|") and out["encoding"] == "utf-8"
+    assert out["metadata_added"] == {"ins_stamped": "false", "ins_reason": "patient not in the identity registry"}
+    assert [(e["action"], e["outcome"]) for e in entries] == [("view_output", "ok"), ("view_output", "denied")]
+
+
 # -- actions -------------------------------------------------------------------------------------------------------
 async def test_replay_one_corrected_and_bulk(tmp_path: Path) -> None:
     async with admin_hub(tmp_path) as (hub, peer, apis):

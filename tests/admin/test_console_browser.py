@@ -183,6 +183,15 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         [review] = await store.list_reviews(state="released")
         assert review.resolved_by == "oscar"
 
+        # The released result's trace: what ins_stamp made of it (the 'after' view), the INS in PID-3.
+        await wait_until(lambda: peer.count >= 4)
+        await page.goto(f"{base}/#/messages/{review.message_id}")
+        await page.click("#deliveries button[data-output]")
+        await page.wait_for_selector(".output table.hl7")
+        pid3 = await page.inner_text(".output tr[data-segment='PID'] .field[title='PID-3']")
+        assert "^INS" in pid3 and "ins_stamped" in await page.inner_text(".output")
+        await page.screenshot(path=str(shots / "7b-after-steps.png"), full_page=True)
+
         # A viewer sees the trace but neither payload nor actions, and no audit page.
         await page.click("#logout")
         await page.fill("#token", TOKENS["viewer"])
