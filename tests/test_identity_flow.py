@@ -176,3 +176,32 @@ async def test_hold_release_downgrade_merge_and_review(tmp_path: Path) -> None:
             assert rows["000003@CHU-X"]["local_id"] == "000003" and rows["000003@CHU-X"]["authority"] == "CHU-X"
             assert rows["000099@CHU-X"]["merged_into"] == "000003@CHU-X"
             await client.close()
+
+
+def test_ins_stamp_passes_a_fhir_body_without_patient_through_unstamped() -> None:
+    from hub.pipeline import Pipeline, StepContext
+    from hub.store import IdentityRecord
+    from mappings.ins.steps import CONTENT_FHIR
+
+    record = IdentityRecord(
+        patient_key="X@Y",
+        authority="Y",
+        local_id="X",
+        status="qualifiee",
+        ins=INS,
+        ins_oid=OID_TEST,
+        traits={
+            "birth_name": "PAT-TROIS",
+            "first_birth_given_name": "DOMINIQUE",
+            "birth_date": "1979-03-28",
+            "sex": "F",
+            "birthplace_code": "51215",
+            "birth_given_names": "DOMINIQUE",
+        },
+    )
+    body = b'{"resourceType": "DocumentReference", "status": "current", "subject": {"reference": "Patient/1"}}'
+    from hub.message import Message
+
+    out = Pipeline(["ins_stamp"]).apply(Message.new(body, content_type=CONTENT_FHIR), StepContext(identity=record))
+    assert out.body == body and out.metadata["ins_stamped"] == "false"
+    assert out.metadata["ins_reason"] == "no Patient resource in the FHIR body"

@@ -130,6 +130,21 @@ def _fhir_traits(body: bytes) -> MessageTraits:
     )
 
 
+def _fhir_has_patient(body: bytes) -> bool:
+    try:
+        doc: Any = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if doc.get("resourceType") == "Patient":
+        return True
+    return any(
+        isinstance(e, dict) and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "Patient"
+        for e in doc.get("entry") or []
+    )
+
+
 def read_message_traits(message: Message) -> MessageTraits:
     """The strict traits a message states, by content type (none for other types)."""
     try:
@@ -160,6 +175,10 @@ def ins_stamp(message: Message, ctx: StepContext) -> Message:
         return message.derive(ins_stamped="false", ins_reason="patient not in the identity registry")
     if record.status != IdentityStatus.QUALIFIEE.value or not record.ins or not record.ins_oid:
         return message.derive(ins_stamped="false", ins_reason=f"identity is {record.status}, not qualifiee")
+    if message.content_type == CONTENT_FHIR and not _fhir_has_patient(message.body):
+        # A DocumentReference posted alone names its patient by reference only: nothing to write the INS
+        # into here (the destination's require_qualified_ins still guards it).
+        return message.derive(ins_stamped="false", ins_reason="no Patient resource in the FHIR body")
     registry_traits = traits_from_json(dict(record.traits))
     if not ctx.identity_override:
         disagree = read_message_traits(message).disagreements(registry_traits)
