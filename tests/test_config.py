@@ -14,18 +14,24 @@ from hub.config import HubConfig, RouteConfig, load_config
 from hub.errors import ConfigError
 from tests.conftest import ROOT
 
-SHIPPED_CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
+SHIPPED_CONFIGS = sorted((ROOT / "config").glob("**/*.yaml"))
 HUB = Path(sys.executable).with_name("hub")
 
 
-@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_the_default_config_runs_every_shipped_route() -> None:
+    settings = load_config(ROOT / "config" / "hub.yaml")
+    assert sorted(r.route for r in settings.routes) == sorted(p.stem for p in (ROOT / "routes").glob("*.yaml"))
+    assert {e.type for e in settings.hub.listeners.values()} == {"mllp", "fhir", "smtp_mta", "smtp_submission"}
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "config")))
 def test_every_shipped_config_and_route_passes_hub_check(path: Path) -> None:
     result = subprocess.run([str(HUB), "check", "--config", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ")
     settings = load_config(path)
     # Convention: a route file is named after its route.
-    assert sorted(r.route for r in settings.routes) == sorted(p.stem for p in (ROOT / "routes").glob("*.yaml"))
+    assert settings.routes and all(settings.route_files[r.route].stem == r.route for r in settings.routes)
 
 
 def write(folder: Path, hub_yaml: str, routes: dict[str, str] | None = None) -> Path:
