@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -24,9 +26,25 @@ PG_REQUIRED = os.environ.get("HUB_REQUIRE_PG") == "1" or os.environ.get("CI") ==
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port to give a server that binds it later.
+
+    Taken below the kernel's ephemeral range (``net.ipv4.ip_local_port_range``, 32768 and up by
+    default): a port picked from that range can be handed to an outgoing connection of another
+    test before our server binds it, which fails the bind now and then.
+    """
+    low, high = 20000, 32767
+    with contextlib.suppress(OSError, ValueError):
+        low_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        high = min(high, low_ephemeral - 1)
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 def pg_dsn_or_skip() -> str:
