@@ -54,6 +54,7 @@ class DestinationWorker:
         step_executor: Executor | None = None,
         poll_secs: float = 1.0,
         on_outcome: Callable[[str, str, Outcome, float, datetime], None] | None = None,
+        on_dequeued: Callable[[], None] | None = None,
         on_store_error: Callable[[str], None] | None = None,
         identity_lookup: Callable[[str], Awaitable[IdentityRecord | None]] | None = None,
         environment: str = "development",
@@ -71,6 +72,7 @@ class DestinationWorker:
         self.step_executor = step_executor
         self.poll_secs = poll_secs
         self.on_outcome = on_outcome
+        self.on_dequeued = on_dequeued
         self.on_store_error = on_store_error
         self.wake = asyncio.Event()
         self.paused = False
@@ -148,6 +150,8 @@ class DestinationWorker:
             self._store_error("finish")
             log.error("hold_not_recorded", delivery_id=c.delivery.id, error=str(exc))
             return
+        if self.on_dequeued:
+            self.on_dequeued()
         log.info(
             "delivery_held",
             message_id=c.message.id,
@@ -257,6 +261,8 @@ class DestinationWorker:
             self._store_error("finish")
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
+        if kept and status != "pending" and self.on_dequeued:
+            self.on_dequeued()
         if not kept:
             log.warning("lease_lost", delivery_id=d.id, destination=self.destination)
         elif status == "dead":

@@ -465,7 +465,8 @@ class Store(Protocol):
 
     async def next_due(self, route: str, destination: str) -> datetime | None: ...
 
-    async def undelivered_count(self) -> int: ...
+    async def undelivered_count(self, *, cap: int | None = None) -> int:
+        """Deliveries pending or in flight; with `cap`, counting stops there (bounded cost)."""
 
     async def get_message(self, message_id: str) -> MessageRecord | None: ...
 

@@ -799,10 +799,14 @@ class PostgresStore:
             )
         return value
 
-    async def undelivered_count(self) -> int:
+    async def undelivered_count(self, *, cap: int | None = None) -> int:
         async with self._conn() as conn:
             return int(
-                await conn.fetchval("SELECT count(*) FROM hub_deliveries WHERE status IN ('pending', 'in_flight')")
+                await conn.fetchval(
+                    "SELECT count(*) FROM (SELECT 1 FROM hub_deliveries WHERE status IN ('pending', 'in_flight')"
+                    " LIMIT $1) s",
+                    cap,
+                )
             )
 
     async def get_message(self, message_id: str) -> MessageRecord | None:

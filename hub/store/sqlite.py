@@ -771,9 +771,11 @@ class SqliteStore:
         )
         return _dt(row[0]) if row and row[0] is not None else None
 
-    async def undelivered_count(self) -> int:
+    async def undelivered_count(self, *, cap: int | None = None) -> int:
         row = await self._run(
-            self._fetchone, "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending', 'in_flight')", ()
+            self._fetchone,
+            "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE status IN ('pending', 'in_flight') LIMIT ?)",
+            (cap if cap is not None else -1,),
         )
         return int(row[0])
 

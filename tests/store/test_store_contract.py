@@ -64,6 +64,7 @@ async def test_concurrent_submissions_are_group_committed_and_all_kept(store: St
     )
     assert [r.message_id for r in results] == [m.id for m in messages]
     assert await store.undelivered_count() == 200
+    assert await store.undelivered_count(cap=50) == 50
     # Duplicates inside one batch: only the first is kept.
     dupes = await asyncio.gather(*(store.submit(msg(), one(), endpoint="in", dedup_key="SAME") for _ in range(5)))
     assert sum(not r.duplicate for r in dupes) == 1
