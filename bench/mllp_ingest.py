@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -226,6 +227,7 @@ async def main() -> None:
     p.add_argument("--deliver", action="store_true", help="also deliver every message to a receiver")
     p.add_argument("--pg-dsn", default=os.environ.get("HUB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
     args = p.parse_args()
+    gc.freeze()  # the load generator's own start-up objects: no full-collection pauses in its figures
     print(f"# machine: {machine()}; hub event loop: {args.loop}; deliver: {args.deliver}")
     print(
         f"# closed loop: {args.connections} connections x {args.seconds:g}s; open loop: {args.rate} msgs/s "
