@@ -38,7 +38,7 @@ from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xdm.archive import XdmError
 from mappings.xds import hl7
-from mappings.xds.ebrim import DE, HAS_MEMBER, NS, SS, q
+from mappings.xds.ebrim import DE, HAS_MEMBER, NS, SS, RimWriter, q
 from mappings.xml import parse_xml
 
 __all__ = ["DocumentMeta", "XdmCode", "XdmMetadataConfig", "XdmSubmission", "build_metadata", "read_metadata"]
@@ -247,27 +247,7 @@ def _source_patient_info(doc: etree._Element) -> list[str]:
     return out
 
 
-class _Writer:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def next_id(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}{self.n:02d}"
-
-    @staticmethod
-    def slot(parent: etree._Element, name: str, values: Sequence[str]) -> None:
-        slot = etree.SubElement(parent, q("rim", "Slot"), name=name)
-        vl = etree.SubElement(slot, q("rim", "ValueList"))
-        for v in values:
-            etree.SubElement(vl, q("rim", "Value")).text = v
-
-    @staticmethod
-    def localized(parent: etree._Element, tag: str, value: str) -> None:
-        holder = etree.SubElement(parent, q("rim", tag))
-        ls = etree.SubElement(holder, q("rim", "LocalizedString"), charset="UTF-8", value=value)
-        ls.set("{http://www.w3.org/XML/1998/namespace}lang", "fr-FR")
-
+class _Writer(RimWriter):
     def code(self, parent: etree._Element, scheme: str, code: str, coding: str, display: str) -> None:
         c = etree.SubElement(
             parent,

@@ -12,6 +12,7 @@ the DMP sandbox validates those, and tests compare them slot by slot.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from lxml import etree
 
@@ -29,6 +30,7 @@ __all__ = [
     "Classification",
     "ParsedSubmission",
     "RegistryObject",
+    "RimWriter",
     "q",
     "read_submission",
 ]
@@ -42,6 +44,31 @@ XOP = "http://www.w3.org/2004/08/xop/include"
 
 NS = {"rim": RIM, "lcm": LCM, "rs": RS, "query": QUERY, "xdsb": XDSB, "xop": XOP}
 """Prefixes used when this package writes XML and in its XPath expressions."""
+
+
+class RimWriter:
+    """lxml builders shared by every ebRIM document the hub writes (ITI-41 and XDM METADATA.XML)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def next_id(self, prefix: str) -> str:
+        """A symbolic id local to one document (registries assign UUIDs at registration)."""
+        self.n += 1
+        return f"{prefix}{self.n:02d}"
+
+    @staticmethod
+    def slot(parent: etree._Element, name: str, values: Sequence[str]) -> None:
+        slot = etree.SubElement(parent, q("rim", "Slot"), name=name)
+        vl = etree.SubElement(slot, q("rim", "ValueList"))
+        for v in values:
+            etree.SubElement(vl, q("rim", "Value")).text = v
+
+    @staticmethod
+    def localized(parent: etree._Element, tag: str, value: str) -> None:
+        holder = etree.SubElement(parent, q("rim", tag))
+        ls = etree.SubElement(holder, q("rim", "LocalizedString"), charset="UTF-8", value=value)
+        ls.set("{http://www.w3.org/XML/1998/namespace}lang", "fr-FR")
 
 
 class DE:

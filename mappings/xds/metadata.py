@@ -64,7 +64,7 @@ from hub.identity import Environment, InsPolicy
 from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xds import hl7
-from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SS, q
+from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SS, RimWriter, q
 from mappings.xml import parse_xml
 
 __all__ = [
@@ -660,28 +660,8 @@ def _replacement(doc: etree._Element, meta: Mapping[str, str], unique_id: str) -
 # --------------------------------------------------------------------------- ebRIM writer
 
 
-class _Writer:
+class _Writer(RimWriter):
     """lxml builders for rim: objects with symbolic ids local to one request."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def next_id(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}{self.n:02d}"
-
-    @staticmethod
-    def slot(parent: etree._Element, name: str, values: list[str] | tuple[str, ...]) -> None:
-        slot = etree.SubElement(parent, q("rim", "Slot"), name=name)
-        vl = etree.SubElement(slot, q("rim", "ValueList"))
-        for v in values:
-            etree.SubElement(vl, q("rim", "Value")).text = v
-
-    @staticmethod
-    def localized(parent: etree._Element, tag: str, value: str) -> None:
-        holder = etree.SubElement(parent, q("rim", tag))
-        ls = etree.SubElement(holder, q("rim", "LocalizedString"), charset="UTF-8", value=value)
-        ls.set("{http://www.w3.org/XML/1998/namespace}lang", "fr-FR")
 
     def code(self, parent: etree._Element, scheme: str, code: Code) -> None:
         c = etree.SubElement(
