@@ -47,6 +47,7 @@ from pydantic import Field
 
 from adapters.smtp.common import (
     certificate_name,
+    close_smtp_server,
     host_port,
     peer_certificate,
     quiet_library_logs,
@@ -323,16 +324,7 @@ class MssantePeer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for proto in list(self._protocols):
-            if proto._handler_coroutine is not None:
-                proto._handler_coroutine.cancel()
-            if proto.transport is not None:
-                proto.transport.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+        await close_smtp_server(self._server, self._protocols)
         if self._tmp is not None:
             self._tmp.cleanup()
 

@@ -19,7 +19,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.base_events
 import base64
+import contextlib
 import datetime as dt
 import email.utils
 import hashlib
@@ -31,7 +34,7 @@ import secrets
 import ssl
 import threading
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -257,3 +260,17 @@ if __name__ == "__main__":  # pragma: no cover - operator tool
     import getpass
 
     print(hash_password(getpass.getpass("password: ")))
+
+
+async def close_smtp_server(server: asyncio.base_events.Server | None, protocols: Iterable[Any]) -> None:
+    """Stop an aiosmtpd server: no new connections, each session's handler cancelled, its socket closed."""
+    if server is not None:
+        server.close()
+    for proto in list(protocols):
+        if proto._handler_coroutine is not None:
+            proto._handler_coroutine.cancel()
+        if proto.transport is not None:
+            proto.transport.close()
+    if server is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 5)

@@ -35,7 +35,6 @@ a fix) before the 554 goes out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 from base64 import b64decode
@@ -52,6 +51,7 @@ from adapters.smtp.common import (
     SubmissionUser,
     TrustList,
     certificate_name,
+    close_smtp_server,
     host_port,
     peer_certificate,
     quiet_library_logs,
@@ -180,16 +180,7 @@ class _SmtpListener:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for proto in list(self.connections):
-            if proto._handler_coroutine is not None:
-                proto._handler_coroutine.cancel()
-            if proto.transport is not None:
-                proto.transport.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+        await close_smtp_server(self._server, self.connections)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -408,3 +408,22 @@ def read_patient(msg: Er7Message, config: V2ToFhirConfig) -> V2Patient:
     first = locals_[0]
     key = f"{first['value']}@{first['assigner']['display']}"
     return V2Patient(patient, first["system"], first["value"], key, ins)
+
+
+def transaction_bundle(
+    msg: Er7Message, config: _HasTimezone, entries: list[dict[str, Any]], patient: V2Patient
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The transaction Bundle around `entries`, timestamped from MSH-7, and the routing metadata of the result."""
+    msh = msg.fields(0)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "transaction"}
+    try:
+        timestamp = dtm(msg.component(msh[7] if len(msh) > 7 else "", 1), config, kind="instant")
+    except ValueError:
+        raise MappingError("MSH-7 is not a valid timestamp", location="MSH^1^7") from None
+    if timestamp:
+        bundle["timestamp"] = timestamp
+    bundle["entry"] = entries
+    meta = {"resource_type": "Bundle", "bundle_type": "transaction", "patient_key": patient.patient_key}
+    if patient.ins is not None:
+        meta["ins"], meta["ins_oid"] = patient.ins
+    return bundle, meta

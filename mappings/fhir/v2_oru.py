@@ -39,7 +39,15 @@ from hub.message import CONTENT_HL7V2, Message
 from hub.registry import register
 from mappings.cda.codes import to_ucum
 from mappings.fhir.common import CONTENT_FHIR, UCUM_SYSTEM, dump_json, search_token, stable_uuid
-from mappings.fhir.v2_common import HL7_NULL, V2ToFhirConfig, coding, dtm, identifier_system, read_patient
+from mappings.fhir.v2_common import (
+    HL7_NULL,
+    V2ToFhirConfig,
+    coding,
+    dtm,
+    identifier_system,
+    read_patient,
+    transaction_bundle,
+)
 from mappings.hl7v2.er7 import Er7Message
 
 __all__ = ["oru_to_bundle", "v2_oru_to_fhir_report"]
@@ -340,18 +348,7 @@ def oru_to_bundle(body: bytes, config: V2ToFhirConfig | None = None) -> tuple[di
                 observation.setdefault("specimen", {"reference": url})
     if reports == 0:
         raise MappingError("ORU^R01 without OBR", location="OBR")
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "transaction"}
-    try:
-        timestamp = dtm(msg.component(msh[7] if len(msh) > 7 else "", 1), cfg, kind="instant")
-    except ValueError:
-        raise MappingError("MSH-7 is not a valid timestamp", location="MSH^1^7") from None
-    if timestamp:
-        bundle["timestamp"] = timestamp
-    bundle["entry"] = entries
-    meta = {"resource_type": "Bundle", "bundle_type": "transaction", "patient_key": patient.patient_key}
-    if patient.ins is not None:
-        meta["ins"], meta["ins_oid"] = patient.ins
-    return bundle, meta
+    return transaction_bundle(msg, cfg, entries, patient)
 
 
 @register("step", "v2_oru_to_fhir_report", config=V2ToFhirConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_FHIR)
