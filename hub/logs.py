@@ -131,3 +131,5 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # signxml logs every canonicalised document at DEBUG: the VIHF names the patient's INS.
+    logging.getLogger("signxml").setLevel(logging.WARNING)
