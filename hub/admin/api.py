@@ -409,11 +409,16 @@ async def _trace(call: Call) -> Trace:
                 attempts_log=attempts,  # type: ignore[arg-type]
             )
         )  # fmt: skip
+    # Related: replays and derived messages (same correlation id), and acknowledgements received for it.
+    correlation = rec.message.correlation_id
     related_recs = [
         r
-        for r in await store.search(SearchQuery(correlation_id=rec.message.correlation_id, limit=51))
+        for r in [
+            *await store.search(SearchQuery(correlation_id=correlation, limit=51)),
+            *await store.search(SearchQuery(ack_for=correlation, limit=50)),
+        ]
         if r.message.id != mid
-    ][:50]
+    ][:100]
     related_deliveries = await store.deliveries([r.message.id for r in related_recs])
     reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
     return Trace(

@@ -49,7 +49,12 @@ INDEXED_KEYS = ("control_id", "sending_app", "sending_facility", "message_type",
 #: Business keys indexed in the message-keys table (several per message, added at submit and when a delivery's
 #: steps record them), with the metadata keys that carry them: the INS, and the document uniqueId (CDA
 #: ClinicalDocument/id as ``root^extension``, or a FHIR DocumentReference's master identifier).
-KEY_SOURCES: dict[str, tuple[str, ...]] = {"ins": ("ins",), "document_id": ("document_id", "unique_id")}
+KEY_SOURCES: dict[str, tuple[str, ...]] = {
+    "ins": ("ins",),
+    "document_id": ("document_id", "unique_id"),
+    # an MDN or DSN received for mail the hub sent names the original's correlation id (adapters/smtp/intake.py)
+    "ack_for": ("ack_for_message_id",),
+}
 _KEY_MAX = 256
 #: `prev_hash` of the first audit record.
 AUDIT_GENESIS = "0" * 64
@@ -251,6 +256,8 @@ class SearchQuery:
     ipp: str | None = None
     ins: str | None = None
     document_id: str | None = None
+    ack_for: str | None = None
+    """Acknowledgements (MDN, DSN) received for the message with this correlation id."""
     since: datetime | None = None
     until: datetime | None = None
     before_id: str | None = None
@@ -281,7 +288,7 @@ class SearchQuery:
 
     def key_filters(self) -> list[tuple[str, str]]:
         """(key name, value) to look up in the message-keys index."""
-        return [(name, v[:_KEY_MAX]) for name in ("ins", "document_id") if (v := getattr(self, name)) is not None]
+        return [(name, v[:_KEY_MAX]) for name in KEY_SOURCES if (v := getattr(self, name)) is not None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

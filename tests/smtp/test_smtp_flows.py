@@ -210,6 +210,11 @@ async def test_lab_result_to_the_prescriber_and_the_patient(hub: tuple[Hub, Mllp
     assert acks[0]["ack_kind"] == "mdn" and acks[0]["ack_disposition"] == "processed"
     assert acks[0]["ack_for_message_id"] == result.id and acks[0]["ack_matched"] == "true"
     assert acks[0]["ack_for_mail_id"] == original["message_id"]
+    # ... and the original's trace finds it through the message-keys index.
+    store = running.store
+    assert store is not None
+    [found] = await store.search(SearchQuery(ack_for=result.correlation_id))
+    assert found.message.metadata["ack_kind"] == "mdn"
     del setup
 
 

@@ -475,3 +475,13 @@ async def test_audit_trail_is_hash_chained(store: Store) -> None:
     assert [e.id for e in await store.list_audit(message_id="m1")] == [1]
     assert [e.id for e in await store.list_audit(actor="bob")] == [2]
     assert [e.id for e in await store.audit_chain(after_id=5, limit=1)] == [6]
+
+
+async def test_acknowledgements_are_found_by_the_message_they_answer(store: Store) -> None:
+    original = msg("ORIG")
+    await store.submit(original, one(), endpoint="in", dedup_key=None)
+    mdn = msg("MDN", ack_for_message_id=original.correlation_id, ack_kind="mdn")
+    await store.submit(mdn, [], endpoint="smtp", dedup_key=None)
+    await store.submit(msg("OTHER", ack_for_message_id="someone-else"), [], endpoint="smtp", dedup_key=None)
+    found = await store.search(SearchQuery(ack_for=original.correlation_id))
+    assert [r.message.id for r in found] == [mdn.id]
