@@ -330,7 +330,43 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, fmt: Callable[[dict[s
         print(json.dumps(row, ensure_ascii=False) if as_json else fmt(row))
 
 
+def _insi_search(args: argparse.Namespace) -> int:
+    """Ask INSi (the configured sandbox by default) for an INS by strict traits."""
+    import datetime as dt
+
+    from adapters.insi.http import HttpInsiResolver
+    from hub.identity.insi import InsiQuery
+    from hub.identity.traits import Sex
+
+    url = args.url
+    if not url:
+        settings = _settings(args)
+        names = [n for n, e in settings.hub.sandboxes.items() if e.type == "insi"]
+        if not names:
+            print("no INSi sandbox in the config: give --url", file=sys.stderr)
+            return 1
+        url = f"http://{settings.hub.http.listen}/sandboxes/{names[0]}/search"
+    query = InsiQuery(
+        birth_name=args.birth_name,
+        given_names=args.given_names,
+        sex=Sex.parse(args.sex),
+        birth_date=dt.date.fromisoformat(args.birth_date),
+        birthplace_code=args.birthplace,
+    )
+    result = _run(HttpInsiResolver(url).resolve(query))
+    out: dict[str, Any] = {"outcome": result.outcome.value}
+    if result.identity is not None:
+        from hub.identity.insi import traits_to_json
+
+        out |= {"ins": result.identity.ins, "oid": result.identity.oid, **traits_to_json(result.identity.traits)}
+    print(json.dumps(out, ensure_ascii=False))
+    return 0 if result.identity is not None else 2
+
+
 def cmd_identity(args: argparse.Namespace) -> int:
+    if args.action == "insi":
+        return _insi_search(args)
+
     async def go(store: Store, _settings: Settings) -> int:
         if args.action == "list":
             rows = [
@@ -469,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--release", action="store_true")
     group.add_argument("--discard", action="store_true")
     x.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decided (kept with the review)")
+    x = isub.add_parser("insi", help="ask INSi for an INS by strict traits (exit 2 when none or several match)")
+    x.add_argument("--birth-name", required=True)
+    x.add_argument("--given-names", required=True, help="one or more birth given names, space separated")
+    x.add_argument("--sex", required=True, help="M or F")
+    x.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
+    x.add_argument("--birthplace", help="INSEE code (COG) of the birthplace")
+    x.add_argument("--url", help="the INSi endpoint (default: the config's INSi sandbox)")
     for sp_ in isub.choices.values():
         sp_.add_argument("--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
     sp = add("dev-pki", cmd_dev_pki, "create a development CA and certificates (sandboxes only)", config=False)

@@ -50,3 +50,48 @@ async def test_insi_sandbox_finds_refuses_and_tells_twins_apart(tmp_path: Path) 
         sandbox = hub.sandboxes["insi"]
         assert sandbox.queries == 8
         assert yaml.safe_dump(sandbox.describe())
+
+
+async def test_hub_identity_insi_asks_the_configured_sandbox(tmp_path: Path) -> None:
+    import json
+
+    from tests.hubkit import hub_cli
+
+    config = write_config(tmp_path, peer_port=1, sandboxes={"insi": {"type": "insi"}})
+    async with running_hub(config) as hub:
+        url = f"http://127.0.0.1:{hub.http_port}/sandboxes/insi/search"
+        found = await hub_cli(
+            "identity",
+            "insi",
+            "--birth-name",
+            "PAT-TROIS",
+            "--given-names",
+            "DOMINIQUE",
+            "--sex",
+            "F",
+            "--birth-date",
+            "1979-03-28",
+            "--url",
+            url,
+            "--config",
+            str(config),
+        )
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["ins"] == "279035121518989"
+        twins = await hub_cli(
+            "identity",
+            "insi",
+            "--birth-name",
+            "JUMEAU",
+            "--given-names",
+            "MARIE",
+            "--sex",
+            "F",
+            "--birth-date",
+            "1990-01-01",
+            "--url",
+            url,
+            "--config",
+            str(config),
+        )
+        assert twins.returncode == 2 and json.loads(twins.stdout) == {"outcome": "02"}
