@@ -28,9 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime as dt
-import ipaddress
-import os
 import tempfile
 import weakref
 from pathlib import Path
@@ -39,10 +36,6 @@ from typing import Any
 import aiosmtplib
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import Field
 
 from adapters.smtp.common import (
@@ -54,6 +47,7 @@ from adapters.smtp.common import (
     server_tls_context,
 )
 from adapters.tls import TlsConfig, client_context
+from hub.devpki import issue, new_ca, still_valid, write_cert, write_key
 from hub.message import new_id, utcnow
 from hub.registry import ComponentConfig, register
 from mappings.mssante.mail import MailParts, build_document_mail, document_subject, domain_of, parse_mail
@@ -93,99 +87,20 @@ class MssantePeerConfig(ComponentConfig):
 # --------------------------------------------------------------------------- test PKI
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "MSSante test PKI"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    )
-
-
-def _san(names: list[str]) -> list[x509.GeneralName]:
-    out: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            out.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            out.append(x509.DNSName(n))
-    return out
-
-
-_CA_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    key_cert_sign=True,
-    crl_sign=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    encipher_only=False,
-    decipher_only=False,
-)
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(path, 0o600)
-
-
-def _valid(path: Path) -> bool:
-    try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-
-
 def make_test_pki(folder: Path, *, peer_names: list[str], hub_names: list[str], days: int = 30) -> dict[str, Path]:
     """A test CA and two leaf certificates (peer, hub: server and client use) in ``folder``; reused while valid."""
     names = {"ca": "ca.pem", "ca_key": "ca.key", "peer": "peer.pem", "peer_key": "peer.key"}
     files = {k: folder / f for k, f in {**names, "hub": "hub.pem", "hub_key": "hub.key"}.items()}
-    if all(p.exists() for p in files.values()) and all(_valid(files[k]) for k in ("ca", "peer", "hub")):
+    if all(p.exists() for p in files.values()) and all(still_valid(files[k]) for k in ("ca", "peer", "hub")):
         return files
     folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("MSSante Test CA (plays IGC-Sante)"))
-        .issuer_name(_name("MSSante Test CA (plays IGC-Sante)"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_CA_USAGE, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def leaf(cn: str, names: list[str]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        return cert, key
-
-    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _write_key(files["ca_key"], ca_key)
-    for kind, cn, names in (("peer", peer_names[0], peer_names), ("hub", hub_names[0], hub_names)):
-        cert, key = leaf(cn, names)
-        files[kind].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(files[f"{kind}_key"], key)
+    ca = new_ca("MSSante Test CA (plays IGC-Sante)", organization="MSSante test PKI", days=days)
+    write_cert(files["ca"], ca[0])
+    write_key(files["ca_key"], ca[1])
+    for kind, cn, hosts in (("peer", peer_names[0], peer_names), ("hub", hub_names[0], hub_names)):
+        cert, key = issue(ca, cn, hosts, days=days)
+        write_cert(files[kind], cert)
+        write_key(files[f"{kind}_key"], key)
     return files
 
 
