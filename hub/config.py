@@ -223,10 +223,6 @@ class DestinationPolicy(_Model):
     )
 
 
-class StepRef(_Model):
-    step: str = Field(description="Registered step name.")
-
-
 class RouteConfig(_Model):
     route: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]{0,63}$", description="Unique route name.")
     description: str = Field("", description="What the route is for.")

@@ -44,8 +44,6 @@ HELD_STATUSES = ("awaiting_identity", "identity_review")
 BLOCKING_STATUSES = ("pending", "in_flight", *HELD_STATUSES)
 #: Message statuses.
 MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted")
-#: Metadata keys copied into indexed columns.
-INDEXED_KEYS = ("control_id", "sending_app", "sending_facility", "message_type", "patient_key")
 #: Business keys indexed in the message-keys table (several per message, added at submit and when a delivery's
 #: steps record them), with the metadata keys that carry them: the INS, and the document uniqueId (CDA
 #: ClinicalDocument/id as ``root^extension``, or a FHIR DocumentReference's master identifier).
