@@ -27,6 +27,7 @@ FS = b"\x1c"
 CR = b"\x0d"
 _HEAD_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
+_SHRINK_AFTER = 1024 * 1024
 
 
 class FrameTimeout(Exception):
@@ -111,11 +112,14 @@ class FrameReader:
                     scanned, kept, head = 1, 0, b""
                     continue
                 if end >= 0:
-                    body = bytes(buf[1:end])
+                    body = bytes(memoryview(buf)[1:end])  # one copy (a bytearray slice would be a second)
                     size = kept + len(body)
                     del buf[: end + 1]
                     if buf[:1] == CR:
                         del buf[:1]
+                    if end > _SHRINK_AFTER:
+                        # A bytearray keeps its capacity after `del`: give a big frame's back.
+                        self._buf = buf = bytearray(buf)
                     if kept:
                         return Frame(head, size, oversized=True)
                     if size > self._max:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from adapters.mllp.framing import FrameReader, FrameTimeout, frame
+from adapters.mllp.framing import CR, FS, VT, FrameReader, FrameTimeout
 from adapters.tls import TlsConfig, client_context
 from hub.errors import MessageError, NotConnected, Rejected, Retryable
 from hub.message import Message
@@ -97,7 +97,10 @@ class MllpOutbound:
                 await self._connect()
             assert self._writer is not None and self._reader is not None
             try:
-                self._writer.write(frame(message.body))
+                # Three writes rather than one framed copy of a message that may weigh megabytes.
+                self._writer.write(VT)
+                self._writer.write(message.body)
+                self._writer.write(FS + CR)
                 await self._writer.drain()
                 async with asyncio.timeout(self.config.ack_timeout_secs):
                     ack = await self._reader.read_frame()

@@ -85,9 +85,10 @@ def unescape(value: str, d: Delimiters) -> str:
 class Er7Message:
     """Segments of one ER7 message, split lazily into fields on demand."""
 
-    __slots__ = ("_fields_cache", "delimiters", "segments")
+    __slots__ = ("_fields_cache", "delimiters", "segments", "source")
 
     def __init__(self, body: bytes | str) -> None:
+        self.source: bytes | None = None  # the whole message, when only its head was split (read_header)
         text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         text = text.lstrip("\r\n")
         if not text.startswith("MSH") or len(text) < 8:
@@ -218,7 +219,13 @@ def read_header(body: bytes | str) -> tuple[Er7Message, Header]:
     MSH fields are reported by :func:`check_header`, so that the ACK for such a
     message can still echo the sender's MSH (HL7 v2.5 §2.9.2).
     """
-    msg = Er7Message(body)
+    if isinstance(body, bytes) and len(body) > _HEAD_SCAN_BYTES:
+        # Large messages (documents in OBX-5) are not decoded or split whole on the hot path: MSH to PID
+        # is what the ACK and routing read; check_header scans the rest as bytes, without copies.
+        msg = Er7Message(_head(body))
+        msg.source = body
+    else:
+        msg = Er7Message(body)
     m = msg.fields(0)
     get = msg.component
 
@@ -260,9 +267,45 @@ def check_header(msg: Er7Message, header: Header) -> None:
         raise ValidationError("MSH-12 version id is empty", code="101", location="MSH^1^12")
     if not header.version.startswith("2."):
         raise ValidationError("MSH-12 is not an HL7 v2 version", code="203", location="MSH^1^12")
+    if msg.source is not None:
+        _check_segments(msg.source)
+        return
     if any("\x00" in seg for seg in msg.segments):
         # NUL is no HL7 character (v2.5 §2.7); PostgreSQL text cannot hold it either.
         raise ParseError("message contains NUL characters", code="102")
     for i, sid in enumerate(msg.segment_ids()):
         if not _SEGMENT_ID.match(sid):
             raise ParseError(f"segment {i + 1} does not start with a valid segment id", code="100")
+
+
+_HEAD_SCAN_BYTES = 64 * 1024
+_SEPARATORS = re.compile(rb"\r\n|\r|\n")
+_SEGMENT_ID_BYTES = re.compile(rb"[A-Z][A-Z0-9]{2}")
+_BLANK_BYTES = re.compile(rb"\s*")
+
+
+def _head(body: bytes) -> bytes:
+    """The message up to the end of its PID segment (or of MSH when PID is not near the start)."""
+    fs = body.lstrip(b"\r\n")[3:4] if body[:1] in (b"\r", b"\n") else body[3:4]
+    for sep in (b"\r", b"\n"):
+        pid = body.find(sep + b"PID" + fs, 0, _HEAD_SCAN_BYTES)
+        if pid >= 0:
+            end = _SEPARATORS.search(body, pid + 1)
+            return body[: end.start() if end else len(body)]
+    end = _SEPARATORS.search(body, 3, _HEAD_SCAN_BYTES)
+    return body[: end.start()] if end else body[:_HEAD_SCAN_BYTES]
+
+
+def _check_segments(body: bytes) -> None:
+    """`check_header`'s NUL and segment-id rules over the whole message, as bytes (no copy of its parts)."""
+    if b"\x00" in body:
+        raise ParseError("message contains NUL characters", code="102")
+    start, n, size = 0, 0, len(body)
+    for sep in [*_SEPARATORS.finditer(body), None]:
+        end = sep.start() if sep is not None else size
+        blank = _BLANK_BYTES.match(body, start, end)
+        if blank is not None and blank.end() < end:  # a segment with content (blank lines are tolerated)
+            n += 1
+            if not _SEGMENT_ID_BYTES.match(body, start, end):
+                raise ParseError(f"segment {n} does not start with a valid segment id", code="100")
+        start = sep.end() if sep is not None else size

@@ -199,3 +199,24 @@ async def test_nul_bytes_are_refused_and_a_dribbling_sender_is_cut_off(tmp_path:
         assert closed
         assert await hub.store.search(SearchQuery(control_id="DRIBBLE")) == []  # type: ignore[union-attr]
         await client.close()
+
+
+async def test_large_messages_are_read_without_splitting_them_whole(tmp_path: Path) -> None:
+    """Over 64 KB only MSH..PID is split; the rest is checked as bytes: same answers as for small ones."""
+    config = write_config(tmp_path, peer_port=1, listener={"max_frame_bytes": 4 * 2**20})
+    big_obx = b"OBX|1|ED|11490-0^Lettre^LN||^AP^PDF^Base64^" + b"QUJD" * 50_000 + b"||||||F\r"
+    async with running_hub(config) as hub:
+        client = await MllpClient.connect(mllp_port(hub))
+        ack = ack_fields(await client.send(adt("LARGE", patient="P9") + big_obx))
+        assert ack["MSA"][1:3] == ["AA", "LARGE"]
+        [rec] = await hub.store.search(SearchQuery(control_id="LARGE"))  # type: ignore[union-attr]
+        assert rec.message.metadata["patient_key"] == "P9@HOSP"
+        assert rec.message.body == adt("LARGE", patient="P9") + big_obx
+        bad_tail = adt("BADTAIL") + big_obx + b"zz|not a segment\r"
+        ack = ack_fields(await client.send(bad_tail))
+        assert ack["MSA"][1:3] == ["AR", "BADTAIL"] and ack["ERR"][3].startswith("100^")
+        assert "segment 6 does not start" in ack["ERR"][8]
+        nul_tail = adt("NULTAIL") + big_obx.replace(b"QUJD", b"QU\x00D", 1)
+        ack = ack_fields(await client.send(nul_tail))
+        assert ack["MSA"][1:3] == ["AR", "NULTAIL"] and ack["ERR"][3].startswith("102^")
+        await client.close()
