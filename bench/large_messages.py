@@ -72,8 +72,10 @@ async def main() -> None:
     (folder / "routes" / "docs.yaml").write_text(yaml.safe_dump(
         {"route": "docs", "from": "in", "when": {"message_type": ["MDM^T02"]}, "to": [{"destination": "out"}]}
     ))  # fmt: skip
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("hub")), "serve", "--config", str(folder / "hub.yaml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    hub = str(Path(sys.executable).with_name("hub"))
+    proc = await asyncio.create_subprocess_exec(
+        hub, "serve", "--config", str(folder / "hub.yaml"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         await wait_port(port)
         await asyncio.sleep(1.0)
@@ -101,7 +103,7 @@ async def main() -> None:
         )
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        await asyncio.wait_for(proc.wait(), 30)
         await peer.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
