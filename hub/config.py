@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
 from hub.errors import ConfigError
+from hub.tls import TlsConfig
 from hub.yamlsource import Located, load_located
 
 __all__ = [
@@ -72,6 +73,11 @@ class HttpConfig(_Model):
         description="host:port of the HTTP server (health, admin API under /api, console at /, /metrics, sandboxes).",
     )
     enabled: bool = Field(True, description="Start the HTTP server.")
+    tls: TlsConfig | None = Field(
+        None,
+        description="Serve HTTPS (FHIR intake, admin API, console, metrics); with require_client_cert, only "
+        "clients holding a certificate from ca_file (mutual TLS, e.g. for DUIs posting FHIR).",
+    )
 
 
 Role = Literal["viewer", "operator", "admin"]

@@ -26,6 +26,7 @@ from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
 from hub.pipeline import Pipeline, route_message
 from hub.store import Store, SubmitResult, open_store
+from hub.tls import server_context
 
 __all__ = ["Hub"]
 
@@ -267,11 +268,12 @@ class Hub:
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         host, _, port = self.config.http.listen.rpartition(":")
-        site = web.TCPSite(self._http, host or "127.0.0.1", int(port))
+        ssl_ctx = server_context(self.config.http.tls) if self.config.http.tls else None
+        site = web.TCPSite(self._http, host or "127.0.0.1", int(port), ssl_context=ssl_ctx)
         await site.start()
         server = site._server
         self.http_port = server.sockets[0].getsockname()[1] if server and server.sockets else int(port)  # type: ignore[union-attr]
-        log.info("http_started", listen=self.config.http.listen, port=self.http_port)
+        log.info("http_started", listen=self.config.http.listen, port=self.http_port, tls=ssl_ctx is not None)
 
     def describe_sandboxes(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.sandboxes.values()]
