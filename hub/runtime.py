@@ -153,6 +153,7 @@ class Hub:
             await adapter.start()
             self.endpoints[name] = adapter
 
+        pauses = await self.store.queue_pauses()
         for route in self.settings.routes:
             pipeline = Pipeline(route.step_specs())
             for policy in route.to:
@@ -171,12 +172,14 @@ class Hub:
                     identity_lookup=self.identity.lookup,
                     environment=self.config.environment,
                 )
-                worker.paused = policy.paused
+                # An operator's stored decision wins over the config's default.
+                worker.paused = pauses.get((route.route, policy.destination), policy.paused)
                 worker.start()
                 self.workers[(route.route, policy.destination)] = worker
 
         self._tasks += [
             asyncio.create_task(self._refresh_backlog(), name="backlog"),
+            asyncio.create_task(self._follow_pauses(), name="pauses"),
             asyncio.create_task(self._recover_leases(), name="leases"),
             asyncio.create_task(self._listen_for_work(), name="wakeups"),
         ]
@@ -224,6 +227,33 @@ class Hub:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
         if outcome is Outcome.ACCEPT and received_at is not None:
             self.metrics.observe_delivery(destination, (utcnow() - received_at).total_seconds())
+
+    async def pause(self, route: str, destination: str, *, paused: bool, by: str = "") -> None:
+        """Pause or resume one queue on every node, kept across restarts (an operator's decision)."""
+        assert self.store is not None
+        await self.store.set_paused(route, destination, paused=paused, by=by)
+        worker = self.workers.get((route, destination))
+        if worker is not None:
+            worker.paused = paused
+            worker.wake.set()
+
+    async def _sync_pauses(self) -> None:
+        """Apply the stored pause decisions (they win over the config's `paused`, which is only the default)."""
+        assert self.store is not None
+        for key, paused in (await self.store.queue_pauses()).items():
+            worker = self.workers.get(key)
+            if worker is not None and worker.paused != paused:
+                worker.paused = paused
+                worker.wake.set()
+
+    async def _follow_pauses(self) -> None:
+        # Another node (or the API on another node) may pause or resume a queue: follow within seconds.
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                await self._sync_pauses()
+            except StoreError:
+                self.metrics.store_error("queue_pauses")
 
     def _dequeued(self) -> None:
         self.undelivered = max(0, self.undelivered - 1)

@@ -189,3 +189,25 @@ async def test_graceful_shutdown_releases_what_is_still_in_flight(tmp_path: Path
         await reopened.open()
         assert await _statuses(reopened, "INFLIGHT") == [("pending", 0, "")]
         await reopened.close()
+
+
+async def test_a_pause_holds_on_every_node_and_across_restarts(tmp_path: Path) -> None:
+    """Two hubs on one database (PostgreSQL's use case, shown here on one SQLite file at a time)."""
+    async with running_peer() as peer:
+        config = write_config(tmp_path, peer_port=peer.port)
+        async with running_hub(config) as hub:
+            await hub.pause("adt", "dpi", paused=True, by="operator-1")
+            client = await MllpClient.connect(mllp_port(hub))
+            assert ack_fields(await client.send(adt("WHILE-PAUSED")))["MSA"][1] == "AA"
+            await asyncio.sleep(0.5)
+            assert peer.bodies == []  # queued, not sent
+            await client.close()
+        async with running_hub(config) as hub:  # the restarted node keeps the operator's decision
+            assert hub.workers[("adt", "dpi")].paused
+            await asyncio.sleep(0.3)
+            assert peer.bodies == []
+            store = hub.store
+            assert store is not None
+            # Another node resumes it: this one follows within seconds.
+            await store.set_paused("adt", "dpi", paused=False, by="operator-2")
+            await wait_until(lambda: len(peer.bodies) == 1, timeout=10)

@@ -337,9 +337,11 @@ async def _set_paused(call: Call, paused: bool) -> PauseResult:
     if not workers:
         raise ApiError(404, f"no delivery worker for destination {destination!r}")
     await _audit(call, "pause" if paused else "resume", target=destination, detail={"routes": [r for r, _ in workers]})
-    for _, worker in workers:
-        worker.paused = paused
-        worker.wake.set()
+    try:
+        for route, _ in workers:
+            await call.hub.pause(route, destination, paused=paused, by=call.who.name)
+    except StoreError:
+        raise ApiError(503, "the store is unavailable: nothing was changed") from None
     return PauseResult(destination=destination, workers=[{"route": r, "paused": w.paused} for r, w in workers])
 
 
@@ -651,7 +653,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST", "/api/destinations/{destination}/pause", _pause, "Stop sending to a destination (this node).",
         "flows", role="operator", body=PauseRequest, response=PauseResult,
         path_params=(("destination", "string", "Endpoint name."),), audited="pause",
-        description="Deliveries stay queued and are sent after resume; a restart starts with the config's `paused`.",
+        description="Deliveries stay queued and are sent after resume; the decision holds on every node and "
+        "across restarts (over the config's `paused`).",
     ),
     Operation(
         "POST", "/api/destinations/{destination}/resume", _resume, "Send to a paused destination again.", "flows",

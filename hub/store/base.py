@@ -470,6 +470,12 @@ class Store(Protocol):
 
     async def next_due(self, route: str, destination: str) -> datetime | None: ...
 
+    async def set_paused(self, route: str, destination: str, *, paused: bool, by: str = "") -> None:
+        """Pause or resume one queue for every node, until changed again (kept across restarts)."""
+
+    async def queue_pauses(self) -> dict[tuple[str, str], bool]:
+        """The stored pause state of the queues an operator paused or resumed."""
+
     async def undelivered_count(self, *, cap: int | None = None) -> int:
         """Deliveries pending or in flight; with `cap`, counting stops there (bounded cost)."""
 

@@ -187,6 +187,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX hub_audit_message ON hub_audit (message_id, id) WHERE message_id IS NOT NULL;
     CREATE INDEX hub_audit_actor ON hub_audit (actor, id);
     """,
+    # 5: paused queues, shared by every node and kept across restarts
+    """
+    CREATE TABLE hub_queue_state (
+        route text NOT NULL,
+        destination text NOT NULL,
+        paused boolean NOT NULL,
+        changed_by text NOT NULL DEFAULT '',
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (route, destination)
+    );
+    """,
 ]
 
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
@@ -787,6 +798,21 @@ class PostgresStore:
                 )
             await conn.execute(_REFRESH_STATUS, [review.message_id])
         return review
+
+    async def set_paused(self, route: str, destination: str, *, paused: bool, by: str = "") -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO hub_queue_state (route, destination, paused, changed_by, updated_at)"
+                " VALUES ($1, $2, $3, $4, now()) ON CONFLICT (route, destination) DO UPDATE SET"
+                " paused = EXCLUDED.paused, changed_by = EXCLUDED.changed_by, updated_at = now()",
+                route, destination, paused, by,
+            )  # fmt: skip
+            await conn.execute(f"NOTIFY {_CHANNEL}")
+
+    async def queue_pauses(self) -> dict[tuple[str, str], bool]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT route, destination, paused FROM hub_queue_state")
+        return {(r[0], r[1]): bool(r[2]) for r in rows}
 
     # -- reads --------------------------------------------------------------------------------------
     async def next_due(self, route: str, destination: str) -> datetime | None:

@@ -186,6 +186,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_message ON audit (message_id, id) WHERE message_id IS NOT NULL;
     CREATE INDEX audit_actor ON audit (actor, id);
     """,
+    # 5: paused queues, shared by every node and kept across restarts
+    """
+    CREATE TABLE queue_state (
+        route TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        paused INTEGER NOT NULL,
+        changed_by TEXT NOT NULL DEFAULT '',
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (route, destination)
+    );
+    """,
 ]
 
 
@@ -761,6 +772,17 @@ class SqliteStore:
             return dataclasses.replace(review, state=state, resolved_at=_dt(now), resolved_by=by)
 
         return await self._run(self._tx, work)
+
+    async def set_paused(self, route: str, destination: str, *, paused: bool, by: str = "") -> None:
+        await self._run(self._tx, lambda db: db.execute(
+            "INSERT INTO queue_state (route, destination, paused, changed_by, updated_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (route, destination) DO UPDATE SET paused = excluded.paused,"
+            " changed_by = excluded.changed_by, updated_at = excluded.updated_at",
+            (route, destination, int(paused), by, time.time())))  # fmt: skip
+
+    async def queue_pauses(self) -> dict[tuple[str, str], bool]:
+        rows = await self._run(self._fetchall, "SELECT route, destination, paused FROM queue_state", ())
+        return {(r[0], r[1]): bool(r[2]) for r in rows}
 
     # -- reads --------------------------------------------------------------------------------------
     async def next_due(self, route: str, destination: str) -> datetime | None:

@@ -31,7 +31,7 @@ def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[Ne
 
 
 async def test_schema_is_migrated(store: Store) -> None:
-    assert await store.schema_version() == 4
+    assert await store.schema_version() == 5
 
 
 async def test_submit_then_read_back(store: Store) -> None:
@@ -485,3 +485,11 @@ async def test_acknowledgements_are_found_by_the_message_they_answer(store: Stor
     await store.submit(msg("OTHER", ack_for_message_id="someone-else"), [], endpoint="smtp", dedup_key=None)
     found = await store.search(SearchQuery(ack_for=original.correlation_id))
     assert [r.message.id for r in found] == [mdn.id]
+
+
+async def test_queue_pauses_are_stored_for_every_node(store: Store) -> None:
+    assert await store.queue_pauses() == {}
+    await store.set_paused("r", "dpi", paused=True, by="alice")
+    await store.set_paused("r", "dmp", paused=True, by="alice")
+    await store.set_paused("r", "dmp", paused=False, by="bob")
+    assert await store.queue_pauses() == {("r", "dpi"): True, ("r", "dmp"): False}
