@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-__all__ = ["Message", "new_id", "utcnow"]
+__all__ = ["CONTENT_HL7V2", "Message", "new_id", "utcnow"]
 
 CONTENT_HL7V2 = "x-application/hl7-v2+er7"
 

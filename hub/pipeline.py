@@ -54,7 +54,7 @@ class Pipeline:
     def __init__(self, steps: list[str] | list[tuple[str, dict[str, Any]]]) -> None:
         specs = [(s, {}) if isinstance(s, str) else s for s in steps]
         self.names = [name for name, _ in specs]
-        self._steps: list[tuple[Step, dict[str, Any]]] = []
+        self._steps: list[tuple[Step, dict[str, Any], bool]] = []  # (function, its settings, wants the context)
         self.needs_identity = False
         for name, settings in specs:
             comp = registry.get("step", name)
@@ -64,16 +64,13 @@ class Pipeline:
             if comp.config is not registry.NO_CONFIG:
                 kwargs["config"] = comp.config.model_validate(settings or {})
             self.needs_identity = self.needs_identity or "identity" in comp.needs
-            self._steps.append((comp.factory, {**kwargs, "_ctx": bool(comp.needs)}))
+            self._steps.append((comp.factory, kwargs, bool(comp.needs)))
 
     def __bool__(self) -> bool:
         return bool(self._steps)
 
     def apply(self, message: Message, ctx: StepContext | None = None) -> Message:
         context = ctx or StepContext()
-        for step, kwargs in self._steps:
-            extra = {k: v for k, v in kwargs.items() if k != "_ctx"}
-            if kwargs["_ctx"]:
-                extra["ctx"] = context
-            message = step(message, **extra)
+        for step, kwargs, wants_context in self._steps:
+            message = step(message, ctx=context, **kwargs) if wants_context else step(message, **kwargs)
         return message
