@@ -39,3 +39,35 @@ def test_production_settings_refuse_the_test_ins_root_and_hostile_xml_is_refused
     bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><ClinicalDocument>&a;</ClinicalDocument>'
     with pytest.raises(MessageError, match=r"DOCTYPE|DTD"):
         run(bomb)
+
+
+def test_the_cda_r2_top_level_structure_is_checked() -> None:
+    body = synthetic_cda()
+    # languageCode moved before code: out of CDA R2 order; an unknown element; a second custodian.
+    reordered = body.replace(b'<languageCode code="fr-FR"/>', b"").replace(
+        b"<code ", b'<languageCode code="fr-FR"/><code ', 1
+    )
+    with pytest.raises(MessageError) as info:
+        run(reordered)
+    assert "/ClinicalDocument/code: element out of the order CDA R2 fixes" in info.value.reason
+    stray = body.replace(b"<custodian>", b"<surprise/><custodian>", 1)
+    with pytest.raises(MessageError, match=r"/ClinicalDocument/surprise: element not allowed"):
+        run(stray)
+    start, end = body.index(b"<custodian>"), body.index(b"</custodian>") + len(b"</custodian>")
+    twice = body[:end] + body[start:end] + body[end:]
+    with pytest.raises(MessageError, match=r"/ClinicalDocument/custodian: allowed at most 1"):
+        run(twice)
+
+
+def test_every_cda_the_hub_produces_has_the_cda_r2_structure() -> None:
+    from pathlib import Path
+
+    from mappings.cda.structure import check_structure
+    from mappings.xml import parse_xml
+
+    cases = Path(__file__).resolve().parent / "mappings" / "cases"
+    produced = sorted(cases.glob("*/expected.xml"))
+    assert len(produced) >= 6
+    for path in produced:
+        assert check_structure(parse_xml(path.read_bytes())) == [], path.parent.name
+    assert check_structure(parse_xml(synthetic_cda())) == []

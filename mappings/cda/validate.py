@@ -1,16 +1,17 @@
 """The `cda_validate` step: an inbound CDA R2 document checked before it goes anywhere.
 
 Parses with the project's safe XML parser (no DTD, no entities, no network,
-size and depth limits), checks the CI-SIS header rules
+size and depth limits), checks the CDA R2 top-level structure (children of
+ClinicalDocument: known, in order, with their cardinality;
+`mappings.cda.structure`) and the CI-SIS header rules
 (`mappings.cda.header.validate_cda_header`), and refuses the document with
 the precise list of violations (location and rule, never a value). A valid
 document goes on with its header metadata (patient INS and IPP, document
 type, uniqueId, setId, version, author, confidentiality, facility) added to
 the message, so routes after it can use them.
 
-The CDA R2 XML schema (POCD_MT000040) is not applied: the normative XSD is
-HL7's and no package we may depend on ships it; the header rules cover what
-the CI-SIS schematrons check on the header.
+The full CDA R2 XML schema (POCD_MT000040, every level) is not applied: the
+normative XSD is HL7's and no package we may depend on ships it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.cda.builder import CONTENT_CDA
 from mappings.cda.header import read_cda_header, validate_cda_header
+from mappings.cda.structure import check_structure
 from mappings.xml import parse_xml
 
 __all__ = ["CdaValidateConfig", "cda_validate"]
@@ -43,7 +45,7 @@ def cda_validate(message: Message, config: CdaValidateConfig | None = None) -> M
     """Refuse a CDA that breaks the CI-SIS header rules (listing every violation); add its header metadata."""
     cfg = config or CdaValidateConfig()
     root = parse_xml(message.body, max_bytes=cfg.max_bytes)
-    violations = validate_cda_header(
+    violations = check_structure(root) + validate_cda_header(
         root, require_ins=cfg.require_ins, allow_test_ins=cfg.allow_test_ins, strict_ins_key=cfg.strict_ins_key
     )
     if violations:
