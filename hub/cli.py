@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,22 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return _with_store(args, go)
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    statuses = tuple(args.status or ("delivered", "rejected", "unrouted"))
+
+    async def go(store: Store, settings: Settings) -> int:
+        before = datetime.now().astimezone() - timedelta(days=args.older_than_days)
+        total = 0
+        while (n := await store.purge(before=before, statuses=statuses, batch=args.batch)) > 0:
+            total += n
+            if n < args.batch:
+                break
+        print(json.dumps({"purged": total, "before": before.isoformat(), "statuses": list(statuses)}))
+        return 0
+
+    return _with_store(args, go)
+
+
 def cmd_sandboxes(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for name, entry in settings.hub.sandboxes.items():
@@ -483,6 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("delivery_ids", nargs="*", type=int)
     sp.add_argument("--all-dead", action="store_true")
     sp.add_argument("--destination")
+    sp = add("purge", cmd_purge, "delete finished messages older than N days, batch by batch (audit kept)")
+    sp.add_argument("--older-than-days", type=float, required=True)
+    sp.add_argument(
+        "--status",
+        action="append",
+        choices=["delivered", "rejected", "unrouted", "failed"],
+        help="repeatable; default: delivered, rejected, unrouted (dead letters stay)",
+    )
+    sp.add_argument("--batch", type=int, default=1000)
     sp = add("sandboxes", cmd_sandboxes, "where the configured sandboxes listen")
     sp.add_argument("--json", action="store_true")
     ip = add("identity", cmd_identity, "the identity registry and the identity review queue")

@@ -167,6 +167,18 @@ class ComponentEntry(_Model):
         return dict(self.model_extra or {})
 
 
+class RetentionConfig(_Model):
+    days: float | None = Field(
+        None, gt=0, description="Delete finished messages received more than this many days ago; unset: keep all."
+    )
+    statuses: list[Literal["delivered", "rejected", "unrouted", "failed"]] = Field(
+        default_factory=lambda: ["delivered", "rejected", "unrouted"],
+        description="Which finished messages go: dead letters (`failed`) stay unless listed.",
+    )
+    batch: int = Field(1000, ge=1, le=100_000, description="Messages deleted per transaction (never one giant DELETE).")
+    every_secs: float = Field(600.0, gt=0, description="How often the purge runs.")
+
+
 class HubConfig(_Model):
     node: str = Field(
         "hub",
@@ -186,6 +198,9 @@ class HubConfig(_Model):
         100_000,
         ge=1,
         description="Undelivered deliveries above which inbound adapters answer RETRY (AE/503/451).",
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="Purging finished messages (the audit trail is kept whole)."
     )
     shutdown_grace_secs: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight deliveries may finish before being released."

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -177,6 +177,8 @@ class Hub:
                 worker.start()
                 self.workers[(route.route, policy.destination)] = worker
 
+        if self.config.retention.days is not None:
+            self._tasks.append(asyncio.create_task(self._retention(), name="retention"))
         self._tasks += [
             asyncio.create_task(self._refresh_backlog(), name="backlog"),
             asyncio.create_task(self._follow_pauses(), name="pauses"),
@@ -254,6 +256,31 @@ class Hub:
                 await self._sync_pauses()
             except StoreError:
                 self.metrics.store_error("queue_pauses")
+
+    async def purge(self) -> int:
+        """Delete finished messages older than `retention.days`, batch by batch; returns how many."""
+        cfg = self.config.retention
+        if cfg.days is None or self.store is None:
+            return 0
+        before = utcnow() - timedelta(days=cfg.days)
+        total = 0
+        while True:
+            n = await self.store.purge(before=before, statuses=tuple(cfg.statuses), batch=cfg.batch)
+            total += n
+            if n < cfg.batch:
+                return total
+            await asyncio.sleep(0)  # let the listeners in between batches
+
+    async def _retention(self) -> None:
+        while True:
+            try:
+                purged = await self.purge()
+            except StoreError:
+                self.metrics.store_error("purge")
+            else:
+                if purged:
+                    log.info("retention_purged", messages=purged, older_than_days=self.config.retention.days)
+            await asyncio.sleep(self.config.retention.every_secs)
 
     def _dequeued(self) -> None:
         self.undelivered = max(0, self.undelivered - 1)

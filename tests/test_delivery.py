@@ -211,3 +211,25 @@ async def test_a_pause_holds_on_every_node_and_across_restarts(tmp_path: Path) -
             # Another node resumes it: this one follows within seconds.
             await store.set_paused("adt", "dpi", paused=False, by="operator-2")
             await wait_until(lambda: len(peer.bodies) == 1, timeout=10)
+
+
+async def test_retention_purges_finished_messages_and_keeps_the_rest(tmp_path: Path) -> None:
+    async with running_peer() as peer:
+        config = write_config(tmp_path, peer_port=peer.port, retention={"days": 0.3 / 86400, "every_secs": 0.2})
+        async with running_hub(config) as hub:
+            store = hub.store
+            assert store is not None
+            client = await MllpClient.connect(mllp_port(hub))
+            await client.send(adt("KEEP-NOT"))
+            await client.send(adt("BAD", msh9=""))
+            await wait_until(lambda: len(peer.bodies) == 1)
+
+            async def purged() -> bool:
+                return await store.search(SearchQuery()) == []
+
+            await wait_until(purged, timeout=10)
+            peer.ack = "AE"  # this one stays pending, so it is never purged
+            await client.send(adt("LIVE"))
+            await asyncio.sleep(1.0)
+            assert [r.message.metadata["control_id"] for r in await store.search(SearchQuery())] == ["LIVE"]
+            await client.close()

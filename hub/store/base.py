@@ -470,6 +470,14 @@ class Store(Protocol):
 
     async def next_due(self, route: str, destination: str) -> datetime | None: ...
 
+    async def purge(self, *, before: datetime, statuses: tuple[str, ...], batch: int = 1000) -> int:
+        """Delete up to `batch` messages received before `before` whose status is one of `statuses`, with
+        their deliveries, attempts, reviews and search keys, in one transaction; returns how many.
+
+        Retention runs it again and again (small transactions, never one giant DELETE). The audit
+        trail is kept whole: its entries name message ids, and its hash chain must not break.
+        """
+
     async def set_paused(self, route: str, destination: str, *, paused: bool, by: str = "") -> None:
         """Pause or resume one queue for every node, until changed again (kept across restarts)."""
 

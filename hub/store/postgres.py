@@ -799,6 +799,21 @@ class PostgresStore:
             await conn.execute(_REFRESH_STATUS, [review.message_id])
         return review
 
+    async def purge(self, *, before: datetime, statuses: tuple[str, ...], batch: int = 1000) -> int:
+        async with self._conn() as conn, conn.transaction():
+            ids = [r[0] for r in await conn.fetch(
+                "SELECT id FROM hub_messages WHERE received_at < $1 AND status = ANY($2::text[])"
+                " ORDER BY received_at LIMIT $3 FOR UPDATE SKIP LOCKED", before, list(statuses), batch)]  # fmt: skip
+            if not ids:
+                return 0
+            deliveries = "SELECT id FROM hub_deliveries WHERE message_id = ANY($1::text[])"
+            await conn.execute(f"DELETE FROM hub_attempts WHERE delivery_id IN ({deliveries})", ids)
+            await conn.execute(f"DELETE FROM hub_reviews WHERE delivery_id IN ({deliveries})", ids)
+            await conn.execute("DELETE FROM hub_deliveries WHERE message_id = ANY($1::text[])", ids)
+            await conn.execute("DELETE FROM hub_message_keys WHERE message_id = ANY($1::text[])", ids)
+            await conn.execute("DELETE FROM hub_messages WHERE id = ANY($1::text[])", ids)
+        return len(ids)
+
     async def set_paused(self, route: str, destination: str, *, paused: bool, by: str = "") -> None:
         async with self._conn() as conn:
             await conn.execute(

@@ -773,6 +773,25 @@ class SqliteStore:
 
         return await self._run(self._tx, work)
 
+    async def purge(self, *, before: datetime, statuses: tuple[str, ...], batch: int = 1000) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(statuses))
+            ids = [r[0] for r in db.execute(
+                f"SELECT id FROM messages WHERE received_at < ? AND status IN ({marks}) ORDER BY received_at LIMIT ?",
+                (_ts(before), *statuses, batch)).fetchall()]  # fmt: skip
+            if not ids:
+                return 0
+            m = ",".join("?" * len(ids))
+            deliveries = f"SELECT id FROM deliveries WHERE message_id IN ({m})"
+            db.execute(f"DELETE FROM attempts WHERE delivery_id IN ({deliveries})", ids)
+            db.execute(f"DELETE FROM reviews WHERE delivery_id IN ({deliveries})", ids)
+            db.execute(f"DELETE FROM deliveries WHERE message_id IN ({m})", ids)
+            db.execute(f"DELETE FROM message_keys WHERE message_id IN ({m})", ids)
+            db.execute(f"DELETE FROM messages WHERE id IN ({m})", ids)
+            return len(ids)
+
+        return await self._run(self._tx, work)
+
     async def set_paused(self, route: str, destination: str, *, paused: bool, by: str = "") -> None:
         await self._run(self._tx, lambda db: db.execute(
             "INSERT INTO queue_state (route, destination, paused, changed_by, updated_at) VALUES (?,?,?,?,?)"

@@ -493,3 +493,28 @@ async def test_queue_pauses_are_stored_for_every_node(store: Store) -> None:
     await store.set_paused("r", "dmp", paused=True, by="alice")
     await store.set_paused("r", "dmp", paused=False, by="bob")
     assert await store.queue_pauses() == {("r", "dpi"): True, ("r", "dmp"): False}
+
+
+async def test_purge_removes_old_finished_messages_batch_by_batch(store: Store) -> None:
+    old = [msg(f"OLD{i}") for i in range(5)]
+    for m in old:
+        await store.submit(m, one(), endpoint="in", dedup_key=None)
+    claimed = await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)
+    for c in claimed[:4]:
+        await store.finish(c.delivery.id, owner="n", status="delivered", next_attempt_at=None, error="",
+                           outcome="accept", started_at=utcnow())  # fmt: skip
+    await store.finish(claimed[4].delivery.id, owner="n", status="dead", next_attempt_at=None, error="x",
+                       outcome="reject", started_at=utcnow())  # fmt: skip
+    await store.store_rejected(msg("BAD"), endpoint="in", reason="r")
+    pending = msg("STILL-PENDING")
+    await store.submit(pending, one(), endpoint="in", dedup_key=None)
+    cutoff = utcnow() + timedelta(seconds=1)
+    statuses = ("delivered", "rejected", "unrouted")
+    assert await store.purge(before=cutoff, statuses=statuses, batch=3) == 3
+    assert await store.purge(before=cutoff, statuses=statuses, batch=3) == 2
+    assert await store.purge(before=cutoff, statuses=statuses, batch=3) == 0
+    left = {r.message.metadata["control_id"]: r.status for r in await store.search(SearchQuery(limit=50))}
+    assert left == {"OLD4": "failed", "STILL-PENDING": "pending"}  # dead letters and live work stay
+    assert await store.purge(before=utcnow() - timedelta(days=1), statuses=("failed",)) == 0  # too recent
+    assert await store.purge(before=cutoff, statuses=("failed",)) == 1
+    assert [d.status for d in await store.find_deliveries()] == ["pending"]
