@@ -363,7 +363,7 @@ class SqliteStore:
             await asyncio.gather(self._checkpointer, return_exceptions=True)
         if self._db is not None:
             with contextlib.suppress(StoreError):
-                await self._run(self._db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+                await self._run(self._db.execute, "PRAGMA wal_checkpoint(PASSIVE)")  # never waits on readers
             await self._run(self._db.close)
         self._executor.shutdown(wait=True)
 
