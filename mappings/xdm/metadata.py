@@ -275,17 +275,6 @@ class _Writer(RimWriter):
         if institution:
             self.slot(c, "authorInstitution", [institution])
 
-    def identifier(self, parent: etree._Element, scheme: str, value: str, name: str) -> None:
-        e = etree.SubElement(
-            parent,
-            q("rim", "ExternalIdentifier"),
-            id=self.next_id("ei"),
-            identificationScheme=scheme,
-            registryObject=parent.get("id", ""),
-            value=value,
-        )
-        self.localized(e, "Name", name)
-
 
 def _patient_cx(header: Mapping[str, str]) -> str:
     # DOMAIN.md §9.2: in XDS the INS is a CX with CX-5 "NH" and an empty HD namespace.

@@ -70,6 +70,18 @@ class RimWriter:
         ls = etree.SubElement(holder, q("rim", "LocalizedString"), charset="UTF-8", value=value)
         ls.set("{http://www.w3.org/XML/1998/namespace}lang", "fr-FR")
 
+    def identifier(self, parent: etree._Element, scheme: str, value: str, name: str) -> None:
+        """An ExternalIdentifier (uniqueId, patientId, sourceId) of `parent`."""
+        e = etree.SubElement(
+            parent,
+            q("rim", "ExternalIdentifier"),
+            id=self.next_id("ei"),
+            identificationScheme=scheme,
+            registryObject=parent.get("id", ""),
+            value=value,
+        )
+        self.localized(e, "Name", name)
+
 
 class DE:
     """DocumentEntry identifiers (ITI TF-3 Table 4.2.5-1)."""

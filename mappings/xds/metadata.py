@@ -693,17 +693,6 @@ class _Writer(RimWriter):
         if author.specialties:
             self.slot(c, "authorSpecialty", author.specialties)
 
-    def identifier(self, parent: etree._Element, scheme: str, value: str, name: str) -> None:
-        e = etree.SubElement(
-            parent,
-            q("rim", "ExternalIdentifier"),
-            id=self.next_id("ei"),
-            identificationScheme=scheme,
-            registryObject=parent.get("id", ""),
-            value=value,
-        )
-        self.localized(e, "Name", name)
-
 
 def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     """The ``lcm:SubmitObjectsRequest`` of a submission (ITI TF-3 §4.2.3, ebRIM element order kept)."""
