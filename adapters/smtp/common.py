@@ -75,6 +75,35 @@ class HostedMailbox(ComponentConfig):
         description="HL7 v2 XON of the organisation this mailbox serves (service, UF), written in PRT-8 of the MDM "
         "sent to the DPI (volet trans-lps, note 3).",
     )
+    status: Literal["active", "suspended"] = Field(
+        "active", description="A suspended mailbox receives nothing (550 5.2.1) and nobody can log in to it."
+    )
+    owner: str = Field(
+        "",
+        pattern=r"^([0-9]{9,14})?$",
+        description="National identifier of the owner: idNat_PS (`8`+RPPS) of a personal mailbox's professional, "
+        "idNat_Struct (`1`+FINESS, `3`+SIRET) of the structure holding an organisational or application mailbox. "
+        "A Pro Santé Connect token whose subject is this idNat_PS opens a personal mailbox.",
+    )
+    members: list[str] = Field(
+        default_factory=list,
+        description="idNat_PS of the professionals who may open an organisational mailbox with their token or card.",
+    )
+    certificates: list[str] = Field(
+        default_factory=list,
+        description="Client certificate names (the listener's `cert_username_field`, commonName by default) that "
+        "open this mailbox: the professional's CPS/CPx, or the application's own server certificate.",
+    )
+    password_hash: str | None = Field(
+        None,
+        pattern=r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$",
+        description="`scrypt$N$r$p$salt$hash` when a password may open it (only where the listener's "
+        "`password_kinds` allows it); none: no password login.",
+    )
+    quota_bytes: int | None = Field(None, ge=0, description="Storage quota served by IMAP (none: unlimited).")
+    retention_days: int | None = Field(
+        None, ge=1, description="Messages older than this many days are expunged by the IMAP server (none: kept)."
+    )
 
     @field_validator("address")
     @classmethod

@@ -8,6 +8,10 @@ reader never sees half a message and a crash leaves at worst a file in
 ``tmp/``. The file name is derived from the hub message id and the mailbox,
 so a retried delivery finds its own file and does not deliver twice.
 
+A hub running as root (a container) delivers as the owner of the mailbox root:
+Dovecot refuses to touch mail as root, so the ``imap`` listener gives that root
+to its ``mail_user``.
+
 The `mailbox` destination takes the ``message/rfc822`` messages a route sends
 it (mail received for hosted mailboxes, DSNs) and delivers a copy to each
 hosted recipient listed in the metadata key ``rcpt_local``.
@@ -49,11 +53,23 @@ class MailboxStore:
             raise ValueError("not a deliverable mailbox address")
         return self.root / domain / local
 
+    def _owner(self) -> tuple[int, int] | None:
+        """Under root, who owns the mailbox root owns what is delivered (the IMAP server's mail user)."""
+        if os.geteuid() != 0:
+            return None
+        st = self.root.stat()
+        return (st.st_uid, st.st_gid) if st.st_uid != 0 else None
+
     def deliver(self, address: str, data: bytes, *, key: str) -> Path:
         """Write one message into a mailbox; idempotent for the same ``key``. Blocking: call in a thread."""
         folder = self.folder(address)
+        owner = self._owner()
         for sub in ("tmp", "new", "cur"):
+            made = not (folder / sub).exists()
             (folder / sub).mkdir(parents=True, exist_ok=True)
+            if made and owner:
+                for path in (folder.parent, folder, folder / sub):
+                    os.chown(path, *owner)
         digest = hashlib.sha1(f"{key}|{address.lower()}".encode()).hexdigest()[:16]
         name = f"{digest}.{socket.gethostname().replace('/', '_')}"
         final = folder / "new" / name
@@ -61,6 +77,8 @@ class MailboxStore:
             return final
         tmp = folder / "tmp" / name
         with open(tmp, "wb") as f:
+            if owner:
+                os.fchown(f.fileno(), *owner)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
