@@ -98,8 +98,7 @@ class MailAccess:
             raise AccessDenied("certificate linked to several mailboxes: name one (authzid)")
         return Grant(self._usable(boxes[0].address), "certificate")
 
-    async def by_token(self, token: str, requested: str) -> Grant:
-        """The mailbox ``requested`` (the SASL user) if the bearer token's professional may open it."""
+    async def _professional(self, token: str) -> str:
         if self.oidc is None:
             raise AccessDenied("bearer tokens are not accepted here")
         try:
@@ -108,13 +107,32 @@ class MailAccess:
             raise AccessDenied(str(exc)) from None
         except ConnectionError as exc:
             raise IssuerUnavailable(str(exc)) from None
-        who = self.oidc.subject(claims)
+        return self.oidc.subject(claims)
+
+    @staticmethod
+    def _token_opens(who: str, box: HostedMailbox) -> bool:
+        return box.kind != "application" and (who == box.owner or who in box.members)
+
+    async def by_token(self, token: str, requested: str) -> Grant:
+        """The mailbox ``requested`` (the SASL user) if the bearer token's professional may open it."""
+        who = await self._professional(token)
         box = self._usable(requested)
         if box.kind == "application":
             raise AccessDenied("application mailboxes open by certificate only")
-        if who != box.owner and who not in box.members:
+        if not self._token_opens(who, box):
             raise AccessDenied("token subject may not open this mailbox")
         return Grant(box, "token")
+
+    async def token_mailbox(self, token: str) -> Grant:
+        """The one mailbox a token opens when the mailbox is not named (Dovecot's introspection): the
+        professional's personal mailbox, else their only organisational one."""
+        who = await self._professional(token)
+        boxes = [b for b in self.mailboxes.by_address.values() if self._token_opens(who, b)]
+        personal = [b for b in boxes if b.kind == "personal" and b.owner == who]
+        chosen = personal or boxes
+        if len(chosen) != 1:
+            raise AccessDenied("token opens no mailbox here" if not chosen else "token opens several mailboxes")
+        return Grant(self._usable(chosen[0].address), "token")
 
     async def by_password(self, login: str, password: str) -> Grant:
         """The mailbox ``login`` if its kind allows passwords and the password matches (scrypt, in a thread)."""

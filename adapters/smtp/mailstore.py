@@ -14,7 +14,9 @@ to its ``mail_user``.
 
 The `mailbox` destination takes the ``message/rfc822`` messages a route sends
 it (mail received for hosted mailboxes, DSNs) and delivers a copy to each
-hosted recipient listed in the metadata key ``rcpt_local``.
+hosted recipient listed in the metadata keys ``rcpt_local`` and
+``rcpt_application`` (an application mailbox keeps a copy of what enters
+the engine, so that it can be read over IMAP).
 """
 
 from __future__ import annotations
@@ -100,13 +102,13 @@ class MailboxStore:
 class MailboxOutboundConfig(ComponentConfig):
     mailbox_dir: str = Field(description="Root folder of the hosted Maildir mailboxes.")
     mailboxes: list[HostedMailbox] = Field(
-        default_factory=list, description="Hosted mailboxes; only these receive (application mailboxes excepted)."
+        default_factory=list, description="Hosted mailboxes; only these receive."
     )
 
 
 @register("outbound", "mailbox", config=MailboxOutboundConfig)
 class MailboxOutbound:
-    """Local delivery: a mail (message/rfc822) into the Maildir of each hosted recipient in `rcpt_local`."""
+    """Local delivery: a mail (message/rfc822) into the Maildir of each hosted recipient, application ones too."""
 
     def __init__(self, name: str, config: MailboxOutboundConfig) -> None:
         self.name = name
@@ -123,10 +125,11 @@ class MailboxOutbound:
     async def send(self, message: Message) -> None:
         if message.content_type != CONTENT_MAIL:
             raise Rejected(f"the mailbox destination takes {CONTENT_MAIL}, not {message.content_type}")
-        targets = [a for a in message.metadata.get("rcpt_local", "").split(",") if a.strip()]
-        known = [a.strip() for a in targets if (m := self.mailboxes.get(a.strip())) and m.kind != "application"]
+        meta = message.metadata
+        targets = [a.strip() for a in f"{meta.get('rcpt_local', '')},{meta.get('rcpt_application', '')}".split(",")]
+        known = [a for a in targets if a and self.mailboxes.get(a) is not None]
         if not known:
-            raise Rejected("no hosted personal or organisational mailbox among the recipients")
+            raise Rejected("no hosted mailbox among the recipients")
         # The stored message's id (routes to mailboxes have no steps): a retried delivery finds its own file.
         key = message.id
         try:
