@@ -35,6 +35,7 @@ a fix) before the 554 goes out.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hashlib
 from base64 import b64decode
@@ -45,6 +46,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 from pydantic import Field
 
 from adapters.base import InboundContext
+from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess, sasl_bearer
 from adapters.smtp.common import (
     HostedMailbox,
     Mailboxes,
@@ -108,15 +110,30 @@ class SmtpMtaConfig(_ListenerConfig):
 
 class SmtpSubmissionConfig(_ListenerConfig):
     listen: str = Field("127.0.0.1:5587", description="host:port of the submission port for local clients.")
-    users: list[SubmissionUser] = Field(default_factory=list, description="Who may log in and send.")
+    users: list[SubmissionUser] = Field(
+        default_factory=list, description="Software logins (AUTH PLAIN/LOGIN) and the sender addresses each may use."
+    )
+    access: AccessConfig = Field(
+        default_factory=AccessConfig,
+        description="Mailbox logins, as on IMAP: client certificate (AUTH EXTERNAL, asked for when tls.ca_file is "
+        "set), Pro Santé Connect token (AUTH OAUTHBEARER / XOAUTH2), the mailbox's password where allowed; the "
+        "mailbox opened is the only sender address.",
+    )
     max_auth_failures: int = Field(3, ge=1, description="Failed AUTH attempts before the connection is closed.")
 
 
 class _Protocol(SMTP):
     """aiosmtpd's SMTP with a connection limit (checked before the greeting) and tracking for stop()."""
 
+    # RFC 4954 §4 lets an AUTH line reach 12288 octets (a bearer token does not fit in the 512 of RFC 5321
+    # §4.5.3.1.4): aiosmtpd sizes its line reader with this at __init__, then checks DATA lines with it.
+    line_length_limit = 12288 + 2
+
     def __init__(self, listener: _SmtpListener, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self.line_length_limit = SMTP.line_length_limit  # text lines of DATA: 1000 octets (RFC 5321 §4.5.3.1.6)
+        # aiosmtpd keeps the command limits in a class-level dict: ours is per connection.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, {"AUTH": 12288})
         self._listener = listener
         self._refused = False
 
@@ -350,17 +367,27 @@ class SmtpSubmissionInbound(_SmtpListener):
         super().__init__(name, config, ctx)
         self.config: SmtpSubmissionConfig = config
         self.users = {u.username: u for u in config.users}
+        self.access = MailAccess(self.mailboxes, config.access)
 
     def _smtp_kwargs(self) -> dict[str, Any]:
         return {
-            "tls_context": server_tls_context(self.config.tls, ask_client_cert=False),
+            "tls_context": server_tls_context(self.config.tls, ask_client_cert=bool(self.config.tls.ca_file)),
             "auth_required": True,
             "auth_require_tls": True,
         }
 
+    # aiosmtpd advertises a mechanism for each ``auth_<NAME>`` of the handler; handle_AUTH below serves them all.
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> None:  # pragma: no cover - never called
+        raise NotImplementedError
+
+    auth_OAUTHBEARER = auth_XOAUTH2 = auth_EXTERNAL
+
     async def handle_AUTH(self, server: SMTP, session: Session, envelope: Envelope, args: list[str]) -> str | None:
-        """AUTH PLAIN (RFC 4616) and LOGIN, checked against scrypt hashes in a worker thread."""
+        """AUTH PLAIN (RFC 4616) and LOGIN (software logins, else a mailbox's password where allowed), EXTERNAL
+        (RFC 4422 app. A: the verified client certificate), OAUTHBEARER (RFC 7628) and XOAUTH2 (bearer token)."""
         mechanism = args[0].upper()
+        if mechanism in ("EXTERNAL", "OAUTHBEARER", "XOAUTH2"):
+            return await self._auth_mailbox(server, session, mechanism, args)
         if mechanism == "PLAIN":
             blob: Any = _b64(args[1]) if len(args) > 1 else await server.challenge_auth("", encode_to_b64=False)
             if blob is MISSING:
@@ -382,6 +409,12 @@ class SmtpSubmissionInbound(_SmtpListener):
             return "501 5.5.2 Cannot decode the AUTH response"
         username = login.decode("utf-8", "replace")
         user = self.users.get(username)
+        if user is None and self.mailboxes.get(username) is not None:
+            try:
+                grant = await self.access.by_password(username, password.decode("utf-8", "replace"))
+            except AccessDenied as exc:
+                return await self._auth_failed(server, session, mechanism, str(exc))
+            return self._auth_ok(session, grant)
         ok = await asyncio.to_thread(
             verify_password, password.decode("utf-8", "replace"), user.password_hash if user else None
         )
@@ -389,9 +422,49 @@ class SmtpSubmissionInbound(_SmtpListener):
             session.authenticated = True
             session.auth_data = user.username
             return "235 2.7.0 Authentication successful"
+        return await self._auth_failed(server, session, mechanism, "password refused")
+
+    async def _auth_mailbox(self, server: SMTP, session: Session, mechanism: str, args: list[str]) -> str | None:
+        blob: Any
+        if len(args) > 1:
+            blob = b"" if args[1] == "=" else _b64(args[1])  # "=": an empty initial response (RFC 4954 §4)
+        else:
+            blob = await server.challenge_auth("", encode_to_b64=False)
+        if blob is MISSING:
+            return None
+        if blob is None:
+            return "501 5.5.2 Cannot decode the AUTH response"
+        try:
+            if mechanism == "EXTERNAL":
+                name = certificate_name(peer_certificate(session.ssl))
+                grant = self.access.by_certificate(name, blob.decode("utf-8"))
+            else:
+                user, token = sasl_bearer(mechanism, blob)
+                grant = await self.access.by_token(token, user)
+        except (ValueError, UnicodeDecodeError):
+            return "501 5.5.2 Cannot decode the AUTH response"
+        except IssuerUnavailable as exc:
+            log.warning("smtp_auth_unavailable", listener=self.name, mechanism=mechanism, reason=str(exc))
+            return "454 4.7.0 Temporary authentication failure"
+        except AccessDenied as exc:
+            if mechanism != "EXTERNAL":
+                # RFC 7628 §3.2.2: the failure is a challenge carrying the error; the client answers %x01.
+                error = b'{"status":"invalid_token","schemes":"bearer"}'
+                if await server.challenge_auth(error) is MISSING:
+                    return None
+            return await self._auth_failed(server, session, mechanism, str(exc))
+        return self._auth_ok(session, grant)
+
+    def _auth_ok(self, session: Session, grant: Grant) -> str:
+        session.authenticated = True
+        session.auth_data = f"mailbox:{grant.mailbox.address}"
+        log.info("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
+        return "235 2.7.0 Authentication successful"
+
+    async def _auth_failed(self, server: SMTP, session: Session, mechanism: str, reason: str) -> str | None:
         failures = getattr(session, "auth_failures", 0) + 1
         session.auth_failures = failures  # type: ignore[attr-defined]
-        log.info("smtp_auth_failed", listener=self.name, failures=failures)
+        log.info("smtp_auth_failed", listener=self.name, failures=failures, mechanism=mechanism, reason=reason)
         if failures >= self.config.max_auth_failures:
             await server.push("421 4.7.0 Too many failed authentications, closing")
             if server.transport is not None:
@@ -402,10 +475,15 @@ class SmtpSubmissionInbound(_SmtpListener):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        user = self.users.get(str(session.auth_data or ""))
-        if user is None:
+        login = str(session.auth_data or "")
+        user = self.users.get(login)
+        if login.startswith("mailbox:"):
+            allowed = [login.removeprefix("mailbox:")]
+        elif user is not None:
+            allowed = user.addresses
+        else:
             return "530 5.7.0 Authentication required"
-        if address.lower() not in user.addresses:
+        if address.lower() not in allowed:
             return "553 5.7.1 Sender address not allowed for this login"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)

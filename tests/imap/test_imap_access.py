@@ -38,11 +38,10 @@ from tests.imap.imapkit import (
     inbox,
     login_bearer,
     login_external,
-    needs_dovecot,
 )
 from tests.smtp.smtpkit import APP_MAILBOX, DOCTOR
 
-pytestmark = needs_dovecot
+pytestmark = pytest.mark.usefixtures("needs_dovecot")
 
 
 @pytest.fixture
