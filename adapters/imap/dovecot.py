@@ -55,7 +55,8 @@ from pydantic import Field
 
 from adapters.base import InboundContext
 from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess
-from adapters.smtp.common import HostedMailbox, host_port
+from adapters.smtp.common import HostedMailbox, Mailboxes, host_port
+from adapters.smtp.directory import open_directory
 from adapters.tls import TlsConfig
 from hub.errors import ConfigError
 from hub.registry import ComponentConfig, register
@@ -79,6 +80,9 @@ class ImapConfig(ComponentConfig):
     )
     mailbox_dir: str = Field(description="Root of the hosted Maildir mailboxes (the `mailbox` endpoint's).")
     mailboxes: list[HostedMailbox] = Field(default_factory=list, description="Mailboxes hosted by this operator.")
+    mailbox_directory: str | None = Field(
+        None, description="JSON file of the mailboxes created through the admin API (`hub mailbox`), re-read on change."
+    )
     access: AccessConfig = Field(default_factory=AccessConfig, description="How clients prove who they are.")
     run_dir: str = Field("var/dovecot", description="Folder of the generated configuration, sockets and logs.")
     dovecot: str = Field("dovecot", description="The Dovecot binary (name on PATH or absolute path).")
@@ -288,7 +292,9 @@ class ImapInbound:
     def __init__(self, name: str, config: ImapConfig, ctx: InboundContext) -> None:
         self.name = name
         self.config = config
-        self.access = MailAccess(config.mailboxes, config.access)
+        self.access = MailAccess(
+            Mailboxes(config.mailboxes, directory=open_directory(config.mailbox_directory)), config.access
+        )
         self.run_dir = Path(config.run_dir).resolve()
         self.auth_socket = self.run_dir / "hub-auth.sock"
         self.available = False
@@ -416,6 +422,14 @@ class ImapInbound:
             await self._auth_server.wait_closed()
             self._auth_server = None
         self.available = False
+
+    def admin_operations(self) -> tuple[Any, ...]:
+        """Mailbox administration on the admin API, when a mailbox directory is configured."""
+        if self.access.mailboxes.directory is None:
+            return ()
+        from adapters.smtp.admin import mailbox_operations
+
+        return mailbox_operations(self.access.mailboxes)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -114,11 +114,28 @@ class HostedMailbox(ComponentConfig):
 
 
 class Mailboxes:
-    """Hosted mailboxes by address (case-insensitive), and the operator's domains."""
+    """Hosted mailboxes by address (case-insensitive), and the operator's domains.
 
-    def __init__(self, mailboxes: Iterable[HostedMailbox], domains: Iterable[str] = ()) -> None:
-        self.by_address = {m.address.lower(): m for m in mailboxes}
-        self.domains = {d.lower() for d in domains} | {a.rpartition("@")[2] for a in self.by_address}
+    Those declared in the config, plus those of the mailbox directory (``adapters.smtp.directory``) when one
+    is given, read again when its file changes; an address lives in one or the other.
+    """
+
+    def __init__(
+        self, mailboxes: Iterable[HostedMailbox], domains: Iterable[str] = (), *, directory: Any = None
+    ) -> None:
+        self.declared = {m.address.lower(): m for m in mailboxes}
+        self.directory = directory
+        self._domains = {d.lower() for d in domains}
+
+    @property
+    def by_address(self) -> dict[str, HostedMailbox]:
+        if self.directory is None:
+            return self.declared
+        return {**self.directory.mailboxes(), **self.declared}
+
+    @property
+    def domains(self) -> set[str]:
+        return self._domains | {a.rpartition("@")[2] for a in self.by_address}
 
     def get(self, address: str) -> HostedMailbox | None:
         return self.by_address.get(address.lower())

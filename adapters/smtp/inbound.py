@@ -9,6 +9,7 @@ MTA: no client certificate                          530 5.7.0 (one that does not
                                                     the IGC-Santé-style trust anchors, fails the handshake)
 MTA: sender domain not in the trust list            550 5.7.1 (null sender ``<>`` allowed: DSNs, MDNs)
 MTA: recipient not hosted here                      550 5.1.1 (hosted domain) / 550 5.7.1 (any other: no relay)
+recipient mailbox suspended                         550 5.2.1 (RFC 3463: mailbox disabled)
 submission: AUTH before TLS                         530 (STARTTLS first), 538 5.7.11 if TLS is not required
 submission: MAIL without AUTH                       530 5.7.0 Authentication required (RFC 4954 §6)
 submission: sender not one of the login's addresses 553 5.7.1
@@ -61,6 +62,7 @@ from adapters.smtp.common import (
     server_tls_context,
     verify_password,
 )
+from adapters.smtp.directory import open_directory
 from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, analyse, is_null_sender
 from adapters.tls import TlsConfig
 from hub.errors import Retryable
@@ -79,6 +81,9 @@ class _ListenerConfig(ComponentConfig):
     tls: TlsConfig = Field(description="Certificate (cert_file, key_file) for STARTTLS, which is required.")
     domains: list[str] = Field(default_factory=list, description="The operator's own mail domains.")
     mailboxes: list[HostedMailbox] = Field(default_factory=list, description="Mailboxes hosted by this operator.")
+    mailbox_directory: str | None = Field(
+        None, description="JSON file of the mailboxes created through the admin API (`hub mailbox`), re-read on change."
+    )
     trust_list_file: str | None = Field(
         None,
         description="File listing the operator domains of the MSSanté trust space, one a line (`*.x.fr` for "
@@ -165,7 +170,7 @@ class _SmtpListener:
         self.name = name
         self.config = config
         self.ctx = ctx
-        self.mailboxes = Mailboxes(config.mailboxes, config.domains)
+        self.mailboxes = Mailboxes(config.mailboxes, config.domains, directory=open_directory(config.mailbox_directory))
         self.trust = TrustList(config.trust_list_file, extra=config.trusted_domains)
         self.connections: set[_Protocol] = set()
         self._server: asyncio.Server | None = None
@@ -198,6 +203,14 @@ class _SmtpListener:
 
     async def stop(self) -> None:
         await close_smtp_server(self._server, self.connections)
+
+    def admin_operations(self) -> tuple[Any, ...]:
+        """Mailbox administration on the admin API, when a mailbox directory is configured."""
+        if self.mailboxes.directory is None:
+            return ()
+        from adapters.smtp.admin import mailbox_operations  # the admin API is loaded with the HTTP server only
+
+        return mailbox_operations(self.mailboxes)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -344,10 +357,13 @@ class SmtpMtaInbound(_SmtpListener):
     ) -> str:
         if reply := self._too_many(envelope):
             return reply
-        if self.mailboxes.get(address) is None:
+        box = self.mailboxes.get(address)
+        if box is None:
             if self.mailboxes.hosts_domain(address):
                 return "550 5.1.1 Recipient mailbox unknown"
             return "550 5.7.1 Relaying denied: recipient not hosted here"
+        if box.status != "active":
+            return "550 5.2.1 Recipient mailbox disabled"  # RFC 3463 X.2.1: mailbox disabled, not accepting
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
@@ -494,7 +510,10 @@ class SmtpSubmissionInbound(_SmtpListener):
     ) -> str:
         if reply := self._too_many(envelope):
             return reply
-        if self.mailboxes.get(address) is None:
+        box = self.mailboxes.get(address)
+        if box is not None and box.status != "active":
+            return "550 5.2.1 Recipient mailbox disabled"
+        if box is None:
             if self.mailboxes.hosts_domain(address):
                 return "550 5.1.1 Recipient mailbox unknown"
             if domain_of(address) not in self.trust:

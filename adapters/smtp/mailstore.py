@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import Field
 
 from adapters.smtp.common import HostedMailbox, Mailboxes
+from adapters.smtp.directory import open_directory
 from hub.errors import Rejected, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
@@ -104,6 +105,9 @@ class MailboxOutboundConfig(ComponentConfig):
     mailboxes: list[HostedMailbox] = Field(
         default_factory=list, description="Hosted mailboxes; only these receive."
     )
+    mailbox_directory: str | None = Field(
+        None, description="JSON file of the mailboxes created through the admin API (`hub mailbox`), re-read on change."
+    )
 
 
 @register("outbound", "mailbox", config=MailboxOutboundConfig)
@@ -114,7 +118,7 @@ class MailboxOutbound:
         self.name = name
         self.config = config
         self.store = MailboxStore(config.mailbox_dir)
-        self.mailboxes = Mailboxes(config.mailboxes)
+        self.mailboxes = Mailboxes(config.mailboxes, directory=open_directory(config.mailbox_directory))
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.root.mkdir, parents=True, exist_ok=True)
@@ -127,7 +131,8 @@ class MailboxOutbound:
             raise Rejected(f"the mailbox destination takes {CONTENT_MAIL}, not {message.content_type}")
         meta = message.metadata
         targets = [a.strip() for a in f"{meta.get('rcpt_local', '')},{meta.get('rcpt_application', '')}".split(",")]
-        known = [a for a in targets if a and self.mailboxes.get(a) is not None]
+        boxes = [b for a in targets if a and (b := self.mailboxes.get(a)) is not None]
+        known = [b.address for b in boxes if b.status == "active"]
         if not known:
             raise Rejected("no hosted mailbox among the recipients")
         # The stored message's id (routes to mailboxes have no steps): a retried delivery finds its own file.

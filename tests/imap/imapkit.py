@@ -91,14 +91,20 @@ def mailboxes() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def imap_hub_config(setup: ImapSetup, *, dpi_port: int, password_kinds: list[str] | None = None) -> Path:
-    """The MSSanté test hub with an `imap` listener and the `psc` sandbox; one mailbox list for all."""
-    path = hub_config(setup, dpi_port=dpi_port)
+def imap_hub_config(
+    setup: ImapSetup, *, dpi_port: int, password_kinds: list[str] | None = None, **hub: Any
+) -> Path:
+    """The MSSanté test hub with an `imap` listener, the `psc` sandbox, one mailbox list and one mailbox
+    directory for all."""
+    path = hub_config(setup, dpi_port=dpi_port, **hub)
     config = yaml.safe_load(path.read_text())
     boxes = mailboxes()
+    directory = str(setup.folder / "mailbox-directory.json")
     for name in ("smtp_mta", "smtp_submission"):
         config["listeners"][name]["mailboxes"] = boxes
+        config["listeners"][name]["mailbox_directory"] = directory
     config["endpoints"]["mailbox"]["mailboxes"] = boxes
+    config["endpoints"]["mailbox"]["mailbox_directory"] = directory
     config["listeners"]["imap"] = {
         "type": "imap",
         "listen": f"127.0.0.1:{setup.imap_port}",
@@ -108,6 +114,7 @@ def imap_hub_config(setup: ImapSetup, *, dpi_port: int, password_kinds: list[str
         "mailbox_dir": str(setup.mailbox_dir),
         "run_dir": str(setup.folder / "dovecot"),
         "mailboxes": boxes,
+        "mailbox_directory": directory,
         "access": {"oidc": {"issuer": setup.issuer}, "password_kinds": password_kinds or []},
         "required": True,
         "failure_delay_secs": 0,
