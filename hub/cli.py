@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hub import registry
+from hub import mailbox_cli, registry
 from hub.config import Settings, load_config
 from hub.errors import ConfigError, HubError, MessageError
 from hub.store import SearchQuery, Store, open_store
@@ -285,6 +285,11 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return _with_store(args, go)
 
 
+def cmd_mailbox(args: argparse.Namespace) -> int:
+    """Mailbox administration through the running hub's admin API (hub/mailbox_cli.py)."""
+    return mailbox_cli.run(args, _settings(args))
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     statuses = tuple(args.status or ("delivered", "rejected", "unrouted"))
 
@@ -499,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("delivery_ids", nargs="*", type=int)
     sp.add_argument("--all-dead", action="store_true")
     sp.add_argument("--destination")
+    help_mailbox = "hosted mailboxes: list, create, suspend, resume, delete, annuaire (through the admin API)"
+    mailbox_cli.add_parser(add("mailbox", cmd_mailbox, help_mailbox))
     sp = add("purge", cmd_purge, "delete finished messages older than N days, batch by batch (audit kept)")
     sp.add_argument("--older-than-days", type=float, required=True)
     sp.add_argument(

@@ -4,6 +4,7 @@ IMAP, submission and the MTA port."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from adapters.sandboxes.mssante_peer import MssantePeer
 from adapters.sandboxes.psc import PscSandbox
 from hub.runtime import Hub
 from tests.admin.adminkit import TOKENS, Api, admin_section
-from tests.hubkit import running_hub, running_peer
+from tests.conftest import free_port
+from tests.hubkit import hub_cli, running_hub, running_peer
 from tests.imap.imapkit import DOCTOR_ID, ImapSetup, imap_hub_config, inbox, login_bearer
 from tests.imap.test_imap_access import refused
 from tests.smtp.smtpkit import DOCTOR, HUB_DOMAIN
@@ -112,3 +114,26 @@ async def test_the_annuaire_export_lists_active_mailboxes_with_type_and_owner(
     assert NEW not in rows  # a suspended mailbox is not published
     doc = await api["viewer"].get("/api/openapi.json")
     assert "/api/mailboxes/{address}/suspend" in doc["paths"]
+
+
+async def test_the_hub_mailbox_command_goes_through_the_admin_api(tmp_path: Path) -> None:
+    setup = ImapSetup(tmp_path)
+    port = free_port()
+    config = imap_hub_config(setup, dpi_port=1, admin=admin_section(), http={"listen": f"127.0.0.1:{port}"})
+    async with running_hub(config):
+        common = ("--config", str(config), "--token", TOKENS["admin"])
+        made = await hub_cli("mailbox", "create", NEW, "--kind", "personal", "--owner", DURAND_ID, "--json", *common)
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["address"] == NEW
+        again = await hub_cli("mailbox", "create", NEW, "--kind", "personal", *common)
+        assert again.returncode == 1 and "409" in again.stderr
+        assert (await hub_cli("mailbox", "suspend", NEW, "--reason", "leave", *common)).returncode == 0
+        listed = await hub_cli("mailbox", "list", "--json", *common)
+        rows = {r["address"]: r for r in map(json.loads, listed.stdout.splitlines())}
+        assert rows[NEW]["status"] == "suspended" and rows[DOCTOR]["source"] == "config"
+        viewer = await hub_cli("mailbox", "delete", NEW, "--config", str(config), "--token", TOKENS["viewer"])
+        assert viewer.returncode == 1 and "403" in viewer.stderr
+        annuaire = await hub_cli("mailbox", "annuaire", *common)
+        assert annuaire.returncode == 0 and NEW not in annuaire.stdout and DOCTOR in annuaire.stdout
+    gone = await hub_cli("mailbox", "list", *common)
+    assert gone.returncode == 3  # the hub is stopped
