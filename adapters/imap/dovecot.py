@@ -54,6 +54,7 @@ from aiohttp import web
 from pydantic import Field
 
 from adapters.base import InboundContext
+from adapters.imap.autoconfig import AutoconfigConfig, autoconfig_routes
 from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess
 from adapters.smtp.common import HostedMailbox, Mailboxes, host_port
 from adapters.smtp.directory import open_directory
@@ -84,6 +85,10 @@ class ImapConfig(ComponentConfig):
         None, description="JSON file of the mailboxes created through the admin API (`hub mailbox`), re-read on change."
     )
     access: AccessConfig = Field(default_factory=AccessConfig, description="How clients prove who they are.")
+    autoconfig: AutoconfigConfig | None = Field(
+        default_factory=AutoconfigConfig,
+        description="Client auto-configuration documents (TM3.3C) on the hub's HTTP port; none: not served.",
+    )
     run_dir: str = Field("var/dovecot", description="Folder of the generated configuration, sockets and logs.")
     dovecot: str = Field("dovecot", description="The Dovecot binary (name on PATH or absolute path).")
     required: bool = Field(
@@ -422,6 +427,10 @@ class ImapInbound:
             await self._auth_server.wait_closed()
             self._auth_server = None
         self.available = False
+
+    def http_routes(self) -> list[tuple[str, str, Any]]:
+        """Autoconfig / Autodiscover on the hub's HTTP port (adapters/imap/autoconfig.py)."""
+        return autoconfig_routes(self) if self.config.autoconfig is not None else []
 
     def admin_operations(self) -> tuple[Any, ...]:
         """Mailbox administration on the admin API, when a mailbox directory is configured."""
