@@ -102,7 +102,9 @@ class HostedMailbox(ComponentConfig):
     )
     quota_bytes: int | None = Field(None, ge=0, description="Storage quota served by IMAP (none: unlimited).")
     retention_days: int | None = Field(
-        None, ge=1, description="Messages older than this many days are expunged by the IMAP server (none: kept)."
+        None,
+        ge=1,
+        description="How long its messages are to be kept, in days (recorded and listed; not enforced yet).",
     )
 
     @field_validator("address")
