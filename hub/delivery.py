@@ -35,6 +35,7 @@ import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -236,9 +237,8 @@ class DestinationWorker:
     async def _hold(self, c: Claimed, hold: IdentityHold, started: datetime) -> None:
         """Park a delivery until its identity is settled; FIFO per key keeps later ones behind it."""
         try:
-            await self.store.finish(
+            await self._record(
                 c.delivery.id,
-                owner=self.owner,
                 status=hold.status,
                 next_attempt_at=None,
                 error=hold.reason,
@@ -247,7 +247,6 @@ class DestinationWorker:
                 review=hold.reason if hold.status == "identity_review" else None,
             )
         except StoreError as exc:
-            self._store_error("finish")
             log.error("hold_not_recorded", delivery_id=c.delivery.id, error=str(exc))
             return
         if self.on_dequeued:
@@ -260,6 +259,25 @@ class DestinationWorker:
             destination=self.destination,
             status=hold.status,
         )
+
+    async def _record(self, delivery_id: int, **outcome: Any) -> bool:
+        """store.finish, tried again while the store is away (for up to the lease's length).
+
+        The outcome is known (the peer answered): losing it would send the message again when the
+        lease expires. While the delivery stays in flight, its ordering key stays held.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.lease_secs
+        delay = STORE_BACKOFF_FIRST_SECS
+        while True:
+            try:
+                return await self.store.finish(delivery_id, owner=self.owner, **outcome)
+            except StoreError:
+                self._store_error("finish")
+                if self._stopping or loop.time() + delay > give_up:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(STORE_BACKOFF_MAX_SECS, delay * 2)
 
     async def _sleep(self) -> None:
         timeout = self.poll_secs
@@ -358,9 +376,8 @@ class DestinationWorker:
         if self.on_outcome:
             self.on_outcome(self.route, self.destination, outcome, elapsed, c.message.received_at)
         try:
-            kept = await self.store.finish(
+            kept = await self._record(
                 d.id,
-                owner=self.owner,
                 status=status,
                 next_attempt_at=next_at,
                 error=error,
@@ -370,7 +387,6 @@ class DestinationWorker:
                 count_attempt=reached,
             )
         except StoreError as exc:
-            self._store_error("finish")
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
         if kept and status != "pending" and self.on_dequeued:
