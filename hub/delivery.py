@@ -120,6 +120,7 @@ class DestinationWorker:
         self._probe_delay = 0.0
         self._next_probe = 0.0
         self._store_backoff = 0.0
+        self._orphans_possible = False
 
     @property
     def in_flight(self) -> int:
@@ -162,6 +163,9 @@ class DestinationWorker:
         while not self._stopping:
             free = self._room()
             claimed: list[Claimed] = []
+            if self._orphans_possible and not await self._release_orphans():
+                await self._store_pause()
+                continue
             if free > 0 and not self.paused:
                 if self.down_since is not None:
                     self._next_probe = loop.time() + self._probe_delay  # the probe's answer may close it
@@ -177,6 +181,7 @@ class DestinationWorker:
                 except StoreError as exc:
                     self._store_error("claim")
                     log.warning("claim_failed", route=self.route, destination=self.destination, error=str(exc))
+                    self._orphans_possible = True  # the claim may have committed with its answer lost
                     await self._store_pause()
                     continue
                 self._store_backoff = 0.0
@@ -187,6 +192,19 @@ class DestinationWorker:
             if claimed and len(claimed) == free and self.down_since is None:
                 continue  # the queue may hold more, and there is room: wait for room
             await self._sleep()
+
+    async def _release_orphans(self) -> bool:
+        try:
+            released = await self.store.release_orphans(
+                self.route, self.destination, owner=self.owner, keep=list(self._inflight.values())
+            )
+        except StoreError:
+            self._store_error("release_orphans")
+            return False
+        self._orphans_possible = False
+        if released:
+            log.info("orphan_claims_released", route=self.route, destination=self.destination, count=released)
+        return True
 
     def _room(self) -> int:
         """How many more deliveries to claim now: up to max_in_flight, or one probe while the circuit is open."""

@@ -669,6 +669,18 @@ class SqliteStore:
 
         return await self._run(self._tx, work)
 
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        marks = ",".join("?" * len(keep))
+        return await self._run(
+            self._tx,
+            lambda db: db.execute(
+                "UPDATE deliveries SET status = 'pending', attempts = MAX(attempts - 1, 0), lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = ? WHERE route = ? AND destination = ?"
+                f" AND status = 'in_flight' AND lease_owner = ? AND id NOT IN ({marks})",
+                (time.time(), route, destination, owner, *keep),
+            ).rowcount,
+        )
+
     async def discard(self, delivery_ids: list[int]) -> int:
         if not delivery_ids:
             return 0
