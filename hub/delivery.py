@@ -13,7 +13,7 @@ A destination that cannot be reached (refused, TLS failure, connect time-out:
 :class:`~hub.errors.Unreachable`) is an outage, not an attempt: the delivery
 goes back to ``pending`` with its attempts untouched and the worker's circuit
 opens (``down_since``). While it is open the worker sends one probe at a time,
-with a delay that doubles up to ``circuit.max_probe_secs``; the first answer
+with a delay that doubles up to the policy's ``probe_max_secs``; the first answer
 from the peer, whatever it says, closes the circuit. So no outage, however
 long, dead-letters anything.
 
@@ -59,9 +59,8 @@ __all__ = ["DestinationWorker", "backoff_secs"]
 
 log = structlog.get_logger("hub.delivery")
 
-#: First delay between probes of a destination that cannot be reached, and its cap (seconds).
+#: First delay between probes of a destination that cannot be reached (seconds); the cap is per policy.
 PROBE_FIRST_SECS = 1.0
-PROBE_MAX_SECS = 60.0
 #: Backoff after a store error (first, cap), so that a database outage costs no CPU.
 STORE_BACKOFF_FIRST_SECS = 0.2
 STORE_BACKOFF_MAX_SECS = 5.0
@@ -115,8 +114,9 @@ class DestinationWorker:
         # Circuit: set while the destination cannot be reached.
         self.down_since: datetime | None = None
         self.down_reason = ""
-        self.probe_first_secs = PROBE_FIRST_SECS
-        self.probe_max_secs = PROBE_MAX_SECS
+        self.probe_max_secs = policy.probe_max_secs
+        self.probe_first_secs = min(PROBE_FIRST_SECS, self.probe_max_secs)
+        self.probes = 0  # failed probes since this worker started (tests, metrics)
         self._probe_delay = 0.0
         self._next_probe = 0.0
         self._store_backoff = 0.0
@@ -228,6 +228,7 @@ class DestinationWorker:
 
     def _circuit_open(self, reason: str) -> None:
         """The destination could not be reached: probe it, one delivery at a time, with growing delays."""
+        self.probes += 1
         if self.down_since is None:
             self.down_since = utcnow()
             self._probe_delay = self.probe_first_secs

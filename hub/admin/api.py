@@ -320,6 +320,7 @@ async def _queues(call: Call) -> list[QueueView]:
                 dead=q.dead if q else 0,
                 oldest_age_secs=max(0.0, (now - q.oldest_at).total_seconds()) if q and q.oldest_at else None,
                 paused=worker.paused if worker else None, failing=bool(q and q.retrying),
+                down_since=worker.down_since if worker else None, down_reason=worker.down_reason if worker else "",
                 outcomes=_outcomes(hub, route, destination),
             )
         )  # fmt: skip

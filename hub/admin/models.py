@@ -307,6 +307,10 @@ class QueueView(_Out):
     oldest_age_secs: float | None
     paused: bool | None = Field(description="This node's worker paused; null when no worker runs the queue here.")
     failing: bool = Field(description="Deliveries are being retried after failures.")
+    down_since: datetime | None = Field(
+        None, description="The destination cannot be reached since then (circuit open, probed; no attempt counted)."
+    )
+    down_reason: str = Field("", description="Why the last probe failed (connection refused, TLS, time-out).")
     outcomes: dict[str, int] = Field(description="Attempts by outcome since this node started.")
 
 
