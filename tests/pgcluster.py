@@ -8,6 +8,7 @@ run as the ``postgres`` system user, since PostgreSQL refuses to run as root.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import pwd
@@ -77,8 +78,6 @@ class PgCluster:
         await asyncio.to_thread(self._ctl, "-m", mode, "restart")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._ctl("-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)

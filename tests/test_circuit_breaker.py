@@ -51,9 +51,8 @@ async def test_a_long_outage_dead_letters_nothing_and_the_queue_resumes_in_order
         counts = await _counts(store)
         assert counts["dead"] == 0 and counts["delivered"] == 0
         assert all(d.attempts == 0 for d in await store.find_deliveries(status="pending", limit=100))
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{hub.http_port}/metrics") as r:
-                text = await r.text()
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{hub.http_port}/metrics") as r:
+            text = await r.text()
         assert 'hub_destination_down_seconds{destination="dpi",route="adt"}' in text
 
         async with running_peer(listen=f"127.0.0.1:{port}") as peer:

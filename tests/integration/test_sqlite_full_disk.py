@@ -6,6 +6,7 @@ never in CI where the tests run as root). Messages carry a padding segment so th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -69,7 +70,7 @@ async def test_full_disk_answers_ae_without_spinning_and_recovers_when_space_ret
                 assert sum(errors.values()) - before <= 60
 
                 # Space returns: AA again within 30 s, with no restart, and nothing acknowledged is lost.
-                subprocess.run(["mount", "-o", "remount,size=64M", str(disk)], check=True)
+                await asyncio.to_thread(subprocess.run, ["mount", "-o", "remount,size=64M", str(disk)], check=True)
 
                 async def accepted() -> bool:
                     nonlocal n
