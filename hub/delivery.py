@@ -51,6 +51,7 @@ from hub.errors import (
     Unreachable,
 )
 from hub.message import utcnow
+from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
 from hub.store import Claimed, IdentityRecord, Store
 from hub.supervisor import Supervisor
@@ -90,6 +91,7 @@ class DestinationWorker:
         on_store_error: Callable[[str], None] | None = None,
         identity_lookup: Callable[[str], Awaitable[IdentityRecord | None]] | None = None,
         environment: str = "development",
+        on_final: Callable[[FinalOutcome], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.identity_lookup = identity_lookup
@@ -106,6 +108,7 @@ class DestinationWorker:
         self.on_outcome = on_outcome
         self.on_dequeued = on_dequeued
         self.on_store_error = on_store_error
+        self.on_final = on_final
         self.wake = asyncio.Event()
         self.paused = False
         self._inflight: dict[asyncio.Task[None], int] = {}
@@ -410,6 +413,8 @@ class DestinationWorker:
             return
         if kept and status != "pending" and self.on_dequeued:
             self.on_dequeued()
+        if kept and status in ("delivered", "dead") and self.on_final and c.message.metadata.get("on_final"):
+            await self.on_final(FinalOutcome(c.message, self.destination, status, error))
         if not kept:
             log.warning("lease_lost", delivery_id=d.id, destination=self.destination)
         elif status == "dead":

@@ -24,8 +24,9 @@ from hub.errors import MessageError, Outcome, Retryable, StoreError
 from hub.identity_registry import IdentityRegistry
 from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
+from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
-from hub.store import Store, SubmitResult, open_store
+from hub.store import Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
 from hub.supervisor import Supervisor
 from hub.tls import server_context
 
@@ -173,6 +174,7 @@ class Hub:
                     on_store_error=self.metrics.store_error,
                     identity_lookup=self.identity.lookup,
                     environment=self.config.environment,
+                    on_final=self._on_final,
                 )
                 # An operator's stored decision wins over the config's default.
                 worker.paused = pauses.get((route.route, policy.destination), policy.paused)
@@ -344,6 +346,24 @@ class Hub:
         }
         return {"problems": problems, "destinations_down": down}
 
+    async def _on_final(self, outcome: FinalOutcome) -> None:
+        """Run the message's outcome hook and submit what it returns (each under its dedup key)."""
+        name = outcome.message.metadata.get("on_final", "")
+        comp = registry.get("outcome_hook", name)
+        if comp is None:
+            log.error("unknown_outcome_hook", hook=name, message_id=outcome.message.id)
+            return
+        assert self.store is not None
+        try:
+            record = await self.store.get_message(outcome.message.id)
+            follow_ups = await comp.factory(outcome, _OutcomeServices(self.store))
+            for f in follow_ups:
+                await self.submit(record.endpoint if record else "", f.message, dedup_key=f.dedup_key)
+        except (StoreError, Retryable) as exc:
+            # The outcome itself is recorded; the follow-up is not. Say so: an operator replays it.
+            self.metrics.store_error("outcome_hook")
+            log.error("outcome_hook_failed", hook=name, message_id=outcome.message.id, error=str(exc))
+
     # -- HTTP ---------------------------------------------------------------------------------------
     async def _start_http(self) -> None:
         from hub.http import build_app
@@ -361,6 +381,22 @@ class Hub:
 
     def describe_sandboxes(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.sandboxes.values()]
+
+
+class _OutcomeServices:
+    """The part of the store an outcome hook reads (OutcomeServices)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get_message(self, message_id: str) -> MessageRecord | None:
+        return await self._store.get_message(message_id)
+
+    async def correlated(self, correlation_id: str) -> list[MessageRecord]:
+        return await self._store.search(SearchQuery(correlation_id=correlation_id, limit=1000))
+
+    async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]:
+        return await self._store.deliveries(message_ids)
 
 
 async def replay(
