@@ -406,10 +406,11 @@ async def _trace(call: Call) -> Trace:
             for a in await store.attempts(d.id)
         ]  # fmt: skip
         view = _delivery_view(d).model_dump()
+        held = await store.dead_letter_ahead(d.id) if d.status == "pending" and d.ordering_key else None
         traced.append(
             DeliveryTrace(
                 **view, ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
-                attempts_log=attempts,  # type: ignore[arg-type]
+                attempts_log=attempts, held_behind_dead=held,  # type: ignore[arg-type]
             )
         )  # fmt: skip
     # Related: replays and derived messages (same correlation id), and acknowledgements received for it.

@@ -212,6 +212,10 @@ class DeliveryTrace(DeliveryView):
     ordering_key: str | None
     created_at: datetime
     identity_override: bool
+    held_behind_dead: int | None = Field(
+        None,
+        description="Waiting behind this dead letter of the same ordering key (requeue or discard it to go on).",
+    )
     attempts_log: list[AttemptView]
 
 
