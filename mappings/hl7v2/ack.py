@@ -6,7 +6,7 @@ sending and receiving application/facility are swapped, MSH-9 is
 MSA-2 carries the inbound MSH-10. An error adds an ERR segment in the v2.5
 layout: ERR-2 error location, ERR-3 code from HL7 table 0357, ERR-4 severity,
 ERR-8 a user message. Texts are the hub's own, never copied from the message.
-The ACK is encoded in the inbound message's character set (its MSH-18).
+The ACK declares and is encoded in the inbound message's character set (its MSH-18).
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def build_ack(
             new_id().replace("-", "")[:20],
             header.processing_id or "P",
             header.version_raw or "2.5",
+            # MSH-18 echoed (HL7 v2.5 §2.15.9.18), so the receiver decodes the ACK as it encoded its message.
+            *(["", "", "", "", "", _escape(header.charset, d)] if header.charset else []),
         ]
     )
     segments = [msh, fs.join(["MSA", code, _escape(header.control_id, d)])]

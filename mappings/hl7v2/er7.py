@@ -379,8 +379,11 @@ class Er7Message:
     def repetitions(self, index: int, field: int) -> list[str]:
         return self.raw(index, field).split(self.delimiters.repetition)
 
-    def component(self, value: str, comp: int, sub: int = 1) -> str:
-        """Component `comp` (1-based), subcomponent `sub`, unescaped, from one repetition."""
+    def component(self, value: str, comp: int, sub: int = 1, *, formatting: bool = False) -> str:
+        """Component `comp` (1-based), subcomponent `sub`, unescaped, from one repetition.
+
+        `formatting`: a formatted-text value (FT, TX), whose ``\\.br\\`` become line breaks (see unescape).
+        """
         d = self.delimiters
         comps = value.split(d.component)
         if comp > len(comps):
@@ -388,7 +391,7 @@ class Er7Message:
         subs = comps[comp - 1].split(d.subcomponent)
         if sub > len(subs):
             return ""
-        return unescape(subs[sub - 1], d, codec=self.codec)
+        return unescape(subs[sub - 1], d, codec=self.codec, formatting=formatting)
 
     def text(self, value: str) -> str:
         """A formatted-text value (FT, TX, ST) as plain text: escapes resolved, ``\\.br\\`` a line break."""
