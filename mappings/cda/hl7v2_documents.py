@@ -357,17 +357,31 @@ class V2Document:
 
 
 def _action(er7: Er7Message, obx: Segment) -> Action:
+    """The request (create / replace / delete) of a document row: OBX-11, the MDM trigger and ORC-1 agree.
+
+    Volet, "Le segment ORC": incoherent values are refused. Taken as sent: an empty OBX-11 takes
+    the request of the MDM trigger or ORC-1, and ORC-1 ``SC`` (status changed, as in the volet's
+    2.0 example messages) says nothing of the request.
+    """
     status = obx.get(11)
     action = _ACTIONS.get(status)
-    if action is None:
+    if status and action is None:
         raise MappingError("OBX-11 of the document must be F, C or D", location=obx.loc(11))
     msh = segments(er7, "MSH")[0]
-    if msh.get(9, 1) == "MDM" and _MDM_TRIGGERS.get(msh.get(9, 2)) != action:
+    trigger = _MDM_TRIGGERS.get(msh.get(9, 2)) if msh.get(9, 1) == "MDM" else None
+    if action is not None and trigger is not None and trigger != action:
         raise MappingError("MDM trigger event and OBX-11 disagree (T02/F, T10/C, T04/D)", location="MSH^1^9")
+    action = action or trigger
     for orc in segments(er7, "ORC"):
         control = orc.get(1)
-        if control and _ORC_CONTROLS.get(control) != action:
+        if not control or control == "SC":
+            continue
+        wanted = _ORC_CONTROLS.get(control)
+        if wanted is None or (action is not None and wanted != action):
             raise MappingError("ORC-1 and OBX-11 disagree (NW/F, RO/C, CA/D)", location=orc.loc(1))
+        action = action or wanted
+    if action is None:
+        raise MappingError("OBX-11 of the document must be F, C or D", location=obx.loc(11))
     return action
 
 
@@ -507,7 +521,12 @@ def _instances(er7: Er7Message) -> tuple[Action, list[_Instance], list[str]]:
     instances = []
     for obx in docs:
         kind_of_doc, raw = _encapsulated(er7, obx)
-        doc = parse_xml(raw) if kind_of_doc == "cda" else None
+        try:
+            doc = parse_xml(raw) if kind_of_doc == "cda" else None
+        except MessageError as exc:
+            raise MappingError(
+                f"OBX-5 does not hold a readable XML document: {exc.reason}", location=obx.loc(5, 5)
+            ) from None
         level = 1 if doc is None or doc.find(f"{{{b.HL7_NS}}}component/{{{b.HL7_NS}}}nonXMLBody") is not None else 3
         instances.append(_Instance(obx, kind_of_doc, raw, level, doc))
     if len(instances) == 2 and instances[0].level == instances[1].level:
