@@ -94,6 +94,8 @@ __all__ = [
     "Distribution",
     "DocumentConfig",
     "V2Document",
+    "check_v2_documents",
+    "document_obx",
     "read_distribution",
     "read_v2_document",
     "v2_document_to_cda",
@@ -582,8 +584,13 @@ def _document(
     *,
     config: DocumentConfig,
     hints: Mapping[str, str],
+    wrap: bool = True,
 ) -> tuple[dict[str, str], bytes]:
-    """Metadata and bytes of one instance (a CDA; empty for a deletion); MappingError naming the rule."""
+    """Metadata and bytes of one instance (a CDA; empty for a deletion); MappingError naming the rule.
+
+    Without `wrap` (the listener check), a PDF is checked for what the message must say (document
+    type, flags) but not wrapped: wrapping needs the route's settings (custodian, author...).
+    """
     obx = inst.obx
     check = {"enforce_matrix": config.enforce_mssante_matrix, "require_ins_for_dmp": config.require_ins_for_dmp}
     doc = inst.doc
@@ -610,6 +617,11 @@ def _document(
             meta.update(ins=ins.extension or "", ins_oid=ins.root)
         distribution.check(has_ins=ins is not None, **check)
         out_body = b""
+    elif not wrap:
+        code = _document_code(obx, next(iter(segments(er7, "OBR")), None))
+        meta = {"type_code": code.code, "type_code_system": code.code_system}
+        distribution.check(has_ins=qualified_ins(er7) is not None, **check)
+        return meta, b""
     else:
         doc = _wrap_pdf(er7, obx, txa, inst.raw, action=action, config=config, hints=hints, distribution=distribution)
         # A violation here is a gap in this mapping, not in the message: the rule ids say which.
@@ -807,6 +819,42 @@ def _legal(txa: Segment | None) -> Practitioner | None:
     if txa is None:
         return None
     return next((p for x in txa.reps(22) if (p := national_practitioner_from_xcn(txa, x)) is not None), None)
+
+
+# ----------------------------------------------------------------------------------- listener check
+
+
+@register("check", "v2_documents")
+def check_v2_documents(body: bytes) -> dict[str, str]:
+    """The volet's rules on a document message, before the ACK (MLLP listener ``checks: [v2_documents]``).
+
+    For ORU^R01 and MDM^T02/T04/T10 only (other messages: no metadata). A message that cannot give
+    a valid document raises MappingError naming the field, so the listener answers AR + ERR and
+    stores it as rejected. Adds routing metadata: ``document_count`` (``0`` for an ORU of results,
+    the CR-BIO input; else ``1`` or ``2``, the formats of one document), ``document_action``
+    (create / replace / delete) and ``dest_dmp`` (DESTDMP, when the message carries the flags).
+    """
+    er7 = Er7Message(body)
+    msh = segments(er7, "MSH")[0]
+    kind = (msh.get(9, 1), msh.get(9, 2))
+    if kind != ("ORU", "R01") and not (kind[0] == "MDM" and kind[1] in _MDM_TRIGGERS):
+        return {}
+    if kind[0] == "ORU" and (_has_results(er7) or not document_obx(er7)[0]):
+        return {"document_count": "0"}
+    action, instances, _ = _instances(er7)
+    distribution = read_distribution(er7)
+    txa = next(iter(segments(er7, "TXA")), None)
+    config = DocumentConfig()
+    ids = [
+        _document(er7, inst, action, txa, distribution, config=config, hints={}, wrap=False)[0].get("unique_id")
+        for inst in instances
+    ]
+    if len(ids) == 2 and ids[0] and ids[0] == ids[1]:
+        raise MappingError("the two formats of the document have the same id", location=instances[1].obx.loc(5))
+    out = {"document_count": str(len(instances)), "document_action": action}
+    if "DESTDMP" in distribution.flags:
+        out["dest_dmp"] = distribution.flags["DESTDMP"]
+    return out
 
 
 # ------------------------------------------------------------------------------------------ step
