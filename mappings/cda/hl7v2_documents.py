@@ -514,8 +514,9 @@ def _instances(er7: Er7Message) -> tuple[Action, list[_Instance], list[str]]:
     if len(docs) > 2:
         # Volet, "Message ORU": one or two instances (CDA level 1 and level 3 of the same content).
         raise MappingError("an ORU carries at most two formats of one document", location=docs[2].loc(5))
-    actions = [_action(er7, obx) for obx in docs]
-    if len(set(actions)) > 1:
+    statuses = [obx.get(11) for obx in docs]
+    actions = [_action(er7, obx) for obx in docs] if len(set(statuses)) == 1 else []
+    if len(set(actions)) != 1:
         # Volet, "Remplacement" / "Suppression": the linked format goes with it, in the same message.
         raise MappingError(
             "the two formats of a document must carry the same request (OBX-11)", location=docs[1].loc(11)
