@@ -67,7 +67,7 @@ from typing import Literal
 from lxml import etree
 from pydantic import Field
 
-from hub.errors import MappingError, MessageError
+from hub.errors import MappingError, MessageError, ParseError
 from hub.identity import INS_ROOTS
 from hub.message import CONTENT_HL7V2, Message
 from hub.registry import register
@@ -527,8 +527,8 @@ def _instances(er7: Er7Message) -> tuple[Action, list[_Instance], list[str]]:
         try:
             doc = parse_xml(raw) if kind_of_doc == "cda" else None
         except MessageError as exc:
-            raise MappingError(
-                f"OBX-5 does not hold a readable XML document: {exc.reason}", location=obx.loc(5, 5)
+            raise ParseError(
+                f"OBX-5 does not hold a readable XML document: {exc.reason}", code="102", location=obx.loc(5, 5)
             ) from None
         level = 1 if doc is None or doc.find(f"{{{b.HL7_NS}}}component/{{{b.HL7_NS}}}nonXMLBody") is not None else 3
         instances.append(_Instance(obx, kind_of_doc, raw, level, doc))
