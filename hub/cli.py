@@ -119,7 +119,7 @@ async def _send(args: argparse.Namespace) -> int:
     from adapters.mllp.framing import FrameReader, frame
     from adapters.mllp.outbound import classify_ack
     from adapters.tls import TlsConfig, client_context
-    from mappings.hl7v2 import read_header
+    from mappings.hl7v2 import decode_er7, read_header
 
     target = args.to
     if not target.startswith(("mllp://", "mllps://")):
@@ -153,7 +153,11 @@ async def _send(args: argparse.Namespace) -> int:
                 except HubError:
                     code = "??"
                 worst = max(worst, 0 if code in ("AA", "CA") else 2)
-                print(ack.body.decode("utf-8", "replace").replace("\r", "\n").rstrip("\n"))
+                try:
+                    text, _ = decode_er7(ack.body)  # the ACK's own MSH-18
+                except MessageError:
+                    text = ack.body.decode("utf-8", "replace")
+                print(text.replace("\r", "\n").rstrip("\n"))
                 print()
     finally:
         writer.close()
@@ -243,7 +247,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             ]
             item["deliveries"].append(dd)
         if args.body:
-            item["body"] = rec.message.body.decode("utf-8", "replace")
+            codec = registry.get("text", rec.message.content_type)  # HL7 v2: its MSH-18 character set
+            try:
+                item["body"] = codec.factory.decode(rec.message.body)[1] if codec else rec.message.body.decode()
+            except (MessageError, UnicodeDecodeError):
+                item["body"] = rec.message.body.decode("utf-8", "replace")
         print(json.dumps(item, ensure_ascii=False, indent=None if args.json else 2))
         return 0
 

@@ -405,7 +405,8 @@ async def replay(
     """Run a stored message again, as a new message derived from it; with or without a running hub.
 
     The body (the stored one, or a corrected one) is read again by the reader
-    registered for its content type, so a message refused before a fix is
+    registered for its content type and by the checks of the listener it came
+    from (``checks``), so a message refused before a fix is
     routed after it. A body still unusable is stored as a new rejected
     message (keeping the trail) and the MessageError is raised.
     """
@@ -417,9 +418,14 @@ async def replay(
     new_body = original.body if body is None else body
     reader = registry.get("reader", original.content_type)
     new = original.derive(body=new_body, replay_of=original.id)
+    listener = settings.component_configs.get(("inbound", record.endpoint))
+    checks = [registry.get("check", name) for name in getattr(listener, "checks", ())]
     if reader is not None:
         try:
             metadata.update(reader.factory(new_body))
+            for check in checks:  # what the listener checks before its ACK, and the metadata it adds
+                if check is not None:
+                    metadata.update(check.factory(new_body))
         except MessageError as exc:
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise

@@ -48,7 +48,7 @@ class MllpOutboundConfig(ComponentConfig):
 def classify_ack(ack: bytes, control_id: str) -> tuple[str, str]:
     """(MSA-1, error text) of an ACK; raise Retryable when it is not an ACK for `control_id`."""
     try:
-        er7 = Er7Message(ack)
+        er7 = Er7Message(ack, lenient=True)  # an ACK whose MSH-18 lies still says AA or AE
     except MessageError:
         raise Retryable("peer answered with something that is not an HL7 message") from None
     code = er7.value("MSA", 1)

@@ -27,6 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from hub import registry
 from hub.admin import audit
 from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
 from hub.admin.models import (
@@ -209,14 +210,15 @@ _TEXT_SUFFIXES = ("+xml", "/xml", "+json", "/json", "+er7")
 
 
 def _decode(content_type: str, body: bytes) -> tuple[str, str]:
-    """(encoding, text) of a payload: UTF-8 text, Latin-1 for HL7 v2 that is not UTF-8, else base64."""
+    """(encoding, text) of a payload: HL7 v2 in its MSH-18 character set, other text as UTF-8, else base64."""
     ct = content_type.split(";")[0].strip().lower()
-    if ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
-        try:
+    codec = registry.get("text", ct)
+    if codec is not None:  # a format that declares its own character set (HL7 v2: MSH-18)
+        with contextlib.suppress(MessageError):
+            return codec.factory.decode(body)  # type: ignore[no-any-return]
+    elif ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
+        with contextlib.suppress(UnicodeDecodeError):
             return "utf-8", body.decode("utf-8")
-        except UnicodeDecodeError:
-            if ct == CONTENT_HL7V2:
-                return "latin-1", body.decode("latin-1")  # HL7 v2 8859/1 (MSH-18)
     return "base64", base64.b64encode(body).decode()
 
 
@@ -485,8 +487,15 @@ async def _output(call: Call) -> StepOutput:
 
 def _corrected_body(content_type: str, text: str) -> bytes:
     if content_type == CONTENT_HL7V2:
-        # Edited in a browser or a file: HL7 v2 wants CR between segments.
+        # Edited in a browser or a file: HL7 v2 wants CR between segments, and the bytes in the
+        # character set its MSH-18 declares.
         text = text.replace("\r\n", "\r").replace("\n", "\r")
+    codec = registry.get("text", content_type)
+    if codec is not None:
+        try:
+            return codec.factory.encode(text)  # type: ignore[no-any-return]
+        except MessageError:
+            raise ApiError(422, "the corrected body has a character its declared character set cannot hold") from None
     return text.encode()
 
 

@@ -247,7 +247,10 @@ class Payload(_Out):
     message_id: str
     content_type: str
     size: int
-    encoding: Literal["utf-8", "latin-1", "base64"]
+    encoding: str = Field(
+        description="How `text` was read from the body: a character set (utf-8, latin-1, ...; for HL7 v2 the one "
+        "its MSH-18 declares) or base64 when the body is not text."
+    )
     text: str = Field(description="The body, decoded (or base64 when it is not text).")
 
 
@@ -257,7 +260,7 @@ class StepOutput(_Out):
     steps: list[str] = Field(description="The route's steps, applied in order to the stored message.")
     content_type: str
     size: int
-    encoding: Literal["utf-8", "latin-1", "base64"]
+    encoding: str = Field(description="As in Payload: the character set `text` was read with, or base64.")
     text: str = Field(description="What the steps produce from the stored message now (the 'after' view).")
     metadata_added: dict[str, str] = Field(description="Metadata the steps added or changed.")
 

@@ -43,7 +43,8 @@ VALID_CODES = ("AA", "AE", "AR")
 
 def ack_parts(reply: bytes) -> tuple[str, str, list[str]]:
     """(MSA-1, MSA-2, segment ids) of a reply, asserting it is a well-formed original-mode ACK."""
-    text = reply.decode("utf-8")  # the hub writes UTF-8 whatever it was sent
+    # The ACK is in the inbound character set (MSH-18, or the guess); its structure is ASCII either way.
+    text = reply.decode("latin-1")
     assert text.startswith("MSH") and len(text) > 8, reply[:80]
     assert text.endswith("\r"), reply[-80:]
     assert "\n" not in text, f"LF inside an ACK: {reply[:120]!r}"
