@@ -216,8 +216,9 @@ class AnsValidator:
 
     def schematrons_for(self, document: etree._Element) -> list[tuple[str, Path, Path]]:
         """(label, schematron, folder of its compiled XSLT) that apply to this document."""
-        found = [("StructurationMinimale", self.checkout / STRUCMIN / "ASIP-STRUCT-MIN-StrucMin.sch",
-                  self.work / "strucmin")]
+        found = [
+            ("StructurationMinimale", self.checkout / STRUCMIN / "ASIP-STRUCT-MIN-StrucMin.sch", self.work / "strucmin")
+        ]
         volet = volet_of(document)
         if volet is not None:
             name, version = volet

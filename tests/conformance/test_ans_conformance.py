@@ -31,7 +31,7 @@ def ans() -> Iterator[AnsValidator]:
 
 
 def test_golden_documents_exist() -> None:
-    assert len(GOLDEN) >= 7
+    assert len(GOLDEN) >= 10
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: f"{p.parent.name}/{p.name}")
