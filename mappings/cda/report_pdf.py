@@ -134,7 +134,7 @@ def _block(pdf: FPDF, heading: str, rows: list[tuple[str, str]]) -> None:
     pdf.cell(0, 6, _latin(heading), border="B", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     for label, value in rows:
         pdf.set_font(_FONT, style="B", size=9)
-        pdf.cell(45, 5, _latin(label))
+        pdf.cell(55, 5, _latin(label))
         pdf.set_font(_FONT, size=9)
         pdf.multi_cell(0, 5, _latin(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 

@@ -14,10 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.ans import ENV_VAR, AnsValidator, checkout_from_env
+from hub.message import Message
+from mappings.cda.builder import CONTENT_CDA
+from mappings.cda.validate import cda_validate
+from mappings.cda.value_sets import value_set
+from tests.conformance.ans import ENV_VAR, SVS_NS, AnsValidator, checkout_from_env
 
 CASES = Path(__file__).resolve().parent.parent / "mappings" / "cases"
 GOLDEN = sorted(CASES.glob("*/expected*.xml"))
+
+
+def ans_checkout() -> Path:
+    checkout = checkout_from_env()
+    if checkout is None:
+        pytest.skip(f"{ENV_VAR} is not set: give the path of a checkout of the ANS TestContenuCDA repository")
+    return checkout
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +62,38 @@ def test_a_wrong_document_fails(ans: AnsValidator) -> None:
     texts = " ".join(t for failed in report.failed.values() for t in failed)
     assert "1.2.250.1.213.1.1.5.471" in texts  # the generated JDV_J07 is read
     assert "FR-Document-PDF-copie" in texts
+
+
+def validated(xml: bytes) -> Message:
+    return cda_validate(Message.new(xml, content_type=CONTENT_CDA, metadata={}))
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.parent.name)
+def test_cda_validate_accepts_what_the_ans_validation_accepts(path: Path) -> None:
+    """Every golden document (all pass make conformance, above) passes the hub's own check too."""
+    assert validated(path.read_bytes()).metadata["unique_id"]
+
+
+def test_cda_validate_accepts_every_ans_example() -> None:
+    """No false refusal: the ANS example documents (self-presenting ones included) all pass."""
+    examples = sorted((ans_checkout() / "ExemplesCDA").glob("*.xml"))
+    assert len(examples) >= 90
+    refused = {}
+    for path in examples:
+        try:
+            validated(path.read_bytes())
+        except Exception as exc:  # the test reports every refusal at once
+            refused[path.name] = str(exc)
+    assert refused == {}
+
+
+def test_the_shipped_value_sets_are_the_published_ones() -> None:
+    """mappings/cda/value_sets holds the same concepts and version as the checkout's SVS file."""
+    from lxml import etree
+
+    svs = etree.parse(str(ans_checkout() / "jeuxDeValeurs" / "JDV_J07_XdsTypeCode_CISIS.xml")).getroot()
+    published = svs.find(f"{{{SVS_NS}}}ValueSet")
+    shipped = value_set("JDV_J07_XdsTypeCode_CISIS")
+    assert (shipped.id, shipped.version) == (published.get("id"), published.get("dateMaj"))
+    pairs = {(c.get("code"), c.get("codeSystem")) for c in published.iter(f"{{{SVS_NS}}}Concept")}
+    assert pairs == {(code, system) for code, systems in shipped.systems.items() for system in systems}
