@@ -24,7 +24,7 @@ from fpdf.enums import XPos, YPos
 __all__ = ["ReportView", "ResultLine", "ViewSection", "render_pdf"]
 
 _FONT = "Helvetica"
-_WIDTHS = (62, 30, 20, 40, 28)  # examen, résultat, unité, références, interprétation (mm, A4 minus margins)
+_WIDTHS = (70, 32, 20, 40, 28)  # examen, résultat, unité, références, interprétation (mm, A4 minus margins)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ def render_pdf(view: ReportView) -> bytes:
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_page()
     pdf.set_font(_FONT, style="B", size=15)
-    pdf.multi_cell(0, 8, _latin(view.title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    _lines(pdf, view.title, height=8)
     pdf.set_font(_FONT, size=9)
     pdf.cell(0, 5, _latin(f"Date du compte rendu : {_human(view.time)}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     if view.status:
@@ -128,6 +128,41 @@ def render_pdf(view: ReportView) -> bytes:
     return bytes(pdf.output())
 
 
+def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
+    """``text`` cut at spaces into lines no wider than ``width`` mm (a word wider than it is cut).
+
+    fpdf2's multi_cell does the same with a full line-breaking engine that costs ~1 ms a cell;
+    a report has hundreds of cells, and the core fonts need no shaping.
+    """
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if pdf.get_string_width(candidate) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while pdf.get_string_width(word) > width and len(word) > 1:
+                cut = len(word) - 1
+                while cut > 1 and pdf.get_string_width(word[:cut]) > width:
+                    cut -= 1
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return lines
+
+
+def _lines(pdf: FPDF, text: str, *, height: float, indent: float = 0, width: float | None = None) -> None:
+    """Wrapped text from the left margin (plus ``indent``), one cell per line."""
+    usable = (width or pdf.epw - indent) - 2 * pdf.c_margin
+    for line in _wrap(pdf, _latin(text), usable):
+        pdf.set_x(pdf.l_margin + indent)
+        pdf.cell(usable + 2 * pdf.c_margin, height, line, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+
 def _block(pdf: FPDF, heading: str, rows: list[tuple[str, str]]) -> None:
     pdf.ln(3)
     pdf.set_font(_FONT, style="B", size=11)
@@ -136,27 +171,42 @@ def _block(pdf: FPDF, heading: str, rows: list[tuple[str, str]]) -> None:
         pdf.set_font(_FONT, style="B", size=9)
         pdf.cell(55, 5, _latin(label))
         pdf.set_font(_FONT, size=9)
-        pdf.multi_cell(0, 5, _latin(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        _lines(pdf, value, height=5, indent=55)
+
+
+def _row(pdf: FPDF, cells: list[str], *, bold: bool = False, height: float = 4.5) -> None:
+    """One table row: every cell wrapped to its column, the row as tall as its tallest cell."""
+    pdf.set_font(_FONT, style="B" if bold else "", size=8)
+    wrapped = [_wrap(pdf, _latin(c), w - 2 * pdf.c_margin) for c, w in zip(cells, _WIDTHS, strict=True)]
+    tall = max(len(w) for w in wrapped) * height
+    if pdf.will_page_break(tall):
+        pdf.add_page()
+    x, y = pdf.l_margin, pdf.get_y()
+    for lines, width in zip(wrapped, _WIDTHS, strict=True):
+        pdf.rect(x, y, width, tall)
+        for n, line in enumerate(lines):
+            pdf.set_xy(x, y + n * height)
+            pdf.cell(width, height, line)
+        x += width
+    pdf.set_xy(pdf.l_margin, y + tall)
 
 
 def _section(pdf: FPDF, section: ViewSection) -> None:
     pdf.ln(3)
     pdf.set_font(_FONT, style="B", size=11)
-    pdf.multi_cell(0, 6, _latin(section.title), border="B", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    _lines(pdf, section.title, height=6)
+    pdf.line(pdf.l_margin, pdf.get_y(), pdf.l_margin + pdf.epw, pdf.get_y())
     if section.subtitle:
         pdf.set_font(_FONT, style="I", size=9)
-        pdf.multi_cell(0, 5, _latin(section.subtitle), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        _lines(pdf, section.subtitle, height=5)
     if section.lines:
-        pdf.set_font(_FONT, size=8)
-        with pdf.table(col_widths=_WIDTHS, text_align="LEFT", line_height=4.5, first_row_as_headings=True) as table:
-            table.row([_latin(h) for h in ("Examen", "Résultat", "Unité", "Valeurs de référence", "Interprétation")])
-            for line in section.lines:
-                table.row([_latin(c) for c in (line.name, line.value, line.unit, line.reference_range,
-                                              line.interpretation)])  # fmt: skip
+        _row(pdf, ["Examen", "Résultat", "Unité", "Valeurs de référence", "Interprétation"], bold=True)
+        for line in section.lines:
+            _row(pdf, [line.name, line.value, line.unit, line.reference_range, line.interpretation])
+        pdf.set_font(_FONT, style="I", size=8)
         for line in section.lines:
             for comment in line.comments:
-                pdf.set_font(_FONT, style="I", size=8)
-                pdf.multi_cell(0, 4.5, _latin(f"{line.name} : {comment}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+                _lines(pdf, f"{line.name} : {comment}", height=4.5)
+    pdf.set_font(_FONT, style="I", size=8)
     for note in section.notes:
-        pdf.set_font(_FONT, style="I", size=8)
-        pdf.multi_cell(0, 4.5, _latin(note), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        _lines(pdf, note, height=4.5)

@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 
 from hub.message import Message
-from mappings.cda.builder import CONTENT_CDA
+from mappings.cda.builder import CONTENT_CDA, OrganizationConfig
+from mappings.cda.crbio import oru_to_crbio
+from mappings.cda.hl7v2_documents import read_v2_document
 from mappings.cda.validate import cda_validate
 from mappings.cda.value_sets import value_set
 from tests.conformance.ans import ENV_VAR, SVS_NS, AnsValidator, checkout_from_env
+from tests.mappings.test_cda_golden import CRBIO, DOCUMENTS
 
 CASES = Path(__file__).resolve().parent.parent / "mappings" / "cases"
 GOLDEN = sorted(CASES.glob("*/expected*.xml"))
@@ -97,3 +100,27 @@ def test_the_shipped_value_sets_are_the_published_ones() -> None:
     assert (shipped.id, shipped.version) == (published.get("id"), published.get("dateMaj"))
     pairs = {(c.get("code"), c.get("codeSystem")) for c in published.iter(f"{{{SVS_NS}}}Concept")}
     assert pairs == {(code, system) for code, systems in shipped.systems.items() for system in systems}
+
+
+ADDRESSES = {
+    "full, house number": {"street": "12 bis rue de l'Exemple", "postal_code": "75012", "city": "PARIS"},
+    "street without number": {"street": "Place de l'Exemple", "postal_code": "69001", "city": "LYON"},
+    "street only": {"street": "1 rue de l'Exemple"},
+    "city only": {"city": "PARIS"},
+    "none, with telecom": {"telecom": "tel:+33100000000"},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(ADDRESSES))
+def test_configured_addresses_pass_the_ans_validation(ans: AnsValidator, variant: str) -> None:
+    """Header elements built from configuration, in every form a site may configure them."""
+    custodian = OrganizationConfig(id="1999000001", name="Laboratoire de test", **ADDRESSES[variant])
+    lab = (CASES / "crbio_chemistry_panel" / "input.hl7").read_bytes()
+    letter = (CASES / "document_mdm_t02_pdf_letter" / "input.hl7").read_bytes()
+    documents = [
+        oru_to_crbio(lab, config=CRBIO.model_copy(update={"custodian": custodian}))[0],
+        read_v2_document(letter, config=DOCUMENTS.model_copy(update={"custodian": custodian})).body,
+    ]
+    for xml in documents:
+        report = ans.validate(xml, variant)
+        assert report.ok and not any(report.warnings.values()), report.details()
