@@ -51,6 +51,8 @@ test: $(TEST_STAMP) chromium
 conformance: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,conformance]'
 	$(BIN)/python -m pytest tests/conformance -v -rs $(PYTEST_ARGS)
+	@if [ -n "$$ANS_TESTCONTENU_DIR" ]; then \
+	  $(BIN)/python -m tests.conformance.ans tests/mappings/cases/*/expected.xml 2>/dev/null; fi
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check hub adapters mappings tests bench
