@@ -39,7 +39,9 @@ Identifiers the hub chooses (decisions, DOMAIN.md is silent):
 
 Message metadata read by :func:`build_submission` (all optional):
 ``xds_visibility`` (TRE_A07 codes, comma or space separated; the PAM/MSS
-spelling ``INVISIBLE_REP_LEGAUX`` is accepted), ``xds_replaces_unique_id`` and
+spelling ``INVISIBLE_REP_LEGAUX`` is accepted), the MetaDMPMSS flags
+``mask_ps`` / ``invisible_patient`` / ``invisible_legal_reps`` (``Y``/``N``,
+see :mod:`mappings.xds.visibility`), ``xds_replaces_unique_id`` and
 ``xds_replaces_entry_uuid`` (a replacement the CDA does not declare),
 ``xds_content_type_code`` / ``xds_content_type_display`` (TRE_R209 code for
 this submission, e.g. mapped from PV1-2).
@@ -65,6 +67,7 @@ from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xds import hl7
 from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SS, RimWriter, q
+from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
 from mappings.xml import parse_xml
 
 __all__ = [
@@ -94,20 +97,11 @@ PS_ID_ROOT = "1.2.250.1.71.4.2.1"
 STRUCTURE_ID_ROOT = "1.2.250.1.71.4.2.2"
 """National structure identifier (idNat_Struct), DOMAIN.md §3.1."""
 CONFIDENTIALITY_SCHEME = "2.16.840.1.113883.5.25"
-VISIBILITY_SCHEME = "1.2.250.1.213.1.1.4.13"
-"""TRE_A07-StatutVisibiliteDocument: the DMP masking / visibility codes (JDV_J58)."""
 CONTENT_TYPE_SCHEME = "1.2.250.1.213.2.2"
 """TRE_R209-TypeActivite: SubmissionSet contentTypeCode (JDV_J59)."""
 IHE_FORMAT_SCHEME = "1.3.6.1.4.1.19376.1.2.3"
 """TRE_A11-IheFormatCode."""
 
-# JDV_J58-ConfidentialityCode-DMP, TRE_A07 part, with the display names the ANS publishes.
-VISIBILITY_CODES = {
-    "INVISIBLE_PATIENT": "Non visible par le patient",
-    "INVISIBLE_REPRESENTANTS_LEGAUX": "Non visible par les représentants légaux du patient",
-    "MASQUE_PS": "Masqué aux professionnels de santé",
-}
-_VISIBILITY_ALIASES = {"INVISIBLE_REP_LEGAUX": "INVISIBLE_REPRESENTANTS_LEGAUX"}  # MetaDMPMSS spelling [S18]
 _CONFIDENTIALITY_DISPLAY = {"N": "Normal", "R": "Restreint", "V": "Très restreint"}
 # HL7 AdministrativeGender (CDA, JDV_J143: F, M, UN) → HL7 v2 table 0001 (F, M, U).
 _SEX_V2 = {"F": "F", "M": "M", "UN": "U"}
@@ -628,13 +622,7 @@ def _confidentiality(doc: etree._Element, config: XdsMetadataConfig, meta: Mappi
         )
     assert cc is not None
     codes = [Code(code, CONFIDENTIALITY_SCHEME, cc.get("displayName") or _CONFIDENTIALITY_DISPLAY[code])]
-    wanted: list[str] = list(config.visibility)
-    for raw in re.split(r"[\s,]+", meta.get("xds_visibility", "")):
-        if raw:
-            wanted.append(_VISIBILITY_ALIASES.get(raw.upper(), raw.upper()))
-    for v in dict.fromkeys(wanted):
-        if v not in VISIBILITY_CODES:
-            raise MappingError(f"unknown DMP visibility code {v!r} (TRE_A07)")
+    for v in visibility_codes(meta, config.visibility):
         codes.append(Code(v, VISIBILITY_SCHEME, VISIBILITY_CODES[v]))
     return tuple(codes)
 

@@ -309,6 +309,46 @@ def test_visibility_codes_from_config_and_message() -> None:
         build(xds_visibility="SECRET")
 
 
+def test_metadmpmss_flags_from_the_hl7v2_reader_become_confidentiality_codes() -> None:
+    # The keys mappings.cda.hl7v2_documents writes (FLAG_KEYS), not a separate xds_ key.
+    sub = build(mask_ps="Y", invisible_patient="N", invisible_legal_reps="Y")
+    codes = [(c.code, c.scheme) for c in sub.document_entry.confidentiality_codes]
+    assert codes == [
+        ("N", "2.16.840.1.113883.5.25"),
+        ("MASQUE_PS", "1.2.250.1.213.1.1.4.13"),
+        ("INVISIBLE_REPRESENTANTS_LEGAUX", "1.2.250.1.213.1.1.4.13"),
+    ]
+    assert [c.code for c in build(mask_ps="N", invisible_patient="N").document_entry.confidentiality_codes] == ["N"]
+    # What is written is what a registry reads back.
+    [entry] = read_back(build(invisible_patient="Y")).entries
+    assert [c.code for c in entry.codes(DE.CONFIDENTIALITY_CODE)] == ["N", "INVISIBLE_PATIENT"]
+
+
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ({"mask_ps": "O"}, "mask_ps must be Y or N"),
+        ({"invisible_patient": "yes"}, "invisible_patient must be Y or N"),
+        ({"confidentiality_update": "Y", "document_action": "create"}, "MODIF_CONF_CODE=Y on a creation"),
+        ({"dest_mss_patient": "Y", "invisible_patient": "Y"}, "DESTMSSANTEPAT=Y with INVISIBLE_PATIENT=Y"),
+    ],
+)
+def test_flags_that_cannot_give_a_valid_lot_are_refused(meta: dict[str, str], reason: str) -> None:
+    with pytest.raises(MappingError, match=reason):
+        build(**meta)
+
+
+def test_a_masking_change_is_a_replacement() -> None:
+    sub = build(
+        synthetic_cda(doc_ext="DOC-2", replaces="1.2.250.1.999.7.1^DOC-1"),
+        confidentiality_update="Y",
+        document_action="replace",
+        mask_ps="Y",
+    )
+    assert sub.replaces is not None
+    assert [c.code for c in sub.document_entry.confidentiality_codes] == ["N", "MASQUE_PS"]
+
+
 def test_level_one_cda_gets_the_xds_sd_format_of_its_body() -> None:
     body = (
         '<component><nonXMLBody><text mediaType="application/pdf" representation="B64">JVBERi0=</text>'
