@@ -107,15 +107,15 @@ from mappings.xds import (
     read_submission,
     registry_response,
 )
-from mappings.xds.ebrim import HAS_MEMBER, IDENTIFIER_NAMES, RPLC, SCHEME_NAMES, q
+from mappings.xds.ebrim import HAS_MEMBER, IDENTIFIER_NAMES, RPLC, SCHEME_NAMES, SIGNS, q
 from mappings.xds.hl7 import is_dtm, parse_cx
+from mappings.xds.signature import LotSignatureError, verify_lot_signature
 
 __all__ = ["DmpSandbox", "DmpSandboxConfig", "StoredDocument"]
 
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Z]{2})?")
 _UUID_ID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
 
 
 def _codes(text: str) -> frozenset[str]:
@@ -190,6 +190,11 @@ class DmpSandboxConfig(ComponentConfig):
         default_factory=lambda: sorted(INS_ROOTS), description="INS roots accepted on patientId (DOMAIN.md §1.1)."
     )
     require_vihf: bool = Field(True, description="Refuse requests without a valid signed VIHF assertion.")
+    require_signed_lot: bool = Field(
+        True,
+        description="Refuse a lot without its XAdES signature document (IHE DSG; PDSm4DMP TD2: the LPS "
+        "'constitue un lot de soumission XDS et signe ce lot (XAdES)').",
+    )
     vihf_signer_cert_file: str | None = Field(
         None, description="PEM certificate the VIHF must be signed with (pinning). Unset: the embedded one."
     )
@@ -291,6 +296,7 @@ class DmpSandbox:
         self.documents: collections.OrderedDict[str, StoredDocument] = collections.OrderedDict()
         self._by_unique_id: dict[str, str] = {}
         self._lots: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.lot_signatures: dict[str, bytes] = {}
         self.requests = 0
         self.answered_503 = 0
         self.last_errors: list[RegistryErrorInfo] = []
@@ -439,7 +445,8 @@ class DmpSandbox:
         return web.Response(status=status, body=xml, headers={"Content-Type": "application/soap+xml; charset=UTF-8"})
 
     # -- VIHF ---------------------------------------------------------------------------------------
-    def _vihf(self, soap: SoapMessage) -> dict[str, list[str]] | None:
+    def _vihf(self, soap: SoapMessage) -> tuple[dict[str, list[str]], str] | None:
+        """The verified VIHF's attributes and the PEM certificate that signed it (None when not required)."""
         if not self.config.require_vihf:
             return None
         sec = None if soap.header is None else soap.header.find(f"{{{WSSE}}}Security")
@@ -456,14 +463,15 @@ class DmpSandbox:
             raise _Fault("Sender", "VIHF attributes missing: " + ", ".join(missing), (WSSE, "InvalidSecurity"))
         if attrs["Ressource_URN"][0] != "urn:dmp":
             raise _Fault("Sender", "VIHF Ressource_URN must be urn:dmp", (WSSE, "InvalidSecurity"))
-        return attrs
+        return attrs, self._trusted or _embedded_pem(assertion)
 
     # -- ITI-41 -------------------------------------------------------------------------------------
     def _provide_and_register(self, soap: SoapMessage, multipart: Multipart | None) -> etree._Element:
         if soap.body is None or soap.body.tag != q("xdsb", "ProvideAndRegisterDocumentSetRequest"):
             raise _Fault("Sender", "body is not a ProvideAndRegisterDocumentSetRequest")
-        attrs = self._vihf(soap)
-        check = _Submission(self, read_submission(soap.body), multipart)
+        vihf = self._vihf(soap)
+        attrs = vihf[0] if vihf is not None else None
+        check = _Submission(self, read_submission(soap.body), multipart, signer_pem=vihf[1] if vihf else None)
         errors = check.run()
         if attrs is not None and check.lot is not None:
             lot_patient = check.lot.identifiers.get(SS.PATIENT_ID, "")
@@ -487,7 +495,8 @@ class DmpSandbox:
     def _remember_lot(self, unique_id: str) -> None:
         self._lots[unique_id] = None
         while len(self._lots) > self.config.max_documents:
-            self._lots.popitem(last=False)
+            old, _ = self._lots.popitem(last=False)
+            self.lot_signatures.pop(old, None)
 
     # -- ITI-18 -------------------------------------------------------------------------------------
     def _stored_query(self, soap: SoapMessage) -> etree._Element:
@@ -514,6 +523,13 @@ class DmpSandbox:
         return adhoc_query_response("Success", objects)
 
 
+def _embedded_pem(assertion: etree._Element) -> str:
+    """The X509Certificate a (verified) signature carries, as PEM."""
+    found = assertion.find(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate")
+    body = "".join((found.text or "").split()) if found is not None else ""
+    return "-----BEGIN CERTIFICATE-----\n" + body + "\n-----END CERTIFICATE-----\n"
+
+
 def _ctx(obj: RegistryObject, what: str) -> str:
     label = "SubmissionSet" if obj.kind == "submission_set" else "DocumentEntry"
     return f"{label} {obj.id or '(no id)'}: {what}"
@@ -522,14 +538,18 @@ def _ctx(obj: RegistryObject, what: str) -> str:
 class _Submission:
     """Validation of one ITI-41 request against the registry state, then its commit."""
 
-    def __init__(self, sandbox: DmpSandbox, parsed: ParsedSubmission, multipart: Multipart | None) -> None:
+    def __init__(
+        self, sandbox: DmpSandbox, parsed: ParsedSubmission, multipart: Multipart | None, *, signer_pem: str | None
+    ) -> None:
         self.sb = sandbox
         self.p = parsed
+        self.signer_pem = signer_pem
         self.multipart = multipart
         self.errors: list[RegistryErrorInfo] = []
         self.lot: RegistryObject | None = None
         self.contents: dict[str, bytes] = {}
         self.replacements: dict[str, str] = {}  # new entry id -> replaced entry uuid
+        self.signatures: list[RegistryObject] = []  # entries that "sign" the SubmissionSet
 
     def err(self, code: str, context: str) -> None:
         self.errors.append(_err(code, context))
@@ -552,6 +572,7 @@ class _Submission:
         for doc_id in p.unlinked_documents:
             self.err("XDSMissingDocumentMetadata", f"Document {doc_id or '(no id)'} has no DocumentEntry")
         self.associations()
+        self.lot_signature()
         return self.errors
 
     # -- shared checks
@@ -730,6 +751,8 @@ class _Submission:
             elif a.type == SIGNS:
                 if a.source not in entries or a.target != lot_id:
                     self.err("XDSRegistryMetadataError", f"{where}: signs must link a signature to the SubmissionSet")
+                else:
+                    self.signatures.append(entries[a.source])
             else:
                 self.err("XDSRegistryMetadataError", f"{where}: association type not accepted by the DMP")
         for entry_id in entries:
@@ -756,6 +779,43 @@ class _Submission:
             self.err("XDSPatientIdDoesNotMatch", f"{where}: RPLC target belongs to another patient")
         self.replacements[source] = target
 
+    # -- the lot's XAdES signature (IHE DSG; DOMAIN.md §5.1)
+    def lot_signature(self) -> None:
+        signature_class = "urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1"
+        declared = [e for e in self.p.entries if (c := e.code(DE.CLASS_CODE)) is not None and c.code == signature_class]
+        if not self.sb.config.require_signed_lot and not declared:
+            return
+        if len(self.signatures) != 1 or len(declared) != 1 or self.signatures[0] is not declared[0]:
+            self.err(
+                "XDSRegistryMetadataError",
+                "SubmissionSet: exactly one signature document (classCode Digital Signature) with a signs "
+                "association is required",
+            )
+            return
+        sig = self.signatures[0]
+        typ, fmt = sig.code(DE.TYPE_CODE), sig.code(DE.FORMAT_CODE)
+        if typ is None or (typ.code, typ.coding_scheme) != ("E1762", "ASTM"):
+            self.err("XDSRegistryMetadataError", _ctx(sig, "signature typeCode must be E1762 (ASTM)"))
+        if fmt is None or (fmt.code, fmt.coding_scheme) != ("http://www.w3.org/2000/09/xmldsig#", "URN"):
+            self.err("XDSRegistryMetadataError", _ctx(sig, "signature formatCode must be xmldsig# (URN)"))
+        content = self.contents.get(sig.id)
+        if content is None:
+            return  # already reported as a missing document
+        documents = {
+            e.identifiers.get(DE.UNIQUE_ID, ""): self.contents[e.id]
+            for e in self.p.entries
+            if e is not sig and e.id in self.contents
+        }
+        try:
+            # The lot is signed with the structure's certificate, the one that signed the VIHF.
+            verify_lot_signature(content, documents, trusted_cert_pem=self.signer_pem)
+        except LotSignatureError as exc:
+            code = "XDSRepositoryMetadataError" if "digest differs" in str(exc) else "XDSRegistryMetadataError"
+            self.err(code, _ctx(sig, f"lot signature: {exc}"))
+
+    def is_signature(self, e: RegistryObject) -> bool:
+        return any(e is s for s in self.signatures)
+
     # -- commit (only when no error)
     def commit(self) -> None:
         assert self.lot is not None
@@ -764,6 +824,9 @@ class _Submission:
         ids = {e.id: e.id if _UUID_ID.fullmatch(e.id) else f"urn:uuid:{uuid.uuid4()}" for e in self.p.entries}
         for e in self.p.entries:
             content = self.contents[e.id]
+            if self.is_signature(e):
+                self.sb.lot_signatures[lot_unique] = content  # kept beside the lot, not listed as a document
+                continue
             entry = copy.deepcopy(e.element)
             entry.set("id", ids[e.id])
             entry.set("status", AVAILABILITY_APPROVED)

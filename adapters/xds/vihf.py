@@ -37,6 +37,7 @@ from signxml.exceptions import InvalidInput, InvalidSignature
 
 from hub.errors import ConfigError
 from hub.registry import ComponentConfig
+from mappings.xds.signature import LotSigner
 
 __all__ = [
     "SAML",
@@ -260,6 +261,10 @@ class VihfSigner:
         )
         self._cert_pem = self._cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         self.issuer = config.issuer or self._cert.subject.rfc4514_string()
+
+    def lot_signer(self) -> LotSigner:
+        """A XAdES signer of submission lots with the same key and certificate (DOMAIN.md §5.1)."""
+        return LotSigner(self._key, self._cert)
 
     def sign(self, assertion: etree._Element) -> etree._Element:
         """The assertion with its enveloped signature in place of the placeholder."""

@@ -66,7 +66,7 @@ from hub.identity import Environment, InsPolicy
 from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xds import hl7
-from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SS, RimWriter, q
+from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, RimWriter, q
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
 from mappings.xml import parse_xml
 
@@ -263,6 +263,7 @@ class DocumentEntry:
     healthcare_facility_type_code: Code
     practice_setting_code: Code
     confidentiality_codes: tuple[Code, ...]
+    event_codes: tuple[Code, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -289,12 +290,18 @@ class Replacement:
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
 class XdsSubmission:
-    """One document ready for ITI-41: its metadata, its lot, what it replaces, and its bytes."""
+    """One document ready for ITI-41: its metadata, its lot, what it replaces, and its bytes.
+
+    ``signature`` / ``signature_document``: the lot's IHE DSG signature
+    document and its entry, added by :func:`mappings.xds.signature.sign_submission`.
+    """
 
     document_entry: DocumentEntry
     submission_set: SubmissionSetMeta
     replaces: Replacement | None
     document: bytes
+    signature: DocumentEntry | None = None
+    signature_document: bytes = b""
 
     def __repr__(self) -> str:
         # Identifiers of the envelope only: no patient id, no document.
@@ -681,6 +688,37 @@ class _Writer(RimWriter):
         if author.specialties:
             self.slot(c, "authorSpecialty", author.specialties)
 
+    def entry(self, rol: etree._Element, de: DocumentEntry) -> None:
+        """One ExtrinsicObject: Slot*, Name, Description?, Classification*, ExternalIdentifier* (ebRIM order)."""
+        eo = etree.SubElement(
+            rol, q("rim", "ExtrinsicObject"), id=de.entry_uuid, mimeType=de.mime_type, objectType=DE.OBJECT_TYPE_STABLE
+        )
+        self.slot(eo, "creationTime", [de.creation_time])
+        self.slot(eo, "languageCode", [de.language_code])
+        self.slot(eo, "legalAuthenticator", [de.legal_authenticator])
+        self.slot(eo, "serviceStartTime", [de.service_start_time])
+        if de.service_stop_time:
+            self.slot(eo, "serviceStopTime", [de.service_stop_time])
+        self.slot(eo, "sourcePatientId", [de.source_patient_id])
+        if de.source_patient_info:
+            self.slot(eo, "sourcePatientInfo", de.source_patient_info)
+        self.slot(eo, "hash", [de.hash])
+        self.slot(eo, "size", [str(de.size)])
+        self.localized(eo, "Name", de.title)
+        for author in de.authors:
+            self.author(eo, DE.AUTHOR, author)
+        self.code(eo, DE.CLASS_CODE, de.class_code)
+        for cc in de.confidentiality_codes:
+            self.code(eo, DE.CONFIDENTIALITY_CODE, cc)
+        for ec in de.event_codes:
+            self.code(eo, DE.EVENT_CODE, ec)
+        self.code(eo, DE.FORMAT_CODE, de.format_code)
+        self.code(eo, DE.HEALTHCARE_FACILITY_TYPE_CODE, de.healthcare_facility_type_code)
+        self.code(eo, DE.PRACTICE_SETTING_CODE, de.practice_setting_code)
+        self.code(eo, DE.TYPE_CODE, de.type_code)
+        self.identifier(eo, DE.PATIENT_ID, de.patient_id, "XDSDocumentEntry.patientId")
+        self.identifier(eo, DE.UNIQUE_ID, de.unique_id, "XDSDocumentEntry.uniqueId")
+
 
 def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     """The ``lcm:SubmitObjectsRequest`` of a submission (ITI TF-3 §4.2.3, ebRIM element order kept)."""
@@ -689,33 +727,9 @@ def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     root = etree.Element(q("lcm", "SubmitObjectsRequest"), nsmap={"lcm": NS["lcm"], "rim": NS["rim"]})
     rol = etree.SubElement(root, q("rim", "RegistryObjectList"))
 
-    # DocumentEntry: Slot*, Name, Description?, Classification*, ExternalIdentifier* (ebRIM RegistryObjectType).
-    eo = etree.SubElement(
-        rol, q("rim", "ExtrinsicObject"), id=de.entry_uuid, mimeType=de.mime_type, objectType=DE.OBJECT_TYPE_STABLE
-    )
-    w.slot(eo, "creationTime", [de.creation_time])
-    w.slot(eo, "languageCode", [de.language_code])
-    w.slot(eo, "legalAuthenticator", [de.legal_authenticator])
-    w.slot(eo, "serviceStartTime", [de.service_start_time])
-    if de.service_stop_time:
-        w.slot(eo, "serviceStopTime", [de.service_stop_time])
-    w.slot(eo, "sourcePatientId", [de.source_patient_id])
-    if de.source_patient_info:
-        w.slot(eo, "sourcePatientInfo", de.source_patient_info)
-    w.slot(eo, "hash", [de.hash])
-    w.slot(eo, "size", [str(de.size)])
-    w.localized(eo, "Name", de.title)
-    for author in de.authors:
-        w.author(eo, DE.AUTHOR, author)
-    w.code(eo, DE.CLASS_CODE, de.class_code)
-    for cc in de.confidentiality_codes:
-        w.code(eo, DE.CONFIDENTIALITY_CODE, cc)
-    w.code(eo, DE.FORMAT_CODE, de.format_code)
-    w.code(eo, DE.HEALTHCARE_FACILITY_TYPE_CODE, de.healthcare_facility_type_code)
-    w.code(eo, DE.PRACTICE_SETTING_CODE, de.practice_setting_code)
-    w.code(eo, DE.TYPE_CODE, de.type_code)
-    w.identifier(eo, DE.PATIENT_ID, de.patient_id, "XDSDocumentEntry.patientId")
-    w.identifier(eo, DE.UNIQUE_ID, de.unique_id, "XDSDocumentEntry.uniqueId")
+    w.entry(rol, de)
+    if submission.signature is not None:
+        w.entry(rol, submission.signature)
 
     rp = etree.SubElement(rol, q("rim", "RegistryPackage"), id=lot.entry_uuid)
     w.slot(rp, "submissionTime", [lot.submission_time])
@@ -743,6 +757,27 @@ def submit_objects_request(submission: XdsSubmission) -> etree._Element:
         targetObject=de.entry_uuid,
     )
     w.slot(member, "SubmissionSetStatus", ["Original"])
+    if submission.signature is not None:
+        # IHE DSG (ITI TF-3 §5.5, as the ANS example sends it): the signature document is a member of the lot
+        # and "signs" the SubmissionSet.
+        sig_member = etree.SubElement(
+            rol,
+            q("rim", "Association"),
+            associationType=HAS_MEMBER,
+            id=w.next_id("as"),
+            sourceObject=lot.entry_uuid,
+            targetObject=submission.signature.entry_uuid,
+        )
+        w.slot(sig_member, "SubmissionSetStatus", ["Original"])
+        signs = etree.SubElement(
+            rol,
+            q("rim", "Association"),
+            associationType=SIGNS,
+            id=w.next_id("as"),
+            sourceObject=submission.signature.entry_uuid,
+            targetObject=lot.entry_uuid,
+        )
+        w.slot(signs, "SubmissionSetStatus", ["Original"])
     if submission.replaces is not None:
         # ITI TF-3 §4.2.2.2: RPLC from the new DocumentEntry to the entryUUID of the one it replaces.
         etree.SubElement(
@@ -756,7 +791,9 @@ def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     return root
 
 
-def provide_and_register_request(submission: XdsSubmission, *, xop_href: str | None = None) -> etree._Element:
+def provide_and_register_request(
+    submission: XdsSubmission, *, xop_href: str | None = None, signature_href: str | None = None
+) -> etree._Element:
     """The ITI-41 ``xdsb:ProvideAndRegisterDocumentSetRequest`` body element.
 
     With ``xop_href`` (``cid:…``) the document is an ``xop:Include`` to be
@@ -773,4 +810,10 @@ def provide_and_register_request(submission: XdsSubmission, *, xop_href: str | N
         doc.text = base64.b64encode(submission.document).decode("ascii")
     else:
         etree.SubElement(doc, q("xop", "Include"), nsmap={"xop": NS["xop"]}, href=xop_href)
+    if submission.signature is not None:
+        sig = etree.SubElement(root, q("xdsb", "Document"), id=submission.signature.entry_uuid)
+        if signature_href is None:
+            sig.text = base64.b64encode(submission.signature_document).decode("ascii")
+        else:
+            etree.SubElement(sig, q("xop", "Include"), nsmap={"xop": NS["xop"]}, href=signature_href)
     return root

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from adapters.sandboxes.dmp import DmpSandbox, DmpSandboxConfig
@@ -38,6 +42,7 @@ from mappings.xds import (
     registry_response,
 )
 from mappings.xds.ebrim import NS, q
+from mappings.xds.signature import LotSigner, sign_submission
 from tests.hubkit import FAST_RETRY, running_hub, wait_until, write_config
 from tests.tlskit import Pki, make_pki
 from tests.unit.test_xds_metadata import INS_TEST_ROOT, OTHER_INS, TEST_INS, synthetic_cda, xds_config
@@ -124,13 +129,20 @@ def pnr_request(
     signer: VihfSigner | None = None,
     resource_id: str = PATIENT,
     tamper: bool = False,
+    sign_lot: bool = True,
     **meta: str,
 ) -> tuple[bytes, str]:
-    """An ITI-41 request built like the adapter's, then optionally damaged to test the sandbox."""
+    """An ITI-41 request built like the adapter's (lot signed with the VIHF key), then optionally damaged."""
     cda = cda or synthetic_cda()
     sub = build_submission(cda, xds_config(), submission_id=new_id(), submission_time=utcnow(), metadata=meta)
-    cid = "doc-1@test"
-    body = provide_and_register_request(sub, xop_href=cid_href(cid) if mtom else None)
+    if sign_lot:
+        sub = sign_submission(sub, signer.lot_signer() if signer is not None else default_lot_signer())
+    cid, sig_cid = "doc-1@test", "sig-1@test"
+    body = provide_and_register_request(
+        sub,
+        xop_href=cid_href(cid) if mtom else None,
+        signature_href=cid_href(sig_cid) if mtom and sub.signature else None,
+    )
     if mutate:
         mutate(body)
     security = []
@@ -144,7 +156,18 @@ def pnr_request(
     xml = etree.tostring(envelope(body, action=ACTION_PNR, to=url, security=security), encoding="UTF-8")
     if not mtom:
         return xml, "application/soap+xml; charset=UTF-8"
-    return encode_related(xml, [Part(cid, "text/xml", cda if attachment is None else attachment)], action=ACTION_PNR)
+    parts = [Part(cid, "text/xml", cda if attachment is None else attachment)]
+    if sub.signature is not None:
+        parts.append(Part(sig_cid, "text/xml", sub.signature_document))
+    return encode_related(xml, parts, action=ACTION_PNR)
+
+
+@functools.cache
+def default_lot_signer() -> LotSigner:
+    """A lot signer for requests sent without a VIHF (one test PKI per session)."""
+    pki = make_pki(Path(tempfile.mkdtemp(prefix="lot-signer-")))
+    key = serialization.load_pem_private_key(pki.client_key.read_bytes(), password=None)
+    return LotSigner(key, x509.load_pem_x509_certificate(pki.client_cert.read_bytes()))
 
 
 async def post(url: str, data: bytes, ctype: str, ctx: ssl.SSLContext | None = None) -> tuple[int, str, bytes]:
@@ -177,7 +200,7 @@ def _find(body: etree._Element, scheme: str) -> etree._Element:
 
 def set_slot(name: str, value: str) -> Callable[[etree._Element], None]:
     def mutate(body: etree._Element) -> None:
-        [v] = body.xpath(f"//rim:ExtrinsicObject/rim:Slot[@name='{name}']/rim:ValueList/rim:Value", namespaces=NS)
+        [v] = body.xpath(f"//rim:ExtrinsicObject[1]/rim:Slot[@name='{name}']/rim:ValueList/rim:Value", namespaces=NS)
         v.text = value
 
     return mutate
@@ -185,7 +208,7 @@ def set_slot(name: str, value: str) -> Callable[[etree._Element], None]:
 
 def drop_slot(name: str) -> Callable[[etree._Element], None]:
     def mutate(body: etree._Element) -> None:
-        [s] = body.xpath(f"//rim:ExtrinsicObject/rim:Slot[@name='{name}']", namespaces=NS)
+        [s] = body.xpath(f"//rim:ExtrinsicObject[1]/rim:Slot[@name='{name}']", namespaces=NS)
         s.getparent().remove(s)
 
     return mutate
@@ -202,8 +225,11 @@ def set_code(scheme: str, code: str, coding_scheme: str | None = None) -> Callab
 
 
 def set_identifier(scheme: str, value: str) -> Callable[[etree._Element], None]:
+    """Every identifier of that scheme (the document's and its lot signature's entry)."""
+
     def mutate(body: etree._Element) -> None:
-        _find(body, scheme).set("value", value)
+        for found in body.xpath(f"//rim:ExternalIdentifier[@identificationScheme='{scheme}']", namespaces=NS):
+            found.set("value", value)
 
     return mutate
 
@@ -272,7 +298,10 @@ async def test_sandbox_refuses_hash_and_size_of_another_attachment() -> None:
     async with running_dmp(require_vihf=False) as dmp:
         status, codes = await submit(dmp, attachment=b"<ClinicalDocument/>")
         assert status == "Failure" and codes == ["XDSRepositoryMetadataError"]
-        assert sum("hash" in e.context or "size" in e.context for e in dmp.last_errors) == 2
+        contexts = [e.context for e in dmp.last_errors]
+        assert sum("hash does not match" in c or "size does not match" in c for c in contexts) == 2
+        # and the lot signature's Manifest covers other bytes than those attached
+        assert sum("lot signature: Manifest digest differs" in c for c in contexts) == 1, contexts
 
 
 async def test_sandbox_duplicate_unique_ids_and_non_identical_content() -> None:
@@ -477,7 +506,8 @@ async def test_a_document_without_ins_never_leaves_the_hub() -> None:
 
 
 async def test_adapter_without_mtom_sends_inline_documents() -> None:
-    async with running_dmp(require_vihf=False) as dmp:
+    # A plain XDS registry (no VIHF, no lot signature): the sandbox told to accept unsigned lots.
+    async with running_dmp(require_vihf=False, require_signed_lot=False) as dmp:
         out = outbound(dmp.repository_url, vihf=False, mtom=False)
         try:
             await out.send(cda_message())
@@ -689,7 +719,13 @@ async def test_hub_delivers_to_the_dmp_sandbox_retrying_through_a_503(tmp_path: 
         peer_port=1,
         endpoints={"dmp": endpoint},
         sandboxes={
-            "dmp_sandbox": {"type": "dmp", "listen": f"127.0.0.1:{port}", "fail_503_times": 1, "require_vihf": False}
+            "dmp_sandbox": {
+                "type": "dmp",
+                "listen": f"127.0.0.1:{port}",
+                "fail_503_times": 1,
+                "require_vihf": False,
+                "require_signed_lot": False,
+            }
         },
         routes=[
             {
