@@ -48,8 +48,8 @@ from pydantic import Field, field_validator
 from adapters.tls import TlsConfig, client_context
 from adapters.xds.mtom import MtomError, Part, cid_href, content_type_params, decode_related, encode_related
 from adapters.xds.soap import ACTION_PNR, SoapError, SoapFault, envelope, read_envelope
-from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion
-from hub.errors import ConfigError, NotConnected, Rejected, Retryable
+from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion, subject_for
+from hub.errors import ConfigError, MappingError, NotConnected, Rejected, Retryable
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
 from mappings.xds import (
@@ -210,13 +210,29 @@ class XdsOutbound:
         )
         security = []
         if self._signer is not None and self.config.vihf is not None:
-            assertion = build_assertion(
+            lot = sub.submission_set.author
+            subject = subject_for(
                 self.config.vihf,
-                issuer=self._signer.issuer,
-                structure_id=self.config.vihf.structure_id or self.config.metadata.structure.id_nat,
-                resource_id=sub.document_entry.patient_id,
-                now=now,
+                lot.person,
+                lot.specialties,
+                lot.institutions[0] if lot.institutions else "",
+                sub.document_entry.healthcare_facility_type_code.code,
             )
+            try:
+                assertion = build_assertion(
+                    self.config.vihf,
+                    issuer=self._signer.issuer,
+                    # Identifiant_Structure: the lot's structure (PRT-8.10), so several structures share one hub.
+                    structure_id=subject.structure_id
+                    or self.config.vihf.structure_id
+                    or self.config.metadata.structure.id_nat,
+                    resource_id=sub.document_entry.patient_id,
+                    now=now,
+                    subject=subject,
+                    tls_client=bool(self.config.tls and self.config.tls.cert_file),
+                )
+            except ValueError as exc:
+                raise MappingError(str(exc)) from None
             security.append(self._signer.sign(assertion))
         # A fresh wsa:MessageID per attempt (it names one transmission); the lot uniqueId stays stable.
         env = envelope(body, action=ACTION_PNR, to=self.config.endpoint, security=security)

@@ -181,9 +181,24 @@ class XdsMetadataConfig(ComponentConfig):
     """What the hub adds to a CDA header to make DMP-grade XDS metadata (DOMAIN.md §5.1)."""
 
     source_id: str = Field(description="XDSSubmissionSet.sourceId: OID of the submitting system.")
-    structure: StructureIdentity = Field(description="The submitting structure (lot authorInstitution).")
+    structure: StructureIdentity = Field(
+        description="The submitting structure (lot authorInstitution) when the message names none: no PRT SB "
+        "PRT-8 and no representedOrganization on the document's author."
+    )
     submitter: SubmitterIdentity | None = Field(
-        None, description="Lot authorPerson. Unset: the document's first author is used."
+        None,
+        description="Lot authorPerson for automated flows: used when the message names no sender (PRT SB) and "
+        "the document's first author is not a person, or always with lot_author 'submitter'.",
+    )
+    lot_author: Literal["message", "submitter"] = Field(
+        "message",
+        description="Who the lot's author is: 'message' = the PRT SB sender, else the document's first author "
+        "(ANS HL7v2→DMP mapping); 'submitter' = the submitter setting (an automated feed).",
+    )
+    allowed_structures: list[str] = Field(
+        default_factory=list,
+        description="idNat_Struct values this hub may submit for (the structures behind its certificate). "
+        "Set: a lot whose authorInstitution is another structure is refused, never sent.",
     )
     content_type_code: XdsCode = Field(
         description="SubmissionSet contentTypeCode (JDV_J59-ContentTypeCode-DMP, TRE_R209 1.2.250.1.213.2.2)."
@@ -498,12 +513,13 @@ def build_submission(
 
     # -- times (ITI TF-3 §4.2.3.1.7: DTM in UTC)
     creation = _dtm(header.get("effective_time"), "/ClinicalDocument/effectiveTime", required=True)
-    start = _dtm(
+    # PV1-44/45 when the message carried them (mappings.xds.v2_context), else the CDA serviceEvent.
+    start = meta.get("xds_service_start_time") or _dtm(
         header.get("service_start_time"),
         "/ClinicalDocument/documentationOf/serviceEvent/effectiveTime/low",
         required=True,
     )
-    stop = _dtm(
+    stop = meta.get("xds_service_stop_time") or _dtm(
         header.get("service_stop_time"),
         "/ClinicalDocument/documentationOf/serviceEvent/effectiveTime/high",
         required=False,
@@ -535,13 +551,7 @@ def build_submission(
 
     if submission_time.tzinfo is None:
         raise ValueError("submission_time must be timezone-aware")
-    if config.submitter is not None:
-        s = config.submitter
-        id_type = "EI" if s.device or s.authority_oid != PS_ID_ROOT else "IDNPS"
-        person = hl7.xcn(s.id, s.family, s.given, s.authority_oid, name_type="U" if s.device else "D", id_type=id_type)
-    else:
-        person = authors[0].person
-    institution = hl7.xon(config.structure.name, config.structure.authority_oid, config.structure.id_nat)
+    lot_author = _lot_author(config, meta, authors)
     content_type = _code_from(config.content_type_code)
     assert content_type is not None
     if meta.get("xds_content_type_code"):
@@ -554,10 +564,59 @@ def build_submission(
         patient_id=patient_id,
         submission_time=submission_time.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S"),
         content_type_code=content_type,
-        author=Author(person=person, institutions=(institution,)),
+        author=lot_author,
         title=config.submission_set_title,
     )
     return XdsSubmission(entry, lot, _replacement(doc, meta, unique_id), document)
+
+
+def _lot_author(config: XdsMetadataConfig, meta: Mapping[str, str], authors: tuple[Author, ...]) -> Author:
+    """The SubmissionSet author (ANS HL7v2→DMP mapping, "Lot de soumission"): PRT SB, else the document's."""
+    first = authors[0]
+    person = ""
+    specialties: tuple[str, ...] = ()
+    if config.lot_author == "message" and meta.get("xds_lot_author_id"):
+        pid = meta["xds_lot_author_id"]
+        # The same professional among the document's authors gives the specialty (VIHF role) and names.
+        known = next((a for a in authors if a.person.split("^", 1)[0] == pid), None)
+        if known is not None:
+            person, specialties = known.person, known.specialties
+        else:
+            family, given = meta.get("xds_lot_author_family", ""), meta.get("xds_lot_author_given", "")
+            person = hl7.xcn(pid, family, given, PS_ID_ROOT, name_type="D", id_type="IDNPS")
+    elif config.lot_author == "message" and _is_person(first.person):
+        person, specialties = first.person, first.specialties
+    if not person:
+        s = config.submitter
+        if s is None and config.lot_author == "submitter":
+            raise MappingError("lot_author is 'submitter' but no submitter is configured")
+        if s is not None:
+            id_type = "EI" if s.device or s.authority_oid != PS_ID_ROOT else "IDNPS"
+            person = hl7.xcn(
+                s.id, s.family, s.given, s.authority_oid, name_type="U" if s.device else "D", id_type=id_type
+            )
+        else:
+            person, specialties = first.person, first.specialties
+    if meta.get("xds_lot_institution_id"):
+        name = meta.get("xds_lot_institution_name", "")
+        institution = hl7.xon(name, STRUCTURE_ID_ROOT, meta["xds_lot_institution_id"])
+    elif first.institutions and first.institutions[0].split("^")[6:7] == ["IDNST"]:
+        institution = first.institutions[0]  # the author's structure (representedOrganization, idNat_Struct)
+    else:
+        institution = hl7.xon(config.structure.name, config.structure.authority_oid, config.structure.id_nat)
+    structure_id = institution.split("^")[9] if institution.count("^") >= 9 else ""
+    if config.allowed_structures and structure_id not in config.allowed_structures:
+        raise MappingError(
+            "the lot's structure (PRT SB PRT-8 / author representedOrganization) is not one this hub submits for",
+            location="PRT",
+        )
+    return Author(person=person, institutions=(institution,), specialties=specialties)
+
+
+def _is_person(xcn: str) -> bool:
+    """An XCN of a person (name type D, national id), not a device (name type U / EI)."""
+    parts = xcn.split("^")
+    return len(parts) > 12 and parts[9] != "U" and parts[12] == "IDNPS"
 
 
 def _code_from(code: XdsCode | None) -> Code | None:

@@ -68,10 +68,10 @@ def outbound(endpoint: str, pki: Pki | None = None, *, vihf: bool = True, **over
     tls = None
     if pki is not None:
         tls = TlsConfig(ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key))
+    over.setdefault("metadata", xds_config())
     config = XdsOutboundConfig(
         endpoint=endpoint,
         tls=tls,
-        metadata=xds_config(),
         vihf=vihf_config() if vihf else None,
         **over,
     )
@@ -685,11 +685,30 @@ async def test_request_carries_a_signed_vihf_for_the_patient(pki: Pki) -> None:
     assert values["urn:oasis:names:tc:xacml:2.0:resource:resource-id"] == [PATIENT]
     assert values["Identifiant_Structure"] == ["1999000001"]
     assert values["Secteur_Activite"] == ["SA25^1.2.250.1.71.4.2.4"]
-    assert values["urn:oasis:names:tc:xacml:2.0:subject:role"] == ["AUTOMATE"]
+    # The document's author (a médecin biologiste, G15_10/SM03) is the subject: JDV_J65 profession + savoir-faire.
+    assert values["urn:oasis:names:tc:xacml:2.0:subject:role"] == ["10", "SM03"]
+    assert values["urn:oasis:names:tc:xspa:1.0:subject:subject-id"] == ["SACHA TESTBIO"]
+    assert assertion.findtext(".//{urn:oasis:names:tc:SAML:2.0:assertion}NameID") == "810000000002"
     assert values["Ressource_URN"] == ["urn:dmp"] and values["Authentification_Mode"] == ["INDIRECTE"]
+    # The hub authenticates with its client certificate: TLSClient, as the ANS request.
+    ref = assertion.findtext(".//{urn:oasis:names:tc:SAML:2.0:assertion}AuthnContextClassRef")
+    assert ref == "urn:oasis:names:tc:SAML:2.0:ac:classes:TLSClient"
     # SAML 2.0 core §2.3.3: Issuer, then Signature, then Subject.
     assert [etree.QName(c).localname for c in assertion][:3] == ["Issuer", "Signature", "Subject"]
     await out.stop()
+    # An automated feed (lot author = the configured submitter, a device): the configured subject, AUTOMATE.
+    auto = outbound("https://dmp.test/repository", pki, metadata=xds_config(lot_author="submitter"))
+    body, ctype, _ = auto.build_request(cda_message())
+    soap = read_envelope(decode_related(body, ctype).root.body)
+    assert soap.header is not None
+    roles = [
+        v[0].get("code")
+        for a in soap.header.iter("{urn:oasis:names:tc:SAML:2.0:assertion}Attribute")
+        if a.get("Name") == "urn:oasis:names:tc:xacml:2.0:subject:role"
+        for v in a
+    ]
+    assert roles == ["AUTOMATE"]
+    await auto.stop()
 
 
 def test_components_are_registered_with_described_configs() -> None:
