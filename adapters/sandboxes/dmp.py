@@ -88,7 +88,15 @@ from adapters.xds.soap import (
     fault_envelope,
     read_envelope,
 )
-from adapters.xds.vihf import REQUIRED_ATTRIBUTES, RESOURCE_ID, SAML, VihfError, assertion_attributes, verify_assertion
+from adapters.xds.vihf import (
+    REQUIRED_ATTRIBUTES,
+    RESOURCE_ID,
+    SAML,
+    SUBJECT_ROLE,
+    VihfError,
+    assertion_attributes,
+    verify_assertion,
+)
 from hub.errors import ConfigError
 from hub.identity import INS_ROOTS
 from hub.message import utcnow
@@ -109,6 +117,7 @@ from mappings.xds import (
 )
 from mappings.xds.ebrim import HAS_MEMBER, IDENTIFIER_NAMES, RPLC, SCHEME_NAMES, SIGNS, q
 from mappings.xds.hl7 import is_dtm, parse_cx
+from mappings.xds.jdv import load as load_jdv
 from mappings.xds.signature import LotSignatureError, verify_lot_signature
 
 __all__ = ["DmpSandbox", "DmpSandboxConfig", "StoredDocument"]
@@ -246,6 +255,15 @@ class StoredDocument:
     entry: etree._Element
     replaces: str | None = None
     replaced_by: str | None = None
+    author_ids: tuple[str, ...] = ()
+
+    def visible_to_professional(self, name_id: str) -> bool:
+        """MASQUE_PS hides a document from professionals other than its authors (TRE_A07)."""
+        return "MASQUE_PS" not in self.confidentiality or name_id in self.author_ids
+
+    def visible_to_patient(self) -> bool:
+        """INVISIBLE_PATIENT hides a document from the patient's own view (Mon espace santé)."""
+        return "INVISIBLE_PATIENT" not in self.confidentiality
 
     def __repr__(self) -> str:
         return f"StoredDocument({self.entry_uuid}, {self.status.rsplit(':', 1)[-1]})"
@@ -372,10 +390,25 @@ class DmpSandbox:
 
     # -- hub HTTP routes ----------------------------------------------------------------------------
     def http_routes(self) -> list[tuple[str, str, Any]]:
-        return [("GET", "documents", self._list), ("POST", "faults", self._faults)]
+        return [
+            ("GET", "documents", self._list),
+            ("GET", "patient-view", self._patient_view),
+            ("POST", "faults", self._faults),
+        ]
 
     async def _list(self, request: web.Request) -> web.Response:
         return web.json_response([d.listing() for d in self.documents.values()])
+
+    async def _patient_view(self, request: web.Request) -> web.Response:
+        """What the patient sees of his DMP (a stand-in for Mon espace santé): ``?patient_id=INS^^^&OID&ISO^NH``."""
+        patient = request.query.get("patient_id", "")
+        return web.json_response(
+            [
+                d.listing()
+                for d in self.documents.values()
+                if d.patient_id == patient and d.status == AVAILABILITY_APPROVED and d.visible_to_patient()
+            ]
+        )
 
     def _knobs(self) -> dict[str, Any]:
         return {
@@ -463,6 +496,7 @@ class DmpSandbox:
             raise _Fault("Sender", "VIHF attributes missing: " + ", ".join(missing), (WSSE, "InvalidSecurity"))
         if attrs["Ressource_URN"][0] != "urn:dmp":
             raise _Fault("Sender", "VIHF Ressource_URN must be urn:dmp", (WSSE, "InvalidSecurity"))
+        _check_vihf_values(signed, attrs)
         return attrs, self._trusted or _embedded_pem(assertion)
 
     # -- ITI-41 -------------------------------------------------------------------------------------
@@ -474,6 +508,17 @@ class DmpSandbox:
         check = _Submission(self, read_submission(soap.body), multipart, signer_pem=vihf[1] if vihf else None)
         errors = check.run()
         if attrs is not None and check.lot is not None:
+            institutions = [
+                xon.split("^")[9] if xon.count("^") >= 9 else ""
+                for a in check.lot.codes(SS.AUTHOR)
+                for xon in a.slots.get("authorInstitution", [])
+            ]
+            if institutions and attrs["Identifiant_Structure"][0] not in institutions:
+                raise _Fault(
+                    "Sender",
+                    "VIHF Identifiant_Structure differs from the lot's authorInstitution",
+                    (WSSE, "InvalidSecurity"),
+                )
             lot_patient = check.lot.identifiers.get(SS.PATIENT_ID, "")
             if attrs.get(RESOURCE_ID, [""])[0] != lot_patient:
                 errors.append(
@@ -502,7 +547,8 @@ class DmpSandbox:
     def _stored_query(self, soap: SoapMessage) -> etree._Element:
         if soap.body is None or soap.body.tag != q("query", "AdhocQueryRequest"):
             raise _Fault("Sender", "body is not an AdhocQueryRequest")
-        self._vihf(soap)
+        vihf = self._vihf(soap)
+        name_id = vihf[0].get("Subject/NameID", [""])[0] if vihf is not None else ""
         query_id, return_type, params = read_find_documents_request(soap.body)
         if query_id != FIND_DOCUMENTS:
             return adhoc_query_response("Failure", errors=[_err("XDSUnknownStoredQuery", "only FindDocuments")])
@@ -511,7 +557,11 @@ class DmpSandbox:
         if len(patient) != 1 or not statuses:
             missing = "$XDSDocumentEntryPatientId" if len(patient) != 1 else "$XDSDocumentEntryStatus"
             return adhoc_query_response("Failure", errors=[_err("XDSStoredQueryMissingParam", missing)])
-        found = [d for d in self.documents.values() if d.patient_id == patient[0] and d.status in statuses]
+        found = [
+            d
+            for d in self.documents.values()
+            if d.patient_id == patient[0] and d.status in statuses and d.visible_to_professional(name_id)
+        ]
         if return_type == "ObjectRef":
             objects = [etree.Element(q("rim", "ObjectRef"), id=d.entry_uuid) for d in found]
         else:
@@ -521,6 +571,35 @@ class DmpSandbox:
                 eo.set("status", d.status)
                 objects.append(eo)
         return adhoc_query_response("Success", objects)
+
+
+VIHF_VERSIONS = frozenset({"3.0", "4.0"})  # the ANS table says 4.0, both real requests carry 3.0 (DOMAIN.md §5.2)
+AUTHENTICATION_MODES = frozenset({"INDIRECTE", "DIRECTE"})
+_SECTEUR = re.compile(r"SA[0-9]{2}\^1\.2\.250\.1\.71\.4\.2\.4")
+
+
+def _check_vihf_values(signed: etree._Element, attrs: dict[str, list[str]]) -> None:
+    """Values of the signed VIHF: roles in JDV_J65, known version, mode and sector (SOAP faults)."""
+
+    def fault(reason: str) -> _Fault:
+        return _Fault("Sender", reason, (WSSE, "InvalidSecurity"))
+
+    if attrs["VIHF_Version"][0] not in VIHF_VERSIONS:
+        raise fault("VIHF_Version unknown")
+    if attrs["Authentification_Mode"][0] not in AUTHENTICATION_MODES:
+        raise fault("Authentification_Mode unknown")
+    if not _SECTEUR.fullmatch(attrs["Secteur_Activite"][0]):
+        raise fault("Secteur_Activite must be a TRE_R02 SAnn code ^1.2.250.1.71.4.2.4 (JDV_J61)")
+    roles = load_jdv("JDV_J65-SubjectRole-DMP")
+    found = [
+        (r.get("code", ""), r.get("codeSystem", ""))
+        for a in signed.iterfind(f"{{{SAML}}}AttributeStatement/{{{SAML}}}Attribute[@Name='{SUBJECT_ROLE}']")
+        for r in a.iter("{urn:hl7-org:v3}Role")
+    ]
+    if not 1 <= len(found) <= 2:
+        raise fault("subject:role: 1 or 2 occurrences expected")
+    if any(role not in roles for role in found):
+        raise fault("subject:role not in JDV_J65-SubjectRole-DMP")
 
 
 def _embedded_pem(assertion: etree._Element) -> str:
@@ -844,6 +923,7 @@ class _Submission:
                 type_code=typ.code if typ else "",
                 class_code=cls.code if cls else "",
                 confidentiality=[c.code for c in e.codes(DE.CONFIDENTIALITY_CODE)],
+                author_ids=tuple(a.slots.get("authorPerson", [""])[0].split("^", 1)[0] for a in e.codes(DE.AUTHOR)),
                 submission_set=lot_unique,
                 submitted_at=now,
                 content=content,
