@@ -40,12 +40,19 @@ signature ``wsse:FailedCheck`` (OASIS WSS 1.1 §12). The signature is
 verified against ``vihf_signer_cert_file`` when set, else only against the
 certificate the assertion carries (integrity, not identity).
 
-Not checked: the CDA content itself (schematrons), value-set membership for
-typeCode, healthcareFacilityTypeCode, practiceSettingCode and
-contentTypeCode beyond their code system (those JDVs are long), the XAdES
-signature documents of a lot, consent (the patient's DMP status), the
-author's habilitation for the document type, and the VIHF issuer's trust
-chain unless pinned.
+The lot must carry its XAdES signature document (IHE DSG, ``signs``
+association), signed with the key that signed the VIHF and covering the
+digest of every document; VIHF roles are checked against JDV_J65, and
+Identifiant_Structure against the lot's authorInstitution. The full table of
+checks, each with its source and answer, is ``DMP.md`` beside this module
+(one test per row). Not checked: typeCode, healthcareFacilityTypeCode,
+practiceSettingCode and contentTypeCode beyond their code system, the
+typeCode → classCode correspondence, the CDA content (schematrons), consent,
+the author's habilitation, and the VIHF issuer's trust chain unless pinned.
+
+FindDocuments leaves out MASQUE_PS documents for professionals other than
+their authors; ``GET /sandboxes/<name>/patient-view`` (the patient's view)
+leaves out INVISIBLE_PATIENT documents.
 
 Replacement (RPLC) makes the previous entry Deprecated. **ITI-18**
 FindDocuments answers by patientId and status (LeafClass or ObjectRef).

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import socket
 import ssl
 import tempfile
@@ -112,10 +114,16 @@ def pki(tmp_path: Path) -> Pki:
 # --------------------------------------------------------------------------- raw ITI-41 requests
 
 
-def assertion_for(signer: VihfSigner, resource_id: str) -> etree._Element:
-    """An unsigned VIHF for the synthetic laboratory and one patient."""
+def assertion_for(
+    signer: VihfSigner, resource_id: str, vihf: dict[str, Any] | None = None, structure_id: str = "1999000001"
+) -> etree._Element:
+    """An unsigned VIHF for the synthetic laboratory and one patient (``vihf``: VihfConfig overrides)."""
     return build_assertion(
-        vihf_config(), issuer=signer.issuer, structure_id="1999000001", resource_id=resource_id, now=utcnow()
+        vihf_config(**(vihf or {})),
+        issuer=signer.issuer,
+        structure_id=structure_id,
+        resource_id=resource_id,
+        now=utcnow(),
     )
 
 
@@ -130,13 +138,22 @@ def pnr_request(
     resource_id: str = PATIENT,
     tamper: bool = False,
     sign_lot: bool = True,
+    lot_signer: LotSigner | None = None,
+    lot_signature: Callable[[bytes], bytes] | None = None,
+    vihf: dict[str, Any] | None = None,
+    structure_id: str = "1999000001",
     **meta: str,
 ) -> tuple[bytes, str]:
     """An ITI-41 request built like the adapter's (lot signed with the VIHF key), then optionally damaged."""
     cda = cda or synthetic_cda()
     sub = build_submission(cda, xds_config(), submission_id=new_id(), submission_time=utcnow(), metadata=meta)
     if sign_lot:
-        sub = sign_submission(sub, signer.lot_signer() if signer is not None else default_lot_signer())
+        lot_signer = lot_signer or (signer.lot_signer() if signer is not None else default_lot_signer())
+        sub = sign_submission(sub, lot_signer)
+        if lot_signature is not None and sub.signature is not None:  # damage the signature after signing
+            damaged = lot_signature(sub.signature_document)
+            entry = dataclasses.replace(sub.signature, hash=hashlib.sha1(damaged).hexdigest(), size=len(damaged))
+            sub = dataclasses.replace(sub, signature_document=damaged, signature=entry)
     cid, sig_cid = "doc-1@test", "sig-1@test"
     body = provide_and_register_request(
         sub,
@@ -147,7 +164,7 @@ def pnr_request(
         mutate(body)
     security = []
     if signer is not None:
-        signed = signer.sign(assertion_for(signer, resource_id))
+        signed = signer.sign(assertion_for(signer, resource_id, vihf, structure_id))
         if tamper:  # change a signed attribute after signing
             value = signed.find(".//{urn:oasis:names:tc:SAML:2.0:assertion}AttributeValue")
             assert value is not None
