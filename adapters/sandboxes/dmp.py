@@ -263,6 +263,10 @@ class StoredDocument:
     replaces: str | None = None
     replaced_by: str | None = None
     author_ids: tuple[str, ...] = ()
+    lot_author: str = ""
+    lot_institution: str = ""
+    vihf_name_id: str = ""
+    vihf_structure: str = ""
 
     def visible_to_professional(self, name_id: str) -> bool:
         """MASQUE_PS hides a document from professionals other than its authors (TRE_A07)."""
@@ -292,6 +296,10 @@ class StoredDocument:
             "submitted_at": self.submitted_at,
             "replaces": self.replaces,
             "replaced_by": self.replaced_by,
+            "lot_author": self.lot_author,
+            "lot_institution": self.lot_institution,
+            "vihf_name_id": self.vihf_name_id,
+            "vihf_structure": self.vihf_structure,
         }
 
 
@@ -534,7 +542,7 @@ class DmpSandbox:
         self.last_errors = errors
         if errors:
             return registry_response("Failure", errors)
-        check.commit()
+        check.commit(attrs)
         return registry_response("Success")
 
     def _store(self, doc: StoredDocument) -> None:
@@ -903,8 +911,15 @@ class _Submission:
         return any(e is s for s in self.signatures)
 
     # -- commit (only when no error)
-    def commit(self) -> None:
+    def commit(self, vihf: dict[str, list[str]] | None) -> None:
         assert self.lot is not None
+        lot_author = next(iter(self.lot.codes(SS.AUTHOR)), None)
+        who = {
+            "lot_author": lot_author.slots.get("authorPerson", [""])[0] if lot_author else "",
+            "lot_institution": (lot_author.slots.get("authorInstitution") or [""])[0] if lot_author else "",
+            "vihf_name_id": (vihf or {}).get("Subject/NameID", [""])[0],
+            "vihf_structure": (vihf or {}).get("Identifiant_Structure", [""])[0],
+        }
         now = utcnow().isoformat()
         lot_unique = self.lot.identifiers.get(SS.UNIQUE_ID, "")
         ids = {e.id: e.id if _UUID_ID.fullmatch(e.id) else f"urn:uuid:{uuid.uuid4()}" for e in self.p.entries}
@@ -935,6 +950,7 @@ class _Submission:
                 submitted_at=now,
                 content=content,
                 entry=entry,
+                **who,
             )
             target = self.replacements.get(e.id)
             if target is not None:

@@ -188,18 +188,20 @@ def subject_for(
     A professional (XCN-13 IDNPS, name type D) is the subject: NameID = XCN-1, subject-id = "given family",
     role = his profession from the author specialty ``G15_<profession>/<savoir-faire>`` (TRE_G15,
     1.2.250.1.213.1.1.4.5) as JDV_J65 codes it, plus the savoir-faire for a médecin (volet: 2nd occurrence
-    "uniquement et obligatoirement pour les médecins et pharmaciens"). A device, or a profession JDV_J65
-    does not list, keeps the configured subject (AUTOMATE).
+    "uniquement et obligatoirement pour les médecins et pharmaciens"); a profession JDV_J65 does not list,
+    or none, gives the configured roles (AUTOMATE). A device author keeps the whole configured subject.
     """
     xcn = author_person.split("^")
     xon = institution.split("^")
     structure_id = xon[9] if len(xon) > 9 and xon[9] else ""
     person = len(xcn) > 12 and xcn[9] == "D" and xcn[12] == "IDNPS" and bool(xcn[0])
-    roles = _roles(specialties) if person else []
-    if not roles:
-        configured = [(r.code, r.code_system, r.display_name) for r in config.roles]
+    configured = [(r.code, r.code_system, r.display_name) for r in config.roles]
+    if not person:
         return VihfSubject(config.name_id, config.subject_id, configured, structure_id, config.secteur_activite)
+    # Volet: NameID = PRT-5.1, subject-id = PRT-5.2/5.3; the role from the professional's profession, else
+    # "AUTOMATE" (the configured roles) "quand les autres cas ne sont pas possibles".
     name = " ".join(part for part in (xcn[2], xcn[1]) if part)
+    roles = _roles(specialties) or configured
     return VihfSubject(xcn[0], name or xcn[0], roles, structure_id, config.secteur_activite or facility_code or None)
 
 

@@ -408,10 +408,19 @@ def sandbox_tls(pki: Pki) -> dict[str, Any]:
     }
 
 
-async def find_documents(dmp: DmpSandbox, pki: Pki, status: str, return_type: str = "LeafClass") -> Any:
+async def find_documents(
+    dmp: DmpSandbox,
+    pki: Pki,
+    status: str,
+    return_type: str = "LeafClass",
+    *,
+    patient: str = PATIENT,
+    name_id: str | None = None,
+) -> Any:
+    """ITI-18 FindDocuments as a professional (VIHF NameID ``name_id``, default the configured one)."""
     signer = VihfSigner(vihf_config(), cert_file=str(pki.client_cert), key_file=str(pki.client_key))
-    assertion = signer.sign(assertion_for(signer, PATIENT))
-    query = find_documents_request(PATIENT, statuses=[status], return_type=return_type)
+    assertion = signer.sign(assertion_for(signer, patient, {"name_id": name_id} if name_id else None))
+    query = find_documents_request(patient, statuses=[status], return_type=return_type)
     xml = etree.tostring(envelope(query, action=ACTION_STORED_QUERY, to=dmp.registry_url, security=[assertion]))
     ctx = client_context(TlsConfig(ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key)))
     status_code, ctype, body = await post(dmp.registry_url, xml, "application/soap+xml", ctx)
