@@ -435,6 +435,9 @@ def build_submission(
     patient values.
     """
     meta = metadata or {}
+    if meta.get("dest_dmp") == "N":
+        # MetaDMPMSS DESTDMP=N: the sender does not want this document in the DMP (volet, meta-dmp-mss).
+        raise MappingError("DESTDMP=N: the message does not ask for the DMP", location="OBX")
     try:
         doc = parse_xml(document)
         header = read_cda_header(doc)

@@ -363,6 +363,7 @@ def test_metadmpmss_flags_from_the_hl7v2_reader_become_confidentiality_codes() -
         ({"invisible_patient": "yes"}, "invisible_patient must be Y or N"),
         ({"confidentiality_update": "Y", "document_action": "create"}, "MODIF_CONF_CODE=Y on a creation"),
         ({"dest_mss_patient": "Y", "invisible_patient": "Y"}, "DESTMSSANTEPAT=Y with INVISIBLE_PATIENT=Y"),
+        ({"dest_dmp": "N"}, "DESTDMP=N"),
     ],
 )
 def test_flags_that_cannot_give_a_valid_lot_are_refused(meta: dict[str, str], reason: str) -> None:
