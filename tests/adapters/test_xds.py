@@ -66,7 +66,7 @@ def vihf_config(**over: Any) -> VihfConfig:
     return VihfConfig.model_validate(data)
 
 
-def outbound(endpoint: str, pki: Pki | None = None, *, vihf: bool = True, **over: Any) -> XdsOutbound:
+def outbound(endpoint: str, pki: Pki | None = None, *, vihf: bool | VihfConfig = True, **over: Any) -> XdsOutbound:
     tls = None
     if pki is not None:
         tls = TlsConfig(ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key))
@@ -74,7 +74,7 @@ def outbound(endpoint: str, pki: Pki | None = None, *, vihf: bool = True, **over
     config = XdsOutboundConfig(
         endpoint=endpoint,
         tls=tls,
-        vihf=vihf_config() if vihf else None,
+        vihf=vihf if isinstance(vihf, VihfConfig) else (vihf_config() if vihf else None),
         **over,
     )
     return XdsOutbound("dmp", config)
