@@ -137,6 +137,14 @@ def classify_registry_response(
     raise Rejected(f"XDS {result.status or 'unknown status'}: {detail}", ack_code=codes[0])
 
 
+def _secret_connection(metadata: Any) -> bool:
+    """MetaDMPMSS CONNEXION_SECRETE (metadata ``secret_connection``): Y, N or absent; anything else refused."""
+    value = metadata.get("secret_connection", "")
+    if value not in ("", "Y", "N"):
+        raise MappingError("MetaDMPMSS flag secret_connection must be Y or N", location="OBX")
+    return value == "Y"
+
+
 def _fault_error(fault: SoapFault, status: int) -> Retryable:
     return Retryable(f"SOAP fault {fault.summary()} (HTTP {status})")
 
@@ -230,6 +238,7 @@ class XdsOutbound:
                     now=now,
                     subject=subject,
                     tls_client=bool(self.config.tls and self.config.tls.cert_file),
+                    secret_connection=_secret_connection(message.metadata),
                 )
             except ValueError as exc:
                 raise MappingError(str(exc)) from None

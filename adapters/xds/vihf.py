@@ -40,6 +40,7 @@ from hub.errors import ConfigError
 from hub.registry import ComponentConfig
 from mappings.xds.jdv import load as load_jdv
 from mappings.xds.signature import LotSigner
+from mappings.xds.visibility import VISIBILITY_SCHEME
 
 __all__ = [
     "SAML",
@@ -64,6 +65,7 @@ RESOURCE_ID = "urn:oasis:names:tc:xacml:2.0:resource:resource-id"
 SUBJECT_ID = "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
 SUBJECT_ROLE = "urn:oasis:names:tc:xacml:2.0:subject:role"
 PURPOSE_OF_USE = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"
+CONFIDENTIALITY_CODE = "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code"
 SECTEUR_ACTIVITE_SYSTEM = "1.2.250.1.71.4.2.4"  # TRE_R02-SecteurActivite
 PURPOSE_OF_USE_SYSTEM = "1.2.250.1.213.1.1.4.248"  # "mode acces VIHF 1.0"
 
@@ -252,6 +254,7 @@ def build_assertion(
     assertion_id: str | None = None,
     subject: VihfSubject | None = None,
     tls_client: bool = False,
+    secret_connection: bool = False,
 ) -> etree._Element:
     """The unsigned VIHF assertion, with a ``ds:Signature`` placeholder right after Issuer.
 
@@ -262,6 +265,12 @@ def build_assertion(
     ``subject`` (see :func:`subject_for`) replaces the configured NameID,
     subject-id, roles and Secteur_Activite for one lot; ``tls_client`` picks
     the TLSClient AuthnContextClassRef when none is configured.
+    ``secret_connection`` (MetaDMPMSS CONNEXION_SECRETE=Y) adds the
+    ``…:resource:patient:hl7:confidentiality-code`` attribute that the volet
+    makes mandatory "si demande de connexion secrète au DMP", with
+    INVISIBLE_REPRESENTANTS_LEGAUX (TRE_A07), the code the DMP integration
+    guide's connector uses for it (the exact value encoding, a CE like Role,
+    was not read in a primary text).
     """
     name_id = subject.name_id if subject else config.name_id
     subject_id = subject.subject_id if subject else config.subject_id
@@ -305,6 +314,14 @@ def build_assertion(
         _attribute(stmt, "LPS_ID", config.lps_id)
     if config.lps_homologation_dmp:
         _attribute(stmt, "LPS_ID_HOMOLOGATION_DMP", config.lps_homologation_dmp)
+    if secret_connection:
+        code = _ce(
+            "ConfidentialityCode",
+            "INVISIBLE_REPRESENTANTS_LEGAUX",
+            VISIBILITY_SCHEME,
+            "Non visible par les représentants légaux du patient",
+        )
+        _attribute(stmt, CONFIDENTIALITY_CODE, code)
     return a
 
 

@@ -737,6 +737,28 @@ async def test_request_carries_a_signed_vihf_for_the_patient(pki: Pki) -> None:
     await auto.stop()
 
 
+async def test_secret_connection_puts_the_confidentiality_code_in_the_vihf(pki: Pki) -> None:
+    out = outbound("https://dmp.test/repository", pki)
+    name = "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code"
+
+    def codes(message: Message) -> list[str]:
+        body, ctype, _ = out.build_request(message)
+        soap = read_envelope(decode_related(body, ctype).root.body)
+        assert soap.header is not None
+        return [
+            v[0].get("code")
+            for a in soap.header.iter("{urn:oasis:names:tc:SAML:2.0:assertion}Attribute")
+            if a.get("Name") == name
+            for v in a
+        ]
+
+    assert codes(cda_message(metadata={"secret_connection": "Y"})) == ["INVISIBLE_REPRESENTANTS_LEGAUX"]
+    assert codes(cda_message(metadata={"secret_connection": "N"})) == []
+    with pytest.raises(MappingError, match="secret_connection"):
+        codes(cda_message(metadata={"secret_connection": "oui"}))
+    await out.stop()
+
+
 def test_components_are_registered_with_described_configs() -> None:
     registry.load_builtin()
     assert registry.get("outbound", "xds") is not None and registry.get("sandbox", "dmp") is not None
