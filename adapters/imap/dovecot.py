@@ -428,6 +428,13 @@ class ImapInbound:
             self._auth_server = None
         self.available = False
 
+    def is_serving(self) -> bool:
+        """For /healthz: Dovecot is running (true too when it is not installed and not required: no IMAP
+        was promised, the start-up warning said so)."""
+        if not self.available:
+            return self._process is None and not self.config.required
+        return self._process is not None and self._process.returncode is None
+
     def http_routes(self) -> list[tuple[str, str, Any]]:
         """Autoconfig / Autodiscover on the hub's HTTP port (adapters/imap/autoconfig.py)."""
         return autoconfig_routes(self) if self.config.autoconfig is not None else []

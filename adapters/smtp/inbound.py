@@ -212,6 +212,10 @@ class _SmtpListener:
 
         return mailbox_operations(self.mailboxes)
 
+    def is_serving(self) -> bool:
+        """True while the listening socket accepts connections (for /healthz)."""
+        return self._server is not None and self._server.is_serving()
+
     def describe(self) -> dict[str, Any]:
         return {
             "listener": self.name,
