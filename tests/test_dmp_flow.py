@@ -213,6 +213,7 @@ async def test_corrected_lab_report_replaces_the_version_the_hub_registered(tmp_
         assert f'<parentDocument>\n      <id root="{first["unique_id"]}"/>'.encode() in content
         assert b'<versionNumber value="2"/>' in content
         assert b'nullFlavor="NAV"' not in content
+        await client.close()
 
 
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
