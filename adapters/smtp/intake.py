@@ -362,6 +362,10 @@ def _documents(parts: MailParts, limits: ZipLimits) -> list[tuple[bytes, dict[st
         doc_meta = {
             **header,
             "mail_kind": "document",
+            # A document goes to the DPI, never to a mailbox or another operator: the mail's routing keys,
+            # inherited through derive(), do not apply to it.
+            "has_local_recipients": "false",
+            "has_remote_recipients": "false",
             "message_type": "CDA",
             "control_id": header.get("unique_id", "")[:200],
             "patient_key": key,
