@@ -371,7 +371,7 @@ class ImapInbound:
         except IssuerUnavailable as exc:
             log.warning("imap_auth_unavailable", listener=self.name, mechanism="bearer", reason=str(exc))
             return web.json_response({"error": "temporarily_unavailable"}, status=503)
-        log.info("imap_auth_ok", listener=self.name, mechanism="bearer", method="token", kind=grant.mailbox.kind)
+        log.debug("imap_auth_ok", listener=self.name, mechanism="bearer", method="token", kind=grant.mailbox.kind)
         body: dict[str, Any] = {"active": True, "username": grant.mailbox.address}
         return web.json_response(body)
 
@@ -489,7 +489,7 @@ class ImapInbound:
             # An authzid other than the mailbox granted would make Dovecot log in as someone else.
             log.info("imap_auth_refused", listener=self.name, mechanism=mech[:16], reason="authzid not granted")
             return {"ok": False}
-        log.info("imap_auth_ok", listener=self.name, mechanism=mech[:16], method=grant.method, kind=grant.mailbox.kind)
+        log.debug("imap_auth_ok", listener=self.name, mechanism=mech[:16], method=grant.method, kind=grant.mailbox.kind)
         # The master passdb (EXTERNAL with an authzid) keeps the certificate's name; Dovecot then opens login_user.
         user = request.get("user", "") if login_user else grant.mailbox.address
         extra = {}

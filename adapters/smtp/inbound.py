@@ -478,7 +478,7 @@ class SmtpSubmissionInbound(_SmtpListener):
     def _auth_ok(self, session: Session, grant: Grant) -> str:
         session.authenticated = True
         session.auth_data = f"mailbox:{grant.mailbox.address}"
-        log.info("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
+        log.debug("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
         return "235 2.7.0 Authentication successful"
 
     async def _auth_failed(self, server: SMTP, session: Session, mechanism: str, reason: str) -> str | None:
