@@ -105,6 +105,9 @@ class ImapConfig(ComponentConfig):
         description="System user Dovecot reads and writes mail as when the hub runs as root (Dovecot refuses root "
         "for mail); the Maildir root is given to it. Otherwise mail is the hub's own user's.",
     )
+    retention_interval_secs: float = Field(
+        3600.0, gt=0, description="How often messages past their mailbox's retention_days are expunged."
+    )
     start_timeout_secs: float = Field(20.0, gt=0, description="How long to wait for Dovecot to accept connections.")
 
 
@@ -308,6 +311,7 @@ class ImapInbound:
         self._runner: web.AppRunner | None = None
         self._secret = secrets.token_urlsafe(24)
         self._introspection_port = 0
+        self._retention_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         binary = dovecot_binary(self.config.dovecot)
@@ -345,6 +349,41 @@ class ImapInbound:
             tail = (self.run_dir / "dovecot.stderr").read_text(errors="replace")[-600:]
             raise ConfigError(f"Dovecot did not start for listener {self.name!r}: {tail.strip()}") from None
         self.available = True
+        self._retention_task = asyncio.create_task(self._retention_loop(), name=f"{self.name}-retention")
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.retention_interval_secs)
+            try:
+                await self.apply_retention()
+            except Exception as exc:  # the next round tries again; nothing is lost by waiting
+                log.error("imap_retention_failed", listener=self.name, error=type(exc).__name__)
+
+    async def apply_retention(self) -> int:
+        """Expunge, in each active mailbox with ``retention_days``, the messages received before that many days
+        (IMAP INTERNALDATE: for Maildir the file's mtime, i.e. when the hub delivered it). Returns how many
+        mailboxes were processed. Done by ``doveadm expunge`` against this Dovecot, so its indexes stay right."""
+        doveadm = dovecot_binary("doveadm")
+        if not self.available or doveadm is None:
+            return 0
+        conf = str(self.run_dir / "dovecot.conf")
+        done = 0
+        for box in list(self.access.mailboxes.by_address.values()):
+            if box.retention_days is None or box.status != "active":
+                continue
+            proc = await asyncio.create_subprocess_exec(
+                doveadm, "-c", conf, "expunge", "-u", box.address, "mailbox", "*", "before", f"{box.retention_days}d",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, err = await proc.communicate()
+            if proc.returncode not in (0, 68):  # 68: EX_NOUSER-like "no such mailbox yet" (nothing delivered)
+                log.warning("imap_retention_error", listener=self.name, code=proc.returncode, error=err[-200:].decode(
+                    errors="replace"))  # fmt: skip
+                continue
+            done += 1
+        if done:
+            log.info("imap_retention_applied", listener=self.name, mailboxes=done)
+        return done
 
     async def _start_introspection(self) -> None:
         """Loopback HTTP endpoint for Dovecot's oauth2 passdb; its path holds a secret only Dovecot's config knows."""
@@ -411,6 +450,11 @@ class ImapInbound:
                 return
 
     async def stop(self) -> None:
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+            self._retention_task = None
         proc, self._process = self._process, None
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
