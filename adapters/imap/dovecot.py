@@ -312,6 +312,8 @@ class ImapInbound:
         self._secret = secrets.token_urlsafe(24)
         self._introspection_port = 0
         self._retention_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._binary, self._conf = "", Path()
 
     async def start(self) -> None:
         binary = dovecot_binary(self.config.dovecot)
@@ -334,10 +336,22 @@ class ImapInbound:
             self.auth_socket.unlink()
         self._auth_server = await asyncio.start_unix_server(self._serve_auth, path=str(self.auth_socket), limit=65536)
         os.chmod(self.auth_socket, 0o600)
+        self._binary, self._conf = binary, conf
+        try:
+            await self._launch()
+        except ConfigError:
+            await self.stop()
+            raise
+        self.available = True
+        self._watch_task = asyncio.create_task(self._watch(), name=f"{self.name}-dovecot")
+        self._retention_task = asyncio.create_task(self._retention_loop(), name=f"{self.name}-retention")
+
+    async def _launch(self) -> None:
+        """Start Dovecot and wait until it greets; ConfigError with its last words when it does not."""
         err = await asyncio.to_thread(open, self.run_dir / "dovecot.stderr", "ab")
         try:
             self._process = await asyncio.create_subprocess_exec(
-                binary, "-F", "-c", str(conf), stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
+                self._binary, "-F", "-c", str(self._conf), stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
                 preexec_fn=_die_with_parent,
             )  # fmt: skip
         finally:
@@ -345,11 +359,35 @@ class ImapInbound:
         try:
             await asyncio.wait_for(self._until_ready(), self.config.start_timeout_secs)
         except (TimeoutError, ConfigError):
-            await self.stop()
+            proc, self._process = self._process, None
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
             tail = (self.run_dir / "dovecot.stderr").read_text(errors="replace")[-600:]
             raise ConfigError(f"Dovecot did not start for listener {self.name!r}: {tail.strip()}") from None
-        self.available = True
-        self._retention_task = asyncio.create_task(self._retention_loop(), name=f"{self.name}-retention")
+
+    async def _watch(self) -> None:
+        """Dovecot is supervised: when it exits on its own it is started again, with a growing pause (1 s to
+        30 s); /healthz reports the listener meanwhile."""
+        delay = 1.0
+        while True:
+            proc = self._process
+            if proc is None:
+                return
+            code = await proc.wait()
+            log.error("imap_dovecot_exited", listener=self.name, code=code, restart_in_secs=delay)
+            self.available = False
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                try:
+                    await self._launch()
+                except ConfigError as exc:
+                    log.error("imap_dovecot_restart_failed", listener=self.name, error=str(exc)[-200:])
+                    continue
+                break
+            self.available = True
+            log.info("imap_dovecot_restarted", listener=self.name)
 
     async def _retention_loop(self) -> None:
         while True:
@@ -450,11 +488,12 @@ class ImapInbound:
                 return
 
     async def stop(self) -> None:
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
-            self._retention_task = None
+        for task in (self._watch_task, self._retention_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watch_task = self._retention_task = None
         proc, self._process = self._process, None
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -475,9 +514,9 @@ class ImapInbound:
     def is_serving(self) -> bool:
         """For /healthz: Dovecot is running (true too when it is not installed and not required: no IMAP
         was promised, the start-up warning said so)."""
-        if not self.available:
-            return self._process is None and not self.config.required
-        return self._process is not None and self._process.returncode is None
+        if not self._binary:
+            return not self.config.required
+        return self.available and self._process is not None and self._process.returncode is None
 
     def http_routes(self) -> list[tuple[str, str, Any]]:
         """Autoconfig / Autodiscover on the hub's HTTP port (adapters/imap/autoconfig.py)."""

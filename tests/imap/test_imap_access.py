@@ -10,6 +10,7 @@ import asyncio
 import base64
 import imaplib
 import os
+import signal
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -238,3 +239,15 @@ async def test_messages_past_the_mailbox_retention_are_expunged(hub: tuple[Hub, 
     mails = await asyncio.to_thread(lambda: inbox(login_external(setup, card, ORG_MAILBOX)))
     assert [m["Subject"] for m in mails] == ["recent"]
     assert len(await asyncio.to_thread(lambda: inbox(login_external(setup, card, DOCTOR)))) == 0  # no retention set
+
+
+async def test_dovecot_is_started_again_when_it_dies(hub: tuple[Hub, ImapSetup]) -> None:
+    running, setup = hub
+    imap = running.listeners["imap"]
+    assert imap.is_serving()
+    os.kill(imap._process.pid, signal.SIGKILL)
+    await wait_until(lambda: not imap.is_serving(), timeout=10)
+    assert (await running.health())["problems"] == {"listener imap": "not accepting connections"}
+    await wait_until(imap.is_serving, timeout=40)
+    app_cert = setup.card("dpi.hub.test")
+    assert await asyncio.to_thread(lambda: inbox(login_external(setup, app_cert))) == []
