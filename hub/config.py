@@ -15,11 +15,13 @@ import glob
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
+from hub.conditions import RouteFilter
 from hub.errors import ConfigError
+from hub.message import Message
 from hub.tls import TlsConfig
 from hub.yamlsource import Located, load_located
 
@@ -248,9 +250,11 @@ class RouteConfig(_Model):
     route: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]{0,63}$", description="Unique route name.")
     description: str = Field("", description="What the route is for.")
     from_: list[str] = Field(alias="from", description="Listener name(s) the route takes messages from.")
-    when: dict[str, str | list[str]] = Field(
+    when: dict[str, Any] = Field(
         default_factory=dict,
-        description="Metadata filter: every key must equal the value or be one of the listed values.",
+        description="Filter, every entry must hold: a metadata key (see README, Routes) with a text (equals), "
+        "a list (one of) or {equals|in|not_in|matches|present: ...}; or `hl7:` / `fhirpath:` / `xpath:` "
+        "mapping paths into the body to such tests, e.g. `hl7: {PV1-2: I}`.",
     )
     steps: list[str | dict[str, dict[str, Any]]] = Field(
         default_factory=list,
@@ -276,17 +280,22 @@ class RouteConfig(_Model):
         """(name, settings) of each step."""
         return [(s, {}) if isinstance(s, str) else next(iter(s.items())) for s in self.steps]
 
-    def matches(self, endpoint: str, metadata: dict[str, str] | Any) -> bool:
+    _filter: RouteFilter | None = PrivateAttr(None)
+
+    def compile_conditions(self) -> RouteFilter:
+        """Compile `when:` (once); ValueError listing its problems when it cannot be used."""
+        if self._filter is None:
+            compiled = RouteFilter(self.when)
+            if compiled.problems:
+                raise ValueError("; ".join(f"when.{'.'.join(loc)}: {text}" for loc, text in compiled.problems))
+            self._filter = compiled
+        return self._filter
+
+    def matches(self, endpoint: str, message: Message, cache: dict[str, Any] | None = None) -> bool:
+        """Whether a message from `endpoint` passes `when:`; `cache` shares parsed bodies between routes."""
         if endpoint not in self.from_:
             return False
-        for key, want in self.when.items():
-            have = metadata.get(key)
-            if isinstance(want, list):
-                if have not in want:
-                    return False
-            elif have != want:
-                return False
-        return True
+        return self.compile_conditions().matches(message, {} if cache is None else cache)
 
 
 @dataclasses.dataclass
@@ -388,6 +397,11 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
             problems.append(
                 f"{doc.where(('from', i) if len(route.from_) > 1 else ('from',))}: from: unknown listener {listener!r}"
             )
+    compiled = RouteFilter(route.when)
+    for loc, text in compiled.problems:
+        problems.append(f"{doc.where(('when', *loc))}: when.{'.'.join(loc)}: {text}")
+    if not compiled.problems:
+        route.compile_conditions()
     content_type: str | None = None
     for i, (step, settings) in enumerate(route.step_specs()):
         comp = registry.get("step", step)
@@ -398,7 +412,7 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
             )
             continue
         try:
-            comp.config.model_validate(settings or {})
+            comp.config.model_validate(settings or {}, context={"route_dir": str(doc.path.parent)})
         except PydanticValidationError as exc:
             problems += _problems(doc, exc, ("steps", i, step))
         if content_type and comp.consumes and content_type not in comp.consumes:

@@ -4,6 +4,11 @@ A *reader* is registered under a content type: a pure function that reads
 the routing metadata of a body of that type (raising MessageError when the
 body is unusable). Replay uses it to re-read a corrected message.
 
+A *selector* is registered under a path language of route filters (``hl7``,
+``fhirpath``, ``xpath``): ``factory(expression)`` compiles an expression
+(ValueError when it is not one) into ``select(message, cache) -> list[str]``,
+the values it finds in a body (none for a body of another content type).
+
 Components register themselves with a decorator when their module is
 imported; ``adapters/__init__.py`` and ``mappings/__init__.py`` are plain
 lists of imports (no directory scanning, no entry points), so a broken
@@ -25,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["NO_CONFIG", "Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
 
-Kind = Literal["inbound", "outbound", "step", "sandbox", "reader"]
+Kind = Literal["inbound", "outbound", "step", "sandbox", "reader", "selector"]
 T = TypeVar("T")
 
 

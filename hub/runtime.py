@@ -75,7 +75,7 @@ class Hub:
             self.counters["refused_busy"] += 1
             counts.refused += 1
             raise Retryable("hub above its high-water mark, try again later")
-        deliveries = route_message(self.settings.routes, endpoint, message.metadata)
+        deliveries = route_message(self.settings.routes, endpoint, message)
         assert self.store is not None
         try:
             result = await self.store.submit(message, deliveries, endpoint=endpoint, dedup_key=dedup_key)
@@ -155,7 +155,9 @@ class Hub:
 
         pauses = await self.store.queue_pauses()
         for route in self.settings.routes:
-            pipeline = Pipeline(route.step_specs())
+            pipeline = Pipeline(
+                route.step_specs(), route=route.route, route_dir=self.settings.route_files[route.route].parent
+            )
             for policy in route.to:
                 worker = DestinationWorker(
                     store=self.store,
@@ -361,7 +363,7 @@ async def replay(
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise
         new = original.derive(body=new_body, replay_of=original.id, **metadata)
-    deliveries = route_message(settings.routes, record.endpoint, new.metadata)
+    deliveries = route_message(settings.routes, record.endpoint, new)
     result = await store.submit(new, deliveries, endpoint=record.endpoint, dedup_key=None)
     if wake:
         wake()
