@@ -199,16 +199,26 @@ class Hl7v2MapConfig(ComponentConfig):
 
     _program: list[_Rule] = PrivateAttr(default_factory=list)
 
+    @field_validator("tables")
+    @classmethod
+    def _load_tables(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # Checked here (not with the rules) so that table and rule problems are reported together.
+        base = Path((info.context or {}).get("route_dir", "."))
+        problems = []
+        for name, file in v.items():
+            try:
+                load_table(base / file)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
     @model_validator(mode="after")
     def _compile(self, info: ValidationInfo) -> Hl7v2MapConfig:
         base = Path((info.context or {}).get("route_dir", "."))
-        loaded: dict[str, LookupTable] = {}
+        loaded = {name: load_table(base / file) for name, file in self.tables.items()}  # cached: read once
         problems = []
-        for name, file in self.tables.items():
-            try:
-                loaded[name] = load_table(base / file)
-            except ValueError as exc:
-                problems.append(f"tables.{name}: {exc}")
         for n, rule in enumerate(self.rules):
             try:
                 self._program.append(_Rule.build(rule, self.tables, loaded))
@@ -248,9 +258,7 @@ class _Rule:
             assert rule.table is not None
             if rule.table not in files:
                 raise ValueError(f"translate: no table {rule.table!r} in `tables`")
-            table = tables.get(rule.table)
-            if table is None:
-                return cls(op, path, rule, to)  # its loading problem is reported under `tables`
+            table = tables[rule.table]
             if rule.key_column:
                 table = load_table(table.path, key=rule.key_column)
             if isinstance(rule.to, dict):
