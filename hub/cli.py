@@ -87,6 +87,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    from hub.routetest import run_route_tests
+
+    settings = _settings(args)
+    results = run_route_tests(settings, only=args.only)
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'} {r.file}:{r.line}: {r.name}")
+        for failure in r.failures:
+            print("     " + failure.replace("\n", "\n     "))
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed", file=sys.stderr)
+    return 1 if failed or not results else 0
+
+
 # -- send ---------------------------------------------------------------------------------------------
 def split_messages(data: bytes) -> list[bytes]:
     """ER7 messages of a file: segments on any line ending, a new message at each MSH."""
@@ -461,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("serve", cmd_serve, "run the hub")
     add("check", cmd_check, "validate the config and every route")
+    sp = add("test", cmd_test, "run the route test cases kept beside the routes (routes/tests/*.yaml)")
+    sp.add_argument("--only", help="run only the cases whose name or file name holds this text")
     sp = add("send", cmd_send, "send HL7 v2 file(s) over MLLP and print each ACK", config=False)
     sp.add_argument("files", nargs="+")
     sp.add_argument("--to", required=True, help="mllp://HOST:PORT or mllps://HOST:PORT")

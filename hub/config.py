@@ -217,6 +217,10 @@ class HubConfig(_Model):
         default_factory=lambda: ["../routes/*.yaml"],
         description="Glob patterns of route files, relative to this config file.",
     )
+    route_tests: list[str] = Field(
+        default_factory=lambda: ["../routes/tests/*.yaml"],
+        description="Glob patterns of route test case files run by `hub test`, relative to this config file.",
+    )
 
 
 class RetryPolicy(_Model):

@@ -110,7 +110,7 @@ class MapRule(ComponentConfig):
     required: bool = Field(
         False,
         description="Reject the message when the path (copy/move source, translate key, set target segment) "
-        "is absent or empty; otherwise the rule skips it.",
+        "is absent or empty, or when reorder keeps no repetition; otherwise the rule skips it.",
     )
     table: str | None = Field(None, description="translate: name of a table from `tables`.")
     key_column: str | None = Field(None, description="translate: column holding the keys; default: the first.")
@@ -391,7 +391,10 @@ class _Rule:
             return rank.get(unescape(subs[sub - 1] if sub <= len(subs) else "", d), last)
 
         ranked = sorted(((key_of(r), n, r) for n, r in enumerate(reps)))
-        edit.set_repetitions(i, self.path.field, [r for k, _, r in ranked if k < last or not self.rule.drop_unlisted])
+        kept = [r for k, _, r in ranked if k < last or not self.rule.drop_unlisted]
+        if not kept and self.rule.required:
+            raise MappingError(f"hl7v2_map: {self.path}: no repetition with {self.rule.by} in the listed values")
+        edit.set_repetitions(i, self.path.field, kept)
 
     def _add_segment(self, edit: Er7Edit) -> None:
         if self.rule.after:
