@@ -97,7 +97,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         for failure in r.failures:
             print("     " + failure.replace("\n", "\n     "))
     failed = sum(not r.ok for r in results)
-    print(f"{len(results) - failed} passed, {failed} failed", file=sys.stderr)
+    print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed or not results else 0
 
 

@@ -40,6 +40,7 @@ from pydantic import ValidationError as PydanticValidationError
 from hub import registry
 from hub.conditions import CONTENT_LANGUAGES, value_test
 from hub.config import Settings
+from hub.config import _problems as config_problems
 from hub.errors import ConfigError, MessageError
 from hub.message import CONTENT_HL7V2, Message
 from hub.pipeline import Pipeline, StepContext, route_message
@@ -183,9 +184,7 @@ def run_route_tests(settings: Settings, *, only: str | None = None) -> list[Case
         try:
             parsed = RouteTestFile.model_validate(doc.data)
         except PydanticValidationError as exc:
-            for e in exc.errors():
-                loc = tuple("from" if p == "from_" else p for p in e["loc"])
-                problems.append(f"{doc.where(loc)}: {'.'.join(map(str, loc))}: {e['msg']}")
+            problems += config_problems(doc, exc)
             continue
         for n, case in enumerate(parsed.cases):
             if only and only not in case.name and only not in file.stem:
