@@ -302,7 +302,10 @@ class _Rule:
                 getattr(self, f"_{self.op}")(edit, i, current)
 
     def _holds(self, edit: Er7Edit, current: Current) -> bool:
-        return all(test(edit.values(path, current)) for path, test in self.conditions)
+        for path, test in self.conditions:  # noqa: SIM110  (a loop: no generator per segment walked)
+            if not test(edit.values(path, current)):
+                return False
+        return True
 
     def _targets(self, edit: Er7Edit, target: Hl7Path, current: Current) -> list[int]:
         found = edit.select(target, current)

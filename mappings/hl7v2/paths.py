@@ -55,6 +55,12 @@ class Hl7Path:
     repetition: int | None = None
     component: int | None = None
     subcomponent: int | None = None
+    is_segment: bool = False
+    """The path names a segment only (`NTE`, `OBX[2]`)."""
+    is_delimiters: bool = False
+    """MSH-1 or MSH-2: readable, never written (the delimiters of the whole message)."""
+    whole_field: bool = False
+    """No repetition and no component given: the field with all its repetitions."""
 
     @classmethod
     def parse(cls, text: str) -> Hl7Path:
@@ -62,27 +68,22 @@ class Hl7Path:
         m = _PATH.match(text.strip())
         if m is None:
             raise ValueError(f"{text!r} is not an HL7 path (SEG[occ]-field[rep].component.subcomponent)")
-        path = cls(
+        field, rep, comp = _index(m["field"]), _index(m["rep"]), _index(m["comp"])
+        delimiters = m["seg"] == "MSH" and field in (1, 2)
+        if delimiters and (rep or comp):
+            raise ValueError(f"{text!r}: MSH-1 and MSH-2 are the delimiters, they have no parts")
+        return cls(
             text.strip(),
             m["seg"],
             _index(m["occ"]),
-            _index(m["field"]),
-            _index(m["rep"]),
-            _index(m["comp"]),
+            field,
+            rep,
+            comp,
             _index(m["sub"]),
+            is_segment=field is None,
+            is_delimiters=delimiters,
+            whole_field=rep is None and comp is None,
         )
-        if path.segment == "MSH" and path.field in (1, 2) and (path.repetition or path.component):
-            raise ValueError(f"{text!r}: MSH-1 and MSH-2 are the delimiters, they have no parts")
-        return path
-
-    @property
-    def is_segment(self) -> bool:
-        return self.field is None
-
-    @property
-    def is_delimiters(self) -> bool:
-        """MSH-1 or MSH-2: readable, never written (the delimiters of the whole message)."""
-        return self.segment == "MSH" and self.field in (1, 2)
 
     def __str__(self) -> str:
         return self.text
@@ -91,7 +92,7 @@ class Hl7Path:
 class Er7Edit:
     """One ER7 message, editable by path. Segments are split into fields only when touched."""
 
-    __slots__ = ("d", "ids", "segments")
+    __slots__ = ("_specials", "d", "ids", "segments")
 
     def __init__(self, message: Er7Message) -> None:
         self.d: Delimiters = message.delimiters
@@ -99,6 +100,7 @@ class Er7Edit:
         self.segments: list[str | list[str]] = list(message.segments)
         fs = self.d.field
         self.ids = [s.split(fs, 1)[0] for s in message.segments]
+        self._specials = frozenset(fs + self.d.encoding_characters + "\r\n")
 
     # -- segments ---------------------------------------------------------------------------------
     def segment_id(self, index: int) -> str:
@@ -143,7 +145,7 @@ class Er7Edit:
         f = self.fields(index)
         assert path.field is not None
         value = f[path.field] if path.field < len(f) else ""
-        if path.is_delimiters or (path.repetition is None and path.component is None):
+        if path.whole_field or path.is_delimiters:
             return [value]
         reps = value.split(self.d.repetition)
         if path.repetition == ALL:
@@ -166,11 +168,17 @@ class Er7Edit:
     def values(self, path: Hl7Path, current: tuple[str, int] | None = None) -> list[str]:
         """Unescaped values of a path over every segment it designates."""
         if path.is_segment:
-            return [self.segment_id(i) for i in self.select(path, current)]
-        return [unescape(v, self.d) for i in self.select(path, current) for v in self.raw(i, path)]
+            return [self.ids[i] for i in self.select(path, current)]
+        esc = self.d.escape
+        out = []
+        for i in self.select(path, current):
+            for v in self.raw(i, path):
+                out.append(unescape(v, self.d) if esc in v else v)
+        return out
 
     def escape(self, value: str) -> str:
-        return escape(value, self.d)
+        """`value` escaped with this message's delimiters (HL7 v2.5 §2.7.4)."""
+        return value if self._specials.isdisjoint(value) else escape(value, self.d)
 
     def put(self, index: int, path: Hl7Path, raw_value: str) -> None:
         """Write an already escaped value at a path of one segment, creating empty fields/components as needed."""
@@ -178,7 +186,7 @@ class Er7Edit:
         f = self.fields(index)
         if len(f) <= path.field:
             f.extend([""] * (path.field + 1 - len(f)))
-        if path.repetition is None and path.component is None:
+        if path.whole_field:
             f[path.field] = raw_value
             return
         d = self.d
