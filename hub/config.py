@@ -23,6 +23,7 @@ from hub.conditions import RouteFilter
 from hub.errors import ConfigError
 from hub.message import Message
 from hub.tls import TlsConfig
+from hub.userstep import add_python_path, load_user_step, spec_of
 from hub.yamlsource import Located, load_located
 
 __all__ = [
@@ -217,6 +218,10 @@ class HubConfig(_Model):
         default_factory=lambda: ["../routes/*.yaml"],
         description="Glob patterns of route files, relative to this config file.",
     )
+    python_path: list[str] = Field(
+        default_factory=lambda: ["../routes/python"],
+        description="Folders (relative to this config file) holding the modules of `python:` route steps.",
+    )
     route_tests: list[str] = Field(
         default_factory=lambda: ["../routes/tests/*.yaml"],
         description="Glob patterns of route test case files run by `hub test`, relative to this config file.",
@@ -260,10 +265,11 @@ class RouteConfig(_Model):
         "a list (one of) or {equals|in|not_in|matches|present: ...}; or `hl7:` / `fhirpath:` / `xpath:` "
         "mapping paths into the body to such tests, e.g. `hl7: {PV1-2: I}`.",
     )
-    steps: list[str | dict[str, dict[str, Any]]] = Field(
+    steps: list[str | dict[str, Any]] = Field(
         default_factory=list,
         description="Registered steps, applied in order: a name, or `{name: {settings}}` for a step with settings "
-        "(checked against the step's config model, `hub describe NAME`).",
+        "(checked against the step's config model, `hub describe NAME`); or the user's own function, "
+        "`python: module:function` or `python: {function: module:function, settings: {...}}`.",
     )
     to: list[DestinationPolicy] = Field(min_length=1, description="Destinations and their delivery policy.")
 
@@ -280,7 +286,7 @@ class RouteConfig(_Model):
                 raise ValueError("a step with settings is written {name: {settings}}, one name per item")
         return v
 
-    def step_specs(self) -> list[tuple[str, dict[str, Any]]]:
+    def step_specs(self) -> list[tuple[str, Any]]:
         """(name, settings) of each step."""
         return [(s, {}) if isinstance(s, str) else next(iter(s.items())) for s in self.steps]
 
@@ -365,6 +371,7 @@ def load_config(path: str | Path) -> Settings:
             except PydanticValidationError as exc:
                 problems += _problems(doc, exc, (section, name))
 
+    add_python_path([path.parent / p for p in hub.python_path])
     routes: list[RouteConfig] = []
     route_files: dict[str, Path] = {}
     files: list[Path] = []
@@ -408,6 +415,9 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
         route.compile_conditions()
     content_type: str | None = None
     for i, (step, settings) in enumerate(route.step_specs()):
+        if step == "python":
+            problems += _check_user_step(doc, i, settings)
+            continue
         comp = registry.get("step", step)
         if comp is None:
             problems.append(
@@ -436,3 +446,19 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
                 f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: {dest.destination!r} listed twice"
             )
     return problems
+
+
+def _check_user_step(doc: Located, i: int, settings: Any) -> list[str]:
+    """`hub check` of a `python:` step: the spec, the import, the function and its settings."""
+    loc = ("steps", i, "python")
+    try:
+        spec = spec_of(settings)
+    except PydanticValidationError as exc:
+        return _problems(doc, exc, loc)
+    try:
+        load_user_step(spec)
+    except PydanticValidationError as exc:
+        return _problems(doc, exc, (*loc, "settings") if isinstance(settings, dict) else loc)
+    except ValueError as exc:
+        return [f"{doc.where(loc)}: steps.{i}.python: {exc}"]
+    return []

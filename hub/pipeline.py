@@ -9,9 +9,10 @@ from typing import Any
 
 from hub import registry
 from hub.config import RouteConfig
-from hub.errors import MessageError
+from hub.errors import MappingError, MessageError
 from hub.message import Message
 from hub.store import IdentityRecord, NewDelivery
+from hub.userstep import load_user_step, spec_of
 
 __all__ = ["Pipeline", "StepContext", "route_message"]
 
@@ -75,6 +76,11 @@ class Pipeline:
         self._labels: list[str] = []
         self.needs_identity = False
         for name, settings in specs:
+            if name == "python":
+                user = load_user_step(spec_of(settings))
+                self._steps.append((_guarded(user.function), user.kwargs, False))
+                self._labels.append(f"route {route}, step python" if route else "step python")
+                continue
             comp = registry.get("step", name)
             if comp is None:
                 raise KeyError(name)
@@ -100,3 +106,20 @@ class Pipeline:
                 # The reason names the route and the step, so that the operator knows what to fix.
                 raise type(exc)(f"{label}: {exc.reason}", code=exc.code, location=exc.location) from None
         return message
+
+
+def _guarded(function: Step) -> Step:
+    """A user step whose unexpected exceptions refuse the message (by type only: the text may quote data)."""
+
+    def step(message: Message, **kwargs: Any) -> Message:
+        try:
+            out = function(message, **kwargs)
+        except MessageError:
+            raise
+        except Exception as exc:
+            raise MappingError(f"{function.__module__}.{function.__qualname__} raised {type(exc).__name__}") from None
+        if not isinstance(out, Message):
+            raise MappingError(f"{function.__module__}.{function.__qualname__} returned no Message")
+        return out
+
+    return step
