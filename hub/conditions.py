@@ -184,6 +184,30 @@ METADATA_KEYS: dict[str, str] = {
 }
 
 METADATA_KEYS["replay_of"] = "id of the message a replay was made from"
+METADATA_KEYS["bom"] = "utf-8 when a byte-order mark preceded MSH"
+# Documents carried in HL7 v2 (the listener's `v2_documents` check; mappings/cda/hl7v2_documents.py).
+METADATA_KEYS.update(
+    {
+        "document_count": "documents the message carries",
+        "document_format_code": "XDS formatCode when known",
+        "document_replaces_id": "the replaced document id",
+        "dest_dmp": "Y/N: DESTDMP, publish to the DMP",
+        "dest_mss_ps": "Y/N: DESTMSSANTEPS, send to professionals by MSSanté",
+        "dest_mss_patient": "Y/N: DESTMSSANTEPAT, send to the patient's mailbox",
+        "secret_connection": "Y/N: CONNEXION_SECRETE",
+        "confidentiality_update": "Y/N: MODIF_CONF_CODE",
+        "ack_reception": "Y/N: ACK_RECEPTION",
+        "ack_read_mss": "Y/N: ACK_LECTURE_MSS",
+        "mss_no_reply_patient": "Y/N: NTE-4 FIN on DESTMSSANTEPAT",
+        "mss_recipients": "PRT RCT addresses",
+        "mss_recipients_patient": "the patient mailboxes among them",
+        "mss_reply_to": "PRT REPLY addresses",
+        "mss_body_ps": "CORPSMAIL_PS text",
+        "mss_body_patient": "CORPSMAIL_PATIENT text",
+        "sender_ps_id": "PRT SB professional idNat_PS",
+        "sender_org_id": "PRT SB structure idNat_Struct",
+    }
+)
 
 
 class RouteFilter:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub import registry
 from hub.config import RouteConfig
@@ -13,6 +13,9 @@ from hub.errors import MappingError, MessageError
 from hub.message import Message
 from hub.store import IdentityRecord, NewDelivery
 from hub.userstep import load_user_step, spec_of
+
+if TYPE_CHECKING:
+    from hub.documents import DocumentVersion
 
 __all__ = ["Pipeline", "StepContext", "route_message"]
 
@@ -27,6 +30,9 @@ class StepContext:
     identity_override: bool = False
     """An operator released this delivery from identity review: the trait check is waived for it."""
     environment: str = "development"
+    documents: Mapping[str, DocumentVersion] | None = None
+    """For steps that need ``documents``: setId -> the newest version the hub sent earlier for the
+    patient (:mod:`hub.documents`); None when not looked up."""
 
 
 def route_message(routes: list[RouteConfig], endpoint: str, message: Message) -> list[NewDelivery]:
@@ -75,6 +81,7 @@ class Pipeline:
         self._steps: list[tuple[Step, dict[str, Any], bool]] = []  # (function, its settings, wants the context)
         self._labels: list[str] = []
         self.needs_identity = False
+        self.needs_documents = False
         for name, settings in specs:
             if name == "python":
                 user = load_user_step(spec_of(settings))
@@ -89,6 +96,7 @@ class Pipeline:
                 context = {"route_dir": str(route_dir or ".")}
                 kwargs["config"] = comp.config.model_validate(settings or {}, context=context)
             self.needs_identity = self.needs_identity or "identity" in comp.needs
+            self.needs_documents = self.needs_documents or "documents" in comp.needs
             self._steps.append((comp.factory, kwargs, bool(comp.needs)))
             self._labels.append(f"route {route}, step {name}" if route else f"step {name}")
 

@@ -21,7 +21,7 @@ must reach, and what each route's steps must make of it::
           lab_to_dpi: {reject: "code not in table"}
 
 The message is read as the listener would (the reader of its content type
-gives the routing metadata), routed with the routes' own `when:`, then each
+gives the routing metadata, then the listener's `checks` add theirs), routed with the routes' own `when:`, then each
 reached route's steps run as the delivery worker runs them. A failure reads as a
 unified diff (expected / got) or as the path and the values found.
 """
@@ -32,7 +32,7 @@ import dataclasses
 import difflib
 import glob
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -41,9 +41,10 @@ from hub import registry
 from hub.conditions import CONTENT_LANGUAGES, value_test
 from hub.config import Settings
 from hub.config import _problems as config_problems
-from hub.errors import ConfigError, MessageError
+from hub.errors import ConfigError, IdentityHold, MessageError
 from hub.message import CONTENT_HL7V2, Message
 from hub.pipeline import Pipeline, StepContext, route_message
+from hub.store import IdentityRecord
 from hub.yamlsource import load_located
 
 __all__ = ["CaseResult", "RouteTestCase", "RouteTestFile", "run_route_tests"]
@@ -65,6 +66,19 @@ class ExpectedOutput(_Model):
     xpath: dict[str, Any] = Field(default_factory=dict, description="Tests on XPath values of the output.")
 
 
+class IdentityCase(_Model):
+    """The identity registry's record of the input's patient, as steps that need it will see it."""
+
+    status: Literal["provisoire", "recuperee", "validee", "qualifiee"] = Field(description="RNIV status.")
+    ins: str | None = Field(None, description="The INS (NIR or NIA), when known.")
+    ins_oid: str | None = Field(None, description="Its OID (production, NIA, test or demonstration).")
+    traits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Strict traits as the registry keeps them: birth_name, first_birth_given_name, "
+        "birth_given_names, birth_date (YYYY-MM-DD), sex (M/F/U), birthplace_code.",
+    )
+
+
 class RouteTestCase(_Model):
     name: str = Field(description="What the case shows.")
     from_: str = Field(alias="from", description="Listener the input comes in on.")
@@ -74,6 +88,9 @@ class RouteTestCase(_Model):
     )
     metadata: dict[str, str] = Field(
         default_factory=dict, description="Metadata the listener would add (e.g. SMTP envelope keys)."
+    )
+    identity: IdentityCase | None = Field(
+        None, description="The registry's record of the patient (patient_key from the input); unset: unknown."
     )
     routes: list[str] | None = Field(None, description="Exactly the routes the message must reach; unset: not checked.")
     outputs: dict[str, ExpectedOutput] = Field(
@@ -134,12 +151,17 @@ def _run_case(settings: Settings, case: RouteTestCase, case_dir: Path) -> list[s
     body = source.read_bytes()
     content_type = case.content_type or _CONTENT_BY_SUFFIX.get(source.suffix.lower(), CONTENT_HL7V2)
     metadata = {**case.metadata, "endpoint": case.from_}
+    # As the listener does: the reader's metadata, then the listener's checks (`checks:` setting).
     reader = registry.get("reader", content_type)
-    if reader is not None:
-        try:
+    checks = [registry.get("check", name) for name in getattr(settings.listener_config(case.from_), "checks", [])]
+    try:
+        if reader is not None:
             metadata.update(reader.factory(body))
-        except MessageError as exc:
-            return [f"the listener would refuse the input: {exc.reason}"]
+        for check in checks:
+            if check is not None:
+                metadata.update(check.factory(body))
+    except MessageError as exc:
+        return [f"the listener would refuse the input: {exc.reason}"]
     message = Message.new(body, content_type=content_type, metadata=metadata)
     reached = sorted({d.route for d in route_message(settings.routes, case.from_, message)})
     if case.routes is not None and reached != sorted(case.routes):
@@ -155,7 +177,10 @@ def _run_case(settings: Settings, case: RouteTestCase, case_dir: Path) -> list[s
             continue
         pipeline = Pipeline(route.step_specs(), route=route.route, route_dir=settings.route_files[route.route].parent)
         try:
-            out = pipeline.apply(message, StepContext(environment=settings.hub.environment))
+            out = pipeline.apply(message, _context(settings, case, message))
+        except IdentityHold as exc:
+            failures.append(f"{route_name}: held for identity ({exc.reason})")
+            continue
         except MessageError as exc:
             if want.reject is None or want.reject not in exc.reason:
                 wanted = f", want a reason with {want.reject!r}" if want.reject else ""
@@ -166,6 +191,23 @@ def _run_case(settings: Settings, case: RouteTestCase, case_dir: Path) -> list[s
             continue
         failures += [f"{route_name}: {f}" for f in _check_output(case_dir, out, want)]
     return failures
+
+
+def _context(settings: Settings, case: RouteTestCase, message: Message) -> StepContext:
+    record = None
+    if case.identity is not None:
+        key = message.metadata.get("patient_key", "")
+        local_id, _, authority = key.partition("@")
+        record = IdentityRecord(
+            patient_key=key,
+            authority=authority,
+            local_id=local_id,
+            status=case.identity.status,
+            ins=case.identity.ins,
+            ins_oid=case.identity.ins_oid,
+            traits=case.identity.traits,
+        )
+    return StepContext(identity=record, environment=settings.hub.environment)
 
 
 def case_files(settings: Settings) -> list[Path]:

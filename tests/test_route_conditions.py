@@ -82,6 +82,23 @@ def test_fhirpath_and_xpath_conditions() -> None:
     assert not holds({"hl7": {"PV1-2": {"present": True}}}, Message.new(b"\x00garbage", content_type=CONTENT_HL7V2))
 
 
+def test_the_documented_metadata_keys_of_readers_and_checks_are_known() -> None:
+    """The keys modules document (a ``key`` at the start of a docstring table row) may be used in `when:`."""
+    import re
+
+    from hub.conditions import METADATA_KEYS
+    from mappings.cda import hl7v2_documents
+    from mappings.fhir import reader
+
+    documented = set()
+    for module in (hl7v2_documents, reader):
+        documented |= set(re.findall(r"^``([a-z_]+)``\s", module.__doc__ or "", re.MULTILINE))
+    assert "dest_dmp" in documented
+    assert documented - set(METADATA_KEYS) == set()
+    header_keys = set(read_hl7v2_metadata((ROOT / "samples" / "adt_a01.hl7").read_bytes()))
+    assert header_keys - set(METADATA_KEYS) == set()
+
+
 BASE = """\
 listeners:
   in: {type: mllp, listen: 127.0.0.1:0}

@@ -51,9 +51,8 @@ from hub.conditions import Selector, ValueTest
 from hub.errors import MappingError, MessageError
 from hub.message import CONTENT_HL7V2, Message
 from hub.registry import ComponentConfig, register
-from mappings.hl7v2.er7 import Delimiters, Er7Message, read_header, unescape
+from mappings.hl7v2.er7 import Delimiters, Er7Message, encode_er7, read_header, unescape
 from mappings.hl7v2.paths import ALL, Er7Edit, Hl7Path
-from mappings.ins._er7 import decode_er7
 from mappings.tables import LookupTable, load_table
 
 __all__ = ["Hl7v2MapConfig", "MapCondition", "MapRule", "hl7_selector", "hl7v2_map", "map_er7"]
@@ -346,11 +345,11 @@ class _Rule:
         in_place = len(self.to) == 1 and self.to[0][0] == self.path
         if in_place and self.path.repetition == ALL:
             for n, raw in enumerate(raws, start=1):
-                new = self._lookup(unescape(raw, edit.d), self.to[0][1])
+                new = self._lookup(unescape(raw, edit.d, codec=edit.codec), self.to[0][1])
                 if new is not None:
                     edit.put(i, dataclasses.replace(self.path, repetition=n), edit.escape(new))
             return
-        key = unescape(raws[0], edit.d) if raws else ""
+        key = unescape(raws[0], edit.d, codec=edit.codec) if raws else ""
         row = self._row(key)
         if row is None:
             return
@@ -391,7 +390,7 @@ class _Rule:
         def key_of(rep: str) -> int:
             comps = rep.split(d.component)
             subs = comps[comp - 1].split(d.subcomponent) if comp <= len(comps) else [""]
-            return rank.get(unescape(subs[sub - 1] if sub <= len(subs) else "", d), last)
+            return rank.get(unescape(subs[sub - 1] if sub <= len(subs) else "", d, codec=edit.codec), last)
 
         ranked = sorted(((key_of(r), n, r) for n, r in enumerate(reps)))
         kept = [r for k, _, r in ranked if k < last or not self.rule.drop_unlisted]
@@ -417,14 +416,10 @@ def map_er7(body: bytes, config: Hl7v2MapConfig) -> tuple[bytes, dict[str, str] 
     The text is decoded with the character set MSH-18 declares and encoded back
     with it, so bytes of untouched segments come out as they went in.
     """
-    text, codec = decode_er7(body)
-    edit = Er7Edit(Er7Message(text))
+    edit = Er7Edit(Er7Message(body))
     for rule in config.program:
         rule.run(edit)
-    try:
-        out = edit.text().encode(codec)
-    except UnicodeEncodeError:
-        raise MappingError("hl7v2_map: a value written is not representable in the MSH-18 character set") from None
+    out = encode_er7(edit.text(), edit.codec)
     if isinstance(edit.segments[0], str):
         return out, None
     # MSH-3..6/9/10 may have changed: the routing metadata follows the message that is sent (read from
@@ -453,7 +448,7 @@ def hl7_selector(expression: str) -> Selector:
             return []
         if "hl7" not in cache:
             try:
-                cache["hl7"] = Er7Edit(Er7Message(decode_er7(message.body)[0]))
+                cache["hl7"] = Er7Edit(Er7Message(message.body))
             except MessageError:
                 cache["hl7"] = None
         edit = cache["hl7"]

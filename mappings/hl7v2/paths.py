@@ -23,8 +23,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from mappings.hl7v2.er7 import Delimiters, Er7Message, unescape
-from mappings.ins._er7 import escape
+from mappings.hl7v2.er7 import Delimiters, Er7Message, escape, unescape
 
 __all__ = ["ALL", "Er7Edit", "Hl7Path"]
 
@@ -92,10 +91,12 @@ class Hl7Path:
 class Er7Edit:
     """One ER7 message, editable by path. Segments are split into fields only when touched."""
 
-    __slots__ = ("_specials", "d", "ids", "segments")
+    __slots__ = ("_specials", "codec", "d", "ids", "segments")
 
     def __init__(self, message: Er7Message) -> None:
         self.d: Delimiters = message.delimiters
+        self.codec: str = message.codec
+        """The message's character set (MSH-18), for ``\\Xhh\\`` escapes and for encoding it back."""
         # A segment is kept as its text until a rule reads or writes its fields, then as its field list.
         self.segments: list[str | list[str]] = list(message.segments)
         fs = self.d.field
@@ -173,7 +174,7 @@ class Er7Edit:
         out = []
         for i in self.select(path, current):
             for v in self.raw(i, path):
-                out.append(unescape(v, self.d) if esc in v else v)
+                out.append(unescape(v, self.d, codec=self.codec) if esc in v else v)
         return out
 
     def escape(self, value: str) -> str:

@@ -12,9 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.errors import MappingError
 from hub.message import Message
-from mappings.hl7v2.er7 import Er7Message
+from mappings.hl7v2.er7 import Er7Message, encode_er7
 from mappings.hl7v2.paths import Er7Edit, Hl7Path
-from mappings.ins._er7 import decode_er7
 
 OBX_CODE, OBX_VALUE, OBX_FLAG = Hl7Path.parse("OBX-3.1"), Hl7Path.parse("OBX-5"), Hl7Path.parse("OBX-8")
 
@@ -30,8 +29,7 @@ class CriticalLimits(BaseModel):
 
 def flag_critical(message: Message, *, config: CriticalLimits) -> Message:
     """Set OBX-8 to LL or HH (HL7 table 0078) on results of `analyte` beyond the critical limits."""
-    text, codec = decode_er7(message.body)
-    edit = Er7Edit(Er7Message(text))
+    edit = Er7Edit(Er7Message(message.body))  # decoded in its MSH-18 character set
     changed = False
     for i in edit.occurrences("OBX"):
         if edit.values(OBX_CODE, ("OBX", i)) != [config.analyte]:
@@ -47,4 +45,4 @@ def flag_critical(message: Message, *, config: CriticalLimits) -> Message:
             changed = True
     if not changed:
         return message
-    return message.derive(body=edit.text().encode(codec), critical_result="true")
+    return message.derive(body=encode_er7(edit.text(), edit.codec), critical_result="true")
