@@ -101,7 +101,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- check --------------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
+    from hub.routetest import load_case_files
+
     settings = _settings(args)
+    load_case_files(settings)  # route test case files too (run them with `hub test`)
     print(
         f"ok: {args.config}: {len(settings.hub.listeners)} listeners, {len(settings.hub.endpoints)} endpoints, "
         f"{len(settings.hub.sandboxes)} sandboxes, {len(settings.routes)} routes"

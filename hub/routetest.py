@@ -45,7 +45,7 @@ from hub.errors import ConfigError, IdentityHold, MessageError
 from hub.message import CONTENT_HL7V2, Message
 from hub.pipeline import Pipeline, StepContext, route_message
 from hub.store import IdentityRecord
-from hub.yamlsource import load_located
+from hub.yamlsource import Located, load_located
 
 __all__ = ["CaseResult", "RouteTestCase", "RouteTestFile", "run_route_tests"]
 
@@ -217,17 +217,27 @@ def case_files(settings: Settings) -> list[Path]:
     return files
 
 
+def load_case_files(settings: Settings) -> list[tuple[Path, Located, RouteTestFile]]:
+    """Every case file of the config, parsed; ConfigError listing each malformed one as file:line."""
+    out = []
+    problems: list[str] = []
+    for file in case_files(settings):
+        try:
+            doc = load_located(file)
+            out.append((file, doc, RouteTestFile.model_validate(doc.data)))
+        except ConfigError as exc:
+            problems += exc.problems
+        except PydanticValidationError as exc:
+            problems += config_problems(doc, exc)
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
 def run_route_tests(settings: Settings, *, only: str | None = None) -> list[CaseResult]:
     """Run every case file of the config (those whose name holds `only`); ConfigError on a malformed file."""
     results = []
-    problems: list[str] = []
-    for file in case_files(settings):
-        doc = load_located(file)
-        try:
-            parsed = RouteTestFile.model_validate(doc.data)
-        except PydanticValidationError as exc:
-            problems += config_problems(doc, exc)
-            continue
+    for file, doc, parsed in load_case_files(settings):
         for n, case in enumerate(parsed.cases):
             if only and only not in case.name and only not in file.stem:
                 continue
@@ -237,7 +247,4 @@ def run_route_tests(settings: Settings, *, only: str | None = None) -> list[Case
             except OSError as exc:
                 failures = [f"cannot read a file of the case ({exc.strerror}: {exc.filename})"]
             results.append(CaseResult(file, line, case.name, failures))
-    if problems:
-        raise ConfigError(problems)
     return results
-

@@ -74,3 +74,5 @@ def test_a_malformed_case_file_is_reported_with_file_and_line(example: Path) -> 
     with pytest.raises(ConfigError) as info:
         run_route_tests(load_config(example / "hub.yaml"))
     assert f"{example}/routes/tests/bad.yaml:4: cases.0.inpt: unknown key" in info.value.problems
+    done = hub("check", "--config", str(example / "hub.yaml"))
+    assert done.returncode == 1 and f"{example}/routes/tests/bad.yaml:4: cases.0.inpt: unknown key" in done.stderr
