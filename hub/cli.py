@@ -55,6 +55,14 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def on_hup() -> None:  # SIGHUP: reload the routes, validated as `hub check` (hub/reload.py)
+        task = loop.create_task(hub.reload(by="signal"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await hub.start()
     # Everything built at start-up (modules, models, config) lives as long as the process: move it
     # out of the cyclic collector's sight, or each full collection walks it all while messages wait
@@ -93,12 +101,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- check --------------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
+    from hub.routetest import load_case_files
+
     settings = _settings(args)
+    load_case_files(settings)  # route test case files too (run them with `hub test`)
     print(
         f"ok: {args.config}: {len(settings.hub.listeners)} listeners, {len(settings.hub.endpoints)} endpoints, "
         f"{len(settings.hub.sandboxes)} sandboxes, {len(settings.routes)} routes"
     )
     return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running hub (admin API) to reload its routes; prints the result, exit 1 when refused."""
+    import aiohttp
+
+    from hub.admin.auth import bootstrap_token_path
+
+    settings = _settings(args)
+    token = args.token or os.environ.get("HUB_ADMIN_TOKEN")
+    if not token:
+        path = bootstrap_token_path(settings.hub)
+        token = path.read_text().strip() if path.exists() else ""
+    scheme = "https" if settings.hub.http.tls else "http"
+    url = args.url or f"{scheme}://{settings.hub.http.listen}"
+
+    async def go() -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as session, session.post(f"{url}/api/config/reload", headers=headers) as r:
+            text = await r.text()
+        print(text)
+        return 0 if r.status == 200 and json.loads(text).get("applied") else 1
+
+    return _run(go())
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from hub.routetest import run_route_tests
+
+    settings = _settings(args)
+    results = run_route_tests(settings, only=args.only)
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'} {r.file}:{r.line}: {r.name}")
+        for failure in r.failures:
+            print("     " + failure.replace("\n", "\n     "))
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed or not results else 0
 
 
 # -- send ---------------------------------------------------------------------------------------------
@@ -483,6 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("serve", cmd_serve, "run the hub")
     add("check", cmd_check, "validate the config and every route")
+    sp = add("reload", cmd_reload, "validate the config as `hub check` does and apply its routes to the running hub")
+    sp.add_argument("--url", help="the hub's HTTP base URL (default: from http.listen)")
+    sp.add_argument("--token", help="admin bearer token (default: $HUB_ADMIN_TOKEN, then the bootstrap token file)")
+    sp = add("test", cmd_test, "run the route test cases kept beside the routes (routes/tests/*.yaml)")
+    sp.add_argument("--only", help="run only the cases whose name or file name holds this text")
     sp = add("send", cmd_send, "send HL7 v2 file(s) over MLLP and print each ACK", config=False)
     sp.add_argument("files", nargs="+")
     sp.add_argument("--to", required=True, help="mllp://HOST:PORT or mllps://HOST:PORT")

@@ -12,20 +12,24 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from hub import registry
-from hub.config import Settings
+from hub.admin import audit
+from hub.admin.auth import Principal
+from hub.config import DestinationPolicy, RouteConfig, Settings
 from hub.delivery import DestinationWorker
-from hub.errors import MessageError, Outcome, Retryable, StoreError
+from hub.errors import ConfigError, MessageError, Outcome, Retryable, StoreError
 from hub.identity_registry import IdentityRegistry
 from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
+from hub.reload import ReloadResult, prepare_reload, route_texts
 from hub.store import Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
 from hub.supervisor import Supervisor
 from hub.tls import server_context
@@ -68,6 +72,9 @@ class Hub:
         self._http: web.AppRunner | None = None
         self.http_port: int | None = None
         self._step_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steps")
+        self.route_snapshot = route_texts(settings)
+        """Route and table files as last applied: a reload's audit entry carries their diff."""
+        self._reload_lock = asyncio.Lock()
 
     # -- inbound ------------------------------------------------------------------------------------
     async def submit(self, endpoint: str, message: Message, *, dedup_key: str | None = None) -> SubmitResult:
@@ -78,7 +85,7 @@ class Hub:
             self.counters["refused_busy"] += 1
             counts.refused += 1
             raise Retryable("hub above its high-water mark, try again later")
-        deliveries = route_message(self.settings.routes, endpoint, message.metadata)
+        deliveries = route_message(self.settings.routes, endpoint, message)
         assert self.store is not None
         try:
             result = await self.store.submit(message, deliveries, endpoint=endpoint, dedup_key=dedup_key)
@@ -158,28 +165,12 @@ class Hub:
 
         pauses = await self.store.queue_pauses()
         for route in self.settings.routes:
-            pipeline = Pipeline(route.step_specs())
+            pipeline = self._pipeline(self.settings, route)
             for policy in route.to:
-                worker = DestinationWorker(
-                    store=self.store,
-                    route=route.route,
-                    policy=policy,
-                    adapter=self.endpoints[policy.destination],
-                    pipeline=pipeline,
-                    owner=self.config.node,
-                    lease_secs=self.config.store.lease_secs,
-                    step_executor=self._step_executor,
-                    on_outcome=self._count_outcome,
-                    on_dequeued=self._dequeued,
-                    on_store_error=self.metrics.store_error,
-                    identity_lookup=self.identity.lookup,
-                    environment=self.config.environment,
-                    on_final=self._on_final,
-                )
                 # An operator's stored decision wins over the config's default.
-                worker.paused = pauses.get((route.route, policy.destination), policy.paused)
-                worker.start(self.supervisor)
-                self.workers[(route.route, policy.destination)] = worker
+                paused = pauses.get((route.route, policy.destination), policy.paused)
+                key = (route.route, policy.destination)
+                self.workers[key] = self._start_worker(route.route, policy, pipeline, paused)
 
         if self.config.retention.days is not None:
             self.supervisor.start("retention", self._retention)
@@ -205,6 +196,92 @@ class Hub:
             routes=len(self.settings.routes),
             http_port=self.http_port,
         )
+
+    def _pipeline(self, settings: Settings, route: RouteConfig) -> Pipeline:
+        return Pipeline(route.step_specs(), route=route.route, route_dir=settings.route_files[route.route].parent)
+
+    def _start_worker(
+        self, route: str, policy: DestinationPolicy, pipeline: Pipeline, paused: bool
+    ) -> DestinationWorker:
+        assert self.store is not None
+        worker = DestinationWorker(
+            store=self.store,
+            route=route,
+            policy=policy,
+            adapter=self.endpoints[policy.destination],
+            pipeline=pipeline,
+            owner=self.config.node,
+            lease_secs=self.config.store.lease_secs,
+            step_executor=self._step_executor,
+            on_outcome=self._count_outcome,
+            on_dequeued=self._dequeued,
+            on_store_error=self.metrics.store_error,
+            identity_lookup=self.identity.lookup,
+            environment=self.config.environment,
+            on_final=self._on_final,
+        )
+        worker.paused = paused
+        worker.start(self.supervisor)
+        return worker
+
+    async def apply_routes(self, settings: Settings) -> tuple[list[str], list[str], list[str]]:
+        """Switch to the routes of `settings` (validated by load_config); see :mod:`hub.reload`.
+
+        Returns the (route, destination) queues added, removed (left to drain) and changed, as
+        ``route/destination``. ConfigError, with nothing changed, when a pipeline cannot be built.
+        """
+        try:
+            pipelines = {r.route: self._pipeline(settings, r) for r in settings.routes}
+        except Exception as exc:  # a table or module changed between the check and the build
+            raise ConfigError(f"{settings.path}:1: a route could not be built ({type(exc).__name__})") from None
+        wanted = {(r.route, p.destination): (r, p) for r in settings.routes for p in r.to}
+        old_policies = {(r.route, p.destination): p for r in self.settings.routes for p in r.to}
+        added, changed = [], []
+        for key, (route, policy) in wanted.items():
+            worker = self.workers.get(key)
+            if worker is not None and old_policies.get(key) == policy:
+                worker.pipeline = pipelines[route.route]  # used from its next claim
+                continue
+            paused = worker.paused if worker is not None else policy.paused
+            if worker is not None:
+                await worker.stop(self.config.shutdown_grace_secs)
+                changed.append("/".join(key))
+            else:
+                added.append("/".join(key))
+            self.workers[key] = self._start_worker(route.route, policy, pipelines[route.route], paused)
+        removed = ["/".join(k) for k in old_policies if k not in wanted]
+        # Routing reads self.settings on each submit: from here on, new messages take the new routes.
+        self.settings = settings
+        return added, removed, changed
+
+    async def reload(self, path: str | Path | None = None, *, by: str = "signal", role: str = "admin") -> ReloadResult:
+        """`hub reload` / SIGHUP / POST /api/config/reload: validate as `hub check`, apply, audit."""
+        async with self._reload_lock:
+            result, new = prepare_reload(self, path)
+            assert self.store is not None
+            who = Principal(by, role, "signal" if by == "signal" else "token")
+            detail = {k: v for k, v in result.as_dict().items() if k in ("reason", "problems", "diff")}
+            # Recorded before anything changes: a reload the audit trail cannot keep is not applied.
+            await audit.record(
+                self.store, who, "config_reload", target=str(path or self.settings.path), detail=detail,
+                outcome="ok" if new is not None else "refused",
+            )  # fmt: skip
+            if new is None:
+                log.warning("config_reload_refused", reason=result.reason, problems=len(result.problems))
+                return result
+            try:
+                result.added, result.removed, result.changed = await self.apply_routes(new)
+            except ConfigError as exc:
+                result = ReloadResult(False, "a route could not be built", problems=exc.problems, diff=result.diff)
+                await audit.record(
+                    self.store, who, "config_reload", detail={"problems": exc.problems}, outcome="failed"
+                )
+                return result
+            self.route_snapshot = route_texts(new)
+            log.info(
+                "config_reloaded", added=len(result.added), removed=len(result.removed), changed=len(result.changed)
+            )
+            return result
 
     async def stop(self) -> None:
         for listener in self.listeners.values():
@@ -430,7 +507,7 @@ async def replay(
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise
         new = original.derive(body=new_body, replay_of=original.id, **metadata)
-    deliveries = route_message(settings.routes, record.endpoint, new.metadata)
+    deliveries = route_message(settings.routes, record.endpoint, new)
     result = await store.submit(new, deliveries, endpoint=record.endpoint, dedup_key=None)
     if wake:
         wake()

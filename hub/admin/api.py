@@ -54,6 +54,7 @@ from hub.admin.models import (
     PauseResult,
     Payload,
     QueueView,
+    ReloadView,
     ReplayRequest,
     ReplayResult,
     RequeueRequest,
@@ -346,6 +347,15 @@ async def _set_paused(call: Call, paused: bool) -> PauseResult:
     except StoreError:
         raise ApiError(503, "the store is unavailable: nothing was changed") from None
     return PauseResult(destination=destination, workers=[{"route": r, "paused": w.paused} for r, w in workers])
+
+
+async def _reload(call: Call) -> ReloadView:
+    # The hub records the reload in the audit trail itself, with its diff, before applying it.
+    try:
+        result = await call.hub.reload(by=call.who.name, role=call.who.role)
+    except StoreError:
+        raise ApiError(503, "audit trail unavailable: nothing was changed") from None
+    return ReloadView(**result.as_dict())
 
 
 async def _pause(call: Call) -> PauseResult:
@@ -667,6 +677,14 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/api/endpoints", _endpoints, "Listeners, endpoints and routes, with live counters.", "flows",
         response=EndpointsView,
+    ),
+    Operation(
+        "POST", "/api/config/reload", _reload, "Reload the routes: validated as `hub check`, applied without "
+        "a restart, recorded in the audit trail with the diff of the route files.", "flows", role="admin",
+        response=ReloadView,
+        description="A configuration that fails the check, or that changes listeners, endpoints, sandboxes, the "
+        "store or the HTTP server, is refused and nothing changes (`applied: false` with the reason). Connections "
+        "and stored deliveries are kept; new messages take the new routes.",
     ),
     Operation(
         "GET", "/api/queues", _queues, "Each (route, destination) queue: depth, oldest age, in flight, failing, "

@@ -303,6 +303,16 @@ class PauseResult(_Out):
     workers: list[dict[str, Any]] = Field(description="Each worker of the destination: {route, paused}.")
 
 
+class ReloadView(_Out):
+    applied: bool = Field(description="Whether the new routes are in force.")
+    reason: str = Field(description="Why the reload was refused (empty when applied).")
+    problems: list[str] = Field(description="`hub check` problems of the new configuration, as file:line: text.")
+    added: list[str] = Field(description="route/destination queues added.")
+    removed: list[str] = Field(description="route/destination queues removed: they deliver what they hold, no more.")
+    changed: list[str] = Field(description="route/destination queues whose delivery policy changed (new worker).")
+    diff: str = Field(description="Unified diff of the route and table files, as recorded in the audit trail.")
+
+
 class QueueView(_Out):
     route: str
     destination: str
