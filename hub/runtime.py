@@ -10,6 +10,7 @@ the reverse: listeners close first, then workers drain for
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from hub.pipeline import Pipeline, route_message
 from hub.store import Store, SubmitResult, open_store
 from hub.tls import server_context
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "ReplayTargetError", "replay"]
 
 log = structlog.get_logger("hub")
 
@@ -111,13 +112,19 @@ class Hub:
         self.counters["rejected"] += 1
         counts.rejected += 1
 
-    async def replay(self, message_id: str, *, body: bytes | None = None) -> SubmitResult:
-        """Run a stored message again as a new message derived from it (optionally with a corrected body)."""
+    async def replay(
+        self, message_id: str, *, body: bytes | None = None, destinations: Collection[str] | None = None
+    ) -> SubmitResult:
+        """Run a stored message again as a new message derived from it (optionally with a corrected body).
+
+        `destinations` limits the replay to those of the routed destinations (None: every one).
+        """
         return await replay(
-            self.store,
+            self.store,  # type: ignore[arg-type]
             self.settings,
             message_id,
-            body=body,  # type: ignore[arg-type]
+            body=body,
+            destinations=destinations,
             wake=self._wake_all,
         )
 
@@ -336,8 +343,18 @@ class Hub:
         return [s.describe() for s in self.sandboxes.values()]
 
 
+class ReplayTargetError(ValueError):
+    """A replay asked for destinations the replayed message is not routed to; nothing was stored."""
+
+
 async def replay(
-    store: Store, settings: Settings, message_id: str, *, body: bytes | None = None, wake: Any = None
+    store: Store,
+    settings: Settings,
+    message_id: str,
+    *,
+    body: bytes | None = None,
+    destinations: Collection[str] | None = None,
+    wake: Any = None,
 ) -> SubmitResult:
     """Run a stored message again, as a new message derived from it; with or without a running hub.
 
@@ -350,18 +367,26 @@ async def replay(
     if record is None:
         raise KeyError(message_id)
     original = record.message
-    metadata = dict(original.metadata)
+    # A replay of a replay carries `replay_of` already: it now names the message replayed this time.
+    metadata = {**original.metadata, "replay_of": original.id}
     new_body = original.body if body is None else body
     reader = registry.get("reader", original.content_type)
-    new = original.derive(body=new_body, replay_of=original.id)
+    new = original.derive(body=new_body, **metadata)
     if reader is not None:
         try:
             metadata.update(reader.factory(new_body))
         except MessageError as exc:
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise
-        new = original.derive(body=new_body, replay_of=original.id, **metadata)
+        new = original.derive(body=new_body, **metadata)
     deliveries = route_message(settings.routes, record.endpoint, new.metadata)
+    if destinations is not None:
+        wanted = set(destinations)
+        unknown = sorted(wanted - {d.destination for d in deliveries})
+        if unknown or not wanted:
+            routed = ", ".join(sorted({d.destination for d in deliveries})) or "none"
+            raise ReplayTargetError(f"not routed to {', '.join(unknown) or 'any destination given'} (routed: {routed})")
+        deliveries = [d for d in deliveries if d.destination in wanted]
     result = await store.submit(new, deliveries, endpoint=record.endpoint, dedup_key=None)
     if wake:
         wake()

@@ -70,6 +70,7 @@ from hub.admin.models import (
 from hub.errors import IdentityHold, MessageError, StoreError
 from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
+from hub.runtime import ReplayTargetError
 from hub.store import Delivery, MessageRecord, SearchQuery
 
 if TYPE_CHECKING:
@@ -492,12 +493,19 @@ async def _replay(call: Call) -> ReplayResult:
     rec = await _get_record(call)
     req: ReplayRequest = call.body
     body = None if req.body is None else _corrected_body(rec.message.content_type, req.body)
-    await _audit(call, "replay", message_id=rec.message.id, detail={"corrected": body is not None})
+    mid = rec.message.id
+    detail: dict[str, Any] = {"corrected": body is not None}
+    if req.destinations is not None:
+        detail["destinations"] = req.destinations
+    await _audit(call, "replay", message_id=mid, detail=detail)
     try:
-        result = await call.hub.replay(rec.message.id, body=body)
-    except MessageError as exc:
-        raise ApiError(422, "still refused", exc.reason) from None
-    return ReplayResult(replayed=rec.message.id, new_id=result.message_id, deliveries=result.deliveries)
+        result = await call.hub.replay(mid, body=body, destinations=req.destinations)
+    except (MessageError, ReplayTargetError) as exc:
+        error = ("still refused", exc.reason) if isinstance(exc, MessageError) else ("not replayed", str(exc))
+        # The entry above says it was asked; this one says it did not happen, and why.
+        await _audit(call, "replay", message_id=mid, detail={**detail, "error": error[1]}, outcome="failed")
+        raise ApiError(422, *error) from None
+    return ReplayResult(replayed=mid, new_id=result.message_id, deliveries=result.deliveries)
 
 
 async def _replay_bulk(call: Call) -> BulkReplayResult:
@@ -519,6 +527,9 @@ async def _replay_bulk(call: Call) -> BulkReplayResult:
             errors.append({"message_id": mid, "error": exc.reason})
             continue
         done.append(ReplayResult(replayed=mid, new_id=result.message_id, deliveries=result.deliveries))
+    if errors:
+        failed = [e["message_id"] for e in errors]
+        await _audit(call, "replay_bulk", outcome="failed", detail={"count": len(failed), "message_ids": failed})
     return BulkReplayResult(dry_run=False, matched=ids, replayed=done, errors=errors)
 
 
@@ -554,8 +565,8 @@ async def _requeue(call: Call) -> RequeueResult:
         ids += [d.id for d in dead[:cap] if d.id not in ids]
     if len(ids) > cap:
         raise ApiError(400, f"at most {cap} deliveries per requeue (admin.max_bulk)")
-    if not ids:
-        return RequeueResult(requeued=0, more=False)
+    if not ids or req.dry_run:
+        return RequeueResult(requeued=0, matched=len(ids), more=more)
     await _audit(
         call, "requeue", target=req.destination or "",
         detail={"delivery_ids": ids, "all_dead": req.all_dead},
@@ -563,7 +574,7 @@ async def _requeue(call: Call) -> RequeueResult:
     count = await store.requeue(ids)
     call.hub.undelivered += count
     _wake_workers(call.hub)
-    return RequeueResult(requeued=count, more=more)
+    return RequeueResult(requeued=count, matched=len(ids), more=more)
 
 
 async def _reviews(call: Call) -> ReviewList:

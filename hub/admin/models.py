@@ -121,6 +121,12 @@ class ReplayRequest(_In):
         max_length=16 * 2**20,
         description="Corrected message text to replay instead of the stored body (HL7 v2 line ends may be LF).",
     )
+    destinations: list[str] | None = Field(
+        None,
+        max_length=100,
+        description="Replay only to these of the message's destinations (e.g. the one that failed), so that "
+        "systems that already have it do not get it twice. Unset: every destination its routes give.",
+    )
 
 
 class BulkReplayRequest(_In):
@@ -133,6 +139,7 @@ class RequeueRequest(_In):
     delivery_ids: list[int] = Field(default_factory=list, max_length=100_000, description="Dead deliveries.")
     all_dead: bool = Field(False, description="Every dead delivery (of `destination` when given), up to max_bulk.")
     destination: str | None = Field(None, description="With all_dead: only this destination's.")
+    dry_run: bool = Field(False, description="Only count what would be requeued (`matched`); nothing changes.")
 
 
 class PauseRequest(_In):
@@ -288,6 +295,7 @@ class DeadPage(_Out):
 
 class RequeueResult(_Out):
     requeued: int
+    matched: int = Field(0, description="Deliveries the request names (what a dry run would requeue).")
     more: bool = Field(description="all_dead stopped at admin.max_bulk; call again for the rest.")
 
 
