@@ -14,6 +14,28 @@ const fail = (err) => toast(err instanceof ApiError ? `${err.message}${err.body 
 
 function go(hash) { location.hash = hash; }
 
+/**
+ * Ask before an action: a modal with what will happen, optional extra content (e.g. destination
+ * choices) and Confirm / Cancel. Resolves true on Confirm, false on Cancel or Escape.
+ */
+export function confirmAction(title, text, { confirmLabel = "Confirm", danger = false, extra = null } = {}) {
+  return new Promise((resolve) => {
+    const done = (answer) => { overlay.remove(); document.removeEventListener("keydown", onKey); resolve(answer); };
+    const onKey = (e) => { if (e.key === "Escape") done(false); };
+    const ok = h("button", { type: "button", id: "confirm-ok", class: danger ? "danger" : "", onclick: () => done(true) }, confirmLabel);
+    const overlay = h("div", { class: "overlay", id: "confirm" },
+      h("div", { class: "dialog card", role: "dialog", "aria-modal": "true", "aria-labelledby": "confirm-title" },
+        h("h2", { id: "confirm-title" }, title),
+        h("p", { id: "confirm-text" }, text),
+        extra,
+        h("div", { class: "actions" }, ok,
+          h("button", { type: "button", class: "secondary", id: "confirm-cancel", onclick: () => done(false) }, "Cancel"))));
+    document.addEventListener("keydown", onKey);
+    document.body.append(overlay);
+    ok.focus();
+  });
+}
+
 // -- login ------------------------------------------------------------------------------------------------------
 export function login(main, { onLogin }) {
   const error = h("p", { class: "error", id: "login-error" });
@@ -188,8 +210,8 @@ export async function trace(main, { id }) {
   if (can("operator")) {
     actions.append(
       h("button", { type: "button", id: "show-payload", onclick: () => showPayload(m.id, payloadBox) }, "Show payload"),
-      h("button", { type: "button", id: "replay", onclick: () => replay(m.id) }, "Replay"),
-      h("button", { type: "button", class: "secondary", id: "replay-edit", onclick: () => editAndReplay(m.id, payloadBox) }, "Replay with changes…"));
+      h("button", { type: "button", id: "replay", onclick: () => replay(m.id, t.deliveries) }, "Replay…"),
+      h("button", { type: "button", class: "secondary", id: "replay-edit", onclick: () => editAndReplay(m.id, t.deliveries, payloadBox) }, "Replay with changes…"));
   } else {
     actions.append(h("p", { class: "muted" }, "Your role sees metadata only (no payload, no actions)."));
   }
@@ -250,9 +272,42 @@ async function showPayload(id, box) {
   } catch (err) { fail(err); return null; }
 }
 
-async function replay(id, body) {
+/**
+ * Which destinations a replay goes to: the message's destinations as checkboxes, those already
+ * delivered unticked (so that a system that has it does not get it twice). No delivery (refused or
+ * unrouted): routed afresh. Returns {box, chosen()}; chosen() is null for "every destination".
+ */
+function destinationPicker(deliveries) {
+  const byDest = new Map();
+  for (const d of deliveries) {
+    const seen = byDest.get(d.destination);
+    if (!seen || seen.status !== "delivered") byDest.set(d.destination, d);
+  }
+  if (!byDest.size) {
+    return { box: h("p", { class: "muted" }, "It has no delivery yet: it is routed afresh, to every destination its routes give."), chosen: () => null };
+  }
+  const boxes = [...byDest.values()].map((d) => h("input", { type: "checkbox", name: "replay-destination", value: d.destination, checked: d.status !== "delivered" }));
+  const box = h("fieldset", { class: "destinations", id: "replay-destinations" }, h("legend", {}, "Send to"),
+    boxes.map((cb, i) => {
+      const d = [...byDest.values()][i];
+      return h("label", { class: "check" }, cb, ` ${d.destination} `, status(d.status), d.status === "delivered" ? h("span", { class: "muted" }, " (already has it)") : null);
+    }));
+  return { box, chosen: () => boxes.filter((cb) => cb.checked).map((cb) => cb.value) };
+}
+
+async function replay(id, deliveries, body) {
+  const picker = destinationPicker(deliveries);
+  const corrected = body === undefined ? "" : " with your corrections";
+  const yes = await confirmAction("Replay this message?", `A new message is made from this one${corrected} and sent again.`,
+    { confirmLabel: "Replay", extra: picker.box });
+  if (!yes) return;
+  const destinations = picker.chosen();
+  if (destinations !== null && !destinations.length) { toast("Choose at least one destination: nothing was replayed.", true); return; }
+  const request = {};
+  if (body !== undefined) request.body = body;
+  if (destinations !== null) request.destinations = destinations;
   try {
-    const result = await api.post(`/api/messages/${encodeURIComponent(id)}/replay`, body === undefined ? {} : { body });
+    const result = await api.post(`/api/messages/${encodeURIComponent(id)}/replay`, request);
     const link = h("a", { href: `#/messages/${result.new_id}`, id: "replayed-link" }, result.new_id);
     const box = document.getElementById("summary");
     box.append(h("p", { id: "replay-result" }, `Replayed as `, link, ` (${result.deliveries} deliveries).`));
@@ -260,12 +315,12 @@ async function replay(id, body) {
   } catch (err) { fail(err); }
 }
 
-async function editAndReplay(id, box) {
+async function editAndReplay(id, deliveries, box) {
   const payload = await showPayload(id, box);
   if (!payload || payload.encoding === "base64") return;
   const area = h("textarea", { id: "replay-body" }, payload.text.replace(/\r/g, "\n"));
   box.append(h("h3", {}, "Corrected message"), area,
-    h("div", { class: "actions" }, h("button", { type: "button", id: "replay-corrected", onclick: () => replay(id, area.value) }, "Replay corrected")));
+    h("div", { class: "actions" }, h("button", { type: "button", id: "replay-corrected", onclick: () => replay(id, deliveries, area.value) }, "Replay corrected…")));
 }
 
 // -- dead letters -----------------------------------------------------------------------------------------------
@@ -282,6 +337,13 @@ export function dead(main, { params }) {
       const picked = new Set();
       const requeue = async (body) => {
         try {
+          const counted = await api.post("/api/dead/requeue", { ...body, dry_run: true });
+          if (!counted.matched) { toast("Nothing to requeue: tick dead letters first.", true); return; }
+          const many = `${counted.matched}${counted.more ? "+" : ""}`;
+          const yes = await confirmAction(`Requeue ${many} dead ${counted.matched === 1 ? "delivery" : "deliveries"}?`,
+            "They are sent again to their destination, attempts reset. Check that the cause (the last error) is fixed first.",
+            { confirmLabel: `Requeue ${many}` });
+          if (!yes) return;
           const r = await api.post("/api/dead/requeue", body);
           toast(`${r.requeued} requeued${r.more ? " (more remain)" : ""}`);
           load();
@@ -321,6 +383,12 @@ function reviewTable(items, reload) {
 }
 
 async function resolve(review, action, reload) {
+  const what = action === "release"
+    ? "The message is sent on to the destination waiting for it, the trait check waived for it. Release only if the registry's identity is this patient's."
+    : "The waiting delivery is dead-lettered: it is not sent.";
+  const yes = await confirmAction(`${action === "release" ? "Release" : "Discard"} review ${review.review_id}?`, what,
+    { confirmLabel: action === "release" ? "Release" : "Discard", danger: action === "discard" });
+  if (!yes) return;
   try {
     await api.post(`/api/reviews/${review.review_id}/resolve`, { action });
     toast(`Review ${review.review_id}: ${action}d`);

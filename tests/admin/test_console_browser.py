@@ -133,9 +133,16 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         assert await page.inner_text("tr[data-segment='MSH'] .field[title='MSH-9']") == "ADT^A01^ADT_A01"
         await page.screenshot(path=str(shots / "3-trace-hl7.png"), full_page=True)
 
-        # Replay it.
+        # Replay it: a confirmation first; the DPI already has it, so it is unticked until chosen.
         original = page.url.rsplit("/", 1)[1]
         await page.click("#replay")
+        await page.wait_for_selector("#confirm input[value='dpi']")
+        assert not await page.is_checked("#confirm input[value='dpi']")
+        await page.click("#confirm-cancel")
+        assert await page.query_selector("#confirm") is None and await page.query_selector("#replayed-link") is None
+        await page.click("#replay")
+        await page.check("#confirm input[value='dpi']")
+        await page.click("#confirm-ok")
         await page.wait_for_selector("#replayed-link")
         new_id = await page.inner_text("#replayed-link")
         replayed = await store.get_message(new_id)
@@ -167,6 +174,8 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         await page.wait_for_selector("td:has-text('AR')")
         await page.screenshot(path=str(shots / "6-dead.png"), full_page=True)
         await page.click("#requeue-all")
+        await page.wait_for_selector("#confirm-title:has-text('Requeue 1 dead delivery?')")
+        await page.click("#confirm-ok")
         await page.wait_for_selector("text=No dead letter.")
 
         async def redelivered() -> bool:
@@ -179,6 +188,7 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         await page.wait_for_selector("button[data-action='release']")
         await page.screenshot(path=str(shots / "7-review.png"), full_page=True)
         await page.click("button[data-action='release']")
+        await page.click("#confirm-ok")
         await page.wait_for_selector("text=No review waiting.")
         [review] = await store.list_reviews(state="released")
         assert review.resolved_by == "oscar"
