@@ -150,6 +150,12 @@ class AdminConfig(_Model):
     max_bulk: int = Field(
         1000, ge=1, le=100_000, description="Most messages one bulk replay, or deliveries one requeue, may touch."
     )
+    api_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where the `hub` command reaches this hub's admin API (e.g. behind a proxy); unset: "
+        "http(s):// + `http.listen`. `$HUB_URL` wins over it.",
+    )
 
 
 class LoggingConfig(_Model):
