@@ -248,6 +248,11 @@ class DestinationPolicy(_Model):
     paused: bool = Field(
         False, description="Start with delivery paused: messages are stored and queued, not sent, until resumed."
     )
+    hold_behind_dead: bool = Field(
+        True,
+        description="With an ordering key: when a delivery dead-letters, the later ones with the same key wait "
+        "behind it (never overtake it) until it is requeued or discarded. False lets them go on.",
+    )
 
 
 class RouteConfig(_Model):

@@ -9,6 +9,21 @@ the outbound adapter and records the outcome:
   until ``max_attempts``; then ``dead``;
 * REJECT (the peer refused, or a step found the message unusable) → ``dead`` at once.
 
+A destination that cannot be reached (refused, TLS failure, connect time-out:
+:class:`~hub.errors.Unreachable`) is an outage, not an attempt: the delivery
+goes back to ``pending`` with its attempts untouched and the worker's circuit
+opens (``down_since``). While it is open the worker sends one probe at a time,
+with a delay that doubles up to ``circuit.max_probe_secs``; the first answer
+from the peer, whatever it says, closes the circuit. So no outage, however
+long, dead-letters anything.
+
+With an ordering key and ``hold_behind_dead`` (the default), a dead letter
+holds the later deliveries of its key until an operator requeues or discards
+it: they never overtake it.
+
+Store errors (the database is restarting, the disk is full) make the worker
+back off, doubling up to a few seconds, instead of spinning on failed claims.
+
 On shutdown the worker stops claiming, lets in-flight sends finish for a grace
 period, then cancels the rest and gives their deliveries back to the store.
 """
@@ -24,14 +39,31 @@ from datetime import datetime, timedelta
 import structlog
 
 from hub.config import DestinationPolicy, RetryPolicy
-from hub.errors import AwaitingIdentity, DeliveryError, IdentityHold, MessageError, Outcome, Rejected, StoreError
+from hub.errors import (
+    AwaitingIdentity,
+    DeliveryError,
+    IdentityHold,
+    MessageError,
+    Outcome,
+    Rejected,
+    StoreError,
+    Unreachable,
+)
 from hub.message import utcnow
 from hub.pipeline import Pipeline, StepContext
 from hub.store import Claimed, IdentityRecord, Store
+from hub.supervisor import Supervisor
 
 __all__ = ["DestinationWorker", "backoff_secs"]
 
 log = structlog.get_logger("hub.delivery")
+
+#: First delay between probes of a destination that cannot be reached, and its cap (seconds).
+PROBE_FIRST_SECS = 1.0
+PROBE_MAX_SECS = 60.0
+#: Backoff after a store error (first, cap), so that a database outage costs no CPU.
+STORE_BACKOFF_FIRST_SECS = 0.2
+STORE_BACKOFF_MAX_SECS = 5.0
 
 
 def backoff_secs(policy: RetryPolicy, attempts: int, rand: Callable[[], float] = random.random) -> float:
@@ -79,18 +111,37 @@ class DestinationWorker:
         self._inflight: dict[asyncio.Task[None], int] = {}
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        # Circuit: set while the destination cannot be reached.
+        self.down_since: datetime | None = None
+        self.down_reason = ""
+        self.probe_first_secs = PROBE_FIRST_SECS
+        self.probe_max_secs = PROBE_MAX_SECS
+        self._probe_delay = 0.0
+        self._next_probe = 0.0
+        self._store_backoff = 0.0
 
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"deliver:{self.route}:{self.destination}")
+    @property
+    def name(self) -> str:
+        return f"deliver:{self.route}:{self.destination}"
+
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Start claiming; under `supervisor`, a crash of the loop restarts it with backoff."""
+        if supervisor is None:
+            supervisor = Supervisor()
+        self._task = supervisor.start(self.name, self._run)
 
     async def stop(self, grace_secs: float) -> None:
         self._stopping = True
         self.wake.set()
         if self._task is not None:
+            # The loop ends at its next turn; one waiting to be restarted after a crash is cancelled.
+            done, _ = await asyncio.wait([self._task], timeout=1.0)
+            if not done:
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight), timeout=grace_secs)
@@ -106,24 +157,73 @@ class DestinationWorker:
                     self._store_error("release")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            free = self.policy.max_in_flight - len(self._inflight)
+            free = self._room()
             claimed: list[Claimed] = []
             if free > 0 and not self.paused:
+                if self.down_since is not None:
+                    self._next_probe = loop.time() + self._probe_delay  # the probe's answer may close it
                 try:
                     claimed = await self.store.claim(
-                        self.route, self.destination, limit=free, owner=self.owner, lease_secs=self.lease_secs
+                        self.route,
+                        self.destination,
+                        limit=free,
+                        owner=self.owner,
+                        lease_secs=self.lease_secs,
+                        hold_behind_dead=self.policy.hold_behind_dead and self.policy.ordering_key is not None,
                     )
                 except StoreError as exc:
                     self._store_error("claim")
                     log.warning("claim_failed", route=self.route, destination=self.destination, error=str(exc))
+                    await self._store_pause()
+                    continue
+                self._store_backoff = 0.0
                 for c in claimed:
                     task = asyncio.create_task(self._deliver(c))
                     self._inflight[task] = c.delivery.id
                     task.add_done_callback(self._done)
-            if claimed and len(claimed) == free:
+            if claimed and len(claimed) == free and self.down_since is None:
                 continue  # the queue may hold more, and there is room: wait for room
             await self._sleep()
+
+    def _room(self) -> int:
+        """How many more deliveries to claim now: up to max_in_flight, or one probe while the circuit is open."""
+        if self.down_since is None:
+            return self.policy.max_in_flight - len(self._inflight)
+        if self._inflight or asyncio.get_running_loop().time() < self._next_probe:
+            return 0
+        return 1
+
+    async def _store_pause(self) -> None:
+        """Back off after a store error (doubling, capped), waking early only to stop."""
+        self._store_backoff = min(STORE_BACKOFF_MAX_SECS, max(STORE_BACKOFF_FIRST_SECS, self._store_backoff * 2))
+        self.wake.clear()
+        try:
+            async with asyncio.timeout(self._store_backoff):
+                while not self._stopping:
+                    await self.wake.wait()
+                    self.wake.clear()
+        except TimeoutError:
+            pass
+
+    def _circuit_open(self, reason: str) -> None:
+        """The destination could not be reached: probe it, one delivery at a time, with growing delays."""
+        if self.down_since is None:
+            self.down_since = utcnow()
+            self._probe_delay = self.probe_first_secs
+            log.warning("destination_down", route=self.route, destination=self.destination, reason=reason)
+        else:
+            self._probe_delay = min(self.probe_max_secs, self._probe_delay * 2)
+        self.down_reason = reason
+        self._next_probe = asyncio.get_running_loop().time() + self._probe_delay
+
+    def _circuit_close(self) -> None:
+        if self.down_since is not None:
+            down_for = (utcnow() - self.down_since).total_seconds()
+            log.info("destination_up", route=self.route, destination=self.destination, down_secs=round(down_for, 1))
+        self.down_since = None
+        self.down_reason = ""
 
     def _store_error(self, operation: str) -> None:
         if self.on_store_error is not None:
@@ -163,7 +263,9 @@ class DestinationWorker:
 
     async def _sleep(self) -> None:
         timeout = self.poll_secs
-        if len(self._inflight) < self.policy.max_in_flight and not self.paused:
+        if self.down_since is not None and not self._inflight:
+            timeout = max(0.0, min(timeout, self._next_probe - asyncio.get_running_loop().time()))
+        elif len(self._inflight) < self.policy.max_in_flight and not self.paused:
             try:
                 due = await self.store.next_due(self.route, self.destination)
             except StoreError:
@@ -202,6 +304,7 @@ class DestinationWorker:
         retry_after: float | None = None
         hold: IdentityHold | None = None
         output: dict[str, str] | None = None
+        reached = True
         try:
             message = c.message
             ctx = await self._identity_context(c)
@@ -218,6 +321,8 @@ class DestinationWorker:
             outcome, error = Outcome.REJECT, f"step refused the message: {exc.reason}"
         except Rejected as exc:
             outcome, error = Outcome.REJECT, str(exc)
+        except Unreachable as exc:
+            outcome, error, reached = Outcome.RETRY, f"destination unreachable: {exc}", False
         except DeliveryError as exc:
             outcome, error = Outcome.RETRY, str(exc)
             retry_after = getattr(exc, "retry_after_secs", None)
@@ -232,9 +337,15 @@ class DestinationWorker:
         if hold is not None:
             await self._hold(c, hold, started)
             return
+        if reached:
+            self._circuit_close()
+        else:
+            self._circuit_open(error)
         next_at: datetime | None = None
         if outcome is Outcome.ACCEPT:
             status = "delivered"
+        elif not reached:
+            status = "pending"  # an outage: the attempt is given back and the circuit decides when to probe
         elif outcome is Outcome.RETRY and d.attempts < d.max_attempts:
             status = "pending"
             delay = backoff_secs(self.policy.retry, d.attempts)
@@ -256,6 +367,7 @@ class DestinationWorker:
                 outcome=outcome.value,
                 started_at=started,
                 output_metadata=output,
+                count_attempt=reached,
             )
         except StoreError as exc:
             self._store_error("finish")

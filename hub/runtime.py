@@ -27,6 +27,7 @@ from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
 from hub.pipeline import Pipeline, route_message
 from hub.store import Store, SubmitResult, open_store
+from hub.supervisor import Supervisor
 from hub.tls import server_context
 
 __all__ = ["Hub", "ReplayTargetError", "replay"]
@@ -62,7 +63,8 @@ class Hub:
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "rejected": 0, "refused_busy": 0}
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.metrics = HubMetrics(self)
-        self._tasks: list[asyncio.Task[None]] = []
+        # Every long-running loop (workers, lease recovery, wake-ups...) restarts after a crash.
+        self.supervisor = Supervisor()
         self._http: web.AppRunner | None = None
         self.http_port: int | None = None
         self._step_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steps")
@@ -181,17 +183,15 @@ class Hub:
                 )
                 # An operator's stored decision wins over the config's default.
                 worker.paused = pauses.get((route.route, policy.destination), policy.paused)
-                worker.start()
+                worker.start(self.supervisor)
                 self.workers[(route.route, policy.destination)] = worker
 
         if self.config.retention.days is not None:
-            self._tasks.append(asyncio.create_task(self._retention(), name="retention"))
-        self._tasks += [
-            asyncio.create_task(self._refresh_backlog(), name="backlog"),
-            asyncio.create_task(self._follow_pauses(), name="pauses"),
-            asyncio.create_task(self._recover_leases(), name="leases"),
-            asyncio.create_task(self._listen_for_work(), name="wakeups"),
-        ]
+            self.supervisor.start("retention", self._retention)
+        self.supervisor.start("backlog", self._refresh_backlog)
+        self.supervisor.start("pauses", self._follow_pauses)
+        self.supervisor.start("leases", self._recover_leases)
+        self.supervisor.start("wakeups", self._listen_for_work)
         # Listeners are built before the HTTP server so that those served on the hub's HTTP port
         # (`http_routes()`, e.g. FHIR under /fhir) are mounted; none takes a message before start().
         for name, entry in self.config.listeners.items():
@@ -215,9 +215,7 @@ class Hub:
         for listener in self.listeners.values():
             await listener.stop()
         await asyncio.gather(*(w.stop(self.config.shutdown_grace_secs) for w in self.workers.values()))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop()
         for adapter in self.endpoints.values():
             await adapter.stop()
         if self._http is not None:
@@ -323,6 +321,35 @@ class Hub:
                 self.metrics.store_error("wait_for_work")
                 await asyncio.sleep(1.0)
             self._wake_all()
+
+    async def health(self) -> dict[str, Any]:
+        """What /healthz says: the problems that stop this node from keeping or moving messages.
+
+        The store must answer within two seconds; no supervised task may be waiting to restart
+        after a crash; every listener must be accepting. A destination that is down is reported
+        but is not the hub's fault, so it does not make the hub unhealthy.
+        """
+        problems: dict[str, str] = {}
+        try:
+            assert self.store is not None
+            async with asyncio.timeout(2.0):
+                await self.store.ping()
+        except StoreError as exc:
+            problems["store"] = str(exc)  # StoreError texts name the error type, never data
+        except TimeoutError:
+            problems["store"] = "no answer within 2s"
+        for name, error in self.supervisor.unhealthy().items():
+            problems[f"task {name}"] = f"restarting after {error}"
+        for name, listener in self.listeners.items():
+            serving = getattr(listener, "is_serving", None)
+            if serving is not None and not serving():
+                problems[f"listener {name}"] = "not accepting connections"
+        down = {
+            f"{w.route}/{w.destination}": w.down_since.isoformat()
+            for w in self.workers.values()
+            if w.down_since is not None
+        }
+        return {"problems": problems, "destinations_down": down}
 
     # -- HTTP ---------------------------------------------------------------------------------------
     async def _start_http(self) -> None:

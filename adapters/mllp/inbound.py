@@ -73,6 +73,10 @@ class MllpInbound:
         self._connections = Connections()
         self.port: int | None = None
 
+    def is_serving(self) -> bool:
+        """True while the listening socket accepts connections (for /healthz)."""
+        return self._server is not None and self._server.is_serving()
+
     def describe(self) -> dict[str, Any]:
         return {
             "listener": self.name,

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from adapters.mllp.framing import CR, FS, VT, FrameReader, FrameTimeout
 from adapters.tls import TlsConfig, client_context
-from hub.errors import MessageError, NotConnected, Rejected, Retryable
+from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.hl7v2.er7 import Er7Message
@@ -82,7 +82,8 @@ class MllpOutbound:
                     host.strip("[]"), int(port), ssl=ssl_ctx, server_hostname=server_hostname
                 )
         except (OSError, TimeoutError) as exc:
-            raise NotConnected(f"cannot connect to {self.config.endpoint}: {type(exc).__name__}") from None
+            # Nothing was sent: an outage, not an attempt (the worker's circuit takes it from here).
+            raise Unreachable(f"cannot connect to {self.config.endpoint}: {type(exc).__name__}") from None
         self._writer = writer
         self._reader = FrameReader(
             reader,
