@@ -10,6 +10,7 @@ the reverse: listeners close first, then workers drain for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from hub.identity_registry import IdentityRegistry
 from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
 from hub.pipeline import Pipeline, route_message
+from hub.stats import HourlyStats
 from hub.store import Store, SubmitResult, open_store
 from hub.supervisor import Supervisor
 from hub.tls import server_context
@@ -33,6 +35,9 @@ from hub.tls import server_context
 __all__ = ["Hub", "ReplayTargetError", "replay"]
 
 log = structlog.get_logger("hub")
+
+#: How often this node adds its hourly counts to the store (the dashboard's chart, `hub stats`).
+HOURLY_FLUSH_SECS = 10.0
 
 
 class _ListenerContext:
@@ -63,6 +68,7 @@ class Hub:
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "rejected": 0, "refused_busy": 0}
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.metrics = HubMetrics(self)
+        self.hourly = HourlyStats()
         # Every long-running loop (workers, lease recovery, wake-ups...) restarts after a crash.
         self.supervisor = Supervisor()
         self._http: web.AppRunner | None = None
@@ -95,6 +101,9 @@ class Hub:
         else:
             counts.accepted += 1
             self.undelivered += result.deliveries
+            self.hourly.add("", endpoint, "received")
+            for d in deliveries:
+                self.hourly.add(d.route, d.destination, "received")
             for d in deliveries:
                 worker = self.workers.get((d.route, d.destination))
                 if worker is not None:
@@ -113,6 +122,7 @@ class Hub:
             raise Retryable(f"store unavailable ({exc})") from None
         self.counters["rejected"] += 1
         counts.rejected += 1
+        self.hourly.add("", endpoint, "rejected")
 
     async def replay(
         self, message_id: str, *, body: bytes | None = None, destinations: Collection[str] | None = None
@@ -176,6 +186,7 @@ class Hub:
                     lease_secs=self.config.store.lease_secs,
                     step_executor=self._step_executor,
                     on_outcome=self._count_outcome,
+                    on_dead=lambda route, destination: self.hourly.add(route, destination, "dead"),
                     on_dequeued=self._dequeued,
                     on_store_error=self.metrics.store_error,
                     identity_lookup=self.identity.lookup,
@@ -192,6 +203,7 @@ class Hub:
         self.supervisor.start("pauses", self._follow_pauses)
         self.supervisor.start("leases", self._recover_leases)
         self.supervisor.start("wakeups", self._listen_for_work)
+        self.supervisor.start("hourly", self._flush_hourly)
         # Listeners are built before the HTTP server so that those served on the hub's HTTP port
         # (`http_routes()`, e.g. FHIR under /fhir) are mounted; none takes a message before start().
         for name, entry in self.config.listeners.items():
@@ -216,6 +228,9 @@ class Hub:
             await listener.stop()
         await asyncio.gather(*(w.stop(self.config.shutdown_grace_secs) for w in self.workers.values()))
         await self.supervisor.stop()
+        if self.store is not None:
+            with contextlib.suppress(StoreError):
+                await self.hourly.flush(self.store)  # the last counts, kept across the restart
         for adapter in self.endpoints.values():
             await adapter.stop()
         if self._http is not None:
@@ -232,6 +247,10 @@ class Hub:
     ) -> None:
         key = (route, destination, outcome.value)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        if outcome is Outcome.ACCEPT:
+            self.hourly.add(route, destination, "delivered")
+        elif outcome is Outcome.RETRY:
+            self.hourly.add(route, destination, "failed")
         if outcome is Outcome.ACCEPT and received_at is not None:
             self.metrics.observe_delivery(destination, (utcnow() - received_at).total_seconds())
 
@@ -321,6 +340,14 @@ class Hub:
                 self.metrics.store_error("wait_for_work")
                 await asyncio.sleep(1.0)
             self._wake_all()
+
+    async def _flush_hourly(self) -> None:
+        while True:
+            await asyncio.sleep(HOURLY_FLUSH_SECS)
+            try:
+                await self.hourly.flush(self.store)  # type: ignore[arg-type]
+            except StoreError:
+                self.metrics.store_error("add_hourly")
 
     async def health(self) -> dict[str, Any]:
         """What /healthz says: the problems that stop this node from keeping or moving messages.

@@ -19,7 +19,7 @@ import base64
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -29,6 +29,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from hub.admin import audit
 from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
+from hub.admin.dashboard import queue_state
 from hub.admin.models import (
     AuditEntry,
     AuditPage,
@@ -63,6 +64,8 @@ from hub.admin.models import (
     ReviewView,
     SearchPage,
     SearchParams,
+    StatsParams,
+    StatsView,
     StepOutput,
     Trace,
     Whoami,
@@ -71,6 +74,7 @@ from hub.errors import IdentityHold, MessageError, StoreError
 from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
 from hub.runtime import ReplayTargetError
+from hub.stats import summarise
 from hub.store import Delivery, MessageRecord, SearchQuery
 
 if TYPE_CHECKING:
@@ -306,25 +310,40 @@ def _outcomes(hub: Hub, route: str, destination: str) -> dict[str, int]:
 
 
 async def _queues(call: Call) -> list[QueueView]:
+    """Every queue with its state and what to do; those that need someone first (down, failing, dead letters)."""
     hub = call.hub
-    stats = {(q.route, q.destination): q for q in await hub.metrics.refresh_queues(_store(call), max_age_secs=0)}
+    store = _store(call)
+    stats = {(q.route, q.destination): q for q in await hub.metrics.refresh_queues(store, max_age_secs=0)}
+    errors = await store.queue_last_errors()
     keys = list(hub.workers) + [k for k in stats if k not in hub.workers]
     now = datetime.now(UTC)
     out = []
     for route, destination in keys:
         q = stats.get((route, destination))
         worker = hub.workers.get((route, destination))
+        state = queue_state(q, worker)
+        error, error_at = errors.get((route, destination), ("", None))
         out.append(
-            QueueView(
+            (state.rank, QueueView(
                 route=route, destination=destination, depth=q.pending if q else 0, retrying=q.retrying if q else 0,
                 in_flight=q.in_flight if q else (worker.in_flight if worker else 0), held=q.held if q else 0,
                 dead=q.dead if q else 0,
                 oldest_age_secs=max(0.0, (now - q.oldest_at).total_seconds()) if q and q.oldest_at else None,
                 paused=worker.paused if worker else None, failing=bool(q and q.retrying),
-                outcomes=_outcomes(hub, route, destination),
-            )
+                outcomes=_outcomes(hub, route, destination), state=state.state,  # type: ignore[arg-type]
+                attention=state.attention, advice=state.advice,  # type: ignore[arg-type]
+                down_since=getattr(worker, "down_since", None), down_reason=getattr(worker, "down_reason", ""),
+                last_error=error, last_error_at=error_at,
+            ))
         )  # fmt: skip
-    return out
+    return [view for _, view in sorted(out, key=lambda item: item[0])]
+
+
+async def _stats(call: Call) -> StatsView:
+    q: StatsParams = call.query
+    since = datetime.now(UTC) - timedelta(hours=q.hours - 1)
+    rows = [*await _store(call).read_hourly(since), *call.hub.hourly.unflushed()]
+    return StatsView.model_validate(summarise(rows, hours=q.hours))
 
 
 async def _set_paused(call: Call, paused: bool) -> PauseResult:
@@ -671,6 +690,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/api/queues", _queues, "Each (route, destination) queue: depth, oldest age, in flight, failing, "
         "paused.", "flows", response=QueueView, response_list=True,
+    ),
+    Operation(
+        "GET", "/api/stats", _stats, "Hourly totals (received, delivered, failed, dead, rejected), kept in the "
+        "store across restarts.", "flows", query=StatsParams, response=StatsView,
     ),
     Operation(
         "POST", "/api/destinations/{destination}/pause", _pause, "Stop sending to a destination (this node).",

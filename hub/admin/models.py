@@ -46,6 +46,8 @@ __all__ = [
     "ReviewView",
     "SearchPage",
     "SearchParams",
+    "StatsParams",
+    "StatsView",
     "StepOutput",
     "Trace",
     "Whoami",
@@ -316,6 +318,34 @@ class QueueView(_Out):
     paused: bool | None = Field(description="This node's worker paused; null when no worker runs the queue here.")
     failing: bool = Field(description="Deliveries are being retried after failures.")
     outcomes: dict[str, int] = Field(description="Attempts by outcome since this node started.")
+    state: Literal["down", "failing", "paused", "held", "running"] = Field(
+        "running", description="down (unreachable, see down_since), failing, paused, held (identity), running."
+    )
+    attention: Literal["alert", "warn", ""] = Field(
+        "", description="alert: someone should act now; warn: something waits on a person; empty: fine."
+    )
+    advice: str = Field("", description="What to do about it, in a sentence.")
+    down_since: datetime | None = Field(None, description="Since when the destination cannot be reached.")
+    down_reason: str = Field("", description="Why it cannot be reached (the last connection error).")
+    last_error: str = Field("", description="Newest error of a delivery still waiting or dead.")
+    last_error_at: datetime | None = Field(None, description="When that error happened.")
+
+
+class StatsParams(_In):
+    hours: int = Field(24, ge=1, le=24 * 31, description="How many hours back, this one included.")
+
+
+class StatsView(_Out):
+    hours: list[datetime] = Field(description="The start of each hour (UTC), oldest first.")
+    series: dict[str, list[int]] = Field(
+        description="Per counter (received, delivered, failed, dead, rejected), one count per hour: received and "
+        "rejected are messages taken by listeners, the others deliveries."
+    )
+    totals: dict[str, int] = Field(description="The series summed.")
+    queues: list[dict[str, Any]] = Field(
+        description="Per (route, destination) over the period: received (deliveries routed), delivered, failed "
+        "(attempts to retry), dead; listeners have route \"\" and received/rejected."
+    )
 
 
 class ListenerView(_Out):

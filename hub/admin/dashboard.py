@@ -1,0 +1,74 @@
+"""What the dashboard says about a queue: its state, whether it needs someone, and what to do.
+
+One (route, destination) queue is, in order of precedence:
+
+=========  ==================================================================================
+down       the destination cannot be reached (the delivery worker's circuit is open, since when)
+failing    deliveries are being retried after errors the destination answered
+paused     an operator stopped sending (kept across restarts)
+held       deliveries wait for the patient's identity (a qualified INS, or an identity review)
+running    none of the above
+=========  ==================================================================================
+
+``attention`` is ``alert`` when someone should act now (down, failing, dead
+letters), ``warn`` when something waits on a person (paused, held), else empty;
+the dashboard sorts and colours rows by it, and ``advice`` says what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hub.store import QueueStats
+
+__all__ = ["QueueState", "queue_state"]
+
+_RANK = {"alert": 0, "warn": 1, "": 2}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueState:
+    state: str
+    attention: str
+    advice: str
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self.attention]
+
+
+def queue_state(q: QueueStats | None, worker: Any) -> QueueState:
+    """The state of one queue from the store's counts and this node's worker (None if it runs elsewhere)."""
+    dead = q.dead if q else 0
+    held = q.held if q else 0
+    down_since = getattr(worker, "down_since", None) if worker is not None else None
+    advice: list[str] = []
+    if down_since is not None:
+        state = "down"
+        advice.append(
+            f"destination unreachable since {down_since:%Y-%m-%d %H:%M:%S} UTC: check the peer and the network; "
+            "deliveries wait and go out when it answers"
+        )
+    elif q and q.retrying:
+        state = "failing"
+        advice.append(f"{q.retrying} being retried: read the last error; fix the peer or the route")
+    elif worker is not None and worker.paused:
+        state = "paused"
+    elif held:
+        state = "held"
+    else:
+        state = "running"
+    if worker is not None and worker.paused:
+        advice.append("paused by an operator: resume to send")
+    if dead:
+        advice.append(f"{dead} dead letter{'s' if dead > 1 else ''}: fix the cause, then requeue or discard")
+    if held:
+        advice.append(f"{held} waiting for the patient's identity: see the identity review, or an ADT qualifying it")
+    if state in ("down", "failing") or dead:
+        attention = "alert"
+    elif state in ("paused", "held") or held:
+        attention = "warn"
+    else:
+        attention = ""
+    return QueueState(state, attention, "; ".join(advice))
