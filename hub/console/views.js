@@ -73,13 +73,32 @@ export function login(main, { onLogin }) {
 }
 
 // -- dashboard --------------------------------------------------------------------------------------------------
+// Rows that need someone come first and stand out (red: act now; amber: waits on a person); each says what to do.
 export function dashboard(main) {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   main.replaceChildren(h("h1", {}, "Dashboard"), body);
   const refresh = async () => {
     try {
-      const [flows, queues] = await Promise.all([api.get("/api/endpoints"), api.get("/api/queues")]);
+      const [flows, queues, stats, reviews] = await Promise.all([
+        api.get("/api/endpoints"), api.get("/api/queues"), api.get("/api/stats", { hours: 24 }), api.get("/api/reviews", { state: "open", limit: 1000 }),
+      ]);
       body.replaceChildren(
+        actionSummary(queues, reviews.items),
+        h("section", { class: "card" },
+          h("h2", {}, "Queues"),
+          table([
+            { title: "Route → destination", cell: (q) => h("span", {}, `${q.route} → `, h("strong", {}, q.destination)) },
+            { title: "State", class: "state", cell: (q) => [status(q.state), q.down_since ? h("div", { class: "muted" }, `since ${time(q.down_since)}`) : null] },
+            { title: "Depth", cell: (q) => q.depth },
+            { title: "Oldest", cell: (q) => age(q.oldest_age_secs) },
+            { title: "In flight", cell: (q) => q.in_flight },
+            { title: "Held", cell: (q) => q.held },
+            { title: "Dead", cell: (q) => q.dead ? h("a", { href: `#/dead?destination=${encodeURIComponent(q.destination)}`, class: "dead-link" }, String(q.dead)) : "0" },
+            { title: "Last error", class: "last-error", cell: (q) => q.last_error ? [h("div", {}, q.last_error), h("div", { class: "muted" }, time(q.last_error_at))] : (q.down_reason || "") },
+            { title: "What to do", class: "advice", cell: (q) => q.advice },
+            { title: "", cell: (q) => pauseButton(q, refresh) },
+          ], queues, { empty: "No queues.", rowAttrs: (q) => ({ class: q.attention ? `attention-${q.attention}` : "", dataset: { queue: `${q.route}/${q.destination}`, state: q.state } }) })),
+        statsCard(stats),
         h("section", { class: "card" },
           h("h2", {}, `Node ${flows.node}`),
           h("p", {}, `Undelivered: ${flows.undelivered}`),
@@ -94,20 +113,6 @@ export function dashboard(main) {
             { title: "Refused (busy)", cell: (l) => l.counters.refused },
           ], flows.listeners)),
         h("section", { class: "card" },
-          h("h2", {}, "Queues"),
-          table([
-            { title: "Route", cell: (q) => q.route },
-            { title: "Destination", cell: (q) => q.destination },
-            { title: "Depth", cell: (q) => q.depth },
-            { title: "Oldest", cell: (q) => age(q.oldest_age_secs) },
-            { title: "In flight", cell: (q) => q.in_flight },
-            { title: "Retrying", cell: (q) => q.failing ? status(`${q.retrying} retrying`) : "0" },
-            { title: "Held", cell: (q) => q.held },
-            { title: "Dead", cell: (q) => q.dead },
-            { title: "Outcomes", cell: (q) => Object.entries(q.outcomes).map(([k, v]) => `${k}: ${v}`).join(", ") },
-            { title: "", cell: (q) => pauseButton(q, refresh) },
-          ], queues, { empty: "No queues." })),
-        h("section", { class: "card" },
           h("h2", {}, "Routes"),
           table([
             { title: "Route", cell: (r) => r.route },
@@ -120,6 +125,64 @@ export function dashboard(main) {
   refresh();
   const timer = setInterval(refresh, 5000);
   return () => clearInterval(timer);
+}
+
+/** One line per kind of trouble, with a link to where it is dealt with; "All clear" when there is none. */
+function actionSummary(queues, openReviews) {
+  const items = [];
+  const down = queues.filter((q) => q.state === "down");
+  const failing = queues.filter((q) => q.state === "failing");
+  const dead = queues.reduce((n, q) => n + q.dead, 0);
+  const paused = queues.filter((q) => q.paused);
+  if (down.length) items.push(h("li", { class: "alert" }, `Down: ${down.map((q) => q.destination).join(", ")} (unreachable; deliveries wait).`));
+  if (failing.length) items.push(h("li", { class: "alert" }, `Failing: ${failing.map((q) => `${q.destination}: ${q.last_error || "retrying"}`).join("; ")}.`));
+  if (dead) items.push(h("li", { class: "alert" }, h("a", { href: "#/dead" }, `${dead} dead letter${dead > 1 ? "s" : ""}`), ": fix the cause, then requeue or discard."));
+  if (openReviews.length) items.push(h("li", { class: "warn" }, h("a", { href: "#/reviews" }, `${openReviews.length} identity review${openReviews.length > 1 ? "s" : ""}`), " waiting for a decision."));
+  if (paused.length) items.push(h("li", { class: "warn" }, `Paused: ${paused.map((q) => `${q.route} → ${q.destination}`).join(", ")}.`));
+  const level = items.some((li) => li.className === "alert") ? "alert" : (items.length ? "warn" : "clear");
+  return h("section", { class: `card summary ${level}`, id: "needs-action" },
+    h("h2", {}, items.length ? "Needs action" : "All clear"),
+    items.length ? h("ul", {}, items) : h("p", { class: "muted" }, "Nothing is down, failing, dead-lettered, paused or waiting for review."));
+}
+
+const SERIES = [["received", "Received"], ["delivered", "Delivered"], ["failed", "Failed attempts"], ["dead", "Dead"], ["rejected", "Rejected"]];
+
+/** The last 24 hours as small bar charts (one per counter), then totals per route and destination. */
+function statsCard(stats) {
+  const charts = SERIES.map(([key, title]) => h("figure", { class: `chart ${key}`, dataset: { series: key } },
+    barChart(stats.series[key], stats.hours),
+    h("figcaption", {}, `${title}: `, h("strong", { class: "total" }, String(stats.totals[key])))));
+  return h("section", { class: "card", id: "stats" },
+    h("h2", {}, "Last 24 hours"),
+    h("p", { class: "muted" }, "Hourly totals, kept in the store: they survive restarts and add up every node's."),
+    h("div", { class: "charts" }, charts),
+    table([
+      { title: "Route → destination", cell: (q) => q.route ? `${q.route} → ${q.destination}` : `listener ${q.destination}` },
+      { title: "Received", cell: (q) => q.received },
+      { title: "Delivered", cell: (q) => q.delivered },
+      { title: "Failed attempts", cell: (q) => q.failed },
+      { title: "Dead", cell: (q) => q.dead },
+      { title: "Rejected", cell: (q) => q.rejected },
+    ], stats.queues, { empty: "Nothing counted in the last 24 hours." }));
+}
+
+function barChart(values, hours) {
+  const NS = "http://www.w3.org/2000/svg";
+  const el = (tag, attrs, ...kids) => {
+    const node = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    for (const kid of kids) node.append(kid);
+    return node;
+  };
+  const width = 240, height = 48, max = Math.max(1, ...values), bar = width / values.length;
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
+  values.forEach((v, i) => {
+    const hgt = v ? Math.max(1, (v / max) * (height - 2)) : 0;
+    const title = el("title", {});
+    title.textContent = `${new Date(hours[i]).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })}: ${v}`;
+    svg.append(el("rect", { x: i * bar + 0.5, y: height - hgt, width: Math.max(1, bar - 1), height: hgt, class: "bar" }, title));
+  });
+  return svg;
 }
 
 function pauseButton(q, refresh) {
@@ -335,23 +398,30 @@ export function dead(main, { params }) {
     try {
       const page = await api.get("/api/dead", { destination: params.get("destination") || "", limit: 500 });
       const picked = new Set();
-      const requeue = async (body) => {
+      // Both show the count first (a dry run) and ask before acting.
+      const act = async (action, body) => {
+        const texts = {
+          requeue: ["Requeue", "They are sent again to their destination, attempts reset. Check that the cause (the last error) is fixed first."],
+          discard: ["Discard", "They are given up for good: never sent. The patient's later messages to that destination go on."],
+        };
         try {
-          const counted = await api.post("/api/dead/requeue", { ...body, dry_run: true });
-          if (!counted.matched) { toast("Nothing to requeue: tick dead letters first.", true); return; }
+          const counted = await api.post(`/api/dead/${action}`, { ...body, dry_run: true });
+          if (!counted.matched) { toast(`Nothing to ${action}: tick dead letters first.`, true); return; }
           const many = `${counted.matched}${counted.more ? "+" : ""}`;
-          const yes = await confirmAction(`Requeue ${many} dead ${counted.matched === 1 ? "delivery" : "deliveries"}?`,
-            "They are sent again to their destination, attempts reset. Check that the cause (the last error) is fixed first.",
-            { confirmLabel: `Requeue ${many}` });
+          const [verb, text] = texts[action];
+          const yes = await confirmAction(`${verb} ${many} dead ${counted.matched === 1 ? "delivery" : "deliveries"}?`, text,
+            { confirmLabel: `${verb} ${many}`, danger: action === "discard" });
           if (!yes) return;
-          const r = await api.post("/api/dead/requeue", body);
-          toast(`${r.requeued} requeued${r.more ? " (more remain)" : ""}`);
+          const r = await api.post(`/api/dead/${action}`, body);
+          toast(`${r.requeued} ${action === "requeue" ? "requeued" : "discarded"}${r.more ? " (more remain)" : ""}`);
           load();
         } catch (err) { fail(err); }
       };
+      const only = params.get("destination") || null;
       const buttons = can("operator") ? h("div", { class: "actions" },
-        h("button", { type: "button", id: "requeue-selected", onclick: () => requeue({ delivery_ids: [...picked] }) }, "Requeue selected"),
-        h("button", { type: "button", class: "secondary", id: "requeue-all", onclick: () => requeue({ all_dead: true, destination: params.get("destination") || null }) }, "Requeue all")) : null;
+        h("button", { type: "button", id: "requeue-selected", onclick: () => act("requeue", { delivery_ids: [...picked] }) }, "Requeue selected"),
+        h("button", { type: "button", class: "secondary", id: "requeue-all", onclick: () => act("requeue", { all_dead: true, destination: only }) }, "Requeue all"),
+        h("button", { type: "button", class: "danger", id: "discard-selected", onclick: () => act("discard", { delivery_ids: [...picked] }) }, "Discard selected…")) : null;
       list.replaceChildren(h("section", { class: "card" }, buttons, table([
         { title: "", cell: (d) => can("operator") ? h("input", { type: "checkbox", onclick: (e) => { e.stopPropagation(); if (e.target.checked) picked.add(d.delivery_id); else picked.delete(d.delivery_id); } }) : "" },
         { title: "Delivery", cell: (d) => d.delivery_id },
