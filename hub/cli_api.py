@@ -239,24 +239,35 @@ def _pause(paused: bool) -> Callable[[argparse.Namespace, AdminClient], int]:
 
 
 def cmd_stats(args: argparse.Namespace, api: AdminClient) -> int:
-    """Queues now, and the hourly totals the hub keeps (they survive restarts)."""
+    """Queues now, and the hourly totals the hub keeps in its store (they survive restarts).
+
+    ``--json`` lines: ``{"item": "queue", ...}`` per queue now (as ``/api/queues``), ``{"item": "totals",
+    route, destination, received, delivered, failed, dead, rejected}`` per queue over the period, and
+    ``{"item": "hour", "hour": ..., <counter>: n}`` per hour, oldest first.
+    """
     queues = api.get("/api/queues")
     stats = api.get("/api/stats", hours=args.hours)
+    hours = [
+        {"item": "hour", "hour": hour, **{k: v[i] for k, v in stats["series"].items()}}
+        for i, hour in enumerate(stats["hours"])
+    ]
     if args.json:
-        for q in queues:
-            print(json.dumps({"item": "queue", **q}))
-        for row in stats["rows"]:
-            print(json.dumps({"item": "hour", **row}))
+        _emit([{"item": "queue", **q} for q in queues], True, str)
+        _emit([{"item": "totals", **q} for q in stats["queues"]], True, str)
+        _emit(hours, True, str)
         return 0
-    print(f"{'route -> destination':<40} {'state':<10} {'depth':>6} {'oldest':>8} {'dead':>5}  last error")
+    print(f"{'route -> destination':<36} {'state':<8} {'depth':>6} {'oldest':>8} {'dead':>5}  last error / what to do")
     for q in queues:
         oldest = "" if q["oldest_age_secs"] is None else f"{q['oldest_age_secs']:.0f}s"
+        note = q["last_error"] or q["down_reason"] or ""
         print(
-            f"{q['route'] + ' -> ' + q['destination']:<40} {q['state']:<10} {q['depth']:>6} {oldest:>8} "
-            f"{q['dead']:>5}  {q['last_error'] or ''}"
+            f"{q['route'] + ' -> ' + q['destination']:<36} {q['state']:<8} {q['depth']:>6} {oldest:>8} "
+            f"{q['dead']:>5}  {note}{' | ' + q['advice'] if q['advice'] else ''}"
         )
-    totals = stats["totals"]
-    print(f"last {args.hours} h: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+    print(f"\nlast {args.hours} h: " + ", ".join(f"{k} {v}" for k, v in stats["totals"].items()))
+    for q in stats["queues"]:
+        name = f"{q['route']} -> {q['destination']}" if q["route"] else f"listener {q['destination']}"
+        print(f"  {name:<34} " + ", ".join(f"{k} {q[k]}" for k in stats["totals"]))
     return 0
 
 

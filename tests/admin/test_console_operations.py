@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.admin.adminkit import TOKENS, admin_section
-from tests.admin.test_console_browser import browser, shots  # noqa: F401  (fixtures)
 from tests.hubkit import MllpClient, adt, default_route, mllp_port, running_hub, running_peer, wait_until, write_config
 
 SLOW_RETRY = {"max_attempts": 100, "initial_secs": 0.2, "max_secs": 0.5, "jitter": 0.1}
@@ -28,7 +27,9 @@ async def _login(page: Any, base: str) -> None:
 
 
 async def test_failing_destination_replay_to_one_destination_and_stats_after_restart(
-    tmp_path: Path, browser: Any, shots: Path  # noqa: F811
+    tmp_path: Path,
+    browser: Any,
+    shots: Path,
 ) -> None:
     async with running_peer() as dpi, running_peer(ack="AE") as lab:
         config = _config(tmp_path, dpi.port, lab.port)
