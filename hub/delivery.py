@@ -13,7 +13,7 @@ A destination that cannot be reached (refused, TLS failure, connect time-out:
 :class:`~hub.errors.Unreachable`) is an outage, not an attempt: the delivery
 goes back to ``pending`` with its attempts untouched and the worker's circuit
 opens (``down_since``). While it is open the worker sends one probe at a time,
-with a delay that doubles up to ``circuit.max_probe_secs``; the first answer
+with a delay that doubles up to the policy's ``probe_max_secs``; the first answer
 from the peer, whatever it says, closes the circuit. So no outage, however
 long, dead-letters anything.
 
@@ -35,6 +35,7 @@ import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -58,9 +59,8 @@ __all__ = ["DestinationWorker", "backoff_secs"]
 
 log = structlog.get_logger("hub.delivery")
 
-#: First delay between probes of a destination that cannot be reached, and its cap (seconds).
+#: First delay between probes of a destination that cannot be reached (seconds); the cap is per policy.
 PROBE_FIRST_SECS = 1.0
-PROBE_MAX_SECS = 60.0
 #: Backoff after a store error (first, cap), so that a database outage costs no CPU.
 STORE_BACKOFF_FIRST_SECS = 0.2
 STORE_BACKOFF_MAX_SECS = 5.0
@@ -116,11 +116,13 @@ class DestinationWorker:
         # Circuit: set while the destination cannot be reached.
         self.down_since: datetime | None = None
         self.down_reason = ""
-        self.probe_first_secs = PROBE_FIRST_SECS
-        self.probe_max_secs = PROBE_MAX_SECS
+        self.probe_max_secs = policy.probe_max_secs
+        self.probe_first_secs = min(PROBE_FIRST_SECS, self.probe_max_secs)
+        self.probes = 0  # failed probes since this worker started (tests, metrics)
         self._probe_delay = 0.0
         self._next_probe = 0.0
         self._store_backoff = 0.0
+        self._orphans_possible = False
 
     @property
     def in_flight(self) -> int:
@@ -163,6 +165,9 @@ class DestinationWorker:
         while not self._stopping:
             free = self._room()
             claimed: list[Claimed] = []
+            if self._orphans_possible and not await self._release_orphans():
+                await self._store_pause()
+                continue
             if free > 0 and not self.paused:
                 if self.down_since is not None:
                     self._next_probe = loop.time() + self._probe_delay  # the probe's answer may close it
@@ -178,6 +183,7 @@ class DestinationWorker:
                 except StoreError as exc:
                     self._store_error("claim")
                     log.warning("claim_failed", route=self.route, destination=self.destination, error=str(exc))
+                    self._orphans_possible = True  # the claim may have committed with its answer lost
                     await self._store_pause()
                     continue
                 self._store_backoff = 0.0
@@ -188,6 +194,19 @@ class DestinationWorker:
             if claimed and len(claimed) == free and self.down_since is None:
                 continue  # the queue may hold more, and there is room: wait for room
             await self._sleep()
+
+    async def _release_orphans(self) -> bool:
+        try:
+            released = await self.store.release_orphans(
+                self.route, self.destination, owner=self.owner, keep=list(self._inflight.values())
+            )
+        except StoreError:
+            self._store_error("release_orphans")
+            return False
+        self._orphans_possible = False
+        if released:
+            log.info("orphan_claims_released", route=self.route, destination=self.destination, count=released)
+        return True
 
     def _room(self) -> int:
         """How many more deliveries to claim now: up to max_in_flight, or one probe while the circuit is open."""
@@ -211,6 +230,7 @@ class DestinationWorker:
 
     def _circuit_open(self, reason: str) -> None:
         """The destination could not be reached: probe it, one delivery at a time, with growing delays."""
+        self.probes += 1
         if self.down_since is None:
             self.down_since = utcnow()
             self._probe_delay = self.probe_first_secs
@@ -238,9 +258,8 @@ class DestinationWorker:
     async def _hold(self, c: Claimed, hold: IdentityHold, started: datetime) -> None:
         """Park a delivery until its identity is settled; FIFO per key keeps later ones behind it."""
         try:
-            await self.store.finish(
+            await self._record(
                 c.delivery.id,
-                owner=self.owner,
                 status=hold.status,
                 next_attempt_at=None,
                 error=hold.reason,
@@ -249,7 +268,6 @@ class DestinationWorker:
                 review=hold.reason if hold.status == "identity_review" else None,
             )
         except StoreError as exc:
-            self._store_error("finish")
             log.error("hold_not_recorded", delivery_id=c.delivery.id, error=str(exc))
             return
         if self.on_dequeued:
@@ -262,6 +280,25 @@ class DestinationWorker:
             destination=self.destination,
             status=hold.status,
         )
+
+    async def _record(self, delivery_id: int, **outcome: Any) -> bool:
+        """store.finish, tried again while the store is away (for up to the lease's length).
+
+        The outcome is known (the peer answered): losing it would send the message again when the
+        lease expires. While the delivery stays in flight, its ordering key stays held.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.lease_secs
+        delay = STORE_BACKOFF_FIRST_SECS
+        while True:
+            try:
+                return await self.store.finish(delivery_id, owner=self.owner, **outcome)
+            except StoreError:
+                self._store_error("finish")
+                if self._stopping or loop.time() + delay > give_up:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(STORE_BACKOFF_MAX_SECS, delay * 2)
 
     async def _sleep(self) -> None:
         timeout = self.poll_secs
@@ -360,9 +397,8 @@ class DestinationWorker:
         if self.on_outcome:
             self.on_outcome(self.route, self.destination, outcome, elapsed, c.message.received_at)
         try:
-            kept = await self.store.finish(
+            kept = await self._record(
                 d.id,
-                owner=self.owner,
                 status=status,
                 next_attempt_at=next_at,
                 error=error,
@@ -372,7 +408,6 @@ class DestinationWorker:
                 count_attempt=reached,
             )
         except StoreError as exc:
-            self._store_error("finish")
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
         if kept and status != "pending" and self.on_dequeued:

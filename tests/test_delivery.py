@@ -158,17 +158,19 @@ async def test_a_discarded_dead_letter_lets_the_patients_later_messages_go(tmp_p
 
 async def test_without_hold_behind_dead_later_messages_overtake_the_dead_letter(tmp_path: Path) -> None:
     route = default_route(dest={"hold_behind_dead": False})
-    async with running_peer(ack="AR") as peer:
-        async with running_hub(write_config(tmp_path, peer_port=peer.port, routes=[route])) as hub:
-            client = await MllpClient.connect(mllp_port(hub))
-            await client.send(adt("REFUSED", patient="PX"))
-            store = hub.store
-            assert store is not None
-            await wait_until(lambda: _dead_count(store, 1))
-            peer.ack = "AA"
-            await client.send(adt("NEXT", patient="PX"))
-            await wait_until(lambda: len(peer.bodies) == 1)
-            await client.close()
+    async with (
+        running_peer(ack="AR") as peer,
+        running_hub(write_config(tmp_path, peer_port=peer.port, routes=[route])) as hub,
+    ):
+        client = await MllpClient.connect(mllp_port(hub))
+        await client.send(adt("REFUSED", patient="PX"))
+        store = hub.store
+        assert store is not None
+        await wait_until(lambda: _dead_count(store, 1))
+        peer.ack = "AA"
+        await client.send(adt("NEXT", patient="PX"))
+        await wait_until(lambda: len(peer.bodies) == 1)
+        await client.close()
 
 
 async def _dead_count(store: Store, n: int) -> bool:

@@ -332,7 +332,7 @@ async def _queues(call: Call) -> list[QueueView]:
                 paused=worker.paused if worker else None, failing=bool(q and q.retrying),
                 outcomes=_outcomes(hub, route, destination), state=state.state,  # type: ignore[arg-type]
                 attention=state.attention, advice=state.advice,  # type: ignore[arg-type]
-                down_since=getattr(worker, "down_since", None), down_reason=getattr(worker, "down_reason", ""),
+                down_since=worker.down_since if worker else None, down_reason=worker.down_reason if worker else "",
                 last_error=error, last_error_at=error_at,
             ))
         )  # fmt: skip

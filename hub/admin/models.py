@@ -317,6 +317,10 @@ class QueueView(_Out):
     oldest_age_secs: float | None
     paused: bool | None = Field(description="This node's worker paused; null when no worker runs the queue here.")
     failing: bool = Field(description="Deliveries are being retried after failures.")
+    down_since: datetime | None = Field(
+        None, description="The destination cannot be reached since then (circuit open, probed; no attempt counted)."
+    )
+    down_reason: str = Field("", description="Why the last probe failed (connection refused, TLS, time-out).")
     outcomes: dict[str, int] = Field(description="Attempts by outcome since this node started.")
     state: Literal["down", "failing", "paused", "held", "running"] = Field(
         "running", description="down (unreachable, see down_since), failing, paused, held (identity), running."
@@ -325,8 +329,6 @@ class QueueView(_Out):
         "", description="alert: someone should act now; warn: something waits on a person; empty: fine."
     )
     advice: str = Field("", description="What to do about it, in a sentence.")
-    down_since: datetime | None = Field(None, description="Since when the destination cannot be reached.")
-    down_reason: str = Field("", description="Why it cannot be reached (the last connection error).")
     last_error: str = Field("", description="Newest error of a delivery still waiting or dead.")
     last_error_at: datetime | None = Field(None, description="When that error happened.")
 

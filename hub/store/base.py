@@ -449,6 +449,14 @@ class Store(Protocol):
         claim's attempt is given back and no attempt is recorded.
         """
 
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        """Give back this owner's in-flight deliveries of one queue except `keep` (attempts given back too).
+
+        A claim whose commit reached the database but whose answer was lost (the connection broke)
+        leaves deliveries in flight that no worker holds; the worker calls this once the store is
+        back, rather than leave them to wait for their lease to run out.
+        """
+
     async def discard(self, delivery_ids: list[int]) -> int:
         """Dead deliveries to ``discarded``: given up by an operator; they no longer hold their ordering key."""
 

@@ -723,6 +723,17 @@ class PostgresStore:
             await conn.execute(f"NOTIFY {_CHANNEL}")
         return len(rows)
 
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        async with self._conn() as conn:
+            result = await conn.execute(
+                "UPDATE hub_deliveries SET status = 'pending', attempts = greatest(attempts - 1, 0),"
+                " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+                " WHERE route = $1 AND destination = $2 AND status = 'in_flight' AND lease_owner = $3"
+                " AND NOT (id = ANY($4::bigint[]))",
+                route, destination, owner, keep,
+            )  # fmt: skip
+        return int(result.split()[-1])
+
     async def discard(self, delivery_ids: list[int]) -> int:
         if not delivery_ids:
             return 0

@@ -335,21 +335,25 @@ class SqliteStore:
 
         Under sustained writes a PASSIVE checkpoint never reaches the end of the WAL, and the WAL
         is only rewound when a checkpoint has copied all of it: it would grow without bound. So
-        once the WAL passes ``wal_limit_bytes`` a TRUNCATE checkpoint runs instead: it waits (busy
-        timeout) for the writer's transaction to end, holds new writers for the time of the copy —
-        a short pause, the commits wait on their busy timeout — and empties the file.
+        once the WAL passes ``wal_limit_bytes`` a TRUNCATE checkpoint runs instead, on the store's
+        own thread: the writer pauses for the time of the copy (the group commit queues meanwhile)
+        and the file is emptied. From the other connection it would starve: the writer takes the
+        lock again between two batches faster than SQLite's busy handler polls for it.
         """
         loop = asyncio.get_running_loop()
         wal = Path(str(self.path) + "-wal")
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint") as pool:
             conn = await loop.run_in_executor(pool, lambda: sqlite3.connect(str(self.path), check_same_thread=False))
-            await loop.run_in_executor(pool, conn.execute, "PRAGMA busy_timeout=2000")
             try:
                 while True:
                     await asyncio.sleep(self.checkpoint_secs)
-                    mode = "TRUNCATE" if _size(wal) > self.wal_limit_bytes else "PASSIVE"
-                    with contextlib.suppress(sqlite3.Error):  # busy, full disk: the next round tries again
-                        await loop.run_in_executor(pool, conn.execute, f"PRAGMA wal_checkpoint({mode})")
+                    # Busy, full disk: the next round tries again.
+                    if _size(wal) > self.wal_limit_bytes:
+                        with contextlib.suppress(StoreError):
+                            await self._run(self._fetchone, "PRAGMA wal_checkpoint(TRUNCATE)", ())
+                    else:
+                        with contextlib.suppress(sqlite3.Error):
+                            await loop.run_in_executor(pool, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
             finally:
                 await loop.run_in_executor(pool, conn.close)
 
@@ -669,6 +673,18 @@ class SqliteStore:
             return cur.rowcount
 
         return await self._run(self._tx, work)
+
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        marks = ",".join("?" * len(keep))
+        return await self._run(
+            self._tx,
+            lambda db: db.execute(
+                "UPDATE deliveries SET status = 'pending', attempts = MAX(attempts - 1, 0), lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = ? WHERE route = ? AND destination = ?"
+                f" AND status = 'in_flight' AND lease_owner = ? AND id NOT IN ({marks})",
+                (time.time(), route, destination, owner, *keep),
+            ).rowcount,
+        )
 
     async def discard(self, delivery_ids: list[int]) -> int:
         if not delivery_ids:
