@@ -1,6 +1,6 @@
 """The `hub` subcommands that read or act: they go through the running hub's admin API.
 
-``messages``, ``show``, ``replay``, ``dead``, ``requeue``, ``pause``,
+``messages``, ``show``, ``replay``, ``dead``, ``requeue``, ``discard``, ``pause``,
 ``resume``, ``stats``, ``export``, ``audit`` and ``identity
 list|show|reviews|resolve`` call ``/api`` (see :mod:`hub.admin.client` for
 where and with which token), so they see the store the hub uses, are
@@ -211,19 +211,26 @@ def cmd_dead(args: argparse.Namespace, api: AdminClient) -> int:
     return 0
 
 
-def cmd_requeue(args: argparse.Namespace, api: AdminClient) -> int:
-    request = {"delivery_ids": args.delivery_ids, "all_dead": args.all_dead, "destination": args.destination}
-    if not args.delivery_ids and not args.all_dead:
-        raise Refused("name dead deliveries (ids from `hub dead`) or give --all-dead; nothing was done")
-    counted = api.post("/api/dead/requeue", {**request, "dry_run": True})
-    if not counted["matched"]:
-        print(json.dumps({"requeued": 0}))
+def _on_dead(action: str) -> Callable[[argparse.Namespace, AdminClient], int]:
+    """`requeue` (send again, attempts reset) or `discard` (give up) dead letters: the count first, then ask."""
+    what = {"requeue": "sent again, attempts reset", "discard": "given up for good, never sent"}[action]
+
+    def command(args: argparse.Namespace, api: AdminClient) -> int:
+        request = {"delivery_ids": args.delivery_ids, "all_dead": args.all_dead, "destination": args.destination}
+        if not args.delivery_ids and not args.all_dead:
+            raise Refused("name dead deliveries (ids from `hub dead`) or give --all-dead; nothing was done")
+        counted = api.post(f"/api/dead/{action}", {**request, "dry_run": True})
+        key = "requeued" if action == "requeue" else "discarded"
+        if not counted["matched"]:
+            print(json.dumps({key: 0, "more": False}))
+            return 0
+        more = "+" if counted["more"] else ""
+        _confirm(args, f"{action.capitalize()} {counted['matched']}{more} dead deliveries ({what})?")
+        result = api.post(f"/api/dead/{action}", request)
+        print(json.dumps({key: result["requeued"], "more": result["more"]}))
         return 0
-    more = "+" if counted["more"] else ""
-    _confirm(args, f"Requeue {counted['matched']}{more} dead deliveries (sent again, attempts reset)?")
-    result = api.post("/api/dead/requeue", request)
-    print(json.dumps({"requeued": result["requeued"], "more": result["more"]}))
-    return 0
+
+    return command
 
 
 def _pause(paused: bool) -> Callable[[argparse.Namespace, AdminClient], int]:
@@ -393,12 +400,15 @@ def add_api_commands(add: Callable[..., argparse.ArgumentParser], default_config
     sp.add_argument("--destination", help="only this destination's")
     sp.add_argument("--limit", type=int, default=100, help="most listed (default 100)")
 
-    sp = add("requeue", api_command(cmd_requeue), "send dead-lettered deliveries again (shows the count, asks first)",
-             config=False)  # fmt: skip
-    api_options(sp, default_config, acting=True)
-    sp.add_argument("delivery_ids", nargs="*", type=int, help="dead delivery ids (from `hub dead`)")
-    sp.add_argument("--all-dead", action="store_true", help="every dead delivery (up to admin.max_bulk)")
-    sp.add_argument("--destination", help="with --all-dead: only this destination's")
+    for action, text in (
+        ("requeue", "send dead-lettered deliveries again (shows the count, asks first)"),
+        ("discard", "give dead-lettered deliveries up for good (shows the count, asks first)"),
+    ):
+        sp = add(action, api_command(_on_dead(action)), text, config=False)
+        api_options(sp, default_config, acting=True)
+        sp.add_argument("delivery_ids", nargs="*", type=int, help="dead delivery ids (from `hub dead`)")
+        sp.add_argument("--all-dead", action="store_true", help="every dead delivery (up to admin.max_bulk)")
+        sp.add_argument("--destination", help="with --all-dead: only this destination's")
 
     for name, paused, text in (
         ("pause", True, "stop sending to a destination (kept across restarts, on every node)"),

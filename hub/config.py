@@ -47,7 +47,9 @@ class StoreConfig(_Model):
     path: str = Field(
         "var/hub.db", description="SQLite database file, relative to the working directory (sqlite only)."
     )
-    dsn: str | None = Field(None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only).")
+    dsn: str | None = Field(
+        None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only; ignored, and may be empty, for sqlite)."
+    )
     schema_: str | None = Field(
         None,
         alias="schema",
@@ -63,7 +65,7 @@ class StoreConfig(_Model):
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> StoreConfig:
         if self.kind == "postgres" and not self.dsn:
-            raise ValueError("a postgres store needs a dsn")
+            raise ValueError("a postgres store needs a dsn (the shipped config reads it from $HUB_PG_DSN)")
         return self
 
 
