@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
+from hub.alerting.config import AlertsConfig
 from hub.errors import ConfigError
 from hub.tls import TlsConfig
 from hub.yamlsource import Located, load_located
@@ -212,6 +213,11 @@ class HubConfig(_Model):
     )
     shutdown_grace_secs: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight deliveries may finish before being released."
+    )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="Alert rules (dead letters, queue depth and age, destination down, reviews waiting, listener or "
+        "store down, certificate expiry) and where notices go (webhook, mail).",
     )
     listeners: dict[str, ComponentEntry] = Field(default_factory=dict, description="Inbound adapters by name.")
     endpoints: dict[str, ComponentEntry] = Field(default_factory=dict, description="Outbound adapters by name.")

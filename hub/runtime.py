@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from hub import registry
+from hub.alerting.metrics import OperationsCollector
 from hub.config import Settings
 from hub.delivery import DestinationWorker
 from hub.errors import MessageError, Outcome, Retryable, StoreError
@@ -69,6 +70,8 @@ class Hub:
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.metrics = HubMetrics(self)
         self.hourly = HourlyStats()
+        self.alerts: Any = None
+        self.metrics.registry.register(OperationsCollector(self))
         # Every long-running loop (workers, lease recovery, wake-ups...) restarts after a crash.
         self.supervisor = Supervisor()
         self._http: web.AppRunner | None = None
@@ -204,6 +207,11 @@ class Hub:
         self.supervisor.start("leases", self._recover_leases)
         self.supervisor.start("wakeups", self._listen_for_work)
         self.supervisor.start("hourly", self._flush_hourly)
+        if self.config.alerts.rules:
+            from hub.alerting import AlertEngine
+
+            self.alerts = AlertEngine(self, self.config.alerts)
+            self.supervisor.start("alerts", self.alerts.run)
         # Listeners are built before the HTTP server so that those served on the hub's HTTP port
         # (`http_routes()`, e.g. FHIR under /fhir) are mounted; none takes a message before start().
         for name, entry in self.config.listeners.items():
@@ -228,6 +236,8 @@ class Hub:
             await listener.stop()
         await asyncio.gather(*(w.stop(self.config.shutdown_grace_secs) for w in self.workers.values()))
         await self.supervisor.stop()
+        if self.alerts is not None:
+            await self.alerts.close()
         if self.store is not None:
             with contextlib.suppress(StoreError):
                 await self.hourly.flush(self.store)  # the last counts, kept across the restart
