@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["NO_CONFIG", "Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
 
-Kind = Literal["inbound", "outbound", "step", "sandbox", "reader"]
+Kind = Literal["inbound", "outbound", "step", "sandbox", "reader", "traits"]
 T = TypeVar("T")
 
 

@@ -29,7 +29,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from hub.admin import audit
 from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
-from hub.admin.dashboard import queue_state
+from hub.admin.dashboard import queue_state, waiting_reason
 from hub.admin.models import (
     AuditEntry,
     AuditPage,
@@ -59,6 +59,7 @@ from hub.admin.models import (
     RequeueRequest,
     RequeueResult,
     ResolveRequest,
+    ReviewDetail,
     ReviewList,
     ReviewParams,
     ReviewView,
@@ -68,8 +69,10 @@ from hub.admin.models import (
     StatsView,
     StepOutput,
     Trace,
+    TraitRow,
     Whoami,
 )
+from hub.admin.reviews import compare, message_traits
 from hub.errors import IdentityHold, MessageError, StoreError
 from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
@@ -387,8 +390,15 @@ async def _search(call: Call) -> SearchPage:
     more = len(records) > params.limit
     records = records[: params.limit]
     deliveries = await store.deliveries([r.message.id for r in records])
+    items = [_summary(r, deliveries[r.message.id]) for r in records]
+    for item, r in zip(items, records, strict=True):
+        children: list[MessageRecord] = []
+        if r.status == "unrouted":  # e.g. an MSSanté mail: its documents went on as messages of their own
+            found = await store.search(SearchQuery(correlation_id=r.message.correlation_id, limit=51))
+            children = [c for c in found if c.message.parent_id == r.message.id]
+        _with_derived(item, children)
     return SearchPage(
-        items=[_summary(r, deliveries[r.message.id]) for r in records],
+        items=items,
         next_before=records[-1].message.id if more and records else None,
     )
 
@@ -414,8 +424,10 @@ async def _trace(call: Call) -> Trace:
     rec = await _get_record(call)
     mid = rec.message.id
     deliveries = (await store.deliveries([mid]))[mid]
+    reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
     traced = []
     for d in deliveries:
+        reason = await _waiting(call.hub, store, rec, d, reviews)
         attempts = [
             {
                 "number": a.number, "started_at": a.started_at, "finished_at": a.finished_at,
@@ -428,7 +440,7 @@ async def _trace(call: Call) -> Trace:
         traced.append(
             DeliveryTrace(
                 **view, ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
-                attempts_log=attempts,  # type: ignore[arg-type]
+                attempts_log=attempts, waiting_reason=reason,  # type: ignore[arg-type]
             )
         )  # fmt: skip
     # Related: replays and derived messages (same correlation id), and acknowledgements received for it.
@@ -442,14 +454,49 @@ async def _trace(call: Call) -> Trace:
         if r.message.id != mid
     ][:100]
     related_deliveries = await store.deliveries([r.message.id for r in related_recs])
-    reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
+    summary = _summary(rec, deliveries)
+    _with_derived(summary, [r for r in related_recs if r.message.parent_id == mid])
     return Trace(
-        message=_summary(rec, deliveries),
+        message=summary,
         metadata=dict(rec.message.metadata),
         deliveries=traced,
         related=[_summary(r, related_deliveries[r.message.id]) for r in related_recs],
-        reviews=[ReviewView.model_validate(r.as_dict()) for r in reviews],
+        reviews=await _review_views(store, reviews),
     )
+
+
+async def _waiting(hub: Hub, store: Any, rec: MessageRecord, d: Delivery, reviews: list[Any]) -> str:
+    """Why delivery `d` waits (see hub.admin.dashboard.waiting_reason), from the store and this node's worker."""
+    if d.status in ("delivered", "discarded"):
+        return ""
+    review = next((r.id for r in reviews if r.delivery_id == d.id and r.state == "open"), None)
+    identity_status = None
+    if d.status == "awaiting_identity" and rec.message.metadata.get("patient_key"):
+        record = await store.get_identity(rec.message.metadata["patient_key"])
+        identity_status = record.status if record else None
+    dead_ahead = None
+    if d.status == "pending" and d.ordering_key:
+        dead = await store.find_deliveries(status="dead", destination=d.destination, limit=1000)
+        ahead = [x for x in dead if x.route == d.route and x.ordering_key == d.ordering_key and x.id < d.id]
+        dead_ahead = ahead[0].message_id if ahead else None
+    worker = hub.workers.get((d.route, d.destination))
+    return waiting_reason(d, worker, review_id=review, identity_status=identity_status, dead_ahead=dead_ahead)
+
+
+_STATUS_ORDER = ("failed", "identity_review", "awaiting_identity", "pending", "rejected", "unrouted", "delivered")
+
+
+def _with_derived(summary: MessageSummary, children: list[MessageRecord]) -> None:
+    """A message without deliveries of its own that went on as others shows their outcome (the worst first)."""
+    summary.effective_status = summary.status
+    if summary.deliveries or not children:
+        return
+    summary.derived = [
+        {"id": c.message.id, "status": c.status, "message_type": c.message.metadata.get("message_type", "")}
+        for c in children
+    ]
+    statuses = {c.status for c in children}
+    summary.effective_status = next((s for s in _STATUS_ORDER if s in statuses), summary.status)
 
 
 async def _payload(call: Call) -> Payload:
@@ -608,10 +655,51 @@ async def _on_dead(call: Call, action: str) -> RequeueResult:
     return RequeueResult(requeued=count, matched=len(ids), more=more)
 
 
+async def _review_views(store: Any, items: list[Any]) -> list[ReviewView]:
+    """Reviews with the route and destination of the delivery each one holds."""
+    deliveries = await store.deliveries(sorted({r.message_id for r in items}))
+    where = {d.id: (d.route, d.destination) for ds in deliveries.values() for d in ds}
+    return [
+        ReviewView.model_validate(
+            {**r.as_dict(), "route": where.get(r.delivery_id, ("", ""))[0],
+             "destination": where.get(r.delivery_id, ("", ""))[1]}
+        )
+        for r in items
+    ]  # fmt: skip
+
+
 async def _reviews(call: Call) -> ReviewList:
     q: ReviewParams = call.query
-    items = await _store(call).list_reviews(state=q.state, limit=q.limit)
-    return ReviewList(items=[ReviewView.model_validate(r.as_dict()) for r in items])
+    store = _store(call)
+    items = await store.list_reviews(state=q.state, limit=q.limit)
+    return ReviewList(items=await _review_views(store, items))
+
+
+async def _review(call: Call) -> ReviewDetail:
+    """One review: the registry's traits beside the message's, and every destination waiting on the decision."""
+    store = _store(call)
+    try:
+        review_id = int(call.request.match_info["review_id"])
+    except ValueError:
+        raise ApiError(404, "no such review") from None
+    everything = await store.list_reviews(state=None, limit=100_000)
+    review = next((r for r in everything if r.id == review_id), None)
+    if review is None:
+        raise ApiError(404, "no such review")
+    reveal = call.who.can("operator")
+    if reveal:  # the patient's traits, in clear: recorded like a payload view
+        await _audit(call, "view_review", message_id=review.message_id, target=str(review_id))
+    record = await store.get_identity(review.patient_key)
+    rec = await store.get_message(review.message_id)
+    theirs = dict(record.traits) if record is not None else {}
+    ours = message_traits(rec.message) if rec is not None else None
+    same_message = [r for r in everything if r.message_id == review.message_id and r.state == "open"]
+    [view, *_] = await _review_views(store, [review])
+    return ReviewDetail(
+        review=view, identity_status=record.status if record else None, ins_known=bool(record and record.ins),
+        traits=[TraitRow.model_validate(row) for row in compare(theirs, ours, reveal=reveal, reason=review.reason)],
+        masked=not reveal, waiting=await _review_views(store, same_message),
+    )  # fmt: skip
 
 
 async def _resolve(call: Call) -> ReviewView:
@@ -760,6 +848,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/api/reviews", _reviews, "The identity review queue.", "identity", query=ReviewParams,
         response=ReviewList,
+    ),
+    Operation(
+        "GET", "/api/reviews/{review_id}", _review, "One review: the registry's value beside the message's, trait by "
+        "trait (masked for viewers; an operator's view is audited), and every destination waiting on it.",
+        "identity", response=ReviewDetail, path_params=(("review_id", "integer", "Review id."),),
+        audited="view_review",
     ),
     Operation(
         "POST", "/api/reviews/{review_id}/resolve", _resolve, "Release (trait check waived) or discard a "

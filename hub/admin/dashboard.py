@@ -72,3 +72,33 @@ def queue_state(q: QueueStats | None, worker: Any) -> QueueState:
     else:
         attention = ""
     return QueueState(state, attention, "; ".join(advice))
+
+
+def waiting_reason(
+    delivery: Any,
+    worker: Any,
+    *,
+    review_id: int | None = None,
+    identity_status: str | None = None,
+    dead_ahead: str | None = None,
+) -> str:
+    """Why a delivery that is not delivered yet waits, in a sentence ("" when it is done or simply queued)."""
+    status = delivery.status
+    if status == "identity_review":
+        return f"waiting behind identity review {review_id}" if review_id else "waiting for an identity review"
+    if status == "awaiting_identity":
+        have = f" (the registry has it as {identity_status})" if identity_status else " (not in the registry yet)"
+        return f"awaiting a qualified identity{have}: sent when an ADT qualifies it"
+    if status == "dead":
+        return "dead letter: requeue or discard it once the cause is fixed"
+    if status not in ("pending", "in_flight"):
+        return ""
+    if worker is not None and worker.down_since is not None:
+        return f"destination down since {worker.down_since:%Y-%m-%d %H:%M:%S} UTC: sent when it answers"
+    if worker is not None and worker.paused:
+        return "the queue is paused: sent after resume"
+    if dead_ahead:
+        return f"held behind dead letter {dead_ahead} (same ordering key): requeue or discard it first"
+    if status == "pending" and delivery.attempts:
+        return f"retrying after {delivery.attempts} failed attempt(s); next at {delivery.next_attempt_at:%H:%M:%S} UTC"
+    return ""

@@ -41,6 +41,7 @@ __all__ = [
     "RequeueRequest",
     "RequeueResult",
     "ResolveRequest",
+    "ReviewDetail",
     "ReviewList",
     "ReviewParams",
     "ReviewView",
@@ -200,6 +201,15 @@ class MessageSummary(_Out):
     content_type: str
     size: int = Field(description="Body size in bytes.")
     deliveries: list[DeliveryView]
+    derived: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="For a message that went on as others (an MSSanté mail as its documents): {id, status, "
+        "message_type} of each message derived from it.",
+    )
+    effective_status: str = Field(
+        "", description="The status to show: the message's own, or for one with no delivery of its own, that of "
+        "what was derived from it (e.g. a mail whose documents were delivered)."
+    )
 
 
 class SearchPage(_Out):
@@ -222,6 +232,10 @@ class DeliveryTrace(DeliveryView):
     created_at: datetime
     identity_override: bool
     attempts_log: list[AttemptView]
+    waiting_reason: str = Field(
+        "", description="Why it is not delivered yet: behind review N, awaiting a qualified identity, destination "
+        "down, paused, held behind dead letter X, retrying; empty when delivered or simply queued."
+    )
 
 
 class ReviewView(_Out):
@@ -234,6 +248,27 @@ class ReviewView(_Out):
     created_at: datetime
     resolved_at: datetime | None
     resolved_by: str
+    route: str = Field("", description="The route of the delivery waiting on this review.")
+    destination: str = Field("", description="The destination waiting on this review.")
+
+
+class TraitRow(_Out):
+    trait: str = Field(description="Strict trait (StrictTraits field name).")
+    label: str
+    registry: str = Field(description="The registry's value (masked `•••` for the viewer role).")
+    message: str = Field(description="The message's value (masked `•••` for the viewer role).")
+    differs: bool
+
+
+class ReviewDetail(_Out):
+    review: ReviewView
+    identity_status: str | None = Field(description="The registry's RNIV status for the patient key.")
+    ins_known: bool = Field(description="The registry holds an INS for it.")
+    traits: list[TraitRow] = Field(description="The registry's value beside the message's, trait by trait.")
+    masked: bool = Field(description="Values are masked (viewer role); the operator role sees them (audited).")
+    waiting: list[ReviewView] = Field(
+        description="Every open review of the same message: one per destination waiting on the decision."
+    )
 
 
 class ReviewList(_Out):

@@ -241,7 +241,7 @@ export function messages(main, { params }) {
       const page = await api.get("/api/messages", query);
       const rows = table([
         { title: "Received", cell: (m) => time(m.received_at) },
-        { title: "Status", cell: (m) => status(m.status) },
+        { title: "Status", class: "status-cell", cell: (m) => derivedStatus(m) },
         { title: "Type", cell: (m) => m.message_type },
         { title: "Control id", class: "mono", cell: (m) => m.control_id },
         { title: "Patient", class: "mono", cell: (m) => m.patient_key },
@@ -253,6 +253,14 @@ export function messages(main, { params }) {
     } catch (err) { fail(err); }
   };
   load();
+}
+
+/** A message with no delivery of its own (an MSSanté mail) shows what became of what was derived from it. */
+function derivedStatus(m) {
+  if (!m.derived || !m.derived.length) return status(m.status);
+  const n = m.derived.length;
+  return h("span", { title: `${m.status}: went on as ${n} derived message(s)` }, status(m.effective_status),
+    h("span", { class: "muted" }, ` via ${n} ${n === 1 ? "document" : "documents"}`));
 }
 
 function toLocalInput(iso) {
@@ -288,7 +296,14 @@ export async function trace(main, { id }) {
       actions),
     h("section", { class: "card" }, h("h2", {}, "Inbound metadata"), kv(t.metadata)),
     h("section", { class: "card", id: "deliveries" }, h("h2", {}, "Deliveries"),
-      t.deliveries.length ? t.deliveries.map((d) => delivery(m.id, d)) : h("p", { class: "muted" }, "No delivery (rejected or unrouted).")),
+      t.deliveries.length ? t.deliveries.map((d) => delivery(m.id, d))
+        : m.derived.length ? [h("p", { id: "derived-note" }, `No delivery of its own: it went on as ${m.derived.length} derived message(s), `, status(m.effective_status), "."),
+            table([
+              { title: "Status", cell: (c) => status(c.status) },
+              { title: "Type", cell: (c) => c.message_type },
+              { title: "Id", class: "mono", cell: (c) => h("a", { href: `#/messages/${c.id}` }, c.id) },
+            ], m.derived)]
+        : h("p", { class: "muted" }, m.status === "rejected" ? "No delivery: refused (see the reason above)." : "No delivery: no route takes it.")),
     t.reviews.length ? h("section", { class: "card" }, h("h2", {}, "Identity reviews"), reviewTable(t.reviews, () => trace(main, { id }))) : null,
     t.related.length ? h("section", { class: "card", id: "related" }, h("h2", {}, "Related messages (same correlation id)"),
       table([
@@ -314,6 +329,7 @@ function delivery(messageId, d) {
   };
   return h("div", { class: "delivery", dataset: { destination: d.destination } },
     h("h3", {}, `${d.route} → ${d.destination} `, status(d.status), h("span", { class: "muted" }, ` ${d.attempts}/${d.max_attempts} attempts`)),
+    d.waiting_reason ? h("p", { class: "waiting-reason" }, `Why it waits: ${d.waiting_reason}`) : null,
     d.last_error ? h("p", { class: "error" }, d.last_error) : null,
     table([
       { title: "#", cell: (a) => a.number },
@@ -437,31 +453,68 @@ export function dead(main, { params }) {
 }
 
 // -- identity review --------------------------------------------------------------------------------------------
-function reviewTable(items, reload) {
-  return table([
-    { title: "Review", cell: (r) => r.review_id },
-    { title: "Opened", cell: (r) => time(r.created_at) },
-    { title: "State", cell: (r) => status(r.state) },
-    { title: "Patient", class: "mono", cell: (r) => r.patient_key },
-    { title: "Reason", cell: (r) => r.reason },
-    { title: "Message", class: "mono", cell: (r) => h("a", { href: `#/messages/${r.message_id}` }, r.message_id) },
-    { title: "", cell: (r) => (r.state === "open" && can("operator")) ? h("span", { class: "actions" },
-      h("button", { type: "button", dataset: { review: r.review_id, action: "release" }, onclick: () => resolve(r, "release", reload) }, "Release"),
-      h("button", { type: "button", class: "danger", dataset: { review: r.review_id, action: "discard" }, onclick: () => resolve(r, "discard", reload) }, "Discard"))
-      : (r.resolved_by ? `by ${r.resolved_by}` : "") },
-  ], items, { empty: "No review waiting." });
+// One row per message (a message routed to two destinations opens one review per waiting delivery); the decision
+// applies to every destination waiting on it. "Compare" shows the registry's value beside the message's.
+function groupReviews(items) {
+  const groups = new Map();
+  for (const r of items) {
+    const key = `${r.message_id}|${r.state}`;
+    if (!groups.has(key)) groups.set(key, { ...r, reviews: [] });
+    groups.get(key).reviews.push(r);
+  }
+  return [...groups.values()];
 }
 
-async function resolve(review, action, reload) {
+function reviewTable(items, reload) {
+  const detail = h("div", { id: "review-detail" });
+  const rows = groupReviews(items);
+  const tbl = table([
+    { title: "Review", cell: (g) => g.reviews.map((r) => r.review_id).join(", ") },
+    { title: "Opened", cell: (g) => time(g.created_at) },
+    { title: "State", cell: (g) => status(g.state) },
+    { title: "Patient", class: "mono", cell: (g) => g.patient_key },
+    { title: "Reason", cell: (g) => g.reason },
+    { title: "Waiting", class: "waiting", cell: (g) => g.reviews.map((r) => r.destination || `delivery ${r.delivery_id}`).join(", ") },
+    { title: "Message", class: "mono", cell: (g) => h("a", { href: `#/messages/${g.message_id}` }, g.message_id) },
+    { title: "", cell: (g) => h("span", { class: "actions" },
+      h("button", { type: "button", class: "secondary", dataset: { review: g.review_id, action: "compare" }, onclick: () => compareTraits(g, detail) }, "Compare"),
+      (g.state === "open" && can("operator")) ? [
+        h("button", { type: "button", dataset: { review: g.review_id, action: "release" }, onclick: () => resolve(g, "release", reload) }, "Release…"),
+        h("button", { type: "button", class: "danger", dataset: { review: g.review_id, action: "discard" }, onclick: () => resolve(g, "discard", reload) }, "Discard…")]
+        : (g.resolved_by ? `by ${g.resolved_by}` : "")) },
+  ], rows, { empty: "No review waiting.", rowAttrs: (g) => ({ dataset: { message: g.message_id } }) });
+  return h("div", {}, tbl, detail);
+}
+
+async function compareTraits(group, box) {
+  try {
+    const d = await api.get(`/api/reviews/${group.review_id}`);
+    box.replaceChildren(h("section", { class: "card", id: "trait-comparison" },
+      h("h3", {}, `Review ${d.review.review_id}: ${d.review.patient_key}`),
+      h("p", { class: "muted" }, `Registry: ${d.identity_status || "unknown identity"}${d.ins_known ? ", INS known" : ", no INS"}.`,
+        d.masked ? " Values are masked for your role." : " Showing the patient's traits is recorded in the audit trail."),
+      table([
+        { title: "Trait", cell: (t) => t.label },
+        { title: "Registry", class: "mono", cell: (t) => t.registry || "—" },
+        { title: "Message", class: "mono", cell: (t) => t.message || "—" },
+        { title: "", cell: (t) => t.differs ? status("differs") : "" },
+      ], d.traits, { empty: "No trait could be read.", rowAttrs: (t) => ({ class: t.differs ? "attention-alert" : "", dataset: { trait: t.trait } }) }),
+      h("p", {}, `Waiting on this decision: ${d.waiting.map((w) => `${w.route} → ${w.destination}`).join(", ") || "nothing (resolved)"}.`)));
+  } catch (err) { fail(err); }
+}
+
+async function resolve(group, action, reload) {
+  const open = group.reviews.filter((r) => r.state === "open");
+  const where = open.map((r) => r.destination || `delivery ${r.delivery_id}`).join(", ");
   const what = action === "release"
-    ? "The message is sent on to the destination waiting for it, the trait check waived for it. Release only if the registry's identity is this patient's."
-    : "The waiting delivery is dead-lettered: it is not sent.";
-  const yes = await confirmAction(`${action === "release" ? "Release" : "Discard"} review ${review.review_id}?`, what,
+    ? `The message is sent on to ${where}, the trait check waived for it. Release only if the registry's identity is this patient's.`
+    : `The waiting deliver${open.length > 1 ? "ies" : "y"} to ${where} ${open.length > 1 ? "are" : "is"} dead-lettered: not sent.`;
+  const yes = await confirmAction(`${action === "release" ? "Release" : "Discard"} review ${open.map((r) => r.review_id).join(", ")}?`, what,
     { confirmLabel: action === "release" ? "Release" : "Discard", danger: action === "discard" });
   if (!yes) return;
   try {
-    await api.post(`/api/reviews/${review.review_id}/resolve`, { action });
-    toast(`Review ${review.review_id}: ${action}d`);
+    for (const r of open) await api.post(`/api/reviews/${r.review_id}/resolve`, { action });
+    toast(`Review ${open.map((r) => r.review_id).join(", ")}: ${action}d`);
     reload();
   } catch (err) { fail(err); }
 }

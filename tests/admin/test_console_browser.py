@@ -149,6 +149,13 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         await page.click("nav >> text=Identity review")
         await page.wait_for_selector("button[data-action='release']")
         await page.screenshot(path=str(shots / "7-review.png"), full_page=True)
+        # One row per message; "Compare" puts the registry's traits beside the message's.
+        assert await page.eval_on_selector_all("tr[data-message]", "rows => rows.length") == 1
+        await page.click("button[data-action='compare']")
+        await page.wait_for_selector("#trait-comparison tr[data-trait='first_birth_given_name'].attention-alert")
+        row = await page.inner_text("#trait-comparison tr[data-trait='first_birth_given_name']")
+        assert "DOMINIQUE" in row and "CAMILLE" in row
+        assert "results → dpi" in await page.inner_text("#trait-comparison")
         await page.click("button[data-action='release']")
         await page.click("#confirm-ok")
         await page.wait_for_selector("text=No review waiting.")
@@ -184,6 +191,7 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         await page.wait_for_selector("#verify-result .status.ok")
         audit_text = await page.inner_text("main")
         assert "view_payload" in audit_text and "resolve_review" in audit_text and "requeue" in audit_text
+        assert "view_review" in audit_text
         await page.screenshot(path=str(shots / "8-audit.png"), full_page=True)
         await client.close()
     assert errors == []
