@@ -120,7 +120,7 @@ async def _send(args: argparse.Namespace) -> int:
     from adapters.mllp.framing import FrameReader, frame
     from adapters.mllp.outbound import classify_ack
     from adapters.tls import TlsConfig, client_context
-    from mappings.hl7v2 import read_header
+    from mappings.hl7v2 import decode_er7, read_header
 
     target = args.to
     if not target.startswith(("mllp://", "mllps://")):
@@ -154,7 +154,11 @@ async def _send(args: argparse.Namespace) -> int:
                 except HubError:
                     code = "??"
                 worst = max(worst, 0 if code in ("AA", "CA") else 2)
-                print(ack.body.decode("utf-8", "replace").replace("\r", "\n").rstrip("\n"))
+                try:
+                    text, _ = decode_er7(ack.body)  # the ACK's own MSH-18
+                except MessageError:
+                    text = ack.body.decode("utf-8", "replace")
+                print(text.replace("\r", "\n").rstrip("\n"))
                 print()
     finally:
         writer.close()

@@ -31,6 +31,7 @@ period, then cancels the rest and gives their deliveries back to the store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -40,6 +41,7 @@ from typing import Any
 import structlog
 
 from hub.config import DestinationPolicy, RetryPolicy
+from hub.documents import earlier_documents
 from hub.errors import (
     AwaitingIdentity,
     DeliveryError,
@@ -51,6 +53,7 @@ from hub.errors import (
     Unreachable,
 )
 from hub.message import utcnow
+from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
 from hub.store import Claimed, IdentityRecord, Store
 from hub.supervisor import Supervisor
@@ -91,6 +94,7 @@ class DestinationWorker:
         on_dead: Callable[[str, str], None] | None = None,
         identity_lookup: Callable[[str], Awaitable[IdentityRecord | None]] | None = None,
         environment: str = "development",
+        on_final: Callable[[FinalOutcome], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.identity_lookup = identity_lookup
@@ -108,6 +112,7 @@ class DestinationWorker:
         self.on_dequeued = on_dequeued
         self.on_store_error = on_store_error
         self.on_dead = on_dead
+        self.on_final = on_final
         self.wake = asyncio.Event()
         self.paused = False
         self._inflight: dict[asyncio.Task[None], int] = {}
@@ -347,6 +352,8 @@ class DestinationWorker:
         try:
             message = c.message
             ctx = await self._identity_context(c)
+            if self.pipeline.needs_documents:  # corrections name the version they replace (hub/documents.py)
+                ctx = dataclasses.replace(ctx, documents=await earlier_documents(self.store, c.message))
             if self.pipeline:
                 loop = asyncio.get_running_loop()
                 message = await loop.run_in_executor(self.step_executor, self.pipeline.apply, message, ctx)
@@ -412,6 +419,8 @@ class DestinationWorker:
             return
         if kept and status != "pending" and self.on_dequeued:
             self.on_dequeued()
+        if kept and status in ("delivered", "dead") and self.on_final and c.message.metadata.get("on_final"):
+            await self.on_final(FinalOutcome(c.message, self.destination, status, error))
         if not kept:
             log.warning("lease_lost", delivery_id=d.id, destination=self.destination)
         elif status == "dead":

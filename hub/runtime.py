@@ -27,9 +27,10 @@ from hub.errors import MessageError, Outcome, Retryable, StoreError
 from hub.identity_registry import IdentityRegistry
 from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
+from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
 from hub.stats import HourlyStats
-from hub.store import Store, SubmitResult, open_store
+from hub.store import Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
 from hub.supervisor import Supervisor
 from hub.tls import server_context
 
@@ -194,6 +195,7 @@ class Hub:
                     on_store_error=self.metrics.store_error,
                     identity_lookup=self.identity.lookup,
                     environment=self.config.environment,
+                    on_final=self._on_final,
                 )
                 # An operator's stored decision wins over the config's default.
                 worker.paused = pauses.get((route.route, policy.destination), policy.paused)
@@ -388,6 +390,24 @@ class Hub:
         }
         return {"problems": problems, "destinations_down": down}
 
+    async def _on_final(self, outcome: FinalOutcome) -> None:
+        """Run the message's outcome hook and submit what it returns (each under its dedup key)."""
+        name = outcome.message.metadata.get("on_final", "")
+        comp = registry.get("outcome_hook", name)
+        if comp is None:
+            log.error("unknown_outcome_hook", hook=name, message_id=outcome.message.id)
+            return
+        assert self.store is not None
+        try:
+            record = await self.store.get_message(outcome.message.id)
+            follow_ups = await comp.factory(outcome, _OutcomeServices(self.store))
+            for f in follow_ups:
+                await self.submit(record.endpoint if record else "", f.message, dedup_key=f.dedup_key)
+        except (StoreError, Retryable) as exc:
+            # The outcome itself is recorded; the follow-up is not. Say so: an operator replays it.
+            self.metrics.store_error("outcome_hook")
+            log.error("outcome_hook_failed", hook=name, message_id=outcome.message.id, error=str(exc))
+
     # -- HTTP ---------------------------------------------------------------------------------------
     async def _start_http(self) -> None:
         from hub.http import build_app
@@ -407,6 +427,22 @@ class Hub:
         return [s.describe() for s in self.sandboxes.values()]
 
 
+class _OutcomeServices:
+    """The part of the store an outcome hook reads (OutcomeServices)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get_message(self, message_id: str) -> MessageRecord | None:
+        return await self._store.get_message(message_id)
+
+    async def correlated(self, correlation_id: str) -> list[MessageRecord]:
+        return await self._store.search(SearchQuery(correlation_id=correlation_id, limit=1000))
+
+    async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]:
+        return await self._store.deliveries(message_ids)
+
+
 class ReplayTargetError(ValueError):
     """A replay asked for destinations the replayed message is not routed to; nothing was stored."""
 
@@ -423,9 +459,13 @@ async def replay(
     """Run a stored message again, as a new message derived from it; with or without a running hub.
 
     The body (the stored one, or a corrected one) is read again by the reader
-    registered for its content type, so a message refused before a fix is
+    registered for its content type and by the checks of the listener it came
+    from (``checks``), so a message refused before a fix is
     routed after it. A body still unusable is stored as a new rejected
-    message (keeping the trail) and the MessageError is raised.
+    message (keeping the trail) and the MessageError is raised. With
+    `destinations`, only those of the routed destinations get a delivery (a
+    result already delivered to one system is not sent to it a second time);
+    naming one the message is not routed to raises ReplayTargetError.
     """
     record = await store.get_message(message_id)
     if record is None:
@@ -436,9 +476,14 @@ async def replay(
     new_body = original.body if body is None else body
     reader = registry.get("reader", original.content_type)
     new = original.derive(body=new_body, **metadata)
+    listener = settings.component_configs.get(("inbound", record.endpoint))
+    checks = [registry.get("check", name) for name in getattr(listener, "checks", ())]
     if reader is not None:
         try:
             metadata.update(reader.factory(new_body))
+            for check in checks:  # what the listener checks before its ACK, and the metadata it adds
+                if check is not None:
+                    metadata.update(check.factory(new_body))
         except MessageError as exc:
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise

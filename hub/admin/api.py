@@ -27,6 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from hub import registry
 from hub.admin import audit
 from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
 from hub.admin.dashboard import queue_state, waiting_reason
@@ -217,14 +218,15 @@ _TEXT_SUFFIXES = ("+xml", "/xml", "+json", "/json", "+er7")
 
 
 def _decode(content_type: str, body: bytes) -> tuple[str, str]:
-    """(encoding, text) of a payload: UTF-8 text, Latin-1 for HL7 v2 that is not UTF-8, else base64."""
+    """(encoding, text) of a payload: HL7 v2 in its MSH-18 character set, other text as UTF-8, else base64."""
     ct = content_type.split(";")[0].strip().lower()
-    if ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
-        try:
+    codec = registry.get("text", ct)
+    if codec is not None:  # a format that declares its own character set (HL7 v2: MSH-18)
+        with contextlib.suppress(MessageError):
+            return codec.factory.decode(body)  # type: ignore[no-any-return]
+    elif ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
+        with contextlib.suppress(UnicodeDecodeError):
             return "utf-8", body.decode("utf-8")
-        except UnicodeDecodeError:
-            if ct == CONTENT_HL7V2:
-                return "latin-1", body.decode("latin-1")  # HL7 v2 8859/1 (MSH-18)
     return "base64", base64.b64encode(body).decode()
 
 
@@ -427,7 +429,8 @@ async def _trace(call: Call) -> Trace:
     reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
     traced = []
     for d in deliveries:
-        reason = await _waiting(call.hub, store, rec, d, reviews)
+        held = await store.dead_letter_ahead(d.id) if d.status == "pending" and d.ordering_key else None
+        reason = await _waiting(call.hub, store, rec, d, reviews, held)
         attempts = [
             {
                 "number": a.number, "started_at": a.started_at, "finished_at": a.finished_at,
@@ -440,7 +443,7 @@ async def _trace(call: Call) -> Trace:
         traced.append(
             DeliveryTrace(
                 **view, ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
-                attempts_log=attempts, waiting_reason=reason,  # type: ignore[arg-type]
+                attempts_log=attempts, held_behind_dead=held, waiting_reason=reason,  # type: ignore[arg-type]
             )
         )  # fmt: skip
     # Related: replays and derived messages (same correlation id), and acknowledgements received for it.
@@ -465,7 +468,9 @@ async def _trace(call: Call) -> Trace:
     )
 
 
-async def _waiting(hub: Hub, store: Any, rec: MessageRecord, d: Delivery, reviews: list[Any]) -> str:
+async def _waiting(
+    hub: Hub, store: Any, rec: MessageRecord, d: Delivery, reviews: list[Any], dead_ahead: int | None
+) -> str:
     """Why delivery `d` waits (see hub.admin.dashboard.waiting_reason), from the store and this node's worker."""
     if d.status in ("delivered", "discarded"):
         return ""
@@ -474,11 +479,6 @@ async def _waiting(hub: Hub, store: Any, rec: MessageRecord, d: Delivery, review
     if d.status == "awaiting_identity" and rec.message.metadata.get("patient_key"):
         record = await store.get_identity(rec.message.metadata["patient_key"])
         identity_status = record.status if record else None
-    dead_ahead = None
-    if d.status == "pending" and d.ordering_key:
-        dead = await store.find_deliveries(status="dead", destination=d.destination, limit=1000)
-        ahead = [x for x in dead if x.route == d.route and x.ordering_key == d.ordering_key and x.id < d.id]
-        dead_ahead = ahead[0].message_id if ahead else None
     worker = hub.workers.get((d.route, d.destination))
     return waiting_reason(d, worker, review_id=review, identity_status=identity_status, dead_ahead=dead_ahead)
 
@@ -550,8 +550,15 @@ async def _output(call: Call) -> StepOutput:
 
 def _corrected_body(content_type: str, text: str) -> bytes:
     if content_type == CONTENT_HL7V2:
-        # Edited in a browser or a file: HL7 v2 wants CR between segments.
+        # Edited in a browser or a file: HL7 v2 wants CR between segments, and the bytes in the
+        # character set its MSH-18 declares.
         text = text.replace("\r\n", "\r").replace("\n", "\r")
+    codec = registry.get("text", content_type)
+    if codec is not None:
+        try:
+            return codec.factory.encode(text)  # type: ignore[no-any-return]
+        except MessageError:
+            raise ApiError(422, "the corrected body has a character its declared character set cannot hold") from None
     return text.encode()
 
 

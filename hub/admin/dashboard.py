@@ -80,7 +80,7 @@ def waiting_reason(
     *,
     review_id: int | None = None,
     identity_status: str | None = None,
-    dead_ahead: str | None = None,
+    dead_ahead: int | None = None,
 ) -> str:
     """Why a delivery that is not delivered yet waits, in a sentence ("" when it is done or simply queued)."""
     status = delivery.status

@@ -16,6 +16,7 @@ from hub.message import Message
 __all__ = [
     "AUDIT_GENESIS",
     "BLOCKING_STATUSES",
+    "DEAD_LETTER_AHEAD_SQL",
     "HELD_STATUSES",
     "KEY_SOURCES",
     "Attempt",
@@ -43,6 +44,12 @@ HELD_STATUSES = ("awaiting_identity", "identity_review")
 #: Delivery statuses that hold back later deliveries of the same ordering key (FIFO per key); with the
 #: route's `hold_behind_dead`, a dead letter holds its key too, until it is requeued or discarded.
 BLOCKING_STATUSES = ("pending", "in_flight", *HELD_STATUSES)
+#: The dead letter that holds a delivery's ordering key (both stores; ``{t}`` the table, ``{p}`` the placeholder).
+DEAD_LETTER_AHEAD_SQL = (
+    "SELECT e.id FROM {t} e JOIN {t} d ON d.route = e.route AND d.destination = e.destination"
+    " AND d.ordering_key = e.ordering_key WHERE d.id = {p} AND e.status = 'dead' AND e.id < d.id"
+    " ORDER BY e.id LIMIT 1"
+)
 #: Message statuses.
 MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted")
 #: Business keys indexed in the message-keys table (several per message, added at submit and when a delivery's
@@ -456,6 +463,9 @@ class Store(Protocol):
         leaves deliveries in flight that no worker holds; the worker calls this once the store is
         back, rather than leave them to wait for their lease to run out.
         """
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        """The earliest dead letter of the same queue and ordering key before this delivery, if any."""
 
     async def discard(self, delivery_ids: list[int]) -> int:
         """Dead deliveries to ``discarded``: given up by an operator; they no longer hold their ordering key."""

@@ -27,6 +27,7 @@ from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
+    DEAD_LETTER_AHEAD_SQL,
     Attempt,
     AuditEvent,
     AuditRecord,
@@ -355,6 +356,7 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 _CONNECT_TIMEOUT = 10.0
+_DEAD_AHEAD = DEAD_LETTER_AHEAD_SQL
 _BLOCKING = list(BLOCKING_STATUSES)
 _BLOCKING_DEAD = [*BLOCKING_STATUSES, "dead"]
 _CLOSE_TIMEOUT = 3.0
@@ -733,6 +735,10 @@ class PostgresStore:
                 route, destination, owner, keep,
             )  # fmt: skip
         return int(result.split()[-1])
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        async with self._conn() as conn:
+            return await conn.fetchval(_DEAD_AHEAD.format(t="hub_deliveries", p="$1"), delivery_id)  # type: ignore[no-any-return]
 
     async def discard(self, delivery_ids: list[int]) -> int:
         if not delivery_ids:

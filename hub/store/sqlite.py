@@ -25,6 +25,7 @@ from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
+    DEAD_LETTER_AHEAD_SQL,
     Attempt,
     AuditEvent,
     AuditRecord,
@@ -685,6 +686,10 @@ class SqliteStore:
                 (time.time(), route, destination, owner, *keep),
             ).rowcount,
         )
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        row = await self._run(self._fetchone, DEAD_LETTER_AHEAD_SQL.format(t="deliveries", p="?"), (delivery_id,))
+        return int(row[0]) if row else None
 
     async def discard(self, delivery_ids: list[int]) -> int:
         if not delivery_ids:

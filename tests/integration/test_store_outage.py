@@ -123,3 +123,34 @@ async def test_postgres_restart_and_stop_under_load_heal_without_a_hub_restart(
 
 async def _health_ok(port: int) -> bool:
     return await _health(port) == 200
+
+
+async def test_sigterm_ends_the_process_in_bounded_time_with_the_database_gone(
+    tmp_path: Path, cluster: PgCluster
+) -> None:
+    from tests.integration.test_crash_safety import HubProcess
+
+    port = free_port()
+    async with running_peer(delay_secs=600) as peer:  # a receiver that never answers: a send stays in flight
+        config = hub_config(
+            tmp_path,
+            peer_port=peer.port,
+            store={"kind": "postgres", "dsn": cluster.dsn, "pool_size": 4},
+            listener={"listen": f"127.0.0.1:{port}"},
+            shutdown_grace_secs=2,
+        )
+        hub = HubProcess(config, port)
+        await hub.start()
+        try:
+            client = await MllpClient.connect(port)
+            assert ack_fields(await client.send(adt("INFLIGHT")))["MSA"][1] == "AA"
+            await client.close()
+            await cluster.stop("immediate")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            code = await hub.terminate()
+            # shutdown_grace_secs + 5 at most, whatever the database and the receiver do.
+            assert loop.time() - started < 2 + 5 + 1, hub.tail()
+            assert code in (0, 1), hub.tail()
+        finally:
+            await hub.kill()
