@@ -9,7 +9,7 @@ export HUB_TEST_PG_DSN ?= postgresql://postgres@127.0.0.1:5432/test
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install run test lint check bench clean chromium conformance
+.PHONY: install run test lint check bench clean chromium promtool conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ chromium:
 	    (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) >/dev/null \
 	      || echo "warning: could not install chromium; the console browser test will not run" >&2; \
 	  else echo "note: $(CHROMIUM) missing and not root: the console browser test will be skipped" >&2; fi; \
+	fi
+
+# promtool (Debian's prometheus package, ~20 MB) checks config/prometheus/hub-alerts.rules.yml; optional: without it
+# that one test is skipped with the reason. `make promtool` installs it when run as root.
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus) >/dev/null \
+	      || echo "warning: could not install prometheus (promtool); the rules check will be skipped" >&2; \
+	  else echo "note: promtool missing and not root: the Prometheus rules check will be skipped" >&2; fi; \
 	fi
 
 test: $(TEST_STAMP) chromium

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
+from hub.alerting.config import AlertsConfig
 from hub.conditions import RouteFilter
 from hub.errors import ConfigError
 from hub.message import Message
@@ -50,7 +51,9 @@ class StoreConfig(_Model):
     path: str = Field(
         "var/hub.db", description="SQLite database file, relative to the working directory (sqlite only)."
     )
-    dsn: str | None = Field(None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only).")
+    dsn: str | None = Field(
+        None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only; ignored, and may be empty, for sqlite)."
+    )
     schema_: str | None = Field(
         None,
         alias="schema",
@@ -66,7 +69,7 @@ class StoreConfig(_Model):
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> StoreConfig:
         if self.kind == "postgres" and not self.dsn:
-            raise ValueError("a postgres store needs a dsn")
+            raise ValueError("a postgres store needs a dsn (the shipped config reads it from $HUB_PG_DSN)")
         return self
 
 
@@ -153,6 +156,12 @@ class AdminConfig(_Model):
     max_bulk: int = Field(
         1000, ge=1, le=100_000, description="Most messages one bulk replay, or deliveries one requeue, may touch."
     )
+    api_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where the `hub` command reaches this hub's admin API (e.g. behind a proxy); unset: "
+        "http(s):// + `http.listen`. `$HUB_URL` wins over it.",
+    )
 
 
 class LoggingConfig(_Model):
@@ -207,6 +216,11 @@ class HubConfig(_Model):
     )
     shutdown_grace_secs: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight deliveries may finish before being released."
+    )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="Alert rules (dead letters, queue depth and age, destination down, reviews waiting, listener or "
+        "store down, certificate expiry) and where notices go (webhook, mail).",
     )
     listeners: dict[str, ComponentEntry] = Field(default_factory=dict, description="Inbound adapters by name.")
     endpoints: dict[str, ComponentEntry] = Field(default_factory=dict, description="Outbound adapters by name.")

@@ -37,7 +37,9 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["NO_CONFIG", "Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
 
-Kind = Literal["inbound", "outbound", "step", "sandbox", "reader", "text", "check", "outcome_hook", "selector"]
+Kind = Literal[
+    "inbound", "outbound", "step", "sandbox", "reader", "text", "check", "outcome_hook", "selector", "traits"
+]
 T = TypeVar("T")
 
 

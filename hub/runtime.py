@@ -10,6 +10,8 @@ the reverse: listeners close first, then workers drain for
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from aiohttp import web
 from hub import registry
 from hub.admin import audit
 from hub.admin.auth import Principal
+from hub.alerting.metrics import OperationsCollector
 from hub.config import DestinationPolicy, RouteConfig, Settings
 from hub.delivery import DestinationWorker
 from hub.errors import ConfigError, MessageError, Outcome, Retryable, StoreError
@@ -30,13 +33,17 @@ from hub.metrics import HubMetrics
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
 from hub.reload import ReloadResult, prepare_reload, route_texts
+from hub.stats import HourlyStats
 from hub.store import Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
 from hub.supervisor import Supervisor
 from hub.tls import server_context
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "ReplayTargetError", "replay"]
 
 log = structlog.get_logger("hub")
+
+#: How often this node adds its hourly counts to the store (the dashboard's chart, `hub stats`).
+HOURLY_FLUSH_SECS = 10.0
 
 
 class _ListenerContext:
@@ -67,6 +74,9 @@ class Hub:
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "rejected": 0, "refused_busy": 0}
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.metrics = HubMetrics(self)
+        self.hourly = HourlyStats()
+        self.alerts: Any = None
+        self.metrics.registry.register(OperationsCollector(self))
         # Every long-running loop (workers, lease recovery, wake-ups...) restarts after a crash.
         self.supervisor = Supervisor()
         self._http: web.AppRunner | None = None
@@ -102,6 +112,9 @@ class Hub:
         else:
             counts.accepted += 1
             self.undelivered += result.deliveries
+            self.hourly.add("", endpoint, "received")
+            for d in deliveries:
+                self.hourly.add(d.route, d.destination, "received")
             for d in deliveries:
                 worker = self.workers.get((d.route, d.destination))
                 if worker is not None:
@@ -120,14 +133,21 @@ class Hub:
             raise Retryable(f"store unavailable ({exc})") from None
         self.counters["rejected"] += 1
         counts.rejected += 1
+        self.hourly.add("", endpoint, "rejected")
 
-    async def replay(self, message_id: str, *, body: bytes | None = None) -> SubmitResult:
-        """Run a stored message again as a new message derived from it (optionally with a corrected body)."""
+    async def replay(
+        self, message_id: str, *, body: bytes | None = None, destinations: Collection[str] | None = None
+    ) -> SubmitResult:
+        """Run a stored message again as a new message derived from it (optionally with a corrected body).
+
+        `destinations` limits the replay to those of the routed destinations (None: every one).
+        """
         return await replay(
-            self.store,
+            self.store,  # type: ignore[arg-type]
             self.settings,
             message_id,
-            body=body,  # type: ignore[arg-type]
+            body=body,
+            destinations=destinations,
             wake=self._wake_all,
         )
 
@@ -178,6 +198,12 @@ class Hub:
         self.supervisor.start("pauses", self._follow_pauses)
         self.supervisor.start("leases", self._recover_leases)
         self.supervisor.start("wakeups", self._listen_for_work)
+        self.supervisor.start("hourly", self._flush_hourly)
+        if self.config.alerts.rules:
+            from hub.alerting import AlertEngine
+
+            self.alerts = AlertEngine(self, self.config.alerts)
+            self.supervisor.start("alerts", self.alerts.run)
         # Listeners are built before the HTTP server so that those served on the hub's HTTP port
         # (`http_routes()`, e.g. FHIR under /fhir) are mounted; none takes a message before start().
         for name, entry in self.config.listeners.items():
@@ -214,6 +240,7 @@ class Hub:
             lease_secs=self.config.store.lease_secs,
             step_executor=self._step_executor,
             on_outcome=self._count_outcome,
+            on_dead=lambda route, destination: self.hourly.add(route, destination, "dead"),
             on_dequeued=self._dequeued,
             on_store_error=self.metrics.store_error,
             identity_lookup=self.identity.lookup,
@@ -288,6 +315,11 @@ class Hub:
             await listener.stop()
         await asyncio.gather(*(w.stop(self.config.shutdown_grace_secs) for w in self.workers.values()))
         await self.supervisor.stop()
+        if self.alerts is not None:
+            await self.alerts.close()
+        if self.store is not None:
+            with contextlib.suppress(StoreError):
+                await self.hourly.flush(self.store)  # the last counts, kept across the restart
         for adapter in self.endpoints.values():
             await adapter.stop()
         if self._http is not None:
@@ -304,6 +336,10 @@ class Hub:
     ) -> None:
         key = (route, destination, outcome.value)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        if outcome is Outcome.ACCEPT:
+            self.hourly.add(route, destination, "delivered")
+        elif outcome is Outcome.RETRY:
+            self.hourly.add(route, destination, "failed")
         if outcome is Outcome.ACCEPT and received_at is not None:
             self.metrics.observe_delivery(destination, (utcnow() - received_at).total_seconds())
 
@@ -394,6 +430,14 @@ class Hub:
                 await asyncio.sleep(1.0)
             self._wake_all()
 
+    async def _flush_hourly(self) -> None:
+        while True:
+            await asyncio.sleep(HOURLY_FLUSH_SECS)
+            try:
+                await self.hourly.flush(self.store)  # type: ignore[arg-type]
+            except StoreError:
+                self.metrics.store_error("add_hourly")
+
     async def health(self) -> dict[str, Any]:
         """What /healthz says: the problems that stop this node from keeping or moving messages.
 
@@ -476,8 +520,18 @@ class _OutcomeServices:
         return await self._store.deliveries(message_ids)
 
 
+class ReplayTargetError(ValueError):
+    """A replay asked for destinations the replayed message is not routed to; nothing was stored."""
+
+
 async def replay(
-    store: Store, settings: Settings, message_id: str, *, body: bytes | None = None, wake: Any = None
+    store: Store,
+    settings: Settings,
+    message_id: str,
+    *,
+    body: bytes | None = None,
+    destinations: Collection[str] | None = None,
+    wake: Any = None,
 ) -> SubmitResult:
     """Run a stored message again, as a new message derived from it; with or without a running hub.
 
@@ -485,16 +539,20 @@ async def replay(
     registered for its content type and by the checks of the listener it came
     from (``checks``), so a message refused before a fix is
     routed after it. A body still unusable is stored as a new rejected
-    message (keeping the trail) and the MessageError is raised.
+    message (keeping the trail) and the MessageError is raised. With
+    `destinations`, only those of the routed destinations get a delivery (a
+    result already delivered to one system is not sent to it a second time);
+    naming one the message is not routed to raises ReplayTargetError.
     """
     record = await store.get_message(message_id)
     if record is None:
         raise KeyError(message_id)
     original = record.message
-    metadata = dict(original.metadata)
+    # A replay of a replay carries `replay_of` already: it now names the message replayed this time.
+    metadata = {**original.metadata, "replay_of": original.id}
     new_body = original.body if body is None else body
     reader = registry.get("reader", original.content_type)
-    new = original.derive(body=new_body, replay_of=original.id)
+    new = original.derive(body=new_body, **metadata)
     listener = settings.component_configs.get(("inbound", record.endpoint))
     checks = [registry.get("check", name) for name in getattr(listener, "checks", ())]
     if reader is not None:
@@ -506,8 +564,15 @@ async def replay(
         except MessageError as exc:
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise
-        new = original.derive(body=new_body, replay_of=original.id, **metadata)
+        new = original.derive(body=new_body, **metadata)
     deliveries = route_message(settings.routes, record.endpoint, new)
+    if destinations is not None:
+        wanted = set(destinations)
+        unknown = sorted(wanted - {d.destination for d in deliveries})
+        if unknown or not wanted:
+            routed = ", ".join(sorted({d.destination for d in deliveries})) or "none"
+            raise ReplayTargetError(f"not routed to {', '.join(unknown) or 'any destination given'} (routed: {routed})")
+        deliveries = [d for d in deliveries if d.destination in wanted]
     result = await store.submit(new, deliveries, endpoint=record.endpoint, dedup_key=None)
     if wake:
         wake()
