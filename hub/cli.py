@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hub import registry
+from hub import mailbox_cli, registry
 from hub.cli_api import add_api_commands, api_command, api_options, cmd_identity_api
 from hub.config import Settings, load_config
 from hub.errors import ConfigError, HubError, MessageError
@@ -233,6 +233,11 @@ def _with_store(args: argparse.Namespace, fn: Callable[[Store, Settings], Awaita
     return _run(go())
 
 
+def cmd_mailbox(args: argparse.Namespace) -> int:
+    """Mailbox administration through the running hub's admin API (hub/mailbox_cli.py)."""
+    return mailbox_cli.run(args, _settings(args))
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     statuses = tuple(args.status or ("delivered", "rejected", "unrouted"))
     if not args.yes:
@@ -371,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cert")
     sp.add_argument("--key")
     add_api_commands(add, DEFAULT_CONFIG)
+    help_mailbox = "hosted mailboxes: list, create, suspend, resume, delete, annuaire (through the admin API)"
+    mailbox_cli.add_parser(add("mailbox", cmd_mailbox, help_mailbox))
     sp = add(
         "purge", cmd_purge, "offline maintenance, on the store directly: delete finished messages older than N "
         "days, batch by batch (the audit trail is kept)",

@@ -21,7 +21,7 @@ HUB = Path(sys.executable).with_name("hub")
 def test_the_default_config_runs_every_shipped_route() -> None:
     settings = load_config(ROOT / "config" / "hub.yaml")
     assert sorted(r.route for r in settings.routes) == sorted(p.stem for p in (ROOT / "routes").glob("*.yaml"))
-    assert {e.type for e in settings.hub.listeners.values()} == {"mllp", "fhir", "smtp_mta", "smtp_submission"}
+    assert {e.type for e in settings.hub.listeners.values()} == {"mllp", "fhir", "smtp_mta", "smtp_submission", "imap"}
 
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "config")))

@@ -958,8 +958,21 @@ def mount(app: web.Application, hub: Hub) -> AdminState:
         log_ = log.warning if hub.config.environment == "production" else log.info
         log_("admin_bootstrap_token", path=str(path), hint="no admin users or tokens configured; use this token")
     state = AdminState(hub=hub, auth=Authenticator(config, bootstrap_token=bootstrap))
-    state.openapi = build_document(OPERATIONS)
+    operations = [*OPERATIONS, *_contributed(hub, {(op.method, op.path) for op in OPERATIONS})]
+    state.openapi = build_document(operations)
     app[ADMIN_KEY] = state
-    for op in OPERATIONS:
+    for op in operations:
         app.router.add_route(op.method, op.path, _guard(op, state))
     return state
+
+
+def _contributed(hub: Hub, taken: set[tuple[str, str]]) -> list[Operation]:
+    """Operations a listener or endpoint adds (``admin_operations()``, e.g. mailbox administration); the
+    first component to offer a path serves it."""
+    extra = []
+    for component in (*hub.listeners.values(), *hub.endpoints.values()):
+        for op in getattr(component, "admin_operations", tuple)():
+            if (op.method, op.path) not in taken:
+                taken.add((op.method, op.path))
+                extra.append(op)
+    return extra
