@@ -45,6 +45,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 from pydantic import Field
 
 from adapters.base import InboundContext
+from adapters.slots import Slot, Slots
 from adapters.smtp.common import (
     HostedMailbox,
     Mailboxes,
@@ -87,7 +88,22 @@ class _ListenerConfig(ComponentConfig):
     )
     max_message_bytes: int = Field(32 * 2**20, ge=1024, description="Largest mail accepted (SIZE, 552).")
     max_recipients: int = Field(100, ge=1, le=10_000, description="Most recipients of one mail (452 4.5.3).")
-    max_connections: int = Field(64, ge=1, description="Connections served at once; more get 421.")
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description="Connections served at once. A newcomer over the limit takes the slot of the oldest "
+        "connection not yet proven (MTA: no MAIL FROM accepted yet; submission: not logged in); when every slot "
+        "is proven it gets 421.",
+    )
+    max_connections_per_peer: int = Field(
+        10, ge=1, description="Connections one peer address may hold at once (same rule over its own share)."
+    )
+    handshake_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        description="Close a connection not proven this long after connecting (STARTTLS, then MAIL FROM on the MTA "
+        "port, AUTH on submission); timeout_secs applies after.",
+    )
     timeout_secs: float = Field(300.0, gt=0, description="Close a connection idle this long (RFC 5321 §4.5.3.2).")
     max_mime_parts: int = Field(200, ge=1, description="Most MIME parts read in one mail (more: 554).")
     xdm: ZipLimits = Field(default_factory=ZipLimits, description="Limits applied to IHE_XDM.ZIP archives.")
@@ -113,25 +129,57 @@ class SmtpSubmissionConfig(_ListenerConfig):
 
 
 class _Protocol(SMTP):
-    """aiosmtpd's SMTP with a connection limit (checked before the greeting) and tracking for stop()."""
+    """aiosmtpd's SMTP with fair connection slots (checked before the greeting) and tracking for stop().
+
+    A connection is unproven until it proves itself (MTA: MAIL FROM accepted after STARTTLS with a
+    certificate; submission: AUTH succeeded): until then it may be evicted by a newcomer
+    (:mod:`adapters.slots`) and is closed ``handshake_timeout_secs`` after connecting.
+    """
 
     def __init__(self, listener: _SmtpListener, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._listener = listener
         self._refused = False
+        self._slot: Slot | None = None
+        self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self._original_transport is None and self.transport is None
-        if first and len(self._listener.connections) >= self._listener.config.max_connections:
-            self._refused = True
-            transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
-            transport.close()
-            return
         if first:
+            peername = transport.get_extra_info("peername")
+            self._slot = self._listener.slots.admit(str(peername[0]) if peername else "", transport.abort)
+            if self._slot is None:
+                self._refused = True
+                transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
             self._listener.connections.add(self)
+            self._deadline = self.loop.call_later(self._listener.config.handshake_timeout_secs, self._too_slow)
         super().connection_made(transport)
 
+    def prove(self) -> None:
+        """This connection did what a real client does: long timeout, and no eviction."""
+        if self._slot is not None:
+            self._slot.prove()
+        if self._deadline is not None:
+            self._deadline.cancel()
+
+    def _too_slow(self) -> None:
+        if self.transport is not None:
+            log.info("smtp_handshake_timeout", listener=self._listener.name)
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        # aiosmtpd cancels its handler on EOF but keeps a half-closed plain socket open until
+        # timeout_secs: a client that connects and closes at once would keep its slot. Close.
+        super().eof_received()
+        return False
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self._slot is not None:
+            self._slot.release()
+        if self._deadline is not None:
+            self._deadline.cancel()
         self._listener.connections.discard(self)
         if self._refused:
             return
@@ -151,6 +199,7 @@ class _SmtpListener:
         self.mailboxes = Mailboxes(config.mailboxes, config.domains)
         self.trust = TrustList(config.trust_list_file, extra=config.trusted_domains)
         self.connections: set[_Protocol] = set()
+        self.slots = Slots(max_connections=config.max_connections, max_per_peer=config.max_connections_per_peer)
         self._server: asyncio.Server | None = None
         self.port: int | None = None
 
@@ -320,6 +369,7 @@ class SmtpMtaInbound(_SmtpListener):
             return "550 5.7.1 Sender domain is not in the MSSante trust space"
         envelope.mail_from = address  # "<>" stays as aiosmtpd spells it (it needs a non-empty value)
         envelope.mail_options.extend(mail_options)
+        _prove(server)
         return "250 2.1.0 OK"
 
     async def handle_RCPT(
@@ -388,6 +438,7 @@ class SmtpSubmissionInbound(_SmtpListener):
         if ok and user is not None:
             session.authenticated = True
             session.auth_data = user.username
+            _prove(server)
             return "235 2.7.0 Authentication successful"
         failures = getattr(session, "auth_failures", 0) + 1
         session.auth_failures = failures  # type: ignore[attr-defined]
@@ -428,6 +479,11 @@ class SmtpSubmissionInbound(_SmtpListener):
 
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {"auth_user": str(session.auth_data or "")}
+
+
+def _prove(server: SMTP) -> None:
+    if isinstance(server, _Protocol):
+        server.prove()
 
 
 def _b64(value: str) -> bytes | None:

@@ -71,6 +71,7 @@ def hub_config(
     dpi_port: int,
     routes: list[dict[str, Any]] | None = None,
     mta: dict[str, Any] | None = None,
+    submission: dict[str, Any] | None = None,
     mssante: dict[str, Any] | None = None,
     trusted: tuple[str, ...] = (HUB_DOMAIN, PEER_DOMAIN, "patient.mssante.fr"),
     **hub: Any,
@@ -105,6 +106,7 @@ def hub_config(
                 "listen": f"127.0.0.1:{setup.submission_port}",
                 **common,
                 "users": [{"username": USER, "password_hash": _PASSWORD_HASH, "addresses": [DOCTOR]}],
+                **(submission or {}),
             },
         },
         "endpoints": {
