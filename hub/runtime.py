@@ -10,6 +10,7 @@ the reverse: listeners close first, then workers drain for
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from hub.identity_registry import IdentityRegistry
 from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
 from hub.pipeline import Pipeline, route_message
-from hub.store import Store, SubmitResult, open_store
+from hub.store import AuditEvent, Store, SubmitResult, open_store
 from hub.tls import server_context
 
 __all__ = ["Hub"]
@@ -45,6 +46,16 @@ class _ListenerContext:
 
     async def reject(self, message: Message, *, reason: str) -> None:
         await self.hub.reject(self.endpoint, message, reason=reason)
+
+    async def audit(self, action: str, *, actor: str, outcome: str, detail: Mapping[str, str]) -> None:
+        if self.hub.store is None:
+            return
+        event = AuditEvent(actor=actor, role="listener", action=action, target=self.endpoint, detail=detail,
+                           outcome=outcome)  # fmt: skip
+        try:
+            await self.hub.store.append_audit(event)
+        except StoreError as exc:
+            log.error("audit_failed", endpoint=self.endpoint, action=action, error=type(exc).__name__)
 
 
 class Hub:

@@ -36,14 +36,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.utils
 import hashlib
 from base64 import b64decode
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 from pydantic import Field
 
+from adapters.auth_throttle import AuthThrottle
 from adapters.base import InboundContext
 from adapters.slots import Slot, Slots
 from adapters.smtp.common import (
@@ -71,6 +75,7 @@ from mappings.xdm import ZipLimits
 __all__ = ["SmtpMtaConfig", "SmtpMtaInbound", "SmtpSubmissionConfig", "SmtpSubmissionInbound"]
 
 log = structlog.get_logger("hub.smtp.in")
+_HEADERS = BytesParser(policy=policy.compat32)
 
 
 class _ListenerConfig(ComponentConfig):
@@ -126,6 +131,18 @@ class SmtpSubmissionConfig(_ListenerConfig):
     listen: str = Field("127.0.0.1:5587", description="host:port of the submission port for local clients.")
     users: list[SubmissionUser] = Field(default_factory=list, description="Who may log in and send.")
     max_auth_failures: int = Field(3, ge=1, description="Failed AUTH attempts before the connection is closed.")
+    auth_failures_per_user: int = Field(
+        5,
+        ge=1,
+        description="Failed logins of one name, over all connections, within auth_failure_window_secs; past it "
+        "AUTH answers 454 4.7.0 for that name without checking the password.",
+    )
+    auth_failures_per_peer: int = Field(
+        20, ge=1, description="The same limit for one client address, whatever the names it tries."
+    )
+    auth_failure_window_secs: float = Field(
+        900.0, gt=0, description="How long a failed login counts against its name and address."
+    )
 
 
 class _Protocol(SMTP):
@@ -288,6 +305,13 @@ class _SmtpListener:
         except Exception as exc:  # a bug must not lose the mail: the sender keeps it and retries
             log.error("smtp_intake_failed", listener=self.name, message_id=mail_id, error=type(exc).__name__)
             return "451 4.3.0 Temporary failure, please try again later"
+        refused_as = "554 5.6.0 Message refused"
+        if intake.refusal is None and (spoof := self._header_identity_refusal(session, envelope, raw)):
+            # Refused for who it claims to be from: no MDN (it would go to the claimed sender).
+            intake.refusal, intake.mdn, refused_as = spoof, None, "550 5.7.1 Message refused"
+            await self.ctx.audit(
+                "mail_sender_refused", actor=self._actor(session), outcome="refused", detail={"reason": spoof}
+            )
         metadata = {**intake.metadata, **self._session_metadata(session), "endpoint": self.name}
         mail = Message(
             id=mail_id,
@@ -311,7 +335,7 @@ class _SmtpListener:
                 log.info("smtp_refused", listener=self.name, message_id=mail_id, reason=intake.refusal)
                 # SMTP replies are US-ASCII (RFC 5321 §4.2); the reason is the hub's text, folded to be safe.
                 reason = intake.refusal.encode("ascii", "replace").decode()[:400]
-                return f"554 5.6.0 Message refused: {reason}"
+                return f"{refused_as}: {reason}"
             result = await self.ctx.submit(mail, dedup_key=f"{base_key}|mail" if base_key else None)
             stored = mail
             if result.duplicate:
@@ -333,6 +357,13 @@ class _SmtpListener:
 
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {}
+
+    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
+        """Why the From:/Sender: headers may not be accepted from this client, or None."""
+        return None
+
+    def _actor(self, session: Session) -> str:
+        return _peer_ip(session)
 
 
 @register("inbound", "smtp_mta", config=SmtpMtaConfig)
@@ -367,6 +398,13 @@ class SmtpMtaInbound(_SmtpListener):
         # RFC 5321 §4.5.5: the null sender (DSNs, MDNs) is always accepted; any other must be in the trust space.
         if not is_null_sender(address) and domain_of(address) not in self.trust:
             return "550 5.7.1 Sender domain is not in the MSSante trust space"
+        if self.mailboxes.hosts_domain(address):
+            # Our own users send through submission, never from another operator's MTA (anti-spoofing).
+            await self.ctx.audit(
+                "mail_sender_refused", actor=self._actor(session), outcome="refused",
+                detail={"reason": "envelope sender in a domain hosted here"},
+            )  # fmt: skip
+            return "550 5.7.1 Sender domain is hosted here: not accepted from another operator"
         envelope.mail_from = address  # "<>" stays as aiosmtpd spells it (it needs a non-empty value)
         envelope.mail_options.extend(mail_options)
         _prove(server)
@@ -388,6 +426,13 @@ class SmtpMtaInbound(_SmtpListener):
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {"tls_peer": certificate_name(peer_certificate(session.ssl))}
 
+    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
+        hosted = [a for a in header_senders(raw) if self.mailboxes.hosts_domain(a)]
+        return "From/Sender header in a domain hosted here, from another operator" if hosted else None
+
+    def _actor(self, session: Session) -> str:
+        return certificate_name(peer_certificate(session.ssl)) or _peer_ip(session)
+
 
 @register("inbound", "smtp_submission", config=SmtpSubmissionConfig)
 class SmtpSubmissionInbound(_SmtpListener):
@@ -400,6 +445,11 @@ class SmtpSubmissionInbound(_SmtpListener):
         super().__init__(name, config, ctx)
         self.config: SmtpSubmissionConfig = config
         self.users = {u.username: u for u in config.users}
+        self.throttle = AuthThrottle(
+            per_user=config.auth_failures_per_user,
+            per_peer=config.auth_failures_per_peer,
+            window_secs=config.auth_failure_window_secs,
+        )
 
     def _smtp_kwargs(self) -> dict[str, Any]:
         return {
@@ -430,7 +480,13 @@ class SmtpSubmissionInbound(_SmtpListener):
             return "504 5.5.4 Unrecognized authentication type"
         if not isinstance(login, bytes) or not isinstance(password, bytes):
             return "501 5.5.2 Cannot decode the AUTH response"
-        username = login.decode("utf-8", "replace")
+        username = login.decode("utf-8", "replace")[:256]
+        peer = _peer_ip(session)
+        if self.throttle.blocked(username, peer):
+            # RFC 4954 §6: 454 4.7.0 temporary failure; the password is not even checked.
+            await self.ctx.audit("login_throttled", actor=username, outcome="refused", detail={"peer": peer})
+            log.info("smtp_auth_throttled", listener=self.name)
+            return "454 4.7.0 Temporary authentication failure, try again later"
         user = self.users.get(username)
         ok = await asyncio.to_thread(
             verify_password, password.decode("utf-8", "replace"), user.password_hash if user else None
@@ -438,8 +494,11 @@ class SmtpSubmissionInbound(_SmtpListener):
         if ok and user is not None:
             session.authenticated = True
             session.auth_data = user.username
+            self.throttle.succeeded(username)
             _prove(server)
             return "235 2.7.0 Authentication successful"
+        self.throttle.failed(username, peer)
+        await self.ctx.audit("login_failed", actor=username, outcome="refused", detail={"peer": peer})
         failures = getattr(session, "auth_failures", 0) + 1
         session.auth_failures = failures  # type: ignore[attr-defined]
         log.info("smtp_auth_failed", listener=self.name, failures=failures)
@@ -479,6 +538,31 @@ class SmtpSubmissionInbound(_SmtpListener):
 
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {"auth_user": str(session.auth_data or "")}
+
+    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
+        # RFC 6409 §6.1 lets the MSA check the author: From:/Sender: must be the login's own addresses.
+        user = self.users.get(str(session.auth_data or ""))
+        senders = header_senders(raw)
+        if user is None or not senders or any(a not in user.addresses for a in senders):
+            return "From/Sender header is not one of the addresses of this login"
+        return None
+
+    def _actor(self, session: Session) -> str:
+        return str(session.auth_data or "") or _peer_ip(session)
+
+
+def header_senders(raw: bytes) -> list[str]:
+    """The addresses of the From: and Sender: headers (lower case), read from the header block only."""
+    try:
+        headers = _HEADERS.parsebytes(raw, headersonly=True)
+        values = [str(v) for name in ("From", "Sender") for v in (headers.get_all(name) or [])]
+    except Exception:  # unreadable headers: no sender can be trusted
+        return ["<unreadable>"]
+    return [a.lower() for _, a in email.utils.getaddresses(values) if a]
+
+
+def _peer_ip(session: Session) -> str:
+    return str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer or "")
 
 
 def _prove(server: SMTP) -> None:
