@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
 from hub.errors import ConfigError
+from hub.production import production_problems
 from hub.tls import TlsConfig
 from hub.yamlsource import Located, load_located
 
@@ -186,7 +187,9 @@ class HubConfig(_Model):
         description="This process's name in a cluster; leases it held are released when it restarts.",
     )
     environment: Literal["production", "test", "development"] = Field(
-        "development", description="Production refuses test and demonstration identities and sandbox peers."
+        "development",
+        description="Production refuses sandboxes, components accepting test or demonstration identities, "
+        "development certificates, and unauthenticated listeners bound beyond loopback (hub/production.py).",
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="The durable store.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="The HTTP server.")
@@ -374,6 +377,7 @@ def load_config(path: str | Path) -> Settings:
         problems += _check_route(route, rdoc, hub, route_files)
         routes.append(route)
         route_files[route.route] = file
+    problems += production_problems(hub, component_configs, doc.where)
     if problems:
         raise ConfigError(problems)
     return Settings(path, hub, routes, route_files, component_configs)
