@@ -180,6 +180,29 @@ class RetentionConfig(_Model):
     every_secs: float = Field(600.0, gt=0, description="How often the purge runs.")
 
 
+class AuditConfig(_Model):
+    key: str | None = Field(
+        None,
+        min_length=32,
+        description="Secret keying the audit chain (HMAC-SHA-256), from the environment (`${HUB_AUDIT_KEY}`); "
+        "it never goes into the database, so that write access to the database cannot forge a chain that "
+        "verifies. Unset (and no key_file): a key made once in `audit-key` beside the SQLite database (or "
+        "`var/audit-key`); production requires key or key_file.",
+    )
+    key_file: str | None = Field(
+        None, description="File holding the key (first line, 32 characters or more), instead of `key`."
+    )
+    key_id: str = Field(
+        "k1",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Name of the current key, written in each entry's hash; give a new key a new id to rotate.",
+    )
+    previous_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Keys retired by a rotation, by id (from the environment): entries made with them still verify.",
+    )
+
+
 class HubConfig(_Model):
     node: str = Field(
         "hub",
@@ -197,6 +220,9 @@ class HubConfig(_Model):
         default_factory=AdminConfig, description="Admin API, web console and metrics: users, tokens and roles."
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig, description="The key of the audit trail's HMAC chain, and retired keys."
+    )
     high_water_mark: int = Field(
         100_000,
         ge=1,

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from hub import registry
+from hub.admin.audit import AuditKeys, ensure_keyed_head, load_audit_keys
 from hub.config import Settings
 from hub.delivery import DestinationWorker
 from hub.errors import MessageError, Outcome, Retryable, StoreError
@@ -63,6 +64,7 @@ class Hub:
         self.settings = settings
         self.config = settings.hub
         self.store: Store | None = store
+        self.audit_keys: AuditKeys | None = None
         self._own_store = store is None
         self.listeners: dict[str, Any] = {}
         self.endpoints: dict[str, Any] = {}
@@ -140,6 +142,9 @@ class Hub:
     async def start(self) -> None:
         if self.store is None:
             self.store = await open_store(self.config.store)
+        self.audit_keys = load_audit_keys(self.config)
+        self.store.audit_key = self.audit_keys.current
+        await ensure_keyed_head(self.store, node=self.config.node)
         recovered = await self.store.recover_leases(owner=self.config.node)
         if recovered:
             log.info("leases_recovered", count=recovered, node=self.config.node)

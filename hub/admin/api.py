@@ -627,7 +627,7 @@ async def _audit_list(call: Call) -> AuditPage:
 
 
 async def _audit_verify(call: Call) -> AuditVerify:
-    report = await audit.verify_chain(_store(call))
+    report = await audit.verify_chain(_store(call), keys=call.hub.audit_keys)
     return AuditVerify.model_validate(report.as_dict())
 
 

@@ -406,3 +406,4 @@ class AuditVerify(_Out):
     head_hash: str
     first_bad_id: int | None
     problem: str
+    keyed: int

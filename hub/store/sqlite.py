@@ -26,6 +26,7 @@ from hub.store.base import (
     AUDIT_GENESIS,
     Attempt,
     AuditEvent,
+    AuditKey,
     AuditRecord,
     Claimed,
     Delivery,
@@ -301,6 +302,7 @@ class SqliteStore:
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoint_secs = 1.0
+        self.audit_key: AuditKey | None = None  # set by the hub: HMAC-keys the audit chain
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -891,7 +893,7 @@ class SqliteStore:
             detail = canonical_detail(event.detail)
             digest = audit_hash(
                 prev, number, at, event.actor, event.role, event.action, event.message_id, event.target, detail,
-                event.outcome,
+                event.outcome, key=self.audit_key,
             )  # fmt: skip
             row = (
                 number, at.isoformat(), event.actor, event.role, event.action, event.message_id, event.target,

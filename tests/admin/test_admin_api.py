@@ -417,7 +417,7 @@ async def test_audit_names_who_what_which_message_never_the_payload_and_logs_sta
     assert by_action["replay"]["detail"] == {"corrected": True}
     assert verify == {
         "ok": True, "checked": len(entries), "head_id": entries[0]["id"], "head_hash": entries[0]["hash"],
-        "first_bad_id": None, "problem": "",
+        "first_bad_id": None, "problem": "", "keyed": len(entries),
     }  # fmt: skip
     logs = stream.getvalue()
     assert "audit_appended" in logs
