@@ -1,5 +1,8 @@
 """What `environment: production` refuses at load (so `hub check` and `hub serve` both refuse it).
 
+* **An audit key made by the hub itself.** The audit chain's HMAC key must be
+  given (``audit.key`` or ``audit.key_file``), kept where the database's
+  administrators cannot read it.
 * **Sandboxes.** They stand in for national services and peers, answer from
   fixtures and hold what they received: never beside real traffic.
 * **Test identities.** A component whose own ``environment`` is not
@@ -41,6 +44,8 @@ def production_problems(
     if hub.environment != "production":
         return []
     problems = []
+    if hub.audit.key is None and hub.audit.key_file is None:
+        problems.append(f"{where(('audit',))}: audit: give audit.key or audit.key_file (the audit chain's HMAC key)")
     for name in hub.sandboxes:
         problems.append(f"{where(('sandboxes', name))}: sandboxes.{name}: no sandbox runs in production")
     sections = {"inbound": "listeners", "outbound": "endpoints"}

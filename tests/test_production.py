@@ -40,6 +40,7 @@ def test_hub_check_refuses_the_development_setup_in_production(tmp_path: Path) -
     for sandbox in ("dpi_sandbox", "insi", "dmp_sandbox"):
         assert f"sandboxes.{sandbox}: no sandbox runs in production" in errors
     assert "endpoints.dmp.metadata.environment: 'test' accepts test identities" in errors
+    assert "audit: give audit.key or audit.key_file" in errors
     assert "endpoints.dmp.tls.cert_file: a development/test certificate" in errors
     assert "endpoints.dmp.tls.ca_file: a development/test certificate" in errors
     # file:line for each, like every other `hub check` problem
@@ -49,6 +50,7 @@ def test_hub_check_refuses_the_development_setup_in_production(tmp_path: Path) -
 def minimal(folder: Path, **over: object) -> Path:
     config: dict[str, object] = {
         "environment": "production",
+        "audit": {"key": "a-production-audit-key-of-32-chars-or-more"},
         "store": {"kind": "sqlite", "path": str(folder / "hub.db")},
         "http": {"listen": "127.0.0.1:0"},
         "listeners": {"in": {"type": "mllp", "listen": f"127.0.0.1:{free_port()}"}},
