@@ -376,7 +376,8 @@ async def replay(
         except MessageError as exc:
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise
-        new = original.derive(body=new_body, replay_of=original.id, **metadata)
+        # A replay of a replay: the original's own `replay_of` gives way to this one.
+        new = original.derive(body=new_body, **{**metadata, "replay_of": original.id})
     deliveries = route_message(settings.routes, record.endpoint, new.metadata)
     result = await store.submit(new, deliveries, endpoint=record.endpoint, dedup_key=None)
     if wake:
