@@ -8,10 +8,12 @@ no STARTTLS before MAIL (or AUTH)                   530 (RFC 3207 §4: "Must iss
 MTA: no client certificate                          530 5.7.0 (one that does not chain to ``tls.ca_file``,
                                                     the IGC-Santé-style trust anchors, fails the handshake)
 MTA: sender domain not in the trust list            550 5.7.1 (null sender ``<>`` allowed: DSNs, MDNs)
+MTA: sender in a domain hosted here                 550 5.7.1 at MAIL; ``From:``/``Sender:`` at DATA (stored)
 MTA: recipient not hosted here                      550 5.1.1 (hosted domain) / 550 5.7.1 (any other: no relay)
 submission: AUTH before TLS                         530 (STARTTLS first), 538 5.7.11 if TLS is not required
 submission: MAIL without AUTH                       530 5.7.0 Authentication required (RFC 4954 §6)
-submission: sender not one of the login's addresses 553 5.7.1
+submission: sender not one of the login's addresses 553 5.7.1; ``From:``/``Sender:`` at DATA 550 5.7.1 (stored)
+submission: failed logins over the limit            454 4.7.0 (counted across connections; password unchecked)
 submission: recipient outside the trust space       554 5.7.1 relay denied (hosted domain: 550 5.1.1)
 too many recipients                                 452 4.5.3 (RFC 5321 §4.5.3.1.10)
 message over ``max_message_bytes``                  552 (SIZE parameter or DATA, RFC 1870)
