@@ -187,6 +187,20 @@ async def connect(port: int, ctx: ssl.SSLContext | None, *, starttls: bool = Tru
     return smtp
 
 
+async def client_from(port: int, source: str, setup: Setup, *, peer_cert: bool) -> aiosmtplib.SMTP:
+    """An SMTP client from the loopback address `source` (127.0.0.0/8: one "host" each), after STARTTLS:
+    with the peer operator's certificate, or with none (a local client of the submission port)."""
+    smtp = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=port, start_tls=False, local_hostname="client.test", timeout=10,
+        source_address=(source, 0),
+    )  # fmt: skip
+    await smtp.connect()
+    await smtp.ehlo()
+    await smtp.starttls(tls_context=setup.peer_client_context() if peer_cert else setup.plain_client_context())
+    await smtp.ehlo()
+    return smtp
+
+
 async def command(smtp: aiosmtplib.SMTP, *words: str) -> tuple[int, str]:
     """One raw command and its reply (code, text), without aiosmtplib raising on 4xx/5xx."""
     response = await smtp.execute_command(*(w.encode() for w in words))

@@ -7,13 +7,23 @@ import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiosmtplib
 import pytest
 
 from hub.runtime import Hub
 from hub.store import SearchQuery
 from tests.hubkit import running_hub, running_peer
-from tests.smtp.smtpkit import DOCTOR, HUB_DOMAIN, PASSWORD, PRESCRIBER, USER, Setup, command, data_reply, hub_config
+from tests.smtp.smtpkit import (
+    DOCTOR,
+    HUB_DOMAIN,
+    PASSWORD,
+    PRESCRIBER,
+    USER,
+    Setup,
+    client_from,
+    command,
+    data_reply,
+    hub_config,
+)  # fmt: skip
 
 THROTTLE = {"auth_failures_per_user": 4, "auth_failures_per_peer": 6, "max_auth_failures": 2}
 
@@ -31,18 +41,6 @@ def mail(sender: str, rcpt: str, tag: str, *, extra: str = "") -> bytes:
     ).encode()
 
 
-async def client(port: int, setup: Setup, *, source: str = "127.0.0.1", peer_cert: bool) -> aiosmtplib.SMTP:
-    smtp = aiosmtplib.SMTP(
-        hostname="127.0.0.1", port=port, start_tls=False, local_hostname="client.test", timeout=10,
-        source_address=(source, 0),
-    )  # fmt: skip
-    await smtp.connect()
-    await smtp.ehlo()
-    await smtp.starttls(tls_context=setup.peer_client_context() if peer_cert else setup.plain_client_context())
-    await smtp.ehlo()
-    return smtp
-
-
 def plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
@@ -54,7 +52,7 @@ async def audit_actions(hub: Hub) -> list[tuple[str, str, str]]:
 
 async def test_peer_operator_cannot_send_as_one_of_our_users(hub: tuple[Hub, Setup]) -> None:
     running, setup = hub
-    smtp = await client(setup.mta_port, setup, peer_cert=True)  # a valid trust-space certificate
+    smtp = await client_from(setup.mta_port, "127.0.0.1", setup, peer_cert=True)  # a valid trust-space certificate
     code, text = await command(smtp, f"MAIL FROM:<{DOCTOR}>")
     assert code == 550 and text.startswith("5.7.1")
     await command(smtp, "RSET")
@@ -76,7 +74,7 @@ async def test_peer_operator_cannot_send_as_one_of_our_users(hub: tuple[Hub, Set
 
 async def test_submission_binds_the_from_header_to_the_login(hub: tuple[Hub, Setup]) -> None:
     running, setup = hub
-    smtp = await client(setup.submission_port, setup, peer_cert=False)
+    smtp = await client_from(setup.submission_port, "127.0.0.1", setup, peer_cert=False)
     await smtp.login(USER, PASSWORD)
     code, _ = await command(smtp, f"MAIL FROM:<other@{HUB_DOMAIN}>")
     assert code == 553  # the envelope sender was already bound
@@ -98,22 +96,22 @@ async def test_password_guessing_is_throttled_across_connections(hub: tuple[Hub,
     running, setup = hub
     # Two guesses a connection (then 421), over two connections: four failures for the name.
     for _ in range(2):
-        smtp = await client(setup.submission_port, setup, peer_cert=False)
+        smtp = await client_from(setup.submission_port, "127.0.0.1", setup, peer_cert=False)
         assert (await command(smtp, f"AUTH PLAIN {plain(USER, 'guess-a')}"))[0] == 535
         assert (await command(smtp, f"AUTH PLAIN {plain(USER, 'guess-b')}"))[0] == 421
         smtp.close()
     # Now even the right password is not checked for that name, from any address.
-    smtp = await client(setup.submission_port, setup, source="127.0.0.2", peer_cert=False)
+    smtp = await client_from(setup.submission_port, "127.0.0.2", setup, peer_cert=False)
     code, text = await command(smtp, f"AUTH PLAIN {plain(USER, PASSWORD)}")
     assert (code, text[:5]) == (454, "4.7.0")
     smtp.close()
     # One address trying many names is stopped too (6 failures), though each name failed only once.
     for i in range(3):
-        smtp = await client(setup.submission_port, setup, source="127.0.0.3", peer_cert=False)
+        smtp = await client_from(setup.submission_port, "127.0.0.3", setup, peer_cert=False)
         assert (await command(smtp, f"AUTH PLAIN {plain(f'name{i}a', 'x')}"))[0] == 535
         assert (await command(smtp, f"AUTH PLAIN {plain(f'name{i}b', 'x')}"))[0] == 421
         smtp.close()
-    smtp = await client(setup.submission_port, setup, source="127.0.0.3", peer_cert=False)
+    smtp = await client_from(setup.submission_port, "127.0.0.3", setup, peer_cert=False)
     assert (await command(smtp, f"AUTH PLAIN {plain('name9', 'x')}"))[0] == 454
     smtp.close()
     actions = await audit_actions(running)

@@ -11,13 +11,12 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiosmtplib
 import pytest
 import uvloop
 
 from hub.runtime import Hub
 from tests.hubkit import running_hub, running_peer, wait_until
-from tests.smtp.smtpkit import DOCTOR, PASSWORD, PRESCRIBER, USER, Setup, command, hub_config
+from tests.smtp.smtpkit import DOCTOR, PASSWORD, PRESCRIBER, USER, Setup, client_from, command, hub_config
 
 LIMITS = {"max_connections": 8, "max_connections_per_peer": 4, "handshake_timeout_secs": 30}
 
@@ -29,18 +28,6 @@ async def hub(tmp_path: Path) -> AsyncIterator[tuple[Hub, Setup]]:
     async with running_peer() as dpi, running_hub(config) as running:
         del dpi
         yield running, setup
-
-
-async def client_from(port: int, source: str, setup: Setup, *, peer_cert: bool) -> aiosmtplib.SMTP:
-    smtp = aiosmtplib.SMTP(
-        hostname="127.0.0.1", port=port, start_tls=False, local_hostname="client.test", timeout=10,
-        source_address=(source, 0),
-    )  # fmt: skip
-    await smtp.connect()
-    await smtp.ehlo()
-    await smtp.starttls(tls_context=setup.peer_client_context() if peer_cert else setup.plain_client_context())
-    await smtp.ehlo()
-    return smtp
 
 
 async def idle_connection(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
