@@ -74,6 +74,13 @@ class HttpConfig(_Model):
         description="host:port of the HTTP server (health, admin API under /api, console at /, /metrics, sandboxes).",
     )
     enabled: bool = Field(True, description="Start the HTTP server.")
+    idle_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Close a connection that sends no request this long after connecting or after its last "
+        "response (HTTP keep-alive); the library's own default is an hour, which lets idle connections pile up.",
+    )
     tls: TlsConfig | None = Field(
         None,
         description="Serve HTTPS (FHIR intake, admin API, console, metrics); with require_client_cert, only "

@@ -385,7 +385,7 @@ class Hub:
         from hub.http import build_app
 
         app = build_app(self)
-        self._http = web.AppRunner(app, access_log=None)
+        self._http = web.AppRunner(app, access_log=None, keepalive_timeout=self.config.http.idle_timeout_secs)
         await self._http.setup()
         host, _, port = self.config.http.listen.rpartition(":")
         ssl_ctx = server_context(self.config.http.tls) if self.config.http.tls else None

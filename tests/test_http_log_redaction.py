@@ -61,3 +61,4 @@ async def test_malformed_requests_leave_no_name_in_the_logs(tmp_path: Path) -> N
     assert logs.count("\n") > 5  # the run did log
     for needle in (NAME, GIVEN):
         assert needle not in logs, [line for line in logs.splitlines() if needle in line][:3]
+
