@@ -698,6 +698,15 @@ class SmtpSubmissionInbound(_SmtpListener):
             return "From/Sender header is not one of the addresses of this login"
         return None
 
+    def _login_addresses(self, session: Session) -> list[str] | None:
+        """The addresses a login may send as: its mailbox (certificate, token, mailbox password) or the
+        software account's list; None before AUTH."""
+        login = str(session.auth_data or "")
+        if login.startswith("mailbox:"):
+            return [login.removeprefix("mailbox:").lower()]
+        user = self.users.get(login)
+        return list(user.addresses) if user is not None else None
+
     def _actor(self, session: Session) -> str:
         return str(session.auth_data or "") or _peer_ip(session)
 
