@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -65,8 +66,21 @@ async def _serve(settings: Settings) -> int:
         flush=True,
     )
     await stop.wait()
+    # SIGTERM always ends the process: if stopping takes longer than the grace period allows
+    # (a peer or the database that never answers), a watchdog ends it; what was not finished is
+    # still in the store (leases expire, the next start takes them).
+    bound = settings.hub.shutdown_grace_secs + 5
+    watchdog = threading.Timer(bound, _exit_now, args=(bound,))
+    watchdog.daemon = True
+    watchdog.start()
     await hub.stop()
+    watchdog.cancel()
     return 0
+
+
+def _exit_now(bound: float) -> None:
+    print(f"hub: stop took over {bound:g}s; exiting now", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

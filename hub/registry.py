@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["NO_CONFIG", "Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
 
-Kind = Literal["inbound", "outbound", "step", "sandbox", "reader", "text", "check"]
+Kind = Literal["inbound", "outbound", "step", "sandbox", "reader", "text", "check", "outcome_hook"]
 T = TypeVar("T")
 
 

@@ -86,6 +86,10 @@ class MllpInbound:
                 raise ConfigError(f"listener {name}: no registered check {check!r}")
             self._checks.append((check, comp.factory))
 
+    def is_serving(self) -> bool:
+        """True while the listening socket accepts connections (for /healthz)."""
+        return self._server is not None and self._server.is_serving()
+
     def describe(self) -> dict[str, Any]:
         return {
             "listener": self.name,

@@ -212,6 +212,10 @@ class DeliveryTrace(DeliveryView):
     ordering_key: str | None
     created_at: datetime
     identity_override: bool
+    held_behind_dead: int | None = Field(
+        None,
+        description="Waiting behind this dead letter of the same ordering key (requeue or discard it to go on).",
+    )
     attempts_log: list[AttemptView]
 
 
@@ -310,6 +314,10 @@ class QueueView(_Out):
     oldest_age_secs: float | None
     paused: bool | None = Field(description="This node's worker paused; null when no worker runs the queue here.")
     failing: bool = Field(description="Deliveries are being retried after failures.")
+    down_since: datetime | None = Field(
+        None, description="The destination cannot be reached since then (circuit open, probed; no attempt counted)."
+    )
+    down_reason: str = Field("", description="Why the last probe failed (connection refused, TLS, time-out).")
     outcomes: dict[str, int] = Field(description="Attempts by outcome since this node started.")
 
 

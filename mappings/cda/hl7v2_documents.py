@@ -757,7 +757,7 @@ def _wrap_pdf(
         practice_setting=config.required_practice_setting(),
     )
     if action == "replace":
-        b.add_related_document(doc, parent_id=parent, set_id=set_id, parent_version=parent_version)
+        b.add_related_document(doc, parent_id=parent, parent_version=parent_version)
     encounter_start = _first_time([(pv1, 44)], default=activity)
     b.add_component_of(
         doc,

@@ -188,8 +188,8 @@ class Campaign:
     def assert_alive(self) -> None:
         listener = self.hub.listeners["mllp_in"]
         assert listener._server is not None and listener._server.is_serving()
-        for task in self.hub._tasks:
-            assert not task.done(), f"hub task {task.get_name()} ended: {task}"
+        assert self.hub.supervisor.unhealthy() == {}
+        assert all(s.crashes == 0 for s in self.hub.supervisor.states.values()), self.hub.supervisor.states
         for worker in self.hub.workers.values():
             assert worker._task is not None and not worker._task.done(), f"worker {worker.route} ended"
         errors = [e for e in self.logs if e.get("log_level") in ("error", "critical")]
