@@ -157,7 +157,7 @@ def _note(seg: Segment) -> str:
     esc = seg.er7.delimiters.escape
     lines = []
     for rep in seg.er7.repetitions(seg.index, 3):
-        lines += [unescape(part, seg.er7.delimiters) for part in rep.split(f"{esc}.br{esc}")]
+        lines += [unescape(part, seg.er7.delimiters, codec=seg.er7.codec) for part in rep.split(f"{esc}.br{esc}")]
     return "\n".join(line.strip() for line in lines).strip()
 
 
@@ -282,7 +282,7 @@ def _value(obx: Segment) -> _Value | None:
     if value_type == "SN":
         return _structured_numeric(obx, reps[0], location)
     if value_type in _TEXT_TYPES:
-        text = " ".join(unescape(r, obx.er7.delimiters).strip() for r in reps).strip()
+        text = " ".join(unescape(r, obx.er7.delimiters, codec=obx.er7.codec).strip() for r in reps).strip()
         return _Value(text, xsi="ST", text=text)
     if value_type in _CODED_TYPES:
         code, label, system = obx.comp(reps[0], 1), obx.comp(reps[0], 2), obx.comp(reps[0], 3)
