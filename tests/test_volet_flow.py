@@ -74,12 +74,19 @@ async def test_volet_documents_reach_the_dmp_and_bad_ones_are_refused_ar(tmp_pat
 
         rec = await record(store, "DOCCHEM-0001")
         assert rec.message.metadata["document_count"] == "2" and rec.message.metadata["dest_dmp"] == "Y"
+        assert rec.message.metadata["warnings"].startswith("CORPSMAIL_PS dropped: ")  # on the stored message too
+
+        async def both_recorded() -> bool:  # the DMP answered; the outcome is recorded just after
+            found = (await store.deliveries([rec.message.id]))[rec.message.id]
+            return all(d.status == "delivered" for d in found if d.destination == "dmp")
+
+        await wait_until(both_recorded, timeout=20)
         deliveries = (await store.deliveries([rec.message.id]))[rec.message.id]
         on_dmp = [d for d in deliveries if d.destination == "dmp"]
         assert sorted(d.route for d in on_dmp) == ["documents_to_dmp", "documents_to_dmp_level1"]
         for d in on_dmp:
             assert d.status == "delivered"
-            assert d.output_metadata["warnings"].startswith("CORPSMAIL_PS dropped: ")
+            assert d.output_metadata["unique_id"]  # the document went, without the mail body
         assert not any(d.route == "lab_to_dmp" for d in deliveries)  # results only (document_count 0)
 
         # A document message that cannot give a valid document: AR + ERR at the field, stored rejected.

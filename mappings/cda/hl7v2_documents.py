@@ -843,7 +843,8 @@ def check_v2_documents(body: bytes) -> dict[str, str]:
     a valid document raises MappingError naming the field, so the listener answers AR + ERR and
     stores it as rejected. Adds routing metadata: ``document_count`` (``0`` for an ORU of results,
     the CR-BIO input; else ``1`` or ``2``, the formats of one document), ``document_action``
-    (create / replace / delete) and ``dest_dmp`` (DESTDMP, when the message carries the flags).
+    (create / replace / delete), ``dest_dmp`` (DESTDMP, when the message carries the flags) and
+    ``warnings`` (optional parts that will be dropped).
     """
     er7 = Er7Message(body)
     msh = segments(er7, "MSH")[0]
@@ -852,7 +853,7 @@ def check_v2_documents(body: bytes) -> dict[str, str]:
         return {}
     if kind[0] == "ORU" and (_has_results(er7) or not document_obx(er7)[0]):
         return {"document_count": "0"}
-    action, instances, _ = _instances(er7)
+    action, instances, warnings = _instances(er7)
     distribution = read_distribution(er7)
     txa = next(iter(segments(er7, "TXA")), None)
     config = DocumentConfig()
@@ -865,6 +866,8 @@ def check_v2_documents(body: bytes) -> dict[str, str]:
     out = {"document_count": str(len(instances)), "document_action": action}
     if "DESTDMP" in distribution.flags:
         out["dest_dmp"] = distribution.flags["DESTDMP"]
+    if warnings + distribution.warnings:
+        out["warnings"] = "; ".join(warnings + distribution.warnings)  # kept on the stored message
     return out
 
 
