@@ -6,3 +6,4 @@ from mappings.hl7v2 import reader as _hl7v2_reader  # noqa: F401
 from mappings.hl7v2 import validate as _hl7v2_validate  # noqa: F401
 from mappings.ins import steps as _ins_steps  # noqa: F401
 from mappings.mssante import mdm as _mssante_mdm  # noqa: F401  (registers cda_to_v2_mdm_t02)
+from mappings.xds import v2_context as _xds_v2_context  # noqa: F401  (registers v2_dmp_context)

@@ -497,7 +497,7 @@ DOCUMENT_REFUSALS = {
     "ORC-1 and OBX-11 disagree": (lambda t: t.replace("ORC|NW", "ORC|CA"), "ORC^1^1"),
     "unknown OBX-11": (lambda t: t.replace("||||||F\nPRT", "||||||P\nPRT", 1), "OBX^1^11"),
     "no encapsulated document": (lambda t: t.replace("OBX|1|ED|", "OBX|1|TX|"), "OBX"),
-    "two documents": (lambda t: t.replace("PRT||UC||SB", document_line(t) + "\nPRT||UC||SB", 1), "OBX"),
+    "two documents": (lambda t: t.replace("PRT||UC||SB", document_line(t) + "\nPRT||UC||SB", 1), "OBX^2^5"),
     "not base64": (lambda t: t.replace("^AP^PDF^Base64^JVBER", "^AP^PDF^Base64^**JVBER"), "OBX^1^5^5"),
     "PDF subtype without a PDF": (lambda t: t.replace("^AP^PDF^Base64^JVBER", "^AP^PDF^Base64^AAAAA"), "OBX^1^5^5"),
     "unknown subtype": (lambda t: t.replace("^AP^PDF^Base64^", "^AP^RTF^Base64^"), "OBX^1^5^3"),
