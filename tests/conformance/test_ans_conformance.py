@@ -187,3 +187,42 @@ def test_cda_validate_refuses_what_the_header_schematron_refuses(ans: AnsValidat
     assert report.xsd_errors or report.failed["StructurationMinimale"], "the mutation must be an ANS refusal"
     with pytest.raises(MessageError):
         validated(xml)
+
+
+def hl7v2_example_documents() -> dict[bytes, str]:
+    """CDA documents carried (base64) in the ANS HL7 v2 example messages, when ANS_HL7V2_EXAMPLES_DIR is set."""
+    import base64
+    import os
+    import re
+
+    root = os.environ.get("ANS_HL7V2_EXAMPLES_DIR", "")
+    if not root:
+        pytest.skip("ANS_HL7V2_EXAMPLES_DIR is not set: give a checkout of ansforge/hl7V2-exemples")
+    found: dict[bytes, str] = {}
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file() and path.suffix.lower() in (".er7", ".hl7"):
+            text = path.read_bytes().decode("utf-8", "replace")
+            for match in re.finditer(r"\^TEXT\^XML\^Base64\^([A-Za-z0-9+/=\s]+)", text, re.IGNORECASE):
+                data = re.sub(r"\s", "", match[1])
+                document = base64.b64decode(data + "=" * (-len(data) % 4))
+                if b"ClinicalDocument" in document:
+                    found.setdefault(document, path.name)
+    return found
+
+
+def test_cda_validate_and_ans_agree_on_the_hl7v2_example_documents(ans: AnsValidator) -> None:
+    """The CDAs of the ANS HL7 v2 examples: the hub refuses exactly those the ANS validation refuses."""
+    documents = hl7v2_example_documents()
+    assert documents
+    disagree = []
+    for xml, name in documents.items():
+        report = ans.validate(xml, name)
+        try:
+            validated(xml)
+            hub_accepts = True
+        except MessageError:
+            hub_accepts = False
+        if hub_accepts != report.ok:
+            disagree.append(report.summary())
+    print(f"\n{len(documents)} documents in the ANS HL7 v2 examples, {len(disagree)} verdicts differ")
+    assert disagree == []
