@@ -121,6 +121,10 @@ BINDINGS: tuple[Binding, ...] = (
 )  # fmt: skip
 
 
+# Compiled once: cda_validate runs on every document a route checks.
+_COMPILED = tuple((binding, etree.XPath(binding.path, namespaces=_NS)) for binding in BINDINGS)
+
+
 def _location(doc: etree._Element, el: etree._Element, attribute: str) -> str:
     """/ClinicalDocument/... without prefixes and indexes, then /@attribute (no value quoted)."""
     names = []
@@ -136,9 +140,9 @@ def check_value_sets(doc: etree._Element) -> list[Violation]:
     from mappings.cda.header import Violation
 
     found = []
-    for binding in BINDINGS:
+    for binding, xpath in _COMPILED:
         allowed = value_set(binding.value_set)
-        for el in doc.xpath(binding.path, namespaces=_NS):
+        for el in xpath(doc):
             code = el.get(binding.attribute)
             if code is None:
                 continue
