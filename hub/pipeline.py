@@ -28,8 +28,8 @@ class StepContext:
     """An operator released this delivery from identity review: the trait check is waived for it."""
     environment: str = "development"
     documents: Mapping[str, DocumentVersion] | None = None
-    """For steps that need ``documents``: setId -> the newest version the hub sent earlier for the
-    patient (:mod:`hub.documents`); None when not looked up."""
+    """For steps that need ``documents``: setId -> the newest version the hub sent of it, for the sets
+    a step asked about (:mod:`hub.documents`); None until a step asks."""
 
 
 def route_message(routes: list[RouteConfig], endpoint: str, metadata: Mapping[str, str]) -> list[NewDelivery]:
@@ -62,7 +62,6 @@ class Pipeline:
         self.names = [name for name, _ in specs]
         self._steps: list[tuple[Step, dict[str, Any], bool]] = []  # (function, its settings, wants the context)
         self.needs_identity = False
-        self.needs_documents = False
         for name, settings in specs:
             comp = registry.get("step", name)
             if comp is None:
@@ -71,7 +70,6 @@ class Pipeline:
             if comp.config is not registry.NO_CONFIG:
                 kwargs["config"] = comp.config.model_validate(settings or {})
             self.needs_identity = self.needs_identity or "identity" in comp.needs
-            self.needs_documents = self.needs_documents or "documents" in comp.needs
             self._steps.append((comp.factory, kwargs, bool(comp.needs)))
 
     def __bool__(self) -> bool:
