@@ -187,6 +187,21 @@ async def test_corrected_lab_report_replaces_the_version_the_hub_registered(tmp_
         assert store is not None
         client = await MllpClient.connect(mllp_port(hub))
         assert ack_fields(await client.send(a31_qualifying()))["MSA"][1] == "AA"
+        # A correction whose original the hub never sent is refused with the reason, never sent with a guess.
+        orphan = case("crbio_lab_pdf_corrected")
+        assert ack_fields(await client.send(orphan))["MSA"][1] == "AA"
+
+        async def orphan_dead() -> bool:
+            return await status_of(store, "CHEM-0005") == "failed"
+
+        await wait_until(orphan_dead, timeout=30)
+        [rec] = await store.search(SearchQuery(control_id="CHEM-0005"))
+        [d] = (await store.deliveries([rec.message.id]))[rec.message.id]
+        assert d.status == "dead" and d.attempts == 1 and "has not sent" in d.last_error
+        # The dead letter holds the patient's later DMP documents (order per patient) until an operator
+        # requeues or discards it: discarded here, the original is sent next.
+        assert await store.discard([d.id]) == 1
+
         assert ack_fields(await client.send(case("crbio_chemistry_panel")))["MSA"][1] == "AA"
         await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 1, timeout=30)
         assert ack_fields(await client.send(case("crbio_corrected_result")))["MSA"][1] == "AA"
@@ -198,19 +213,6 @@ async def test_corrected_lab_report_replaces_the_version_the_hub_registered(tmp_
         assert f'<parentDocument>\n      <id root="{first["unique_id"]}"/>'.encode() in content
         assert b'<versionNumber value="2"/>' in content
         assert b'nullFlavor="NAV"' not in content
-
-        # A correction of an order whose report the hub never sent is refused with the reason, never sent
-        # with a guessed parent (it then holds the patient's later messages until an operator decides).
-        assert ack_fields(await client.send(case("crbio_lab_pdf_corrected")))["MSA"][1] == "AA"
-
-        async def orphan_dead() -> bool:
-            return await status_of(store, "CHEM-0005") == "failed"
-
-        await wait_until(orphan_dead, timeout=30)
-        [rec] = await store.search(SearchQuery(control_id="CHEM-0005"))
-        [d] = (await store.deliveries([rec.message.id]))[rec.message.id]
-        assert d.status == "dead" and d.attempts == 1 and "has not sent" in d.last_error
-        assert len(hub.sandboxes["dmp_sandbox"].documents) == 2
         await client.close()
 
 

@@ -279,8 +279,10 @@ async def test_replay_one_corrected_and_bulk(tmp_path: Path) -> None:
         assert [r["replayed"] for r in bulk["replayed"]] == bulk["matched"] and len(bulk["matched"]) == 1
         await _delivered(hub, 5)
         await operator.post("/api/replay", {"filter": {"bogus": 1}}, expect=400)
-        actions = [e["action"] for e in (await apis["admin"].get("/api/audit"))["items"]]
-        assert actions.count("replay") == 3 and actions.count("replay_bulk") == 1  # the dry run is not an action
+        entries = [(e["action"], e["outcome"]) for e in (await apis["admin"].get("/api/audit"))["items"]]
+        # The refused replay is recorded as asked and then as failed; the dry run is not an action.
+        assert entries.count(("replay", "ok")) == 3 and entries.count(("replay", "failed")) == 1
+        assert entries.count(("replay_bulk", "ok")) == 1
 
 
 async def test_dead_letters_and_requeue(tmp_path: Path) -> None:
@@ -303,11 +305,11 @@ async def test_dead_letters_and_requeue(tmp_path: Path) -> None:
 
         peer.ack = "AA"
         assert await operator.post("/api/dead/requeue", {"delivery_ids": [first["delivery_id"]]}) == {
-            "requeued": 1, "more": False,
+            "requeued": 1, "matched": 1, "more": False,
         }  # fmt: skip
         await _delivered(hub, 1)
         result = await operator.post("/api/dead/requeue", {"all_dead": True, "destination": "dpi"})
-        assert result == {"requeued": 2, "more": False}
+        assert result == {"requeued": 2, "matched": 2, "more": False}
         await _delivered(hub, 3)
         assert (await viewer.get("/api/dead"))["items"] == []
         await operator.post("/api/dead/requeue", {}, expect=200)
