@@ -1,4 +1,6 @@
-"""The `hub` command: serve, check, send, messages, replay, dead, requeue, sandboxes, describe.
+"""The `hub` command: serve, check, send, messages, replay, dead, requeue, sandboxes, audit, describe.
+
+Every command that touches the store is audited (actor ``cli:<OS user>``), before and after.
 
 Every listing takes ``--json`` and then prints one JSON object per line, for
 scripts. Exit codes: 0 success, 1 failure or invalid input, 2 a peer refused
@@ -11,6 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import getpass
 import json
 import os
 import signal
@@ -221,12 +224,22 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 # -- store commands -------------------------------------------------------------------------------------
 def _with_store(args: argparse.Namespace, fn: Callable[[Store, Settings], Awaitable[int]]) -> int:
+    """Run `fn` on the configured store; the action is audited before (`started`) and after (`ok`/`failed`)."""
+    from hub.admin.audit import load_audit_keys
+
     settings = _settings(args)
 
     async def go() -> int:
         store = await open_store(settings.hub.store)
         try:
-            return await fn(store, settings)
+            store.audit_key = load_audit_keys(settings.hub).current
+            await _cli_audit(store, args, "started")
+            rc = 1
+            try:
+                rc = await fn(store, settings)
+            finally:
+                await _cli_audit(store, args, "ok" if rc == 0 else "failed")
+            return rc
         finally:
             await store.close()
 
@@ -236,6 +249,29 @@ def _with_store(args: argparse.Namespace, fn: Callable[[Store, Settings], Awaita
 def cmd_mailbox(args: argparse.Namespace) -> int:
     """Mailbox administration through the running hub's admin API (hub/mailbox_cli.py)."""
     return mailbox_cli.run(args, _settings(args))
+
+
+_NOT_AUDITED_ARGS = frozenset({"fn", "config", "command", "json", "body", "payloads"})
+
+
+async def _cli_audit(store: Store, args: argparse.Namespace, outcome: str) -> None:
+    """One audit entry for a CLI action on the store, naming the operating-system user and the arguments."""
+    from hub.store import AuditEvent
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = f"uid-{os.getuid()}"
+    detail = {k: v for k, v in vars(args).items() if k not in _NOT_AUDITED_ARGS and v not in (None, False, [])}
+    if getattr(args, "body", None):
+        detail["corrected"] = True
+    action = "cli_" + "_".join(filter(None, (args.command, getattr(args, "action", None))))
+    await store.append_audit(
+        AuditEvent(actor=f"cli:{who}", role="cli", action=action, message_id=getattr(args, "id", None),
+                   detail=detail, outcome=outcome)
+    )  # fmt: skip
+
+
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -346,6 +382,43 @@ def cmd_identity(args: argparse.Namespace) -> int:
     return api_command(cmd_identity_api)(args)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """`hub audit export` (JSON lines, exactly as hashed) and `hub audit verify` (the store, or an export)."""
+    from hub.admin.audit import export_line, load_audit_keys, verify_chain, verify_export
+
+    settings = _settings(args)
+    keys = load_audit_keys(settings.hub)
+    if args.action == "verify" and args.file:
+        with open(args.file, encoding="utf-8") as f:
+            report = verify_export(f, keys)
+        print(json.dumps(report.as_dict()))
+        return 0 if report.ok else 1
+
+    async def go(store: Store, _settings: Settings) -> int:
+        if args.action == "verify":
+            report = await verify_chain(store, keys=keys)
+            print(json.dumps(report.as_dict()))
+            return 0 if report.ok else 1
+        after = args.after
+        while batch := await store.audit_chain(after_id=after, limit=1000):
+            for entry in batch:
+                print(export_line(entry))
+            after = batch[-1].id
+        return 0
+
+    if args.action == "verify":
+        # Verifying reads only: not itself audited, so that it can run on a copy of the database.
+        async def plain() -> int:
+            store = await open_store(settings.hub.store)
+            try:
+                return await go(store, settings)
+            finally:
+                await store.close()
+
+        return _run(plain())
+    return _with_store(args, go)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hub", description="Integration engine for French health data.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -424,6 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument(
         "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG), help="config, to find the INSi sandbox"
     )
+    ap = add("audit-chain", cmd_audit, "export the audit trail, or verify its keyed chain (in the store or an export)")
+    asub = ap.add_subparsers(dest="action", required=True)
+    x = asub.add_parser("export", help="every entry after --after, as JSON lines (exactly as hashed)")
+    x.add_argument("--after", type=int, default=0)
+    x = asub.add_parser("verify", help="check the chain with the configured keys; exit 1 when it does not verify")
+    x.add_argument("--file", help="an export to check offline, instead of the store")
+    for sp_ in asub.choices.values():
+        sp_.add_argument("--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
     sp = add("dev-pki", cmd_dev_pki, "create a development CA and certificates (sandboxes only)", config=False)
     sp.add_argument("dir", nargs="?", default="var/pki")
     sp = add("describe", cmd_describe, "print a component's config schema", config=False)

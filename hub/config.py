@@ -23,6 +23,7 @@ from hub.alerting.config import AlertsConfig
 from hub.conditions import RouteFilter
 from hub.errors import ConfigError
 from hub.message import Message
+from hub.production import production_problems
 from hub.tls import TlsConfig
 from hub.userstep import add_python_path, load_user_step, spec_of
 from hub.yamlsource import Located, load_located
@@ -79,6 +80,13 @@ class HttpConfig(_Model):
         description="host:port of the HTTP server (health, admin API under /api, console at /, /metrics, sandboxes).",
     )
     enabled: bool = Field(True, description="Start the HTTP server.")
+    idle_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Close a connection that sends no request this long after connecting or after its last "
+        "response (HTTP keep-alive); the library's own default is an hour, which lets idle connections pile up.",
+    )
     tls: TlsConfig | None = Field(
         None,
         description="Serve HTTPS (FHIR intake, admin API, console, metrics); with require_client_cert, only "
@@ -191,6 +199,29 @@ class RetentionConfig(_Model):
     every_secs: float = Field(600.0, gt=0, description="How often the purge runs.")
 
 
+class AuditConfig(_Model):
+    key: str | None = Field(
+        None,
+        min_length=32,
+        description="Secret keying the audit chain (HMAC-SHA-256), from the environment (`${HUB_AUDIT_KEY}`); "
+        "it never goes into the database, so that write access to the database cannot forge a chain that "
+        "verifies. Unset (and no key_file): a key made once in `audit-key` beside the SQLite database (or "
+        "`var/audit-key`); production requires key or key_file.",
+    )
+    key_file: str | None = Field(
+        None, description="File holding the key (first line, 32 characters or more), instead of `key`."
+    )
+    key_id: str = Field(
+        "k1",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Name of the current key, written in each entry's hash; give a new key a new id to rotate.",
+    )
+    previous_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Keys retired by a rotation, by id (from the environment): entries made with them still verify.",
+    )
+
+
 class HubConfig(_Model):
     node: str = Field(
         "hub",
@@ -198,7 +229,9 @@ class HubConfig(_Model):
         description="This process's name in a cluster; leases it held are released when it restarts.",
     )
     environment: Literal["production", "test", "development"] = Field(
-        "development", description="Production refuses test and demonstration identities and sandbox peers."
+        "development",
+        description="Production refuses sandboxes, components accepting test or demonstration identities, "
+        "development certificates, and unauthenticated listeners bound beyond loopback (hub/production.py).",
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="The durable store.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="The HTTP server.")
@@ -206,6 +239,9 @@ class HubConfig(_Model):
         default_factory=AdminConfig, description="Admin API, web console and metrics: users, tokens and roles."
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig, description="The key of the audit trail's HMAC chain, and retired keys."
+    )
     high_water_mark: int = Field(
         100_000,
         ge=1,
@@ -420,6 +456,7 @@ def load_config(path: str | Path) -> Settings:
         problems += _check_route(route, rdoc, hub, route_files)
         routes.append(route)
         route_files[route.route] = file
+    problems += production_problems(hub, component_configs, doc.where)
     if problems:
         raise ConfigError(problems)
     return Settings(path, hub, routes, route_files, component_configs)

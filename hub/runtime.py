@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from aiohttp import web
 
 from hub import registry
 from hub.admin import audit
+from hub.admin.audit import AuditKeys, ensure_keyed_head, load_audit_keys
 from hub.admin.auth import Principal
 from hub.alerting.metrics import OperationsCollector
 from hub.config import DestinationPolicy, RouteConfig, Settings
@@ -34,7 +35,7 @@ from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
 from hub.reload import ReloadResult, prepare_reload, route_texts
 from hub.stats import HourlyStats
-from hub.store import Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
+from hub.store import AuditEvent, Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
 from hub.supervisor import Supervisor
 from hub.tls import server_context
 
@@ -59,12 +60,23 @@ class _ListenerContext:
     async def reject(self, message: Message, *, reason: str) -> None:
         await self.hub.reject(self.endpoint, message, reason=reason)
 
+    async def audit(self, action: str, *, actor: str, outcome: str, detail: Mapping[str, str]) -> None:
+        if self.hub.store is None:
+            return
+        event = AuditEvent(actor=actor, role="listener", action=action, target=self.endpoint, detail=detail,
+                           outcome=outcome)  # fmt: skip
+        try:
+            await self.hub.store.append_audit(event)
+        except StoreError as exc:
+            log.error("audit_failed", endpoint=self.endpoint, action=action, error=type(exc).__name__)
+
 
 class Hub:
     def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         self.settings = settings
         self.config = settings.hub
         self.store: Store | None = store
+        self.audit_keys: AuditKeys | None = None
         self._own_store = store is None
         self.listeners: dict[str, Any] = {}
         self.endpoints: dict[str, Any] = {}
@@ -159,6 +171,9 @@ class Hub:
     async def start(self) -> None:
         if self.store is None:
             self.store = await open_store(self.config.store)
+        self.audit_keys = load_audit_keys(self.config)
+        self.store.audit_key = self.audit_keys.current
+        await ensure_keyed_head(self.store, node=self.config.node)
         recovered = await self.store.recover_leases(owner=self.config.node)
         if recovered:
             log.info("leases_recovered", count=recovered, node=self.config.node)
@@ -490,7 +505,7 @@ class Hub:
         from hub.http import build_app
 
         app = build_app(self)
-        self._http = web.AppRunner(app, access_log=None)
+        self._http = web.AppRunner(app, access_log=None, keepalive_timeout=self.config.http.idle_timeout_secs)
         await self._http.setup()
         host, _, port = self.config.http.listen.rpartition(":")
         ssl_ctx = server_context(self.config.http.tls) if self.config.http.tls else None

@@ -40,6 +40,7 @@ from pydantic import Field, field_validator
 
 from adapters.tls import TlsConfig
 from hub.registry import ComponentConfig
+from hub.tls import apply_policy
 
 __all__ = [
     "HostedMailbox",
@@ -258,6 +259,7 @@ def server_tls_context(cfg: TlsConfig, *, ask_client_cert: bool) -> ssl.SSLConte
         # CERT_OPTIONAL: a certificate that does not chain to the anchors fails the handshake; no
         # certificate at all is refused in SMTP (530) so the peer operator sees why.
         ctx.verify_mode = ssl.CERT_OPTIONAL
+    apply_policy(ctx, cfg)  # AEAD suites only; the trust space's CRLs
     return ctx
 
 

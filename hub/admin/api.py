@@ -240,11 +240,14 @@ async def _login(call: Call) -> LoginResult:
     state = call.request.app[ADMIN_KEY]
     req: LoginRequest = call.body
     client = call.request.remote or ""
+    attempt = Principal(req.username[:64], "none", "login")
     if state.auth.login_blocked(f"{req.username}|{client}"):
+        await _audit_refusal(call, attempt, "login_throttled", client)
         raise ApiError(429, "too many failed logins; wait a few minutes")
     result = await state.auth.login(req.username, req.password, client=client)
     if result is None:
         log.warning("login_failed", client=client)
+        await _audit_refusal(call, attempt, "login_failed", client)
         raise ApiError(401, "unknown user or wrong password")
     token, principal, expires = result
     try:
@@ -255,6 +258,14 @@ async def _login(call: Call) -> LoginResult:
         name=principal.name, role=principal.role, kind="session", token=token,  # type: ignore[arg-type]
         expires_at=datetime.fromtimestamp(expires, UTC),
     )  # fmt: skip
+
+
+async def _audit_refusal(call: Call, who: Principal, action: str, client: str) -> None:
+    """A refused login is audited; if the trail cannot be written the refusal stands anyway."""
+    try:
+        await audit.record(_store(call), who, action, detail={"client": client}, outcome="refused")
+    except StoreError:
+        log.error("audit_failed", action=action)
 
 
 async def _whoami(call: Call) -> Whoami:
@@ -579,7 +590,7 @@ async def _replay(call: Call) -> ReplayResult:
     detail: dict[str, Any] = {"corrected": body is not None}
     if req.destinations is not None:
         detail["destinations"] = req.destinations
-    await _audit(call, "replay", message_id=mid, detail=detail)
+    await _audit(call, "replay", message_id=mid, detail=detail, outcome="requested")
     try:
         result = await call.hub.replay(mid, body=body, destinations=req.destinations)
     except (MessageError, ReplayTargetError) as exc:
@@ -587,6 +598,7 @@ async def _replay(call: Call) -> ReplayResult:
         # The entry above says it was asked; this one says it did not happen, and why.
         await _audit(call, "replay", message_id=mid, detail={**detail, "error": error[1]}, outcome="failed")
         raise ApiError(422, *error) from None
+    await _audit(call, "replay", message_id=mid, detail={**detail, "new_id": result.message_id})
     return ReplayResult(replayed=mid, new_id=result.message_id, deliveries=result.deliveries)
 
 
@@ -599,7 +611,7 @@ async def _replay_bulk(call: Call) -> BulkReplayResult:
         return BulkReplayResult(dry_run=True, matched=ids, replayed=[], errors=[])
     await _audit(
         call, "replay_bulk", message_id=ids[0] if len(ids) == 1 else None,
-        detail={"filter": _filters_for_audit(req.filter), "count": len(ids), "message_ids": ids},
+        detail={"filter": _filters_for_audit(req.filter), "count": len(ids), "message_ids": ids}, outcome="requested",
     )  # fmt: skip
     done, errors = [], []
     for mid in ids:
@@ -609,9 +621,11 @@ async def _replay_bulk(call: Call) -> BulkReplayResult:
             errors.append({"message_id": mid, "error": exc.reason})
             continue
         done.append(ReplayResult(replayed=mid, new_id=result.message_id, deliveries=result.deliveries))
-    if errors:
-        failed = [e["message_id"] for e in errors]
-        await _audit(call, "replay_bulk", outcome="failed", detail={"count": len(failed), "message_ids": failed})
+    await _audit(
+        call, "replay_bulk", message_id=ids[0] if len(ids) == 1 else None,
+        detail={"replayed": len(done), "failed": [e["message_id"] for e in errors]},
+        outcome="failed" if errors and not done else "partial" if errors else "ok",
+    )  # fmt: skip
     return BulkReplayResult(dry_run=False, matched=ids, replayed=done, errors=errors)
 
 
@@ -686,6 +700,7 @@ async def _review_views(store: Any, items: list[Any]) -> list[ReviewView]:
 
 async def _reviews(call: Call) -> ReviewList:
     q: ReviewParams = call.query
+    await _audit(call, "list_reviews", detail={"state": q.state, "limit": q.limit})
     store = _store(call)
     items = await store.list_reviews(state=q.state, limit=q.limit)
     return ReviewList(items=await _review_views(store, items))
@@ -742,6 +757,7 @@ async def _resolve(call: Call) -> ReviewView:
 async def _identity(call: Call) -> IdentityView:
     store = _store(call)
     key = call.request.match_info["patient_key"]
+    await _audit(call, "view_identity", target=key[:200])
     record = await store.get_identity(key)
     if record is None:
         raise ApiError(404, "no such identity")
@@ -757,6 +773,8 @@ async def _identity(call: Call) -> IdentityView:
 
 async def _identities(call: Call) -> IdentityList:
     q: IdentityParams = call.query
+    # Listing identities shows INS and IPP of many patients at once: audited like a search by patient.
+    await _audit(call, "list_identities", detail={"status": q.status, "limit": q.limit})
     records = await _store(call).list_identities(status=q.status, limit=q.limit)
     return IdentityList(items=[IdentitySummary.model_validate(r.as_dict()) for r in records])
 
@@ -773,7 +791,7 @@ async def _audit_list(call: Call) -> AuditPage:
 
 
 async def _audit_verify(call: Call) -> AuditVerify:
-    report = await audit.verify_chain(_store(call))
+    report = await audit.verify_chain(_store(call), keys=call.hub.audit_keys)
     return AuditVerify.model_validate(report.as_dict())
 
 

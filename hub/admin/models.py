@@ -55,6 +55,10 @@ __all__ = [
 ]
 
 
+#: Largest row id a cursor may name (SQLite INTEGER and PostgreSQL bigint are 64-bit signed).
+_MAX_ID = 2**63 - 1
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -92,7 +96,7 @@ class SearchParams(_In):
 
 class DeadParams(_In):
     destination: str | None = Field(None, max_length=200, description="Only this destination's dead letters.")
-    after: int = Field(0, ge=0, description="Paging cursor: `next_after` of the previous page.")
+    after: int = Field(0, ge=0, le=_MAX_ID, description="Paging cursor: `next_after` of the previous page.")
     limit: int = Field(100, ge=1, le=1000, description="Page size.")
 
 
@@ -107,7 +111,7 @@ class ReviewParams(_In):
 
 
 class AuditParams(_In):
-    before: int | None = Field(None, ge=1, description="Paging cursor: `next_before` of the previous page.")
+    before: int | None = Field(None, ge=1, le=_MAX_ID, description="Paging cursor: `next_before` of the previous page.")
     message_id: str | None = Field(None, max_length=64, description="Entries about this message.")
     actor: str | None = Field(None, max_length=200, description="Entries of this user or token.")
     limit: int = Field(100, ge=1, le=1000, description="Page size.")
@@ -498,3 +502,4 @@ class AuditVerify(_Out):
     head_hash: str
     first_bad_id: int | None
     problem: str
+    keyed: int

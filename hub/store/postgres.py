@@ -30,6 +30,7 @@ from hub.store.base import (
     DEAD_LETTER_AHEAD_SQL,
     Attempt,
     AuditEvent,
+    AuditKey,
     AuditRecord,
     Claimed,
     Delivery,
@@ -383,6 +384,7 @@ class PostgresStore:
         self._pool_size = pool_size
         self._max_batch = max_batch
         self._writers = writers
+        self.audit_key: AuditKey | None = None  # set by the hub: HMAC-keys the audit chain
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._work = asyncio.Event()
@@ -1014,7 +1016,7 @@ class PostgresStore:
                 number, utcnow(), _text(event.actor), event.role, event.action, event.message_id,
                 _text(event.target), detail, event.outcome,
             )  # fmt: skip
-            digest = audit_hash(prev, *fields)
+            digest = audit_hash(prev, *fields, key=self.audit_key)
             await conn.execute(
                 f"INSERT INTO hub_audit ({_AUDIT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                 *fields,

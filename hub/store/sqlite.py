@@ -28,6 +28,7 @@ from hub.store.base import (
     DEAD_LETTER_AHEAD_SQL,
     Attempt,
     AuditEvent,
+    AuditKey,
     AuditRecord,
     Claimed,
     Delivery,
@@ -312,6 +313,7 @@ class SqliteStore:
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoint_secs = 1.0
+        self.audit_key: AuditKey | None = None  # set by the hub: HMAC-keys the audit chain
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -978,7 +980,7 @@ class SqliteStore:
             detail = canonical_detail(event.detail)
             digest = audit_hash(
                 prev, number, at, event.actor, event.role, event.action, event.message_id, event.target, detail,
-                event.outcome,
+                event.outcome, key=self.audit_key,
             )  # fmt: skip
             row = (
                 number, at.isoformat(), event.actor, event.role, event.action, event.message_id, event.target,
