@@ -666,12 +666,11 @@ def _parties(orders: list[_Order], lab: Organization, author: Practitioner) -> l
             if seg is not None and not prescriber:
                 prescriber = next((n for x in seg.reps(field) if (n := _xcn_name(seg, x))), "")
     address = ", ".join(p for p in (lab.street, " ".join(q for q in (lab.postal_code, lab.city) if q)) if p)
-    lines = [
+    return [
         ("Prescripteur", prescriber or "non précisé"),
         ("Laboratoire", lab.name + (f" - {address}" if address else "")),
         ("Biologiste validant", " ".join(p for p in (author.given, author.family) if p)),
     ]
-    return lines
 
 
 def _set_key(orders: list[_Order], msh: Segment) -> str:

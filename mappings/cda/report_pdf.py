@@ -9,7 +9,7 @@ validating biologist) and :func:`render_pdf` lays it out with fpdf2.
 
 The output is deterministic (fixed creation date: the document's own time; no random file
 identifier), so a replayed message yields the same document bytes. Text goes through the PDF
-core fonts (WinAnsi): characters outside it are written as their closest ASCII form.
+core fonts (Latin-1): characters outside it are written as their closest ASCII form.
 """
 
 from __future__ import annotations
@@ -67,14 +67,21 @@ class ReportView:
         return "ReportView(...)"
 
 
+# What fpdf2's core fonts take is Latin-1: these have no decomposition to it.
+_FALLBACK = str.maketrans({
+    "\u0152": "OE", "\u0153": "oe", "\u0141": "L", "\u0142": "l", "\u0110": "D", "\u0111": "d", "\u0131": "i",
+    "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2010": "-", "\u2013": "-", "\u2014": "-",
+    "\u2026": "...", "\u20ac": "EUR", "\u2264": "<=", "\u2265": ">=",
+})  # fmt: skip
+
+
 def _latin(text: str) -> str:
-    """Text the core fonts can show: WinAnsi as is, anything else by its closest ASCII form."""
+    """Text the core fonts can show: Latin-1 as is, anything else by its closest ASCII form."""
     out = []
-    for char in text.replace("\u2019", "'").replace("\u2013", "-").replace("\u0153", "oe").replace("\u0152", "OE"):
-        try:
-            char.encode("cp1252")
+    for char in text.translate(_FALLBACK):
+        if ord(char) < 256:
             out.append(char)
-        except UnicodeEncodeError:
+        else:
             out.append(unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode() or "?")
     return "".join(out)
 

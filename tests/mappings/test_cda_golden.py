@@ -441,7 +441,7 @@ def pdf_text(pdf: bytes) -> str:
     import re
 
     shown = re.findall(rb"\((.*?)(?<!\\)\) ?Tj", pdf)
-    return " ".join(t.replace(b"\\(", b"(").replace(b"\\)", b")").decode("cp1252") for t in shown)
+    return " ".join(t.replace(b"\\(", b"(").replace(b"\\)", b")").decode("latin-1") for t in shown)
 
 
 @pytest.mark.parametrize("name", ["crbio_chemistry_panel", "crbio_microbiology_comment", "crbio_corrected_result"])
