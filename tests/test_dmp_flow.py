@@ -100,7 +100,8 @@ def config(tmp_path: Path, dmp_port: int, pki: Any) -> Path:
             "dmp_sandbox": {"type": "dmp", "listen": f"127.0.0.1:{dmp_port}",
                             "tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
                                     "ca_file": str(pki.ca), "require_client_cert": True},
-                            "vihf_signer_cert_file": str(pki.client_cert)},
+                            "vihf_signer_cert_file": str(pki.client_cert),
+                            "known_patients": [INS_LAB, "291016938700125"]},
         },
         routes=[
             {"route": "identity", "from": "mllp_in", "when": {"message_type": ["ADT^A31"]},

@@ -80,6 +80,7 @@ from aiohttp import web
 from lxml import etree
 from pydantic import Field, ValidationError, field_validator
 
+from adapters.sandboxes.insi import DEFAULT_FIXTURES
 from adapters.tls import TlsConfig, server_context
 from adapters.xds.mtom import MtomError, Multipart, content_type_params, decode_related, element_bytes, encode_related
 from adapters.xds.soap import (
@@ -198,9 +199,9 @@ class DmpSandboxConfig(ComponentConfig):
         None, description="Serve HTTPS; set require_client_cert and ca_file for mutual TLS as the DMP does."
     )
     known_patients: list[str] | None = Field(
-        None,
+        default_factory=lambda: [p["ins"] for p in DEFAULT_FIXTURES],
         description="Patients that have a DMP: INS matricules, or full patientIds (INS^^^&OID&ISO^NH). "
-        "Unset: any patient with an accepted INS root.",
+        "Default: the people the INSi sandbox knows. null: any patient with an accepted INS root.",
     )
     accepted_ins_roots: list[str] = Field(
         default_factory=lambda: sorted(INS_ROOTS), description="INS roots accepted on patientId (DOMAIN.md §1.1)."
