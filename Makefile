@@ -9,7 +9,7 @@ export HUB_TEST_PG_DSN ?= postgresql://postgres@127.0.0.1:5432/test
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install run test lint check bench clean chromium
+.PHONY: install run test lint check bench clean chromium conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ test: $(TEST_STAMP) chromium
 	$(BIN)/ruff check hub adapters mappings tests bench
 	$(BIN)/hub check --config $(CONFIG)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The official ANS validation (XSD, structuration minimale, volet schematron) of every golden document,
+# given a checkout of the ANS TestContenuCDA repository in ANS_TESTCONTENU_DIR (skipped, saying so, without it).
+conformance: $(TEST_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,conformance]'
+	$(BIN)/python -m pytest tests/conformance -v -rs $(PYTEST_ARGS)
+	@if [ -n "$$ANS_TESTCONTENU_DIR" ]; then \
+	  $(BIN)/python -m tests.conformance.ans tests/mappings/cases/*/expected.xml 2>/dev/null; fi
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check hub adapters mappings tests bench

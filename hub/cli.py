@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -65,8 +66,21 @@ async def _serve(settings: Settings) -> int:
         flush=True,
     )
     await stop.wait()
+    # SIGTERM always ends the process: if stopping takes longer than the grace period allows
+    # (a peer or the database that never answers), a watchdog ends it; what was not finished is
+    # still in the store (leases expire, the next start takes them).
+    bound = settings.hub.shutdown_grace_secs + 5
+    watchdog = threading.Timer(bound, _exit_now, args=(bound,))
+    watchdog.daemon = True
+    watchdog.start()
     await hub.stop()
+    watchdog.cancel()
     return 0
+
+
+def _exit_now(bound: float) -> None:
+    print(f"hub: stop took over {bound:g}s; exiting now", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -105,7 +119,7 @@ async def _send(args: argparse.Namespace) -> int:
     from adapters.mllp.framing import FrameReader, frame
     from adapters.mllp.outbound import classify_ack
     from adapters.tls import TlsConfig, client_context
-    from mappings.hl7v2 import read_header
+    from mappings.hl7v2 import decode_er7, read_header
 
     target = args.to
     if not target.startswith(("mllp://", "mllps://")):
@@ -139,7 +153,11 @@ async def _send(args: argparse.Namespace) -> int:
                 except HubError:
                     code = "??"
                 worst = max(worst, 0 if code in ("AA", "CA") else 2)
-                print(ack.body.decode("utf-8", "replace").replace("\r", "\n").rstrip("\n"))
+                try:
+                    text, _ = decode_er7(ack.body)  # the ACK's own MSH-18
+                except MessageError:
+                    text = ack.body.decode("utf-8", "replace")
+                print(text.replace("\r", "\n").rstrip("\n"))
                 print()
     finally:
         writer.close()
@@ -229,7 +247,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             ]
             item["deliveries"].append(dd)
         if args.body:
-            item["body"] = rec.message.body.decode("utf-8", "replace")
+            codec = registry.get("text", rec.message.content_type)  # HL7 v2: its MSH-18 character set
+            try:
+                item["body"] = codec.factory.decode(rec.message.body)[1] if codec else rec.message.body.decode()
+            except (MessageError, UnicodeDecodeError):
+                item["body"] = rec.message.body.decode("utf-8", "replace")
         print(json.dumps(item, ensure_ascii=False, indent=None if args.json else 2))
         return 0
 

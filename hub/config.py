@@ -242,6 +242,18 @@ class DestinationPolicy(_Model):
     paused: bool = Field(
         False, description="Start with delivery paused: messages are stored and queued, not sent, until resumed."
     )
+    probe_max_secs: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="While the destination cannot be reached (circuit open), the longest wait between two probes; "
+        "the wait starts at 1 s and doubles.",
+    )
+    hold_behind_dead: bool = Field(
+        True,
+        description="With an ordering key: when a delivery dead-letters, the later ones with the same key wait "
+        "behind it (never overtake it) until it is requeued or discarded. False lets them go on.",
+    )
 
 
 class RouteConfig(_Model):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub import registry
 from hub.config import RouteConfig
 from hub.message import Message
 from hub.store import IdentityRecord, NewDelivery
+
+if TYPE_CHECKING:
+    from hub.documents import DocumentVersion
 
 __all__ = ["Pipeline", "StepContext", "route_message"]
 
@@ -24,6 +27,9 @@ class StepContext:
     identity_override: bool = False
     """An operator released this delivery from identity review: the trait check is waived for it."""
     environment: str = "development"
+    documents: Mapping[str, DocumentVersion] | None = None
+    """For steps that need ``documents``: setId -> the newest version the hub sent earlier for the
+    patient (:mod:`hub.documents`); None when not looked up."""
 
 
 def route_message(routes: list[RouteConfig], endpoint: str, metadata: Mapping[str, str]) -> list[NewDelivery]:
@@ -56,6 +62,7 @@ class Pipeline:
         self.names = [name for name, _ in specs]
         self._steps: list[tuple[Step, dict[str, Any], bool]] = []  # (function, its settings, wants the context)
         self.needs_identity = False
+        self.needs_documents = False
         for name, settings in specs:
             comp = registry.get("step", name)
             if comp is None:
@@ -64,6 +71,7 @@ class Pipeline:
             if comp.config is not registry.NO_CONFIG:
                 kwargs["config"] = comp.config.model_validate(settings or {})
             self.needs_identity = self.needs_identity or "identity" in comp.needs
+            self.needs_documents = self.needs_documents or "documents" in comp.needs
             self._steps.append((comp.factory, kwargs, bool(comp.needs)))
 
     def __bool__(self) -> bool:

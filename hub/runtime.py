@@ -24,8 +24,10 @@ from hub.errors import MessageError, Outcome, Retryable, StoreError
 from hub.identity_registry import IdentityRegistry
 from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
+from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
-from hub.store import Store, SubmitResult, open_store
+from hub.store import Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
+from hub.supervisor import Supervisor
 from hub.tls import server_context
 
 __all__ = ["Hub"]
@@ -61,7 +63,8 @@ class Hub:
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "rejected": 0, "refused_busy": 0}
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.metrics = HubMetrics(self)
-        self._tasks: list[asyncio.Task[None]] = []
+        # Every long-running loop (workers, lease recovery, wake-ups...) restarts after a crash.
+        self.supervisor = Supervisor()
         self._http: web.AppRunner | None = None
         self.http_port: int | None = None
         self._step_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steps")
@@ -171,20 +174,19 @@ class Hub:
                     on_store_error=self.metrics.store_error,
                     identity_lookup=self.identity.lookup,
                     environment=self.config.environment,
+                    on_final=self._on_final,
                 )
                 # An operator's stored decision wins over the config's default.
                 worker.paused = pauses.get((route.route, policy.destination), policy.paused)
-                worker.start()
+                worker.start(self.supervisor)
                 self.workers[(route.route, policy.destination)] = worker
 
         if self.config.retention.days is not None:
-            self._tasks.append(asyncio.create_task(self._retention(), name="retention"))
-        self._tasks += [
-            asyncio.create_task(self._refresh_backlog(), name="backlog"),
-            asyncio.create_task(self._follow_pauses(), name="pauses"),
-            asyncio.create_task(self._recover_leases(), name="leases"),
-            asyncio.create_task(self._listen_for_work(), name="wakeups"),
-        ]
+            self.supervisor.start("retention", self._retention)
+        self.supervisor.start("backlog", self._refresh_backlog)
+        self.supervisor.start("pauses", self._follow_pauses)
+        self.supervisor.start("leases", self._recover_leases)
+        self.supervisor.start("wakeups", self._listen_for_work)
         # Listeners are built before the HTTP server so that those served on the hub's HTTP port
         # (`http_routes()`, e.g. FHIR under /fhir) are mounted; none takes a message before start().
         for name, entry in self.config.listeners.items():
@@ -208,9 +210,7 @@ class Hub:
         for listener in self.listeners.values():
             await listener.stop()
         await asyncio.gather(*(w.stop(self.config.shutdown_grace_secs) for w in self.workers.values()))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop()
         for adapter in self.endpoints.values():
             await adapter.stop()
         if self._http is not None:
@@ -317,6 +317,53 @@ class Hub:
                 await asyncio.sleep(1.0)
             self._wake_all()
 
+    async def health(self) -> dict[str, Any]:
+        """What /healthz says: the problems that stop this node from keeping or moving messages.
+
+        The store must answer within two seconds; no supervised task may be waiting to restart
+        after a crash; every listener must be accepting. A destination that is down is reported
+        but is not the hub's fault, so it does not make the hub unhealthy.
+        """
+        problems: dict[str, str] = {}
+        try:
+            assert self.store is not None
+            async with asyncio.timeout(2.0):
+                await self.store.ping()
+        except StoreError as exc:
+            problems["store"] = str(exc)  # StoreError texts name the error type, never data
+        except TimeoutError:
+            problems["store"] = "no answer within 2s"
+        for name, error in self.supervisor.unhealthy().items():
+            problems[f"task {name}"] = f"restarting after {error}"
+        for name, listener in self.listeners.items():
+            serving = getattr(listener, "is_serving", None)
+            if serving is not None and not serving():
+                problems[f"listener {name}"] = "not accepting connections"
+        down = {
+            f"{w.route}/{w.destination}": w.down_since.isoformat()
+            for w in self.workers.values()
+            if w.down_since is not None
+        }
+        return {"problems": problems, "destinations_down": down}
+
+    async def _on_final(self, outcome: FinalOutcome) -> None:
+        """Run the message's outcome hook and submit what it returns (each under its dedup key)."""
+        name = outcome.message.metadata.get("on_final", "")
+        comp = registry.get("outcome_hook", name)
+        if comp is None:
+            log.error("unknown_outcome_hook", hook=name, message_id=outcome.message.id)
+            return
+        assert self.store is not None
+        try:
+            record = await self.store.get_message(outcome.message.id)
+            follow_ups = await comp.factory(outcome, _OutcomeServices(self.store))
+            for f in follow_ups:
+                await self.submit(record.endpoint if record else "", f.message, dedup_key=f.dedup_key)
+        except (StoreError, Retryable) as exc:
+            # The outcome itself is recorded; the follow-up is not. Say so: an operator replays it.
+            self.metrics.store_error("outcome_hook")
+            log.error("outcome_hook_failed", hook=name, message_id=outcome.message.id, error=str(exc))
+
     # -- HTTP ---------------------------------------------------------------------------------------
     async def _start_http(self) -> None:
         from hub.http import build_app
@@ -336,13 +383,30 @@ class Hub:
         return [s.describe() for s in self.sandboxes.values()]
 
 
+class _OutcomeServices:
+    """The part of the store an outcome hook reads (OutcomeServices)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get_message(self, message_id: str) -> MessageRecord | None:
+        return await self._store.get_message(message_id)
+
+    async def correlated(self, correlation_id: str) -> list[MessageRecord]:
+        return await self._store.search(SearchQuery(correlation_id=correlation_id, limit=1000))
+
+    async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]:
+        return await self._store.deliveries(message_ids)
+
+
 async def replay(
     store: Store, settings: Settings, message_id: str, *, body: bytes | None = None, wake: Any = None
 ) -> SubmitResult:
     """Run a stored message again, as a new message derived from it; with or without a running hub.
 
     The body (the stored one, or a corrected one) is read again by the reader
-    registered for its content type, so a message refused before a fix is
+    registered for its content type and by the checks of the listener it came
+    from (``checks``), so a message refused before a fix is
     routed after it. A body still unusable is stored as a new rejected
     message (keeping the trail) and the MessageError is raised.
     """
@@ -354,9 +418,14 @@ async def replay(
     new_body = original.body if body is None else body
     reader = registry.get("reader", original.content_type)
     new = original.derive(body=new_body, replay_of=original.id)
+    listener = settings.component_configs.get(("inbound", record.endpoint))
+    checks = [registry.get("check", name) for name in getattr(listener, "checks", ())]
     if reader is not None:
         try:
             metadata.update(reader.factory(new_body))
+            for check in checks:  # what the listener checks before its ACK, and the metadata it adds
+                if check is not None:
+                    metadata.update(check.factory(new_body))
         except MessageError as exc:
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise

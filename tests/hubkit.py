@@ -72,7 +72,7 @@ def default_route(**over: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def running_peer(**knobs: Any) -> AsyncIterator[MllpPeer]:
-    peer = MllpPeer("peer", MllpPeerConfig(listen="127.0.0.1:0", **knobs))
+    peer = MllpPeer("peer", MllpPeerConfig(**{"listen": "127.0.0.1:0", **knobs}))
     await peer.start()
     try:
         yield peer

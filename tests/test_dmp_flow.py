@@ -180,6 +180,39 @@ async def test_discharge_letter_and_its_replacement_in_the_dmp(tmp_path: Path) -
         await client.close()
 
 
+<<<<<<< HEAD
+async def test_corrected_lab_report_replaces_the_version_the_hub_registered(tmp_path: Path) -> None:
+    """F2 corrections: the parent is the uniqueId the hub registered for the same order, found in the store."""
+    pki = make_pki(tmp_path / "pki")
+    async with running_hub(config(tmp_path, free_port(), pki)) as hub:
+        store = hub.store
+        assert store is not None
+        client = await MllpClient.connect(mllp_port(hub))
+        assert ack_fields(await client.send(a31_qualifying()))["MSA"][1] == "AA"
+        # A correction whose original the hub never sent is refused with the reason, never sent with a guess.
+        orphan = case("crbio_lab_pdf_corrected")
+        assert ack_fields(await client.send(orphan))["MSA"][1] == "AA"
+
+        async def orphan_dead() -> bool:
+            return await status_of(store, "CHEM-0005") == "failed"
+
+        await wait_until(orphan_dead, timeout=30)
+        [rec] = await store.search(SearchQuery(control_id="CHEM-0005"))
+        [d] = (await store.deliveries([rec.message.id]))[rec.message.id]
+        assert d.status == "dead" and "has not sent" in d.last_error
+
+        assert ack_fields(await client.send(case("crbio_chemistry_panel")))["MSA"][1] == "AA"
+        await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 1, timeout=30)
+        assert ack_fields(await client.send(case("crbio_corrected_result")))["MSA"][1] == "AA"
+        await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 2, timeout=30)
+        first, second = await listing(hub.http_port)  # type: ignore[arg-type]
+        assert first["status"] == "Deprecated" and second["replaces"] == first["entry_uuid"]
+        stored = {doc.unique_id: doc for doc in hub.sandboxes["dmp_sandbox"].documents.values()}
+        content = stored[second["unique_id"]].content
+        assert f'<parentDocument>\n      <id root="{first["unique_id"]}"/>'.encode() in content
+        assert b'<versionNumber value="2"/>' in content
+        assert b'nullFlavor="NAV"' not in content
+=======
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 LETTER_PATIENT = f"291016938700125^^^&{TEST_ROOT}&ISO^NH"
 
@@ -274,4 +307,5 @@ async def test_one_hub_two_structures_each_lot_with_its_own_author_structure_and
         assert two["lot_author"].startswith("810000000005^TESTCHIRURGIEN^JULES^")
         assert two["lot_institution"].startswith("CLINIQUE TEST^") and two["lot_institution"].endswith("^1999000007")
         assert (two["vihf_structure"], two["vihf_name_id"]) == ("1999000007", "810000000005")
+>>>>>>> i11
         await client.close()

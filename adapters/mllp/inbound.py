@@ -22,7 +22,8 @@ from adapters.base import InboundContext
 from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
 from adapters.tls import TlsConfig, server_context
-from hub.errors import MessageError, Retryable
+from hub import registry
+from hub.errors import ConfigError, MessageError, Retryable
 from hub.message import CONTENT_HL7V2, Message
 from hub.registry import ComponentConfig, register
 from mappings.hl7v2 import build_ack, build_bare_ack, check_header, read_header
@@ -54,6 +55,12 @@ class MllpInboundConfig(ComponentConfig):
     dedup: bool = Field(
         True, description="Acknowledge a repeated MSH-10 from the same sender AA without routing it again."
     )
+    checks: list[str] = Field(
+        default_factory=list,
+        description="Registered checks run on each message before the ACK (off the event loop), e.g. "
+        "v2_documents (the Segur volet's rules on ORU/MDM documents): a refused message is answered AR + ERR "
+        "and stored as rejected; the metadata a check returns is added before routing.",
+    )
 
 
 def _host_port(listen: str) -> tuple[str, int]:
@@ -72,6 +79,16 @@ class MllpInbound:
         self._server: asyncio.Server | None = None
         self._connections = Connections()
         self.port: int | None = None
+        self._checks: list[tuple[str, Any]] = []  # (name, check(body) -> metadata)
+        for check in config.checks:
+            comp = registry.get("check", check)
+            if comp is None:
+                raise ConfigError(f"listener {name}: no registered check {check!r}")
+            self._checks.append((check, comp.factory))
+
+    def is_serving(self) -> bool:
+        """True while the listening socket accepts connections (for /healthz)."""
+        return self._server is not None and self._server.is_serving()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -147,10 +164,11 @@ class MllpInbound:
                     f"message of {got.size} bytes exceeds max_frame_bytes ({self.config.max_frame_bytes})"
                 )
             check_header(er7, header)
+            extra = await self._run_checks(got.body)
         except MessageError as exc:
             return await self._refuse(got, header, exc)
         message = Message.new(
-            got.body, content_type=CONTENT_HL7V2, metadata={**header.metadata(), "endpoint": self.name}
+            got.body, content_type=CONTENT_HL7V2, metadata={**header.metadata(), **extra, "endpoint": self.name}
         )
         dedup_key = (
             f"{self.name}|{header.sending_app}|{header.sending_facility}|{header.control_id}"
@@ -164,6 +182,20 @@ class MllpInbound:
         if result.duplicate:
             log.info("mllp_duplicate", listener=self.name, message_id=result.message_id)
         return build_ack(header, "AA")
+
+    async def _run_checks(self, body: bytes) -> dict[str, str]:
+        """The configured checks, in a worker thread (a document check parses XML); MessageError refuses."""
+        out: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        for name, check in self._checks:
+            try:
+                out.update(await loop.run_in_executor(None, check, body))
+            except MessageError:
+                raise
+            except Exception as exc:  # a check's bug refuses one message (stored, replayable), not the listener
+                log.error("mllp_check_error", listener=self.name, check=name, error=type(exc).__name__)
+                raise MessageError(f"check {name} failed on this message (internal error)", code="207") from None
+        return out
 
     async def _refuse(self, got: Frame, header: Header | None, exc: MessageError) -> bytes:
         metadata = {**(header.metadata() if header else {}), "endpoint": self.name}

@@ -182,6 +182,10 @@ class _SmtpListener:
     async def stop(self) -> None:
         await close_smtp_server(self._server, self.connections)
 
+    def is_serving(self) -> bool:
+        """True while the listening socket accepts connections (for /healthz)."""
+        return self._server is not None and self._server.is_serving()
+
     def describe(self) -> dict[str, Any]:
         return {
             "listener": self.name,

@@ -48,8 +48,13 @@ from pydantic import Field, field_validator
 from adapters.tls import TlsConfig, client_context
 from adapters.xds.mtom import MtomError, Part, cid_href, content_type_params, decode_related, encode_related
 from adapters.xds.soap import ACTION_PNR, SoapError, SoapFault, envelope, read_envelope
+<<<<<<< HEAD
+from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion
+from hub.errors import NotConnected, Rejected, Retryable, Unreachable
+=======
 from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion, subject_for
 from hub.errors import ConfigError, MappingError, NotConnected, Rejected, Retryable
+>>>>>>> i11
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
 from mappings.xds import (
@@ -269,7 +274,9 @@ class XdsOutbound:
                 retry_after = _retry_after(resp.headers)
                 body = await self._read(resp)
         except aiohttp.ConnectionTimeoutError:
-            raise NotConnected(f"no connection within {self.config.connect_timeout_secs:g}s") from None
+            raise Unreachable(f"no connection within {self.config.connect_timeout_secs:g}s") from None
+        except aiohttp.ClientConnectorError as exc:  # refused, TLS handshake: nothing was sent
+            raise Unreachable(f"cannot reach the XDS endpoint: {type(exc).__name__}") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise Retryable(f"no answer within {self.config.response_timeout_secs:g}s") from None
         except (aiohttp.ClientConnectionError, OSError) as exc:

@@ -27,6 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from hub import registry
 from hub.admin import audit
 from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
 from hub.admin.models import (
@@ -209,14 +210,15 @@ _TEXT_SUFFIXES = ("+xml", "/xml", "+json", "/json", "+er7")
 
 
 def _decode(content_type: str, body: bytes) -> tuple[str, str]:
-    """(encoding, text) of a payload: UTF-8 text, Latin-1 for HL7 v2 that is not UTF-8, else base64."""
+    """(encoding, text) of a payload: HL7 v2 in its MSH-18 character set, other text as UTF-8, else base64."""
     ct = content_type.split(";")[0].strip().lower()
-    if ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
-        try:
+    codec = registry.get("text", ct)
+    if codec is not None:  # a format that declares its own character set (HL7 v2: MSH-18)
+        with contextlib.suppress(MessageError):
+            return codec.factory.decode(body)  # type: ignore[no-any-return]
+    elif ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
+        with contextlib.suppress(UnicodeDecodeError):
             return "utf-8", body.decode("utf-8")
-        except UnicodeDecodeError:
-            if ct == CONTENT_HL7V2:
-                return "latin-1", body.decode("latin-1")  # HL7 v2 8859/1 (MSH-18)
     return "base64", base64.b64encode(body).decode()
 
 
@@ -320,6 +322,7 @@ async def _queues(call: Call) -> list[QueueView]:
                 dead=q.dead if q else 0,
                 oldest_age_secs=max(0.0, (now - q.oldest_at).total_seconds()) if q and q.oldest_at else None,
                 paused=worker.paused if worker else None, failing=bool(q and q.retrying),
+                down_since=worker.down_since if worker else None, down_reason=worker.down_reason if worker else "",
                 outcomes=_outcomes(hub, route, destination),
             )
         )  # fmt: skip
@@ -405,10 +408,11 @@ async def _trace(call: Call) -> Trace:
             for a in await store.attempts(d.id)
         ]  # fmt: skip
         view = _delivery_view(d).model_dump()
+        held = await store.dead_letter_ahead(d.id) if d.status == "pending" and d.ordering_key else None
         traced.append(
             DeliveryTrace(
                 **view, ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
-                attempts_log=attempts,  # type: ignore[arg-type]
+                attempts_log=attempts, held_behind_dead=held,  # type: ignore[arg-type]
             )
         )  # fmt: skip
     # Related: replays and derived messages (same correlation id), and acknowledgements received for it.
@@ -483,8 +487,15 @@ async def _output(call: Call) -> StepOutput:
 
 def _corrected_body(content_type: str, text: str) -> bytes:
     if content_type == CONTENT_HL7V2:
-        # Edited in a browser or a file: HL7 v2 wants CR between segments.
+        # Edited in a browser or a file: HL7 v2 wants CR between segments, and the bytes in the
+        # character set its MSH-18 declares.
         text = text.replace("\r\n", "\r").replace("\n", "\r")
+    codec = registry.get("text", content_type)
+    if codec is not None:
+        try:
+            return codec.factory.encode(text)  # type: ignore[no-any-return]
+        except MessageError:
+            raise ApiError(422, "the corrected body has a character its declared character set cannot hold") from None
     return text.encode()
 
 
@@ -543,6 +554,15 @@ async def _dead(call: Call) -> DeadPage:
 
 
 async def _requeue(call: Call) -> RequeueResult:
+    return await _on_dead(call, "requeue")
+
+
+async def _discard(call: Call) -> RequeueResult:
+    return await _on_dead(call, "discard")
+
+
+async def _on_dead(call: Call, action: str) -> RequeueResult:
+    """Requeue (send again, attempts reset) or discard (give up; the patient's later messages go on)."""
     req: RequeueRequest = call.body
     store = _store(call)
     cap = call.hub.config.admin.max_bulk
@@ -553,15 +573,18 @@ async def _requeue(call: Call) -> RequeueResult:
         more = len(dead) > cap
         ids += [d.id for d in dead[:cap] if d.id not in ids]
     if len(ids) > cap:
-        raise ApiError(400, f"at most {cap} deliveries per requeue (admin.max_bulk)")
+        raise ApiError(400, f"at most {cap} deliveries per {action} (admin.max_bulk)")
     if not ids:
         return RequeueResult(requeued=0, more=False)
     await _audit(
-        call, "requeue", target=req.destination or "",
+        call, action, target=req.destination or "",
         detail={"delivery_ids": ids, "all_dead": req.all_dead},
     )  # fmt: skip
-    count = await store.requeue(ids)
-    call.hub.undelivered += count
+    if action == "requeue":
+        count = await store.requeue(ids)
+        call.hub.undelivered += count
+    else:
+        count = await store.discard(ids)
     _wake_workers(call.hub)
     return RequeueResult(requeued=count, more=more)
 
@@ -703,6 +726,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST", "/api/dead/requeue", _requeue, "Send dead-lettered deliveries again (attempts reset).",
         "dead letters", role="operator", body=RequeueRequest, body_required=True, response=RequeueResult,
         audited="requeue",
+    ),
+    Operation(
+        "POST", "/api/dead/discard", _discard,
+        "Give up dead-lettered deliveries: they stay in the trail as discarded, and the later deliveries of "
+        "their ordering key (held behind them) go on.",
+        "dead letters", role="operator", body=RequeueRequest, body_required=True, response=RequeueResult,
+        audited="discard",
     ),
     Operation(
         "GET", "/api/reviews", _reviews, "The identity review queue.", "identity", query=ReviewParams,

@@ -212,6 +212,10 @@ class DeliveryTrace(DeliveryView):
     ordering_key: str | None
     created_at: datetime
     identity_override: bool
+    held_behind_dead: int | None = Field(
+        None,
+        description="Waiting behind this dead letter of the same ordering key (requeue or discard it to go on).",
+    )
     attempts_log: list[AttemptView]
 
 
@@ -243,7 +247,10 @@ class Payload(_Out):
     message_id: str
     content_type: str
     size: int
-    encoding: Literal["utf-8", "latin-1", "base64"]
+    encoding: str = Field(
+        description="How `text` was read from the body: a character set (utf-8, latin-1, ...; for HL7 v2 the one "
+        "its MSH-18 declares) or base64 when the body is not text."
+    )
     text: str = Field(description="The body, decoded (or base64 when it is not text).")
 
 
@@ -253,7 +260,7 @@ class StepOutput(_Out):
     steps: list[str] = Field(description="The route's steps, applied in order to the stored message.")
     content_type: str
     size: int
-    encoding: Literal["utf-8", "latin-1", "base64"]
+    encoding: str = Field(description="As in Payload: the character set `text` was read with, or base64.")
     text: str = Field(description="What the steps produce from the stored message now (the 'after' view).")
     metadata_added: dict[str, str] = Field(description="Metadata the steps added or changed.")
 
@@ -307,6 +314,10 @@ class QueueView(_Out):
     oldest_age_secs: float | None
     paused: bool | None = Field(description="This node's worker paused; null when no worker runs the queue here.")
     failing: bool = Field(description="Deliveries are being retried after failures.")
+    down_since: datetime | None = Field(
+        None, description="The destination cannot be reached since then (circuit open, probed; no attempt counted)."
+    )
+    down_reason: str = Field("", description="Why the last probe failed (connection refused, TLS, time-out).")
     outcomes: dict[str, int] = Field(description="Attempts by outcome since this node started.")
 
 

@@ -16,6 +16,7 @@ from hub.message import Message
 __all__ = [
     "AUDIT_GENESIS",
     "BLOCKING_STATUSES",
+    "DEAD_LETTER_AHEAD_SQL",
     "HELD_STATUSES",
     "KEY_SOURCES",
     "Attempt",
@@ -40,8 +41,15 @@ __all__ = [
 
 #: Deliveries waiting for the patient's identity: for a qualified INS, or for an operator's review.
 HELD_STATUSES = ("awaiting_identity", "identity_review")
-#: Delivery statuses that hold back later deliveries of the same ordering key.
+#: Delivery statuses that hold back later deliveries of the same ordering key (FIFO per key); with the
+#: route's `hold_behind_dead`, a dead letter holds its key too, until it is requeued or discarded.
 BLOCKING_STATUSES = ("pending", "in_flight", *HELD_STATUSES)
+#: The dead letter that holds a delivery's ordering key (both stores; ``{t}`` the table, ``{p}`` the placeholder).
+DEAD_LETTER_AHEAD_SQL = (
+    "SELECT e.id FROM {t} e JOIN {t} d ON d.route = e.route AND d.destination = e.destination"
+    " AND d.ordering_key = e.ordering_key WHERE d.id = {p} AND e.status = 'dead' AND e.id < d.id"
+    " ORDER BY e.id LIMIT 1"
+)
 #: Message statuses.
 MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted")
 #: Business keys indexed in the message-keys table (several per message, added at submit and when a delivery's
@@ -400,6 +408,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise StoreError unless the store answers now (health checks)."""
+        ...
+
     async def submit(
         self, message: Message, deliveries: list[NewDelivery], *, endpoint: str, dedup_key: str | None
     ) -> SubmitResult:
@@ -411,7 +423,16 @@ class Store(Protocol):
     async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
         """Durably store an inbound message that was refused, with the reason (no deliveries)."""
 
-    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
+    async def claim(
+        self,
+        route: str,
+        destination: str,
+        *,
+        limit: int,
+        owner: str,
+        lease_secs: float,
+        hold_behind_dead: bool = False,
+    ) -> list[Claimed]:
         """Take up to `limit` due deliveries of one queue, respecting ordering keys, under a lease."""
 
     async def finish(
@@ -426,11 +447,28 @@ class Store(Protocol):
         started_at: datetime,
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
+        count_attempt: bool = True,
     ) -> bool:
         """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written).
 
         With status ``identity_review``, `review` is the reason and an open review is created.
+        With ``count_attempt=False`` (the destination could not be reached, nothing was sent) the
+        claim's attempt is given back and no attempt is recorded.
         """
+
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        """Give back this owner's in-flight deliveries of one queue except `keep` (attempts given back too).
+
+        A claim whose commit reached the database but whose answer was lost (the connection broke)
+        leaves deliveries in flight that no worker holds; the worker calls this once the store is
+        back, rather than leave them to wait for their lease to run out.
+        """
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        """The earliest dead letter of the same queue and ordering key before this delivery, if any."""
+
+    async def discard(self, delivery_ids: list[int]) -> int:
+        """Dead deliveries to ``discarded``: given up by an operator; they no longer hold their ordering key."""
 
     async def release_held(self, patient_keys: list[str]) -> int:
         """Deliveries ``awaiting_identity`` for these patients back to pending, in their order."""
@@ -542,9 +580,17 @@ class GroupCommitter(Generic[T, R]):
     raises, every caller of that batch gets a :class:`StoreError`.
     """
 
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], *, max_batch: int, writers: int = 1):
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[list[R]]],
+        *,
+        max_batch: int,
+        writers: int = 1,
+        max_pending: int = 20_000,
+    ):
         self._flush = flush
         self._max_batch = max_batch
+        self._max_pending = max_pending
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wake = asyncio.Event()
         self._tasks = [asyncio.create_task(self._run(), name="group-commit") for _ in range(writers)]
@@ -553,6 +599,10 @@ class GroupCommitter(Generic[T, R]):
     async def submit(self, item: T) -> R:
         if self._closed:
             raise StoreError("store is closed")
+        if len(self._pending) >= self._max_pending:
+            # Bounded: while the database is slow or away, callers get a refusal (AE, 4xx, 451) at
+            # once instead of piling up unacknowledged work in memory.
+            raise StoreError("commit queue full")
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, fut))
         self._wake.set()
@@ -592,11 +642,15 @@ class GroupCommitter(Generic[T, R]):
             if not fut.done():
                 fut.set_exception(err)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop taking writes, let the queued ones commit (for at most `timeout`), then stop."""
         self._closed = True
-        # Let the queued writes commit before stopping.
-        while self._pending:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._pending and (deadline is None or loop.time() < deadline):
             await asyncio.sleep(0.005)
+        self._fail(self._pending, StoreError("store is closed"))
+        self._pending.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -26,6 +26,8 @@ from hub.errors import StoreError
 from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
+    BLOCKING_STATUSES,
+    DEAD_LETTER_AHEAD_SQL,
     Attempt,
     AuditEvent,
     AuditRecord,
@@ -254,7 +256,7 @@ _REFRESH_STATUS = """
            THEN 'awaiting_identity'
       WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'identity_review')
            THEN 'identity_review'
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'dead')
+      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status IN ('dead', 'discarded'))
            THEN 'failed'
       ELSE 'delivered' END
     WHERE m.id = ANY($1::text[]) AND m.status NOT IN ('rejected', 'unrouted')
@@ -343,6 +345,21 @@ def _key_columns(items: list[tuple[str, list[tuple[str, str]]]]) -> list[list[st
     return cols
 
 
+# Every error the driver can raise: server errors, connection loss, client-side protocol state
+# (asyncpg's InternalClientError is not a PostgresError) and time-outs. All become StoreError.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+_CONNECT_TIMEOUT = 10.0
+_DEAD_AHEAD = DEAD_LETTER_AHEAD_SQL
+_BLOCKING = list(BLOCKING_STATUSES)
+_BLOCKING_DEAD = [*BLOCKING_STATUSES, "dead"]
+_CLOSE_TIMEOUT = 3.0
+
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
 
 
@@ -357,6 +374,7 @@ class PostgresStore:
         pool_size: int = 8,
         max_batch: int = 512,
         writers: int = 2,
+        max_pending: int = 20_000,
     ) -> None:
         self._dsn = dsn
         self._settings = {"search_path": schema} if schema else {}
@@ -368,46 +386,60 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._work = asyncio.Event()
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
-        self._writer_conns: list[asyncpg.Connection] = []
+        self._writer_slots: list[asyncpg.Connection | None] = []
+        self._max_pending = max_pending
 
     @contextlib.asynccontextmanager
     async def _writer(self) -> AsyncIterator[asyncpg.Connection]:
-        """One of the group commit's own connections; a broken one is replaced from the pool."""
-        if self._pool is None or not self._writer_conns:
+        """One of the group commit's own connections, (re)opened on first use after a loss.
+
+        A slot whose connection broke (server restart, failover, network cut, a driver fault) is
+        emptied, and the next batch opens a fresh connection: the store heals without a restart.
+        """
+        if self._pool is None:
             raise StoreError("store is not open")
-        conn = self._writer_conns.pop()
+        conn = self._writer_slots.pop() if self._writer_slots else None
+        healthy = False
         try:
+            if conn is None or conn.is_closed():
+                conn = await self._connect()
             yield conn
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            if conn.is_closed() or isinstance(exc, (OSError, asyncpg.InterfaceError)):
-                with contextlib.suppress(Exception):
-                    await self._pool.release(conn)
-                try:
-                    conn = await self._pool.acquire(timeout=10)
-                except (TimeoutError, asyncpg.PostgresError, OSError) as again:
-                    raise StoreError(f"postgres: {type(again).__name__}") from None
-                finally:
-                    self._writer_conns.append(conn)
-                raise StoreError(f"postgres: {type(exc).__name__}") from None
-            self._writer_conns.append(conn)
+            healthy = True
+        except DRIVER_ERRORS as exc:
+            # A server-side error on a live connection (a constraint, a cancelled statement) leaves the
+            # connection usable; anything else (closed, protocol or client state) does not.
+            healthy = isinstance(exc, asyncpg.PostgresError) and conn is not None and not conn.is_closed()
             raise StoreError(f"postgres: {type(exc).__name__}") from None
-        else:
-            self._writer_conns.append(conn)
+        finally:
+            if not healthy and conn is not None and not conn.is_closed():
+                conn.terminate()  # cancelled mid-statement or broken: never reuse it
+            self._writer_slots.append(conn if healthy else None)
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A connection outside the pool (group commit, LISTEN), errors mapped to StoreError."""
+        try:
+            return await asyncpg.connect(
+                self._dsn, timeout=_CONNECT_TIMEOUT, command_timeout=60, server_settings=self._settings
+            )
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        # The pool reconnects a closed connection on acquire, so a server restart costs the statements
+        # that were running, not the pool.
         if self._pool is None:
             raise StoreError("store is not open")
         try:
-            async with self._pool.acquire(timeout=10) as conn:
+            async with self._pool.acquire(timeout=_CONNECT_TIMEOUT) as conn:
                 yield conn
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreError(f"postgres: {type(exc).__name__}") from None
 
     async def open(self) -> None:
         try:
             if self._schema:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
                 try:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
                 finally:
@@ -419,7 +451,7 @@ class PostgresStore:
                 command_timeout=60,
                 server_settings=self._settings,
             )
-        except (asyncpg.PostgresError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
         async with self._conn() as conn, conn.transaction():
             # One migrator at a time across nodes.
@@ -430,28 +462,45 @@ class PostgresStore:
                 if number > version:
                     await conn.execute(sql)
                     await conn.execute("INSERT INTO hub_schema (version) VALUES ($1)", number)
-        try:
-            self._listener = await asyncpg.connect(self._dsn)
-            await self._listener.add_listener(_CHANNEL, lambda *_: self._work.set())
-        except (asyncpg.PostgresError, OSError) as exc:
-            raise StoreError(f"postgres: cannot listen ({type(exc).__name__})") from None
+        await self._listen()
         # The group commit writes on connections of its own, held for the store's life: no pool
         # acquire/reset round trip per batch.
-        for _ in range(self._writers):
-            self._writer_conns.append(await self._pool.acquire())
-        self._committer = GroupCommitter(self._flush, max_batch=self._max_batch, writers=self._writers)
+        self._writer_slots = [await self._connect() for _ in range(self._writers)]
+        self._committer = GroupCommitter(
+            self._flush, max_batch=self._max_batch, writers=self._writers, max_pending=self._max_pending
+        )
+
+    async def _listen(self) -> None:
+        """(Re)open the LISTEN connection; new work is announced on it (and polled for meanwhile)."""
+        conn = await self._connect()
+        try:
+            await conn.add_listener(_CHANNEL, lambda *_: self._work.set())
+        except DRIVER_ERRORS as exc:
+            conn.terminate()
+            raise StoreError(f"postgres: cannot listen ({type(exc).__name__})") from None
+        self._listener = conn
 
     async def close(self) -> None:
+        """Close within bounded time, even with the server gone (connections are then terminated)."""
         if self._committer:
-            await self._committer.close()
+            await self._committer.close(timeout=_CLOSE_TIMEOUT)
+        conns = [c for c in (*self._writer_slots, self._listener) if c is not None]
+        self._writer_slots.clear()
+        for conn in conns:
+            try:
+                await asyncio.wait_for(conn.close(), _CLOSE_TIMEOUT)
+            except DRIVER_ERRORS:
+                conn.terminate()
         if self._pool is not None:
-            for conn in self._writer_conns:
-                await self._pool.release(conn)
-            self._writer_conns.clear()
-        if self._listener is not None:
-            await self._listener.close()
-        if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT)
+            except DRIVER_ERRORS:
+                self._pool.terminate()
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers now (for /healthz)."""
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1", timeout=_CONNECT_TIMEOUT)
 
     async def schema_version(self) -> int:
         async with self._conn() as conn:
@@ -525,7 +574,17 @@ class PostgresStore:
                 results.append(SubmitResult(existing.get(dedup_key or "", message.id), True, 0))
         return results
 
-    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
+    async def claim(
+        self,
+        route: str,
+        destination: str,
+        *,
+        limit: int,
+        owner: str,
+        lease_secs: float,
+        hold_behind_dead: bool = False,
+    ) -> list[Claimed]:
+        blocking = _BLOCKING_DEAD if hold_behind_dead else _BLOCKING
         async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""
@@ -538,8 +597,7 @@ class PostgresStore:
                       AND (c.ordering_key IS NULL OR NOT EXISTS (
                           SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
                           AND e.destination = c.destination AND e.ordering_key = c.ordering_key
-                          AND e.status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review')
-                          AND e.id < c.id))
+                          AND e.status = ANY($6::text[]) AND e.id < c.id))
                     ORDER BY c.next_attempt_at, c.id LIMIT $3
                     FOR UPDATE SKIP LOCKED)
                 RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
@@ -549,6 +607,7 @@ class PostgresStore:
                 limit,
                 owner,
                 float(lease_secs),
+                blocking,
             )
             if not rows:
                 return []
@@ -575,6 +634,7 @@ class PostgresStore:
         started_at: datetime,
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
+        count_attempt: bool = True,
     ) -> bool:
         error, review = _text(error), _text(review)
         output = json.dumps({k: _text(v) for k, v in output_metadata.items()}) if output_metadata is not None else None
@@ -583,7 +643,7 @@ class PostgresStore:
                 """
                 UPDATE hub_deliveries SET status = $3, next_attempt_at = coalesce($4, now()), last_error = $5,
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-                    output_metadata = coalesce($6::jsonb, output_metadata)
+                    output_metadata = coalesce($6::jsonb, output_metadata), attempts = attempts - $7
                 WHERE id = $1 AND status = 'in_flight' AND lease_owner = $2
                 RETURNING message_id, attempts
                 """,
@@ -593,9 +653,12 @@ class PostgresStore:
                 next_attempt_at,
                 error,
                 output,
+                0 if count_attempt else 1,
             )
             if row is None:
                 return False
+            if not count_attempt:  # the destination was not reached: no attempt to record
+                return True  # (in flight → pending: the message stays pending)
             await conn.execute(
                 "INSERT INTO hub_attempts (delivery_id, number, started_at, finished_at, outcome, error)"
                 " VALUES ($1, $2, $3, now(), $4, $5) ON CONFLICT (delivery_id, number) DO UPDATE SET"
@@ -658,6 +721,33 @@ class PostgresStore:
                 delivery_ids,
             )
             await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
+            await conn.execute(f"NOTIFY {_CHANNEL}")
+        return len(rows)
+
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        async with self._conn() as conn:
+            result = await conn.execute(
+                "UPDATE hub_deliveries SET status = 'pending', attempts = greatest(attempts - 1, 0),"
+                " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+                " WHERE route = $1 AND destination = $2 AND status = 'in_flight' AND lease_owner = $3"
+                " AND NOT (id = ANY($4::bigint[]))",
+                route, destination, owner, keep,
+            )  # fmt: skip
+        return int(result.split()[-1])
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        async with self._conn() as conn:
+            return await conn.fetchval(_DEAD_AHEAD.format(t="hub_deliveries", p="$1"), delivery_id)  # type: ignore[no-any-return]
+
+    async def discard(self, delivery_ids: list[int]) -> int:
+        if not delivery_ids:
+            return 0
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE hub_deliveries SET status = 'discarded', updated_at = now()"
+                " WHERE id = ANY($1::bigint[]) AND status = 'dead' RETURNING message_id",
+                delivery_ids,
+            )
             await conn.execute(f"NOTIFY {_CHANNEL}")
         return len(rows)
 
@@ -965,6 +1055,10 @@ class PostgresStore:
         return [Attempt(*r) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
+        if self._listener is None or self._listener.is_closed():
+            self._listener = None
+            await self._listen()  # StoreError while the server is away; the caller backs off
+            self._work.set()  # announcements were missed while it was closed
         self._work.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)

@@ -24,6 +24,8 @@ from hub.errors import StoreError
 from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
+    BLOCKING_STATUSES,
+    DEAD_LETTER_AHEAD_SQL,
     Attempt,
     AuditEvent,
     AuditRecord,
@@ -290,11 +292,19 @@ def _review(row: tuple[Any, ...]) -> Review:
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 class SqliteStore:
     """The Store protocol on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, max_batch: int = 512) -> None:
+    def __init__(self, path: str | Path, *, max_batch: int = 512, wal_limit_bytes: int = 64 * 1024 * 1024) -> None:
         self.path = Path(path)
+        self.wal_limit_bytes = wal_limit_bytes
         self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
@@ -322,17 +332,34 @@ class SqliteStore:
         ``synchronous=FULL`` every thousandth commit would carry a large copy and fsync and every
         sender waiting on that group commit would see it. A PASSIVE checkpoint never blocks the
         writer (SQLite WAL mode, "Checkpointing"); it catches up between bursts.
+
+        Under sustained writes a PASSIVE checkpoint never reaches the end of the WAL, and the WAL
+        is only rewound when a checkpoint has copied all of it: it would grow without bound. So
+        once the WAL passes ``wal_limit_bytes`` a TRUNCATE checkpoint runs instead, on the store's
+        own thread: the writer pauses for the time of the copy (the group commit queues meanwhile)
+        and the file is emptied. From the other connection it would starve: the writer takes the
+        lock again between two batches faster than SQLite's busy handler polls for it.
         """
         loop = asyncio.get_running_loop()
+        wal = Path(str(self.path) + "-wal")
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint") as pool:
             conn = await loop.run_in_executor(pool, lambda: sqlite3.connect(str(self.path), check_same_thread=False))
             try:
                 while True:
                     await asyncio.sleep(self.checkpoint_secs)
-                    with contextlib.suppress(sqlite3.Error):
-                        await loop.run_in_executor(pool, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    # Busy, full disk: the next round tries again.
+                    if _size(wal) > self.wal_limit_bytes:
+                        with contextlib.suppress(StoreError):
+                            await self._run(self._fetchone, "PRAGMA wal_checkpoint(TRUNCATE)", ())
+                    else:
+                        with contextlib.suppress(sqlite3.Error):
+                            await loop.run_in_executor(pool, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
             finally:
                 await loop.run_in_executor(pool, conn.close)
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database can be read now (for /healthz)."""
+        await self._run(self._fetchone, "SELECT 1", ())
 
     def _open_sync(self) -> None:
         if str(self.path) != ":memory:":
@@ -344,6 +371,9 @@ class SqliteStore:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run beside the writer: _checkpoint_loop
+        # After a checkpoint rewinds the WAL, the file is cut back to this size instead of staying
+        # as large as the largest burst it ever held.
+        db.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes}")
         self._db = db
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number, sql in enumerate(MIGRATIONS, start=1):
@@ -385,10 +415,15 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(db)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed COMMIT (full disk, I/O error) may or may not have ended the transaction
+            # (SQLite "Response To Errors Within A Transaction"); never leave one open, or every
+            # later BEGIN fails and the store stays broken after the cause has gone.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return result
 
     # -- writes -------------------------------------------------------------------------------------
@@ -454,21 +489,40 @@ class SqliteStore:
             results.append(SubmitResult(message.id, False, len(deliveries)))
         return results
 
-    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
-        return await self._run(self._tx, lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs))
+    async def claim(
+        self,
+        route: str,
+        destination: str,
+        *,
+        limit: int,
+        owner: str,
+        lease_secs: float,
+        hold_behind_dead: bool = False,
+    ) -> list[Claimed]:
+        blocking = (*BLOCKING_STATUSES, "dead") if hold_behind_dead else BLOCKING_STATUSES
+        return await self._run(
+            self._tx, lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs, blocking)
+        )
 
     def _claim_sync(
-        self, db: sqlite3.Connection, route: str, destination: str, limit: int, owner: str, lease_secs: float
+        self,
+        db: sqlite3.Connection,
+        route: str,
+        destination: str,
+        limit: int,
+        owner: str,
+        lease_secs: float,
+        blocking: tuple[str, ...],
     ) -> list[Claimed]:
         now = time.time()
+        marks = ",".join("?" * len(blocking))
         rows = db.execute(
             f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
             " AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
             "  SELECT 1 FROM deliveries e WHERE e.route = c.route AND e.destination = c.destination"
-            "  AND e.ordering_key = c.ordering_key AND e.status IN ('pending', 'in_flight', 'awaiting_identity',"
-            "  'identity_review') AND e.id < c.id))"
+            f"  AND e.ordering_key = c.ordering_key AND e.status IN ({marks}) AND e.id < c.id))"
             " ORDER BY next_attempt_at, id LIMIT ?",
-            (route, destination, now, limit),
+            (route, destination, now, *blocking, limit),
         ).fetchall()
         if not rows:
             return []
@@ -503,6 +557,7 @@ class SqliteStore:
         started_at: datetime,
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
+        count_attempt: bool = True,
     ) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             now = time.time()
@@ -515,17 +570,20 @@ class SqliteStore:
             message_id, attempts = row
             db.execute(
                 "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
-                " lease_expires_at = NULL, updated_at = ?,"
+                " lease_expires_at = NULL, updated_at = ?, attempts = attempts - ?,"
                 " output_metadata = COALESCE(?, output_metadata) WHERE id = ?",
                 (
                     status,
                     _ts(next_attempt_at) if next_attempt_at else now,
                     error,
                     now,
+                    0 if count_attempt else 1,
                     json.dumps(dict(output_metadata)) if output_metadata is not None else None,
                     delivery_id,
                 ),
             )
+            if not count_attempt:  # the destination was not reached: no attempt to record
+                return True  # (in flight → pending: the message stays pending)
             db.execute(
                 "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
                 " VALUES (?,?,?,?,?,?)",
@@ -557,7 +615,7 @@ class SqliteStore:
                 "   THEN 'awaiting_identity'"
                 " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status = 'identity_review')"
                 "   THEN 'identity_review'"
-                " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status = 'dead')"
+                " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status IN ('dead', 'discarded'))"
                 "   THEN 'failed' ELSE 'delivered' END"
                 " WHERE id = :mid AND status NOT IN ('rejected', 'unrouted')",
                 {"now": now, "mid": mid},
@@ -615,6 +673,34 @@ class SqliteStore:
             return cur.rowcount
 
         return await self._run(self._tx, work)
+
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        marks = ",".join("?" * len(keep))
+        return await self._run(
+            self._tx,
+            lambda db: db.execute(
+                "UPDATE deliveries SET status = 'pending', attempts = MAX(attempts - 1, 0), lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = ? WHERE route = ? AND destination = ?"
+                f" AND status = 'in_flight' AND lease_owner = ? AND id NOT IN ({marks})",
+                (time.time(), route, destination, owner, *keep),
+            ).rowcount,
+        )
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        row = await self._run(self._fetchone, DEAD_LETTER_AHEAD_SQL.format(t="deliveries", p="?"), (delivery_id,))
+        return int(row[0]) if row else None
+
+    async def discard(self, delivery_ids: list[int]) -> int:
+        if not delivery_ids:
+            return 0
+        marks = ",".join("?" * len(delivery_ids))
+        return await self._run(
+            self._tx,
+            lambda db: db.execute(
+                f"UPDATE deliveries SET status = 'discarded', updated_at = ? WHERE status = 'dead' AND id IN ({marks})",
+                (time.time(), *delivery_ids),
+            ).rowcount,
+        )
 
     async def release_held(self, patient_keys: list[str]) -> int:
         if not patient_keys:

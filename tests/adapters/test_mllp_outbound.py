@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from adapters.mllp.outbound import MllpOutbound, MllpOutboundConfig, classify_ack
@@ -91,3 +93,26 @@ def test_classify_ack_checks_msa2_and_reads_err() -> None:
         classify_ack(build_ack(header, "AA"), "OTHER")
     with pytest.raises(Retryable):
         classify_ack(b"not an ack", "C1")
+
+
+async def test_concurrent_sends_use_parallel_connections_and_reuse_them() -> None:
+    # MLLP allows one message then its ACK per connection: four at once need four connections.
+    async with running_peer(delay_secs=0.2) as peer:
+        out = client(peer.port)
+        await asyncio.gather(*(out.send(message(f"P{i}")) for i in range(4)))
+        assert peer.connections == 4
+        await asyncio.gather(*(out.send(message(f"Q{i}")) for i in range(4)))
+        assert peer.connections == 4  # the idle ones were reused
+        assert sorted(b.split(b"|")[9] for b in peer.bodies) == sorted(
+            f"{p}{i}".encode() for p in "PQ" for i in range(4)
+        )
+        await out.stop()
+
+
+async def test_max_connections_caps_the_pool() -> None:
+    async with running_peer(delay_secs=0.05) as peer:
+        out = client(peer.port, max_connections=1)
+        await asyncio.gather(*(out.send(message(f"S{i}")) for i in range(4)))
+        assert peer.connections == 1
+        assert len(peer.bodies) == 4
+        await out.stop()

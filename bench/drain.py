@@ -1,0 +1,265 @@
+"""Backlog drain benchmark: the receiver is down while N messages are accepted, then comes up.
+
+Method
+------
+* The hub runs as its own process (`hub serve`), with the shipped code and a
+  generated config: one MLLP listener, one route taking every ADT to one MLLP
+  destination, FIFO per patient (`ordering_key: patient_key`), `max_in_flight`
+  as given (default 8), retries every 1 s to 5 s (never dead-lettered: the
+  benchmark measures the drain, not the retry policy).
+* Ingest: K connections (closed loop, as `bench/mllp_ingest.py`) send N PAM FR
+  ADT^A01 in total while nothing listens on the destination's port; every ACK is
+  checked (MSA-1 = AA, MSA-2 = the MSH-10 sent). Ingest rate = N / wall time.
+  Each connection cycles through its own P patients, so there are K x P ordering keys.
+* Drain: the receiver (an MLLP server in this process answering AA) is started on
+  the destination's port; the clock runs until it has received all N distinct
+  control ids. Drain rate = N / (last received - receiver up). Also printed: the
+  delay to the first delivery (waiting for the retry backoff of the messages that
+  were being retried) and the rate from the first delivery to the last.
+* Checked on the receiver's side: nothing missing, per-patient order kept (each
+  patient's sequence numbers only increase), duplicates counted (a redelivery
+  after a lost ACK is allowed by MLLP's at-least-once contract, but none is expected here).
+* RSS of the hub process (VmRSS) after the ingest and after the drain, and its peak (VmHWM).
+
+Run: `.venv/bin/python bench/drain.py --store sqlite -n 10000 100000`,
+`.venv/bin/python bench/drain.py --store postgres -n 10000 100000 1000000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.mllp.framing import CR, FS, VT, FrameReader, frame  # noqa: E402
+from bench.mllp_ingest import ADT, free_port, machine, peak_rss_mb, wait_port  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Receiver:
+    """A fast MLLP receiver: AA to everything, and a per-patient order check."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.seen: set[str] = set()
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.last_seq: dict[str, int] = {}
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.done = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    def _record(self, body: bytes) -> bytes:
+        segments = body.split(b"\r")
+        msh = segments[0].split(b"|")
+        cid = msh[9].decode()
+        pid = next(s for s in segments if s.startswith(b"PID|")).split(b"|")[3].split(b"^")[0].decode()
+        seq = int(cid[4:11])  # B<conn:3><seq:7><random>
+        if cid in self.seen:
+            self.duplicates += 1
+        else:
+            self.seen.add(cid)
+            if seq < self.last_seq.get(pid, -1):
+                self.out_of_order += 1
+            self.last_seq[pid] = seq
+        now = time.perf_counter()
+        if self.first_at is None:
+            self.first_at = now
+        self.last_at = now
+        if len(self.seen) >= self.expected:
+            self.done.set()
+        return (
+            b"MSH|^~\\&|DPI|CHU-BENCH|GAM|CHU-BENCH|20250101120000||ACK^A01^ACK|A" + msh[9] + b"|P|2.5\r"
+            b"MSA|AA|" + msh[9] + b"\r"
+        )
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frames = FrameReader(reader, max_frame_bytes=1 << 20, read_timeout_secs=60)
+        try:
+            while (got := await frames.read_frame()) is not None:
+                writer.write(VT + self._record(got.body) + FS + CR)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def send_n(port: int, conn_no: int, quota: list[int], patients: int) -> int:
+    """Send until the shared quota is used up; one message waits for its ACK before the next."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frames = FrameReader(reader, max_frame_bytes=1 << 20, read_timeout_secs=60)
+    sent = 0
+    try:
+        while quota[0] > 0:
+            quota[0] -= 1
+            cid = f"B{conn_no:03d}{sent:07d}{uuid.uuid4().hex[:6]}"
+            body = ADT.format(cid=cid, pid=f"{conn_no:03d}{sent % patients:04d}").encode()
+            writer.write(frame(body))
+            await writer.drain()
+            got = await frames.read_frame()
+            if got is None or not got.body.split(b"\r")[1].startswith(f"MSA|AA|{cid}".encode()):
+                raise RuntimeError("bad or missing ACK")
+            sent += 1
+    finally:
+        writer.close()
+    return sent
+
+
+def write_config(folder: Path, store: dict[str, object], port: int, peer_port: int, args: argparse.Namespace) -> Path:
+    (folder / "routes").mkdir(parents=True)
+    cfg = {
+        "node": "bench",
+        "store": store,
+        "http": {"enabled": False},
+        "logging": {"level": "warning"},
+        "high_water_mark": 10_000_000,
+        "listeners": {"in": {"type": "mllp", "listen": f"127.0.0.1:{port}", "max_connections": 512}},
+        "endpoints": {"out": {"type": "mllp", "endpoint": f"127.0.0.1:{peer_port}", "connect_timeout_secs": 2}},
+        "routes": ["routes/*.yaml"],
+    }
+    route = {
+        "route": "adt",
+        "from": "in",
+        "when": {"message_type": ["ADT^A01"]},
+        "to": [
+            {
+                "destination": "out",
+                "ordering_key": "patient_key",
+                "max_in_flight": args.max_in_flight,
+                "retry": {"max_attempts": 10_000, "initial_secs": 1.0, "max_secs": 5.0},
+            }
+        ],
+    }
+    (folder / "hub.yaml").write_text(yaml.safe_dump(cfg))
+    (folder / "routes" / "adt.yaml").write_text(yaml.safe_dump(route))
+    return folder / "hub.yaml"
+
+
+async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str, object]:
+    folder = Path(tempfile.mkdtemp(prefix="hub-drain-"))
+    schema = "drain_" + uuid.uuid4().hex[:8]
+    if store_kind == "sqlite":
+        store: dict[str, object] = {"kind": "sqlite", "path": str(folder / "hub.db")}
+    else:
+        store = {"kind": "postgres", "dsn": args.pg_dsn, "schema": schema, "pool_size": 8}
+    port, peer_port = free_port(), free_port()
+    config = write_config(folder, store, port, peer_port, args)
+    hub_bin = Path(sys.executable).with_name("hub")
+    env = {**os.environ, "HUB_EVENT_LOOP": args.loop}
+    log = (folder / "hub.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        str(hub_bin), "serve", "--config", str(config), env=env, stdout=subprocess.DEVNULL, stderr=log
+    )
+    receiver = Receiver(n)
+    try:
+        await wait_port(port)
+        t0 = time.perf_counter()
+        quota = [n]
+        await asyncio.gather(*(send_n(port, i, quota, args.patients) for i in range(args.connections)))
+        ingest_secs = time.perf_counter() - t0
+        rss_after_ingest = rss_mb(proc.pid)
+        await receiver.start(peer_port)
+        up = time.perf_counter()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receiver.done.wait(), args.timeout)
+        end = receiver.last_at or time.perf_counter()
+        first = receiver.first_at or end
+        drained = len(receiver.seen)
+        result: dict[str, object] = {
+            "store": store_kind,
+            "n": n,
+            "ingest_msgs_per_s": round(n / ingest_secs),
+            "drained": drained,
+            "drain_msgs_per_s": round(drained / (end - up)) if end > up else None,
+            "first_delivery_after_s": round(first - up, 2),
+            "drain_after_first_msgs_per_s": round(drained / (end - first)) if end > first else None,
+            "duplicates": receiver.duplicates,
+            "out_of_order": receiver.out_of_order,
+            "hub_rss_after_ingest_mb": round(rss_after_ingest, 1),
+            "hub_rss_after_drain_mb": round(rss_mb(proc.pid), 1),
+            "hub_peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+        }
+        print(json.dumps(result), flush=True)
+        return result
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        await receiver.stop()
+        log.close()
+        if args.keep_log:
+            shutil.copy(folder / "hub.log", args.keep_log)
+        shutil.rmtree(folder, ignore_errors=True)
+        if store_kind == "postgres":
+            conn = await asyncpg.connect(args.pg_dsn)
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await conn.close()
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", action="append", choices=["sqlite", "postgres"])
+    p.add_argument("-n", type=int, nargs="+", default=[10_000], help="backlog sizes, one run each")
+    p.add_argument("--connections", type=int, default=32, help="ingest connections")
+    p.add_argument("--patients", type=int, default=50, help="patients (ordering keys) per connection")
+    p.add_argument("--max-in-flight", type=int, default=8)
+    p.add_argument("--timeout", type=float, default=3600.0, help="give up the drain after this many seconds")
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    p.add_argument("--keep-log", help="copy the hub's log here")
+    p.add_argument("--pg-dsn", default=os.environ.get("HUB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
+    args = p.parse_args()
+    gc.freeze()
+    print(f"# machine: {machine()}; hub event loop: {args.loop}")
+    print(
+        f"# ingest: {args.connections} connections x {args.patients} patients each, closed loop; "
+        f"destination max_in_flight {args.max_in_flight}"
+    )
+    for kind in args.store or ["sqlite", "postgres"]:
+        for n in args.n:
+            await run_one(kind, n, args)
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
