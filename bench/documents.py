@@ -128,6 +128,7 @@ def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -
                 "type": "dmp",
                 "listen": f"127.0.0.1:{dmp}",
                 "max_documents": 1_000_000,
+                "known_patients": None,
                 "tls": {
                     "cert_file": str(pki.server_cert),
                     "key_file": str(pki.server_key),
@@ -273,7 +274,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
                 await asyncio.wait_for(p.wait(), 30)

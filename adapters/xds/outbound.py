@@ -48,13 +48,8 @@ from pydantic import Field, field_validator
 from adapters.tls import TlsConfig, client_context
 from adapters.xds.mtom import MtomError, Part, cid_href, content_type_params, decode_related, encode_related
 from adapters.xds.soap import ACTION_PNR, SoapError, SoapFault, envelope, read_envelope
-<<<<<<< HEAD
-from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion
-from hub.errors import NotConnected, Rejected, Retryable, Unreachable
-=======
 from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion, subject_for
-from hub.errors import ConfigError, MappingError, NotConnected, Rejected, Retryable
->>>>>>> i11
+from hub.errors import ConfigError, MappingError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
 from mappings.xds import (
