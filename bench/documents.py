@@ -32,10 +32,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -52,6 +50,9 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.mllp.framing import FrameReader, frame  # noqa: E402
 from hub.devpki import make_pki  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from mllp_ingest import free_port, machine, wait_port  # noqa: E402  (the shared helpers of the benchmarks)
 
 A31 = (
     "MSH|^~\\&|GAM|CHU-X|HUB|CHU-X|20250301090000||ADT^A31^ADT_A05|{cid}|P|2.5^FRA^2.11|||||FRA|UNICODE UTF-8\r"
@@ -70,12 +71,6 @@ ORU = (
 )
 XDS_METADATA = yaml.safe_load((ROOT / "config" / "hub.yaml").read_text())["endpoints"]["dmp"]["metadata"]
 LAB_ROUTE = yaml.safe_load((ROOT / "routes" / "lab_to_dmp.yaml").read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ins_for(n: int) -> str:
@@ -150,18 +145,6 @@ def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -
     return folder / "hub.yaml", folder / "sandbox" / "hub.yaml"
 
 
-async def wait_port(port: int, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 async def send_all(port: int, messages: list[bytes], connections: int) -> None:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for m in messages:
@@ -201,15 +184,6 @@ async def wait_deliveries(db: Path, destination: str, expected: int, timeout: fl
             raise RuntimeError(f"dead deliveries to {destination}: see the hub store")
         await asyncio.sleep(0.2)
     raise RuntimeError(f"{destination}: {count(db, destination, 'delivered')} of {expected} delivered in time")
-
-
-def machine() -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        "unknown cpu",
-    )  # fmt: skip
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
