@@ -97,7 +97,14 @@ def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -
         "http": {"enabled": False},
         "logging": {"level": "warning"},
         "high_water_mark": 10_000_000,
-        "listeners": {"in": {"type": "mllp", "listen": f"127.0.0.1:{mllp}", "max_connections": 256}},
+        "listeners": {
+            "in": {
+                "type": "mllp",
+                "listen": f"127.0.0.1:{mllp}",
+                "max_connections": 256,
+                "checks": ["v2_documents", "dmp_lot"],  # as shipped: the lab route takes document_count 0
+            }
+        },
         "endpoints": {
             "registry": {"type": "identity_registry"},
             "dmp": {
