@@ -21,6 +21,7 @@ from pydantic import Field
 from adapters.base import InboundContext
 from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
+from adapters.slots import Slots
 from adapters.tls import TlsConfig, server_context
 from hub import registry
 from hub.errors import ConfigError, MessageError, Retryable
@@ -37,7 +38,21 @@ log = structlog.get_logger("hub.mllp.in")
 class MllpInboundConfig(ComponentConfig):
     listen: str = Field("127.0.0.1:2575", description="host:port to listen on (2575 is the MLLP default).")
     tls: TlsConfig | None = Field(None, description="Serve MLLP over TLS (mutual TLS with require_client_cert).")
-    max_connections: int = Field(64, ge=1, description="Connections served at once; more are closed at once.")
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description="Connections served at once. A newcomer over the limit takes the slot of the oldest "
+        "connection that has not yet sent a frame answered AA; when there is none it is closed at once.",
+    )
+    max_connections_per_peer: int = Field(
+        16, ge=1, description="Connections one peer address may hold at once (same rule over its own share)."
+    )
+    first_frame_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        description="Close a new connection (TLS handshake included) that has not started its first frame this "
+        "long after connecting; receive_timeout_secs applies once a frame was answered AA.",
+    )
     max_frame_bytes: int = Field(
         16 * 2**20,
         ge=1024,
@@ -63,6 +78,17 @@ class MllpInboundConfig(ComponentConfig):
     )
 
 
+def _shortest(a: float, b: float | None) -> float:
+    return a if b is None else min(a, b)
+
+
+def ack_code(ack: bytes) -> str:
+    """MSA-1 of an ACK built by the hub (written with the sender's field separator, MSH-1)."""
+    marker = b"\rMSA" + ack[3:4]
+    start = ack.find(marker)
+    return ack[start + 5 : start + 7].decode("ascii", "replace") if start >= 0 else ""
+
+
 def _host_port(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
@@ -78,6 +104,7 @@ class MllpInbound:
         self.ctx = ctx
         self._server: asyncio.Server | None = None
         self._connections = Connections()
+        self.slots = Slots(max_connections=config.max_connections, max_per_peer=config.max_connections_per_peer)
         self.port: int | None = None
         self._checks: list[tuple[str, Any]] = []  # (name, check(body) -> metadata)
         for check in config.checks:
@@ -101,7 +128,14 @@ class MllpInbound:
     async def start(self) -> None:
         host, port = _host_port(self.config.listen)
         ssl_ctx = server_context(self.config.tls) if self.config.tls else None
-        self._server = await asyncio.start_server(self._on_connection, host, port, ssl=ssl_ctx, limit=2**16)
+        self._server = await asyncio.start_server(
+            self._on_connection,
+            host,
+            port,
+            ssl=ssl_ctx,
+            limit=2**16,
+            ssl_handshake_timeout=self.config.first_frame_timeout_secs if ssl_ctx else None,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -113,15 +147,17 @@ class MllpInbound:
                 await self._server.wait_closed()
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self.config.max_connections:
+        peername = writer.get_extra_info("peername")
+        slot = self.slots.admit(str(peername[0]) if peername else "", writer.transport.abort)
+        if slot is None:
             log.warning("mllp_connection_refused", listener=self.name, reason="max_connections")
-            writer.close()
+            writer.transport.abort()
             return
         task = self._connections.add(writer)
         frames = FrameReader(
             reader,
             max_frame_bytes=self.config.max_frame_bytes,
-            receive_timeout_secs=self.config.receive_timeout_secs,
+            receive_timeout_secs=_shortest(self.config.first_frame_timeout_secs, self.config.receive_timeout_secs),
             read_timeout_secs=self.config.read_timeout_secs,
             frame_timeout_secs=self.config.frame_timeout_secs,
         )
@@ -133,6 +169,10 @@ class MllpInbound:
                 ack = await self._handle(got)
                 writer.write(frame(ack))
                 await writer.drain()
+                if not slot.proven and ack_code(ack) == "AA":
+                    # A real sender now: it keeps its slot and gets the long idle timeout.
+                    slot.prove()
+                    frames.receive_timeout_secs = self.config.receive_timeout_secs
         except FrameTimeout as exc:
             log.info("mllp_connection_timeout", listener=self.name, reason=str(exc))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -149,6 +189,7 @@ class MllpInbound:
                     garbage_bytes=frames.garbage_bytes,
                     truncated_frames=frames.truncated_frames,
                 )
+            slot.release()
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import hmac
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -15,12 +16,14 @@ from hub.message import Message
 
 __all__ = [
     "AUDIT_GENESIS",
+    "AUDIT_HMAC_PREFIX",
     "BLOCKING_STATUSES",
     "DEAD_LETTER_AHEAD_SQL",
     "HELD_STATUSES",
     "KEY_SOURCES",
     "Attempt",
     "AuditEvent",
+    "AuditKey",
     "AuditRecord",
     "Claimed",
     "Delivery",
@@ -345,10 +348,16 @@ class AuditRecord:
     prev_hash: str
     hash: str
 
-    def expected_hash(self) -> str:
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key whose HMAC `hash` is, or None for an unkeyed (plain SHA-256) entry."""
+        return self.hash.split(":")[1] if self.hash.startswith(AUDIT_HMAC_PREFIX) else None
+
+    def expected_hash(self, key: AuditKey | None = None) -> str:
+        """The hash this entry must carry: with `key` (the one named by `key_id`), its HMAC."""
         return audit_hash(
             self.prev_hash, self.id, self.at, self.actor, self.role, self.action, self.message_id, self.target,
-            self.detail, self.outcome,
+            self.detail, self.outcome, key=key,
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
@@ -363,6 +372,18 @@ def canonical_detail(detail: Mapping[str, Any]) -> str:
     return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+#: Prefix of a keyed entry's hash: ``hmac-sha256:<key id>:<hex>``.
+AUDIT_HMAC_PREFIX = "hmac-sha256:"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditKey:
+    """The secret keying the audit chain, kept outside the database (config or file), and its id."""
+
+    id: str
+    secret: bytes = dataclasses.field(repr=False)
+
+
 def audit_hash(
     prev_hash: str,
     entry_id: int,
@@ -374,11 +395,17 @@ def audit_hash(
     target: str,
     detail: str,
     outcome: str,
+    *,
+    key: AuditKey | None = None,
 ) -> str:
     """SHA-256 over the previous hash and every field of the entry (a hash chain: editing, removing or
-    reordering an entry breaks every later link)."""
+    reordering an entry breaks every later link); with `key`, HMAC-SHA-256 (RFC 2104) instead, so that
+    only the key's holder can write a chain that verifies, not whoever can write to the database."""
     fields = [prev_hash, entry_id, at.isoformat(), actor, role, action, message_id, target, detail, outcome]
-    return hashlib.sha256(json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    data = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return f"{AUDIT_HMAC_PREFIX}{key.id}:{hmac.new(key.secret, data, hashlib.sha256).hexdigest()}"
 
 
 def fold_queue_stats(rows: Iterable[tuple[str, str, str, int, datetime, int | None]]) -> list[QueueStats]:
@@ -402,6 +429,9 @@ def fold_queue_stats(rows: Iterable[tuple[str, str, str, int, datetime, int | No
 
 class Store(Protocol):
     """What the engine needs from durable storage. Implementations must pass the contract suite."""
+
+    audit_key: AuditKey | None
+    """The key of the audit chain's HMAC (None: plain SHA-256 links); never stored in the database."""
 
     async def open(self) -> None:
         """Connect and migrate the schema to the current version."""
@@ -557,6 +587,30 @@ class Store(Protocol):
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until another process signals new work, or `timeout` passes."""
+
+    # -- operations: hourly totals and last errors (the dashboard, `hub stats`, alerts) --
+    async def add_hourly(self, counts: Sequence[HourlyCount]) -> None:
+        """Add these counts to the stored hourly totals (summed with what other nodes added)."""
+
+    async def read_hourly(self, since: datetime) -> list[HourlyCount]:
+        """Stored hourly totals from the hour holding `since` on, oldest first."""
+
+    async def queue_last_errors(self) -> dict[tuple[str, str], tuple[str, datetime]]:
+        """Per (route, destination): the newest error of a delivery still waiting or dead, and when."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HourlyCount:
+    """One counter of one (route, destination) over one hour, e.g. ``delivered`` = 12 in 14:00-15:00 UTC.
+
+    Inbound counters (`received`, `rejected`) of a listener have route ``""`` and the listener as destination.
+    """
+
+    hour: datetime
+    route: str
+    destination: str
+    counter: str
+    count: int
 
 
 def dump_metadata(metadata: Mapping[str, str]) -> str:

@@ -214,6 +214,7 @@ async def campaign(tmp_path: Path) -> AsyncIterator[Campaign]:
                         "read_timeout_secs": READ_TIMEOUT_SECS,
                         "receive_timeout_secs": RECEIVE_TIMEOUT_SECS,
                         "max_connections": MAX_CONNECTIONS,
+                        "max_connections_per_peer": MAX_CONNECTIONS,  # one address plays the whole crowd
                     },
                 )
                 async with running_hub(config) as hub:

@@ -800,7 +800,7 @@ async def test_hub_delivers_to_the_dmp_sandbox_retrying_through_a_503(tmp_path: 
             {
                 "route": "cda_to_dmp",
                 "from": "mllp_in",
-                "when": {"content": "cda"},
+                "when": {"content_type": CDA_TYPE},
                 "to": [{"destination": "dmp", "retry": FAST_RETRY}],
             }
         ],
