@@ -294,6 +294,7 @@ class Hub:
         removed = ["/".join(k) for k in old_policies if k not in wanted]
         # Routing reads self.settings on each submit: from here on, new messages take the new routes.
         self.settings = settings
+        self.config = settings.hub  # equal but for the route globs (hub/reload.py refuses other changes)
         return added, removed, changed
 
     async def reload(self, path: str | Path | None = None, *, by: str = "signal", role: str = "admin") -> ReloadResult:

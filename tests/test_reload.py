@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from hub.runtime import Hub
+from hub.store import SearchQuery
 from tests.admin.adminkit import TOKENS, admin_hub
 from tests.hubkit import FAST_RETRY, MllpClient, adt, hub_cli, mllp_port, running_hub, running_peer, wait_until
 from tests.hubkit import write_config as write_hub_config
@@ -154,3 +155,51 @@ async def test_admin_api_and_hub_reload_command(tmp_path: Path) -> None:
         assert [r.route for r in hub.settings.routes] == ["adt_to_dpi"]
         entries = await audit_entries(hub)
         assert [(e.actor, e.outcome) for e in entries] == [("ada", "ok"), ("ada", "ok")]
+
+
+async def test_a_lookup_miss_is_dead_lettered_then_replayed_once_the_table_is_fixed(tmp_path: Path) -> None:
+    """The issue's bad-input rule: REJECT naming the route and the path, stored; replayable after the fix."""
+    async with running_peer() as dpi:
+        (tmp_path / "routes" / "tables").mkdir(parents=True)
+        table = tmp_path / "routes" / "tables" / "lab.csv"
+        table.write_text("local,loinc\nGLU,2345-7\n")
+        translate = {"translate": "OBX[*]-3.1", "table": "lab"}
+        lab = {
+            "route": "lab_to_dpi",
+            "from": "mllp_in",
+            "when": {"message_type": "ORU^R01"},
+            "steps": [{"hl7v2_map": {"tables": {"lab": "tables/lab.csv"}, "rules": [translate]}}],
+            "to": [{"destination": "dpi", "retry": FAST_RETRY}],
+        }  # fmt: skip
+        config = write_hub_config(tmp_path, peer_port=dpi.port, routes=[lab])
+        oru = (
+            b"MSH|^~\\&|SIL|LABO|DPI|CHU|20250301101500||ORU^R01^ORU_R01|ORU-K1|P|2.5\r"
+            b"PID|1||000003^^^CHU&1.2.3&ISO^PI||NOM^PRENOM||19790328|F\r"
+            b"OBX|1|NM|K^Potassium^L||4.1|mmol/L\r"
+        )
+        async with running_hub(config) as hub:
+            client = await MllpClient.connect(mllp_port(hub))
+            try:
+                assert b"|AA|" in await client.send(oru)  # stored and acknowledged; the mapping runs at delivery
+            finally:
+                await client.close()
+            assert hub.store is not None
+            [rec] = await hub.store.search(SearchQuery(control_id="ORU-K1"))
+
+            async def dead() -> Any:
+                found = (await hub.store.deliveries([rec.message.id])).get(rec.message.id, [])  # type: ignore[union-attr]
+                return found[0] if found and found[0].status == "dead" else None
+
+            await wait_until(dead)
+            delivery = await dead()
+            assert delivery.attempts == 1  # refused, not retried
+            reason = "route lab_to_dpi, step hl7v2_map: hl7v2_map: OBX[*]-3.1: code not in table 'lab'"
+            assert reason in delivery.last_error
+            # The hospital completes its table; the reload checks and applies it; the replay now goes through.
+            table.write_text("local,loinc\nGLU,2345-7\nK,2823-3\n")
+            assert (await hub.reload(by="test")).applied
+            await hub.replay(rec.message.id)
+            await wait_until(lambda: len(dpi.bodies) == 1)
+            assert b"OBX|1|NM|2823-3^Potassium^L" in dpi.bodies[0]
+            [entry] = await audit_entries(hub)
+            assert "+K,2823-3" in json.loads(entry.detail)["diff"]  # the table change is in the audit trail

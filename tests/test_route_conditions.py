@@ -193,3 +193,32 @@ async def test_only_inpatient_adt_reaches_the_kitchen_over_mllp(tmp_path: Path) 
             await wait_until(lambda: len(kitchen.bodies) == 2)
             assert [b.split(b"|")[9] for b in kitchen.bodies] == [b"K1", b"K3"]
             assert hub.counters["received"] == 4
+
+
+async def test_hostile_bodies_under_content_filters_never_stop_the_listener(tmp_path: Path) -> None:
+    async with running_peer() as kitchen:
+        route = {
+            "route": "adt_to_kitchen",
+            "from": "mllp_in",
+            "when": {"hl7": {"PV1-2": "I", "OBX[*]-5.1": {"not_in": ["x"]}, "PID-3[*].5": "PI"}},
+            "to": [{"destination": "dpi", "retry": FAST_RETRY}],
+        }
+        config = write_config(tmp_path, peer_port=kitchen.port, routes=[route])
+        base = adt("H0").decode()
+        hostile = [
+            base.replace("PV1|1|I", "PV1|1|" + "~" * 5000),  # thousands of empty repetitions
+            base.replace("PV1|1|I", "PV1|1|\\Xzz\\\\E\\\\F"),  # broken escapes
+            base.replace("PV1|1|I", "OBX|" + "|" * 3000 + "x^" * 2000),  # many fields and components
+            base.replace("PV1|1|I", "PV1|1|I\rZZZ|" + "&" * 4000),
+        ]
+        async with running_hub(config) as hub:
+            client = await MllpClient.connect(mllp_port(hub))
+            try:
+                for n, text in enumerate(hostile):
+                    ack = await client.send(text.replace("|H0|", f"|H{n + 1}|").encode())
+                    assert b"|AA|" in ack or b"|AR|" in ack
+                assert b"|AA|" in await client.send(adt("H9"))
+            finally:
+                await client.close()
+            await wait_until(lambda: len(kitchen.bodies) == 2)  # the last inpatient ADT and the ZZZ one
+            assert sorted(b.split(b"|")[9] for b in kitchen.bodies) == [b"H4", b"H9"]

@@ -125,6 +125,7 @@ async def test_no_mdn_goes_back_while_the_dpi_has_not_answered(tmp_path: Path) -
         assert code == 250
         # The DPI cannot be reached: the document waits (circuit open), and so does the MDN.
         worker = running.workers[("mss_documents_to_dpi", "dpi")]
+        worker.probe_max_secs = 0.5  # probe often, so that the DPI's return is seen at once
         await wait_until(lambda: worker.probes >= 2, timeout=20)
         assert len(peer.received) == 0
         assert not [r for r in await messages(running) if r.message.metadata["mail_kind"] == "mdn"]
