@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import yaml
+
 from hub.store import SearchQuery, Store
 from tests.hubkit import MllpClient, ack_fields, running_hub, wait_until
 from tests.mappings.test_volet_documents import case, oru_cda, with_pdf_format
@@ -46,6 +48,10 @@ async def record(store: Store, control_id: str) -> object:
 
 async def test_volet_documents_reach_the_dmp_and_bad_ones_are_refused_ar(tmp_path: Path) -> None:
     config, ports = default_config_in(tmp_path)
+    # These two patients have a DMP (the shipped DMP sandbox knows only the INSi sandbox's people).
+    settings = yaml.safe_load(config.read_text())
+    settings["sandboxes"]["dmp_sandbox"]["known_patients"] = ["285077511234511", "291016938700125"]
+    config.write_text(yaml.safe_dump(settings, allow_unicode=True))
     async with running_hub(config) as hub:
         store = hub.store
         assert store is not None
