@@ -102,3 +102,22 @@ async def test_usage_errors_are_one_line_without_traceback(tmp_path: Path) -> No
         helped = await hub_cli(command, "--help")
         options = [line for line in helped.stdout.splitlines() if line.strip().startswith("--")]
         assert options and all(len(line.split(None, 1)) == 2 or "\n" in line for line in options), command
+
+
+async def test_a_config_this_shell_cannot_fully_load_still_finds_the_hub(tmp_path: Path) -> None:
+    import yaml
+
+    async with running_peer() as peer:
+        config = write_config(tmp_path, peer_port=peer.port)
+        async with running_hub(config) as hub:
+            # The operator's shell lacks the hub's secrets (here the store's DSN): the CLI needs only where the
+            # hub listens and its bootstrap token, and reads them from the sections it can.
+            doc = yaml.safe_load(config.read_text())
+            doc["http"]["listen"] = f"127.0.0.1:{hub.http_port}"
+            doc["store"]["dsn"] = "${HUB_I14_DSN_ONLY_THE_HUB_HAS}"
+            partial = tmp_path / "operator.yaml"
+            partial.write_text(yaml.safe_dump(doc))
+            listed = await hub_cli("messages", "--config", str(partial), "--json")
+            assert listed.returncode == 0, listed.stderr
+            checked = await hub_cli("check", "--config", str(partial))
+            assert checked.returncode == 1 and "HUB_I14_DSN_ONLY_THE_HUB_HAS" in checked.stderr
