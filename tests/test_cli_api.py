@@ -51,6 +51,10 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
             exported = await hub_cli("export", *cli, "--payloads", "--control-id", "CLIA1", **as_operator)
             [item] = [json.loads(x) for x in exported.stdout.splitlines()]
             assert item["id"] == row["id"] and "PID|" in item["body"]
+            folder = tmp_path / "export"
+            await hub_cli("export", *cli, "--payloads", "--control-id", "CLIA1", "--dir", str(folder), **as_operator)
+            assert sorted(p.name for p in folder.iterdir()) == [f"{row['id']}.hl7", f"{row['id']}.json"]
+            assert (folder / f"{row['id']}.hl7").read_bytes().startswith(b"MSH|")
 
             # Actions: each asks for --yes in a script, then goes through.
             refused = await hub_cli("requeue", *cli, "--all-dead", **as_operator)
@@ -87,7 +91,7 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
             for action in ("search_patient", "view_payload", "requeue", "replay", "pause", "resume"):
                 assert (action, operator, "ok") in done, action
             assert ("replay", NAMES["viewer"], "denied") in done
-            assert [e["action"] for e in entries].count("view_payload") == 2  # show --body and export --payloads
+            assert [e["action"] for e in entries].count("view_payload") == 3  # show --body, two exports with payloads
 
 
 async def test_usage_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
