@@ -51,7 +51,6 @@ from pydantic import Field
 
 from adapters.auth_throttle import AuthThrottle
 from adapters.base import InboundContext
-from adapters.slots import Slot, Slots
 from adapters.smtp.common import (
     HostedMailbox,
     Mailboxes,
@@ -71,6 +70,7 @@ from adapters.tls import TlsConfig
 from hub.errors import Retryable
 from hub.message import Message, new_id, utcnow
 from hub.registry import ComponentConfig, register
+from hub.slots import Slot, Slots
 from mappings.mssante.mail import domain_of
 from mappings.xdm import ZipLimits
 
@@ -152,7 +152,7 @@ class _Protocol(SMTP):
 
     A connection is unproven until it proves itself (MTA: MAIL FROM accepted after STARTTLS with a
     certificate; submission: AUTH succeeded): until then it may be evicted by a newcomer
-    (:mod:`adapters.slots`) and is closed ``handshake_timeout_secs`` after connecting.
+    (:mod:`hub.slots`) and is closed ``handshake_timeout_secs`` after connecting.
     """
 
     def __init__(self, listener: _SmtpListener, handler: Any, **kwargs: Any) -> None:
