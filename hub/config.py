@@ -15,13 +15,17 @@ import glob
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
+from hub.alerting.config import AlertsConfig
+from hub.conditions import RouteFilter
 from hub.errors import ConfigError
+from hub.message import Message
 from hub.production import production_problems
 from hub.tls import TlsConfig
+from hub.userstep import add_python_path, load_user_step, spec_of
 from hub.yamlsource import Located, load_located
 
 __all__ = [
@@ -48,7 +52,9 @@ class StoreConfig(_Model):
     path: str = Field(
         "var/hub.db", description="SQLite database file, relative to the working directory (sqlite only)."
     )
-    dsn: str | None = Field(None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only).")
+    dsn: str | None = Field(
+        None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only; ignored, and may be empty, for sqlite)."
+    )
     schema_: str | None = Field(
         None,
         alias="schema",
@@ -64,7 +70,7 @@ class StoreConfig(_Model):
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> StoreConfig:
         if self.kind == "postgres" and not self.dsn:
-            raise ValueError("a postgres store needs a dsn")
+            raise ValueError("a postgres store needs a dsn (the shipped config reads it from $HUB_PG_DSN)")
         return self
 
 
@@ -167,6 +173,12 @@ class AdminConfig(_Model):
     max_bulk: int = Field(
         1000, ge=1, le=100_000, description="Most messages one bulk replay, or deliveries one requeue, may touch."
     )
+    api_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where the `hub` command reaches this hub's admin API (e.g. behind a proxy); unset: "
+        "http(s):// + `http.listen`. `$HUB_URL` wins over it.",
+    )
 
 
 class LoggingConfig(_Model):
@@ -250,6 +262,11 @@ class HubConfig(_Model):
     shutdown_grace_secs: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight deliveries may finish before being released."
     )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="Alert rules (dead letters, queue depth and age, destination down, reviews waiting, listener or "
+        "store down, certificate expiry) and where notices go (webhook, mail).",
+    )
     listeners: dict[str, ComponentEntry] = Field(default_factory=dict, description="Inbound adapters by name.")
     endpoints: dict[str, ComponentEntry] = Field(default_factory=dict, description="Outbound adapters by name.")
     sandboxes: dict[str, ComponentEntry] = Field(
@@ -259,6 +276,14 @@ class HubConfig(_Model):
     routes: list[str] = Field(
         default_factory=lambda: ["../routes/*.yaml"],
         description="Glob patterns of route files, relative to this config file.",
+    )
+    python_path: list[str] = Field(
+        default_factory=lambda: ["../routes/python"],
+        description="Folders (relative to this config file) holding the modules of `python:` route steps.",
+    )
+    route_tests: list[str] = Field(
+        default_factory=lambda: ["../routes/tests/*.yaml"],
+        description="Glob patterns of route test case files run by `hub test`, relative to this config file.",
     )
 
 
@@ -305,14 +330,17 @@ class RouteConfig(_Model):
     route: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]{0,63}$", description="Unique route name.")
     description: str = Field("", description="What the route is for.")
     from_: list[str] = Field(alias="from", description="Listener name(s) the route takes messages from.")
-    when: dict[str, str | list[str]] = Field(
+    when: dict[str, Any] = Field(
         default_factory=dict,
-        description="Metadata filter: every key must equal the value or be one of the listed values.",
+        description="Filter, every entry must hold: a metadata key (see README, Routes) with a text (equals), "
+        "a list (one of) or {equals|in|not_in|matches|present: ...}; or `hl7:` / `fhirpath:` / `xpath:` "
+        "mapping paths into the body to such tests, e.g. `hl7: {PV1-2: I}`.",
     )
-    steps: list[str | dict[str, dict[str, Any]]] = Field(
+    steps: list[str | dict[str, Any]] = Field(
         default_factory=list,
         description="Registered steps, applied in order: a name, or `{name: {settings}}` for a step with settings "
-        "(checked against the step's config model, `hub describe NAME`).",
+        "(checked against the step's config model, `hub describe NAME`); or the user's own function, "
+        "`python: module:function` or `python: {function: module:function, settings: {...}}`.",
     )
     to: list[DestinationPolicy] = Field(min_length=1, description="Destinations and their delivery policy.")
 
@@ -329,21 +357,26 @@ class RouteConfig(_Model):
                 raise ValueError("a step with settings is written {name: {settings}}, one name per item")
         return v
 
-    def step_specs(self) -> list[tuple[str, dict[str, Any]]]:
+    def step_specs(self) -> list[tuple[str, Any]]:
         """(name, settings) of each step."""
         return [(s, {}) if isinstance(s, str) else next(iter(s.items())) for s in self.steps]
 
-    def matches(self, endpoint: str, metadata: dict[str, str] | Any) -> bool:
+    _filter: RouteFilter | None = PrivateAttr(None)
+
+    def compile_conditions(self) -> RouteFilter:
+        """Compile `when:` (once); ValueError listing its problems when it cannot be used."""
+        if self._filter is None:
+            compiled = RouteFilter(self.when)
+            if compiled.problems:
+                raise ValueError("; ".join(f"when.{'.'.join(loc)}: {text}" for loc, text in compiled.problems))
+            self._filter = compiled
+        return self._filter
+
+    def matches(self, endpoint: str, message: Message, cache: dict[str, Any] | None = None) -> bool:
+        """Whether a message from `endpoint` passes `when:`; `cache` shares parsed bodies between routes."""
         if endpoint not in self.from_:
             return False
-        for key, want in self.when.items():
-            have = metadata.get(key)
-            if isinstance(want, list):
-                if have not in want:
-                    return False
-            elif have != want:
-                return False
-        return True
+        return self.compile_conditions().matches(message, {} if cache is None else cache)
 
 
 @dataclasses.dataclass
@@ -409,6 +442,7 @@ def load_config(path: str | Path) -> Settings:
             except PydanticValidationError as exc:
                 problems += _problems(doc, exc, (section, name))
 
+    add_python_path([path.parent / p for p in hub.python_path])
     routes: list[RouteConfig] = []
     route_files: dict[str, Path] = {}
     files: list[Path] = []
@@ -446,8 +480,16 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
             problems.append(
                 f"{doc.where(('from', i) if len(route.from_) > 1 else ('from',))}: from: unknown listener {listener!r}"
             )
+    compiled = RouteFilter(route.when)
+    for loc, text in compiled.problems:
+        problems.append(f"{doc.where(('when', *loc))}: when.{'.'.join(loc)}: {text}")
+    if not compiled.problems:
+        route.compile_conditions()
     content_type: str | None = None
     for i, (step, settings) in enumerate(route.step_specs()):
+        if step == "python":
+            problems += _check_user_step(doc, i, settings)
+            continue
         comp = registry.get("step", step)
         if comp is None:
             problems.append(
@@ -456,7 +498,7 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
             )
             continue
         try:
-            comp.config.model_validate(settings or {})
+            comp.config.model_validate(settings or {}, context={"route_dir": str(doc.path.parent)})
         except PydanticValidationError as exc:
             problems += _problems(doc, exc, ("steps", i, step))
         if content_type and comp.consumes and content_type not in comp.consumes:
@@ -476,3 +518,19 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
                 f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: {dest.destination!r} listed twice"
             )
     return problems
+
+
+def _check_user_step(doc: Located, i: int, settings: Any) -> list[str]:
+    """`hub check` of a `python:` step: the spec, the import, the function and its settings."""
+    loc = ("steps", i, "python")
+    try:
+        spec = spec_of(settings)
+    except PydanticValidationError as exc:
+        return _problems(doc, exc, loc)
+    try:
+        load_user_step(spec)
+    except PydanticValidationError as exc:
+        return _problems(doc, exc, (*loc, "settings") if isinstance(settings, dict) else loc)
+    except ValueError as exc:
+        return [f"{doc.where(loc)}: steps.{i}.python: {exc}"]
+    return []

@@ -91,6 +91,7 @@ class DestinationWorker:
         on_outcome: Callable[[str, str, Outcome, float, datetime], None] | None = None,
         on_dequeued: Callable[[], None] | None = None,
         on_store_error: Callable[[str], None] | None = None,
+        on_dead: Callable[[str, str], None] | None = None,
         identity_lookup: Callable[[str], Awaitable[IdentityRecord | None]] | None = None,
         environment: str = "development",
         on_final: Callable[[FinalOutcome], Awaitable[None]] | None = None,
@@ -110,6 +111,7 @@ class DestinationWorker:
         self.on_outcome = on_outcome
         self.on_dequeued = on_dequeued
         self.on_store_error = on_store_error
+        self.on_dead = on_dead
         self.on_final = on_final
         self.wake = asyncio.Event()
         self.paused = False
@@ -422,6 +424,8 @@ class DestinationWorker:
         if not kept:
             log.warning("lease_lost", delivery_id=d.id, destination=self.destination)
         elif status == "dead":
+            if self.on_dead is not None:
+                self.on_dead(self.route, self.destination)
             log.warning(
                 "delivery_dead",
                 message_id=c.message.id,

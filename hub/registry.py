@@ -11,6 +11,11 @@ shows and edits payloads through it. A *check* is a pure function
 ``checks`` setting): it raises MessageError to refuse the message, and the
 metadata it returns is added to the message before routing.
 
+A *selector* is registered under a path language of route filters (``hl7``,
+``fhirpath``, ``xpath``): ``factory(expression)`` compiles an expression
+(ValueError when it is not one) into ``select(message, cache) -> list[str]``,
+the values it finds in a body (none for a body of another content type).
+
 Components register themselves with a decorator when their module is
 imported; ``adapters/__init__.py`` and ``mappings/__init__.py`` are plain
 lists of imports (no directory scanning, no entry points), so a broken
@@ -32,7 +37,9 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["NO_CONFIG", "Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
 
-Kind = Literal["inbound", "outbound", "step", "sandbox", "reader", "text", "check", "outcome_hook"]
+Kind = Literal[
+    "inbound", "outbound", "step", "sandbox", "reader", "text", "check", "outcome_hook", "selector", "traits"
+]
 T = TypeVar("T")
 
 

@@ -10,33 +10,43 @@ the reverse: listeners close first, then workers drain for
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from hub import registry
+from hub.admin import audit
 from hub.admin.audit import AuditKeys, ensure_keyed_head, load_audit_keys
-from hub.config import Settings
+from hub.admin.auth import Principal
+from hub.alerting.metrics import OperationsCollector
+from hub.config import DestinationPolicy, RouteConfig, Settings
 from hub.delivery import DestinationWorker
-from hub.errors import MessageError, Outcome, Retryable, StoreError
+from hub.errors import ConfigError, MessageError, Outcome, Retryable, StoreError
 from hub.http_slots import SlottedSite
 from hub.identity_registry import IdentityRegistry
 from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
+from hub.reload import ReloadResult, prepare_reload, route_texts
 from hub.slots import Slots
+from hub.stats import HourlyStats
 from hub.store import AuditEvent, Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
 from hub.supervisor import Supervisor
 from hub.tls import server_context
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "ReplayTargetError", "replay"]
 
 log = structlog.get_logger("hub")
+
+#: How often this node adds its hourly counts to the store (the dashboard's chart, `hub stats`).
+HOURLY_FLUSH_SECS = 10.0
 
 
 class _ListenerContext:
@@ -78,12 +88,18 @@ class Hub:
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "rejected": 0, "refused_busy": 0}
         self.outcomes: dict[tuple[str, str, str], int] = {}
         self.metrics = HubMetrics(self)
+        self.hourly = HourlyStats()
+        self.alerts: Any = None
+        self.metrics.registry.register(OperationsCollector(self))
         # Every long-running loop (workers, lease recovery, wake-ups...) restarts after a crash.
         self.supervisor = Supervisor()
         self._http: web.AppRunner | None = None
         self.http_port: int | None = None
         self.http_slots: Slots | None = None
         self._step_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steps")
+        self.route_snapshot = route_texts(settings)
+        """Route and table files as last applied: a reload's audit entry carries their diff."""
+        self._reload_lock = asyncio.Lock()
 
     # -- inbound ------------------------------------------------------------------------------------
     async def submit(self, endpoint: str, message: Message, *, dedup_key: str | None = None) -> SubmitResult:
@@ -94,7 +110,7 @@ class Hub:
             self.counters["refused_busy"] += 1
             counts.refused += 1
             raise Retryable("hub above its high-water mark, try again later")
-        deliveries = route_message(self.settings.routes, endpoint, message.metadata)
+        deliveries = route_message(self.settings.routes, endpoint, message)
         assert self.store is not None
         try:
             result = await self.store.submit(message, deliveries, endpoint=endpoint, dedup_key=dedup_key)
@@ -111,6 +127,9 @@ class Hub:
         else:
             counts.accepted += 1
             self.undelivered += result.deliveries
+            self.hourly.add("", endpoint, "received")
+            for d in deliveries:
+                self.hourly.add(d.route, d.destination, "received")
             for d in deliveries:
                 worker = self.workers.get((d.route, d.destination))
                 if worker is not None:
@@ -129,14 +148,21 @@ class Hub:
             raise Retryable(f"store unavailable ({exc})") from None
         self.counters["rejected"] += 1
         counts.rejected += 1
+        self.hourly.add("", endpoint, "rejected")
 
-    async def replay(self, message_id: str, *, body: bytes | None = None) -> SubmitResult:
-        """Run a stored message again as a new message derived from it (optionally with a corrected body)."""
+    async def replay(
+        self, message_id: str, *, body: bytes | None = None, destinations: Collection[str] | None = None
+    ) -> SubmitResult:
+        """Run a stored message again as a new message derived from it (optionally with a corrected body).
+
+        `destinations` limits the replay to those of the routed destinations (None: every one).
+        """
         return await replay(
-            self.store,
+            self.store,  # type: ignore[arg-type]
             self.settings,
             message_id,
-            body=body,  # type: ignore[arg-type]
+            body=body,
+            destinations=destinations,
             wake=self._wake_all,
         )
 
@@ -177,28 +203,12 @@ class Hub:
 
         pauses = await self.store.queue_pauses()
         for route in self.settings.routes:
-            pipeline = Pipeline(route.step_specs())
+            pipeline = self._pipeline(self.settings, route)
             for policy in route.to:
-                worker = DestinationWorker(
-                    store=self.store,
-                    route=route.route,
-                    policy=policy,
-                    adapter=self.endpoints[policy.destination],
-                    pipeline=pipeline,
-                    owner=self.config.node,
-                    lease_secs=self.config.store.lease_secs,
-                    step_executor=self._step_executor,
-                    on_outcome=self._count_outcome,
-                    on_dequeued=self._dequeued,
-                    on_store_error=self.metrics.store_error,
-                    identity_lookup=self.identity.lookup,
-                    environment=self.config.environment,
-                    on_final=self._on_final,
-                )
                 # An operator's stored decision wins over the config's default.
-                worker.paused = pauses.get((route.route, policy.destination), policy.paused)
-                worker.start(self.supervisor)
-                self.workers[(route.route, policy.destination)] = worker
+                paused = pauses.get((route.route, policy.destination), policy.paused)
+                key = (route.route, policy.destination)
+                self.workers[key] = self._start_worker(route.route, policy, pipeline, paused)
 
         if self.config.retention.days is not None:
             self.supervisor.start("retention", self._retention)
@@ -206,6 +216,12 @@ class Hub:
         self.supervisor.start("pauses", self._follow_pauses)
         self.supervisor.start("leases", self._recover_leases)
         self.supervisor.start("wakeups", self._listen_for_work)
+        self.supervisor.start("hourly", self._flush_hourly)
+        if self.config.alerts.rules:
+            from hub.alerting import AlertEngine
+
+            self.alerts = AlertEngine(self, self.config.alerts)
+            self.supervisor.start("alerts", self.alerts.run)
         # Listeners are built before the HTTP server so that those served on the hub's HTTP port
         # (`http_routes()`, e.g. FHIR under /fhir) are mounted; none takes a message before start().
         for name, entry in self.config.listeners.items():
@@ -225,11 +241,103 @@ class Hub:
             http_port=self.http_port,
         )
 
+    def _pipeline(self, settings: Settings, route: RouteConfig) -> Pipeline:
+        return Pipeline(route.step_specs(), route=route.route, route_dir=settings.route_files[route.route].parent)
+
+    def _start_worker(
+        self, route: str, policy: DestinationPolicy, pipeline: Pipeline, paused: bool
+    ) -> DestinationWorker:
+        assert self.store is not None
+        worker = DestinationWorker(
+            store=self.store,
+            route=route,
+            policy=policy,
+            adapter=self.endpoints[policy.destination],
+            pipeline=pipeline,
+            owner=self.config.node,
+            lease_secs=self.config.store.lease_secs,
+            step_executor=self._step_executor,
+            on_outcome=self._count_outcome,
+            on_dead=lambda route, destination: self.hourly.add(route, destination, "dead"),
+            on_dequeued=self._dequeued,
+            on_store_error=self.metrics.store_error,
+            identity_lookup=self.identity.lookup,
+            environment=self.config.environment,
+            on_final=self._on_final,
+        )
+        worker.paused = paused
+        worker.start(self.supervisor)
+        return worker
+
+    async def apply_routes(self, settings: Settings) -> tuple[list[str], list[str], list[str]]:
+        """Switch to the routes of `settings` (validated by load_config); see :mod:`hub.reload`.
+
+        Returns the (route, destination) queues added, removed (left to drain) and changed, as
+        ``route/destination``. ConfigError, with nothing changed, when a pipeline cannot be built.
+        """
+        try:
+            pipelines = {r.route: self._pipeline(settings, r) for r in settings.routes}
+        except Exception as exc:  # a table or module changed between the check and the build
+            raise ConfigError(f"{settings.path}:1: a route could not be built ({type(exc).__name__})") from None
+        wanted = {(r.route, p.destination): (r, p) for r in settings.routes for p in r.to}
+        old_policies = {(r.route, p.destination): p for r in self.settings.routes for p in r.to}
+        added, changed = [], []
+        for key, (route, policy) in wanted.items():
+            worker = self.workers.get(key)
+            if worker is not None and old_policies.get(key) == policy:
+                worker.pipeline = pipelines[route.route]  # used from its next claim
+                continue
+            paused = worker.paused if worker is not None else policy.paused
+            if worker is not None:
+                await worker.stop(self.config.shutdown_grace_secs)
+                changed.append("/".join(key))
+            else:
+                added.append("/".join(key))
+            self.workers[key] = self._start_worker(route.route, policy, pipelines[route.route], paused)
+        removed = ["/".join(k) for k in old_policies if k not in wanted]
+        # Routing reads self.settings on each submit: from here on, new messages take the new routes.
+        self.settings = settings
+        return added, removed, changed
+
+    async def reload(self, path: str | Path | None = None, *, by: str = "signal", role: str = "admin") -> ReloadResult:
+        """`hub reload` / SIGHUP / POST /api/config/reload: validate as `hub check`, apply, audit."""
+        async with self._reload_lock:
+            result, new = prepare_reload(self, path)
+            assert self.store is not None
+            who = Principal(by, role, "signal" if by == "signal" else "token")
+            detail = {k: v for k, v in result.as_dict().items() if k in ("reason", "problems", "diff")}
+            # Recorded before anything changes: a reload the audit trail cannot keep is not applied.
+            await audit.record(
+                self.store, who, "config_reload", target=str(path or self.settings.path), detail=detail,
+                outcome="ok" if new is not None else "refused",
+            )  # fmt: skip
+            if new is None:
+                log.warning("config_reload_refused", reason=result.reason, problems=len(result.problems))
+                return result
+            try:
+                result.added, result.removed, result.changed = await self.apply_routes(new)
+            except ConfigError as exc:
+                result = ReloadResult(False, "a route could not be built", problems=exc.problems, diff=result.diff)
+                await audit.record(
+                    self.store, who, "config_reload", detail={"problems": exc.problems}, outcome="failed"
+                )
+                return result
+            self.route_snapshot = route_texts(new)
+            log.info(
+                "config_reloaded", added=len(result.added), removed=len(result.removed), changed=len(result.changed)
+            )
+            return result
+
     async def stop(self) -> None:
         for listener in self.listeners.values():
             await listener.stop()
         await asyncio.gather(*(w.stop(self.config.shutdown_grace_secs) for w in self.workers.values()))
         await self.supervisor.stop()
+        if self.alerts is not None:
+            await self.alerts.close()
+        if self.store is not None:
+            with contextlib.suppress(StoreError):
+                await self.hourly.flush(self.store)  # the last counts, kept across the restart
         for adapter in self.endpoints.values():
             await adapter.stop()
         if self._http is not None:
@@ -246,6 +354,10 @@ class Hub:
     ) -> None:
         key = (route, destination, outcome.value)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        if outcome is Outcome.ACCEPT:
+            self.hourly.add(route, destination, "delivered")
+        elif outcome is Outcome.RETRY:
+            self.hourly.add(route, destination, "failed")
         if outcome is Outcome.ACCEPT and received_at is not None:
             self.metrics.observe_delivery(destination, (utcnow() - received_at).total_seconds())
 
@@ -336,6 +448,14 @@ class Hub:
                 await asyncio.sleep(1.0)
             self._wake_all()
 
+    async def _flush_hourly(self) -> None:
+        while True:
+            await asyncio.sleep(HOURLY_FLUSH_SECS)
+            try:
+                await self.hourly.flush(self.store)  # type: ignore[arg-type]
+            except StoreError:
+                self.metrics.store_error("add_hourly")
+
     async def health(self) -> dict[str, Any]:
         """What /healthz says: the problems that stop this node from keeping or moving messages.
 
@@ -420,8 +540,18 @@ class _OutcomeServices:
         return await self._store.deliveries(message_ids)
 
 
+class ReplayTargetError(ValueError):
+    """A replay asked for destinations the replayed message is not routed to; nothing was stored."""
+
+
 async def replay(
-    store: Store, settings: Settings, message_id: str, *, body: bytes | None = None, wake: Any = None
+    store: Store,
+    settings: Settings,
+    message_id: str,
+    *,
+    body: bytes | None = None,
+    destinations: Collection[str] | None = None,
+    wake: Any = None,
 ) -> SubmitResult:
     """Run a stored message again, as a new message derived from it; with or without a running hub.
 
@@ -429,16 +559,20 @@ async def replay(
     registered for its content type and by the checks of the listener it came
     from (``checks``), so a message refused before a fix is
     routed after it. A body still unusable is stored as a new rejected
-    message (keeping the trail) and the MessageError is raised.
+    message (keeping the trail) and the MessageError is raised. With
+    `destinations`, only those of the routed destinations get a delivery (a
+    result already delivered to one system is not sent to it a second time);
+    naming one the message is not routed to raises ReplayTargetError.
     """
     record = await store.get_message(message_id)
     if record is None:
         raise KeyError(message_id)
     original = record.message
-    metadata = dict(original.metadata)
+    # A replay of a replay carries `replay_of` already: it now names the message replayed this time.
+    metadata = {**original.metadata, "replay_of": original.id}
     new_body = original.body if body is None else body
     reader = registry.get("reader", original.content_type)
-    new = original.derive(body=new_body, replay_of=original.id)
+    new = original.derive(body=new_body, **metadata)
     listener = settings.component_configs.get(("inbound", record.endpoint))
     checks = [registry.get("check", name) for name in getattr(listener, "checks", ())]
     if reader is not None:
@@ -450,9 +584,15 @@ async def replay(
         except MessageError as exc:
             await store.store_rejected(new, endpoint=record.endpoint, reason=exc.reason)
             raise
-        # A replay of a replay: the original's own `replay_of` gives way to this one.
-        new = original.derive(body=new_body, **{**metadata, "replay_of": original.id})
-    deliveries = route_message(settings.routes, record.endpoint, new.metadata)
+        new = original.derive(body=new_body, **metadata)
+    deliveries = route_message(settings.routes, record.endpoint, new)
+    if destinations is not None:
+        wanted = set(destinations)
+        unknown = sorted(wanted - {d.destination for d in deliveries})
+        if unknown or not wanted:
+            routed = ", ".join(sorted({d.destination for d in deliveries})) or "none"
+            raise ReplayTargetError(f"not routed to {', '.join(unknown) or 'any destination given'} (routed: {routed})")
+        deliveries = [d for d in deliveries if d.destination in wanted]
     result = await store.submit(new, deliveries, endpoint=record.endpoint, dedup_key=None)
     if wake:
         wake()

@@ -18,7 +18,7 @@ async def test_cli_actions_are_audited_and_the_export_verifies_offline(tmp_path:
     cfg = ["--config", str(config)]
     assert (await hub_cli("messages", "--json", *cfg)).returncode == 0
     assert (await hub_cli("replay", "0190f0f0-0000-7000-8000-000000000000", *cfg)).returncode == 1  # no such message
-    export = await hub_cli("audit", "export", *cfg)
+    export = await hub_cli("audit-chain", "export", *cfg)
     assert export.returncode == 0
     entries = [json.loads(line) for line in export.stdout.splitlines()]
     who = f"cli:{getpass.getuser()}"
@@ -35,10 +35,10 @@ async def test_cli_actions_are_audited_and_the_export_verifies_offline(tmp_path:
 
     trail = tmp_path / "trail.jsonl"
     trail.write_text(export.stdout)
-    ok = await hub_cli("audit", "verify", "--file", str(trail), *cfg)
+    ok = await hub_cli("audit-chain", "verify", "--file", str(trail), *cfg)
     assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
     trail.write_text(export.stdout.replace('"failed"', '"ok"', 1))  # the failed replay made to look fine
-    bad = await hub_cli("audit", "verify", "--file", str(trail), *cfg)
+    bad = await hub_cli("audit-chain", "verify", "--file", str(trail), *cfg)
     assert bad.returncode == 1 and json.loads(bad.stdout)["first_bad_id"] == 4
 
 
@@ -46,7 +46,7 @@ async def test_a_chain_rewritten_without_the_key_does_not_verify(tmp_path: Path)
     config = write_config(tmp_path, peer_port=1)
     cfg = ["--config", str(config)]
     assert (await hub_cli("dead", *cfg)).returncode == 0
-    assert (await hub_cli("audit", "verify", *cfg)).returncode == 0
+    assert (await hub_cli("audit-chain", "verify", *cfg)).returncode == 0
     # Someone with write access to the database re-hashes every entry the way an unkeyed chain is made.
     db = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
     prev = AUDIT_GENESIS
@@ -57,6 +57,6 @@ async def test_a_chain_rewritten_without_the_key_does_not_verify(tmp_path: Path)
         db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, number))
         prev = digest
     db.close()
-    report = await hub_cli("audit", "verify", *cfg)
+    report = await hub_cli("audit-chain", "verify", *cfg)
     assert report.returncode == 1
     assert json.loads(report.stdout)["problem"] == "the newest entry is not keyed"

@@ -10,6 +10,7 @@ MTA: no client certificate                          530 5.7.0 (one that does not
 MTA: sender domain not in the trust list            550 5.7.1 (null sender ``<>`` allowed: DSNs, MDNs)
 MTA: sender in a domain hosted here                 550 5.7.1 at MAIL; ``From:``/``Sender:`` at DATA (stored)
 MTA: recipient not hosted here                      550 5.1.1 (hosted domain) / 550 5.7.1 (any other: no relay)
+recipient mailbox suspended                         550 5.2.1 (RFC 3463: mailbox disabled)
 submission: AUTH before TLS                         530 (STARTTLS first), 538 5.7.11 if TLS is not required
 submission: MAIL without AUTH                       530 5.7.0 Authentication required (RFC 4954 §6)
 submission: sender not one of the login's addresses 553 5.7.1; ``From:``/``Sender:`` at DATA 550 5.7.1 (stored)
@@ -37,6 +38,7 @@ a fix) before the 554 goes out.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import email.utils
 import hashlib
@@ -51,6 +53,7 @@ from pydantic import Field
 
 from adapters.auth_throttle import AuthThrottle
 from adapters.base import InboundContext
+from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess, sasl_bearer
 from adapters.smtp.common import (
     HostedMailbox,
     Mailboxes,
@@ -65,6 +68,7 @@ from adapters.smtp.common import (
     server_tls_context,
     verify_password,
 )
+from adapters.smtp.directory import open_directory
 from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, analyse, is_null_sender
 from adapters.tls import TlsConfig
 from hub.errors import Retryable
@@ -85,6 +89,9 @@ class _ListenerConfig(ComponentConfig):
     tls: TlsConfig = Field(description="Certificate (cert_file, key_file) for STARTTLS, which is required.")
     domains: list[str] = Field(default_factory=list, description="The operator's own mail domains.")
     mailboxes: list[HostedMailbox] = Field(default_factory=list, description="Mailboxes hosted by this operator.")
+    mailbox_directory: str | None = Field(
+        None, description="JSON file of the mailboxes created through the admin API (`hub mailbox`), re-read on change."
+    )
     trust_list_file: str | None = Field(
         None,
         description="File listing the operator domains of the MSSanté trust space, one a line (`*.x.fr` for "
@@ -131,7 +138,15 @@ class SmtpMtaConfig(_ListenerConfig):
 
 class SmtpSubmissionConfig(_ListenerConfig):
     listen: str = Field("127.0.0.1:5587", description="host:port of the submission port for local clients.")
-    users: list[SubmissionUser] = Field(default_factory=list, description="Who may log in and send.")
+    users: list[SubmissionUser] = Field(
+        default_factory=list, description="Software logins (AUTH PLAIN/LOGIN) and the sender addresses each may use."
+    )
+    access: AccessConfig = Field(
+        default_factory=AccessConfig,
+        description="Mailbox logins, as on IMAP: client certificate (AUTH EXTERNAL, asked for when tls.ca_file is "
+        "set), Pro Santé Connect token (AUTH OAUTHBEARER / XOAUTH2), the mailbox's password where allowed; the "
+        "mailbox opened is the only sender address.",
+    )
     max_auth_failures: int = Field(3, ge=1, description="Failed AUTH attempts before the connection is closed.")
     auth_failures_per_user: int = Field(
         5,
@@ -155,8 +170,15 @@ class _Protocol(SMTP):
     (:mod:`hub.slots`) and is closed ``handshake_timeout_secs`` after connecting.
     """
 
+    # RFC 4954 §4 lets an AUTH line reach 12288 octets (a bearer token does not fit in the 512 of RFC 5321
+    # §4.5.3.1.4): aiosmtpd sizes its line reader with this at __init__, then checks DATA lines with it.
+    line_length_limit = 12288 + 2
+
     def __init__(self, listener: _SmtpListener, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self.line_length_limit = SMTP.line_length_limit  # text lines of DATA: 1000 octets (RFC 5321 §4.5.3.1.6)
+        # aiosmtpd keeps the command limits in a class-level dict: ours is per connection.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, {"AUTH": 12288})
         self._listener = listener
         self._refused = False
         self._slot: Slot | None = None
@@ -215,7 +237,7 @@ class _SmtpListener:
         self.name = name
         self.config = config
         self.ctx = ctx
-        self.mailboxes = Mailboxes(config.mailboxes, config.domains)
+        self.mailboxes = Mailboxes(config.mailboxes, config.domains, directory=open_directory(config.mailbox_directory))
         self.trust = TrustList(config.trust_list_file, extra=config.trusted_domains)
         self.connections: set[_Protocol] = set()
         self.slots = Slots(max_connections=config.max_connections, max_per_peer=config.max_connections_per_peer)
@@ -249,6 +271,14 @@ class _SmtpListener:
 
     async def stop(self) -> None:
         await close_smtp_server(self._server, self.connections)
+
+    def admin_operations(self) -> tuple[Any, ...]:
+        """Mailbox administration on the admin API, when a mailbox directory is configured."""
+        if self.mailboxes.directory is None:
+            return ()
+        from adapters.smtp.admin import mailbox_operations  # the admin API is loaded with the HTTP server only
+
+        return mailbox_operations(self.mailboxes)
 
     def is_serving(self) -> bool:
         """True while the listening socket accepts connections (for /healthz)."""
@@ -421,10 +451,13 @@ class SmtpMtaInbound(_SmtpListener):
     ) -> str:
         if reply := self._too_many(envelope):
             return reply
-        if self.mailboxes.get(address) is None:
+        box = self.mailboxes.get(address)
+        if box is None:
             if self.mailboxes.hosts_domain(address):
                 return "550 5.1.1 Recipient mailbox unknown"
             return "550 5.7.1 Relaying denied: recipient not hosted here"
+        if box.status != "active":
+            return "550 5.2.1 Recipient mailbox disabled"  # RFC 3463 X.2.1: mailbox disabled, not accepting
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
@@ -451,6 +484,7 @@ class SmtpSubmissionInbound(_SmtpListener):
         super().__init__(name, config, ctx)
         self.config: SmtpSubmissionConfig = config
         self.users = {u.username: u for u in config.users}
+        self.access = MailAccess(self.mailboxes, config.access)
         self.throttle = AuthThrottle(
             per_user=config.auth_failures_per_user,
             per_peer=config.auth_failures_per_peer,
@@ -459,14 +493,23 @@ class SmtpSubmissionInbound(_SmtpListener):
 
     def _smtp_kwargs(self) -> dict[str, Any]:
         return {
-            "tls_context": server_tls_context(self.config.tls, ask_client_cert=False),
+            "tls_context": server_tls_context(self.config.tls, ask_client_cert=bool(self.config.tls.ca_file)),
             "auth_required": True,
             "auth_require_tls": True,
         }
 
+    # aiosmtpd advertises a mechanism for each ``auth_<NAME>`` of the handler; handle_AUTH below serves them all.
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> None:  # pragma: no cover - never called
+        raise NotImplementedError
+
+    auth_OAUTHBEARER = auth_XOAUTH2 = auth_EXTERNAL
+
     async def handle_AUTH(self, server: SMTP, session: Session, envelope: Envelope, args: list[str]) -> str | None:
-        """AUTH PLAIN (RFC 4616) and LOGIN, checked against scrypt hashes in a worker thread."""
+        """AUTH PLAIN (RFC 4616) and LOGIN (software logins, else a mailbox's password where allowed), EXTERNAL
+        (RFC 4422 app. A: the verified client certificate), OAUTHBEARER (RFC 7628) and XOAUTH2 (bearer token)."""
         mechanism = args[0].upper()
+        if mechanism in ("EXTERNAL", "OAUTHBEARER", "XOAUTH2"):
+            return await self._auth_mailbox(server, session, mechanism, args)
         if mechanism == "PLAIN":
             blob: Any = _b64(args[1]) if len(args) > 1 else await server.challenge_auth("", encode_to_b64=False)
             if blob is MISSING:
@@ -494,6 +537,14 @@ class SmtpSubmissionInbound(_SmtpListener):
             log.info("smtp_auth_throttled", listener=self.name)
             return "454 4.7.0 Temporary authentication failure, try again later"
         user = self.users.get(username)
+        if user is None and self.mailboxes.get(username) is not None:
+            try:
+                grant = await self.access.by_password(username, password.decode("utf-8", "replace"))
+            except AccessDenied as exc:
+                return await self._auth_failed(server, session, mechanism, str(exc), username=username)
+            self.throttle.succeeded(username)
+            _prove(server)
+            return self._auth_ok(session, grant)
         ok = await asyncio.to_thread(
             verify_password, password.decode("utf-8", "replace"), user.password_hash if user else None
         )
@@ -503,11 +554,55 @@ class SmtpSubmissionInbound(_SmtpListener):
             self.throttle.succeeded(username)
             _prove(server)
             return "235 2.7.0 Authentication successful"
-        self.throttle.failed(username, peer)
-        await self.ctx.audit("login_failed", actor=username, outcome="refused", detail={"peer": peer})
+        return await self._auth_failed(server, session, mechanism, "password refused", username=username)
+
+    async def _auth_mailbox(self, server: SMTP, session: Session, mechanism: str, args: list[str]) -> str | None:
+        blob: Any
+        if len(args) > 1:
+            blob = b"" if args[1] == "=" else _b64(args[1])  # "=": an empty initial response (RFC 4954 §4)
+        else:
+            blob = await server.challenge_auth("", encode_to_b64=False)
+        if blob is MISSING:
+            return None
+        if blob is None:
+            return "501 5.5.2 Cannot decode the AUTH response"
+        try:
+            if mechanism == "EXTERNAL":
+                name = certificate_name(peer_certificate(session.ssl))
+                grant = self.access.by_certificate(name, blob.decode("utf-8"))
+            else:
+                user, token = sasl_bearer(mechanism, blob)
+                grant = await self.access.by_token(token, user)
+        except (ValueError, UnicodeDecodeError):
+            return "501 5.5.2 Cannot decode the AUTH response"
+        except IssuerUnavailable as exc:
+            log.warning("smtp_auth_unavailable", listener=self.name, mechanism=mechanism, reason=str(exc))
+            return "454 4.7.0 Temporary authentication failure"
+        except AccessDenied as exc:
+            if mechanism != "EXTERNAL":
+                # RFC 7628 §3.2.2: the failure is a challenge carrying the error; the client answers %x01.
+                error = b'{"status":"invalid_token","schemes":"bearer"}'
+                if await server.challenge_auth(error) is MISSING:
+                    return None
+            return await self._auth_failed(server, session, mechanism, str(exc))
+        _prove(server)
+        return self._auth_ok(session, grant)
+
+    def _auth_ok(self, session: Session, grant: Grant) -> str:
+        session.authenticated = True
+        session.auth_data = f"mailbox:{grant.mailbox.address}"
+        log.info("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
+        return "235 2.7.0 Authentication successful"
+
+    async def _auth_failed(
+        self, server: SMTP, session: Session, mechanism: str, reason: str, *, username: str = ""
+    ) -> str | None:
+        peer = _peer_ip(session)
+        self.throttle.failed(username, peer)  # password guessing is limited across connections too
+        await self.ctx.audit("login_failed", actor=username or peer, outcome="refused", detail={"peer": peer})
         failures = getattr(session, "auth_failures", 0) + 1
         session.auth_failures = failures  # type: ignore[attr-defined]
-        log.info("smtp_auth_failed", listener=self.name, failures=failures)
+        log.info("smtp_auth_failed", listener=self.name, failures=failures, mechanism=mechanism, reason=reason)
         if failures >= self.config.max_auth_failures:
             await server.push("421 4.7.0 Too many failed authentications, closing")
             if server.transport is not None:
@@ -518,10 +613,15 @@ class SmtpSubmissionInbound(_SmtpListener):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        user = self.users.get(str(session.auth_data or ""))
-        if user is None:
+        login = str(session.auth_data or "")
+        user = self.users.get(login)
+        if login.startswith("mailbox:"):
+            allowed = [login.removeprefix("mailbox:")]
+        elif user is not None:
+            allowed = user.addresses
+        else:
             return "530 5.7.0 Authentication required"
-        if address.lower() not in user.addresses:
+        if address.lower() not in allowed:
             return "553 5.7.1 Sender address not allowed for this login"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -532,7 +632,10 @@ class SmtpSubmissionInbound(_SmtpListener):
     ) -> str:
         if reply := self._too_many(envelope):
             return reply
-        if self.mailboxes.get(address) is None:
+        box = self.mailboxes.get(address)
+        if box is not None and box.status != "active":
+            return "550 5.2.1 Recipient mailbox disabled"
+        if box is None:
             if self.mailboxes.hosts_domain(address):
                 return "550 5.1.1 Recipient mailbox unknown"
             if domain_of(address) not in self.trust:

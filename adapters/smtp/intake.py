@@ -18,7 +18,8 @@ received with our Received line on top):
 ``rcpt_local``             hosted personal / organisational mailboxes among them
 ``rcpt_application``       hosted application mailboxes among them
 ``rcpt_remote``            other operators' addresses (submission port only)
-``has_local_recipients``   ``true`` / ``false``, and ``has_remote_recipients``, for route filters
+``has_local_recipients``   ``true`` / ``false`` (any hosted mailbox, application ones included)
+``has_remote_recipients``  ``true`` / ``false``; both for route filters
 ``tls_peer``               subject CN of the peer operator's client certificate (MTA port)
 ``auth_user``              the authenticated login (submission port)
 =========================  =====================================================================
@@ -145,7 +146,8 @@ def analyse(
         "rcpt_local": _csv(local),
         "rcpt_application": _csv(application),
         "rcpt_remote": _csv(remote),
-        "has_local_recipients": _yes(bool(local)),
+        # Application mailboxes keep the mail too (read over IMAP by the application or its integrator).
+        "has_local_recipients": _yes(bool(local or application)),
         "has_remote_recipients": _yes(bool(remote)),
     }
     intake = Intake(raw=raw, metadata=metadata)
@@ -360,6 +362,10 @@ def _documents(parts: MailParts, limits: ZipLimits) -> list[tuple[bytes, dict[st
         doc_meta = {
             **header,
             "mail_kind": "document",
+            # A document goes to the DPI, never to a mailbox or another operator: the mail's routing keys,
+            # inherited through derive(), do not apply to it.
+            "has_local_recipients": "false",
+            "has_remote_recipients": "false",
             "message_type": "CDA",
             "control_id": header.get("unique_id", "")[:200],
             "patient_key": key,

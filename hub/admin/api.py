@@ -19,7 +19,7 @@ import base64
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -30,6 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 from hub import registry
 from hub.admin import audit
 from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
+from hub.admin.dashboard import queue_state, waiting_reason
 from hub.admin.models import (
     AuditEntry,
     AuditPage,
@@ -54,23 +55,31 @@ from hub.admin.models import (
     PauseResult,
     Payload,
     QueueView,
+    ReloadView,
     ReplayRequest,
     ReplayResult,
     RequeueRequest,
     RequeueResult,
     ResolveRequest,
+    ReviewDetail,
     ReviewList,
     ReviewParams,
     ReviewView,
     SearchPage,
     SearchParams,
+    StatsParams,
+    StatsView,
     StepOutput,
     Trace,
+    TraitRow,
     Whoami,
 )
+from hub.admin.reviews import compare, message_traits
 from hub.errors import IdentityHold, MessageError, StoreError
 from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
+from hub.runtime import ReplayTargetError
+from hub.stats import summarise
 from hub.store import Delivery, MessageRecord, SearchQuery
 
 if TYPE_CHECKING:
@@ -318,26 +327,40 @@ def _outcomes(hub: Hub, route: str, destination: str) -> dict[str, int]:
 
 
 async def _queues(call: Call) -> list[QueueView]:
+    """Every queue with its state and what to do; those that need someone first (down, failing, dead letters)."""
     hub = call.hub
-    stats = {(q.route, q.destination): q for q in await hub.metrics.refresh_queues(_store(call), max_age_secs=0)}
+    store = _store(call)
+    stats = {(q.route, q.destination): q for q in await hub.metrics.refresh_queues(store, max_age_secs=0)}
+    errors = await store.queue_last_errors()
     keys = list(hub.workers) + [k for k in stats if k not in hub.workers]
     now = datetime.now(UTC)
     out = []
     for route, destination in keys:
         q = stats.get((route, destination))
         worker = hub.workers.get((route, destination))
+        state = queue_state(q, worker)
+        error, error_at = errors.get((route, destination), ("", None))
         out.append(
-            QueueView(
+            (state.rank, QueueView(
                 route=route, destination=destination, depth=q.pending if q else 0, retrying=q.retrying if q else 0,
                 in_flight=q.in_flight if q else (worker.in_flight if worker else 0), held=q.held if q else 0,
                 dead=q.dead if q else 0,
                 oldest_age_secs=max(0.0, (now - q.oldest_at).total_seconds()) if q and q.oldest_at else None,
                 paused=worker.paused if worker else None, failing=bool(q and q.retrying),
+                outcomes=_outcomes(hub, route, destination), state=state.state,  # type: ignore[arg-type]
+                attention=state.attention, advice=state.advice,  # type: ignore[arg-type]
                 down_since=worker.down_since if worker else None, down_reason=worker.down_reason if worker else "",
-                outcomes=_outcomes(hub, route, destination),
-            )
+                last_error=error, last_error_at=error_at,
+            ))
         )  # fmt: skip
-    return out
+    return [view for _, view in sorted(out, key=lambda item: item[0])]
+
+
+async def _stats(call: Call) -> StatsView:
+    q: StatsParams = call.query
+    since = datetime.now(UTC) - timedelta(hours=q.hours - 1)
+    rows = [*await _store(call).read_hourly(since), *call.hub.hourly.unflushed()]
+    return StatsView.model_validate(summarise(rows, hours=q.hours))
 
 
 async def _set_paused(call: Call, paused: bool) -> PauseResult:
@@ -357,6 +380,15 @@ async def _set_paused(call: Call, paused: bool) -> PauseResult:
     except StoreError:
         raise ApiError(503, "the store is unavailable: nothing was changed") from None
     return PauseResult(destination=destination, workers=[{"route": r, "paused": w.paused} for r, w in workers])
+
+
+async def _reload(call: Call) -> ReloadView:
+    # The hub records the reload in the audit trail itself, with its diff, before applying it.
+    try:
+        result = await call.hub.reload(by=call.who.name, role=call.who.role)
+    except StoreError:
+        raise ApiError(503, "audit trail unavailable: nothing was changed") from None
+    return ReloadView(**result.as_dict())
 
 
 async def _pause(call: Call) -> PauseResult:
@@ -381,8 +413,15 @@ async def _search(call: Call) -> SearchPage:
     more = len(records) > params.limit
     records = records[: params.limit]
     deliveries = await store.deliveries([r.message.id for r in records])
+    items = [_summary(r, deliveries[r.message.id]) for r in records]
+    for item, r in zip(items, records, strict=True):
+        children: list[MessageRecord] = []
+        if r.status == "unrouted":  # e.g. an MSSanté mail: its documents went on as messages of their own
+            found = await store.search(SearchQuery(correlation_id=r.message.correlation_id, limit=51))
+            children = [c for c in found if c.message.parent_id == r.message.id]
+        _with_derived(item, children)
     return SearchPage(
-        items=[_summary(r, deliveries[r.message.id]) for r in records],
+        items=items,
         next_before=records[-1].message.id if more and records else None,
     )
 
@@ -408,8 +447,11 @@ async def _trace(call: Call) -> Trace:
     rec = await _get_record(call)
     mid = rec.message.id
     deliveries = (await store.deliveries([mid]))[mid]
+    reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
     traced = []
     for d in deliveries:
+        held = await store.dead_letter_ahead(d.id) if d.status == "pending" and d.ordering_key else None
+        reason = await _waiting(call.hub, store, rec, d, reviews, held)
         attempts = [
             {
                 "number": a.number, "started_at": a.started_at, "finished_at": a.finished_at,
@@ -419,11 +461,10 @@ async def _trace(call: Call) -> Trace:
             for a in await store.attempts(d.id)
         ]  # fmt: skip
         view = _delivery_view(d).model_dump()
-        held = await store.dead_letter_ahead(d.id) if d.status == "pending" and d.ordering_key else None
         traced.append(
             DeliveryTrace(
                 **view, ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
-                attempts_log=attempts, held_behind_dead=held,  # type: ignore[arg-type]
+                attempts_log=attempts, held_behind_dead=held, waiting_reason=reason,  # type: ignore[arg-type]
             )
         )  # fmt: skip
     # Related: replays and derived messages (same correlation id), and acknowledgements received for it.
@@ -437,14 +478,46 @@ async def _trace(call: Call) -> Trace:
         if r.message.id != mid
     ][:100]
     related_deliveries = await store.deliveries([r.message.id for r in related_recs])
-    reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
+    summary = _summary(rec, deliveries)
+    _with_derived(summary, [r for r in related_recs if r.message.parent_id == mid])
     return Trace(
-        message=_summary(rec, deliveries),
+        message=summary,
         metadata=dict(rec.message.metadata),
         deliveries=traced,
         related=[_summary(r, related_deliveries[r.message.id]) for r in related_recs],
-        reviews=[ReviewView.model_validate(r.as_dict()) for r in reviews],
+        reviews=await _review_views(store, reviews),
     )
+
+
+async def _waiting(
+    hub: Hub, store: Any, rec: MessageRecord, d: Delivery, reviews: list[Any], dead_ahead: int | None
+) -> str:
+    """Why delivery `d` waits (see hub.admin.dashboard.waiting_reason), from the store and this node's worker."""
+    if d.status in ("delivered", "discarded"):
+        return ""
+    review = next((r.id for r in reviews if r.delivery_id == d.id and r.state == "open"), None)
+    identity_status = None
+    if d.status == "awaiting_identity" and rec.message.metadata.get("patient_key"):
+        record = await store.get_identity(rec.message.metadata["patient_key"])
+        identity_status = record.status if record else None
+    worker = hub.workers.get((d.route, d.destination))
+    return waiting_reason(d, worker, review_id=review, identity_status=identity_status, dead_ahead=dead_ahead)
+
+
+_STATUS_ORDER = ("failed", "identity_review", "awaiting_identity", "pending", "rejected", "unrouted", "delivered")
+
+
+def _with_derived(summary: MessageSummary, children: list[MessageRecord]) -> None:
+    """A message without deliveries of its own that went on as others shows their outcome (the worst first)."""
+    summary.effective_status = summary.status
+    if summary.deliveries or not children:
+        return
+    summary.derived = [
+        {"id": c.message.id, "status": c.status, "message_type": c.message.metadata.get("message_type", "")}
+        for c in children
+    ]
+    statuses = {c.status for c in children}
+    summary.effective_status = next((s for s in _STATUS_ORDER if s in statuses), summary.status)
 
 
 async def _payload(call: Call) -> Payload:
@@ -514,16 +587,20 @@ async def _replay(call: Call) -> ReplayResult:
     rec = await _get_record(call)
     req: ReplayRequest = call.body
     body = None if req.body is None else _corrected_body(rec.message.content_type, req.body)
-    detail = {"corrected": body is not None}
-    await _audit(call, "replay", message_id=rec.message.id, detail=detail, outcome="requested")
+    mid = rec.message.id
+    detail: dict[str, Any] = {"corrected": body is not None}
+    if req.destinations is not None:
+        detail["destinations"] = req.destinations
+    await _audit(call, "replay", message_id=mid, detail=detail, outcome="requested")
     try:
-        result = await call.hub.replay(rec.message.id, body=body)
-    except MessageError as exc:
-        # The real outcome, after the fact (the entry above was written before acting).
-        await _audit(call, "replay", message_id=rec.message.id, detail=detail, outcome="failed")
-        raise ApiError(422, "still refused", exc.reason) from None
-    await _audit(call, "replay", message_id=rec.message.id, detail={**detail, "new_id": result.message_id})
-    return ReplayResult(replayed=rec.message.id, new_id=result.message_id, deliveries=result.deliveries)
+        result = await call.hub.replay(mid, body=body, destinations=req.destinations)
+    except (MessageError, ReplayTargetError) as exc:
+        error = ("still refused", exc.reason) if isinstance(exc, MessageError) else ("not replayed", str(exc))
+        # The entry above says it was asked; this one says it did not happen, and why.
+        await _audit(call, "replay", message_id=mid, detail={**detail, "error": error[1]}, outcome="failed")
+        raise ApiError(422, *error) from None
+    await _audit(call, "replay", message_id=mid, detail={**detail, "new_id": result.message_id})
+    return ReplayResult(replayed=mid, new_id=result.message_id, deliveries=result.deliveries)
 
 
 async def _replay_bulk(call: Call) -> BulkReplayResult:
@@ -594,8 +671,8 @@ async def _on_dead(call: Call, action: str) -> RequeueResult:
         ids += [d.id for d in dead[:cap] if d.id not in ids]
     if len(ids) > cap:
         raise ApiError(400, f"at most {cap} deliveries per {action} (admin.max_bulk)")
-    if not ids:
-        return RequeueResult(requeued=0, more=False)
+    if not ids or req.dry_run:
+        return RequeueResult(requeued=0, matched=len(ids), more=more)
     await _audit(
         call, action, target=req.destination or "",
         detail={"delivery_ids": ids, "all_dead": req.all_dead},
@@ -606,14 +683,55 @@ async def _on_dead(call: Call, action: str) -> RequeueResult:
     else:
         count = await store.discard(ids)
     _wake_workers(call.hub)
-    return RequeueResult(requeued=count, more=more)
+    return RequeueResult(requeued=count, matched=len(ids), more=more)
+
+
+async def _review_views(store: Any, items: list[Any]) -> list[ReviewView]:
+    """Reviews with the route and destination of the delivery each one holds."""
+    deliveries = await store.deliveries(sorted({r.message_id for r in items}))
+    where = {d.id: (d.route, d.destination) for ds in deliveries.values() for d in ds}
+    return [
+        ReviewView.model_validate(
+            {**r.as_dict(), "route": where.get(r.delivery_id, ("", ""))[0],
+             "destination": where.get(r.delivery_id, ("", ""))[1]}
+        )
+        for r in items
+    ]  # fmt: skip
 
 
 async def _reviews(call: Call) -> ReviewList:
     q: ReviewParams = call.query
     await _audit(call, "list_reviews", detail={"state": q.state, "limit": q.limit})
-    items = await _store(call).list_reviews(state=q.state, limit=q.limit)
-    return ReviewList(items=[ReviewView.model_validate(r.as_dict()) for r in items])
+    store = _store(call)
+    items = await store.list_reviews(state=q.state, limit=q.limit)
+    return ReviewList(items=await _review_views(store, items))
+
+
+async def _review(call: Call) -> ReviewDetail:
+    """One review: the registry's traits beside the message's, and every destination waiting on the decision."""
+    store = _store(call)
+    try:
+        review_id = int(call.request.match_info["review_id"])
+    except ValueError:
+        raise ApiError(404, "no such review") from None
+    everything = await store.list_reviews(state=None, limit=100_000)
+    review = next((r for r in everything if r.id == review_id), None)
+    if review is None:
+        raise ApiError(404, "no such review")
+    reveal = call.who.can("operator")
+    if reveal:  # the patient's traits, in clear: recorded like a payload view
+        await _audit(call, "view_review", message_id=review.message_id, target=str(review_id))
+    record = await store.get_identity(review.patient_key)
+    rec = await store.get_message(review.message_id)
+    theirs = dict(record.traits) if record is not None else {}
+    ours = message_traits(rec.message) if rec is not None else None
+    same_message = [r for r in everything if r.message_id == review.message_id and r.state == "open"]
+    [view, *_] = await _review_views(store, [review])
+    return ReviewDetail(
+        review=view, identity_status=record.status if record else None, ins_known=bool(record and record.ins),
+        traits=[TraitRow.model_validate(row) for row in compare(theirs, ours, reveal=reveal, reason=review.reason)],
+        masked=not reveal, waiting=await _review_views(store, same_message),
+    )  # fmt: skip
 
 
 async def _resolve(call: Call) -> ReviewView:
@@ -693,8 +811,20 @@ OPERATIONS: tuple[Operation, ...] = (
         response=EndpointsView,
     ),
     Operation(
+        "POST", "/api/config/reload", _reload, "Reload the routes: validated as `hub check`, applied without "
+        "a restart, recorded in the audit trail with the diff of the route files.", "flows", role="admin",
+        response=ReloadView,
+        description="A configuration that fails the check, or that changes listeners, endpoints, sandboxes, the "
+        "store or the HTTP server, is refused and nothing changes (`applied: false` with the reason). Connections "
+        "and stored deliveries are kept; new messages take the new routes.",
+    ),
+    Operation(
         "GET", "/api/queues", _queues, "Each (route, destination) queue: depth, oldest age, in flight, failing, "
         "paused.", "flows", response=QueueView, response_list=True,
+    ),
+    Operation(
+        "GET", "/api/stats", _stats, "Hourly totals (received, delivered, failed, dead, rejected), kept in the "
+        "store across restarts.", "flows", query=StatsParams, response=StatsView,
     ),
     Operation(
         "POST", "/api/destinations/{destination}/pause", _pause, "Stop sending to a destination (this node).",
@@ -761,6 +891,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/api/reviews", _reviews, "The identity review queue.", "identity", query=ReviewParams,
         response=ReviewList,
+    ),
+    Operation(
+        "GET", "/api/reviews/{review_id}", _review, "One review: the registry's value beside the message's, trait by "
+        "trait (masked for viewers; an operator's view is audited), and every destination waiting on it.",
+        "identity", response=ReviewDetail, path_params=(("review_id", "integer", "Review id."),),
+        audited="view_review",
     ),
     Operation(
         "POST", "/api/reviews/{review_id}/resolve", _resolve, "Release (trait check waived) or discard a "
@@ -840,8 +976,21 @@ def mount(app: web.Application, hub: Hub) -> AdminState:
         log_ = log.warning if hub.config.environment == "production" else log.info
         log_("admin_bootstrap_token", path=str(path), hint="no admin users or tokens configured; use this token")
     state = AdminState(hub=hub, auth=Authenticator(config, bootstrap_token=bootstrap))
-    state.openapi = build_document(OPERATIONS)
+    operations = [*OPERATIONS, *_contributed(hub, {(op.method, op.path) for op in OPERATIONS})]
+    state.openapi = build_document(operations)
     app[ADMIN_KEY] = state
-    for op in OPERATIONS:
+    for op in operations:
         app.router.add_route(op.method, op.path, _guard(op, state))
     return state
+
+
+def _contributed(hub: Hub, taken: set[tuple[str, str]]) -> list[Operation]:
+    """Operations a listener or endpoint adds (``admin_operations()``, e.g. mailbox administration); the
+    first component to offer a path serves it."""
+    extra = []
+    for component in (*hub.listeners.values(), *hub.endpoints.values()):
+        for op in getattr(component, "admin_operations", tuple)():
+            if (op.method, op.path) not in taken:
+                taken.add((op.method, op.path))
+                extra.append(op)
+    return extra

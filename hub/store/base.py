@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -587,6 +587,30 @@ class Store(Protocol):
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until another process signals new work, or `timeout` passes."""
+
+    # -- operations: hourly totals and last errors (the dashboard, `hub stats`, alerts) --
+    async def add_hourly(self, counts: Sequence[HourlyCount]) -> None:
+        """Add these counts to the stored hourly totals (summed with what other nodes added)."""
+
+    async def read_hourly(self, since: datetime) -> list[HourlyCount]:
+        """Stored hourly totals from the hour holding `since` on, oldest first."""
+
+    async def queue_last_errors(self) -> dict[tuple[str, str], tuple[str, datetime]]:
+        """Per (route, destination): the newest error of a delivery still waiting or dead, and when."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HourlyCount:
+    """One counter of one (route, destination) over one hour, e.g. ``delivered`` = 12 in 14:00-15:00 UTC.
+
+    Inbound counters (`received`, `rejected`) of a listener have route ``""`` and the listener as destination.
+    """
+
+    hour: datetime
+    route: str
+    destination: str
+    counter: str
+    count: int
 
 
 def dump_metadata(metadata: Mapping[str, str]) -> str:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from hub.store.base import (
     Claimed,
     Delivery,
     GroupCommitter,
+    HourlyCount,
     IdentityEvent,
     IdentityRecord,
     MessageRecord,
@@ -1064,3 +1065,53 @@ class PostgresStore:
         self._work.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)
+
+    # -- operations: hourly totals and last errors ----------------------------------------------------
+    # Created on first use (IF NOT EXISTS, under an advisory lock so that nodes starting together agree)
+    # rather than by a numbered migration: it holds only derived figures.
+    _HOURLY_DDL = (
+        "CREATE TABLE IF NOT EXISTS hub_stats_hourly (hour timestamptz NOT NULL, route text NOT NULL,"
+        " destination text NOT NULL, counter text NOT NULL, count bigint NOT NULL,"
+        " PRIMARY KEY (hour, route, destination, counter))"
+    )
+
+    async def _hourly_table(self) -> None:
+        if getattr(self, "_hourly_ready", False):
+            return
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7210044)")
+            await conn.execute(self._HOURLY_DDL)
+        self._hourly_ready = True
+
+    async def add_hourly(self, counts: Sequence[HourlyCount]) -> None:
+        if not counts:
+            return
+        await self._hourly_table()
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO hub_stats_hourly (hour, route, destination, counter, count)"
+                " SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
+                " ON CONFLICT (hour, route, destination, counter)"
+                " DO UPDATE SET count = hub_stats_hourly.count + excluded.count",
+                [c.hour for c in counts], [c.route for c in counts], [c.destination for c in counts],
+                [c.counter for c in counts], [c.count for c in counts],
+            )  # fmt: skip
+
+    async def read_hourly(self, since: datetime) -> list[HourlyCount]:
+        await self._hourly_table()
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT hour, route, destination, counter, count FROM hub_stats_hourly"
+                " WHERE hour >= date_trunc('hour', $1::timestamptz) ORDER BY hour, route, destination, counter",
+                since,
+            )
+        return [HourlyCount(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+
+    async def queue_last_errors(self) -> dict[tuple[str, str], tuple[str, datetime]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT DISTINCT ON (route, destination) route, destination, last_error, updated_at"
+                " FROM hub_deliveries WHERE status IN ('pending', 'in_flight', 'dead') AND last_error <> ''"
+                " ORDER BY route, destination, updated_at DESC"
+            )
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows}

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from hub.store.base import (
     Claimed,
     Delivery,
     GroupCommitter,
+    HourlyCount,
     IdentityEvent,
     IdentityRecord,
     MessageRecord,
@@ -1023,3 +1024,53 @@ class SqliteStore:
     async def wait_for_work(self, timeout: float) -> None:
         # One process owns an SQLite store; other writers (the CLI) are seen by polling.
         await asyncio.sleep(timeout)
+
+    # -- operations: hourly totals and last errors ----------------------------------------------------
+    # The hourly table is created on first use (IF NOT EXISTS) rather than by a numbered migration: it
+    # holds only derived figures, and its creation is then independent of the schema's version line.
+    _HOURLY_DDL = (
+        "CREATE TABLE IF NOT EXISTS stats_hourly (hour REAL NOT NULL, route TEXT NOT NULL,"
+        " destination TEXT NOT NULL, counter TEXT NOT NULL, count INTEGER NOT NULL,"
+        " PRIMARY KEY (hour, route, destination, counter))"
+    )
+
+    async def _hourly_table(self) -> None:
+        if not getattr(self, "_hourly_ready", False):
+            await self._run(self._fetchall, self._HOURLY_DDL, ())
+            self._hourly_ready = True
+
+    async def add_hourly(self, counts: Sequence[HourlyCount]) -> None:
+        if not counts:
+            return
+        await self._hourly_table()
+        rows = [(_ts(c.hour), c.route, c.destination, c.counter, c.count) for c in counts]
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO stats_hourly (hour, route, destination, counter, count) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (hour, route, destination, counter) DO UPDATE SET count = count + excluded.count",
+                rows,
+            )
+
+        await self._run(self._tx, work)
+
+    async def read_hourly(self, since: datetime) -> list[HourlyCount]:
+        await self._hourly_table()
+        start = since.timestamp() // 3600 * 3600
+        rows = await self._run(
+            self._fetchall,
+            "SELECT hour, route, destination, counter, count FROM stats_hourly WHERE hour >= ?"
+            " ORDER BY hour, route, destination, counter",
+            (start,),
+        )
+        return [HourlyCount(_dt(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def queue_last_errors(self) -> dict[tuple[str, str], tuple[str, datetime]]:
+        # SQLite returns the bare columns of the row holding MAX(updated_at) ("bare columns in an aggregate").
+        rows = await self._run(
+            self._fetchall,
+            "SELECT route, destination, last_error, MAX(updated_at) FROM deliveries"
+            " WHERE status IN ('pending', 'in_flight', 'dead') AND last_error != '' GROUP BY route, destination",
+            (),
+        )
+        return {(r[0], r[1]): (r[2], _dt(r[3])) for r in rows}

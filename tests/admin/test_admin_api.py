@@ -316,11 +316,11 @@ async def test_dead_letters_and_requeue(tmp_path: Path) -> None:
 
         peer.ack = "AA"
         assert await operator.post("/api/dead/requeue", {"delivery_ids": [first["delivery_id"]]}) == {
-            "requeued": 1, "more": False,
+            "requeued": 1, "matched": 1, "more": False,
         }  # fmt: skip
         await _delivered(hub, 1)
         result = await operator.post("/api/dead/requeue", {"all_dead": True, "destination": "dpi"})
-        assert result == {"requeued": 2, "more": False}
+        assert result == {"requeued": 2, "matched": 2, "more": False}
         await _delivered(hub, 3)
         assert (await viewer.get("/api/dead"))["items"] == []
         await operator.post("/api/dead/requeue", {}, expect=200)
