@@ -613,13 +613,8 @@ class SmtpSubmissionInbound(_SmtpListener):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        login = str(session.auth_data or "")
-        user = self.users.get(login)
-        if login.startswith("mailbox:"):
-            allowed = [login.removeprefix("mailbox:")]
-        elif user is not None:
-            allowed = user.addresses
-        else:
+        allowed = self._allowed_senders(session)
+        if allowed is None:
             return "530 5.7.0 Authentication required"
         if address.lower() not in allowed:
             return "553 5.7.1 Sender address not allowed for this login"
@@ -648,11 +643,20 @@ class SmtpSubmissionInbound(_SmtpListener):
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {"auth_user": str(session.auth_data or "")}
 
+    def _allowed_senders(self, session: Session) -> list[str] | None:
+        """The addresses this session may send as (a configured user's, or the one mailbox a card or token
+        opened); None before a login."""
+        login = str(session.auth_data or "")
+        if login.startswith("mailbox:"):
+            return [login.removeprefix("mailbox:").lower()]
+        user = self.users.get(login)
+        return list(user.addresses) if user is not None else None
+
     def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
         # RFC 6409 §6.1 lets the MSA check the author: From:/Sender: must be the login's own addresses.
-        user = self.users.get(str(session.auth_data or ""))
+        allowed = self._allowed_senders(session) or []
         senders = header_senders(raw)
-        if user is None or not senders or any(a not in user.addresses for a in senders):
+        if not senders or any(a not in allowed for a in senders):
             return "From/Sender header is not one of the addresses of this login"
         return None
 
