@@ -383,7 +383,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """`hub audit export` (JSON lines, exactly as hashed) and `hub audit verify` (the store, or an export)."""
+    """`hub audit-chain export` (JSON lines, exactly as hashed) and `hub audit-chain verify` (store or export)."""
     from hub.admin.audit import export_line, load_audit_keys, verify_chain, verify_export
 
     settings = _settings(args)
