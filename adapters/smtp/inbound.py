@@ -56,7 +56,6 @@ from pydantic import Field
 
 from adapters.auth_throttle import AuthThrottle
 from adapters.base import InboundContext
-from adapters.slots import Slot, Slots
 from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess, sasl_bearer
 from adapters.smtp.common import (
     HostedMailbox,
@@ -79,6 +78,7 @@ from adapters.tls import TlsConfig
 from hub.errors import ConfigError, Retryable
 from hub.message import Message, new_id, utcnow
 from hub.registry import ComponentConfig, register
+from hub.slots import Slot, Slots
 from mappings.mssante.mail import domain_of
 from mappings.xdm import ZipLimits
 
@@ -177,7 +177,7 @@ class _Protocol(SMTP):
 
     A connection is unproven until it proves itself (MTA: MAIL FROM accepted after STARTTLS with a
     certificate; submission: AUTH succeeded): until then it may be evicted by a newcomer
-    (:mod:`adapters.slots`) and is closed ``handshake_timeout_secs`` after connecting.
+    (:mod:`hub.slots`) and is closed ``handshake_timeout_secs`` after connecting.
     """
 
     # RFC 4954 §4 lets an AUTH line reach 12288 octets (a bearer token does not fit in the 512 of RFC 5321
@@ -651,7 +651,7 @@ class SmtpSubmissionInbound(_SmtpListener):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        allowed = self._login_addresses(session)
+        allowed = self._allowed_senders(session)
         if allowed is None:
             return "530 5.7.0 Authentication required"
         if address.lower() not in allowed:
@@ -681,31 +681,22 @@ class SmtpSubmissionInbound(_SmtpListener):
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {"auth_user": str(session.auth_data or "")}
 
-    def _login_addresses(self, session: Session) -> list[str] | None:
-        """The sender addresses of the session's login: a software login's list, or the one mailbox opened by
-        certificate, token or password (``mailbox:<address>``); None before AUTH."""
-        login = str(session.auth_data or "")
-        if login.startswith("mailbox:"):
-            return [login.removeprefix("mailbox:")]
-        user = self.users.get(login)
-        return None if user is None else user.addresses
-
-    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
-        # RFC 6409 §6.1 lets the MSA check the author: From:/Sender: must be the login's own addresses.
-        allowed = self._login_addresses(session)
-        senders = header_senders(raw)
-        if allowed is None or not senders or any(a not in allowed for a in senders):
-            return "From/Sender header is not one of the addresses of this login"
-        return None
-
-    def _login_addresses(self, session: Session) -> list[str] | None:
-        """The addresses a login may send as: its mailbox (certificate, token, mailbox password) or the
-        software account's list; None before AUTH."""
+    def _allowed_senders(self, session: Session) -> list[str] | None:
+        """The addresses this session may send as (a configured user's, or the one mailbox a card or token
+        opened); None before a login."""
         login = str(session.auth_data or "")
         if login.startswith("mailbox:"):
             return [login.removeprefix("mailbox:").lower()]
         user = self.users.get(login)
         return list(user.addresses) if user is not None else None
+
+    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
+        # RFC 6409 §6.1 lets the MSA check the author: From:/Sender: must be the login's own addresses.
+        allowed = self._allowed_senders(session) or []
+        senders = header_senders(raw)
+        if not senders or any(a not in allowed for a in senders):
+            return "From/Sender header is not one of the addresses of this login"
+        return None
 
     def _actor(self, session: Session) -> str:
         return str(session.auth_data or "") or _peer_ip(session)
