@@ -194,6 +194,7 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
         rss_after_ingest = rss_mb(proc.pid)
         await receiver.start(peer_port)
         up = time.perf_counter()
+        print(f"# {store_kind} n={n}: ingested in {ingest_secs:.1f}s, receiver up (hub pid {proc.pid})", flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(receiver.done.wait(), args.timeout)
         end = receiver.last_at or time.perf_counter()

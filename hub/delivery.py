@@ -78,6 +78,7 @@ class DestinationWorker:
         self.paused = False
         self._inflight: dict[asyncio.Task[None], int] = {}
         self._stopping = False
+        self._claimed_at = utcnow()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -109,6 +110,7 @@ class DestinationWorker:
         while not self._stopping:
             free = self.policy.max_in_flight - len(self._inflight)
             claimed: list[Claimed] = []
+            self._claimed_at = utcnow()
             if free > 0 and not self.paused:
                 try:
                     claimed = await self.store.claim(
@@ -169,7 +171,9 @@ class DestinationWorker:
             except StoreError:
                 self._store_error("next_due")
                 due = None
-            if due is not None:
+            # Due before the claim just made, yet not claimed: held back by its ordering key (another
+            # node's send, say), so wait for a wake-up rather than spin on it.
+            if due is not None and due > self._claimed_at:
                 timeout = min(timeout, max(0.0, (due - utcnow()).total_seconds()))
         self.wake.clear()
         if timeout <= 0:

@@ -26,6 +26,7 @@ from hub.errors import StoreError
 from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
+    BLOCKING_STATUSES,
     Attempt,
     AuditEvent,
     AuditRecord,
@@ -198,7 +199,42 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (route, destination)
     );
     """,
+    # 6: a delivery queued behind an earlier one of its ordering key is `waiting` and out of the claim index,
+    # so that claiming costs the same whatever the backlog (see claim)
+    """
+    ALTER TABLE hub_deliveries ADD COLUMN waiting boolean NOT NULL DEFAULT false;
+    UPDATE hub_deliveries c SET waiting = true WHERE c.status = 'pending' AND c.ordering_key IS NOT NULL
+        AND EXISTS (SELECT 1 FROM hub_deliveries e WHERE e.route = c.route AND e.destination = c.destination
+        AND e.ordering_key = c.ordering_key AND e.id < c.id
+        AND e.status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review'));
+    DROP INDEX hub_deliveries_due;
+    CREATE INDEX hub_deliveries_ready ON hub_deliveries (route, destination, next_attempt_at, id)
+        WHERE status = 'pending' AND NOT waiting;
+    """,
 ]
+
+_BLOCKING = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
+#: One transaction-scoped advisory lock per ordering key, taken (in a statement of its own, so that the
+#: next statements' snapshot sees what the previous holder committed) by whoever decides that a delivery
+#: waits (submit) or stops waiting (finish): without it, a submit and a finish of the same key running
+#: side by side could each miss the other's row and leave a delivery waiting behind nothing.
+_KEY_LOCK = "hashtextextended({r} || chr(31) || {d} || chr(31) || {k}, 0)"
+_LOCK_KEYS = f"""
+SELECT count(pg_advisory_xact_lock(h)) FROM (
+    SELECT DISTINCT {_KEY_LOCK.format(r="r", d="d", k="k")} AS h
+    FROM unnest($1::text[], $2::text[], $3::text[]) AS u(r, d, k) WHERE k IS NOT NULL ORDER BY h
+) s
+"""
+_LOCK_KEY_OF = f"""
+SELECT pg_advisory_xact_lock({_KEY_LOCK.format(r="route", d="destination", k="ordering_key")})
+FROM hub_deliveries WHERE id = $1 AND ordering_key IS NOT NULL
+"""
+_PROMOTE_NEXT = f"""
+UPDATE hub_deliveries SET waiting = false WHERE waiting AND id = (
+    SELECT n.id FROM hub_deliveries d JOIN hub_deliveries n ON n.route = d.route
+        AND n.destination = d.destination AND n.ordering_key = d.ordering_key
+    WHERE d.id = $1 AND n.status IN ({_BLOCKING}) ORDER BY n.id LIMIT 1)
+"""
 
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
 _AUDIT_COLS = "id, at, actor, role, action, message_id, target, detail, outcome, prev_hash, hash"
@@ -229,11 +265,17 @@ WITH m AS (
     RETURNING id
 ), d AS (
     INSERT INTO hub_deliveries (message_id, route, destination, status, max_attempts, next_attempt_at,
-        ordering_key, created_at, updated_at)
-    SELECT u.m, u.r, u.d, 'pending', u.a, now(), u.k, now(), now()
-    FROM unnest($17::text[], $18::text[], $19::text[], $20::int[], $21::text[])
-        WITH ORDINALITY AS u(m, r, d, a, k, n)
-    WHERE u.m IN (SELECT id FROM m)
+        ordering_key, created_at, updated_at, waiting)
+    SELECT u.m, u.r, u.d, 'pending', u.a, now(), u.k, now(), now(),
+        -- behind an earlier delivery of its key: in this batch, or stored (the order index, one probe)
+        u.k IS NOT NULL AND (u.rank > 1 OR EXISTS (SELECT 1 FROM hub_deliveries e WHERE e.route = u.r
+            AND e.destination = u.d AND e.ordering_key = u.k AND e.status IN ({_BLOCKING})))
+    FROM (
+        SELECT x.*, row_number() OVER (PARTITION BY x.r, x.d, x.k ORDER BY x.n) AS rank
+        FROM unnest($17::text[], $18::text[], $19::text[], $20::int[], $21::text[])
+            WITH ORDINALITY AS x(m, r, d, a, k, n)
+        WHERE x.m IN (SELECT id FROM m)
+    ) u
     ORDER BY u.n
     RETURNING 1
 ), k AS (
@@ -506,7 +548,12 @@ class PostgresStore:
             # Business keys (INS, document id) ride in the same statement; the arrays are empty for most
             # inbound messages (an MLLP ADT carries neither), which costs nothing.
             keyed = [(m.id, keys) for m, *_ in batch if (keys := business_keys(m.metadata))]
-            rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
+            if any(k is not None for k in d_cols[4]):
+                async with conn.transaction():
+                    await conn.execute(_LOCK_KEYS, d_cols[1], d_cols[2], d_cols[4])
+                    rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
+            else:
+                rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
             inserted = {r[0] for r in rows}
             missing = [b[3] for b in batch if b[0].id not in inserted]
             existing: dict[str, str] = {}
@@ -533,7 +580,7 @@ class PostgresStore:
                     lease_expires_at = now() + make_interval(secs => $5), updated_at = now()
                 WHERE d.id IN (
                     SELECT c.id FROM hub_deliveries c
-                    WHERE c.route = $1 AND c.destination = $2 AND c.status = 'pending'
+                    WHERE c.route = $1 AND c.destination = $2 AND c.status = 'pending' AND NOT c.waiting
                       AND c.next_attempt_at <= now()
                       AND (c.ordering_key IS NULL OR NOT EXISTS (
                           SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
@@ -578,7 +625,10 @@ class PostgresStore:
     ) -> bool:
         error, review = _text(error), _text(review)
         output = json.dumps({k: _text(v) for k, v in output_metadata.items()}) if output_metadata is not None else None
+        settled = status not in BLOCKING_STATUSES
         async with self._conn() as conn, conn.transaction():
+            if settled:
+                await conn.execute(_LOCK_KEY_OF, delivery_id)
             row = await conn.fetchrow(
                 """
                 UPDATE hub_deliveries SET status = $3, next_attempt_at = coalesce($4, now()), last_error = $5,
@@ -596,6 +646,8 @@ class PostgresStore:
             )
             if row is None:
                 return False
+            if settled:
+                await conn.execute(_PROMOTE_NEXT, delivery_id)
             await conn.execute(
                 "INSERT INTO hub_attempts (delivery_id, number, started_at, finished_at, outcome, error)"
                 " VALUES ($1, $2, $3, now(), $4, $5) ON CONFLICT (delivery_id, number) DO UPDATE SET"
@@ -791,11 +843,14 @@ class PostgresStore:
                 )
                 await conn.execute(f"NOTIFY {_CHANNEL}")
             else:
+                await conn.execute(_LOCK_KEY_OF, review.delivery_id)
                 await conn.execute(
                     "UPDATE hub_deliveries SET status = 'dead', last_error = 'discarded in identity review',"
                     " updated_at = now() WHERE id = $1 AND status = 'identity_review'",
                     review.delivery_id,
                 )
+                await conn.execute(_PROMOTE_NEXT, review.delivery_id)
+                await conn.execute(f"NOTIFY {_CHANNEL}")
             await conn.execute(_REFRESH_STATUS, [review.message_id])
         return review
 
@@ -834,7 +889,7 @@ class PostgresStore:
         async with self._conn() as conn:
             value: datetime | None = await conn.fetchval(
                 "SELECT min(next_attempt_at) FROM hub_deliveries WHERE route = $1 AND destination = $2"
-                " AND status = 'pending'",
+                " AND status = 'pending' AND NOT waiting",
                 route,
                 destination,
             )

@@ -24,6 +24,7 @@ from hub.errors import StoreError
 from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
+    BLOCKING_STATUSES,
     Attempt,
     AuditEvent,
     AuditRecord,
@@ -197,7 +198,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (route, destination)
     );
     """,
+    # 6: a delivery queued behind an earlier one of its ordering key is `waiting` and out of the claim index,
+    # so that claiming costs the same whatever the backlog (see _claim_sync)
+    """
+    ALTER TABLE deliveries ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+    UPDATE deliveries SET waiting = 1 WHERE status = 'pending' AND ordering_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM deliveries e WHERE e.route = deliveries.route AND e.destination = deliveries.destination
+        AND e.ordering_key = deliveries.ordering_key AND e.id < deliveries.id
+        AND e.status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review'));
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_ready ON deliveries (route, destination, next_attempt_at, id)
+        WHERE status = 'pending' AND waiting = 0;
+    """,
 ]
+
+_BLOCKING = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
 
 
 def _ts(dt: datetime) -> float:
@@ -442,17 +457,42 @@ class SqliteStore:
                 continue
             db.executemany(
                 "INSERT INTO deliveries (message_id, route, destination, status, max_attempts, next_attempt_at,"
-                " ordering_key, created_at, updated_at) VALUES (?,?,?,'pending',?,?,?,?,?)",
+                " ordering_key, created_at, updated_at, waiting) VALUES (?,?,?,'pending',?,?,?,?,?,?)",
                 [
-                    (message.id, d.route, d.destination, d.max_attempts, now, d.ordering_key, now, now)
+                    (
+                        message.id, d.route, d.destination, d.max_attempts, now, d.ordering_key, now, now,
+                        d.ordering_key is not None and self._key_busy(db, d.route, d.destination, d.ordering_key),
+                    )
                     for d in deliveries
                 ],
-            )
+            )  # fmt: skip
             keys = business_keys(md)
             if keys:
                 _insert_keys(db, message.id, keys)
             results.append(SubmitResult(message.id, False, len(deliveries)))
         return results
+
+    @staticmethod
+    def _key_busy(db: sqlite3.Connection, route: str, destination: str, key: str) -> bool:
+        """Whether an ordering key has a delivery that holds back later ones (one probe of deliveries_order)."""
+        return (
+            db.execute(
+                f"SELECT 1 FROM deliveries WHERE route = ? AND destination = ? AND ordering_key = ?"
+                f" AND status IN ({_BLOCKING}) LIMIT 1",
+                (route, destination, key),
+            ).fetchone()
+            is not None
+        )
+
+    @staticmethod
+    def _promote_next(db: sqlite3.Connection, delivery_id: int) -> None:
+        """After a delivery stopped holding back its key: the key's first blocking delivery stops waiting."""
+        db.execute(
+            f"UPDATE deliveries SET waiting = 0 WHERE waiting = 1 AND id = (SELECT n.id FROM deliveries d"
+            f" JOIN deliveries n ON n.route = d.route AND n.destination = d.destination"
+            f" AND n.ordering_key = d.ordering_key WHERE d.id = ? AND n.status IN ({_BLOCKING}) ORDER BY n.id LIMIT 1)",
+            (delivery_id,),
+        )
 
     async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
         return await self._run(self._tx, lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs))
@@ -461,9 +501,12 @@ class SqliteStore:
         self, db: sqlite3.Connection, route: str, destination: str, limit: int, owner: str, lease_secs: float
     ) -> list[Claimed]:
         now = time.time()
+        # Only the first delivery of each ordering key is not `waiting`, so the walk of deliveries_ready
+        # meets claimable rows at once, however deep the backlog behind them. The NOT EXISTS test still
+        # guards FIFO on its own (one index probe per candidate).
         rows = db.execute(
             f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
-            " AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
+            " AND waiting = 0 AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
             "  SELECT 1 FROM deliveries e WHERE e.route = c.route AND e.destination = c.destination"
             "  AND e.ordering_key = c.ordering_key AND e.status IN ('pending', 'in_flight', 'awaiting_identity',"
             "  'identity_review') AND e.id < c.id))"
@@ -531,6 +574,8 @@ class SqliteStore:
                 " VALUES (?,?,?,?,?,?)",
                 (delivery_id, attempts, _ts(started_at), now, outcome, error),
             )
+            if status not in BLOCKING_STATUSES:
+                self._promote_next(db, delivery_id)
             keys = business_keys(output_metadata) if output_metadata else None
             if keys:
                 _insert_keys(db, message_id, keys)
@@ -763,6 +808,7 @@ class SqliteStore:
                     " updated_at = ? WHERE id = ? AND status = 'identity_review'",
                     (now, review.delivery_id),
                 )
+                self._promote_next(db, review.delivery_id)
             state = "released" if action == "release" else "discarded"
             db.execute(
                 "UPDATE reviews SET state = ?, resolved_at = ?, resolved_by = ? WHERE id = ?",
@@ -807,7 +853,8 @@ class SqliteStore:
     async def next_due(self, route: str, destination: str) -> datetime | None:
         row = await self._run(
             self._fetchone,
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ? AND destination = ? AND status = 'pending'",
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ? AND destination = ? AND status = 'pending'"
+            " AND waiting = 0",
             (route, destination),
         )
         return _dt(row[0]) if row and row[0] is not None else None
