@@ -33,6 +33,9 @@ __all__ = ["DestinationWorker", "backoff_secs"]
 
 log = structlog.get_logger("hub.delivery")
 
+#: Deliveries a worker may have between claim and recorded outcome, as a multiple of max_in_flight.
+_RECORDING_FACTOR = 4
+
 
 def backoff_secs(policy: RetryPolicy, attempts: int, rand: Callable[[], float] = random.random) -> float:
     """Delay before the next attempt after `attempts` failed ones: exponential, capped, with jitter."""
@@ -77,6 +80,11 @@ class DestinationWorker:
         self.wake = asyncio.Event()
         self.paused = False
         self._inflight: dict[asyncio.Task[None], int] = {}
+        # Deliveries whose send has not returned yet: what max_in_flight bounds. A delivery leaves it as
+        # soon as the adapter answers, while its outcome is still being recorded (group-committed), so the
+        # next sends do not wait on the store's commit; FIFO per key is the store's, which does not offer
+        # a key's next delivery before this one's outcome is committed.
+        self._sending: set[int] = set()
         self._stopping = False
         self._claimed_at = utcnow()
         self._task: asyncio.Task[None] | None = None
@@ -108,7 +116,10 @@ class DestinationWorker:
 
     async def _run(self) -> None:
         while not self._stopping:
-            free = self.policy.max_in_flight - len(self._inflight)
+            free = min(
+                self.policy.max_in_flight - len(self._sending),
+                _RECORDING_FACTOR * self.policy.max_in_flight - len(self._inflight),
+            )
             claimed: list[Claimed] = []
             self._claimed_at = utcnow()
             if free > 0 and not self.paused:
@@ -120,6 +131,7 @@ class DestinationWorker:
                     self._store_error("claim")
                     log.warning("claim_failed", route=self.route, destination=self.destination, error=str(exc))
                 for c in claimed:
+                    self._sending.add(c.delivery.id)
                     task = asyncio.create_task(self._deliver(c))
                     self._inflight[task] = c.delivery.id
                     task.add_done_callback(self._done)
@@ -132,7 +144,11 @@ class DestinationWorker:
             self.on_store_error(operation)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
+        self._sending.discard(self._inflight.pop(task, 0))
+        self.wake.set()
+
+    def _sent(self, delivery_id: int) -> None:
+        self._sending.discard(delivery_id)
         self.wake.set()
 
     async def _hold(self, c: Claimed, hold: IdentityHold, started: datetime) -> None:
@@ -165,7 +181,7 @@ class DestinationWorker:
 
     async def _sleep(self) -> None:
         timeout = self.poll_secs
-        if len(self._inflight) < self.policy.max_in_flight and not self.paused:
+        if len(self._sending) < self.policy.max_in_flight and not self.paused:
             try:
                 due = await self.store.next_due(self.route, self.destination)
             except StoreError:
@@ -233,6 +249,7 @@ class DestinationWorker:
         except Exception as exc:  # an adapter bug must not kill the worker: retry, and say so
             outcome, error = Outcome.RETRY, f"adapter error: {type(exc).__name__}"
             log.error("adapter_error", destination=self.destination, delivery_id=d.id, error=type(exc).__name__)
+        self._sent(d.id)
         if hold is not None:
             await self._hold(c, hold, started)
             return

@@ -18,7 +18,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -225,15 +225,36 @@ SELECT count(pg_advisory_xact_lock(h)) FROM (
     FROM unnest($1::text[], $2::text[], $3::text[]) AS u(r, d, k) WHERE k IS NOT NULL ORDER BY h
 ) s
 """
-_LOCK_KEY_OF = f"""
-SELECT pg_advisory_xact_lock({_KEY_LOCK.format(r="route", d="destination", k="ordering_key")})
-FROM hub_deliveries WHERE id = $1 AND ordering_key IS NOT NULL
+_LOCK_KEYS_OF = f"""
+SELECT count(pg_advisory_xact_lock(h)) FROM (
+    SELECT DISTINCT {_KEY_LOCK.format(r="route", d="destination", k="ordering_key")} AS h
+    FROM hub_deliveries WHERE id = ANY($1::bigint[]) AND ordering_key IS NOT NULL ORDER BY h
+) s
 """
+#: Each settled delivery's key: its first blocking delivery stops waiting (an index probe per key).
 _PROMOTE_NEXT = f"""
-UPDATE hub_deliveries SET waiting = false WHERE waiting AND id = (
-    SELECT n.id FROM hub_deliveries d JOIN hub_deliveries n ON n.route = d.route
-        AND n.destination = d.destination AND n.ordering_key = d.ordering_key
-    WHERE d.id = $1 AND n.status IN ({_BLOCKING}) ORDER BY n.id LIMIT 1)
+UPDATE hub_deliveries n SET waiting = false FROM (
+    SELECT (SELECT x.id FROM hub_deliveries x WHERE x.route = d.route AND x.destination = d.destination
+            AND x.ordering_key = d.ordering_key AND x.status IN ({_BLOCKING}) ORDER BY x.id LIMIT 1) AS id
+    FROM hub_deliveries d WHERE d.id = ANY($1::bigint[]) AND d.ordering_key IS NOT NULL
+) first WHERE n.id = first.id AND n.waiting
+"""
+_FINISH_BATCH = """
+UPDATE hub_deliveries d SET status = u.status, next_attempt_at = coalesce(u.next_at, now()), last_error = u.error,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+    output_metadata = coalesce(u.output::jsonb, d.output_metadata)
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+    AS u(id, owner, status, next_at, error, output)
+WHERE d.id = u.id AND d.status = 'in_flight' AND d.lease_owner = u.owner
+RETURNING d.id, d.message_id, d.attempts
+"""
+_INSERT_ATTEMPTS = """
+INSERT INTO hub_attempts (delivery_id, number, started_at, finished_at, outcome, error)
+SELECT u.id, u.number, u.started_at, now(), u.outcome, u.error
+FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
+    AS u(id, number, started_at, outcome, error)
+ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,
+    finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error
 """
 
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
@@ -250,6 +271,34 @@ _DEL_COLS = (
     "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
     "ordering_key, last_error, created_at, updated_at, identity_override, output_metadata"
 )
+
+#: One statement, one round trip: take up to $3 due deliveries with their messages. Only the first delivery
+#: of each ordering key is not `waiting`, so the walk of hub_deliveries_ready meets claimable rows at once,
+#: however deep the backlog behind them; the NOT EXISTS test still guards FIFO on its own (an index probe).
+#: A claim lost in a crash only gives the delivery back to pending (it is sent at least once either way),
+#: so its commit does not wait for the WAL flush (set_config(..., true): this transaction only;
+#: PostgreSQL "Asynchronous Commit").
+_CLAIM = f"""
+WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
+claimed AS (
+    UPDATE hub_deliveries d SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = $4,
+        lease_expires_at = now() + make_interval(secs => $5), updated_at = now()
+    WHERE (SELECT v FROM async_commit) IS NOT NULL AND d.id IN (
+        SELECT c.id FROM hub_deliveries c
+        WHERE c.route = $1 AND c.destination = $2 AND c.status = 'pending' AND NOT c.waiting
+          AND c.next_attempt_at <= now()
+          AND (c.ordering_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
+              AND e.destination = c.destination AND e.ordering_key = c.ordering_key
+              AND e.status IN ({_BLOCKING}) AND e.id < c.id))
+        ORDER BY c.next_attempt_at, c.id LIMIT $3
+        FOR UPDATE SKIP LOCKED)
+    RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
+)
+SELECT claimed.*, m.parent_id AS m_parent_id, m.correlation_id AS m_correlation_id,
+    m.content_type AS m_content_type, m.body AS m_body, m.metadata AS m_metadata, m.received_at AS m_received_at
+FROM claimed JOIN hub_messages m ON m.id = claimed.message_id
+"""
 
 _SUBMIT_BATCH = f"""
 WITH m AS (
@@ -288,18 +337,20 @@ WITH m AS (
 SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END FROM m
 """
 
+# The message's deliveries are read through their message_id index only, then folded: per-status EXISTS
+# tests let the planner AND in the status index, which walks every pending delivery (the whole backlog).
 _REFRESH_STATUS = """
-    UPDATE hub_messages m SET updated_at = now(), status = CASE
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id
-                   AND d.status IN ('pending', 'in_flight')) THEN 'pending'
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'awaiting_identity')
-           THEN 'awaiting_identity'
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'identity_review')
-           THEN 'identity_review'
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'dead')
-           THEN 'failed'
-      ELSE 'delivered' END
-    WHERE m.id = ANY($1::text[]) AND m.status NOT IN ('rejected', 'unrouted')
+    UPDATE hub_messages m SET updated_at = now(), status = s.status
+    FROM (
+        SELECT message_id, CASE
+          WHEN bool_or(status IN ('pending', 'in_flight')) THEN 'pending'
+          WHEN bool_or(status = 'awaiting_identity') THEN 'awaiting_identity'
+          WHEN bool_or(status = 'identity_review') THEN 'identity_review'
+          WHEN bool_or(status = 'dead') THEN 'failed'
+          ELSE 'delivered' END AS status
+        FROM hub_deliveries WHERE message_id = ANY($1::text[]) GROUP BY message_id
+    ) s
+    WHERE m.id = s.message_id AND m.status NOT IN ('rejected', 'unrouted')
 """
 
 
@@ -388,6 +439,21 @@ def _key_columns(items: list[tuple[str, list[tuple[str, str]]]]) -> list[list[st
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
 
 
+class _Finish(NamedTuple):
+    """One outcome waiting for the finish group commit."""
+
+    delivery_id: int
+    owner: str
+    status: str
+    next_attempt_at: datetime | None
+    error: str
+    outcome: str
+    started_at: datetime
+    review: str | None
+    output: str | None
+    keys: list[tuple[str, str]]
+
+
 class PostgresStore:
     """The Store protocol on PostgreSQL (tables prefixed ``hub_``)."""
 
@@ -410,6 +476,7 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._work = asyncio.Event()
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
+        self._finisher: GroupCommitter[_Finish, bool] | None = None
         self._writer_conns: list[asyncpg.Connection] = []
 
     @contextlib.asynccontextmanager
@@ -482,8 +549,11 @@ class PostgresStore:
         for _ in range(self._writers):
             self._writer_conns.append(await self._pool.acquire())
         self._committer = GroupCommitter(self._flush, max_batch=self._max_batch, writers=self._writers)
+        self._finisher = GroupCommitter(self._finish_batch, max_batch=self._max_batch)
 
     async def close(self) -> None:
+        if self._finisher:
+            await self._finisher.close()
         if self._committer:
             await self._committer.close()
         if self._pool is not None:
@@ -573,40 +643,19 @@ class PostgresStore:
         return results
 
     async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
-        async with self._conn() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"""
-                UPDATE hub_deliveries d SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = $4,
-                    lease_expires_at = now() + make_interval(secs => $5), updated_at = now()
-                WHERE d.id IN (
-                    SELECT c.id FROM hub_deliveries c
-                    WHERE c.route = $1 AND c.destination = $2 AND c.status = 'pending' AND NOT c.waiting
-                      AND c.next_attempt_at <= now()
-                      AND (c.ordering_key IS NULL OR NOT EXISTS (
-                          SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
-                          AND e.destination = c.destination AND e.ordering_key = c.ordering_key
-                          AND e.status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review')
-                          AND e.id < c.id))
-                    ORDER BY c.next_attempt_at, c.id LIMIT $3
-                    FOR UPDATE SKIP LOCKED)
-                RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
-                """,
-                route,
-                destination,
-                limit,
-                owner,
-                float(lease_secs),
+        async with self._conn() as conn:
+            rows = await conn.fetch(_CLAIM, route, destination, limit, owner, float(lease_secs))
+        out = [
+            Claimed(
+                _delivery(r),
+                Message(
+                    id=r["message_id"], parent_id=r["m_parent_id"], correlation_id=r["m_correlation_id"],
+                    content_type=r["m_content_type"], body=bytes(r["m_body"]), metadata=json.loads(r["m_metadata"]),
+                    received_at=r["m_received_at"],
+                ),
             )
-            if not rows:
-                return []
-            msgs = {
-                r["id"]: _record(r).message
-                for r in await conn.fetch(
-                    f"SELECT {_MSG_COLS} FROM hub_messages WHERE id = ANY($1::text[])",
-                    list({r["message_id"] for r in rows}),
-                )
-            }
-        out = [Claimed(_delivery(r), msgs[r["message_id"]]) for r in rows]
+            for r in rows
+        ]  # fmt: skip
         out.sort(key=lambda c: (c.delivery.next_attempt_at, c.delivery.id))
         return out
 
@@ -623,55 +672,48 @@ class PostgresStore:
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
     ) -> bool:
-        error, review = _text(error), _text(review)
+        assert self._finisher is not None
         output = json.dumps({k: _text(v) for k, v in output_metadata.items()}) if output_metadata is not None else None
-        settled = status not in BLOCKING_STATUSES
+        return await self._finisher.submit(
+            _Finish(delivery_id, owner, status, next_attempt_at, _text(error), outcome, started_at, _text(review),
+                    output, business_keys(output_metadata) if output_metadata else [])
+        )  # fmt: skip
+
+    async def _finish_batch(self, batch: list[_Finish]) -> list[bool]:
+        """Outcomes recorded together (group commit): one transaction, a few set-wise statements, one WAL flush."""
+        ids = [f.delivery_id for f in batch]
+        settled = [f.delivery_id for f in batch if f.status not in BLOCKING_STATUSES]
         async with self._conn() as conn, conn.transaction():
             if settled:
-                await conn.execute(_LOCK_KEY_OF, delivery_id)
-            row = await conn.fetchrow(
-                """
-                UPDATE hub_deliveries SET status = $3, next_attempt_at = coalesce($4, now()), last_error = $5,
-                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-                    output_metadata = coalesce($6::jsonb, output_metadata)
-                WHERE id = $1 AND status = 'in_flight' AND lease_owner = $2
-                RETURNING message_id, attempts
-                """,
-                delivery_id,
-                owner,
-                status,
-                next_attempt_at,
-                error,
-                output,
-            )
-            if row is None:
-                return False
-            if settled:
-                await conn.execute(_PROMOTE_NEXT, delivery_id)
+                await conn.execute(_LOCK_KEYS_OF, settled)
+            rows = await conn.fetch(
+                _FINISH_BATCH, ids, [f.owner for f in batch], [f.status for f in batch],
+                [f.next_attempt_at for f in batch], [f.error for f in batch], [f.output for f in batch],
+            )  # fmt: skip
+            kept = {r["id"]: r for r in rows}
+            if not kept:
+                return [False] * len(batch)
+            done = [f for f in batch if f.delivery_id in kept]
             await conn.execute(
-                "INSERT INTO hub_attempts (delivery_id, number, started_at, finished_at, outcome, error)"
-                " VALUES ($1, $2, $3, now(), $4, $5) ON CONFLICT (delivery_id, number) DO UPDATE SET"
-                " started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,"
-                " outcome = EXCLUDED.outcome, error = EXCLUDED.error",
-                delivery_id,
-                row["attempts"],
-                started_at,
-                outcome,
-                error,
-            )
-            keys = business_keys(output_metadata) if output_metadata else None
-            if keys:
-                await conn.execute(_INSERT_KEYS, *_key_columns([(row["message_id"], keys)]))
-            if status == "identity_review":
-                await conn.execute(
-                    "INSERT INTO hub_reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
-                    " SELECT $1, id, coalesce(patient_key, ''), $3, 'open', now() FROM hub_messages WHERE id = $2",
-                    delivery_id, row["message_id"], review or error,
-                )  # fmt: skip
-            await conn.execute(_REFRESH_STATUS, [row["message_id"]])
-            if status == "pending":
+                _INSERT_ATTEMPTS, [f.delivery_id for f in done], [kept[f.delivery_id]["attempts"] for f in done],
+                [f.started_at for f in done], [f.outcome for f in done], [f.error for f in done],
+            )  # fmt: skip
+            if settled:
+                await conn.execute(_PROMOTE_NEXT, [i for i in settled if i in kept])
+            keyed = [(kept[f.delivery_id]["message_id"], f.keys) for f in done if f.keys]
+            if keyed:
+                await conn.execute(_INSERT_KEYS, *_key_columns(keyed))
+            for f in done:
+                if f.status == "identity_review":
+                    await conn.execute(
+                        "INSERT INTO hub_reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
+                        " SELECT $1, id, coalesce(patient_key, ''), $3, 'open', now() FROM hub_messages WHERE id = $2",
+                        f.delivery_id, kept[f.delivery_id]["message_id"], f.review or f.error,
+                    )  # fmt: skip
+            await conn.execute(_REFRESH_STATUS, list({r["message_id"] for r in rows}))
+            if any(f.status == "pending" for f in done):
                 await conn.execute(f"NOTIFY {_CHANNEL}")
-        return True
+        return [f.delivery_id in kept for f in batch]
 
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         if not delivery_ids:
@@ -843,13 +885,13 @@ class PostgresStore:
                 )
                 await conn.execute(f"NOTIFY {_CHANNEL}")
             else:
-                await conn.execute(_LOCK_KEY_OF, review.delivery_id)
+                await conn.execute(_LOCK_KEYS_OF, [review.delivery_id])
                 await conn.execute(
                     "UPDATE hub_deliveries SET status = 'dead', last_error = 'discarded in identity review',"
                     " updated_at = now() WHERE id = $1 AND status = 'identity_review'",
                     review.delivery_id,
                 )
-                await conn.execute(_PROMOTE_NEXT, review.delivery_id)
+                await conn.execute(_PROMOTE_NEXT, [review.delivery_id])
                 await conn.execute(f"NOTIFY {_CHANNEL}")
             await conn.execute(_REFRESH_STATUS, [review.message_id])
         return review

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from hub.errors import StoreError
 from hub.message import Message, utcnow
@@ -305,6 +305,20 @@ def _review(row: tuple[Any, ...]) -> Review:
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
 
 
+class _Finish(NamedTuple):
+    """One outcome waiting for the finish group commit."""
+
+    delivery_id: int
+    owner: str
+    status: str
+    next_attempt_at: datetime | None
+    error: str
+    outcome: str
+    started_at: datetime
+    review: str | None
+    output_metadata: Mapping[str, str] | None
+
+
 class SqliteStore:
     """The Store protocol on one SQLite file."""
 
@@ -314,6 +328,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
+        self._finisher: GroupCommitter[_Finish, bool] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoint_secs = 1.0
 
@@ -327,6 +342,7 @@ class SqliteStore:
     async def open(self) -> None:
         await self._run(self._open_sync)
         self._committer = GroupCommitter(self._flush, max_batch=self._max_batch)
+        self._finisher = GroupCommitter(self._finish_batch, max_batch=self._max_batch)
         if str(self.path) != ":memory:":
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
 
@@ -371,6 +387,8 @@ class SqliteStore:
                 db.execute("COMMIT")
 
     async def close(self) -> None:
+        if self._finisher:
+            await self._finisher.close()
         if self._committer:
             await self._committer.close()
         if self._checkpointer is not None:
@@ -495,7 +513,21 @@ class SqliteStore:
         )
 
     async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
-        return await self._run(self._tx, lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs))
+        return await self._run(
+            self._tx_unsynced, lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs)
+        )
+
+    def _tx_unsynced(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A transaction whose commit is not fsynced: a claim lost to a power cut only gives the delivery back
+        to pending (sent at least once either way). The next FULL commit syncs it with the rest of the WAL,
+        and a WAL commit is atomic whatever the setting (SQLite "PRAGMA synchronous", WAL mode)."""
+        db = self._db
+        assert db is not None
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._tx(fn)
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
 
     def _claim_sync(
         self, db: sqlite3.Connection, route: str, destination: str, limit: int, owner: str, lease_secs: float
@@ -547,49 +579,68 @@ class SqliteStore:
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
     ) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
-            now = time.time()
-            row = db.execute(
-                "SELECT message_id, attempts FROM deliveries WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
-                (delivery_id, owner),
-            ).fetchone()
-            if row is None:
-                return False
-            message_id, attempts = row
-            db.execute(
-                "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
-                " lease_expires_at = NULL, updated_at = ?,"
-                " output_metadata = COALESCE(?, output_metadata) WHERE id = ?",
-                (
-                    status,
-                    _ts(next_attempt_at) if next_attempt_at else now,
-                    error,
-                    now,
-                    json.dumps(dict(output_metadata)) if output_metadata is not None else None,
-                    delivery_id,
-                ),
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
-                " VALUES (?,?,?,?,?,?)",
-                (delivery_id, attempts, _ts(started_at), now, outcome, error),
-            )
-            if status not in BLOCKING_STATUSES:
-                self._promote_next(db, delivery_id)
-            keys = business_keys(output_metadata) if output_metadata else None
-            if keys:
-                _insert_keys(db, message_id, keys)
-            if status == "identity_review":
-                key = db.execute("SELECT patient_key FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
-                db.execute(
-                    "INSERT INTO reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
-                    " VALUES (?,?,?,?,'open',?)",
-                    (delivery_id, message_id, key or "", review or error, now),
-                )
-            self._refresh_message_status(db, [message_id], now)
-            return True
+        assert self._finisher is not None
+        return await self._finisher.submit(
+            _Finish(delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata)
+        )
 
-        return await self._run(self._tx, work)
+    async def _finish_batch(self, batch: list[_Finish]) -> list[bool]:
+        """Outcomes recorded together (group commit): one transaction and one fsync for the batch."""
+        return await self._run(self._tx, lambda db: [self._finish_sync(db, *f) for f in batch])
+
+    def _finish_sync(
+        self,
+        db: sqlite3.Connection,
+        delivery_id: int,
+        owner: str,
+        status: str,
+        next_attempt_at: datetime | None,
+        error: str,
+        outcome: str,
+        started_at: datetime,
+        review: str | None,
+        output_metadata: Mapping[str, str] | None,
+    ) -> bool:
+        now = time.time()
+        row = db.execute(
+            "SELECT message_id, attempts FROM deliveries WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
+            (delivery_id, owner),
+        ).fetchone()
+        if row is None:
+            return False
+        message_id, attempts = row
+        db.execute(
+            "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
+            " lease_expires_at = NULL, updated_at = ?,"
+            " output_metadata = COALESCE(?, output_metadata) WHERE id = ?",
+            (
+                status,
+                _ts(next_attempt_at) if next_attempt_at else now,
+                error,
+                now,
+                json.dumps(dict(output_metadata)) if output_metadata is not None else None,
+                delivery_id,
+            ),
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
+            " VALUES (?,?,?,?,?,?)",
+            (delivery_id, attempts, _ts(started_at), now, outcome, error),
+        )
+        if status not in BLOCKING_STATUSES:
+            self._promote_next(db, delivery_id)
+        keys = business_keys(output_metadata) if output_metadata else None
+        if keys:
+            _insert_keys(db, message_id, keys)
+        if status == "identity_review":
+            key = db.execute("SELECT patient_key FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
+            db.execute(
+                "INSERT INTO reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
+                " VALUES (?,?,?,?,'open',?)",
+                (delivery_id, message_id, key or "", review or error, now),
+            )
+        self._refresh_message_status(db, [message_id], now)
+        return True
 
     @staticmethod
     def _refresh_message_status(db: sqlite3.Connection, message_ids: list[str], now: float) -> None:
