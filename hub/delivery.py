@@ -9,6 +9,14 @@ the outbound adapter and records the outcome:
   until ``max_attempts``; then ``dead``;
 * REJECT (the peer refused, or a step found the message unusable) → ``dead`` at once.
 
+Leases: a claim holds a delivery for `lease_secs`. The worker renews the leases
+of everything it holds every third of that, for as long as the delivery runs
+(a slow step, a slow receiver), and starts a send only while its last renewal
+is less than half a lease old: a worker cut off from the store, or whose
+delivery was taken back, never sends it. A dead node's leases simply expire,
+and any node's lease recovery gives its deliveries back within
+``lease_secs`` plus a quarter of it.
+
 On shutdown the worker stops claiming, lets in-flight sends finish for a grace
 period, then cancels the rest and gives their deliveries back to the store.
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
@@ -88,13 +97,22 @@ class DestinationWorker:
         self._stopping = False
         self._claimed_at = utcnow()
         self._task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        #: Monotonic time until which each held delivery's lease is known good (claim or last renewal).
+        self._lease_until: dict[int, float] = {}
 
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def held_leases(self) -> frozenset[int]:
+        """Ids of the deliveries this worker holds a lease on (claimed, outcome not yet recorded)."""
+        return frozenset(self._lease_until)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"deliver:{self.route}:{self.destination}")
+        self._renewer = asyncio.create_task(self._renew_leases(), name=f"leases:{self.route}:{self.destination}")
 
     async def stop(self, grace_secs: float) -> None:
         self._stopping = True
@@ -113,6 +131,33 @@ class DestinationWorker:
                     await self.store.release(sorted(left), owner=self.owner)
                 except StoreError:
                     self._store_error("release")
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of every held delivery, every third of a lease; forget those taken back."""
+        while True:
+            await asyncio.sleep(self.lease_secs / 3)
+            ids = list(self._lease_until)
+            if not ids:
+                continue
+            asked_at = time.monotonic()
+            try:
+                held = await self.store.renew(ids, owner=self.owner, lease_secs=self.lease_secs)
+            except StoreError:
+                self._store_error("renew")
+                continue  # the leases age: sends stop starting once they are half gone
+            for delivery_id in ids:
+                if delivery_id in held:
+                    if delivery_id in self._lease_until:
+                        self._lease_until[delivery_id] = asked_at + self.lease_secs
+                elif self._lease_until.pop(delivery_id, None) is not None:
+                    log.warning("lease_lost", destination=self.destination, delivery_id=delivery_id)
+
+    def _holds_lease(self, delivery_id: int) -> bool:
+        """Whether a send may start: the lease was confirmed less than half a lease ago."""
+        return self._lease_until.get(delivery_id, 0.0) - time.monotonic() > self.lease_secs / 2
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -123,6 +168,7 @@ class DestinationWorker:
             claimed: list[Claimed] = []
             self._claimed_at = utcnow()
             if free > 0 and not self.paused:
+                asked_at = time.monotonic()
                 try:
                     claimed = await self.store.claim(
                         self.route, self.destination, limit=free, owner=self.owner, lease_secs=self.lease_secs
@@ -131,6 +177,7 @@ class DestinationWorker:
                     self._store_error("claim")
                     log.warning("claim_failed", route=self.route, destination=self.destination, error=str(exc))
                 for c in claimed:
+                    self._lease_until[c.delivery.id] = asked_at + self.lease_secs
                     self._sending.add(c.delivery.id)
                     task = asyncio.create_task(self._deliver(c))
                     self._inflight[task] = c.delivery.id
@@ -144,7 +191,9 @@ class DestinationWorker:
             self.on_store_error(operation)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(self._inflight.pop(task, 0))
+        delivery_id = self._inflight.pop(task, 0)
+        self._sending.discard(delivery_id)
+        self._lease_until.pop(delivery_id, None)
         self.wake.set()
 
     def _sent(self, delivery_id: int) -> None:
@@ -230,6 +279,11 @@ class DestinationWorker:
                 message = await loop.run_in_executor(self.step_executor, self.pipeline.apply, message, ctx)
                 before = c.message.metadata
                 output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
+            if not self._holds_lease(d.id):
+                # Taken back, or not renewed for half a lease (cut off from the store): another worker
+                # may be sending it now. Not ours to send, nor to record.
+                log.warning("send_skipped_lease_lost", destination=self.destination, delivery_id=d.id)
+                return
             await self.adapter.send(message)  # type: ignore[attr-defined]
             outcome = Outcome.ACCEPT
         except IdentityHold as exc:

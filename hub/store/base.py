@@ -459,6 +459,10 @@ class Store(Protocol):
     async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
         """`release` (send again, trait check waived for it) or `discard` (dead letter); None if not open."""
 
+    async def renew(self, delivery_ids: list[int], *, owner: str, lease_secs: float) -> set[int]:
+        """Extend `owner`'s leases on these in-flight deliveries to `lease_secs` from now; returns the ids it
+        still held (the others were taken back after their lease expired, and must not be sent)."""
+
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         """Give claimed deliveries back (shutdown) without counting the attempt."""
 

@@ -715,6 +715,19 @@ class PostgresStore:
                 await conn.execute(f"NOTIFY {_CHANNEL}")
         return [f.delivery_id in kept for f in batch]
 
+    async def renew(self, delivery_ids: list[int], *, owner: str, lease_secs: float) -> set[int]:
+        if not delivery_ids:
+            return set()
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "UPDATE hub_deliveries SET lease_expires_at = now() + make_interval(secs => $3)"
+                " WHERE status = 'in_flight' AND lease_owner = $2 AND id = ANY($1::bigint[]) RETURNING id",
+                delivery_ids,
+                owner,
+                float(lease_secs),
+            )
+        return {r[0] for r in rows}
+
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         if not delivery_ids:
             return 0

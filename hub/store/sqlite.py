@@ -659,6 +659,21 @@ class SqliteStore:
                 {"now": now, "mid": mid},
             )
 
+    async def renew(self, delivery_ids: list[int], *, owner: str, lease_secs: float) -> set[int]:
+        if not delivery_ids:
+            return set()
+
+        def work(db: sqlite3.Connection) -> set[int]:
+            marks = ",".join("?" * len(delivery_ids))
+            rows = db.execute(
+                f"UPDATE deliveries SET lease_expires_at = ? WHERE status = 'in_flight' AND lease_owner = ?"
+                f" AND id IN ({marks}) RETURNING id",
+                (time.time() + lease_secs, owner, *delivery_ids),
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        return await self._run(self._tx_unsynced, work)
+
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         if not delivery_ids:
             return 0
