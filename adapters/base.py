@@ -15,6 +15,7 @@ sleep, retry or persist; the delivery workers in ``hub/delivery.py`` do.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from hub.message import Message
@@ -33,6 +34,9 @@ class InboundContext(Protocol):
 
     async def reject(self, message: Message, *, reason: str) -> None:
         """Durably store a refused message with its reason. Raises Retryable when the store is down."""
+
+    async def audit(self, action: str, *, actor: str, outcome: str, detail: Mapping[str, str]) -> None:
+        """Append an entry to the audit trail (a failed login, a refused identity); never raises."""
 
 
 class InboundAdapter(Protocol):

@@ -5,8 +5,10 @@ Method
 * The hub runs as its own process (`hub serve`), with the shipped code and a
   generated config: one MLLP listener, one route taking every ADT to one MLLP
   destination, FIFO per patient (`ordering_key: patient_key`), `max_in_flight`
-  as given (default 8), retries every 1 s to 5 s (never dead-lettered: the
-  benchmark measures the drain, not the retry policy).
+  as given (default 8); while the receiver is down the destination's circuit
+  is open and probed every 1 s to 5 s (`probe_max_secs`), so nothing is
+  dead-lettered and the first delivery follows the receiver's return within
+  a probe interval.
 * Ingest: K connections (closed loop, as `bench/mllp_ingest.py`) send N PAM FR
   ADT^A01 in total while nothing listens on the destination's port; every ACK is
   checked (MSA-1 = AA, MSA-2 = the MSH-10 sent). Ingest rate = N / wall time.
@@ -161,6 +163,7 @@ def write_config(folder: Path, store: dict[str, object], port: int, peer_port: i
                 "ordering_key": "patient_key",
                 "max_in_flight": args.max_in_flight,
                 "retry": {"max_attempts": 10_000, "initial_secs": 1.0, "max_secs": 5.0},
+                "probe_max_secs": 5.0,
             }
         ],
     }

@@ -130,7 +130,12 @@ def write_config(folder: Path, store: dict[str, object], port: int, peer_port: i
         "http": {"enabled": False},
         "logging": {"level": "warning"},
         "high_water_mark": 10_000_000,
-        "listeners": {"in": {"type": "mllp", "listen": f"127.0.0.1:{port}", "max_connections": 512}},
+        "listeners": {
+            # One load generator plays every sender: its address may hold all the slots.
+            "in": {
+                "type": "mllp", "listen": f"127.0.0.1:{port}", "max_connections": 512, "max_connections_per_peer": 512,
+            }
+        },
         "endpoints": {"out": {"type": "mllp", "endpoint": f"127.0.0.1:{peer_port}"}},
         "routes": ["routes/*.yaml"],
     }

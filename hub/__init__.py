@@ -13,6 +13,7 @@ from hub.errors import (
     Retryable,
     StoreError,
     TooLarge,
+    Unreachable,
     ValidationError,
 )
 from hub.message import Message, new_id
@@ -33,6 +34,7 @@ __all__ = [
     "Retryable",
     "StoreError",
     "TooLarge",
+    "Unreachable",
     "ValidationError",
     "new_id",
     "register",

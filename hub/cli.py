@@ -1,4 +1,6 @@
-"""The `hub` command: serve, check, send, messages, replay, dead, requeue, sandboxes, describe.
+"""The `hub` command: serve, check, send, messages, replay, dead, requeue, sandboxes, audit, describe.
+
+Every command that touches the store is audited (actor ``cli:<OS user>``), before and after.
 
 Every listing takes ``--json`` and then prints one JSON object per line, for
 scripts. Exit codes: 0 success, 1 failure or invalid input, 2 a peer refused
@@ -11,19 +13,22 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import getpass
 import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hub import registry
+from hub import mailbox_cli, registry
+from hub.cli_api import add_api_commands, api_command, api_options, cmd_identity_api
 from hub.config import Settings, load_config
 from hub.errors import ConfigError, HubError, MessageError
-from hub.store import SearchQuery, Store, open_store
+from hub.store import Store, open_store
 
 __all__ = ["main"]
 
@@ -54,6 +59,14 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def on_hup() -> None:  # SIGHUP: reload the routes, validated as `hub check` (hub/reload.py)
+        task = loop.create_task(hub.reload(by="signal"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await hub.start()
     # Everything built at start-up (modules, models, config) lives as long as the process: move it
     # out of the cyclic collector's sight, or each full collection walks it all while messages wait
@@ -65,8 +78,21 @@ async def _serve(settings: Settings) -> int:
         flush=True,
     )
     await stop.wait()
+    # SIGTERM always ends the process: if stopping takes longer than the grace period allows
+    # (a peer or the database that never answers), a watchdog ends it; what was not finished is
+    # still in the store (leases expire, the next start takes them).
+    bound = settings.hub.shutdown_grace_secs + 5
+    watchdog = threading.Timer(bound, _exit_now, args=(bound,))
+    watchdog.daemon = True
+    watchdog.start()
     await hub.stop()
+    watchdog.cancel()
     return 0
+
+
+def _exit_now(bound: float) -> None:
+    print(f"hub: stop took over {bound:g}s; exiting now", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -79,12 +105,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- check --------------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
+    from hub.routetest import load_case_files
+
     settings = _settings(args)
+    load_case_files(settings)  # route test case files too (run them with `hub test`)
     print(
         f"ok: {args.config}: {len(settings.hub.listeners)} listeners, {len(settings.hub.endpoints)} endpoints, "
         f"{len(settings.hub.sandboxes)} sandboxes, {len(settings.routes)} routes"
     )
     return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running hub (admin API) to reload its routes; prints the result, exit 1 when refused."""
+    import aiohttp
+
+    from hub.admin.auth import bootstrap_token_path
+
+    settings = _settings(args)
+    token = args.token or os.environ.get("HUB_ADMIN_TOKEN")
+    if not token:
+        path = bootstrap_token_path(settings.hub)
+        token = path.read_text().strip() if path.exists() else ""
+    scheme = "https" if settings.hub.http.tls else "http"
+    url = args.url or f"{scheme}://{settings.hub.http.listen}"
+
+    async def go() -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as session, session.post(f"{url}/api/config/reload", headers=headers) as r:
+            text = await r.text()
+        print(text)
+        return 0 if r.status == 200 and json.loads(text).get("applied") else 1
+
+    return _run(go())
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from hub.routetest import run_route_tests
+
+    settings = _settings(args)
+    results = run_route_tests(settings, only=args.only)
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'} {r.file}:{r.line}: {r.name}")
+        for failure in r.failures:
+            print("     " + failure.replace("\n", "\n     "))
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed or not results else 0
 
 
 # -- send ---------------------------------------------------------------------------------------------
@@ -105,7 +172,7 @@ async def _send(args: argparse.Namespace) -> int:
     from adapters.mllp.framing import FrameReader, frame
     from adapters.mllp.outbound import classify_ack
     from adapters.tls import TlsConfig, client_context
-    from mappings.hl7v2 import read_header
+    from mappings.hl7v2 import decode_er7, read_header
 
     target = args.to
     if not target.startswith(("mllp://", "mllps://")):
@@ -139,7 +206,11 @@ async def _send(args: argparse.Namespace) -> int:
                 except HubError:
                     code = "??"
                 worst = max(worst, 0 if code in ("AA", "CA") else 2)
-                print(ack.body.decode("utf-8", "replace").replace("\r", "\n").rstrip("\n"))
+                try:
+                    text, _ = decode_er7(ack.body)  # the ACK's own MSH-18
+                except MessageError:
+                    text = ack.body.decode("utf-8", "replace")
+                print(text.replace("\r", "\n").rstrip("\n"))
                 print()
     finally:
         writer.close()
@@ -153,140 +224,66 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 # -- store commands -------------------------------------------------------------------------------------
 def _with_store(args: argparse.Namespace, fn: Callable[[Store, Settings], Awaitable[int]]) -> int:
+    """Run `fn` on the configured store; the action is audited before (`started`) and after (`ok`/`failed`)."""
+    from hub.admin.audit import load_audit_keys
+
     settings = _settings(args)
 
     async def go() -> int:
         store = await open_store(settings.hub.store)
         try:
-            return await fn(store, settings)
+            store.audit_key = load_audit_keys(settings.hub).current
+            await _cli_audit(store, args, "started")
+            rc = 1
+            try:
+                rc = await fn(store, settings)
+            finally:
+                await _cli_audit(store, args, "ok" if rc == 0 else "failed")
+            return rc
         finally:
             await store.close()
 
     return _run(go())
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    dt = datetime.fromisoformat(value)
-    return dt if dt.tzinfo else dt.astimezone()
+def cmd_mailbox(args: argparse.Namespace) -> int:
+    """Mailbox administration through the running hub's admin API (hub/mailbox_cli.py)."""
+    return mailbox_cli.run(args, _settings(args))
 
 
-def cmd_messages(args: argparse.Namespace) -> int:
-    query = SearchQuery(
-        message_id=args.id,
-        control_id=args.control_id,
-        sending_app=args.sending_app,
-        sending_facility=args.sending_facility,
-        patient_key=args.patient_key,
-        message_type=args.type,
-        status=args.status,
-        since=_parse_time(args.since),
-        until=_parse_time(args.until),
-        before_id=args.before,
-        limit=args.limit,
-    )
-
-    async def go(store: Store, _settings: Settings) -> int:
-        records = await store.search(query)
-        deliveries = await store.deliveries([r.message.id for r in records])
-        for r in records:
-            item = r.summary()
-            item["deliveries"] = [d.as_dict() for d in deliveries[r.message.id]]
-            if args.json:
-                print(json.dumps(item, ensure_ascii=False))
-            else:
-                ds = ", ".join(f"{d['destination']}={d['status']}({d['attempts']})" for d in item["deliveries"])
-                print(
-                    f"{item['id']}  {item['received_at'][:19]}  {item['status']:<9} {item['message_type']:<9}"
-                    f" {item['control_id']:<16} {ds}{'  reason: ' + item['reason'] if item['reason'] else ''}"
-                )
-        return 0
-
-    return _with_store(args, go)
+_NOT_AUDITED_ARGS = frozenset({"fn", "config", "command", "json", "body", "payloads"})
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    async def go(store: Store, _settings: Settings) -> int:
-        rec = await store.get_message(args.id)
-        if rec is None:
-            print(f"no message {args.id}", file=sys.stderr)
-            return 1
-        item = rec.summary()
-        item["metadata"] = dict(rec.message.metadata)
-        item["deliveries"] = []
-        for d in (await store.deliveries([args.id]))[args.id]:
-            dd = d.as_dict()
-            dd["attempts_log"] = [
-                {
-                    "number": a.number,
-                    "outcome": a.outcome,
-                    "error": a.error,
-                    "started_at": a.started_at.isoformat(),
-                    "finished_at": a.finished_at.isoformat(),
-                }
-                for a in await store.attempts(d.id)
-            ]
-            item["deliveries"].append(dd)
-        if args.body:
-            item["body"] = rec.message.body.decode("utf-8", "replace")
-        print(json.dumps(item, ensure_ascii=False, indent=None if args.json else 2))
-        return 0
+async def _cli_audit(store: Store, args: argparse.Namespace, outcome: str) -> None:
+    """One audit entry for a CLI action on the store, naming the operating-system user and the arguments."""
+    from hub.store import AuditEvent
 
-    return _with_store(args, go)
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = f"uid-{os.getuid()}"
+    detail = {k: v for k, v in vars(args).items() if k not in _NOT_AUDITED_ARGS and v not in (None, False, [])}
+    if getattr(args, "body", None):
+        detail["corrected"] = True
+    action = "cli_" + "_".join(filter(None, (args.command, getattr(args, "action", None))))
+    await store.append_audit(
+        AuditEvent(actor=f"cli:{who}", role="cli", action=action, message_id=getattr(args, "id", None),
+                   detail=detail, outcome=outcome)
+    )  # fmt: skip
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from hub.runtime import replay
-
-    body = Path(args.body).read_bytes() if args.body else None
-    if body is not None and body.lstrip().startswith(b"MSH"):
-        body = split_messages(body)[0]  # files are edited with LF line ends; HL7 wants CR
-
-    async def go(store: Store, settings: Settings) -> int:
-        try:
-            result = await replay(store, settings, args.id, body=body)
-        except KeyError:
-            print(f"no message {args.id}", file=sys.stderr)
-            return 1
-        except MessageError as exc:
-            print(f"still refused: {exc.reason}", file=sys.stderr)
-            return 1
-        print(json.dumps({"replayed": args.id, "new_id": result.message_id, "deliveries": result.deliveries}))
-        return 0
-
-    return _with_store(args, go)
-
-
-def cmd_dead(args: argparse.Namespace) -> int:
-    async def go(store: Store, _settings: Settings) -> int:
-        for d in await store.find_deliveries(status="dead", destination=args.destination, limit=args.limit):
-            item = {"delivery_id": d.id, "message_id": d.message_id, **d.as_dict()}
-            print(
-                json.dumps(item)
-                if args.json
-                else f"{d.id:>8}  {d.message_id}  {d.route}->{d.destination}  attempts={d.attempts}  {d.last_error}"
-            )
-        return 0
-
-    return _with_store(args, go)
-
-
-def cmd_requeue(args: argparse.Namespace) -> int:
-    async def go(store: Store, _settings: Settings) -> int:
-        ids = list(args.delivery_ids)
-        if args.all_dead:
-            ids += [
-                d.id for d in await store.find_deliveries(status="dead", destination=args.destination, limit=100_000)
-            ]
-        print(json.dumps({"requeued": await store.requeue(ids)}))
-        return 0
-
-    return _with_store(args, go)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
     statuses = tuple(args.status or ("delivered", "rejected", "unrouted"))
+    if not args.yes:
+        question = f"Delete {', '.join(statuses)} messages older than {args.older_than_days:g} days?"
+        if not sys.stdin.isatty():
+            print(f"{question} Not confirmed: add --yes (no terminal to ask on); nothing was done", file=sys.stderr)
+            return 1
+        if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes", "o", "oui"):
+            print("not confirmed; nothing was done", file=sys.stderr)
+            return 1
 
     async def go(store: Store, settings: Settings) -> int:
         before = datetime.now().astimezone() - timedelta(days=args.older_than_days)
@@ -382,65 +379,43 @@ def _insi_search(args: argparse.Namespace) -> int:
 def cmd_identity(args: argparse.Namespace) -> int:
     if args.action == "insi":
         return _insi_search(args)
+    return api_command(cmd_identity_api)(args)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """`hub audit export` (JSON lines, exactly as hashed) and `hub audit verify` (the store, or an export)."""
+    from hub.admin.audit import export_line, load_audit_keys, verify_chain, verify_export
+
+    settings = _settings(args)
+    keys = load_audit_keys(settings.hub)
+    if args.action == "verify" and args.file:
+        with open(args.file, encoding="utf-8") as f:
+            report = verify_export(f, keys)
+        print(json.dumps(report.as_dict()))
+        return 0 if report.ok else 1
 
     async def go(store: Store, _settings: Settings) -> int:
-        if args.action == "list":
-            rows = [
-                {"item": "identity", "review_state": None, **r.as_dict()}
-                for r in await store.list_identities(status=args.status, limit=args.limit)
-            ]
-            if args.with_reviews:
-                rows += [
-                    {"item": "review", "review_state": r.state, **r.as_dict()}
-                    for r in await store.list_reviews(limit=args.limit)
-                ]
-            _print_rows(
-                rows,
-                args.json,
-                lambda r: (
-                    f"{r['patient_key']:<28} {r.get('status') or '':<11} {r.get('ins_oid') or '':<22} "
-                    f"{'INS known' if r.get('ins') else 'no INS':<9} {r.get('review_state') or ''}"
-                ),
-            )
-            return 0
-        if args.action == "show":
-            record = await store.get_identity(args.key)
-            if record is None:
-                print(f"no identity {args.key}", file=sys.stderr)
-                return 1
-            item = record.as_dict() | {"traits": dict(record.traits)}
-            item["history"] = [
-                {
-                    "at": h.at.isoformat(),
-                    "event": h.event,
-                    "message_id": h.message_id,
-                    "status": h.status,
-                    "note": h.note,
-                }
-                for h in await store.identity_history(args.key)
-            ]
-            held = await store.search(SearchQuery(patient_key=args.key, status="awaiting_identity"))
-            item["awaiting_identity"] = [r.message.id for r in held]
-            print(json.dumps(item, ensure_ascii=False, indent=None if args.json else 2))
-            return 0
-        if args.action == "reviews":
-            rows = [r.as_dict() for r in await store.list_reviews(state=args.state, limit=args.limit)]
-            _print_rows(
-                rows,
-                args.json,
-                lambda r: (
-                    f"{r['review_id']:>6}  {r['state']:<9} {r['patient_key']:<28} {r['message_id']}  {r['reason']}"
-                ),
-            )
-            return 0
-        action = "release" if args.release else "discard"
-        review = await store.resolve_review(args.review_id, action=action, by=args.by)
-        if review is None:
-            print(f"no open review {args.review_id}", file=sys.stderr)
-            return 1
-        print(json.dumps(review.as_dict()))
+        if args.action == "verify":
+            report = await verify_chain(store, keys=keys)
+            print(json.dumps(report.as_dict()))
+            return 0 if report.ok else 1
+        after = args.after
+        while batch := await store.audit_chain(after_id=after, limit=1000):
+            for entry in batch:
+                print(export_line(entry))
+            after = batch[-1].id
         return 0
 
+    if args.action == "verify":
+        # Verifying reads only: not itself audited, so that it can run on a copy of the database.
+        async def plain() -> int:
+            store = await open_store(settings.hub.store)
+            try:
+                return await go(store, settings)
+            finally:
+                await store.close()
+
+        return _run(plain())
     return _with_store(args, go)
 
 
@@ -461,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("serve", cmd_serve, "run the hub")
     add("check", cmd_check, "validate the config and every route")
+    sp = add("reload", cmd_reload, "validate the config as `hub check` does and apply its routes to the running hub")
+    sp.add_argument("--url", help="the hub's HTTP base URL (default: from http.listen)")
+    sp.add_argument("--token", help="admin bearer token (default: $HUB_ADMIN_TOKEN, then the bootstrap token file)")
+    sp = add("test", cmd_test, "run the route test cases kept beside the routes (routes/tests/*.yaml)")
+    sp.add_argument("--only", help="run only the cases whose name or file name holds this text")
     sp = add("send", cmd_send, "send HL7 v2 file(s) over MLLP and print each ACK", config=False)
     sp.add_argument("files", nargs="+")
     sp.add_argument("--to", required=True, help="mllp://HOST:PORT or mllps://HOST:PORT")
@@ -468,68 +448,45 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ca")
     sp.add_argument("--cert")
     sp.add_argument("--key")
-    sp = add("messages", cmd_messages, "search stored messages (newest first)")
-    for opt in (
-        "--id",
-        "--control-id",
-        "--sending-app",
-        "--sending-facility",
-        "--patient-key",
-        "--type",
-        "--status",
-        "--since",
-        "--until",
-        "--before",
-    ):
-        sp.add_argument(opt)
-    sp.add_argument("--limit", type=int, default=50)
-    sp.add_argument("--json", action="store_true")
-    sp = add("show", cmd_show, "one message with its deliveries and attempts")
-    sp.add_argument("id")
-    sp.add_argument("--body", action="store_true", help="include the payload")
-    sp.add_argument("--json", action="store_true")
-    sp = add("replay", cmd_replay, "run a stored message again (optionally with a corrected body)")
-    sp.add_argument("id")
-    sp.add_argument("--body", help="file with the corrected message")
-    sp = add("dead", cmd_dead, "list dead-lettered deliveries")
-    sp.add_argument("--destination")
-    sp.add_argument("--limit", type=int, default=100)
-    sp.add_argument("--json", action="store_true")
-    sp = add("requeue", cmd_requeue, "send dead-lettered deliveries again")
-    sp.add_argument("delivery_ids", nargs="*", type=int)
-    sp.add_argument("--all-dead", action="store_true")
-    sp.add_argument("--destination")
-    sp = add("purge", cmd_purge, "delete finished messages older than N days, batch by batch (audit kept)")
-    sp.add_argument("--older-than-days", type=float, required=True)
+    add_api_commands(add, DEFAULT_CONFIG)
+    help_mailbox = "hosted mailboxes: list, create, suspend, resume, delete, annuaire (through the admin API)"
+    mailbox_cli.add_parser(add("mailbox", cmd_mailbox, help_mailbox))
+    sp = add(
+        "purge", cmd_purge, "offline maintenance, on the store directly: delete finished messages older than N "
+        "days, batch by batch (the audit trail is kept)",
+    )  # fmt: skip
+    sp.add_argument("--older-than-days", type=float, required=True, help="received more than this many days ago")
     sp.add_argument(
         "--status",
         action="append",
         choices=["delivered", "rejected", "unrouted", "failed"],
         help="repeatable; default: delivered, rejected, unrouted (dead letters stay)",
     )
-    sp.add_argument("--batch", type=int, default=1000)
+    sp.add_argument("--batch", type=int, default=1000, help="messages deleted per transaction (default 1000)")
+    sp.add_argument("--yes", "-y", action="store_true", help="do it without asking (for scripts)")
     sp = add("sandboxes", cmd_sandboxes, "where the configured sandboxes listen")
     sp.add_argument("--json", action="store_true")
-    ip = add("identity", cmd_identity, "the identity registry and the identity review queue")
+    ip = add("identity", cmd_identity, "the identity registry and the identity review queue", config=False)
     isub = ip.add_subparsers(dest="action", required=True)
     x = isub.add_parser("list", help="identities (and, with --with-reviews, review items)")
-    x.add_argument("--status")
-    x.add_argument("--with-reviews", action="store_true")
-    x.add_argument("--limit", type=int, default=1000)
-    x.add_argument("--json", action="store_true")
+    api_options(x, DEFAULT_CONFIG, listing=True)
+    x.add_argument("--status", help="only this RNIV status (provisoire, recuperee, validee, qualifiee)")
+    x.add_argument("--with-reviews", action="store_true", help="add the open identity reviews")
+    x.add_argument("--limit", type=int, default=1000, help="most listed (default 1000)")
     x = isub.add_parser("show", help="one identity, its history and the messages waiting for it")
+    api_options(x, DEFAULT_CONFIG, listing=True)
     x.add_argument("key", help="patient key: local-id@authority")
-    x.add_argument("--json", action="store_true")
     x = isub.add_parser("reviews", help="messages whose traits disagree with the registry")
-    x.add_argument("--state", default="open", help="open, released, discarded (default: open)")
-    x.add_argument("--limit", type=int, default=1000)
-    x.add_argument("--json", action="store_true")
+    api_options(x, DEFAULT_CONFIG, listing=True)
+    x.add_argument("--state", default="open", choices=["open", "released", "discarded"], help="default: open")
+    x.add_argument("--limit", type=int, default=1000, help="most listed (default 1000)")
     x = isub.add_parser("resolve", help="release a reviewed message (trait check waived) or discard it")
-    x.add_argument("review_id", type=int)
+    api_options(x, DEFAULT_CONFIG, acting=True)
+    x.add_argument("review_id", type=int, help="review id (from `hub identity reviews`)")
     group = x.add_mutually_exclusive_group(required=True)
-    group.add_argument("--release", action="store_true")
-    group.add_argument("--discard", action="store_true")
-    x.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decided (kept with the review)")
+    group.add_argument("--release", action="store_true", help="send it on, the trait check waived for it")
+    group.add_argument("--discard", action="store_true", help="dead-letter it")
+    x.add_argument("--by", help=argparse.SUPPRESS)  # before the API: who decided; now the token's user
     x = isub.add_parser("insi", help="ask INSi for an INS by strict traits (exit 2 when none or several match)")
     x.add_argument("--birth-name", required=True)
     x.add_argument("--given-names", required=True, help="one or more birth given names, space separated")
@@ -537,7 +494,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
     x.add_argument("--birthplace", help="INSEE code (COG) of the birthplace")
     x.add_argument("--url", help="the INSi endpoint (default: the config's INSi sandbox)")
-    for sp_ in isub.choices.values():
+    x.add_argument(
+        "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG), help="config, to find the INSi sandbox"
+    )
+    ap = add("audit-chain", cmd_audit, "export the audit trail, or verify its keyed chain (in the store or an export)")
+    asub = ap.add_subparsers(dest="action", required=True)
+    x = asub.add_parser("export", help="every entry after --after, as JSON lines (exactly as hashed)")
+    x.add_argument("--after", type=int, default=0)
+    x = asub.add_parser("verify", help="check the chain with the configured keys; exit 1 when it does not verify")
+    x.add_argument("--file", help="an export to check offline, instead of the store")
+    for sp_ in asub.choices.values():
         sp_.add_argument("--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
     sp = add("dev-pki", cmd_dev_pki, "create a development CA and certificates (sandboxes only)", config=False)
     sp.add_argument("dir", nargs="?", default="var/pki")

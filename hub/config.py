@@ -15,12 +15,17 @@ import glob
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
+from hub.alerting.config import AlertsConfig
+from hub.conditions import RouteFilter
 from hub.errors import ConfigError
+from hub.message import Message
+from hub.production import production_problems
 from hub.tls import TlsConfig
+from hub.userstep import add_python_path, load_user_step, spec_of
 from hub.yamlsource import Located, load_located
 
 __all__ = [
@@ -47,7 +52,9 @@ class StoreConfig(_Model):
     path: str = Field(
         "var/hub.db", description="SQLite database file, relative to the working directory (sqlite only)."
     )
-    dsn: str | None = Field(None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only).")
+    dsn: str | None = Field(
+        None, description="PostgreSQL DSN, e.g. `${HUB_PG_DSN}` (postgres only; ignored, and may be empty, for sqlite)."
+    )
     schema_: str | None = Field(
         None,
         alias="schema",
@@ -67,7 +74,7 @@ class StoreConfig(_Model):
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> StoreConfig:
         if self.kind == "postgres" and not self.dsn:
-            raise ValueError("a postgres store needs a dsn")
+            raise ValueError("a postgres store needs a dsn (the shipped config reads it from $HUB_PG_DSN)")
         return self
 
 
@@ -77,6 +84,13 @@ class HttpConfig(_Model):
         description="host:port of the HTTP server (health, admin API under /api, console at /, /metrics, sandboxes).",
     )
     enabled: bool = Field(True, description="Start the HTTP server.")
+    idle_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Close a connection that sends no request this long after connecting or after its last "
+        "response (HTTP keep-alive); the library's own default is an hour, which lets idle connections pile up.",
+    )
     tls: TlsConfig | None = Field(
         None,
         description="Serve HTTPS (FHIR intake, admin API, console, metrics); with require_client_cert, only "
@@ -154,6 +168,12 @@ class AdminConfig(_Model):
     max_bulk: int = Field(
         1000, ge=1, le=100_000, description="Most messages one bulk replay, or deliveries one requeue, may touch."
     )
+    api_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where the `hub` command reaches this hub's admin API (e.g. behind a proxy); unset: "
+        "http(s):// + `http.listen`. `$HUB_URL` wins over it.",
+    )
 
 
 class LoggingConfig(_Model):
@@ -183,6 +203,29 @@ class RetentionConfig(_Model):
     every_secs: float = Field(600.0, gt=0, description="How often the purge runs.")
 
 
+class AuditConfig(_Model):
+    key: str | None = Field(
+        None,
+        min_length=32,
+        description="Secret keying the audit chain (HMAC-SHA-256), from the environment (`${HUB_AUDIT_KEY}`); "
+        "it never goes into the database, so that write access to the database cannot forge a chain that "
+        "verifies. Unset (and no key_file): a key made once in `audit-key` beside the SQLite database (or "
+        "`var/audit-key`); production requires key or key_file.",
+    )
+    key_file: str | None = Field(
+        None, description="File holding the key (first line, 32 characters or more), instead of `key`."
+    )
+    key_id: str = Field(
+        "k1",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Name of the current key, written in each entry's hash; give a new key a new id to rotate.",
+    )
+    previous_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Keys retired by a rotation, by id (from the environment): entries made with them still verify.",
+    )
+
+
 class HubConfig(_Model):
     node: str = Field(
         "hub",
@@ -190,7 +233,9 @@ class HubConfig(_Model):
         description="This process's name in a cluster; leases it held are released when it restarts.",
     )
     environment: Literal["production", "test", "development"] = Field(
-        "development", description="Production refuses test and demonstration identities and sandbox peers."
+        "development",
+        description="Production refuses sandboxes, components accepting test or demonstration identities, "
+        "development certificates, and unauthenticated listeners bound beyond loopback (hub/production.py).",
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="The durable store.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="The HTTP server.")
@@ -198,6 +243,9 @@ class HubConfig(_Model):
         default_factory=AdminConfig, description="Admin API, web console and metrics: users, tokens and roles."
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig, description="The key of the audit trail's HMAC chain, and retired keys."
+    )
     high_water_mark: int = Field(
         100_000,
         ge=1,
@@ -209,6 +257,11 @@ class HubConfig(_Model):
     shutdown_grace_secs: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight deliveries may finish before being released."
     )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="Alert rules (dead letters, queue depth and age, destination down, reviews waiting, listener or "
+        "store down, certificate expiry) and where notices go (webhook, mail).",
+    )
     listeners: dict[str, ComponentEntry] = Field(default_factory=dict, description="Inbound adapters by name.")
     endpoints: dict[str, ComponentEntry] = Field(default_factory=dict, description="Outbound adapters by name.")
     sandboxes: dict[str, ComponentEntry] = Field(
@@ -218,6 +271,14 @@ class HubConfig(_Model):
     routes: list[str] = Field(
         default_factory=lambda: ["../routes/*.yaml"],
         description="Glob patterns of route files, relative to this config file.",
+    )
+    python_path: list[str] = Field(
+        default_factory=lambda: ["../routes/python"],
+        description="Folders (relative to this config file) holding the modules of `python:` route steps.",
+    )
+    route_tests: list[str] = Field(
+        default_factory=lambda: ["../routes/tests/*.yaml"],
+        description="Glob patterns of route test case files run by `hub test`, relative to this config file.",
     )
 
 
@@ -246,20 +307,35 @@ class DestinationPolicy(_Model):
     paused: bool = Field(
         False, description="Start with delivery paused: messages are stored and queued, not sent, until resumed."
     )
+    probe_max_secs: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="While the destination cannot be reached (circuit open), the longest wait between two probes; "
+        "the wait starts at 1 s and doubles.",
+    )
+    hold_behind_dead: bool = Field(
+        True,
+        description="With an ordering key: when a delivery dead-letters, the later ones with the same key wait "
+        "behind it (never overtake it) until it is requeued or discarded. False lets them go on.",
+    )
 
 
 class RouteConfig(_Model):
     route: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]{0,63}$", description="Unique route name.")
     description: str = Field("", description="What the route is for.")
     from_: list[str] = Field(alias="from", description="Listener name(s) the route takes messages from.")
-    when: dict[str, str | list[str]] = Field(
+    when: dict[str, Any] = Field(
         default_factory=dict,
-        description="Metadata filter: every key must equal the value or be one of the listed values.",
+        description="Filter, every entry must hold: a metadata key (see README, Routes) with a text (equals), "
+        "a list (one of) or {equals|in|not_in|matches|present: ...}; or `hl7:` / `fhirpath:` / `xpath:` "
+        "mapping paths into the body to such tests, e.g. `hl7: {PV1-2: I}`.",
     )
-    steps: list[str | dict[str, dict[str, Any]]] = Field(
+    steps: list[str | dict[str, Any]] = Field(
         default_factory=list,
         description="Registered steps, applied in order: a name, or `{name: {settings}}` for a step with settings "
-        "(checked against the step's config model, `hub describe NAME`).",
+        "(checked against the step's config model, `hub describe NAME`); or the user's own function, "
+        "`python: module:function` or `python: {function: module:function, settings: {...}}`.",
     )
     to: list[DestinationPolicy] = Field(min_length=1, description="Destinations and their delivery policy.")
 
@@ -276,21 +352,26 @@ class RouteConfig(_Model):
                 raise ValueError("a step with settings is written {name: {settings}}, one name per item")
         return v
 
-    def step_specs(self) -> list[tuple[str, dict[str, Any]]]:
+    def step_specs(self) -> list[tuple[str, Any]]:
         """(name, settings) of each step."""
         return [(s, {}) if isinstance(s, str) else next(iter(s.items())) for s in self.steps]
 
-    def matches(self, endpoint: str, metadata: dict[str, str] | Any) -> bool:
+    _filter: RouteFilter | None = PrivateAttr(None)
+
+    def compile_conditions(self) -> RouteFilter:
+        """Compile `when:` (once); ValueError listing its problems when it cannot be used."""
+        if self._filter is None:
+            compiled = RouteFilter(self.when)
+            if compiled.problems:
+                raise ValueError("; ".join(f"when.{'.'.join(loc)}: {text}" for loc, text in compiled.problems))
+            self._filter = compiled
+        return self._filter
+
+    def matches(self, endpoint: str, message: Message, cache: dict[str, Any] | None = None) -> bool:
+        """Whether a message from `endpoint` passes `when:`; `cache` shares parsed bodies between routes."""
         if endpoint not in self.from_:
             return False
-        for key, want in self.when.items():
-            have = metadata.get(key)
-            if isinstance(want, list):
-                if have not in want:
-                    return False
-            elif have != want:
-                return False
-        return True
+        return self.compile_conditions().matches(message, {} if cache is None else cache)
 
 
 @dataclasses.dataclass
@@ -356,6 +437,7 @@ def load_config(path: str | Path) -> Settings:
             except PydanticValidationError as exc:
                 problems += _problems(doc, exc, (section, name))
 
+    add_python_path([path.parent / p for p in hub.python_path])
     routes: list[RouteConfig] = []
     route_files: dict[str, Path] = {}
     files: list[Path] = []
@@ -378,6 +460,7 @@ def load_config(path: str | Path) -> Settings:
         problems += _check_route(route, rdoc, hub, route_files)
         routes.append(route)
         route_files[route.route] = file
+    problems += production_problems(hub, component_configs, doc.where)
     if problems:
         raise ConfigError(problems)
     return Settings(path, hub, routes, route_files, component_configs)
@@ -392,8 +475,16 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
             problems.append(
                 f"{doc.where(('from', i) if len(route.from_) > 1 else ('from',))}: from: unknown listener {listener!r}"
             )
+    compiled = RouteFilter(route.when)
+    for loc, text in compiled.problems:
+        problems.append(f"{doc.where(('when', *loc))}: when.{'.'.join(loc)}: {text}")
+    if not compiled.problems:
+        route.compile_conditions()
     content_type: str | None = None
     for i, (step, settings) in enumerate(route.step_specs()):
+        if step == "python":
+            problems += _check_user_step(doc, i, settings)
+            continue
         comp = registry.get("step", step)
         if comp is None:
             problems.append(
@@ -402,7 +493,7 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
             )
             continue
         try:
-            comp.config.model_validate(settings or {})
+            comp.config.model_validate(settings or {}, context={"route_dir": str(doc.path.parent)})
         except PydanticValidationError as exc:
             problems += _problems(doc, exc, ("steps", i, step))
         if content_type and comp.consumes and content_type not in comp.consumes:
@@ -422,3 +513,19 @@ def _check_route(route: RouteConfig, doc: Located, hub: HubConfig, seen: dict[st
                 f"{doc.where(('to', i, 'destination'))}: to.{i}.destination: {dest.destination!r} listed twice"
             )
     return problems
+
+
+def _check_user_step(doc: Located, i: int, settings: Any) -> list[str]:
+    """`hub check` of a `python:` step: the spec, the import, the function and its settings."""
+    loc = ("steps", i, "python")
+    try:
+        spec = spec_of(settings)
+    except PydanticValidationError as exc:
+        return _problems(doc, exc, loc)
+    try:
+        load_user_step(spec)
+    except PydanticValidationError as exc:
+        return _problems(doc, exc, (*loc, "settings") if isinstance(settings, dict) else loc)
+    except ValueError as exc:
+        return [f"{doc.where(loc)}: steps.{i}.python: {exc}"]
+    return []

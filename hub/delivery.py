@@ -9,6 +9,21 @@ the outbound adapter and records the outcome:
   until ``max_attempts``; then ``dead``;
 * REJECT (the peer refused, or a step found the message unusable) → ``dead`` at once.
 
+A destination that cannot be reached (refused, TLS failure, connect time-out:
+:class:`~hub.errors.Unreachable`) is an outage, not an attempt: the delivery
+goes back to ``pending`` with its attempts untouched and the worker's circuit
+opens (``down_since``). While it is open the worker sends one probe at a time,
+with a delay that doubles up to the policy's ``probe_max_secs``; the first answer
+from the peer, whatever it says, closes the circuit. So no outage, however
+long, dead-letters anything.
+
+With an ordering key and ``hold_behind_dead`` (the default), a dead letter
+holds the later deliveries of its key until an operator requeues or discards
+it: they never overtake it.
+
+Store errors (the database is restarting, the disk is full) make the worker
+back off, doubling up to a few seconds, instead of spinning on failed claims.
+
 Leases: a claim holds a delivery for `lease_secs`. The worker renews the leases
 of everything it holds every third of that, for as long as the delivery runs
 (a slow step, a slow receiver), and starts a send only while its last renewal
@@ -24,24 +39,43 @@ period, then cancels the rest and gives their deliveries back to the store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
 from hub.config import DestinationPolicy, RetryPolicy
-from hub.errors import AwaitingIdentity, DeliveryError, IdentityHold, MessageError, Outcome, Rejected, StoreError
+from hub.documents import earlier_documents
+from hub.errors import (
+    AwaitingIdentity,
+    DeliveryError,
+    IdentityHold,
+    MessageError,
+    Outcome,
+    Rejected,
+    StoreError,
+    Unreachable,
+)
 from hub.message import utcnow
+from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
 from hub.store import Claimed, IdentityRecord, Store
+from hub.supervisor import Supervisor
 
 __all__ = ["DestinationWorker", "backoff_secs"]
 
 log = structlog.get_logger("hub.delivery")
 
+#: First delay between probes of a destination that cannot be reached (seconds); the cap is per policy.
+PROBE_FIRST_SECS = 1.0
+#: Backoff after a store error (first, cap), so that a database outage costs no CPU.
+STORE_BACKOFF_FIRST_SECS = 0.2
+STORE_BACKOFF_MAX_SECS = 5.0
 #: Deliveries a worker may have between claim and recorded outcome, as a multiple of max_in_flight.
 _RECORDING_FACTOR = 4
 
@@ -68,8 +102,10 @@ class DestinationWorker:
         on_outcome: Callable[[str, str, Outcome, float, datetime], None] | None = None,
         on_dequeued: Callable[[], None] | None = None,
         on_store_error: Callable[[str], None] | None = None,
+        on_dead: Callable[[str, str], None] | None = None,
         identity_lookup: Callable[[str], Awaitable[IdentityRecord | None]] | None = None,
         environment: str = "development",
+        on_final: Callable[[FinalOutcome], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.identity_lookup = identity_lookup
@@ -86,6 +122,8 @@ class DestinationWorker:
         self.on_outcome = on_outcome
         self.on_dequeued = on_dequeued
         self.on_store_error = on_store_error
+        self.on_dead = on_dead
+        self.on_final = on_final
         self.wake = asyncio.Event()
         self.paused = False
         self._inflight: dict[asyncio.Task[None], int] = {}
@@ -100,6 +138,16 @@ class DestinationWorker:
         self._renewer: asyncio.Task[None] | None = None
         #: Monotonic time until which each held delivery's lease is known good (claim or last renewal).
         self._lease_until: dict[int, float] = {}
+        # Circuit: set while the destination cannot be reached.
+        self.down_since: datetime | None = None
+        self.down_reason = ""
+        self.probe_max_secs = policy.probe_max_secs
+        self.probe_first_secs = min(PROBE_FIRST_SECS, self.probe_max_secs)
+        self.probes = 0  # failed probes since this worker started (tests, metrics)
+        self._probe_delay = 0.0
+        self._next_probe = 0.0
+        self._store_backoff = 0.0
+        self._orphans_possible = False
 
     @property
     def in_flight(self) -> int:
@@ -110,14 +158,25 @@ class DestinationWorker:
         """Ids of the deliveries this worker holds a lease on (claimed, outcome not yet recorded)."""
         return frozenset(self._lease_until)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"deliver:{self.route}:{self.destination}")
-        self._renewer = asyncio.create_task(self._renew_leases(), name=f"leases:{self.route}:{self.destination}")
+    @property
+    def name(self) -> str:
+        return f"deliver:{self.route}:{self.destination}"
+
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Start claiming and renewing leases; under `supervisor`, a crash of either restarts it with backoff."""
+        if supervisor is None:
+            supervisor = Supervisor()
+        self._task = supervisor.start(self.name, self._run)
+        self._renewer = supervisor.start(f"leases:{self.route}:{self.destination}", self._renew_leases)
 
     async def stop(self, grace_secs: float) -> None:
         self._stopping = True
         self.wake.set()
         if self._task is not None:
+            # The loop ends at its next turn; one waiting to be restarted after a crash is cancelled.
+            done, _ = await asyncio.wait([self._task], timeout=1.0)
+            if not done:
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight), timeout=grace_secs)
@@ -160,31 +219,98 @@ class DestinationWorker:
         return self._lease_until.get(delivery_id, 0.0) - time.monotonic() > self.lease_secs / 2
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            free = min(
-                self.policy.max_in_flight - len(self._sending),
-                _RECORDING_FACTOR * self.policy.max_in_flight - len(self._inflight),
-            )
+            free = self._room()
             claimed: list[Claimed] = []
+            if self._orphans_possible and not await self._release_orphans():
+                await self._store_pause()
+                continue
             self._claimed_at = utcnow()
             if free > 0 and not self.paused:
+                if self.down_since is not None:
+                    self._next_probe = loop.time() + self._probe_delay  # the probe's answer may close it
                 asked_at = time.monotonic()
                 try:
                     claimed = await self.store.claim(
-                        self.route, self.destination, limit=free, owner=self.owner, lease_secs=self.lease_secs
+                        self.route,
+                        self.destination,
+                        limit=free,
+                        owner=self.owner,
+                        lease_secs=self.lease_secs,
+                        hold_behind_dead=self.policy.hold_behind_dead and self.policy.ordering_key is not None,
                     )
                 except StoreError as exc:
                     self._store_error("claim")
                     log.warning("claim_failed", route=self.route, destination=self.destination, error=str(exc))
+                    self._orphans_possible = True  # the claim may have committed with its answer lost
+                    await self._store_pause()
+                    continue
+                self._store_backoff = 0.0
                 for c in claimed:
                     self._lease_until[c.delivery.id] = asked_at + self.lease_secs
                     self._sending.add(c.delivery.id)
                     task = asyncio.create_task(self._deliver(c))
                     self._inflight[task] = c.delivery.id
                     task.add_done_callback(self._done)
-            if claimed and len(claimed) == free:
+            if claimed and len(claimed) == free and self.down_since is None:
                 continue  # the queue may hold more, and there is room: wait for room
             await self._sleep()
+
+    async def _release_orphans(self) -> bool:
+        try:
+            released = await self.store.release_orphans(
+                self.route, self.destination, owner=self.owner, keep=list(self._inflight.values())
+            )
+        except StoreError:
+            self._store_error("release_orphans")
+            return False
+        self._orphans_possible = False
+        if released:
+            log.info("orphan_claims_released", route=self.route, destination=self.destination, count=released)
+        return True
+
+    def _room(self) -> int:
+        """How many more deliveries to claim now: up to max_in_flight, or one probe while the circuit is open."""
+        if self.down_since is None:
+            return min(
+                self.policy.max_in_flight - len(self._sending),
+                _RECORDING_FACTOR * self.policy.max_in_flight - len(self._inflight),
+            )
+        if self._inflight or asyncio.get_running_loop().time() < self._next_probe:
+            return 0
+        return 1
+
+    async def _store_pause(self) -> None:
+        """Back off after a store error (doubling, capped), waking early only to stop."""
+        self._store_backoff = min(STORE_BACKOFF_MAX_SECS, max(STORE_BACKOFF_FIRST_SECS, self._store_backoff * 2))
+        self.wake.clear()
+        try:
+            async with asyncio.timeout(self._store_backoff):
+                while not self._stopping:
+                    await self.wake.wait()
+                    self.wake.clear()
+        except TimeoutError:
+            pass
+
+    def _circuit_open(self, reason: str) -> None:
+        """The destination could not be reached: probe it, one delivery at a time, with growing delays."""
+        self.probes += 1
+        if self.down_since is None:
+            self.down_since = utcnow()
+            self._probe_delay = self.probe_first_secs
+            log.warning("destination_down", route=self.route, destination=self.destination, reason=reason)
+        else:
+            self._probe_delay = min(self.probe_max_secs, self._probe_delay * 2)
+        self.down_reason = reason
+        self._next_probe = asyncio.get_running_loop().time() + self._probe_delay
+
+    def _circuit_close(self) -> None:
+        if self.down_since is not None:
+            down_for = (utcnow() - self.down_since).total_seconds()
+            log.info("destination_up", route=self.route, destination=self.destination, down_secs=round(down_for, 1))
+        self.down_since = None
+        self.down_reason = ""
 
     def _store_error(self, operation: str) -> None:
         if self.on_store_error is not None:
@@ -203,9 +329,8 @@ class DestinationWorker:
     async def _hold(self, c: Claimed, hold: IdentityHold, started: datetime) -> None:
         """Park a delivery until its identity is settled; FIFO per key keeps later ones behind it."""
         try:
-            await self.store.finish(
+            await self._record(
                 c.delivery.id,
-                owner=self.owner,
                 status=hold.status,
                 next_attempt_at=None,
                 error=hold.reason,
@@ -214,7 +339,6 @@ class DestinationWorker:
                 review=hold.reason if hold.status == "identity_review" else None,
             )
         except StoreError as exc:
-            self._store_error("finish")
             log.error("hold_not_recorded", delivery_id=c.delivery.id, error=str(exc))
             return
         if self.on_dequeued:
@@ -228,9 +352,30 @@ class DestinationWorker:
             status=hold.status,
         )
 
+    async def _record(self, delivery_id: int, **outcome: Any) -> bool:
+        """store.finish, tried again while the store is away (for up to the lease's length).
+
+        The outcome is known (the peer answered): losing it would send the message again when the
+        lease expires. While the delivery stays in flight, its ordering key stays held.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.lease_secs
+        delay = STORE_BACKOFF_FIRST_SECS
+        while True:
+            try:
+                return await self.store.finish(delivery_id, owner=self.owner, **outcome)
+            except StoreError:
+                self._store_error("finish")
+                if self._stopping or loop.time() + delay > give_up:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(STORE_BACKOFF_MAX_SECS, delay * 2)
+
     async def _sleep(self) -> None:
         timeout = self.poll_secs
-        if len(self._sending) < self.policy.max_in_flight and not self.paused:
+        if self.down_since is not None and not self._inflight:
+            timeout = max(0.0, min(timeout, self._next_probe - asyncio.get_running_loop().time()))
+        elif len(self._sending) < self.policy.max_in_flight and not self.paused:
             try:
                 due = await self.store.next_due(self.route, self.destination)
             except StoreError:
@@ -271,9 +416,12 @@ class DestinationWorker:
         retry_after: float | None = None
         hold: IdentityHold | None = None
         output: dict[str, str] | None = None
+        reached = True
         try:
             message = c.message
             ctx = await self._identity_context(c)
+            if self.pipeline.needs_documents:  # corrections name the version they replace (hub/documents.py)
+                ctx = dataclasses.replace(ctx, documents=await earlier_documents(self.store, c.message))
             if self.pipeline:
                 loop = asyncio.get_running_loop()
                 message = await loop.run_in_executor(self.step_executor, self.pipeline.apply, message, ctx)
@@ -292,6 +440,8 @@ class DestinationWorker:
             outcome, error = Outcome.REJECT, f"step refused the message: {exc.reason}"
         except Rejected as exc:
             outcome, error = Outcome.REJECT, str(exc)
+        except Unreachable as exc:
+            outcome, error, reached = Outcome.RETRY, f"destination unreachable: {exc}", False
         except DeliveryError as exc:
             outcome, error = Outcome.RETRY, str(exc)
             retry_after = getattr(exc, "retry_after_secs", None)
@@ -307,9 +457,15 @@ class DestinationWorker:
         if hold is not None:
             await self._hold(c, hold, started)
             return
+        if reached:
+            self._circuit_close()
+        else:
+            self._circuit_open(error)
         next_at: datetime | None = None
         if outcome is Outcome.ACCEPT:
             status = "delivered"
+        elif not reached:
+            status = "pending"  # an outage: the attempt is given back and the circuit decides when to probe
         elif outcome is Outcome.RETRY and d.attempts < d.max_attempts:
             status = "pending"
             delay = backoff_secs(self.policy.retry, d.attempts)
@@ -322,25 +478,28 @@ class DestinationWorker:
         if self.on_outcome:
             self.on_outcome(self.route, self.destination, outcome, elapsed, c.message.received_at)
         try:
-            kept = await self.store.finish(
+            kept = await self._record(
                 d.id,
-                owner=self.owner,
                 status=status,
                 next_attempt_at=next_at,
                 error=error,
                 outcome=outcome.value,
                 started_at=started,
                 output_metadata=output,
+                count_attempt=reached,
             )
         except StoreError as exc:
-            self._store_error("finish")
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
         if kept and status != "pending" and self.on_dequeued:
             self.on_dequeued()
+        if kept and status in ("delivered", "dead") and self.on_final and c.message.metadata.get("on_final"):
+            await self.on_final(FinalOutcome(c.message, self.destination, status, error))
         if not kept:
             log.warning("lease_lost", delivery_id=d.id, destination=self.destination)
         elif status == "dead":
+            if self.on_dead is not None:
+                self.on_dead(self.route, self.destination)
             log.warning(
                 "delivery_dead",
                 message_id=c.message.id,

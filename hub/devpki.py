@@ -19,9 +19,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Pki", "ensure_pki", "issue", "make_pki", "new_ca", "still_valid", "write_cert", "write_key"]
+__all__ = [
+    "DEV_ORGANIZATIONS", "Pki", "ensure_pki", "issue", "make_pki", "new_ca", "still_valid", "write_cert", "write_key",
+]  # fmt: skip
 
 Key = ec.EllipticCurvePrivateKey
+#: Organisation names of the CAs made here and by the MSSanté peer sandbox: `environment: production` refuses
+#: certificates they issued (hub/production.py).
+DEV_ORGANIZATIONS = frozenset({"Hub test PKI", "MSSante test PKI"})
 SERVER_AND_CLIENT = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 
 

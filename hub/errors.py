@@ -14,6 +14,8 @@ map it once to its own reply (AA/AE/AR, 2xx/503/4xx, 250/451/554)::
       DeliveryError            about one delivery attempt
         Retryable              -> Outcome.RETRY (optional retry_after_secs)
           NotConnected           the adapter lost or could not open its connection
+            Unreachable            nothing was sent: refused, TLS failure, connect time-out
+                                   (opens the destination's circuit; no attempt is counted)
         Rejected               -> Outcome.REJECT (dead letter, no retry)
       IdentityHold             a delivery must wait for the patient's identity (not an outcome)
         AwaitingIdentity         no qualified INS yet: held until an ADT qualifies it
@@ -44,6 +46,7 @@ __all__ = [
     "Retryable",
     "StoreError",
     "TooLarge",
+    "Unreachable",
     "ValidationError",
 ]
 
@@ -131,6 +134,14 @@ class Retryable(DeliveryError):
 
 class NotConnected(Retryable):
     """The adapter has no usable connection; the hub retries with backoff."""
+
+
+class Unreachable(NotConnected):
+    """The destination could not be reached and nothing was sent (refused, TLS failure, connect time-out).
+
+    The peer did not answer, so this is an outage, not an attempt: the delivery keeps its
+    attempts, the destination's circuit opens, and the worker probes until it comes back.
+    """
 
 
 class Rejected(DeliveryError):

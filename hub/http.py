@@ -37,9 +37,19 @@ _CONSOLE_CSP = (
 
 
 async def _health(request: web.Request) -> web.Response:
+    """200 "ok" when the node can keep and move messages; 503 "unavailable" with the reasons otherwise."""
     hub = request.app[HUB_KEY]
+    health = await hub.health()
+    ok = not health["problems"]
     return web.json_response(
-        {"status": "ok", "node": hub.config.node, "undelivered": hub.undelivered, "counters": hub.counters}
+        {
+            "status": "ok" if ok else "unavailable",
+            "node": hub.config.node,
+            "undelivered": hub.undelivered,
+            "counters": hub.counters,
+            **health,
+        },
+        status=200 if ok else 503,
     )
 
 

@@ -11,7 +11,8 @@ No payload, name, birth date or NIR/INS may reach a log line. Two layers:
    the record's own timestamp are left alone.
 
 Logs from the standard library (asyncio, aiohttp, asyncpg) go through the
-same processors. Normal operation logs little: outcomes that need an
+same processors; the HTTP library's own lines lose their raw request bytes
+(request line, headers, URL) first, since a URL can name a patient. Normal operation logs little: outcomes that need an
 operator (dead letters, refusals, lost connections), and start/stop.
 """
 
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure", "redact", "redact_text"]
+__all__ = ["configure", "library_requests", "redact", "redact_text"]
 
 _SECRET_KEYS = frozenset(
     {
@@ -101,6 +102,33 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def library_requests(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: no raw request bytes from the HTTP library (aiohttp) in a log line.
+
+    aiohttp puts the request line, a bad header or a bad URL into its exception texts ("Invalid header
+    value char: b'X-Patient: NAME'") and its access log quotes the request line, the Referer and the
+    User-Agent: a URL such as ``/fhir/Patient?family=NAME`` is as much health data as a payload. Its
+    exceptions are cut to their type, its access lines keep no quoted part.
+    """
+    if not str(event_dict.get("logger", "")).startswith("aiohttp"):
+        return event_dict
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info:
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        if isinstance(exc_info, BaseException):
+            event_dict["error"] = type(exc_info).__name__
+        elif isinstance(exc_info, tuple) and exc_info[0] is not None:
+            event_dict["error"] = exc_info[0].__name__
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = _QUOTED.sub('"[redacted:request]"', event)
+    return event_dict
+
+
 def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Route structlog and the standard library to one redacted stream (stderr by default)."""
     shared: list[Any] = [
@@ -108,6 +136,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        library_requests,
         structlog.processors.format_exc_info,
         redact,
     ]

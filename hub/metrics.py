@@ -25,6 +25,7 @@ statistics read from the store (refreshed at most once a second).
 ``hub_queue_dead``                      dead letters, per queue
 ``hub_queue_oldest_age_seconds``        age of the oldest waiting delivery, per queue
 ``hub_destination_paused``              1 when this node's worker for the queue is paused
+``hub_destination_down_seconds``        how long the queue's destination has been unreachable (0 when up)
 ``hub_store_errors_total``              store operations that failed, per operation
 ``hub_undelivered``                     deliveries not yet delivered (the high-water-mark figure)
 ======================================  =========================================================
@@ -207,10 +208,15 @@ class _HubCollector(Collector):
             oldest.add_metric(key, max(0.0, (now - q.oldest_at).total_seconds()) if q.oldest_at else 0.0)
         in_flight = GaugeMetricFamily("hub_queue_in_flight", "Deliveries this node is sending now.", labels=labels)
         paused = GaugeMetricFamily("hub_destination_paused", "1 when this node's worker is paused.", labels=labels)
+        down = GaugeMetricFamily(
+            "hub_destination_down_seconds", "How long the destination has been unreachable (0: up).", labels=labels
+        )
         for (route, destination), worker in sorted(hub.workers.items()):
             in_flight.add_metric([route, destination], worker.in_flight)
             paused.add_metric([route, destination], 1.0 if worker.paused else 0.0)
-        yield from (depth, retrying, in_flight, held, dead, oldest, paused)
+            since = worker.down_since
+            down.add_metric([route, destination], max(0.0, (now - since).total_seconds()) if since else 0.0)
+        yield from (depth, retrying, in_flight, held, dead, oldest, paused, down)
 
         errors = CounterMetricFamily("hub_store_errors", "Store operations that failed.", labels=["operation"])
         for op, n in sorted(m.store_errors.items()):

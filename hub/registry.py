@@ -2,7 +2,19 @@
 
 A *reader* is registered under a content type: a pure function that reads
 the routing metadata of a body of that type (raising MessageError when the
-body is unusable). Replay uses it to re-read a corrected message.
+body is unusable). Replay uses it to re-read a corrected message. A *text*
+codec is registered under a content type too: an object with
+``decode(body) -> (charset, text)`` and ``encode(text) -> bytes`` that knows
+where that format declares its character set (HL7 v2: MSH-18); the admin API
+shows and edits payloads through it. A *check* is a pure function
+``check(body) -> metadata`` a listener runs before acknowledging (its
+``checks`` setting): it raises MessageError to refuse the message, and the
+metadata it returns is added to the message before routing.
+
+A *selector* is registered under a path language of route filters (``hl7``,
+``fhirpath``, ``xpath``): ``factory(expression)`` compiles an expression
+(ValueError when it is not one) into ``select(message, cache) -> list[str]``,
+the values it finds in a body (none for a body of another content type).
 
 Components register themselves with a decorator when their module is
 imported; ``adapters/__init__.py`` and ``mappings/__init__.py`` are plain
@@ -25,7 +37,9 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["NO_CONFIG", "Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
 
-Kind = Literal["inbound", "outbound", "step", "sandbox", "reader"]
+Kind = Literal[
+    "inbound", "outbound", "step", "sandbox", "reader", "text", "check", "outcome_hook", "selector", "traits"
+]
 T = TypeVar("T")
 
 

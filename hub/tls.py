@@ -1,14 +1,34 @@
-"""TLS settings shared by every listener and client (MLLP, HTTP, SMTP, XDS, FHIR)."""
+"""TLS settings shared by every listener and client (MLLP, HTTP, SMTP, XDS, FHIR).
+
+* TLS 1.2 and 1.3 only; in TLS 1.2, ECDHE with AES-GCM or ChaCha20-Poly1305 only (no CBC suite: ANSSI's TLS
+  guide, R5/R6, keeps AEAD suites with forward secrecy).
+* Revocation: ``crl_files`` are certificate revocation lists (RFC 5280 §5) of the CAs in ``ca_file`` (the
+  IGC-Santé CAs publish theirs), checked for the peer's certificate on both sides. ``revocation: hard``
+  refuses a peer whose issuer has no valid CRL here (missing, unreadable or past its nextUpdate); ``soft``
+  then lets it through with a warning. A certificate a valid CRL lists is refused in both modes. The files
+  are re-read every ``crl_refresh_secs`` when they changed, so that the process that fetches them (a cron
+  job, the operator) needs no restart of the hub. OCSP is not checked.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import ssl
+import weakref
+from pathlib import Path
+from typing import Literal
 
+import structlog
+from cryptography import x509
 from pydantic import Field
 
 from hub.registry import ComponentConfig
 
-__all__ = ["TlsConfig", "client_context", "server_context"]
+__all__ = ["TlsConfig", "apply_policy", "client_context", "server_context"]
+
+log = structlog.get_logger("hub.tls")
+_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
 
 
 class TlsConfig(ComponentConfig):
@@ -23,6 +43,16 @@ class TlsConfig(ComponentConfig):
     )
     verify: bool = Field(True, description="Client side: verify the server certificate and host name.")
     server_hostname: str | None = Field(None, description="Client side: name expected in the server certificate.")
+    crl_files: list[str] = Field(
+        default_factory=list,
+        description="PEM certificate revocation lists of the CAs of ca_file: a peer certificate they list is refused.",
+    )
+    revocation: Literal["hard", "soft"] = Field(
+        "hard",
+        description="With crl_files: `hard` refuses a peer whose issuer has no valid CRL here (missing, unreadable, "
+        "expired); `soft` lets it through with a warning. A listed (revoked) certificate is refused in both modes.",
+    )
+    crl_refresh_secs: float = Field(300.0, gt=0, description="How often crl_files are re-read when they changed.")
 
 
 def server_context(cfg: TlsConfig) -> ssl.SSLContext:
@@ -35,6 +65,7 @@ def server_context(cfg: TlsConfig) -> ssl.SSLContext:
         ctx.load_verify_locations(cfg.ca_file)
     if cfg.require_client_cert:
         ctx.verify_mode = ssl.CERT_REQUIRED
+    apply_policy(ctx, cfg)
     return ctx
 
 
@@ -46,4 +77,65 @@ def client_context(cfg: TlsConfig) -> ssl.SSLContext:
     if not cfg.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    apply_policy(ctx, cfg)
     return ctx
+
+
+def apply_policy(ctx: ssl.SSLContext, cfg: TlsConfig) -> None:
+    """The cipher suites and the revocation checks every context of the hub has (module docstring)."""
+    ctx.set_ciphers(_CIPHERS)
+    if cfg.crl_files:
+        _Crls(ctx, cfg).load()
+
+
+class _Crls:
+    """Loads the CRL files into one context, and again when they change (while the context lives)."""
+
+    def __init__(self, ctx: ssl.SSLContext, cfg: TlsConfig) -> None:
+        self._ctx = weakref.ref(ctx)
+        self.cfg = cfg
+        self._seen: dict[str, float] = {}
+
+    def load(self) -> None:
+        ctx = self._ctx()
+        if ctx is None:
+            return
+        usable = True
+        now = dt.datetime.now(dt.UTC)
+        for name in self.cfg.crl_files:
+            path = Path(name)
+            try:
+                mtime = path.stat().st_mtime
+                crls = _read_crls(path)
+            except (OSError, ValueError) as exc:
+                log.warning("crl_unusable", file=path.name, error=type(exc).__name__)
+                usable = False
+                continue
+            if any((c.next_update_utc or now) < now for c in crls):
+                log.warning("crl_expired", file=path.name)
+                usable = False
+            if self._seen.get(name) != mtime:
+                # A newer CRL of the same issuer is added beside the old one; OpenSSL uses the most recent.
+                ctx.load_verify_locations(cafile=str(path))
+                self._seen[name] = mtime
+        check = ssl.VERIFY_CRL_CHECK_LEAF
+        if usable or self.cfg.revocation == "hard":
+            ctx.verify_flags |= check
+        else:
+            ctx.verify_flags &= ~check  # soft: no valid CRL, no check (warned above)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # built outside an event loop (a command-line client): read once
+        loop.call_later(self.cfg.crl_refresh_secs, self.load)
+
+
+def _read_crls(path: Path) -> list[x509.CertificateRevocationList]:
+    data = path.read_bytes()
+    blocks = [b for b in data.split(b"-----END X509 CRL-----") if b"-----BEGIN X509 CRL-----" in b]
+    if not blocks:
+        raise ValueError("no PEM CRL in the file")
+    return [x509.load_pem_x509_crl(b + b"-----END X509 CRL-----\n") for b in blocks]

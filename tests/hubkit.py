@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -72,7 +73,7 @@ def default_route(**over: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def running_peer(**knobs: Any) -> AsyncIterator[MllpPeer]:
-    peer = MllpPeer("peer", MllpPeerConfig(listen="127.0.0.1:0", **knobs))
+    peer = MllpPeer("peer", MllpPeerConfig(**{"listen": "127.0.0.1:0", **knobs}))
     await peer.start()
     try:
         yield peer
@@ -153,9 +154,20 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
 HUB_BIN = Path(sys.executable).with_name("hub")
 
 
-async def hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the `hub` command as a script would, without blocking the event loop."""
-    proc = await asyncio.create_subprocess_exec(str(HUB_BIN), *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = await proc.communicate()
+async def hub_cli(
+    *args: str, hub: Hub | None = None, env: dict[str, str] | None = None, stdin: bytes = b""
+) -> subprocess.CompletedProcess[str]:
+    """Run the `hub` command as a script would (no terminal), without blocking the event loop.
+
+    With `hub`, the command is pointed at that hub's admin API (``$HUB_URL``): test configs listen on port 0.
+    """
+    environ = {k: v for k, v in os.environ.items() if k not in ("HUB_URL", "HUB_TOKEN")}
+    if hub is not None:
+        environ["HUB_URL"] = f"http://127.0.0.1:{hub.http_port}"
+    environ.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        str(HUB_BIN), *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ
+    )
+    out, err = await proc.communicate(stdin)
     assert proc.returncode is not None
     return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())

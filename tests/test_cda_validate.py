@@ -71,3 +71,35 @@ def test_every_cda_the_hub_produces_has_the_cda_r2_structure() -> None:
     for path in produced:
         assert check_structure(parse_xml(path.read_bytes())) == [], path.parent.name
     assert check_structure(parse_xml(synthetic_cda())) == []
+
+
+def self_presenting(cda: bytes) -> bytes:
+    """A document wrapped as ANS's "autoprésentable" examples are: an XSLT holding the ClinicalDocument."""
+    inner = cda.split(b"?>", 1)[1] if cda.startswith(b"<?xml") else cda
+    return (
+        b'<?xml version="1.0" encoding="UTF-8"?><?xml-stylesheet type="text/xsl" href="#"?>'
+        b'<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+        b'<xsl:template match="/">' + inner + b"</xsl:template></xsl:stylesheet>"
+    )
+
+
+def test_a_self_presenting_document_is_checked_inside_and_goes_on_unchanged() -> None:
+    wrapped = self_presenting(synthetic_cda())
+    out = run(wrapped)
+    assert out.body == wrapped
+    assert out.metadata["cda_self_presenting"] == "Y" and out.metadata["type_code"] == "11502-2"
+    broken = self_presenting(synthetic_cda().replace(b'<realmCode code="FR"/>', b""))
+    with pytest.raises(MessageError, match="realmCode"):
+        run(broken)
+    twice = wrapped.replace(b"</xsl:template>", synthetic_cda().split(b"?>", 1)[1] + b"</xsl:template>")
+    with pytest.raises(MessageError, match="root element"):
+        run(twice)
+
+
+def test_a_three_digit_time_zone_offset_is_accepted_and_a_type_outside_jdv_j07_is_not() -> None:
+    # The CDA XSD's ts pattern allows 1 to 4 offset digits (ANS BIO-TROD examples write "+100").
+    body = synthetic_cda()
+    stamp = body.split(b'<effectiveTime value="', 1)[1].split(b'"', 1)[0]
+    assert run(body.replace(stamp, stamp[:14] + b"+100", 1)).metadata["effective_time"].endswith("+100")
+    with pytest.raises(MessageError, match="JDV_J07"):
+        run(body.replace(b'code="11502-2"', b'code="99999-9"', 1))

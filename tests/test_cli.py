@@ -31,7 +31,7 @@ async def test_send_messages_replay_and_dead_letters(tmp_path: Path) -> None:
             await wait_until(lambda: len(peer.bodies) == 2)
             await asyncio.sleep(0.2)
 
-            listing = await hub_cli("messages", "--config", str(config), "--json")
+            listing = await hub_cli("messages", "--config", str(config), "--json", hub=hub)
             assert listing.returncode == 0, listing.stderr
             rows = [json.loads(line) for line in listing.stdout.splitlines()]
             assert [r["control_id"] for r in rows] == ["CLIBAD", "CLI2", "CLI1"]
@@ -48,16 +48,18 @@ async def test_send_messages_replay_and_dead_letters(tmp_path: Path) -> None:
                 "last_error": "",
             }
 
-            only = await hub_cli("messages", "--config", str(config), "--json", "--status", "rejected")
+            only = await hub_cli("messages", "--config", str(config), "--json", "--status", "rejected", hub=hub)
             assert [json.loads(x)["control_id"] for x in only.stdout.splitlines()] == ["CLIBAD"]
 
             fixed = tmp_path / "fixed.hl7"
             fixed.write_bytes(adt("CLIBAD").replace(b"\r", b"\n"))
-            again = await hub_cli("replay", by["CLIBAD"]["id"], "--config", str(config), "--body", str(fixed))
+            again = await hub_cli(
+                "replay", by["CLIBAD"]["id"], "--config", str(config), "--body", str(fixed), "--yes", hub=hub
+            )
             assert again.returncode == 0, again.stderr
             new_id = json.loads(again.stdout)["new_id"]
             await wait_until(lambda: len(peer.bodies) == 3, timeout=10)
-            shown = await hub_cli("show", new_id, "--config", str(config), "--json")
+            shown = await hub_cli("show", new_id, "--config", str(config), "--json", hub=hub)
             item = json.loads(shown.stdout)
             assert item["parent_id"] == by["CLIBAD"]["id"] and item["metadata"]["control_id"] == "CLIBAD"
 
@@ -71,12 +73,14 @@ async def test_send_messages_replay_and_dead_letters(tmp_path: Path) -> None:
                 return bool(await store.find_deliveries(status="dead"))
 
             await wait_until(dead)
-            dl = await hub_cli("dead", "--config", str(config), "--json")
+            dl = await hub_cli("dead", "--config", str(config), "--json", hub=hub)
             [row] = [json.loads(x) for x in dl.stdout.splitlines()]
             assert row["last_error"].startswith("AR") and row["destination"] == "dpi"
             peer.ack = "AA"
-            rq = await hub_cli("requeue", "--config", str(config), "--all-dead")
-            assert json.loads(rq.stdout) == {"requeued": 1}
+            asked = await hub_cli("requeue", "--config", str(config), "--all-dead", hub=hub)
+            assert asked.returncode == 1 and "Requeue 1 dead deliveries" in asked.stderr and "--yes" in asked.stderr
+            rq = await hub_cli("requeue", "--config", str(config), "--all-dead", "--yes", hub=hub)
+            assert json.loads(rq.stdout) == {"requeued": 1, "more": False}
             await wait_until(lambda: len(peer.bodies) == 4, timeout=10)
             [rec] = await store.search(SearchQuery(control_id="CLIAR"))
             await wait_until(lambda: store.get_message(rec.message.id))

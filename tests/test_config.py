@@ -21,7 +21,7 @@ HUB = Path(sys.executable).with_name("hub")
 def test_the_default_config_runs_every_shipped_route() -> None:
     settings = load_config(ROOT / "config" / "hub.yaml")
     assert sorted(r.route for r in settings.routes) == sorted(p.stem for p in (ROOT / "routes").glob("*.yaml"))
-    assert {e.type for e in settings.hub.listeners.values()} == {"mllp", "fhir", "smtp_mta", "smtp_submission"}
+    assert {e.type for e in settings.hub.listeners.values()} == {"mllp", "fhir", "smtp_mta", "smtp_submission", "imap"}
 
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "config")))
@@ -172,3 +172,23 @@ def test_every_config_field_has_a_description() -> None:
     ]
     assert missing == []
     assert len(_models()) >= 8
+
+
+def test_one_config_two_stores_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = ROOT / "config" / "hub.yaml"
+    for name in ("HUB_STORE", "HUB_PG_DSN", "HUB_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    sqlite = load_config(shipped)
+    assert sqlite.hub.store.kind == "sqlite" and sqlite.hub.store.path == "var/hub.db"
+    monkeypatch.setenv("HUB_STORE", "postgres")
+    with pytest.raises(ConfigError) as missing:
+        load_config(shipped)  # no DSN: never a database picked by default
+    assert any("HUB_PG_DSN" in p for p in missing.value.problems)
+    monkeypatch.setenv("HUB_PG_DSN", "postgresql://hub@db.example:5432/hub")
+    monkeypatch.setenv("HUB_NODE", "hub-2")
+    pg = load_config(shipped)
+    assert (pg.hub.store.kind, pg.hub.store.dsn, pg.hub.store.schema_, pg.hub.node) == (
+        "postgres", "postgresql://hub@db.example:5432/hub", "hub", "hub-2",
+    )  # fmt: skip
+    # The same endpoints and routes on both: one list, nothing to keep alike by hand.
+    assert pg.hub.endpoints == sqlite.hub.endpoints and [r.route for r in pg.routes] == [r.route for r in sqlite.routes]

@@ -9,22 +9,29 @@ scanned for the patients' names, birth dates, NIR/INS and payload fragments.
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
+import imaplib
 import io
 import json
 import logging
+import os
 import re
 import shutil
+import ssl
 from pathlib import Path
 
 import aiohttp
 
+from adapters.smtp.mailstore import MailboxStore
 from hub.devpki import make_pki
 from hub.logs import configure
 from hub.store import SearchQuery
 from tests.conftest import ROOT, SAMPLES, free_port
 from tests.hubkit import MllpClient, ack_fields, running_hub, wait_until
 
-PORTS = (2575, 2576, 8443, 8091, 2525, 2526, 5587, 8080)
+PORTS = (2575, 2576, 8443, 8091, 2525, 2526, 5587, 8080, 1143, 1993, 8092)
 SECRETS = ("PAT-TROIS", "DOMINIQUE", "EXEMPLE", "CAMILLE", "19790328", "1979-03-28", "19850212",
            "279035121518989", "MSH|", "PID|", "resourceType", "<ClinicalDocument")  # fmt: skip
 
@@ -41,6 +48,21 @@ def default_config_in(tmp: Path) -> tuple[Path, dict[int, int]]:
     (tmp / "config" / "hub.yaml").write_text(text)
     make_pki(tmp / "var" / "pki")
     return tmp / "config" / "hub.yaml", ports
+
+
+def read_application_mailbox(port: int, pki: Path) -> list[str]:
+    """The README tour's IMAP step: the DPI opens its application mailbox with its certificate (SASL EXTERNAL)."""
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    ctx.load_cert_chain(str(pki / "app.pem"), str(pki / "app.key"))
+    client = imaplib.IMAP4_SSL("localhost", port, ssl_context=ctx, timeout=10)
+    try:
+        client.authenticate("EXTERNAL", lambda _: b"")
+        client.select("INBOX", readonly=True)
+        _, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    finally:
+        client.logout()
+    headers = [email.message_from_bytes(p[1], policy=email.policy.default) for p in data if isinstance(p, tuple)]
+    return [str(h["Subject"]) for h in headers]
 
 
 async def test_every_flow_of_the_default_config_and_no_health_data_in_the_logs(tmp_path: Path) -> None:
@@ -85,6 +107,14 @@ async def test_every_flow_of_the_default_config_and_no_health_data_in_the_logs(t
                 "dmp": "delivered", "dpi": "delivered"}  # fmt: skip
             mdm = next(b for b in dpi.bodies if b.split(b"|")[8].startswith(b"MDM"))
             assert b"^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10&ISO^INS" in mdm  # the INS in PID-3
+            if hub.listeners["imap"].available:  # the tour's IMAP step (Dovecot installed: always in CI)
+                pki = tmp_path / "var" / "mssante-pki"
+                store_dir = MailboxStore(tmp_path / "var" / "mailboxes")
+                await wait_until(lambda: store_dir.messages("dpi-integration@hub.mssante.fr"), timeout=30)
+                subjects = await asyncio.to_thread(read_application_mailbox, ports[1993], pki)
+                assert len(subjects) == 1 and subjects[0].startswith("XDM/1.0/DDM")
+            elif os.environ.get("CI") == "true":
+                raise AssertionError("Dovecot must run in CI (make test installs dovecot-imapd)")
             await client.close()
     finally:
         logging.getLogger().handlers.clear()

@@ -109,7 +109,7 @@ async def test_dead_letter_after_the_last_attempt_and_requeue(tmp_path: Path) ->
         await client.close()
 
 
-async def test_ar_is_dead_at_once_and_does_not_block_the_patient(tmp_path: Path) -> None:
+async def test_a_dead_letter_holds_the_patients_later_messages_until_requeued(tmp_path: Path) -> None:
     async with running_peer(ack="AR") as peer, running_hub(write_config(tmp_path, peer_port=peer.port)) as hub:
         client = await MllpClient.connect(mllp_port(hub))
         await client.send(adt("REFUSED", patient="PX"))
@@ -122,9 +122,59 @@ async def test_ar_is_dead_at_once_and_does_not_block_the_patient(tmp_path: Path)
         await wait_until(dead)
         assert (await _statuses(store, "REFUSED"))[0][1] == 1
         peer.ack = "AA"
+        for n in range(3):
+            await client.send(adt(f"NEXT{n}", patient="PX"))
+        await client.send(adt("OTHER", patient="PY"))
+        # Another patient goes on; this patient's later messages wait behind the dead letter.
+        await wait_until(lambda: len(peer.bodies) == 1)
+        assert b"OTHER" in peer.bodies[0]
+        assert [(await _statuses(store, f"NEXT{n}"))[0][0] for n in range(3)] == ["pending"] * 3
+        [dead_letter] = await store.find_deliveries(status="dead")
+        assert await store.requeue([dead_letter.id]) == 1
+        hub._wake_all()
+        await wait_until(lambda: len(peer.bodies) == 5)
+        order = [next(c for c in ("REFUSED", "NEXT0", "NEXT1", "NEXT2") if c.encode() in b) for b in peer.bodies[1:]]
+        assert order == ["REFUSED", "NEXT0", "NEXT1", "NEXT2"]
+        await client.close()
+
+
+async def test_a_discarded_dead_letter_lets_the_patients_later_messages_go(tmp_path: Path) -> None:
+    async with running_peer(ack="AR") as peer, running_hub(write_config(tmp_path, peer_port=peer.port)) as hub:
+        client = await MllpClient.connect(mllp_port(hub))
+        await client.send(adt("REFUSED", patient="PX"))
+        store = hub.store
+        assert store is not None
+        await wait_until(lambda: _dead_count(store, 1))
+        peer.ack = "AA"
+        await client.send(adt("NEXT", patient="PX"))
+        [dead_letter] = await store.find_deliveries(status="dead")
+        assert await store.discard([dead_letter.id]) == 1
+        hub._wake_all()
+        await wait_until(lambda: len(peer.bodies) == 1)
+        assert b"NEXT" in peer.bodies[0]
+        assert (await _statuses(store, "REFUSED"))[0][0] == "discarded"
+        await client.close()
+
+
+async def test_without_hold_behind_dead_later_messages_overtake_the_dead_letter(tmp_path: Path) -> None:
+    route = default_route(dest={"hold_behind_dead": False})
+    async with (
+        running_peer(ack="AR") as peer,
+        running_hub(write_config(tmp_path, peer_port=peer.port, routes=[route])) as hub,
+    ):
+        client = await MllpClient.connect(mllp_port(hub))
+        await client.send(adt("REFUSED", patient="PX"))
+        store = hub.store
+        assert store is not None
+        await wait_until(lambda: _dead_count(store, 1))
+        peer.ack = "AA"
         await client.send(adt("NEXT", patient="PX"))
         await wait_until(lambda: len(peer.bodies) == 1)
         await client.close()
+
+
+async def _dead_count(store: Store, n: int) -> bool:
+    return len(await store.find_deliveries(status="dead")) == n
 
 
 async def test_a_step_refusal_dead_letters_with_the_reason(tmp_path: Path) -> None:

@@ -9,12 +9,16 @@ deprecated).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from hub.store import SearchQuery, Store
+from mappings.xds import DE, read_submission
+from mappings.xds.ebrim import q
+from tests.adapters.test_xds import find_documents
 from tests.conftest import free_port
 from tests.hubkit import MllpClient, ack_fields, mllp_port, running_hub, wait_until, write_config
 from tests.tlskit import make_pki
@@ -106,7 +110,7 @@ def config(tmp_path: Path, dmp_port: int, pki: Any) -> Path:
              "to": [{"destination": "dmp", "ordering_key": "patient_key", "require_qualified_ins": True,
                      "retry": FAST}]},
             {"route": "documents_to_dmp", "from": "mllp_in", "when": {"message_type": ["MDM^T02", "MDM^T10"]},
-             "steps": [{"v2_document_to_cda": DOCUMENTS}],
+             "steps": ["v2_dmp_context", {"v2_document_to_cda": DOCUMENTS}],
              "to": [{"destination": "dmp", "ordering_key": "patient_key", "retry": FAST}]},
         ],
     )  # fmt: skip
@@ -172,4 +176,138 @@ async def test_discharge_letter_and_its_replacement_in_the_dmp(tmp_path: Path) -
         assert second["replaces"] == first["entry_uuid"] and first["replaced_by"] == second["entry_uuid"]
         assert first["unique_id"].startswith("2.999.3.1.1001") and second["unique_id"].startswith("2.999.3.1.1002")
         assert second["patient_id"] == f"291016938700125^^^&{TEST_ROOT}&ISO^NH"
+        await client.close()
+
+
+async def test_corrected_lab_report_replaces_the_version_the_hub_registered(tmp_path: Path) -> None:
+    """F2 corrections: the parent is the uniqueId the hub registered for the same order, found in the store."""
+    pki = make_pki(tmp_path / "pki")
+    async with running_hub(config(tmp_path, free_port(), pki)) as hub:
+        store = hub.store
+        assert store is not None
+        client = await MllpClient.connect(mllp_port(hub))
+        assert ack_fields(await client.send(a31_qualifying()))["MSA"][1] == "AA"
+        # A correction whose original the hub never sent is refused with the reason, never sent with a guess.
+        orphan = case("crbio_lab_pdf_corrected")
+        assert ack_fields(await client.send(orphan))["MSA"][1] == "AA"
+
+        async def orphan_dead() -> bool:
+            return await status_of(store, "CHEM-0005") == "failed"
+
+        await wait_until(orphan_dead, timeout=30)
+        [rec] = await store.search(SearchQuery(control_id="CHEM-0005"))
+        [d] = (await store.deliveries([rec.message.id]))[rec.message.id]
+        assert d.status == "dead" and "has not sent" in d.last_error
+        # The dead letter holds the patient's later DMP documents (order per patient) until an operator
+        # requeues or discards it: discarded here, the original is sent next.
+        assert await store.discard([d.id]) == 1
+
+        assert ack_fields(await client.send(case("crbio_chemistry_panel")))["MSA"][1] == "AA"
+        await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 1, timeout=30)
+        assert ack_fields(await client.send(case("crbio_corrected_result")))["MSA"][1] == "AA"
+        await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 2, timeout=30)
+        first, second = await listing(hub.http_port)  # type: ignore[arg-type]
+        assert first["status"] == "Deprecated" and second["replaces"] == first["entry_uuid"]
+        stored = {doc.unique_id: doc for doc in hub.sandboxes["dmp_sandbox"].documents.values()}
+        content = stored[second["unique_id"]].content
+        assert f'<parentDocument>\n      <id root="{first["unique_id"]}"/>'.encode() in content
+        assert b'<versionNumber value="2"/>' in content
+        assert b'nullFlavor="NAV"' not in content
+        await client.close()
+
+
+APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
+LETTER_PATIENT = f"291016938700125^^^&{TEST_ROOT}&ISO^NH"
+
+
+def letter(*, control_id: str, doc_id: str, flags: dict[str, str] | None = None, sender: str = "") -> bytes:
+    """The T02 discharge letter case with other ids, MetaDMPMSS flags and, optionally, another PRT SB."""
+    text = case("document_mdm_t02_pdf_letter").decode()
+    text = text.replace("|DOC-0001|P|", f"|{control_id}|P|").replace("|||2.999.3.1.1001|", f"|||{doc_id}|")
+    for code, value in (flags or {}).items():
+        text = re.sub(rf"({code}\^[^|]*\^MetaDMPMSS\|\|)[YN]", rf"\g<1>{value}", text)
+    if sender:
+        text = re.sub(r"PRT\|\|UC\|\|SB\^\^participation\|[^\r]*", sender, text)
+    return text.encode()
+
+
+async def iti18_unique_ids(dmp: Any, pki: Any, name_id: str) -> list[str]:
+    body = await find_documents(dmp, pki, APPROVED, patient=LETTER_PATIENT, name_id=name_id)
+    return [e.identifiers[DE.UNIQUE_ID] for e in read_submission(body.find(q("rim", "RegistryObjectList"))).entries]
+
+
+async def test_masking_flags_reach_the_dmp_and_the_dmp_honours_them(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    async with running_hub(config(tmp_path, free_port(), pki)) as hub:
+        dmp = hub.sandboxes["dmp_sandbox"]
+        client = await MllpClient.connect(mllp_port(hub))
+        masked = letter(control_id="MASK-1", doc_id="2.999.3.1.2001", flags={"MASQUE_PS": "Y"})
+        hidden = letter(
+            control_id="HIDE-1",
+            doc_id="2.999.3.1.2002",
+            flags={"INVISIBLE_PATIENT": "Y", "DESTMSSANTEPAT": "N"},
+        )
+        for message in (masked, hidden):
+            assert ack_fields(await client.send(message))["MSA"][1] == "AA"
+        await wait_until(lambda: len(dmp.documents) == 2, timeout=30)
+        by_id = {d["unique_id"]: d for d in await listing(hub.http_port)}  # type: ignore[arg-type]
+        assert by_id["2.999.3.1.2001"]["confidentiality"] == ["N", "MASQUE_PS"]
+        assert by_id["2.999.3.1.2002"]["confidentiality"] == ["N", "INVISIBLE_PATIENT"]
+        # ITI-18 as another professional: the masked letter is not returned; as its author, it is.
+        assert await iti18_unique_ids(dmp, pki, "810000000099") == ["2.999.3.1.2002"]
+        assert sorted(await iti18_unique_ids(dmp, pki, "810000000003")) == ["2.999.3.1.2001", "2.999.3.1.2002"]
+        # The patient's own view leaves out the letter hidden from the patient.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"http://127.0.0.1:{hub.http_port}/sandboxes/dmp_sandbox/patient-view",
+                params={"patient_id": LETTER_PATIENT},
+            ) as resp,
+        ):
+            seen = [d["unique_id"] for d in await resp.json()]
+        assert seen == ["2.999.3.1.2001"]
+        # A masking change on a creation (MODIF_CONF_CODE=Y on a T02): never sent, stored with the reason.
+        bad = letter(control_id="BAD-1", doc_id="2.999.3.1.2003", flags={"MODIF_CONF_CODE": "Y"})
+        assert ack_fields(await client.send(bad))["MSA"][1] == "AA"
+        assert hub.store is not None
+        store = hub.store
+        await wait_until(lambda: _delivery_failed(store, "BAD-1"), timeout=30)
+        [found] = await store.search(SearchQuery(control_id="BAD-1"))
+        [delivery] = (await store.deliveries([found.message.id]))[found.message.id]
+        assert delivery.status == "dead" and delivery.attempts == 1  # refused, not retried
+        assert "MODIF_CONF_CODE=Y on a creation" in delivery.last_error
+        assert len(dmp.documents) == 2
+        await client.close()
+
+
+async def _delivery_failed(store: Store, control_id: str) -> bool:
+    found = await store.search(SearchQuery(control_id=control_id))
+    if not found:
+        return False
+    deliveries = (await store.deliveries([found[0].message.id]))[found[0].message.id]
+    return any(d.status == "dead" for d in deliveries)
+
+
+async def test_one_hub_two_structures_each_lot_with_its_own_author_structure_and_vihf(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    other_sender = (
+        "PRT||UC||SB^^participation|810000000005^TESTCHIRURGIEN^JULES^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO"
+        "^D^^^IDNPS|||CLINIQUE TEST^^^^^ASIP-SANTE-ST&1.2.250.1.71.4.2.2&ISO^FINEG^^^999000007"
+    )
+    async with running_hub(config(tmp_path, free_port(), pki)) as hub:
+        dmp = hub.sandboxes["dmp_sandbox"]
+        client = await MllpClient.connect(mllp_port(hub))
+        first = letter(control_id="STRUCT-1", doc_id="2.999.3.1.3001")
+        second = letter(control_id="STRUCT-2", doc_id="2.999.3.1.3002", sender=other_sender)
+        for message in (first, second):
+            assert ack_fields(await client.send(message))["MSA"][1] == "AA"
+        await wait_until(lambda: len(dmp.documents) == 2, timeout=30)
+        by_id = {d["unique_id"]: d for d in await listing(hub.http_port)}  # type: ignore[arg-type]
+        one, two = by_id["2.999.3.1.3001"], by_id["2.999.3.1.3002"]
+        assert one["lot_author"].startswith("810000000003^TESTMEDECIN^CLAIRE^")
+        assert one["lot_institution"].endswith("^IDNST^^^1999000002")
+        assert (one["vihf_structure"], one["vihf_name_id"]) == ("1999000002", "810000000003")
+        assert two["lot_author"].startswith("810000000005^TESTCHIRURGIEN^JULES^")
+        assert two["lot_institution"].startswith("CLINIQUE TEST^") and two["lot_institution"].endswith("^1999000007")
+        assert (two["vihf_structure"], two["vihf_name_id"]) == ("1999000007", "810000000005")
         await client.close()

@@ -144,7 +144,7 @@ async def test_hold_release_downgrade_merge_and_review(tmp_path: Path) -> None:
                 return await statuses(store, "R5") == "identity_review"
 
             await wait_until(in_review)
-            listed = await hub_cli("identity", "reviews", "--json", "--config", str(config))
+            listed = await hub_cli("identity", "reviews", "--json", "--config", str(config), hub=hub)
             [review] = [json.loads(line) for line in listed.stdout.splitlines()]
             assert review["reason"] == "traits disagree with the registry: first_birth_given_name"
             assert "LOU" not in listed.stdout and INS not in review["reason"]
@@ -153,10 +153,10 @@ async def test_hold_release_downgrade_merge_and_review(tmp_path: Path) -> None:
                 "resolve",
                 str(review["review_id"]),
                 "--release",
-                "--by",
-                "vigilance",
+                "--yes",
                 "--config",
                 str(config),
+                hub=hub,
             )
             assert json.loads(resolved.stdout)["state"] == "released"
             hub._wake_all()
@@ -170,7 +170,7 @@ async def test_hold_release_downgrade_merge_and_review(tmp_path: Path) -> None:
                 ("A31", "qualifiee"),
                 ("A40", "qualifiee"),
             ]
-            listing = await hub_cli("identity", "list", "--json", "--config", str(config))
+            listing = await hub_cli("identity", "list", "--json", "--config", str(config), hub=hub)
             rows = {r["patient_key"]: r for r in map(json.loads, listing.stdout.splitlines())}
             assert rows["000003@CHU-X"]["ins"] == INS and rows["000003@CHU-X"]["ins_oid"] == OID_TEST
             assert rows["000003@CHU-X"]["local_id"] == "000003" and rows["000003@CHU-X"]["authority"] == "CHU-X"

@@ -48,28 +48,42 @@ async def test_no_health_data_in_any_log_line_of_an_end_to_end_run(tmp_path: Pat
         async with running_peer() as peer:
             config = write_config(tmp_path, peer_port=peer.port, routes=routes, listener={"max_frame_bytes": 2048})
             async with running_hub(config) as hub:
+                store = hub.store
+                assert store is not None
                 client = await MllpClient.connect(mllp_port(hub))
-                await client.send(sensitive("OK1"))
-                await client.send(sensitive("OK1"))  # duplicate
-                await client.send(sensitive("NOTYPE", msh9=""))  # refused, stored
-                await client.send(sensitive("BIG") + b"NTE|1||" + FAMILY.encode() * 200 + b"\r")  # oversized
-                await client.send(sensitive("BADORU", msh9="ORU^R01^ORU_R01"))  # step refusal -> dead
-                await client.send_raw(b"garbage " + FAMILY.encode() + VT + sensitive("CUT")[:60])
-                await client.send_raw(frame(sensitive("OK2")))
-                await client.ack()
-                peer.ack = "AR"
-                await client.send(sensitive("PEERAR", trigger="A28"))
+                try:
+                    await client.send(sensitive("OK1"))
+                    await client.send(sensitive("OK1"))  # duplicate
+                    await client.send(sensitive("NOTYPE", msh9=""))  # refused, stored
+                    await client.send(sensitive("BIG") + b"NTE|1||" + FAMILY.encode() * 200 + b"\r")  # oversized
+                    await client.send(sensitive("BADORU", msh9="ORU^R01^ORU_R01"))  # step refusal -> dead
+                    await client.send_raw(b"garbage " + FAMILY.encode() + VT + sensitive("CUT")[:60])
+                    await client.send_raw(frame(sensitive("OK2")))
+                    await client.ack()
 
-                async def settled() -> bool:
-                    store = hub.store
-                    assert store is not None
-                    return len(await store.find_deliveries(status="dead")) == 2
+                    # The peer must have taken OK1 and OK2 (and the step refusal be dead) before it is told
+                    # to refuse: switching earlier would dead-letter them too (the race this test once had).
+                    async def first_ones_settled() -> bool:
+                        busy = [d for d in await store.find_deliveries() if d.status in ("pending", "in_flight")]
+                        return not busy and len(await store.find_deliveries(status="dead")) == 1
 
-                await wait_until(settled, timeout=20)
-                # Even a careless log call with identity keys is cleaned.
-                log.warning("careless", patient=FAMILY, nir=NIR, note=f"for {NIR} born {BIRTH}", body=sensitive("X"))
-                logging.getLogger("asyncio").error("stdlib record mentioning %s", NIR)
-                await client.close()
+                    await wait_until(first_ones_settled, timeout=20)
+                    delivered = len(await store.find_deliveries(status="delivered"))
+                    peer.ack = "AR"
+                    await client.send(sensitive("PEERAR", trigger="A28"))
+
+                    async def settled() -> bool:
+                        return len(await store.find_deliveries(status="dead")) == 2
+
+                    await wait_until(settled, timeout=20)
+                    assert len(await store.find_deliveries(status="delivered")) == delivered
+                    # Even a careless log call with identity keys is cleaned.
+                    log.warning(
+                        "careless", patient=FAMILY, nir=NIR, note=f"for {NIR} born {BIRTH}", body=sensitive("X")
+                    )
+                    logging.getLogger("asyncio").error("stdlib record mentioning %s", NIR)
+                finally:
+                    await client.close()
     finally:
         logging.getLogger().handlers.clear()
     text = stream.getvalue()

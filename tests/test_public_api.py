@@ -10,7 +10,7 @@ def test_public_names_are_pinned() -> None:
     assert hub.__all__ == sorted(hub.__all__)
     assert set(hub.__all__) == {
         "ComponentConfig", "ConfigError", "DeliveryError", "HubError", "MappingError", "Message", "MessageError",
-        "NotConnected", "Outcome", "ParseError", "Rejected", "Retryable", "StoreError", "TooLarge",
+        "NotConnected", "Outcome", "ParseError", "Rejected", "Retryable", "StoreError", "TooLarge", "Unreachable",
         "ValidationError", "new_id", "register",
     }  # fmt: skip
     for name in hub.__all__:

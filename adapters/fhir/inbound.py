@@ -55,6 +55,7 @@ from hub.errors import MessageError, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.fhir.common import CONTENT_FHIR, Issue, dump_json, load_json, operation_outcome
+from mappings.fhir.patient_consistency import patient_consistency_issues
 from mappings.fhir.reader import add_patient_authorities, fhir_metadata, remove_patient_authorities
 from mappings.fhir.validate import validate_fhir, validate_structure
 
@@ -253,6 +254,10 @@ class FhirInbound:
             doc, meta = self._validate(body, resource_type, bundle_types)
         except _Refusal as refusal:
             return await self._refuse(body, metadata, refusal)
+        except Exception as exc:  # hostile input never costs a 500 without a stored trace of it
+            log.error("fhir_validation_failed", listener=self.name, error=type(exc).__name__)
+            issue = Issue("error", "exception", "", "the resource could not be validated")
+            return await self._refuse(body, metadata, _Refusal(400, [issue]))
         metadata.update(meta)
         if "request_id" in metadata and "control_id" not in metadata:
             metadata["control_id"] = metadata["request_id"]
@@ -321,6 +326,7 @@ class FhirInbound:
             attachment_content_types=self.config.attachment_content_types,
             structure=False,
         )
+        issues += patient_consistency_issues(doc)  # one Bundle, one patient: the INS stamped is the Bundle's
         if any(i.is_error for i in issues):
             raise _Refusal(422, issues)
         return doc, fhir_metadata(doc, authorities=self.config.patient_authorities)

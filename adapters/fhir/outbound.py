@@ -51,7 +51,7 @@ import aiohttp
 from pydantic import Field, field_validator
 
 from adapters.tls import TlsConfig, client_context
-from hub.errors import MessageError, NotConnected, Rejected, Retryable
+from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
 from mappings.fhir.common import CONTENT_FHIR, dump_json, load_json, search_token, stable_uuid
@@ -375,6 +375,9 @@ class _CallGuard:
             return False
         if isinstance(exc, (Retryable, Rejected)):
             return False
+        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+            self.error = Unreachable(f"cannot reach the {self.what}: {type(exc).__name__}")  # nothing was sent
+            return True
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
             self.error = Retryable(f"{self.what} did not answer in time")
             return True

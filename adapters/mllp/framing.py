@@ -57,7 +57,7 @@ class FrameReader:
     ) -> None:
         self._reader = reader
         self._max = max_frame_bytes
-        self._receive_timeout = receive_timeout_secs
+        self.receive_timeout_secs = receive_timeout_secs
         self._read_timeout = read_timeout_secs
         self._frame_timeout = frame_timeout_secs
         self._frame_deadline: float | None = None
@@ -66,7 +66,7 @@ class FrameReader:
         self.truncated_frames = 0
 
     async def _fill(self, in_frame: bool) -> bool:
-        timeout = self._read_timeout if in_frame else self._receive_timeout
+        timeout = self._read_timeout if in_frame else self.receive_timeout_secs
         if in_frame and self._frame_deadline is not None:
             left = self._frame_deadline - asyncio.get_running_loop().time()
             if left <= 0:

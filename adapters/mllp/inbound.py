@@ -21,8 +21,10 @@ from pydantic import Field
 from adapters.base import InboundContext
 from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
+from adapters.slots import Slots
 from adapters.tls import TlsConfig, server_context
-from hub.errors import MessageError, Retryable
+from hub import registry
+from hub.errors import ConfigError, MessageError, Retryable
 from hub.message import CONTENT_HL7V2, Message
 from hub.registry import ComponentConfig, register
 from mappings.hl7v2 import build_ack, build_bare_ack, check_header, read_header
@@ -36,7 +38,21 @@ log = structlog.get_logger("hub.mllp.in")
 class MllpInboundConfig(ComponentConfig):
     listen: str = Field("127.0.0.1:2575", description="host:port to listen on (2575 is the MLLP default).")
     tls: TlsConfig | None = Field(None, description="Serve MLLP over TLS (mutual TLS with require_client_cert).")
-    max_connections: int = Field(64, ge=1, description="Connections served at once; more are closed at once.")
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description="Connections served at once. A newcomer over the limit takes the slot of the oldest "
+        "connection that has not yet sent a frame answered AA; when there is none it is closed at once.",
+    )
+    max_connections_per_peer: int = Field(
+        16, ge=1, description="Connections one peer address may hold at once (same rule over its own share)."
+    )
+    first_frame_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        description="Close a new connection (TLS handshake included) that has not started its first frame this "
+        "long after connecting; receive_timeout_secs applies once a frame was answered AA.",
+    )
     max_frame_bytes: int = Field(
         16 * 2**20,
         ge=1024,
@@ -54,6 +70,23 @@ class MllpInboundConfig(ComponentConfig):
     dedup: bool = Field(
         True, description="Acknowledge a repeated MSH-10 from the same sender AA without routing it again."
     )
+    checks: list[str] = Field(
+        default_factory=list,
+        description="Registered checks run on each message before the ACK (off the event loop), e.g. "
+        "v2_documents (the Segur volet's rules on ORU/MDM documents): a refused message is answered AR + ERR "
+        "and stored as rejected; the metadata a check returns is added before routing.",
+    )
+
+
+def _shortest(a: float, b: float | None) -> float:
+    return a if b is None else min(a, b)
+
+
+def ack_code(ack: bytes) -> str:
+    """MSA-1 of an ACK built by the hub (written with the sender's field separator, MSH-1)."""
+    marker = b"\rMSA" + ack[3:4]
+    start = ack.find(marker)
+    return ack[start + 5 : start + 7].decode("ascii", "replace") if start >= 0 else ""
 
 
 def _host_port(listen: str) -> tuple[str, int]:
@@ -71,7 +104,18 @@ class MllpInbound:
         self.ctx = ctx
         self._server: asyncio.Server | None = None
         self._connections = Connections()
+        self.slots = Slots(max_connections=config.max_connections, max_per_peer=config.max_connections_per_peer)
         self.port: int | None = None
+        self._checks: list[tuple[str, Any]] = []  # (name, check(body) -> metadata)
+        for check in config.checks:
+            comp = registry.get("check", check)
+            if comp is None:
+                raise ConfigError(f"listener {name}: no registered check {check!r}")
+            self._checks.append((check, comp.factory))
+
+    def is_serving(self) -> bool:
+        """True while the listening socket accepts connections (for /healthz)."""
+        return self._server is not None and self._server.is_serving()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -84,7 +128,14 @@ class MllpInbound:
     async def start(self) -> None:
         host, port = _host_port(self.config.listen)
         ssl_ctx = server_context(self.config.tls) if self.config.tls else None
-        self._server = await asyncio.start_server(self._on_connection, host, port, ssl=ssl_ctx, limit=2**16)
+        self._server = await asyncio.start_server(
+            self._on_connection,
+            host,
+            port,
+            ssl=ssl_ctx,
+            limit=2**16,
+            ssl_handshake_timeout=self.config.first_frame_timeout_secs if ssl_ctx else None,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -96,15 +147,17 @@ class MllpInbound:
                 await self._server.wait_closed()
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self.config.max_connections:
+        peername = writer.get_extra_info("peername")
+        slot = self.slots.admit(str(peername[0]) if peername else "", writer.transport.abort)
+        if slot is None:
             log.warning("mllp_connection_refused", listener=self.name, reason="max_connections")
-            writer.close()
+            writer.transport.abort()
             return
         task = self._connections.add(writer)
         frames = FrameReader(
             reader,
             max_frame_bytes=self.config.max_frame_bytes,
-            receive_timeout_secs=self.config.receive_timeout_secs,
+            receive_timeout_secs=_shortest(self.config.first_frame_timeout_secs, self.config.receive_timeout_secs),
             read_timeout_secs=self.config.read_timeout_secs,
             frame_timeout_secs=self.config.frame_timeout_secs,
         )
@@ -116,6 +169,10 @@ class MllpInbound:
                 ack = await self._handle(got)
                 writer.write(frame(ack))
                 await writer.drain()
+                if not slot.proven and ack_code(ack) == "AA":
+                    # A real sender now: it keeps its slot and gets the long idle timeout.
+                    slot.prove()
+                    frames.receive_timeout_secs = self.config.receive_timeout_secs
         except FrameTimeout as exc:
             log.info("mllp_connection_timeout", listener=self.name, reason=str(exc))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -132,6 +189,7 @@ class MllpInbound:
                     garbage_bytes=frames.garbage_bytes,
                     truncated_frames=frames.truncated_frames,
                 )
+            slot.release()
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
@@ -147,10 +205,11 @@ class MllpInbound:
                     f"message of {got.size} bytes exceeds max_frame_bytes ({self.config.max_frame_bytes})"
                 )
             check_header(er7, header)
+            extra = await self._run_checks(got.body)
         except MessageError as exc:
             return await self._refuse(got, header, exc)
         message = Message.new(
-            got.body, content_type=CONTENT_HL7V2, metadata={**header.metadata(), "endpoint": self.name}
+            got.body, content_type=CONTENT_HL7V2, metadata={**header.metadata(), **extra, "endpoint": self.name}
         )
         dedup_key = (
             f"{self.name}|{header.sending_app}|{header.sending_facility}|{header.control_id}"
@@ -164,6 +223,20 @@ class MllpInbound:
         if result.duplicate:
             log.info("mllp_duplicate", listener=self.name, message_id=result.message_id)
         return build_ack(header, "AA")
+
+    async def _run_checks(self, body: bytes) -> dict[str, str]:
+        """The configured checks, in a worker thread (a document check parses XML); MessageError refuses."""
+        out: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        for name, check in self._checks:
+            try:
+                out.update(await loop.run_in_executor(None, check, body))
+            except MessageError:
+                raise
+            except Exception as exc:  # a check's bug refuses one message (stored, replayable), not the listener
+                log.error("mllp_check_error", listener=self.name, check=name, error=type(exc).__name__)
+                raise MessageError(f"check {name} failed on this message (internal error)", code="207") from None
+        return out
 
     async def _refuse(self, got: Frame, header: Header | None, exc: MessageError) -> bytes:
         metadata = {**(header.metadata() if header else {}), "endpoint": self.name}

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from adapters.mllp.framing import CR, FS, VT, FrameReader, FrameTimeout
 from adapters.tls import TlsConfig, client_context
-from hub.errors import MessageError, NotConnected, Rejected, Retryable
+from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.hl7v2.er7 import Er7Message
@@ -48,7 +48,7 @@ class MllpOutboundConfig(ComponentConfig):
 def classify_ack(ack: bytes, control_id: str) -> tuple[str, str]:
     """(MSA-1, error text) of an ACK; raise Retryable when it is not an ACK for `control_id`."""
     try:
-        er7 = Er7Message(ack)
+        er7 = Er7Message(ack, lenient=True)  # an ACK whose MSH-18 lies still says AA or AE
     except MessageError:
         raise Retryable("peer answered with something that is not an HL7 message") from None
     code = er7.value("MSA", 1)
@@ -108,7 +108,8 @@ class MllpOutbound:
                     host.strip("[]"), int(port), ssl=ssl_ctx, server_hostname=server_hostname
                 )
         except (OSError, TimeoutError) as exc:
-            raise NotConnected(f"cannot connect to {self.config.endpoint}: {type(exc).__name__}") from None
+            # Nothing was sent: an outage, not an attempt (the worker's circuit takes it from here).
+            raise Unreachable(f"cannot connect to {self.config.endpoint}: {type(exc).__name__}") from None
         frames = FrameReader(
             reader,
             max_frame_bytes=self.config.max_frame_bytes,

@@ -40,12 +40,19 @@ signature ``wsse:FailedCheck`` (OASIS WSS 1.1 §12). The signature is
 verified against ``vihf_signer_cert_file`` when set, else only against the
 certificate the assertion carries (integrity, not identity).
 
-Not checked: the CDA content itself (schematrons), value-set membership for
-typeCode, healthcareFacilityTypeCode, practiceSettingCode and
-contentTypeCode beyond their code system (those JDVs are long), the XAdES
-signature documents of a lot, consent (the patient's DMP status), the
-author's habilitation for the document type, and the VIHF issuer's trust
-chain unless pinned.
+The lot must carry its XAdES signature document (IHE DSG, ``signs``
+association), signed with the key that signed the VIHF and covering the
+digest of every document; VIHF roles are checked against JDV_J65, and
+Identifiant_Structure against the lot's authorInstitution. The full table of
+checks, each with its source and answer, is ``DMP.md`` beside this module
+(one test per row). Not checked: typeCode, healthcareFacilityTypeCode,
+practiceSettingCode and contentTypeCode beyond their code system, the
+typeCode → classCode correspondence, the CDA content (schematrons), consent,
+the author's habilitation, and the VIHF issuer's trust chain unless pinned.
+
+FindDocuments leaves out MASQUE_PS documents for professionals other than
+their authors; ``GET /sandboxes/<name>/patient-view`` (the patient's view)
+leaves out INVISIBLE_PATIENT documents.
 
 Replacement (RPLC) makes the previous entry Deprecated. **ITI-18**
 FindDocuments answers by patientId and status (LeafClass or ObjectRef).
@@ -88,7 +95,15 @@ from adapters.xds.soap import (
     fault_envelope,
     read_envelope,
 )
-from adapters.xds.vihf import REQUIRED_ATTRIBUTES, RESOURCE_ID, SAML, VihfError, assertion_attributes, verify_assertion
+from adapters.xds.vihf import (
+    REQUIRED_ATTRIBUTES,
+    RESOURCE_ID,
+    SAML,
+    SUBJECT_ROLE,
+    VihfError,
+    assertion_attributes,
+    verify_assertion,
+)
 from hub.errors import ConfigError
 from hub.identity import INS_ROOTS
 from hub.message import utcnow
@@ -107,15 +122,16 @@ from mappings.xds import (
     read_submission,
     registry_response,
 )
-from mappings.xds.ebrim import HAS_MEMBER, IDENTIFIER_NAMES, RPLC, SCHEME_NAMES, q
+from mappings.xds.ebrim import HAS_MEMBER, IDENTIFIER_NAMES, RPLC, SCHEME_NAMES, SIGNS, q
 from mappings.xds.hl7 import is_dtm, parse_cx
+from mappings.xds.jdv import load as load_jdv
+from mappings.xds.signature import LotSignatureError, verify_lot_signature
 
 __all__ = ["DmpSandbox", "DmpSandboxConfig", "StoredDocument"]
 
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Z]{2})?")
 _UUID_ID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
 
 
 def _codes(text: str) -> frozenset[str]:
@@ -190,6 +206,11 @@ class DmpSandboxConfig(ComponentConfig):
         default_factory=lambda: sorted(INS_ROOTS), description="INS roots accepted on patientId (DOMAIN.md §1.1)."
     )
     require_vihf: bool = Field(True, description="Refuse requests without a valid signed VIHF assertion.")
+    require_signed_lot: bool = Field(
+        True,
+        description="Refuse a lot without its XAdES signature document (IHE DSG; PDSm4DMP TD2: the LPS "
+        "'constitue un lot de soumission XDS et signe ce lot (XAdES)').",
+    )
     vihf_signer_cert_file: str | None = Field(
         None, description="PEM certificate the VIHF must be signed with (pinning). Unset: the embedded one."
     )
@@ -241,6 +262,19 @@ class StoredDocument:
     entry: etree._Element
     replaces: str | None = None
     replaced_by: str | None = None
+    author_ids: tuple[str, ...] = ()
+    lot_author: str = ""
+    lot_institution: str = ""
+    vihf_name_id: str = ""
+    vihf_structure: str = ""
+
+    def visible_to_professional(self, name_id: str) -> bool:
+        """MASQUE_PS hides a document from professionals other than its authors (TRE_A07)."""
+        return "MASQUE_PS" not in self.confidentiality or name_id in self.author_ids
+
+    def visible_to_patient(self) -> bool:
+        """INVISIBLE_PATIENT hides a document from the patient's own view (Mon espace santé)."""
+        return "INVISIBLE_PATIENT" not in self.confidentiality
 
     def __repr__(self) -> str:
         return f"StoredDocument({self.entry_uuid}, {self.status.rsplit(':', 1)[-1]})"
@@ -262,6 +296,10 @@ class StoredDocument:
             "submitted_at": self.submitted_at,
             "replaces": self.replaces,
             "replaced_by": self.replaced_by,
+            "lot_author": self.lot_author,
+            "lot_institution": self.lot_institution,
+            "vihf_name_id": self.vihf_name_id,
+            "vihf_structure": self.vihf_structure,
         }
 
 
@@ -291,6 +329,7 @@ class DmpSandbox:
         self.documents: collections.OrderedDict[str, StoredDocument] = collections.OrderedDict()
         self._by_unique_id: dict[str, str] = {}
         self._lots: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.lot_signatures: dict[str, bytes] = {}
         self.requests = 0
         self.answered_503 = 0
         self.last_errors: list[RegistryErrorInfo] = []
@@ -366,10 +405,25 @@ class DmpSandbox:
 
     # -- hub HTTP routes ----------------------------------------------------------------------------
     def http_routes(self) -> list[tuple[str, str, Any]]:
-        return [("GET", "documents", self._list), ("POST", "faults", self._faults)]
+        return [
+            ("GET", "documents", self._list),
+            ("GET", "patient-view", self._patient_view),
+            ("POST", "faults", self._faults),
+        ]
 
     async def _list(self, request: web.Request) -> web.Response:
         return web.json_response([d.listing() for d in self.documents.values()])
+
+    async def _patient_view(self, request: web.Request) -> web.Response:
+        """What the patient sees of his DMP (a stand-in for Mon espace santé): ``?patient_id=INS^^^&OID&ISO^NH``."""
+        patient = request.query.get("patient_id", "")
+        return web.json_response(
+            [
+                d.listing()
+                for d in self.documents.values()
+                if d.patient_id == patient and d.status == AVAILABILITY_APPROVED and d.visible_to_patient()
+            ]
+        )
 
     def _knobs(self) -> dict[str, Any]:
         return {
@@ -439,7 +493,8 @@ class DmpSandbox:
         return web.Response(status=status, body=xml, headers={"Content-Type": "application/soap+xml; charset=UTF-8"})
 
     # -- VIHF ---------------------------------------------------------------------------------------
-    def _vihf(self, soap: SoapMessage) -> dict[str, list[str]] | None:
+    def _vihf(self, soap: SoapMessage) -> tuple[dict[str, list[str]], str] | None:
+        """The verified VIHF's attributes and the PEM certificate that signed it (None when not required)."""
         if not self.config.require_vihf:
             return None
         sec = None if soap.header is None else soap.header.find(f"{{{WSSE}}}Security")
@@ -456,16 +511,29 @@ class DmpSandbox:
             raise _Fault("Sender", "VIHF attributes missing: " + ", ".join(missing), (WSSE, "InvalidSecurity"))
         if attrs["Ressource_URN"][0] != "urn:dmp":
             raise _Fault("Sender", "VIHF Ressource_URN must be urn:dmp", (WSSE, "InvalidSecurity"))
-        return attrs
+        _check_vihf_values(signed, attrs)
+        return attrs, self._trusted or _embedded_pem(assertion)
 
     # -- ITI-41 -------------------------------------------------------------------------------------
     def _provide_and_register(self, soap: SoapMessage, multipart: Multipart | None) -> etree._Element:
         if soap.body is None or soap.body.tag != q("xdsb", "ProvideAndRegisterDocumentSetRequest"):
             raise _Fault("Sender", "body is not a ProvideAndRegisterDocumentSetRequest")
-        attrs = self._vihf(soap)
-        check = _Submission(self, read_submission(soap.body), multipart)
+        vihf = self._vihf(soap)
+        attrs = vihf[0] if vihf is not None else None
+        check = _Submission(self, read_submission(soap.body), multipart, signer_pem=vihf[1] if vihf else None)
         errors = check.run()
         if attrs is not None and check.lot is not None:
+            institutions = [
+                xon.split("^")[9] if xon.count("^") >= 9 else ""
+                for a in check.lot.codes(SS.AUTHOR)
+                for xon in a.slots.get("authorInstitution", [])
+            ]
+            if institutions and attrs["Identifiant_Structure"][0] not in institutions:
+                raise _Fault(
+                    "Sender",
+                    "VIHF Identifiant_Structure differs from the lot's authorInstitution",
+                    (WSSE, "InvalidSecurity"),
+                )
             lot_patient = check.lot.identifiers.get(SS.PATIENT_ID, "")
             if attrs.get(RESOURCE_ID, [""])[0] != lot_patient:
                 errors.append(
@@ -474,7 +542,7 @@ class DmpSandbox:
         self.last_errors = errors
         if errors:
             return registry_response("Failure", errors)
-        check.commit()
+        check.commit(attrs)
         return registry_response("Success")
 
     def _store(self, doc: StoredDocument) -> None:
@@ -487,13 +555,15 @@ class DmpSandbox:
     def _remember_lot(self, unique_id: str) -> None:
         self._lots[unique_id] = None
         while len(self._lots) > self.config.max_documents:
-            self._lots.popitem(last=False)
+            old, _ = self._lots.popitem(last=False)
+            self.lot_signatures.pop(old, None)
 
     # -- ITI-18 -------------------------------------------------------------------------------------
     def _stored_query(self, soap: SoapMessage) -> etree._Element:
         if soap.body is None or soap.body.tag != q("query", "AdhocQueryRequest"):
             raise _Fault("Sender", "body is not an AdhocQueryRequest")
-        self._vihf(soap)
+        vihf = self._vihf(soap)
+        name_id = vihf[0].get("Subject/NameID", [""])[0] if vihf is not None else ""
         query_id, return_type, params = read_find_documents_request(soap.body)
         if query_id != FIND_DOCUMENTS:
             return adhoc_query_response("Failure", errors=[_err("XDSUnknownStoredQuery", "only FindDocuments")])
@@ -502,7 +572,11 @@ class DmpSandbox:
         if len(patient) != 1 or not statuses:
             missing = "$XDSDocumentEntryPatientId" if len(patient) != 1 else "$XDSDocumentEntryStatus"
             return adhoc_query_response("Failure", errors=[_err("XDSStoredQueryMissingParam", missing)])
-        found = [d for d in self.documents.values() if d.patient_id == patient[0] and d.status in statuses]
+        found = [
+            d
+            for d in self.documents.values()
+            if d.patient_id == patient[0] and d.status in statuses and d.visible_to_professional(name_id)
+        ]
         if return_type == "ObjectRef":
             objects = [etree.Element(q("rim", "ObjectRef"), id=d.entry_uuid) for d in found]
         else:
@@ -514,6 +588,42 @@ class DmpSandbox:
         return adhoc_query_response("Success", objects)
 
 
+VIHF_VERSIONS = frozenset({"3.0", "4.0"})  # the ANS table says 4.0, both real requests carry 3.0 (DOMAIN.md §5.2)
+AUTHENTICATION_MODES = frozenset({"INDIRECTE", "DIRECTE"})
+_SECTEUR = re.compile(r"SA[0-9]{2}\^1\.2\.250\.1\.71\.4\.2\.4")
+
+
+def _check_vihf_values(signed: etree._Element, attrs: dict[str, list[str]]) -> None:
+    """Values of the signed VIHF: roles in JDV_J65, known version, mode and sector (SOAP faults)."""
+
+    def fault(reason: str) -> _Fault:
+        return _Fault("Sender", reason, (WSSE, "InvalidSecurity"))
+
+    if attrs["VIHF_Version"][0] not in VIHF_VERSIONS:
+        raise fault("VIHF_Version unknown")
+    if attrs["Authentification_Mode"][0] not in AUTHENTICATION_MODES:
+        raise fault("Authentification_Mode unknown")
+    if not _SECTEUR.fullmatch(attrs["Secteur_Activite"][0]):
+        raise fault("Secteur_Activite must be a TRE_R02 SAnn code ^1.2.250.1.71.4.2.4 (JDV_J61)")
+    roles = load_jdv("JDV_J65-SubjectRole-DMP")
+    found = [
+        (r.get("code", ""), r.get("codeSystem", ""))
+        for a in signed.iterfind(f"{{{SAML}}}AttributeStatement/{{{SAML}}}Attribute[@Name='{SUBJECT_ROLE}']")
+        for r in a.iter("{urn:hl7-org:v3}Role")
+    ]
+    if not 1 <= len(found) <= 2:
+        raise fault("subject:role: 1 or 2 occurrences expected")
+    if any(role not in roles for role in found):
+        raise fault("subject:role not in JDV_J65-SubjectRole-DMP")
+
+
+def _embedded_pem(assertion: etree._Element) -> str:
+    """The X509Certificate a (verified) signature carries, as PEM."""
+    found = assertion.find(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate")
+    body = "".join((found.text or "").split()) if found is not None else ""
+    return "-----BEGIN CERTIFICATE-----\n" + body + "\n-----END CERTIFICATE-----\n"
+
+
 def _ctx(obj: RegistryObject, what: str) -> str:
     label = "SubmissionSet" if obj.kind == "submission_set" else "DocumentEntry"
     return f"{label} {obj.id or '(no id)'}: {what}"
@@ -522,14 +632,18 @@ def _ctx(obj: RegistryObject, what: str) -> str:
 class _Submission:
     """Validation of one ITI-41 request against the registry state, then its commit."""
 
-    def __init__(self, sandbox: DmpSandbox, parsed: ParsedSubmission, multipart: Multipart | None) -> None:
+    def __init__(
+        self, sandbox: DmpSandbox, parsed: ParsedSubmission, multipart: Multipart | None, *, signer_pem: str | None
+    ) -> None:
         self.sb = sandbox
         self.p = parsed
+        self.signer_pem = signer_pem
         self.multipart = multipart
         self.errors: list[RegistryErrorInfo] = []
         self.lot: RegistryObject | None = None
         self.contents: dict[str, bytes] = {}
         self.replacements: dict[str, str] = {}  # new entry id -> replaced entry uuid
+        self.signatures: list[RegistryObject] = []  # entries that "sign" the SubmissionSet
 
     def err(self, code: str, context: str) -> None:
         self.errors.append(_err(code, context))
@@ -552,6 +666,7 @@ class _Submission:
         for doc_id in p.unlinked_documents:
             self.err("XDSMissingDocumentMetadata", f"Document {doc_id or '(no id)'} has no DocumentEntry")
         self.associations()
+        self.lot_signature()
         return self.errors
 
     # -- shared checks
@@ -730,6 +845,8 @@ class _Submission:
             elif a.type == SIGNS:
                 if a.source not in entries or a.target != lot_id:
                     self.err("XDSRegistryMetadataError", f"{where}: signs must link a signature to the SubmissionSet")
+                else:
+                    self.signatures.append(entries[a.source])
             else:
                 self.err("XDSRegistryMetadataError", f"{where}: association type not accepted by the DMP")
         for entry_id in entries:
@@ -756,14 +873,61 @@ class _Submission:
             self.err("XDSPatientIdDoesNotMatch", f"{where}: RPLC target belongs to another patient")
         self.replacements[source] = target
 
+    # -- the lot's XAdES signature (IHE DSG; DOMAIN.md §5.1)
+    def lot_signature(self) -> None:
+        signature_class = "urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1"
+        declared = [e for e in self.p.entries if (c := e.code(DE.CLASS_CODE)) is not None and c.code == signature_class]
+        if not self.sb.config.require_signed_lot and not declared:
+            return
+        if len(self.signatures) != 1 or len(declared) != 1 or self.signatures[0] is not declared[0]:
+            self.err(
+                "XDSRegistryMetadataError",
+                "SubmissionSet: exactly one signature document (classCode Digital Signature) with a signs "
+                "association is required",
+            )
+            return
+        sig = self.signatures[0]
+        typ, fmt = sig.code(DE.TYPE_CODE), sig.code(DE.FORMAT_CODE)
+        if typ is None or (typ.code, typ.coding_scheme) != ("E1762", "ASTM"):
+            self.err("XDSRegistryMetadataError", _ctx(sig, "signature typeCode must be E1762 (ASTM)"))
+        if fmt is None or (fmt.code, fmt.coding_scheme) != ("http://www.w3.org/2000/09/xmldsig#", "URN"):
+            self.err("XDSRegistryMetadataError", _ctx(sig, "signature formatCode must be xmldsig# (URN)"))
+        content = self.contents.get(sig.id)
+        if content is None:
+            return  # already reported as a missing document
+        documents = {
+            e.identifiers.get(DE.UNIQUE_ID, ""): self.contents[e.id]
+            for e in self.p.entries
+            if e is not sig and e.id in self.contents
+        }
+        try:
+            # The lot is signed with the structure's certificate, the one that signed the VIHF.
+            verify_lot_signature(content, documents, trusted_cert_pem=self.signer_pem)
+        except LotSignatureError as exc:
+            code = "XDSRepositoryMetadataError" if "digest differs" in str(exc) else "XDSRegistryMetadataError"
+            self.err(code, _ctx(sig, f"lot signature: {exc}"))
+
+    def is_signature(self, e: RegistryObject) -> bool:
+        return any(e is s for s in self.signatures)
+
     # -- commit (only when no error)
-    def commit(self) -> None:
+    def commit(self, vihf: dict[str, list[str]] | None) -> None:
         assert self.lot is not None
+        lot_author = next(iter(self.lot.codes(SS.AUTHOR)), None)
+        who = {
+            "lot_author": lot_author.slots.get("authorPerson", [""])[0] if lot_author else "",
+            "lot_institution": (lot_author.slots.get("authorInstitution") or [""])[0] if lot_author else "",
+            "vihf_name_id": (vihf or {}).get("Subject/NameID", [""])[0],
+            "vihf_structure": (vihf or {}).get("Identifiant_Structure", [""])[0],
+        }
         now = utcnow().isoformat()
         lot_unique = self.lot.identifiers.get(SS.UNIQUE_ID, "")
         ids = {e.id: e.id if _UUID_ID.fullmatch(e.id) else f"urn:uuid:{uuid.uuid4()}" for e in self.p.entries}
         for e in self.p.entries:
             content = self.contents[e.id]
+            if self.is_signature(e):
+                self.sb.lot_signatures[lot_unique] = content  # kept beside the lot, not listed as a document
+                continue
             entry = copy.deepcopy(e.element)
             entry.set("id", ids[e.id])
             entry.set("status", AVAILABILITY_APPROVED)
@@ -781,10 +945,12 @@ class _Submission:
                 type_code=typ.code if typ else "",
                 class_code=cls.code if cls else "",
                 confidentiality=[c.code for c in e.codes(DE.CONFIDENTIALITY_CODE)],
+                author_ids=tuple(a.slots.get("authorPerson", [""])[0].split("^", 1)[0] for a in e.codes(DE.AUTHOR)),
                 submission_set=lot_unique,
                 submitted_at=now,
                 content=content,
                 entry=entry,
+                **who,
             )
             target = self.replacements.get(e.id)
             if target is not None:

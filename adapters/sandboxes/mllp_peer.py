@@ -22,7 +22,7 @@ from adapters.mllp.framing import CR, FS, VT, FrameReader, FrameTimeout
 from hub.errors import MessageError
 from hub.message import utcnow
 from hub.registry import ComponentConfig, register
-from mappings.hl7v2 import build_ack, read_header
+from mappings.hl7v2 import build_ack, decode_er7, read_header
 
 __all__ = ["MllpPeer", "MllpPeerConfig"]
 
@@ -123,10 +123,7 @@ class MllpPeer:
         return [("GET", "messages", self._list), ("POST", "faults", self._faults)]
 
     async def _list(self, request: web.Request) -> web.Response:
-        out = [
-            {k: v for k, v in r.items() if k != "raw"} | {"body": r["raw"].decode("utf-8", "replace")}
-            for r in self.received
-        ]
+        out = [{k: v for k, v in r.items() if k != "raw"} | _text(r["raw"]) for r in self.received]
         return web.json_response(out)
 
     async def _faults(self, request: web.Request) -> web.Response:
@@ -142,3 +139,12 @@ class MllpPeer:
                 "omit_trailing_cr": self.omit_trailing_cr,
             }
         )
+
+
+def _text(raw: bytes) -> dict[str, str]:
+    """The body as text in its MSH-18 character set (the one HL7 v2 text layer), and that set."""
+    try:
+        text, codec = decode_er7(raw)
+    except MessageError:
+        return {"body": raw.decode("utf-8", "replace"), "charset": "invalid"}
+    return {"body": text, "charset": codec}

@@ -54,7 +54,7 @@ from mappings.mssante.mail import MailParts, build_document_mail, document_subje
 from mappings.xdm import XdmError, build_xdm, read_xdm
 from mappings.xml import parse_xml
 
-__all__ = ["MssantePeer", "MssantePeerConfig", "make_test_pki", "synthetic_cda"]
+__all__ = ["TEST_APP_CERT_NAME", "MssantePeer", "MssantePeerConfig", "make_test_pki", "synthetic_cda"]
 
 TEST_INS = "279035121518989"  # PAT-TROIS DOMINIQUE, the official ANS test patient (valid key), DOMAIN.md §1.2
 TEST_INS_OID = "1.2.250.1.213.1.4.10"  # INS-NIR *test* root
@@ -87,17 +87,28 @@ class MssantePeerConfig(ComponentConfig):
 # --------------------------------------------------------------------------- test PKI
 
 
+#: Subject CN of the test certificate of the DPI's application (``app.pem``): what its mailbox lists.
+TEST_APP_CERT_NAME = "dpi-app.hub.mssante.fr"
+
+
 def make_test_pki(folder: Path, *, peer_names: list[str], hub_names: list[str], days: int = 30) -> dict[str, Path]:
-    """A test CA and two leaf certificates (peer, hub: server and client use) in ``folder``; reused while valid."""
-    names = {"ca": "ca.pem", "ca_key": "ca.key", "peer": "peer.pem", "peer_key": "peer.key"}
-    files = {k: folder / f for k, f in {**names, "hub": "hub.pem", "hub_key": "hub.key"}.items()}
-    if all(p.exists() for p in files.values()) and all(still_valid(files[k]) for k in ("ca", "peer", "hub")):
+    """A test CA and three leaf certificates in ``folder``, reused while valid: the peer's, the hub's (server
+    and client use), and an application's (``app.pem``, CN ``TEST_APP_CERT_NAME``: the DPI opening its
+    application mailbox over IMAP)."""
+    names = {"ca": "ca.pem", "ca_key": "ca.key", "peer": "peer.pem", "peer_key": "peer.key", "app": "app.pem"}
+    files = {k: folder / f for k, f in {**names, "hub": "hub.pem", "hub_key": "hub.key", "app_key": "app.key"}.items()}
+    if all(p.exists() for p in files.values()) and all(still_valid(files[k]) for k in ("ca", "peer", "hub", "app")):
         return files
     folder.mkdir(parents=True, exist_ok=True)
     ca = new_ca("MSSante Test CA (plays IGC-Sante)", organization="MSSante test PKI", days=days)
     write_cert(files["ca"], ca[0])
     write_key(files["ca_key"], ca[1])
-    for kind, cn, hosts in (("peer", peer_names[0], peer_names), ("hub", hub_names[0], hub_names)):
+    leaves = (
+        ("peer", peer_names[0], peer_names),
+        ("hub", hub_names[0], hub_names),
+        ("app", TEST_APP_CERT_NAME, [TEST_APP_CERT_NAME]),
+    )
+    for kind, cn, hosts in leaves:
         cert, key = issue(ca, cn, hosts, days=days)
         write_cert(files[kind], cert)
         write_key(files[f"{kind}_key"], key)

@@ -40,6 +40,7 @@ from pydantic import Field, field_validator
 
 from adapters.tls import TlsConfig
 from hub.registry import ComponentConfig
+from hub.tls import apply_policy
 
 __all__ = [
     "HostedMailbox",
@@ -75,6 +76,37 @@ class HostedMailbox(ComponentConfig):
         description="HL7 v2 XON of the organisation this mailbox serves (service, UF), written in PRT-8 of the MDM "
         "sent to the DPI (volet trans-lps, note 3).",
     )
+    status: Literal["active", "suspended"] = Field(
+        "active", description="A suspended mailbox receives nothing (550 5.2.1) and nobody can log in to it."
+    )
+    owner: str = Field(
+        "",
+        pattern=r"^([0-9]{9,14})?$",
+        description="National identifier of the owner: idNat_PS (`8`+RPPS) of a personal mailbox's professional, "
+        "idNat_Struct (`1`+FINESS, `3`+SIRET) of the structure holding an organisational or application mailbox. "
+        "A Pro Santé Connect token whose subject is this idNat_PS opens a personal mailbox.",
+    )
+    members: list[str] = Field(
+        default_factory=list,
+        description="idNat_PS of the professionals who may open an organisational mailbox with their token or card.",
+    )
+    certificates: list[str] = Field(
+        default_factory=list,
+        description="Client certificate names (the listener's `cert_username_field`, commonName by default) that "
+        "open this mailbox: the professional's CPS/CPx, or the application's own server certificate.",
+    )
+    password_hash: str | None = Field(
+        None,
+        pattern=r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$",
+        description="`scrypt$N$r$p$salt$hash` when a password may open it (only where the listener's "
+        "`password_kinds` allows it); none: no password login.",
+    )
+    quota_bytes: int | None = Field(None, ge=0, description="Storage quota served by IMAP (none: unlimited).")
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="How long its messages are to be kept, in days (recorded and listed; not enforced yet).",
+    )
 
     @field_validator("address")
     @classmethod
@@ -85,11 +117,28 @@ class HostedMailbox(ComponentConfig):
 
 
 class Mailboxes:
-    """Hosted mailboxes by address (case-insensitive), and the operator's domains."""
+    """Hosted mailboxes by address (case-insensitive), and the operator's domains.
 
-    def __init__(self, mailboxes: Iterable[HostedMailbox], domains: Iterable[str] = ()) -> None:
-        self.by_address = {m.address.lower(): m for m in mailboxes}
-        self.domains = {d.lower() for d in domains} | {a.rpartition("@")[2] for a in self.by_address}
+    Those declared in the config, plus those of the mailbox directory (``adapters.smtp.directory``) when one
+    is given, read again when its file changes; an address lives in one or the other.
+    """
+
+    def __init__(
+        self, mailboxes: Iterable[HostedMailbox], domains: Iterable[str] = (), *, directory: Any = None
+    ) -> None:
+        self.declared = {m.address.lower(): m for m in mailboxes}
+        self.directory = directory
+        self._domains = {d.lower() for d in domains}
+
+    @property
+    def by_address(self) -> dict[str, HostedMailbox]:
+        if self.directory is None:
+            return self.declared
+        return {**self.directory.mailboxes(), **self.declared}
+
+    @property
+    def domains(self) -> set[str]:
+        return self._domains | {a.rpartition("@")[2] for a in self.by_address}
 
     def get(self, address: str) -> HostedMailbox | None:
         return self.by_address.get(address.lower())
@@ -210,6 +259,7 @@ def server_tls_context(cfg: TlsConfig, *, ask_client_cert: bool) -> ssl.SSLConte
         # CERT_OPTIONAL: a certificate that does not chain to the anchors fails the handshake; no
         # certificate at all is refused in SMTP (530) so the peer operator sees why.
         ctx.verify_mode = ssl.CERT_OPTIONAL
+    apply_policy(ctx, cfg)  # AEAD suites only; the trust space's CRLs
     return ctx
 
 

@@ -8,10 +8,13 @@ no STARTTLS before MAIL (or AUTH)                   530 (RFC 3207 §4: "Must iss
 MTA: no client certificate                          530 5.7.0 (one that does not chain to ``tls.ca_file``,
                                                     the IGC-Santé-style trust anchors, fails the handshake)
 MTA: sender domain not in the trust list            550 5.7.1 (null sender ``<>`` allowed: DSNs, MDNs)
+MTA: sender in a domain hosted here                 550 5.7.1 at MAIL; ``From:``/``Sender:`` at DATA (stored)
 MTA: recipient not hosted here                      550 5.1.1 (hosted domain) / 550 5.7.1 (any other: no relay)
+recipient mailbox suspended                         550 5.2.1 (RFC 3463: mailbox disabled)
 submission: AUTH before TLS                         530 (STARTTLS first), 538 5.7.11 if TLS is not required
 submission: MAIL without AUTH                       530 5.7.0 Authentication required (RFC 4954 §6)
-submission: sender not one of the login's addresses 553 5.7.1
+submission: sender not one of the login's addresses 553 5.7.1; ``From:``/``Sender:`` at DATA 550 5.7.1 (stored)
+submission: failed logins over the limit            454 4.7.0 (counted across connections; password unchecked)
 submission: recipient outside the trust space       554 5.7.1 relay denied (hosted domain: 550 5.1.1)
 too many recipients                                 452 4.5.3 (RFC 5321 §4.5.3.1.10)
 message over ``max_message_bytes``                  552 (SIZE parameter or DATA, RFC 1870)
@@ -35,16 +38,23 @@ a fix) before the 554 goes out.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
+import email.utils
 import hashlib
 from base64 import b64decode
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 from pydantic import Field
 
+from adapters.auth_throttle import AuthThrottle
 from adapters.base import InboundContext
+from adapters.slots import Slot, Slots
+from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess, sasl_bearer
 from adapters.smtp.common import (
     HostedMailbox,
     Mailboxes,
@@ -59,6 +69,7 @@ from adapters.smtp.common import (
     server_tls_context,
     verify_password,
 )
+from adapters.smtp.directory import open_directory
 from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, analyse, is_null_sender
 from adapters.tls import TlsConfig
 from hub.errors import Retryable
@@ -70,6 +81,7 @@ from mappings.xdm import ZipLimits
 __all__ = ["SmtpMtaConfig", "SmtpMtaInbound", "SmtpSubmissionConfig", "SmtpSubmissionInbound"]
 
 log = structlog.get_logger("hub.smtp.in")
+_HEADERS = BytesParser(policy=policy.compat32)
 
 
 class _ListenerConfig(ComponentConfig):
@@ -77,6 +89,9 @@ class _ListenerConfig(ComponentConfig):
     tls: TlsConfig = Field(description="Certificate (cert_file, key_file) for STARTTLS, which is required.")
     domains: list[str] = Field(default_factory=list, description="The operator's own mail domains.")
     mailboxes: list[HostedMailbox] = Field(default_factory=list, description="Mailboxes hosted by this operator.")
+    mailbox_directory: str | None = Field(
+        None, description="JSON file of the mailboxes created through the admin API (`hub mailbox`), re-read on change."
+    )
     trust_list_file: str | None = Field(
         None,
         description="File listing the operator domains of the MSSanté trust space, one a line (`*.x.fr` for "
@@ -87,7 +102,22 @@ class _ListenerConfig(ComponentConfig):
     )
     max_message_bytes: int = Field(32 * 2**20, ge=1024, description="Largest mail accepted (SIZE, 552).")
     max_recipients: int = Field(100, ge=1, le=10_000, description="Most recipients of one mail (452 4.5.3).")
-    max_connections: int = Field(64, ge=1, description="Connections served at once; more get 421.")
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description="Connections served at once. A newcomer over the limit takes the slot of the oldest "
+        "connection not yet proven (MTA: no MAIL FROM accepted yet; submission: not logged in); when every slot "
+        "is proven it gets 421.",
+    )
+    max_connections_per_peer: int = Field(
+        10, ge=1, description="Connections one peer address may hold at once (same rule over its own share)."
+    )
+    handshake_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        description="Close a connection not proven this long after connecting (STARTTLS, then MAIL FROM on the MTA "
+        "port, AUTH on submission); timeout_secs applies after.",
+    )
     timeout_secs: float = Field(300.0, gt=0, description="Close a connection idle this long (RFC 5321 §4.5.3.2).")
     max_mime_parts: int = Field(200, ge=1, description="Most MIME parts read in one mail (more: 554).")
     xdm: ZipLimits = Field(default_factory=ZipLimits, description="Limits applied to IHE_XDM.ZIP archives.")
@@ -108,30 +138,89 @@ class SmtpMtaConfig(_ListenerConfig):
 
 class SmtpSubmissionConfig(_ListenerConfig):
     listen: str = Field("127.0.0.1:5587", description="host:port of the submission port for local clients.")
-    users: list[SubmissionUser] = Field(default_factory=list, description="Who may log in and send.")
+    users: list[SubmissionUser] = Field(
+        default_factory=list, description="Software logins (AUTH PLAIN/LOGIN) and the sender addresses each may use."
+    )
+    access: AccessConfig = Field(
+        default_factory=AccessConfig,
+        description="Mailbox logins, as on IMAP: client certificate (AUTH EXTERNAL, asked for when tls.ca_file is "
+        "set), Pro Santé Connect token (AUTH OAUTHBEARER / XOAUTH2), the mailbox's password where allowed; the "
+        "mailbox opened is the only sender address.",
+    )
     max_auth_failures: int = Field(3, ge=1, description="Failed AUTH attempts before the connection is closed.")
+    auth_failures_per_user: int = Field(
+        5,
+        ge=1,
+        description="Failed logins of one name, over all connections, within auth_failure_window_secs; past it "
+        "AUTH answers 454 4.7.0 for that name without checking the password.",
+    )
+    auth_failures_per_peer: int = Field(
+        20, ge=1, description="The same limit for one client address, whatever the names it tries."
+    )
+    auth_failure_window_secs: float = Field(
+        900.0, gt=0, description="How long a failed login counts against its name and address."
+    )
 
 
 class _Protocol(SMTP):
-    """aiosmtpd's SMTP with a connection limit (checked before the greeting) and tracking for stop()."""
+    """aiosmtpd's SMTP with fair connection slots (checked before the greeting) and tracking for stop().
+
+    A connection is unproven until it proves itself (MTA: MAIL FROM accepted after STARTTLS with a
+    certificate; submission: AUTH succeeded): until then it may be evicted by a newcomer
+    (:mod:`adapters.slots`) and is closed ``handshake_timeout_secs`` after connecting.
+    """
+
+    # RFC 4954 §4 lets an AUTH line reach 12288 octets (a bearer token does not fit in the 512 of RFC 5321
+    # §4.5.3.1.4): aiosmtpd sizes its line reader with this at __init__, then checks DATA lines with it.
+    line_length_limit = 12288 + 2
 
     def __init__(self, listener: _SmtpListener, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self.line_length_limit = SMTP.line_length_limit  # text lines of DATA: 1000 octets (RFC 5321 §4.5.3.1.6)
+        # aiosmtpd keeps the command limits in a class-level dict: ours is per connection.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, {"AUTH": 12288})
         self._listener = listener
         self._refused = False
+        self._slot: Slot | None = None
+        self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self._original_transport is None and self.transport is None
-        if first and len(self._listener.connections) >= self._listener.config.max_connections:
-            self._refused = True
-            transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
-            transport.close()
-            return
         if first:
+            peername = transport.get_extra_info("peername")
+            self._slot = self._listener.slots.admit(str(peername[0]) if peername else "", transport.abort)
+            if self._slot is None:
+                self._refused = True
+                transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
             self._listener.connections.add(self)
+            self._deadline = self.loop.call_later(self._listener.config.handshake_timeout_secs, self._too_slow)
         super().connection_made(transport)
 
+    def prove(self) -> None:
+        """This connection did what a real client does: long timeout, and no eviction."""
+        if self._slot is not None:
+            self._slot.prove()
+        if self._deadline is not None:
+            self._deadline.cancel()
+
+    def _too_slow(self) -> None:
+        if self.transport is not None:
+            log.info("smtp_handshake_timeout", listener=self._listener.name)
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        # aiosmtpd cancels its handler on EOF but keeps a half-closed plain socket open until
+        # timeout_secs: a client that connects and closes at once would keep its slot. Close.
+        super().eof_received()
+        return False
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self._slot is not None:
+            self._slot.release()
+        if self._deadline is not None:
+            self._deadline.cancel()
         self._listener.connections.discard(self)
         if self._refused:
             return
@@ -148,9 +237,10 @@ class _SmtpListener:
         self.name = name
         self.config = config
         self.ctx = ctx
-        self.mailboxes = Mailboxes(config.mailboxes, config.domains)
+        self.mailboxes = Mailboxes(config.mailboxes, config.domains, directory=open_directory(config.mailbox_directory))
         self.trust = TrustList(config.trust_list_file, extra=config.trusted_domains)
         self.connections: set[_Protocol] = set()
+        self.slots = Slots(max_connections=config.max_connections, max_per_peer=config.max_connections_per_peer)
         self._server: asyncio.Server | None = None
         self.port: int | None = None
 
@@ -181,6 +271,18 @@ class _SmtpListener:
 
     async def stop(self) -> None:
         await close_smtp_server(self._server, self.connections)
+
+    def admin_operations(self) -> tuple[Any, ...]:
+        """Mailbox administration on the admin API, when a mailbox directory is configured."""
+        if self.mailboxes.directory is None:
+            return ()
+        from adapters.smtp.admin import mailbox_operations  # the admin API is loaded with the HTTP server only
+
+        return mailbox_operations(self.mailboxes)
+
+    def is_serving(self) -> bool:
+        """True while the listening socket accepts connections (for /healthz)."""
+        return self._server is not None and self._server.is_serving()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -239,6 +341,13 @@ class _SmtpListener:
         except Exception as exc:  # a bug must not lose the mail: the sender keeps it and retries
             log.error("smtp_intake_failed", listener=self.name, message_id=mail_id, error=type(exc).__name__)
             return "451 4.3.0 Temporary failure, please try again later"
+        refused_as = "554 5.6.0 Message refused"
+        if intake.refusal is None and (spoof := self._header_identity_refusal(session, envelope, raw)):
+            # Refused for who it claims to be from: no MDN (it would go to the claimed sender).
+            intake.refusal, intake.mdn, refused_as = spoof, None, "550 5.7.1 Message refused"
+            await self.ctx.audit(
+                "mail_sender_refused", actor=self._actor(session), outcome="refused", detail={"reason": spoof}
+            )
         metadata = {**intake.metadata, **self._session_metadata(session), "endpoint": self.name}
         mail = Message(
             id=mail_id,
@@ -262,7 +371,7 @@ class _SmtpListener:
                 log.info("smtp_refused", listener=self.name, message_id=mail_id, reason=intake.refusal)
                 # SMTP replies are US-ASCII (RFC 5321 §4.2); the reason is the hub's text, folded to be safe.
                 reason = intake.refusal.encode("ascii", "replace").decode()[:400]
-                return f"554 5.6.0 Message refused: {reason}"
+                return f"{refused_as}: {reason}"
             result = await self.ctx.submit(mail, dedup_key=f"{base_key}|mail" if base_key else None)
             stored = mail
             if result.duplicate:
@@ -284,6 +393,13 @@ class _SmtpListener:
 
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {}
+
+    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
+        """Why the From:/Sender: headers may not be accepted from this client, or None."""
+        return None
+
+    def _actor(self, session: Session) -> str:
+        return _peer_ip(session)
 
 
 @register("inbound", "smtp_mta", config=SmtpMtaConfig)
@@ -318,8 +434,16 @@ class SmtpMtaInbound(_SmtpListener):
         # RFC 5321 §4.5.5: the null sender (DSNs, MDNs) is always accepted; any other must be in the trust space.
         if not is_null_sender(address) and domain_of(address) not in self.trust:
             return "550 5.7.1 Sender domain is not in the MSSante trust space"
+        if self.mailboxes.hosts_domain(address):
+            # Our own users send through submission, never from another operator's MTA (anti-spoofing).
+            await self.ctx.audit(
+                "mail_sender_refused", actor=self._actor(session), outcome="refused",
+                detail={"reason": "envelope sender in a domain hosted here"},
+            )  # fmt: skip
+            return "550 5.7.1 Sender domain is hosted here: not accepted from another operator"
         envelope.mail_from = address  # "<>" stays as aiosmtpd spells it (it needs a non-empty value)
         envelope.mail_options.extend(mail_options)
+        _prove(server)
         return "250 2.1.0 OK"
 
     async def handle_RCPT(
@@ -327,16 +451,26 @@ class SmtpMtaInbound(_SmtpListener):
     ) -> str:
         if reply := self._too_many(envelope):
             return reply
-        if self.mailboxes.get(address) is None:
+        box = self.mailboxes.get(address)
+        if box is None:
             if self.mailboxes.hosts_domain(address):
                 return "550 5.1.1 Recipient mailbox unknown"
             return "550 5.7.1 Relaying denied: recipient not hosted here"
+        if box.status != "active":
+            return "550 5.2.1 Recipient mailbox disabled"  # RFC 3463 X.2.1: mailbox disabled, not accepting
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {"tls_peer": certificate_name(peer_certificate(session.ssl))}
+
+    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
+        hosted = [a for a in header_senders(raw) if self.mailboxes.hosts_domain(a)]
+        return "From/Sender header in a domain hosted here, from another operator" if hosted else None
+
+    def _actor(self, session: Session) -> str:
+        return certificate_name(peer_certificate(session.ssl)) or _peer_ip(session)
 
 
 @register("inbound", "smtp_submission", config=SmtpSubmissionConfig)
@@ -350,17 +484,32 @@ class SmtpSubmissionInbound(_SmtpListener):
         super().__init__(name, config, ctx)
         self.config: SmtpSubmissionConfig = config
         self.users = {u.username: u for u in config.users}
+        self.access = MailAccess(self.mailboxes, config.access)
+        self.throttle = AuthThrottle(
+            per_user=config.auth_failures_per_user,
+            per_peer=config.auth_failures_per_peer,
+            window_secs=config.auth_failure_window_secs,
+        )
 
     def _smtp_kwargs(self) -> dict[str, Any]:
         return {
-            "tls_context": server_tls_context(self.config.tls, ask_client_cert=False),
+            "tls_context": server_tls_context(self.config.tls, ask_client_cert=bool(self.config.tls.ca_file)),
             "auth_required": True,
             "auth_require_tls": True,
         }
 
+    # aiosmtpd advertises a mechanism for each ``auth_<NAME>`` of the handler; handle_AUTH below serves them all.
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> None:  # pragma: no cover - never called
+        raise NotImplementedError
+
+    auth_OAUTHBEARER = auth_XOAUTH2 = auth_EXTERNAL
+
     async def handle_AUTH(self, server: SMTP, session: Session, envelope: Envelope, args: list[str]) -> str | None:
-        """AUTH PLAIN (RFC 4616) and LOGIN, checked against scrypt hashes in a worker thread."""
+        """AUTH PLAIN (RFC 4616) and LOGIN (software logins, else a mailbox's password where allowed), EXTERNAL
+        (RFC 4422 app. A: the verified client certificate), OAUTHBEARER (RFC 7628) and XOAUTH2 (bearer token)."""
         mechanism = args[0].upper()
+        if mechanism in ("EXTERNAL", "OAUTHBEARER", "XOAUTH2"):
+            return await self._auth_mailbox(server, session, mechanism, args)
         if mechanism == "PLAIN":
             blob: Any = _b64(args[1]) if len(args) > 1 else await server.challenge_auth("", encode_to_b64=False)
             if blob is MISSING:
@@ -380,18 +529,80 @@ class SmtpSubmissionInbound(_SmtpListener):
             return "504 5.5.4 Unrecognized authentication type"
         if not isinstance(login, bytes) or not isinstance(password, bytes):
             return "501 5.5.2 Cannot decode the AUTH response"
-        username = login.decode("utf-8", "replace")
+        username = login.decode("utf-8", "replace")[:256]
+        peer = _peer_ip(session)
+        if self.throttle.blocked(username, peer):
+            # RFC 4954 §6: 454 4.7.0 temporary failure; the password is not even checked.
+            await self.ctx.audit("login_throttled", actor=username, outcome="refused", detail={"peer": peer})
+            log.info("smtp_auth_throttled", listener=self.name)
+            return "454 4.7.0 Temporary authentication failure, try again later"
         user = self.users.get(username)
+        if user is None and self.mailboxes.get(username) is not None:
+            try:
+                grant = await self.access.by_password(username, password.decode("utf-8", "replace"))
+            except AccessDenied as exc:
+                return await self._auth_failed(server, session, mechanism, str(exc), username=username)
+            self.throttle.succeeded(username)
+            _prove(server)
+            return self._auth_ok(session, grant)
         ok = await asyncio.to_thread(
             verify_password, password.decode("utf-8", "replace"), user.password_hash if user else None
         )
         if ok and user is not None:
             session.authenticated = True
             session.auth_data = user.username
+            self.throttle.succeeded(username)
+            _prove(server)
             return "235 2.7.0 Authentication successful"
+        return await self._auth_failed(server, session, mechanism, "password refused", username=username)
+
+    async def _auth_mailbox(self, server: SMTP, session: Session, mechanism: str, args: list[str]) -> str | None:
+        blob: Any
+        if len(args) > 1:
+            blob = b"" if args[1] == "=" else _b64(args[1])  # "=": an empty initial response (RFC 4954 §4)
+        else:
+            blob = await server.challenge_auth("", encode_to_b64=False)
+        if blob is MISSING:
+            return None
+        if blob is None:
+            return "501 5.5.2 Cannot decode the AUTH response"
+        try:
+            if mechanism == "EXTERNAL":
+                name = certificate_name(peer_certificate(session.ssl))
+                grant = self.access.by_certificate(name, blob.decode("utf-8"))
+            else:
+                user, token = sasl_bearer(mechanism, blob)
+                grant = await self.access.by_token(token, user)
+        except (ValueError, UnicodeDecodeError):
+            return "501 5.5.2 Cannot decode the AUTH response"
+        except IssuerUnavailable as exc:
+            log.warning("smtp_auth_unavailable", listener=self.name, mechanism=mechanism, reason=str(exc))
+            return "454 4.7.0 Temporary authentication failure"
+        except AccessDenied as exc:
+            if mechanism != "EXTERNAL":
+                # RFC 7628 §3.2.2: the failure is a challenge carrying the error; the client answers %x01.
+                error = b'{"status":"invalid_token","schemes":"bearer"}'
+                if await server.challenge_auth(error) is MISSING:
+                    return None
+            return await self._auth_failed(server, session, mechanism, str(exc))
+        _prove(server)
+        return self._auth_ok(session, grant)
+
+    def _auth_ok(self, session: Session, grant: Grant) -> str:
+        session.authenticated = True
+        session.auth_data = f"mailbox:{grant.mailbox.address}"
+        log.info("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
+        return "235 2.7.0 Authentication successful"
+
+    async def _auth_failed(
+        self, server: SMTP, session: Session, mechanism: str, reason: str, *, username: str = ""
+    ) -> str | None:
+        peer = _peer_ip(session)
+        self.throttle.failed(username, peer)  # password guessing is limited across connections too
+        await self.ctx.audit("login_failed", actor=username or peer, outcome="refused", detail={"peer": peer})
         failures = getattr(session, "auth_failures", 0) + 1
         session.auth_failures = failures  # type: ignore[attr-defined]
-        log.info("smtp_auth_failed", listener=self.name, failures=failures)
+        log.info("smtp_auth_failed", listener=self.name, failures=failures, mechanism=mechanism, reason=reason)
         if failures >= self.config.max_auth_failures:
             await server.push("421 4.7.0 Too many failed authentications, closing")
             if server.transport is not None:
@@ -402,10 +613,10 @@ class SmtpSubmissionInbound(_SmtpListener):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        user = self.users.get(str(session.auth_data or ""))
-        if user is None:
+        allowed = self._login_addresses(session)
+        if allowed is None:
             return "530 5.7.0 Authentication required"
-        if address.lower() not in user.addresses:
+        if address.lower() not in allowed:
             return "553 5.7.1 Sender address not allowed for this login"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -416,7 +627,10 @@ class SmtpSubmissionInbound(_SmtpListener):
     ) -> str:
         if reply := self._too_many(envelope):
             return reply
-        if self.mailboxes.get(address) is None:
+        box = self.mailboxes.get(address)
+        if box is not None and box.status != "active":
+            return "550 5.2.1 Recipient mailbox disabled"
+        if box is None:
             if self.mailboxes.hosts_domain(address):
                 return "550 5.1.1 Recipient mailbox unknown"
             if domain_of(address) not in self.trust:
@@ -428,6 +642,45 @@ class SmtpSubmissionInbound(_SmtpListener):
 
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {"auth_user": str(session.auth_data or "")}
+
+    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
+        # RFC 6409 §6.1 lets the MSA check the author: From:/Sender: must be the login's own addresses.
+        allowed = self._login_addresses(session)
+        senders = header_senders(raw)
+        if allowed is None or not senders or any(a not in allowed for a in senders):
+            return "From/Sender header is not one of the addresses of this login"
+        return None
+
+    def _login_addresses(self, session: Session) -> list[str] | None:
+        """The addresses a login may send as: its mailbox (certificate, token, mailbox password) or the
+        software account's list; None before AUTH."""
+        login = str(session.auth_data or "")
+        if login.startswith("mailbox:"):
+            return [login.removeprefix("mailbox:").lower()]
+        user = self.users.get(login)
+        return list(user.addresses) if user is not None else None
+
+    def _actor(self, session: Session) -> str:
+        return str(session.auth_data or "") or _peer_ip(session)
+
+
+def header_senders(raw: bytes) -> list[str]:
+    """The addresses of the From: and Sender: headers (lower case), read from the header block only."""
+    try:
+        headers = _HEADERS.parsebytes(raw, headersonly=True)
+        values = [str(v) for name in ("From", "Sender") for v in (headers.get_all(name) or [])]
+    except Exception:  # unreadable headers: no sender can be trusted
+        return ["<unreadable>"]
+    return [a.lower() for _, a in email.utils.getaddresses(values) if a]
+
+
+def _peer_ip(session: Session) -> str:
+    return str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer or "")
+
+
+def _prove(server: SMTP) -> None:
+    if isinstance(server, _Protocol):
+        server.prove()
 
 
 def _b64(value: str) -> bytes | None:

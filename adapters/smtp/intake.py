@@ -18,7 +18,8 @@ received with our Received line on top):
 ``rcpt_local``             hosted personal / organisational mailboxes among them
 ``rcpt_application``       hosted application mailboxes among them
 ``rcpt_remote``            other operators' addresses (submission port only)
-``has_local_recipients``   ``true`` / ``false``, and ``has_remote_recipients``, for route filters
+``has_local_recipients``   ``true`` / ``false`` (any hosted mailbox, application ones included)
+``has_remote_recipients``  ``true`` / ``false``; both for route filters
 ``tls_peer``               subject CN of the peer operator's client certificate (MTA port)
 ``auth_user``              the authenticated login (submission port)
 =========================  =====================================================================
@@ -80,6 +81,8 @@ _VISIBILITY = {
 }
 # Volet trans-lps, applicationErrorCode 906 "Erreur 'Autre'": the platform itself could not process the mail.
 MDN_ERROR = ("906", "Courriel refuse par la plateforme")
+#: The outcome hook that sends a mail's MDN once its documents have their outcome (adapters/smtp/mdn_after.py).
+MDN_HOOK = "mssante_mdn"
 
 
 @dataclasses.dataclass(slots=True, repr=False)
@@ -143,7 +146,8 @@ def analyse(
         "rcpt_local": _csv(local),
         "rcpt_application": _csv(application),
         "rcpt_remote": _csv(remote),
-        "has_local_recipients": _yes(bool(local)),
+        # Application mailboxes keep the mail too (read over IMAP by the application or its integrator).
+        "has_local_recipients": _yes(bool(local or application)),
         "has_remote_recipients": _yes(bool(remote)),
     }
     intake = Intake(raw=raw, metadata=metadata)
@@ -216,36 +220,77 @@ def analyse(
     if mdn_to:
         final = application[0]
         original_recipient = _strip_angle(parts.header("Original-Recipient").partition(";")[2]) or final
-        mdn = build_mdn(
-            raw,
-            to=mdn_to,
-            final_recipient=final,
-            original_recipient=original_recipient,
-            original_message_id=message_id or "<unknown>",
-            original_subject=parts.header("Subject"),
-            reporting_ua=hostname,
-            message_id=hub_message_id(mail_id, "mdn", domain_of(final) or hostname),
-            date=now,
-            error=MDN_ERROR if intake.refusal else None,
-        )
         to_local = mailboxes.get(mdn_to) is not None
-        intake.mdn = (
-            mdn,
-            {
-                "mail_kind": "mdn",
-                "message_type": "mdn",
-                "control_id": hub_message_id(mail_id, "mdn", domain_of(final) or hostname),
-                "mail_from": "",  # RFC 8098 §3: an MDN has a null return path, nothing answers it
-                "rcpt_to": mdn_to,
-                "rcpt_local": mdn_to if to_local else "",
-                "rcpt_application": "",
-                "rcpt_remote": "" if to_local else mdn_to,
-                "has_local_recipients": _yes(to_local),
-                "has_remote_recipients": _yes(not to_local),
-                "mdn_disposition": "processed/error" if intake.refusal else "processed",
-            },
-        )
+        if intake.documents and intake.refusal is None:
+            # "processed" only once the DPI has accepted the documents (or an error MDN once it refused
+            # one): the documents carry what the MDN needs, and the hub's outcome hook sends it.
+            deferred = {
+                "on_final": MDN_HOOK,
+                "mdn_to": mdn_to,
+                "mdn_to_local": _yes(to_local),
+                "mdn_final_recipient": final,
+                "mdn_original_recipient": original_recipient,
+                "mdn_reporting_ua": hostname,
+            }
+            intake.documents = [(body, {**meta, **deferred}) for body, meta in intake.documents]
+        else:
+            intake.mdn = mdn_message(
+                raw,
+                to=mdn_to,
+                to_local=to_local,
+                final_recipient=final,
+                original_recipient=original_recipient,
+                original_message_id=message_id or "<unknown>",
+                original_subject=parts.header("Subject"),
+                reporting_ua=hostname,
+                mail_id=mail_id,
+                now=now,
+                error=MDN_ERROR if intake.refusal else None,
+            )
     return intake
+
+
+def mdn_message(
+    raw: bytes,
+    *,
+    to: str,
+    to_local: bool,
+    final_recipient: str,
+    original_recipient: str,
+    original_message_id: str,
+    original_subject: str,
+    reporting_ua: str,
+    mail_id: str,
+    now: dt.datetime,
+    error: tuple[str, str] | None,
+) -> tuple[bytes, dict[str, str]]:
+    """An MDN for the mail `raw` and the metadata that routes it (to a hosted mailbox or another operator)."""
+    control_id = hub_message_id(mail_id, "mdn", domain_of(final_recipient) or reporting_ua)
+    mdn = build_mdn(
+        raw,
+        to=to,
+        final_recipient=final_recipient,
+        original_recipient=original_recipient,
+        original_message_id=original_message_id,
+        original_subject=original_subject,
+        reporting_ua=reporting_ua,
+        message_id=control_id,
+        date=now,
+        error=error,
+    )
+    return mdn, {
+        "mail_kind": "mdn",
+        "message_type": "mdn",
+        "control_id": control_id,
+        "mail_from": "",  # RFC 8098 §3: an MDN has a null return path, nothing answers it
+        "rcpt_to": to,
+        "rcpt_local": to if to_local else "",
+        "rcpt_application": "",
+        "rcpt_remote": "" if to_local else to,
+        "has_local_recipients": _yes(to_local),
+        "has_remote_recipients": _yes(not to_local),
+        "mdn_disposition": "processed/error" if error else "processed",
+    }
 
 
 def _mdn_address(parts: MailParts, mail_from: str) -> str | None:
@@ -317,6 +362,10 @@ def _documents(parts: MailParts, limits: ZipLimits) -> list[tuple[bytes, dict[st
         doc_meta = {
             **header,
             "mail_kind": "document",
+            # A document goes to the DPI, never to a mailbox or another operator: the mail's routing keys,
+            # inherited through derive(), do not apply to it.
+            "has_local_recipients": "false",
+            "has_remote_recipients": "false",
             "message_type": "CDA",
             "control_id": header.get("unique_id", "")[:200],
             "patient_key": key,

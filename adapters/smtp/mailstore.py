@@ -8,9 +8,15 @@ reader never sees half a message and a crash leaves at worst a file in
 ``tmp/``. The file name is derived from the hub message id and the mailbox,
 so a retried delivery finds its own file and does not deliver twice.
 
+A hub running as root (a container) delivers as the owner of the mailbox root:
+Dovecot refuses to touch mail as root, so the ``imap`` listener gives that root
+to its ``mail_user``.
+
 The `mailbox` destination takes the ``message/rfc822`` messages a route sends
 it (mail received for hosted mailboxes, DSNs) and delivers a copy to each
-hosted recipient listed in the metadata key ``rcpt_local``.
+hosted recipient listed in the metadata keys ``rcpt_local`` and
+``rcpt_application`` (an application mailbox keeps a copy of what enters
+the engine, so that it can be read over IMAP).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 from pydantic import Field
 
 from adapters.smtp.common import HostedMailbox, Mailboxes
+from adapters.smtp.directory import open_directory
 from hub.errors import Rejected, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
@@ -49,11 +56,23 @@ class MailboxStore:
             raise ValueError("not a deliverable mailbox address")
         return self.root / domain / local
 
+    def _owner(self) -> tuple[int, int] | None:
+        """Under root, who owns the mailbox root owns what is delivered (the IMAP server's mail user)."""
+        if os.geteuid() != 0:
+            return None
+        st = self.root.stat()
+        return (st.st_uid, st.st_gid) if st.st_uid != 0 else None
+
     def deliver(self, address: str, data: bytes, *, key: str) -> Path:
         """Write one message into a mailbox; idempotent for the same ``key``. Blocking: call in a thread."""
         folder = self.folder(address)
+        owner = self._owner()
         for sub in ("tmp", "new", "cur"):
+            made = not (folder / sub).exists()
             (folder / sub).mkdir(parents=True, exist_ok=True)
+            if made and owner:
+                for path in (folder.parent, folder, folder / sub):
+                    os.chown(path, *owner)
         digest = hashlib.sha1(f"{key}|{address.lower()}".encode()).hexdigest()[:16]
         name = f"{digest}.{socket.gethostname().replace('/', '_')}"
         final = folder / "new" / name
@@ -61,6 +80,8 @@ class MailboxStore:
             return final
         tmp = folder / "tmp" / name
         with open(tmp, "wb") as f:
+            if owner:
+                os.fchown(f.fileno(), *owner)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -82,19 +103,22 @@ class MailboxStore:
 class MailboxOutboundConfig(ComponentConfig):
     mailbox_dir: str = Field(description="Root folder of the hosted Maildir mailboxes.")
     mailboxes: list[HostedMailbox] = Field(
-        default_factory=list, description="Hosted mailboxes; only these receive (application mailboxes excepted)."
+        default_factory=list, description="Hosted mailboxes; only these receive."
+    )
+    mailbox_directory: str | None = Field(
+        None, description="JSON file of the mailboxes created through the admin API (`hub mailbox`), re-read on change."
     )
 
 
 @register("outbound", "mailbox", config=MailboxOutboundConfig)
 class MailboxOutbound:
-    """Local delivery: a mail (message/rfc822) into the Maildir of each hosted recipient in `rcpt_local`."""
+    """Local delivery: a mail (message/rfc822) into the Maildir of each hosted recipient, application ones too."""
 
     def __init__(self, name: str, config: MailboxOutboundConfig) -> None:
         self.name = name
         self.config = config
         self.store = MailboxStore(config.mailbox_dir)
-        self.mailboxes = Mailboxes(config.mailboxes)
+        self.mailboxes = Mailboxes(config.mailboxes, directory=open_directory(config.mailbox_directory))
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.root.mkdir, parents=True, exist_ok=True)
@@ -105,10 +129,12 @@ class MailboxOutbound:
     async def send(self, message: Message) -> None:
         if message.content_type != CONTENT_MAIL:
             raise Rejected(f"the mailbox destination takes {CONTENT_MAIL}, not {message.content_type}")
-        targets = [a for a in message.metadata.get("rcpt_local", "").split(",") if a.strip()]
-        known = [a.strip() for a in targets if (m := self.mailboxes.get(a.strip())) and m.kind != "application"]
+        meta = message.metadata
+        targets = [a.strip() for a in f"{meta.get('rcpt_local', '')},{meta.get('rcpt_application', '')}".split(",")]
+        boxes = [b for a in targets if a and (b := self.mailboxes.get(a)) is not None]
+        known = [b.address for b in boxes if b.status == "active"]
         if not known:
-            raise Rejected("no hosted personal or organisational mailbox among the recipients")
+            raise Rejected("no hosted mailbox among the recipients")
         # The stored message's id (routes to mailboxes have no steps): a retried delivery finds its own file.
         key = message.id
         try:

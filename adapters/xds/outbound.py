@@ -2,7 +2,9 @@
 
 One ``send`` = one HTTPS POST of a SOAP 1.2 MTOM message: the ebRIM
 metadata built by :mod:`mappings.xds` from the CDA header and this
-endpoint's configuration, the document as an XOP attachment, WS-Addressing
+endpoint's configuration, the document as an XOP attachment, the lot's
+XAdES signature document (:mod:`mappings.xds.signature`, signed with the VIHF
+key), WS-Addressing
 headers, and a signed VIHF assertion in ``wsse:Security``; mutual TLS with
 the structure's certificate (DOMAIN.md §5).
 
@@ -46,8 +48,8 @@ from pydantic import Field, field_validator
 from adapters.tls import TlsConfig, client_context
 from adapters.xds.mtom import MtomError, Part, cid_href, content_type_params, decode_related, encode_related
 from adapters.xds.soap import ACTION_PNR, SoapError, SoapFault, envelope, read_envelope
-from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion
-from hub.errors import NotConnected, Rejected, Retryable
+from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion, subject_for
+from hub.errors import ConfigError, MappingError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
 from mappings.xds import (
@@ -58,6 +60,7 @@ from mappings.xds import (
     read_registry_response,
     redact_context,
 )
+from mappings.xds.signature import sign_submission
 
 __all__ = ["TRANSIENT_ERROR_CODES", "XdsOutbound", "XdsOutboundConfig", "classify_registry_response"]
 
@@ -90,6 +93,11 @@ class XdsOutboundConfig(ComponentConfig):
         None, description="The VIHF assertion put in wsse:Security. Unset: no security header (non-DMP registries)."
     )
     mtom: bool = Field(True, description="Send the document as an MTOM/XOP attachment; false: inline base64.")
+    sign_lot: bool | None = Field(
+        None,
+        description="Add the lot's XAdES signature document (IHE DSG; the DMP refuses unsigned lots), signed with "
+        "the VIHF signing key. Unset: signed whenever a VIHF is configured.",
+    )
     duplicate_unique_id_is_success: bool = Field(
         False,
         description="Count a Failure whose only error is XDSDuplicateUniqueIdInRegistry as delivered: the document "
@@ -129,6 +137,14 @@ def classify_registry_response(
     raise Rejected(f"XDS {result.status or 'unknown status'}: {detail}", ack_code=codes[0])
 
 
+def _secret_connection(metadata: Any) -> bool:
+    """MetaDMPMSS CONNEXION_SECRETE (metadata ``secret_connection``): Y, N or absent; anything else refused."""
+    value = metadata.get("secret_connection", "")
+    if value not in ("", "Y", "N"):
+        raise MappingError("MetaDMPMSS flag secret_connection must be Y or N", location="OBX")
+    return value == "Y"
+
+
 def _fault_error(fault: SoapFault, status: int) -> Retryable:
     return Retryable(f"SOAP fault {fault.summary()} (HTTP {status})")
 
@@ -155,6 +171,10 @@ class XdsOutbound:
             if config.vihf is not None
             else None
         )
+        if config.sign_lot and self._signer is None:
+            raise ConfigError("xds: sign_lot needs signing material (configure vihf)")
+        sign = self._signer is not None and config.sign_lot is not False
+        self._lot_signer = self._signer.lot_signer() if sign and self._signer is not None else None
 
     async def start(self) -> None:
         """The HTTP session is opened here; connections are made on first use."""
@@ -187,17 +207,41 @@ class XdsOutbound:
             submission_time=now,
             metadata=message.metadata,
         )
+        if self._lot_signer is not None:
+            sub = sign_submission(sub, self._lot_signer)
         cid = f"{sub.document_entry.entry_uuid.removeprefix('urn:uuid:')}@interop-hub"
-        body = provide_and_register_request(sub, xop_href=cid_href(cid) if self.config.mtom else None)
+        sig_cid = f"{sub.signature.entry_uuid.removeprefix('urn:uuid:')}@interop-hub" if sub.signature else ""
+        body = provide_and_register_request(
+            sub,
+            xop_href=cid_href(cid) if self.config.mtom else None,
+            signature_href=cid_href(sig_cid) if self.config.mtom and sig_cid else None,
+        )
         security = []
         if self._signer is not None and self.config.vihf is not None:
-            assertion = build_assertion(
+            lot = sub.submission_set.author
+            subject = subject_for(
                 self.config.vihf,
-                issuer=self._signer.issuer,
-                structure_id=self.config.vihf.structure_id or self.config.metadata.structure.id_nat,
-                resource_id=sub.document_entry.patient_id,
-                now=now,
+                lot.person,
+                lot.specialties,
+                lot.institutions[0] if lot.institutions else "",
+                sub.document_entry.healthcare_facility_type_code.code,
             )
+            try:
+                assertion = build_assertion(
+                    self.config.vihf,
+                    issuer=self._signer.issuer,
+                    # Identifiant_Structure: the lot's structure (PRT-8.10), so several structures share one hub.
+                    structure_id=subject.structure_id
+                    or self.config.vihf.structure_id
+                    or self.config.metadata.structure.id_nat,
+                    resource_id=sub.document_entry.patient_id,
+                    now=now,
+                    subject=subject,
+                    tls_client=bool(self.config.tls and self.config.tls.cert_file),
+                    secret_connection=_secret_connection(message.metadata),
+                )
+            except ValueError as exc:
+                raise MappingError(str(exc)) from None
             security.append(self._signer.sign(assertion))
         # A fresh wsa:MessageID per attempt (it names one transmission); the lot uniqueId stays stable.
         env = envelope(body, action=ACTION_PNR, to=self.config.endpoint, security=security)
@@ -205,7 +249,10 @@ class XdsOutbound:
         xml = etree.tostring(env, xml_declaration=True, encoding="UTF-8")
         if not self.config.mtom:
             return xml, f'application/soap+xml; charset=UTF-8; action="{ACTION_PNR}"', sent_id
-        data, ctype = encode_related(xml, [Part(cid, sub.document_entry.mime_type, sub.document)], action=ACTION_PNR)
+        parts = [Part(cid, sub.document_entry.mime_type, sub.document)]
+        if sub.signature is not None:
+            parts.append(Part(sig_cid, sub.signature.mime_type, sub.signature_document))
+        data, ctype = encode_related(xml, parts, action=ACTION_PNR)
         return data, ctype, sent_id
 
     async def send(self, message: Message) -> None:
@@ -222,7 +269,9 @@ class XdsOutbound:
                 retry_after = _retry_after(resp.headers)
                 body = await self._read(resp)
         except aiohttp.ConnectionTimeoutError:
-            raise NotConnected(f"no connection within {self.config.connect_timeout_secs:g}s") from None
+            raise Unreachable(f"no connection within {self.config.connect_timeout_secs:g}s") from None
+        except aiohttp.ClientConnectorError as exc:  # refused, TLS handshake: nothing was sent
+            raise Unreachable(f"cannot reach the XDS endpoint: {type(exc).__name__}") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise Retryable(f"no answer within {self.config.response_timeout_secs:g}s") from None
         except (aiohttp.ClientConnectionError, OSError) as exc:

@@ -14,6 +14,7 @@ Signing and verification use ``signxml`` (XML-DSig on lxml + cryptography).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from pathlib import Path
@@ -37,6 +38,9 @@ from signxml.exceptions import InvalidInput, InvalidSignature
 
 from hub.errors import ConfigError
 from hub.registry import ComponentConfig
+from mappings.xds.jdv import load as load_jdv
+from mappings.xds.signature import LotSigner
+from mappings.xds.visibility import VISIBILITY_SCHEME
 
 __all__ = [
     "SAML",
@@ -44,8 +48,10 @@ __all__ = [
     "VihfError",
     "VihfRole",
     "VihfSigner",
+    "VihfSubject",
     "assertion_attributes",
     "build_assertion",
+    "subject_for",
     "verify_assertion",
 ]
 
@@ -59,6 +65,7 @@ RESOURCE_ID = "urn:oasis:names:tc:xacml:2.0:resource:resource-id"
 SUBJECT_ID = "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
 SUBJECT_ROLE = "urn:oasis:names:tc:xacml:2.0:subject:role"
 PURPOSE_OF_USE = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"
+CONFIDENTIALITY_CODE = "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code"
 SECTEUR_ACTIVITE_SYSTEM = "1.2.250.1.71.4.2.4"  # TRE_R02-SecteurActivite
 PURPOSE_OF_USE_SYSTEM = "1.2.250.1.213.1.1.4.248"  # "mode acces VIHF 1.0"
 
@@ -112,10 +119,12 @@ class VihfConfig(ComponentConfig):
     key_password: SecretStr | None = Field(None, description="Password of an encrypted key_file.")
     issuer: str | None = Field(None, description="Issuer (X509SubjectName). Unset: the certificate's subject DN.")
     name_id: str = Field(
-        description="Subject/NameID: the user's id, or for automated flows the responsible person's id."
+        description="Subject/NameID for automated flows: the responsible person's id. A lot whose author is a "
+        "professional (PRT SB, the document's author) uses that professional's id instead."
     )
     subject_id: str = Field(
-        description="subject-id attribute: the user's name, or for automated flows 'software, model, service'."
+        description="subject-id for automated flows: 'software, model, service'. A professional author's "
+        "'given family' is used instead."
     )
     roles: list[VihfRole] = Field(
         default_factory=lambda: [
@@ -125,8 +134,10 @@ class VihfConfig(ComponentConfig):
         max_length=2,
         description="subject:role values, 1 or 2 (JDV_J65); AUTOMATE for automated flows.",
     )
-    secteur_activite: str = Field(
-        description="Secteur_Activite code from JDV_J61 (TRE_R02), e.g. SA25; sent as code^1.2.250.1.71.4.2.4."
+    secteur_activite: str | None = Field(
+        None,
+        description="Secteur_Activite code from JDV_J61 (TRE_R02), e.g. SA25; sent as code^1.2.250.1.71.4.2.4. "
+        "Unset: the document's healthcareFacilityTypeCode (one hub, several sectors).",
     )
     structure_id: str | None = Field(
         None, description="Identifiant_Structure (idNat_Struct). Unset: metadata.structure.id_nat."
@@ -135,9 +146,11 @@ class VihfConfig(ComponentConfig):
         "3.0", description="VIHF_Version. The ANS table says 4.0 but both real examples carry 3.0 (DOMAIN.md §5.2)."
     )
     authentication_mode: str = Field("INDIRECTE", description="Authentification_Mode (INDIRECTE for a hub).")
-    authn_context_class_ref: str = Field(
-        "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified",
-        description="AuthnContextClassRef, consistent with how the flow authenticates (e.g. …:TLSClient).",
+    authn_context_class_ref: str | None = Field(
+        None,
+        description="AuthnContextClassRef, consistent with how the flow authenticates. Unset: "
+        "urn:oasis:names:tc:SAML:2.0:ac:classes:TLSClient when the hub authenticates with a TLS client "
+        "certificate (as the ANS request does), else …:unspecified.",
     )
     purpose_of_use: str = Field("normal", description="purposeofuse code (1.2.250.1.213.1.1.4.248).")
     lps_nom: str = Field(description="LPS_Nom: name of the software that issues the VIHF.")
@@ -150,6 +163,62 @@ class VihfConfig(ComponentConfig):
     signature_algorithm: Literal["auto", "rsa-sha256", "rsa-sha512", "ecdsa-sha256", "ecdsa-sha384"] = Field(
         "auto", description="XML-DSig SignatureMethod; auto picks rsa-sha256 or ecdsa-sha256 from the key type."
     )
+
+
+TLS_CLIENT = "urn:oasis:names:tc:SAML:2.0:ac:classes:TLSClient"
+UNSPECIFIED = "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified"
+PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"  # TRE_G15-ProfessionSante, as the role's first occurrence
+SAVOIR_FAIRE_SYSTEM = "1.2.250.1.71.4.2.5"  # TRE_R01-EnsembleSavoirFaire-CISIS, the médecin's second role
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VihfSubject:
+    """Who a VIHF speaks for, for one lot (ANS "Mapping VIHF pour le DMP": PRT SB and its structure)."""
+
+    name_id: str
+    subject_id: str
+    roles: list[tuple[str, str, str]]
+    structure_id: str
+    secteur_activite: str | None
+
+
+def subject_for(
+    config: VihfConfig, author_person: str, specialties: tuple[str, ...], institution: str, facility_code: str
+) -> VihfSubject:
+    """The VIHF subject of a lot whose author is ``author_person`` (XCN) at ``institution`` (XON).
+
+    A professional (XCN-13 IDNPS, name type D) is the subject: NameID = XCN-1, subject-id = "given family",
+    role = his profession from the author specialty ``G15_<profession>/<savoir-faire>`` (TRE_G15,
+    1.2.250.1.213.1.1.4.5) as JDV_J65 codes it, plus the savoir-faire for a médecin (volet: 2nd occurrence
+    "uniquement et obligatoirement pour les médecins et pharmaciens"); a profession JDV_J65 does not list,
+    or none, gives the configured roles (AUTOMATE). A device author keeps the whole configured subject.
+    """
+    xcn = author_person.split("^")
+    xon = institution.split("^")
+    structure_id = xon[9] if len(xon) > 9 and xon[9] else ""
+    person = len(xcn) > 12 and xcn[9] == "D" and xcn[12] == "IDNPS" and bool(xcn[0])
+    configured = [(r.code, r.code_system, r.display_name) for r in config.roles]
+    if not person:
+        return VihfSubject(config.name_id, config.subject_id, configured, structure_id, config.secteur_activite)
+    # Volet: NameID = PRT-5.1, subject-id = PRT-5.2/5.3; the role from the professional's profession, else
+    # "AUTOMATE" (the configured roles) "quand les autres cas ne sont pas possibles".
+    name = " ".join(part for part in (xcn[2], xcn[1]) if part)
+    roles = _roles(specialties) or configured
+    return VihfSubject(xcn[0], name or xcn[0], roles, structure_id, config.secteur_activite or facility_code or None)
+
+
+def _roles(specialties: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    roles = load_jdv("JDV_J65-SubjectRole-DMP")
+    for specialty in specialties:
+        code = specialty.split("^", 1)[0]
+        profession, _, savoir_faire = code.removeprefix("G15_").partition("/")
+        if not code.startswith("G15_") or (profession, PROFESSION_SYSTEM) not in roles:
+            continue
+        out = [(profession, PROFESSION_SYSTEM, roles.display(profession, PROFESSION_SYSTEM))]
+        if profession == "10" and (savoir_faire, SAVOIR_FAIRE_SYSTEM) in roles:
+            out.append((savoir_faire, SAVOIR_FAIRE_SYSTEM, roles.display(savoir_faire, SAVOIR_FAIRE_SYSTEM)))
+        return out
+    return []
 
 
 def _iso(when: dt.datetime) -> str:
@@ -183,6 +252,9 @@ def build_assertion(
     resource_id: str,
     now: dt.datetime,
     assertion_id: str | None = None,
+    subject: VihfSubject | None = None,
+    tls_client: bool = False,
+    secret_connection: bool = False,
 ) -> etree._Element:
     """The unsigned VIHF assertion, with a ``ds:Signature`` placeholder right after Issuer.
 
@@ -190,15 +262,31 @@ def build_assertion(
     Conditions, statements), so the enveloped signature must go after
     Issuer, not at the end where XML-DSig signers put it by default.
     ``resource_id`` is the patient's INS as an XDS CX (``…^^^&OID&ISO^NH``).
+    ``subject`` (see :func:`subject_for`) replaces the configured NameID,
+    subject-id, roles and Secteur_Activite for one lot; ``tls_client`` picks
+    the TLSClient AuthnContextClassRef when none is configured.
+    ``secret_connection`` (MetaDMPMSS CONNEXION_SECRETE=Y) adds the
+    ``…:resource:patient:hl7:confidentiality-code`` attribute that the volet
+    makes mandatory "si demande de connexion secrète au DMP", with
+    INVISIBLE_REPRESENTANTS_LEGAUX (TRE_A07), the code the DMP integration
+    guide's connector uses for it (the exact value encoding, a CE like Role,
+    was not read in a primary text).
     """
+    name_id = subject.name_id if subject else config.name_id
+    subject_id = subject.subject_id if subject else config.subject_id
+    roles = subject.roles if subject else [(r.code, r.code_system, r.display_name) for r in config.roles]
+    secteur = (subject.secteur_activite if subject else None) or config.secteur_activite
+    if not secteur:
+        raise ValueError("VIHF Secteur_Activite unknown: set vihf.secteur_activite or send a facility type")
+    class_ref = config.authn_context_class_ref or (TLS_CLIENT if tls_client else UNSPECIFIED)
     aid = assertion_id or f"_{uuid.uuid4()}"
     a = etree.Element(
         _A + "Assertion", nsmap={"saml2": SAML, "xsi": XSI}, ID=aid, IssueInstant=_iso(now), Version="2.0"
     )
     etree.SubElement(a, _A + "Issuer", Format="urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName").text = issuer
     etree.SubElement(a, f"{{{DS}}}Signature", nsmap={"ds": DS}, Id="placeholder")
-    subject = etree.SubElement(a, _A + "Subject")
-    etree.SubElement(subject, _A + "NameID").text = config.name_id
+    subject_el = etree.SubElement(a, _A + "Subject")
+    etree.SubElement(subject_el, _A + "NameID").text = name_id
     if config.validity_secs:
         etree.SubElement(
             a,
@@ -208,16 +296,16 @@ def build_assertion(
         )
     authn = etree.SubElement(a, _A + "AuthnStatement", AuthnInstant=_iso(now))
     ctx = etree.SubElement(authn, _A + "AuthnContext")
-    etree.SubElement(ctx, _A + "AuthnContextClassRef").text = config.authn_context_class_ref
+    etree.SubElement(ctx, _A + "AuthnContextClassRef").text = class_ref
     stmt = etree.SubElement(a, _A + "AttributeStatement")
     _attribute(stmt, "VIHF_Version", config.vihf_version)
     _attribute(stmt, "Authentification_Mode", config.authentication_mode)
     _attribute(stmt, "Identifiant_Structure", structure_id)
-    _attribute(stmt, "Secteur_Activite", f"{config.secteur_activite}^{SECTEUR_ACTIVITE_SYSTEM}")
+    _attribute(stmt, "Secteur_Activite", f"{secteur}^{SECTEUR_ACTIVITE_SYSTEM}")
     _attribute(stmt, RESOURCE_ID, resource_id)
     _attribute(stmt, "Ressource_URN", "urn:dmp")
-    _attribute(stmt, SUBJECT_ID, config.subject_id)
-    _attribute(stmt, SUBJECT_ROLE, *(_ce("Role", r.code, r.code_system, r.display_name) for r in config.roles))
+    _attribute(stmt, SUBJECT_ID, subject_id)
+    _attribute(stmt, SUBJECT_ROLE, *(_ce("Role", code, system, display) for code, system, display in roles))
     purpose = _ce("PurposeOfUse", config.purpose_of_use, PURPOSE_OF_USE_SYSTEM, "Accès normal", "mode acces VIHF 1.0")
     _attribute(stmt, PURPOSE_OF_USE, purpose)
     _attribute(stmt, "LPS_Nom", config.lps_nom)
@@ -226,6 +314,14 @@ def build_assertion(
         _attribute(stmt, "LPS_ID", config.lps_id)
     if config.lps_homologation_dmp:
         _attribute(stmt, "LPS_ID_HOMOLOGATION_DMP", config.lps_homologation_dmp)
+    if secret_connection:
+        code = _ce(
+            "ConfidentialityCode",
+            "INVISIBLE_REPRESENTANTS_LEGAUX",
+            VISIBILITY_SCHEME,
+            "Non visible par les représentants légaux du patient",
+        )
+        _attribute(stmt, CONFIDENTIALITY_CODE, code)
     return a
 
 
@@ -260,6 +356,10 @@ class VihfSigner:
         )
         self._cert_pem = self._cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         self.issuer = config.issuer or self._cert.subject.rfc4514_string()
+
+    def lot_signer(self) -> LotSigner:
+        """A XAdES signer of submission lots with the same key and certificate (DOMAIN.md §5.1)."""
+        return LotSigner(self._key, self._cert)
 
     def sign(self, assertion: etree._Element) -> etree._Element:
         """The assertion with its enveloped signature in place of the placeholder."""

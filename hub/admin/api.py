@@ -19,7 +19,7 @@ import base64
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -27,8 +27,10 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from hub import registry
 from hub.admin import audit
 from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
+from hub.admin.dashboard import queue_state, waiting_reason
 from hub.admin.models import (
     AuditEntry,
     AuditPage,
@@ -53,23 +55,31 @@ from hub.admin.models import (
     PauseResult,
     Payload,
     QueueView,
+    ReloadView,
     ReplayRequest,
     ReplayResult,
     RequeueRequest,
     RequeueResult,
     ResolveRequest,
+    ReviewDetail,
     ReviewList,
     ReviewParams,
     ReviewView,
     SearchPage,
     SearchParams,
+    StatsParams,
+    StatsView,
     StepOutput,
     Trace,
+    TraitRow,
     Whoami,
 )
+from hub.admin.reviews import compare, message_traits
 from hub.errors import IdentityHold, MessageError, StoreError
 from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
+from hub.runtime import ReplayTargetError
+from hub.stats import summarise
 from hub.store import Delivery, MessageRecord, SearchQuery
 
 if TYPE_CHECKING:
@@ -209,14 +219,15 @@ _TEXT_SUFFIXES = ("+xml", "/xml", "+json", "/json", "+er7")
 
 
 def _decode(content_type: str, body: bytes) -> tuple[str, str]:
-    """(encoding, text) of a payload: UTF-8 text, Latin-1 for HL7 v2 that is not UTF-8, else base64."""
+    """(encoding, text) of a payload: HL7 v2 in its MSH-18 character set, other text as UTF-8, else base64."""
     ct = content_type.split(";")[0].strip().lower()
-    if ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
-        try:
+    codec = registry.get("text", ct)
+    if codec is not None:  # a format that declares its own character set (HL7 v2: MSH-18)
+        with contextlib.suppress(MessageError):
+            return codec.factory.decode(body)  # type: ignore[no-any-return]
+    elif ct.startswith(_TEXT_TYPES) or ct.endswith(_TEXT_SUFFIXES):
+        with contextlib.suppress(UnicodeDecodeError):
             return "utf-8", body.decode("utf-8")
-        except UnicodeDecodeError:
-            if ct == CONTENT_HL7V2:
-                return "latin-1", body.decode("latin-1")  # HL7 v2 8859/1 (MSH-18)
     return "base64", base64.b64encode(body).decode()
 
 
@@ -229,11 +240,14 @@ async def _login(call: Call) -> LoginResult:
     state = call.request.app[ADMIN_KEY]
     req: LoginRequest = call.body
     client = call.request.remote or ""
+    attempt = Principal(req.username[:64], "none", "login")
     if state.auth.login_blocked(f"{req.username}|{client}"):
+        await _audit_refusal(call, attempt, "login_throttled", client)
         raise ApiError(429, "too many failed logins; wait a few minutes")
     result = await state.auth.login(req.username, req.password, client=client)
     if result is None:
         log.warning("login_failed", client=client)
+        await _audit_refusal(call, attempt, "login_failed", client)
         raise ApiError(401, "unknown user or wrong password")
     token, principal, expires = result
     try:
@@ -244,6 +258,14 @@ async def _login(call: Call) -> LoginResult:
         name=principal.name, role=principal.role, kind="session", token=token,  # type: ignore[arg-type]
         expires_at=datetime.fromtimestamp(expires, UTC),
     )  # fmt: skip
+
+
+async def _audit_refusal(call: Call, who: Principal, action: str, client: str) -> None:
+    """A refused login is audited; if the trail cannot be written the refusal stands anyway."""
+    try:
+        await audit.record(_store(call), who, action, detail={"client": client}, outcome="refused")
+    except StoreError:
+        log.error("audit_failed", action=action)
 
 
 async def _whoami(call: Call) -> Whoami:
@@ -305,25 +327,40 @@ def _outcomes(hub: Hub, route: str, destination: str) -> dict[str, int]:
 
 
 async def _queues(call: Call) -> list[QueueView]:
+    """Every queue with its state and what to do; those that need someone first (down, failing, dead letters)."""
     hub = call.hub
-    stats = {(q.route, q.destination): q for q in await hub.metrics.refresh_queues(_store(call), max_age_secs=0)}
+    store = _store(call)
+    stats = {(q.route, q.destination): q for q in await hub.metrics.refresh_queues(store, max_age_secs=0)}
+    errors = await store.queue_last_errors()
     keys = list(hub.workers) + [k for k in stats if k not in hub.workers]
     now = datetime.now(UTC)
     out = []
     for route, destination in keys:
         q = stats.get((route, destination))
         worker = hub.workers.get((route, destination))
+        state = queue_state(q, worker)
+        error, error_at = errors.get((route, destination), ("", None))
         out.append(
-            QueueView(
+            (state.rank, QueueView(
                 route=route, destination=destination, depth=q.pending if q else 0, retrying=q.retrying if q else 0,
                 in_flight=q.in_flight if q else (worker.in_flight if worker else 0), held=q.held if q else 0,
                 dead=q.dead if q else 0,
                 oldest_age_secs=max(0.0, (now - q.oldest_at).total_seconds()) if q and q.oldest_at else None,
                 paused=worker.paused if worker else None, failing=bool(q and q.retrying),
-                outcomes=_outcomes(hub, route, destination),
-            )
+                outcomes=_outcomes(hub, route, destination), state=state.state,  # type: ignore[arg-type]
+                attention=state.attention, advice=state.advice,  # type: ignore[arg-type]
+                down_since=worker.down_since if worker else None, down_reason=worker.down_reason if worker else "",
+                last_error=error, last_error_at=error_at,
+            ))
         )  # fmt: skip
-    return out
+    return [view for _, view in sorted(out, key=lambda item: item[0])]
+
+
+async def _stats(call: Call) -> StatsView:
+    q: StatsParams = call.query
+    since = datetime.now(UTC) - timedelta(hours=q.hours - 1)
+    rows = [*await _store(call).read_hourly(since), *call.hub.hourly.unflushed()]
+    return StatsView.model_validate(summarise(rows, hours=q.hours))
 
 
 async def _set_paused(call: Call, paused: bool) -> PauseResult:
@@ -343,6 +380,15 @@ async def _set_paused(call: Call, paused: bool) -> PauseResult:
     except StoreError:
         raise ApiError(503, "the store is unavailable: nothing was changed") from None
     return PauseResult(destination=destination, workers=[{"route": r, "paused": w.paused} for r, w in workers])
+
+
+async def _reload(call: Call) -> ReloadView:
+    # The hub records the reload in the audit trail itself, with its diff, before applying it.
+    try:
+        result = await call.hub.reload(by=call.who.name, role=call.who.role)
+    except StoreError:
+        raise ApiError(503, "audit trail unavailable: nothing was changed") from None
+    return ReloadView(**result.as_dict())
 
 
 async def _pause(call: Call) -> PauseResult:
@@ -367,8 +413,15 @@ async def _search(call: Call) -> SearchPage:
     more = len(records) > params.limit
     records = records[: params.limit]
     deliveries = await store.deliveries([r.message.id for r in records])
+    items = [_summary(r, deliveries[r.message.id]) for r in records]
+    for item, r in zip(items, records, strict=True):
+        children: list[MessageRecord] = []
+        if r.status == "unrouted":  # e.g. an MSSanté mail: its documents went on as messages of their own
+            found = await store.search(SearchQuery(correlation_id=r.message.correlation_id, limit=51))
+            children = [c for c in found if c.message.parent_id == r.message.id]
+        _with_derived(item, children)
     return SearchPage(
-        items=[_summary(r, deliveries[r.message.id]) for r in records],
+        items=items,
         next_before=records[-1].message.id if more and records else None,
     )
 
@@ -394,8 +447,11 @@ async def _trace(call: Call) -> Trace:
     rec = await _get_record(call)
     mid = rec.message.id
     deliveries = (await store.deliveries([mid]))[mid]
+    reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
     traced = []
     for d in deliveries:
+        held = await store.dead_letter_ahead(d.id) if d.status == "pending" and d.ordering_key else None
+        reason = await _waiting(call.hub, store, rec, d, reviews, held)
         attempts = [
             {
                 "number": a.number, "started_at": a.started_at, "finished_at": a.finished_at,
@@ -408,7 +464,7 @@ async def _trace(call: Call) -> Trace:
         traced.append(
             DeliveryTrace(
                 **view, ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
-                attempts_log=attempts,  # type: ignore[arg-type]
+                attempts_log=attempts, held_behind_dead=held, waiting_reason=reason,  # type: ignore[arg-type]
             )
         )  # fmt: skip
     # Related: replays and derived messages (same correlation id), and acknowledgements received for it.
@@ -422,14 +478,46 @@ async def _trace(call: Call) -> Trace:
         if r.message.id != mid
     ][:100]
     related_deliveries = await store.deliveries([r.message.id for r in related_recs])
-    reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
+    summary = _summary(rec, deliveries)
+    _with_derived(summary, [r for r in related_recs if r.message.parent_id == mid])
     return Trace(
-        message=_summary(rec, deliveries),
+        message=summary,
         metadata=dict(rec.message.metadata),
         deliveries=traced,
         related=[_summary(r, related_deliveries[r.message.id]) for r in related_recs],
-        reviews=[ReviewView.model_validate(r.as_dict()) for r in reviews],
+        reviews=await _review_views(store, reviews),
     )
+
+
+async def _waiting(
+    hub: Hub, store: Any, rec: MessageRecord, d: Delivery, reviews: list[Any], dead_ahead: int | None
+) -> str:
+    """Why delivery `d` waits (see hub.admin.dashboard.waiting_reason), from the store and this node's worker."""
+    if d.status in ("delivered", "discarded"):
+        return ""
+    review = next((r.id for r in reviews if r.delivery_id == d.id and r.state == "open"), None)
+    identity_status = None
+    if d.status == "awaiting_identity" and rec.message.metadata.get("patient_key"):
+        record = await store.get_identity(rec.message.metadata["patient_key"])
+        identity_status = record.status if record else None
+    worker = hub.workers.get((d.route, d.destination))
+    return waiting_reason(d, worker, review_id=review, identity_status=identity_status, dead_ahead=dead_ahead)
+
+
+_STATUS_ORDER = ("failed", "identity_review", "awaiting_identity", "pending", "rejected", "unrouted", "delivered")
+
+
+def _with_derived(summary: MessageSummary, children: list[MessageRecord]) -> None:
+    """A message without deliveries of its own that went on as others shows their outcome (the worst first)."""
+    summary.effective_status = summary.status
+    if summary.deliveries or not children:
+        return
+    summary.derived = [
+        {"id": c.message.id, "status": c.status, "message_type": c.message.metadata.get("message_type", "")}
+        for c in children
+    ]
+    statuses = {c.status for c in children}
+    summary.effective_status = next((s for s in _STATUS_ORDER if s in statuses), summary.status)
 
 
 async def _payload(call: Call) -> Payload:
@@ -483,8 +571,15 @@ async def _output(call: Call) -> StepOutput:
 
 def _corrected_body(content_type: str, text: str) -> bytes:
     if content_type == CONTENT_HL7V2:
-        # Edited in a browser or a file: HL7 v2 wants CR between segments.
+        # Edited in a browser or a file: HL7 v2 wants CR between segments, and the bytes in the
+        # character set its MSH-18 declares.
         text = text.replace("\r\n", "\r").replace("\n", "\r")
+    codec = registry.get("text", content_type)
+    if codec is not None:
+        try:
+            return codec.factory.encode(text)  # type: ignore[no-any-return]
+        except MessageError:
+            raise ApiError(422, "the corrected body has a character its declared character set cannot hold") from None
     return text.encode()
 
 
@@ -492,12 +587,20 @@ async def _replay(call: Call) -> ReplayResult:
     rec = await _get_record(call)
     req: ReplayRequest = call.body
     body = None if req.body is None else _corrected_body(rec.message.content_type, req.body)
-    await _audit(call, "replay", message_id=rec.message.id, detail={"corrected": body is not None})
+    mid = rec.message.id
+    detail: dict[str, Any] = {"corrected": body is not None}
+    if req.destinations is not None:
+        detail["destinations"] = req.destinations
+    await _audit(call, "replay", message_id=mid, detail=detail, outcome="requested")
     try:
-        result = await call.hub.replay(rec.message.id, body=body)
-    except MessageError as exc:
-        raise ApiError(422, "still refused", exc.reason) from None
-    return ReplayResult(replayed=rec.message.id, new_id=result.message_id, deliveries=result.deliveries)
+        result = await call.hub.replay(mid, body=body, destinations=req.destinations)
+    except (MessageError, ReplayTargetError) as exc:
+        error = ("still refused", exc.reason) if isinstance(exc, MessageError) else ("not replayed", str(exc))
+        # The entry above says it was asked; this one says it did not happen, and why.
+        await _audit(call, "replay", message_id=mid, detail={**detail, "error": error[1]}, outcome="failed")
+        raise ApiError(422, *error) from None
+    await _audit(call, "replay", message_id=mid, detail={**detail, "new_id": result.message_id})
+    return ReplayResult(replayed=mid, new_id=result.message_id, deliveries=result.deliveries)
 
 
 async def _replay_bulk(call: Call) -> BulkReplayResult:
@@ -509,7 +612,7 @@ async def _replay_bulk(call: Call) -> BulkReplayResult:
         return BulkReplayResult(dry_run=True, matched=ids, replayed=[], errors=[])
     await _audit(
         call, "replay_bulk", message_id=ids[0] if len(ids) == 1 else None,
-        detail={"filter": _filters_for_audit(req.filter), "count": len(ids), "message_ids": ids},
+        detail={"filter": _filters_for_audit(req.filter), "count": len(ids), "message_ids": ids}, outcome="requested",
     )  # fmt: skip
     done, errors = [], []
     for mid in ids:
@@ -519,6 +622,11 @@ async def _replay_bulk(call: Call) -> BulkReplayResult:
             errors.append({"message_id": mid, "error": exc.reason})
             continue
         done.append(ReplayResult(replayed=mid, new_id=result.message_id, deliveries=result.deliveries))
+    await _audit(
+        call, "replay_bulk", message_id=ids[0] if len(ids) == 1 else None,
+        detail={"replayed": len(done), "failed": [e["message_id"] for e in errors]},
+        outcome="failed" if errors and not done else "partial" if errors else "ok",
+    )  # fmt: skip
     return BulkReplayResult(dry_run=False, matched=ids, replayed=done, errors=errors)
 
 
@@ -543,6 +651,15 @@ async def _dead(call: Call) -> DeadPage:
 
 
 async def _requeue(call: Call) -> RequeueResult:
+    return await _on_dead(call, "requeue")
+
+
+async def _discard(call: Call) -> RequeueResult:
+    return await _on_dead(call, "discard")
+
+
+async def _on_dead(call: Call, action: str) -> RequeueResult:
+    """Requeue (send again, attempts reset) or discard (give up; the patient's later messages go on)."""
     req: RequeueRequest = call.body
     store = _store(call)
     cap = call.hub.config.admin.max_bulk
@@ -553,23 +670,68 @@ async def _requeue(call: Call) -> RequeueResult:
         more = len(dead) > cap
         ids += [d.id for d in dead[:cap] if d.id not in ids]
     if len(ids) > cap:
-        raise ApiError(400, f"at most {cap} deliveries per requeue (admin.max_bulk)")
-    if not ids:
-        return RequeueResult(requeued=0, more=False)
+        raise ApiError(400, f"at most {cap} deliveries per {action} (admin.max_bulk)")
+    if not ids or req.dry_run:
+        return RequeueResult(requeued=0, matched=len(ids), more=more)
     await _audit(
-        call, "requeue", target=req.destination or "",
+        call, action, target=req.destination or "",
         detail={"delivery_ids": ids, "all_dead": req.all_dead},
     )  # fmt: skip
-    count = await store.requeue(ids)
-    call.hub.undelivered += count
+    if action == "requeue":
+        count = await store.requeue(ids)
+        call.hub.undelivered += count
+    else:
+        count = await store.discard(ids)
     _wake_workers(call.hub)
-    return RequeueResult(requeued=count, more=more)
+    return RequeueResult(requeued=count, matched=len(ids), more=more)
+
+
+async def _review_views(store: Any, items: list[Any]) -> list[ReviewView]:
+    """Reviews with the route and destination of the delivery each one holds."""
+    deliveries = await store.deliveries(sorted({r.message_id for r in items}))
+    where = {d.id: (d.route, d.destination) for ds in deliveries.values() for d in ds}
+    return [
+        ReviewView.model_validate(
+            {**r.as_dict(), "route": where.get(r.delivery_id, ("", ""))[0],
+             "destination": where.get(r.delivery_id, ("", ""))[1]}
+        )
+        for r in items
+    ]  # fmt: skip
 
 
 async def _reviews(call: Call) -> ReviewList:
     q: ReviewParams = call.query
-    items = await _store(call).list_reviews(state=q.state, limit=q.limit)
-    return ReviewList(items=[ReviewView.model_validate(r.as_dict()) for r in items])
+    await _audit(call, "list_reviews", detail={"state": q.state, "limit": q.limit})
+    store = _store(call)
+    items = await store.list_reviews(state=q.state, limit=q.limit)
+    return ReviewList(items=await _review_views(store, items))
+
+
+async def _review(call: Call) -> ReviewDetail:
+    """One review: the registry's traits beside the message's, and every destination waiting on the decision."""
+    store = _store(call)
+    try:
+        review_id = int(call.request.match_info["review_id"])
+    except ValueError:
+        raise ApiError(404, "no such review") from None
+    everything = await store.list_reviews(state=None, limit=100_000)
+    review = next((r for r in everything if r.id == review_id), None)
+    if review is None:
+        raise ApiError(404, "no such review")
+    reveal = call.who.can("operator")
+    if reveal:  # the patient's traits, in clear: recorded like a payload view
+        await _audit(call, "view_review", message_id=review.message_id, target=str(review_id))
+    record = await store.get_identity(review.patient_key)
+    rec = await store.get_message(review.message_id)
+    theirs = dict(record.traits) if record is not None else {}
+    ours = message_traits(rec.message) if rec is not None else None
+    same_message = [r for r in everything if r.message_id == review.message_id and r.state == "open"]
+    [view, *_] = await _review_views(store, [review])
+    return ReviewDetail(
+        review=view, identity_status=record.status if record else None, ins_known=bool(record and record.ins),
+        traits=[TraitRow.model_validate(row) for row in compare(theirs, ours, reveal=reveal, reason=review.reason)],
+        masked=not reveal, waiting=await _review_views(store, same_message),
+    )  # fmt: skip
 
 
 async def _resolve(call: Call) -> ReviewView:
@@ -596,6 +758,7 @@ async def _resolve(call: Call) -> ReviewView:
 async def _identity(call: Call) -> IdentityView:
     store = _store(call)
     key = call.request.match_info["patient_key"]
+    await _audit(call, "view_identity", target=key[:200])
     record = await store.get_identity(key)
     if record is None:
         raise ApiError(404, "no such identity")
@@ -611,6 +774,8 @@ async def _identity(call: Call) -> IdentityView:
 
 async def _identities(call: Call) -> IdentityList:
     q: IdentityParams = call.query
+    # Listing identities shows INS and IPP of many patients at once: audited like a search by patient.
+    await _audit(call, "list_identities", detail={"status": q.status, "limit": q.limit})
     records = await _store(call).list_identities(status=q.status, limit=q.limit)
     return IdentityList(items=[IdentitySummary.model_validate(r.as_dict()) for r in records])
 
@@ -627,7 +792,7 @@ async def _audit_list(call: Call) -> AuditPage:
 
 
 async def _audit_verify(call: Call) -> AuditVerify:
-    report = await audit.verify_chain(_store(call))
+    report = await audit.verify_chain(_store(call), keys=call.hub.audit_keys)
     return AuditVerify.model_validate(report.as_dict())
 
 
@@ -646,8 +811,20 @@ OPERATIONS: tuple[Operation, ...] = (
         response=EndpointsView,
     ),
     Operation(
+        "POST", "/api/config/reload", _reload, "Reload the routes: validated as `hub check`, applied without "
+        "a restart, recorded in the audit trail with the diff of the route files.", "flows", role="admin",
+        response=ReloadView,
+        description="A configuration that fails the check, or that changes listeners, endpoints, sandboxes, the "
+        "store or the HTTP server, is refused and nothing changes (`applied: false` with the reason). Connections "
+        "and stored deliveries are kept; new messages take the new routes.",
+    ),
+    Operation(
         "GET", "/api/queues", _queues, "Each (route, destination) queue: depth, oldest age, in flight, failing, "
         "paused.", "flows", response=QueueView, response_list=True,
+    ),
+    Operation(
+        "GET", "/api/stats", _stats, "Hourly totals (received, delivered, failed, dead, rejected), kept in the "
+        "store across restarts.", "flows", query=StatsParams, response=StatsView,
     ),
     Operation(
         "POST", "/api/destinations/{destination}/pause", _pause, "Stop sending to a destination (this node).",
@@ -705,8 +882,21 @@ OPERATIONS: tuple[Operation, ...] = (
         audited="requeue",
     ),
     Operation(
+        "POST", "/api/dead/discard", _discard,
+        "Give up dead-lettered deliveries: they stay in the trail as discarded, and the later deliveries of "
+        "their ordering key (held behind them) go on.",
+        "dead letters", role="operator", body=RequeueRequest, body_required=True, response=RequeueResult,
+        audited="discard",
+    ),
+    Operation(
         "GET", "/api/reviews", _reviews, "The identity review queue.", "identity", query=ReviewParams,
         response=ReviewList,
+    ),
+    Operation(
+        "GET", "/api/reviews/{review_id}", _review, "One review: the registry's value beside the message's, trait by "
+        "trait (masked for viewers; an operator's view is audited), and every destination waiting on it.",
+        "identity", response=ReviewDetail, path_params=(("review_id", "integer", "Review id."),),
+        audited="view_review",
     ),
     Operation(
         "POST", "/api/reviews/{review_id}/resolve", _resolve, "Release (trait check waived) or discard a "
@@ -786,8 +976,21 @@ def mount(app: web.Application, hub: Hub) -> AdminState:
         log_ = log.warning if hub.config.environment == "production" else log.info
         log_("admin_bootstrap_token", path=str(path), hint="no admin users or tokens configured; use this token")
     state = AdminState(hub=hub, auth=Authenticator(config, bootstrap_token=bootstrap))
-    state.openapi = build_document(OPERATIONS)
+    operations = [*OPERATIONS, *_contributed(hub, {(op.method, op.path) for op in OPERATIONS})]
+    state.openapi = build_document(operations)
     app[ADMIN_KEY] = state
-    for op in OPERATIONS:
+    for op in operations:
         app.router.add_route(op.method, op.path, _guard(op, state))
     return state
+
+
+def _contributed(hub: Hub, taken: set[tuple[str, str]]) -> list[Operation]:
+    """Operations a listener or endpoint adds (``admin_operations()``, e.g. mailbox administration); the
+    first component to offer a path serves it."""
+    extra = []
+    for component in (*hub.listeners.values(), *hub.endpoints.values()):
+        for op in getattr(component, "admin_operations", tuple)():
+            if (op.method, op.path) not in taken:
+                taken.add((op.method, op.path))
+                extra.append(op)
+    return extra

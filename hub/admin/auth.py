@@ -178,7 +178,8 @@ class Authenticator:
             return None
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > 4096:
+        # RFC 6750 §2.1: a b64token is ASCII; anything else (raw bytes, surrogates) is no token of ours.
+        if scheme.lower() != "bearer" or not token or len(token) > 4096 or not token.isascii():
             return None
         if token.startswith(_SESSION_PREFIX):
             return self._session(token)

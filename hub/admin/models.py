@@ -41,15 +41,22 @@ __all__ = [
     "RequeueRequest",
     "RequeueResult",
     "ResolveRequest",
+    "ReviewDetail",
     "ReviewList",
     "ReviewParams",
     "ReviewView",
     "SearchPage",
     "SearchParams",
+    "StatsParams",
+    "StatsView",
     "StepOutput",
     "Trace",
     "Whoami",
 ]
+
+
+#: Largest row id a cursor may name (SQLite INTEGER and PostgreSQL bigint are 64-bit signed).
+_MAX_ID = 2**63 - 1
 
 
 class _In(BaseModel):
@@ -89,7 +96,7 @@ class SearchParams(_In):
 
 class DeadParams(_In):
     destination: str | None = Field(None, max_length=200, description="Only this destination's dead letters.")
-    after: int = Field(0, ge=0, description="Paging cursor: `next_after` of the previous page.")
+    after: int = Field(0, ge=0, le=_MAX_ID, description="Paging cursor: `next_after` of the previous page.")
     limit: int = Field(100, ge=1, le=1000, description="Page size.")
 
 
@@ -104,7 +111,7 @@ class ReviewParams(_In):
 
 
 class AuditParams(_In):
-    before: int | None = Field(None, ge=1, description="Paging cursor: `next_before` of the previous page.")
+    before: int | None = Field(None, ge=1, le=_MAX_ID, description="Paging cursor: `next_before` of the previous page.")
     message_id: str | None = Field(None, max_length=64, description="Entries about this message.")
     actor: str | None = Field(None, max_length=200, description="Entries of this user or token.")
     limit: int = Field(100, ge=1, le=1000, description="Page size.")
@@ -121,6 +128,12 @@ class ReplayRequest(_In):
         max_length=16 * 2**20,
         description="Corrected message text to replay instead of the stored body (HL7 v2 line ends may be LF).",
     )
+    destinations: list[str] | None = Field(
+        None,
+        max_length=100,
+        description="Replay only to these of the message's destinations (e.g. the one that failed), so that "
+        "systems that already have it do not get it twice. Unset: every destination its routes give.",
+    )
 
 
 class BulkReplayRequest(_In):
@@ -133,6 +146,7 @@ class RequeueRequest(_In):
     delivery_ids: list[int] = Field(default_factory=list, max_length=100_000, description="Dead deliveries.")
     all_dead: bool = Field(False, description="Every dead delivery (of `destination` when given), up to max_bulk.")
     destination: str | None = Field(None, description="With all_dead: only this destination's.")
+    dry_run: bool = Field(False, description="Only count what would be requeued (`matched`); nothing changes.")
 
 
 class PauseRequest(_In):
@@ -191,6 +205,15 @@ class MessageSummary(_Out):
     content_type: str
     size: int = Field(description="Body size in bytes.")
     deliveries: list[DeliveryView]
+    derived: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="For a message that went on as others (an MSSanté mail as its documents): {id, status, "
+        "message_type} of each message derived from it.",
+    )
+    effective_status: str = Field(
+        "", description="The status to show: the message's own, or for one with no delivery of its own, that of "
+        "what was derived from it (e.g. a mail whose documents were delivered)."
+    )
 
 
 class SearchPage(_Out):
@@ -212,7 +235,15 @@ class DeliveryTrace(DeliveryView):
     ordering_key: str | None
     created_at: datetime
     identity_override: bool
+    held_behind_dead: int | None = Field(
+        None,
+        description="Waiting behind this dead letter of the same ordering key (requeue or discard it to go on).",
+    )
     attempts_log: list[AttemptView]
+    waiting_reason: str = Field(
+        "", description="Why it is not delivered yet: behind review N, awaiting a qualified identity, destination "
+        "down, paused, held behind dead letter X, retrying; empty when delivered or simply queued."
+    )
 
 
 class ReviewView(_Out):
@@ -225,6 +256,27 @@ class ReviewView(_Out):
     created_at: datetime
     resolved_at: datetime | None
     resolved_by: str
+    route: str = Field("", description="The route of the delivery waiting on this review.")
+    destination: str = Field("", description="The destination waiting on this review.")
+
+
+class TraitRow(_Out):
+    trait: str = Field(description="Strict trait (StrictTraits field name).")
+    label: str
+    registry: str = Field(description="The registry's value (masked `•••` for the viewer role).")
+    message: str = Field(description="The message's value (masked `•••` for the viewer role).")
+    differs: bool
+
+
+class ReviewDetail(_Out):
+    review: ReviewView
+    identity_status: str | None = Field(description="The registry's RNIV status for the patient key.")
+    ins_known: bool = Field(description="The registry holds an INS for it.")
+    traits: list[TraitRow] = Field(description="The registry's value beside the message's, trait by trait.")
+    masked: bool = Field(description="Values are masked (viewer role); the operator role sees them (audited).")
+    waiting: list[ReviewView] = Field(
+        description="Every open review of the same message: one per destination waiting on the decision."
+    )
 
 
 class ReviewList(_Out):
@@ -243,7 +295,10 @@ class Payload(_Out):
     message_id: str
     content_type: str
     size: int
-    encoding: Literal["utf-8", "latin-1", "base64"]
+    encoding: str = Field(
+        description="How `text` was read from the body: a character set (utf-8, latin-1, ...; for HL7 v2 the one "
+        "its MSH-18 declares) or base64 when the body is not text."
+    )
     text: str = Field(description="The body, decoded (or base64 when it is not text).")
 
 
@@ -253,7 +308,7 @@ class StepOutput(_Out):
     steps: list[str] = Field(description="The route's steps, applied in order to the stored message.")
     content_type: str
     size: int
-    encoding: Literal["utf-8", "latin-1", "base64"]
+    encoding: str = Field(description="As in Payload: the character set `text` was read with, or base64.")
     text: str = Field(description="What the steps produce from the stored message now (the 'after' view).")
     metadata_added: dict[str, str] = Field(description="Metadata the steps added or changed.")
 
@@ -288,12 +343,23 @@ class DeadPage(_Out):
 
 class RequeueResult(_Out):
     requeued: int
+    matched: int = Field(0, description="Deliveries the request names (what a dry run would requeue).")
     more: bool = Field(description="all_dead stopped at admin.max_bulk; call again for the rest.")
 
 
 class PauseResult(_Out):
     destination: str
     workers: list[dict[str, Any]] = Field(description="Each worker of the destination: {route, paused}.")
+
+
+class ReloadView(_Out):
+    applied: bool = Field(description="Whether the new routes are in force.")
+    reason: str = Field(description="Why the reload was refused (empty when applied).")
+    problems: list[str] = Field(description="`hub check` problems of the new configuration, as file:line: text.")
+    added: list[str] = Field(description="route/destination queues added.")
+    removed: list[str] = Field(description="route/destination queues removed: they deliver what they hold, no more.")
+    changed: list[str] = Field(description="route/destination queues whose delivery policy changed (new worker).")
+    diff: str = Field(description="Unified diff of the route and table files, as recorded in the audit trail.")
 
 
 class QueueView(_Out):
@@ -307,7 +373,37 @@ class QueueView(_Out):
     oldest_age_secs: float | None
     paused: bool | None = Field(description="This node's worker paused; null when no worker runs the queue here.")
     failing: bool = Field(description="Deliveries are being retried after failures.")
+    down_since: datetime | None = Field(
+        None, description="The destination cannot be reached since then (circuit open, probed; no attempt counted)."
+    )
+    down_reason: str = Field("", description="Why the last probe failed (connection refused, TLS, time-out).")
     outcomes: dict[str, int] = Field(description="Attempts by outcome since this node started.")
+    state: Literal["down", "failing", "paused", "held", "running"] = Field(
+        "running", description="down (unreachable, see down_since), failing, paused, held (identity), running."
+    )
+    attention: Literal["alert", "warn", ""] = Field(
+        "", description="alert: someone should act now; warn: something waits on a person; empty: fine."
+    )
+    advice: str = Field("", description="What to do about it, in a sentence.")
+    last_error: str = Field("", description="Newest error of a delivery still waiting or dead.")
+    last_error_at: datetime | None = Field(None, description="When that error happened.")
+
+
+class StatsParams(_In):
+    hours: int = Field(24, ge=1, le=24 * 31, description="How many hours back, this one included.")
+
+
+class StatsView(_Out):
+    hours: list[datetime] = Field(description="The start of each hour (UTC), oldest first.")
+    series: dict[str, list[int]] = Field(
+        description="Per counter (received, delivered, failed, dead, rejected), one count per hour: received and "
+        "rejected are messages taken by listeners, the others deliveries."
+    )
+    totals: dict[str, int] = Field(description="The series summed.")
+    queues: list[dict[str, Any]] = Field(
+        description="Per (route, destination) over the period: received (deliveries routed), delivered, failed "
+        "(attempts to retry), dead; listeners have route \"\" and received/rejected."
+    )
 
 
 class ListenerView(_Out):
@@ -406,3 +502,4 @@ class AuditVerify(_Out):
     head_hash: str
     first_bad_id: int | None
     problem: str
+    keyed: int

@@ -36,14 +36,18 @@ export function age(secs) {
   return `${(secs / 86400).toFixed(1)} d`;
 }
 
-export function table(columns, rows, { onclick, empty = "Nothing here." } = {}) {
+export function table(columns, rows, { onclick, empty = "Nothing here.", rowAttrs } = {}) {
   if (!rows.length) return h("p", { class: "muted" }, empty);
   return h("table", {},
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c.title)))),
-    h("tbody", {}, rows.map((row) => h("tr", {
-      class: onclick ? "clickable" : undefined,
-      onclick: onclick ? () => onclick(row) : undefined,
-    }, columns.map((c) => h("td", { class: c.class }, c.cell(row)))))));
+    h("tbody", {}, rows.map((row) => {
+      const extra = rowAttrs ? rowAttrs(row) : {};
+      return h("tr", {
+        ...extra,
+        class: [onclick ? "clickable" : "", extra.class || ""].join(" ").trim() || undefined,
+        onclick: onclick ? () => onclick(row) : undefined,
+      }, columns.map((c) => h("td", { class: c.class }, c.cell(row))));
+    })));
 }
 
 export function kv(obj) {

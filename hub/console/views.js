@@ -14,6 +14,28 @@ const fail = (err) => toast(err instanceof ApiError ? `${err.message}${err.body 
 
 function go(hash) { location.hash = hash; }
 
+/**
+ * Ask before an action: a modal with what will happen, optional extra content (e.g. destination
+ * choices) and Confirm / Cancel. Resolves true on Confirm, false on Cancel or Escape.
+ */
+export function confirmAction(title, text, { confirmLabel = "Confirm", danger = false, extra = null } = {}) {
+  return new Promise((resolve) => {
+    const done = (answer) => { overlay.remove(); document.removeEventListener("keydown", onKey); resolve(answer); };
+    const onKey = (e) => { if (e.key === "Escape") done(false); };
+    const ok = h("button", { type: "button", id: "confirm-ok", class: danger ? "danger" : "", onclick: () => done(true) }, confirmLabel);
+    const overlay = h("div", { class: "overlay", id: "confirm" },
+      h("div", { class: "dialog card", role: "dialog", "aria-modal": "true", "aria-labelledby": "confirm-title" },
+        h("h2", { id: "confirm-title" }, title),
+        h("p", { id: "confirm-text" }, text),
+        extra,
+        h("div", { class: "actions" }, ok,
+          h("button", { type: "button", class: "secondary", id: "confirm-cancel", onclick: () => done(false) }, "Cancel"))));
+    document.addEventListener("keydown", onKey);
+    document.body.append(overlay);
+    ok.focus();
+  });
+}
+
 // -- login ------------------------------------------------------------------------------------------------------
 export function login(main, { onLogin }) {
   const error = h("p", { class: "error", id: "login-error" });
@@ -51,13 +73,32 @@ export function login(main, { onLogin }) {
 }
 
 // -- dashboard --------------------------------------------------------------------------------------------------
+// Rows that need someone come first and stand out (red: act now; amber: waits on a person); each says what to do.
 export function dashboard(main) {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   main.replaceChildren(h("h1", {}, "Dashboard"), body);
   const refresh = async () => {
     try {
-      const [flows, queues] = await Promise.all([api.get("/api/endpoints"), api.get("/api/queues")]);
+      const [flows, queues, stats, reviews] = await Promise.all([
+        api.get("/api/endpoints"), api.get("/api/queues"), api.get("/api/stats", { hours: 24 }), api.get("/api/reviews", { state: "open", limit: 1000 }),
+      ]);
       body.replaceChildren(
+        actionSummary(queues, reviews.items),
+        h("section", { class: "card" },
+          h("h2", {}, "Queues"),
+          table([
+            { title: "Route → destination", cell: (q) => h("span", {}, `${q.route} → `, h("strong", {}, q.destination)) },
+            { title: "State", class: "state", cell: (q) => [status(q.state), q.down_since ? h("div", { class: "muted" }, `since ${time(q.down_since)}`) : null] },
+            { title: "Depth", cell: (q) => q.depth },
+            { title: "Oldest", cell: (q) => age(q.oldest_age_secs) },
+            { title: "In flight", cell: (q) => q.in_flight },
+            { title: "Held", cell: (q) => q.held },
+            { title: "Dead", cell: (q) => q.dead ? h("a", { href: `#/dead?destination=${encodeURIComponent(q.destination)}`, class: "dead-link" }, String(q.dead)) : "0" },
+            { title: "Last error", class: "last-error", cell: (q) => q.last_error ? [h("div", {}, q.last_error), h("div", { class: "muted" }, time(q.last_error_at))] : (q.down_reason || "") },
+            { title: "What to do", class: "advice", cell: (q) => q.advice },
+            { title: "", cell: (q) => pauseButton(q, refresh) },
+          ], queues, { empty: "No queues.", rowAttrs: (q) => ({ class: q.attention ? `attention-${q.attention}` : "", dataset: { queue: `${q.route}/${q.destination}`, state: q.state } }) })),
+        statsCard(stats),
         h("section", { class: "card" },
           h("h2", {}, `Node ${flows.node}`),
           h("p", {}, `Undelivered: ${flows.undelivered}`),
@@ -72,20 +113,6 @@ export function dashboard(main) {
             { title: "Refused (busy)", cell: (l) => l.counters.refused },
           ], flows.listeners)),
         h("section", { class: "card" },
-          h("h2", {}, "Queues"),
-          table([
-            { title: "Route", cell: (q) => q.route },
-            { title: "Destination", cell: (q) => q.destination },
-            { title: "Depth", cell: (q) => q.depth },
-            { title: "Oldest", cell: (q) => age(q.oldest_age_secs) },
-            { title: "In flight", cell: (q) => q.in_flight },
-            { title: "Retrying", cell: (q) => q.failing ? status(`${q.retrying} retrying`) : "0" },
-            { title: "Held", cell: (q) => q.held },
-            { title: "Dead", cell: (q) => q.dead },
-            { title: "Outcomes", cell: (q) => Object.entries(q.outcomes).map(([k, v]) => `${k}: ${v}`).join(", ") },
-            { title: "", cell: (q) => pauseButton(q, refresh) },
-          ], queues, { empty: "No queues." })),
-        h("section", { class: "card" },
           h("h2", {}, "Routes"),
           table([
             { title: "Route", cell: (r) => r.route },
@@ -98,6 +125,64 @@ export function dashboard(main) {
   refresh();
   const timer = setInterval(refresh, 5000);
   return () => clearInterval(timer);
+}
+
+/** One line per kind of trouble, with a link to where it is dealt with; "All clear" when there is none. */
+function actionSummary(queues, openReviews) {
+  const items = [];
+  const down = queues.filter((q) => q.state === "down");
+  const failing = queues.filter((q) => q.state === "failing");
+  const dead = queues.reduce((n, q) => n + q.dead, 0);
+  const paused = queues.filter((q) => q.paused);
+  if (down.length) items.push(h("li", { class: "alert" }, `Down: ${down.map((q) => q.destination).join(", ")} (unreachable; deliveries wait).`));
+  if (failing.length) items.push(h("li", { class: "alert" }, `Failing: ${failing.map((q) => `${q.destination}: ${q.last_error || "retrying"}`).join("; ")}.`));
+  if (dead) items.push(h("li", { class: "alert" }, h("a", { href: "#/dead" }, `${dead} dead letter${dead > 1 ? "s" : ""}`), ": fix the cause, then requeue or discard."));
+  if (openReviews.length) items.push(h("li", { class: "warn" }, h("a", { href: "#/reviews" }, `${openReviews.length} identity review${openReviews.length > 1 ? "s" : ""}`), " waiting for a decision."));
+  if (paused.length) items.push(h("li", { class: "warn" }, `Paused: ${paused.map((q) => `${q.route} → ${q.destination}`).join(", ")}.`));
+  const level = items.some((li) => li.className === "alert") ? "alert" : (items.length ? "warn" : "clear");
+  return h("section", { class: `card summary ${level}`, id: "needs-action" },
+    h("h2", {}, items.length ? "Needs action" : "All clear"),
+    items.length ? h("ul", {}, items) : h("p", { class: "muted" }, "Nothing is down, failing, dead-lettered, paused or waiting for review."));
+}
+
+const SERIES = [["received", "Received"], ["delivered", "Delivered"], ["failed", "Failed attempts"], ["dead", "Dead"], ["rejected", "Rejected"]];
+
+/** The last 24 hours as small bar charts (one per counter), then totals per route and destination. */
+function statsCard(stats) {
+  const charts = SERIES.map(([key, title]) => h("figure", { class: `chart ${key}`, dataset: { series: key } },
+    barChart(stats.series[key], stats.hours),
+    h("figcaption", {}, `${title}: `, h("strong", { class: "total" }, String(stats.totals[key])))));
+  return h("section", { class: "card", id: "stats" },
+    h("h2", {}, "Last 24 hours"),
+    h("p", { class: "muted" }, "Hourly totals, kept in the store: they survive restarts and add up every node's."),
+    h("div", { class: "charts" }, charts),
+    table([
+      { title: "Route → destination", cell: (q) => q.route ? `${q.route} → ${q.destination}` : `listener ${q.destination}` },
+      { title: "Received", cell: (q) => q.received },
+      { title: "Delivered", cell: (q) => q.delivered },
+      { title: "Failed attempts", cell: (q) => q.failed },
+      { title: "Dead", cell: (q) => q.dead },
+      { title: "Rejected", cell: (q) => q.rejected },
+    ], stats.queues, { empty: "Nothing counted in the last 24 hours." }));
+}
+
+function barChart(values, hours) {
+  const NS = "http://www.w3.org/2000/svg";
+  const el = (tag, attrs, ...kids) => {
+    const node = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    for (const kid of kids) node.append(kid);
+    return node;
+  };
+  const width = 240, height = 48, max = Math.max(1, ...values), bar = width / values.length;
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
+  values.forEach((v, i) => {
+    const hgt = v ? Math.max(1, (v / max) * (height - 2)) : 0;
+    const title = el("title", {});
+    title.textContent = `${new Date(hours[i]).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })}: ${v}`;
+    svg.append(el("rect", { x: i * bar + 0.5, y: height - hgt, width: Math.max(1, bar - 1), height: hgt, class: "bar" }, title));
+  });
+  return svg;
 }
 
 function pauseButton(q, refresh) {
@@ -156,7 +241,7 @@ export function messages(main, { params }) {
       const page = await api.get("/api/messages", query);
       const rows = table([
         { title: "Received", cell: (m) => time(m.received_at) },
-        { title: "Status", cell: (m) => status(m.status) },
+        { title: "Status", class: "status-cell", cell: (m) => derivedStatus(m) },
         { title: "Type", cell: (m) => m.message_type },
         { title: "Control id", class: "mono", cell: (m) => m.control_id },
         { title: "Patient", class: "mono", cell: (m) => m.patient_key },
@@ -168,6 +253,14 @@ export function messages(main, { params }) {
     } catch (err) { fail(err); }
   };
   load();
+}
+
+/** A message with no delivery of its own (an MSSanté mail) shows what became of what was derived from it. */
+function derivedStatus(m) {
+  if (!m.derived || !m.derived.length) return status(m.status);
+  const n = m.derived.length;
+  return h("span", { title: `${m.status}: went on as ${n} derived message(s)` }, status(m.effective_status),
+    h("span", { class: "muted" }, ` via ${n} ${n === 1 ? "document" : "documents"}`));
 }
 
 function toLocalInput(iso) {
@@ -188,8 +281,8 @@ export async function trace(main, { id }) {
   if (can("operator")) {
     actions.append(
       h("button", { type: "button", id: "show-payload", onclick: () => showPayload(m.id, payloadBox) }, "Show payload"),
-      h("button", { type: "button", id: "replay", onclick: () => replay(m.id) }, "Replay"),
-      h("button", { type: "button", class: "secondary", id: "replay-edit", onclick: () => editAndReplay(m.id, payloadBox) }, "Replay with changes…"));
+      h("button", { type: "button", id: "replay", onclick: () => replay(m.id, t.deliveries) }, "Replay…"),
+      h("button", { type: "button", class: "secondary", id: "replay-edit", onclick: () => editAndReplay(m.id, t.deliveries, payloadBox) }, "Replay with changes…"));
   } else {
     actions.append(h("p", { class: "muted" }, "Your role sees metadata only (no payload, no actions)."));
   }
@@ -203,7 +296,14 @@ export async function trace(main, { id }) {
       actions),
     h("section", { class: "card" }, h("h2", {}, "Inbound metadata"), kv(t.metadata)),
     h("section", { class: "card", id: "deliveries" }, h("h2", {}, "Deliveries"),
-      t.deliveries.length ? t.deliveries.map((d) => delivery(m.id, d)) : h("p", { class: "muted" }, "No delivery (rejected or unrouted).")),
+      t.deliveries.length ? t.deliveries.map((d) => delivery(m.id, d))
+        : m.derived.length ? [h("p", { id: "derived-note" }, `No delivery of its own: it went on as ${m.derived.length} derived message(s), `, status(m.effective_status), "."),
+            table([
+              { title: "Status", cell: (c) => status(c.status) },
+              { title: "Type", cell: (c) => c.message_type },
+              { title: "Id", class: "mono", cell: (c) => h("a", { href: `#/messages/${c.id}` }, c.id) },
+            ], m.derived)]
+        : h("p", { class: "muted" }, m.status === "rejected" ? "No delivery: refused (see the reason above)." : "No delivery: no route takes it.")),
     t.reviews.length ? h("section", { class: "card" }, h("h2", {}, "Identity reviews"), reviewTable(t.reviews, () => trace(main, { id }))) : null,
     t.related.length ? h("section", { class: "card", id: "related" }, h("h2", {}, "Related messages (same correlation id)"),
       table([
@@ -229,6 +329,7 @@ function delivery(messageId, d) {
   };
   return h("div", { class: "delivery", dataset: { destination: d.destination } },
     h("h3", {}, `${d.route} → ${d.destination} `, status(d.status), h("span", { class: "muted" }, ` ${d.attempts}/${d.max_attempts} attempts`)),
+    d.waiting_reason ? h("p", { class: "waiting-reason" }, `Why it waits: ${d.waiting_reason}`) : null,
     d.last_error ? h("p", { class: "error" }, d.last_error) : null,
     table([
       { title: "#", cell: (a) => a.number },
@@ -250,9 +351,42 @@ async function showPayload(id, box) {
   } catch (err) { fail(err); return null; }
 }
 
-async function replay(id, body) {
+/**
+ * Which destinations a replay goes to: the message's destinations as checkboxes, those already
+ * delivered unticked (so that a system that has it does not get it twice). No delivery (refused or
+ * unrouted): routed afresh. Returns {box, chosen()}; chosen() is null for "every destination".
+ */
+function destinationPicker(deliveries) {
+  const byDest = new Map();
+  for (const d of deliveries) {
+    const seen = byDest.get(d.destination);
+    if (!seen || seen.status !== "delivered") byDest.set(d.destination, d);
+  }
+  if (!byDest.size) {
+    return { box: h("p", { class: "muted" }, "It has no delivery yet: it is routed afresh, to every destination its routes give."), chosen: () => null };
+  }
+  const boxes = [...byDest.values()].map((d) => h("input", { type: "checkbox", name: "replay-destination", value: d.destination, checked: d.status !== "delivered" }));
+  const box = h("fieldset", { class: "destinations", id: "replay-destinations" }, h("legend", {}, "Send to"),
+    boxes.map((cb, i) => {
+      const d = [...byDest.values()][i];
+      return h("label", { class: "check" }, cb, ` ${d.destination} `, status(d.status), d.status === "delivered" ? h("span", { class: "muted" }, " (already has it)") : null);
+    }));
+  return { box, chosen: () => boxes.filter((cb) => cb.checked).map((cb) => cb.value) };
+}
+
+async function replay(id, deliveries, body) {
+  const picker = destinationPicker(deliveries);
+  const corrected = body === undefined ? "" : " with your corrections";
+  const yes = await confirmAction("Replay this message?", `A new message is made from this one${corrected} and sent again.`,
+    { confirmLabel: "Replay", extra: picker.box });
+  if (!yes) return;
+  const destinations = picker.chosen();
+  if (destinations !== null && !destinations.length) { toast("Choose at least one destination: nothing was replayed.", true); return; }
+  const request = {};
+  if (body !== undefined) request.body = body;
+  if (destinations !== null) request.destinations = destinations;
   try {
-    const result = await api.post(`/api/messages/${encodeURIComponent(id)}/replay`, body === undefined ? {} : { body });
+    const result = await api.post(`/api/messages/${encodeURIComponent(id)}/replay`, request);
     const link = h("a", { href: `#/messages/${result.new_id}`, id: "replayed-link" }, result.new_id);
     const box = document.getElementById("summary");
     box.append(h("p", { id: "replay-result" }, `Replayed as `, link, ` (${result.deliveries} deliveries).`));
@@ -260,12 +394,12 @@ async function replay(id, body) {
   } catch (err) { fail(err); }
 }
 
-async function editAndReplay(id, box) {
+async function editAndReplay(id, deliveries, box) {
   const payload = await showPayload(id, box);
   if (!payload || payload.encoding === "base64") return;
   const area = h("textarea", { id: "replay-body" }, payload.text.replace(/\r/g, "\n"));
   box.append(h("h3", {}, "Corrected message"), area,
-    h("div", { class: "actions" }, h("button", { type: "button", id: "replay-corrected", onclick: () => replay(id, area.value) }, "Replay corrected")));
+    h("div", { class: "actions" }, h("button", { type: "button", id: "replay-corrected", onclick: () => replay(id, deliveries, area.value) }, "Replay corrected…")));
 }
 
 // -- dead letters -----------------------------------------------------------------------------------------------
@@ -280,16 +414,30 @@ export function dead(main, { params }) {
     try {
       const page = await api.get("/api/dead", { destination: params.get("destination") || "", limit: 500 });
       const picked = new Set();
-      const requeue = async (body) => {
+      // Both show the count first (a dry run) and ask before acting.
+      const act = async (action, body) => {
+        const texts = {
+          requeue: ["Requeue", "They are sent again to their destination, attempts reset. Check that the cause (the last error) is fixed first."],
+          discard: ["Discard", "They are given up for good: never sent. The patient's later messages to that destination go on."],
+        };
         try {
-          const r = await api.post("/api/dead/requeue", body);
-          toast(`${r.requeued} requeued${r.more ? " (more remain)" : ""}`);
+          const counted = await api.post(`/api/dead/${action}`, { ...body, dry_run: true });
+          if (!counted.matched) { toast(`Nothing to ${action}: tick dead letters first.`, true); return; }
+          const many = `${counted.matched}${counted.more ? "+" : ""}`;
+          const [verb, text] = texts[action];
+          const yes = await confirmAction(`${verb} ${many} dead ${counted.matched === 1 ? "delivery" : "deliveries"}?`, text,
+            { confirmLabel: `${verb} ${many}`, danger: action === "discard" });
+          if (!yes) return;
+          const r = await api.post(`/api/dead/${action}`, body);
+          toast(`${r.requeued} ${action === "requeue" ? "requeued" : "discarded"}${r.more ? " (more remain)" : ""}`);
           load();
         } catch (err) { fail(err); }
       };
+      const only = params.get("destination") || null;
       const buttons = can("operator") ? h("div", { class: "actions" },
-        h("button", { type: "button", id: "requeue-selected", onclick: () => requeue({ delivery_ids: [...picked] }) }, "Requeue selected"),
-        h("button", { type: "button", class: "secondary", id: "requeue-all", onclick: () => requeue({ all_dead: true, destination: params.get("destination") || null }) }, "Requeue all")) : null;
+        h("button", { type: "button", id: "requeue-selected", onclick: () => act("requeue", { delivery_ids: [...picked] }) }, "Requeue selected"),
+        h("button", { type: "button", class: "secondary", id: "requeue-all", onclick: () => act("requeue", { all_dead: true, destination: only }) }, "Requeue all"),
+        h("button", { type: "button", class: "danger", id: "discard-selected", onclick: () => act("discard", { delivery_ids: [...picked] }) }, "Discard selected…")) : null;
       list.replaceChildren(h("section", { class: "card" }, buttons, table([
         { title: "", cell: (d) => can("operator") ? h("input", { type: "checkbox", onclick: (e) => { e.stopPropagation(); if (e.target.checked) picked.add(d.delivery_id); else picked.delete(d.delivery_id); } }) : "" },
         { title: "Delivery", cell: (d) => d.delivery_id },
@@ -305,25 +453,68 @@ export function dead(main, { params }) {
 }
 
 // -- identity review --------------------------------------------------------------------------------------------
-function reviewTable(items, reload) {
-  return table([
-    { title: "Review", cell: (r) => r.review_id },
-    { title: "Opened", cell: (r) => time(r.created_at) },
-    { title: "State", cell: (r) => status(r.state) },
-    { title: "Patient", class: "mono", cell: (r) => r.patient_key },
-    { title: "Reason", cell: (r) => r.reason },
-    { title: "Message", class: "mono", cell: (r) => h("a", { href: `#/messages/${r.message_id}` }, r.message_id) },
-    { title: "", cell: (r) => (r.state === "open" && can("operator")) ? h("span", { class: "actions" },
-      h("button", { type: "button", dataset: { review: r.review_id, action: "release" }, onclick: () => resolve(r, "release", reload) }, "Release"),
-      h("button", { type: "button", class: "danger", dataset: { review: r.review_id, action: "discard" }, onclick: () => resolve(r, "discard", reload) }, "Discard"))
-      : (r.resolved_by ? `by ${r.resolved_by}` : "") },
-  ], items, { empty: "No review waiting." });
+// One row per message (a message routed to two destinations opens one review per waiting delivery); the decision
+// applies to every destination waiting on it. "Compare" shows the registry's value beside the message's.
+function groupReviews(items) {
+  const groups = new Map();
+  for (const r of items) {
+    const key = `${r.message_id}|${r.state}`;
+    if (!groups.has(key)) groups.set(key, { ...r, reviews: [] });
+    groups.get(key).reviews.push(r);
+  }
+  return [...groups.values()];
 }
 
-async function resolve(review, action, reload) {
+function reviewTable(items, reload) {
+  const detail = h("div", { id: "review-detail" });
+  const rows = groupReviews(items);
+  const tbl = table([
+    { title: "Review", cell: (g) => g.reviews.map((r) => r.review_id).join(", ") },
+    { title: "Opened", cell: (g) => time(g.created_at) },
+    { title: "State", cell: (g) => status(g.state) },
+    { title: "Patient", class: "mono", cell: (g) => g.patient_key },
+    { title: "Reason", cell: (g) => g.reason },
+    { title: "Waiting", class: "waiting", cell: (g) => g.reviews.map((r) => r.destination || `delivery ${r.delivery_id}`).join(", ") },
+    { title: "Message", class: "mono", cell: (g) => h("a", { href: `#/messages/${g.message_id}` }, g.message_id) },
+    { title: "", cell: (g) => h("span", { class: "actions" },
+      h("button", { type: "button", class: "secondary", dataset: { review: g.review_id, action: "compare" }, onclick: () => compareTraits(g, detail) }, "Compare"),
+      (g.state === "open" && can("operator")) ? [
+        h("button", { type: "button", dataset: { review: g.review_id, action: "release" }, onclick: () => resolve(g, "release", reload) }, "Release…"),
+        h("button", { type: "button", class: "danger", dataset: { review: g.review_id, action: "discard" }, onclick: () => resolve(g, "discard", reload) }, "Discard…")]
+        : (g.resolved_by ? `by ${g.resolved_by}` : "")) },
+  ], rows, { empty: "No review waiting.", rowAttrs: (g) => ({ dataset: { message: g.message_id } }) });
+  return h("div", {}, tbl, detail);
+}
+
+async function compareTraits(group, box) {
   try {
-    await api.post(`/api/reviews/${review.review_id}/resolve`, { action });
-    toast(`Review ${review.review_id}: ${action}d`);
+    const d = await api.get(`/api/reviews/${group.review_id}`);
+    box.replaceChildren(h("section", { class: "card", id: "trait-comparison" },
+      h("h3", {}, `Review ${d.review.review_id}: ${d.review.patient_key}`),
+      h("p", { class: "muted" }, `Registry: ${d.identity_status || "unknown identity"}${d.ins_known ? ", INS known" : ", no INS"}.`,
+        d.masked ? " Values are masked for your role." : " Showing the patient's traits is recorded in the audit trail."),
+      table([
+        { title: "Trait", cell: (t) => t.label },
+        { title: "Registry", class: "mono", cell: (t) => t.registry || "—" },
+        { title: "Message", class: "mono", cell: (t) => t.message || "—" },
+        { title: "", cell: (t) => t.differs ? status("differs") : "" },
+      ], d.traits, { empty: "No trait could be read.", rowAttrs: (t) => ({ class: t.differs ? "attention-alert" : "", dataset: { trait: t.trait } }) }),
+      h("p", {}, `Waiting on this decision: ${d.waiting.map((w) => `${w.route} → ${w.destination}`).join(", ") || "nothing (resolved)"}.`)));
+  } catch (err) { fail(err); }
+}
+
+async function resolve(group, action, reload) {
+  const open = group.reviews.filter((r) => r.state === "open");
+  const where = open.map((r) => r.destination || `delivery ${r.delivery_id}`).join(", ");
+  const what = action === "release"
+    ? `The message is sent on to ${where}, the trait check waived for it. Release only if the registry's identity is this patient's.`
+    : `The waiting deliver${open.length > 1 ? "ies" : "y"} to ${where} ${open.length > 1 ? "are" : "is"} dead-lettered: not sent.`;
+  const yes = await confirmAction(`${action === "release" ? "Release" : "Discard"} review ${open.map((r) => r.review_id).join(", ")}?`, what,
+    { confirmLabel: action === "release" ? "Release" : "Discard", danger: action === "discard" });
+  if (!yes) return;
+  try {
+    for (const r of open) await api.post(`/api/reviews/${r.review_id}/resolve`, { action });
+    toast(`Review ${open.map((r) => r.review_id).join(", ")}: ${action}d`);
     reload();
   } catch (err) { fail(err); }
 }

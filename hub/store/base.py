@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import hmac
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -15,11 +16,14 @@ from hub.message import Message
 
 __all__ = [
     "AUDIT_GENESIS",
+    "AUDIT_HMAC_PREFIX",
     "BLOCKING_STATUSES",
+    "DEAD_LETTER_AHEAD_SQL",
     "HELD_STATUSES",
     "KEY_SOURCES",
     "Attempt",
     "AuditEvent",
+    "AuditKey",
     "AuditRecord",
     "Claimed",
     "Delivery",
@@ -40,8 +44,15 @@ __all__ = [
 
 #: Deliveries waiting for the patient's identity: for a qualified INS, or for an operator's review.
 HELD_STATUSES = ("awaiting_identity", "identity_review")
-#: Delivery statuses that hold back later deliveries of the same ordering key.
+#: Delivery statuses that hold back later deliveries of the same ordering key (FIFO per key); with the
+#: route's `hold_behind_dead`, a dead letter holds its key too, until it is requeued or discarded.
 BLOCKING_STATUSES = ("pending", "in_flight", *HELD_STATUSES)
+#: The dead letter that holds a delivery's ordering key (both stores; ``{t}`` the table, ``{p}`` the placeholder).
+DEAD_LETTER_AHEAD_SQL = (
+    "SELECT e.id FROM {t} e JOIN {t} d ON d.route = e.route AND d.destination = e.destination"
+    " AND d.ordering_key = e.ordering_key WHERE d.id = {p} AND e.status = 'dead' AND e.id < d.id"
+    " ORDER BY e.id LIMIT 1"
+)
 #: Message statuses.
 MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted")
 #: Business keys indexed in the message-keys table (several per message, added at submit and when a delivery's
@@ -337,10 +348,16 @@ class AuditRecord:
     prev_hash: str
     hash: str
 
-    def expected_hash(self) -> str:
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key whose HMAC `hash` is, or None for an unkeyed (plain SHA-256) entry."""
+        return self.hash.split(":")[1] if self.hash.startswith(AUDIT_HMAC_PREFIX) else None
+
+    def expected_hash(self, key: AuditKey | None = None) -> str:
+        """The hash this entry must carry: with `key` (the one named by `key_id`), its HMAC."""
         return audit_hash(
             self.prev_hash, self.id, self.at, self.actor, self.role, self.action, self.message_id, self.target,
-            self.detail, self.outcome,
+            self.detail, self.outcome, key=key,
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
@@ -355,6 +372,18 @@ def canonical_detail(detail: Mapping[str, Any]) -> str:
     return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+#: Prefix of a keyed entry's hash: ``hmac-sha256:<key id>:<hex>``.
+AUDIT_HMAC_PREFIX = "hmac-sha256:"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditKey:
+    """The secret keying the audit chain, kept outside the database (config or file), and its id."""
+
+    id: str
+    secret: bytes = dataclasses.field(repr=False)
+
+
 def audit_hash(
     prev_hash: str,
     entry_id: int,
@@ -366,11 +395,17 @@ def audit_hash(
     target: str,
     detail: str,
     outcome: str,
+    *,
+    key: AuditKey | None = None,
 ) -> str:
     """SHA-256 over the previous hash and every field of the entry (a hash chain: editing, removing or
-    reordering an entry breaks every later link)."""
+    reordering an entry breaks every later link); with `key`, HMAC-SHA-256 (RFC 2104) instead, so that
+    only the key's holder can write a chain that verifies, not whoever can write to the database."""
     fields = [prev_hash, entry_id, at.isoformat(), actor, role, action, message_id, target, detail, outcome]
-    return hashlib.sha256(json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    data = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return f"{AUDIT_HMAC_PREFIX}{key.id}:{hmac.new(key.secret, data, hashlib.sha256).hexdigest()}"
 
 
 def fold_queue_stats(rows: Iterable[tuple[str, str, str, int, datetime, int | None]]) -> list[QueueStats]:
@@ -395,10 +430,17 @@ def fold_queue_stats(rows: Iterable[tuple[str, str, str, int, datetime, int | No
 class Store(Protocol):
     """What the engine needs from durable storage. Implementations must pass the contract suite."""
 
+    audit_key: AuditKey | None
+    """The key of the audit chain's HMAC (None: plain SHA-256 links); never stored in the database."""
+
     async def open(self) -> None:
         """Connect and migrate the schema to the current version."""
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the store answers now (health checks)."""
+        ...
 
     async def submit(
         self, message: Message, deliveries: list[NewDelivery], *, endpoint: str, dedup_key: str | None
@@ -411,7 +453,16 @@ class Store(Protocol):
     async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
         """Durably store an inbound message that was refused, with the reason (no deliveries)."""
 
-    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
+    async def claim(
+        self,
+        route: str,
+        destination: str,
+        *,
+        limit: int,
+        owner: str,
+        lease_secs: float,
+        hold_behind_dead: bool = False,
+    ) -> list[Claimed]:
         """Take up to `limit` due deliveries of one queue, respecting ordering keys, under a lease."""
 
     async def finish(
@@ -426,11 +477,28 @@ class Store(Protocol):
         started_at: datetime,
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
+        count_attempt: bool = True,
     ) -> bool:
         """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written).
 
         With status ``identity_review``, `review` is the reason and an open review is created.
+        With ``count_attempt=False`` (the destination could not be reached, nothing was sent) the
+        claim's attempt is given back and no attempt is recorded.
         """
+
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        """Give back this owner's in-flight deliveries of one queue except `keep` (attempts given back too).
+
+        A claim whose commit reached the database but whose answer was lost (the connection broke)
+        leaves deliveries in flight that no worker holds; the worker calls this once the store is
+        back, rather than leave them to wait for their lease to run out.
+        """
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        """The earliest dead letter of the same queue and ordering key before this delivery, if any."""
+
+    async def discard(self, delivery_ids: list[int]) -> int:
+        """Dead deliveries to ``discarded``: given up by an operator; they no longer hold their ordering key."""
 
     async def release_held(self, patient_keys: list[str]) -> int:
         """Deliveries ``awaiting_identity`` for these patients back to pending, in their order."""
@@ -524,6 +592,30 @@ class Store(Protocol):
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until another process signals new work, or `timeout` passes."""
 
+    # -- operations: hourly totals and last errors (the dashboard, `hub stats`, alerts) --
+    async def add_hourly(self, counts: Sequence[HourlyCount]) -> None:
+        """Add these counts to the stored hourly totals (summed with what other nodes added)."""
+
+    async def read_hourly(self, since: datetime) -> list[HourlyCount]:
+        """Stored hourly totals from the hour holding `since` on, oldest first."""
+
+    async def queue_last_errors(self) -> dict[tuple[str, str], tuple[str, datetime]]:
+        """Per (route, destination): the newest error of a delivery still waiting or dead, and when."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HourlyCount:
+    """One counter of one (route, destination) over one hour, e.g. ``delivered`` = 12 in 14:00-15:00 UTC.
+
+    Inbound counters (`received`, `rejected`) of a listener have route ``""`` and the listener as destination.
+    """
+
+    hour: datetime
+    route: str
+    destination: str
+    counter: str
+    count: int
+
 
 def dump_metadata(metadata: Mapping[str, str]) -> str:
     return json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False)
@@ -546,9 +638,17 @@ class GroupCommitter(Generic[T, R]):
     raises, every caller of that batch gets a :class:`StoreError`.
     """
 
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], *, max_batch: int, writers: int = 1):
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[list[R]]],
+        *,
+        max_batch: int,
+        writers: int = 1,
+        max_pending: int = 20_000,
+    ):
         self._flush = flush
         self._max_batch = max_batch
+        self._max_pending = max_pending
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wake = asyncio.Event()
         self._tasks = [asyncio.create_task(self._run(), name="group-commit") for _ in range(writers)]
@@ -557,6 +657,10 @@ class GroupCommitter(Generic[T, R]):
     async def submit(self, item: T) -> R:
         if self._closed:
             raise StoreError("store is closed")
+        if len(self._pending) >= self._max_pending:
+            # Bounded: while the database is slow or away, callers get a refusal (AE, 4xx, 451) at
+            # once instead of piling up unacknowledged work in memory.
+            raise StoreError("commit queue full")
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, fut))
         self._wake.set()
@@ -596,11 +700,15 @@ class GroupCommitter(Generic[T, R]):
             if not fut.done():
                 fut.set_exception(err)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop taking writes, let the queued ones commit (for at most `timeout`), then stop."""
         self._closed = True
-        # Let the queued writes commit before stopping.
-        while self._pending:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._pending and (deadline is None or loop.time() < deadline):
             await asyncio.sleep(0.005)
+        self._fail(self._pending, StoreError("store is closed"))
+        self._pending.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -27,12 +27,15 @@ from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
+    DEAD_LETTER_AHEAD_SQL,
     Attempt,
     AuditEvent,
+    AuditKey,
     AuditRecord,
     Claimed,
     Delivery,
     GroupCommitter,
+    HourlyCount,
     IdentityEvent,
     IdentityRecord,
     MessageRecord,
@@ -210,10 +213,12 @@ MIGRATIONS: list[str] = [
     DROP INDEX hub_deliveries_due;
     CREATE INDEX hub_deliveries_ready ON hub_deliveries (route, destination, next_attempt_at, id)
         WHERE status = 'pending' AND NOT waiting;
+    CREATE INDEX hub_deliveries_dead_keys ON hub_deliveries (route, destination, ordering_key, id)
+        WHERE status = 'dead';
     """,
 ]
 
-_BLOCKING = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
+_BLOCKING_SQL = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
 #: One transaction-scoped advisory lock per ordering key, taken (in a statement of its own, so that the
 #: next statements' snapshot sees what the previous holder committed) by whoever decides that a delivery
 #: waits (submit) or stops waiting (finish): without it, a submit and a finish of the same key running
@@ -235,16 +240,16 @@ SELECT count(pg_advisory_xact_lock(h)) FROM (
 _PROMOTE_NEXT = f"""
 UPDATE hub_deliveries n SET waiting = false FROM (
     SELECT (SELECT x.id FROM hub_deliveries x WHERE x.route = d.route AND x.destination = d.destination
-            AND x.ordering_key = d.ordering_key AND x.status IN ({_BLOCKING}) ORDER BY x.id LIMIT 1) AS id
+            AND x.ordering_key = d.ordering_key AND x.status IN ({_BLOCKING_SQL}) ORDER BY x.id LIMIT 1) AS id
     FROM hub_deliveries d WHERE d.id = ANY($1::bigint[]) AND d.ordering_key IS NOT NULL
 ) first WHERE n.id = first.id AND n.waiting
 """
 _FINISH_BATCH = """
 UPDATE hub_deliveries d SET status = u.status, next_attempt_at = coalesce(u.next_at, now()), last_error = u.error,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-    output_metadata = coalesce(u.output::jsonb, d.output_metadata)
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
-    AS u(id, owner, status, next_at, error, output)
+    output_metadata = coalesce(u.output::jsonb, d.output_metadata), attempts = d.attempts - u.uncounted
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::int[])
+    AS u(id, owner, status, next_at, error, output, uncounted)
 WHERE d.id = u.id AND d.status = 'in_flight' AND d.lease_owner = u.owner
 RETURNING d.id, d.message_id, d.attempts
 """
@@ -278,7 +283,7 @@ _DEL_COLS = (
 #: A claim lost in a crash only gives the delivery back to pending (it is sent at least once either way),
 #: so its commit does not wait for the WAL flush (set_config(..., true): this transaction only;
 #: PostgreSQL "Asynchronous Commit").
-_CLAIM = f"""
+_CLAIM_TEMPLATE = f"""
 WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
 claimed AS (
     UPDATE hub_deliveries d SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = $4,
@@ -290,7 +295,7 @@ claimed AS (
           AND (c.ordering_key IS NULL OR NOT EXISTS (
               SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
               AND e.destination = c.destination AND e.ordering_key = c.ordering_key
-              AND e.status IN ({_BLOCKING}) AND e.id < c.id))
+              AND e.status IN ({_BLOCKING_SQL}) AND e.id < c.id)){{hold}}
         ORDER BY c.next_attempt_at, c.id LIMIT $3
         FOR UPDATE SKIP LOCKED)
     RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
@@ -299,6 +304,13 @@ SELECT claimed.*, m.parent_id AS m_parent_id, m.correlation_id AS m_correlation_
     m.content_type AS m_content_type, m.body AS m_body, m.metadata AS m_metadata, m.received_at AS m_received_at
 FROM claimed JOIN hub_messages m ON m.id = claimed.message_id
 """
+#: With hold_behind_dead, a dead letter also holds the later deliveries of its key (a probe of the
+#: dead-letter index; the lists are literal so that the planner can use the partial indexes).
+_CLAIM = _CLAIM_TEMPLATE.format(hold="")
+_CLAIM_HOLD = _CLAIM_TEMPLATE.format(
+    hold=" AND NOT EXISTS (SELECT 1 FROM hub_deliveries x WHERE x.route = c.route AND x.destination = c.destination"
+    " AND x.ordering_key = c.ordering_key AND x.status = 'dead' AND x.id < c.id)"
+)
 
 _SUBMIT_BATCH = f"""
 WITH m AS (
@@ -318,7 +330,7 @@ WITH m AS (
     SELECT u.m, u.r, u.d, 'pending', u.a, now(), u.k, now(), now(),
         -- behind an earlier delivery of its key: in this batch, or stored (the order index, one probe)
         u.k IS NOT NULL AND (u.rank > 1 OR EXISTS (SELECT 1 FROM hub_deliveries e WHERE e.route = u.r
-            AND e.destination = u.d AND e.ordering_key = u.k AND e.status IN ({_BLOCKING})))
+            AND e.destination = u.d AND e.ordering_key = u.k AND e.status IN ({_BLOCKING_SQL})))
     FROM (
         SELECT x.*, row_number() OVER (PARTITION BY x.r, x.d, x.k ORDER BY x.n) AS rank
         FROM unnest($17::text[], $18::text[], $19::text[], $20::int[], $21::text[])
@@ -346,7 +358,7 @@ _REFRESH_STATUS = """
           WHEN bool_or(status IN ('pending', 'in_flight')) THEN 'pending'
           WHEN bool_or(status = 'awaiting_identity') THEN 'awaiting_identity'
           WHEN bool_or(status = 'identity_review') THEN 'identity_review'
-          WHEN bool_or(status = 'dead') THEN 'failed'
+          WHEN bool_or(status IN ('dead', 'discarded')) THEN 'failed'
           ELSE 'delivered' END AS status
         FROM hub_deliveries WHERE message_id = ANY($1::text[]) GROUP BY message_id
     ) s
@@ -436,6 +448,21 @@ def _key_columns(items: list[tuple[str, list[tuple[str, str]]]]) -> list[list[st
     return cols
 
 
+# Every error the driver can raise: server errors, connection loss, client-side protocol state
+# (asyncpg's InternalClientError is not a PostgresError) and time-outs. All become StoreError.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+_CONNECT_TIMEOUT = 10.0
+_DEAD_AHEAD = DEAD_LETTER_AHEAD_SQL
+_BLOCKING = list(BLOCKING_STATUSES)
+_BLOCKING_DEAD = [*BLOCKING_STATUSES, "dead"]
+_CLOSE_TIMEOUT = 3.0
+
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
 
 
@@ -452,6 +479,7 @@ class _Finish(NamedTuple):
     review: str | None
     output: str | None
     keys: list[tuple[str, str]]
+    count_attempt: bool
 
 
 class PostgresStore:
@@ -465,6 +493,7 @@ class PostgresStore:
         pool_size: int = 8,
         max_batch: int = 512,
         writers: int = 2,
+        max_pending: int = 20_000,
     ) -> None:
         self._dsn = dsn
         self._settings = {"search_path": schema} if schema else {}
@@ -472,51 +501,66 @@ class PostgresStore:
         self._pool_size = pool_size
         self._max_batch = max_batch
         self._writers = writers
+        self.audit_key: AuditKey | None = None  # set by the hub: HMAC-keys the audit chain
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._work = asyncio.Event()
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
         self._finisher: GroupCommitter[_Finish, bool] | None = None
-        self._writer_conns: list[asyncpg.Connection] = []
+        self._writer_slots: list[asyncpg.Connection | None] = []
+        self._max_pending = max_pending
 
     @contextlib.asynccontextmanager
     async def _writer(self) -> AsyncIterator[asyncpg.Connection]:
-        """One of the group commit's own connections; a broken one is replaced from the pool."""
-        if self._pool is None or not self._writer_conns:
+        """One of the group commit's own connections, (re)opened on first use after a loss.
+
+        A slot whose connection broke (server restart, failover, network cut, a driver fault) is
+        emptied, and the next batch opens a fresh connection: the store heals without a restart.
+        """
+        if self._pool is None:
             raise StoreError("store is not open")
-        conn = self._writer_conns.pop()
+        conn = self._writer_slots.pop() if self._writer_slots else None
+        healthy = False
         try:
+            if conn is None or conn.is_closed():
+                conn = await self._connect()
             yield conn
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            if conn.is_closed() or isinstance(exc, (OSError, asyncpg.InterfaceError)):
-                with contextlib.suppress(Exception):
-                    await self._pool.release(conn)
-                try:
-                    conn = await self._pool.acquire(timeout=10)
-                except (TimeoutError, asyncpg.PostgresError, OSError) as again:
-                    raise StoreError(f"postgres: {type(again).__name__}") from None
-                finally:
-                    self._writer_conns.append(conn)
-                raise StoreError(f"postgres: {type(exc).__name__}") from None
-            self._writer_conns.append(conn)
+            healthy = True
+        except DRIVER_ERRORS as exc:
+            # A server-side error on a live connection (a constraint, a cancelled statement) leaves the
+            # connection usable; anything else (closed, protocol or client state) does not.
+            healthy = isinstance(exc, asyncpg.PostgresError) and conn is not None and not conn.is_closed()
             raise StoreError(f"postgres: {type(exc).__name__}") from None
-        else:
-            self._writer_conns.append(conn)
+        finally:
+            if not healthy and conn is not None and not conn.is_closed():
+                conn.terminate()  # cancelled mid-statement or broken: never reuse it
+            self._writer_slots.append(conn if healthy else None)
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A connection outside the pool (group commit, LISTEN), errors mapped to StoreError."""
+        try:
+            return await asyncpg.connect(
+                self._dsn, timeout=_CONNECT_TIMEOUT, command_timeout=60, server_settings=self._settings
+            )
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        # The pool reconnects a closed connection on acquire, so a server restart costs the statements
+        # that were running, not the pool.
         if self._pool is None:
             raise StoreError("store is not open")
         try:
-            async with self._pool.acquire(timeout=10) as conn:
+            async with self._pool.acquire(timeout=_CONNECT_TIMEOUT) as conn:
                 yield conn
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreError(f"postgres: {type(exc).__name__}") from None
 
     async def open(self) -> None:
         try:
             if self._schema:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
                 try:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
                 finally:
@@ -528,7 +572,7 @@ class PostgresStore:
                 command_timeout=60,
                 server_settings=self._settings,
             )
-        except (asyncpg.PostgresError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
         async with self._conn() as conn, conn.transaction():
             # One migrator at a time across nodes.
@@ -539,31 +583,48 @@ class PostgresStore:
                 if number > version:
                     await conn.execute(sql)
                     await conn.execute("INSERT INTO hub_schema (version) VALUES ($1)", number)
-        try:
-            self._listener = await asyncpg.connect(self._dsn)
-            await self._listener.add_listener(_CHANNEL, lambda *_: self._work.set())
-        except (asyncpg.PostgresError, OSError) as exc:
-            raise StoreError(f"postgres: cannot listen ({type(exc).__name__})") from None
+        await self._listen()
         # The group commit writes on connections of its own, held for the store's life: no pool
         # acquire/reset round trip per batch.
-        for _ in range(self._writers):
-            self._writer_conns.append(await self._pool.acquire())
-        self._committer = GroupCommitter(self._flush, max_batch=self._max_batch, writers=self._writers)
+        self._writer_slots = [await self._connect() for _ in range(self._writers)]
+        self._committer = GroupCommitter(
+            self._flush, max_batch=self._max_batch, writers=self._writers, max_pending=self._max_pending
+        )
         self._finisher = GroupCommitter(self._finish_batch, max_batch=self._max_batch)
 
+    async def _listen(self) -> None:
+        """(Re)open the LISTEN connection; new work is announced on it (and polled for meanwhile)."""
+        conn = await self._connect()
+        try:
+            await conn.add_listener(_CHANNEL, lambda *_: self._work.set())
+        except DRIVER_ERRORS as exc:
+            conn.terminate()
+            raise StoreError(f"postgres: cannot listen ({type(exc).__name__})") from None
+        self._listener = conn
+
     async def close(self) -> None:
+        """Close within bounded time, even with the server gone (connections are then terminated)."""
         if self._finisher:
-            await self._finisher.close()
+            await self._finisher.close(timeout=_CLOSE_TIMEOUT)
         if self._committer:
-            await self._committer.close()
+            await self._committer.close(timeout=_CLOSE_TIMEOUT)
+        conns = [c for c in (*self._writer_slots, self._listener) if c is not None]
+        self._writer_slots.clear()
+        for conn in conns:
+            try:
+                await asyncio.wait_for(conn.close(), _CLOSE_TIMEOUT)
+            except DRIVER_ERRORS:
+                conn.terminate()
         if self._pool is not None:
-            for conn in self._writer_conns:
-                await self._pool.release(conn)
-            self._writer_conns.clear()
-        if self._listener is not None:
-            await self._listener.close()
-        if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT)
+            except DRIVER_ERRORS:
+                self._pool.terminate()
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers now (for /healthz)."""
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1", timeout=_CONNECT_TIMEOUT)
 
     async def schema_version(self) -> int:
         async with self._conn() as conn:
@@ -642,9 +703,20 @@ class PostgresStore:
                 results.append(SubmitResult(existing.get(dedup_key or "", message.id), True, 0))
         return results
 
-    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
+    async def claim(
+        self,
+        route: str,
+        destination: str,
+        *,
+        limit: int,
+        owner: str,
+        lease_secs: float,
+        hold_behind_dead: bool = False,
+    ) -> list[Claimed]:
         async with self._conn() as conn:
-            rows = await conn.fetch(_CLAIM, route, destination, limit, owner, float(lease_secs))
+            rows = await conn.fetch(
+                _CLAIM_HOLD if hold_behind_dead else _CLAIM, route, destination, limit, owner, float(lease_secs)
+            )
         out = [
             Claimed(
                 _delivery(r),
@@ -671,12 +743,13 @@ class PostgresStore:
         started_at: datetime,
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
+        count_attempt: bool = True,
     ) -> bool:
         assert self._finisher is not None
         output = json.dumps({k: _text(v) for k, v in output_metadata.items()}) if output_metadata is not None else None
         return await self._finisher.submit(
             _Finish(delivery_id, owner, status, next_attempt_at, _text(error), outcome, started_at, _text(review),
-                    output, business_keys(output_metadata) if output_metadata else [])
+                    output, business_keys(output_metadata) if output_metadata else [], count_attempt)
         )  # fmt: skip
 
     async def _finish_batch(self, batch: list[_Finish]) -> list[bool]:
@@ -689,11 +762,13 @@ class PostgresStore:
             rows = await conn.fetch(
                 _FINISH_BATCH, ids, [f.owner for f in batch], [f.status for f in batch],
                 [f.next_attempt_at for f in batch], [f.error for f in batch], [f.output for f in batch],
+                [0 if f.count_attempt else 1 for f in batch],
             )  # fmt: skip
             kept = {r["id"]: r for r in rows}
             if not kept:
                 return [False] * len(batch)
-            done = [f for f in batch if f.delivery_id in kept]
+            # not counted: the destination was not reached, no attempt to record (the message stays pending)
+            done = [f for f in batch if f.delivery_id in kept and f.count_attempt]
             await conn.execute(
                 _INSERT_ATTEMPTS, [f.delivery_id for f in done], [kept[f.delivery_id]["attempts"] for f in done],
                 [f.started_at for f in done], [f.outcome for f in done], [f.error for f in done],
@@ -765,6 +840,33 @@ class PostgresStore:
                 delivery_ids,
             )
             await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
+            await conn.execute(f"NOTIFY {_CHANNEL}")
+        return len(rows)
+
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        async with self._conn() as conn:
+            result = await conn.execute(
+                "UPDATE hub_deliveries SET status = 'pending', attempts = greatest(attempts - 1, 0),"
+                " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+                " WHERE route = $1 AND destination = $2 AND status = 'in_flight' AND lease_owner = $3"
+                " AND NOT (id = ANY($4::bigint[]))",
+                route, destination, owner, keep,
+            )  # fmt: skip
+        return int(result.split()[-1])
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        async with self._conn() as conn:
+            return await conn.fetchval(_DEAD_AHEAD.format(t="hub_deliveries", p="$1"), delivery_id)  # type: ignore[no-any-return]
+
+    async def discard(self, delivery_ids: list[int]) -> int:
+        if not delivery_ids:
+            return 0
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE hub_deliveries SET status = 'discarded', updated_at = now()"
+                " WHERE id = ANY($1::bigint[]) AND status = 'dead' RETURNING message_id",
+                delivery_ids,
+            )
             await conn.execute(f"NOTIFY {_CHANNEL}")
         return len(rows)
 
@@ -1033,7 +1135,7 @@ class PostgresStore:
                 number, utcnow(), _text(event.actor), event.role, event.action, event.message_id,
                 _text(event.target), detail, event.outcome,
             )  # fmt: skip
-            digest = audit_hash(prev, *fields)
+            digest = audit_hash(prev, *fields, key=self.audit_key)
             await conn.execute(
                 f"INSERT INTO hub_audit ({_AUDIT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                 *fields,
@@ -1075,6 +1177,60 @@ class PostgresStore:
         return [Attempt(*r) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
+        if self._listener is None or self._listener.is_closed():
+            self._listener = None
+            await self._listen()  # StoreError while the server is away; the caller backs off
+            self._work.set()  # announcements were missed while it was closed
         self._work.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)
+
+    # -- operations: hourly totals and last errors ----------------------------------------------------
+    # Created on first use (IF NOT EXISTS, under an advisory lock so that nodes starting together agree)
+    # rather than by a numbered migration: it holds only derived figures.
+    _HOURLY_DDL = (
+        "CREATE TABLE IF NOT EXISTS hub_stats_hourly (hour timestamptz NOT NULL, route text NOT NULL,"
+        " destination text NOT NULL, counter text NOT NULL, count bigint NOT NULL,"
+        " PRIMARY KEY (hour, route, destination, counter))"
+    )
+
+    async def _hourly_table(self) -> None:
+        if getattr(self, "_hourly_ready", False):
+            return
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7210044)")
+            await conn.execute(self._HOURLY_DDL)
+        self._hourly_ready = True
+
+    async def add_hourly(self, counts: Sequence[HourlyCount]) -> None:
+        if not counts:
+            return
+        await self._hourly_table()
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO hub_stats_hourly (hour, route, destination, counter, count)"
+                " SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
+                " ON CONFLICT (hour, route, destination, counter)"
+                " DO UPDATE SET count = hub_stats_hourly.count + excluded.count",
+                [c.hour for c in counts], [c.route for c in counts], [c.destination for c in counts],
+                [c.counter for c in counts], [c.count for c in counts],
+            )  # fmt: skip
+
+    async def read_hourly(self, since: datetime) -> list[HourlyCount]:
+        await self._hourly_table()
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT hour, route, destination, counter, count FROM hub_stats_hourly"
+                " WHERE hour >= date_trunc('hour', $1::timestamptz) ORDER BY hour, route, destination, counter",
+                since,
+            )
+        return [HourlyCount(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+
+    async def queue_last_errors(self) -> dict[tuple[str, str], tuple[str, datetime]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT DISTINCT ON (route, destination) route, destination, last_error, updated_at"
+                " FROM hub_deliveries WHERE status IN ('pending', 'in_flight', 'dead') AND last_error <> ''"
+                " ORDER BY route, destination, updated_at DESC"
+            )
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows}

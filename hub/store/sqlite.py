@@ -14,7 +14,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,12 +25,15 @@ from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
+    DEAD_LETTER_AHEAD_SQL,
     Attempt,
     AuditEvent,
+    AuditKey,
     AuditRecord,
     Claimed,
     Delivery,
     GroupCommitter,
+    HourlyCount,
     IdentityEvent,
     IdentityRecord,
     MessageRecord,
@@ -209,6 +212,7 @@ MIGRATIONS: list[str] = [
     DROP INDEX deliveries_due;
     CREATE INDEX deliveries_ready ON deliveries (route, destination, next_attempt_at, id)
         WHERE status = 'pending' AND waiting = 0;
+    CREATE INDEX deliveries_dead_keys ON deliveries (route, destination, ordering_key, id) WHERE status = 'dead';
     """,
 ]
 
@@ -317,13 +321,22 @@ class _Finish(NamedTuple):
     started_at: datetime
     review: str | None
     output_metadata: Mapping[str, str] | None
+    count_attempt: bool
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class SqliteStore:
     """The Store protocol on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, max_batch: int = 512) -> None:
+    def __init__(self, path: str | Path, *, max_batch: int = 512, wal_limit_bytes: int = 64 * 1024 * 1024) -> None:
         self.path = Path(path)
+        self.wal_limit_bytes = wal_limit_bytes
         self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
@@ -331,6 +344,7 @@ class SqliteStore:
         self._finisher: GroupCommitter[_Finish, bool] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoint_secs = 1.0
+        self.audit_key: AuditKey | None = None  # set by the hub: HMAC-keys the audit chain
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -353,17 +367,34 @@ class SqliteStore:
         ``synchronous=FULL`` every thousandth commit would carry a large copy and fsync and every
         sender waiting on that group commit would see it. A PASSIVE checkpoint never blocks the
         writer (SQLite WAL mode, "Checkpointing"); it catches up between bursts.
+
+        Under sustained writes a PASSIVE checkpoint never reaches the end of the WAL, and the WAL
+        is only rewound when a checkpoint has copied all of it: it would grow without bound. So
+        once the WAL passes ``wal_limit_bytes`` a TRUNCATE checkpoint runs instead, on the store's
+        own thread: the writer pauses for the time of the copy (the group commit queues meanwhile)
+        and the file is emptied. From the other connection it would starve: the writer takes the
+        lock again between two batches faster than SQLite's busy handler polls for it.
         """
         loop = asyncio.get_running_loop()
+        wal = Path(str(self.path) + "-wal")
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint") as pool:
             conn = await loop.run_in_executor(pool, lambda: sqlite3.connect(str(self.path), check_same_thread=False))
             try:
                 while True:
                     await asyncio.sleep(self.checkpoint_secs)
-                    with contextlib.suppress(sqlite3.Error):
-                        await loop.run_in_executor(pool, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    # Busy, full disk: the next round tries again.
+                    if _size(wal) > self.wal_limit_bytes:
+                        with contextlib.suppress(StoreError):
+                            await self._run(self._fetchone, "PRAGMA wal_checkpoint(TRUNCATE)", ())
+                    else:
+                        with contextlib.suppress(sqlite3.Error):
+                            await loop.run_in_executor(pool, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
             finally:
                 await loop.run_in_executor(pool, conn.close)
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database can be read now (for /healthz)."""
+        await self._run(self._fetchone, "SELECT 1", ())
 
     def _open_sync(self) -> None:
         if str(self.path) != ":memory:":
@@ -375,6 +406,9 @@ class SqliteStore:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run beside the writer: _checkpoint_loop
+        # After a checkpoint rewinds the WAL, the file is cut back to this size instead of staying
+        # as large as the largest burst it ever held.
+        db.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes}")
         self._db = db
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number, sql in enumerate(MIGRATIONS, start=1):
@@ -418,10 +452,15 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(db)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed COMMIT (full disk, I/O error) may or may not have ended the transaction
+            # (SQLite "Response To Errors Within A Transaction"); never leave one open, or every
+            # later BEGIN fails and the store stays broken after the cause has gone.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return result
 
     # -- writes -------------------------------------------------------------------------------------
@@ -512,9 +551,19 @@ class SqliteStore:
             (delivery_id,),
         )
 
-    async def claim(self, route: str, destination: str, *, limit: int, owner: str, lease_secs: float) -> list[Claimed]:
+    async def claim(
+        self,
+        route: str,
+        destination: str,
+        *,
+        limit: int,
+        owner: str,
+        lease_secs: float,
+        hold_behind_dead: bool = False,
+    ) -> list[Claimed]:
         return await self._run(
-            self._tx_unsynced, lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs)
+            self._tx_unsynced,
+            lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs, hold_behind_dead),
         )
 
     def _tx_unsynced(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -530,18 +579,32 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=FULL")
 
     def _claim_sync(
-        self, db: sqlite3.Connection, route: str, destination: str, limit: int, owner: str, lease_secs: float
+        self,
+        db: sqlite3.Connection,
+        route: str,
+        destination: str,
+        limit: int,
+        owner: str,
+        lease_secs: float,
+        hold_behind_dead: bool,
     ) -> list[Claimed]:
         now = time.time()
         # Only the first delivery of each ordering key is not `waiting`, so the walk of deliveries_ready
         # meets claimable rows at once, however deep the backlog behind them. The NOT EXISTS test still
         # guards FIFO on its own (one index probe per candidate).
+        # The status lists are literal so that SQLite can use the partial indexes (deliveries_order, and
+        # deliveries_dead_keys when a dead letter holds its key).
+        hold = (
+            " AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.route = c.route AND x.destination = c.destination"
+            " AND x.ordering_key = c.ordering_key AND x.status = 'dead' AND x.id < c.id)"
+            if hold_behind_dead
+            else ""
+        )
         rows = db.execute(
             f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
             " AND waiting = 0 AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
             "  SELECT 1 FROM deliveries e WHERE e.route = c.route AND e.destination = c.destination"
-            "  AND e.ordering_key = c.ordering_key AND e.status IN ('pending', 'in_flight', 'awaiting_identity',"
-            "  'identity_review') AND e.id < c.id))"
+            f"  AND e.ordering_key = c.ordering_key AND e.status IN ({_BLOCKING}) AND e.id < c.id)){hold}"
             " ORDER BY next_attempt_at, id LIMIT ?",
             (route, destination, now, limit),
         ).fetchall()
@@ -578,11 +641,15 @@ class SqliteStore:
         started_at: datetime,
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
+        count_attempt: bool = True,
     ) -> bool:
         assert self._finisher is not None
         return await self._finisher.submit(
-            _Finish(delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata)
-        )
+            _Finish(
+                delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata,
+                count_attempt,
+            )
+        )  # fmt: skip
 
     async def _finish_batch(self, batch: list[_Finish]) -> list[bool]:
         """Outcomes recorded together (group commit): one transaction and one fsync for the batch."""
@@ -600,6 +667,7 @@ class SqliteStore:
         started_at: datetime,
         review: str | None,
         output_metadata: Mapping[str, str] | None,
+        count_attempt: bool,
     ) -> bool:
         now = time.time()
         row = db.execute(
@@ -611,17 +679,20 @@ class SqliteStore:
         message_id, attempts = row
         db.execute(
             "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
-            " lease_expires_at = NULL, updated_at = ?,"
+            " lease_expires_at = NULL, updated_at = ?, attempts = attempts - ?,"
             " output_metadata = COALESCE(?, output_metadata) WHERE id = ?",
             (
                 status,
                 _ts(next_attempt_at) if next_attempt_at else now,
                 error,
                 now,
+                0 if count_attempt else 1,
                 json.dumps(dict(output_metadata)) if output_metadata is not None else None,
                 delivery_id,
             ),
         )
+        if not count_attempt:  # the destination was not reached: no attempt to record
+            return True  # (in flight → pending: the message stays pending)
         db.execute(
             "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
             " VALUES (?,?,?,?,?,?)",
@@ -653,7 +724,7 @@ class SqliteStore:
                 "   THEN 'awaiting_identity'"
                 " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status = 'identity_review')"
                 "   THEN 'identity_review'"
-                " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status = 'dead')"
+                " WHEN EXISTS (SELECT 1 FROM deliveries WHERE message_id = :mid AND status IN ('dead', 'discarded'))"
                 "   THEN 'failed' ELSE 'delivered' END"
                 " WHERE id = :mid AND status NOT IN ('rejected', 'unrouted')",
                 {"now": now, "mid": mid},
@@ -726,6 +797,34 @@ class SqliteStore:
             return cur.rowcount
 
         return await self._run(self._tx, work)
+
+    async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
+        marks = ",".join("?" * len(keep))
+        return await self._run(
+            self._tx,
+            lambda db: db.execute(
+                "UPDATE deliveries SET status = 'pending', attempts = MAX(attempts - 1, 0), lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = ? WHERE route = ? AND destination = ?"
+                f" AND status = 'in_flight' AND lease_owner = ? AND id NOT IN ({marks})",
+                (time.time(), route, destination, owner, *keep),
+            ).rowcount,
+        )
+
+    async def dead_letter_ahead(self, delivery_id: int) -> int | None:
+        row = await self._run(self._fetchone, DEAD_LETTER_AHEAD_SQL.format(t="deliveries", p="?"), (delivery_id,))
+        return int(row[0]) if row else None
+
+    async def discard(self, delivery_ids: list[int]) -> int:
+        if not delivery_ids:
+            return 0
+        marks = ",".join("?" * len(delivery_ids))
+        return await self._run(
+            self._tx,
+            lambda db: db.execute(
+                f"UPDATE deliveries SET status = 'discarded', updated_at = ? WHERE status = 'dead' AND id IN ({marks})",
+                (time.time(), *delivery_ids),
+            ).rowcount,
+        )
 
     async def release_held(self, patient_keys: list[str]) -> int:
         if not patient_keys:
@@ -1004,7 +1103,7 @@ class SqliteStore:
             detail = canonical_detail(event.detail)
             digest = audit_hash(
                 prev, number, at, event.actor, event.role, event.action, event.message_id, event.target, detail,
-                event.outcome,
+                event.outcome, key=self.audit_key,
             )  # fmt: skip
             row = (
                 number, at.isoformat(), event.actor, event.role, event.action, event.message_id, event.target,
@@ -1048,3 +1147,53 @@ class SqliteStore:
     async def wait_for_work(self, timeout: float) -> None:
         # One process owns an SQLite store; other writers (the CLI) are seen by polling.
         await asyncio.sleep(timeout)
+
+    # -- operations: hourly totals and last errors ----------------------------------------------------
+    # The hourly table is created on first use (IF NOT EXISTS) rather than by a numbered migration: it
+    # holds only derived figures, and its creation is then independent of the schema's version line.
+    _HOURLY_DDL = (
+        "CREATE TABLE IF NOT EXISTS stats_hourly (hour REAL NOT NULL, route TEXT NOT NULL,"
+        " destination TEXT NOT NULL, counter TEXT NOT NULL, count INTEGER NOT NULL,"
+        " PRIMARY KEY (hour, route, destination, counter))"
+    )
+
+    async def _hourly_table(self) -> None:
+        if not getattr(self, "_hourly_ready", False):
+            await self._run(self._fetchall, self._HOURLY_DDL, ())
+            self._hourly_ready = True
+
+    async def add_hourly(self, counts: Sequence[HourlyCount]) -> None:
+        if not counts:
+            return
+        await self._hourly_table()
+        rows = [(_ts(c.hour), c.route, c.destination, c.counter, c.count) for c in counts]
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO stats_hourly (hour, route, destination, counter, count) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (hour, route, destination, counter) DO UPDATE SET count = count + excluded.count",
+                rows,
+            )
+
+        await self._run(self._tx, work)
+
+    async def read_hourly(self, since: datetime) -> list[HourlyCount]:
+        await self._hourly_table()
+        start = since.timestamp() // 3600 * 3600
+        rows = await self._run(
+            self._fetchall,
+            "SELECT hour, route, destination, counter, count FROM stats_hourly WHERE hour >= ?"
+            " ORDER BY hour, route, destination, counter",
+            (start,),
+        )
+        return [HourlyCount(_dt(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def queue_last_errors(self) -> dict[tuple[str, str], tuple[str, datetime]]:
+        # SQLite returns the bare columns of the row holding MAX(updated_at) ("bare columns in an aggregate").
+        rows = await self._run(
+            self._fetchall,
+            "SELECT route, destination, last_error, MAX(updated_at) FROM deliveries"
+            " WHERE status IN ('pending', 'in_flight', 'dead') AND last_error != '' GROUP BY route, destination",
+            (),
+        )
+        return {(r[0], r[1]): (r[2], _dt(r[3])) for r in rows}

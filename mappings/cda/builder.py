@@ -394,13 +394,32 @@ def add_record_target(doc: etree._Element, patient: Patient) -> None:
             sub(addr, "city", patient.birthplace_city)
 
 
+# "12", "12 bis", "12B" then the street: the house number of a French street line.
+_HOUSE_NUMBER = re.compile(r"(?P<number>[0-9]+(?:\s*(?:bis|ter|quater|[A-Za-z])\b)?)[\s,]+(?P<street>\S.*)")
+
+
 def _addr(parent: etree._Element, org: Organization | None) -> None:
+    """addr of a structure: structured parts, or street lines alone (CI-SISAddr, never both).
+
+    The structuration minimale's CI-SISAddr (1.2.250.1.213.1.1.1.1.10.18) allows an address
+    either as ``streetAddressLine`` elements only, or as parts (houseNumber, streetName,
+    postalCode, city...). With a postal code or a city the street goes in ``houseNumber`` +
+    ``streetName``, as in the ANS examples; a street alone stays a ``streetAddressLine``.
+    """
     if org is None or not (org.street or org.postal_code or org.city):
         sub(parent, "addr", nullFlavor="UNK")
         return
     addr = sub(parent, "addr")
-    if org.street:
+    if not (org.postal_code or org.city):
         sub(addr, "streetAddressLine", org.street)
+        return
+    if org.street:
+        match = _HOUSE_NUMBER.fullmatch(org.street.strip())
+        if match:
+            sub(addr, "houseNumber", match["number"])
+            sub(addr, "streetName", match["street"])
+        else:
+            sub(addr, "streetName", org.street.strip())
     if org.postal_code:
         sub(addr, "postalCode", org.postal_code)
     if org.city:
@@ -514,18 +533,15 @@ def add_secondary_service_event(doc: etree._Element, code: Coded) -> None:
     coded(event, "code", code, codeSystemName=_system_name(code))
 
 
-def add_related_document(doc: etree._Element, *, parent_id: II | None, set_id: II, parent_version: int | None) -> None:
+def add_related_document(doc: etree._Element, *, parent_id: II, parent_version: int | None) -> None:
     """relatedDocument RPLC: this version replaces the parent (CDA R2 document revisions).
 
-    When the parent's id is not known to the mapping (a correction ORU does not carry it),
-    it is sent as nullFlavor NAV, with the shared setId identifying the replaced set.
+    The CI-SIS header (CI-SISRelatedDocument, 1.2.250.1.213.1.1.1.1.10.3) wants parentDocument
+    with its id (never a nullFlavor) and optionally its versionNumber, nothing else: the setId
+    is the child's own (ClinicalDocument/setId), shared by every version.
     """
     parent = sub(sub(doc, "relatedDocument", typeCode="RPLC"), "parentDocument")
-    if parent_id is None:
-        sub(parent, "id", nullFlavor="NAV")
-    else:
-        ii(parent, "id", parent_id)
-    ii(parent, "setId", set_id)
+    ii(parent, "id", parent_id)
     if parent_version is not None:
         sub(parent, "versionNumber", value=str(parent_version))
 

@@ -16,10 +16,12 @@ in TestContenuCDA-3-0 state it; DOMAIN.md §3):
   (ORC-4 placer group, else filler/placer order number), so a corrected report
   keeps the setId of the original.
 * **Corrections**: a result with OBX-11 ``C`` (or OBR-25 ``C``) makes the
-  report a new version with a RPLC relatedDocument. HL7 v2 does not say which
-  version it replaces: the metadata ``cda_replaces_id`` / ``cda_replaces_version``
-  set by an earlier step are used when present, else version 2 and a parent id
-  nullFlavor NAV (the shared setId names the set).
+  report a new version with a RPLC relatedDocument whose parentDocument is the
+  uniqueId and version the hub registered earlier for the same order (same setId):
+  the metadata ``cda_replaces_id`` / ``cda_replaces_version`` of an earlier step
+  when present, else the patient's delivered documents (:mod:`hub.documents`). The
+  header rules forbid a parent id nullFlavor, so when the original is unknown the
+  correction is refused or waits (setting ``unknown_original``).
 * **Body**: one section FR-CR-BIO-Chapitre per chapter (OBR-24 diagnostic
   service section -> LOINC chapter), one FR-CR-BIO-Sous-Chapitre per OBR with a
   narrative table and one FR-Resultats-examens-de-biologie-medicale entry: act
@@ -28,8 +30,9 @@ in TestContenuCDA-3-0 state it; DOMAIN.md §3):
   reference ranges, OBX-8 -> ObservationInterpretation), NTE comments as
   FR-Commentaire-ER acts. Observation codes and comments point at the narrative
   through ``originalText/reference`` and ``text/reference`` (``#res-…``, ``#cmt-…``).
-* **PDF copy**: an ED OBX holding a PDF becomes the FR-Document-PDF-copie section,
-  which model 2024.01 requires.
+* **PDF copy**: the FR-Document-PDF-copie section (required by model 2024.01) is always
+  there: the laboratory's PDF when an ED OBX carries one, otherwise a PDF the hub renders
+  from the same results (:mod:`mappings.cda.report_pdf`).
 
 Refused (MappingError, no value quoted): no OBR or an OBR without results,
 results not coded in LOINC, units with no UCUM equivalent, non-numeric NM
@@ -50,8 +53,10 @@ from typing import Literal
 from lxml import etree
 from pydantic import Field
 
-from hub.errors import MappingError
+from hub.documents import DocumentVersion
+from hub.errors import MappingError, Retryable
 from hub.message import CONTENT_HL7V2, Message
+from hub.pipeline import StepContext
 from hub.registry import register
 from mappings.cda import builder as b
 from mappings.cda.builder import CONTENT_CDA, II, CdaConfig, CodedConfig, Organization, Practitioner
@@ -70,6 +75,7 @@ from mappings.cda.codes import (
 )
 from mappings.cda.header import read_cda_header, validate_cda_header
 from mappings.cda.hl7v2_documents import Distribution, read_distribution
+from mappings.cda.report_pdf import ReportView, ResultLine, ViewSection, render_pdf
 from mappings.cda.v2_input import (
     Segment,
     national_practitioner_from_cnn,
@@ -101,9 +107,10 @@ class CrBioConfig(CdaConfig):
     """Settings of the `v2_oru_to_cda_crbio` step (on top of the shared CDA settings)."""
 
     crbio_version: Literal["2023.01", "2024.01"] = Field(
-        "2023.01",
-        description="CR-BIO model version (templateId 1.2.250.1.213.1.1.1.55 extension). 2024.01 requires "
-        "the FR-Document-PDF-copie section, so the ORU must then carry the report as a PDF (OBX ED).",
+        "2024.01",
+        description="CR-BIO model version (templateId 1.2.250.1.213.1.1.1.55 extension); default the current "
+        "one. Every version gets the FR-Document-PDF-copie section (required from 2024.01): the laboratory's "
+        "PDF when the ORU carries one (OBX ED), otherwise a PDF the hub renders from the results.",
     )
     biologist_profession: CodedConfig = Field(
         default_factory=lambda: CodedConfig(
@@ -118,6 +125,12 @@ class CrBioConfig(CdaConfig):
     )
     default_chapter: CodedConfig | None = Field(
         None, description="Chapter for an OBR whose OBR-24 is empty or unknown; unset: such an OBR is refused."
+    )
+    unknown_original: Literal["refuse", "wait"] = Field(
+        "refuse",
+        description="A correction (OBX-11/OBR-25 C) whose original report the hub has not sent (no delivered "
+        "version of the same order's setId for the patient): `refuse` it with that reason, or `wait` (retried "
+        "with the destination's backoff until the original is delivered, then dead after max_attempts).",
     )
 
 
@@ -386,6 +399,7 @@ class _Section:
     def __init__(self, parent: etree._Element, order: _Order, number: int, chapter: Coded, config: CrBioConfig):
         self.order, self.number, self.config = order, number, config
         self.battery = _battery_code(order, chapter)
+        self.view = ViewSection(order.obr.get(4, 2) or self.battery.display_name, subtitle=chapter.display_name)
         section = b.sub(b.sub(parent, "component"), "section")
         b.sub(section, "templateId", root="1.3.6.1.4.1.19376.1.3.3.2.2")  # IHE PALM Laboratory Report Item
         b.sub(section, "templateId", root="1.2.250.1.213.1.1.2.71")  # FR-CR-BIO-Sous-Chapitre
@@ -421,6 +435,7 @@ class _Section:
             self._result(organizer, body, result, i, notes)
         for j, comment in enumerate(self.order.comments, 1):
             notes.append(("", f"cmt-{self.number}-0-{j}", comment))
+            self.view.notes.append(comment)
             _comment_entry(self.act, f"cmt-{self.number}-0-{j}", inversion=False)
         for label, ref, comment in notes:
             paragraph = b.sub(self.text, "paragraph", f"{label} : " if label else None)
@@ -448,6 +463,7 @@ class _Section:
         shown = b.sub(paragraph, "content", label or code, ID=f"spc-{self.number}")
         if collected:
             shown.tail = f", le {b.human_time(collected)}"
+        self.view.notes.append(f"Prélèvement : {label or code}" + (shown.tail or ""))
         rel = b.sub(self.act, "entryRelationship", typeCode="COMP")
         proc = b.sub(rel, "procedure", classCode="PROC", moodCode="EVN")
         b.sub(proc, "templateId", root="1.3.6.1.4.1.19376.1.3.1.2")  # IHE PALM Specimen Collection
@@ -495,12 +511,14 @@ class _Section:
         ref = f"res-{self.number}-{i}"
 
         row = b.sub(body, "tr")
-        b.sub(b.sub(row, "td"), "content", obx.get(3, 2) or loinc.display_name, ID=ref)
-        shown = "Non réalisé" if value is None else value.display
-        b.sub(row, "td", shown + (" (corrigé)" if status == "C" else ""))
-        b.sub(row, "td", value.unit if value is not None and value.unit != "1" else "")
-        b.sub(row, "td", range_text)
-        b.sub(row, "td", ", ".join(c.display_name for c in interpretations))
+        name = obx.get(3, 2) or loinc.display_name
+        b.sub(b.sub(row, "td"), "content", name, ID=ref)
+        shown = ("Non réalisé" if value is None else value.display) + (" (corrigé)" if status == "C" else "")
+        unit = value.unit if value is not None and value.unit != "1" else ""
+        flags_text = ", ".join(c.display_name for c in interpretations)
+        for cell in (shown, unit, range_text, flags_text):
+            b.sub(row, "td", cell)
+        self.view.lines.append(ResultLine(name, shown, unit, range_text, flags_text, tuple(result.comments)))
 
         obs = b.sub(b.sub(organizer, "component"), "observation", classCode="OBS", moodCode="EVN")
         b.sub(obs, "templateId", root="1.3.6.1.4.1.19376.1.3.1.6")  # IHE PALM Laboratory Observation
@@ -537,8 +555,8 @@ class _Section:
             b.coded(observation_range, "interpretationCode", _NORMAL)
 
 
-def _pdf_copy(body: etree._Element, obx: Segment, doc_id: str) -> None:
-    """FR-Document-PDF-copie (1.2.250.1.213.1.1.2.243) with the report as a PDF (ANS CR-BIO 2024.01)."""
+def _lab_pdf(obx: Segment) -> bytes:
+    """The laboratory's own PDF of the report (OBX ED ``^AP^PDF^Base64^<data>``)."""
     rep = obx.reps(5)[0]
     if obx.comp(rep, 4).upper() != "BASE64":
         raise MappingError("OBX-5.4 encoding must be Base64", location=obx.loc(5, 4))
@@ -548,6 +566,11 @@ def _pdf_copy(body: etree._Element, obx: Segment, doc_id: str) -> None:
         raise MappingError("OBX-5.5 is not valid base64", location=obx.loc(5, 5)) from None
     if not pdf.startswith(b"%PDF-"):
         raise MappingError("OBX-5 says PDF but does not hold a PDF", location=obx.loc(5, 5))
+    return pdf
+
+
+def _pdf_copy(body: etree._Element, pdf: bytes, doc_id: str) -> None:
+    """FR-Document-PDF-copie (1.2.250.1.213.1.1.2.243) with the report as a PDF (ANS CR-BIO 2024.01)."""
     section = b.sub(b.sub(body, "component"), "section")
     b.sub(section, "templateId", root="1.2.250.1.213.1.1.2.243")
     b.sub(section, "id", root=doc_id + ".3")
@@ -614,6 +637,43 @@ def _laboratory(orders: list[_Order], distribution: Distribution, config: CrBioC
     raise MappingError("no laboratory: set config custodian or send a national structure id (PRT SB, OBX-23)")
 
 
+def _patient_lines(patient: b.Patient) -> list[tuple[str, str]]:
+    """The identity traits as a reader checks them (INS referential: birth names first)."""
+    lines = [("Nom de naissance", patient.birth_family), ("Prénom(s) de naissance", patient.birth_given_list)]
+    if patient.used_family:
+        lines.append(("Nom utilisé", patient.used_family))
+    if patient.used_given:
+        lines.append(("Prénom utilisé", patient.used_given))
+    lines += [("Sexe", patient.gender.display_name), ("Date de naissance", b.human_time(patient.birth_date))]
+    if patient.birthplace_county:
+        lines.append(("Lieu de naissance (code INSEE)", patient.birthplace_county))
+    label = "INS (matricule INS)" if patient.has_ins else "Identifiant"
+    if patient.ids:
+        lines.append((label, patient.ids[0].extension or patient.ids[0].root))
+    return [(k, v) for k, v in lines if v]
+
+
+def _xcn_name(seg: Segment, value: str) -> str:
+    family, given, prefix = seg.comp(value, 2), seg.comp(value, 3), seg.comp(value, 6)
+    return " ".join(p for p in (prefix, given, family) if p)
+
+
+def _parties(orders: list[_Order], lab: Organization, author: Practitioner) -> list[tuple[str, str]]:
+    """Prescriber (ORC-12, else OBR-16), laboratory and validating biologist, as shown in the PDF."""
+    prescriber = ""
+    for order in orders:
+        for seg, field in ((order.orc, 12), (order.obr, 16)):
+            if seg is not None and not prescriber:
+                prescriber = next((n for x in seg.reps(field) if (n := _xcn_name(seg, x))), "")
+    address = ", ".join(p for p in (lab.street, " ".join(q for q in (lab.postal_code, lab.city) if q)) if p)
+    lines = [
+        ("Prescripteur", prescriber or "non précisé"),
+        ("Laboratoire", lab.name + (f" - {address}" if address else "")),
+        ("Biologiste validant", " ".join(p for p in (author.given, author.family) if p)),
+    ]
+    return lines
+
+
 def _set_key(orders: list[_Order], msh: Segment) -> str:
     """What every version of the report shares: the request (ORC-4 placer group), else the order numbers."""
     first = orders[0]
@@ -635,8 +695,31 @@ def _times(orders: list[_Order], msh: Segment) -> tuple[str, str, str]:
     return document, start, collection
 
 
+def _parent(
+    hints: Mapping[str, str], documents: Mapping[str, DocumentVersion] | None, set_id: II, config: CrBioConfig
+) -> tuple[II, int | None]:
+    """The version a correction replaces: named by an earlier step, else found among the sent documents."""
+    parent_text = hints.get("cda_replaces_id", "")
+    if parent_text:
+        root_part, _, ext_part = parent_text.partition("^")
+        version_text = hints.get("cda_replaces_version", "")
+        return II(root_part, ext_part or None), int(version_text) if version_text.isdigit() else None
+    earlier = (documents or {}).get(set_id.root)
+    if earlier is not None:
+        root_part, _, ext_part = earlier.unique_id.partition("^")
+        return II(root_part, ext_part or None), earlier.version
+    why = "correction of a report the hub has not sent: no delivered version of this order (setId) for the patient"
+    if config.unknown_original == "wait":
+        raise Retryable(why)
+    raise MappingError(why, location="OBX^1^11")
+
+
 def oru_to_crbio(
-    body: bytes, *, config: CrBioConfig, hints: Mapping[str, str] | None = None
+    body: bytes,
+    *,
+    config: CrBioConfig,
+    hints: Mapping[str, str] | None = None,
+    documents: Mapping[str, DocumentVersion] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """Build the CR-BIO document of an ORU^R01; returns (XML bytes, metadata).
 
@@ -649,9 +732,8 @@ def oru_to_crbio(
     msh = segments(er7, "MSH")[0]
     if (msh.get(9, 1), msh.get(9, 2)) != ("ORU", "R01"):
         raise MappingError("message type must be ORU^R01", location="MSH^1^9")
-    orders, pdf = _read_orders(er7)
-    if config.crbio_version == "2024.01" and pdf is None:
-        raise MappingError("CR-BIO 2024.01 needs the report as a PDF (OBX ED) for FR-Document-PDF-copie")
+    orders, pdf_obx = _read_orders(er7)
+    lab_pdf = _lab_pdf(pdf_obx) if pdf_obx is not None else None
     distribution = read_distribution(er7)
     patient = read_patient(er7, config.patient_id_roots)
     distribution.check(has_ins=patient.has_ins, enforce_matrix=False)
@@ -663,11 +745,11 @@ def oru_to_crbio(
     corrected = any(o.obr.get(25) == "C" or any(r.obx.get(11) == "C" for r in o.results) for o in orders)
     doc_id = II(b.derived_oid(config.document_id_root, 1, msh.get(3), msh.get(4), msh.get(10)))
     set_id = II(b.derived_oid(config.document_id_root, 2, msh.get(4), _set_key(orders, msh)))
-    parent_version = int(hints["cda_replaces_version"]) if hints.get("cda_replaces_version", "").isdigit() else None
+    parent_id: II | None = None
+    parent_version: int | None = None
+    if corrected:
+        parent_id, parent_version = _parent(hints, documents, set_id, config)
     version = (parent_version + 1 if parent_version else 2) if corrected else 1
-    parent_text = hints.get("cda_replaces_id", "")
-    root_part, _, ext_part = parent_text.partition("^")
-    parent_id = II(root_part, ext_part or None) if root_part else None
 
     doc = b.new_document([(TEMPLATE_PALM, None), (TEMPLATE_CRBIO, config.crbio_version)], lab=True)
     b.add_identification(
@@ -697,8 +779,8 @@ def oru_to_crbio(
     )
     for chapter in unique_chapters[1:]:
         b.add_secondary_service_event(doc, chapter)
-    if corrected:
-        b.add_related_document(doc, parent_id=parent_id, set_id=set_id, parent_version=parent_version)
+    if parent_id is not None:
+        b.add_related_document(doc, parent_id=parent_id, parent_version=parent_version)
     pv1 = next(iter(segments(er7, "PV1")), None)
     b.add_component_of(
         doc,
@@ -709,6 +791,13 @@ def oru_to_crbio(
     )
 
     structured = b.sub(b.sub(doc, "component"), "structuredBody")
+    view = ReportView(
+        TITLE,
+        document_time,
+        _patient_lines(patient),
+        _parties(orders, lab, author),
+        status="Compte rendu corrigé (nouvelle version)" if corrected else "",
+    )
     sections: dict[Coded, etree._Element] = {}
     for number, (order, chapter) in enumerate(zip(orders, chapters, strict=True), 1):
         if chapter not in sections:
@@ -718,9 +807,10 @@ def oru_to_crbio(
             _coded_loinc(section, "code", chapter)
             b.sub(section, "title", chapter.display_name)
             sections[chapter] = section
-        _Section(sections[chapter], order, number, chapter, config).build()
-    if pdf is not None:
-        _pdf_copy(structured, pdf, doc_id.root)
+        built = _Section(sections[chapter], order, number, chapter, config)
+        built.build()
+        view.sections.append(built.view)
+    _pdf_copy(structured, lab_pdf if lab_pdf is not None else render_pdf(view), doc_id.root)
 
     violations = validate_cda_header(doc)
     if violations:  # a gap in this mapping, not a sender error: the rule ids say which
@@ -735,12 +825,26 @@ def oru_to_crbio(
     return b.serialize(doc), metadata
 
 
-@register("step", "v2_oru_to_cda_crbio", config=CrBioConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_CDA)
-def v2_oru_to_cda_crbio(message: Message, config: CrBioConfig | None = None) -> Message:
+@register(
+    "step",
+    "v2_oru_to_cda_crbio",
+    config=CrBioConfig,
+    consumes=(CONTENT_HL7V2,),
+    produces=CONTENT_CDA,
+    needs=("documents",),
+)
+def v2_oru_to_cda_crbio(
+    message: Message, config: CrBioConfig | None = None, ctx: StepContext | None = None
+) -> Message:
     """ORU^R01 lab results -> CDA R2 CR-BIO lab report (CI-SIS), with deterministic document ids.
 
     Metadata of the result: read_cda_header keys, document_action (create | replace),
     document_format_code, and the MetaDMPMSS/PRT distribution keys when present.
     """
-    xml, metadata = oru_to_crbio(message.body, config=config or CrBioConfig(), hints=message.metadata)
+    xml, metadata = oru_to_crbio(
+        message.body,
+        config=config or CrBioConfig(),
+        hints=message.metadata,
+        documents=ctx.documents if ctx is not None else None,
+    )
     return message.derive(body=xml, content_type=CONTENT_CDA, **metadata)

@@ -60,6 +60,7 @@ from lxml import etree
 
 from hub.errors import ParseError
 from hub.identity import INS_NIR_DEMO_OID, INS_NIR_TEST_OID, INS_ROOTS, InsProblem, check_nir
+from mappings.cda.value_sets import value_set
 from mappings.xml import parse_xml
 
 __all__ = [
@@ -102,7 +103,10 @@ _UID = re.compile(
 )
 # TS literal (HL7 V3 datatypes): YYYY[MM[DD[HH[MM[SS[.S{1,4}]]]]]][+|-ZZzz]; the schematron only
 # tests the leading digits, which would let "2025-01-02" through.
-_TS = re.compile(r"[0-9]{4}(?:[0-9]{2}){0,5}(?:\.[0-9]{1,4})?(?:[+-][0-9]{4})?")
+# The offset is [+-] and 1 to 4 digits, as the CDA XSD's ts pattern allows it (ANS examples carry
+# "+100"): "[0-9]{1,8}|([0-9]{9,14}|[0-9]{14,14}\.[0-9]+)([+\-][0-9]{1,4})?".
+_TS = re.compile(r"[0-9]{4}(?:[0-9]{2}){0,5}(?:\.[0-9]{1,4})?(?:[+-][0-9]{1,4})?")
+_JDV_J07 = "JDV_J07_XdsTypeCode_CISIS"
 _LANGUAGE = re.compile(r"[a-z]{2}-[A-Z]{2}")
 
 
@@ -402,6 +406,14 @@ class _Checker:
         codes = _non_null(_all(doc, "code"))
         if self.exactly_one("document-code", _DOC + "/code", codes, "code"):
             self.coded("document-code", codes[0], _DOC + "/code")
+            # SMDS_CDAClinicalDocument: "The value for code SHALL be selected from value set
+            # 1.2.250.1.213.1.1.5.471 JDV_J07_XdsTypeCode_CISIS" (membership of @code, as tested there).
+            if codes[0].get("code") and codes[0].get("code") not in value_set(_JDV_J07):
+                self.add(
+                    "document-type-value-set",
+                    _DOC + "/code/@code",
+                    f"code must be in {_JDV_J07} (1.2.250.1.213.1.1.5.471)",
+                )
 
         titles = _non_null(_all(doc, "title"))
         self.exactly_one("title", _DOC + "/title", titles, "title")
@@ -469,12 +481,8 @@ class _Checker:
             return
         loc = _DOC + "/relatedDocument/parentDocument"
         parent = _one(rplc[0], "parentDocument")
-        if version == 1:
-            self.add(
-                "replacement-version",
-                _DOC + "/versionNumber/@value",
-                "a replacement (RPLC) cannot be version 1",
-            )
+        # No rule against an RPLC at version 1: neither the CI-SIS schematrons nor the DMP refuse it
+        # (ANS example CSE-CS8_2024.01 is one); only a parent version not lower than the child's is.
         parent_id = _one(parent, "id")
         if parent_id is None:
             self.add("replacement-parent", loc + "/id", "the replaced document's id is required")

@@ -67,7 +67,7 @@ from typing import Literal
 from lxml import etree
 from pydantic import Field
 
-from hub.errors import MappingError, MessageError
+from hub.errors import MappingError, MessageError, ParseError
 from hub.identity import INS_ROOTS
 from hub.message import CONTENT_HL7V2, Message
 from hub.registry import register
@@ -94,6 +94,8 @@ __all__ = [
     "Distribution",
     "DocumentConfig",
     "V2Document",
+    "check_v2_documents",
+    "document_obx",
     "read_distribution",
     "read_v2_document",
     "v2_document_to_cda",
@@ -161,6 +163,14 @@ class DocumentConfig(CdaConfig):
     require_ins_for_dmp: bool = Field(
         True, description="Refuse DESTDMP=Y when the document's patient has no INS (DOMAIN.md §3.3)."
     )
+    format: Literal["level3", "level1"] = Field(
+        "level3",
+        description="Which instance to take from an ORU carrying one document in two formats (volet: a CDA "
+        "level 1 and a CDA level 3 of the same content, each with its own id, both to publish): level3 (the "
+        "structured body) or level1 (the PDF, sent wrapped or as a PDF the hub wraps). A message with one "
+        "document gives that one. Publishing both takes two routes, the second one `when: {document_count: "
+        '"2"}` with `format: level1` (metadata of the `v2_documents` listener check).',
+    )
 
 
 # ----------------------------------------------------------------------------------- distribution
@@ -179,6 +189,8 @@ class Distribution:
     sender_org: Organization | None = None
     has_sender: bool = False
     no_reply_patient: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Optional parts that could not be used and were dropped (metadata ``warnings``)."""
 
     def __repr__(self) -> str:
         return f"Distribution(flags={len(self.flags)}, recipients={len(self.recipients)})"
@@ -200,6 +212,8 @@ class Distribution:
             out["sender_ps_id"] = self.sender.id
         if self.sender_org is not None:
             out["sender_org_id"] = self.sender_org.id
+        if self.warnings:
+            out["warnings"] = "; ".join(self.warnings)
         return out
 
     def check(self, *, has_ins: bool, enforce_matrix: bool, require_ins_for_dmp: bool = True) -> None:
@@ -233,18 +247,35 @@ class Distribution:
             raise MappingError("MetaDMPMSS flags outside the volet's MSSanté matrix")
 
 
-def _decode_text(seg: Segment, location: str) -> str:
-    """An ED OBX-5 holding text (mail bodies): base64 when OBX-5.4 says so."""
-    rep = seg.reps(5)[0] if seg.reps(5) else ""
-    data, encoding = seg.comp(rep, 5), seg.comp(rep, 4)
-    if seg.get(2) != "ED":
-        return seg.er7.component(rep, 1)
-    if encoding.upper() != "BASE64":
-        return data
+def _b64(data: str, location: str) -> bytes:
+    """Base64 as senders write it: whitespace ignored, and the ``=`` padding restored when left out.
+
+    The ANS example messages (hl7V2-exemples) end their base64 documents without padding; the
+    length still says how many bytes the last group holds (RFC 4648 §3.2), except a length of 4n+1.
+    """
+    compact = "".join(data.split())
+    if len(compact) % 4 == 1:
+        raise MappingError("OBX-5.5 is not valid base64 (truncated)", location=location)
     try:
-        return base64.b64decode("".join(data.split()), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise MappingError(f"{location} is not base64-encoded UTF-8 text", location=location) from None
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except binascii.Error:
+        raise MappingError("OBX-5.5 is not valid base64", location=location) from None
+
+
+def _decode_text(seg: Segment, location: str) -> str:
+    """An ED OBX-5 holding text (mail bodies): base64 when OBX-5.4 says so, UTF-8 or the message's charset."""
+    rep = seg.reps(5)[0] if seg.reps(5) else ""
+    if seg.get(2) != "ED":
+        return seg.er7.component(rep, 1, formatting=True)
+    if seg.comp(rep, 4).upper() != "BASE64":
+        return seg.er7.component(rep, 5, formatting=True)
+    raw = _b64(seg.comp(rep, 5), location)
+    for codec in dict.fromkeys(("utf-8", seg.er7.codec)):
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    raise MappingError(f"{location} is not text in UTF-8 or the message's character set", location=location)
 
 
 def read_distribution(er7: Er7Message) -> Distribution:
@@ -259,7 +290,12 @@ def read_distribution(er7: Er7Message) -> Distribution:
             code = seg.get(3, 1)
             last_meta = code
             if code in _BODY_CODES:
-                out.bodies[_BODY_CODES[code]] = _decode_text(seg, seg.loc(5))
+                # Volet: the mail bodies are optional ("A défaut ... un corps de mail par défaut"): one that
+                # cannot be read is dropped with a warning, and the document still goes.
+                try:
+                    out.bodies[_BODY_CODES[code]] = _decode_text(seg, seg.loc(5))
+                except MappingError as exc:
+                    out.warnings.append(f"{code} dropped: {exc.reason}")
                 continue
             if code not in FLAG_KEYS:
                 raise MappingError("unknown MetaDMPMSS code in OBX-3", location=seg.loc(3, 1))
@@ -323,33 +359,56 @@ class V2Document:
 
 
 def _action(er7: Er7Message, obx: Segment) -> Action:
+    """The request (create / replace / delete) of a document row: OBX-11, the MDM trigger and ORC-1 agree.
+
+    Volet, "Le segment ORC": incoherent values are refused. Taken as sent: an empty OBX-11 takes
+    the request of the MDM trigger or ORC-1, and ORC-1 ``SC`` (status changed, as in the volet's
+    2.0 example messages) says nothing of the request.
+    """
     status = obx.get(11)
     action = _ACTIONS.get(status)
-    if action is None:
+    if status and action is None:
         raise MappingError("OBX-11 of the document must be F, C or D", location=obx.loc(11))
     msh = segments(er7, "MSH")[0]
-    if msh.get(9, 1) == "MDM" and _MDM_TRIGGERS.get(msh.get(9, 2)) != action:
+    trigger = _MDM_TRIGGERS.get(msh.get(9, 2)) if msh.get(9, 1) == "MDM" else None
+    if action is not None and trigger is not None and trigger != action:
         raise MappingError("MDM trigger event and OBX-11 disagree (T02/F, T10/C, T04/D)", location="MSH^1^9")
+    action = action or trigger
     for orc in segments(er7, "ORC"):
         control = orc.get(1)
-        if control and _ORC_CONTROLS.get(control) != action:
+        if not control or control == "SC":
+            continue
+        wanted = _ORC_CONTROLS.get(control)
+        if wanted is None or (action is not None and wanted != action):
             raise MappingError("ORC-1 and OBX-11 disagree (NW/F, RO/C, CA/D)", location=orc.loc(1))
+        action = action or wanted
+    if action is None:
+        raise MappingError("OBX-11 of the document must be F, C or D", location=obx.loc(11))
     return action
 
 
-def _encapsulated(obx: Segment) -> tuple[str, bytes]:
-    """(``cda`` | ``pdf``, decoded bytes) of an ED OBX-5 (volet: ``^TEXT^XML^Base64^<data>``)."""
+def _encapsulated(er7: Er7Message, obx: Segment) -> tuple[str, bytes]:
+    """(``cda`` | ``pdf``, bytes) of an ED OBX-5 (volet: ``^TEXT^XML^Base64^<data>``).
+
+    OBX-5.4 (HL7 table 0299): ``Base64``, ``Hex``, or ``A`` / empty for a CDA sent as text in
+    the message (escaped ER7, in the message's character set).
+    """
     reps = obx.reps(5)
     if len(reps) != 1:
         raise MappingError("OBX-5 must hold exactly one encapsulated document", location=obx.loc(5))
     rep = reps[0]
-    subtype, encoding, data = obx.comp(rep, 3).upper(), obx.comp(rep, 4).upper(), obx.comp(rep, 5)
-    if encoding != "BASE64":
-        raise MappingError("OBX-5.4 encoding must be Base64", location=obx.loc(5, 4))
-    try:
-        raw = base64.b64decode("".join(data.split()), validate=True)
-    except binascii.Error:
-        raise MappingError("OBX-5.5 is not valid base64", location=obx.loc(5, 5)) from None
+    subtype, encoding = obx.comp(rep, 3).upper(), obx.comp(rep, 4).upper()
+    if encoding == "BASE64":
+        raw = _b64(obx.comp(rep, 5), obx.loc(5, 5))
+    elif encoding == "HEX":
+        try:
+            raw = bytes.fromhex("".join(obx.comp(rep, 5).split()))
+        except ValueError:
+            raise MappingError("OBX-5.5 is not valid hexadecimal", location=obx.loc(5, 5)) from None
+    elif encoding in ("", "A") and subtype == "XML":
+        raw = _xml_text(er7.component(rep, 5))
+    else:
+        raise MappingError("OBX-5.4 encoding must be Base64, Hex, or A for XML text", location=obx.loc(5, 4))
     if subtype == "XML":
         if not raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
             raise MappingError("OBX-5 says XML but does not hold XML", location=obx.loc(5, 5))
@@ -361,8 +420,23 @@ def _encapsulated(obx: Segment) -> tuple[str, bytes]:
     raise MappingError("OBX-5.3 data subtype must be XML (CDA) or PDF", location=obx.loc(5, 3))
 
 
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
+
+
+def _xml_text(text: str) -> bytes:
+    """A CDA carried as text: its declaration named the bytes it was written in, no longer true once
+    the ER7 layer decoded it, so it is dropped and the document written back as UTF-8."""
+    body = _XML_DECLARATION.sub("", text.lstrip("\ufeff"), count=1).lstrip()
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body.encode("utf-8")
+
+
 def _ei(seg: Segment, field: int) -> II | None:
-    """A document id from an EI field (volet TXA-12/13: ``ext^^root^ISO`` or a bare OID in EI-1)."""
+    """A document id from an EI field.
+
+    Volet TXA-12/13: ``ext^^root^ISO`` when the CDA id has an extension, else the bare OID in EI-1.
+    Taken as sent too: ``root.ext`` in EI-1 with an extension that is not a number (the ANS example
+    messages write ``1.2.250...120456789.A71024000081^Organisation-Y``).
+    """
     value, universal, kind = seg.get(field, 1), seg.get(field, 3), seg.get(field, 4)
     if not value:
         return None
@@ -370,7 +444,21 @@ def _ei(seg: Segment, field: int) -> II | None:
         return II(universal, value)
     if _OID.fullmatch(value):
         return II(value)
+    root, _, ext = value.rpartition(".")
+    if _OID.fullmatch(root) and _EXTENSION.fullmatch(ext):
+        return II(root, ext)
     raise MappingError("document id is neither an OID nor ext^^OID^ISO", location=seg.loc(field))
+
+
+_EXTENSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]*")
+
+
+def _same_id(given: II, document: II) -> bool:
+    """TXA-12/13 names the document id: the same II, or its root and extension written as one OID."""
+    if given == document:
+        return True
+    flat = f"{document.root}.{document.extension}" if document.extension else None
+    return given.extension is None and given.root == flat
 
 
 def _parse_ii(text: str) -> II | None:
@@ -378,34 +466,137 @@ def _parse_ii(text: str) -> II | None:
     return II(root, ext or None) if _OID.fullmatch(root) else None
 
 
-def read_v2_document(body: bytes, *, config: DocumentConfig, hints: Mapping[str, str] | None = None) -> V2Document:
-    """Turn an ORU^R01 / MDM^T02/T04/T10 carrying a document into a CDA or a deletion request.
+@dataclasses.dataclass(slots=True)
+class _Instance:
+    """One encapsulated document of a message: its OBX, what it holds, its CDA level (1 or 3)."""
 
-    Raises MappingError (or ParseError for unreadable bytes) with a reason naming the rule.
+    obx: Segment
+    kind: str  # "cda" | "pdf"
+    raw: bytes
+    level: int
+    doc: etree._Element | None = None
+
+
+def document_obx(er7: Er7Message) -> tuple[list[Segment], list[Segment]]:
+    """(documents, other encapsulated data) of a volet message: ED OBX rows outside MetaDMPMSS.
+
+    A document is an ED with a data subtype (OBX-5.3: XML or PDF, anything else is refused
+    later). ED rows without one (a mail body sent as in the MSSanté-to-LPS volet, ``OBX-3 =
+    <Message-ID>^<subject>``, ``^text^^Base64^...``) are optional parts, not documents.
     """
-    hints = hints or {}
-    er7 = Er7Message(body)
+    docs, others = [], []
+    for obx in segments(er7, "OBX"):
+        if obx.get(2) != "ED" or obx.get(3, 3) == "MetaDMPMSS":
+            continue
+        rep = obx.reps(5)[0] if obx.reps(5) else ""
+        (docs if obx.comp(rep, 3) else others).append(obx)
+    return docs, others
+
+
+def _has_results(er7: Er7Message) -> bool:
+    """An ORU with result rows (OBX other than ED and MetaDMPMSS) is a lab report, not a volet document."""
+    return any(o.get(2) not in ("ED", "") and o.get(3, 3) != "MetaDMPMSS" for o in segments(er7, "OBX"))
+
+
+def _instances(er7: Er7Message) -> tuple[Action, list[_Instance], list[str]]:
+    """The documents of an ORU / MDM with the volet's rules on how many, and warnings on other parts."""
     msh = segments(er7, "MSH")[0]
     kind = (msh.get(9, 1), msh.get(9, 2))
     if kind != ("ORU", "R01") and not (kind[0] == "MDM" and kind[1] in _MDM_TRIGGERS):
         raise MappingError("message type must be ORU^R01 or MDM^T02/T04/T10", location="MSH^1^9")
-    docs = [o for o in segments(er7, "OBX") if o.get(2) == "ED" and o.get(3, 3) != "MetaDMPMSS"]
+    docs, others = document_obx(er7)
+    warnings = [f"{o.loc(5)}: encapsulated data that is not a document (a mail body?) ignored" for o in others]
     if not docs:
-        raise MappingError("no OBX carries an encapsulated document (OBX-2 ED)", location="OBX")
-    if len(docs) > 1:
-        # The volet lets an ORU carry the same document in two formats ("non applicable au SEGUR
-        # vague 2"); which one to publish is a policy this step does not guess.
-        raise MappingError("more than one encapsulated document (two formats) is not supported", location="OBX")
-    obx = docs[0]
-    action = _action(er7, obx)
-    distribution = read_distribution(er7)
-    kind_of_doc, raw = _encapsulated(obx)
-    txa = next(iter(segments(er7, "TXA")), None)
+        raise MappingError("no OBX carries an encapsulated document (OBX-2 ED with OBX-5.3)", location="OBX")
+    if kind[0] == "MDM" and len(docs) > 1:
+        # Volet, "Message MDM": "Le message MDM ne peut transmettre qu'un seul document".
+        raise MappingError("an MDM carries one document only (volet, profil MDM)", location=docs[1].loc(5))
+    if len(docs) > 2:
+        # Volet, "Message ORU": one or two instances (CDA level 1 and level 3 of the same content).
+        raise MappingError("an ORU carries at most two formats of one document", location=docs[2].loc(5))
+    statuses = [obx.get(11) for obx in docs]
+    actions = [_action(er7, obx) for obx in docs] if len(set(statuses)) == 1 else []
+    if len(set(actions)) != 1:
+        # Volet, "Remplacement" / "Suppression": the linked format goes with it, in the same message.
+        raise MappingError(
+            "the two formats of a document must carry the same request (OBX-11)", location=docs[1].loc(11)
+        )
+    instances = []
+    for obx in docs:
+        kind_of_doc, raw = _encapsulated(er7, obx)
+        try:
+            doc = parse_xml(raw) if kind_of_doc == "cda" else None
+        except MessageError as exc:
+            raise ParseError(
+                f"OBX-5 does not hold a readable XML document: {exc.reason}", code="102", location=obx.loc(5, 5)
+            ) from None
+        level = 1 if doc is None or doc.find(f"{{{b.HL7_NS}}}component/{{{b.HL7_NS}}}nonXMLBody") is not None else 3
+        instances.append(_Instance(obx, kind_of_doc, raw, level, doc))
+    if len(instances) == 2 and instances[0].level == instances[1].level:
+        raise MappingError(
+            "two documents of the same CDA level: the volet allows one level 1 and one level 3", location=docs[1].loc(5)
+        )
+    return actions[0], instances, warnings
 
+
+def _choose(instances: list[_Instance], config: DocumentConfig) -> tuple[_Instance, _Instance | None]:
+    if len(instances) == 1:
+        return instances[0], None
+    want = 3 if config.format == "level3" else 1
+    chosen = next(i for i in instances if i.level == want)
+    return chosen, next(i for i in instances if i is not chosen)
+
+
+def read_v2_document(body: bytes, *, config: DocumentConfig, hints: Mapping[str, str] | None = None) -> V2Document:
+    """Turn an ORU^R01 / MDM^T02/T04/T10 carrying a document into a CDA or a deletion request.
+
+    An ORU may carry the document in two formats (volet: CDA level 1 and level 3, each with its
+    own id); ``config.format`` says which instance this step takes, the other one's id is in the
+    metadata (``document_other_format_id``). Raises MappingError (or ParseError for unreadable
+    bytes) with a reason naming the rule.
+    """
+    hints = hints or {}
+    er7 = Er7Message(body)
+    action, instances, warnings = _instances(er7)
+    chosen, other = _choose(instances, config)
+    distribution = read_distribution(er7)
+    txa = next(iter(segments(er7, "TXA")), None)
+    metadata, out_body = _document(er7, chosen, action, txa, distribution, config=config, hints=hints)
+    if other is not None:
+        other_meta, _ = _document(er7, other, action, txa, distribution, config=config, hints=hints)
+        if other_meta.get("unique_id") and other_meta.get("unique_id") == metadata.get("unique_id"):
+            # Volet: "Chaque document possède son propre identifiant".
+            raise MappingError("the two formats of the document have the same id", location=other.obx.loc(5))
+        metadata["document_other_format_id"] = other_meta.get("unique_id", "")
+    warnings += distribution.warnings
+    if warnings:
+        metadata["warnings"] = "; ".join(warnings)
+    if action == "delete":
+        return V2Document(action, b"", CONTENT_CDA_DELETION, metadata)
+    return V2Document(action, out_body, CONTENT_CDA, metadata)
+
+
+def _document(
+    er7: Er7Message,
+    inst: _Instance,
+    action: Action,
+    txa: Segment | None,
+    distribution: Distribution,
+    *,
+    config: DocumentConfig,
+    hints: Mapping[str, str],
+    wrap: bool = True,
+) -> tuple[dict[str, str], bytes]:
+    """Metadata and bytes of one instance (a CDA; empty for a deletion); MappingError naming the rule.
+
+    Without `wrap` (the listener check), a PDF is checked for what the message must say (document
+    type, flags) but not wrapped: wrapping needs the route's settings (custodian, author...).
+    """
+    obx = inst.obx
     check = {"enforce_matrix": config.enforce_mssante_matrix, "require_ins_for_dmp": config.require_ins_for_dmp}
-    doc: etree._Element | None = None
-    if kind_of_doc == "cda":
-        doc = parse_xml(raw)
+    doc = inst.doc
+    if inst.kind == "cda":
+        assert doc is not None
         try:
             meta = read_cda_header(doc)
         except MessageError:
@@ -415,7 +606,7 @@ def read_v2_document(body: bytes, *, config: DocumentConfig, hints: Mapping[str,
             require_ins = config.require_ins_for_dmp and distribution.flags.get("DESTDMP") == "Y"
             _require_valid(doc, "the encapsulated CDA", obx.loc(5), require_ins=require_ins)
         distribution.check(has_ins="ins" in meta, **check)
-        out_body = raw
+        out_body = inst.raw
     elif action == "delete":
         target = _ei(txa, 12) if txa is not None else None
         if target is None:
@@ -427,8 +618,13 @@ def read_v2_document(body: bytes, *, config: DocumentConfig, hints: Mapping[str,
             meta.update(ins=ins.extension or "", ins_oid=ins.root)
         distribution.check(has_ins=ins is not None, **check)
         out_body = b""
+    elif not wrap:
+        code = _document_code(obx, next(iter(segments(er7, "OBR")), None))
+        meta = {"type_code": code.code, "type_code_system": code.code_system}
+        distribution.check(has_ins=qualified_ins(er7) is not None, **check)
+        return meta, b""
     else:
-        doc = _wrap_pdf(er7, obx, txa, raw, action=action, config=config, hints=hints, distribution=distribution)
+        doc = _wrap_pdf(er7, obx, txa, inst.raw, action=action, config=config, hints=hints, distribution=distribution)
         # A violation here is a gap in this mapping, not in the message: the rule ids say which.
         _require_valid(doc, "the wrapped PDF document", obx.loc(5))
         meta = read_cda_header(doc)
@@ -439,9 +635,7 @@ def read_v2_document(body: bytes, *, config: DocumentConfig, hints: Mapping[str,
     metadata = {**meta, **distribution.metadata(), "document_action": action}
     if action == "replace" and (parent := _parent_id(doc, txa, hints)):
         metadata["document_replaces_id"] = parent
-    if action == "delete":
-        return V2Document(action, b"", CONTENT_CDA_DELETION, metadata)
-    return V2Document(action, out_body, CONTENT_CDA, metadata)
+    return metadata, out_body
 
 
 def _require_valid(doc: etree._Element, what: str, location: str, *, require_ins: bool = False) -> None:
@@ -479,11 +673,13 @@ def _check_against_message(
         return
     own = _ei(txa, 12)
     # Volet, TXA-12 / TXA-13: ClinicalDocument/id and the replaced document's id.
-    if own is not None and own.text != meta.get("unique_id"):
+    doc_id = doc.find(f"{{{b.HL7_NS}}}id")
+    doc_ii = II(doc_id.get("root", ""), doc_id.get("extension")) if doc_id is not None else None
+    if own is not None and (doc_ii is None or not _same_id(own, doc_ii)):
         raise MappingError("TXA-12 and the document id differ", location="TXA^1^12")
     replaced = _ei(txa, 13)
     parent_ii = II(parent.get("root", ""), parent.get("extension")) if parent is not None else None
-    if action == "replace" and replaced is not None and replaced != parent_ii:
+    if action == "replace" and replaced is not None and (parent_ii is None or not _same_id(replaced, parent_ii)):
         raise MappingError("TXA-13 and the document's relatedDocument id differ", location="TXA^1^13")
 
 
@@ -551,7 +747,7 @@ def _wrap_pdf(
         practice_setting=config.required_practice_setting(),
     )
     if action == "replace":
-        b.add_related_document(doc, parent_id=parent, set_id=set_id, parent_version=parent_version)
+        b.add_related_document(doc, parent_id=parent, parent_version=parent_version)
     encounter_start = _first_time([(pv1, 44)], default=activity)
     b.add_component_of(
         doc,
@@ -624,6 +820,42 @@ def _legal(txa: Segment | None) -> Practitioner | None:
     if txa is None:
         return None
     return next((p for x in txa.reps(22) if (p := national_practitioner_from_xcn(txa, x)) is not None), None)
+
+
+# ----------------------------------------------------------------------------------- listener check
+
+
+@register("check", "v2_documents")
+def check_v2_documents(body: bytes) -> dict[str, str]:
+    """The volet's rules on a document message, before the ACK (MLLP listener ``checks: [v2_documents]``).
+
+    For ORU^R01 and MDM^T02/T04/T10 only (other messages: no metadata). A message that cannot give
+    a valid document raises MappingError naming the field, so the listener answers AR + ERR and
+    stores it as rejected. Adds routing metadata: ``document_count`` (``0`` for an ORU of results,
+    the CR-BIO input; else ``1`` or ``2``, the formats of one document), ``document_action``
+    (create / replace / delete) and ``dest_dmp`` (DESTDMP, when the message carries the flags).
+    """
+    er7 = Er7Message(body)
+    msh = segments(er7, "MSH")[0]
+    kind = (msh.get(9, 1), msh.get(9, 2))
+    if kind != ("ORU", "R01") and not (kind[0] == "MDM" and kind[1] in _MDM_TRIGGERS):
+        return {}
+    if kind[0] == "ORU" and (_has_results(er7) or not document_obx(er7)[0]):
+        return {"document_count": "0"}
+    action, instances, _ = _instances(er7)
+    distribution = read_distribution(er7)
+    txa = next(iter(segments(er7, "TXA")), None)
+    config = DocumentConfig()
+    ids = [
+        _document(er7, inst, action, txa, distribution, config=config, hints={}, wrap=False)[0].get("unique_id")
+        for inst in instances
+    ]
+    if len(ids) == 2 and ids[0] and ids[0] == ids[1]:
+        raise MappingError("the two formats of the document have the same id", location=instances[1].obx.loc(5))
+    out = {"document_count": str(len(instances)), "document_action": action}
+    if "DESTDMP" in distribution.flags:
+        out["dest_dmp"] = distribution.flags["DESTDMP"]
+    return out
 
 
 # ------------------------------------------------------------------------------------------ step

@@ -15,7 +15,8 @@ DocumentReference        ``masterIdentifier`` the CDA id (the XDS uniqueId: ``ur
                          ``category`` the class code (a copy of the type, as the XDS route does
                          without a per-type setting); ``date``/``creation`` effectiveTime; author
                          (RPPS) and custodian (structure id) as logical references;
-                         ``securityLabel`` confidentialityCode; ``content`` the attachment (``url``
+                         ``securityLabel`` confidentialityCode then the TRE_A07 masking codes
+                         (`mappings.xds.visibility`); ``content`` the attachment (``url``
                          → the Binary, ``size``, SHA-1 ``hash``, ``language``, ``title``) and the
                          ``format`` (CR-BIO xd-lab, XDS-SD pdf/text, else mimeTypeSufficient);
                          ``context`` serviceEvent period, facility type, practice setting
@@ -64,6 +65,7 @@ from mappings.fhir.validate import (
     INSEE_CODE_URL,
 )
 from mappings.xds.metadata import entry_uuid_for
+from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_FHIR_SYSTEM, visibility_codes
 from mappings.xml import parse_xml
 
 __all__ = ["CONTENT_CDA", "CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
@@ -300,8 +302,14 @@ def cda_to_mhd(
             "type": "Organization",
             "identifier": {"system": f"urn:oid:{header['custodian_id_root']}", "value": header["custodian_id"]},
         }
+    labels = []
     if header.get("confidentiality_code"):
-        document["securityLabel"] = [{"coding": [{"system": _CONFIDENTIALITY, "code": header["confidentiality_code"]}]}]
+        labels.append({"coding": [{"system": _CONFIDENTIALITY, "code": header["confidentiality_code"]}]})
+    # The MetaDMPMSS masking flags, as the XDS route's extra confidentialityCodes (PDSm4DMP TD3.3a/b).
+    for code in visibility_codes(message.metadata if message is not None else {}):
+        labels.append({"coding": [{"system": VISIBILITY_FHIR_SYSTEM, "code": code, "display": VISIBILITY_CODES[code]}]})
+    if labels:
+        document["securityLabel"] = labels
     attachment: dict[str, Any] = {
         "contentType": cfg.binary_content_type,
         "language": header.get("language_code", "fr-FR"),

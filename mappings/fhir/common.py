@@ -90,6 +90,9 @@ def load_json(body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ParseError("not JSON") from None
+    except ValueError:
+        # An integer of more than sys.get_int_max_str_digits() digits (CVE-2020-10735 limit): no FHIR value is.
+        raise ParseError("a JSON number is too long") from None
     if not isinstance(doc, dict):
         raise ParseError("not a FHIR resource: the JSON is not an object")
     return doc

@@ -48,6 +48,7 @@ from hub.registry import ComponentConfig, register
 from mappings.fhir.common import CONTENT_FHIR, load_json
 from mappings.fhir.identifiers import HUB_AUTHORITY_URN, active_ins, local_identifier
 from mappings.fhir.validate import BIRTH_LIST_GIVEN_NAME_URL, BIRTH_PLACE_URL, IDENTITY_RELIABILITY_URL, INSEE_CODE_URL
+from mappings.hl7v2.er7 import Delimiters, escape
 
 __all__ = ["PatientToV2Config", "fhir_patient_to_v2_adt", "patient_to_adt"]
 
@@ -76,9 +77,7 @@ class PatientToV2Config(ComponentConfig):
 
 def _esc(value: Any) -> str:
     """Escape HL7 v2 delimiters in a text value (HL7 v2.5 §2.7.4) and drop line breaks."""
-    text = str(value).replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
-    text = text.replace("&", "\\T\\").replace("~", "\\R\\")
-    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+    return escape(" ".join(str(value).split()), Delimiters())
 
 
 def _find_patient(doc: dict[str, Any]) -> tuple[dict[str, Any], str]:

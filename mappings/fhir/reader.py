@@ -30,6 +30,7 @@ from hub.errors import ValidationError
 from hub.registry import register
 from mappings.fhir.common import CONTENT_FHIR, iter_resources, load_json
 from mappings.fhir.identifiers import active_ins, authority_of, patient_key_of, type_codes
+from mappings.fhir.patient_consistency import patient_consistency_issues
 from mappings.fhir.validate import IDENTITY_RELIABILITY_URL, validate_fhir
 
 __all__ = ["add_patient_authorities", "fhir_metadata", "read_fhir_metadata", "remove_patient_authorities"]
@@ -151,7 +152,7 @@ def read_fhir_metadata(body: bytes) -> dict[str, str]:
     FHIRPath location (never a value).
     """
     doc = load_json(body)
-    errors = [i for i in validate_fhir(doc) if i.is_error]
+    errors = [i for i in validate_fhir(doc) + patient_consistency_issues(doc) if i.is_error]
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ValidationError(f"{errors[0]}{more}", code="207", location=errors[0].expression)

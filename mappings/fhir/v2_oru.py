@@ -130,8 +130,8 @@ def _value(msg: Er7Message, obx: int, n: int, config: V2ToFhirConfig) -> tuple[s
             quantity = {"value": quantity.pop("value"), "comparator": comparator, **quantity}
         return "valueQuantity", quantity
     if kind in ("ST", "TX", "FT"):
-        text = "\n".join(msg.component(r, 1) for r in msg.repetitions(obx, 5) if msg.component(r, 1))
-        return "valueString", text.replace("\\.br\\", "\n")
+        reps = [msg.component(r, 1, formatting=kind != "ST") for r in msg.repetitions(obx, 5)]
+        return "valueString", "\n".join(r for r in reps if r)
     if kind in ("CE", "CWE", "CNE"):
         concept = coding(msg, raw)
         return ("valueCodeableConcept", concept) if concept else None
@@ -174,9 +174,9 @@ def _notes(msg: Er7Message, start: int) -> list[str]:
     for i in range(start + 1, len(msg.segments)):
         if msg.segments[i][:3] != "NTE":
             break
-        text = msg.component(msg.raw(i, 3), 1)
+        text = msg.component(msg.raw(i, 3), 1, formatting=True)  # NTE-3 is FT (HL7 v2.5 §2.7.6)
         if text:
-            out.append(text.replace("\\.br\\", "\n"))
+            out.append(text)
     return out
 
 

@@ -6,6 +6,7 @@ sending and receiving application/facility are swapped, MSH-9 is
 MSA-2 carries the inbound MSH-10. An error adds an ERR segment in the v2.5
 layout: ERR-2 error location, ERR-3 code from HL7 table 0357, ERR-4 severity,
 ERR-8 a user message. Texts are the hub's own, never copied from the message.
+The ACK declares and is encoded in the inbound message's character set (its MSH-18).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from hub.message import new_id, utcnow
-from mappings.hl7v2.er7 import Delimiters, Header
+from mappings.hl7v2.er7 import Delimiters, Header, escape
 
 __all__ = ["build_ack", "build_bare_ack"]
 
@@ -35,10 +36,7 @@ _TABLE_0357 = {
 
 
 def _escape(text: str, d: Delimiters) -> str:
-    out = text.replace(d.escape, f"{d.escape}E{d.escape}")
-    for ch, code in ((d.field, "F"), (d.component, "S"), (d.subcomponent, "T"), (d.repetition, "R")):
-        out = out.replace(ch, f"{d.escape}{code}{d.escape}")
-    return out.replace("\r", " ").replace("\n", " ")
+    return escape(text.replace("\r", " ").replace("\n", " "), d)
 
 
 def _timestamp(now: datetime) -> str:
@@ -72,12 +70,16 @@ def build_ack(
             new_id().replace("-", "")[:20],
             header.processing_id or "P",
             header.version_raw or "2.5",
+            # MSH-18 echoed (HL7 v2.5 §2.15.9.18), so the receiver decodes the ACK as it encoded its message.
+            *(["", "", "", "", "", _escape(header.charset, d)] if header.charset else []),
         ]
     )
     segments = [msh, fs.join(["MSA", code, _escape(header.control_id, d)])]
     if code != "AA":
         segments.append(_err_segment(d, error_code or "207", error_text, error_location))
-    return ("\r".join(segments) + "\r").encode("utf-8")
+    # The ACK echoes the sender's MSH fields and says nothing of MSH-18, so it is written in the
+    # inbound message's own character set (HL7 v2.5 §2.15.9.18: the default of the exchange).
+    return ("\r".join(segments) + "\r").encode(header.codec, errors="replace")
 
 
 def _err_segment(d: Delimiters, code: str, text: str, location: str) -> str:

@@ -15,6 +15,7 @@ from hl7apy.parser import parse_message
 from hub.errors import ValidationError
 from hub.message import CONTENT_HL7V2, Message
 from hub.registry import register
+from mappings.hl7v2.er7 import decode_er7
 
 __all__ = ["hl7v2_validate"]
 
@@ -22,7 +23,8 @@ __all__ = ["hl7v2_validate"]
 @register("step", "hl7v2_validate", consumes=(CONTENT_HL7V2,), produces=CONTENT_HL7V2)
 def hl7v2_validate(message: Message) -> Message:
     """Refuse a message whose structure breaks its HL7 v2 message definition (strict hl7apy validation)."""
-    text = message.body.decode("utf-8", errors="replace").replace("\r\n", "\r").replace("\n", "\r")
+    text, _ = decode_er7(message.body)  # the one text layer: MSH-18, BOM
+    text = text.replace("\r\n", "\r").replace("\n", "\r")
     try:
         parsed = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
         parsed.validate()

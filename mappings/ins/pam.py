@@ -49,7 +49,6 @@ from hub.identity import (
     rniv_violations,
 )
 from mappings.hl7v2.er7 import Er7Message
-from mappings.ins._er7 import decode_er7
 
 __all__ = [
     "ITI30_EVENTS",
@@ -295,8 +294,7 @@ def read_identity_feed(body: bytes | str, *, policy: InsPolicy | None = None) ->
     A40/A47 without MRG-1 (101), an unreadable PID-7 / a PID-8 outside F/M/U /
     a birthplace code that is not 5 characters (102/103).
     """
-    text, _codec = decode_er7(body)
-    msg = Er7Message(text)
+    msg = Er7Message(body)  # decoded with its MSH-18 character set
     msh = msg.fields(0)
 
     def msh_field(n: int, comp: int = 1) -> str:

@@ -198,3 +198,18 @@ def ins_stamp(message: Message, ctx: StepContext) -> Message:
         "; traits check waived in identity review" if ctx.identity_override else "; traits agree"
     )
     return message.derive(body=stamped.body, **stamped.metadata, ins_reason=reason)
+
+
+def message_traits_text(message: Message) -> dict[str, str]:
+    """The strict traits a message states, as text keyed like the registry's (the identity review shows both)."""
+    traits = read_message_traits(message)
+    out: dict[str, str] = {}
+    for field in dataclasses.fields(traits):
+        value = getattr(traits, field.name)
+        if value is not None:
+            out[field.name] = value.isoformat() if isinstance(value, dt.date) else str(value)
+    return out
+
+
+for _content_type in (CONTENT_HL7V2, CONTENT_CDA, CONTENT_FHIR):
+    register("traits", _content_type)(message_traits_text)

@@ -8,7 +8,7 @@ own, in one MDM, to the professional's software:
 
 =======  ====================================================================================
 MSH      ``MDM^T02^MDM_T02`` (``MDM^T10`` for a replacement), v2.6, MSH-17 ``FRA``, MSH-18
-         ``UNICODE UTF-8``, MSH-21 ``1.1^CISIS_CDA_HL7_LPS``
+         ``UNICODE UTF-8`` (or the configured ``charset``), MSH-21 ``1.1^CISIS_CDA_HL7_LPS``
 EVN      the document's reception time
 PID      "identique aux identifiants de patient portés par le document CDA": the local ids
          (``ext^^^&root&ISO^PI``) and, when the document carries a *complete* INS identity,
@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Mapping
 
 from lxml import etree
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hub.errors import MappingError, MessageError, ValidationError
 from hub.identity import INS_ROOTS, Environment, IdentityStatus, InsPolicy, StrictTraits
@@ -56,6 +56,7 @@ from hub.identity.dates import parse_birth_date
 from hub.message import CONTENT_HL7V2, Message
 from hub.registry import ComponentConfig, register
 from mappings.cda import read_cda_header
+from mappings.hl7v2.er7 import Delimiters, codec_for, encode_er7, escape
 from mappings.ins import StampIdentity, stamp_hl7v2
 from mappings.xml import parse_xml
 
@@ -76,7 +77,7 @@ _META_ROWS = (
     ("MODIF_CONF_CODE", "Modification Confidentiality Code", "confidentiality_update"),
 )
 # HL7 v2.5 §2.7.4: escapes of the default encoding characters.
-_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"), ("\r", "\\X0D\\"))
+_DELIMITERS = Delimiters()  # the MDM is written with |^~\\& (MSH-2 below)
 _NS_CONTROL = uuid.uuid5(uuid.NAMESPACE_URL, "urn:interop-hub:mssante:mdm")
 
 
@@ -88,11 +89,27 @@ class MdmConfig(ComponentConfig):
     receiving_application: str = Field("DPI", description="MSH-5: the professional's software (CONSOMMATEUR).")
     receiving_facility: str = Field("HUB", description="MSH-6: its organisation.")
     processing_id: str = Field("P", pattern=r"^[PTD]$", description="MSH-11: P production, T test, D debug.")
+    charset: str = Field(
+        "UNICODE UTF-8",
+        description="MSH-18 the MDM declares (HL7 table 0211, e.g. 8859/1 for a DPI that reads ISO 8859-1); "
+        "the message is encoded in it, and a document whose names it cannot hold is refused.",
+    )
     refuse_masked_ps: bool = Field(
         True,
         description="Refuse a document masked to professionals (MASQUE_PS=Y): the volet says the platform must "
         "not send it to the DPI.",
     )
+
+    @field_validator("charset")
+    @classmethod
+    def _known_charset(cls, value: str) -> str:
+        if codec_for(value) is None:
+            raise ValueError("not an HL7 table 0211 character set the hub can encode")
+        return value
+
+    def codec(self) -> str:
+        """The Python codec of ``charset``."""
+        return codec_for(self.charset) or "utf-8"
 
 
 def _segment(name: str, fields: dict[int, str]) -> str:
@@ -103,9 +120,7 @@ def _segment(name: str, fields: dict[int, str]) -> str:
 
 
 def _esc(value: str) -> str:
-    for raw, esc in _ESCAPES:
-        value = value.replace(raw, esc)
-    return value.replace("\n", "\\X0A\\")
+    return escape(value, _DELIMITERS)
 
 
 def _text(el: etree._Element | None) -> str:
@@ -199,7 +214,7 @@ def cda_to_mdm(
     message_time: str,
     environment: str = "production",
 ) -> tuple[bytes, dict[str, str]]:
-    """The MDM (ER7 bytes, UTF-8, CR-separated) carrying one CDA, and the metadata to add.
+    """The MDM (ER7 bytes in the configured MSH-18 character set, CR-separated) carrying one CDA, and its metadata.
 
     Raises :class:`MappingError` when the document is not a CDA, has no
     patient identifier the DPI could use, a type code outside LN/TRE_A05,
@@ -243,7 +258,7 @@ def cda_to_mdm(
                 11: config.processing_id,
                 12: "2.6",
                 17: "FRA",
-                18: "UNICODE UTF-8",
+                18: config.charset,
                 21: "1.1^CISIS_CDA_HL7_LPS",
             },
         ),
@@ -285,7 +300,7 @@ def cda_to_mdm(
     segs.append(f"OBX|2|ED|{_esc(mail_id)}^{_esc(subject)}||^text^^Base64^{body_b64}||||||F")
     for i, (row, row_label, key) in enumerate(_META_ROWS, start=3):
         segs.append(f"OBX|{i}|CWE|{row}^{row_label}^MetaDMPMSS||{_yn(metadata, key)}^^expandedYes-NoIndicator||||||F")
-    er7 = ("\r".join(segs) + "\r").encode("utf-8")
+    er7 = encode_er7("\r".join(segs) + "\r", config.codec())
 
     out = {
         "message_type": f"MDM^{trigger}",

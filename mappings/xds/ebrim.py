@@ -25,6 +25,7 @@ __all__ = [
     "NS",
     "RPLC",
     "SCHEME_NAMES",
+    "SIGNS",
     "SS",
     "Association",
     "Classification",
@@ -113,6 +114,7 @@ class SS:
 
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
 RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
+SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
 AVAILABILITY_APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 AVAILABILITY_DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 

@@ -39,7 +39,9 @@ Identifiers the hub chooses (decisions, DOMAIN.md is silent):
 
 Message metadata read by :func:`build_submission` (all optional):
 ``xds_visibility`` (TRE_A07 codes, comma or space separated; the PAM/MSS
-spelling ``INVISIBLE_REP_LEGAUX`` is accepted), ``xds_replaces_unique_id`` and
+spelling ``INVISIBLE_REP_LEGAUX`` is accepted), the MetaDMPMSS flags
+``mask_ps`` / ``invisible_patient`` / ``invisible_legal_reps`` (``Y``/``N``,
+see :mod:`mappings.xds.visibility`), ``xds_replaces_unique_id`` and
 ``xds_replaces_entry_uuid`` (a replacement the CDA does not declare),
 ``xds_content_type_code`` / ``xds_content_type_display`` (TRE_R209 code for
 this submission, e.g. mapped from PV1-2).
@@ -64,7 +66,8 @@ from hub.identity import Environment, InsPolicy
 from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xds import hl7
-from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SS, RimWriter, q
+from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, RimWriter, q
+from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
 from mappings.xml import parse_xml
 
 __all__ = [
@@ -94,20 +97,11 @@ PS_ID_ROOT = "1.2.250.1.71.4.2.1"
 STRUCTURE_ID_ROOT = "1.2.250.1.71.4.2.2"
 """National structure identifier (idNat_Struct), DOMAIN.md §3.1."""
 CONFIDENTIALITY_SCHEME = "2.16.840.1.113883.5.25"
-VISIBILITY_SCHEME = "1.2.250.1.213.1.1.4.13"
-"""TRE_A07-StatutVisibiliteDocument: the DMP masking / visibility codes (JDV_J58)."""
 CONTENT_TYPE_SCHEME = "1.2.250.1.213.2.2"
 """TRE_R209-TypeActivite: SubmissionSet contentTypeCode (JDV_J59)."""
 IHE_FORMAT_SCHEME = "1.3.6.1.4.1.19376.1.2.3"
 """TRE_A11-IheFormatCode."""
 
-# JDV_J58-ConfidentialityCode-DMP, TRE_A07 part, with the display names the ANS publishes.
-VISIBILITY_CODES = {
-    "INVISIBLE_PATIENT": "Non visible par le patient",
-    "INVISIBLE_REPRESENTANTS_LEGAUX": "Non visible par les représentants légaux du patient",
-    "MASQUE_PS": "Masqué aux professionnels de santé",
-}
-_VISIBILITY_ALIASES = {"INVISIBLE_REP_LEGAUX": "INVISIBLE_REPRESENTANTS_LEGAUX"}  # MetaDMPMSS spelling [S18]
 _CONFIDENTIALITY_DISPLAY = {"N": "Normal", "R": "Restreint", "V": "Très restreint"}
 # HL7 AdministrativeGender (CDA, JDV_J143: F, M, UN) → HL7 v2 table 0001 (F, M, U).
 _SEX_V2 = {"F": "F", "M": "M", "UN": "U"}
@@ -187,9 +181,24 @@ class XdsMetadataConfig(ComponentConfig):
     """What the hub adds to a CDA header to make DMP-grade XDS metadata (DOMAIN.md §5.1)."""
 
     source_id: str = Field(description="XDSSubmissionSet.sourceId: OID of the submitting system.")
-    structure: StructureIdentity = Field(description="The submitting structure (lot authorInstitution).")
+    structure: StructureIdentity = Field(
+        description="The submitting structure (lot authorInstitution) when the message names none: no PRT SB "
+        "PRT-8 and no representedOrganization on the document's author."
+    )
     submitter: SubmitterIdentity | None = Field(
-        None, description="Lot authorPerson. Unset: the document's first author is used."
+        None,
+        description="Lot authorPerson for automated flows: used when the message names no sender (PRT SB) and "
+        "the document's first author is not a person, or always with lot_author 'submitter'.",
+    )
+    lot_author: Literal["message", "submitter"] = Field(
+        "message",
+        description="Who the lot's author is: 'message' = the PRT SB sender, else the document's first author "
+        "(ANS HL7v2→DMP mapping); 'submitter' = the submitter setting (an automated feed).",
+    )
+    allowed_structures: list[str] = Field(
+        default_factory=list,
+        description="idNat_Struct values this hub may submit for (the structures behind its certificate). "
+        "Set: a lot whose authorInstitution is another structure is refused, never sent.",
     )
     content_type_code: XdsCode = Field(
         description="SubmissionSet contentTypeCode (JDV_J59-ContentTypeCode-DMP, TRE_R209 1.2.250.1.213.2.2)."
@@ -269,6 +278,7 @@ class DocumentEntry:
     healthcare_facility_type_code: Code
     practice_setting_code: Code
     confidentiality_codes: tuple[Code, ...]
+    event_codes: tuple[Code, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -295,12 +305,18 @@ class Replacement:
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
 class XdsSubmission:
-    """One document ready for ITI-41: its metadata, its lot, what it replaces, and its bytes."""
+    """One document ready for ITI-41: its metadata, its lot, what it replaces, and its bytes.
+
+    ``signature`` / ``signature_document``: the lot's IHE DSG signature
+    document and its entry, added by :func:`mappings.xds.signature.sign_submission`.
+    """
 
     document_entry: DocumentEntry
     submission_set: SubmissionSetMeta
     replaces: Replacement | None
     document: bytes
+    signature: DocumentEntry | None = None
+    signature_document: bytes = b""
 
     def __repr__(self) -> str:
         # Identifiers of the envelope only: no patient id, no document.
@@ -419,6 +435,9 @@ def build_submission(
     patient values.
     """
     meta = metadata or {}
+    if meta.get("dest_dmp") == "N":
+        # MetaDMPMSS DESTDMP=N: the sender does not want this document in the DMP (volet, meta-dmp-mss).
+        raise MappingError("DESTDMP=N: the message does not ask for the DMP", location="OBX")
     try:
         doc = parse_xml(document)
         header = read_cda_header(doc)
@@ -497,12 +516,13 @@ def build_submission(
 
     # -- times (ITI TF-3 §4.2.3.1.7: DTM in UTC)
     creation = _dtm(header.get("effective_time"), "/ClinicalDocument/effectiveTime", required=True)
-    start = _dtm(
+    # PV1-44/45 when the message carried them (mappings.xds.v2_context), else the CDA serviceEvent.
+    start = meta.get("xds_service_start_time") or _dtm(
         header.get("service_start_time"),
         "/ClinicalDocument/documentationOf/serviceEvent/effectiveTime/low",
         required=True,
     )
-    stop = _dtm(
+    stop = meta.get("xds_service_stop_time") or _dtm(
         header.get("service_stop_time"),
         "/ClinicalDocument/documentationOf/serviceEvent/effectiveTime/high",
         required=False,
@@ -534,13 +554,7 @@ def build_submission(
 
     if submission_time.tzinfo is None:
         raise ValueError("submission_time must be timezone-aware")
-    if config.submitter is not None:
-        s = config.submitter
-        id_type = "EI" if s.device or s.authority_oid != PS_ID_ROOT else "IDNPS"
-        person = hl7.xcn(s.id, s.family, s.given, s.authority_oid, name_type="U" if s.device else "D", id_type=id_type)
-    else:
-        person = authors[0].person
-    institution = hl7.xon(config.structure.name, config.structure.authority_oid, config.structure.id_nat)
+    lot_author = _lot_author(config, meta, authors)
     content_type = _code_from(config.content_type_code)
     assert content_type is not None
     if meta.get("xds_content_type_code"):
@@ -553,10 +567,59 @@ def build_submission(
         patient_id=patient_id,
         submission_time=submission_time.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S"),
         content_type_code=content_type,
-        author=Author(person=person, institutions=(institution,)),
+        author=lot_author,
         title=config.submission_set_title,
     )
     return XdsSubmission(entry, lot, _replacement(doc, meta, unique_id), document)
+
+
+def _lot_author(config: XdsMetadataConfig, meta: Mapping[str, str], authors: tuple[Author, ...]) -> Author:
+    """The SubmissionSet author (ANS HL7v2→DMP mapping, "Lot de soumission"): PRT SB, else the document's."""
+    first = authors[0]
+    person = ""
+    specialties: tuple[str, ...] = ()
+    if config.lot_author == "message" and meta.get("xds_lot_author_id"):
+        pid = meta["xds_lot_author_id"]
+        # The same professional among the document's authors gives the specialty (VIHF role) and names.
+        known = next((a for a in authors if a.person.split("^", 1)[0] == pid), None)
+        if known is not None:
+            person, specialties = known.person, known.specialties
+        else:
+            family, given = meta.get("xds_lot_author_family", ""), meta.get("xds_lot_author_given", "")
+            person = hl7.xcn(pid, family, given, PS_ID_ROOT, name_type="D", id_type="IDNPS")
+    elif config.lot_author == "message" and _is_person(first.person):
+        person, specialties = first.person, first.specialties
+    if not person:
+        s = config.submitter
+        if s is None and config.lot_author == "submitter":
+            raise MappingError("lot_author is 'submitter' but no submitter is configured")
+        if s is not None:
+            id_type = "EI" if s.device or s.authority_oid != PS_ID_ROOT else "IDNPS"
+            person = hl7.xcn(
+                s.id, s.family, s.given, s.authority_oid, name_type="U" if s.device else "D", id_type=id_type
+            )
+        else:
+            person, specialties = first.person, first.specialties
+    if meta.get("xds_lot_institution_id"):
+        name = meta.get("xds_lot_institution_name", "")
+        institution = hl7.xon(name, STRUCTURE_ID_ROOT, meta["xds_lot_institution_id"])
+    elif first.institutions and first.institutions[0].split("^")[6:7] == ["IDNST"]:
+        institution = first.institutions[0]  # the author's structure (representedOrganization, idNat_Struct)
+    else:
+        institution = hl7.xon(config.structure.name, config.structure.authority_oid, config.structure.id_nat)
+    structure_id = institution.split("^")[9] if institution.count("^") >= 9 else ""
+    if config.allowed_structures and structure_id not in config.allowed_structures:
+        raise MappingError(
+            "the lot's structure (PRT SB PRT-8 / author representedOrganization) is not one this hub submits for",
+            location="PRT",
+        )
+    return Author(person=person, institutions=(institution,), specialties=specialties)
+
+
+def _is_person(xcn: str) -> bool:
+    """An XCN of a person (name type D, national id), not a device (name type U / EI)."""
+    parts = xcn.split("^")
+    return len(parts) > 12 and parts[9] != "U" and parts[12] == "IDNPS"
 
 
 def _code_from(code: XdsCode | None) -> Code | None:
@@ -628,13 +691,7 @@ def _confidentiality(doc: etree._Element, config: XdsMetadataConfig, meta: Mappi
         )
     assert cc is not None
     codes = [Code(code, CONFIDENTIALITY_SCHEME, cc.get("displayName") or _CONFIDENTIALITY_DISPLAY[code])]
-    wanted: list[str] = list(config.visibility)
-    for raw in re.split(r"[\s,]+", meta.get("xds_visibility", "")):
-        if raw:
-            wanted.append(_VISIBILITY_ALIASES.get(raw.upper(), raw.upper()))
-    for v in dict.fromkeys(wanted):
-        if v not in VISIBILITY_CODES:
-            raise MappingError(f"unknown DMP visibility code {v!r} (TRE_A07)")
+    for v in visibility_codes(meta, config.visibility):
         codes.append(Code(v, VISIBILITY_SCHEME, VISIBILITY_CODES[v]))
     return tuple(codes)
 
@@ -693,6 +750,37 @@ class _Writer(RimWriter):
         if author.specialties:
             self.slot(c, "authorSpecialty", author.specialties)
 
+    def entry(self, rol: etree._Element, de: DocumentEntry) -> None:
+        """One ExtrinsicObject: Slot*, Name, Description?, Classification*, ExternalIdentifier* (ebRIM order)."""
+        eo = etree.SubElement(
+            rol, q("rim", "ExtrinsicObject"), id=de.entry_uuid, mimeType=de.mime_type, objectType=DE.OBJECT_TYPE_STABLE
+        )
+        self.slot(eo, "creationTime", [de.creation_time])
+        self.slot(eo, "languageCode", [de.language_code])
+        self.slot(eo, "legalAuthenticator", [de.legal_authenticator])
+        self.slot(eo, "serviceStartTime", [de.service_start_time])
+        if de.service_stop_time:
+            self.slot(eo, "serviceStopTime", [de.service_stop_time])
+        self.slot(eo, "sourcePatientId", [de.source_patient_id])
+        if de.source_patient_info:
+            self.slot(eo, "sourcePatientInfo", de.source_patient_info)
+        self.slot(eo, "hash", [de.hash])
+        self.slot(eo, "size", [str(de.size)])
+        self.localized(eo, "Name", de.title)
+        for author in de.authors:
+            self.author(eo, DE.AUTHOR, author)
+        self.code(eo, DE.CLASS_CODE, de.class_code)
+        for cc in de.confidentiality_codes:
+            self.code(eo, DE.CONFIDENTIALITY_CODE, cc)
+        for ec in de.event_codes:
+            self.code(eo, DE.EVENT_CODE, ec)
+        self.code(eo, DE.FORMAT_CODE, de.format_code)
+        self.code(eo, DE.HEALTHCARE_FACILITY_TYPE_CODE, de.healthcare_facility_type_code)
+        self.code(eo, DE.PRACTICE_SETTING_CODE, de.practice_setting_code)
+        self.code(eo, DE.TYPE_CODE, de.type_code)
+        self.identifier(eo, DE.PATIENT_ID, de.patient_id, "XDSDocumentEntry.patientId")
+        self.identifier(eo, DE.UNIQUE_ID, de.unique_id, "XDSDocumentEntry.uniqueId")
+
 
 def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     """The ``lcm:SubmitObjectsRequest`` of a submission (ITI TF-3 §4.2.3, ebRIM element order kept)."""
@@ -701,33 +789,9 @@ def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     root = etree.Element(q("lcm", "SubmitObjectsRequest"), nsmap={"lcm": NS["lcm"], "rim": NS["rim"]})
     rol = etree.SubElement(root, q("rim", "RegistryObjectList"))
 
-    # DocumentEntry: Slot*, Name, Description?, Classification*, ExternalIdentifier* (ebRIM RegistryObjectType).
-    eo = etree.SubElement(
-        rol, q("rim", "ExtrinsicObject"), id=de.entry_uuid, mimeType=de.mime_type, objectType=DE.OBJECT_TYPE_STABLE
-    )
-    w.slot(eo, "creationTime", [de.creation_time])
-    w.slot(eo, "languageCode", [de.language_code])
-    w.slot(eo, "legalAuthenticator", [de.legal_authenticator])
-    w.slot(eo, "serviceStartTime", [de.service_start_time])
-    if de.service_stop_time:
-        w.slot(eo, "serviceStopTime", [de.service_stop_time])
-    w.slot(eo, "sourcePatientId", [de.source_patient_id])
-    if de.source_patient_info:
-        w.slot(eo, "sourcePatientInfo", de.source_patient_info)
-    w.slot(eo, "hash", [de.hash])
-    w.slot(eo, "size", [str(de.size)])
-    w.localized(eo, "Name", de.title)
-    for author in de.authors:
-        w.author(eo, DE.AUTHOR, author)
-    w.code(eo, DE.CLASS_CODE, de.class_code)
-    for cc in de.confidentiality_codes:
-        w.code(eo, DE.CONFIDENTIALITY_CODE, cc)
-    w.code(eo, DE.FORMAT_CODE, de.format_code)
-    w.code(eo, DE.HEALTHCARE_FACILITY_TYPE_CODE, de.healthcare_facility_type_code)
-    w.code(eo, DE.PRACTICE_SETTING_CODE, de.practice_setting_code)
-    w.code(eo, DE.TYPE_CODE, de.type_code)
-    w.identifier(eo, DE.PATIENT_ID, de.patient_id, "XDSDocumentEntry.patientId")
-    w.identifier(eo, DE.UNIQUE_ID, de.unique_id, "XDSDocumentEntry.uniqueId")
+    w.entry(rol, de)
+    if submission.signature is not None:
+        w.entry(rol, submission.signature)
 
     rp = etree.SubElement(rol, q("rim", "RegistryPackage"), id=lot.entry_uuid)
     w.slot(rp, "submissionTime", [lot.submission_time])
@@ -755,6 +819,27 @@ def submit_objects_request(submission: XdsSubmission) -> etree._Element:
         targetObject=de.entry_uuid,
     )
     w.slot(member, "SubmissionSetStatus", ["Original"])
+    if submission.signature is not None:
+        # IHE DSG (ITI TF-3 §5.5, as the ANS example sends it): the signature document is a member of the lot
+        # and "signs" the SubmissionSet.
+        sig_member = etree.SubElement(
+            rol,
+            q("rim", "Association"),
+            associationType=HAS_MEMBER,
+            id=w.next_id("as"),
+            sourceObject=lot.entry_uuid,
+            targetObject=submission.signature.entry_uuid,
+        )
+        w.slot(sig_member, "SubmissionSetStatus", ["Original"])
+        signs = etree.SubElement(
+            rol,
+            q("rim", "Association"),
+            associationType=SIGNS,
+            id=w.next_id("as"),
+            sourceObject=submission.signature.entry_uuid,
+            targetObject=lot.entry_uuid,
+        )
+        w.slot(signs, "SubmissionSetStatus", ["Original"])
     if submission.replaces is not None:
         # ITI TF-3 §4.2.2.2: RPLC from the new DocumentEntry to the entryUUID of the one it replaces.
         etree.SubElement(
@@ -768,7 +853,9 @@ def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     return root
 
 
-def provide_and_register_request(submission: XdsSubmission, *, xop_href: str | None = None) -> etree._Element:
+def provide_and_register_request(
+    submission: XdsSubmission, *, xop_href: str | None = None, signature_href: str | None = None
+) -> etree._Element:
     """The ITI-41 ``xdsb:ProvideAndRegisterDocumentSetRequest`` body element.
 
     With ``xop_href`` (``cid:…``) the document is an ``xop:Include`` to be
@@ -785,4 +872,10 @@ def provide_and_register_request(submission: XdsSubmission, *, xop_href: str | N
         doc.text = base64.b64encode(submission.document).decode("ascii")
     else:
         etree.SubElement(doc, q("xop", "Include"), nsmap={"xop": NS["xop"]}, href=xop_href)
+    if submission.signature is not None:
+        sig = etree.SubElement(root, q("xdsb", "Document"), id=submission.signature.entry_uuid)
+        if signature_href is None:
+            sig.text = base64.b64encode(submission.signature_document).decode("ascii")
+        else:
+            etree.SubElement(sig, q("xop", "Include"), nsmap={"xop": NS["xop"]}, href=signature_href)
     return root

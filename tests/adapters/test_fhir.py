@@ -171,6 +171,25 @@ async def test_intake_accepts_stores_and_forwards(tmp_path: Path) -> None:
         assert record is not None and record.message.metadata["unique_id"] == "urn:oid:2.999.1.1.9"
 
 
+def other_subject() -> dict[str, Any]:
+    """A transaction whose DocumentReference is about someone else (another INS) than its Patient."""
+    bundle = transaction()
+    other = {"system": "urn:oid:1.2.250.1.213.1.4.10", "value": "100000000000001"}
+    bundle["entry"][1]["resource"]["subject"] = {"identifier": other}
+    return bundle
+
+
+def two_patients() -> dict[str, Any]:
+    bundle = transaction()
+    second = qualified()
+    second["identifier"] = [{"system": "urn:oid:2.999.3.1", "value": "DUI-2",
+                             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                                  "code": "PI"}]}}]  # fmt: skip
+    bundle["entry"].append({"fullUrl": "urn:uuid:patient-2", "resource": second,
+                            "request": {"method": "POST", "url": "Patient"}})  # fmt: skip
+    return bundle
+
+
 REFUSALS = [
     ("not JSON", "/fhir/Patient", b"{not json", "application/fhir+json", 400, ""),
     ("FHIR XML", "/fhir/Patient", b"<Patient/>", "application/fhir+xml", 415, ""),
@@ -188,6 +207,11 @@ REFUSALS = [
      "application/fhir+json", 422, "Bundle.entry[1].resource.content[0].attachment.data"),
     ("Bundle type not accepted", "/fhir/Bundle", dump_json({"resourceType": "Bundle", "type": "searchset"}),
      "application/fhir+json", 422, "Bundle.type"),
+    ("a 100,000-digit number", "/fhir/Patient", b'{"resourceType":"Patient","x":' + b"9" * 100_000 + b"}",
+     "application/fhir+json", 400, ""),
+    ("document about another patient", "/fhir", dump_json(other_subject()), "application/fhir+json", 422,
+     "Bundle.entry[1].resource.subject"),
+    ("two patients", "/fhir", dump_json(two_patients()), "application/fhir+json", 422, "Bundle.entry[3].resource"),
 ]  # fmt: skip
 
 

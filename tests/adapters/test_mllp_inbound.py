@@ -167,7 +167,8 @@ async def test_timeouts_and_connection_limit_never_cost_the_listener(tmp_path: P
         await slow.send_raw(VT + b"MSH|^~\\&|")  # and then silence inside the frame
         assert await slow.ack(timeout=5) is None  # closed by the listener
         a, b = await MllpClient.connect(port), await MllpClient.connect(port)
-        await asyncio.sleep(0.05)
+        for i, client in enumerate((a, b)):  # proven by a frame answered AA: they keep their slots
+            assert ack_fields(await client.send(adt(f"PROOF{i}")))["MSA"][1] == "AA"
         extra = await MllpClient.connect(port)
         assert await extra.ack(timeout=5) is None  # over max_connections: closed at once
         assert ack_fields(await a.send(adt("STILL")))["MSA"][1] == "AA"

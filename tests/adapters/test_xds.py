@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import hashlib
 import socket
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from adapters.sandboxes.dmp import DmpSandbox, DmpSandboxConfig
@@ -38,6 +44,7 @@ from mappings.xds import (
     registry_response,
 )
 from mappings.xds.ebrim import NS, q
+from mappings.xds.signature import LotSigner, sign_submission
 from tests.hubkit import FAST_RETRY, running_hub, wait_until, write_config
 from tests.tlskit import Pki, make_pki
 from tests.unit.test_xds_metadata import INS_TEST_ROOT, OTHER_INS, TEST_INS, synthetic_cda, xds_config
@@ -59,15 +66,15 @@ def vihf_config(**over: Any) -> VihfConfig:
     return VihfConfig.model_validate(data)
 
 
-def outbound(endpoint: str, pki: Pki | None = None, *, vihf: bool = True, **over: Any) -> XdsOutbound:
+def outbound(endpoint: str, pki: Pki | None = None, *, vihf: bool | VihfConfig = True, **over: Any) -> XdsOutbound:
     tls = None
     if pki is not None:
         tls = TlsConfig(ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key))
+    over.setdefault("metadata", xds_config())
     config = XdsOutboundConfig(
         endpoint=endpoint,
         tls=tls,
-        metadata=xds_config(),
-        vihf=vihf_config() if vihf else None,
+        vihf=vihf if isinstance(vihf, VihfConfig) else (vihf_config() if vihf else None),
         **over,
     )
     return XdsOutbound("dmp", config)
@@ -107,10 +114,16 @@ def pki(tmp_path: Path) -> Pki:
 # --------------------------------------------------------------------------- raw ITI-41 requests
 
 
-def assertion_for(signer: VihfSigner, resource_id: str) -> etree._Element:
-    """An unsigned VIHF for the synthetic laboratory and one patient."""
+def assertion_for(
+    signer: VihfSigner, resource_id: str, vihf: dict[str, Any] | None = None, structure_id: str = "1999000001"
+) -> etree._Element:
+    """An unsigned VIHF for the synthetic laboratory and one patient (``vihf``: VihfConfig overrides)."""
     return build_assertion(
-        vihf_config(), issuer=signer.issuer, structure_id="1999000001", resource_id=resource_id, now=utcnow()
+        vihf_config(**(vihf or {})),
+        issuer=signer.issuer,
+        structure_id=structure_id,
+        resource_id=resource_id,
+        now=utcnow(),
     )
 
 
@@ -124,18 +137,34 @@ def pnr_request(
     signer: VihfSigner | None = None,
     resource_id: str = PATIENT,
     tamper: bool = False,
+    sign_lot: bool = True,
+    lot_signer: LotSigner | None = None,
+    lot_signature: Callable[[bytes], bytes] | None = None,
+    vihf: dict[str, Any] | None = None,
+    structure_id: str = "1999000001",
     **meta: str,
 ) -> tuple[bytes, str]:
-    """An ITI-41 request built like the adapter's, then optionally damaged to test the sandbox."""
+    """An ITI-41 request built like the adapter's (lot signed with the VIHF key), then optionally damaged."""
     cda = cda or synthetic_cda()
     sub = build_submission(cda, xds_config(), submission_id=new_id(), submission_time=utcnow(), metadata=meta)
-    cid = "doc-1@test"
-    body = provide_and_register_request(sub, xop_href=cid_href(cid) if mtom else None)
+    if sign_lot:
+        lot_signer = lot_signer or (signer.lot_signer() if signer is not None else default_lot_signer())
+        sub = sign_submission(sub, lot_signer)
+        if lot_signature is not None and sub.signature is not None:  # damage the signature after signing
+            damaged = lot_signature(sub.signature_document)
+            entry = dataclasses.replace(sub.signature, hash=hashlib.sha1(damaged).hexdigest(), size=len(damaged))
+            sub = dataclasses.replace(sub, signature_document=damaged, signature=entry)
+    cid, sig_cid = "doc-1@test", "sig-1@test"
+    body = provide_and_register_request(
+        sub,
+        xop_href=cid_href(cid) if mtom else None,
+        signature_href=cid_href(sig_cid) if mtom and sub.signature else None,
+    )
     if mutate:
         mutate(body)
     security = []
     if signer is not None:
-        signed = signer.sign(assertion_for(signer, resource_id))
+        signed = signer.sign(assertion_for(signer, resource_id, vihf, structure_id))
         if tamper:  # change a signed attribute after signing
             value = signed.find(".//{urn:oasis:names:tc:SAML:2.0:assertion}AttributeValue")
             assert value is not None
@@ -144,7 +173,18 @@ def pnr_request(
     xml = etree.tostring(envelope(body, action=ACTION_PNR, to=url, security=security), encoding="UTF-8")
     if not mtom:
         return xml, "application/soap+xml; charset=UTF-8"
-    return encode_related(xml, [Part(cid, "text/xml", cda if attachment is None else attachment)], action=ACTION_PNR)
+    parts = [Part(cid, "text/xml", cda if attachment is None else attachment)]
+    if sub.signature is not None:
+        parts.append(Part(sig_cid, "text/xml", sub.signature_document))
+    return encode_related(xml, parts, action=ACTION_PNR)
+
+
+@functools.cache
+def default_lot_signer() -> LotSigner:
+    """A lot signer for requests sent without a VIHF (one test PKI per session)."""
+    pki = make_pki(Path(tempfile.mkdtemp(prefix="lot-signer-")))
+    key = serialization.load_pem_private_key(pki.client_key.read_bytes(), password=None)
+    return LotSigner(key, x509.load_pem_x509_certificate(pki.client_cert.read_bytes()))
 
 
 async def post(url: str, data: bytes, ctype: str, ctx: ssl.SSLContext | None = None) -> tuple[int, str, bytes]:
@@ -177,7 +217,7 @@ def _find(body: etree._Element, scheme: str) -> etree._Element:
 
 def set_slot(name: str, value: str) -> Callable[[etree._Element], None]:
     def mutate(body: etree._Element) -> None:
-        [v] = body.xpath(f"//rim:ExtrinsicObject/rim:Slot[@name='{name}']/rim:ValueList/rim:Value", namespaces=NS)
+        [v] = body.xpath(f"//rim:ExtrinsicObject[1]/rim:Slot[@name='{name}']/rim:ValueList/rim:Value", namespaces=NS)
         v.text = value
 
     return mutate
@@ -185,7 +225,7 @@ def set_slot(name: str, value: str) -> Callable[[etree._Element], None]:
 
 def drop_slot(name: str) -> Callable[[etree._Element], None]:
     def mutate(body: etree._Element) -> None:
-        [s] = body.xpath(f"//rim:ExtrinsicObject/rim:Slot[@name='{name}']", namespaces=NS)
+        [s] = body.xpath(f"//rim:ExtrinsicObject[1]/rim:Slot[@name='{name}']", namespaces=NS)
         s.getparent().remove(s)
 
     return mutate
@@ -202,8 +242,11 @@ def set_code(scheme: str, code: str, coding_scheme: str | None = None) -> Callab
 
 
 def set_identifier(scheme: str, value: str) -> Callable[[etree._Element], None]:
+    """Every identifier of that scheme (the document's and its lot signature's entry)."""
+
     def mutate(body: etree._Element) -> None:
-        _find(body, scheme).set("value", value)
+        for found in body.xpath(f"//rim:ExternalIdentifier[@identificationScheme='{scheme}']", namespaces=NS):
+            found.set("value", value)
 
     return mutate
 
@@ -272,7 +315,10 @@ async def test_sandbox_refuses_hash_and_size_of_another_attachment() -> None:
     async with running_dmp(require_vihf=False) as dmp:
         status, codes = await submit(dmp, attachment=b"<ClinicalDocument/>")
         assert status == "Failure" and codes == ["XDSRepositoryMetadataError"]
-        assert sum("hash" in e.context or "size" in e.context for e in dmp.last_errors) == 2
+        contexts = [e.context for e in dmp.last_errors]
+        assert sum("hash does not match" in c or "size does not match" in c for c in contexts) == 2
+        # and the lot signature's Manifest covers other bytes than those attached
+        assert sum("lot signature: Manifest digest differs" in c for c in contexts) == 1, contexts
 
 
 async def test_sandbox_duplicate_unique_ids_and_non_identical_content() -> None:
@@ -362,10 +408,19 @@ def sandbox_tls(pki: Pki) -> dict[str, Any]:
     }
 
 
-async def find_documents(dmp: DmpSandbox, pki: Pki, status: str, return_type: str = "LeafClass") -> Any:
+async def find_documents(
+    dmp: DmpSandbox,
+    pki: Pki,
+    status: str,
+    return_type: str = "LeafClass",
+    *,
+    patient: str = PATIENT,
+    name_id: str | None = None,
+) -> Any:
+    """ITI-18 FindDocuments as a professional (VIHF NameID ``name_id``, default the configured one)."""
     signer = VihfSigner(vihf_config(), cert_file=str(pki.client_cert), key_file=str(pki.client_key))
-    assertion = signer.sign(assertion_for(signer, PATIENT))
-    query = find_documents_request(PATIENT, statuses=[status], return_type=return_type)
+    assertion = signer.sign(assertion_for(signer, patient, {"name_id": name_id} if name_id else None))
+    query = find_documents_request(patient, statuses=[status], return_type=return_type)
     xml = etree.tostring(envelope(query, action=ACTION_STORED_QUERY, to=dmp.registry_url, security=[assertion]))
     ctx = client_context(TlsConfig(ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key)))
     status_code, ctype, body = await post(dmp.registry_url, xml, "application/soap+xml", ctx)
@@ -477,7 +532,8 @@ async def test_a_document_without_ins_never_leaves_the_hub() -> None:
 
 
 async def test_adapter_without_mtom_sends_inline_documents() -> None:
-    async with running_dmp(require_vihf=False) as dmp:
+    # A plain XDS registry (no VIHF, no lot signature): the sandbox told to accept unsigned lots.
+    async with running_dmp(require_vihf=False, require_signed_lot=False) as dmp:
         out = outbound(dmp.repository_url, vihf=False, mtom=False)
         try:
             await out.send(cda_message())
@@ -655,10 +711,51 @@ async def test_request_carries_a_signed_vihf_for_the_patient(pki: Pki) -> None:
     assert values["urn:oasis:names:tc:xacml:2.0:resource:resource-id"] == [PATIENT]
     assert values["Identifiant_Structure"] == ["1999000001"]
     assert values["Secteur_Activite"] == ["SA25^1.2.250.1.71.4.2.4"]
-    assert values["urn:oasis:names:tc:xacml:2.0:subject:role"] == ["AUTOMATE"]
+    # The document's author (a médecin biologiste, G15_10/SM03) is the subject: JDV_J65 profession + savoir-faire.
+    assert values["urn:oasis:names:tc:xacml:2.0:subject:role"] == ["10", "SM03"]
+    assert values["urn:oasis:names:tc:xspa:1.0:subject:subject-id"] == ["SACHA TESTBIO"]
+    assert assertion.findtext(".//{urn:oasis:names:tc:SAML:2.0:assertion}NameID") == "810000000002"
     assert values["Ressource_URN"] == ["urn:dmp"] and values["Authentification_Mode"] == ["INDIRECTE"]
+    # The hub authenticates with its client certificate: TLSClient, as the ANS request.
+    ref = assertion.findtext(".//{urn:oasis:names:tc:SAML:2.0:assertion}AuthnContextClassRef")
+    assert ref == "urn:oasis:names:tc:SAML:2.0:ac:classes:TLSClient"
     # SAML 2.0 core §2.3.3: Issuer, then Signature, then Subject.
     assert [etree.QName(c).localname for c in assertion][:3] == ["Issuer", "Signature", "Subject"]
+    await out.stop()
+    # An automated feed (lot author = the configured submitter, a device): the configured subject, AUTOMATE.
+    auto = outbound("https://dmp.test/repository", pki, metadata=xds_config(lot_author="submitter"))
+    body, ctype, _ = auto.build_request(cda_message())
+    soap = read_envelope(decode_related(body, ctype).root.body)
+    assert soap.header is not None
+    roles = [
+        v[0].get("code")
+        for a in soap.header.iter("{urn:oasis:names:tc:SAML:2.0:assertion}Attribute")
+        if a.get("Name") == "urn:oasis:names:tc:xacml:2.0:subject:role"
+        for v in a
+    ]
+    assert roles == ["AUTOMATE"]
+    await auto.stop()
+
+
+async def test_secret_connection_puts_the_confidentiality_code_in_the_vihf(pki: Pki) -> None:
+    out = outbound("https://dmp.test/repository", pki)
+    name = "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code"
+
+    def codes(message: Message) -> list[str]:
+        body, ctype, _ = out.build_request(message)
+        soap = read_envelope(decode_related(body, ctype).root.body)
+        assert soap.header is not None
+        return [
+            v[0].get("code")
+            for a in soap.header.iter("{urn:oasis:names:tc:SAML:2.0:assertion}Attribute")
+            if a.get("Name") == name
+            for v in a
+        ]
+
+    assert codes(cda_message(metadata={"secret_connection": "Y"})) == ["INVISIBLE_REPRESENTANTS_LEGAUX"]
+    assert codes(cda_message(metadata={"secret_connection": "N"})) == []
+    with pytest.raises(MappingError, match="secret_connection"):
+        codes(cda_message(metadata={"secret_connection": "oui"}))
     await out.stop()
 
 
@@ -689,13 +786,19 @@ async def test_hub_delivers_to_the_dmp_sandbox_retrying_through_a_503(tmp_path: 
         peer_port=1,
         endpoints={"dmp": endpoint},
         sandboxes={
-            "dmp_sandbox": {"type": "dmp", "listen": f"127.0.0.1:{port}", "fail_503_times": 1, "require_vihf": False}
+            "dmp_sandbox": {
+                "type": "dmp",
+                "listen": f"127.0.0.1:{port}",
+                "fail_503_times": 1,
+                "require_vihf": False,
+                "require_signed_lot": False,
+            }
         },
         routes=[
             {
                 "route": "cda_to_dmp",
                 "from": "mllp_in",
-                "when": {"content": "cda"},
+                "when": {"content_type": CDA_TYPE},
                 "to": [{"destination": "dmp", "retry": FAST_RETRY}],
             }
         ],

@@ -123,7 +123,10 @@ async def test_roles_tokens_and_sessions(tmp_path: Path) -> None:
         await type(viewer)(viewer.session, viewer.base, forged).get("/api/whoami", expect=401)
         await anonymous.post("/api/login", {"username": "uma"}, expect=400)
         entries = (await admin.get("/api/audit", actor="uma"))["items"]
-        assert [e["action"] for e in entries] == ["view_payload", "login"]
+        assert [(e["action"], e["outcome"]) for e in entries] == [
+            ("view_payload", "ok"), ("login", "ok"), ("login_failed", "refused")
+        ]
+        assert [e["action"] for e in (await admin.get("/api/audit", actor="nobody"))["items"]] == ["login_failed"]
 
 
 async def test_failed_logins_are_throttled(tmp_path: Path) -> None:
@@ -131,6 +134,9 @@ async def test_failed_logins_are_throttled(tmp_path: Path) -> None:
         for _ in range(10):
             await apis["anonymous"].post("/api/login", {"username": "uma", "password": "nope"}, expect=401)
         await apis["anonymous"].post("/api/login", {"username": "uma", "password": PASSWORD}, expect=429)
+        entries = (await apis["admin"].get("/api/audit", actor="uma"))["items"]
+        assert [e["action"] for e in entries] == ["login_throttled"] + ["login_failed"] * 10
+        assert {e["outcome"] for e in entries} == {"refused"}
 
 
 async def test_bootstrap_token_when_nothing_is_configured(tmp_path: Path) -> None:
@@ -279,8 +285,15 @@ async def test_replay_one_corrected_and_bulk(tmp_path: Path) -> None:
         assert [r["replayed"] for r in bulk["replayed"]] == bulk["matched"] and len(bulk["matched"]) == 1
         await _delivered(hub, 5)
         await operator.post("/api/replay", {"filter": {"bogus": 1}}, expect=400)
-        actions = [e["action"] for e in (await apis["admin"].get("/api/audit"))["items"]]
-        assert actions.count("replay") == 3 and actions.count("replay_bulk") == 1  # the dry run is not an action
+        entries = (await apis["admin"].get("/api/audit"))["items"]
+        replays = [(e["outcome"], e["detail"].get("corrected")) for e in reversed(entries) if e["action"] == "replay"]
+        # Each replay: an entry before acting, then its real outcome (the refused body audited as failed).
+        assert replays == [
+            ("requested", False), ("ok", False), ("requested", True), ("failed", True), ("requested", True),
+            ("ok", True),
+        ]  # fmt: skip
+        bulk_entries = [e["outcome"] for e in reversed(entries) if e["action"] == "replay_bulk"]
+        assert bulk_entries == ["requested", "ok"]  # the dry run is not an action
 
 
 async def test_dead_letters_and_requeue(tmp_path: Path) -> None:
@@ -303,11 +316,11 @@ async def test_dead_letters_and_requeue(tmp_path: Path) -> None:
 
         peer.ack = "AA"
         assert await operator.post("/api/dead/requeue", {"delivery_ids": [first["delivery_id"]]}) == {
-            "requeued": 1, "more": False,
+            "requeued": 1, "matched": 1, "more": False,
         }  # fmt: skip
         await _delivered(hub, 1)
         result = await operator.post("/api/dead/requeue", {"all_dead": True, "destination": "dpi"})
-        assert result == {"requeued": 2, "more": False}
+        assert result == {"requeued": 2, "matched": 2, "more": False}
         await _delivered(hub, 3)
         assert (await viewer.get("/api/dead"))["items"] == []
         await operator.post("/api/dead/requeue", {}, expect=200)
@@ -367,6 +380,13 @@ async def test_identity_review_queue_and_its_actions(tmp_path: Path) -> None:
         await viewer.get("/api/identities/nobody@X", expect=404)
         listing = (await viewer.get("/api/identities", status="qualifiee"))["items"]
         assert [(i["patient_key"], i["ins"]) for i in listing] == [("000003@CHU-X", INS)]
+        # Every identity view, listings included, is audited with who looked.
+        seen = [(e["action"], e["target"], e["outcome"]) for e in (await apis["admin"].get("/api/audit", actor="vera"))
+                ["items"]][:4]  # fmt: skip
+        assert seen == [
+            ("list_identities", "", "ok"), ("view_identity", "nobody@X", "ok"),
+            ("view_identity", "000003@CHU-X", "ok"), ("list_reviews", "", "ok"),
+        ]  # fmt: skip
         assert identity["awaiting_identity"] == []
         trace = await viewer.get(f"/api/messages/{review['message_id']}")
         assert trace["message"]["status"] == "identity_review"
@@ -417,7 +437,7 @@ async def test_audit_names_who_what_which_message_never_the_payload_and_logs_sta
     assert by_action["replay"]["detail"] == {"corrected": True}
     assert verify == {
         "ok": True, "checked": len(entries), "head_id": entries[0]["id"], "head_hash": entries[0]["hash"],
-        "first_bad_id": None, "problem": "",
+        "first_bad_id": None, "problem": "", "keyed": len(entries),
     }  # fmt: skip
     logs = stream.getvalue()
     assert "audit_appended" in logs

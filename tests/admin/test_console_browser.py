@@ -13,12 +13,8 @@ test`` installs both when it can), except in CI (``CI=true``), where it fails.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from hub.message import Message
 from tests.admin.adminkit import TOKENS, admin_hub
@@ -27,44 +23,10 @@ from tests.test_identity_flow import ROUTES as IDENTITY_ROUTES
 from tests.test_identity_flow import adt as pam_adt
 from tests.test_identity_flow import oru
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
 CDA = (Path(__file__).resolve().parent.parent / "data" / "cda" / "minimal_header.xml").read_bytes()
 FHIR = json.dumps(
     {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}}]}
 ).encode()
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the console browser test must run in CI: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        _unavailable("the playwright package is missing (make test installs the test extras)")
-    if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"{CHROMIUM} is missing (make test installs Debian's chromium when run as root)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("HUB_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _pictures(folder: Path) -> list[str]:
@@ -133,9 +95,16 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         assert await page.inner_text("tr[data-segment='MSH'] .field[title='MSH-9']") == "ADT^A01^ADT_A01"
         await page.screenshot(path=str(shots / "3-trace-hl7.png"), full_page=True)
 
-        # Replay it.
+        # Replay it: a confirmation first; the DPI already has it, so it is unticked until chosen.
         original = page.url.rsplit("/", 1)[1]
         await page.click("#replay")
+        await page.wait_for_selector("#confirm input[value='dpi']")
+        assert not await page.is_checked("#confirm input[value='dpi']")
+        await page.click("#confirm-cancel")
+        assert await page.query_selector("#confirm") is None and await page.query_selector("#replayed-link") is None
+        await page.click("#replay")
+        await page.check("#confirm input[value='dpi']")
+        await page.click("#confirm-ok")
         await page.wait_for_selector("#replayed-link")
         new_id = await page.inner_text("#replayed-link")
         replayed = await store.get_message(new_id)
@@ -167,6 +136,8 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         await page.wait_for_selector("td:has-text('AR')")
         await page.screenshot(path=str(shots / "6-dead.png"), full_page=True)
         await page.click("#requeue-all")
+        await page.wait_for_selector("#confirm-title:has-text('Requeue 1 dead delivery?')")
+        await page.click("#confirm-ok")
         await page.wait_for_selector("text=No dead letter.")
 
         async def redelivered() -> bool:
@@ -178,7 +149,15 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         await page.click("nav >> text=Identity review")
         await page.wait_for_selector("button[data-action='release']")
         await page.screenshot(path=str(shots / "7-review.png"), full_page=True)
+        # One row per message; "Compare" puts the registry's traits beside the message's.
+        assert await page.eval_on_selector_all("tr[data-message]", "rows => rows.length") == 1
+        await page.click("button[data-action='compare']")
+        await page.wait_for_selector("#trait-comparison tr[data-trait='first_birth_given_name'].attention-alert")
+        row = await page.inner_text("#trait-comparison tr[data-trait='first_birth_given_name']")
+        assert "DOMINIQUE" in row and "CAMILLE" in row
+        assert "results → dpi" in await page.inner_text("#trait-comparison")
         await page.click("button[data-action='release']")
+        await page.click("#confirm-ok")
         await page.wait_for_selector("text=No review waiting.")
         [review] = await store.list_reviews(state="released")
         assert review.resolved_by == "oscar"
@@ -212,6 +191,7 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         await page.wait_for_selector("#verify-result .status.ok")
         audit_text = await page.inner_text("main")
         assert "view_payload" in audit_text and "resolve_review" in audit_text and "requeue" in audit_text
+        assert "view_review" in audit_text
         await page.screenshot(path=str(shots / "8-audit.png"), full_page=True)
         await client.close()
     assert errors == []

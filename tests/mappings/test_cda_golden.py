@@ -5,7 +5,11 @@ patients; INS from the *test* authority 1.2.250.1.213.1.4.10; ids under the
 example arc 2.999), the ``expected.xml`` the step must produce (compared after
 XML canonicalisation, C14N 2.0) unless the step produces no document, and the
 ``expected_metadata.json`` the step must add. Folders named ``crbio_*`` run
-``v2_oru_to_cda_crbio``; ``document_*`` run ``v2_document_to_cda``.
+``v2_oru_to_cda_crbio``; ``document_*`` run ``v2_document_to_cda``. A correction finds the version
+it replaces among the documents the hub sent earlier: here, the other cases' expected documents
+(:data:`HISTORY`, as :mod:`hub.documents` reads them from the store). A PDF copy the hub renders
+itself is compared apart from the XML (its bytes depend on the PDF library's version): valid,
+deterministic, and showing the report.
 
 Regenerate the expected files after an intended change with
 ``UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/mappings/test_cda_golden.py``
@@ -23,8 +27,10 @@ import pytest
 from lxml import etree
 
 from hub import registry
-from hub.errors import MappingError, MessageError
+from hub.documents import DocumentVersion
+from hub.errors import MappingError, MessageError, Retryable
 from hub.message import CONTENT_HL7V2, Message
+from hub.pipeline import StepContext
 from mappings.cda import validate_cda_header
 from mappings.cda.builder import CONTENT_CDA, CdaConfig, PractitionerConfig
 from mappings.cda.crbio import CrBioConfig, oru_to_crbio
@@ -76,6 +82,23 @@ def case_names() -> list[str]:
     return sorted(p.name for p in CASES.iterdir() if (p / "input.hl7").is_file())
 
 
+def _history() -> dict[str, DocumentVersion]:
+    """setId -> the original version, for every case that creates a document."""
+    found = {}
+    for name in case_names():
+        path = CASES / name / "expected_metadata.json"
+        if not path.exists():  # a new case, before its first UPDATE_GOLDEN run
+            continue
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if meta.get("document_action") == "create":
+            found[meta["set_id"]] = DocumentVersion(meta["unique_id"], int(meta["version_number"]))
+    return found
+
+
+HISTORY = _history()
+HUB_PDF_SECTION = "1.2.250.1.213.1.1.2.243"
+
+
 def inbound(body: bytes, **metadata: str) -> Message:
     """The message as the MLLP listener would store it (MSH metadata read by the registered reader)."""
     return Message.new(body, content_type=CONTENT_HL7V2, metadata={**read_hl7v2_metadata(body), **metadata})
@@ -87,12 +110,23 @@ def run(name: str, body: bytes, **hints: str) -> Message:
     component = registry.get("step", step)
     assert component is not None
     assert component.consumes == (CONTENT_HL7V2,) and component.produces == CONTENT_CDA
+    if component.needs:
+        return component.factory(inbound(body, **hints), config, ctx=StepContext(documents=HISTORY))
     return component.factory(inbound(body, **hints), config)
 
 
 def c14n(xml: bytes) -> bytes:
     # Parsed with the hub's safe parser first; whitespace-only text (pretty-printing) is ignored.
-    return etree.canonicalize(parse_xml(xml), strip_text=True).encode()
+    root = parse_xml(xml)
+    for media in hub_rendered_pdfs(root):
+        media.text = "(PDF rendered by the hub)"
+    return etree.canonicalize(root, strip_text=True).encode()
+
+
+def hub_rendered_pdfs(root: etree._Element) -> list[etree._Element]:
+    """observationMedia values of the PDF copy that the hub made (its Creator is the hub)."""
+    path = f"//h:section[h:templateId/@root='{HUB_PDF_SECTION}']//h:observationMedia/h:value"
+    return [v for v in root.xpath(path, namespaces=NS) if b"/Creator (interop-hub)" in base64.b64decode(v.text)]
 
 
 def produced_metadata(message: Message, original: Message) -> dict[str, str]:
@@ -157,7 +191,7 @@ def test_versions_of_one_document_share_the_set_id() -> None:
 
 def test_correction_uses_the_parent_named_by_an_earlier_step() -> None:
     body = (CASES / "crbio_corrected_result" / "input.hl7").read_bytes()
-    out = run("crbio", body, cda_replaces_id="2.999.1.1.42", cda_replaces_version="2")
+    out = run("crbio_", body, cda_replaces_id="2.999.1.1.42", cda_replaces_version="2")
     root = parse_xml(out.body)
     assert root.find("h:versionNumber", NS).get("value") == "3"
     parent = root.find("h:relatedDocument[@typeCode='RPLC']/h:parentDocument", NS)
@@ -167,11 +201,40 @@ def test_correction_uses_the_parent_named_by_an_earlier_step() -> None:
     assert validate_cda_header(out.body) == []
 
 
-def test_correction_without_parent_names_the_set() -> None:
-    root = parse_xml((CASES / "crbio_corrected_result" / "expected.xml").read_bytes())
+@pytest.mark.parametrize(
+    ("correction", "original"),
+    [
+        ("crbio_corrected_result", "crbio_chemistry_panel"),
+        ("crbio_lab_pdf_corrected", "crbio_lab_pdf"),
+        ("crbio_microbiology_corrected", "crbio_microbiology_comment"),
+    ],
+)
+def test_correction_replaces_the_version_the_hub_sent(correction: str, original: str) -> None:
+    """parentDocument: the original's uniqueId and version, no setId (CI-SISRelatedDocument)."""
+    root = parse_xml((CASES / correction / "expected.xml").read_bytes())
+    sent = json.loads((CASES / original / "expected_metadata.json").read_text())
     parent = root.find("h:relatedDocument[@typeCode='RPLC']/h:parentDocument", NS)
-    assert parent.find("h:id", NS).get("nullFlavor") == "NAV"
-    assert parent.find("h:setId", NS).get("root") == root.find("h:setId", NS).get("root")
+    assert parent.find("h:id", NS).attrib == {"root": sent["unique_id"]}
+    assert parent.find("h:versionNumber", NS).get("value") == sent["version_number"] == "1"
+    assert [child.tag.split("}")[1] for child in parent] == ["id", "versionNumber"]
+    assert root.find("h:setId", NS).get("root") == sent["set_id"]
+    assert root.find("h:versionNumber", NS).get("value") == "2"
+
+
+def test_correction_of_an_unknown_original_is_refused_or_waits() -> None:
+    body = (CASES / "crbio_corrected_result" / "input.hl7").read_bytes()
+    component = registry.get("step", "v2_oru_to_cda_crbio")
+    assert component is not None and "documents" in component.needs
+    with pytest.raises(MappingError, match="has not sent") as info:
+        component.factory(inbound(body), CRBIO, ctx=StepContext(documents={}))
+    assert info.value.location == "OBX^1^11"
+    waiting = CRBIO.model_copy(update={"unknown_original": "wait"})
+    with pytest.raises(Retryable, match="has not sent"):
+        component.factory(inbound(body), waiting, ctx=StepContext(documents={}))
+    # A version of another order is no parent.
+    other = {"2.999.1.2.1": DocumentVersion("2.999.1.1.1", 1)}
+    with pytest.raises(MappingError):
+        component.factory(inbound(body), CRBIO, ctx=StepContext(documents=other))
 
 
 def test_the_pdf_is_carried_unchanged() -> None:
@@ -350,9 +413,8 @@ def test_crbio_needs_an_author_and_site_config() -> None:
     assert "no laboratory" in refused("crbio", undistributed + "\n", no_lab).reason
 
 
-def test_crbio_2024_needs_and_embeds_the_pdf_copy() -> None:
+def test_crbio_2024_embeds_the_lab_pdf_copy() -> None:
     v2024 = CRBIO.model_copy(update={"crbio_version": "2024.01"})
-    assert "2024.01" in refused("crbio", chemistry(), v2024).reason
     pdf = base64.b64encode(b"%PDF-1.4\n%%EOF\n").decode()
     with_pdf = chemistry().replace(
         "SPM|", f"OBX|5|ED|11502-2^CR d'examens biologiques^LN||^AP^PDF^Base64^{pdf}||||||F\nSPM|"
@@ -364,6 +426,48 @@ def test_crbio_2024_needs_and_embeds_the_pdf_copy() -> None:
     assert base64.b64decode(media.text) == b"%PDF-1.4\n%%EOF\n"
     assert root.find("h:templateId[@root='1.2.250.1.213.1.1.1.55']", NS).get("extension") == "2024.01"
     assert validate_cda_header(xml) == []
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The text a reader sees in an uncompressed PDF of the core fonts: every ``(...) Tj`` string."""
+    import re
+
+    shown = re.findall(rb"\((.*?)(?<!\\)\) ?Tj", pdf)
+    return " ".join(t.replace(b"\\(", b"(").replace(b"\\)", b")").decode("cp1252") for t in shown)
+
+
+@pytest.mark.parametrize("name", ["crbio_chemistry_panel", "crbio_microbiology_comment", "crbio_corrected_result"])
+def test_without_a_lab_pdf_the_hub_renders_a_readable_one(name: str) -> None:
+    out = run(name, (CASES / name / "input.hl7").read_bytes())
+    root = parse_xml(out.body)
+    [media] = hub_rendered_pdfs(root)
+    pdf = base64.b64decode(media.text)
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert run(name, (CASES / name / "input.hl7").read_bytes()).body == out.body  # deterministic
+    text = pdf_text(pdf)
+    # identity traits, laboratory, validating biologist
+    assert "TESTBIOLOGISTE" in text and "Laboratoire de test" in text and "Date de naissance" in text
+    for row in root.iterfind(".//h:section/h:text/h:table/h:tbody/h:tr", NS):
+        cells = ["".join(td.itertext()).strip() for td in row.iterfind("h:td", NS)]
+        for cell in cells:  # each result: name, value, unit, reference range, interpretation
+            assert cell in text, cell
+    for comment in root.xpath(".//h:paragraph/h:content[starts-with(@ID, 'cmt-')]", namespaces=NS):
+        assert (comment.text or "").strip() in text  # the first line of each comment
+
+
+def test_the_prescriber_is_in_the_rendered_pdf() -> None:
+    out = run("crbio_", (CASES / "crbio_chemistry_panel" / "input.hl7").read_bytes())
+    [media] = hub_rendered_pdfs(parse_xml(out.body))
+    assert "Prescripteur LUC TESTPRESCRIPTEUR" in pdf_text(base64.b64decode(media.text))
+
+
+def test_the_lab_pdf_wins_over_a_rendered_one() -> None:
+    out = run("crbio_", (CASES / "crbio_lab_pdf" / "input.hl7").read_bytes())
+    root = parse_xml(out.body)
+    assert hub_rendered_pdfs(root) == []
+    sent = next(x for x in (CASES / "crbio_lab_pdf" / "input.hl7").read_text().splitlines() if "|ED|" in x)
+    media = root.find(".//h:observationMedia/h:value", NS)
+    assert media.text == sent.split("^Base64^")[1].split("|")[0]
 
 
 def test_hostile_text_stays_text() -> None:
@@ -393,7 +497,7 @@ DOCUMENT_REFUSALS = {
     "ORC-1 and OBX-11 disagree": (lambda t: t.replace("ORC|NW", "ORC|CA"), "ORC^1^1"),
     "unknown OBX-11": (lambda t: t.replace("||||||F\nPRT", "||||||P\nPRT", 1), "OBX^1^11"),
     "no encapsulated document": (lambda t: t.replace("OBX|1|ED|", "OBX|1|TX|"), "OBX"),
-    "two documents": (lambda t: t.replace("PRT||UC||SB", document_line(t) + "\nPRT||UC||SB", 1), "OBX"),
+    "two documents": (lambda t: t.replace("PRT||UC||SB", document_line(t) + "\nPRT||UC||SB", 1), "OBX^2^5"),
     "not base64": (lambda t: t.replace("^AP^PDF^Base64^JVBER", "^AP^PDF^Base64^**JVBER"), "OBX^1^5^5"),
     "PDF subtype without a PDF": (lambda t: t.replace("^AP^PDF^Base64^JVBER", "^AP^PDF^Base64^AAAAA"), "OBX^1^5^5"),
     "unknown subtype": (lambda t: t.replace("^AP^PDF^Base64^", "^AP^RTF^Base64^"), "OBX^1^5^3"),

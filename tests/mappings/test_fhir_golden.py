@@ -376,3 +376,32 @@ def test_steps_describe_their_settings() -> None:
         assert component is not None and component.summary
         schema = component.config.model_json_schema()
         assert all("description" in p for p in schema["properties"].values()), name
+
+
+def test_masking_flags_drive_the_fhir_security_labels() -> None:
+    folder = CASES / "cda_crbio_mhd"
+    base = inbound(folder)
+    hidden = Message(
+        id=base.id,
+        content_type=base.content_type,
+        body=base.body,
+        metadata=MappingProxyType({**base.metadata, "mask_ps": "Y", "invisible_patient": "Y"}),
+        received_at=base.received_at,
+        correlation_id=base.correlation_id,
+    )
+    document = json.loads(run(folder, hidden).body)["entry"][1]["resource"]
+    tre_a07 = "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-A07-StatutVisibiliteDocument"
+    labels = [(c["system"], c["code"]) for label in document["securityLabel"] for c in label["coding"]]
+    assert labels[1:] == [(tre_a07, "MASQUE_PS"), (tre_a07, "INVISIBLE_PATIENT")]
+    assert labels[0][1] in ("N", "R", "V")
+    # A flag that cannot be honoured stops the document: never published visible.
+    broken = Message(
+        id=base.id,
+        content_type=base.content_type,
+        body=base.body,
+        metadata=MappingProxyType({**base.metadata, "invisible_patient": "maybe"}),
+        received_at=base.received_at,
+        correlation_id=base.correlation_id,
+    )
+    with pytest.raises(MappingError, match="invisible_patient"):
+        run(folder, broken)

@@ -71,6 +71,7 @@ def hub_config(
     dpi_port: int,
     routes: list[dict[str, Any]] | None = None,
     mta: dict[str, Any] | None = None,
+    submission: dict[str, Any] | None = None,
     mssante: dict[str, Any] | None = None,
     trusted: tuple[str, ...] = (HUB_DOMAIN, PEER_DOMAIN, "patient.mssante.fr"),
     **hub: Any,
@@ -105,6 +106,7 @@ def hub_config(
                 "listen": f"127.0.0.1:{setup.submission_port}",
                 **common,
                 "users": [{"username": USER, "password_hash": _PASSWORD_HASH, "addresses": [DOCTOR]}],
+                **(submission or {}),
             },
         },
         "endpoints": {
@@ -182,6 +184,20 @@ async def connect(port: int, ctx: ssl.SSLContext | None, *, starttls: bool = Tru
     if starttls:
         await smtp.starttls(tls_context=ctx)
         await smtp.ehlo()
+    return smtp
+
+
+async def client_from(port: int, source: str, setup: Setup, *, peer_cert: bool) -> aiosmtplib.SMTP:
+    """An SMTP client from the loopback address `source` (127.0.0.0/8: one "host" each), after STARTTLS:
+    with the peer operator's certificate, or with none (a local client of the submission port)."""
+    smtp = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=port, start_tls=False, local_hostname="client.test", timeout=10,
+        source_address=(source, 0),
+    )  # fmt: skip
+    await smtp.connect()
+    await smtp.ehlo()
+    await smtp.starttls(tls_context=setup.peer_client_context() if peer_cert else setup.plain_client_context())
+    await smtp.ehlo()
     return smtp
 
 

@@ -24,6 +24,7 @@ from mappings.mssante.mail import build_document_mail, parse_mail
 from mappings.mssante.reports import RecipientFailure, build_dsn, build_mdn, read_report
 from mappings.xdm import read_xdm
 from mappings.xml import parse_xml
+from tests.conftest import free_port
 from tests.hubkit import running_hub, running_peer, wait_until
 from tests.smtp.smtpkit import APP_MAILBOX, LAB_MAILBOX, PEER_DOMAIN, PRESCRIBER, Setup, hub_config, zip_of
 
@@ -94,6 +95,45 @@ async def test_incoming_xdm_reaches_the_dpi_as_mdm_t02_with_the_ins_and_an_mdn_g
     assert doc.parent_id == kinds["mail"].message.id and doc.content_type == CDA
     assert doc.metadata["ins"] == TEST_INS and doc.metadata["mail_recipient"] == APP_MAILBOX
     assert kinds["mail"].message.metadata["control_id"] == sent_id
+
+
+async def test_the_mdn_waits_for_the_dpi_and_says_error_when_the_dpi_refuses(
+    hub: tuple[Hub, MllpPeer, Setup],
+) -> None:
+    running, dpi, _ = hub
+    peer = peer_of(running)
+    dpi.ack = "AR"
+    code, _ = await peer.send_mail([APP_MAILBOX], peer.sample_mail([APP_MAILBOX], request_mdn=True))
+    assert code == 250
+
+    async def document_dead() -> bool:
+        docs = [r for r in await messages(running) if r.message.metadata["mail_kind"] == "document"]
+        return bool(docs) and [d.status for d in await deliveries(running, docs[0].message.id)] == ["dead"]
+
+    await wait_until(document_dead, timeout=20)
+    await wait_until(lambda: len(peer.received) == 1)
+    report = read_report(parse_mail(peer.received[0]["raw"]))
+    assert report is not None and report.kind == "mdn" and report.disposition.endswith("processed/error")
+
+
+async def test_no_mdn_goes_back_while_the_dpi_has_not_answered(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    port = free_port()
+    async with running_hub(hub_config(setup, dpi_port=port)) as running:
+        peer = peer_of(running)
+        code, _ = await peer.send_mail([APP_MAILBOX], peer.sample_mail([APP_MAILBOX], request_mdn=True))
+        assert code == 250
+        # The DPI cannot be reached: the document waits (circuit open), and so does the MDN.
+        worker = running.workers[("mss_documents_to_dpi", "dpi")]
+        worker.probe_max_secs = 0.5  # probe often, so that the DPI's return is seen at once
+        await wait_until(lambda: worker.probes >= 2, timeout=20)
+        assert len(peer.received) == 0
+        assert not [r for r in await messages(running) if r.message.metadata["mail_kind"] == "mdn"]
+        async with running_peer(listen=f"127.0.0.1:{port}") as dpi:
+            await wait_until(lambda: len(dpi.bodies) == 1, timeout=20)
+            await wait_until(lambda: len(peer.received) == 1, timeout=20)
+        report = read_report(parse_mail(peer.received[0]["raw"]))
+        assert report is not None and report.disposition.endswith("processed")
 
 
 async def test_a_mail_sent_again_after_a_lost_reply_is_kept_once(hub: tuple[Hub, MllpPeer, Setup]) -> None:

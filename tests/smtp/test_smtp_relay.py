@@ -196,6 +196,7 @@ async def test_connections_over_the_limit_get_421(tmp_path: Path) -> None:
         running_hub(hub_config(setup, dpi_port=dpi.port, mta={"max_connections": 1})),
     ):
         first = await connect(setup.mta_port, setup.peer_client_context())
+        assert (await command(first, f"MAIL FROM:<{PRESCRIBER}>"))[0] == 250  # proven: it keeps its slot
         reader, writer = await asyncio.open_connection("127.0.0.1", setup.mta_port)
         assert (await reader.readline()).startswith(b"421 4.3.2")
         writer.close()

@@ -299,14 +299,20 @@ CASES: list[tuple[str, Callable[[etree._Element], None], list[tuple[str, str]]]]
     ("version-missing", rm("h:versionNumber"), [("version-number", DOC + "/versionNumber")]),
     ("data-enterer", add(".", "<dataEnterer/><dataEnterer/>", 20), [("data-enterer", DOC + "/dataEnterer")]),
     (
-        "replacement-of-version-1",
+        # An RPLC at version 1 passes (ANS example CSE-CS8_2024.01); a parent not older than it does not.
+        "replacement-of-a-parent-not-older",
         add(
             ".",
-            '<relatedDocument typeCode="RPLC"><parentDocument><id root="1.2.9"/></parentDocument>'
-            "</relatedDocument>",
+            '<relatedDocument typeCode="RPLC"><parentDocument><id root="1.2.9"/><versionNumber value="1"/>'
+            "</parentDocument></relatedDocument>",
             18,
         ),
-        [("replacement-version", DOC + "/versionNumber/@value")],
+        [("replacement-version", DOC + "/relatedDocument/parentDocument/versionNumber/@value")],
+    ),
+    (
+        "document-type-outside-jdv-j07",
+        attr("h:code", "code", "99999-9"),
+        [("document-type-value-set", DOC + "/code/@code")],
     ),
     (
         "replacement-twice",

@@ -263,9 +263,11 @@ def test_submission_set_and_has_member() -> None:
     [content] = lot.codes(SS.CONTENT_TYPE_CODE)
     assert (content.code, content.coding_scheme, content.display) == ("07", "1.2.250.1.213.2.2", "Consultation")
     [author] = lot.codes(SS.AUTHOR)
+    # No PRT SB in the message: the document's author, a person, and the structure he writes for.
     assert author.slots == {
-        "authorPerson": ["LPS-HUB-01^InteropHub^1.0^^^^^^&1.2.250.1.71.4.2.1&ISO^U^^^EI"],
+        "authorPerson": ["810000000002^TESTBIO^SACHA^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS"],
         "authorInstitution": ["Laboratoire synthétique^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999000001"],
+        "authorSpecialty": ["G15_10/SM03^Médecin - Biologie médicale (SM)^1.2.250.1.213.1.1.4.5"],
     }
     [member] = parsed.associations
     assert (member.type, member.source, member.target) == (HAS_MEMBER, lot.id, sub.document_entry.entry_uuid)
@@ -281,6 +283,36 @@ def test_lot_author_defaults_to_the_document_author_and_content_type_can_come_fr
     assert sub.submission_set.author.person == sub.document_entry.authors[0].person
     code = sub.submission_set.content_type_code
     assert (code.code, code.scheme, code.display) == ("03", "1.2.250.1.213.2.2", "Hospi")
+
+
+def test_lot_author_is_the_prt_sb_sender_then_the_document_author_then_the_settings() -> None:
+    # PRT SB (mappings.xds.v2_context keys): its own structure, even another one than the settings'.
+    sub = build(
+        xds_lot_author_id="810000000003",
+        xds_lot_author_family="TESTSECR",
+        xds_lot_author_given="ALIX",
+        xds_lot_institution_id="1999000002",
+        xds_lot_institution_name="Clinique synthétique",
+    )
+    lot = sub.submission_set.author
+    assert lot.person == "810000000003^TESTSECR^ALIX^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS"
+    assert lot.institutions == ("Clinique synthétique^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999000002",)
+    # The sender is also the document's author: that author's specialty comes with him (VIHF role).
+    same = build(xds_lot_author_id="810000000002").submission_set.author
+    assert same.person.startswith("810000000002^TESTBIO^SACHA^") and same.specialties
+    # An automated feed: the configured submitter, the configured structure.
+    auto = build(config=xds_config(lot_author="submitter")).submission_set.author
+    assert auto.person == "LPS-HUB-01^InteropHub^1.0^^^^^^&1.2.250.1.71.4.2.1&ISO^U^^^EI"
+    with pytest.raises(MappingError, match="submitter"):
+        build(config=xds_config(lot_author="submitter", submitter=None))
+    # A structure the hub does not submit for is refused before anything is sent.
+    with pytest.raises(MappingError, match="not one this hub submits for"):
+        build(config=xds_config(allowed_structures=["1999000001"]), xds_lot_institution_id="1999000002")
+
+
+def test_service_times_from_pv1_when_the_message_carried_them() -> None:
+    entry = build(xds_service_start_time="20250101230000", xds_service_stop_time="20250102110000").document_entry
+    assert (entry.service_start_time, entry.service_stop_time) == ("20250101230000", "20250102110000")
 
 
 def test_replacement_from_the_cda_related_document_gives_an_rplc_association() -> None:
@@ -307,6 +339,47 @@ def test_visibility_codes_from_config_and_message() -> None:
     ]
     with pytest.raises(MappingError, match="visibility"):
         build(xds_visibility="SECRET")
+
+
+def test_metadmpmss_flags_from_the_hl7v2_reader_become_confidentiality_codes() -> None:
+    # The keys mappings.cda.hl7v2_documents writes (FLAG_KEYS), not a separate xds_ key.
+    sub = build(mask_ps="Y", invisible_patient="N", invisible_legal_reps="Y")
+    codes = [(c.code, c.scheme) for c in sub.document_entry.confidentiality_codes]
+    assert codes == [
+        ("N", "2.16.840.1.113883.5.25"),
+        ("MASQUE_PS", "1.2.250.1.213.1.1.4.13"),
+        ("INVISIBLE_REPRESENTANTS_LEGAUX", "1.2.250.1.213.1.1.4.13"),
+    ]
+    assert [c.code for c in build(mask_ps="N", invisible_patient="N").document_entry.confidentiality_codes] == ["N"]
+    # What is written is what a registry reads back.
+    [entry] = read_back(build(invisible_patient="Y")).entries
+    assert [c.code for c in entry.codes(DE.CONFIDENTIALITY_CODE)] == ["N", "INVISIBLE_PATIENT"]
+
+
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ({"mask_ps": "O"}, "mask_ps must be Y or N"),
+        ({"invisible_patient": "yes"}, "invisible_patient must be Y or N"),
+        ({"confidentiality_update": "Y", "document_action": "create"}, "MODIF_CONF_CODE=Y on a creation"),
+        ({"dest_mss_patient": "Y", "invisible_patient": "Y"}, "DESTMSSANTEPAT=Y with INVISIBLE_PATIENT=Y"),
+        ({"dest_dmp": "N"}, "DESTDMP=N"),
+    ],
+)
+def test_flags_that_cannot_give_a_valid_lot_are_refused(meta: dict[str, str], reason: str) -> None:
+    with pytest.raises(MappingError, match=reason):
+        build(**meta)
+
+
+def test_a_masking_change_is_a_replacement() -> None:
+    sub = build(
+        synthetic_cda(doc_ext="DOC-2", replaces="1.2.250.1.999.7.1^DOC-1"),
+        confidentiality_update="Y",
+        document_action="replace",
+        mask_ps="Y",
+    )
+    assert sub.replaces is not None
+    assert [c.code for c in sub.document_entry.confidentiality_codes] == ["N", "MASQUE_PS"]
 
 
 def test_level_one_cda_gets_the_xds_sd_format_of_its_body() -> None:

@@ -1,0 +1,92 @@
+"""What an HL7 v2 document message says about its DMP lot, kept as metadata for the XDS route.
+
+The ANS HL7 v2 → DMP mapping (IG-hl7v2-volet-transmission-document-cda-r2,
+page ``mapping``, "Lot de soumission" and "Mapping VIHF") takes these from the
+message, not from static settings:
+
+=================================  ==============================================  ==========================
+metadata key                       from                                            used for
+=================================  ==============================================  ==========================
+``xds_content_type_code`` /        PV1-2: I→03, O→07, R→19, N→97, E→07 (TRE_R209   SubmissionSet
+``xds_content_type_display``       ``1.2.250.1.213.2.2``; displays as published    contentTypeCode
+                                   in ANS IG-terminologie-de-sante v1.12.0)
+``xds_service_start_time`` /       PV1-44 / PV1-45 (admit / discharge), DTM UTC     serviceStart/StopTime
+``xds_service_stop_time``
+``xds_lot_author_id`` /            PRT with PRT-4 = ``SB`` (send by): PRT-5.1,       lot authorPerson, VIHF
+``…_family`` / ``…_given``         PRT-5.2, PRT-5.3 (national idNat_PS only)         NameID and subject-id
+``xds_lot_institution_id`` /       the same PRT: PRT-8.10 (idNat_Struct), PRT-8.1   lot authorInstitution,
+``xds_lot_institution_name``                                                       VIHF Identifiant_Structure
+=================================  ==============================================  ==========================
+
+Registered as step ``v2_dmp_context`` (HL7 v2 → the same HL7 v2, metadata
+added); put it before ``v2_document_to_cda`` / ``oru_to_crbio`` in a route
+to the DMP. Keys are left out when the message does not carry the value, so
+the XDS settings remain the fallback (automated flows without a PRT SB).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from hub.errors import MappingError
+from hub.message import CONTENT_HL7V2, Message
+from hub.registry import ComponentConfig, register
+from mappings.cda.hl7v2_documents import read_distribution
+from mappings.cda.v2_input import segments
+from mappings.hl7v2.er7 import Er7Message
+from mappings.xds import hl7
+
+__all__ = ["CONTENT_TYPES", "DmpContextConfig", "read_dmp_context", "v2_dmp_context"]
+
+CONTENT_TYPES: dict[str, tuple[str, str]] = {
+    "I": ("03", "Hospitalisation complète (non compris hospitalisation de semaine)"),
+    "O": ("07", "Consultation Soins Externes"),
+    "R": ("19", "Traitement et Cure Ambulatoire"),
+    "N": ("97", "Type d'activité indifférencié"),
+    "E": ("07", "Consultation Soins Externes"),
+}
+"""PV1-2 → TRE_R209 contentTypeCode, the volet's "proposition de mapping sur le PV1-2"."""
+
+
+class DmpContextConfig(ComponentConfig):
+    """Settings of the ``v2_dmp_context`` step."""
+
+    content_types: dict[str, tuple[str, str]] = Field(
+        default_factory=lambda: dict(CONTENT_TYPES),
+        description="PV1-2 patient class → (TRE_R209 code, display) for the lot's contentTypeCode; a class not "
+        "listed leaves the route's configured contentTypeCode.",
+    )
+
+
+def read_dmp_context(body: bytes, config: DmpContextConfig | None = None) -> dict[str, str]:
+    """The metadata keys of the module docstring for one HL7 v2 message."""
+    cfg = config or DmpContextConfig()
+    er7 = Er7Message(body)
+    out: dict[str, str] = {}
+    pv1 = next(iter(segments(er7, "PV1")), None)
+    if pv1 is not None:
+        patient_class = pv1.get(2).strip().upper()
+        if patient_class in cfg.content_types:
+            out["xds_content_type_code"], out["xds_content_type_display"] = cfg.content_types[patient_class]
+        for field, key in ((44, "xds_service_start_time"), (45, "xds_service_stop_time")):
+            if pv1.get(field):
+                try:
+                    out[key] = hl7.hl7_ts_to_dtm(pv1.get(field))
+                except ValueError:
+                    raise MappingError(f"PV1-{field} is not an HL7 TS", location=pv1.loc(field)) from None
+    distribution = read_distribution(er7)
+    if distribution.sender is not None:
+        out["xds_lot_author_id"] = distribution.sender.id
+        out["xds_lot_author_family"] = distribution.sender.family
+        if distribution.sender.given:
+            out["xds_lot_author_given"] = distribution.sender.given
+    if distribution.sender_org is not None:
+        out["xds_lot_institution_id"] = distribution.sender_org.id
+        out["xds_lot_institution_name"] = distribution.sender_org.name
+    return out
+
+
+@register("step", "v2_dmp_context", config=DmpContextConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_HL7V2)
+def v2_dmp_context(message: Message, config: DmpContextConfig | None = None) -> Message:
+    """HL7 v2 document message → itself, with the DMP lot's author, structure, contentTypeCode and times."""
+    return message.derive(**read_dmp_context(message.body, config))

@@ -1,0 +1,88 @@
+"""The lot signature (IHE DSG, XAdES) the hub adds to every DMP submission, checked independently."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+from signxml import XMLVerifier
+
+from hub.devpki import make_pki
+from mappings.xds import DE, read_submission
+from mappings.xds.ebrim import HAS_MEMBER, SIGNS
+from mappings.xds.metadata import provide_and_register_request
+from mappings.xds.signature import LotSignatureError, LotSigner, sign_submission, verify_lot_signature
+from tests.unit.test_xds_metadata import build
+
+DS = "http://www.w3.org/2000/09/xmldsig#"
+
+
+def signer_from(folder: Path, name: str = "pki") -> tuple[LotSigner, str]:
+    pki = make_pki(folder / name)
+    key = serialization.load_pem_private_key(pki.client_key.read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(pki.client_cert.read_bytes())
+    return LotSigner(key, cert), pki.client_cert.read_text()
+
+
+def test_the_lot_carries_a_signature_document_with_the_ihe_dsg_metadata(tmp_path: Path) -> None:
+    signer, _ = signer_from(tmp_path)
+    sub = sign_submission(build(mask_ps="Y"), signer)
+    parsed = read_submission(etree.fromstring(etree.tostring(provide_and_register_request(sub))))
+    doc, sig = parsed.entries
+    assert sig.mime_type == "text/xml" and sig.slot("languageCode") == "art"
+    codes = {name: sig.code(scheme) for name, scheme in (("class", DE.CLASS_CODE), ("type", DE.TYPE_CODE))}
+    assert (codes["class"].code, codes["class"].coding_scheme) == ("urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1", "URN")
+    assert (codes["type"].code, codes["type"].coding_scheme) == ("E1762", "ASTM")
+    fmt = sig.code(DE.FORMAT_CODE)
+    assert (fmt.code, fmt.coding_scheme) == ("http://www.w3.org/2000/09/xmldsig#", "URN")
+    # A masked document does not get a visible signature.
+    assert [c.code for c in sig.codes(DE.CONFIDENTIALITY_CODE)] == ["N", "MASQUE_PS"]
+    assert sig.slot("hash") == hashlib.sha1(sub.signature_document).hexdigest()
+    lot = parsed.submission_sets[0]
+    links = {(a.type, a.source, a.target) for a in parsed.associations}
+    assert (SIGNS, sig.id, lot.id) in links and (HAS_MEMBER, lot.id, sig.id) in links
+    assert (HAS_MEMBER, lot.id, doc.id) in links
+    # The base64 Document elements: the document and its signature, each under its entry id.
+    ids = [d.get("id") for d in provide_and_register_request(sub).iterfind("{urn:ihe:iti:xds-b:2007}Document")]
+    assert ids == [doc.id, sig.id]
+
+
+def test_an_independent_xml_dsig_check_and_the_manifest_digest(tmp_path: Path) -> None:
+    signer, cert_pem = signer_from(tmp_path)
+    sub = sign_submission(build(), signer)
+    root = etree.fromstring(sub.signature_document)
+    # Plain XML-DSig verification (signxml's core verifier, not the XAdES helper the hub uses).
+    results = XMLVerifier().verify(root, x509_cert=cert_pem, expect_references=3)
+    manifests = [r.signed_xml.find(f"{{{DS}}}Manifest") for r in results if r.signed_xml is not None]
+    [manifest] = [m for m in manifests if m is not None]
+    [ref] = manifest.iterfind(f"{{{DS}}}Reference")
+    assert ref.get("URI") == "urn:oid:1.2.250.1.999.7.1%5EDOC-1"
+    assert ref.findtext(f"{{{DS}}}DigestValue") == base64.b64encode(hashlib.sha256(sub.document).digest()).decode()
+    signed_properties = root.find(".//{*}QualifyingProperties/{*}SignedProperties/{*}SignedSignatureProperties")
+    assert signed_properties is not None and signed_properties.find("{*}SigningTime") is not None
+    check = verify_lot_signature(sub.signature_document, {sub.document_entry.unique_id: sub.document})
+    assert check.covered == (sub.document_entry.unique_id,)
+
+
+def test_verification_refuses_what_the_dmp_refuses(tmp_path: Path) -> None:
+    signer, cert_pem = signer_from(tmp_path)
+    _, other_pem = signer_from(tmp_path, "other")
+    sub = sign_submission(build(), signer)
+    docs = {sub.document_entry.unique_id: sub.document}
+    with pytest.raises(LotSignatureError, match="Manifest digest differs"):
+        verify_lot_signature(sub.signature_document, {sub.document_entry.unique_id: sub.document + b" "})
+    with pytest.raises(LotSignatureError, match="not covered"):
+        verify_lot_signature(sub.signature_document, {**docs, "1.2.3.4": b"x"})
+    with pytest.raises(LotSignatureError, match="XAdES signature invalid"):
+        verify_lot_signature(sub.signature_document, docs, trusted_cert_pem=other_pem)
+    tampered = sub.signature_document.replace(b"<ds:DigestValue>", b"<ds:DigestValue>AAAA", 1)
+    with pytest.raises(LotSignatureError):
+        verify_lot_signature(tampered, docs)
+    with pytest.raises(LotSignatureError, match="not XML"):
+        verify_lot_signature(b"not xml", docs)
+    assert verify_lot_signature(sub.signature_document, docs, trusted_cert_pem=cert_pem).covered
