@@ -221,6 +221,7 @@ class DestinationWorker:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
+            await asyncio.sleep(0)  # let the sends that ended in this turn free their slots: fewer, fuller claims
             free = self._room()
             claimed: list[Claimed] = []
             if self._orphans_possible and not await self._release_orphans():

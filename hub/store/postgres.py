@@ -366,6 +366,12 @@ _REFRESH_STATUS = """
 """
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pooled connection goes back as it is: the store leaves no session state behind (its advisory
+    locks are transaction-scoped, it never LISTENs, SETs or opens cursors on pooled connections), so
+    asyncpg's default reset would only cost a round trip per store call."""
+
+
 def _text(value: Any) -> Any:
     """PostgreSQL text and jsonb cannot hold NUL: replace it rather than lose the whole batch."""
     if isinstance(value, str) and "\x00" in value:
@@ -571,6 +577,7 @@ class PostgresStore:
                 max_size=self._pool_size,
                 command_timeout=60,
                 server_settings=self._settings,
+                reset=_keep_session,
             )
         except DRIVER_ERRORS as exc:
             raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
