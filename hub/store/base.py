@@ -9,7 +9,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from hub.errors import StoreError
 from hub.message import Message
@@ -429,6 +429,21 @@ def fold_queue_stats(rows: Iterable[tuple[str, str, str, int, datetime, int | No
         if status in ("pending", "in_flight") and (q.get("oldest_at") is None or oldest < q["oldest_at"]):
             q["oldest_at"] = oldest
     return [QueueStats(route=r, destination=d, **q) for (r, d), q in sorted(acc.items())]
+
+
+class OutcomeRecord(NamedTuple):
+    """One delivery outcome as `Store.finish` takes it, queued for the stores' outcome group commit."""
+
+    delivery_id: int
+    owner: str
+    status: str
+    next_attempt_at: datetime | None
+    error: str
+    outcome: str
+    started_at: datetime
+    review: str | None
+    output_metadata: Mapping[str, str] | None
+    count_attempt: bool
 
 
 class Store(Protocol):

@@ -18,7 +18,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 
@@ -40,6 +40,7 @@ from hub.store.base import (
     IdentityRecord,
     MessageRecord,
     NewDelivery,
+    OutcomeRecord,
     QueueStats,
     Review,
     SearchQuery,
@@ -472,22 +473,6 @@ _CLOSE_TIMEOUT = 3.0
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
 
 
-class _Finish(NamedTuple):
-    """One outcome waiting for the finish group commit."""
-
-    delivery_id: int
-    owner: str
-    status: str
-    next_attempt_at: datetime | None
-    error: str
-    outcome: str
-    started_at: datetime
-    review: str | None
-    output: str | None
-    keys: list[tuple[str, str]]
-    count_attempt: bool
-
-
 class PostgresStore:
     """The Store protocol on PostgreSQL (tables prefixed ``hub_``)."""
 
@@ -512,7 +497,7 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._work = asyncio.Event()
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
-        self._finisher: GroupCommitter[_Finish, bool] | None = None
+        self._finisher: GroupCommitter[OutcomeRecord, bool] | None = None
         self._writer_slots: list[asyncpg.Connection | None] = []
         self._max_pending = max_pending
 
@@ -753,22 +738,25 @@ class PostgresStore:
         count_attempt: bool = True,
     ) -> bool:
         assert self._finisher is not None
-        output = json.dumps({k: _text(v) for k, v in output_metadata.items()}) if output_metadata is not None else None
         return await self._finisher.submit(
-            _Finish(delivery_id, owner, status, next_attempt_at, _text(error), outcome, started_at, _text(review),
-                    output, business_keys(output_metadata) if output_metadata else [], count_attempt)
+            OutcomeRecord(delivery_id, owner, status, next_attempt_at, _text(error), outcome, started_at,
+                          _text(review), output_metadata, count_attempt)
         )  # fmt: skip
 
-    async def _finish_batch(self, batch: list[_Finish]) -> list[bool]:
+    async def _finish_batch(self, batch: list[OutcomeRecord]) -> list[bool]:
         """Outcomes recorded together (group commit): one transaction, a few set-wise statements, one WAL flush."""
         ids = [f.delivery_id for f in batch]
+        outputs = [
+            json.dumps({k: _text(v) for k, v in f.output_metadata.items()}) if f.output_metadata is not None else None
+            for f in batch
+        ]
         settled = [f.delivery_id for f in batch if f.status not in BLOCKING_STATUSES]
         async with self._conn() as conn, conn.transaction():
             if settled:
                 await conn.execute(_LOCK_KEYS_OF, settled)
             rows = await conn.fetch(
                 _FINISH_BATCH, ids, [f.owner for f in batch], [f.status for f in batch],
-                [f.next_attempt_at for f in batch], [f.error for f in batch], [f.output for f in batch],
+                [f.next_attempt_at for f in batch], [f.error for f in batch], outputs,
                 [0 if f.count_attempt else 1 for f in batch],
             )  # fmt: skip
             kept = {r["id"]: r for r in rows}
@@ -782,7 +770,11 @@ class PostgresStore:
             )  # fmt: skip
             if settled:
                 await conn.execute(_PROMOTE_NEXT, [i for i in settled if i in kept])
-            keyed = [(kept[f.delivery_id]["message_id"], f.keys) for f in done if f.keys]
+            keyed = [
+                (kept[f.delivery_id]["message_id"], keys)
+                for f in done
+                if f.output_metadata and (keys := business_keys(f.output_metadata))
+            ]
             if keyed:
                 await conn.execute(_INSERT_KEYS, *_key_columns(keyed))
             for f in done:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from hub.errors import StoreError
 from hub.message import Message, utcnow
@@ -38,6 +38,7 @@ from hub.store.base import (
     IdentityRecord,
     MessageRecord,
     NewDelivery,
+    OutcomeRecord,
     QueueStats,
     Review,
     SearchQuery,
@@ -309,21 +310,6 @@ def _review(row: tuple[Any, ...]) -> Review:
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
 
 
-class _Finish(NamedTuple):
-    """One outcome waiting for the finish group commit."""
-
-    delivery_id: int
-    owner: str
-    status: str
-    next_attempt_at: datetime | None
-    error: str
-    outcome: str
-    started_at: datetime
-    review: str | None
-    output_metadata: Mapping[str, str] | None
-    count_attempt: bool
-
-
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -341,7 +327,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
-        self._finisher: GroupCommitter[_Finish, bool] | None = None
+        self._finisher: GroupCommitter[OutcomeRecord, bool] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoint_secs = 1.0
         self.audit_key: AuditKey | None = None  # set by the hub: HMAC-keys the audit chain
@@ -645,30 +631,20 @@ class SqliteStore:
     ) -> bool:
         assert self._finisher is not None
         return await self._finisher.submit(
-            _Finish(
+            OutcomeRecord(
                 delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata,
                 count_attempt,
             )
         )  # fmt: skip
 
-    async def _finish_batch(self, batch: list[_Finish]) -> list[bool]:
+    async def _finish_batch(self, batch: list[OutcomeRecord]) -> list[bool]:
         """Outcomes recorded together (group commit): one transaction and one fsync for the batch."""
-        return await self._run(self._tx, lambda db: [self._finish_sync(db, *f) for f in batch])
+        return await self._run(self._tx, lambda db: [self._finish_sync(db, f) for f in batch])
 
-    def _finish_sync(
-        self,
-        db: sqlite3.Connection,
-        delivery_id: int,
-        owner: str,
-        status: str,
-        next_attempt_at: datetime | None,
-        error: str,
-        outcome: str,
-        started_at: datetime,
-        review: str | None,
-        output_metadata: Mapping[str, str] | None,
-        count_attempt: bool,
-    ) -> bool:
+    def _finish_sync(self, db: sqlite3.Connection, record: OutcomeRecord) -> bool:
+        delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata, counted = (
+            record
+        )
         now = time.time()
         row = db.execute(
             "SELECT message_id, attempts FROM deliveries WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
@@ -686,12 +662,12 @@ class SqliteStore:
                 _ts(next_attempt_at) if next_attempt_at else now,
                 error,
                 now,
-                0 if count_attempt else 1,
+                0 if counted else 1,
                 json.dumps(dict(output_metadata)) if output_metadata is not None else None,
                 delivery_id,
             ),
         )
-        if not count_attempt:  # the destination was not reached: no attempt to record
+        if not counted:  # the destination was not reached: no attempt to record
             return True  # (in flight → pending: the message stays pending)
         db.execute(
             "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
