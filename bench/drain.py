@@ -5,12 +5,16 @@ Method
 * The hub runs as its own process (`hub serve`), with the shipped code and a
   generated config: one MLLP listener, one route taking every ADT to one MLLP
   destination, FIFO per patient (`ordering_key: patient_key`), `max_in_flight`
-  as given (default 8), retries every 1 s to 5 s (never dead-lettered: the
-  benchmark measures the drain, not the retry policy).
+  as given (default 8); while the receiver is down the destination's circuit
+  is open and probed every 1 s to 5 s (`probe_max_secs`), so nothing is
+  dead-lettered and the first delivery follows the receiver's return within
+  a probe interval.
 * Ingest: K connections (closed loop, as `bench/mllp_ingest.py`) send N PAM FR
   ADT^A01 in total while nothing listens on the destination's port; every ACK is
   checked (MSA-1 = AA, MSA-2 = the MSH-10 sent). Ingest rate = N / wall time.
   Each connection cycles through its own P patients, so there are K x P ordering keys.
+  An AE (the hub cannot keep the message now) is counted and the message sent
+  again after 50 ms, as real senders do; the AE reasons are printed.
 * Drain: the receiver (an MLLP server in this process answering AA) is started on
   the destination's port; the clock runs until it has received all N distinct
   control ids. Drain rate = N / (last received - receiver up). Also printed: the
@@ -40,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
@@ -118,7 +123,7 @@ class Receiver:
             writer.close()
 
 
-async def send_n(port: int, conn_no: int, quota: list[int], patients: int) -> int:
+async def send_n(port: int, conn_no: int, quota: list[int], patients: int, refused: Counter[str]) -> int:
     """Send until the shared quota is used up; one message waits for its ACK before the next."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     frames = FrameReader(reader, max_frame_bytes=1 << 20, read_timeout_secs=60)
@@ -128,11 +133,17 @@ async def send_n(port: int, conn_no: int, quota: list[int], patients: int) -> in
             quota[0] -= 1
             cid = f"B{conn_no:03d}{sent:07d}{uuid.uuid4().hex[:6]}"
             body = ADT.format(cid=cid, pid=f"{conn_no:03d}{sent % patients:04d}").encode()
-            writer.write(frame(body))
-            await writer.drain()
-            got = await frames.read_frame()
-            if got is None or not got.body.split(b"\r")[1].startswith(f"MSA|AA|{cid}".encode()):
-                raise RuntimeError("bad or missing ACK")
+            while True:
+                writer.write(frame(body))
+                await writer.drain()
+                got = await frames.read_frame()
+                msa = got.body.split(b"\r")[1] if got is not None else b"(connection closed)"
+                if msa.startswith(f"MSA|AA|{cid}".encode()):
+                    break
+                if not msa.startswith(b"MSA|AE|"):
+                    raise RuntimeError(f"bad ACK: {msa[:120]!r}")
+                refused[msa.split(b"|")[3][:60].decode(errors="replace")] += 1
+                await asyncio.sleep(0.05)  # AE: not kept now, send it again (as a real sender does)
             sent += 1
     finally:
         writer.close()
@@ -147,7 +158,14 @@ def write_config(folder: Path, store: dict[str, object], port: int, peer_port: i
         "http": {"enabled": False},
         "logging": {"level": "warning"},
         "high_water_mark": 10_000_000,
-        "listeners": {"in": {"type": "mllp", "listen": f"127.0.0.1:{port}", "max_connections": 512}},
+        "listeners": {
+            "in": {
+                "type": "mllp",
+                "listen": f"127.0.0.1:{port}",
+                "max_connections": 512,
+                "max_connections_per_peer": 512,  # every sender of the benchmark is on 127.0.0.1
+            }
+        },
         "endpoints": {"out": {"type": "mllp", "endpoint": f"127.0.0.1:{peer_port}", "connect_timeout_secs": 2}},
         "routes": ["routes/*.yaml"],
     }
@@ -161,6 +179,7 @@ def write_config(folder: Path, store: dict[str, object], port: int, peer_port: i
                 "ordering_key": "patient_key",
                 "max_in_flight": args.max_in_flight,
                 "retry": {"max_attempts": 10_000, "initial_secs": 1.0, "max_secs": 5.0},
+                "probe_max_secs": 5.0,
             }
         ],
     }
@@ -189,11 +208,13 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
         await wait_port(port)
         t0 = time.perf_counter()
         quota = [n]
-        await asyncio.gather(*(send_n(port, i, quota, args.patients) for i in range(args.connections)))
+        refused: Counter[str] = Counter()
+        await asyncio.gather(*(send_n(port, i, quota, args.patients, refused) for i in range(args.connections)))
         ingest_secs = time.perf_counter() - t0
         rss_after_ingest = rss_mb(proc.pid)
         await receiver.start(peer_port)
         up = time.perf_counter()
+        print(f"# {store_kind} n={n}: ingested in {ingest_secs:.1f}s, receiver up (hub pid {proc.pid})", flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(receiver.done.wait(), args.timeout)
         end = receiver.last_at or time.perf_counter()
@@ -207,6 +228,7 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
             "drain_msgs_per_s": round(drained / (end - up)) if end > up else None,
             "first_delivery_after_s": round(first - up, 2),
             "drain_after_first_msgs_per_s": round(drained / (end - first)) if end > first else None,
+            "ingest_ae": dict(refused),
             "duplicates": receiver.duplicates,
             "out_of_order": receiver.out_of_order,
             "hub_rss_after_ingest_mb": round(rss_after_ingest, 1),
