@@ -74,7 +74,7 @@ from mappings.cda.codes import (
     v2_coding_system_oid,
 )
 from mappings.cda.header import read_cda_header, validate_cda_header
-from mappings.cda.hl7v2_documents import Distribution, read_distribution
+from mappings.cda.hl7v2_documents import Distribution, is_results_oru, read_distribution
 from mappings.cda.report_pdf import ReportView, ResultLine, ViewSection, render_pdf
 from mappings.cda.v2_input import (
     Segment,
@@ -87,7 +87,7 @@ from mappings.cda.v2_input import (
 )
 from mappings.hl7v2.er7 import Er7Message, unescape
 
-__all__ = ["CrBioConfig", "oru_to_crbio", "v2_oru_to_cda_crbio"]
+__all__ = ["CrBioConfig", "check_crbio_input", "oru_to_crbio", "v2_oru_to_cda_crbio"]
 
 FORMAT_CRBIO = "urn:ihe:lab:xd-lab:2008"  # DOMAIN.md §5.1 (CR-BIO formatCode)
 DOCUMENT_CODE = Coded("11502-2", "CR d'examens biologiques", LOINC_OID)
@@ -141,6 +141,7 @@ class CrBioConfig(CdaConfig):
 class _Result:
     obx: Segment
     comments: list[str] = dataclasses.field(default_factory=list)
+    reading: _Reading | None = None  # set by _read_input
 
 
 @dataclasses.dataclass(slots=True)
@@ -150,6 +151,7 @@ class _Order:
     comments: list[str] = dataclasses.field(default_factory=list)
     results: list[_Result] = dataclasses.field(default_factory=list)
     spm: Segment | None = None
+    specimen: _Specimen | None = None  # set by _read_input
 
 
 def _note(seg: Segment) -> str:
@@ -319,6 +321,65 @@ def _structured_numeric(obx: Segment, rep: str, location: str) -> _Value:
     raise MappingError("structured numeric comparator is not supported", location=location)
 
 
+@dataclasses.dataclass(slots=True)
+class _Reading:
+    """One OBX as the CR-BIO entry takes it."""
+
+    status: str
+    loinc: Coded
+    local: Coded | None
+    value: _Value | None
+    interpretations: list[Coded]
+    when: str  # OBX-14, else OBR-7; empty when neither
+
+
+def _read_result(obx: Segment, obr: Segment) -> _Reading:
+    """OBX-11 status, OBX-3 code, OBX-5 value, OBX-8 flags and OBX-14 time, each checked."""
+    status = obx.get(11)
+    if status not in ("F", "C", "X"):
+        # CR-BIO observations are completed or aborted (E_FR-Resultat-...-element-clinique-pertinent.sch).
+        raise MappingError("OBX-11 must be F, C or X for a CR-BIO result", location=obx.loc(11))
+    loinc, local = _code(obx)
+    value = _value(obx)
+    interpretations = []
+    for flag in (r.strip() for r in obx.reps(8) if r.strip()):
+        coded_flag = interpretation(flag)
+        if coded_flag is None:
+            raise MappingError("OBX-8 flag is outside the CI-SIS interpretation value set", location=obx.loc(8))
+        interpretations.append(coded_flag)
+    when = obx.get(14) or obr.get(7)
+    return _Reading(status, loinc, local, value, interpretations, ts(when, obx.loc(14), "OBX-14") if when else "")
+
+
+@dataclasses.dataclass(slots=True)
+class _Specimen:
+    """FR-Prelevement input: specimen type (code, label) and collection / reception times (or empty)."""
+
+    code: str
+    label: str
+    collected: str
+    received: str
+
+
+def _read_specimen(order: _Order) -> _Specimen | None:
+    """The specimen from SPM, else OBR-15 (and OBR-7/OBR-14 times); None when no specimen type is sent."""
+    obr, spm = order.obr, order.spm
+    if spm is not None:
+        code, label, collected, received = spm.get(4, 1), spm.get(4, 2), spm.get(17, 1), spm.get(18)
+        collected_at, received_at = spm.loc(17), spm.loc(18)
+    else:
+        code, label, collected, received = obr.get(15, 1, 1), obr.get(15, 1, 2), obr.get(7), obr.get(14)
+        collected_at, received_at = obr.loc(7), obr.loc(14)
+    if not code:
+        return None
+    return _Specimen(
+        code,
+        specimen_type_display(code) or label,
+        ts(collected, collected_at, "specimen collection time") if collected else "",
+        ts(received, received_at, "specimen reception time") if received else "",
+    )
+
+
 def _reference_range(obx: Segment, unit: str) -> tuple[str | None, str | None, str]:
     """OBX-7 as (low, high, text); numbers only when the result is a quantity."""
     text = obx.get(7)
@@ -447,18 +508,10 @@ class _Section:
 
     def _specimen(self) -> None:
         """FR-Prelevement (IHE PALM Specimen Collection) from SPM, else OBR-15."""
-        obr, spm = self.order.obr, self.order.spm
-        if spm is not None:
-            code, label = spm.get(4, 1), spm.get(4, 2)
-            collected = spm.get(17, 1)
-            received = spm.get(18)
-        else:
-            code, label = obr.get(15, 1, 1), obr.get(15, 1, 2)
-            collected = obr.get(7)
-            received = obr.get(14)
-        if not code:
+        specimen = self.order.specimen
+        if specimen is None:
             return
-        label = specimen_type_display(code) or label
+        code, label, collected, received = specimen.code, specimen.label, specimen.collected, specimen.received
         paragraph = b.sub(self.text, "paragraph", "Prélèvement : ")
         shown = b.sub(paragraph, "content", label or code, ID=f"spc-{self.number}")
         if collected:
@@ -468,22 +521,20 @@ class _Section:
         proc = b.sub(rel, "procedure", classCode="PROC", moodCode="EVN")
         b.sub(proc, "templateId", root="1.3.6.1.4.1.19376.1.3.1.2")  # IHE PALM Specimen Collection
         b.sub(proc, "templateId", root="1.2.250.1.213.1.1.3.77")  # FR-Prelevement
-        where = spm.loc(17) if spm is not None else obr.loc(7)
         if collected:
-            b.sub(proc, "effectiveTime", value=ts(collected, where, "specimen collection time"))
+            b.sub(proc, "effectiveTime", value=collected)
         role = b.sub(b.sub(proc, "participant", typeCode="PRD"), "participantRole", classCode="SPEC")
         entity = b.sub(role, "playingEntity")
-        specimen = b.sub(entity, "code", code=code, displayName=label or None, codeSystem=SPECIMEN_TYPE_OID)
-        b.sub(b.sub(specimen, "originalText"), "reference", value=f"#spc-{self.number}")
+        type_code = b.sub(entity, "code", code=code, displayName=label or None, codeSystem=SPECIMEN_TYPE_OID)
+        b.sub(b.sub(type_code, "originalText"), "reference", value=f"#spc-{self.number}")
         if received:
             # FR-Echantillon-date-reception; IHE's act code system OID is 1.3.5.1.4.1.19376.1.5.3.2 as written
             # in PALM and in the CR-BIO schematron (E_FR-Prelevement.sch), not 1.3.6.
-            where = spm.loc(18) if spm is not None else obr.loc(14)
             act = b.sub(b.sub(proc, "entryRelationship", typeCode="COMP"), "act", classCode="ACT", moodCode="EVN")
             b.sub(act, "templateId", root="1.3.6.1.4.1.19376.1.3.1.3")
             b.sub(act, "templateId", root="1.2.250.1.213.1.1.3.107")
             b.sub(act, "code", code="SPRECEIVE", displayName="Échantillon reçu", codeSystem="1.3.5.1.4.1.19376.1.5.3.2")
-            b.sub(act, "effectiveTime", value=ts(received, where, "specimen reception time"))
+            b.sub(act, "effectiveTime", value=received)
 
     def _result(
         self,
@@ -493,20 +544,10 @@ class _Section:
         i: int,
         notes: list[tuple[str, str, str]],
     ) -> None:
-        obx = result.obx
-        status = obx.get(11)
-        if status not in ("F", "C", "X"):
-            # CR-BIO observations are completed or aborted (E_FR-Resultat-...-element-clinique-pertinent.sch).
-            raise MappingError("OBX-11 must be F, C or X for a CR-BIO result", location=obx.loc(11))
-        loinc, local = _code(obx)
-        value = _value(obx)
-        flags = [r.strip() for r in obx.reps(8) if r.strip()]
-        interpretations = []
-        for flag in flags:
-            coded_flag = interpretation(flag)
-            if coded_flag is None:
-                raise MappingError("OBX-8 flag is outside the CI-SIS interpretation value set", location=obx.loc(8))
-            interpretations.append(coded_flag)
+        obx, reading = result.obx, result.reading
+        assert reading is not None  # _read_input read every result
+        status, loinc, local, value = reading.status, reading.loinc, reading.local, reading.value
+        interpretations = reading.interpretations
         low, high, range_text = _reference_range(obx, value.unit if value and value.numeric else "")
         ref = f"res-{self.number}-{i}"
 
@@ -530,9 +571,8 @@ class _Section:
                 code, "translation", code=local.code, displayName=local.display_name, codeSystemName=local.code_system
             )
         b.sub(obs, "statusCode", code="aborted" if status == "X" else "completed")
-        when = obx.get(14) or self.order.obr.get(7)
-        if when:
-            b.sub(obs, "effectiveTime", value=ts(when, obx.loc(14), "OBX-14"))
+        if reading.when:
+            b.sub(obs, "effectiveTime", value=reading.when)
         if value is not None:
             _observation_value(obs, value)
         for coded_flag in interpretations:
@@ -723,6 +763,57 @@ def _parent(
     raise MappingError(why, location="OBX^1^11")
 
 
+@dataclasses.dataclass(slots=True)
+class _Input:
+    """What the CR-BIO takes from the ORU alone, every rule on it checked (:func:`_read_input`)."""
+
+    orders: list[_Order]
+    lab_pdf: bytes | None
+    document_time: str
+    start: str
+    collection: str
+    encounter_start: str | None  # PV1-44
+
+
+def _read_input(er7: Er7Message) -> _Input:
+    """Read and check the results part of an ORU^R01: orders, results, specimens, times, the lab's PDF.
+
+    The one place of the rules that depend on the message alone, so the listener check
+    (:func:`check_crbio_input`) and the mapping refuse the same messages. Not here: the patient
+    (``ins_stamp`` rewrites PID-3/5/7/11/32 from the identity registry after the listener, and local
+    identifiers get their OID from the step config) and what the step config may supply (author,
+    laboratory, OBR-24 chapters).
+    """
+    msh = segments(er7, "MSH")[0]
+    if (msh.get(9, 1), msh.get(9, 2)) != ("ORU", "R01"):
+        raise MappingError("message type must be ORU^R01", location="MSH^1^9")
+    orders, pdf_obx = _read_orders(er7)
+    for order in orders:
+        order.specimen = _read_specimen(order)
+        for result in order.results:
+            result.reading = _read_result(result.obx, order.obr)
+    lab_pdf = _lab_pdf(pdf_obx) if pdf_obx is not None else None
+    document_time, start, collection = _times(orders, msh)
+    pv1 = next(iter(segments(er7, "PV1")), None)
+    encounter_start = ts(pv1.get(44), pv1.loc(44), "PV1-44") if pv1 is not None and pv1.get(44) else None
+    return _Input(orders, lab_pdf, document_time, start, collection, encounter_start)
+
+
+@register("check", "crbio_input")
+def check_crbio_input(body: bytes) -> dict[str, str]:
+    """Listener check: refuse before the ACK an ORU^R01 of results whose results cannot give a CR-BIO.
+
+    Runs :func:`_read_input`, the rules of ``v2_oru_to_cda_crbio`` that depend on the message alone
+    (no PDF is rendered); a MappingError names the field (HL7 location such as ``OBX^2^3``), so the
+    listener answers AR + ERR and stores the message as rejected. Other messages, and ORUs carrying
+    a volet document (the ``v2_documents`` check), pass. Adds no metadata.
+    """
+    er7 = Er7Message(body)
+    if is_results_oru(er7):
+        _read_input(er7)
+    return {}
+
+
 def oru_to_crbio(
     body: bytes,
     *,
@@ -744,17 +835,15 @@ def oru_to_crbio(
     hints = hints or {}
     er7 = Er7Message(body)
     msh = segments(er7, "MSH")[0]
-    if (msh.get(9, 1), msh.get(9, 2)) != ("ORU", "R01"):
-        raise MappingError("message type must be ORU^R01", location="MSH^1^9")
-    orders, pdf_obx = _read_orders(er7)
-    lab_pdf = _lab_pdf(pdf_obx) if pdf_obx is not None else None
+    read = _read_input(er7)
+    orders, lab_pdf = read.orders, read.lab_pdf
     distribution = read_distribution(er7)
     patient = read_patient(er7, config.patient_id_roots)
     distribution.check(has_ins=patient.has_ins, enforce_matrix=False)
     author = _author(orders, config)
     lab = _laboratory(orders, distribution, config)
     chapters = [_chapter(o, config) for o in orders]
-    document_time, start, collection = _times(orders, msh)
+    document_time, start, collection = read.document_time, read.start, read.collection
 
     corrected = any(o.obr.get(25) == "C" or any(r.obx.get(11) == "C" for r in o.results) for o in orders)
     doc_id = II(b.derived_oid(config.document_id_root, 1, msh.get(3), msh.get(4), msh.get(10)))
@@ -799,7 +888,7 @@ def oru_to_crbio(
     b.add_component_of(
         doc,
         encounter=encounter_code(pv1.get(2)) if pv1 is not None else None,
-        start=ts(pv1.get(44), pv1.loc(44), "PV1-44") if pv1 is not None and pv1.get(44) else collection,
+        start=read.encounter_start or collection,
         facility=config.required_facility(),
         responsible=(author, lab),
     )

@@ -106,6 +106,7 @@ __all__ = [
     "V2Document",
     "check_v2_documents",
     "document_obx",
+    "is_results_oru",
     "read_distribution",
     "read_v2_document",
     "v2_document_to_cda",
@@ -503,9 +504,16 @@ def document_obx(er7: Er7Message) -> tuple[list[Segment], list[Segment]]:
     return docs, others
 
 
-def _has_results(er7: Er7Message) -> bool:
-    """An ORU with result rows (OBX other than ED and MetaDMPMSS) is a lab report, not a volet document."""
-    return any(o.get(2) not in ("ED", "") and o.get(3, 3) != "MetaDMPMSS" for o in segments(er7, "OBX"))
+def is_results_oru(er7: Er7Message) -> bool:
+    """An ORU^R01 of lab results (the CR-BIO input), not a volet document.
+
+    It has result rows (OBX other than ED and MetaDMPMSS), or carries no document at all.
+    """
+    msh = segments(er7, "MSH")[0]
+    if (msh.get(9, 1), msh.get(9, 2)) != ("ORU", "R01"):
+        return False
+    has_results = any(o.get(2) not in ("ED", "") and o.get(3, 3) != "MetaDMPMSS" for o in segments(er7, "OBX"))
+    return has_results or not document_obx(er7)[0]
 
 
 def _instances(er7: Er7Message) -> tuple[Action, list[_Instance], list[str]]:
@@ -851,7 +859,7 @@ def check_v2_documents(body: bytes) -> dict[str, str]:
     kind = (msh.get(9, 1), msh.get(9, 2))
     if kind != ("ORU", "R01") and not (kind[0] == "MDM" and kind[1] in _MDM_TRIGGERS):
         return {}
-    if kind[0] == "ORU" and (_has_results(er7) or not document_obx(er7)[0]):
+    if is_results_oru(er7):
         return {"document_count": "0"}
     action, instances, warnings = _instances(er7)
     distribution = read_distribution(er7)
