@@ -3,7 +3,7 @@
 Method: each function runs on the shipped or test sample for at least `--seconds` (after a
 warm-up of 20 calls) in this process; the figure is calls per second and microseconds per
 call (wall clock, time.perf_counter). The MLLP hot path runs the "MLLP path" rows; the listener
-check (`checks: [v2_documents]`) runs before the ACK in a worker thread; the steps run in the
+checks (`checks: [v2_documents, dmp_lot, crbio_input]`) run before the ACK in a worker thread; the steps run in the
 delivery workers, off the ACK path, only on routes that list them.
 
 Run: `.venv/bin/python bench/steps.py`.
@@ -28,6 +28,7 @@ from hub.message import CONTENT_HL7V2, Message  # noqa: E402
 from hub.pipeline import Pipeline, StepContext  # noqa: E402
 from hub.registry import load_builtin  # noqa: E402
 from hub.store import IdentityRecord  # noqa: E402
+from mappings.cda.crbio import check_crbio_input  # noqa: E402
 from mappings.cda.hl7v2_documents import check_v2_documents  # noqa: E402
 from mappings.hl7v2 import build_ack, check_header, read_header  # noqa: E402
 from mappings.hl7v2.reader import read_hl7v2_metadata  # noqa: E402
@@ -102,6 +103,8 @@ def main() -> None:
         ("MLLP path: Message envelope", lambda: Message.new(adt, content_type=CONTENT_HL7V2, metadata=h.metadata())),
         ("MLLP check v2_documents, ORU of results", lambda: check_v2_documents(oru)),
         ("MLLP check v2_documents, ORU carrying a CDA", lambda: check_v2_documents(doc_oru)),
+        ("MLLP check crbio_input, ORU of results (4 results)", lambda: check_crbio_input(oru)),
+        ("MLLP check crbio_input, ORU carrying a CDA (passes)", lambda: check_crbio_input(doc_oru)),
         ("step hl7v2_validate (hl7apy, strict), 2-result ORU", lambda: validate.apply(small_msg)),
         ("step ins_stamp, ORU (HL7 v2)", lambda: stamp.apply(oru_msg, ctx)),
         ("step v2_oru_to_cda_crbio, 4 results", lambda: crbio.apply(oru_msg)),
