@@ -93,3 +93,35 @@ async def test_sandboxes_refuse_everyone_when_the_admin_api_is_off(tmp_path: Pat
         async with http.get(url) as resp:
             assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
         assert hub.sandboxes["insi"].queries == 0
+
+
+def readme_tour_sandbox_calls() -> str:
+    """The README tour's shell lines that set the token and call a sandbox, continuation lines joined."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    keep = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("TOKEN=", "AUTH=")) or (line.startswith("curl ") and "/sandboxes/" in line)
+    ]
+    return "\n".join(keep)
+
+
+async def test_the_readme_tour_reads_the_sandboxes_with_the_admin_token(tmp_path: Path) -> None:
+    import asyncio
+
+    tour = readme_tour_sandbox_calls()
+    assert tour.count("/sandboxes/") >= 5 and tour.startswith("TOKEN=")
+    config, _ = default_config_in(tmp_path)  # no admin user: the bootstrap token in var/admin-token, as in the tour
+    async with running_hub(config) as hub:
+        # Every curl prints only its status; the tour runs from the checkout, where var/ is.
+        script = "curl() { command curl -o /dev/null -w '%{http_code}\\n' \"$@\"; }\n" + tour.replace(
+            "127.0.0.1:8080", f"127.0.0.1:{hub.http_port}"
+        )
+        anonymous = "\n".join(line for line in script.splitlines() if not line.startswith(("TOKEN=", "AUTH=")))
+        for body, want in ((script, "200"), (anonymous, "401")):
+            proc = await asyncio.create_subprocess_exec(
+                "bash", "-c", body, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            out, err = await proc.communicate()
+            codes = out.decode().split()
+            assert proc.returncode == 0 and codes == [want] * tour.count("curl "), (codes, err.decode())
