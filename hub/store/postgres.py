@@ -43,12 +43,14 @@ from hub.store.base import (
     QueueStats,
     Review,
     SearchQuery,
+    SentPayload,
     SubmitResult,
     audit_hash,
     business_keys,
     canonical_detail,
     dump_metadata,
     fold_queue_stats,
+    load_metadata,
 )
 
 __all__ = ["PostgresStore"]
@@ -202,6 +204,22 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (route, destination)
     );
     """,
+    # 6: what each delivery sends: its steps' output, computed once and resent by retries (body NULL: the
+    # inbound body unchanged). A table of its own keeps the deliveries rows, rewritten by every claim, small.
+    # (metadata is JSON text, not jsonb: it is read back exactly, NUL escapes included)
+    """
+    CREATE TABLE hub_sent (
+        delivery_id bigint PRIMARY KEY,
+        sent_id text NOT NULL,
+        parent_id text,
+        content_type text NOT NULL,
+        body bytea,
+        metadata text NOT NULL,
+        size integer NOT NULL,
+        basis text NOT NULL DEFAULT '',
+        computed_at timestamptz NOT NULL
+    );
+    """,
 ]
 
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
@@ -314,6 +332,31 @@ _ID_COLS = (
     "patient_key, authority, local_id, status, ins, ins_oid, attributes, traits, merged_into, version, updated_at"
 )
 _REVIEW_COLS = "id, delivery_id, message_id, patient_key, reason, state, created_at, resolved_at, resolved_by"
+
+
+_SENT_COLS = "delivery_id, sent_id, parent_id, content_type, {body} AS body, metadata, basis, computed_at, size"
+_SENT_UPSERT = """
+    INSERT INTO hub_sent (delivery_id, sent_id, parent_id, content_type, body, metadata, size, basis, computed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (delivery_id) DO UPDATE SET sent_id = EXCLUDED.sent_id, parent_id = EXCLUDED.parent_id,
+        content_type = EXCLUDED.content_type, body = EXCLUDED.body, metadata = EXCLUDED.metadata,
+        size = EXCLUDED.size, basis = EXCLUDED.basis, computed_at = EXCLUDED.computed_at
+"""
+
+
+def _sent(row: asyncpg.Record) -> SentPayload:
+    return SentPayload(
+        delivery_id=row["delivery_id"], sent_id=row["sent_id"], parent_id=row["parent_id"],
+        content_type=row["content_type"], body=None if row["body"] is None else bytes(row["body"]),
+        metadata=load_metadata(row["metadata"]), basis=row["basis"], computed_at=row["computed_at"],
+        size=row["size"],
+    )  # fmt: skip
+
+
+async def _sent_rows(conn: asyncpg.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+    cols = _SENT_COLS.format(body="body" if body else "NULL::bytea")
+    rows = await conn.fetch(f"SELECT {cols} FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", ids)
+    return {r["delivery_id"]: _sent(r) for r in rows}
 
 
 def _identity(row: asyncpg.Record) -> IdentityRecord:
@@ -621,7 +664,8 @@ class PostgresStore:
                     list({r["message_id"] for r in rows}),
                 )
             }
-        out = [Claimed(_delivery(r), msgs[r["message_id"]]) for r in rows]
+            sent = await _sent_rows(conn, [r["id"] for r in rows])
+        out = [Claimed(_delivery(r), msgs[r["message_id"]], sent.get(r["id"])) for r in rows]
         out.sort(key=lambda c: (c.delivery.next_attempt_at, c.delivery.id))
         return out
 
@@ -638,6 +682,7 @@ class PostgresStore:
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
         count_attempt: bool = True,
+        sent: SentPayload | None = None,
     ) -> bool:
         error, review = _text(error), _text(review)
         output = json.dumps({k: _text(v) for k, v in output_metadata.items()}) if output_metadata is not None else None
@@ -660,6 +705,11 @@ class PostgresStore:
             )
             if row is None:
                 return False
+            if sent is not None:
+                await conn.execute(
+                    _SENT_UPSERT, delivery_id, sent.sent_id, sent.parent_id, sent.content_type, sent.body,
+                    dump_metadata(sent.metadata), sent.size, sent.basis, sent.computed_at,
+                )  # fmt: skip
             if not count_attempt:  # the destination was not reached: no attempt to record
                 return True  # (in flight → pending: the message stays pending)
             await conn.execute(
@@ -720,10 +770,12 @@ class PostgresStore:
             rows = await conn.fetch(
                 "UPDATE hub_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
                 " last_error = '', updated_at = now() WHERE id = ANY($1::bigint[])"
-                " AND status IN ('dead', 'delivered') RETURNING message_id",
+                " AND status IN ('dead', 'delivered') RETURNING id, message_id",
                 delivery_ids,
             )
-            await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
+            # the next attempt runs today's steps (see Store.requeue)
+            await conn.execute("DELETE FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", [r[0] for r in rows])
+            await conn.execute(_REFRESH_STATUS, list({r[1] for r in rows}))
             await conn.execute(f"NOTIFY {_CHANNEL}")
         return len(rows)
 
@@ -902,6 +954,7 @@ class PostgresStore:
             deliveries = "SELECT id FROM hub_deliveries WHERE message_id = ANY($1::text[])"
             await conn.execute(f"DELETE FROM hub_attempts WHERE delivery_id IN ({deliveries})", ids)
             await conn.execute(f"DELETE FROM hub_reviews WHERE delivery_id IN ({deliveries})", ids)
+            await conn.execute(f"DELETE FROM hub_sent WHERE delivery_id IN ({deliveries})", ids)
             await conn.execute("DELETE FROM hub_deliveries WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_message_keys WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_messages WHERE id = ANY($1::text[])", ids)
@@ -980,6 +1033,12 @@ class PostgresStore:
         for r in rows:
             out[r["message_id"]].append(_delivery(r))
         return out
+
+    async def sent_payloads(self, delivery_ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+        if not delivery_ids:
+            return {}
+        async with self._conn() as conn:
+            return await _sent_rows(conn, list(delivery_ids), body=body)
 
     async def find_deliveries(
         self, *, status: str | None = None, destination: str | None = None, limit: int = 1000, after_id: int = 0
