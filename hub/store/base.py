@@ -591,7 +591,11 @@ class Store(Protocol):
         """
 
     async def sent_payloads(self, delivery_ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
-        """The stored SentPayload of these deliveries (those that have one); without `body`, sizes only."""
+        """The stored SentPayload of these deliveries (those that have one).
+
+        Without `body`, bodies are not read: ``b""`` stands for a body the steps changed, None as ever
+        for the inbound body unchanged; `size` is the real size either way.
+        """
 
     async def next_due(self, route: str, destination: str) -> datetime | None: ...
 

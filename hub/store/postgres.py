@@ -354,7 +354,7 @@ def _sent(row: asyncpg.Record) -> SentPayload:
 
 
 async def _sent_rows(conn: asyncpg.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
-    cols = _SENT_COLS.format(body="body" if body else "NULL::bytea")
+    cols = _SENT_COLS.format(body="body" if body else "CASE WHEN body IS NULL THEN NULL ELSE ''::bytea END")
     rows = await conn.fetch(f"SELECT {cols} FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", ids)
     return {r["delivery_id"]: _sent(r) for r in rows}
 

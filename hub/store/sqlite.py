@@ -288,7 +288,7 @@ def _sent(row: tuple[Any, ...]) -> SentPayload:
 
 def _sent_rows(db: sqlite3.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
     marks = ",".join("?" * len(ids))
-    cols = _SENT_COLS.format(body="body" if body else "NULL")
+    cols = _SENT_COLS.format(body="body" if body else "CASE WHEN body IS NULL THEN NULL ELSE x'' END")
     return {r[0]: _sent(r) for r in db.execute(f"SELECT {cols} FROM sent WHERE delivery_id IN ({marks})", ids)}
 
 

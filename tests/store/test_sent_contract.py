@@ -33,6 +33,8 @@ async def test_a_retry_claims_what_the_first_attempt_sent(store: Store) -> None:
         out.id, out.body, out.content_type, out.parent_id)  # fmt: skip
     assert dict(rebuilt.metadata) == dict(out.metadata) and rebuilt.correlation_id == m.correlation_id
     assert abs((rebuilt.received_at - out.received_at).total_seconds()) < 0.001
+    light = (await store.sent_payloads([c.delivery.id], body=False))[c.delivery.id]
+    assert light.body == b"" and light.size == len(out.body)  # a changed body, not read
 
 
 async def test_an_unchanged_body_is_not_stored_twice_and_sizes_read_without_bodies(store: Store) -> None:
