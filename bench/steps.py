@@ -2,8 +2,9 @@
 
 Method: each function runs on the shipped or test sample for at least `--seconds` (after a
 warm-up of 20 calls) in this process; the figure is calls per second and microseconds per
-call (wall clock, time.perf_counter). The MLLP hot path only runs the first three rows; the
-steps run in the delivery workers, off the ACK path, only on routes that list them.
+call (wall clock, time.perf_counter). The MLLP hot path runs the "MLLP path" rows; the listener
+check (`checks: [v2_documents]`) runs before the ACK in a worker thread; the steps run in the
+delivery workers, off the ACK path, only on routes that list them.
 
 Run: `.venv/bin/python bench/steps.py`.
 """
@@ -27,6 +28,7 @@ from hub.message import CONTENT_HL7V2, Message  # noqa: E402
 from hub.pipeline import Pipeline, StepContext  # noqa: E402
 from hub.registry import load_builtin  # noqa: E402
 from hub.store import IdentityRecord  # noqa: E402
+from mappings.cda.hl7v2_documents import check_v2_documents  # noqa: E402
 from mappings.hl7v2 import build_ack, check_header, read_header  # noqa: E402
 from mappings.hl7v2.reader import read_hl7v2_metadata  # noqa: E402
 
@@ -84,15 +86,22 @@ def main() -> None:
     crbio, cda_check = Pipeline([("v2_oru_to_cda_crbio", CRBIO)]), Pipeline(["cda_validate"])
     cda = crbio.apply(oru_msg)
 
-    def header() -> None:
-        er7, h = read_header(adt)
+    def header(body: bytes = adt) -> None:
+        er7, h = read_header(body)
         check_header(er7, h)
+
+    # The same ADT as a Windows-era sender writes it: MSH-18 8859/1, accented names, in ISO 8859-1.
+    adt_latin1 = adt.replace(b"UNICODE UTF-8", b"8859/1").replace(b"PAT-TROIS", "NOËL-HÉLÈNE".encode("latin-1"))
+    doc_oru = (CASES / "document_oru_embedded_cda" / "input.hl7").read_bytes()
 
     _, h = read_header(adt)
     rows: list[tuple[str, Callable[[], object]]] = [
         ("MLLP path: read MSH + patient key (ER7 reader), ADT", header),
+        ("MLLP path: the same, Latin-1 ADT (MSH-18 8859/1)", lambda: header(adt_latin1)),
         ("MLLP path: build the ACK", lambda: build_ack(h, "AA")),
         ("MLLP path: Message envelope", lambda: Message.new(adt, content_type=CONTENT_HL7V2, metadata=h.metadata())),
+        ("MLLP check v2_documents, ORU of results", lambda: check_v2_documents(oru)),
+        ("MLLP check v2_documents, ORU carrying a CDA", lambda: check_v2_documents(doc_oru)),
         ("step hl7v2_validate (hl7apy, strict), 2-result ORU", lambda: validate.apply(small_msg)),
         ("step ins_stamp, ORU (HL7 v2)", lambda: stamp.apply(oru_msg, ctx)),
         ("step v2_oru_to_cda_crbio, 4 results", lambda: crbio.apply(oru_msg)),
@@ -101,7 +110,8 @@ def main() -> None:
     ]
     print(
         f"# {platform.python_version()}, one core of {platform.processor() or platform.machine()}; "
-        f"{args.seconds:g} s per row; ADT {len(adt)} B, ORUs {len(small_oru)} / {len(oru)} B, CDA {len(cda.body)} B"
+        f"{args.seconds:g} s per row; ADT {len(adt)} B, ORUs {len(small_oru)} / {len(oru)} / {len(doc_oru)} B, "
+        f"CDA {len(cda.body)} B"
     )
     for name, fn in rows:
         per_s, us = rate(fn, args.seconds)

@@ -383,7 +383,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """`hub audit export` (JSON lines, exactly as hashed) and `hub audit verify` (the store, or an export)."""
+    """`hub audit-chain export` (JSON lines, exactly as hashed) and `hub audit-chain verify` (store or export)."""
     from hub.admin.audit import export_line, load_audit_keys, verify_chain, verify_export
 
     settings = _settings(args)
@@ -442,12 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("test", cmd_test, "run the route test cases kept beside the routes (routes/tests/*.yaml)")
     sp.add_argument("--only", help="run only the cases whose name or file name holds this text")
     sp = add("send", cmd_send, "send HL7 v2 file(s) over MLLP and print each ACK", config=False)
-    sp.add_argument("files", nargs="+")
+    sp.add_argument("files", nargs="+", help="HL7 v2 files (LF or CR line ends, several messages per file)")
     sp.add_argument("--to", required=True, help="mllp://HOST:PORT or mllps://HOST:PORT")
-    sp.add_argument("--timeout", type=float, default=30.0)
-    sp.add_argument("--ca")
-    sp.add_argument("--cert")
-    sp.add_argument("--key")
+    sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each ACK (default 30)")
+    sp.add_argument("--ca", help="mllps: trust anchors (PEM) for the server's certificate")
+    sp.add_argument("--cert", help="mllps: our client certificate (PEM), for mutual TLS")
+    sp.add_argument("--key", help="mllps: the private key of --cert (PEM)")
     add_api_commands(add, DEFAULT_CONFIG)
     help_mailbox = "hosted mailboxes: list, create, suspend, resume, delete, annuaire (through the admin API)"
     mailbox_cli.add_parser(add("mailbox", cmd_mailbox, help_mailbox))
@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=1000, help="messages deleted per transaction (default 1000)")
     sp.add_argument("--yes", "-y", action="store_true", help="do it without asking (for scripts)")
     sp = add("sandboxes", cmd_sandboxes, "where the configured sandboxes listen")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="one JSON object per line")
     ip = add("identity", cmd_identity, "the identity registry and the identity review queue", config=False)
     isub = ip.add_subparsers(dest="action", required=True)
     x = isub.add_parser("list", help="identities (and, with --with-reviews, review items)")
@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--discard", action="store_true", help="dead-letter it")
     x.add_argument("--by", help=argparse.SUPPRESS)  # before the API: who decided; now the token's user
     x = isub.add_parser("insi", help="ask INSi for an INS by strict traits (exit 2 when none or several match)")
-    x.add_argument("--birth-name", required=True)
+    x.add_argument("--birth-name", required=True, help="birth name (nom de naissance)")
     x.add_argument("--given-names", required=True, help="one or more birth given names, space separated")
     x.add_argument("--sex", required=True, help="M or F")
     x.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
@@ -506,9 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     for sp_ in asub.choices.values():
         sp_.add_argument("--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
     sp = add("dev-pki", cmd_dev_pki, "create a development CA and certificates (sandboxes only)", config=False)
-    sp.add_argument("dir", nargs="?", default="var/pki")
+    sp.add_argument("dir", nargs="?", default="var/pki", help="where to write them (default var/pki)")
     sp = add("describe", cmd_describe, "print a component's config schema", config=False)
-    sp.add_argument("name")
+    sp.add_argument("name", help="a listener, endpoint, sandbox or step type, e.g. mllp")
     return p
 
 

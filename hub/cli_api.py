@@ -24,10 +24,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from hub.admin.client import AdminClient, ApiCallError, client_for
-from hub.config import load_config
+from hub.config import AdminConfig, HttpConfig, HubConfig, load_config
 from hub.errors import ConfigError
 from hub.when import FORMS, parse_when
+from hub.yamlsource import load_located
 
 __all__ = ["add_api_commands", "api_command", "api_options", "cmd_identity_api"]
 
@@ -41,14 +44,49 @@ class Refused(Exception):
 
 # -- plumbing ------------------------------------------------------------------------------------------------------
 def _client(args: argparse.Namespace) -> AdminClient:
-    config = None
     url = args.url or os.environ.get("HUB_URL")
     try:
-        config = load_config(args.config).hub
+        return client_for(load_config(args.config).hub, url=url, token_file=args.token_file)
     except ConfigError:
-        if not url:  # the config is only needed to find the hub; with a URL, a broken or absent one does not matter
-            raise
-    return client_for(config, url=url, token_file=args.token_file)
+        pass
+    # The CLI only needs where the hub listens and which token to use: a config this shell cannot fully
+    # load (the store's DSN or a secret only the hub's environment holds) still tells it that.
+    try:
+        config, bootstrap = _partial_config(Path(args.config))
+    except ConfigError:
+        if url:  # with a URL, a broken or absent config does not matter
+            return client_for(None, url=url, token_file=args.token_file)
+        raise
+    return client_for(config, url=url, token_file=args.token_file, bootstrap=bootstrap)
+
+
+def _partial_config(path: Path) -> tuple[HubConfig, Path | None]:
+    """The `http` and `admin` settings of a config whose other sections do not validate here."""
+    try:
+        data = load_located(path).data
+    except ConfigError:
+        data = load_located(path, interpolate=False).data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config file must be a mapping")
+    admin = data.get("admin") or {}
+    try:
+        http = HttpConfig.model_validate(data.get("http") or {})
+        admin_config = AdminConfig.model_validate(
+            {k: admin[k] for k in ("api_url", "bootstrap_token_file") if admin.get(k) is not None}
+        )
+    except PydanticValidationError:
+        raise ConfigError(f"{path}: http or admin section invalid: run `hub check`") from None
+    config = HubConfig(http=http, admin=admin_config)
+    bootstrap = None
+    if not (admin.get("users") or admin.get("tokens")):
+        store = data.get("store") or {}
+        if admin_config.bootstrap_token_file:
+            bootstrap = Path(admin_config.bootstrap_token_file)
+        elif str(store.get("kind", "sqlite")) == "sqlite":
+            bootstrap = Path(str(store.get("path", "var/hub.db"))).parent / "admin-token"
+        else:
+            bootstrap = Path("var/admin-token")
+    return config, bootstrap
 
 
 def _when(text: str) -> datetime:
@@ -113,8 +151,13 @@ def _pages(api: AdminClient, params: dict[str, Any], limit: int, before: str | N
 
 def _message_line(m: dict[str, Any]) -> str:
     ds = ", ".join(f"{d['destination']}={d['status']}({d['attempts']})" for d in m["deliveries"])
+    status = m["status"]
+    if m.get("derived"):  # e.g. an MSSanté mail: what became of the documents it carried
+        status = m["effective_status"]
+        went_on = ", ".join(f"{c['message_type']}={c['status']}" for c in m["derived"])
+        ds = f"via {len(m['derived'])} derived: {went_on}"
     reason = f"  reason: {m['reason']}" if m["reason"] else ""
-    head = f"{m['id']}  {m['received_at'][:19]}  {m['status']:<9} {m['message_type']:<9} {m['control_id']:<16}"
+    head = f"{m['id']}  {m['received_at'][:19]}  {status:<9} {m['message_type']:<9} {m['control_id']:<16}"
     return f"{head} {ds}{reason}"
 
 

@@ -206,6 +206,8 @@ METADATA_KEYS.update(
         "mss_body_patient": "CORPSMAIL_PATIENT text",
         "sender_ps_id": "PRT SB professional idNat_PS",
         "sender_org_id": "PRT SB structure idNat_Struct",
+        "document_other_format_id": "id of the other instance when an ORU carries two formats",
+        "warnings": "optional parts dropped (e.g. an unreadable mail body)",
     }
 )
 

@@ -80,6 +80,15 @@ class HttpConfig(_Model):
         description="host:port of the HTTP server (health, admin API under /api, console at /, /metrics, sandboxes).",
     )
     enabled: bool = Field(True, description="Start the HTTP server.")
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Connections served at once; a newcomer over the limit takes the slot of the oldest connection "
+        "that has not yet sent a complete request (hub/slots.py), or is closed when there is none.",
+    )
+    max_connections_per_peer: int = Field(
+        64, ge=1, description="Connections one client address may hold at once (same rule over its share)."
+    )
     idle_timeout_secs: float = Field(
         30.0,
         gt=0,

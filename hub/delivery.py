@@ -39,7 +39,6 @@ period, then cancels the rest and gives their deliveries back to the store.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -49,7 +48,7 @@ from typing import Any
 import structlog
 
 from hub.config import DestinationPolicy, RetryPolicy
-from hub.documents import earlier_documents
+from hub.documents import apply_steps
 from hub.errors import (
     AwaitingIdentity,
     DeliveryError,
@@ -366,11 +365,9 @@ class DestinationWorker:
             return c.sent.message(c.message), None, None
         message = c.message
         output: dict[str, str] | None = None
-        if self.pipeline.needs_documents:  # corrections name the version they replace (hub/documents.py)
-            ctx = dataclasses.replace(ctx, documents=await earlier_documents(self.store, c.message))
         if self.pipeline:
-            loop = asyncio.get_running_loop()
-            message = await loop.run_in_executor(self.step_executor, self.pipeline.apply, message, ctx)
+            # a correction's step may ask for the versions the hub sent (hub/documents.py)
+            message = await apply_steps(self.pipeline, message, ctx, self.store, self.step_executor)
             before = c.message.metadata
             output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
         return message, SentPayload.of(c.delivery.id, c.message, message, basis), output

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from hub.http_slots import SLOTS_KEY, prove_connection
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -109,8 +110,9 @@ def _console_handlers(files: dict[str, tuple[bytes, str]]) -> tuple[Any, Any]:
 
 
 def build_app(hub: Hub) -> web.Application:
-    app = web.Application(client_max_size=16 * 2**20)
+    app = web.Application(client_max_size=16 * 2**20, middlewares=[prove_connection])
     app[HUB_KEY] = hub
+    app[SLOTS_KEY] = {}
     app.router.add_get("/healthz", _health)
     app.router.add_get("/metrics", _metrics)
     if hub.config.admin.enabled:

@@ -31,8 +31,8 @@ class StepContext:
     """An operator released this delivery from identity review: the trait check is waived for it."""
     environment: str = "development"
     documents: Mapping[str, DocumentVersion] | None = None
-    """For steps that need ``documents``: setId -> the newest version the hub sent earlier for the
-    patient (:mod:`hub.documents`); None when not looked up."""
+    """For steps that need ``documents``: setId -> the newest version the hub sent of it, for the sets
+    a step asked about (:mod:`hub.documents`); None until a step asks."""
 
 
 def route_message(routes: list[RouteConfig], endpoint: str, message: Message) -> list[NewDelivery]:
@@ -81,7 +81,6 @@ class Pipeline:
         self._steps: list[tuple[Step, dict[str, Any], bool]] = []  # (function, its settings, wants the context)
         self._labels: list[str] = []
         self.needs_identity = False
-        self.needs_documents = False
         for name, settings in specs:
             if name == "python":
                 user = load_user_step(spec_of(settings))
@@ -96,7 +95,6 @@ class Pipeline:
                 context = {"route_dir": str(route_dir or ".")}
                 kwargs["config"] = comp.config.model_validate(settings or {}, context=context)
             self.needs_identity = self.needs_identity or "identity" in comp.needs
-            self.needs_documents = self.needs_documents or "documents" in comp.needs
             self._steps.append((comp.factory, kwargs, bool(comp.needs)))
             self._labels.append(f"route {route}, step {name}" if route else f"step {name}")
 

@@ -28,12 +28,14 @@ from hub.alerting.metrics import OperationsCollector
 from hub.config import DestinationPolicy, RouteConfig, Settings
 from hub.delivery import DestinationWorker
 from hub.errors import ConfigError, MessageError, Outcome, Retryable, StoreError
+from hub.http_slots import SlottedSite
 from hub.identity_registry import IdentityRegistry
 from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
 from hub.reload import ReloadResult, prepare_reload, route_texts
+from hub.slots import Slots
 from hub.stats import HourlyStats
 from hub.store import AuditEvent, Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
 from hub.supervisor import Supervisor
@@ -93,6 +95,7 @@ class Hub:
         self.supervisor = Supervisor()
         self._http: web.AppRunner | None = None
         self.http_port: int | None = None
+        self.http_slots: Slots | None = None
         self._step_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steps")
         self.route_snapshot = route_texts(settings)
         """Route and table files as last applied: a reload's audit entry carries their diff."""
@@ -510,10 +513,12 @@ class Hub:
         await self._http.setup()
         host, _, port = self.config.http.listen.rpartition(":")
         ssl_ctx = server_context(self.config.http.tls) if self.config.http.tls else None
-        site = web.TCPSite(self._http, host or "127.0.0.1", int(port), ssl_context=ssl_ctx)
+        http = self.config.http
+        slots = Slots(max_connections=http.max_connections, max_per_peer=http.max_connections_per_peer)
+        site = SlottedSite(self._http, host or "127.0.0.1", int(port), slots=slots, ssl_context=ssl_ctx)
         await site.start()
-        server = site._server
-        self.http_port = server.sockets[0].getsockname()[1] if server and server.sockets else int(port)  # type: ignore[union-attr]
+        self.http_slots = slots
+        self.http_port = site.bound_port
         log.info("http_started", listen=self.config.http.listen, port=self.http_port, tls=ssl_ctx is not None)
 
     def describe_sandboxes(self) -> list[dict[str, Any]]:

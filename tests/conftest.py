@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -98,3 +99,32 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 @pytest.fixture
 def adt_a01() -> bytes:
     return (SAMPLES / "adt_a01.hl7").read_bytes()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Load every component once and move what exists now out of the collector's sight (`gc.freeze`).
+
+    The per-test collection below then walks only what tests made: a few µs instead of 0.16 s with the whole
+    of lxml, hl7apy and fhir.resources in the heap (measured on this 2-core machine; 809 tests: 0.26 s of
+    collection in all, instead of 81 s without freezing).
+    """
+    from hub import registry
+
+    registry.load_builtin()
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_resources() -> Iterator[None]:
+    """Collect garbage after each test, so that a socket or transport it left open fails *that* test.
+
+    An unclosed socket warns (ResourceWarning) only when it is collected; left to chance, the warning lands in
+    whichever later test happens to run the collector, and fails it (pytest's unraisable-exception warning is
+    an error here, `filterwarnings = error`).
+    """
+    yield
+    gc.collect()
+    # What outlived the test (modules and models it loaded, caches) is frozen too: the next collection walks
+    # only what the next test makes. A leaked socket is unreachable by now, so it was collected (and warned) above.
+    gc.freeze()

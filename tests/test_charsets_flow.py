@@ -64,7 +64,8 @@ def config(tmp_path: Path, *, dpi_port: int, dmp_port: int, eparcours_port: int,
             "dmp_sandbox": {"type": "dmp", "listen": f"127.0.0.1:{dmp_port}",
                             "tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
                                     "ca_file": str(pki.ca), "require_client_cert": True},
-                            "vihf_signer_cert_file": str(pki.client_cert)},
+                            "vihf_signer_cert_file": str(pki.client_cert),
+                            "known_patients": None},  # any INS: these synthetic patients are not INSi's
         },
         routes=[
             {"route": "adt_fhir", "from": "mllp_in", "when": {"message_type": ["ADT^A28", "ADT^A01"]},

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from pathlib import Path
 
+from hub.cli import build_parser
 from tests.admin.adminkit import NAMES, TOKENS, admin_section
 from tests.hubkit import MllpClient, adt, hub_cli, mllp_port, running_hub, running_peer, wait_until, write_config
 
@@ -48,6 +51,10 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
             exported = await hub_cli("export", *cli, "--payloads", "--control-id", "CLIA1", **as_operator)
             [item] = [json.loads(x) for x in exported.stdout.splitlines()]
             assert item["id"] == row["id"] and "PID|" in item["body"]
+            folder = tmp_path / "export"
+            await hub_cli("export", *cli, "--payloads", "--control-id", "CLIA1", "--dir", str(folder), **as_operator)
+            assert sorted(p.name for p in folder.iterdir()) == [f"{row['id']}.hl7", f"{row['id']}.json"]
+            assert (folder / f"{row['id']}.hl7").read_bytes().startswith(b"MSH|")
 
             # Actions: each asks for --yes in a script, then goes through.
             refused = await hub_cli("requeue", *cli, "--all-dead", **as_operator)
@@ -84,7 +91,7 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
             for action in ("search_patient", "view_payload", "requeue", "replay", "pause", "resume"):
                 assert (action, operator, "ok") in done, action
             assert ("replay", NAMES["viewer"], "denied") in done
-            assert [e["action"] for e in entries].count("view_payload") == 2  # show --body and export --payloads
+            assert [e["action"] for e in entries].count("view_payload") == 3  # show --body, two exports with payloads
 
 
 async def test_usage_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
@@ -98,7 +105,40 @@ async def test_usage_errors_are_one_line_without_traceback(tmp_path: Path) -> No
     config = write_config(tmp_path, peer_port=1)
     port_zero = await hub_cli("dead", "--config", str(config))
     assert port_zero.returncode == 1 and "--url" in port_zero.stderr
-    for command in ("messages", "show", "replay", "requeue", "pause", "stats", "export", "dead", "audit"):
-        helped = await hub_cli(command, "--help")
-        options = [line for line in helped.stdout.splitlines() if line.strip().startswith("--")]
-        assert options and all(len(line.split(None, 1)) == 2 or "\n" in line for line in options), command
+    # Every option of every command says what it is for (read from the parser itself: no process per command).
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, sub in commands.items():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        for full, p in [(name, sub)] + [(f"{name} {n}", q) for a in nested for n, q in a.choices.items()]:
+            assert not _options_without_help(p.format_help()), (full, _options_without_help(p.format_help()))
+    assert len(commands) >= 19
+
+def _options_without_help(text: str) -> list[str]:
+    """Options in an argparse --help whose description is missing (neither on their line nor the next)."""
+    lines = text.split("options:", 1)[1].splitlines() if "options:" in text else []
+    missing = []
+    for i, line in enumerate(lines):
+        if re.match(r"^  -", line) and len(re.split(r"\s{2,}", line.strip())) < 2:
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            if not re.match(r"^\s{6,}\S", following):
+                missing.append(line.strip())
+    return missing
+
+async def test_a_config_this_shell_cannot_fully_load_still_finds_the_hub(tmp_path: Path) -> None:
+    import yaml
+
+    async with running_peer() as peer:
+        config = write_config(tmp_path, peer_port=peer.port)
+        async with running_hub(config) as hub:
+            # The operator's shell lacks the hub's secrets (here the store's DSN): the CLI needs only where the
+            # hub listens and its bootstrap token, and reads them from the sections it can.
+            doc = yaml.safe_load(config.read_text())
+            doc["http"]["listen"] = f"127.0.0.1:{hub.http_port}"
+            doc["store"]["dsn"] = "${HUB_I14_DSN_ONLY_THE_HUB_HAS}"
+            partial = tmp_path / "operator.yaml"
+            partial.write_text(yaml.safe_dump(doc))
+            listed = await hub_cli("messages", "--config", str(partial), "--json")
+            assert listed.returncode == 0, listed.stderr
+            checked = await hub_cli("check", "--config", str(partial))
+            assert checked.returncode == 1 and "HUB_I14_DSN_ONLY_THE_HUB_HAS" in checked.stderr

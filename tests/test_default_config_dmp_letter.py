@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hub.store import SearchQuery
 from tests.conftest import SAMPLES
 from tests.hubkit import MllpClient, ack_fields, running_hub, wait_until
 from tests.test_default_config_flows import default_config_in
@@ -34,4 +35,21 @@ async def test_the_tour_letter_reaches_the_dmp_masked_and_signed(tmp_path: Path)
         assert doc.patient_id == "279035121518989^^^&1.2.250.1.213.1.4.10&ISO^NH"
         assert doc.lot_author.startswith("810000000003^") and doc.vihf_structure == "1999000002"
         assert dmp.lot_signatures[doc.submission_set]  # the signed lot's signature document
+        await client.close()
+
+
+async def test_a_letter_whose_flags_cannot_give_a_lot_is_refused_ar_before_the_ack(tmp_path: Path) -> None:
+    config, ports = default_config_in(tmp_path)
+    bad = (SAMPLES / "mdm_t02_letter.hl7").read_text(encoding="utf-8")
+    flag = "MODIF_CONF_CODE^Modification Confidentiality Code^MetaDMPMSS||"
+    bad = bad.replace(flag + "N", flag + "Y").replace("|DOC0001|P|", "|DOC0002|P|")
+    async with running_hub(config) as hub:
+        client = await MllpClient.connect(ports[2575])
+        ack = ack_fields(await client.send(bad.encode()))
+        assert ack["MSA"][1] == "AR"
+        assert "MODIF_CONF_CODE=Y on a creation" in "|".join(ack["ERR"])
+        assert hub.store is not None
+        [rec] = await hub.store.search(SearchQuery(control_id="DOC0002"))
+        assert rec.status == "rejected" and "MODIF_CONF_CODE" in rec.reason
+        assert hub.sandboxes["dmp_sandbox"].documents == {}
         await client.close()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import yaml
+
 from hub.store import SearchQuery, Store
 from tests.hubkit import MllpClient, ack_fields, running_hub, wait_until
 from tests.mappings.test_volet_documents import case, oru_cda, with_pdf_format
@@ -46,6 +48,10 @@ async def record(store: Store, control_id: str) -> object:
 
 async def test_volet_documents_reach_the_dmp_and_bad_ones_are_refused_ar(tmp_path: Path) -> None:
     config, ports = default_config_in(tmp_path)
+    # These two patients have a DMP (the shipped DMP sandbox knows only the INSi sandbox's people).
+    settings = yaml.safe_load(config.read_text())
+    settings["sandboxes"]["dmp_sandbox"]["known_patients"] = ["285077511234511", "291016938700125"]
+    config.write_text(yaml.safe_dump(settings, allow_unicode=True))
     async with running_hub(config) as hub:
         store = hub.store
         assert store is not None
@@ -74,12 +80,19 @@ async def test_volet_documents_reach_the_dmp_and_bad_ones_are_refused_ar(tmp_pat
 
         rec = await record(store, "DOCCHEM-0001")
         assert rec.message.metadata["document_count"] == "2" and rec.message.metadata["dest_dmp"] == "Y"
+        assert rec.message.metadata["warnings"].startswith("CORPSMAIL_PS dropped: ")  # on the stored message too
+
+        async def both_recorded() -> bool:  # the DMP answered; the outcome is recorded just after
+            found = (await store.deliveries([rec.message.id]))[rec.message.id]
+            return all(d.status == "delivered" for d in found if d.destination == "dmp")
+
+        await wait_until(both_recorded, timeout=20)
         deliveries = (await store.deliveries([rec.message.id]))[rec.message.id]
         on_dmp = [d for d in deliveries if d.destination == "dmp"]
         assert sorted(d.route for d in on_dmp) == ["documents_to_dmp", "documents_to_dmp_level1"]
         for d in on_dmp:
             assert d.status == "delivered"
-            assert d.output_metadata["warnings"].startswith("CORPSMAIL_PS dropped: ")
+            assert d.output_metadata["unique_id"]  # the document went, without the mail body
         assert not any(d.route == "lab_to_dmp" for d in deliveries)  # results only (document_count 0)
 
         # A document message that cannot give a valid document: AR + ERR at the field, stored rejected.

@@ -105,6 +105,9 @@ class ImapConfig(ComponentConfig):
         description="System user Dovecot reads and writes mail as when the hub runs as root (Dovecot refuses root "
         "for mail); the Maildir root is given to it. Otherwise mail is the hub's own user's.",
     )
+    retention_interval_secs: float = Field(
+        3600.0, gt=0, description="How often messages past their mailbox's retention_days are expunged."
+    )
     start_timeout_secs: float = Field(20.0, gt=0, description="How long to wait for Dovecot to accept connections.")
 
 
@@ -308,6 +311,9 @@ class ImapInbound:
         self._runner: web.AppRunner | None = None
         self._secret = secrets.token_urlsafe(24)
         self._introspection_port = 0
+        self._retention_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._binary, self._conf = "", Path()
 
     async def start(self) -> None:
         binary = dovecot_binary(self.config.dovecot)
@@ -330,10 +336,22 @@ class ImapInbound:
             self.auth_socket.unlink()
         self._auth_server = await asyncio.start_unix_server(self._serve_auth, path=str(self.auth_socket), limit=65536)
         os.chmod(self.auth_socket, 0o600)
+        self._binary, self._conf = binary, conf
+        try:
+            await self._launch()
+        except ConfigError:
+            await self.stop()
+            raise
+        self.available = True
+        self._watch_task = asyncio.create_task(self._watch(), name=f"{self.name}-dovecot")
+        self._retention_task = asyncio.create_task(self._retention_loop(), name=f"{self.name}-retention")
+
+    async def _launch(self) -> None:
+        """Start Dovecot and wait until it greets; ConfigError with its last words when it does not."""
         err = await asyncio.to_thread(open, self.run_dir / "dovecot.stderr", "ab")
         try:
             self._process = await asyncio.create_subprocess_exec(
-                binary, "-F", "-c", str(conf), stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
+                self._binary, "-F", "-c", str(self._conf), stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
                 preexec_fn=_die_with_parent,
             )  # fmt: skip
         finally:
@@ -341,10 +359,69 @@ class ImapInbound:
         try:
             await asyncio.wait_for(self._until_ready(), self.config.start_timeout_secs)
         except (TimeoutError, ConfigError):
-            await self.stop()
+            proc, self._process = self._process, None
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
             tail = (self.run_dir / "dovecot.stderr").read_text(errors="replace")[-600:]
             raise ConfigError(f"Dovecot did not start for listener {self.name!r}: {tail.strip()}") from None
-        self.available = True
+
+    async def _watch(self) -> None:
+        """Dovecot is supervised: when it exits on its own it is started again, with a growing pause (1 s to
+        30 s); /healthz reports the listener meanwhile."""
+        delay = 1.0
+        while True:
+            proc = self._process
+            if proc is None:
+                return
+            code = await proc.wait()
+            log.error("imap_dovecot_exited", listener=self.name, code=code, restart_in_secs=delay)
+            self.available = False
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                try:
+                    await self._launch()
+                except ConfigError as exc:
+                    log.error("imap_dovecot_restart_failed", listener=self.name, error=str(exc)[-200:])
+                    continue
+                break
+            self.available = True
+            log.info("imap_dovecot_restarted", listener=self.name)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.retention_interval_secs)
+            try:
+                await self.apply_retention()
+            except Exception as exc:  # the next round tries again; nothing is lost by waiting
+                log.error("imap_retention_failed", listener=self.name, error=type(exc).__name__)
+
+    async def apply_retention(self) -> int:
+        """Expunge, in each active mailbox with ``retention_days``, the messages received before that many days
+        (IMAP INTERNALDATE: for Maildir the file's mtime, i.e. when the hub delivered it). Returns how many
+        mailboxes were processed. Done by ``doveadm expunge`` against this Dovecot, so its indexes stay right."""
+        doveadm = dovecot_binary("doveadm")
+        if not self.available or doveadm is None:
+            return 0
+        conf = str(self.run_dir / "dovecot.conf")
+        done = 0
+        for box in list(self.access.mailboxes.by_address.values()):
+            if box.retention_days is None or box.status != "active":
+                continue
+            proc = await asyncio.create_subprocess_exec(
+                doveadm, "-c", conf, "expunge", "-u", box.address, "mailbox", "*", "before", f"{box.retention_days}d",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, err = await proc.communicate()
+            if proc.returncode not in (0, 68):  # 68: EX_NOUSER-like "no such mailbox yet" (nothing delivered)
+                log.warning("imap_retention_error", listener=self.name, code=proc.returncode, error=err[-200:].decode(
+                    errors="replace"))  # fmt: skip
+                continue
+            done += 1
+        if done:
+            log.info("imap_retention_applied", listener=self.name, mailboxes=done)
+        return done
 
     async def _start_introspection(self) -> None:
         """Loopback HTTP endpoint for Dovecot's oauth2 passdb; its path holds a secret only Dovecot's config knows."""
@@ -371,7 +448,7 @@ class ImapInbound:
         except IssuerUnavailable as exc:
             log.warning("imap_auth_unavailable", listener=self.name, mechanism="bearer", reason=str(exc))
             return web.json_response({"error": "temporarily_unavailable"}, status=503)
-        log.info("imap_auth_ok", listener=self.name, mechanism="bearer", method="token", kind=grant.mailbox.kind)
+        log.debug("imap_auth_ok", listener=self.name, mechanism="bearer", method="token", kind=grant.mailbox.kind)
         body: dict[str, Any] = {"active": True, "username": grant.mailbox.address}
         return web.json_response(body)
 
@@ -411,6 +488,12 @@ class ImapInbound:
                 return
 
     async def stop(self) -> None:
+        for task in (self._watch_task, self._retention_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watch_task = self._retention_task = None
         proc, self._process = self._process, None
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -431,9 +514,9 @@ class ImapInbound:
     def is_serving(self) -> bool:
         """For /healthz: Dovecot is running (true too when it is not installed and not required: no IMAP
         was promised, the start-up warning said so)."""
-        if not self.available:
-            return self._process is None and not self.config.required
-        return self._process is not None and self._process.returncode is None
+        if not self._binary:
+            return not self.config.required
+        return self.available and self._process is not None and self._process.returncode is None
 
     def http_routes(self) -> list[tuple[str, str, Any]]:
         """Autoconfig / Autodiscover on the hub's HTTP port (adapters/imap/autoconfig.py)."""
@@ -489,7 +572,7 @@ class ImapInbound:
             # An authzid other than the mailbox granted would make Dovecot log in as someone else.
             log.info("imap_auth_refused", listener=self.name, mechanism=mech[:16], reason="authzid not granted")
             return {"ok": False}
-        log.info("imap_auth_ok", listener=self.name, mechanism=mech[:16], method=grant.method, kind=grant.mailbox.kind)
+        log.debug("imap_auth_ok", listener=self.name, mechanism=mech[:16], method=grant.method, kind=grant.mailbox.kind)
         # The master passdb (EXTERNAL with an authzid) keeps the certificate's name; Dovecot then opens login_user.
         user = request.get("user", "") if login_user else grant.mailbox.address
         extra = {}

@@ -21,12 +21,12 @@ from pydantic import Field
 from adapters.base import InboundContext
 from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
-from adapters.slots import Slots
 from adapters.tls import TlsConfig, server_context
 from hub import registry
 from hub.errors import ConfigError, MessageError, Retryable
 from hub.message import CONTENT_HL7V2, Message
 from hub.registry import ComponentConfig, register
+from hub.slots import Slots
 from mappings.hl7v2 import build_ack, build_bare_ack, check_header, read_header
 from mappings.hl7v2.er7 import Header
 

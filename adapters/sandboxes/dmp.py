@@ -45,7 +45,7 @@ association), signed with the key that signed the VIHF and covering the
 digest of every document; VIHF roles are checked against JDV_J65, and
 Identifiant_Structure against the lot's authorInstitution. The full table of
 checks, each with its source and answer, is ``DMP.md`` beside this module
-(one test per row). Not checked: typeCode, healthcareFacilityTypeCode,
+(one test per row). typeCode is checked against JDV_J07. Not checked: healthcareFacilityTypeCode,
 practiceSettingCode and contentTypeCode beyond their code system, the
 typeCode → classCode correspondence, the CDA content (schematrons), consent,
 the author's habilitation, and the VIHF issuer's trust chain unless pinned.
@@ -80,6 +80,7 @@ from aiohttp import web
 from lxml import etree
 from pydantic import Field, ValidationError, field_validator
 
+from adapters.sandboxes.insi import DEFAULT_FIXTURES
 from adapters.tls import TlsConfig, server_context
 from adapters.xds.mtom import MtomError, Multipart, content_type_params, decode_related, element_bytes, encode_related
 from adapters.xds.soap import (
@@ -108,6 +109,7 @@ from hub.errors import ConfigError
 from hub.identity import INS_ROOTS
 from hub.message import utcnow
 from hub.registry import ComponentConfig, register
+from mappings.cda.value_sets import value_set
 from mappings.xds import (
     AVAILABILITY_APPROVED,
     AVAILABILITY_DEPRECATED,
@@ -198,9 +200,9 @@ class DmpSandboxConfig(ComponentConfig):
         None, description="Serve HTTPS; set require_client_cert and ca_file for mutual TLS as the DMP does."
     )
     known_patients: list[str] | None = Field(
-        None,
+        default_factory=lambda: [p["ins"] for p in DEFAULT_FIXTURES],
         description="Patients that have a DMP: INS matricules, or full patientIds (INS^^^&OID&ISO^NH). "
-        "Unset: any patient with an accepted INS root.",
+        "Default: the people the INSi sandbox knows. null: any patient with an accepted INS root.",
     )
     accepted_ins_roots: list[str] = Field(
         default_factory=lambda: sorted(INS_ROOTS), description="INS roots accepted on patientId (DOMAIN.md §1.1)."
@@ -771,6 +773,11 @@ class _Submission:
         self.authors(e, DE.AUTHOR)
         self.coded(e, DE.CLASS_CODE, CLASS_CODES)
         self.coded(e, DE.TYPE_CODE, TYPE_CODE_SYSTEMS)
+        typ = e.code(DE.TYPE_CODE)
+        if typ is not None and typ.coding_scheme != "ASTM":  # the lot signature's E1762 is checked apart
+            j07 = value_set("JDV_J07_XdsTypeCode_CISIS")
+            if typ.code not in j07 or typ.coding_scheme not in j07.systems[typ.code]:
+                self.err("XDSRegistryMetadataError", _ctx(e, f"typeCode: code {typ.code} not in JDV_J07"))
         self.coded(e, DE.FORMAT_CODE, FORMAT_CODES)
         self.coded(e, DE.HEALTHCARE_FACILITY_TYPE_CODE, FACILITY_TYPE_SYSTEMS)
         self.coded(e, DE.PRACTICE_SETTING_CODE, PRACTICE_SETTING_SYSTEMS)

@@ -105,7 +105,8 @@ class HostedMailbox(ComponentConfig):
     retention_days: int | None = Field(
         None,
         ge=1,
-        description="How long its messages are to be kept, in days (recorded and listed; not enforced yet).",
+        description="Messages received more than this many days ago are expunged (by the imap listener, every "
+        "retention_interval_secs); none: kept.",
     )
 
     @field_validator("address")

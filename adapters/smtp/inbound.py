@@ -42,9 +42,12 @@ import collections
 import dataclasses
 import email.utils
 import hashlib
+import os
+import time
 from base64 import b64decode
 from email import policy
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -53,7 +56,6 @@ from pydantic import Field
 
 from adapters.auth_throttle import AuthThrottle
 from adapters.base import InboundContext
-from adapters.slots import Slot, Slots
 from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess, sasl_bearer
 from adapters.smtp.common import (
     HostedMailbox,
@@ -71,10 +73,12 @@ from adapters.smtp.common import (
 )
 from adapters.smtp.directory import open_directory
 from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, analyse, is_null_sender
+from adapters.smtp.trustlist import TrustListRefresher
 from adapters.tls import TlsConfig
-from hub.errors import Retryable
+from hub.errors import ConfigError, Retryable
 from hub.message import Message, new_id, utcnow
 from hub.registry import ComponentConfig, register
+from hub.slots import Slot, Slots
 from mappings.mssante.mail import domain_of
 from mappings.xdm import ZipLimits
 
@@ -100,6 +104,12 @@ class _ListenerConfig(ComponentConfig):
     trusted_domains: list[str] = Field(
         default_factory=list, description="Trust-space domains added to those of trust_list_file."
     )
+    trust_list_url: str | None = Field(
+        None,
+        description="Where the trust list is published (https): downloaded into trust_list_file at start and "
+        "every trust_list_refresh_secs; a failed download keeps the last good list.",
+    )
+    trust_list_refresh_secs: float = Field(3600.0, gt=0, description="How often trust_list_url is downloaded.")
     max_message_bytes: int = Field(32 * 2**20, ge=1024, description="Largest mail accepted (SIZE, 552).")
     max_recipients: int = Field(100, ge=1, le=10_000, description="Most recipients of one mail (452 4.5.3).")
     max_connections: int = Field(
@@ -167,7 +177,7 @@ class _Protocol(SMTP):
 
     A connection is unproven until it proves itself (MTA: MAIL FROM accepted after STARTTLS with a
     certificate; submission: AUTH succeeded): until then it may be evicted by a newcomer
-    (:mod:`adapters.slots`) and is closed ``handshake_timeout_secs`` after connecting.
+    (:mod:`hub.slots`) and is closed ``handshake_timeout_secs`` after connecting.
     """
 
     # RFC 4954 §4 lets an AUTH line reach 12288 octets (a bearer token does not fit in the 512 of RFC 5321
@@ -238,6 +248,16 @@ class _SmtpListener:
         self.config = config
         self.ctx = ctx
         self.mailboxes = Mailboxes(config.mailboxes, config.domains, directory=open_directory(config.mailbox_directory))
+        self.trust_refresher = None
+        if config.trust_list_url:
+            if not config.trust_list_file:
+                raise ConfigError("trust_list_url needs trust_list_file (where the downloaded list is kept)")
+            self.trust_refresher = TrustListRefresher(
+                config.trust_list_url, config.trust_list_file, config.trust_list_refresh_secs, name=name
+            )
+            if not Path(config.trust_list_file).exists():
+                Path(config.trust_list_file).parent.mkdir(parents=True, exist_ok=True)
+                Path(config.trust_list_file).write_text("# not downloaded yet\n")
         self.trust = TrustList(config.trust_list_file, extra=config.trusted_domains)
         self.connections: set[_Protocol] = set()
         self.slots = Slots(max_connections=config.max_connections, max_per_peer=config.max_connections_per_peer)
@@ -250,6 +270,8 @@ class _SmtpListener:
 
     async def start(self) -> None:
         quiet_library_logs()
+        if self.trust_refresher is not None:
+            self.trust_refresher.start()
         host, port = host_port(self.config.listen)
         loop = asyncio.get_running_loop()
         kwargs = self._smtp_kwargs()
@@ -271,6 +293,21 @@ class _SmtpListener:
 
     async def stop(self) -> None:
         await close_smtp_server(self._server, self.connections)
+        if self.trust_refresher is not None:
+            await self.trust_refresher.stop()
+
+    def _trust_state(self) -> dict[str, Any]:
+        """How old the trust list is (seconds since its file changed) and the last refresh error, if any."""
+        if not self.config.trust_list_file:
+            return {}
+        try:
+            age: float | None = max(0.0, time.time() - os.stat(self.config.trust_list_file).st_mtime)
+        except OSError:
+            age = None
+        state: dict[str, Any] = {"trust_list_age_secs": None if age is None else int(age)}
+        if self.trust_refresher is not None:
+            state["trust_list_error"] = self.trust_refresher.error
+        return state
 
     def admin_operations(self) -> tuple[Any, ...]:
         """Mailbox administration on the admin API, when a mailbox directory is configured."""
@@ -292,6 +329,7 @@ class _SmtpListener:
             "port": self.port,
             "mailboxes": len(self.mailboxes.by_address),
             "trusted_domains": len(self.trust),
+            **self._trust_state(),
         }
 
     # -- hooks common to both ports
@@ -591,7 +629,7 @@ class SmtpSubmissionInbound(_SmtpListener):
     def _auth_ok(self, session: Session, grant: Grant) -> str:
         session.authenticated = True
         session.auth_data = f"mailbox:{grant.mailbox.address}"
-        log.info("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
+        log.debug("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
         return "235 2.7.0 Authentication successful"
 
     async def _auth_failed(
@@ -613,7 +651,7 @@ class SmtpSubmissionInbound(_SmtpListener):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        allowed = self._login_addresses(session)
+        allowed = self._allowed_senders(session)
         if allowed is None:
             return "530 5.7.0 Authentication required"
         if address.lower() not in allowed:
@@ -643,22 +681,22 @@ class SmtpSubmissionInbound(_SmtpListener):
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {"auth_user": str(session.auth_data or "")}
 
-    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
-        # RFC 6409 §6.1 lets the MSA check the author: From:/Sender: must be the login's own addresses.
-        allowed = self._login_addresses(session)
-        senders = header_senders(raw)
-        if allowed is None or not senders or any(a not in allowed for a in senders):
-            return "From/Sender header is not one of the addresses of this login"
-        return None
-
-    def _login_addresses(self, session: Session) -> list[str] | None:
-        """The addresses a login may send as: its mailbox (certificate, token, mailbox password) or the
-        software account's list; None before AUTH."""
+    def _allowed_senders(self, session: Session) -> list[str] | None:
+        """The addresses this session may send as (a configured user's, or the one mailbox a card or token
+        opened); None before a login."""
         login = str(session.auth_data or "")
         if login.startswith("mailbox:"):
             return [login.removeprefix("mailbox:").lower()]
         user = self.users.get(login)
         return list(user.addresses) if user is not None else None
+
+    def _header_identity_refusal(self, session: Session, envelope: Envelope, raw: bytes) -> str | None:
+        # RFC 6409 §6.1 lets the MSA check the author: From:/Sender: must be the login's own addresses.
+        allowed = self._allowed_senders(session) or []
+        senders = header_senders(raw)
+        if not senders or any(a not in allowed for a in senders):
+            return "From/Sender header is not one of the addresses of this login"
+        return None
 
     def _actor(self, session: Session) -> str:
         return str(session.auth_data or "") or _peer_ip(session)

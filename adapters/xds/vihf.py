@@ -354,7 +354,6 @@ class VihfSigner:
             digest_algorithm=DigestAlgorithm.SHA256,
             c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
         )
-        self._cert_pem = self._cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         self.issuer = config.issuer or self._cert.subject.rfc4514_string()
 
     def lot_signer(self) -> LotSigner:
@@ -366,7 +365,7 @@ class VihfSigner:
         return self._signer.sign(
             assertion,
             key=self._key,  # type: ignore[arg-type]
-            cert=self._cert_pem,
+            cert=[self._cert],  # an object, not PEM: signxml does not re-parse it for every assertion
             reference_uri="#" + assertion.get("ID", ""),
             id_attribute="ID",
         )

@@ -14,7 +14,6 @@ written, the request fails with 503. A refused action (403) is recorded too.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -77,6 +76,7 @@ from hub.admin.models import (
     Whoami,
 )
 from hub.admin.reviews import compare, message_traits
+from hub.documents import apply_steps
 from hub.errors import IdentityHold, MessageError, StoreError
 from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
@@ -590,9 +590,8 @@ async def _output(call: Call) -> StepOutput:
     if pipeline.needs_identity and key:
         identity = await hub.identity.lookup(key)
     ctx = StepContext(identity=identity, identity_override=d.identity_override, environment=hub.config.environment)
-    loop = asyncio.get_running_loop()
     try:
-        out = await loop.run_in_executor(hub._step_executor, pipeline.apply, rec.message, ctx)
+        out = await apply_steps(pipeline, rec.message, ctx, _store(call), hub._step_executor)
     except (MessageError, IdentityHold) as exc:
         raise ApiError(422, "a step refuses the message", getattr(exc, "reason", str(exc))) from None
     encoding, text = _decode(out.content_type, out.body)

@@ -13,7 +13,7 @@ was keyed (plain SHA-256) verify as such, but only before the first keyed
 entry, and the newest entry must be keyed: the hub appends ``audit_keyed`` at
 start when it is not. Removing the *newest* entries cannot be seen from the
 table alone: compare the head (id and hash, logged with each action as
-``audit_appended``) with a copy kept elsewhere, e.g. ``hub audit export``.
+``audit_appended``) with a copy kept elsewhere, e.g. ``hub audit-chain export``.
 
 Entries never hold a payload: the action, the message id, a target
 (destination, review) and a small detail (filters, counts, ids).
@@ -209,7 +209,7 @@ def read_export(lines: Iterable[str]) -> Iterable[AuditRecord]:
 
 
 def verify_export(lines: Iterable[str], keys: AuditKeys | None) -> ChainReport:
-    """Check an exported trail (`hub audit export`) offline, as :func:`verify_chain` checks the store."""
+    """Check an exported trail (`hub audit-chain export`) offline, as :func:`verify_chain` checks the store."""
     checker = ChainChecker(keys)
     for entry in read_export(lines):
         if not checker.feed(entry):

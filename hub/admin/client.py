@@ -97,9 +97,18 @@ def _api_error(exc: urllib.error.HTTPError) -> ApiCallError:
 
 
 def client_for(
-    config: HubConfig | None, *, url: str | None = None, token_file: str | None = None, timeout: float = 60.0
+    config: HubConfig | None,
+    *,
+    url: str | None = None,
+    token_file: str | None = None,
+    timeout: float = 60.0,
+    bootstrap: Path | None = None,
 ) -> AdminClient:
-    """The client the CLI uses, from its options, the environment and the config (see the module docstring)."""
+    """The client the CLI uses, from its options, the environment and the config (see the module docstring).
+
+    `bootstrap` overrides where the bootstrap token is looked for (None: from `config`, when it configures no
+    users and no tokens).
+    """
     base = url or os.environ.get("HUB_URL") or (config.admin.api_url if config else None)
     if not base and config is not None:
         host, _, port = config.http.listen.rpartition(":")
@@ -114,9 +123,11 @@ def client_for(
         token = Path(token_file).read_text().strip()
     elif os.environ.get("HUB_TOKEN"):
         token = os.environ["HUB_TOKEN"].strip()
-    elif config is not None and not (config.admin.users or config.admin.tokens):
-        path = bootstrap_token_path(config)
-        if path.is_file():
+    else:
+        path = bootstrap
+        if path is None and config is not None and not (config.admin.users or config.admin.tokens):
+            path = bootstrap_token_path(config)
+        if path is not None and path.is_file():
             token = path.read_text().strip()
     ca = config.http.tls.ca_file if config is not None and config.http.tls else None
     return AdminClient(base, token, timeout=timeout, ca_file=ca or os.environ.get("HUB_CA_FILE"))

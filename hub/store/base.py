@@ -62,6 +62,8 @@ MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivere
 KEY_SOURCES: dict[str, tuple[str, ...]] = {
     "ins": ("ins",),
     "document_id": ("document_id", "unique_id"),
+    # the set of versions of a CDA document (setId): a correction finds the version it replaces (hub/documents.py)
+    "set_id": ("set_id",),
     # an MDN or DSN received for mail the hub sent names the original's correlation id (adapters/smtp/intake.py)
     "ack_for": ("ack_for_message_id",),
 }
@@ -311,6 +313,8 @@ class SearchQuery:
     ipp: str | None = None
     ins: str | None = None
     document_id: str | None = None
+    set_id: str | None = None
+    """Messages whose deliveries produced a version of this CDA document set (ClinicalDocument/setId)."""
     ack_for: str | None = None
     """Acknowledgements (MDN, DSN) received for the message with this correlation id."""
     since: datetime | None = None

@@ -19,7 +19,7 @@ in TestContenuCDA-3-0 state it; DOMAIN.md §3):
   report a new version with a RPLC relatedDocument whose parentDocument is the
   uniqueId and version the hub registered earlier for the same order (same setId):
   the metadata ``cda_replaces_id`` / ``cda_replaces_version`` of an earlier step
-  when present, else the patient's delivered documents (:mod:`hub.documents`). The
+  when present, else the versions the hub delivered of that setId (:mod:`hub.documents`). The
   header rules forbid a parent id nullFlavor, so when the original is unknown the
   correction is refused or waits (setting ``unknown_original``).
 * **Body**: one section FR-CR-BIO-Chapitre per chapter (OBR-24 diagnostic
@@ -53,7 +53,7 @@ from typing import Literal
 from lxml import etree
 from pydantic import Field
 
-from hub.documents import DocumentVersion
+from hub.documents import DocumentsNeeded, DocumentVersion
 from hub.errors import MappingError, Retryable
 from hub.message import CONTENT_HL7V2, Message
 from hub.pipeline import StepContext
@@ -157,7 +157,7 @@ def _note(seg: Segment) -> str:
     esc = seg.er7.delimiters.escape
     lines = []
     for rep in seg.er7.repetitions(seg.index, 3):
-        lines += [unescape(part, seg.er7.delimiters) for part in rep.split(f"{esc}.br{esc}")]
+        lines += [unescape(part, seg.er7.delimiters, codec=seg.er7.codec) for part in rep.split(f"{esc}.br{esc}")]
     return "\n".join(line.strip() for line in lines).strip()
 
 
@@ -282,7 +282,7 @@ def _value(obx: Segment) -> _Value | None:
     if value_type == "SN":
         return _structured_numeric(obx, reps[0], location)
     if value_type in _TEXT_TYPES:
-        text = " ".join(unescape(r, obx.er7.delimiters).strip() for r in reps).strip()
+        text = " ".join(unescape(r, obx.er7.delimiters, codec=obx.er7.codec).strip() for r in reps).strip()
         return _Value(text, xsi="ST", text=text)
     if value_type in _CODED_TYPES:
         code, label, system = obx.comp(reps[0], 1), obx.comp(reps[0], 2), obx.comp(reps[0], 3)
@@ -666,12 +666,11 @@ def _parties(orders: list[_Order], lab: Organization, author: Practitioner) -> l
             if seg is not None and not prescriber:
                 prescriber = next((n for x in seg.reps(field) if (n := _xcn_name(seg, x))), "")
     address = ", ".join(p for p in (lab.street, " ".join(q for q in (lab.postal_code, lab.city) if q)) if p)
-    lines = [
+    return [
         ("Prescripteur", prescriber or "non précisé"),
         ("Laboratoire", lab.name + (f" - {address}" if address else "")),
         ("Biologiste validant", " ".join(p for p in (author.given, author.family) if p)),
     ]
-    return lines
 
 
 def _set_key(orders: list[_Order], msh: Segment) -> str:
@@ -696,19 +695,29 @@ def _times(orders: list[_Order], msh: Segment) -> tuple[str, str, str]:
 
 
 def _parent(
-    hints: Mapping[str, str], documents: Mapping[str, DocumentVersion] | None, set_id: II, config: CrBioConfig
+    hints: Mapping[str, str],
+    documents: Mapping[str, DocumentVersion] | None,
+    set_id: II,
+    config: CrBioConfig,
+    *,
+    can_ask: bool,
 ) -> tuple[II, int | None]:
-    """The version a correction replaces: named by an earlier step, else found among the sent documents."""
+    """The version a correction replaces: named by an earlier step, else among the versions the hub sent.
+
+    ``documents`` None with ``can_ask``: the hub has not looked yet, DocumentsNeeded asks it to.
+    """
     parent_text = hints.get("cda_replaces_id", "")
     if parent_text:
         root_part, _, ext_part = parent_text.partition("^")
         version_text = hints.get("cda_replaces_version", "")
         return II(root_part, ext_part or None), int(version_text) if version_text.isdigit() else None
+    if documents is None and can_ask:
+        raise DocumentsNeeded([set_id.root])
     earlier = (documents or {}).get(set_id.root)
     if earlier is not None:
         root_part, _, ext_part = earlier.unique_id.partition("^")
         return II(root_part, ext_part or None), earlier.version
-    why = "correction of a report the hub has not sent: no delivered version of this order (setId) for the patient"
+    why = "correction of a report the hub has not sent: no delivered version of this order (setId)"
     if config.unknown_original == "wait":
         raise Retryable(why)
     raise MappingError(why, location="OBX^1^11")
@@ -720,8 +729,13 @@ def oru_to_crbio(
     config: CrBioConfig,
     hints: Mapping[str, str] | None = None,
     documents: Mapping[str, DocumentVersion] | None = None,
+    can_ask: bool = False,
 ) -> tuple[bytes, dict[str, str]]:
     """Build the CR-BIO document of an ORU^R01; returns (XML bytes, metadata).
+
+    A correction replaces the version named by ``hints`` (``cda_replaces_id``/``_version``), else
+    the one ``documents`` gives for its setId (the versions the hub sent); ``documents`` None with
+    ``can_ask`` raises :class:`hub.documents.DocumentsNeeded` for the hub to look them up.
 
     The metadata are those of :func:`mappings.cda.read_cda_header`, plus ``document_action``
     (``create`` | ``replace``), ``document_format_code`` and the distribution keys of
@@ -748,7 +762,7 @@ def oru_to_crbio(
     parent_id: II | None = None
     parent_version: int | None = None
     if corrected:
-        parent_id, parent_version = _parent(hints, documents, set_id, config)
+        parent_id, parent_version = _parent(hints, documents, set_id, config, can_ask=can_ask)
     version = (parent_version + 1 if parent_version else 2) if corrected else 1
 
     doc = b.new_document([(TEMPLATE_PALM, None), (TEMPLATE_CRBIO, config.crbio_version)], lab=True)
@@ -846,5 +860,6 @@ def v2_oru_to_cda_crbio(
         config=config or CrBioConfig(),
         hints=message.metadata,
         documents=ctx.documents if ctx is not None else None,
+        can_ask=ctx is not None,
     )
     return message.derive(body=xml, content_type=CONTENT_CDA, **metadata)

@@ -60,7 +60,7 @@ from lxml import etree
 
 from hub.errors import ParseError
 from hub.identity import INS_NIR_DEMO_OID, INS_NIR_TEST_OID, INS_ROOTS, InsProblem, check_nir
-from mappings.cda.value_sets import value_set
+from mappings.cda.header_value_sets import check_value_sets
 from mappings.xml import parse_xml
 
 __all__ = [
@@ -106,7 +106,6 @@ _UID = re.compile(
 # The offset is [+-] and 1 to 4 digits, as the CDA XSD's ts pattern allows it (ANS examples carry
 # "+100"): "[0-9]{1,8}|([0-9]{9,14}|[0-9]{14,14}\.[0-9]+)([+\-][0-9]{1,4})?".
 _TS = re.compile(r"[0-9]{4}(?:[0-9]{2}){0,5}(?:\.[0-9]{1,4})?(?:[+-][0-9]{1,4})?")
-_JDV_J07 = "JDV_J07_XdsTypeCode_CISIS"
 _LANGUAGE = re.compile(r"[a-z]{2}-[A-Z]{2}")
 
 
@@ -292,7 +291,8 @@ def validate_cda_header(
     check.legal_authenticator()
     check.documentation_of()
     check.component_of()
-    return check.violations
+    # Coded header elements in their published value sets (JDV_J07, J01, J02, J04...).
+    return check.violations + check_value_sets(doc)
 
 
 class _Checker:
@@ -406,14 +406,6 @@ class _Checker:
         codes = _non_null(_all(doc, "code"))
         if self.exactly_one("document-code", _DOC + "/code", codes, "code"):
             self.coded("document-code", codes[0], _DOC + "/code")
-            # SMDS_CDAClinicalDocument: "The value for code SHALL be selected from value set
-            # 1.2.250.1.213.1.1.5.471 JDV_J07_XdsTypeCode_CISIS" (membership of @code, as tested there).
-            if codes[0].get("code") and codes[0].get("code") not in value_set(_JDV_J07):
-                self.add(
-                    "document-type-value-set",
-                    _DOC + "/code/@code",
-                    f"code must be in {_JDV_J07} (1.2.250.1.213.1.1.5.471)",
-                )
 
         titles = _non_null(_all(doc, "title"))
         self.exactly_one("title", _DOC + "/title", titles, "title")

@@ -16,7 +16,15 @@ that say where the document goes and who may see it.
   :data:`CONTENT_CDA_DELETION`, an empty body, and the document's ids in the
   metadata, for a destination to act on (DMP: ITI-57 status Deleted).
 
-The step :func:`v2_document_to_cda` wraps it as a pipeline step.
+An ORU may carry the document in two formats (volet, "Message ORU": a CDA
+level 1 and a CDA level 3 of the same content, each with its own id, the same
+request for both); the step's ``format`` setting says which instance it takes.
+An MDM carries one document. Optional parts that cannot be used (a mail body
+that is not base64 text, an ED without a data subtype) are dropped with a
+warning; the document still goes.
+
+The step :func:`v2_document_to_cda` wraps it as a pipeline step; the listener
+check :func:`check_v2_documents` applies the same rules before the ACK.
 
 Metadata keys this module defines (values are exactly those shown; absent
 when the message carries no MetaDMPMSS rows / PRT segments):
@@ -45,6 +53,8 @@ when the message carries no MetaDMPMSS rows / PRT segments):
 ``mss_body_patient``         CORPSMAIL_PATIENT text (decoded), when sent
 ``sender_ps_id``             PRT ``SB`` professional idNat_PS (PRT-5), when national
 ``sender_org_id``            PRT ``SB`` structure idNat_Struct (PRT-8), when national
+``document_other_format_id`` the id of the other instance, when the ORU carries two formats
+``warnings``                 optional parts dropped, ``; ``-separated (never a value from them)
 ===========================  =====================================================================
 
 plus the keys of :func:`mappings.cda.read_cda_header` for the produced (or
@@ -833,7 +843,8 @@ def check_v2_documents(body: bytes) -> dict[str, str]:
     a valid document raises MappingError naming the field, so the listener answers AR + ERR and
     stores it as rejected. Adds routing metadata: ``document_count`` (``0`` for an ORU of results,
     the CR-BIO input; else ``1`` or ``2``, the formats of one document), ``document_action``
-    (create / replace / delete) and ``dest_dmp`` (DESTDMP, when the message carries the flags).
+    (create / replace / delete), ``dest_dmp`` (DESTDMP, when the message carries the flags) and
+    ``warnings`` (optional parts that will be dropped).
     """
     er7 = Er7Message(body)
     msh = segments(er7, "MSH")[0]
@@ -842,7 +853,7 @@ def check_v2_documents(body: bytes) -> dict[str, str]:
         return {}
     if kind[0] == "ORU" and (_has_results(er7) or not document_obx(er7)[0]):
         return {"document_count": "0"}
-    action, instances, _ = _instances(er7)
+    action, instances, warnings = _instances(er7)
     distribution = read_distribution(er7)
     txa = next(iter(segments(er7, "TXA")), None)
     config = DocumentConfig()
@@ -855,6 +866,8 @@ def check_v2_documents(body: bytes) -> dict[str, str]:
     out = {"document_count": str(len(instances)), "document_action": action}
     if "DESTDMP" in distribution.flags:
         out["dest_dmp"] = distribution.flags["DESTDMP"]
+    if warnings + distribution.warnings:
+        out["warnings"] = "; ".join(warnings + distribution.warnings)  # kept on the stored message
     return out
 
 

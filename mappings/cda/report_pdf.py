@@ -9,7 +9,7 @@ validating biologist) and :func:`render_pdf` lays it out with fpdf2.
 
 The output is deterministic (fixed creation date: the document's own time; no random file
 identifier), so a replayed message yields the same document bytes. Text goes through the PDF
-core fonts (WinAnsi): characters outside it are written as their closest ASCII form.
+core fonts (Latin-1): characters outside it are written as their closest ASCII form.
 """
 
 from __future__ import annotations
@@ -67,14 +67,21 @@ class ReportView:
         return "ReportView(...)"
 
 
+# What fpdf2's core fonts take is Latin-1: these have no decomposition to it.
+_FALLBACK = str.maketrans({
+    "\u0152": "OE", "\u0153": "oe", "\u0141": "L", "\u0142": "l", "\u0110": "D", "\u0111": "d", "\u0131": "i",
+    "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2010": "-", "\u2013": "-", "\u2014": "-",
+    "\u2026": "...", "\u20ac": "EUR", "\u2264": "<=", "\u2265": ">=",
+})  # fmt: skip
+
+
 def _latin(text: str) -> str:
-    """Text the core fonts can show: WinAnsi as is, anything else by its closest ASCII form."""
+    """Text the core fonts can show: Latin-1 as is, anything else by its closest ASCII form."""
     out = []
-    for char in text.replace("\u2019", "'").replace("\u2013", "-").replace("\u0153", "oe").replace("\u0152", "OE"):
-        try:
-            char.encode("cp1252")
+    for char in text.translate(_FALLBACK):
+        if ord(char) < 256:
             out.append(char)
-        except UnicodeEncodeError:
+        else:
             out.append(unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode() or "?")
     return "".join(out)
 
@@ -128,6 +135,15 @@ def render_pdf(view: ReportView) -> bytes:
     return bytes(pdf.output())
 
 
+def _width(pdf: FPDF, text: str) -> float:
+    """Width in mm of ``text`` in the current core font (its AFM widths, per mille of the font size).
+
+    fpdf2's get_string_width handles text shaping and styles, ~100 µs a call; the core fonts need none.
+    """
+    widths = pdf.current_font.cw
+    return sum(widths.get(char, 500) for char in text) * pdf.font_size / 1000
+
+
 def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
     """``text`` cut at spaces into lines no wider than ``width`` mm (a word wider than it is cut).
 
@@ -139,14 +155,14 @@ def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
         line = ""
         for word in paragraph.split(" "):
             candidate = f"{line} {word}" if line else word
-            if pdf.get_string_width(candidate) <= width:
+            if _width(pdf, candidate) <= width:
                 line = candidate
                 continue
             if line:
                 lines.append(line)
-            while pdf.get_string_width(word) > width and len(word) > 1:
+            while _width(pdf, word) > width and len(word) > 1:
                 cut = len(word) - 1
-                while cut > 1 and pdf.get_string_width(word[:cut]) > width:
+                while cut > 1 and _width(pdf, word[:cut]) > width:
                     cut -= 1
                 lines.append(word[:cut])
                 word = word[cut:]
@@ -159,8 +175,12 @@ def _lines(pdf: FPDF, text: str, *, height: float, indent: float = 0, width: flo
     """Wrapped text from the left margin (plus ``indent``), one cell per line."""
     usable = (width or pdf.epw - indent) - 2 * pdf.c_margin
     for line in _wrap(pdf, _latin(text), usable):
-        pdf.set_x(pdf.l_margin + indent)
-        pdf.cell(usable + 2 * pdf.c_margin, height, line, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        if pdf.will_page_break(height):
+            pdf.add_page()
+        y = pdf.get_y()
+        if line:
+            pdf.text(pdf.l_margin + indent + pdf.c_margin, y + (height + pdf.font_size * 0.7) / 2, line)
+        pdf.set_xy(pdf.l_margin, y + height)
 
 
 def _block(pdf: FPDF, heading: str, rows: list[tuple[str, str]]) -> None:
@@ -169,7 +189,7 @@ def _block(pdf: FPDF, heading: str, rows: list[tuple[str, str]]) -> None:
     pdf.cell(0, 6, _latin(heading), border="B", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     for label, value in rows:
         pdf.set_font(_FONT, style="B", size=9)
-        pdf.cell(55, 5, _latin(label))
+        pdf.text(pdf.l_margin + pdf.c_margin, pdf.get_y() + (5 + pdf.font_size * 0.7) / 2, _latin(label))
         pdf.set_font(_FONT, size=9)
         _lines(pdf, value, height=5, indent=55)
 
@@ -182,11 +202,12 @@ def _row(pdf: FPDF, cells: list[str], *, bold: bool = False, height: float = 4.5
     if pdf.will_page_break(tall):
         pdf.add_page()
     x, y = pdf.l_margin, pdf.get_y()
+    baseline = (height + pdf.font_size * 0.7) / 2  # text() places the baseline; cell() would center
     for lines, width in zip(wrapped, _WIDTHS, strict=True):
         pdf.rect(x, y, width, tall)
         for n, line in enumerate(lines):
-            pdf.set_xy(x, y + n * height)
-            pdf.cell(width, height, line)
+            if line:
+                pdf.text(x + pdf.c_margin, y + n * height + baseline, line)
         x += width
     pdf.set_xy(pdf.l_margin, y + tall)
 

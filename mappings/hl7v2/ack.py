@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from hub.message import new_id, utcnow
-from mappings.hl7v2.er7 import Delimiters, Header, escape
+from mappings.hl7v2.er7 import Delimiters, Header, codec_for, escape
 
 __all__ = ["build_ack", "build_bare_ack"]
 
@@ -70,8 +70,9 @@ def build_ack(
             new_id().replace("-", "")[:20],
             header.processing_id or "P",
             header.version_raw or "2.5",
-            # MSH-18 echoed (HL7 v2.5 §2.15.9.18), so the receiver decodes the ACK as it encoded its message.
-            *(["", "", "", "", "", _escape(header.charset, d)] if header.charset else []),
+            # MSH-18 echoed (HL7 v2.5 §2.15.9.18), so the receiver decodes the ACK as it encoded its message;
+            # not a set the hub cannot write (the ACK refusing it is then in UTF-8, undeclared).
+            *(["", "", "", "", "", _escape(header.charset, d)] if codec_for(header.charset) else []),
         ]
     )
     segments = [msh, fs.join(["MSA", code, _escape(header.control_id, d)])]

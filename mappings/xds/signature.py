@@ -114,7 +114,7 @@ class LotSigner:
         else:
             raise TypeError("the lot signing key must be RSA or EC")
         self._key = key
-        self._cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        self._cert = cert  # passed as an object: signxml then skips re-parsing a PEM on every lot
         self._signer = XAdESSigner(
             method=methods.enveloping,
             signature_algorithm=method,
@@ -134,7 +134,7 @@ class LotSigner:
             etree.SubElement(ref, f"{{{DS}}}DigestValue").text = base64.b64encode(
                 hashlib.sha256(content).digest()
             ).decode("ascii")
-        signed = self._signer.sign(manifest, key=self._key, cert=self._cert_pem)
+        signed = self._signer.sign(manifest, key=self._key, cert=[self._cert])
         return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
 
 

@@ -22,6 +22,13 @@ Registered as step ``v2_dmp_context`` (HL7 v2 → the same HL7 v2, metadata
 added); put it before ``v2_document_to_cda`` / ``oru_to_crbio`` in a route
 to the DMP. Keys are left out when the message does not carry the value, so
 the XDS settings remain the fallback (automated flows without a PRT SB).
+
+Registered as listener check ``dmp_lot`` too (MLLP ``checks: [..., dmp_lot]``):
+before the ACK, a document message for the DMP (DESTDMP=Y) whose masking
+flags cannot give a valid lot (a flag neither Y nor N, ``MODIF_CONF_CODE=Y``
+on a creation, ``DESTMSSANTEPAT=Y`` with ``INVISIBLE_PATIENT=Y``, see
+:mod:`mappings.xds.visibility`) or whose PV1-44/45 is not a time is answered
+AR with an ERR naming the field, and stored as rejected: never sent half-right.
 """
 
 from __future__ import annotations
@@ -35,8 +42,9 @@ from mappings.cda.hl7v2_documents import read_distribution
 from mappings.cda.v2_input import segments
 from mappings.hl7v2.er7 import Er7Message
 from mappings.xds import hl7
+from mappings.xds.visibility import visibility_codes
 
-__all__ = ["CONTENT_TYPES", "DmpContextConfig", "read_dmp_context", "v2_dmp_context"]
+__all__ = ["CONTENT_TYPES", "DmpContextConfig", "check_dmp_lot", "read_dmp_context", "v2_dmp_context"]
 
 CONTENT_TYPES: dict[str, tuple[str, str]] = {
     "I": ("03", "Hospitalisation complète (non compris hospitalisation de semaine)"),
@@ -84,6 +92,34 @@ def read_dmp_context(body: bytes, config: DmpContextConfig | None = None) -> dic
         out["xds_lot_institution_id"] = distribution.sender_org.id
         out["xds_lot_institution_name"] = distribution.sender_org.name
     return out
+
+
+_ACTIONS = {"T02": "create", "T10": "replace", "T04": "delete"}
+_OBX11 = {"F": "create", "C": "replace", "D": "delete"}
+
+
+@register("check", "dmp_lot")
+def check_dmp_lot(body: bytes) -> dict[str, str]:
+    """Listener check: refuse (MappingError naming the field) a DMP-bound document the DMP lot cannot carry."""
+    er7 = Er7Message(body)
+    msh = segments(er7, "MSH")[0]
+    kind = (msh.get(9, 1), msh.get(9, 2))
+    if kind != ("ORU", "R01") and kind[0] != "MDM":
+        return {}
+    distribution = read_distribution(er7)
+    if distribution.flags.get("DESTDMP") != "Y":
+        return {}
+    meta = distribution.metadata()
+    if kind[0] == "MDM":
+        meta["document_action"] = _ACTIONS.get(kind[1], "create")
+    else:
+        docs = [o for o in segments(er7, "OBX") if o.get(2) == "ED" and o.get(3, 3) != "MetaDMPMSS"]
+        meta["document_action"] = _OBX11.get(docs[0].get(11), "create") if docs else "create"
+    if meta["document_action"] == "delete":
+        return {}
+    visibility_codes(meta)
+    read_dmp_context(body)
+    return {}
 
 
 @register("step", "v2_dmp_context", config=DmpContextConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_HL7V2)

@@ -132,6 +132,7 @@ CASES: dict[str, Case] = {
     "CLASS-CODE": lambda c: c.send(mutate=set_code(DE.CLASS_CODE, "99")),
     "FORMAT-CODE": lambda c: c.send(mutate=set_code(DE.FORMAT_CODE, "urn:unknown:format")),
     "CONFIDENTIALITY-CODE": lambda c: c.send(mutate=set_code(DE.CONFIDENTIALITY_CODE, "SECRET")),
+    "TYPE-CODE": lambda c: c.send(mutate=set_code(DE.TYPE_CODE, "99999-9")),
     "FACILITY-SYSTEM": lambda c: c.send(mutate=set_code(DE.HEALTHCARE_FACILITY_TYPE_CODE, "SA25", "1.2.3.4")),
     "CONTENT-TYPE-SYSTEM": lambda c: c.send(mutate=set_code(SS.CONTENT_TYPE_CODE, "07", "1.2.3.4")),
     "PATIENT-ID-FORM": lambda c: c.send(
@@ -171,6 +172,7 @@ REASONS = {
     "CLASS-CODE": "classCode: code 99",
     "FORMAT-CODE": "formatCode: code",
     "CONFIDENTIALITY-CODE": "confidentialityCode: code SECRET",
+    "TYPE-CODE": "typeCode: code 99999-9 not in JDV_J07",
     "FACILITY-SYSTEM": "healthcareFacilityTypeCode: code system",
     "CONTENT-TYPE-SYSTEM": "contentTypeCode: code system",
     "PATIENT-ID-FORM": "must be INS^^^&OID&ISO^NH",

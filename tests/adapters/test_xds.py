@@ -88,6 +88,7 @@ def cda_message(**over: Any) -> Message:
 @contextlib.asynccontextmanager
 async def running_dmp(**config: Any) -> AsyncIterator[DmpSandbox]:
     config.setdefault("listen", "127.0.0.1:0")
+    config.setdefault("known_patients", None)  # the synthetic patients here are not the INSi sandbox's
     sandbox = DmpSandbox("dmp", DmpSandboxConfig.model_validate(config))
     await sandbox.start()
     try:
@@ -792,6 +793,7 @@ async def test_hub_delivers_to_the_dmp_sandbox_retrying_through_a_503(tmp_path: 
                 "fail_503_times": 1,
                 "require_vihf": False,
                 "require_signed_lot": False,
+                "known_patients": None,
             }
         },
         routes=[

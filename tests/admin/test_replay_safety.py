@@ -56,7 +56,7 @@ async def test_replay_goes_only_to_the_chosen_destination_and_failures_are_audit
             assert "nowhere" in str(refused["detail"])
             assert len((await apis["viewer"].get("/api/messages", control_id="TWO1"))["items"]) == before
             entries = (await admin.get("/api/audit", message_id=item["id"]))["items"]
-            # Newest first; each replay is recorded before acting, then with its real outcome.
+            # Each replay is audited before acting ("requested") and again with its real outcome.
             assert [(e["action"], e["outcome"], e["actor"]) for e in entries[:4]] == [
                 ("replay", "failed", "oscar"),
                 ("replay", "requested", "oscar"),

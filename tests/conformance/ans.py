@@ -39,7 +39,7 @@ from pathlib import Path
 
 from lxml import etree
 
-__all__ = ["AnsValidator", "Report", "artdecor_value_set", "volet_of"]
+__all__ = ["SHIPPED_VALUE_SETS", "AnsValidator", "Report", "artdecor_value_set", "value_set_facts", "volet_of"]
 
 SVRL_NS = "http://purl.oclc.org/dsdl/svrl"
 HL7_NS = "urn:hl7-org:v3"
@@ -50,6 +50,25 @@ STRUCMIN = Path("schematrons/profils/structurationMinimale")
 # file of the repository they are generated from.
 MISSING_VALUE_SETS = {"1.2.250.1.213.1.1.5.471": "jeuxDeValeurs/JDV_J07_XdsTypeCode_CISIS.xml"}
 # Volet templateIds of ClinicalDocument (root -> volet name in the schematron file names).
+# The value sets cda_validate binds in the header, as the structuration minimale does: OID -> the file of the
+# checkout they are read from (mappings/cda/value_sets/<name>.json is generated from it and checked against it).
+SHIPPED_VALUE_SETS = {
+    "1.2.250.1.213.1.1.5.471": "jeuxDeValeurs/JDV_J07_XdsTypeCode_CISIS.xml",
+    **{
+        oid: f"{STRUCMIN}/include/voc-{oid}-DYNAMIC.xml"
+        for oid in (
+            "1.2.250.1.213.1.1.5.124",
+            "1.2.250.1.213.1.1.5.461",
+            "1.2.250.1.213.1.1.5.466",
+            "1.2.250.1.213.1.1.5.467",
+            "1.2.250.1.213.1.1.5.528",
+            "1.2.250.1.213.1.1.5.588",
+            "1.2.250.1.213.1.1.5.589",
+            "1.2.250.1.213.1.1.5.591",
+            "1.2.250.1.213.3.3.16",
+        )
+    },
+}
 VOLET_TEMPLATES = {
     "1.2.250.1.213.1.1.1.55": "BIO-CR-BIO",
 }
@@ -129,6 +148,48 @@ def artdecor_value_set(svs: bytes) -> bytes:
             type="L",
         )
     return etree.tostring(out, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def value_set_facts(data: bytes, source: str) -> dict[str, object]:
+    """The facts of a published value set (SVS or ART-DECOR file): id, name, version, concepts.
+
+    What ``mappings/cda/value_sets/<name>.json`` holds; ``source`` says where it was read.
+    """
+    root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    svs = root.find(f"{{{SVS_NS}}}ValueSet")
+    if svs is not None:
+        name = svs.get("displayName", "").removesuffix(".tabs")
+        concepts = svs.iterfind(f".//{{{SVS_NS}}}Concept")
+        head = {"id": svs.get("id"), "name": name, "version": svs.get("dateMaj")}
+    else:
+        vs = root.find("valueSet")
+        if vs is None:
+            raise ValueError("neither an SVS nor an ART-DECOR value set")
+        concepts = vs.iterfind("conceptList/concept")
+        version = vs.get("versionLabel") or vs.get("effectiveDate")
+        head = {"id": vs.get("id"), "name": vs.get("name"), "version": version}
+    return {
+        **head,
+        "source": source,
+        "concepts": [
+            {"code": c.get("code"), "code_system": c.get("codeSystem"), "display_name": c.get("displayName")}
+            for c in concepts
+        ],
+    }
+
+
+def export_value_sets(checkout: Path, target: Path) -> list[Path]:
+    """Write the facts of :data:`SHIPPED_VALUE_SETS` from a checkout as ``<name>.json`` files."""
+    import json
+
+    written = []
+    for relative in SHIPPED_VALUE_SETS.values():
+        source = f"ANS TestContenuCDA repository, {relative}"
+        facts = value_set_facts((checkout / relative).read_bytes(), source)
+        path = target / f"{facts['name']}.json"
+        path.write_text(json.dumps(facts, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def volet_of(document: etree._Element) -> tuple[str, str] | None:
@@ -284,10 +345,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ans-dir", type=Path, default=checkout_from_env(), help=f"checkout (default ${ENV_VAR})")
     parser.add_argument("--verbose", "-v", action="store_true", help="print every failed assert")
-    parser.add_argument("documents", nargs="+", type=Path)
+    parser.add_argument("--export-value-sets", type=Path, metavar="DIR", help="write the value sets' facts there")
+    parser.add_argument("documents", nargs="*", type=Path)
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.ans_dir is None:
         parser.error(f"give --ans-dir or set {ENV_VAR}")
+    if args.export_value_sets is not None:
+        for path in export_value_sets(args.ans_dir, args.export_value_sets):
+            print(path)
+        return 0
     bad = 0
     with AnsValidator(args.ans_dir) as validator:
         for path in args.documents:

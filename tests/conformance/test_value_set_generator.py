@@ -33,3 +33,28 @@ def test_not_an_svs_file_is_refused() -> None:
 
     with pytest.raises(ValueError, match="SVS"):
         artdecor_value_set(b"<other/>")
+
+
+def test_facts_read_from_an_svs_and_an_art_decor_file_agree() -> None:
+    from tests.conformance.ans import value_set_facts
+
+    from_svs = value_set_facts(SVS, "svs")
+    from_artdecor = value_set_facts(artdecor_value_set(SVS), "art-decor")
+    assert from_svs["concepts"] == from_artdecor["concepts"]
+    assert (from_svs["id"], from_svs["name"], from_svs["version"]) == (
+        "1.2.250.1.213.1.1.5.471",
+        "JDV_J07_XdsTypeCode_CISIS",
+        "20240927120000",
+    )
+    assert from_artdecor["version"] == "20240927120000" and from_svs["source"] == "svs"
+
+
+def test_the_shipped_value_sets_load() -> None:
+    from mappings.cda.header_value_sets import BINDINGS
+    from mappings.cda.value_sets import value_set
+
+    for binding in BINDINGS:
+        shipped = value_set(binding.value_set)
+        assert shipped.codes and shipped.version and "ANS" in shipped.source
+    assert "11502-2" in value_set("JDV_J07_XdsTypeCode_CISIS")
+    assert value_set("JDV_J04_XdsPracticeSettingCode_CISIS").systems["AMBULATOIRE"] == {"1.2.250.1.213.1.1.4.9"}

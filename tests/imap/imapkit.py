@@ -86,7 +86,7 @@ def mailboxes() -> list[dict[str, Any]]:
         {"address": DOCTOR, "kind": "personal", "owner": DOCTOR_ID, "certificates": [DOCTOR_ID]},
         {
             "address": ORG_MAILBOX, "kind": "organisational", "owner": "11234567890", "members": [DOCTOR_ID, NURSE_ID],
-            "certificates": [DOCTOR_ID], "password_hash": _ORG_HASH, "quota_bytes": 10_000_000,
+            "certificates": [DOCTOR_ID], "password_hash": _ORG_HASH, "quota_bytes": 10_000_000, "retention_days": 30,
         },
     ]  # fmt: skip
 

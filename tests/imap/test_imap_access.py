@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import imaplib
+import os
+import signal
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -219,3 +221,33 @@ async def test_a_certificate_from_outside_the_trust_anchors_gets_no_mailbox(hub:
         await asyncio.to_thread(
             imaplib.IMAP4_SSL, "127.0.0.1", setup.imaps_port, ssl_context=ssl.create_default_context(), timeout=10
         )
+
+
+async def test_messages_past_the_mailbox_retention_are_expunged(hub: tuple[Hub, ImapSetup]) -> None:
+    running, setup = hub
+    store = MailboxStore(setup.mailbox_dir)
+    old = await asyncio.to_thread(store.deliver, ORG_MAILBOX, b"Subject: old\r\n\r\nold\r\n", key="old")
+    await asyncio.to_thread(store.deliver, ORG_MAILBOX, b"Subject: recent\r\n\r\nrecent\r\n", key="recent")
+    forty_days_ago = time.time() - 40 * 86400
+    os.utime(old, (forty_days_ago, forty_days_ago))  # Maildir INTERNALDATE: delivered 40 days ago
+    card = setup.card(DOCTOR_ID)
+    assert len(await asyncio.to_thread(lambda: inbox(login_external(setup, card, ORG_MAILBOX)))) == 2
+
+    imap = running.listeners["imap"]
+    assert await imap.apply_retention() >= 1  # ORG_MAILBOX keeps 30 days
+
+    mails = await asyncio.to_thread(lambda: inbox(login_external(setup, card, ORG_MAILBOX)))
+    assert [m["Subject"] for m in mails] == ["recent"]
+    assert len(await asyncio.to_thread(lambda: inbox(login_external(setup, card, DOCTOR)))) == 0  # no retention set
+
+
+async def test_dovecot_is_started_again_when_it_dies(hub: tuple[Hub, ImapSetup]) -> None:
+    running, setup = hub
+    imap = running.listeners["imap"]
+    assert imap.is_serving()
+    os.kill(imap._process.pid, signal.SIGKILL)
+    await wait_until(lambda: not imap.is_serving(), timeout=10)
+    assert (await running.health())["problems"] == {"listener imap": "not accepting connections"}
+    await wait_until(imap.is_serving, timeout=40)
+    app_cert = setup.card("dpi.hub.test")
+    assert await asyncio.to_thread(lambda: inbox(login_external(setup, app_cert))) == []

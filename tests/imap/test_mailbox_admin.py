@@ -4,7 +4,10 @@ IMAP, submission and the MTA port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 
 from adapters.sandboxes.mssante_peer import MssantePeer
 from adapters.sandboxes.psc import PscSandbox
+from hub import cli
 from hub.runtime import Hub
 from tests.admin.adminkit import TOKENS, Api, admin_section
 from tests.conftest import free_port
@@ -116,24 +120,36 @@ async def test_the_annuaire_export_lists_active_mailboxes_with_type_and_owner(
     assert "/api/mailboxes/{address}/suspend" in doc["paths"]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`hub ...` in this process (what the script would print and return), without a Python start per call."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 async def test_the_hub_mailbox_command_goes_through_the_admin_api(tmp_path: Path) -> None:
     setup = ImapSetup(tmp_path)
     port = free_port()
     config = imap_hub_config(setup, dpi_port=1, admin=admin_section(), http={"listen": f"127.0.0.1:{port}"})
     async with running_hub(config):
         common = ("--config", str(config), "--token", TOKENS["admin"])
+        # Once as a script runs it; then in this process (the same code, without a Python start per call).
         made = await hub_cli("mailbox", "create", NEW, "--kind", "personal", "--owner", DURAND_ID, "--json", *common)
         assert made.returncode == 0, made.stderr
         assert json.loads(made.stdout)["address"] == NEW
-        again = await hub_cli("mailbox", "create", NEW, "--kind", "personal", *common)
+        again = await asyncio.to_thread(run_cli, "mailbox", "create", NEW, "--kind", "personal", *common)
         assert again.returncode == 1 and "409" in again.stderr
-        assert (await hub_cli("mailbox", "suspend", NEW, "--reason", "leave", *common)).returncode == 0
-        listed = await hub_cli("mailbox", "list", "--json", *common)
+        suspended = await asyncio.to_thread(run_cli, "mailbox", "suspend", NEW, "--reason", "leave", *common)
+        assert suspended.returncode == 0
+        listed = await asyncio.to_thread(run_cli, "mailbox", "list", "--json", *common)
         rows = {r["address"]: r for r in map(json.loads, listed.stdout.splitlines())}
         assert rows[NEW]["status"] == "suspended" and rows[DOCTOR]["source"] == "config"
-        viewer = await hub_cli("mailbox", "delete", NEW, "--config", str(config), "--token", TOKENS["viewer"])
+        viewer = await asyncio.to_thread(
+            run_cli, "mailbox", "delete", NEW, "--config", str(config), "--token", TOKENS["viewer"]
+        )
         assert viewer.returncode == 1 and "403" in viewer.stderr
-        annuaire = await hub_cli("mailbox", "annuaire", *common)
+        annuaire = await asyncio.to_thread(run_cli, "mailbox", "annuaire", *common)
         assert annuaire.returncode == 0 and NEW not in annuaire.stdout and DOCTOR in annuaire.stdout
-    gone = await hub_cli("mailbox", "list", *common)
+    gone = await asyncio.to_thread(run_cli, "mailbox", "list", *common)
     assert gone.returncode == 3  # the hub is stopped

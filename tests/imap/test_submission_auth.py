@@ -8,6 +8,7 @@ import smtplib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from adapters.sandboxes.mssante_peer import MssantePeer
@@ -78,3 +79,37 @@ async def test_a_psc_token_sends_as_the_mailbox_it_opens(hub: tuple[Hub, ImapSet
         assert (await asyncio.to_thread(submit, setup, None, mechanism, sasl(box, token), box)).startswith("250")
     expired = psc.issue(DOCTOR_ID, lifetime_secs=-120)
     assert (await asyncio.to_thread(submit, setup, None, mechanism, sasl(DOCTOR, expired), DOCTOR)).startswith("535")
+
+
+async def test_garbage_sasl_responses_get_protocol_errors(hub: tuple[Hub, ImapSetup]) -> None:
+    _, setup = hub
+
+    def replies() -> list[int]:
+        codes = []
+        with smtplib.SMTP("127.0.0.1", setup.submission_port, timeout=10) as smtp:
+            smtp.ehlo()
+            smtp.starttls(context=setup.client_context())
+            smtp.ehlo()
+            for args in ("XOAUTH2 !!!notbase64", "OAUTHBEARER " + base64.b64encode(b"garbage").decode(),
+                         "XOAUTH2 " + base64.b64encode(b"\xff\xfe").decode(), "EXTERNAL " + "QQ" * 7000):  # fmt: skip
+                code, _ = smtp.docmd("AUTH", args)
+                if code == 334:
+                    code, _ = smtp.docmd("*")
+                codes.append(code)
+            codes.append(smtp.noop()[0])  # the session is still usable
+        return codes
+
+    codes = await asyncio.to_thread(replies)
+    assert codes[:3] == [501, 501, 501] and codes[3] in (500, 501, 535) and codes[-1] == 250
+
+
+async def test_the_introspection_endpoint_answers_only_with_its_secret(hub: tuple[Hub, ImapSetup]) -> None:
+    running, _ = hub
+    imap = running.listeners["imap"]
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{imap._introspection_port}/introspect/guess"
+        async with http.post(url, data={"token": "x"}) as r:
+            assert r.status == 404
+        url = f"http://127.0.0.1:{imap._introspection_port}/introspect/{imap._secret}"
+        async with http.post(url, data={"token": "x"}) as r:
+            assert r.status == 200 and await r.json() == {"active": False}

@@ -27,7 +27,7 @@ import pytest
 from lxml import etree
 
 from hub import registry
-from hub.documents import DocumentVersion
+from hub.documents import DocumentsNeeded, DocumentVersion
 from hub.errors import MappingError, MessageError, Retryable
 from hub.message import CONTENT_HL7V2, Message
 from hub.pipeline import StepContext
@@ -235,6 +235,14 @@ def test_correction_of_an_unknown_original_is_refused_or_waits() -> None:
     other = {"2.999.1.2.1": DocumentVersion("2.999.1.1.1", 1)}
     with pytest.raises(MappingError):
         component.factory(inbound(body), CRBIO, ctx=StepContext(documents=other))
+    # Not looked up yet: the step asks the hub for the versions of its setId (hub.documents.apply_steps).
+    with pytest.raises(DocumentsNeeded) as asked:
+        component.factory(inbound(body), CRBIO, ctx=StepContext())
+    expected = json.loads((CASES / "crbio_corrected_result" / "expected_metadata.json").read_text())
+    assert asked.value.set_ids == (expected["set_id"],)
+    # An original never asks.
+    original = (CASES / "crbio_chemistry_panel" / "input.hl7").read_bytes()
+    assert component.factory(inbound(original), CRBIO, ctx=StepContext()).metadata["version_number"] == "1"
 
 
 def test_the_pdf_is_carried_unchanged() -> None:
@@ -433,7 +441,7 @@ def pdf_text(pdf: bytes) -> str:
     import re
 
     shown = re.findall(rb"\((.*?)(?<!\\)\) ?Tj", pdf)
-    return " ".join(t.replace(b"\\(", b"(").replace(b"\\)", b")").decode("cp1252") for t in shown)
+    return " ".join(t.replace(b"\\(", b"(").replace(b"\\)", b")").decode("latin-1") for t in shown)
 
 
 @pytest.mark.parametrize("name", ["crbio_chemistry_panel", "crbio_microbiology_comment", "crbio_corrected_result"])

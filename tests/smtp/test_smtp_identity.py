@@ -7,6 +7,7 @@ import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 
 from hub.runtime import Hub
@@ -43,6 +44,14 @@ def mail(sender: str, rcpt: str, tag: str, *, extra: str = "") -> bytes:
 
 def plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+async def refused_and_closed(smtp: aiosmtplib.SMTP, line: str) -> bool:
+    """421 and the connection closed (the client may see the close before it reads the 421 line)."""
+    try:
+        return (await command(smtp, line))[0] == 421
+    except aiosmtplib.SMTPServerDisconnected:
+        return True
 
 
 async def audit_actions(hub: Hub) -> list[tuple[str, str, str]]:
@@ -98,7 +107,7 @@ async def test_password_guessing_is_throttled_across_connections(hub: tuple[Hub,
     for _ in range(2):
         smtp = await client_from(setup.submission_port, "127.0.0.1", setup, peer_cert=False)
         assert (await command(smtp, f"AUTH PLAIN {plain(USER, 'guess-a')}"))[0] == 535
-        assert (await command(smtp, f"AUTH PLAIN {plain(USER, 'guess-b')}"))[0] == 421
+        assert await refused_and_closed(smtp, f"AUTH PLAIN {plain(USER, 'guess-b')}")
         smtp.close()
     # Now even the right password is not checked for that name, from any address.
     smtp = await client_from(setup.submission_port, "127.0.0.2", setup, peer_cert=False)
@@ -109,7 +118,7 @@ async def test_password_guessing_is_throttled_across_connections(hub: tuple[Hub,
     for i in range(3):
         smtp = await client_from(setup.submission_port, "127.0.0.3", setup, peer_cert=False)
         assert (await command(smtp, f"AUTH PLAIN {plain(f'name{i}a', 'x')}"))[0] == 535
-        assert (await command(smtp, f"AUTH PLAIN {plain(f'name{i}b', 'x')}"))[0] == 421
+        assert await refused_and_closed(smtp, f"AUTH PLAIN {plain(f'name{i}b', 'x')}")
         smtp.close()
     smtp = await client_from(setup.submission_port, "127.0.0.3", setup, peer_cert=False)
     assert (await command(smtp, f"AUTH PLAIN {plain('name9', 'x')}"))[0] == 454

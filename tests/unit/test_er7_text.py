@@ -158,6 +158,9 @@ def test_ack_declares_and_uses_the_senders_charset() -> None:
     assert parsed.value("MSH", 18) == "8859/1" and parsed.value("MSA", 2) == "CÉ1" and parsed.codec == "latin-1"
     utf8 = build_ack(read_header(message("UNICODE UTF-8").replace("|C1|", "|CÉ1|").encode())[1], "AA")
     assert "|CÉ1".encode() in utf8
+    # A set the hub cannot write is not declared by the AR that refuses it.
+    refusal = build_ack(read_header(message("EBCDIC").encode())[1], "AR", error_code="103")
+    assert Er7Message(refusal).value("MSH", 18) == "" and b"EBCDIC" not in refusal
 
 
 def test_text_codec_for_the_admin_api_keeps_the_declared_charset() -> None:

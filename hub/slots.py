@@ -53,6 +53,7 @@ class Slots:
         self._open: dict[int, Slot] = {}  # insertion order = age
         self._per_peer: dict[str, int] = {}
         self._numbers = itertools.count(1)
+        self.admitted = 0
         self.evicted = 0
         self.refused = 0
 
@@ -76,6 +77,7 @@ class Slots:
         slot = Slot(peer=peer, close=close, owner=self, number=next(self._numbers))
         self._open[slot.number] = slot
         self._per_peer[peer] = self.count(peer) + 1
+        self.admitted += 1
         return slot
 
     def _evict(self, peer: str | None) -> bool:

@@ -1,0 +1,283 @@
+"""End-to-end documents benchmark: ORU^R01 over MLLP → INS stamp → CR-BIO CDA → signed ITI-41 → DMP sandbox.
+
+Method
+------
+* Three processes on the same machine: the hub (`hub serve`, shipped code,
+  generated config, SQLite store), the DMP sandbox (a second `hub serve`
+  running only the `dmp` sandbox, so its CPU is counted apart), and this
+  load generator.
+* The hub's route is the shipped `lab_to_dmp` one: `ins_stamp` (the
+  registry's INS into PID-3), `v2_dmp_context`, `v2_oru_to_cda_crbio`, then
+  the `xds` endpoint: metadata, the lot's XAdES signature, a signed VIHF,
+  MTOM, HTTPS with mutual TLS (the development PKI), `require_qualified_ins`.
+  The sandbox verifies the TLS client, the VIHF signature and values, the
+  lot signature and every metadata rule of its table before registering.
+* First the identities: one ADT^A31 per patient (P patients, INS on the test
+  root) qualifies them in the registry; the bench waits until the registry
+  deliveries are done. Then N lab results (a 3-result ORU, ~800 bytes) are
+  sent over K MLLP connections, closed loop (each waits for its AA).
+* Documents/s = N / (last DMP delivery - first ORU received), from the
+  hub's own store rows (delivery ``updated_at`` after the sandbox's Success,
+  message ``received_at``); latency per document = that delivery time -
+  its receipt, p50 / p99.
+* CPU: user+system ticks of each process (/proc/<pid>/stat) over the same
+  window, as a share of one core; the load generator's own share is shown too.
+
+Run: `.venv/bin/python bench/documents.py --documents 2000 --connections 8 --in-flight 8`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.mllp.framing import FrameReader, frame  # noqa: E402
+from hub.devpki import make_pki  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from mllp_ingest import free_port, machine, wait_port  # noqa: E402  (the shared helpers of the benchmarks)
+
+A31 = (
+    "MSH|^~\\&|GAM|CHU-X|HUB|CHU-X|20250301090000||ADT^A31^ADT_A05|{cid}|P|2.5^FRA^2.11|||||FRA|UNICODE UTF-8\r"
+    "EVN||20250301090000\r"
+    "PID|1||{ipp}^^^CHU-X&000897406&N^PI~{ins}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10&ISO^INS||"
+    "BENCHNOM^BENCHPRENOM^BENCHPRENOM^^^^L||19790328|F|||^^^^^^BDL^^51215|||||||||||||||||||||VALI\r"
+)
+ORU = (
+    "MSH|^~\\&|SIL|LABO-X|DPI|CHU-X|20250301101500||ORU^R01^ORU_R01|{cid}|P|2.5|||||FRA|UNICODE UTF-8\r"
+    "PID|1||{ipp}^^^CHU-X&000897406&N^PI||BENCHNOM^BENCHPRENOM^BENCHPRENOM^^^^L||19790328|F\r"
+    "PV1|1|O\r"
+    "OBR|1|CMD{cid}^DPI|{cid}^SIL|24331-1^Bilan lipidique^LN|||20250301080000|||||||||||||||20250301101500||CH|F\r"
+    "OBX|1|NM|2093-3^Cholesterol total^LN||1.85|g/L^g/L^UCUM|1.50-2.00|N|||F|||20250301090000\r"
+    "OBX|2|NM|2571-8^Triglycerides^LN||2.40|g/L^g/L^UCUM|0.35-1.50|H|||F|||20250301090000\r"
+    "OBX|3|NM|2085-9^Cholesterol HDL^LN||0.55|g/L^g/L^UCUM|0.40-0.90|N|||F|||20250301090000\r"
+)
+XDS_METADATA = yaml.safe_load((ROOT / "config" / "hub.yaml").read_text())["endpoints"]["dmp"]["metadata"]
+LAB_ROUTE = yaml.safe_load((ROOT / "routes" / "lab_to_dmp.yaml").read_text())
+
+
+def ins_for(n: int) -> str:
+    """A synthetic NIR (13 digits + a valid key) for patient n."""
+    first13 = f"2790351{n:06d}"
+    return first13 + f"{97 - int(first13) % 97:02d}"
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of proc(5))
+
+
+def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -> tuple[Path, Path]:
+    tls_client = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+    vihf = {"name_id": "810000000002", "subject_id": "InteropHub, bench", "lps_nom": "InteropHub",
+            "lps_version": "bench", "lps_homologation_dmp": "HOMOLOG-BENCH"}  # fmt: skip
+    lab = {**LAB_ROUTE, "from": "in"}
+    lab["to"] = [{**lab["to"][0], "max_in_flight": in_flight, "retry": {"max_attempts": 3, "initial_secs": 1}}]
+    hub = {
+        "node": "bench-hub",
+        "environment": "test",
+        "store": {"kind": "sqlite", "path": str(folder / "hub.db")},
+        "http": {"enabled": False},
+        "logging": {"level": "warning"},
+        "high_water_mark": 10_000_000,
+        "listeners": {
+            "in": {
+                "type": "mllp",
+                "listen": f"127.0.0.1:{mllp}",
+                "max_connections": 256,
+                "checks": ["v2_documents", "dmp_lot"],  # as shipped: the lab route takes document_count 0
+            }
+        },
+        "endpoints": {
+            "registry": {"type": "identity_registry"},
+            "dmp": {
+                "type": "xds",
+                "endpoint": f"https://127.0.0.1:{dmp}/repository",
+                "tls": tls_client,
+                "metadata": XDS_METADATA,
+                "vihf": vihf,
+                "response_timeout_secs": 30,
+            },
+        },
+        "routes": ["routes/*.yaml"],
+    }
+    sandbox = {
+        "node": "bench-dmp",
+        "routes": [],
+        "environment": "test",
+        "store": {"kind": "sqlite", "path": str(folder / "sandbox.db")},
+        "http": {"enabled": False},
+        "logging": {"level": "warning"},
+        "sandboxes": {
+            "dmp": {
+                "type": "dmp",
+                "listen": f"127.0.0.1:{dmp}",
+                "max_documents": 1_000_000,
+                "known_patients": None,
+                "tls": {
+                    "cert_file": str(pki.server_cert),
+                    "key_file": str(pki.server_key),
+                    "ca_file": str(pki.ca),
+                    "require_client_cert": True,
+                },
+                "vihf_signer_cert_file": str(pki.client_cert),
+            },
+        },
+    }
+    identity = {"route": "identity", "from": "in", "when": {"message_type": ["ADT^A31"]},
+                "to": [{"destination": "registry", "ordering_key": "patient_key"}]}  # fmt: skip
+    (folder / "routes").mkdir()
+    (folder / "routes" / "identity.yaml").write_text(yaml.safe_dump(identity))
+    (folder / "routes" / "lab.yaml").write_text(yaml.safe_dump(lab, allow_unicode=True))
+    (folder / "hub.yaml").write_text(yaml.safe_dump(hub, allow_unicode=True))
+    (folder / "sandbox").mkdir()
+    (folder / "sandbox" / "hub.yaml").write_text(yaml.safe_dump(sandbox))
+    return folder / "hub.yaml", folder / "sandbox" / "hub.yaml"
+
+
+async def send_all(port: int, messages: list[bytes], connections: int) -> None:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for m in messages:
+        queue.put_nowait(m)
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        frames = FrameReader(reader, max_frame_bytes=1 << 20, read_timeout_secs=60)
+        try:
+            while not queue.empty():
+                body = queue.get_nowait()
+                writer.write(frame(body))
+                await writer.drain()
+                got = await frames.read_frame()
+                if got is None or b"MSA|AA|" not in got.body:
+                    raise RuntimeError("bad or missing ACK")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(connections)))
+
+
+def count(db: Path, destination: str, status: str) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM deliveries WHERE destination = ? AND status = ?", (destination, status)
+        ).fetchone()
+    return int(row[0])
+
+
+async def wait_deliveries(db: Path, destination: str, expected: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if count(db, destination, "delivered") >= expected:
+            return
+        if count(db, destination, "dead"):
+            raise RuntimeError(f"dead deliveries to {destination}: see the hub store")
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{destination}: {count(db, destination, 'delivered')} of {expected} delivered in time")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="hub-bench-docs-"))
+    pki = make_pki(folder / "pki")
+    mllp, dmp = free_port(), free_port()
+    hub_cfg, sandbox_cfg = write_configs(folder, pki, mllp, dmp, args.in_flight)
+    hub_bin = str(Path(sys.executable).with_name("hub"))
+    env = {**os.environ, "HUB_EVENT_LOOP": "uvloop"}
+    procs = []
+    for cfg, cwd in ((sandbox_cfg, folder / "sandbox"), (hub_cfg, folder)):
+        log = (cwd / "serve.log").open("wb")
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                hub_bin, "serve", "--config", str(cfg), cwd=str(cwd), env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        )
+    sandbox_proc, hub_proc = procs
+    try:
+        await wait_port(dmp)
+        await wait_port(mllp)
+        patients = [(f"BP{n:05d}", ins_for(n)) for n in range(args.patients)]
+        a31 = [A31.format(cid=f"ID{n:06d}", ipp=ipp, ins=ins).encode() for n, (ipp, ins) in enumerate(patients)]
+        await send_all(mllp, a31, min(args.connections, len(a31)))
+        await wait_deliveries(folder / "hub.db", "registry", len(a31), 60)
+        orus = [
+            ORU.format(cid=f"LAB{n:07d}", ipp=patients[n % len(patients)][0]).encode() for n in range(args.documents)
+        ]
+        ticks = {name: cpu_ticks(p.pid) for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc))}
+        ticks["bench"] = cpu_ticks(os.getpid())
+        wall0 = time.perf_counter()
+        await send_all(mllp, orus, args.connections)
+        await wait_deliveries(folder / "hub.db", "dmp", args.documents, args.timeout)
+        wall = time.perf_counter() - wall0
+        used = {
+            "hub": cpu_ticks(hub_proc.pid) - ticks["hub"],
+            "sandbox": cpu_ticks(sandbox_proc.pid) - ticks["sandbox"],
+            "bench": cpu_ticks(os.getpid()) - ticks["bench"],
+        }
+        with sqlite3.connect(f"file:{folder / 'hub.db'}?mode=ro", uri=True) as conn:
+            rows = conn.execute(
+                "SELECT m.received_at, d.updated_at FROM deliveries d JOIN messages m ON m.id = d.message_id "
+                "WHERE d.destination = 'dmp' AND d.status = 'delivered'"
+            ).fetchall()
+        first = min(r[0] for r in rows)
+        last = max(r[1] for r in rows)
+        lat = sorted(r[1] - r[0] for r in rows)
+        q = statistics.quantiles(lat, n=100, method="inclusive")
+        hz = os.sysconf("SC_CLK_TCK")
+        return {
+            "documents": len(rows),
+            "connections": args.connections,
+            "in_flight": args.in_flight,
+            "docs_per_s": round(len(rows) / (last - first), 1),
+            "latency_p50_ms": round(q[49] * 1000, 1),
+            "latency_p99_ms": round(q[98] * 1000, 1),
+            "latency_max_ms": round(lat[-1] * 1000, 1),
+            "cpu_hub_core_share": round(used["hub"] / hz / wall, 2),
+            "cpu_sandbox_core_share": round(used["sandbox"] / hz / wall, 2),
+            "cpu_loadgen_core_share": round(used["bench"] / hz / wall, 2),
+            "wall_s": round(wall, 1),
+        }
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 30)
+            except TimeoutError:
+                p.kill()
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--documents", type=int, default=2000)
+    p.add_argument("--patients", type=int, default=100)
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--in-flight", type=int, default=8, help="max_in_flight of the DMP destination")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, stores, logs)")
+    args = p.parse_args()
+    print(f"# machine: {machine()}")
+    print(json.dumps(await run(args)), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
