@@ -9,7 +9,8 @@ the outbound adapter and records the outcome:
   until ``max_attempts``; then ``dead``;
 * REJECT (the peer refused, or a step found the message unusable) → ``dead`` at once.
 
-The steps run once per delivery: their output (body, content type, metadata, outgoing message id)
+The steps run once per delivery (a route without steps sends the inbound message and keeps nothing):
+their output (body, content type, metadata, outgoing message id)
 is stored with the first recorded outcome (:class:`~hub.store.SentPayload`, same transaction) and
 every later attempt resends it as is. Steps that read the patient's identity ran against one
 version of the registry record; when the record has changed since (qualified, merged, corrected),
@@ -360,16 +361,15 @@ class DestinationWorker:
         An earlier attempt's output is reused while the identity it was computed with is current.
         """
         ctx = await self._identity_context(c)
+        if not self.pipeline:  # no step: the inbound message is what is sent, nothing to keep
+            return c.message, None, None
         basis = self._identity_basis(ctx)
         if c.sent is not None and c.sent.basis == basis:
             return c.sent.message(c.message), None, None
-        message = c.message
-        output: dict[str, str] | None = None
-        if self.pipeline:
-            # a correction's step may ask for the versions the hub sent (hub/documents.py)
-            message = await apply_steps(self.pipeline, message, ctx, self.store, self.step_executor)
-            before = c.message.metadata
-            output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
+        # a correction's step may ask for the versions the hub sent (hub/documents.py)
+        message = await apply_steps(self.pipeline, c.message, ctx, self.store, self.step_executor)
+        before = c.message.metadata
+        output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
         return message, SentPayload.of(c.delivery.id, c.message, message, basis), output
 
     async def _deliver(self, c: Claimed) -> None:

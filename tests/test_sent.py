@@ -137,3 +137,13 @@ async def test_steps_that_read_the_identity_run_again_once_it_changed(tmp_path: 
         first = ends.index(b"NTE|2\r")  # every attempt before the change sent call 1's bytes, every one after call 2's
         assert ends == [b"NTE|1\r"] * first + [b"NTE|2\r"] * (len(ends) - first)
         assert first >= 2 and len(ends) - first >= 2
+
+
+async def test_a_route_without_steps_keeps_nothing_and_shows_the_inbound_message(tmp_path: Path) -> None:
+    async with admin_hub(tmp_path) as (hub, peer, apis):
+        body = adt("SENT3")
+        await _send_one(hub, body)
+        d = await _delivery(hub, "delivered")
+        assert await hub.store.sent_payloads([d.id]) == {}  # nothing stored twice
+        sent = await apis["operator"].get(f"/api/messages/{d.message_id}/deliveries/{d.id}/sent")
+    assert sent["text"].encode() == body == peer.bodies[0] and not sent["changed"] and sent["sent_id"] == d.message_id

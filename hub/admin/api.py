@@ -82,7 +82,7 @@ from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
-from hub.store import Delivery, MessageRecord, SearchQuery
+from hub.store import Delivery, MessageRecord, SearchQuery, SentPayload
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
@@ -555,6 +555,11 @@ async def _sent(call: Call) -> SentView:
     rec = await _get_record(call)
     d = await _delivery_of(call, rec)
     s = (await _store(call).sent_payloads([d.id])).get(d.id)
+    worker = call.hub.workers.get((d.route, d.destination))
+    if s is None and worker is not None and not worker.pipeline and d.attempts:
+        # a route without steps sends the inbound message as it is: nothing of its own is kept
+        m = rec.message
+        s = SentPayload(d.id, m.id, m.parent_id, m.content_type, None, m.metadata, m.received_at, size=len(m.body))
     if s is None:
         raise ApiError(404, f"delivery {d.id} has sent nothing yet")
     await _audit(
