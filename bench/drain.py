@@ -5,12 +5,16 @@ Method
 * The hub runs as its own process (`hub serve`), with the shipped code and a
   generated config: one MLLP listener, one route taking every ADT to one MLLP
   destination, FIFO per patient (`ordering_key: patient_key`), `max_in_flight`
-  as given (default 8), retries every 1 s to 5 s (never dead-lettered: the
-  benchmark measures the drain, not the retry policy).
+  as given (default 8); while the receiver is down the destination's circuit
+  is open and probed every 1 s to 5 s (`probe_max_secs`), so nothing is
+  dead-lettered and the first delivery follows the receiver's return within
+  a probe interval.
 * Ingest: K connections (closed loop, as `bench/mllp_ingest.py`) send N PAM FR
   ADT^A01 in total while nothing listens on the destination's port; every ACK is
   checked (MSA-1 = AA, MSA-2 = the MSH-10 sent). Ingest rate = N / wall time.
   Each connection cycles through its own P patients, so there are K x P ordering keys.
+  An AE (the hub cannot keep the message now) is counted and the message sent
+  again after 50 ms, as real senders do; the AE reasons are printed.
 * Drain: the receiver (an MLLP server in this process answering AA) is started on
   the destination's port; the clock runs until it has received all N distinct
   control ids. Drain rate = N / (last received - receiver up). Also printed: the
@@ -46,6 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
@@ -137,7 +142,7 @@ class Receiver:
             writer.close()
 
 
-async def send_n(port: int, conn_no: int, quota: list[int], patients: int) -> int:
+async def send_n(port: int, conn_no: int, quota: list[int], patients: int, refused: Counter[str]) -> int:
     """Send until the shared quota is used up; one message waits for its ACK before the next."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     frames = FrameReader(reader, max_frame_bytes=1 << 20, read_timeout_secs=60)
@@ -147,11 +152,17 @@ async def send_n(port: int, conn_no: int, quota: list[int], patients: int) -> in
             quota[0] -= 1
             cid = f"B{conn_no:03d}{sent:07d}{uuid.uuid4().hex[:6]}"
             body = ADT.format(cid=cid, pid=f"{conn_no:03d}{sent % patients:04d}").encode()
-            writer.write(frame(body))
-            await writer.drain()
-            got = await frames.read_frame()
-            if got is None or not got.body.split(b"\r")[1].startswith(f"MSA|AA|{cid}".encode()):
-                raise RuntimeError("bad or missing ACK")
+            while True:
+                writer.write(frame(body))
+                await writer.drain()
+                got = await frames.read_frame()
+                msa = got.body.split(b"\r")[1] if got is not None else b"(connection closed)"
+                if msa.startswith(f"MSA|AA|{cid}".encode()):
+                    break
+                if not msa.startswith(b"MSA|AE|"):
+                    raise RuntimeError(f"bad ACK: {msa[:120]!r}")
+                refused[msa.split(b"|")[3][:60].decode(errors="replace")] += 1
+                await asyncio.sleep(0.05)  # AE: not kept now, send it again (as a real sender does)
             sent += 1
     finally:
         writer.close()
@@ -173,10 +184,12 @@ def write_config(folder: Path, store: dict[str, object], port: int, peer_port: i
         "logging": {"level": "warning"},
         "high_water_mark": 10_000_000,
         "listeners": {
-            # every bench connection comes from 127.0.0.1: one peer (its default share is 16)
             "in": {
-                "type": "mllp", "listen": f"127.0.0.1:{port}", "max_connections": 512, "max_connections_per_peer": 512,
-            },
+                "type": "mllp",
+                "listen": f"127.0.0.1:{port}",
+                "max_connections": 512,
+                "max_connections_per_peer": 512,  # every sender of the benchmark is on 127.0.0.1
+            }
         },
         "endpoints": {"out": {"type": "mllp", "endpoint": f"127.0.0.1:{peer_port}", "connect_timeout_secs": 2}},
         "routes": ["routes/*.yaml"],
@@ -224,11 +237,13 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
         await wait_port(port)
         t0 = time.perf_counter()
         quota = [n]
-        await asyncio.gather(*(send_n(port, i, quota, args.patients) for i in range(args.connections)))
+        refused: Counter[str] = Counter()
+        await asyncio.gather(*(send_n(port, i, quota, args.patients, refused) for i in range(args.connections)))
         ingest_secs = time.perf_counter() - t0
         rss_after_ingest = rss_mb(proc.pid)
         await receiver.start(peer_port)
         up = time.perf_counter()
+        print(f"# {store_kind} n={n}: ingested in {ingest_secs:.1f}s, receiver up (hub pid {proc.pid})", flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(receiver.done.wait(), args.timeout)
         end = receiver.last_at or time.perf_counter()
@@ -245,6 +260,7 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
             "steps": args.steps,
             "refuse_first": args.refuse_first,
             "retries_sent_differently": receiver.sent_differently if args.refuse_first else None,
+            "ingest_ae": dict(refused),
             "duplicates": receiver.duplicates,
             "out_of_order": receiver.out_of_order,
             "hub_rss_after_ingest_mb": round(rss_after_ingest, 1),
@@ -281,7 +297,7 @@ async def main() -> None:
     p.add_argument("--timeout", type=float, default=3600.0, help="give up the drain after this many seconds")
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     p.add_argument("--keep-log", help="copy the hub's log here")
-    p.add_argument("--probe-max-secs", type=float, default=60.0, help="the destination's longest wait between probes")
+    p.add_argument("--probe-max-secs", type=float, default=5.0, help="the destination's longest wait between probes")
     p.add_argument("--steps", nargs="*", choices=sorted(STEPS), default=[], help="steps of the route")
     p.add_argument("--refuse-first", action="store_true", help="AE to the first copy of every message")
     p.add_argument("--pg-dsn", default=os.environ.get("HUB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))

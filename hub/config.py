@@ -64,7 +64,11 @@ class StoreConfig(_Model):
     pool_size: int = Field(8, ge=2, le=200, description="PostgreSQL connections held by this process.")
     max_batch: int = Field(512, ge=1, le=10_000, description="Most messages committed in one group-commit transaction.")
     lease_secs: float = Field(
-        120.0, gt=0, description="How long a claimed delivery stays owned before another worker may take it."
+        10.0,
+        gt=0,
+        description="How long a claimed delivery stays owned without renewal. Workers renew every third of it "
+        "while a delivery runs, and send only under a lease renewed less than half of it ago; a dead node's "
+        "deliveries are taken over after about 1.25 times it.",
     )
 
     @model_validator(mode="after")

@@ -33,6 +33,14 @@ it: they never overtake it.
 Store errors (the database is restarting, the disk is full) make the worker
 back off, doubling up to a few seconds, instead of spinning on failed claims.
 
+Leases: a claim holds a delivery for `lease_secs`. The worker renews the leases
+of everything it holds every third of that, for as long as the delivery runs
+(a slow step, a slow receiver), and starts a send only while its last renewal
+is less than half a lease old: a worker cut off from the store, or whose
+delivery was taken back, never sends it. A dead node's leases simply expire,
+and any node's lease recovery gives its deliveries back within
+``lease_secs`` plus a quarter of it.
+
 On shutdown the worker stops claiming, lets in-flight sends finish for a grace
 period, then cancels the rest and gives their deliveries back to the store.
 """
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
@@ -75,6 +84,8 @@ PROBE_FIRST_SECS = 1.0
 #: Backoff after a store error (first, cap), so that a database outage costs no CPU.
 STORE_BACKOFF_FIRST_SECS = 0.2
 STORE_BACKOFF_MAX_SECS = 5.0
+#: Deliveries a worker may have between claim and recorded outcome, as a multiple of max_in_flight.
+_RECORDING_FACTOR = 4
 
 
 def backoff_secs(policy: RetryPolicy, attempts: int, rand: Callable[[], float] = random.random) -> float:
@@ -124,8 +135,17 @@ class DestinationWorker:
         self.wake = asyncio.Event()
         self.paused = False
         self._inflight: dict[asyncio.Task[None], int] = {}
+        # Deliveries whose send has not returned yet: what max_in_flight bounds. A delivery leaves it as
+        # soon as the adapter answers, while its outcome is still being recorded (group-committed), so the
+        # next sends do not wait on the store's commit; FIFO per key is the store's, which does not offer
+        # a key's next delivery before this one's outcome is committed.
+        self._sending: set[int] = set()
         self._stopping = False
+        self._claimed_at = utcnow()
         self._task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        #: Monotonic time until which each held delivery's lease is known good (claim or last renewal).
+        self._lease_until: dict[int, float] = {}
         # Circuit: set while the destination cannot be reached.
         self.down_since: datetime | None = None
         self.down_reason = ""
@@ -142,14 +162,20 @@ class DestinationWorker:
         return len(self._inflight)
 
     @property
+    def held_leases(self) -> frozenset[int]:
+        """Ids of the deliveries this worker holds a lease on (claimed, outcome not yet recorded)."""
+        return frozenset(self._lease_until)
+
+    @property
     def name(self) -> str:
         return f"deliver:{self.route}:{self.destination}"
 
     def start(self, supervisor: Supervisor | None = None) -> None:
-        """Start claiming; under `supervisor`, a crash of the loop restarts it with backoff."""
+        """Start claiming and renewing leases; under `supervisor`, a crash of either restarts it with backoff."""
         if supervisor is None:
             supervisor = Supervisor()
         self._task = supervisor.start(self.name, self._run)
+        self._renewer = supervisor.start(f"leases:{self.route}:{self.destination}", self._renew_leases)
 
     async def stop(self, grace_secs: float) -> None:
         self._stopping = True
@@ -172,18 +198,48 @@ class DestinationWorker:
                     await self.store.release(sorted(left), owner=self.owner)
                 except StoreError:
                     self._store_error("release")
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of every held delivery, every third of a lease; forget those taken back."""
+        while True:
+            await asyncio.sleep(self.lease_secs / 3)
+            ids = list(self._lease_until)
+            if not ids:
+                continue
+            asked_at = time.monotonic()
+            try:
+                held = await self.store.renew(ids, owner=self.owner, lease_secs=self.lease_secs)
+            except StoreError:
+                self._store_error("renew")
+                continue  # the leases age: sends stop starting once they are half gone
+            for delivery_id in ids:
+                if delivery_id in held:
+                    if delivery_id in self._lease_until:
+                        self._lease_until[delivery_id] = asked_at + self.lease_secs
+                elif self._lease_until.pop(delivery_id, None) is not None:
+                    log.warning("lease_lost", destination=self.destination, delivery_id=delivery_id)
+
+    def _holds_lease(self, delivery_id: int) -> bool:
+        """Whether a send may start: the lease was confirmed less than half a lease ago."""
+        return self._lease_until.get(delivery_id, 0.0) - time.monotonic() > self.lease_secs / 2
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
+            await asyncio.sleep(0)  # let the sends that ended in this turn free their slots: fewer, fuller claims
             free = self._room()
             claimed: list[Claimed] = []
             if self._orphans_possible and not await self._release_orphans():
                 await self._store_pause()
                 continue
+            self._claimed_at = utcnow()
             if free > 0 and not self.paused:
                 if self.down_since is not None:
                     self._next_probe = loop.time() + self._probe_delay  # the probe's answer may close it
+                asked_at = time.monotonic()
                 try:
                     claimed = await self.store.claim(
                         self.route,
@@ -201,6 +257,8 @@ class DestinationWorker:
                     continue
                 self._store_backoff = 0.0
                 for c in claimed:
+                    self._lease_until[c.delivery.id] = asked_at + self.lease_secs
+                    self._sending.add(c.delivery.id)
                     task = asyncio.create_task(self._deliver(c))
                     self._inflight[task] = c.delivery.id
                     task.add_done_callback(self._done)
@@ -224,7 +282,10 @@ class DestinationWorker:
     def _room(self) -> int:
         """How many more deliveries to claim now: up to max_in_flight, or one probe while the circuit is open."""
         if self.down_since is None:
-            return self.policy.max_in_flight - len(self._inflight)
+            return min(
+                self.policy.max_in_flight - len(self._sending),
+                _RECORDING_FACTOR * self.policy.max_in_flight - len(self._inflight),
+            )
         if self._inflight or asyncio.get_running_loop().time() < self._next_probe:
             return 0
         return 1
@@ -265,7 +326,13 @@ class DestinationWorker:
             self.on_store_error(operation)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
+        delivery_id = self._inflight.pop(task, 0)
+        self._sending.discard(delivery_id)
+        self._lease_until.pop(delivery_id, None)
+        self.wake.set()
+
+    def _sent(self, delivery_id: int) -> None:
+        self._sending.discard(delivery_id)
         self.wake.set()
 
     async def _hold(self, c: Claimed, hold: IdentityHold, started: datetime) -> None:
@@ -317,13 +384,15 @@ class DestinationWorker:
         timeout = self.poll_secs
         if self.down_since is not None and not self._inflight:
             timeout = max(0.0, min(timeout, self._next_probe - asyncio.get_running_loop().time()))
-        elif len(self._inflight) < self.policy.max_in_flight and not self.paused:
+        elif len(self._sending) < self.policy.max_in_flight and not self.paused:
             try:
                 due = await self.store.next_due(self.route, self.destination)
             except StoreError:
                 self._store_error("next_due")
                 due = None
-            if due is not None:
+            # Due before the claim just made, yet not claimed: held back by its ordering key (another
+            # node's send, say), so wait for a wake-up rather than spin on it.
+            if due is not None and due > self._claimed_at:
                 timeout = min(timeout, max(0.0, (due - utcnow()).total_seconds()))
         self.wake.clear()
         if timeout <= 0:
@@ -383,6 +452,11 @@ class DestinationWorker:
         reached = True
         try:
             message, sent, output = await self._outgoing(c)
+            if not self._holds_lease(d.id):
+                # Taken back, or not renewed for half a lease (cut off from the store): another worker
+                # may be sending it now. Not ours to send, nor to record.
+                log.warning("send_skipped_lease_lost", destination=self.destination, delivery_id=d.id)
+                return
             await self.adapter.send(message)  # type: ignore[attr-defined]
             outcome = Outcome.ACCEPT
         except IdentityHold as exc:
@@ -404,6 +478,7 @@ class DestinationWorker:
         except Exception as exc:  # an adapter bug must not kill the worker: retry, and say so
             outcome, error = Outcome.RETRY, f"adapter error: {type(exc).__name__}"
             log.error("adapter_error", destination=self.destination, delivery_id=d.id, error=type(exc).__name__)
+        self._sent(d.id)
         if hold is not None:
             await self._hold(c, hold, started)
             return

@@ -9,7 +9,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from hub.errors import StoreError
 from hub.message import Message
@@ -477,6 +477,22 @@ def fold_queue_stats(rows: Iterable[tuple[str, str, str, int, datetime, int | No
     return [QueueStats(route=r, destination=d, **q) for (r, d), q in sorted(acc.items())]
 
 
+class OutcomeRecord(NamedTuple):
+    """One delivery outcome as `Store.finish` takes it, queued for the stores' outcome group commit."""
+
+    delivery_id: int
+    owner: str
+    status: str
+    next_attempt_at: datetime | None
+    error: str
+    outcome: str
+    started_at: datetime
+    review: str | None
+    output_metadata: Mapping[str, str] | None
+    count_attempt: bool
+    sent: SentPayload | None = None
+
+
 class Store(Protocol):
     """What the engine needs from durable storage. Implementations must pass the contract suite."""
 
@@ -580,6 +596,10 @@ class Store(Protocol):
 
     async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
         """`release` (send again, trait check waived for it) or `discard` (dead letter); None if not open."""
+
+    async def renew(self, delivery_ids: list[int], *, owner: str, lease_secs: float) -> set[int]:
+        """Extend `owner`'s leases on these in-flight deliveries to `lease_secs` from now; returns the ids it
+        still held (the others were taken back after their lease expired, and must not be sent)."""
 
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         """Give claimed deliveries back (shutdown) without counting the attempt."""

@@ -40,6 +40,7 @@ from hub.store.base import (
     IdentityRecord,
     MessageRecord,
     NewDelivery,
+    OutcomeRecord,
     QueueStats,
     Review,
     SearchQuery,
@@ -204,7 +205,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (route, destination)
     );
     """,
-    # 6: what each delivery sends: its steps' output, computed once and resent by retries (body NULL: the
+    # 6: a delivery queued behind an earlier one of its ordering key is `waiting` and out of the claim index,
+    # so that claiming costs the same whatever the backlog (see claim)
+    """
+    ALTER TABLE hub_deliveries ADD COLUMN waiting boolean NOT NULL DEFAULT false;
+    UPDATE hub_deliveries c SET waiting = true WHERE c.status = 'pending' AND c.ordering_key IS NOT NULL
+        AND EXISTS (SELECT 1 FROM hub_deliveries e WHERE e.route = c.route AND e.destination = c.destination
+        AND e.ordering_key = c.ordering_key AND e.id < c.id
+        AND e.status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review'));
+    DROP INDEX hub_deliveries_due;
+    CREATE INDEX hub_deliveries_ready ON hub_deliveries (route, destination, next_attempt_at, id)
+        WHERE status = 'pending' AND NOT waiting;
+    CREATE INDEX hub_deliveries_dead_keys ON hub_deliveries (route, destination, ordering_key, id)
+        WHERE status = 'dead';
+    """,
+    # 7: what each delivery sends: its steps' output, computed once and resent by retries (body NULL: the
     # inbound body unchanged). A table of its own keeps the deliveries rows, rewritten by every claim, small.
     # (metadata is JSON text, not jsonb: it is read back exactly, NUL escapes included)
     """
@@ -222,6 +237,50 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+_BLOCKING_SQL = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
+#: One transaction-scoped advisory lock per ordering key, taken (in a statement of its own, so that the
+#: next statements' snapshot sees what the previous holder committed) by whoever decides that a delivery
+#: waits (submit) or stops waiting (finish): without it, a submit and a finish of the same key running
+#: side by side could each miss the other's row and leave a delivery waiting behind nothing.
+_KEY_LOCK = "hashtextextended({r} || chr(31) || {d} || chr(31) || {k}, 0)"
+_LOCK_KEYS = f"""
+SELECT count(pg_advisory_xact_lock(h)) FROM (
+    SELECT DISTINCT {_KEY_LOCK.format(r="r", d="d", k="k")} AS h
+    FROM unnest($1::text[], $2::text[], $3::text[]) AS u(r, d, k) WHERE k IS NOT NULL ORDER BY h
+) s
+"""
+_LOCK_KEYS_OF = f"""
+SELECT count(pg_advisory_xact_lock(h)) FROM (
+    SELECT DISTINCT {_KEY_LOCK.format(r="route", d="destination", k="ordering_key")} AS h
+    FROM hub_deliveries WHERE id = ANY($1::bigint[]) AND ordering_key IS NOT NULL ORDER BY h
+) s
+"""
+#: Each settled delivery's key: its first blocking delivery stops waiting (an index probe per key).
+_PROMOTE_NEXT = f"""
+UPDATE hub_deliveries n SET waiting = false FROM (
+    SELECT (SELECT x.id FROM hub_deliveries x WHERE x.route = d.route AND x.destination = d.destination
+            AND x.ordering_key = d.ordering_key AND x.status IN ({_BLOCKING_SQL}) ORDER BY x.id LIMIT 1) AS id
+    FROM hub_deliveries d WHERE d.id = ANY($1::bigint[]) AND d.ordering_key IS NOT NULL
+) first WHERE n.id = first.id AND n.waiting
+"""
+_FINISH_BATCH = """
+UPDATE hub_deliveries d SET status = u.status, next_attempt_at = coalesce(u.next_at, now()), last_error = u.error,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+    output_metadata = coalesce(u.output::jsonb, d.output_metadata), attempts = d.attempts - u.uncounted
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::int[])
+    AS u(id, owner, status, next_at, error, output, uncounted)
+WHERE d.id = u.id AND d.status = 'in_flight' AND d.lease_owner = u.owner
+RETURNING d.id, d.message_id, d.attempts
+"""
+_INSERT_ATTEMPTS = """
+INSERT INTO hub_attempts (delivery_id, number, started_at, finished_at, outcome, error)
+SELECT u.id, u.number, u.started_at, now(), u.outcome, u.error
+FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
+    AS u(id, number, started_at, outcome, error)
+ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,
+    finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error
+"""
+
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
 _AUDIT_COLS = "id, at, actor, role, action, message_id, target, detail, outcome, prev_hash, hash"
 _INSERT_KEYS = (
@@ -235,6 +294,41 @@ _MSG_COLS = (
 _DEL_COLS = (
     "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
     "ordering_key, last_error, created_at, updated_at, identity_override, output_metadata"
+)
+
+#: One statement, one round trip: take up to $3 due deliveries with their messages. Only the first delivery
+#: of each ordering key is not `waiting`, so the walk of hub_deliveries_ready meets claimable rows at once,
+#: however deep the backlog behind them; the NOT EXISTS test still guards FIFO on its own (an index probe).
+#: A claim lost in a crash only gives the delivery back to pending (it is sent at least once either way),
+#: so its commit does not wait for the WAL flush (set_config(..., true): this transaction only;
+#: PostgreSQL "Asynchronous Commit").
+_CLAIM_TEMPLATE = f"""
+WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
+claimed AS (
+    UPDATE hub_deliveries d SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = $4,
+        lease_expires_at = now() + make_interval(secs => $5), updated_at = now()
+    WHERE (SELECT v FROM async_commit) IS NOT NULL AND d.id IN (
+        SELECT c.id FROM hub_deliveries c
+        WHERE c.route = $1 AND c.destination = $2 AND c.status = 'pending' AND NOT c.waiting
+          AND c.next_attempt_at <= now()
+          AND (c.ordering_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
+              AND e.destination = c.destination AND e.ordering_key = c.ordering_key
+              AND e.status IN ({_BLOCKING_SQL}) AND e.id < c.id)){{hold}}
+        ORDER BY c.next_attempt_at, c.id LIMIT $3
+        FOR UPDATE SKIP LOCKED)
+    RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
+)
+SELECT claimed.*, m.parent_id AS m_parent_id, m.correlation_id AS m_correlation_id,
+    m.content_type AS m_content_type, m.body AS m_body, m.metadata AS m_metadata, m.received_at AS m_received_at
+FROM claimed JOIN hub_messages m ON m.id = claimed.message_id
+"""
+#: With hold_behind_dead, a dead letter also holds the later deliveries of its key (a probe of the
+#: dead-letter index; the lists are literal so that the planner can use the partial indexes).
+_CLAIM = _CLAIM_TEMPLATE.format(hold="")
+_CLAIM_HOLD = _CLAIM_TEMPLATE.format(
+    hold=" AND NOT EXISTS (SELECT 1 FROM hub_deliveries x WHERE x.route = c.route AND x.destination = c.destination"
+    " AND x.ordering_key = c.ordering_key AND x.status = 'dead' AND x.id < c.id)"
 )
 
 _SUBMIT_BATCH = f"""
@@ -251,11 +345,17 @@ WITH m AS (
     RETURNING id
 ), d AS (
     INSERT INTO hub_deliveries (message_id, route, destination, status, max_attempts, next_attempt_at,
-        ordering_key, created_at, updated_at)
-    SELECT u.m, u.r, u.d, 'pending', u.a, now(), u.k, now(), now()
-    FROM unnest($17::text[], $18::text[], $19::text[], $20::int[], $21::text[])
-        WITH ORDINALITY AS u(m, r, d, a, k, n)
-    WHERE u.m IN (SELECT id FROM m)
+        ordering_key, created_at, updated_at, waiting)
+    SELECT u.m, u.r, u.d, 'pending', u.a, now(), u.k, now(), now(),
+        -- behind an earlier delivery of its key: in this batch, or stored (the order index, one probe)
+        u.k IS NOT NULL AND (u.rank > 1 OR EXISTS (SELECT 1 FROM hub_deliveries e WHERE e.route = u.r
+            AND e.destination = u.d AND e.ordering_key = u.k AND e.status IN ({_BLOCKING_SQL})))
+    FROM (
+        SELECT x.*, row_number() OVER (PARTITION BY x.r, x.d, x.k ORDER BY x.n) AS rank
+        FROM unnest($17::text[], $18::text[], $19::text[], $20::int[], $21::text[])
+            WITH ORDINALITY AS x(m, r, d, a, k, n)
+        WHERE x.m IN (SELECT id FROM m)
+    ) u
     ORDER BY u.n
     RETURNING 1
 ), k AS (
@@ -268,19 +368,27 @@ WITH m AS (
 SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END FROM m
 """
 
+# The message's deliveries are read through their message_id index only, then folded: per-status EXISTS
+# tests let the planner AND in the status index, which walks every pending delivery (the whole backlog).
 _REFRESH_STATUS = """
-    UPDATE hub_messages m SET updated_at = now(), status = CASE
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id
-                   AND d.status IN ('pending', 'in_flight')) THEN 'pending'
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'awaiting_identity')
-           THEN 'awaiting_identity'
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status = 'identity_review')
-           THEN 'identity_review'
-      WHEN EXISTS (SELECT 1 FROM hub_deliveries d WHERE d.message_id = m.id AND d.status IN ('dead', 'discarded'))
-           THEN 'failed'
-      ELSE 'delivered' END
-    WHERE m.id = ANY($1::text[]) AND m.status NOT IN ('rejected', 'unrouted')
+    UPDATE hub_messages m SET updated_at = now(), status = s.status
+    FROM (
+        SELECT message_id, CASE
+          WHEN bool_or(status IN ('pending', 'in_flight')) THEN 'pending'
+          WHEN bool_or(status = 'awaiting_identity') THEN 'awaiting_identity'
+          WHEN bool_or(status = 'identity_review') THEN 'identity_review'
+          WHEN bool_or(status IN ('dead', 'discarded')) THEN 'failed'
+          ELSE 'delivered' END AS status
+        FROM hub_deliveries WHERE message_id = ANY($1::text[]) GROUP BY message_id
+    ) s
+    WHERE m.id = s.message_id AND m.status NOT IN ('rejected', 'unrouted')
 """
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pooled connection goes back as it is: the store leaves no session state behind (its advisory
+    locks are transaction-scoped, it never LISTENs, SETs or opens cursors on pooled connections), so
+    asyncpg's default reset would only cost a round trip per store call."""
 
 
 def _text(value: Any) -> Any:
@@ -432,6 +540,7 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._work = asyncio.Event()
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
+        self._finisher: GroupCommitter[OutcomeRecord, bool] | None = None
         self._writer_slots: list[asyncpg.Connection | None] = []
         self._max_pending = max_pending
 
@@ -496,6 +605,7 @@ class PostgresStore:
                 max_size=self._pool_size,
                 command_timeout=60,
                 server_settings=self._settings,
+                reset=_keep_session,
             )
         except DRIVER_ERRORS as exc:
             raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
@@ -515,6 +625,7 @@ class PostgresStore:
         self._committer = GroupCommitter(
             self._flush, max_batch=self._max_batch, writers=self._writers, max_pending=self._max_pending
         )
+        self._finisher = GroupCommitter(self._finish_batch, max_batch=self._max_batch)
 
     async def _listen(self) -> None:
         """(Re)open the LISTEN connection; new work is announced on it (and polled for meanwhile)."""
@@ -528,6 +639,8 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Close within bounded time, even with the server gone (connections are then terminated)."""
+        if self._finisher:
+            await self._finisher.close(timeout=_CLOSE_TIMEOUT)
         if self._committer:
             await self._committer.close(timeout=_CLOSE_TIMEOUT)
         conns = [c for c in (*self._writer_slots, self._listener) if c is not None]
@@ -601,7 +714,12 @@ class PostgresStore:
             # Business keys (INS, document id) ride in the same statement; the arrays are empty for most
             # inbound messages (an MLLP ADT carries neither), which costs nothing.
             keyed = [(m.id, keys) for m, *_ in batch if (keys := business_keys(m.metadata))]
-            rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
+            if any(k is not None for k in d_cols[4]):
+                async with conn.transaction():
+                    await conn.execute(_LOCK_KEYS, d_cols[1], d_cols[2], d_cols[4])
+                    rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
+            else:
+                rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
             inserted = {r[0] for r in rows}
             missing = [b[3] for b in batch if b[0].id not in inserted]
             existing: dict[str, str] = {}
@@ -630,42 +748,24 @@ class PostgresStore:
         lease_secs: float,
         hold_behind_dead: bool = False,
     ) -> list[Claimed]:
-        blocking = _BLOCKING_DEAD if hold_behind_dead else _BLOCKING
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn() as conn:
             rows = await conn.fetch(
-                f"""
-                UPDATE hub_deliveries d SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = $4,
-                    lease_expires_at = now() + make_interval(secs => $5), updated_at = now()
-                WHERE d.id IN (
-                    SELECT c.id FROM hub_deliveries c
-                    WHERE c.route = $1 AND c.destination = $2 AND c.status = 'pending'
-                      AND c.next_attempt_at <= now()
-                      AND (c.ordering_key IS NULL OR NOT EXISTS (
-                          SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
-                          AND e.destination = c.destination AND e.ordering_key = c.ordering_key
-                          AND e.status = ANY($6::text[]) AND e.id < c.id))
-                    ORDER BY c.next_attempt_at, c.id LIMIT $3
-                    FOR UPDATE SKIP LOCKED)
-                RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
-                """,
-                route,
-                destination,
-                limit,
-                owner,
-                float(lease_secs),
-                blocking,
+                _CLAIM_HOLD if hold_behind_dead else _CLAIM, route, destination, limit, owner, float(lease_secs)
             )
-            if not rows:
-                return []
-            msgs = {
-                r["id"]: _record(r).message
-                for r in await conn.fetch(
-                    f"SELECT {_MSG_COLS} FROM hub_messages WHERE id = ANY($1::text[])",
-                    list({r["message_id"] for r in rows}),
-                )
-            }
-            sent = await _sent_rows(conn, [r["id"] for r in rows])
-        out = [Claimed(_delivery(r), msgs[r["message_id"]], sent.get(r["id"])) for r in rows]
+            # what earlier attempts sent, resent as is (one more statement per claim, none per delivery)
+            sent = await _sent_rows(conn, [r["id"] for r in rows]) if rows else {}
+        out = [
+            Claimed(
+                _delivery(r),
+                Message(
+                    id=r["message_id"], parent_id=r["m_parent_id"], correlation_id=r["m_correlation_id"],
+                    content_type=r["m_content_type"], body=bytes(r["m_body"]), metadata=json.loads(r["m_metadata"]),
+                    received_at=r["m_received_at"],
+                ),
+                sent.get(r["id"]),
+            )
+            for r in rows
+        ]  # fmt: skip
         out.sort(key=lambda c: (c.delivery.next_attempt_at, c.delivery.id))
         return out
 
@@ -684,58 +784,76 @@ class PostgresStore:
         count_attempt: bool = True,
         sent: SentPayload | None = None,
     ) -> bool:
-        error, review = _text(error), _text(review)
-        output = json.dumps({k: _text(v) for k, v in output_metadata.items()}) if output_metadata is not None else None
+        assert self._finisher is not None
+        return await self._finisher.submit(
+            OutcomeRecord(delivery_id, owner, status, next_attempt_at, _text(error), outcome, started_at,
+                          _text(review), output_metadata, count_attempt, sent)
+        )  # fmt: skip
+
+    async def _finish_batch(self, batch: list[OutcomeRecord]) -> list[bool]:
+        """Outcomes recorded together (group commit): one transaction, a few set-wise statements, one WAL flush."""
+        ids = [f.delivery_id for f in batch]
+        outputs = [
+            json.dumps({k: _text(v) for k, v in f.output_metadata.items()}) if f.output_metadata is not None else None
+            for f in batch
+        ]
+        settled = [f.delivery_id for f in batch if f.status not in BLOCKING_STATUSES]
         async with self._conn() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                """
-                UPDATE hub_deliveries SET status = $3, next_attempt_at = coalesce($4, now()), last_error = $5,
-                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-                    output_metadata = coalesce($6::jsonb, output_metadata), attempts = attempts - $7
-                WHERE id = $1 AND status = 'in_flight' AND lease_owner = $2
-                RETURNING message_id, attempts
-                """,
-                delivery_id,
-                owner,
-                status,
-                next_attempt_at,
-                error,
-                output,
-                0 if count_attempt else 1,
-            )
-            if row is None:
-                return False
-            if sent is not None:
-                await conn.execute(
-                    _SENT_UPSERT, delivery_id, sent.sent_id, sent.parent_id, sent.content_type, sent.body,
-                    dump_metadata(sent.metadata), sent.size, sent.basis, sent.computed_at,
-                )  # fmt: skip
-            if not count_attempt:  # the destination was not reached: no attempt to record
-                return True  # (in flight → pending: the message stays pending)
+            if settled:
+                await conn.execute(_LOCK_KEYS_OF, settled)
+            rows = await conn.fetch(
+                _FINISH_BATCH, ids, [f.owner for f in batch], [f.status for f in batch],
+                [f.next_attempt_at for f in batch], [f.error for f in batch], outputs,
+                [0 if f.count_attempt else 1 for f in batch],
+            )  # fmt: skip
+            kept = {r["id"]: r for r in rows}
+            if not kept:
+                return [False] * len(batch)
+            sent = [(f.delivery_id, f.sent) for f in batch if f.sent is not None and f.delivery_id in kept]
+            if sent:
+                await conn.executemany(_SENT_UPSERT, [
+                    (i, p.sent_id, p.parent_id, p.content_type, p.body, dump_metadata(p.metadata), p.size, p.basis,
+                     p.computed_at) for i, p in sent
+                ])  # fmt: skip
+            # not counted: the destination was not reached, no attempt to record (the message stays pending)
+            done = [f for f in batch if f.delivery_id in kept and f.count_attempt]
             await conn.execute(
-                "INSERT INTO hub_attempts (delivery_id, number, started_at, finished_at, outcome, error)"
-                " VALUES ($1, $2, $3, now(), $4, $5) ON CONFLICT (delivery_id, number) DO UPDATE SET"
-                " started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,"
-                " outcome = EXCLUDED.outcome, error = EXCLUDED.error",
-                delivery_id,
-                row["attempts"],
-                started_at,
-                outcome,
-                error,
-            )
-            keys = business_keys(output_metadata) if output_metadata else None
-            if keys:
-                await conn.execute(_INSERT_KEYS, *_key_columns([(row["message_id"], keys)]))
-            if status == "identity_review":
-                await conn.execute(
-                    "INSERT INTO hub_reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
-                    " SELECT $1, id, coalesce(patient_key, ''), $3, 'open', now() FROM hub_messages WHERE id = $2",
-                    delivery_id, row["message_id"], review or error,
-                )  # fmt: skip
-            await conn.execute(_REFRESH_STATUS, [row["message_id"]])
-            if status == "pending":
+                _INSERT_ATTEMPTS, [f.delivery_id for f in done], [kept[f.delivery_id]["attempts"] for f in done],
+                [f.started_at for f in done], [f.outcome for f in done], [f.error for f in done],
+            )  # fmt: skip
+            if settled:
+                await conn.execute(_PROMOTE_NEXT, [i for i in settled if i in kept])
+            keyed = [
+                (kept[f.delivery_id]["message_id"], keys)
+                for f in done
+                if f.output_metadata and (keys := business_keys(f.output_metadata))
+            ]
+            if keyed:
+                await conn.execute(_INSERT_KEYS, *_key_columns(keyed))
+            for f in done:
+                if f.status == "identity_review":
+                    await conn.execute(
+                        "INSERT INTO hub_reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
+                        " SELECT $1, id, coalesce(patient_key, ''), $3, 'open', now() FROM hub_messages WHERE id = $2",
+                        f.delivery_id, kept[f.delivery_id]["message_id"], f.review or f.error,
+                    )  # fmt: skip
+            await conn.execute(_REFRESH_STATUS, list({r["message_id"] for r in rows}))
+            if any(f.status == "pending" for f in done):
                 await conn.execute(f"NOTIFY {_CHANNEL}")
-        return True
+        return [f.delivery_id in kept for f in batch]
+
+    async def renew(self, delivery_ids: list[int], *, owner: str, lease_secs: float) -> set[int]:
+        if not delivery_ids:
+            return set()
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "UPDATE hub_deliveries SET lease_expires_at = now() + make_interval(secs => $3)"
+                " WHERE status = 'in_flight' AND lease_owner = $2 AND id = ANY($1::bigint[]) RETURNING id",
+                delivery_ids,
+                owner,
+                float(lease_secs),
+            )
+        return {r[0] for r in rows}
 
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         if not delivery_ids:
@@ -936,11 +1054,14 @@ class PostgresStore:
                 )
                 await conn.execute(f"NOTIFY {_CHANNEL}")
             else:
+                await conn.execute(_LOCK_KEYS_OF, [review.delivery_id])
                 await conn.execute(
                     "UPDATE hub_deliveries SET status = 'dead', last_error = 'discarded in identity review',"
                     " updated_at = now() WHERE id = $1 AND status = 'identity_review'",
                     review.delivery_id,
                 )
+                await conn.execute(_PROMOTE_NEXT, [review.delivery_id])
+                await conn.execute(f"NOTIFY {_CHANNEL}")
             await conn.execute(_REFRESH_STATUS, [review.message_id])
         return review
 
@@ -980,7 +1101,7 @@ class PostgresStore:
         async with self._conn() as conn:
             value: datetime | None = await conn.fetchval(
                 "SELECT min(next_attempt_at) FROM hub_deliveries WHERE route = $1 AND destination = $2"
-                " AND status = 'pending'",
+                " AND status = 'pending' AND NOT waiting",
                 route,
                 destination,
             )

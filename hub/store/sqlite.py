@@ -38,6 +38,7 @@ from hub.store.base import (
     IdentityRecord,
     MessageRecord,
     NewDelivery,
+    OutcomeRecord,
     QueueStats,
     Review,
     SearchQuery,
@@ -202,7 +203,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (route, destination)
     );
     """,
-    # 6: what each delivery sends: its steps' output, computed once and resent by retries (body NULL: the
+    # 6: a delivery queued behind an earlier one of its ordering key is `waiting` and out of the claim index,
+    # so that claiming costs the same whatever the backlog (see _claim_sync)
+    """
+    ALTER TABLE deliveries ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+    UPDATE deliveries SET waiting = 1 WHERE status = 'pending' AND ordering_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM deliveries e WHERE e.route = deliveries.route AND e.destination = deliveries.destination
+        AND e.ordering_key = deliveries.ordering_key AND e.id < deliveries.id
+        AND e.status IN ('pending', 'in_flight', 'awaiting_identity', 'identity_review'));
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_ready ON deliveries (route, destination, next_attempt_at, id)
+        WHERE status = 'pending' AND waiting = 0;
+    CREATE INDEX deliveries_dead_keys ON deliveries (route, destination, ordering_key, id) WHERE status = 'dead';
+    """,
+    # 7: what each delivery sends: its steps' output, computed once and resent by retries (body NULL: the
     # inbound body unchanged). A table of its own keeps the deliveries rows, scanned by every claim, small.
     """
     CREATE TABLE sent (
@@ -218,6 +232,8 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+
+_BLOCKING = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
 
 
 def _ts(dt: datetime) -> float:
@@ -344,6 +360,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
         self._committer: GroupCommitter[_Submission, SubmitResult] | None = None
+        self._finisher: GroupCommitter[OutcomeRecord, bool] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoint_secs = 1.0
         self.audit_key: AuditKey | None = None  # set by the hub: HMAC-keys the audit chain
@@ -358,6 +375,7 @@ class SqliteStore:
     async def open(self) -> None:
         await self._run(self._open_sync)
         self._committer = GroupCommitter(self._flush, max_batch=self._max_batch)
+        self._finisher = GroupCommitter(self._finish_batch, max_batch=self._max_batch)
         if str(self.path) != ":memory:":
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
 
@@ -422,6 +440,8 @@ class SqliteStore:
                 db.execute("COMMIT")
 
     async def close(self) -> None:
+        if self._finisher:
+            await self._finisher.close()
         if self._committer:
             await self._committer.close()
         if self._checkpointer is not None:
@@ -513,17 +533,42 @@ class SqliteStore:
                 continue
             db.executemany(
                 "INSERT INTO deliveries (message_id, route, destination, status, max_attempts, next_attempt_at,"
-                " ordering_key, created_at, updated_at) VALUES (?,?,?,'pending',?,?,?,?,?)",
+                " ordering_key, created_at, updated_at, waiting) VALUES (?,?,?,'pending',?,?,?,?,?,?)",
                 [
-                    (message.id, d.route, d.destination, d.max_attempts, now, d.ordering_key, now, now)
+                    (
+                        message.id, d.route, d.destination, d.max_attempts, now, d.ordering_key, now, now,
+                        d.ordering_key is not None and self._key_busy(db, d.route, d.destination, d.ordering_key),
+                    )
                     for d in deliveries
                 ],
-            )
+            )  # fmt: skip
             keys = business_keys(md)
             if keys:
                 _insert_keys(db, message.id, keys)
             results.append(SubmitResult(message.id, False, len(deliveries)))
         return results
+
+    @staticmethod
+    def _key_busy(db: sqlite3.Connection, route: str, destination: str, key: str) -> bool:
+        """Whether an ordering key has a delivery that holds back later ones (one probe of deliveries_order)."""
+        return (
+            db.execute(
+                f"SELECT 1 FROM deliveries WHERE route = ? AND destination = ? AND ordering_key = ?"
+                f" AND status IN ({_BLOCKING}) LIMIT 1",
+                (route, destination, key),
+            ).fetchone()
+            is not None
+        )
+
+    @staticmethod
+    def _promote_next(db: sqlite3.Connection, delivery_id: int) -> None:
+        """After a delivery stopped holding back its key: the key's first blocking delivery stops waiting."""
+        db.execute(
+            f"UPDATE deliveries SET waiting = 0 WHERE waiting = 1 AND id = (SELECT n.id FROM deliveries d"
+            f" JOIN deliveries n ON n.route = d.route AND n.destination = d.destination"
+            f" AND n.ordering_key = d.ordering_key WHERE d.id = ? AND n.status IN ({_BLOCKING}) ORDER BY n.id LIMIT 1)",
+            (delivery_id,),
+        )
 
     async def claim(
         self,
@@ -535,10 +580,22 @@ class SqliteStore:
         lease_secs: float,
         hold_behind_dead: bool = False,
     ) -> list[Claimed]:
-        blocking = (*BLOCKING_STATUSES, "dead") if hold_behind_dead else BLOCKING_STATUSES
         return await self._run(
-            self._tx, lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs, blocking)
+            self._tx_unsynced,
+            lambda db: self._claim_sync(db, route, destination, limit, owner, lease_secs, hold_behind_dead),
         )
+
+    def _tx_unsynced(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A transaction whose commit is not fsynced: a claim lost to a power cut only gives the delivery back
+        to pending (sent at least once either way). The next FULL commit syncs it with the rest of the WAL,
+        and a WAL commit is atomic whatever the setting (SQLite "PRAGMA synchronous", WAL mode)."""
+        db = self._db
+        assert db is not None
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._tx(fn)
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
 
     def _claim_sync(
         self,
@@ -548,17 +605,27 @@ class SqliteStore:
         limit: int,
         owner: str,
         lease_secs: float,
-        blocking: tuple[str, ...],
+        hold_behind_dead: bool,
     ) -> list[Claimed]:
         now = time.time()
-        marks = ",".join("?" * len(blocking))
+        # Only the first delivery of each ordering key is not `waiting`, so the walk of deliveries_ready
+        # meets claimable rows at once, however deep the backlog behind them. The NOT EXISTS test still
+        # guards FIFO on its own (one index probe per candidate).
+        # The status lists are literal so that SQLite can use the partial indexes (deliveries_order, and
+        # deliveries_dead_keys when a dead letter holds its key).
+        hold = (
+            " AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.route = c.route AND x.destination = c.destination"
+            " AND x.ordering_key = c.ordering_key AND x.status = 'dead' AND x.id < c.id)"
+            if hold_behind_dead
+            else ""
+        )
         rows = db.execute(
             f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
-            " AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
+            " AND waiting = 0 AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
             "  SELECT 1 FROM deliveries e WHERE e.route = c.route AND e.destination = c.destination"
-            f"  AND e.ordering_key = c.ordering_key AND e.status IN ({marks}) AND e.id < c.id))"
+            f"  AND e.ordering_key = c.ordering_key AND e.status IN ({_BLOCKING}) AND e.id < c.id)){hold}"
             " ORDER BY next_attempt_at, id LIMIT ?",
-            (route, destination, now, *blocking, limit),
+            (route, destination, now, limit),
         ).fetchall()
         if not rows:
             return []
@@ -597,57 +664,72 @@ class SqliteStore:
         count_attempt: bool = True,
         sent: SentPayload | None = None,
     ) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
-            now = time.time()
-            row = db.execute(
-                "SELECT message_id, attempts FROM deliveries WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
-                (delivery_id, owner),
-            ).fetchone()
-            if row is None:
-                return False
-            message_id, attempts = row
-            db.execute(
-                "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
-                " lease_expires_at = NULL, updated_at = ?, attempts = attempts - ?,"
-                " output_metadata = COALESCE(?, output_metadata) WHERE id = ?",
-                (
-                    status,
-                    _ts(next_attempt_at) if next_attempt_at else now,
-                    error,
-                    now,
-                    0 if count_attempt else 1,
-                    json.dumps(dict(output_metadata)) if output_metadata is not None else None,
-                    delivery_id,
-                ),
+        assert self._finisher is not None
+        return await self._finisher.submit(
+            OutcomeRecord(
+                delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata,
+                count_attempt, sent,
             )
-            if sent is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO sent (delivery_id, sent_id, parent_id, content_type, body, metadata,"
-                    " size, basis, computed_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (delivery_id, sent.sent_id, sent.parent_id, sent.content_type, sent.body,
-                     dump_metadata(sent.metadata), sent.size, sent.basis, _ts(sent.computed_at)),
-                )  # fmt: skip
-            if not count_attempt:  # the destination was not reached: no attempt to record
-                return True  # (in flight → pending: the message stays pending)
-            db.execute(
-                "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
-                " VALUES (?,?,?,?,?,?)",
-                (delivery_id, attempts, _ts(started_at), now, outcome, error),
-            )
-            keys = business_keys(output_metadata) if output_metadata else None
-            if keys:
-                _insert_keys(db, message_id, keys)
-            if status == "identity_review":
-                key = db.execute("SELECT patient_key FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
-                db.execute(
-                    "INSERT INTO reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
-                    " VALUES (?,?,?,?,'open',?)",
-                    (delivery_id, message_id, key or "", review or error, now),
-                )
-            self._refresh_message_status(db, [message_id], now)
-            return True
+        )  # fmt: skip
 
-        return await self._run(self._tx, work)
+    async def _finish_batch(self, batch: list[OutcomeRecord]) -> list[bool]:
+        """Outcomes recorded together (group commit): one transaction and one fsync for the batch."""
+        return await self._run(self._tx, lambda db: [self._finish_sync(db, f) for f in batch])
+
+    def _finish_sync(self, db: sqlite3.Connection, record: OutcomeRecord) -> bool:
+        delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata, counted = (
+            record[:10]
+        )
+        now = time.time()
+        row = db.execute(
+            "SELECT message_id, attempts FROM deliveries WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
+            (delivery_id, owner),
+        ).fetchone()
+        if row is None:
+            return False
+        message_id, attempts = row
+        db.execute(
+            "UPDATE deliveries SET status = ?, next_attempt_at = ?, last_error = ?, lease_owner = NULL,"
+            " lease_expires_at = NULL, updated_at = ?, attempts = attempts - ?,"
+            " output_metadata = COALESCE(?, output_metadata) WHERE id = ?",
+            (
+                status,
+                _ts(next_attempt_at) if next_attempt_at else now,
+                error,
+                now,
+                0 if counted else 1,
+                json.dumps(dict(output_metadata)) if output_metadata is not None else None,
+                delivery_id,
+            ),
+        )
+        if (sent := record.sent) is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO sent (delivery_id, sent_id, parent_id, content_type, body, metadata,"
+                " size, basis, computed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (delivery_id, sent.sent_id, sent.parent_id, sent.content_type, sent.body,
+                 dump_metadata(sent.metadata), sent.size, sent.basis, _ts(sent.computed_at)),
+            )  # fmt: skip
+        if not counted:  # the destination was not reached: no attempt to record
+            return True  # (in flight → pending: the message stays pending)
+        db.execute(
+            "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
+            " VALUES (?,?,?,?,?,?)",
+            (delivery_id, attempts, _ts(started_at), now, outcome, error),
+        )
+        if status not in BLOCKING_STATUSES:
+            self._promote_next(db, delivery_id)
+        keys = business_keys(output_metadata) if output_metadata else None
+        if keys:
+            _insert_keys(db, message_id, keys)
+        if status == "identity_review":
+            key = db.execute("SELECT patient_key FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
+            db.execute(
+                "INSERT INTO reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
+                " VALUES (?,?,?,?,'open',?)",
+                (delivery_id, message_id, key or "", review or error, now),
+            )
+        self._refresh_message_status(db, [message_id], now)
+        return True
 
     @staticmethod
     def _refresh_message_status(db: sqlite3.Connection, message_ids: list[str], now: float) -> None:
@@ -665,6 +747,21 @@ class SqliteStore:
                 " WHERE id = :mid AND status NOT IN ('rejected', 'unrouted')",
                 {"now": now, "mid": mid},
             )
+
+    async def renew(self, delivery_ids: list[int], *, owner: str, lease_secs: float) -> set[int]:
+        if not delivery_ids:
+            return set()
+
+        def work(db: sqlite3.Connection) -> set[int]:
+            marks = ",".join("?" * len(delivery_ids))
+            rows = db.execute(
+                f"UPDATE deliveries SET lease_expires_at = ? WHERE status = 'in_flight' AND lease_owner = ?"
+                f" AND id IN ({marks}) RETURNING id",
+                (time.time() + lease_secs, owner, *delivery_ids),
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        return await self._run(self._tx_unsynced, work)
 
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         if not delivery_ids:
@@ -895,6 +992,7 @@ class SqliteStore:
                     " updated_at = ? WHERE id = ? AND status = 'identity_review'",
                     (now, review.delivery_id),
                 )
+                self._promote_next(db, review.delivery_id)
             state = "released" if action == "release" else "discarded"
             db.execute(
                 "UPDATE reviews SET state = ?, resolved_at = ?, resolved_by = ? WHERE id = ?",
@@ -940,7 +1038,8 @@ class SqliteStore:
     async def next_due(self, route: str, destination: str) -> datetime | None:
         row = await self._run(
             self._fetchone,
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ? AND destination = ? AND status = 'pending'",
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ? AND destination = ? AND status = 'pending'"
+            " AND waiting = 0",
             (route, destination),
         )
         return _dt(row[0]) if row and row[0] is not None else None

@@ -31,7 +31,7 @@ def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[Ne
 
 
 async def test_schema_is_migrated(store: Store) -> None:
-    assert await store.schema_version() == 6
+    assert await store.schema_version() == 7
 
 
 async def test_submit_then_read_back(store: Store) -> None:
@@ -184,6 +184,46 @@ async def test_fifo_per_ordering_key_and_parallel_across_keys(store: Store) -> N
     )
     third = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
     assert [c.message.id for c in third] == [a2.id]
+
+
+async def test_deliveries_queued_behind_their_key_are_not_due_and_come_out_in_order(store: Store) -> None:
+    head = msg("A0", patient="A")
+    await store.submit(head, one(key="A"), endpoint="in", dedup_key=None)
+    behind = [msg(f"A{i}", patient="A") for i in range(1, 31)]
+    # submitted together: one group commit holds several deliveries of the same key
+    await asyncio.gather(*(store.submit(m, one(key="A"), endpoint="in", dedup_key=None) for m in behind))
+    other = msg("B0", patient="B")
+    await store.submit(other, one(key="B"), endpoint="in", dedup_key=None)
+    first = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
+    assert sorted(c.message.id for c in first) == sorted([head.id, other.id])
+    by_id = {c.message.id: c.delivery.id for c in first}
+    await store.finish(by_id[other.id], owner="n1", status="delivered", next_attempt_at=None, error="",
+                       outcome="accept", started_at=utcnow())  # fmt: skip
+    retry_at = utcnow() + timedelta(seconds=0.5)
+    await store.finish(by_id[head.id], owner="n1", status="pending", next_attempt_at=retry_at, error="AE",
+                       outcome="retry", started_at=utcnow())  # fmt: skip
+    # the thirty behind A0 are not due while A0 waits for its retry: the next due time is A0's
+    assert await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60) == []
+    due = await store.next_due("r", "dpi")
+    assert due is not None and abs((due - retry_at).total_seconds()) < 0.01
+    order: list[str] = []
+    while not order:  # until A0's retry is due
+        got = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
+        order += [c.message.id for c in got]
+        if not got:
+            await asyncio.sleep(0.05)
+    # then each of the others, one at a time, in the order received, whether the one before was
+    # delivered or dead-lettered
+    delivery = by_id[head.id]
+    for n in range(len(behind) + 1):
+        await store.finish(delivery, owner="n1", status="dead" if n % 3 == 1 else "delivered",
+                           next_attempt_at=None, error="", outcome="accept", started_at=utcnow())  # fmt: skip
+        got = await store.claim("r", "dpi", limit=10, owner="n1", lease_secs=60)
+        assert len(got) == (1 if n < len(behind) else 0)
+        order += [c.message.id for c in got]
+        delivery = got[0].delivery.id if got else 0
+    assert order == [head.id] + [m.id for m in behind]
+    assert await store.undelivered_count() == 0
 
 
 async def test_unordered_deliveries_claim_in_parallel_and_respect_limit(store: Store) -> None:
