@@ -282,9 +282,16 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
             shutil.copy(folder / "hub.log", args.keep_log)
         shutil.rmtree(folder, ignore_errors=True)
         if store_kind == "postgres":
-            conn = await asyncpg.connect(args.pg_dsn)
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            await conn.close()
+            await drop_schema(args.pg_dsn, schema)
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    """Remove a benchmark's PostgreSQL schema and everything in it."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 async def main() -> None:

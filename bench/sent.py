@@ -32,11 +32,10 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.drain import drop_schema  # noqa: E402
 from bench.mllp_ingest import ADT, machine  # noqa: E402
 from hub.message import CONTENT_HL7V2, Message, utcnow  # noqa: E402
 from hub.store import NewDelivery, SentPayload, Store  # noqa: E402
@@ -94,9 +93,7 @@ async def run(kind: str, args: argparse.Namespace) -> None:
     finally:
         await store.close()
         if kind == "postgres":
-            conn = await asyncpg.connect(args.pg_dsn)
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            await conn.close()
+            await drop_schema(args.pg_dsn, schema)
 
 
 async def main() -> None:
