@@ -320,8 +320,11 @@ claimed AS (
     RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
 )
 SELECT claimed.*, m.parent_id AS m_parent_id, m.correlation_id AS m_correlation_id,
-    m.content_type AS m_content_type, m.body AS m_body, m.metadata AS m_metadata, m.received_at AS m_received_at
+    m.content_type AS m_content_type, m.body AS m_body, m.metadata AS m_metadata, m.received_at AS m_received_at,
+    s.sent_id AS s_sent_id, s.parent_id AS s_parent_id, s.content_type AS s_content_type, s.body AS s_body,
+    s.metadata AS s_metadata, s.basis AS s_basis, s.computed_at AS s_computed_at, s.size AS s_size
 FROM claimed JOIN hub_messages m ON m.id = claimed.message_id
+    LEFT JOIN hub_sent s ON s.delivery_id = claimed.id  -- what an earlier attempt sent, resent as is
 """
 #: With hold_behind_dead, a dead letter also holds the later deliveries of its key (a probe of the
 #: dead-letter index; the lists are literal so that the planner can use the partial indexes).
@@ -458,6 +461,17 @@ def _sent(row: asyncpg.Record) -> SentPayload:
         content_type=row["content_type"], body=None if row["body"] is None else bytes(row["body"]),
         metadata=load_metadata(row["metadata"]), basis=row["basis"], computed_at=row["computed_at"],
         size=row["size"],
+    )  # fmt: skip
+
+
+def _claimed_sent(row: asyncpg.Record) -> SentPayload | None:
+    if row["s_sent_id"] is None:
+        return None
+    return SentPayload(
+        delivery_id=row["id"], sent_id=row["s_sent_id"], parent_id=row["s_parent_id"],
+        content_type=row["s_content_type"], body=None if row["s_body"] is None else bytes(row["s_body"]),
+        metadata=load_metadata(row["s_metadata"]), basis=row["s_basis"], computed_at=row["s_computed_at"],
+        size=row["s_size"],
     )  # fmt: skip
 
 
@@ -752,8 +766,6 @@ class PostgresStore:
             rows = await conn.fetch(
                 _CLAIM_HOLD if hold_behind_dead else _CLAIM, route, destination, limit, owner, float(lease_secs)
             )
-            # what earlier attempts sent, resent as is (one more statement per claim, none per delivery)
-            sent = await _sent_rows(conn, [r["id"] for r in rows]) if rows else {}
         out = [
             Claimed(
                 _delivery(r),
@@ -762,7 +774,7 @@ class PostgresStore:
                     content_type=r["m_content_type"], body=bytes(r["m_body"]), metadata=json.loads(r["m_metadata"]),
                     received_at=r["m_received_at"],
                 ),
-                sent.get(r["id"]),
+                _claimed_sent(r),
             )
             for r in rows
         ]  # fmt: skip
