@@ -455,24 +455,19 @@ _SENT_UPSERT = """
 """
 
 
-def _sent(row: asyncpg.Record) -> SentPayload:
+def _sent(row: asyncpg.Record, prefix: str = "") -> SentPayload:
+    """A SentPayload from hub_sent's columns, named with `prefix` (``s_``: joined into a claimed delivery row)."""
+    body = row[prefix + "body"]
     return SentPayload(
-        delivery_id=row["delivery_id"], sent_id=row["sent_id"], parent_id=row["parent_id"],
-        content_type=row["content_type"], body=None if row["body"] is None else bytes(row["body"]),
-        metadata=load_metadata(row["metadata"]), basis=row["basis"], computed_at=row["computed_at"],
-        size=row["size"],
+        delivery_id=row["id" if prefix else "delivery_id"], sent_id=row[prefix + "sent_id"],
+        parent_id=row[prefix + "parent_id"], content_type=row[prefix + "content_type"],
+        body=None if body is None else bytes(body), metadata=load_metadata(row[prefix + "metadata"]),
+        basis=row[prefix + "basis"], computed_at=row[prefix + "computed_at"], size=row[prefix + "size"],
     )  # fmt: skip
 
 
 def _claimed_sent(row: asyncpg.Record) -> SentPayload | None:
-    if row["s_sent_id"] is None:
-        return None
-    return SentPayload(
-        delivery_id=row["id"], sent_id=row["s_sent_id"], parent_id=row["s_parent_id"],
-        content_type=row["s_content_type"], body=None if row["s_body"] is None else bytes(row["s_body"]),
-        metadata=load_metadata(row["s_metadata"]), basis=row["s_basis"], computed_at=row["s_computed_at"],
-        size=row["s_size"],
-    )  # fmt: skip
+    return None if row["s_sent_id"] is None else _sent(row, "s_")
 
 
 async def _sent_rows(conn: asyncpg.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
