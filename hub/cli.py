@@ -500,11 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap = add("audit-chain", cmd_audit, "export the audit trail, or verify its keyed chain (in the store or an export)")
     asub = ap.add_subparsers(dest="action", required=True)
     x = asub.add_parser("export", help="every entry after --after, as JSON lines (exactly as hashed)")
-    x.add_argument("--after", type=int, default=0)
+    x.add_argument("--after", type=int, default=0, help="export entries after this id (default 0: all)")
     x = asub.add_parser("verify", help="check the chain with the configured keys; exit 1 when it does not verify")
     x.add_argument("--file", help="an export to check offline, instead of the store")
     for sp_ in asub.choices.values():
-        sp_.add_argument("--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
+        sp_.add_argument(
+            "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG),
+            help="config file: the store and the audit keys (default: $HUB_CONFIG or config/hub.yaml)",
+        )  # fmt: skip
     sp = add("dev-pki", cmd_dev_pki, "create a development CA and certificates (sandboxes only)", config=False)
     sp.add_argument("dir", nargs="?", default="var/pki", help="where to write them (default var/pki)")
     sp = add("describe", cmd_describe, "print a component's config schema", config=False)

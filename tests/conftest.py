@@ -39,13 +39,19 @@ def free_port() -> int:
         high = min(high, low_ephemeral - 1)
     for _ in range(200):
         port = random.randint(low, high)
+        if port in _HANDED_OUT:  # two servers of one test must never be given the same port
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port found")
+
+
+_HANDED_OUT: set[int] = set()
 
 
 def pg_dsn_or_skip() -> str:

@@ -104,7 +104,7 @@ async def test_sqlite_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -
     wal = tmp_path / "hub.db-wal"
     largest = 0
     try:
-        for round_ in range(60):  # ~6 MB written with no pause between batches
+        for round_ in range(120):  # ~12 MB of WAL frames written with no pause between batches
             await asyncio.gather(
                 *(
                     store.submit(msg(f"W{round_}-{i}"), one(), endpoint="in", dedup_key=None)
@@ -114,5 +114,6 @@ async def test_sqlite_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -
             largest = max(largest, wal.stat().st_size if wal.exists() else 0)
     finally:
         await store.close()
-    # Bounded: the limit plus what one checkpoint period lets through, never the whole history.
-    assert largest < 16 * limit
+    # Bounded: the limit plus what the checkpoint periods let through (about 1.3 MB here on a quiet machine,
+    # more when the machine is loaded), never the whole history (12 MB without the TRUNCATE checkpoints).
+    assert largest < 24 * limit
