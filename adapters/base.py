@@ -77,4 +77,5 @@ class Sandbox(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def http_routes(self) -> list[tuple[str, str, Any]]:
-        """(method, path, aiohttp handler) to mount under /sandboxes/<name>/ on the hub's HTTP port."""
+        """(method, path, aiohttp handler) to mount under /sandboxes/<name>/ on the hub's HTTP port, behind the admin
+        API's token (hub/admin/sandbox_guard.py: GET and `http_reads` need a viewer, other methods an operator)."""

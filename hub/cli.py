@@ -348,17 +348,23 @@ def _insi_search(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from adapters.insi.http import HttpInsiResolver
+    from hub.admin.client import find_token
     from hub.identity.insi import InsiQuery
     from hub.identity.traits import Sex
 
     url = args.url
+    config = None
+    try:
+        config = _settings(args).hub  # the INSi sandbox's address, and the hub's bootstrap token
+    except (ConfigError, OSError):
+        if not url:
+            raise
     if not url:
-        settings = _settings(args)
-        names = [n for n, e in settings.hub.sandboxes.items() if e.type == "insi"]
+        names = [n for n, e in config.sandboxes.items() if e.type == "insi"]
         if not names:
             print("no INSi sandbox in the config: give --url", file=sys.stderr)
             return 1
-        url = f"http://{settings.hub.http.listen}/sandboxes/{names[0]}/search"
+        url = f"http://{config.http.listen}/sandboxes/{names[0]}/search"
     query = InsiQuery(
         birth_name=args.birth_name,
         given_names=args.given_names,
@@ -366,7 +372,8 @@ def _insi_search(args: argparse.Namespace) -> int:
         birth_date=dt.date.fromisoformat(args.birth_date),
         birthplace_code=args.birthplace,
     )
-    result = _run(HttpInsiResolver(url).resolve(query))
+    # The sandbox on the hub's port takes the admin API's token (hub/admin/sandbox_guard.py).
+    result = _run(HttpInsiResolver(url, token=find_token(config, token_file=args.token_file)).resolve(query))
     out: dict[str, Any] = {"outcome": result.outcome.value}
     if result.identity is not None:
         from hub.identity.insi import traits_to_json
@@ -494,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
     x.add_argument("--birthplace", help="INSEE code (COG) of the birthplace")
     x.add_argument("--url", help="the INSi endpoint (default: the config's INSi sandbox)")
+    x.add_argument(
+        "--token-file", help="bearer token for the sandbox (default: $HUB_TOKEN, then the bootstrap token file)"
+    )
     x.add_argument(
         "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG), help="config, to find the INSi sandbox"
     )

@@ -7,7 +7,8 @@
 ``/``, ``/console/<file>``    the web console: plain HTML, CSS and JavaScript modules (``hub/console``)
 ``/metrics``                  Prometheus text format (:mod:`hub.metrics`); a token when
                               ``admin.metrics_auth`` is set
-``/sandboxes/<name>/...``     the sandboxes' listings (development)
+``/sandboxes/<name>/...``     the sandboxes' listings and knobs: the admin API's token, audited
+                              (:mod:`hub.admin.sandbox_guard`)
 (absolute paths)              inbound adapters served on this port, e.g. FHIR under ``/fhir``
 ============================  ============================================================================
 """
@@ -122,10 +123,14 @@ def build_app(hub: Hub) -> web.Application:
         index, asset = _console_handlers(_console_files())
         app.router.add_get("/", index)
         app.router.add_get("/console/{name}", asset)
-    app.router.add_get("/sandboxes", _sandboxes)
+    from hub.admin.sandbox_guard import guard_index, guard_route
+
+    # In every environment: a sandbox's listings show patient data (issue #18, "production means production").
+    app.router.add_get("/sandboxes", guard_index(_sandboxes))
     for name, sandbox in hub.sandboxes.items():
         for method, path, handler in sandbox.http_routes():
-            app.router.add_route(method, f"/sandboxes/{name}/{path}", handler)
+            guarded = guard_route(hub, sandbox, name, method, path, handler)
+            app.router.add_route(method, f"/sandboxes/{name}/{path}", guarded)
     # Inbound adapters served on this port give absolute paths (e.g. /fhir/Bundle).
     for listener in hub.listeners.values():
         for method, path, handler in getattr(listener, "http_routes", list)():

@@ -30,6 +30,7 @@ from hub.logs import configure
 from hub.store import SearchQuery
 from tests.conftest import ROOT, SAMPLES, free_port
 from tests.hubkit import MllpClient, ack_fields, running_hub, wait_until
+from tests.sandboxauth import admin_headers
 
 PORTS = (2575, 2576, 8443, 8091, 2525, 2526, 5587, 8080, 1143, 1993, 8092)
 SECRETS = ("PAT-TROIS", "DOMINIQUE", "EXEMPLE", "CAMILLE", "19790328", "1979-03-28", "19850212",
@@ -90,6 +91,7 @@ async def test_every_flow_of_the_default_config_and_no_health_data_in_the_logs(t
             async with http.post(
                 f"{base}/sandboxes/mssante_peer/send",
                 json={"to": ["dpi-integration@hub.mssante.fr"], "request_mdn": True},
+                headers=admin_headers(hub),
             ) as r:
                 assert r.status == 200
 

@@ -21,6 +21,7 @@ from mappings.xds.ebrim import q
 from tests.adapters.test_xds import find_documents
 from tests.conftest import free_port
 from tests.hubkit import MllpClient, ack_fields, mllp_port, running_hub, wait_until, write_config
+from tests.sandboxauth import admin_headers
 from tests.tlskit import make_pki
 
 CASES = Path(__file__).resolve().parent / "mappings" / "cases"
@@ -119,10 +120,12 @@ def config(tmp_path: Path, dmp_port: int, pki: Any) -> Path:
     )  # fmt: skip
 
 
-async def listing(port: int) -> list[dict[str, Any]]:
+async def listing(hub: Any) -> list[dict[str, Any]]:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/sandboxes/dmp_sandbox/documents") as resp,
+        session.get(
+            f"http://127.0.0.1:{hub.http_port}/sandboxes/dmp_sandbox/documents", headers=admin_headers(hub)
+        ) as resp,
     ):
         return list(await resp.json())
 
@@ -145,7 +148,7 @@ async def test_lab_result_waits_for_identity_then_reaches_the_dmp(tmp_path: Path
             return await status_of(store, "CHEM-0001") == "awaiting_identity"
 
         await wait_until(held, timeout=20)
-        assert await listing(hub.http_port) == []  # type: ignore[arg-type]
+        assert await listing(hub) == []
 
         assert ack_fields(await client.send(a31_qualifying()))["MSA"][1] == "AA"
 
@@ -153,7 +156,7 @@ async def test_lab_result_waits_for_identity_then_reaches_the_dmp(tmp_path: Path
             return await status_of(store, "CHEM-0001") == "delivered"
 
         await wait_until(delivered, timeout=30)
-        [doc] = await listing(hub.http_port)  # type: ignore[arg-type]
+        [doc] = await listing(hub)
         assert doc["patient_id"] == f"{INS_LAB}^^^&{TEST_ROOT}&ISO^NH"
         assert doc["type_code"] == "11502-2" and doc["class_code"] == "10" and doc["status"] == "Approved"
         assert doc["mime_type"] == "text/xml"
@@ -174,7 +177,7 @@ async def test_discharge_letter_and_its_replacement_in_the_dmp(tmp_path: Path) -
         await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 1, timeout=30)
         assert ack_fields(await client.send(case("document_mdm_t10_replacement")))["MSA"][1] == "AA"
         await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 2, timeout=30)
-        first, second = await listing(hub.http_port)  # type: ignore[arg-type]
+        first, second = await listing(hub)
         assert first["status"] == "Deprecated" and second["status"] == "Approved"
         assert second["replaces"] == first["entry_uuid"] and first["replaced_by"] == second["entry_uuid"]
         assert first["unique_id"].startswith("2.999.3.1.1001") and second["unique_id"].startswith("2.999.3.1.1002")
@@ -190,6 +193,11 @@ async def test_corrected_lab_report_replaces_the_version_the_hub_registered(tmp_
         assert store is not None
         client = await MllpClient.connect(mllp_port(hub))
         assert ack_fields(await client.send(a31_qualifying()))["MSA"][1] == "AA"
+
+        async def qualified() -> bool:  # the A31 reaches the registry through a delivery of its own
+            return any(r.status == "qualifiee" for r in await store.list_identities())
+
+        await wait_until(qualified, timeout=30)  # else the report below may first wait for it (one more attempt)
         # A correction whose original the hub never sent is refused with the reason, never sent with a guess.
         orphan = case("crbio_lab_pdf_corrected")
         assert ack_fields(await client.send(orphan))["MSA"][1] == "AA"
@@ -209,7 +217,7 @@ async def test_corrected_lab_report_replaces_the_version_the_hub_registered(tmp_
         await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 1, timeout=30)
         assert ack_fields(await client.send(case("crbio_corrected_result")))["MSA"][1] == "AA"
         await wait_until(lambda: len(hub.sandboxes["dmp_sandbox"].documents) == 2, timeout=30)
-        first, second = await listing(hub.http_port)  # type: ignore[arg-type]
+        first, second = await listing(hub)
         assert first["status"] == "Deprecated" and second["replaces"] == first["entry_uuid"]
         stored = {doc.unique_id: doc for doc in hub.sandboxes["dmp_sandbox"].documents.values()}
         content = stored[second["unique_id"]].content
@@ -253,7 +261,7 @@ async def test_masking_flags_reach_the_dmp_and_the_dmp_honours_them(tmp_path: Pa
         for message in (masked, hidden):
             assert ack_fields(await client.send(message))["MSA"][1] == "AA"
         await wait_until(lambda: len(dmp.documents) == 2, timeout=30)
-        by_id = {d["unique_id"]: d for d in await listing(hub.http_port)}  # type: ignore[arg-type]
+        by_id = {d["unique_id"]: d for d in await listing(hub)}
         assert by_id["2.999.3.1.2001"]["confidentiality"] == ["N", "MASQUE_PS"]
         assert by_id["2.999.3.1.2002"]["confidentiality"] == ["N", "INVISIBLE_PATIENT"]
         # ITI-18 as another professional: the masked letter is not returned; as its author, it is.
@@ -265,6 +273,7 @@ async def test_masking_flags_reach_the_dmp_and_the_dmp_honours_them(tmp_path: Pa
             session.get(
                 f"http://127.0.0.1:{hub.http_port}/sandboxes/dmp_sandbox/patient-view",
                 params={"patient_id": LETTER_PATIENT},
+                headers=admin_headers(hub),
             ) as resp,
         ):
             seen = [d["unique_id"] for d in await resp.json()]
@@ -305,7 +314,7 @@ async def test_one_hub_two_structures_each_lot_with_its_own_author_structure_and
         for message in (first, second):
             assert ack_fields(await client.send(message))["MSA"][1] == "AA"
         await wait_until(lambda: len(dmp.documents) == 2, timeout=30)
-        by_id = {d["unique_id"]: d for d in await listing(hub.http_port)}  # type: ignore[arg-type]
+        by_id = {d["unique_id"]: d for d in await listing(hub)}
         one, two = by_id["2.999.3.1.3001"], by_id["2.999.3.1.3002"]
         assert one["lot_author"].startswith("810000000003^TESTMEDECIN^CLAIRE^")
         assert one["lot_institution"].endswith("^IDNST^^^1999000002")

@@ -13,6 +13,7 @@ from hub.identity.insi import InsiOutcome, InsiQuery
 from hub.identity.oids import INS_NIR_TEST_OID
 from hub.identity.traits import Sex
 from tests.hubkit import running_hub, write_config
+from tests.sandboxauth import admin_headers, admin_token
 
 
 def query(name: str, given: str, born: str, sex: str = "F", place: str | None = None) -> InsiQuery:
@@ -29,7 +30,7 @@ async def test_insi_sandbox_finds_refuses_and_tells_twins_apart(tmp_path: Path) 
     config = write_config(tmp_path, peer_port=1, sandboxes={"insi": {"type": "insi"}})
     async with running_hub(config) as hub:
         url = f"http://127.0.0.1:{hub.http_port}/sandboxes/insi/search"
-        insi = HttpInsiResolver(url)
+        insi = HttpInsiResolver(url, token=admin_token(hub))
         found = await insi.resolve(query("Pat-Trois", "dominique", "1979-03-28"))
         assert found.outcome is InsiOutcome.FOUND and found.identity is not None
         assert (found.identity.ins, found.identity.oid) == ("279035121518989", INS_NIR_TEST_OID)
@@ -45,7 +46,10 @@ async def test_insi_sandbox_finds_refuses_and_tells_twins_apart(tmp_path: Path) 
         assert (await insi.resolve(query("JUMEAU", "MARIE", "1990-01-01"))).outcome is InsiOutcome.SEVERAL
         assert (await insi.resolve(query("PAT-TROIS", "DOMINIQUE", "1979-03-29"))).outcome is InsiOutcome.NOT_FOUND
         assert (await insi.resolve(query("PAT-TROIS", "DOMINIQUE", "1979-03-28", sex="M"))).identity is None
-        async with aiohttp.ClientSession() as session, session.post(url, json={"birth_name": "X"}) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json={"birth_name": "X"}, headers=admin_headers(hub)) as resp,
+        ):
             assert resp.status == 400
         sandbox = hub.sandboxes["insi"]
         assert sandbox.queries == 8

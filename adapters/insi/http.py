@@ -12,8 +12,12 @@ __all__ = ["HttpInsiResolver"]
 
 
 class HttpInsiResolver:
-    def __init__(self, url: str, *, tls: TlsConfig | None = None, timeout_secs: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, tls: TlsConfig | None = None, timeout_secs: float = 10.0, token: str | None = None
+    ) -> None:
+        """`token`: a bearer token, e.g. the admin API's one that the sandbox on the hub's port asks for."""
         self.url = url
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl = client_context(tls) if tls else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_secs)
 
@@ -21,7 +25,7 @@ class HttpInsiResolver:
         try:
             async with (
                 aiohttp.ClientSession(timeout=self._timeout) as session,
-                session.post(self.url, json=query.to_json(), ssl=self._ssl) as resp,
+                session.post(self.url, json=query.to_json(), ssl=self._ssl, headers=self._headers) as resp,
             ):
                 if resp.status >= 500:
                     raise Retryable(f"INSi answered HTTP {resp.status}")

@@ -4,7 +4,9 @@ Served on the hub's HTTP port under ``/sandboxes/<name>/``: ``POST search``
 takes an :class:`InsiQuery` as JSON and answers ``{"outcome": "00"|"01"|"02",
 "identity": {...}}``; ``GET identities`` lists the fixtures. Like the real
 service it refuses an incomplete query (HTTP 400), and never answers with an
-identity when the traits match several people (outcome 02). The fixtures are
+identity when the traits match several people (outcome 02). Both routes take
+the admin API's token (a viewer's is enough; each call is audited,
+:mod:`hub.admin.sandbox_guard`), since an INS found from traits is identity data. The fixtures are
 synthetic people whose NIR keys are valid, on INS-NIR *test* (OID .10), which
 production refuses.
 """
@@ -49,6 +51,9 @@ class InsiSandboxConfig(ComponentConfig):
 @register("sandbox", "insi", config=InsiSandboxConfig)
 class InsiSandbox:
     """INSi stand-in answering searches by traits from fixture identities."""
+
+    #: POST routes that only read (a viewer's token is enough; hub.admin.sandbox_guard).
+    http_reads = frozenset({"search"})
 
     def __init__(self, name: str = "insi", config: InsiSandboxConfig | None = None) -> None:
         self.name = name

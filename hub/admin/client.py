@@ -25,7 +25,7 @@ from typing import Any
 from hub.admin.auth import bootstrap_token_path
 from hub.config import HubConfig
 
-__all__ = ["AdminClient", "ApiCallError", "client_for"]
+__all__ = ["AdminClient", "ApiCallError", "client_for", "find_token"]
 
 
 class ApiCallError(Exception):
@@ -118,16 +118,20 @@ def client_for(
         base = f"{scheme}://{host or '127.0.0.1'}:{port}"
     if not base:
         raise ApiCallError("no hub address: give --url or $HUB_URL, or --config")
-    token = None
-    if token_file:
-        token = Path(token_file).read_text().strip()
-    elif os.environ.get("HUB_TOKEN"):
-        token = os.environ["HUB_TOKEN"].strip()
-    else:
-        path = bootstrap
-        if path is None and config is not None and not (config.admin.users or config.admin.tokens):
-            path = bootstrap_token_path(config)
-        if path is not None and path.is_file():
-            token = path.read_text().strip()
+    token = find_token(config, token_file=token_file, bootstrap=bootstrap)
     ca = config.http.tls.ca_file if config is not None and config.http.tls else None
     return AdminClient(base, token, timeout=timeout, ca_file=ca or os.environ.get("HUB_CA_FILE"))
+
+
+def find_token(config: HubConfig | None, *, token_file: str | None = None, bootstrap: Path | None = None) -> str | None:
+    """The bearer token the CLI presents: `token_file`, ``$HUB_TOKEN``, then the bootstrap token file."""
+    if token_file:
+        return Path(token_file).read_text().strip()
+    if os.environ.get("HUB_TOKEN"):
+        return os.environ["HUB_TOKEN"].strip()
+    path = bootstrap
+    if path is None and config is not None and not (config.admin.users or config.admin.tokens):
+        path = bootstrap_token_path(config)
+    if path is not None and path.is_file():
+        return path.read_text().strip()
+    return None

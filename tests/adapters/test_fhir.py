@@ -26,6 +26,7 @@ from hub.store import SearchQuery
 from mappings.fhir.common import CONTENT_FHIR, dump_json
 from tests.conftest import free_port
 from tests.hubkit import running_hub, wait_until, write_config
+from tests.sandboxauth import admin_headers
 from tests.tlskit import make_pki
 from tests.unit.test_fhir_validate import INS, qualified
 
@@ -306,7 +307,7 @@ async def test_sandbox_faults_over_the_hub_port(tmp_path: Path) -> None:
     async with running_hub(config) as hub:
         box = hub.sandboxes["eparcours_sandbox"]
         assert box.describe()["base"] == f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=admin_headers(hub)) as http:
             url = f"http://127.0.0.1:{hub.http_port}/sandboxes/eparcours_sandbox/faults"
             async with http.post(url, json={"fail_status": 503, "fail_count": 1, "retry_after_secs": 1}) as resp:
                 assert resp.status == 200 and (await resp.json())["fail_status"] == 503
@@ -320,7 +321,9 @@ async def test_sandbox_faults_over_the_hub_port(tmp_path: Path) -> None:
         assert delivery.attempts == 2  # the injected 503, then the success
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{hub.http_port}/sandboxes/eparcours_sandbox/requests") as resp,
+            http.get(
+                f"http://127.0.0.1:{hub.http_port}/sandboxes/eparcours_sandbox/requests", headers=admin_headers(hub)
+            ) as resp,
         ):
             statuses = [r["status"] for r in await resp.json() if r["method"] == "POST" and r["path"] == "/Patient"]
         assert statuses == [503, 201]

@@ -46,6 +46,7 @@ from mappings.xds import (
 from mappings.xds.ebrim import NS, q
 from mappings.xds.signature import LotSigner, sign_submission
 from tests.hubkit import FAST_RETRY, running_hub, wait_until, write_config
+from tests.sandboxauth import admin_headers
 from tests.tlskit import Pki, make_pki
 from tests.unit.test_xds_metadata import INS_TEST_ROOT, OTHER_INS, TEST_INS, synthetic_cda, xds_config
 
@@ -812,7 +813,9 @@ async def test_hub_delivers_to_the_dmp_sandbox_retrying_through_a_503(tmp_path: 
         assert sandbox.answered_503 == 1  # first attempt refused, the hub retried
         async with (
             aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{hub.http_port}/sandboxes/dmp_sandbox/documents") as resp,
+            session.get(
+                f"http://127.0.0.1:{hub.http_port}/sandboxes/dmp_sandbox/documents", headers=admin_headers(hub)
+            ) as resp,
         ):
             [listed] = await resp.json()
         assert listed["unique_id"] == "1.2.250.1.999.7.1^DOC-1" and listed["status"] == "Approved"

@@ -26,6 +26,7 @@ from mappings.xdm import read_xdm
 from mappings.xml import parse_xml
 from tests.conftest import free_port
 from tests.hubkit import running_hub, running_peer, wait_until
+from tests.sandboxauth import admin_headers
 from tests.smtp.smtpkit import APP_MAILBOX, LAB_MAILBOX, PEER_DOMAIN, PRESCRIBER, Setup, hub_config, zip_of
 
 CDA = "application/cda+xml"
@@ -226,7 +227,7 @@ async def test_lab_result_to_the_prescriber_and_the_patient(hub: tuple[Hub, Mllp
 
     # The listing a script reads over HTTP.
     url = f"http://127.0.0.1:{running.http_port}/sandboxes/mssante_peer/messages"
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+    async with aiohttp.ClientSession() as http, http.get(url, headers=admin_headers(running)) as resp:
         listing = json.loads(await resp.text())
     assert {m["envelope"]["rcpt_tos"][0] for m in listing} == {PRESCRIBER, PATIENT}
     assert all(m["xdm"]["entries"] and "raw" not in m for m in listing)
