@@ -3,11 +3,18 @@ inside a time window, newest first, limited; purged messages leave the index."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
+
+from hub.errors import StoreError
 from hub.message import CONTENT_HL7V2, Message, utcnow
 from hub.store import ContentQuery, Store
 from hub.store.base import SEARCHABLE_CHARS, searchable_text
+from hub.store.sqlite import SqliteStore
 from tests.store.test_store_contract import one
 
 
@@ -61,3 +68,20 @@ def test_searchable_text_decodes_and_caps() -> None:
     assert searchable_text("LEFÈVRE".encode("latin-1")) == "LEFÈVRE"
     assert searchable_text(b"A\x00B") == "A B"
     assert len(searchable_text(b"x" * (SEARCHABLE_CHARS + 10))) == SEARCHABLE_CHARS
+
+
+async def test_a_search_that_outlasts_its_timeout_is_cancelled_on_its_own_connection(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "hub.db")
+    await store.open()
+    try:
+        await asyncio.gather(
+            *(store.submit(adt(f"N{i:05d}"), one(), endpoint="in", dedup_key=None) for i in range(500))
+        )
+        query = ContentQuery(text="JEAN", limit=1000, timeout_secs=0, **window())  # type: ignore[arg-type]
+        with pytest.raises(StoreError, match="content search"):
+            await store.search_content(query)
+        # the writer was not held: the store goes on taking messages
+        await store.submit(adt("AFTER"), one(), endpoint="in", dedup_key=None)
+        assert len(await store.search_content(dataclasses.replace(query, timeout_secs=10))) == 501
+    finally:
+        await store.close()
