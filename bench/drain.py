@@ -24,6 +24,11 @@ Method
   patient's sequence numbers only increase), duplicates counted (a redelivery
   after a lost ACK is allowed by MLLP's at-least-once contract, but none is expected here).
 * RSS of the hub process (VmRSS) after the ingest and after the drain, and its peak (VmHWM).
+* `--steps map` gives the route an `hl7v2_map` step (MSH-5/MSH-6 set: a new body per delivery),
+  `--steps validate` the hl7apy `hl7v2_validate` step (the body unchanged); `--refuse-first` makes the
+  receiver answer AE to the first copy of every message (the retry comes 0.05-0.2 s later), so every
+  delivery is sent twice. Together they measure what a delivery's stored output (what was sent, kept
+  with the delivery and resent by its retries) costs and saves on the delivery path.
 
 Run: `.venv/bin/python bench/drain.py --store sqlite -n 10000 100000`,
 `.venv/bin/python bench/drain.py --store postgres -n 10000 100000 1000000`.
@@ -35,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import os
 import shutil
@@ -67,8 +73,11 @@ def rss_mb(pid: int) -> float:
 class Receiver:
     """A fast MLLP receiver: AA to everything, and a per-patient order check."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, refuse_first: bool = False) -> None:
         self.expected = expected
+        self.refuse_first = refuse_first
+        self.refused: set[bytes] = set()
+        self.sent_differently = 0  # a retry whose bytes differ from the refused first copy
         self.seen: set[str] = set()
         self.duplicates = 0
         self.out_of_order = 0
@@ -90,6 +99,16 @@ class Receiver:
     def _record(self, body: bytes) -> bytes:
         segments = body.split(b"\r")
         msh = segments[0].split(b"|")
+        if self.refuse_first:
+            digest = hashlib.blake2b(body, digest_size=16).digest()
+            if msh[9] not in self.refused:
+                self.refused.add(msh[9])
+                self.refused.add(digest)
+                return b"MSH|^~\\&|DPI|CHU-BENCH|GAM|CHU-BENCH|20250101120000||ACK^A01^ACK|A" + msh[9] + (
+                    b"|P|2.5\rMSA|AE|" + msh[9] + b"\r"
+                )
+            if digest not in self.refused:
+                self.sent_differently += 1
         cid = msh[9].decode()
         pid = next(s for s in segments if s.startswith(b"PID|")).split(b"|")[3].split(b"^")[0].decode()
         seq = int(cid[4:11])  # B<conn:3><seq:7><random>
@@ -150,6 +169,12 @@ async def send_n(port: int, conn_no: int, quota: list[int], patients: int, refus
     return sent
 
 
+STEPS: dict[str, object] = {
+    "map": {"hl7v2_map": {"rules": [{"set": "MSH-5", "value": "PACS"}, {"set": "MSH-6", "value": "IMAGERIE"}]}},
+    "validate": "hl7v2_validate",
+}
+
+
 def write_config(folder: Path, store: dict[str, object], port: int, peer_port: int, args: argparse.Namespace) -> Path:
     (folder / "routes").mkdir(parents=True)
     cfg = {
@@ -169,17 +194,21 @@ def write_config(folder: Path, store: dict[str, object], port: int, peer_port: i
         "endpoints": {"out": {"type": "mllp", "endpoint": f"127.0.0.1:{peer_port}", "connect_timeout_secs": 2}},
         "routes": ["routes/*.yaml"],
     }
+    retry = {"max_attempts": 10_000, "initial_secs": 1.0, "max_secs": 5.0}
+    if args.refuse_first:
+        retry = {"max_attempts": 10_000, "initial_secs": 0.05, "max_secs": 0.2}
     route = {
         "route": "adt",
         "from": "in",
         "when": {"message_type": ["ADT^A01"]},
+        "steps": [STEPS[name] for name in args.steps],
         "to": [
             {
                 "destination": "out",
                 "ordering_key": "patient_key",
                 "max_in_flight": args.max_in_flight,
-                "retry": {"max_attempts": 10_000, "initial_secs": 1.0, "max_secs": 5.0},
-                "probe_max_secs": 5.0,
+                "retry": retry,
+                "probe_max_secs": args.probe_max_secs,
             }
         ],
     }
@@ -203,7 +232,7 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
     proc = await asyncio.create_subprocess_exec(
         str(hub_bin), "serve", "--config", str(config), env=env, stdout=subprocess.DEVNULL, stderr=log
     )
-    receiver = Receiver(n)
+    receiver = Receiver(n, args.refuse_first)
     try:
         await wait_port(port)
         t0 = time.perf_counter()
@@ -228,6 +257,9 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
             "drain_msgs_per_s": round(drained / (end - up)) if end > up else None,
             "first_delivery_after_s": round(first - up, 2),
             "drain_after_first_msgs_per_s": round(drained / (end - first)) if end > first else None,
+            "steps": args.steps,
+            "refuse_first": args.refuse_first,
+            "retries_sent_differently": receiver.sent_differently if args.refuse_first else None,
             "ingest_ae": dict(refused),
             "duplicates": receiver.duplicates,
             "out_of_order": receiver.out_of_order,
@@ -250,9 +282,16 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
             shutil.copy(folder / "hub.log", args.keep_log)
         shutil.rmtree(folder, ignore_errors=True)
         if store_kind == "postgres":
-            conn = await asyncpg.connect(args.pg_dsn)
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            await conn.close()
+            await drop_schema(args.pg_dsn, schema)
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    """Remove a benchmark's PostgreSQL schema and everything in it."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 async def main() -> None:
@@ -265,6 +304,9 @@ async def main() -> None:
     p.add_argument("--timeout", type=float, default=3600.0, help="give up the drain after this many seconds")
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     p.add_argument("--keep-log", help="copy the hub's log here")
+    p.add_argument("--probe-max-secs", type=float, default=5.0, help="the destination's longest wait between probes")
+    p.add_argument("--steps", nargs="*", choices=sorted(STEPS), default=[], help="steps of the route")
+    p.add_argument("--refuse-first", action="store_true", help="AE to the first copy of every message")
     p.add_argument("--pg-dsn", default=os.environ.get("HUB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
     args = p.parse_args()
     gc.freeze()

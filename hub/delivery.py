@@ -9,6 +9,15 @@ the outbound adapter and records the outcome:
   until ``max_attempts``; then ``dead``;
 * REJECT (the peer refused, or a step found the message unusable) → ``dead`` at once.
 
+The steps run once per delivery (a route without steps sends the inbound message and keeps nothing):
+their output (body, content type, metadata, outgoing message id)
+is stored with the first recorded outcome (:class:`~hub.store.SentPayload`, same transaction) and
+every later attempt resends it as is. Steps that read the patient's identity ran against one
+version of the registry record; when the record has changed since (qualified, merged, corrected),
+the steps run again, since the old stamp would now be wrong. The identity gate of the destination
+(qualified INS required) is checked at every attempt either way. A requeue drops the stored output
+(an operator fixed the cause: today's steps run); a replay is a new message, so its steps run.
+
 A destination that cannot be reached (refused, TLS failure, connect time-out:
 :class:`~hub.errors.Unreachable`) is an outage, not an attempt: the delivery
 goes back to ``pending`` with its attempts untouched and the worker's circuit
@@ -60,10 +69,10 @@ from hub.errors import (
     StoreError,
     Unreachable,
 )
-from hub.message import utcnow
+from hub.message import Message, utcnow
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
-from hub.store import Claimed, IdentityRecord, Store
+from hub.store import Claimed, IdentityRecord, SentPayload, Store
 from hub.supervisor import Supervisor
 
 __all__ = ["DestinationWorker", "backoff_secs"]
@@ -409,6 +418,29 @@ class DestinationWorker:
             identity=record, identity_override=c.delivery.identity_override, environment=self.environment
         )
 
+    def _identity_basis(self, ctx: StepContext) -> str:
+        """Which identity the steps run against (see SentPayload.basis): "" when they read none."""
+        if not self.pipeline.needs_identity:
+            return ""
+        return f"v{ctx.identity.version}" if ctx.identity is not None else "-"
+
+    async def _outgoing(self, c: Claimed) -> tuple[Message, SentPayload | None, dict[str, str] | None]:
+        """(the message to send, its SentPayload when computed now, the metadata the steps added).
+
+        An earlier attempt's output is reused while the identity it was computed with is current.
+        """
+        ctx = await self._identity_context(c)
+        if not self.pipeline:  # no step: the inbound message is what is sent, nothing to keep
+            return c.message, None, None
+        basis = self._identity_basis(ctx)
+        if c.sent is not None and c.sent.basis == basis:
+            return c.sent.message(c.message), None, None
+        # a correction's step may ask for the versions the hub sent (hub/documents.py)
+        message = await apply_steps(self.pipeline, c.message, ctx, self.store, self.step_executor)
+        before = c.message.metadata
+        output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
+        return message, SentPayload.of(c.delivery.id, c.message, message, basis), output
+
     async def _deliver(self, c: Claimed) -> None:
         d = c.delivery
         started = utcnow()
@@ -416,15 +448,10 @@ class DestinationWorker:
         retry_after: float | None = None
         hold: IdentityHold | None = None
         output: dict[str, str] | None = None
+        sent: SentPayload | None = None
         reached = True
         try:
-            message = c.message
-            ctx = await self._identity_context(c)
-            if self.pipeline:
-                # a correction's step may ask for the versions the hub sent (hub/documents.py)
-                message = await apply_steps(self.pipeline, message, ctx, self.store, self.step_executor)
-                before = c.message.metadata
-                output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
+            message, sent, output = await self._outgoing(c)
             if not self._holds_lease(d.id):
                 # Taken back, or not renewed for half a lease (cut off from the store): another worker
                 # may be sending it now. Not ours to send, nor to record.
@@ -485,6 +512,7 @@ class DestinationWorker:
                 started_at=started,
                 output_metadata=output,
                 count_attempt=reached,
+                sent=sent,
             )
         except StoreError as exc:
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))

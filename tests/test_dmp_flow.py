@@ -190,6 +190,11 @@ async def test_corrected_lab_report_replaces_the_version_the_hub_registered(tmp_
         assert store is not None
         client = await MllpClient.connect(mllp_port(hub))
         assert ack_fields(await client.send(a31_qualifying()))["MSA"][1] == "AA"
+
+        async def qualified() -> bool:  # the A31 reaches the registry through a delivery of its own
+            return any(r.status == "qualifiee" for r in await store.list_identities())
+
+        await wait_until(qualified, timeout=30)  # else the report below may first wait for it (one more attempt)
         # A correction whose original the hub never sent is refused with the reason, never sent with a guess.
         orphan = case("crbio_lab_pdf_corrected")
         assert ack_fields(await client.send(orphan))["MSA"][1] == "AA"

@@ -68,6 +68,8 @@ from hub.admin.models import (
     ReviewView,
     SearchPage,
     SearchParams,
+    SentSummary,
+    SentView,
     StatsParams,
     StatsView,
     StepOutput,
@@ -82,7 +84,7 @@ from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
-from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery
+from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload
 from hub.store.base import CONTENT_MIN_CHARS, searchable_text
 
 if TYPE_CHECKING:
@@ -477,6 +479,7 @@ async def _trace(call: Call) -> Trace:
     mid = rec.message.id
     deliveries = (await store.deliveries([mid]))[mid]
     reviews = [r for r in await store.list_reviews(limit=10_000) if r.message_id == mid]
+    sent = await store.sent_payloads([d.id for d in deliveries], body=False)
     traced = []
     for d in deliveries:
         held = await store.dead_letter_ahead(d.id) if d.status == "pending" and d.ordering_key else None
@@ -490,9 +493,13 @@ async def _trace(call: Call) -> Trace:
             for a in await store.attempts(d.id)
         ]  # fmt: skip
         view = _delivery_view(d).model_dump()
+        s = sent.get(d.id)
         traced.append(
             DeliveryTrace(
-                **view, ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
+                **view, sent=None if s is None else SentSummary(
+                    content_type=s.content_type, size=s.size, computed_at=s.computed_at, sent_id=s.sent_id,
+                    changed=s.body is not None or s.content_type != rec.message.content_type,
+                ), ordering_key=d.ordering_key, created_at=d.created_at, identity_override=d.identity_override,
                 attempts_log=attempts, held_behind_dead=held, waiting_reason=reason,  # type: ignore[arg-type]
             )
         )  # fmt: skip
@@ -560,10 +567,7 @@ async def _payload(call: Call) -> Payload:
     )  # fmt: skip
 
 
-async def _output(call: Call) -> StepOutput:
-    """The 'after' view: the route's steps run again, now, on the stored message (a dry run: nothing is sent)."""
-    hub = call.hub
-    rec = await _get_record(call)
+async def _delivery_of(call: Call, rec: MessageRecord) -> Delivery:
     mid = rec.message.id
     try:
         delivery_id = int(call.request.match_info["delivery_id"])
@@ -572,6 +576,42 @@ async def _output(call: Call) -> StepOutput:
     d = next((d for d in (await _store(call).deliveries([mid]))[mid] if d.id == delivery_id), None)
     if d is None:
         raise ApiError(404, f"message {mid} has no delivery {delivery_id}")
+    return d
+
+
+async def _sent(call: Call) -> SentView:
+    """What the delivery sent: the stored output of its route's steps, resent as is by its retries."""
+    rec = await _get_record(call)
+    d = await _delivery_of(call, rec)
+    s = (await _store(call).sent_payloads([d.id])).get(d.id)
+    worker = call.hub.workers.get((d.route, d.destination))
+    if s is None and worker is not None and not worker.pipeline and d.attempts:
+        # a route without steps sends the inbound message as it is: nothing of its own is kept
+        m = rec.message
+        s = SentPayload(d.id, m.id, m.parent_id, m.content_type, None, m.metadata, m.received_at, size=len(m.body))
+    if s is None:
+        raise ApiError(404, f"delivery {d.id} has sent nothing yet")
+    await _audit(
+        call, "view_sent", message_id=rec.message.id, target=f"{d.route}->{d.destination}",
+        detail={"delivery_id": d.id, "size": s.size, "content_type": s.content_type},
+    )  # fmt: skip
+    out = s.message(rec.message)
+    encoding, text = _decode(out.content_type, out.body)
+    before = rec.message.metadata
+    return SentView(
+        message_id=rec.message.id, delivery_id=d.id, route=d.route, destination=d.destination, sent_id=s.sent_id,
+        content_type=out.content_type, size=len(out.body), encoding=encoding, text=text,
+        changed=out.body != rec.message.body or out.content_type != rec.message.content_type,
+        metadata_added={k: v for k, v in out.metadata.items() if before.get(k) != v}, computed_at=s.computed_at,
+    )  # fmt: skip
+
+
+async def _output(call: Call) -> StepOutput:
+    """The 'after' view: the route's steps run again, now, on the stored message (a dry run: nothing is sent)."""
+    hub = call.hub
+    rec = await _get_record(call)
+    mid = rec.message.id
+    d = await _delivery_of(call, rec)
     worker = hub.workers.get((d.route, d.destination))
     if worker is None:
         raise ApiError(409, f"route {d.route!r} to {d.destination!r} does not run on this node")
@@ -894,6 +934,15 @@ OPERATIONS: tuple[Operation, ...] = (
         path_params=(*_MSG_ID, ("delivery_id", "integer", "Delivery id.")),
         description="The steps run again now, with today's identity registry, on the stored message: the "
         "result may differ from what was sent if the registry changed since. 422 when a step refuses it.",
+    ),
+    Operation(
+        "GET", "/api/messages/{message_id}/deliveries/{delivery_id}/sent", _sent,
+        "What the delivery sent: its route steps' output, stored by its first attempt and resent by its retries.",
+        "messages", role="operator", response=SentView, audited="view_sent",
+        path_params=(*_MSG_ID, ("delivery_id", "integer", "Delivery id.")),
+        description="The bytes, content type and metadata sent to the destination (recorded in the audit trail "
+        "like a payload view). 404 until a first attempt computed it. A requeue computes it again with today's "
+        "steps; so does an attempt after the patient's identity record changed.",
     ),
     Operation(
         "POST", "/api/messages/{message_id}/replay", _replay, "Run a stored message again, optionally corrected.",

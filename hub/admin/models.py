@@ -231,7 +231,18 @@ class AttemptView(_Out):
     acknowledgement: str = Field(description="What the peer answered, as far as the adapter reported it.")
 
 
+class SentSummary(_Out):
+    content_type: str
+    size: int
+    changed: bool = Field(description="The steps changed the body (false: the inbound bytes were sent as they came).")
+    computed_at: datetime = Field(description="When the steps ran (once; retries resend this output).")
+    sent_id: str = Field(description="The outgoing message's id (an idempotency key downstream).")
+
+
 class DeliveryTrace(DeliveryView):
+    sent: SentSummary | None = Field(
+        None, description="What this delivery sends, computed by its first attempt (body: the `sent` operation)."
+    )
     ordering_key: str | None
     created_at: datetime
     identity_override: bool
@@ -300,6 +311,24 @@ class Payload(_Out):
         "its MSH-18 declares) or base64 when the body is not text."
     )
     text: str = Field(description="The body, decoded (or base64 when it is not text).")
+
+
+class SentView(_Out):
+    message_id: str
+    delivery_id: int
+    route: str
+    destination: str
+    sent_id: str = Field(description="The outgoing message's id, the same at every attempt.")
+    content_type: str
+    size: int
+    encoding: str = Field(description="As in Payload: the character set `text` was read with, or base64.")
+    text: str = Field(description="The bytes this delivery sent (and resends on retry), decoded.")
+    changed: bool = Field(description="The steps changed the body.")
+    metadata_added: dict[str, str] = Field(description="Metadata the steps added or changed.")
+    computed_at: datetime = Field(
+        description="When the route's steps produced it (the first attempt, or the first after the patient's "
+        "identity record changed, or after a requeue)."
+    )
 
 
 class StepOutput(_Out):

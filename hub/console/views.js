@@ -327,6 +327,15 @@ function delivery(messageId, d) {
         renderPayload(out));
     } catch (err) { fail(err); }
   };
+  const showSent = async () => {
+    try {
+      const sent = await api.get(`/api/messages/${encodeURIComponent(messageId)}/deliveries/${d.id}/sent`);
+      output.replaceChildren(
+        h("p", { class: "muted" }, `Sent: ${sent.content_type}, ${sent.size} bytes${sent.changed ? "" : " (the inbound body, unchanged)"}, made by the steps at ${time(sent.computed_at)} and resent as is by every retry (recorded in the audit trail).`),
+        Object.keys(sent.metadata_added).length ? kv(sent.metadata_added) : null,
+        renderPayload(sent));
+    } catch (err) { fail(err); }
+  };
   return h("div", { class: "delivery", dataset: { destination: d.destination } },
     h("h3", {}, `${d.route} → ${d.destination} `, status(d.status), h("span", { class: "muted" }, ` ${d.attempts}/${d.max_attempts} attempts`)),
     d.waiting_reason ? h("p", { class: "waiting-reason" }, `Why it waits: ${d.waiting_reason}`) : null,
@@ -339,7 +348,9 @@ function delivery(messageId, d) {
       { title: "Acknowledgement", cell: (a) => a.acknowledgement },
     ], d.attempts_log, { empty: "Not attempted yet." }),
     Object.keys(d.output_metadata).length ? [h("p", { class: "muted" }, "What the steps added:"), kv(d.output_metadata)] : null,
-    can("operator") ? h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", dataset: { output: d.id }, onclick: showOutput }, "Show what the steps make of it")) : null,
+    can("operator") ? h("div", { class: "actions" },
+      d.sent ? h("button", { type: "button", class: "secondary", dataset: { sent: d.id }, onclick: showSent }, "Show what was sent") : null,
+      h("button", { type: "button", class: "secondary", dataset: { output: d.id }, onclick: showOutput }, "Show what the steps make of it")) : null,
     output);
 }
 

@@ -37,6 +37,7 @@ __all__ = [
     "QueueStats",
     "Review",
     "SearchQuery",
+    "SentPayload",
     "Store",
     "SubmitResult",
     "audit_hash",
@@ -205,9 +206,54 @@ class Review:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SentPayload:
+    """What one delivery sends: the route's steps' output, computed once and kept with the delivery.
+
+    Written with the outcome of the attempt that computed it (same transaction: no extra commit on
+    the delivery path) and resent as is by later attempts, so a retry sends the same bytes, the
+    same outgoing message id (an idempotency key downstream, e.g. the XDS submission id) and the
+    same metadata without running the steps again.
+    """
+
+    delivery_id: int
+    sent_id: str
+    """The outgoing message's id (a step derives a new message, so not the inbound one's)."""
+    parent_id: str | None
+    content_type: str
+    body: bytes | None
+    """None: the inbound body unchanged (not stored twice)."""
+    metadata: Mapping[str, str]
+    computed_at: datetime
+    basis: str = ""
+    """The identity the steps ran with: ``""`` (the steps need none), ``"-"`` (no registry record),
+    ``"v<version>"`` (that version of the patient's record). Reused only while it is still current."""
+    size: int = 0
+    """Bytes of the sent body (when read without the body)."""
+
+    @classmethod
+    def of(cls, delivery_id: int, inbound: Message, out: Message, basis: str = "") -> SentPayload:
+        same = out.body is inbound.body or out.body == inbound.body
+        return cls(
+            delivery_id=delivery_id, sent_id=out.id, parent_id=out.parent_id, content_type=out.content_type,
+            body=None if same else out.body, metadata=dict(out.metadata), computed_at=out.received_at,
+            basis=basis, size=len(out.body),
+        )  # fmt: skip
+
+    def message(self, inbound: Message) -> Message:
+        """The outgoing message as the attempt that computed it sent it."""
+        return Message(
+            id=self.sent_id, content_type=self.content_type, body=inbound.body if self.body is None else self.body,
+            metadata=self.metadata, received_at=self.computed_at, correlation_id=inbound.correlation_id,
+            parent_id=self.parent_id,
+        )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Claimed:
     delivery: Delivery
     message: Message
+    sent: SentPayload | None = None
+    """What an earlier attempt computed and sent, if any (see :class:`SentPayload`)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -489,6 +535,7 @@ class OutcomeRecord(NamedTuple):
     review: str | None
     output_metadata: Mapping[str, str] | None
     count_attempt: bool
+    sent: SentPayload | None = None
 
 
 class Store(Protocol):
@@ -542,8 +589,12 @@ class Store(Protocol):
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
         count_attempt: bool = True,
+        sent: SentPayload | None = None,
     ) -> bool:
         """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written).
+
+        `sent` (the steps' output this attempt computed) is stored with the outcome, replacing an
+        earlier one; later claims of the delivery carry it (:attr:`Claimed.sent`).
 
         With status ``identity_review``, `review` is the reason and an open review is created.
         With ``count_attempt=False`` (the destination could not be reached, nothing was sent) the
@@ -602,7 +653,18 @@ class Store(Protocol):
         """Return to pending every expired lease, and every lease held by `owner` (a restarted node)."""
 
     async def requeue(self, delivery_ids: list[int]) -> int:
-        """Dead (or delivered) deliveries back to pending with their attempts reset."""
+        """Dead (or delivered) deliveries back to pending with their attempts reset.
+
+        Their stored :class:`SentPayload` is dropped: the next attempt runs today's steps, since an
+        operator requeues after fixing what made it fail (a table, a mapping, an identity).
+        """
+
+    async def sent_payloads(self, delivery_ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+        """The stored SentPayload of these deliveries (those that have one).
+
+        Without `body`, bodies are not read: ``b""`` stands for a body the steps changed, None as ever
+        for the inbound body unchanged; `size` is the real size either way.
+        """
 
     async def next_due(self, route: str, destination: str) -> datetime | None: ...
 

@@ -46,12 +46,14 @@ from hub.store.base import (
     QueueStats,
     Review,
     SearchQuery,
+    SentPayload,
     SubmitResult,
     audit_hash,
     business_keys,
     canonical_detail,
     dump_metadata,
     fold_queue_stats,
+    load_metadata,
     searchable_text,
 )
 
@@ -220,7 +222,23 @@ MIGRATIONS: list[str] = [
     CREATE INDEX hub_deliveries_dead_keys ON hub_deliveries (route, destination, ordering_key, id)
         WHERE status = 'dead';
     """,
-    # 7: content search: the decoded text of each payload (its first SEARCHABLE_CHARS) under a GIN trigram
+    # 7: what each delivery sends: its steps' output, computed once and resent by retries (body NULL: the
+    # inbound body unchanged). A table of its own keeps the deliveries rows, rewritten by every claim, small.
+    # (metadata is JSON text, not jsonb: it is read back exactly, NUL escapes included)
+    """
+    CREATE TABLE hub_sent (
+        delivery_id bigint PRIMARY KEY,
+        sent_id text NOT NULL,
+        parent_id text,
+        content_type text NOT NULL,
+        body bytea,
+        metadata text NOT NULL,
+        size integer NOT NULL,
+        basis text NOT NULL DEFAULT '',
+        computed_at timestamptz NOT NULL
+    );
+    """,
+    # 8: content search: the decoded text of each payload (its first SEARCHABLE_CHARS) under a GIN trigram
     # index, so that ILIKE '%text%' is an index lookup (PostgreSQL F.35 pg_trgm, "Index Support"). The
     # operator class is named in the extension's own schema (the hub's schema may not be on its search path).
     # Without the extension (no privilege to create it) search still works, as a scan of the time window.
@@ -334,8 +352,11 @@ claimed AS (
     RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
 )
 SELECT claimed.*, m.parent_id AS m_parent_id, m.correlation_id AS m_correlation_id,
-    m.content_type AS m_content_type, m.body AS m_body, m.metadata AS m_metadata, m.received_at AS m_received_at
+    m.content_type AS m_content_type, m.body AS m_body, m.metadata AS m_metadata, m.received_at AS m_received_at,
+    s.sent_id AS s_sent_id, s.parent_id AS s_parent_id, s.content_type AS s_content_type, s.body AS s_body,
+    s.metadata AS s_metadata, s.basis AS s_basis, s.computed_at AS s_computed_at, s.size AS s_size
 FROM claimed JOIN hub_messages m ON m.id = claimed.message_id
+    LEFT JOIN hub_sent s ON s.delivery_id = claimed.id  -- what an earlier attempt sent, resent as is
 """
 #: With hold_behind_dead, a dead letter also holds the later deliveries of its key (a probe of the
 #: dead-letter index; the lists are literal so that the planner can use the partial indexes).
@@ -458,6 +479,37 @@ _ID_COLS = (
     "patient_key, authority, local_id, status, ins, ins_oid, attributes, traits, merged_into, version, updated_at"
 )
 _REVIEW_COLS = "id, delivery_id, message_id, patient_key, reason, state, created_at, resolved_at, resolved_by"
+
+
+_SENT_COLS = "delivery_id, sent_id, parent_id, content_type, {body} AS body, metadata, basis, computed_at, size"
+_SENT_UPSERT = """
+    INSERT INTO hub_sent (delivery_id, sent_id, parent_id, content_type, body, metadata, size, basis, computed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (delivery_id) DO UPDATE SET sent_id = EXCLUDED.sent_id, parent_id = EXCLUDED.parent_id,
+        content_type = EXCLUDED.content_type, body = EXCLUDED.body, metadata = EXCLUDED.metadata,
+        size = EXCLUDED.size, basis = EXCLUDED.basis, computed_at = EXCLUDED.computed_at
+"""
+
+
+def _sent(row: asyncpg.Record, prefix: str = "") -> SentPayload:
+    """A SentPayload from hub_sent's columns, named with `prefix` (``s_``: joined into a claimed delivery row)."""
+    body = row[prefix + "body"]
+    return SentPayload(
+        delivery_id=row["id" if prefix else "delivery_id"], sent_id=row[prefix + "sent_id"],
+        parent_id=row[prefix + "parent_id"], content_type=row[prefix + "content_type"],
+        body=None if body is None else bytes(body), metadata=load_metadata(row[prefix + "metadata"]),
+        basis=row[prefix + "basis"], computed_at=row[prefix + "computed_at"], size=row[prefix + "size"],
+    )  # fmt: skip
+
+
+def _claimed_sent(row: asyncpg.Record) -> SentPayload | None:
+    return None if row["s_sent_id"] is None else _sent(row, "s_")
+
+
+async def _sent_rows(conn: asyncpg.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+    cols = _SENT_COLS.format(body="body" if body else "CASE WHEN body IS NULL THEN NULL ELSE ''::bytea END")
+    rows = await conn.fetch(f"SELECT {cols} FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", ids)
+    return {r["delivery_id"]: _sent(r) for r in rows}
 
 
 def _identity(row: asyncpg.Record) -> IdentityRecord:
@@ -754,6 +806,7 @@ class PostgresStore:
                     content_type=r["m_content_type"], body=bytes(r["m_body"]), metadata=json.loads(r["m_metadata"]),
                     received_at=r["m_received_at"],
                 ),
+                _claimed_sent(r),
             )
             for r in rows
         ]  # fmt: skip
@@ -773,11 +826,12 @@ class PostgresStore:
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
         count_attempt: bool = True,
+        sent: SentPayload | None = None,
     ) -> bool:
         assert self._finisher is not None
         return await self._finisher.submit(
             OutcomeRecord(delivery_id, owner, status, next_attempt_at, _text(error), outcome, started_at,
-                          _text(review), output_metadata, count_attempt)
+                          _text(review), output_metadata, count_attempt, sent)
         )  # fmt: skip
 
     async def _finish_batch(self, batch: list[OutcomeRecord]) -> list[bool]:
@@ -799,6 +853,12 @@ class PostgresStore:
             kept = {r["id"]: r for r in rows}
             if not kept:
                 return [False] * len(batch)
+            sent = [(f.delivery_id, f.sent) for f in batch if f.sent is not None and f.delivery_id in kept]
+            if sent:
+                await conn.executemany(_SENT_UPSERT, [
+                    (i, p.sent_id, p.parent_id, p.content_type, p.body, dump_metadata(p.metadata), p.size, p.basis,
+                     p.computed_at) for i, p in sent
+                ])  # fmt: skip
             # not counted: the destination was not reached, no attempt to record (the message stays pending)
             done = [f for f in batch if f.delivery_id in kept and f.count_attempt]
             await conn.execute(
@@ -872,10 +932,12 @@ class PostgresStore:
             rows = await conn.fetch(
                 "UPDATE hub_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
                 " last_error = '', updated_at = now() WHERE id = ANY($1::bigint[])"
-                " AND status IN ('dead', 'delivered') RETURNING message_id",
+                " AND status IN ('dead', 'delivered') RETURNING id, message_id",
                 delivery_ids,
             )
-            await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
+            # the next attempt runs today's steps (see Store.requeue)
+            await conn.execute("DELETE FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", [r[0] for r in rows])
+            await conn.execute(_REFRESH_STATUS, list({r[1] for r in rows}))
             await conn.execute(f"NOTIFY {_CHANNEL}")
         return len(rows)
 
@@ -1057,6 +1119,7 @@ class PostgresStore:
             deliveries = "SELECT id FROM hub_deliveries WHERE message_id = ANY($1::text[])"
             await conn.execute(f"DELETE FROM hub_attempts WHERE delivery_id IN ({deliveries})", ids)
             await conn.execute(f"DELETE FROM hub_reviews WHERE delivery_id IN ({deliveries})", ids)
+            await conn.execute(f"DELETE FROM hub_sent WHERE delivery_id IN ({deliveries})", ids)
             await conn.execute("DELETE FROM hub_deliveries WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_message_keys WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_message_text WHERE message_id = ANY($1::text[])", ids)
@@ -1151,6 +1214,12 @@ class PostgresStore:
         for r in rows:
             out[r["message_id"]].append(_delivery(r))
         return out
+
+    async def sent_payloads(self, delivery_ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+        if not delivery_ids:
+            return {}
+        async with self._conn() as conn:
+            return await _sent_rows(conn, list(delivery_ids), body=body)
 
     async def find_deliveries(
         self, *, status: str | None = None, destination: str | None = None, limit: int = 1000, after_id: int = 0

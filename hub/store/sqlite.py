@@ -44,6 +44,7 @@ from hub.store.base import (
     QueueStats,
     Review,
     SearchQuery,
+    SentPayload,
     SubmitResult,
     audit_hash,
     business_keys,
@@ -218,7 +219,22 @@ MIGRATIONS: list[str] = [
         WHERE status = 'pending' AND waiting = 0;
     CREATE INDEX deliveries_dead_keys ON deliveries (route, destination, ordering_key, id) WHERE status = 'dead';
     """,
-    # 7: content search: the decoded text of each payload (its first SEARCHABLE_CHARS) in an FTS5 trigram
+    # 7: what each delivery sends: its steps' output, computed once and resent by retries (body NULL: the
+    # inbound body unchanged). A table of its own keeps the deliveries rows, scanned by every claim, small.
+    """
+    CREATE TABLE sent (
+        delivery_id INTEGER PRIMARY KEY REFERENCES deliveries (id),
+        sent_id TEXT NOT NULL,
+        parent_id TEXT,
+        content_type TEXT NOT NULL,
+        body BLOB,
+        metadata TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        basis TEXT NOT NULL DEFAULT '',
+        computed_at REAL NOT NULL
+    );
+    """,
+    # 8: content search: the decoded text of each payload (its first SEARCHABLE_CHARS) in an FTS5 trigram
     # index, so that any substring of three characters or more is an index lookup (SQLite FTS5 "The
     # Experimental Trigram Tokenizer"); rows written before this migration are indexed as UTF-8.
     f"""
@@ -284,6 +300,23 @@ _ID_COLS = (
     "patient_key, authority, local_id, status, ins, ins_oid, attributes, traits, merged_into, version, updated_at"
 )
 _REVIEW_COLS = "id, delivery_id, message_id, patient_key, reason, state, created_at, resolved_at, resolved_by"
+
+
+_SENT_COLS = "delivery_id, sent_id, parent_id, content_type, {body}, metadata, basis, computed_at, size"
+
+
+def _sent(row: tuple[Any, ...]) -> SentPayload:
+    return SentPayload(
+        delivery_id=row[0], sent_id=row[1], parent_id=row[2], content_type=row[3],
+        body=None if row[4] is None else bytes(row[4]), metadata=load_metadata(row[5]), basis=row[6],
+        computed_at=_dt(row[7]), size=row[8],
+    )  # fmt: skip
+
+
+def _sent_rows(db: sqlite3.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+    marks = ",".join("?" * len(ids))
+    cols = _SENT_COLS.format(body="body" if body else "CASE WHEN body IS NULL THEN NULL ELSE x'' END")
+    return {r[0]: _sent(r) for r in db.execute(f"SELECT {cols} FROM sent WHERE delivery_id IN ({marks})", ids)}
 
 
 def _identity(row: tuple[Any, ...]) -> IdentityRecord:
@@ -623,10 +656,11 @@ class SqliteStore:
             r[0]: _record(r).message
             for r in db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({mmarks})", msg_ids).fetchall()
         }
+        sent = _sent_rows(db, ids)
         out = []
         for r in rows:
             d = dataclasses.replace(_delivery(r), status="in_flight", attempts=r[5] + 1)
-            out.append(Claimed(d, messages[d.message_id]))
+            out.append(Claimed(d, messages[d.message_id], sent.get(d.id)))
         return out
 
     async def finish(
@@ -642,12 +676,13 @@ class SqliteStore:
         review: str | None = None,
         output_metadata: Mapping[str, str] | None = None,
         count_attempt: bool = True,
+        sent: SentPayload | None = None,
     ) -> bool:
         assert self._finisher is not None
         return await self._finisher.submit(
             OutcomeRecord(
                 delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata,
-                count_attempt,
+                count_attempt, sent,
             )
         )  # fmt: skip
 
@@ -657,7 +692,7 @@ class SqliteStore:
 
     def _finish_sync(self, db: sqlite3.Connection, record: OutcomeRecord) -> bool:
         delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata, counted = (
-            record
+            record[:10]
         )
         now = time.time()
         row = db.execute(
@@ -681,6 +716,13 @@ class SqliteStore:
                 delivery_id,
             ),
         )
+        if (sent := record.sent) is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO sent (delivery_id, sent_id, parent_id, content_type, body, metadata,"
+                " size, basis, computed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (delivery_id, sent.sent_id, sent.parent_id, sent.content_type, sent.body,
+                 dump_metadata(sent.metadata), sent.size, sent.basis, _ts(sent.computed_at)),
+            )  # fmt: skip
         if not counted:  # the destination was not reached: no attempt to record
             return True  # (in flight → pending: the message stays pending)
         db.execute(
@@ -770,21 +812,22 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> int:
             now = time.time()
             marks = ",".join("?" * len(delivery_ids))
-            mids = [
-                r[0]
-                for r in db.execute(
-                    f"SELECT DISTINCT message_id FROM deliveries WHERE id IN ({marks}) AND status IN"
-                    f" ('dead', 'delivered')",
-                    delivery_ids,
-                ).fetchall()
-            ]
-            cur = db.execute(
+            rows = db.execute(
+                f"SELECT id, message_id FROM deliveries WHERE id IN ({marks}) AND status IN ('dead', 'delivered')",
+                delivery_ids,
+            ).fetchall()
+            if not rows:
+                return 0
+            ids = [r[0] for r in rows]
+            marks = ",".join("?" * len(ids))
+            db.execute(
                 f"UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, last_error = '',"
-                f" updated_at = ? WHERE id IN ({marks}) AND status IN ('dead', 'delivered')",
-                (now, now, *delivery_ids),
+                f" updated_at = ? WHERE id IN ({marks})",
+                (now, now, *ids),
             )
-            self._refresh_message_status(db, mids, now)
-            return cur.rowcount
+            db.execute(f"DELETE FROM sent WHERE delivery_id IN ({marks})", ids)  # today's steps run again
+            self._refresh_message_status(db, sorted({r[1] for r in rows}), now)
+            return len(ids)
 
         return await self._run(self._tx, work)
 
@@ -986,6 +1029,7 @@ class SqliteStore:
             deliveries = f"SELECT id FROM deliveries WHERE message_id IN ({m})"
             db.execute(f"DELETE FROM attempts WHERE delivery_id IN ({deliveries})", ids)
             db.execute(f"DELETE FROM reviews WHERE delivery_id IN ({deliveries})", ids)
+            db.execute(f"DELETE FROM sent WHERE delivery_id IN ({deliveries})", ids)
             db.execute(f"DELETE FROM deliveries WHERE message_id IN ({m})", ids)
             db.execute(f"DELETE FROM message_keys WHERE message_id IN ({m})", ids)
             db.execute(f"DELETE FROM message_text WHERE message_id IN ({m})", ids)
@@ -1093,6 +1137,13 @@ class SqliteStore:
         for r in rows:
             out[r[1]].append(_delivery(r))
         return out
+
+    async def sent_payloads(self, delivery_ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+        if not delivery_ids:
+            return {}
+        db = self._db
+        assert db is not None
+        return await self._run(lambda: _sent_rows(db, list(delivery_ids), body=body))
 
     async def find_deliveries(
         self, *, status: str | None = None, destination: str | None = None, limit: int = 1000, after_id: int = 0

@@ -170,6 +170,11 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         pid3 = await page.inner_text(".output tr[data-segment='PID'] .field[title='PID-3']")
         assert "^INS" in pid3 and "ins_stamped" in await page.inner_text(".output")
         await page.screenshot(path=str(shots / "7b-after-steps.png"), full_page=True)
+        # What was actually sent: the stored bytes, the same INS in PID-3.
+        await page.click("#deliveries button[data-sent]")
+        await page.wait_for_selector(".output >> text=resent as is by every retry")
+        sent_pid3 = await page.inner_text(".output tr[data-segment='PID'] .field[title='PID-3']")
+        assert sent_pid3 == pid3
 
         # A viewer sees the trace but neither payload nor actions, and no audit page.
         await page.click("#logout")
