@@ -162,6 +162,17 @@ def _message_line(m: dict[str, Any]) -> str:
 
 
 def cmd_messages(args: argparse.Namespace, api: AdminClient) -> int:
+    if args.content is not None:
+        others = [k for k, v in _search_params(args).items() if v is not None and k not in ("since", "until")]
+        if others or args.id or args.before:
+            raise Refused("--content combines only with --since, --until and --limit")
+        page = api.get(
+            "/api/search/content", text=args.content, since=args.since, until=args.until, limit=min(args.limit, 200)
+        )
+        _emit(page["items"], args.json, _message_line)
+        if page["truncated"]:
+            print("more messages matched: narrow --since/--until or the text", file=sys.stderr)
+        return 0
     if args.id:
         rows = [api.get(f"/api/messages/{args.id}")["message"]]
     else:
@@ -412,6 +423,13 @@ def add_api_commands(add: Callable[..., argparse.ArgumentParser], default_config
     _message_filters(sp)
     sp.add_argument("--before", help="paging cursor: list messages older than this id")
     sp.add_argument("--limit", type=int, default=50, help="most messages listed (default 50)")
+    sp.add_argument(
+        "--content",
+        metavar="TEXT",
+        help="messages whose payload contains TEXT (3+ characters, any case) or an HL7 v2 field value such as "
+        "PID-5.1=DUPONT, over --since/--until (default: the last 24 h, at most 31 days); operator role, recorded "
+        "in the audit trail without the text",
+    )
 
     sp = add("show", api_command(cmd_show), "one message with its deliveries and attempts", config=False)
     api_options(sp, default_config, listing=True)

@@ -46,6 +46,10 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
                 "messages", *cli, "--json", "--ipp", "IPP77", "--token-file", str(token_file), hub=hub
             )
             assert [json.loads(x)["id"] for x in by_ipp.stdout.splitlines()] == [row["id"]]
+            found = await hub_cli("messages", *cli, "--json", "--content", "PID-5.1=testnom", **as_operator)
+            assert [json.loads(x)["id"] for x in found.stdout.splitlines()] == [row["id"]], found.stderr
+            mixed = await hub_cli("messages", *cli, "--content", "TESTNOM", "--ipp", "IPP77", **as_operator)
+            assert mixed.returncode == 1 and "--content" in mixed.stderr and "Traceback" not in mixed.stderr
             shown = await hub_cli("show", row["id"], *cli, "--json", "--body", **as_operator)
             assert json.loads(shown.stdout)["body"].startswith("MSH|")
             exported = await hub_cli("export", *cli, "--payloads", "--control-id", "CLIA1", **as_operator)
@@ -88,7 +92,7 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
             entries = [json.loads(x) for x in audit.stdout.splitlines()]
             done = {(e["action"], e["actor"], e["outcome"]) for e in entries}
             operator = NAMES["operator"]
-            for action in ("search_patient", "view_payload", "requeue", "replay", "pause", "resume"):
+            for action in ("search_patient", "search_content", "view_payload", "requeue", "replay", "pause", "resume"):
                 assert (action, operator, "ok") in done, action
             assert ("replay", NAMES["viewer"], "denied") in done
             assert [e["action"] for e in entries].count("view_payload") == 3  # show --body, two exports with payloads

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
-from hub.admin import audit
+from hub.admin import audit, content_search
 from hub.admin.auth import Authenticator, Principal, bootstrap_token_path, load_or_create_bootstrap_token
 from hub.admin.dashboard import queue_state, waiting_reason
 from hub.admin.models import (
@@ -37,6 +37,8 @@ from hub.admin.models import (
     AuditVerify,
     BulkReplayRequest,
     BulkReplayResult,
+    ContentSearchPage,
+    ContentSearchParams,
     DeadLetter,
     DeadPage,
     DeadParams,
@@ -82,7 +84,8 @@ from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
-from hub.store import Delivery, MessageRecord, SearchQuery, SentPayload
+from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload
+from hub.store.base import CONTENT_MIN_CHARS, searchable_text
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
@@ -426,6 +429,32 @@ async def _search(call: Call) -> SearchPage:
         items=items,
         next_before=records[-1].message.id if more and records else None,
     )
+
+
+async def _search_content(call: Call) -> ContentSearchPage:
+    params: ContentSearchParams = call.query
+    if "\x00" in params.text:
+        raise ApiError(400, "invalid request", [{"loc": "text", "msg": "NUL is not searchable"}])
+    try:
+        since, until = content_search.window(params.since, params.until)
+    except ValueError as exc:
+        raise ApiError(400, "invalid request", [{"loc": "since", "msg": str(exc)}]) from None
+    field = content_search.parse_field(params.text)
+    needle = field.value if field else params.text
+    if len(needle) < CONTENT_MIN_CHARS:
+        raise ApiError(400, "invalid request", [{"loc": "text", "msg": f"at least {CONTENT_MIN_CHARS} characters"}])
+    # Searching payloads reads health data: recorded first (fail closed), without the searched text.
+    detail = content_search.audit_detail(params.text, field, since, until, params.limit)
+    await _audit(call, "search_content", detail=detail)
+    # A field condition narrows the index's candidates: fetch more of them, then keep those that match.
+    fetch = params.limit + 1 if field is None else min(params.limit * 10, 2000)
+    found = await _store(call).search_content(ContentQuery(text=needle, since=since, until=until, limit=fetch))
+    records = found if field is None else [r for r in found if field.matches(searchable_text(r.message.body))]
+    truncated = len(records) > params.limit or (field is not None and len(found) == fetch)
+    records = records[: params.limit]
+    deliveries = await _store(call).deliveries([r.message.id for r in records])
+    items = [_summary(r, deliveries[r.message.id]) for r in records]
+    return ContentSearchPage(items=items, since=since, until=until, truncated=truncated)
 
 
 async def _get_record(call: Call) -> MessageRecord:
@@ -882,6 +911,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "messages", query=SearchParams, response=SearchPage, audited="search_patient",
         description="Newest first, paged with `before`. A search by INS, IPP or patient key is recorded in the "
         "audit trail.",
+    ),
+    Operation(
+        "GET", "/api/search/content", _search_content, "Search the stored payloads for a text or an HL7 v2 field "
+        "value, over a time window (recorded in the audit trail, without the text).", "messages", role="operator",
+        query=ContentSearchParams, response=ContentSearchPage, audited="search_content",
+        description="Index-backed (trigram), newest first, at most `limit` results, over at most 31 days (default: "
+        "the last 24 h), cancelled after 10 s. Only the first 64 KiB of each payload are indexed.",
     ),
     Operation(
         "GET", "/api/messages/{message_id}", _trace, "One message's trace: metadata, deliveries, attempts, "

@@ -532,3 +532,24 @@ class AuditVerify(_Out):
     first_bad_id: int | None
     problem: str
     keyed: int
+
+
+class ContentSearchParams(_In):
+    """Content search: a substring of the stored payloads, or an HL7 v2 field value, over a time window."""
+
+    text: str = Field(
+        min_length=3,
+        max_length=200,
+        description="Text to find in the payloads (case-insensitive, 3 characters or more), or an HL7 v2 field "
+        "condition such as `PID-5.1=DUPONT` (segment-field[.component[.subcomponent]]=value). Never recorded.",
+    )
+    since: datetime | None = Field(None, description="Received at or after (ISO 8601); default: 24 h before `until`.")
+    until: datetime | None = Field(None, description="Received before (ISO 8601); default: now. At most 31 days.")
+    limit: int = Field(50, ge=1, le=200, description="Most results returned.")
+
+
+class ContentSearchPage(_Out):
+    items: list[MessageSummary] = Field(description="Newest first.")
+    since: datetime
+    until: datetime
+    truncated: bool = Field(description="More messages matched than `limit`: narrow the window or the text.")

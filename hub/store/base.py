@@ -18,6 +18,7 @@ __all__ = [
     "AUDIT_GENESIS",
     "AUDIT_HMAC_PREFIX",
     "BLOCKING_STATUSES",
+    "CONTENT_MIN_CHARS",
     "DEAD_LETTER_AHEAD_SQL",
     "HELD_STATUSES",
     "KEY_SOURCES",
@@ -26,6 +27,7 @@ __all__ = [
     "AuditKey",
     "AuditRecord",
     "Claimed",
+    "ContentQuery",
     "Delivery",
     "GroupCommitter",
     "IdentityEvent",
@@ -41,6 +43,7 @@ __all__ = [
     "audit_hash",
     "business_keys",
     "open_store",
+    "searchable_text",
 ]
 
 #: Deliveries waiting for the patient's identity: for a qualified INS, or for an operator's review.
@@ -350,6 +353,48 @@ class SearchQuery:
         return [(name, v[:_KEY_MAX]) for name in KEY_SOURCES if (v := getattr(self, name)) is not None]
 
 
+#: How much of each payload is indexed for content search: the headers and segments where names and
+#: identifiers are, not the base64 attachments (a PDF in a CDA) that would only swell the index.
+SEARCHABLE_CHARS = 64 * 1024
+#: Trigram indexes (pg_trgm, FTS5 trigram) need three characters to use the index at all.
+CONTENT_MIN_CHARS = 3
+
+
+def searchable_text(body: bytes) -> str:
+    """The text of a payload as content search sees it: UTF-8, else ISO 8859-1 (HL7 v2 MSH-18 8859/1, the
+    French default), NUL-free (PostgreSQL text cannot hold it), cut at SEARCHABLE_CHARS."""
+    head = body[: SEARCHABLE_CHARS * 4]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("utf-8", errors="ignore") if _mostly_utf8(head) else head.decode("latin-1")
+    return text[:SEARCHABLE_CHARS].replace("\x00", " ")
+
+
+def _mostly_utf8(head: bytes) -> bool:
+    """A UTF-8 payload cut inside a multi-byte character at the end of `head` is still UTF-8."""
+    try:
+        head[:-3].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ContentQuery:
+    """Messages whose payload contains `text` (case-insensitive), received in [since, until).
+
+    Always bounded: the window is required (the API caps it), the result count by `limit`, and
+    the stores run it under `timeout_secs` so that a broad search cannot hold a connection.
+    """
+
+    text: str
+    since: datetime
+    until: datetime
+    limit: int = 100
+    timeout_secs: float = 10.0
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueueStats:
     """What waits in one (route, destination) queue. Delivered rows are not counted."""
@@ -643,6 +688,9 @@ class Store(Protocol):
     async def get_message(self, message_id: str) -> MessageRecord | None: ...
 
     async def search(self, query: SearchQuery) -> list[MessageRecord]: ...
+
+    async def search_content(self, query: ContentQuery) -> list[MessageRecord]:
+        """Newest first; index-backed (trigram); StoreError if it outlasts `query.timeout_secs`."""
 
     async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]: ...
 

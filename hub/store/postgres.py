@@ -28,11 +28,13 @@ from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
     DEAD_LETTER_AHEAD_SQL,
+    SEARCHABLE_CHARS,
     Attempt,
     AuditEvent,
     AuditKey,
     AuditRecord,
     Claimed,
+    ContentQuery,
     Delivery,
     GroupCommitter,
     HourlyCount,
@@ -52,6 +54,7 @@ from hub.store.base import (
     dump_metadata,
     fold_queue_stats,
     load_metadata,
+    searchable_text,
 )
 
 __all__ = ["PostgresStore"]
@@ -235,6 +238,35 @@ MIGRATIONS: list[str] = [
         computed_at timestamptz NOT NULL
     );
     """,
+    # 8: content search: the decoded text of each payload (its first SEARCHABLE_CHARS) under a GIN trigram
+    # index, so that ILIKE '%text%' is an index lookup (PostgreSQL F.35 pg_trgm, "Index Support"). The
+    # operator class is named in the extension's own schema (the hub's schema may not be on its search path).
+    # Without the extension (no privilege to create it) search still works, as a scan of the time window.
+    f"""
+    CREATE TABLE hub_message_text (message_id text PRIMARY KEY, body text NOT NULL);
+    CREATE FUNCTION pg_temp.hub_text(b bytea) RETURNS text LANGUAGE plpgsql AS $$
+    BEGIN
+        RETURN left(convert_from(b, 'UTF8'), {SEARCHABLE_CHARS});
+    EXCEPTION WHEN others THEN
+        RETURN left(encode(b, 'escape'), {SEARCHABLE_CHARS});
+    END $$;
+    INSERT INTO hub_message_text (message_id, body) SELECT id, pg_temp.hub_text(body) FROM hub_messages;
+    DO $$
+    DECLARE nsp text;
+    BEGIN
+        BEGIN
+            CREATE EXTENSION IF NOT EXISTS pg_trgm;
+        EXCEPTION WHEN insufficient_privilege OR undefined_file OR feature_not_supported THEN
+            RAISE NOTICE 'pg_trgm unavailable: content search scans its time window';
+        END;
+        SELECT n.nspname INTO nsp FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+            WHERE e.extname = 'pg_trgm';
+        IF nsp IS NOT NULL THEN
+            EXECUTE format('CREATE INDEX hub_message_text_trgm ON hub_message_text USING gin (body %I.gin_trgm_ops)',
+                nsp);
+        END IF;
+    END $$;
+    """,
 ]
 
 _BLOCKING_SQL = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
@@ -367,6 +399,10 @@ WITH m AS (
     FROM unnest($22::text[], $23::text[], $24::text[]) AS u(name, value, message_id)
     WHERE u.message_id IN (SELECT id FROM m)
     ON CONFLICT DO NOTHING
+), x AS (
+    INSERT INTO hub_message_text (message_id, body)
+    SELECT u.message_id, u.body FROM unnest($25::text[], $26::text[]) AS u(message_id, body)
+    WHERE u.message_id IN (SELECT id FROM m)
 )
 SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END FROM m
 """
@@ -723,12 +759,13 @@ class PostgresStore:
             # Business keys (INS, document id) ride in the same statement; the arrays are empty for most
             # inbound messages (an MLLP ADT carries neither), which costs nothing.
             keyed = [(m.id, keys) for m, *_ in batch if (keys := business_keys(m.metadata))]
+            texts = ([m.id for m, *_ in batch], [searchable_text(m.body) for m, *_ in batch])
             if any(k is not None for k in d_cols[4]):
                 async with conn.transaction():
                     await conn.execute(_LOCK_KEYS, d_cols[1], d_cols[2], d_cols[4])
-                    rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
+                    rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed), *texts)
             else:
-                rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
+                rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed), *texts)
             inserted = {r[0] for r in rows}
             missing = [b[3] for b in batch if b[0].id not in inserted]
             existing: dict[str, str] = {}
@@ -1085,6 +1122,7 @@ class PostgresStore:
             await conn.execute(f"DELETE FROM hub_sent WHERE delivery_id IN ({deliveries})", ids)
             await conn.execute("DELETE FROM hub_deliveries WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_message_keys WHERE message_id = ANY($1::text[])", ids)
+            await conn.execute("DELETE FROM hub_message_text WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_messages WHERE id = ANY($1::text[])", ids)
         return len(ids)
 
@@ -1148,6 +1186,21 @@ class PostgresStore:
         sql += f" ORDER BY id DESC LIMIT ${len(args)}"
         async with self._conn() as conn:
             return [_record(r) for r in await conn.fetch(sql, *args)]
+
+    async def search_content(self, query: ContentQuery) -> list[MessageRecord]:
+        # LIKE's wildcards and escape character are literal in the searched text.
+        pattern = "%" + query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        cols = ", ".join("m." + c.strip() for c in _MSG_COLS.split(","))
+        async with self._conn() as conn, conn.transaction():
+            # This transaction only: a broad search is cancelled by the server, not left to hold a connection.
+            await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(query.timeout_secs * 1000))}")
+            rows = await conn.fetch(
+                f"SELECT {cols} FROM hub_message_text t JOIN hub_messages m ON m.id = t.message_id"
+                " WHERE t.body ILIKE $1 AND m.received_at >= $2 AND m.received_at < $3"
+                " ORDER BY m.received_at DESC, m.id DESC LIMIT $4",
+                pattern, query.since, query.until, query.limit,
+            )  # fmt: skip
+        return [_record(r) for r in rows]
 
     async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]:
         out: dict[str, list[Delivery]] = {m: [] for m in message_ids}

@@ -26,11 +26,13 @@ from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
     DEAD_LETTER_AHEAD_SQL,
+    SEARCHABLE_CHARS,
     Attempt,
     AuditEvent,
     AuditKey,
     AuditRecord,
     Claimed,
+    ContentQuery,
     Delivery,
     GroupCommitter,
     HourlyCount,
@@ -50,6 +52,7 @@ from hub.store.base import (
     dump_metadata,
     fold_queue_stats,
     load_metadata,
+    searchable_text,
 )
 
 __all__ = ["SqliteStore"]
@@ -230,6 +233,14 @@ MIGRATIONS: list[str] = [
         basis TEXT NOT NULL DEFAULT '',
         computed_at REAL NOT NULL
     );
+    """,
+    # 8: content search: the decoded text of each payload (its first SEARCHABLE_CHARS) in an FTS5 trigram
+    # index, so that any substring of three characters or more is an index lookup (SQLite FTS5 "The
+    # Experimental Trigram Tokenizer"); rows written before this migration are indexed as UTF-8.
+    f"""
+    CREATE VIRTUAL TABLE message_text USING fts5 (body, message_id UNINDEXED, tokenize = 'trigram');
+    INSERT INTO message_text (body, message_id)
+        SELECT substr(CAST(body AS TEXT), 1, {SEARCHABLE_CHARS}), id FROM messages;
     """,
 ]
 
@@ -545,6 +556,9 @@ class SqliteStore:
             keys = business_keys(md)
             if keys:
                 _insert_keys(db, message.id, keys)
+            db.execute(
+                "INSERT INTO message_text (body, message_id) VALUES (?, ?)", (searchable_text(message.body), message.id)
+            )
             results.append(SubmitResult(message.id, False, len(deliveries)))
         return results
 
@@ -1018,6 +1032,7 @@ class SqliteStore:
             db.execute(f"DELETE FROM sent WHERE delivery_id IN ({deliveries})", ids)
             db.execute(f"DELETE FROM deliveries WHERE message_id IN ({m})", ids)
             db.execute(f"DELETE FROM message_keys WHERE message_id IN ({m})", ids)
+            db.execute(f"DELETE FROM message_text WHERE message_id IN ({m})", ids)
             db.execute(f"DELETE FROM messages WHERE id IN ({m})", ids)
             return len(ids)
 
@@ -1074,6 +1089,40 @@ class SqliteStore:
         sql += " ORDER BY id DESC LIMIT ?"
         rows = await self._run(self._fetchall, sql, (*args, query.limit))
         return [_record(r) for r in rows]
+
+    async def search_content(self, query: ContentQuery) -> list[MessageRecord]:
+        # A phrase of the trigram tokenizer matches the text anywhere, case-insensitively ('"' doubled: FTS5
+        # string syntax); the time window and order are applied to the few messages it finds.
+        phrase = '"' + query.text.replace('"', '""') + '"'
+        sql = (
+            f"SELECT {', '.join('m.' + c.strip() for c in _MSG_COLS.split(','))} FROM message_text t"
+            " JOIN messages m ON m.id = t.message_id WHERE message_text MATCH ?"
+            " AND m.received_at >= ? AND m.received_at < ? ORDER BY m.received_at DESC, m.id DESC LIMIT ?"
+        )
+        args = (phrase, _ts(query.since), _ts(query.until), query.limit)
+        if str(self.path) == ":memory:":
+            rows = await self._run(self._fetchall, sql, args)
+        else:
+            # On a connection and thread of its own (WAL readers do not block the writer): a long search
+            # must not hold the store thread that commits before every ACK.
+            rows = await self._run_reader(sql, args, query.timeout_secs)
+        return [_record(r) for r in rows]
+
+    async def _run_reader(self, sql: str, args: tuple[Any, ...], timeout_secs: float) -> list[Any]:
+        def read() -> list[Any]:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                deadline = time.monotonic() + timeout_secs
+                # A non-zero return interrupts the statement (sqlite3_progress_handler).
+                db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+                return db.execute(sql, args).fetchall()
+            finally:
+                db.close()
+
+        try:
+            return await asyncio.to_thread(read)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: content search {type(exc).__name__}") from None
 
     async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]:
         out: dict[str, list[Delivery]] = {m: [] for m in message_ids}

@@ -1,0 +1,87 @@
+"""Content search on SQLite (FTS5 trigram) and PostgreSQL (pg_trgm): a substring of the payload, case-insensitive,
+inside a time window, newest first, limited; purged messages leave the index."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from hub.errors import StoreError
+from hub.message import CONTENT_HL7V2, Message, utcnow
+from hub.store import ContentQuery, Store
+from hub.store.base import SEARCHABLE_CHARS, searchable_text
+from hub.store.sqlite import SqliteStore
+from tests.store.test_store_contract import one
+
+
+def adt(name: str, *, age_hours: float = 0, charset_latin1: bool = False) -> Message:
+    text = f"MSH|^~\\&|ADT|HOSP|||20260101||ADT^A08|C{name}|P|2.5\rPID|1||123^^^HOSP||{name}^JEAN\r"
+    body = text.encode("latin-1" if charset_latin1 else "utf-8")
+    received = utcnow() - timedelta(hours=age_hours)
+    return Message.new(body, content_type=CONTENT_HL7V2, metadata={"message_type": "ADT^A08"}, received_at=received)
+
+
+def window(hours: float = 1) -> dict[str, object]:
+    now = utcnow()
+    return {"since": now - timedelta(hours=hours), "until": now + timedelta(minutes=1)}
+
+
+async def test_finds_a_substring_case_insensitively_within_the_window(store: Store) -> None:
+    recent = adt("DUPONT")
+    old = adt("DUPONT", age_hours=48)
+    other = adt("MARTIN")
+    for m in (recent, old, other):
+        await store.submit(m, one(), endpoint="mllp_in", dedup_key=None)
+    found = await store.search_content(ContentQuery(text="dupon", **window()))  # type: ignore[arg-type]
+    assert [r.message.id for r in found] == [recent.id]
+    found = await store.search_content(ContentQuery(text="DUPONT^JEAN", **window(72)))  # type: ignore[arg-type]
+    assert {r.message.id for r in found} == {recent.id, old.id}
+    assert found[0].message.id == recent.id  # newest first
+    assert await store.search_content(ContentQuery(text="DURAND", **window(72))) == []  # type: ignore[arg-type]
+
+
+async def test_limit_quotes_and_latin1_payloads(store: Store) -> None:
+    for name in ("LEFÈVRE", "LEFÈVRE", 'O"NEIL%_'):
+        await store.submit(adt(name, charset_latin1='"' not in name), one(), endpoint="mllp_in", dedup_key=None)
+    found = await store.search_content(ContentQuery(text="lefèvre", limit=1, **window()))  # type: ignore[arg-type]
+    assert len(found) == 1
+    found = await store.search_content(ContentQuery(text='O"NEIL%_', **window()))  # type: ignore[arg-type]
+    assert len(found) == 1
+    # LIKE wildcards are literal text, not patterns
+    assert await store.search_content(ContentQuery(text="L%V", **window())) == []  # type: ignore[arg-type]
+
+
+async def test_purged_messages_leave_the_index(store: Store) -> None:
+    m = adt("PURGEME", age_hours=30)
+    await store.submit(m, [], endpoint="mllp_in", dedup_key=None)  # unrouted: purgeable at once
+    assert len(await store.search_content(ContentQuery(text="PURGEME", **window(48)))) == 1  # type: ignore[arg-type]
+    assert await store.purge(before=utcnow(), statuses=("unrouted",)) == 1
+    assert await store.search_content(ContentQuery(text="PURGEME", **window(48))) == []  # type: ignore[arg-type]
+
+
+def test_searchable_text_decodes_and_caps() -> None:
+    assert searchable_text("DUPONT^Zoé".encode()) == "DUPONT^Zoé"
+    assert searchable_text("LEFÈVRE".encode("latin-1")) == "LEFÈVRE"
+    assert searchable_text(b"A\x00B") == "A B"
+    assert len(searchable_text(b"x" * (SEARCHABLE_CHARS + 10))) == SEARCHABLE_CHARS
+
+
+async def test_a_search_that_outlasts_its_timeout_is_cancelled_on_its_own_connection(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "hub.db")
+    await store.open()
+    try:
+        await asyncio.gather(
+            *(store.submit(adt(f"N{i:05d}"), one(), endpoint="in", dedup_key=None) for i in range(500))
+        )
+        query = ContentQuery(text="JEAN", limit=1000, timeout_secs=0, **window())  # type: ignore[arg-type]
+        with pytest.raises(StoreError, match="content search"):
+            await store.search_content(query)
+        # the writer was not held: the store goes on taking messages
+        await store.submit(adt("AFTER"), one(), endpoint="in", dedup_key=None)
+        assert len(await store.search_content(dataclasses.replace(query, timeout_secs=10))) == 501
+    finally:
+        await store.close()
