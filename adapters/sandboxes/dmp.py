@@ -80,8 +80,9 @@ from aiohttp import web
 from lxml import etree
 from pydantic import Field, ValidationError, field_validator
 
+from adapters.sandboxes.http_site import serve_app
 from adapters.sandboxes.insi import DEFAULT_FIXTURES
-from adapters.tls import TlsConfig, server_context
+from adapters.tls import TlsConfig
 from adapters.xds.mtom import MtomError, Multipart, content_type_params, decode_related, element_bytes, encode_related
 from adapters.xds.soap import (
     ACTION_PNR,
@@ -376,13 +377,7 @@ class DmpSandbox:
         app = web.Application(client_max_size=self.config.max_request_bytes)
         app.router.add_post("/repository", self._soap)
         app.router.add_post("/registry", self._soap)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, _, port = self.config.listen.rpartition(":")
-        ssl_ctx = server_context(self.config.tls) if self.config.tls else None
-        site = web.TCPSite(self._runner, host or "127.0.0.1", int(port), ssl_context=ssl_ctx)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_app(app, self.config.listen, self.config.tls)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

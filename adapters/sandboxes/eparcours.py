@@ -52,7 +52,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import Field
 
-from adapters.tls import TlsConfig, server_context
+from adapters.sandboxes.http_site import serve_app
+from adapters.tls import TlsConfig
 from hub.errors import MessageError
 from hub.message import utcnow
 from hub.registry import ComponentConfig, register
@@ -230,14 +231,7 @@ class EParcoursSandbox:
         app.router.add_put("/{type}/{id}", self._update)
         app.router.add_get("/{type}/{id}", self._read)
         app.router.add_get("/{type}", self._search)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, _, port = self.config.listen.rpartition(":")
-        ssl_ctx = server_context(self.config.tls) if self.config.tls else None
-        site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port), ssl_context=ssl_ctx)
-        await site.start()
-        server = site._server
-        self.port = server.sockets[0].getsockname()[1] if server and server.sockets else int(port)  # type: ignore[union-attr]
+        self._runner, self.port = await serve_app(app, self.config.listen, self.config.tls)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -60,6 +60,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import Field
 
+from adapters.sandboxes.http_site import serve_app
 from hub.registry import ComponentConfig, register
 
 __all__ = ["DEFAULT_PROFESSIONALS", "PscClient", "PscSandbox", "PscSandboxConfig"]
@@ -123,13 +124,7 @@ class PscSandbox:
         app.router.add_get("/authorize", self._authorize)
         app.router.add_post("/token", self._token)
         app.router.add_get("/professionals", self._professionals)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, _, port = self.config.listen.rpartition(":")
-        site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
-        await site.start()
-        server = site._server
-        self.port = server.sockets[0].getsockname()[1] if server and server.sockets else int(port)  # type: ignore[union-attr]
+        self._runner, self.port = await serve_app(app, self.config.listen)
 
     async def stop(self) -> None:
         if self._runner is not None:
