@@ -554,8 +554,6 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
 )
 _CONNECT_TIMEOUT = 10.0
 _DEAD_AHEAD = DEAD_LETTER_AHEAD_SQL
-_BLOCKING = list(BLOCKING_STATUSES)
-_BLOCKING_DEAD = [*BLOCKING_STATUSES, "dead"]
 _CLOSE_TIMEOUT = 3.0
 
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
