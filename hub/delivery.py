@@ -157,6 +157,7 @@ class DestinationWorker:
         # Claimed ahead of a free send slot, in claim order (see the module docstring: claiming ahead).
         self._ready: deque[Claimed] = deque()
         self.prefetch = PREFETCH_FACTOR * policy.max_in_flight
+        self.given_back = 0  # deliveries claimed ahead then released unsent (circuit open, pause, stop)
         self._stopping = False
         self._claimed_at = utcnow()
         self._task: asyncio.Task[None] | None = None
@@ -182,6 +183,11 @@ class DestinationWorker:
     def queued(self) -> int:
         """Deliveries claimed ahead and waiting here for a send slot."""
         return len(self._ready)
+
+    @property
+    def queued_ids(self) -> list[int]:
+        """Ids of the deliveries claimed ahead, in the order they will be sent."""
+        return [c.delivery.id for c in self._ready]
 
     @property
     def held_leases(self) -> frozenset[int]:
@@ -324,6 +330,7 @@ class DestinationWorker:
             self._store_error("release")
             # Given back by release_orphans once the store answers again (or when their leases run out).
             self._orphans_possible = True
+        self.given_back += len(ids)
         log.info("queued_released", route=self.route, destination=self.destination, count=len(ids), reason=why)
 
     async def _release_orphans(self) -> bool:
