@@ -61,7 +61,10 @@ def test_every_row_has_a_case() -> None:
 
 async def _post(box: EParcoursSandbox, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     headers = {"Content-Type": "application/fhir+json"}
-    async with aiohttp.ClientSession() as http, http.post(box.base_url + "/", data=dump_json(doc), headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(box.base_url + "/", data=dump_json(doc), headers=headers) as r,
+    ):
         return r.status, await r.json(content_type=None)
 
 
