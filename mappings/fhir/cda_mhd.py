@@ -1,31 +1,43 @@
 """A CI-SIS CDA R2 document → an IHE MHD "Provide Document Bundle" (ITI-65), the PDSm shape (DOMAIN.md §5.3).
 
-The transaction Bundle holds, as ITI-65 (MHD Comprehensive) does:
+The transaction Bundle follows the PDSm comprehensive profiles (``meta.profile`` on the Bundle, the
+List and the DocumentReference; their rules are checked by `mappings.fhir.profiles`):
 
 =======================  ==========================================================================
 List (SubmissionSet)     ``code`` MHDlistTypes#submissionset, ``status`` current, ``mode`` working;
                          identifiers: uniqueId ``2.25.<correlation id>`` (use usual) and entryUUID
-                         (use official); ``ihe-sourceId`` from the ``source_id`` setting (left out
-                         when unset); ``date`` the hub's receipt of the message; ``entry`` the
-                         DocumentReference
+                         (use official); ``ihe-sourceId`` from the ``source_id`` setting;
+                         ``ihe-designationType`` the XDS contentTypeCode (message metadata
+                         ``xds_content_type_code``, e.g. from PV1-2, else the ``content_type_code``
+                         setting); ``source`` the document's first author, contained, with its
+                         structure as ``ihe-authorOrg``; ``date`` the hub's receipt of the message;
+                         ``entry`` the DocumentReference
 DocumentReference        ``masterIdentifier`` the CDA id (the XDS uniqueId: ``urn:oid:<root>`` under
-                         urn:ietf:rfc:3986, or ``<extension>`` under ``urn:oid:<root>``);
+                         urn:ietf:rfc:3986, or ``<extension>`` under ``urn:oid:<root>``; use usual);
                          ``identifier`` the entryUUID (the same UUIDv5 the XDS route gives,
                          `mappings.xds.metadata.entry_uuid_for`); ``type`` ClinicalDocument/code;
-                         ``category`` the class code (a copy of the type, as the XDS route does
-                         without a per-type setting); ``date``/``creation`` effectiveTime; author
-                         (RPPS) and custodian (structure id) as logical references;
-                         ``securityLabel`` confidentialityCode then the TRE_A07 masking codes
-                         (`mappings.xds.visibility`); ``content`` the attachment (``url``
-                         → the Binary, ``size``, SHA-1 ``hash``, ``language``, ``title``) and the
-                         ``format`` (CR-BIO xd-lab, XDS-SD pdf/text, else mimeTypeSufficient);
-                         ``context`` serviceEvent period, facility type, practice setting
+                         ``category`` the XDS classCode (TRE_A03) from the ``class_codes`` setting
+                         per type; ``date``/``creation`` effectiveTime; ``contained``: each
+                         author/assignedAuthor and the legalAuthenticator as a PractitionerRole
+                         (with its Practitioner and representedOrganization) or a Device, and the
+                         source patient; ``author`` / ``authenticator`` / ``context.sourcePatientInfo``
+                         reference them; ``custodian`` the structure id; ``relatesTo`` replaces (the
+                         replaced entryUUID) for a relatedDocument RPLC; ``securityLabel``
+                         confidentialityCode then the TRE_A07 masking codes (`mappings.xds.visibility`);
+                         ``content`` the attachment (``url`` → the Binary, ``size``, SHA-1 ``hash``,
+                         ``language``, ``title``) and the ``format`` (CR-BIO xd-lab, XDS-SD pdf/text,
+                         else mimeTypeSufficient); ``context`` serviceEvent period, facility type,
+                         practice setting
 Binary                   the CDA bytes, ``contentType`` text/xml (the DMP mimeType, DOMAIN.md §5.1)
 Patient                  from recordTarget: FR Core INS slice, QUAL, names (BR/CL), birth date,
                          sex, birthplace; ``POST`` with ``ifNoneExist`` on the INS (else the IPP)
                          so the subject reference resolves on the platform without duplicating
                          the patient (MHD expects the Patient to exist on the recipient)
 =======================  ==========================================================================
+
+What the profiles require and the CDA lacks (author or legalAuthenticator id, custodian, title,
+serviceEvent start, facility and practice setting codes, a class code for the type) refuses the
+document with the element at fault, never a half-right Bundle.
 
 Registered as step ``cda_to_mhd_bundle`` (``application/cda+xml`` → ``application/fhir+json``),
 settings `CdaToMhdConfig`. Deterministic: the same message gives the same bytes.
@@ -202,7 +214,7 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     patient["identifier"] = identifiers
     names: list[dict[str, Any]] = []
     for name in [] if person is None else person.findall(_H + "name"):
-        parts = {"BR": ([], []), "CL": ([], [])}
+        parts: dict[str, tuple[list[str], list[str]]] = {"BR": ([], []), "CL": ([], [])}
         birth_list = None
         for el in name:
             text = " ".join((el.text or "").split())
@@ -282,7 +294,8 @@ def _human_name(el: etree._Element | None) -> list[dict[str, Any]]:
     name = _path(el, "name")
     if name is None:
         return []
-    family = " ".join((_path(name, "family").text or "").split()) if _path(name, "family") is not None else ""
+    family_el = _path(name, "family")
+    family = " ".join((family_el.text or "").split()) if family_el is not None else ""
     given = [" ".join((g.text or "").split()) for g in name.findall(_H + "given") if (g.text or "").strip()]
     out: dict[str, Any] = {}
     if family:
