@@ -12,12 +12,14 @@ import copy
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from hub.errors import MappingError
 from hub.message import Message
 from mappings.fhir.cda_mhd import CONTENT_CDA, CdaToMhdConfig, cda_to_mhd
 from mappings.fhir.profiles import PDSM_DOCUMENT_REFERENCE, rules, validate, validate_bundle
@@ -197,3 +199,25 @@ def test_shipped_rules_are_those_of_the_guides() -> None:
 
     fresh = generate(Path(os.environ["PDSM_IG_DIR"]), Path(os.environ["MHD_IG_DIR"]))
     assert fresh == rules()
+
+
+@pytest.mark.parametrize(
+    ("change", "location"),
+    [
+        (
+            lambda cda: re.sub(rb"<legalAuthenticator>.*?</legalAuthenticator>", b"", cda, flags=re.S),
+            "/ClinicalDocument/legalAuthenticator",
+        ),
+        (
+            lambda cda: re.sub(rb"<custodian>.*?</custodian>", b"", cda, flags=re.S),
+            "/ClinicalDocument/custodian/assignedCustodian/representedCustodianOrganization/id",
+        ),
+        (lambda cda: cda.replace(b'code="11502-2"', b'code="34133-9"', 1), "/ClinicalDocument/code"),
+    ],
+    ids=["no-legal-authenticator", "no-custodian", "type-without-class-code"],
+)
+def test_a_cda_that_cannot_give_a_pdsm_bundle_is_refused_naming_the_element(change: Any, location: str) -> None:
+    cda = change(CASES["crbio"].read_bytes())
+    with pytest.raises(MappingError) as info:
+        cda_to_mhd(cda, None, CdaToMhdConfig.model_validate(SETTINGS))
+    assert info.value.location == location
