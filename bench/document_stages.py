@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
+from lxml import etree
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from documents import LAB_ROUTE, ORU, XDS_METADATA, ins_for  # noqa: E402
 
+import mappings.cda.crbio as crbio_module  # noqa: E402
 from adapters.sandboxes.dmp import DmpSandbox, DmpSandboxConfig  # noqa: E402
 from adapters.xds.mtom import Part, cid_href, decode_related, encode_related  # noqa: E402
 from adapters.xds.outbound import XdsOutbound, XdsOutboundConfig, _secret_connection  # noqa: E402
@@ -54,10 +55,11 @@ from hub.pipeline import Pipeline, StepContext  # noqa: E402
 from hub.registry import load_builtin  # noqa: E402
 from hub.store import IdentityRecord  # noqa: E402
 from mappings.cda.hl7v2_documents import check_v2_documents  # noqa: E402
+from mappings.cda.report_pdf import ReportView, render_pdf  # noqa: E402
+from mappings.hl7v2.reader import read_hl7v2_metadata  # noqa: E402
 from mappings.xds import build_submission, provide_and_register_request  # noqa: E402
 from mappings.xds.signature import sign_submission  # noqa: E402
 from mappings.xds.v2_context import check_dmp_lot  # noqa: E402
-from mappings.hl7v2.reader import read_hl7v2_metadata  # noqa: E402
 
 NOW = dt.datetime(2025, 3, 1, 10, 20, tzinfo=dt.UTC)
 
@@ -113,7 +115,12 @@ def stages(folder: Path) -> tuple[list[tuple[str, Callable[[], object]]], dict[s
     )
     stamped = stamp.apply(message, ctx)
     with_context = context.apply(stamped)
-    cda = crbio.apply(with_context)
+    views: list[ReportView] = []
+    crbio_module.render_pdf = lambda view: (views.append(view), render_pdf(view))[1]  # the view, to time alone
+    try:
+        cda = crbio.apply(with_context)
+    finally:
+        crbio_module.render_pdf = render_pdf
     validated = validate.apply(cda)
 
     tls = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
@@ -166,7 +173,7 @@ def stages(folder: Path) -> tuple[list[tuple[str, Callable[[], object]]], dict[s
 
     def soap_xml() -> bytes:
         env = envelope(request_body(), action=ACTION_PNR, to=cfg.endpoint, security=[out._signer.sign(assertion())])  # type: ignore[union-attr]
-        return etree_tostring(env)
+        return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
 
     xml = soap_xml()
     parts = [
@@ -208,6 +215,7 @@ def stages(folder: Path) -> tuple[list[tuple[str, Callable[[], object]]], dict[s
         ("step ins_stamp", lambda: stamp.apply(message, ctx)),
         ("step v2_dmp_context", lambda: context.apply(stamped)),
         ("step v2_oru_to_cda_crbio (with PDF)", lambda: crbio.apply(with_context)),
+        ("  of which the PDF copy (render_pdf)", lambda: render_pdf(views[0])),
         ("step cda_validate", lambda: validate.apply(cda)),
         ("xds: metadata (build_submission)", submission),
         ("xds: lot XAdES signature", lambda: sign_submission(sub, out._lot_signer)),  # type: ignore[arg-type]
@@ -220,12 +228,6 @@ def stages(folder: Path) -> tuple[list[tuple[str, Callable[[], object]]], dict[s
     ]
     info = {"oru": len(oru), "cda": len(cda.body), "request": len(data)}
     return rows, info
-
-
-def etree_tostring(env: Any) -> bytes:
-    from lxml import etree
-
-    return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
 
 
 def main() -> None:
