@@ -20,7 +20,11 @@ closes the classic XML attack surface:
   while parsing, so a hostile document is abandoned after at most one chunk
   past the limit: total size, element depth, element count, attribute length.
   The 10 MB text cap also bounds a CDA level 1 body: its base64 ``text`` is
-  one text node, so an embedded file over about 7.5 MB is refused.
+  one text node, so an embedded file over about 7.5 MB is refused. When the
+  input is too small to break the element or attribute limit and the depth
+  limit is libxml2's own, it is parsed in one call instead (no Python work per
+  element); whatever that refuses is parsed again the chunked way, so every
+  refusal reads the same.
 
 Refusals raise :class:`hub.errors.TooLarge` (input size) or
 :class:`hub.errors.ParseError` (everything else). Their reasons and locations
