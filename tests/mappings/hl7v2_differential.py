@@ -1,0 +1,94 @@
+"""Messages for the differential test of the HL7 v2 structure validator against hl7apy.
+
+The corpus: every ER7 file of the repository, and mutations of each (segments removed,
+duplicated, swapped; fields given a bad value, too many repetitions, extra components or
+subcomponents), chosen by a seeded generator so that a run is repeatable.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.exceptions import HL7apyException
+from hl7apy.parser import parse_message
+
+from hub.errors import MessageError
+from mappings.hl7v2.er7 import Er7Message, decode_er7
+from mappings.hl7v2.structure import validate_structure
+
+ROOT = Path(__file__).resolve().parents[2]
+_SKIP = {".venv", ".git", "node_modules", "var"}
+
+
+def repository_messages() -> list[tuple[str, bytes]]:
+    """Every ``*.hl7`` file of the repository (samples, test cases, examples, route tests)."""
+    found = []
+    for path in sorted(ROOT.rglob("*.hl7")):
+        if _SKIP.isdisjoint(path.relative_to(ROOT).parts):
+            found.append((str(path.relative_to(ROOT)), path.read_bytes()))
+    return found
+
+
+def hl7apy_verdict(body: bytes) -> str | None:
+    """None when hl7apy (strict) accepts the message, else the kind of its error."""
+    try:
+        text, _ = decode_er7(body)
+    except MessageError as exc:
+        return type(exc).__name__
+    text = text.replace("\r\n", "\r").replace("\n", "\r")
+    try:
+        parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+    except HL7apyException as exc:
+        return type(exc).__name__
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        return type(exc).__name__
+    return None
+
+
+def our_verdict(body: bytes) -> MessageError | None:
+    """None when the compiled validator accepts the message, else its error."""
+    try:
+        validate_structure(Er7Message(body))
+    except MessageError as exc:
+        return exc
+    return None
+
+
+def _segments(body: bytes) -> list[bytes]:
+    return [s for s in re.split(rb"\r\n|\r|\n", body) if s.strip()]
+
+
+_BAD_VALUES = [b"x" * 1000, b"ABC", b"2025023", b"20251301", b"12345", b"1.2.3", b"a&b", b"a^b", b"F~M~X"]
+
+
+def mutations(body: bytes, rng: random.Random, field_changes: int) -> Iterator[tuple[str, bytes]]:
+    """Structural mutations of one message (all of them) and `field_changes` random field mutations."""
+    segs = _segments(body)
+    join = b"\r".join
+    for i in range(1, len(segs)):
+        name = segs[i][:3].decode("latin-1")
+        yield f"remove {name}#{i}", join(segs[:i] + segs[i + 1 :])
+        yield f"duplicate {name}#{i}", join(segs[: i + 1] + segs[i:])
+        if i + 1 < len(segs):
+            yield f"swap {name}#{i}", join(segs[:i] + [segs[i + 1], segs[i]] + segs[i + 2 :])
+    fs = segs[0][3:4]
+    for _ in range(field_changes):
+        i = rng.randrange(1, len(segs)) if len(segs) > 1 else 0
+        fields = segs[i].split(fs)
+        n = rng.randrange(1, len(fields) + 3)
+        fields += [b""] * (n + 1 - len(fields))
+        kind = rng.randrange(4)
+        if kind == 0:
+            fields[n] = rng.choice(_BAD_VALUES)
+        elif kind == 1:
+            fields[n] = b"~".join([fields[n] or b"X"] * rng.randrange(2, 4))
+        elif kind == 2:
+            fields[n] = (fields[n] or b"X") + b"^" * rng.randrange(1, 30) + b"Y"
+        else:
+            fields[n] = (fields[n] or b"X") + b"&" * rng.randrange(1, 6) + b"Z"
+        changed = [*segs[:i], fs.join(fields), *segs[i + 1 :]]
+        yield f"field {segs[i][:3].decode('latin-1')}#{i}-{n} kind {kind}", join(changed)
