@@ -162,13 +162,24 @@ def _fail(reason: str, code: str, location: str) -> ValidationError:
     return ValidationError(f"HL7 structure validation failed: {reason}", code=code, location=location)
 
 
-def _add(node: _Node, child: str, defs: Definitions, location: str) -> None:
-    """Count `child` in `node`; a child beyond its maximum breaks the structure."""
+def _add(node: _Node, child: str, defs: Definitions, location: str, late: list[ValidationError]) -> None:
+    """Count `child` in `node`; a child beyond its maximum breaks the structure.
+
+    Beyond the maximum at the message's own level is reported after every segment has been
+    read (in `late`), as hl7apy attaches the top-level children last.
+    """
     count = node.counts.get(child, 0) + 1
     _, most = defs.limits(node.name).get(child, (0, -1))
-    if -1 < most < count:
-        raise _fail(f"{child} occurs more than {most} time(s) in {node.name}", _SEGMENT_SEQUENCE, location)
     node.counts[child] = count
+    if -1 < most < count:
+        error = _fail(f"{child} occurs more than {most} time(s) in {node.name}", _SEGMENT_SEQUENCE, location)
+        if node.parent is not None:
+            raise error
+        late.append(error)
+
+
+# HL7 v2.5 §2.5.3: Z message types are site-defined; hl7apy (the reference) accepts them unchecked.
+_LOCAL_STRUCTURE = re.compile(r"^z[a-z0-9]{2}_z[a-z0-9]{2}$", re.IGNORECASE)
 
 
 def validate_structure(message: Er7Message) -> None:
@@ -188,6 +199,8 @@ def validate_structure(message: Er7Message) -> None:
         structure = f"{type_parts[0]}_{type_parts[1]}"
     else:
         structure = ""
+    if _LOCAL_STRUCTURE.match(structure):
+        return  # a site-defined (Z) structure, e.g. the CI-SIS ZAM_Z01 read receipt: no definition to hold it to
     if structure not in defs.messages:
         raise _fail("the message structure of MSH-9 is not defined in this version", _UNSUPPORTED_TYPE, "MSH^1^9")
     root = _Node(structure, None)
@@ -199,6 +212,7 @@ def _place_segments(message: Er7Message, defs: Definitions, root: _Node) -> None
     """Place each segment in the structure as hl7apy's parser does, checking maximum cardinalities."""
     path = [root.name]
     current = root
+    late: list[ValidationError] = []
     for sequence, text in enumerate(message.segments, start=1):
         name = text[:3]
         for _ in range(len(path)):
@@ -213,7 +227,7 @@ def _place_segments(message: Er7Message, defs: Definitions, root: _Node) -> None
             if below:
                 path.extend(below)
                 for group in below:
-                    _add(current, group, defs, location)
+                    _add(current, group, defs, location, late)
                     opened = _Node(group, current)
                     current.children.append(opened)
                     current = opened
@@ -221,13 +235,15 @@ def _place_segments(message: Er7Message, defs: Definitions, root: _Node) -> None
                 # A segment seen again in a group where it occurs once starts the group's next repetition.
                 parent = current.parent
                 assert parent is not None
-                _add(parent, current.name, defs, location)
+                _add(parent, current.name, defs, location, late)
                 current = _Node(current.name, parent)
                 parent.children.append(current)
             segment = _parse_segment(text.strip(), name, sequence, message, defs)
-            _add(current, name, defs, location)
+            _add(current, name, defs, location, late)
             current.children.append(segment)
             break
+    if late:
+        raise late[0]
 
 
 def _check_required(node: _Node, defs: Definitions) -> None:
@@ -238,7 +254,7 @@ def _check_required(node: _Node, defs: Definitions) -> None:
     for name, least, _, _ in defs.containers[node.name]:
         present = by_name.get(name, [])
         if len(present) < least:
-            raise _fail(f"required {name} is missing in {node.name}", _REQUIRED_MISSING, _where(node, name))
+            raise _fail(f"required {name} is missing in {node.name}", _REQUIRED_MISSING, _first_segment(name, defs))
         for child in present:
             if isinstance(child, _Node):
                 _check_required(child, defs)
@@ -246,11 +262,11 @@ def _check_required(node: _Node, defs: Definitions) -> None:
                 _check_fields(child, defs)
 
 
-def _where(node: _Node, name: str) -> str:
-    """Location of a missing segment or group: the last segment placed before it, or the group's name."""
-    for child in reversed(node.children):
-        if isinstance(child, _Segment):
-            return f"{child.name}^{child.sequence}"
+def _first_segment(name: str, defs: Definitions) -> str:
+    """ERR-2 of a missing segment or group: the segment id (for a group, its first required segment)."""
+    while name in defs.containers:
+        children = defs.containers[name]
+        name = next((c[0] for c in children if c[1] > 0), children[0][0])
     return name
 
 
@@ -266,6 +282,14 @@ def _check_fields(segment: _Segment, defs: Definitions) -> None:
             )
 
 
+class _Bad(Exception):
+    """A refusal inside one field repetition: reason and location below the field (``comp^sub``)."""
+
+    def __init__(self, reason: str, code: str, tail: str) -> None:
+        super().__init__(reason)
+        self.reason, self.code, self.tail = reason, code, tail
+
+
 def _parse_segment(text: str, name: str, sequence: int, message: Er7Message, defs: Definitions) -> _Segment:
     """Check the fields of one placed segment: known positions, repetitions, components, values."""
     d = message.delimiters
@@ -277,27 +301,34 @@ def _parse_segment(text: str, name: str, sequence: int, message: Er7Message, def
     raw_fields = (text[3:] if is_msh else text[4:]).split(d.field)
     repetitions = [0] * len(raw_fields)
     over: tuple[int, int] | None = None  # first field with more repetitions than allowed (checked after values)
+    rep_sep = d.repetition
     for index, raw in enumerate(raw_fields):
-        position = index + 1
-        location = f"{name}^{sequence}^{position}"
-        if not raw.strip():
-            if is_msh and position == 1:
+        if not raw or not raw.strip():
+            if is_msh and index == 0:
                 repetitions[index] = 1  # MSH-1 is the field separator itself
             continue
         field = fields_def[index] if index < len(fields_def) else None
         if field is None:
             if not open_ended:
-                raise _fail(f"{name}-{position} is not defined for this segment", _SEGMENT_SEQUENCE, location)
+                raise _fail(
+                    f"{name}-{index + 1} is not defined for this segment",
+                    _SEGMENT_SEQUENCE,
+                    f"{name}^{sequence}^{index + 1}",
+                )
             field = Element(_VARIES, 0, -1)
-        if is_msh and position == 2:
+        if is_msh and index == 1:
             repetitions[index] = 1
             continue
-        reps = raw.split(d.repetition)
+        reps = raw.split(rep_sep) if rep_sep in raw else (raw,)
         for number, rep in enumerate(reps, start=1):
-            _check_field(rep, field.name, defs, d, f"{location}^{number}")
+            try:
+                _check_field(rep, field.name, defs, d)
+            except _Bad as bad:
+                location = f"{name}^{sequence}^{index + 1}^{number}^{bad.tail}"
+                raise _fail(bad.reason, bad.code, location) from None
         repetitions[index] = len(reps)
         if over is None and -1 < field.max < len(reps):
-            over = (position, field.max)
+            over = (index + 1, field.max)
     if over is not None:
         position, most = over
         raise _fail(
@@ -308,44 +339,51 @@ def _parse_segment(text: str, name: str, sequence: int, message: Er7Message, def
     return _Segment(name, sequence, repetitions)
 
 
-def _check_field(text: str, datatype: str, defs: Definitions, d: Any, location: str) -> None:
-    comps = text.split(d.component)
-    if datatype in defs.primitives:
+def _check_field(text: str, datatype: str, defs: Definitions, d: Any) -> None:
+    """One field repetition (raises _Bad, located below the repetition)."""
+    primitives = defs.primitives
+    if datatype in primitives:
+        if d.component not in text and d.subcomponent not in text:
+            _check_value(text, datatype, defs, "1^1")
+            return
+        comps = text.split(d.component)
         for number, comp in enumerate(comps, start=1):
-            _check_primitive_component(comp, datatype, defs, d, f"{location}^{number}")
+            _check_primitive_component(comp, datatype, defs, d, number)
         if len(comps) > 1:
-            raise _fail(f"a {datatype} field has no components", _DATA_TYPE, f"{location}^2")
+            raise _Bad(f"a {datatype} field has no components", _DATA_TYPE, "2")
         return
     if datatype == _VARIES or datatype not in defs.composites:
-        for number, comp in enumerate(comps, start=1):
+        for number, comp in enumerate(text.split(d.component), start=1):
             for sub_number, sub in enumerate(comp.split(d.subcomponent), start=1):
                 if sub:
-                    _check_value(sub, "ST", defs, f"{location}^{number}^{sub_number}")
+                    _check_value(sub, "ST", defs, f"{number}^{sub_number}")
         return
     struct = defs.composites[datatype]
-    for index, comp in enumerate(comps):
-        if not comp.strip():
+    for index, comp in enumerate(text.split(d.component) if d.component in text else (text,)):
+        if not comp or not comp.strip():
             continue
-        where = f"{location}^{index + 1}"
         component = struct[index] if index < len(struct) else None
         if component is None:
-            raise _fail(f"component {index + 1} is not defined for {datatype}", _DATA_TYPE, where)
-        if component.name in defs.primitives:
-            _check_primitive_component(comp, component.name, defs, d, where)
+            raise _Bad(f"component {index + 1} is not defined for {datatype}", _DATA_TYPE, str(index + 1))
+        if component.name in primitives:
+            _check_primitive_component(comp, component.name, defs, d, index + 1)
         else:
-            _check_composite_component(comp, component.name, defs, d, where)
+            _check_composite_component(comp, component.name, defs, d, index + 1)
 
 
-def _check_primitive_component(text: str, datatype: str, defs: Definitions, d: Any, location: str) -> None:
+def _check_primitive_component(text: str, datatype: str, defs: Definitions, d: Any, number: int) -> None:
+    if d.subcomponent not in text:
+        if text:
+            _check_value(text, datatype, defs, f"{number}^1")
+        return
     subs = text.split(d.subcomponent)
-    for number, sub in enumerate(subs, start=1):
+    for sub_number, sub in enumerate(subs, start=1):
         if sub:
-            _check_value(sub, datatype, defs, f"{location}^{number}")
-    if len(subs) > 1:
-        raise _fail(f"a {datatype} component has no subcomponents", _DATA_TYPE, f"{location}^2")
+            _check_value(sub, datatype, defs, f"{number}^{sub_number}")
+    raise _Bad(f"a {datatype} component has no subcomponents", _DATA_TYPE, f"{number}^2")
 
 
-def _check_composite_component(text: str, datatype: str, defs: Definitions, d: Any, location: str) -> None:
+def _check_composite_component(text: str, datatype: str, defs: Definitions, d: Any, number: int) -> None:
     struct = defs.composites.get(datatype, ())
     unknown: int | None = None
     for index, sub in enumerate(text.split(d.subcomponent)):
@@ -353,13 +391,13 @@ def _check_composite_component(text: str, datatype: str, defs: Definitions, d: A
         if element is None:
             # hl7apy keeps an unknown subcomponent (even empty) as ST, then refuses it in the component.
             if sub:
-                _check_value(sub, "ST", defs, f"{location}^{index + 1}")
+                _check_value(sub, "ST", defs, f"{number}^{index + 1}")
             unknown = index + 1 if unknown is None else unknown
             continue
         if sub.strip():
-            _check_value(sub, _primitive_of(element.name, defs), defs, f"{location}^{index + 1}")
+            _check_value(sub, _primitive_of(element.name, defs), defs, f"{number}^{index + 1}")
     if unknown is not None:
-        raise _fail(f"subcomponent {unknown} is not defined for {datatype}", _DATA_TYPE, f"{location}^{unknown}")
+        raise _Bad(f"subcomponent {unknown} is not defined for {datatype}", _DATA_TYPE, f"{number}^{unknown}")
 
 
 def _primitive_of(datatype: str, defs: Definitions) -> str:
@@ -373,11 +411,11 @@ def _primitive_of(datatype: str, defs: Definitions) -> str:
     return datatype if datatype in defs.primitives else "ST"
 
 
-def _check_value(value: str, datatype: str, defs: Definitions, location: str) -> None:
+def _check_value(value: str, datatype: str, defs: Definitions, tail: str) -> None:
     kind, most = defs.primitives.get(datatype, ("text", None))
-    ok = _VALUE_CHECKS.get(kind, _text_ok)(value, most)
+    ok = most is None or len(value) <= most if kind == "text" else _VALUE_CHECKS[kind](value, most)
     if not ok:
-        raise _fail(f"a value is not a valid {datatype}", _DATA_TYPE, location)
+        raise _Bad(f"a value is not a valid {datatype}", _DATA_TYPE, tail)
 
 
 def _text_ok(value: str, most: int | None) -> bool:
@@ -473,10 +511,12 @@ def _offset_ok(offset: str) -> bool:
         hours = datetime.strptime(offset[1:], "%H%M").hour
     except ValueError:
         return False
-    return not (offset[0] == "+" and hours > 14 or offset[0] == "-" and hours > 12)
+    return not ((offset[0] == "+" and hours > 14) or (offset[0] == "-" and hours > 12))
 
 
 def _dt_ok(value: str, _most: int | None) -> bool:
+    if len(value) in (4, 6, 8) and value.isdigit() and value.isascii() and _digits_ok(value):
+        return True
     fmt = _DATE_FORMATS.get(len(value))
     return fmt is not None and _strptime_ok(value, fmt)
 
@@ -487,7 +527,26 @@ def _tm_ok(value: str, _most: int | None) -> bool:
     return fmt is not None and _strptime_ok(value, fmt) and _offset_ok(offset)
 
 
+def _digits_ok(value: str) -> bool:
+    """YYYY[MM[DD[HH[MM[SS]]]]] written in digits only, a real date and time (the common case, no strptime)."""
+    n = len(value)
+    try:
+        datetime(
+            int(value[0:4]),
+            int(value[4:6]) if n >= 6 else 1,
+            int(value[6:8]) if n >= 8 else 1,
+            int(value[8:10]) if n >= 10 else 0,
+            int(value[10:12]) if n >= 12 else 0,
+            int(value[12:14]) if n >= 14 else 0,
+        )
+    except ValueError:
+        return False
+    return True
+
+
 def _dtm_ok(value: str, _most: int | None) -> bool:
+    if len(value) in (4, 6, 8, 10, 12, 14) and value.isdigit() and value.isascii() and _digits_ok(value):
+        return True
     value, offset = _split_offset(value)
     date_fmt = _DATE_FORMATS.get(len(value[:8]))
     if date_fmt is None:
