@@ -264,6 +264,11 @@ async def run_one(store_kind: str, args: argparse.Namespace) -> list[dict[str, o
         for r in results:
             r["hub_peak_rss_mb"] = round(rss, 1)
         print(json.dumps({"store": store_kind, "hub_peak_rss_mb": round(rss, 1)}), flush=True)
+    except BaseException:
+        log.flush()
+        print(f"hub exit code {proc.returncode}; its log ends with:", file=sys.stderr)
+        print((folder / "hub.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -104,7 +104,7 @@ class AlertEngine:
         """Take or renew the lease; on taking it over, resume the previous holder's conditions; on losing it,
         forget the cluster conditions (their notices are the holder's now)."""
         store = self.hub.store
-        if not hasattr(store, "take_lease"):
+        if store is None or not hasattr(store, "take_lease"):
             self.holds_lease = True  # a store without leases: one node
             return
         try:
@@ -128,7 +128,7 @@ class AlertEngine:
     async def _save_state(self) -> None:
         """Save the cluster conditions with the lease, for whoever takes it over."""
         store = self.hub.store
-        if not hasattr(store, "save_lease_state"):
+        if store is None or not hasattr(store, "save_lease_state"):
             return
         state = [
             {

@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 
 from hub.errors import StoreError
-from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
@@ -57,6 +56,7 @@ from hub.store.base import (
     load_metadata,
     searchable_text,
 )
+from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 
 __all__ = ["PostgresStore"]
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hub.errors import StoreError
-from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.message import Message, utcnow
 from hub.store.base import (
     AUDIT_GENESIS,
@@ -55,6 +54,7 @@ from hub.store.base import (
     load_metadata,
     searchable_text,
 )
+from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 
 __all__ = ["SqliteStore"]
 
