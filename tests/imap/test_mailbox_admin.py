@@ -156,6 +156,6 @@ async def test_the_hub_mailbox_command_goes_through_the_admin_api(tmp_path: Path
         trail = {(e.action, e.actor, e.outcome, e.target) for e in await hub.store.list_audit(limit=100)}
         assert ("mailbox_create", NAMES["admin"], "ok", NEW) in trail
         assert ("mailbox_suspend", NAMES["admin"], "ok", NEW) in trail
-        assert ("mailbox_delete", NAMES["viewer"], "denied", NEW) in trail
+        assert ("mailbox_delete", NAMES["viewer"], "denied", f"/api/mailboxes/{NEW}") in trail  # refused: its path
     gone = await asyncio.to_thread(run_cli, "mailbox", "list", *common)
     assert gone.returncode == 3  # the hub is stopped

@@ -3,7 +3,8 @@ once per node; when the node that evaluates the rules is SIGKILLed, the other ta
 announce the condition again, and tells its recovery.
 
 Node a (`hub serve`, a subprocess) starts first and holds the alert lease; node b runs in this process. The DPI
-is down (nothing listens on its port), so the message sent stays queued and the `queue_depth` rule holds.
+is down (nothing listens on its port), so the message sent stays undelivered and the `queue_age` rule (over 0
+minutes: any delivery waiting) holds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _alerts(hook_url: str) -> dict[str, Any]:
         "check_secs": 0.2,
         "renotify_secs": 0,
         "channels": {"hook": {"type": "webhook", "url": hook_url, "headers": {"Authorization": "Bearer hook-secret"}}},
-        "rules": [{"name": "dpi-queue", "when": "queue_depth", "destination": "dpi", "over": 1}],
+        "rules": [{"name": "dpi-queue", "when": "queue_age", "destination": "dpi", "over": 0}],
     }
 
 
