@@ -89,8 +89,9 @@ class ContentIndexer:
                 await self.drain()
                 self.caught_up.set()
                 retry = 1.0
-            except StoreError as exc:  # store down: the rows stay pending, tried again later
-                log.warning("content index: %s; retrying in %.0f s", exc, retry)
+            except Exception as exc:  # store down (or a fault): the rows stay pending, tried again later
+                text = str(exc) if isinstance(exc, StoreError) else type(exc).__name__  # never a payload
+                log.warning("content index: %s; retrying in %.0f s", text, retry)
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, self.sweep_secs)
                 continue

@@ -15,7 +15,7 @@ from hub.errors import StoreError
 from hub.message import CONTENT_HL7V2, Message, utcnow
 from hub.store import ContentQuery, Store
 from hub.store.base import SEARCHABLE_CHARS, searchable_text
-from hub.store.content_index import IndexLag
+from hub.store.content_index import ContentIndexer, IndexLag
 from hub.store.sqlite import SqliteStore
 from tests.hubkit import wait_until
 from tests.store.test_store_contract import one
@@ -137,3 +137,22 @@ async def test_a_message_purged_before_indexing_leaves_no_pending_row(store: Sto
     assert await store.purge(before=utcnow(), statuses=("unrouted",)) == 1
     assert (await store.content_index_lag()).pending == 0
     assert await store.index_content(100) == 0
+
+
+async def test_the_indexer_outlives_a_store_outage() -> None:
+    calls: list[int] = []
+
+    async def index_batch(limit: int) -> int:
+        calls.append(limit)
+        if len(calls) == 1:
+            raise StoreError("postgres: ConnectionRefusedError")  # the store is down at start
+        return 0
+
+    indexer = ContentIndexer(index_batch, delay_secs=0)
+    indexer.start()
+    try:
+        await asyncio.wait_for(indexer.caught_up.wait(), 10)  # tried again after its back-off, and caught up
+        indexer.wake()
+        await wait_until(lambda: len(calls) >= 3)  # and goes on indexing after each commit
+    finally:
+        await indexer.close()
