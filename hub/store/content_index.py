@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+import structlog
+
 from hub.errors import StoreError
 
-log = logging.getLogger("hub.store.content_index")
+log = structlog.get_logger("hub.store.content_index")
 
 #: Messages indexed per transaction: large enough to amortise a transaction (FTS5 writes one segment per
 #: transaction), small enough that the SQLite writer thread is never held long away from the group commit.
@@ -91,7 +92,7 @@ class ContentIndexer:
                 retry = 1.0
             except Exception as exc:  # store down (or a fault): the rows stay pending, tried again later
                 text = str(exc) if isinstance(exc, StoreError) else type(exc).__name__  # never a payload
-                log.warning("content index: %s; retrying in %.0f s", text, retry)
+                log.warning("content_index_failed", error=text, retry_secs=retry)
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, self.sweep_secs)
                 continue
