@@ -31,7 +31,7 @@ def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[Ne
 
 
 async def test_schema_is_migrated(store: Store) -> None:
-    assert await store.schema_version() == 8
+    assert await store.schema_version() == 10
 
 
 async def test_submit_then_read_back(store: Store) -> None:
