@@ -10,4 +10,3 @@ from adapters.sandboxes import psc as _psc_sandbox  # noqa: F401
 from adapters.smtp import inbound as _smtp  # noqa: F401  (the package registers smtp_mta/_submission, mssante, mailbox, mssante_peer)
 from adapters.smtp import mdn_after as _mdn_after  # noqa: F401  (outcome hook: the MDN after the DPI answered)
 from adapters.xds import outbound as _xds_outbound  # noqa: F401  (the package also registers sandbox "dmp")
-from hub import identity_sink as _identity_sink  # noqa: F401  (moving: the hub registers its own sink)

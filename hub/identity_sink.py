@@ -1,14 +1,18 @@
-"""The `identity_registry` destination: IHE PAM France ADT in, identity registry updated.
+"""The `identity_registry` destination: identity feeds in, the hub's identity registry updated.
 
-A route sends identity messages (A28, A31, A47, A40, A01, A04, A05...) here,
-usually ordered by ``patient_key`` so that a patient's updates apply in the
-order the identity server sent them. The ADT is read by
-``mappings.ins.read_identity_feed``; the PAM FR rule that an INS is trusted
-only with PID-32 = VALI is applied there. The hub's registry service does
-the rest (history, merges, releasing messages held for the patient).
+A route sends identity messages (IHE PAM France A28, A31, A47, A40, A01, A04,
+A05...) here, usually ordered by ``patient_key`` so that a patient's updates
+apply in the order the identity server sent them. The destination writes no
+wire: it reads the feed with the ``identity_feed`` reader registered for the
+message's content type (HL7 v2: ``mappings/ins/feed.py``, where the PAM FR rule
+that an INS is trusted only with PID-32 = VALI is applied) and hands each
+:class:`~hub.identity_registry.IdentityUpdate` to the registry, which does the
+rest (history, merges, releasing messages held for the patient). It reaches the
+hub only through :class:`~hub.ports.AdapterServices`.
 
-An ADT that cannot feed the registry (no PID, no PI identifier, an event
-outside PAM FR...) is rejected and dead-lettered with its reason.
+A feed that cannot update the registry (no PID, no PI identifier, an event
+outside PAM FR, a content type with no feed reader...) is rejected and
+dead-lettered with its reason.
 """
 
 from __future__ import annotations
@@ -17,15 +21,14 @@ from typing import Any
 
 from pydantic import Field
 
+from hub import registry
 from hub.errors import MessageError, Rejected, Retryable, StoreError
-from hub.identity.insi import traits_to_json
 from hub.identity.oids import Environment, InsPolicy
-from hub.identity_registry import IdentityUpdate
 from hub.message import Message
+from hub.ports import AdapterServices
 from hub.registry import ComponentConfig, register
-from mappings.ins import IdentityFeed, read_identity_feed
 
-__all__ = ["IdentityRegistryConfig", "IdentityRegistrySink", "updates_from_feed"]
+__all__ = ["IdentityRegistryConfig", "IdentityRegistrySink"]
 
 _ENVIRONMENTS = {"production": Environment.PRODUCTION, "test": Environment.TEST, "development": Environment.TEST}
 
@@ -36,40 +39,15 @@ class IdentityRegistryConfig(ComponentConfig):
     )
 
 
-def updates_from_feed(feed: IdentityFeed, message_id: str | None) -> list[IdentityUpdate]:
-    """One update per local identifier (PID-3 PI) the feed names."""
-    traits = traits_to_json(feed.traits) if feed.traits is not None else None
-    merged = tuple((p.patient_key, p.authority.key, p.value) for p in feed.prior_ids)
-    note = f"INS ignored: {feed.ins_ignored.value}" if feed.ins_ignored else ""
-    return [
-        IdentityUpdate(
-            patient_key=pid.patient_key,
-            authority=pid.authority.key,
-            local_id=pid.value,
-            event=feed.event,
-            message_id=message_id,
-            status=feed.status.value if feed.status else None,
-            attributes=tuple(a.value for a in feed.pid32.attributes),
-            ins_action=feed.ins_action.value,
-            ins=feed.ins.matricule if feed.ins else None,
-            ins_oid=feed.ins.oid if feed.ins else None,
-            traits=traits,
-            merged_from=tuple(m for m in merged if m[0] != pid.patient_key),
-            note=note,
-        )
-        for pid in feed.local_ids
-    ]
-
-
 @register("outbound", "identity_registry", config=IdentityRegistryConfig, needs=("services",))
 class IdentityRegistrySink:
     """Apply PAM FR identity feeds to the hub's identity registry."""
 
-    def __init__(self, name: str, config: IdentityRegistryConfig, *, services: Any) -> None:
+    def __init__(self, name: str, config: IdentityRegistryConfig, *, services: AdapterServices) -> None:
         self.name = name
         self.config = config
         self.services = services
-        env = config.environment or services.config.environment
+        env = config.environment or services.environment
         self.policy = InsPolicy.for_environment(_ENVIRONMENTS.get(env, Environment.TEST))
 
     async def start(self) -> None:
@@ -79,12 +57,15 @@ class IdentityRegistrySink:
         return None
 
     async def send(self, message: Message) -> None:
+        reader = registry.get("identity_feed", message.content_type)
+        if reader is None:
+            raise Rejected(f"not a usable identity feed: no identity feed reader for {message.content_type}")
         try:
-            feed = read_identity_feed(message.body, policy=self.policy)
+            updates = reader.factory(message.body, policy=self.policy, message_id=message.id)
         except MessageError as exc:
             raise Rejected(f"not a usable identity feed: {exc.reason}") from None
         try:
-            for update in updates_from_feed(feed, message.id):
+            for update in updates:
                 await self.services.identity.apply(update)
         except StoreError as exc:
             raise Retryable(f"identity registry unavailable ({exc})") from None

@@ -8,6 +8,7 @@ from mappings.fhir import select as _fhir_select  # noqa: F401  (registers the f
 from mappings.hl7v2 import fieldmap as _hl7v2_fieldmap  # noqa: F401
 from mappings.hl7v2 import reader as _hl7v2_reader  # noqa: F401
 from mappings.hl7v2 import validate as _hl7v2_validate  # noqa: F401
+from mappings.ins import feed as _ins_feed  # noqa: F401  (registers the HL7 v2 identity feed reader)
 from mappings.ins import steps as _ins_steps  # noqa: F401
 from mappings.mssante import mdm as _mssante_mdm  # noqa: F401  (registers cda_to_v2_mdm_t02)
 from mappings.xds import v2_context as _xds_v2_context  # noqa: F401  (registers v2_dmp_context)
