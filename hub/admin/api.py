@@ -78,10 +78,8 @@ from hub.admin.models import (
     Whoami,
 )
 from hub.admin.reviews import compare, message_traits
-from hub.documents import apply_steps
 from hub.errors import IdentityHold, MessageError, StoreError
 from hub.message import CONTENT_HL7V2
-from hub.pipeline import StepContext
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
 from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload
@@ -619,13 +617,10 @@ async def _output(call: Call) -> StepOutput:
         call, "view_output", message_id=mid, target=f"{d.route}->{d.destination}", detail={"delivery_id": d.id}
     )
     pipeline = worker.pipeline
-    identity = None
-    key = rec.message.metadata.get("patient_key", "")
-    if pipeline.needs_identity and key:
-        identity = await hub.identity.lookup(key)
-    ctx = StepContext(identity=identity, identity_override=d.identity_override, environment=hub.config.environment)
     try:
-        out = await apply_steps(pipeline, rec.message, ctx, _store(call), hub._step_executor)
+        # The worker's own step run, without its identity gate: what the steps give today, sent or not.
+        ctx = await worker.step_context(rec.message, identity_override=d.identity_override, gate=False)
+        out = await worker.run_steps(rec.message, ctx)
     except (MessageError, IdentityHold) as exc:
         raise ApiError(422, "a step refuses the message", getattr(exc, "reason", str(exc))) from None
     encoding, text = _decode(out.content_type, out.body)
