@@ -79,7 +79,6 @@ from hub.admin.models import (
 )
 from hub.admin.reviews import compare, message_traits
 from hub.errors import IdentityHold, MessageError, StoreError
-from hub.message import CONTENT_HL7V2
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
 from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload
@@ -222,7 +221,8 @@ _TEXT_SUFFIXES = ("+xml", "/xml", "+json", "/json", "+er7")
 
 
 def _decode(content_type: str, body: bytes) -> tuple[str, str]:
-    """(encoding, text) of a payload: HL7 v2 in its MSH-18 character set, other text as UTF-8, else base64."""
+    """(encoding, text) of a payload: through the text codec of its format when it has one (HL7 v2: its MSH-18
+    character set), other text as UTF-8, else base64."""
     ct = content_type.split(";")[0].strip().lower()
     codec = registry.get("text", ct)
     if codec is not None:  # a format that declares its own character set (HL7 v2: MSH-18)
@@ -633,10 +633,8 @@ async def _output(call: Call) -> StepOutput:
 
 
 def _corrected_body(content_type: str, text: str) -> bytes:
-    if content_type == CONTENT_HL7V2:
-        # Edited in a browser or a file: HL7 v2 wants CR between segments, and the bytes in the
-        # character set its MSH-18 declares.
-        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    """The bytes of a body corrected as text: through the text codec of its format when it has one (HL7 v2:
+    segment ends and the MSH-18 character set), else UTF-8."""
     codec = registry.get("text", content_type)
     if codec is not None:
         try:
