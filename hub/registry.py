@@ -17,6 +17,10 @@ identity message (HL7 v2: a PAM FR ADT) into the identity registry's updates,
 raising MessageError when it cannot feed one (the ``identity_registry``
 destination, ``hub/identity_sink.py``).
 
+A *field search* is registered under a name (``hl7``): ``parse(text)`` turns
+the text of an admin content search into a condition on one field of its format
+(``PID-5.1=DUPONT``: ``.value``, ``.position``, ``.matches(text)``), or None.
+
 A *selector* is registered under a path language of route filters (``hl7``,
 ``fhirpath``, ``xpath``): ``factory(expression)`` compiles an expression
 (ValueError when it is not one) into ``select(message, cache) -> list[str]``,
@@ -76,6 +80,7 @@ Kind = Literal[
     "selector",
     "traits",
     "identity_feed",
+    "field_search",
     "command",
 ]
 T = TypeVar("T")
