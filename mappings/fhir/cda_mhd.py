@@ -138,6 +138,86 @@ def _ts(value: str | None, config: CdaToMhdConfig, kind: Literal["date", "dateTi
         raise MappingError("timestamp is not a valid HL7 TS", location="/ClinicalDocument") from None
 
 
+def _ins_identifier(ins: str, ins_oid: str, config: CdaToMhdConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The INS identifier of the Patient and its identity-reliability extension."""
+    authority = authority_for_oid(ins_oid)
+    assert authority is not None
+    identifier = {
+        "use": authority.fhir_use,
+        "type": {"coding": [{"system": FR_CORE_V2_0203_SYSTEM, "code": authority.fhir_type}]},
+        "system": authority.fhir_system,
+        "value": ins,
+    }
+    # CI-SIS: the INS goes in patientRole/id only for a qualified identity (DOMAIN.md §3.3).
+    status = (
+        {"system": FR_CORE_IDENTITY_STATUS_SYSTEM, "code": "QUAL"}
+        if config.fr_core == "2.2"
+        else {"system": FR_CORE_V2_0445_SYSTEM, "code": "VALI"}
+    )
+    extension = {"extension": [{"url": "identityStatus", "valueCoding": status}], "url": IDENTITY_RELIABILITY_URL}
+    return identifier, extension
+
+
+def _birth_place(person: etree._Element | None) -> tuple[dict[str, Any] | None, etree._Element | None]:
+    """The birth-place extension (INSEE code, city) and the county element it came from, if any."""
+    county = _path(person, "birthplace", "place", "addr", "county")
+    if county is None or not (county.text or "").strip():
+        return None, county
+    address: dict[str, Any] = {
+        "extension": [
+            {"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county.text.strip()}}
+        ]
+    }
+    city = _path(person, "birthplace", "place", "addr", "city")
+    if city is not None and (city.text or "").strip():
+        address["city"] = city.text.strip()
+    return {"url": BIRTH_PLACE_URL, "valueAddress": address}, county
+
+
+def _human_names(name: etree._Element) -> list[dict[str, Any]]:
+    """The FHIR HumanNames of one CDA name: birth name (BR, official) then used name (CL, usual)."""
+    parts: dict[str, tuple[list[str], list[str]]] = {"BR": ([], []), "CL": ([], [])}
+    birth_list = None
+    for el in name:
+        text = " ".join((el.text or "").split())
+        if not text or not isinstance(el.tag, str):
+            continue
+        local, qualifier = el.tag[len(_H) :], el.get("qualifier")
+        if local == "given" and qualifier is None:
+            birth_list = text
+        elif local in ("family", "given") and qualifier in parts:
+            parts[qualifier][0 if local == "family" else 1].append(text)
+    names: list[dict[str, Any]] = []
+    for qualifier, use in (("BR", "official"), ("CL", "usual")):
+        family, given = parts[qualifier]
+        if not family and not given:
+            continue
+        entry: dict[str, Any] = {}
+        if qualifier == "BR" and birth_list:
+            entry["extension"] = [{"url": BIRTH_LIST_GIVEN_NAME_URL, "valueString": birth_list}]
+        entry["use"] = use
+        if family:
+            entry["family"] = family[0]
+        if given:
+            entry["given"] = given[:1]
+        names.append(entry)
+    return names
+
+
+def _missing_strict_traits(patient: dict[str, Any], names: list[dict[str, Any]], has_county: bool) -> list[str]:
+    """The CDA locations of the strict traits an INS needs that the Patient lacks."""
+    return [
+        loc
+        for loc, ok in (
+            ("name", any(n["use"] == "official" and n.get("given") and n.get("extension") for n in names)),
+            ("administrativeGenderCode", "gender" in patient),
+            ("birthTime", "birthDate" in patient),
+            ("birthplace/place/addr/county", has_county),
+        )
+        if not ok
+    ]
+
+
 def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig) -> dict[str, Any]:
     where = "/ClinicalDocument/recordTarget/patientRole/patient"
     person = _path(doc, "recordTarget", "patientRole", "patient")
@@ -146,25 +226,9 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     ins, ins_oid = header.get("ins"), header.get("ins_oid")
     extensions: list[dict[str, Any]] = []
     if ins and ins_oid in INS_ROOTS:
-        authority = authority_for_oid(ins_oid)
-        assert authority is not None
-        identifiers.append(
-            {
-                "use": authority.fhir_use,
-                "type": {"coding": [{"system": FR_CORE_V2_0203_SYSTEM, "code": authority.fhir_type}]},
-                "system": authority.fhir_system,
-                "value": ins,
-            }
-        )
-        # CI-SIS: the INS goes in patientRole/id only for a qualified identity (DOMAIN.md §3.3).
-        status = (
-            {"system": FR_CORE_IDENTITY_STATUS_SYSTEM, "code": "QUAL"}
-            if config.fr_core == "2.2"
-            else {"system": FR_CORE_V2_0445_SYSTEM, "code": "VALI"}
-        )
-        extensions.append(
-            {"extension": [{"url": "identityStatus", "valueCoding": status}], "url": IDENTITY_RELIABILITY_URL}
-        )
+        identifier, reliability = _ins_identifier(ins, ins_oid, config)
+        identifiers.append(identifier)
+        extensions.append(reliability)
         patient["meta"]["profile"] = [FR_CORE_PATIENT_INS]
     if header.get("ipp") and header.get("ipp_oid"):
         identifiers.append(
@@ -177,46 +241,13 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
         )
     if not identifiers:
         raise MappingError("recordTarget without an INS or a local patient id", location=f"{where[:-8]}/id")
-    county = _path(person, "birthplace", "place", "addr", "county")
-    if county is not None and (county.text or "").strip():
-        address: dict[str, Any] = {
-            "extension": [
-                {"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county.text.strip()}}
-            ]
-        }
-        city = _path(person, "birthplace", "place", "addr", "city")
-        if city is not None and (city.text or "").strip():
-            address["city"] = city.text.strip()
-        extensions.append({"url": BIRTH_PLACE_URL, "valueAddress": address})
+    birth_place, county = _birth_place(person)
+    if birth_place is not None:
+        extensions.append(birth_place)
     if extensions:
         patient["extension"] = extensions
     patient["identifier"] = identifiers
-    names: list[dict[str, Any]] = []
-    for name in [] if person is None else person.findall(_H + "name"):
-        parts = {"BR": ([], []), "CL": ([], [])}
-        birth_list = None
-        for el in name:
-            text = " ".join((el.text or "").split())
-            if not text or not isinstance(el.tag, str):
-                continue
-            local, qualifier = el.tag[len(_H) :], el.get("qualifier")
-            if local == "given" and qualifier is None:
-                birth_list = text
-            elif local in ("family", "given") and qualifier in parts:
-                parts[qualifier][0 if local == "family" else 1].append(text)
-        for qualifier, use in (("BR", "official"), ("CL", "usual")):
-            family, given = parts[qualifier]
-            if not family and not given:
-                continue
-            entry: dict[str, Any] = {}
-            if qualifier == "BR" and birth_list:
-                entry["extension"] = [{"url": BIRTH_LIST_GIVEN_NAME_URL, "valueString": birth_list}]
-            entry["use"] = use
-            if family:
-                entry["family"] = family[0]
-            if given:
-                entry["given"] = given[:1]
-            names.append(entry)
+    names = [entry for name in ([] if person is None else person.findall(_H + "name")) for entry in _human_names(name)]
     if names:
         patient["name"] = names
     gender = _path(person, "administrativeGenderCode")
@@ -226,16 +257,7 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     if birth is not None and birth.get("value"):
         patient["birthDate"] = _ts(birth.get("value", "")[:8], config, "date")
     if ins:
-        missing = [
-            loc
-            for loc, ok in (
-                ("name", any(n["use"] == "official" and n.get("given") and n.get("extension") for n in names)),
-                ("administrativeGenderCode", "gender" in patient),
-                ("birthTime", "birthDate" in patient),
-                ("birthplace/place/addr/county", county is not None),
-            )
-            if not ok
-        ]
+        missing = _missing_strict_traits(patient, names, county is not None)
         if missing:
             # FR Core fr-core-patient-ins: with an INS the strict traits travel too (DOMAIN.md §4.1).
             raise MappingError("INS without its strict traits", location=f"{where}/{missing[0]}")
@@ -259,6 +281,55 @@ def _master_identifier(unique_id: str) -> dict[str, str]:
     if extension:
         return {"system": f"urn:oid:{root}", "value": extension}
     return {"system": _RFC3986, "value": f"urn:oid:{root}"}
+
+
+def _author_and_custodian(header: dict[str, str]) -> dict[str, Any]:
+    """DocumentReference.author and .custodian, from the CDA header's author and custodian ids."""
+    out: dict[str, Any] = {}
+    if header.get("author_id") and header.get("author_id_root"):
+        root = header["author_id_root"]
+        kind = "Practitioner" if root == _PS_ROOT else "Device"
+        out["author"] = [{"type": kind, "identifier": {"system": f"urn:oid:{root}", "value": header["author_id"]}}]
+    if header.get("custodian_id") and header.get("custodian_id_root"):
+        out["custodian"] = {
+            "type": "Organization",
+            "identifier": {"system": f"urn:oid:{header['custodian_id_root']}", "value": header["custodian_id"]},
+        }
+    return out
+
+
+def _security_labels(header: dict[str, str], message: Message | None) -> list[dict[str, Any]]:
+    """The confidentiality code, then the MetaDMPMSS masking flags of the message."""
+    labels = []
+    if header.get("confidentiality_code"):
+        labels.append({"coding": [{"system": _CONFIDENTIALITY, "code": header["confidentiality_code"]}]})
+    # The MetaDMPMSS masking flags, as the XDS route's extra confidentialityCodes (PDSm4DMP TD3.3a/b).
+    for code in visibility_codes(message.metadata if message is not None else {}):
+        labels.append({"coding": [{"system": VISIBILITY_FHIR_SYSTEM, "code": code, "display": VISIBILITY_CODES[code]}]})
+    return labels
+
+
+def _document_context(header: dict[str, str], cfg: CdaToMhdConfig, patient_url: str) -> dict[str, Any]:
+    """DocumentReference.context: service period, facility type, practice setting, source patient."""
+    context: dict[str, Any] = {}
+    period = {
+        k: v
+        for k, v in (
+            ("start", _ts(header.get("service_start_time"), cfg, "dateTime")),
+            ("end", _ts(header.get("service_stop_time"), cfg, "dateTime")),
+        )
+        if v
+    }
+    if period:
+        context["period"] = period
+    if header.get("facility_code"):
+        context["facilityType"] = {"coding": [_coding(header["facility_code"], header.get("facility_code_system"))]}
+    if header.get("practice_setting_code"):
+        context["practiceSetting"] = {
+            "coding": [_coding(header["practice_setting_code"], header.get("practice_setting_code_system"))]
+        }
+    context["sourcePatientInfo"] = {"reference": patient_url}
+    return context
 
 
 def cda_to_mhd(
@@ -293,21 +364,8 @@ def cda_to_mhd(
     date = _ts(header.get("effective_time"), cfg, "instant")
     if date:
         document["date"] = date
-    if header.get("author_id") and header.get("author_id_root"):
-        root = header["author_id_root"]
-        kind = "Practitioner" if root == _PS_ROOT else "Device"
-        document["author"] = [{"type": kind, "identifier": {"system": f"urn:oid:{root}", "value": header["author_id"]}}]
-    if header.get("custodian_id") and header.get("custodian_id_root"):
-        document["custodian"] = {
-            "type": "Organization",
-            "identifier": {"system": f"urn:oid:{header['custodian_id_root']}", "value": header["custodian_id"]},
-        }
-    labels = []
-    if header.get("confidentiality_code"):
-        labels.append({"coding": [{"system": _CONFIDENTIALITY, "code": header["confidentiality_code"]}]})
-    # The MetaDMPMSS masking flags, as the XDS route's extra confidentialityCodes (PDSm4DMP TD3.3a/b).
-    for code in visibility_codes(message.metadata if message is not None else {}):
-        labels.append({"coding": [{"system": VISIBILITY_FHIR_SYSTEM, "code": code, "display": VISIBILITY_CODES[code]}]})
+    document.update(_author_and_custodian(header))
+    labels = _security_labels(header, message)
     if labels:
         document["securityLabel"] = labels
     attachment: dict[str, Any] = {
@@ -323,25 +381,7 @@ def cda_to_mhd(
     if created:
         attachment["creation"] = created
     document["content"] = [{"attachment": attachment, "format": _format(doc, header)}]
-    context: dict[str, Any] = {}
-    period = {
-        k: v
-        for k, v in (
-            ("start", _ts(header.get("service_start_time"), cfg, "dateTime")),
-            ("end", _ts(header.get("service_stop_time"), cfg, "dateTime")),
-        )
-        if v
-    }
-    if period:
-        context["period"] = period
-    if header.get("facility_code"):
-        context["facilityType"] = {"coding": [_coding(header["facility_code"], header.get("facility_code_system"))]}
-    if header.get("practice_setting_code"):
-        context["practiceSetting"] = {
-            "coding": [_coding(header["practice_setting_code"], header.get("practice_setting_code_system"))]
-        }
-    context["sourcePatientInfo"] = {"reference": urls["Patient"]}
-    document["context"] = context
+    document["context"] = _document_context(header, cfg, urls["Patient"])
 
     submission_uid = f"2.25.{int(stable_uuid('mhd-submission', correlation).replace('-', ''), 16)}"
     submission: dict[str, Any] = {
