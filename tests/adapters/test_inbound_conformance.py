@@ -139,7 +139,7 @@ def _kit(name: str) -> SenderKit:
 
 
 def _config(tmp_path: Path, kit: SenderKit, **hub: Any) -> Path:
-    route = {"route": "conf", "from": "in", "to": [{"destination": "dpi", "paused": True}]}
+    route: dict[str, Any] = {"route": "conf", "from": "in", "to": [{"destination": "dpi", "paused": True}]}
     if kit.route_when:
         route["when"] = kit.route_when
     return write_config(

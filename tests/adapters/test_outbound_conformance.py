@@ -26,7 +26,6 @@ from adapters.tls import TlsConfig
 from hub import registry
 from hub.errors import Rejected, Retryable, Unreachable
 from hub.message import CONTENT_HL7V2, Message
-from hub.registry import ComponentConfig
 from mappings.fhir.common import CONTENT_FHIR
 from mappings.hl7v2 import read_header
 from tests.hubkit import adt, wait_until
@@ -104,7 +103,11 @@ async def _mllp_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.S
 
 
 async def _http_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    statuses = {"accept": (201, {"resourceType": "Patient", "id": "1"}), "retry": (503, {}), "reject": (422, {})}
+    statuses: dict[str, tuple[int, dict[str, Any]]] = {
+        "accept": (201, {"resourceType": "Patient", "id": "1"}),
+        "retry": (503, {}),
+        "reject": (422, {}),
+    }
     while True:
         head = await reader.readuntil(b"\r\n\r\n")
         length = 0
@@ -178,7 +181,7 @@ def _kit(name: str) -> PeerKit:
 def _adapter(name: str, options: dict[str, Any]) -> Any:
     component = registry.get("outbound", name)
     assert component is not None and component.config is not None
-    config: ComponentConfig = component.config(**options)
+    config = component.config(**options)
     return component.factory(name, config)
 
 
