@@ -574,19 +574,7 @@ class DestinationWorker:
         else:
             self._circuit_open(error)
         self._start_queued()  # the slot goes to the next queued delivery now, not after the outcome's commit
-        next_at: datetime | None = None
-        if outcome is Outcome.ACCEPT:
-            status = "delivered"
-        elif not reached:
-            status = "pending"  # an outage: the attempt is given back and the circuit decides when to probe
-        elif outcome is Outcome.RETRY and d.attempts < d.max_attempts:
-            status = "pending"
-            delay = backoff_secs(self.policy.retry, d.attempts)
-            if retry_after:
-                delay = max(delay, retry_after)
-            next_at = utcnow() + timedelta(seconds=delay)
-        else:
-            status = "dead"
+        status, next_at = self._next_status(c, outcome, reached=reached, retry_after=retry_after)
         elapsed = (utcnow() - started).total_seconds()
         if self.on_outcome:
             self.on_outcome(self.route, self.destination, outcome, elapsed, c.message.received_at)
@@ -605,6 +593,27 @@ class DestinationWorker:
         except StoreError as exc:
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
+        await self._recorded(c, kept, status, outcome, error)
+
+    def _next_status(
+        self, c: Claimed, outcome: Outcome, *, reached: bool, retry_after: float | None
+    ) -> tuple[str, datetime | None]:
+        """The delivery's status after this attempt, and when to try again if it stays pending."""
+        d = c.delivery
+        if outcome is Outcome.ACCEPT:
+            return "delivered", None
+        if not reached:
+            return "pending", None  # an outage: the attempt is given back and the circuit decides when to probe
+        if outcome is Outcome.RETRY and d.attempts < d.max_attempts:
+            delay = backoff_secs(self.policy.retry, d.attempts)
+            if retry_after:
+                delay = max(delay, retry_after)
+            return "pending", utcnow() + timedelta(seconds=delay)
+        return "dead", None
+
+    async def _recorded(self, c: Claimed, kept: bool, status: str, outcome: Outcome, error: str) -> None:
+        """What follows a recorded outcome: queue gauges, the final-outcome hook, dead-letter counts and logs."""
+        d = c.delivery
         if kept and status != "pending" and self.on_dequeued:
             self.on_dequeued()
         if kept and status in ("delivered", "dead") and self.on_final and c.message.metadata.get("on_final"):
