@@ -21,7 +21,7 @@ from hub import cli
 from hub.runtime import Hub
 from tests.admin.adminkit import NAMES, TOKENS, Api, admin_section
 from tests.conftest import free_port
-from tests.hubkit import hub_cli, running_hub, running_peer
+from tests.hubkit import hub_cli, running_hub, running_peer, wait_until
 from tests.imap.imapkit import DOCTOR_ID, ImapSetup, imap_hub_config, inbox, login_bearer
 from tests.imap.test_imap_access import refused
 from tests.smtp.smtpkit import DOCTOR, HUB_DOMAIN
@@ -71,9 +71,7 @@ async def test_a_created_mailbox_receives_opens_is_suspended_and_deleted(
     async def count() -> int:
         return len(await asyncio.to_thread(lambda: inbox(login_bearer(setup, NEW, token))))
 
-    async with asyncio.timeout(10):
-        while await count() == 0:
-            await asyncio.sleep(0.1)
+    await wait_until(count, timeout=10)
 
     # Suspended: no login, and mail to it is refused.
     await api["admin"].post(f"/api/mailboxes/{NEW}/suspend", {"reason": "departure"})
