@@ -39,7 +39,7 @@ from importlib import resources
 from typing import Any
 
 from hub.errors import ValidationError
-from mappings.hl7v2.er7 import Er7Message
+from mappings.hl7v2.er7 import Delimiters, Er7Message
 
 __all__ = ["Definitions", "definitions", "supported_versions", "validate_structure"]
 
@@ -75,34 +75,59 @@ class Definitions:
     primitives: dict[str, tuple[str, int | None]]
     malformed: frozenset[str]
     messages: frozenset[str]
-    _paths: dict[tuple[str, str], tuple[str, ...] | None] = dataclasses.field(default_factory=dict)
-    _limits: dict[str, dict[str, tuple[int, int]]] = dataclasses.field(default_factory=dict)
+    _containers: dict[str, _Container] = dataclasses.field(default_factory=dict)
+    _patterns: dict[Delimiters, _SegmentPatterns] = dataclasses.field(default_factory=dict)
 
-    def limits(self, container: str) -> dict[str, tuple[int, int]]:
-        """Cardinality of each child of a container, by name (a name defined twice: the last wins, as in hl7apy)."""
-        found = self._limits.get(container)
+    def container(self, name: str) -> _Container:
+        """What placing segments needs of one message structure or group (built on first use)."""
+        found = self._containers.get(name)
         if found is None:
-            found = {name: (lo, hi) for name, lo, hi, _ in self.containers[container]}
-            self._limits[container] = found
+            found = self._containers[name] = _Container(self, name)
+        return found
+
+    def patterns(self, delimiters: Delimiters) -> _SegmentPatterns:
+        """The segments' acceptance patterns for one set of encoding characters (compiled on first use)."""
+        found = self._patterns.get(delimiters)
+        if found is None:
+            found = self._patterns[delimiters] = _SegmentPatterns(self, delimiters)
         return found
 
     def path_to(self, container: str, segment: str) -> tuple[str, ...] | None:
         """Groups to open below `container` to reach the first definition of `segment` (depth first), or None."""
-        key = (container, segment)
-        if key not in self._paths:
-            self._paths[key] = self._search(container, segment)
-        return self._paths[key]
-
-    def _search(self, container: str, segment: str) -> tuple[str, ...] | None:
         children = self.containers[container]
         if any(not is_group and name == segment for name, _, _, is_group in children):
             return ()
         for name, _, _, is_group in children:
             if is_group:
-                below = self._search(name, segment)
+                below = self.path_to(name, segment)
                 if below is not None:
                     return (name, *below)
         return None
+
+
+class _Places(dict[str, "tuple[str, ...] | None"]):
+    """Segment name -> groups to open to place it below one container (Definitions.path_to), memoised."""
+
+    def __init__(self, defs: Definitions, container: str) -> None:
+        super().__init__()
+        self._defs, self._container = defs, container
+
+    def __missing__(self, segment: str) -> tuple[str, ...] | None:
+        found = self[segment] = self._defs.path_to(self._container, segment)
+        return found
+
+
+class _Container:
+    """One message structure or group, as placing segments reads it."""
+
+    __slots__ = ("most", "name", "places", "required")
+
+    def __init__(self, defs: Definitions, name: str) -> None:
+        self.name = name
+        # Maximum of each child by name (-1: unbounded; a name defined twice: the last wins, as in hl7apy).
+        self.most = {child: hi for child, _, hi, _ in defs.containers[name]}
+        self.required = tuple((child, lo) for child, lo, _, _ in defs.containers[name] if lo > 0)
+        self.places = _Places(defs, name)
 
 
 def _elements(raw: list[list[Any] | None]) -> tuple[Element | None, ...]:
@@ -142,37 +167,40 @@ def definitions(version: str) -> Definitions | None:
 class _Node:
     """One instance of a message or group while segments are placed: its children, in order."""
 
-    __slots__ = ("children", "counts", "name", "parent")
+    __slots__ = ("children", "counts", "kind", "name", "parent")
 
-    def __init__(self, name: str, parent: _Node | None) -> None:
-        self.name = name
+    def __init__(self, kind: _Container, parent: _Node | None) -> None:
+        self.kind = kind
+        self.name = kind.name
         self.parent = parent
         self.children: list[_Node | _Segment] = []
         self.counts: dict[str, int] = {}
 
 
-@dataclasses.dataclass(slots=True)
 class _Segment:
-    name: str
-    sequence: int  # position of the segment in the message (1-based), for the error location
-    repetitions: list[int]  # repetitions present per field position (index 0 = field 1)
+    __slots__ = ("name", "repetitions", "sequence")
+
+    def __init__(self, name: str, sequence: int, repetitions: list[int] | None) -> None:
+        self.name = name
+        self.sequence = sequence  # position of the segment in the message (1-based), for the error location
+        self.repetitions = repetitions  # per field position (index 0 = field 1); None: all required ones present
 
 
 def _fail(reason: str, code: str, location: str) -> ValidationError:
     return ValidationError(f"HL7 structure validation failed: {reason}", code=code, location=location)
 
 
-def _add(node: _Node, child: str, defs: Definitions, location: str, late: list[ValidationError]) -> None:
-    """Count `child` in `node`; a child beyond its maximum breaks the structure.
+def _add(node: _Node, child: str, name: str, sequence: int, late: list[ValidationError]) -> None:
+    """Count `child` in `node`; a child beyond its maximum breaks the structure (at segment `name`, `sequence`).
 
     Beyond the maximum at the message's own level is reported after every segment has been
     read (in `late`), as hl7apy attaches the top-level children last.
     """
-    count = node.counts.get(child, 0) + 1
-    _, most = defs.limits(node.name).get(child, (0, -1))
-    node.counts[child] = count
+    count = node.counts[child] = node.counts.get(child, 0) + 1
+    most = node.kind.most.get(child, -1)
     if -1 < most < count:
-        error = _fail(f"{child} occurs more than {most} time(s) in {node.name}", _SEGMENT_SEQUENCE, location)
+        reason = f"{child} occurs more than {most} time(s) in {node.name}"
+        error = _fail(reason, _SEGMENT_SEQUENCE, f"{name}^{sequence}")
         if node.parent is not None:
             raise error
         late.append(error)
@@ -203,47 +231,59 @@ def validate_structure(message: Er7Message) -> None:
         return  # a site-defined (Z) structure, e.g. the CI-SIS ZAM_Z01 read receipt: no definition to hold it to
     if structure not in defs.messages:
         raise _fail("the message structure of MSH-9 is not defined in this version", _UNSUPPORTED_TYPE, "MSH^1^9")
-    root = _Node(structure, None)
-    _place_segments(message, defs, root)
-    _check_required(root, defs)
+    root = _Node(defs.container(structure), None)
+    if not _place_segments(message, defs, root):
+        _check_required(root, defs)
 
 
-def _place_segments(message: Er7Message, defs: Definitions, root: _Node) -> None:
-    """Place each segment in the structure as hl7apy's parser does, checking maximum cardinalities."""
-    path = [root.name]
+def _place_segments(message: Er7Message, defs: Definitions, root: _Node) -> bool:
+    """Place each segment in the structure as hl7apy's parser does, checking maximum cardinalities.
+
+    True when every minimum cardinality is met too (no segment or group missing, every placed
+    segment's required fields present); False when `_check_required` must look.
+    """
     current = root
     late: list[ValidationError] = []
+    patterns = defs.patterns(message.delimiters)
+    nodes = [root]
+    complete = True
     for sequence, text in enumerate(message.segments, start=1):
         name = text[:3]
-        for _ in range(len(path)):
-            below = defs.path_to(path[-1], name)
-            if below is None:
-                if current is not root:
-                    path.pop()
-                    assert current.parent is not None
-                    current = current.parent
-                continue
-            location = f"{name}^{sequence}"
-            if below:
-                path.extend(below)
-                for group in below:
-                    _add(current, group, defs, location, late)
-                    opened = _Node(group, current)
-                    current.children.append(opened)
-                    current = opened
-            elif current is not root and name in current.counts and defs.limits(current.name)[name][1] == 1:
-                # A segment seen again in a group where it occurs once starts the group's next repetition.
-                parent = current.parent
-                assert parent is not None
-                _add(parent, current.name, defs, location, late)
-                current = _Node(current.name, parent)
-                parent.children.append(current)
-            segment = _parse_segment(text.strip(), name, sequence, message, defs)
-            _add(current, name, defs, location, late)
-            current.children.append(segment)
-            break
+        # The segment goes in the innermost open group (or one below it) that defines it, else it is ignored.
+        node = current
+        while (below := node.kind.places[name]) is None and node is not root:
+            node = node.parent  # type: ignore[assignment]  # only the root has no parent
+        if below is None:
+            current = root
+            continue
+        current = node
+        if below:
+            for group in below:
+                _add(current, group, name, sequence, late)
+                opened = _Node(defs.container(group), current)
+                current.children.append(opened)
+                nodes.append(opened)
+                current = opened
+        elif current is not root and name in current.counts and current.kind.most[name] == 1:
+            # A segment seen again in a group where it occurs once starts the group's next repetition.
+            parent = current.parent
+            assert parent is not None
+            _add(parent, current.name, name, sequence, late)
+            current = _Node(current.kind, parent)
+            parent.children.append(current)
+            nodes.append(current)
+        stripped = text.strip()
+        pattern = patterns.get(name)
+        if pattern is not None and pattern.fullmatch(stripped):
+            segment = _Segment(name, sequence, None)  # every field accepted, required ones present
+        else:
+            segment = _parse_segment(stripped, name, sequence, message, defs)
+            complete = False
+        _add(current, name, name, sequence, late)
+        current.children.append(segment)
     if late:
         raise late[0]
+    return complete and all(node.counts.get(child, 0) >= least for node in nodes for child, least in node.kind.required)
 
 
 def _check_required(node: _Node, defs: Definitions) -> None:
@@ -271,6 +311,8 @@ def _first_segment(name: str, defs: Definitions) -> str:
 
 
 def _check_fields(segment: _Segment, defs: Definitions) -> None:
+    if segment.repetitions is None:
+        return
     for position, field in enumerate(defs.segments[segment.name], start=1):
         if field is None or field.min < 1:
             continue
@@ -566,3 +608,148 @@ def _dtm_ok(value: str, _most: int | None) -> bool:
 
 
 _VALUE_CHECKS = {"text": _text_ok, "TN": _tn_ok, "NM": _nm_ok, "SI": _si_ok, "DT": _dt_ok, "TM": _tm_ok, "DTM": _dtm_ok}
+
+
+# Fast acceptance. Most messages are valid, and checking them value by value in Python costs a
+# function call per field repetition, component and value (~440 values in a 3 kB ORU). So each
+# segment definition is also compiled, once per version and set of encoding characters, into one
+# regular expression that matches only segments the checks above accept: every value of the
+# right kind and length, no undefined field, component or subcomponent, no field repeated beyond
+# its maximum, every required field present. It may refuse more than the checks do (a Feb 29,
+# a time zone on a TM, a whitespace-only value that the checks skip): a segment it does not
+# match goes through the checks above, which give the verdict and its location. So the patterns
+# decide nothing alone: they only spare the checks where these could not fail.
+
+_YEAR = "[1-9][0-9]{3}"  # datetime takes years 1-9999; years below 1000 go to the checks
+_MONTH = "(?:0[1-9]|1[0-2])"
+# Days every year has (February 29 goes to the checks).
+_MONTH_DAY = "(?:(?:0[1-9]|1[0-2])(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])(?:29|30)|(?:0[13578]|1[02])31)"
+_HOUR, _MINUTE = "(?:[01][0-9]|2[0-3])", "[0-5][0-9]"
+# HL7 v2.5 §2.A.22: +/-ZZZZ, as far as _OFFSET and _offset_ok take it (+14:59 .. -12:59).
+_ZONE = "(?:\\+(?:1[0-4]|0[0-9])|-(?:1[0-2]|0[0-9]))[0-5][0-9]"
+# Values each checker accepts (a subset: anything else is left to the checker). Digits are [0-9],
+# not \d, which would take other scripts' digits that int() and datetime take differently.
+_ACCEPTED: dict[str, str] = {
+    "NM": "[+-]?[0-9]+(?:\\.[0-9]+)?",  # no exponent, a digit before the point: str(Decimal) is no longer
+    "SI": "[0-9]+",
+    "TN": "[0-9]+-?[0-9]",  # what _TN must find at the start; anything may follow
+    "DT": f"{_YEAR}(?:{_MONTH_DAY}|{_MONTH})?",
+    "TM": f"{_HOUR}(?:{_MINUTE}(?:{_MINUTE})?)?",
+    "DTM": (
+        f"{_YEAR}(?:{_MONTH_DAY}(?:{_HOUR}(?:{_MINUTE}(?:{_MINUTE}(?:\\.[0-9]{{1,4}})?)?)?)?|{_MONTH})?(?:{_ZONE})?"
+    ),
+}
+
+
+class _SegmentPatterns:
+    """Per segment name, a compiled pattern matching only segments whose fields the checks accept."""
+
+    __slots__ = ("_by_segment", "_component", "_defs", "_field", "_present", "_rep", "_subcomponent", "_value")
+
+    def __init__(self, defs: Definitions, d: Delimiters) -> None:
+        self._defs = defs
+        self._field, self._component = re.escape(d.field), re.escape(d.component)
+        self._rep, self._subcomponent = re.escape(d.repetition), re.escape(d.subcomponent)
+        self._value = f"[^{self._field}{self._component}{self._rep}{self._subcomponent}]"
+        # A field present as the checks count it (raw.strip() not empty): something other than whitespace
+        # before the next field (re's \s is str.isspace).
+        self._present = f"(?=[^{self._field}]*[^{self._field}\\s])"
+        self._by_segment: dict[str, re.Pattern[str] | None] = {}
+
+    def get(self, segment: str) -> re.Pattern[str] | None:
+        """The pattern of one segment (None when the segment has no usable definition)."""
+        try:
+            return self._by_segment[segment]
+        except KeyError:
+            pass
+        defs = self._defs
+        found = None
+        if segment in defs.segments and segment not in defs.malformed:
+            found = re.compile(self._segment(segment))
+        self._by_segment[segment] = found
+        return found
+
+    def _primitive(self, datatype: str | None) -> str:
+        """One value of a primitive type, as _check_value accepts it (it may be empty only for text)."""
+        kind, most = self._defs.primitives.get(datatype or "", _UNBOUNDED_TEXT)
+        v = self._value
+        if kind == "text":
+            return f"{v}*" if most is None else f"{v}{{0,{most}}}"
+        accepted = _ACCEPTED[kind] + (f"{v}*" if kind == "TN" else "")
+        if most is None or kind in ("DT", "TM", "DTM"):  # lengths of dates and times are not checked
+            return f"(?:{accepted})"
+        return f"(?={v}{{1,{most}}}(?!{v}))(?:{accepted})"
+
+    def _varies(self) -> str:
+        """A repetition of a field without a composite definition: every subcomponent a short ST."""
+        st = self._primitive("ST")
+        return f"{st}(?:[{self._component}{self._subcomponent}]{st})*"
+
+    def _component_of(self, element: Element | None) -> str:
+        """One component of a composite field, as _check_field's composite branch accepts it."""
+        if element is None:
+            return ""  # an undefined component must be empty
+        defs = self._defs
+        if element.name in defs.primitives:
+            return f"(?:{self._primitive(element.name)})?"
+        subs = []
+        for sub in defs.composites.get(element.name, ()):
+            if sub is None:
+                break  # an undefined subcomponent is refused, even empty
+            subs.append(f"(?:{self._primitive(_primitive_of(sub.name, defs))})?")
+        if not subs:
+            return ""
+        return subs[0] + _nested(subs[1:], self._subcomponent, "")
+
+    def _repetition(self, datatype: str | None) -> str:
+        """One repetition of a field, as _check_field accepts it."""
+        defs = self._defs
+        if datatype in defs.primitives:
+            return self._primitive(datatype)
+        if datatype is None or datatype == _VARIES or datatype not in defs.composites:
+            return self._varies()
+        components = [self._component_of(e) for e in defs.composites[datatype]]
+        if not components:
+            return f"{self._component}*"
+        # Components beyond the definition are accepted when empty.
+        return components[0] + _nested(components[1:], self._component, f"{self._component}*")
+
+    def _field_of(self, element: Element) -> str:
+        """One field: blank, or repetitions within the cardinality (a required field is never blank)."""
+        lo, hi = max(element.min, 1) - 1, element.max - 1
+        if element.max == 0 or -1 < hi < lo:
+            return "" if element.min < 1 else "(?!)"
+        rep = self._repetition(element.name)
+        repeats = f"(?:{self._rep}{rep}){{{lo},{'' if hi < 0 else hi}}}"
+        if element.min < 1:
+            body = f"(?:{rep}{repeats})?"  # a blank field is skipped by the checks: no need to tell it apart
+        else:
+            body = f"{self._present}{rep}{repeats}"
+        # Atomic: the field is matched whole (up to the next separator) or not at all.
+        return f"(?>{body}(?={self._field}|\\Z))"
+
+    def _segment(self, name: str) -> str:
+        defs = self._defs
+        definition = defs.segments[name]
+        open_ended = bool(definition) and definition[-1] is not None and definition[-1].name == _VARIES
+        varies = Element(_VARIES, 0, -1)
+        fields = [self._field_of(e if e is not None else varies) if (e or open_ended) else "" for e in definition]
+        tail = f"(?:{self._field}{self._field_of(varies)})*" if open_ended else f"{self._field}*"
+        if name == "MSH":
+            # MSH-1 is the field separator itself, MSH-2 the encoding characters (any, not blank).
+            fields[1] = f"{self._present}[^{self._field}]*"
+            fields = fields[1:]
+        required = max((i + 1 for i, e in enumerate(definition) if e is not None and e.min >= 1), default=0)
+        if name == "MSH":
+            required -= 1
+        # Fields up to the last required one are all there; after it, the segment may end anywhere.
+        head = "".join(self._field + f for f in fields[:required])
+        return re.escape(name) + head + _nested(fields[required:], self._field, tail)
+
+
+def _nested(parts: list[str], separator: str, tail: str) -> str:
+    """``(?:sep p1(?:sep p2 ... tail)?)?``: parts in order, each optional once the previous is there."""
+    inner = tail
+    for part in reversed(parts):
+        inner = f"(?:{separator}{part}{inner})?"
+    return inner
