@@ -721,10 +721,8 @@ class _SegmentPatterns:
             return "" if element.min < 1 else "(?!)"
         rep = self._repetition(element.name)
         repeats = f"(?:{self._rep}{rep}){{{lo},{'' if hi < 0 else hi}}}"
-        if element.min < 1:
-            body = f"(?:{rep}{repeats})?"  # a blank field is skipped by the checks: no need to tell it apart
-        else:
-            body = f"{self._present}{rep}{repeats}"
+        # A blank optional field is skipped by the checks: no need to tell it apart; a required one is present.
+        body = f"(?:{rep}{repeats})?" if element.min < 1 else f"{self._present}{rep}{repeats}"
         # Atomic: the field is matched whole (up to the next separator) or not at all.
         return f"(?>{body}(?={self._field}|\\Z))"
 

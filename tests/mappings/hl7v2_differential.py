@@ -63,6 +63,25 @@ def _segments(body: bytes) -> list[bytes]:
 
 
 _BAD_VALUES = [b"x" * 1000, b"ABC", b"2025023", b"20251301", b"12345", b"1.2.3", b"a&b", b"a^b", b"F~M~X"]
+# Values at the edges of the types (dates, times, time zones, numbers) and blank ones: valid for some fields.
+_EDGE_VALUES = [
+    b"",
+    b"   ",
+    b"20240229",
+    b"20250229",
+    b"20250431",
+    b"20250301090000+0100",
+    b"20250301090000.1234-0500",
+    b"20250301+1500",
+    b"2025030109.5",
+    b"0930",
+    b"-0.50",
+    b".5",
+    b"1E3",
+    b"0007",
+    b"12-34",
+    b"x" * 200,
+]
 
 
 def mutations(
@@ -85,8 +104,16 @@ def mutations(
         fields = segs[i].split(fs)
         n = rng.randrange(1, len(fields) + 3)
         fields += [b""] * (n + 1 - len(fields))
-        kind = rng.randrange(4)
-        if kind == 0:
+        kind = rng.randrange(6)
+        if kind == 4:
+            fields[n] = rng.choice(_EDGE_VALUES)
+        elif kind == 5:  # one component of the field
+            comps = fields[n].split(b"^")
+            k = rng.randrange(len(comps) + 1)
+            comps += [b""] * (k + 1 - len(comps))
+            comps[k] = rng.choice(_EDGE_VALUES)
+            fields[n] = b"^".join(comps)
+        elif kind == 0:
             fields[n] = rng.choice(_BAD_VALUES)
         elif kind == 1:
             fields[n] = b"~".join([fields[n] or b"X"] * rng.randrange(2, 4))

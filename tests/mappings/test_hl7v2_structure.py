@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,8 @@ from tests.mappings.hl7v2_differential import (
 )
 
 MESSAGES = repository_messages()
+# Another seed gives other mutations: `HL7V2_DIFFERENTIAL_SEED=7 pytest tests/mappings/test_hl7v2_structure.py`.
+SEED = os.environ.get("HL7V2_DIFFERENTIAL_SEED", "")
 ORU = (Path(__file__).resolve().parents[2] / "samples" / "oru_r01.hl7").read_bytes()
 
 
@@ -48,7 +51,7 @@ def test_the_corpus_is_the_repository_s_messages() -> None:
 
 @pytest.mark.parametrize(("name", "body"), MESSAGES, ids=[n for n, _ in MESSAGES])
 def test_same_verdict_and_location_as_hl7apy(name: str, body: bytes) -> None:
-    rng = random.Random(name)  # repeatable per file
+    rng = random.Random(name + SEED)  # repeatable per file (and per HL7V2_DIFFERENTIAL_SEED)
     cases = [("as shipped", body), *mutations(body, rng, field_changes=8, segment_changes=10)]
     refused = [what for what, b in cases if our_verdict(b) is not None]
     assert len(refused) >= len(cases) // 4, "the mutations must break most messages"
@@ -125,3 +128,29 @@ def test_every_hl7_version_of_the_reference_is_compiled_in() -> None:
     from hl7apy import SUPPORTED_LIBRARIES
 
     assert sorted(supported_versions()) == sorted(SUPPORTED_LIBRARIES)
+
+
+_VALUE_ALPHABET = "0123456789" * 3 + "+-.: xE&^~|\u0660"
+
+
+@pytest.mark.parametrize("version", supported_versions())
+def test_the_fast_acceptance_patterns_accept_only_values_the_checks_accept(version: str) -> None:
+    """A value the compiled pattern takes must pass the value check (else it would hide a refusal)."""
+    from mappings.hl7v2.er7 import Delimiters
+    from mappings.hl7v2.structure import _VALUE_CHECKS, definitions
+
+    defs = definitions(version)
+    assert defs is not None
+    patterns = defs.patterns(Delimiters())
+    rng = random.Random(version + SEED)
+    edge = [b.decode() for b in (b"20240229", b"20250301090000+0100", b"20250301090000.1234-0500", b"0930", b"-0.50")]
+    for datatype, (kind, most) in defs.primitives.items():
+        accepted = re.compile(patterns._primitive(datatype))
+        taken = 0
+        for _ in range(3000):
+            size = rng.randrange(0, 20)
+            value = rng.choice(edge) if rng.random() < 0.1 else "".join(rng.choices(_VALUE_ALPHABET, k=size))
+            if accepted.fullmatch(value):
+                taken += 1
+                assert _VALUE_CHECKS[kind](value, most), f"{version} {datatype}: {value!r}"
+        assert taken, f"{version} {datatype}: the pattern took no value at all"
