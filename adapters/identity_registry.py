@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import Field
 
+from hub.environments import ins_environment
 from hub.errors import MessageError, Rejected, Retryable, StoreError
 from hub.identity.insi import traits_to_json
-from hub.identity.oids import Environment, InsPolicy
+from hub.identity.oids import InsPolicy
 from hub.identity_registry import IdentityUpdate
 from hub.message import Message
 from hub.registry import ComponentConfig, register
@@ -27,7 +28,6 @@ from mappings.ins import IdentityFeed, read_identity_feed
 
 __all__ = ["IdentityRegistryConfig", "IdentityRegistrySink", "updates_from_feed"]
 
-_ENVIRONMENTS = {"production": Environment.PRODUCTION, "test": Environment.TEST, "development": Environment.TEST}
 
 
 class IdentityRegistryConfig(ComponentConfig):
@@ -70,7 +70,7 @@ class IdentityRegistrySink:
         self.config = config
         self.services = services
         env = config.environment or services.config.environment
-        self.policy = InsPolicy.for_environment(_ENVIRONMENTS.get(env, Environment.TEST))
+        self.policy = InsPolicy.for_environment(ins_environment(env))
 
     async def start(self) -> None:
         return None

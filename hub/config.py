@@ -21,6 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 from hub import registry
 from hub.alerting.config import AlertsConfig
 from hub.conditions import RouteFilter
+from hub.environments import HubEnvironmentName
 from hub.errors import ConfigError
 from hub.message import Message
 from hub.production import production_problems
@@ -241,7 +242,7 @@ class HubConfig(_Model):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="This process's name in a cluster; leases it held are released when it restarts.",
     )
-    environment: Literal["production", "test", "development"] = Field(
+    environment: HubEnvironmentName = Field(
         "development",
         description="Production refuses sandboxes, components accepting test or demonstration identities, "
         "development certificates, and unauthenticated listeners bound beyond loopback (hub/production.py).",

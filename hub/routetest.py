@@ -41,16 +41,17 @@ from hub import registry
 from hub.conditions import CONTENT_LANGUAGES, value_test
 from hub.config import Settings
 from hub.config import _problems as config_problems
+from hub.content_types import ContentType
 from hub.errors import ConfigError, IdentityHold, MessageError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import Pipeline, StepContext, route_message
 from hub.store import IdentityRecord
 from hub.yamlsource import Located, load_located
 
 __all__ = ["CaseResult", "RouteTestCase", "RouteTestFile", "run_route_tests"]
 
-_CONTENT_BY_SUFFIX = {".hl7": CONTENT_HL7V2, ".er7": CONTENT_HL7V2, ".json": "application/fhir+json",
-                      ".xml": "application/cda+xml"}  # fmt: skip
+_CONTENT_BY_SUFFIX = {".hl7": ContentType.HL7V2, ".er7": ContentType.HL7V2, ".json": ContentType.FHIR,
+                      ".xml": ContentType.CDA}  # fmt: skip
 
 
 class _Model(BaseModel):
@@ -116,7 +117,7 @@ class CaseResult:
 
 def _lines(body: bytes, content_type: str) -> list[str]:
     text = body.decode("utf-8", errors="replace")
-    if content_type == CONTENT_HL7V2:
+    if content_type == ContentType.HL7V2:
         return [s for s in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if s]
     return text.splitlines()
 
@@ -149,7 +150,7 @@ def _run_case(settings: Settings, case: RouteTestCase, case_dir: Path) -> list[s
         return [f"from: unknown listener {case.from_!r}"]
     source = case_dir / case.input
     body = source.read_bytes()
-    content_type = case.content_type or _CONTENT_BY_SUFFIX.get(source.suffix.lower(), CONTENT_HL7V2)
+    content_type = case.content_type or _CONTENT_BY_SUFFIX.get(source.suffix.lower(), ContentType.HL7V2)
     metadata = {**case.metadata, "endpoint": case.from_}
     # As the listener does: the reader's metadata, then the listener's checks (`checks:` setting).
     reader = registry.get("reader", content_type)

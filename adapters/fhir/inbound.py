@@ -51,10 +51,12 @@ from aiohttp import web
 from pydantic import Field, field_validator
 
 from adapters.base import InboundContext
+from hub.content_types import ContentType
+from hub.environments import HubEnvironmentName
 from hub.errors import MessageError, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
-from mappings.fhir.common import CONTENT_FHIR, Issue, dump_json, load_json, operation_outcome
+from mappings.fhir.common import Issue, dump_json, load_json, operation_outcome
 from mappings.fhir.patient_consistency import patient_consistency_issues
 from mappings.fhir.reader import add_patient_authorities, fhir_metadata, remove_patient_authorities
 from mappings.fhir.validate import validate_fhir, validate_structure
@@ -94,7 +96,7 @@ class FhirInboundConfig(ComponentConfig):
         description="Identifier system -> authority name for patient_key (`value@authority`), so that a DUI's "
         "local identifier gets the same key as HL7 v2's IPP@CX-4.1, e.g. {'urn:oid:1.2.3': 'CHU-X'}.",
     )
-    environment: Literal["production", "test", "development"] = Field(
+    environment: HubEnvironmentName = Field(
         "development", description="`production` refuses the INS test (.10) and demonstration (.11) roots."
     )
     dedup: bool = Field(
@@ -261,7 +263,7 @@ class FhirInbound:
         metadata.update(meta)
         if "request_id" in metadata and "control_id" not in metadata:
             metadata["control_id"] = metadata["request_id"]
-        message = Message.new(body, content_type=CONTENT_FHIR, metadata=metadata)
+        message = Message.new(body, content_type=ContentType.FHIR, metadata=metadata)
         try:
             result = await self.ctx.submit(message, dedup_key=self._dedup_key(doc))
         except Retryable as exc:
@@ -349,7 +351,7 @@ class FhirInbound:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         reason = f"HTTP {refusal.status}: {errors[0]}{more}"
         message = Message.new(
-            body, content_type=CONTENT_FHIR, metadata={**metadata, "http_status": str(refusal.status)}
+            body, content_type=ContentType.FHIR, metadata={**metadata, "http_status": str(refusal.status)}
         )
         try:
             await self.ctx.reject(message, reason=reason)

@@ -23,8 +23,9 @@ from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
 from adapters.tls import TlsConfig, server_context
 from hub import registry
+from hub.content_types import ContentType
 from hub.errors import ConfigError, MessageError, Retryable
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import ComponentConfig, register
 from hub.slots import Slots
 from mappings.hl7v2 import build_ack, build_bare_ack, check_header, read_header
@@ -209,7 +210,7 @@ class MllpInbound:
         except MessageError as exc:
             return await self._refuse(got, header, exc)
         message = Message.new(
-            got.body, content_type=CONTENT_HL7V2, metadata={**header.metadata(), **extra, "endpoint": self.name}
+            got.body, content_type=ContentType.HL7V2, metadata={**header.metadata(), **extra, "endpoint": self.name}
         )
         dedup_key = (
             f"{self.name}|{header.sending_app}|{header.sending_facility}|{header.control_id}"
@@ -242,7 +243,7 @@ class MllpInbound:
         metadata = {**(header.metadata() if header else {}), "endpoint": self.name}
         if got.oversized:
             metadata["truncated_from_bytes"] = str(got.size)
-        message = Message.new(got.body, content_type=CONTENT_HL7V2, metadata=metadata)
+        message = Message.new(got.body, content_type=ContentType.HL7V2, metadata=metadata)
         try:
             await self.ctx.reject(message, reason=exc.reason)
         except Retryable as store_exc:

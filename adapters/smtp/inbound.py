@@ -72,9 +72,10 @@ from adapters.smtp.common import (
     verify_password,
 )
 from adapters.smtp.directory import open_directory
-from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, analyse, is_null_sender
+from adapters.smtp.intake import analyse, is_null_sender
 from adapters.smtp.trustlist import TrustListRefresher
 from adapters.tls import TlsConfig
+from hub.content_types import ContentType
 from hub.errors import ConfigError, Retryable
 from hub.message import Message, new_id, utcnow
 from hub.registry import ComponentConfig, register
@@ -389,7 +390,7 @@ class _SmtpListener:
         metadata = {**intake.metadata, **self._session_metadata(session), "endpoint": self.name}
         mail = Message(
             id=mail_id,
-            content_type=CONTENT_MAIL,
+            content_type=ContentType.MAIL,
             body=intake.raw,
             metadata=metadata,
             received_at=now,
@@ -403,7 +404,7 @@ class _SmtpListener:
                 await self.ctx.reject(mail, reason=intake.refusal)
                 if intake.mdn is not None:
                     await self.ctx.submit(
-                        mail.derive(body=intake.mdn[0], content_type=CONTENT_MAIL, **intake.mdn[1]),
+                        mail.derive(body=intake.mdn[0], content_type=ContentType.MAIL, **intake.mdn[1]),
                         dedup_key=f"{base_key}|mdn-error" if base_key else None,
                     )
                 log.info("smtp_refused", listener=self.name, message_id=mail_id, reason=intake.refusal)
@@ -416,12 +417,12 @@ class _SmtpListener:
                 stored = dataclasses.replace(mail, id=result.message_id, correlation_id=result.message_id)
             for i, (body, meta) in enumerate(intake.documents):
                 await self.ctx.submit(
-                    stored.derive(body=body, content_type=CONTENT_CDA, **meta),
+                    stored.derive(body=body, content_type=ContentType.CDA, **meta),
                     dedup_key=f"{base_key}|doc|{i}" if base_key else None,
                 )
             if intake.mdn is not None:
                 await self.ctx.submit(
-                    stored.derive(body=intake.mdn[0], content_type=CONTENT_MAIL, **intake.mdn[1]),
+                    stored.derive(body=intake.mdn[0], content_type=ContentType.MAIL, **intake.mdn[1]),
                     dedup_key=f"{base_key}|mdn" if base_key else None,
                 )
         except Retryable:

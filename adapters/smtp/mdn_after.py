@@ -11,7 +11,8 @@ mail, so that two documents finishing together send one MDN.
 
 from __future__ import annotations
 
-from adapters.smtp.intake import CONTENT_MAIL, MDN_ERROR, MDN_HOOK, mdn_message
+from adapters.smtp.intake import MDN_ERROR, MDN_HOOK, mdn_message
+from hub.content_types import ContentType
 from hub.message import utcnow
 from hub.outcomes import FINAL_STATUSES, FinalOutcome, FollowUp, OutcomeServices
 from hub.registry import register
@@ -49,5 +50,5 @@ async def mdn_after_documents(outcome: FinalOutcome, services: OutcomeServices) 
         now=utcnow(),
         error=MDN_ERROR if failed else None,
     )
-    mdn = mail.message.derive(body=body, content_type=CONTENT_MAIL, **meta)
+    mdn = mail.message.derive(body=body, content_type=ContentType.MAIL, **meta)
     return [FollowUp(mdn, dedup_key=f"{mail.endpoint}|{mail_id}|mdn")]

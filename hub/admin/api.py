@@ -78,9 +78,10 @@ from hub.admin.models import (
     Whoami,
 )
 from hub.admin.reviews import compare, message_traits
+from hub.content_types import ContentType
 from hub.documents import apply_steps
+from hub.environments import HubEnvironment
 from hub.errors import IdentityHold, MessageError, StoreError
-from hub.message import CONTENT_HL7V2
 from hub.pipeline import StepContext
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
@@ -638,7 +639,7 @@ async def _output(call: Call) -> StepOutput:
 
 
 def _corrected_body(content_type: str, text: str) -> bytes:
-    if content_type == CONTENT_HL7V2:
+    if content_type == ContentType.HL7V2:
         # Edited in a browser or a file: HL7 v2 wants CR between segments, and the bytes in the
         # character set its MSH-18 declares.
         text = text.replace("\r\n", "\r").replace("\n", "\r")
@@ -1057,7 +1058,7 @@ def mount(app: web.Application, hub: Hub) -> AdminState:
     if not (config.users or config.tokens):
         path = bootstrap_token_path(hub.config)
         bootstrap = load_or_create_bootstrap_token(path)
-        log_ = log.warning if hub.config.environment == "production" else log.info
+        log_ = log.warning if hub.config.environment == HubEnvironment.PRODUCTION else log.info
         log_("admin_bootstrap_token", path=str(path), hint="no admin users or tokens configured; use this token")
     state = AdminState(hub=hub, auth=Authenticator(config, bootstrap_token=bootstrap))
     operations = [*OPERATIONS, *_contributed(hub, {(op.method, op.path) for op in OPERATIONS})]

@@ -15,6 +15,7 @@ from lxml import etree
 from pydantic import Field, field_validator, model_validator
 
 from hub.conditions import Selector
+from hub.content_types import ContentType
 from hub.errors import MappingError, MessageError, ParseError
 from hub.message import Message
 from hub.registry import ComponentConfig, register
@@ -28,7 +29,7 @@ NAMESPACES = {
     "sdtc": "urn:hl7-org:sdtc",
     "xsi": "http://www.w3.org/2001/XMLSchema-instance",
 }
-_XML_TYPES = ("application/cda+xml", "application/xml", "text/xml")
+_XML_TYPES = (ContentType.CDA, "application/xml", "text/xml")
 
 
 def _text(value: Any) -> str:

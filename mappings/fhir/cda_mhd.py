@@ -42,13 +42,13 @@ from typing import Any, Literal
 from lxml import etree
 from pydantic import Field, field_validator
 
+from hub.content_types import ContentType
 from hub.errors import MappingError
 from hub.identity import FR_CORE_IDENTITY_STATUS_SYSTEM, FR_CORE_V2_0445_SYSTEM, INS_ROOTS, authority_for_oid
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.cda.header import read_cda_header
 from mappings.fhir.common import (
-    CONTENT_FHIR,
     FR_CORE_V2_0203_SYSTEM,
     LOINC_SYSTEM,
     V2_0203_SYSTEM,
@@ -68,9 +68,8 @@ from mappings.xds.metadata import entry_uuid_for
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_FHIR_SYSTEM, visibility_codes
 from mappings.xml import parse_xml
 
-__all__ = ["CONTENT_CDA", "CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
+__all__ = [ "CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
 
-CONTENT_CDA = "application/cda+xml"
 _H = "{urn:hl7-org:v3}"
 _MHD = "https://profiles.ihe.net/ITI/MHD"
 _RFC3986 = "urn:ietf:rfc:3986"
@@ -398,8 +397,8 @@ def cda_to_mhd(
     return bundle, meta
 
 
-@register("step", "cda_to_mhd_bundle", config=CdaToMhdConfig, consumes=(CONTENT_CDA,), produces=CONTENT_FHIR)
+@register("step", "cda_to_mhd_bundle", config=CdaToMhdConfig, consumes=(ContentType.CDA,), produces=ContentType.FHIR)
 def cda_to_mhd_bundle(message: Message, config: CdaToMhdConfig | None = None) -> Message:
     """CDA R2 document → MHD/PDSm ITI-65 transaction Bundle (List submission set + DocumentReference + Binary)."""
     bundle, meta = cda_to_mhd(message.body, message, config)
-    return message.derive(body=dump_json(bundle), content_type=CONTENT_FHIR, **meta)
+    return message.derive(body=dump_json(bundle), content_type=ContentType.FHIR, **meta)

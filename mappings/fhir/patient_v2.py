@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from hub.content_types import ContentType
 from hub.errors import MappingError
 from hub.identity import (
     FR_CORE_IDENTITY_STATUS_SYSTEM,
@@ -43,9 +44,9 @@ from hub.identity import (
     IdentityStatus,
     authority_for_oid,
 )
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import ComponentConfig, register
-from mappings.fhir.common import CONTENT_FHIR, load_json
+from mappings.fhir.common import load_json
 from mappings.fhir.identifiers import HUB_AUTHORITY_URN, active_ins, local_identifier
 from mappings.fhir.validate import BIRTH_LIST_GIVEN_NAME_URL, BIRTH_PLACE_URL, IDENTITY_RELIABILITY_URL, INSEE_CODE_URL
 from mappings.hl7v2.er7 import Delimiters, escape
@@ -279,8 +280,9 @@ def patient_to_adt(message: Message, config: PatientToV2Config | None = None) ->
     return body, meta
 
 
-@register("step", "fhir_patient_to_v2_adt", config=PatientToV2Config, consumes=(CONTENT_FHIR,), produces=CONTENT_HL7V2)
+@register("step", "fhir_patient_to_v2_adt", config=PatientToV2Config,
+          consumes=(ContentType.FHIR,), produces=ContentType.HL7V2)
 def fhir_patient_to_v2_adt(message: Message, config: PatientToV2Config | None = None) -> Message:
     """FHIR FR Core Patient → IHE PAM France ADT^A28 / ADT^A31 for legacy subscribers."""
     body, meta = patient_to_adt(message, config)
-    return message.derive(body=body, content_type=CONTENT_HL7V2, **meta)
+    return message.derive(body=body, content_type=ContentType.HL7V2, **meta)

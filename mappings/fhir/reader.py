@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hub.content_types import ContentType
 from hub.errors import ValidationError
 from hub.registry import register
-from mappings.fhir.common import CONTENT_FHIR, iter_resources, load_json
+from mappings.fhir.common import iter_resources, load_json
 from mappings.fhir.identifiers import active_ins, authority_of, patient_key_of, type_codes
 from mappings.fhir.patient_consistency import patient_consistency_issues
 from mappings.fhir.validate import IDENTITY_RELIABILITY_URL, validate_fhir
@@ -143,7 +144,7 @@ def fhir_metadata(doc: Mapping[str, Any], *, authorities: Mapping[str, str] | No
     return meta
 
 
-@register("reader", CONTENT_FHIR)
+@register("reader", ContentType.FHIR)
 def read_fhir_metadata(body: bytes) -> dict[str, str]:
     """Validate a FHIR R4 JSON body (structure, FR Core INS rules) and return its routing metadata.
 

@@ -16,9 +16,9 @@ from antlr4.error.ErrorListener import ErrorListener
 from fhirpathpy.parser import FHIRPathLexer, FHIRPathParser
 
 from hub.conditions import Selector
+from hub.content_types import ContentType
 from hub.message import Message
 from hub.registry import register
-from mappings.fhir.common import CONTENT_FHIR
 
 __all__ = ["fhirpath_selector", "text_of"]
 
@@ -56,7 +56,7 @@ def fhirpath_selector(expression: str) -> Selector:
     compiled = fhirpathpy.compile(expression)
 
     def select(message: Message, cache: dict[str, Any]) -> list[str]:
-        if message.content_type != CONTENT_FHIR:
+        if message.content_type != ContentType.FHIR:
             return []
         if "fhir" not in cache:
             try:

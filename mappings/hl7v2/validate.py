@@ -12,15 +12,16 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import parse_message
 
+from hub.content_types import ContentType
 from hub.errors import ValidationError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import register
 from mappings.hl7v2.er7 import decode_er7
 
 __all__ = ["hl7v2_validate"]
 
 
-@register("step", "hl7v2_validate", consumes=(CONTENT_HL7V2,), produces=CONTENT_HL7V2)
+@register("step", "hl7v2_validate", consumes=(ContentType.HL7V2,), produces=ContentType.HL7V2)
 def hl7v2_validate(message: Message) -> Message:
     """Refuse a message whose structure breaks its HL7 v2 message definition (strict hl7apy validation)."""
     text, _ = decode_er7(message.body)  # the one text layer: MSH-18, BOM

@@ -50,25 +50,25 @@ from collections.abc import Mapping
 from lxml import etree
 from pydantic import Field, field_validator
 
+from hub.content_types import ContentType
+from hub.environments import Environment, ins_environment
 from hub.errors import MappingError, MessageError, ValidationError
-from hub.identity import INS_ROOTS, Environment, IdentityStatus, InsPolicy, StrictTraits
+from hub.identity import INS_ROOTS, IdentityStatus, InsPolicy, StrictTraits
 from hub.identity.dates import parse_birth_date
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.cda import read_cda_header
 from mappings.hl7v2.er7 import Delimiters, codec_for, encode_er7, escape
 from mappings.ins import StampIdentity, stamp_hl7v2
 from mappings.xml import parse_xml
 
-__all__ = ["CONTENT_CDA", "MdmConfig", "cda_to_mdm", "cda_to_v2_mdm_t02"]
+__all__ = [ "MdmConfig", "cda_to_mdm", "cda_to_v2_mdm_t02"]
 
-CONTENT_CDA = "application/cda+xml"
 _H = "{urn:hl7-org:v3}"
 _LOINC = "2.16.840.1.113883.6.1"
 _TRE_A05 = "1.2.250.1.213.1.1.4.12"
 # Volet, OBR-4 / OBX-3.3: "LN ou TRE_A05 en fonction de l'appartenance du code".
 _CODING_SYSTEMS = {_LOINC: "LN", _TRE_A05: "TRE_A05"}
-_ENVIRONMENTS = {"production": Environment.PRODUCTION, "test": Environment.TEST, "development": Environment.TEST}
 # Volet, "Groupes OBXNTE portant les métadonnées MSSanté": required, in this order.
 _META_ROWS = (
     ("MASQUE_PS", "Masqué aux professionnels de Santé", "mask_ps"),
@@ -320,8 +320,9 @@ def cda_to_mdm(
             used_given_name=patient.used_given or None,
             source="cda",
         )
+        policy = InsPolicy.for_environment(ins_environment(environment, unknown=Environment.PRODUCTION))
         try:
-            stamped = stamp_hl7v2(er7, identity, policy=InsPolicy.for_environment(_ENVIRONMENTS[environment]))
+            stamped = stamp_hl7v2(er7, identity, policy=policy)
         except MappingError as exc:
             out.update(ins_stamped="false", ins_reason=f"INS not carried: {exc.reason}")
         else:
@@ -340,8 +341,8 @@ def cda_to_mdm(
     "step",
     "cda_to_v2_mdm_t02",
     config=MdmConfig,
-    consumes=(CONTENT_CDA,),
-    produces=CONTENT_HL7V2,
+    consumes=(ContentType.CDA,),
+    produces=ContentType.HL7V2,
     needs=("environment",),
 )
 def cda_to_v2_mdm_t02(message: Message, ctx: object = None, *, config: MdmConfig | None = None) -> Message:
@@ -357,6 +358,6 @@ def cda_to_v2_mdm_t02(message: Message, ctx: object = None, *, config: MdmConfig
         config=config or MdmConfig(),
         control_id=control_id,
         message_time=when,
-        environment=environment if environment in _ENVIRONMENTS else "production",
+        environment=environment,
     )
-    return message.derive(body=er7, content_type=CONTENT_HL7V2, **meta)
+    return message.derive(body=er7, content_type=ContentType.HL7V2, **meta)
