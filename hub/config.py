@@ -25,6 +25,7 @@ from hub.environments import HubEnvironmentName
 from hub.errors import ConfigError
 from hub.message import Message
 from hub.production import production_problems
+from hub.statuses import FinishedMessageStatus, MessageStatus
 from hub.tls import TlsConfig
 from hub.userstep import add_python_path, load_user_step, spec_of
 from hub.yamlsource import Located, load_located
@@ -205,8 +206,8 @@ class RetentionConfig(_Model):
     days: float | None = Field(
         None, gt=0, description="Delete finished messages received more than this many days ago; unset: keep all."
     )
-    statuses: list[Literal["delivered", "rejected", "unrouted", "failed"]] = Field(
-        default_factory=lambda: ["delivered", "rejected", "unrouted"],
+    statuses: list[FinishedMessageStatus] = Field(
+        default_factory=lambda: [MessageStatus.DELIVERED, MessageStatus.REJECTED, MessageStatus.UNROUTED],
         description="Which finished messages go: dead letters (`failed`) stay unless listed.",
     )
     batch: int = Field(1000, ge=1, le=100_000, description="Messages deleted per transaction (never one giant DELETE).")

@@ -69,9 +69,11 @@ from hub.errors import (
     StoreError,
     Unreachable,
 )
+from hub.identity import IdentityStatus
 from hub.message import Message, utcnow
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
+from hub.statuses import DeliveryStatus
 from hub.store import Claimed, IdentityRecord, SentPayload, Store
 from hub.supervisor import Supervisor
 
@@ -345,7 +347,7 @@ class DestinationWorker:
                 error=hold.reason,
                 outcome="hold",
                 started_at=started,
-                review=hold.reason if hold.status == "identity_review" else None,
+                review=hold.reason if hold.status == DeliveryStatus.IDENTITY_REVIEW else None,
             )
         except StoreError as exc:
             log.error("hold_not_recorded", delivery_id=c.delivery.id, error=str(exc))
@@ -411,7 +413,8 @@ class DestinationWorker:
             return StepContext(environment=self.environment)
         key = c.message.metadata.get("patient_key", "")
         record = await self.identity_lookup(key) if key else None
-        if self.policy.require_qualified_ins and (record is None or record.status != "qualifiee" or not record.ins):
+        qualified = record is not None and record.status == IdentityStatus.QUALIFIEE and bool(record.ins)
+        if self.policy.require_qualified_ins and not qualified:
             why = "no identity in the registry" if record is None else f"identity is {record.status}, not qualifiee"
             raise AwaitingIdentity(f"destination requires a qualified INS: {why}")
         return StepContext(
@@ -488,17 +491,18 @@ class DestinationWorker:
             self._circuit_open(error)
         next_at: datetime | None = None
         if outcome is Outcome.ACCEPT:
-            status = "delivered"
+            status = DeliveryStatus.DELIVERED
         elif not reached:
-            status = "pending"  # an outage: the attempt is given back and the circuit decides when to probe
+            # an outage: the attempt is given back and the circuit decides when to probe
+            status = DeliveryStatus.PENDING
         elif outcome is Outcome.RETRY and d.attempts < d.max_attempts:
-            status = "pending"
+            status = DeliveryStatus.PENDING
             delay = backoff_secs(self.policy.retry, d.attempts)
             if retry_after:
                 delay = max(delay, retry_after)
             next_at = utcnow() + timedelta(seconds=delay)
         else:
-            status = "dead"
+            status = DeliveryStatus.DEAD
         elapsed = (utcnow() - started).total_seconds()
         if self.on_outcome:
             self.on_outcome(self.route, self.destination, outcome, elapsed, c.message.received_at)
@@ -517,13 +521,14 @@ class DestinationWorker:
         except StoreError as exc:
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
-        if kept and status != "pending" and self.on_dequeued:
+        if kept and status != DeliveryStatus.PENDING and self.on_dequeued:
             self.on_dequeued()
-        if kept and status in ("delivered", "dead") and self.on_final and c.message.metadata.get("on_final"):
+        final = status in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD)
+        if kept and final and self.on_final and c.message.metadata.get("on_final"):
             await self.on_final(FinalOutcome(c.message, self.destination, status, error))
         if not kept:
             log.warning("lease_lost", delivery_id=d.id, destination=self.destination)
-        elif status == "dead":
+        elif status == DeliveryStatus.DEAD:
             if self.on_dead is not None:
                 self.on_dead(self.route, self.destination)
             log.warning(

@@ -32,7 +32,7 @@ import dataclasses
 import difflib
 import glob
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -43,6 +43,7 @@ from hub.config import Settings
 from hub.config import _problems as config_problems
 from hub.content_types import ContentType
 from hub.errors import ConfigError, IdentityHold, MessageError
+from hub.identity.rniv import IdentityStatusName
 from hub.message import Message
 from hub.pipeline import Pipeline, StepContext, route_message
 from hub.store import IdentityRecord
@@ -70,7 +71,7 @@ class ExpectedOutput(_Model):
 class IdentityCase(_Model):
     """The identity registry's record of the input's patient, as steps that need it will see it."""
 
-    status: Literal["provisoire", "recuperee", "validee", "qualifiee"] = Field(description="RNIV status.")
+    status: IdentityStatusName = Field(description="RNIV status.")
     ins: str | None = Field(None, description="The INS (NIR or NIA), when known.")
     ins_oid: str | None = Field(None, description="Its OID (production, NIA, test or demonstration).")
     traits: dict[str, str] = Field(

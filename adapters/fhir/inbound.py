@@ -396,4 +396,4 @@ class FhirInbound:
 
 
 def _fhir_response(status: int, doc: dict[str, Any]) -> web.Response:
-    return web.Response(status=status, body=dump_json(doc), content_type="application/fhir+json", charset="utf-8")
+    return web.Response(status=status, body=dump_json(doc), content_type=ContentType.FHIR, charset="utf-8")

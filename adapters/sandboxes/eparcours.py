@@ -54,6 +54,7 @@ from pydantic import Field
 
 from adapters.sandboxes.http_site import serve_app
 from adapters.tls import TlsConfig
+from hub.content_types import ContentType
 from hub.environments import HubEnvironmentName
 from hub.errors import MessageError
 from hub.message import utcnow
@@ -704,4 +705,4 @@ def _entry_response(status: str, stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def _response(status: int, doc: dict[str, Any]) -> web.Response:
-    return web.Response(status=status, body=dump_json(doc), content_type="application/fhir+json", charset="utf-8")
+    return web.Response(status=status, body=dump_json(doc), content_type=ContentType.FHIR, charset="utf-8")

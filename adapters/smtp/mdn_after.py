@@ -16,6 +16,7 @@ from hub.content_types import ContentType
 from hub.message import utcnow
 from hub.outcomes import FINAL_STATUSES, FinalOutcome, FollowUp, OutcomeServices
 from hub.registry import register
+from hub.statuses import DeliveryStatus
 
 __all__ = ["mdn_after_documents"]
 
@@ -36,7 +37,7 @@ async def mdn_after_documents(outcome: FinalOutcome, services: OutcomeServices) 
     if mail is None:  # purged meanwhile: nothing to acknowledge against
         return []
     md = outcome.message.metadata
-    failed = any(d.status != "delivered" for d in deliveries)
+    failed = any(d.status != DeliveryStatus.DELIVERED for d in deliveries)
     body, meta = mdn_message(
         mail.message.body,
         to=md["mdn_to"],

@@ -59,7 +59,7 @@ from adapters.tls import TlsConfig, client_context
 from hub.content_types import ContentType
 from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import MessageError, NotConnected, Rejected, Retryable
-from hub.identity import INS_ROOTS, InsPolicy
+from hub.identity import INS_ROOTS, IdentityStatus, InsPolicy
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
 from mappings.cda import read_cda_header
@@ -205,7 +205,7 @@ class MssanteOutbound:
             raise Rejected("document invisible to the patient (INVISIBLE_PATIENT=Y) cannot go to the patient")
         ins, oid = meta.get("ins", ""), meta.get("ins_oid", "")
         # RNIV [EXI SI 08] and DESIGN.md §5: only a qualified INS addresses Mon espace santé.
-        if not ins or oid not in INS_ROOTS or meta.get("identity_status") != "qualifiee":
+        if not ins or oid not in INS_ROOTS or meta.get("identity_status") != IdentityStatus.QUALIFIEE:
             raise Rejected("a patient mailbox needs a qualified INS (metadata ins, ins_oid, identity_status)")
         verdict = InsPolicy.for_environment(HubEnvironment(self.config.environment).ins_environment).check(ins, oid)
         if not verdict.accepted:
@@ -250,7 +250,7 @@ class MssanteOutbound:
         x_mss = {
             "X-MSS-CODECDA": header.get("type_code", ""),
             # X-MSS-INS (Réf. socle #2 §3.8, secondary source): O when the XDM carries a qualified INS.
-            "X-MSS-INS": "O" if header.get("ins") and meta.get("identity_status") == "qualifiee" else "N",
+            "X-MSS-INS": "O" if header.get("ins") and meta.get("identity_status") == IdentityStatus.QUALIFIEE else "N",
         }
         if self.config.nil:
             x_mss["X-MSS-NIL"] = self.config.nil

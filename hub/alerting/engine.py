@@ -30,6 +30,7 @@ from hub.alerting.channels import Notice, Sender, build_sender
 from hub.alerting.config import AlertRule, AlertsConfig
 from hub.errors import DeliveryError, StoreError
 from hub.logs import redact_text
+from hub.statuses import ReviewState
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
@@ -145,7 +146,7 @@ class AlertEngine:
         reviews: int | None = None
         if store_ok and any(r.when == "reviews_waiting" for r in rules):
             try:
-                reviews = len(await self.hub.store.list_reviews(state="open", limit=10_000))  # type: ignore[union-attr]
+                reviews = len(await self.hub.store.list_reviews(state=ReviewState.OPEN, limit=10_000))  # type: ignore[union-attr]
             except StoreError:
                 reviews = None
         for rule in rules:

@@ -24,6 +24,7 @@ import asyncpg
 
 from hub.errors import StoreError
 from hub.message import Message, utcnow
+from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
 from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
@@ -713,7 +714,7 @@ class PostgresStore:
         self, message: Message, deliveries: list[NewDelivery], *, endpoint: str, dedup_key: str | None
     ) -> SubmitResult:
         assert self._committer is not None
-        status = "pending" if deliveries else "unrouted"
+        status = MessageStatus.PENDING if deliveries else MessageStatus.UNROUTED
         return await self._committer.submit((message, deliveries, endpoint, dedup_key, status, ""))
 
     async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
@@ -873,14 +874,14 @@ class PostgresStore:
             if keyed:
                 await conn.execute(_INSERT_KEYS, *_key_columns(keyed))
             for f in done:
-                if f.status == "identity_review":
+                if f.status == DeliveryStatus.IDENTITY_REVIEW:
                     await conn.execute(
                         "INSERT INTO hub_reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
                         " SELECT $1, id, coalesce(patient_key, ''), $3, 'open', now() FROM hub_messages WHERE id = $2",
                         f.delivery_id, kept[f.delivery_id]["message_id"], f.review or f.error,
                     )  # fmt: skip
             await conn.execute(_REFRESH_STATUS, list({r["message_id"] for r in rows}))
-            if any(f.status == "pending" for f in done):
+            if any(f.status == DeliveryStatus.PENDING for f in done):
                 await conn.execute(f"NOTIFY {_CHANNEL}")
         return [f.delivery_id in kept for f in batch]
 
@@ -1076,7 +1077,7 @@ class PostgresStore:
     async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
         if action not in ("release", "discard"):
             raise ValueError("action must be release or discard")
-        state = "released" if action == "release" else "discarded"
+        state = ReviewState.RELEASED if action == "release" else ReviewState.DISCARDED
         async with self._conn() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE hub_reviews SET state = $2, resolved_at = now(), resolved_by = $3"
