@@ -19,10 +19,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hub import mailbox_cli, registry
 from hub.cli_api import add_api_commands, api_command, api_options, cmd_identity_api
@@ -33,21 +33,23 @@ from hub.store import Store, open_store
 __all__ = ["main"]
 
 DEFAULT_CONFIG = "config/hub.yaml"
+_T = TypeVar("_T")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_config(args.config)
 
 
-def _run(coro: Awaitable[int]) -> int:
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a command's coroutine on uvloop (unless ``HUB_EVENT_LOOP`` says otherwise)."""
     if os.environ.get("HUB_EVENT_LOOP", "uvloop") == "uvloop":
         try:
             import uvloop
 
-            return uvloop.run(coro)  # type: ignore[arg-type]
+            return uvloop.run(coro)
         except ImportError:
             pass
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    return asyncio.run(coro)
 
 
 # -- serve --------------------------------------------------------------------------------------------
@@ -360,6 +362,7 @@ def _insi_search(args: argparse.Namespace) -> int:
         if not url:
             raise
     if not url:
+        assert config is not None  # no URL: the config was read, or its error raised above
         names = [n for n, e in config.sandboxes.items() if e.type == "insi"]
         if not names:
             print("no INSi sandbox in the config: give --url", file=sys.stderr)

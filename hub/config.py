@@ -21,7 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 from hub import registry
 from hub.alerting.config import AlertsConfig
 from hub.conditions import RouteFilter
-from hub.environments import HubEnvironmentName
+from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import ConfigError
 from hub.message import Message
 from hub.production import production_problems
@@ -202,12 +202,16 @@ class ComponentEntry(_Model):
         return dict(self.model_extra or {})
 
 
+def _finished_without_dead_letters() -> list[FinishedMessageStatus]:
+    return [MessageStatus.DELIVERED, MessageStatus.REJECTED, MessageStatus.UNROUTED]
+
+
 class RetentionConfig(_Model):
     days: float | None = Field(
         None, gt=0, description="Delete finished messages received more than this many days ago; unset: keep all."
     )
     statuses: list[FinishedMessageStatus] = Field(
-        default_factory=lambda: [MessageStatus.DELIVERED, MessageStatus.REJECTED, MessageStatus.UNROUTED],
+        default_factory=_finished_without_dead_letters,
         description="Which finished messages go: dead letters (`failed`) stay unless listed.",
     )
     batch: int = Field(1000, ge=1, le=100_000, description="Messages deleted per transaction (never one giant DELETE).")
@@ -244,7 +248,7 @@ class HubConfig(_Model):
         description="This process's name in a cluster; leases it held are released when it restarts.",
     )
     environment: HubEnvironmentName = Field(
-        "development",
+        HubEnvironment.DEVELOPMENT,
         description="Production refuses sandboxes, components accepting test or demonstration identities, "
         "development certificates, and unauthenticated listeners bound beyond loopback (hub/production.py).",
     )

@@ -52,7 +52,7 @@ from pydantic import Field, field_validator
 
 from adapters.base import InboundContext
 from hub.content_types import ContentType
-from hub.environments import HubEnvironmentName
+from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import MessageError, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
@@ -97,7 +97,7 @@ class FhirInboundConfig(ComponentConfig):
         "local identifier gets the same key as HL7 v2's IPP@CX-4.1, e.g. {'urn:oid:1.2.3': 'CHU-X'}.",
     )
     environment: HubEnvironmentName = Field(
-        "development", description="`production` refuses the INS test (.10) and demonstration (.11) roots."
+        HubEnvironment.DEVELOPMENT, description="`production` refuses the INS test (.10) and demonstration (.11) roots."
     )
     dedup: bool = Field(
         True,

@@ -55,7 +55,7 @@ from pydantic import Field
 from adapters.sandboxes.http_site import serve_app
 from adapters.tls import TlsConfig
 from hub.content_types import ContentType
-from hub.environments import HubEnvironmentName
+from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import MessageError
 from hub.message import utcnow
 from hub.registry import ComponentConfig, register
@@ -76,7 +76,8 @@ class EParcoursSandboxConfig(ComponentConfig):
     token_ttl_secs: int = Field(3600, ge=1, le=86_400, description="Lifetime of the tokens issued (expires_in).")
     keep: int = Field(10_000, ge=1, le=1_000_000, description="Resources kept in memory; the oldest go first.")
     environment: HubEnvironmentName = Field(
-        "test", description="`production` refuses the INS test and demonstration roots, like the platform would."
+        HubEnvironment.TEST,
+        description="`production` refuses the INS test and demonstration roots, like the platform would.",
     )
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body accepted (413 above).")
     fail_status: int | None = Field(

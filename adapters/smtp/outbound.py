@@ -135,7 +135,8 @@ class MssanteOutboundConfig(ComponentConfig):
     attach_pdf: bool = Field(True, description="Also attach the PDF of a level-1 CDA (nonXMLBody application/pdf).")
     xdm: XdmMetadataConfig = Field(default_factory=XdmMetadataConfig, description="METADATA.XML settings.")
     environment: HubEnvironmentName = Field(
-        "production", description="Which INS roots may address a patient: production refuses test/demo roots."
+        HubEnvironment.PRODUCTION,
+        description="Which INS roots may address a patient: production refuses test/demo roots.",
     )
     mailbox_dir: str | None = Field(
         None, description="Hosted mailbox store (Maildir root) where DSNs for local senders are delivered."

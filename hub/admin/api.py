@@ -86,7 +86,7 @@ from hub.pipeline import StepContext
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
 from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
-from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload
+from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload, Store
 from hub.store.base import CONTENT_MIN_CHARS, searchable_text
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] 
     )
 
 
-def _store(call: Call) -> Any:
+def _store(call: Call) -> Store:
     store = call.hub.store
     if store is None:
         raise ApiError(503, "store not open")
@@ -564,7 +564,7 @@ async def _payload(call: Call) -> Payload:
     await _audit(call, "view_payload", message_id=m.id, detail={"size": len(m.body), "content_type": m.content_type})
     encoding, text = _decode(m.content_type, m.body)
     return Payload(
-        message_id=m.id, content_type=m.content_type, size=len(m.body), encoding=encoding,  # type: ignore[arg-type]
+        message_id=m.id, content_type=m.content_type, size=len(m.body), encoding=encoding,
         text=text,
     )  # fmt: skip
 
@@ -634,7 +634,7 @@ async def _output(call: Call) -> StepOutput:
     before = rec.message.metadata
     return StepOutput(
         message_id=mid, delivery_id=d.id, steps=list(pipeline.names), content_type=out.content_type,
-        size=len(out.body), encoding=encoding,  # type: ignore[arg-type]
+        size=len(out.body), encoding=encoding,
         text=text, metadata_added={k: v for k, v in out.metadata.items() if before.get(k) != v},
     )  # fmt: skip
 

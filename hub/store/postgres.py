@@ -18,7 +18,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -57,6 +57,10 @@ from hub.store.base import (
     load_metadata,
     searchable_text,
 )
+
+#: A connection checked out of the pool (a proxy of `asyncpg.Connection`), and either kind.
+_PoolConnection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+_AnyConnection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | _PoolConnection"
 
 __all__ = ["PostgresStore"]
 
@@ -425,7 +429,7 @@ _REFRESH_STATUS = """
 """
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def _keep_session(conn: _AnyConnection) -> None:
     """A pooled connection goes back as it is: the store leaves no session state behind (its advisory
     locks are transaction-scoped, it never LISTENs, SETs or opens cursors on pooled connections), so
     asyncpg's default reset would only cost a round trip per store call."""
@@ -507,7 +511,7 @@ def _claimed_sent(row: asyncpg.Record) -> SentPayload | None:
     return None if row["s_sent_id"] is None else _sent(row, "s_")
 
 
-async def _sent_rows(conn: asyncpg.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+async def _sent_rows(conn: _AnyConnection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
     cols = _SENT_COLS.format(body="body" if body else "CASE WHEN body IS NULL THEN NULL ELSE ''::bytea END")
     rows = await conn.fetch(f"SELECT {cols} FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", ids)
     return {r["delivery_id"]: _sent(r) for r in rows}
@@ -624,7 +628,7 @@ class PostgresStore:
             raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _conn(self) -> AsyncIterator[_PoolConnection]:
         # The pool reconnects a closed connection on acquire, so a server restart costs the statements
         # that were running, not the pool.
         if self._pool is None:
@@ -638,11 +642,11 @@ class PostgresStore:
     async def open(self) -> None:
         try:
             if self._schema:
-                conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+                first = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
                 try:
-                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+                    await first.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
                 finally:
-                    await conn.close()
+                    await first.close()
             self._pool = await asyncpg.create_pool(
                 self._dsn,
                 min_size=2,
@@ -749,8 +753,8 @@ class PostgresStore:
         d_cols: list[list[Any]] = [[] for _ in range(5)]
         for message, deliveries, *_ in batch:
             for d in deliveries:
-                for i, v in enumerate((message.id, d.route, d.destination, d.max_attempts, d.ordering_key)):
-                    d_cols[i].append(v)
+                for i, dv in enumerate((message.id, d.route, d.destination, d.max_attempts, d.ordering_key)):
+                    d_cols[i].append(dv)
         async with self._writer() as conn:
             # One statement, so one round trip and its own transaction: the messages, then the
             # deliveries of those actually inserted (not the duplicates), then the wake-up for

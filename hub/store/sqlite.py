@@ -1149,7 +1149,8 @@ class SqliteStore:
     async def find_deliveries(
         self, *, status: str | None = None, destination: str | None = None, limit: int = 1000, after_id: int = 0
     ) -> list[Delivery]:
-        where, args = ["id > ?"], [after_id]
+        where = ["id > ?"]
+        args: list[object] = [after_id]
         if status:
             where.append("status = ?")
             args.append(status)

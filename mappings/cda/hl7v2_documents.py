@@ -340,10 +340,10 @@ def _read_prt(seg: Segment, out: Distribution) -> None:
         if not address:
             raise MappingError("PRT RCT without an MSSanté address (PRT-15.4)", location=seg.loc(15, 4))
         out.recipients.append(address)
-        person = seg.reps(5)[0] if seg.reps(5) else ""
+        recipient = seg.reps(5)[0] if seg.reps(5) else ""
         patient = (
-            seg.comp(person, 13) == "INS"
-            or bool({seg.comp(person, 9, 1), seg.comp(person, 9, 2)} & INS_ROOTS)
+            seg.comp(recipient, 13) == "INS"
+            or bool({seg.comp(recipient, 9, 1), seg.comp(recipient, 9, 2)} & INS_ROOTS)
             or address.lower().endswith(_PATIENT_MAIL_DOMAIN)
         )
         if patient:
@@ -494,7 +494,8 @@ def document_obx(er7: Er7Message) -> tuple[list[Segment], list[Segment]]:
     later). ED rows without one (a mail body sent as in the MSSanté-to-LPS volet, ``OBX-3 =
     <Message-ID>^<subject>``, ``^text^^Base64^...``) are optional parts, not documents.
     """
-    docs, others = [], []
+    docs: list[Segment] = []
+    others: list[Segment] = []
     for obx in segments(er7, "OBX"):
         if obx.get(2) != "ED" or obx.get(3, 3) == "MetaDMPMSS":
             continue
@@ -764,6 +765,8 @@ def _wrap_pdf(
         practice_setting=config.required_practice_setting(),
     )
     if action == "replace":
+        if parent is None:  # read_v2_document checked it: a replacement names its parent
+            raise MappingError("a replacement without the id of the document it replaces (TXA-13)")
         b.add_related_document(doc, parent_id=parent, parent_version=parent_version)
     encounter_start = _first_time([(pv1, 44)], default=activity)
     b.add_component_of(

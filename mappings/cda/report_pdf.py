@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
+from fpdf.fonts import CoreFont
 
 __all__ = ["ReportView", "ResultLine", "ViewSection", "render_pdf"]
 
@@ -140,7 +141,9 @@ def _width(pdf: FPDF, text: str) -> float:
 
     fpdf2's get_string_width handles text shaping and styles, ~100 µs a call; the core fonts need none.
     """
-    widths = pdf.current_font.cw
+    font = pdf.current_font
+    assert isinstance(font, CoreFont), "the report uses core fonts only"
+    widths: dict[str, int] = font.cw
     return sum(widths.get(char, 500) for char in text) * pdf.font_size / 1000
 
 

@@ -20,6 +20,7 @@ from hub.errors import MappingError, MessageError, ParseError
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.xml import parse_xml
+from mappings.xml.text import element_text
 
 __all__ = ["NAMESPACES", "XpathReadConfig", "xpath_read", "xpath_selector"]
 
@@ -38,7 +39,7 @@ def _text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, etree._Element):
-        return "".join(value.itertext())
+        return element_text(value)
     return str(value)
 
 
@@ -112,4 +113,4 @@ def xpath_read(message: Message, *, config: XpathReadConfig) -> Message:
             if cache.get("xml") is None:
                 raise ParseError("the body is not well-formed XML", code="100")
             raise MappingError(f"xpath_read: {key}: {expression} finds no value")
-    return message.derive(**found)
+    return message.derive(body=message.body, **found)

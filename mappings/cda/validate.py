@@ -74,4 +74,4 @@ def cda_validate(message: Message, config: CdaValidateConfig | None = None) -> M
     metadata = read_cda_header(root)
     if self_presenting:
         metadata["cda_self_presenting"] = "Y"
-    return message.derive(**metadata)
+    return message.derive(body=message.body, **metadata)

@@ -177,22 +177,22 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     if not identifiers:
         raise MappingError("recordTarget without an INS or a local patient id", location=f"{where[:-8]}/id")
     county = _path(person, "birthplace", "place", "addr", "county")
-    if county is not None and (county.text or "").strip():
+    county_code = (county.text or "").strip() if county is not None else ""
+    if county_code:
         address: dict[str, Any] = {
-            "extension": [
-                {"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county.text.strip()}}
-            ]
+            "extension": [{"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county_code}}]
         }
         city = _path(person, "birthplace", "place", "addr", "city")
-        if city is not None and (city.text or "").strip():
-            address["city"] = city.text.strip()
+        city_name = (city.text or "").strip() if city is not None else ""
+        if city_name:
+            address["city"] = city_name
         extensions.append({"url": BIRTH_PLACE_URL, "valueAddress": address})
     if extensions:
         patient["extension"] = extensions
     patient["identifier"] = identifiers
     names: list[dict[str, Any]] = []
     for name in [] if person is None else person.findall(_H + "name"):
-        parts = {"BR": ([], []), "CL": ([], [])}
+        parts: dict[str, tuple[list[str], list[str]]] = {"BR": ([], []), "CL": ([], [])}
         birth_list = None
         for el in name:
             text = " ".join((el.text or "").split())

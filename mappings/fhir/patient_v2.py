@@ -227,9 +227,9 @@ def patient_to_adt(message: Message, config: PatientToV2Config | None = None) ->
     ins = active_ins(patient) if status is IdentityStatus.QUALIFIEE else None
     pid3 = [f"{_esc(local['value'])}^^^{_cx4(local, cfg)}^PI"]
     if ins is not None:
-        authority = authority_for_oid(ins[1])
-        assert authority is not None
-        pid3.append(f"{_esc(ins[0])}^^^{authority.hl7_namespace}&{authority.oid}&ISO^INS")
+        ins_authority = authority_for_oid(ins[1])
+        assert ins_authority is not None
+        pid3.append(f"{_esc(ins[0])}^^^{ins_authority.hl7_namespace}&{ins_authority.oid}&ISO^INS")
     names = [n for n in patient.get("name") or [] if isinstance(n, dict)]
     pid5 = [_xpn(n, "L") for n in names if n.get("use") == "official"][:1]
     pid5 += [_xpn(n, "D") for n in names if n.get("use") == "usual"][:1]

@@ -13,7 +13,8 @@ from typing import Any
 import fhirpathpy
 from antlr4 import CommonTokenStream, InputStream, Token
 from antlr4.error.ErrorListener import ErrorListener
-from fhirpathpy.parser import FHIRPathLexer, FHIRPathParser
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from hub.conditions import Selector
 from hub.content_types import ContentType
@@ -67,7 +68,7 @@ def fhirpath_selector(expression: str) -> Selector:
         if not isinstance(doc, dict):
             return []
         try:
-            result = compiled(doc)
+            result = compiled(doc, None)
         except Exception:  # an evaluation error on hostile content selects nothing; it never stops ingest
             return []
         return [text_of(v) for v in result if not isinstance(v, dict | list)]

@@ -62,7 +62,12 @@ _OPS = ("set", "copy", "move", "delete", "translate", "reorder", "add_segment", 
 
 
 def _op_value(rule: MapRule, op: str) -> str | None:
-    return getattr(rule, "copy_" if op == "copy" else op)  # `copy` would shadow BaseModel.copy
+    values = {
+        "set": rule.set, "copy": rule.copy_,  # `copy` would shadow BaseModel.copy
+        "move": rule.move, "delete": rule.delete, "translate": rule.translate, "reorder": rule.reorder,
+        "add_segment": rule.add_segment, "remove_segment": rule.remove_segment,
+    }  # fmt: skip
+    return values[op]
 Current = tuple[str, int] | None
 
 

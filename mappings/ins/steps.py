@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from hub.content_types import ContentType
 from hub.environments import ins_environment
@@ -160,7 +160,15 @@ def read_message_traits(message: Message) -> MessageTraits:
     return MessageTraits()
 
 
-_STAMPERS = {ContentType.HL7V2: stamp_hl7v2, ContentType.CDA: stamp_cda, ContentType.FHIR: stamp_fhir}
+class _Stamper(Protocol):
+    def __call__(self, body: bytes, identity: StampIdentity, /, *, policy: InsPolicy | None = None) -> Stamped: ...
+
+
+_STAMPERS: dict[str, _Stamper] = {
+    ContentType.HL7V2: stamp_hl7v2,
+    ContentType.CDA: stamp_cda,
+    ContentType.FHIR: stamp_fhir,
+}
 
 
 @register("step", "ins_stamp", consumes=(ContentType.HL7V2, ContentType.CDA, ContentType.FHIR), needs=("identity",))

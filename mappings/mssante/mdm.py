@@ -61,6 +61,7 @@ from mappings.cda import read_cda_header
 from mappings.hl7v2.er7 import Delimiters, codec_for, encode_er7, escape
 from mappings.ins import StampIdentity, stamp_hl7v2
 from mappings.xml import parse_xml
+from mappings.xml.text import collapsed_text
 
 __all__ = [ "MdmConfig", "cda_to_mdm", "cda_to_v2_mdm_t02"]
 
@@ -123,10 +124,6 @@ def _esc(value: str) -> str:
     return escape(value, _DELIMITERS)
 
 
-def _text(el: etree._Element | None) -> str:
-    return " ".join("".join(el.itertext()).split()) if el is not None else ""
-
-
 def _ei(ii: str) -> str:
     """TXA-12/13 from ``root`` or ``root^extension`` (volet: ``ext^^root^ISO``, or the bare OID)."""
     root, _, ext = ii.partition("^")
@@ -151,17 +148,17 @@ class _Patient:
         name = patient.find(f"{_H}name") if patient is not None else None
         fams = name.findall(f"{_H}family") if name is not None else []
         givens = name.findall(f"{_H}given") if name is not None else []
-        self.birth_name = next((_text(f) for f in fams if f.get("qualifier") == "BR"), "")
-        self.used_name = next((_text(f) for f in fams if f.get("qualifier") == "CL"), "")
-        self.first_given = next((_text(g) for g in givens if g.get("qualifier") == "BR"), "")
-        self.used_given = next((_text(g) for g in givens if g.get("qualifier") == "CL"), "")
-        self.given_list = next((_text(g) for g in givens if g.get("qualifier") is None), "")
+        self.birth_name = next((collapsed_text(f) for f in fams if f.get("qualifier") == "BR"), "")
+        self.used_name = next((collapsed_text(f) for f in fams if f.get("qualifier") == "CL"), "")
+        self.first_given = next((collapsed_text(g) for g in givens if g.get("qualifier") == "BR"), "")
+        self.used_given = next((collapsed_text(g) for g in givens if g.get("qualifier") == "CL"), "")
+        self.given_list = next((collapsed_text(g) for g in givens if g.get("qualifier") is None), "")
         birth = patient.find(f"{_H}birthTime") if patient is not None else None
         self.birth_time = (birth.get("value") or "")[:8] if birth is not None else ""
         gender = patient.find(f"{_H}administrativeGenderCode") if patient is not None else None
         self.sex = {"F": "F", "M": "M", "UN": "U"}.get(gender.get("code", "") if gender is not None else "", "")
         county = patient.find(f"{_H}birthplace/{_H}place/{_H}addr/{_H}county") if patient is not None else None
-        self.birthplace = _text(county)
+        self.birthplace = collapsed_text(county)
 
     def __repr__(self) -> str:
         return "_Patient(<masked>)"

@@ -126,4 +126,4 @@ def check_dmp_lot(body: bytes) -> dict[str, str]:
 @register("step", "v2_dmp_context", config=DmpContextConfig, consumes=(ContentType.HL7V2,), produces=ContentType.HL7V2)
 def v2_dmp_context(message: Message, config: DmpContextConfig | None = None) -> Message:
     """HL7 v2 document message → itself, with the DMP lot's author, structure, contentTypeCode and times."""
-    return message.derive(**read_dmp_context(message.body, config))
+    return message.derive(body=message.body, **read_dmp_context(message.body, config))
