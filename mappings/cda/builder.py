@@ -303,8 +303,7 @@ def new_document(extra_templates: Iterable[tuple[str, str | None]], *, lab: bool
     nsmap: dict[str | None, str] = {None: HL7_NS, "xsi": XSI_NS}
     if lab:
         nsmap["lab"] = LAB_NS
-    # lxml takes None for the default namespace; lxml-stubs' nsmap type has no None key.
-    root = etree.Element(_H + "ClinicalDocument", nsmap=nsmap)  # type: ignore[arg-type]
+    root = etree.Element(_H + "ClinicalDocument", nsmap=nsmap)
     sub(root, "realmCode", code="FR")
     sub(root, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
     sub(root, "templateId", root=TEMPLATE_HL7_FRANCE)
