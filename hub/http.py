@@ -16,17 +16,39 @@
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from hub.http_slots import SLOTS_KEY, prove_connection
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hub.tls import RevocationError, verify_peer
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
 
 __all__ = ["build_app"]
+
+
+@web.middleware
+async def refuse_revoked_clients(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A client certificate that is revoked (or of unknown status, in hard mode) gets 403 (hub.revocation).
+
+    Asked on every request of a TLS connection, because aiohttp has no hook after the handshake: a
+    certificate already checked costs one cached lookup.
+    """
+    transport = request.transport
+    if transport is not None:
+        try:
+            await verify_peer(transport.get_extra_info("ssl_object"))
+        except RevocationError as exc:
+            return web.json_response(
+                {"error": "client certificate refused", "detail": str(exc)}, status=403, headers={"Connection": "close"}
+            )
+    return await handler(request)
 
 HUB_KEY: web.AppKey[Any] = web.AppKey("hub", object)
 
@@ -111,7 +133,7 @@ def _console_handlers(files: dict[str, tuple[bytes, str]]) -> tuple[Any, Any]:
 
 
 def build_app(hub: Hub) -> web.Application:
-    app = web.Application(client_max_size=16 * 2**20, middlewares=[prove_connection])
+    app = web.Application(client_max_size=16 * 2**20, middlewares=[refuse_revoked_clients, prove_connection])
     app[HUB_KEY] = hub
     app[SLOTS_KEY] = {}
     app.router.add_get("/healthz", _health)

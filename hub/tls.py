@@ -7,7 +7,11 @@
   refuses a peer whose issuer has no valid CRL here (missing, unreadable or past its nextUpdate); ``soft``
   then lets it through with a warning. A certificate a valid CRL lists is refused in both modes. The files
   are re-read every ``crl_refresh_secs`` when they changed, so that the process that fetches them (a cron
-  job, the operator) needs no restart of the hub. OCSP is not checked.
+  job, the operator) needs no restart of the hub.
+* Online revocation (:mod:`hub.revocation`): when ``ca_file`` names the trust space, a peer certificate that
+  names an OCSP responder or a CRL distribution point is checked there right after the handshake
+  (:func:`verify_peer`, called by every TLS endpoint before it reads or writes a byte of the exchange), with
+  the same ``revocation`` mode: a revoked certificate is refused in both, an unknown status in ``hard`` only.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from cryptography import x509
 from pydantic import Field
 
 from hub.registry import ComponentConfig
+from hub.revocation import OnlinePolicy, RevocationChecker, RevocationError, load_anchors
 
-__all__ = ["TlsConfig", "apply_policy", "client_context", "server_context"]
+__all__ = ["RevocationError", "TlsConfig", "apply_policy", "client_context", "server_context", "verify_peer"]
 
 log = structlog.get_logger("hub.tls")
 _CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
@@ -53,6 +58,19 @@ class TlsConfig(ComponentConfig):
         "expired); `soft` lets it through with a warning. A listed (revoked) certificate is refused in both modes.",
     )
     crl_refresh_secs: float = Field(300.0, gt=0, description="How often crl_files are re-read when they changed.")
+    ocsp: bool = Field(
+        True,
+        description="With ca_file: ask the OCSP responder a peer certificate names (RFC 6960) after the handshake; "
+        "answers cached until their nextUpdate.",
+    )
+    crl_distribution_points: bool = Field(
+        True,
+        description="With ca_file: for a peer certificate with no OCSP responder, fetch the CRL its distribution "
+        "point names (RFC 5280 §4.2.1.13), cached until its nextUpdate.",
+    )
+    online_timeout_secs: float = Field(
+        5.0, gt=0, description="Time limit of one OCSP request or CRL download (then `revocation` decides)."
+    )
 
 
 def server_context(cfg: TlsConfig) -> ssl.SSLContext:
@@ -86,6 +104,49 @@ def apply_policy(ctx: ssl.SSLContext, cfg: TlsConfig) -> None:
     ctx.set_ciphers(_CIPHERS)
     if cfg.crl_files:
         _Crls(ctx, cfg).load()
+    if cfg.ca_file and (cfg.ocsp or cfg.crl_distribution_points) and ctx.verify_mode != ssl.CERT_NONE:
+        _online[ctx] = OnlinePolicy(
+            mode=cfg.revocation, anchors=_anchors(cfg.ca_file), ocsp=cfg.ocsp,
+            crl_distribution_points=cfg.crl_distribution_points, timeout_secs=cfg.online_timeout_secs,
+        )  # fmt: skip
+
+
+#: The online checks of each context (weak: a context made per connection goes with it).
+_online: weakref.WeakKeyDictionary[ssl.SSLContext, OnlinePolicy] = weakref.WeakKeyDictionary()
+#: One cache of answers for the process: every endpoint that meets a certificate shares its status.
+checker = RevocationChecker()
+
+
+def _anchors(ca_file: str) -> tuple[x509.Certificate, ...]:
+    path = Path(ca_file)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    anchors = _anchor_cache.get(key)
+    if anchors is None:
+        anchors = load_anchors(path.read_bytes())
+        _anchor_cache.clear()  # a changed file replaces the old entry; one file per process is typical
+        _anchor_cache[key] = anchors
+    return anchors
+
+
+_anchor_cache: dict[tuple[str, int, int], tuple[x509.Certificate, ...]] = {}
+
+
+async def verify_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> None:
+    """Right after a handshake: the online revocation checks of the connection's context, if it has any.
+
+    Raises :class:`RevocationError` when the peer must be refused (module docstring). A connection without
+    TLS, a context without online checks and a peer without a certificate (a server not asking for one)
+    pass at once.
+    """
+    if ssl_object is None:
+        return
+    policy = _online.get(ssl_object.context)
+    if policy is None:
+        return
+    der = ssl_object.getpeercert(binary_form=True)
+    if der:
+        await checker.check(der, policy)
 
 
 class _Crls:

@@ -80,6 +80,7 @@ async def test_send_messages_replay_and_dead_letters(tmp_path: Path) -> None:
             asked = await hub_cli("requeue", "--config", str(config), "--all-dead", hub=hub)
             assert asked.returncode == 1 and "Requeue 1 dead deliveries" in asked.stderr and "--yes" in asked.stderr
             rq = await hub_cli("requeue", "--config", str(config), "--all-dead", "--yes", hub=hub)
+            assert rq.returncode == 0, rq.stderr
             assert json.loads(rq.stdout) == {"requeued": 1, "more": False}
             await wait_until(lambda: len(peer.bodies) == 4, timeout=10)
             [rec] = await store.search(SearchQuery(control_id="CLIAR"))

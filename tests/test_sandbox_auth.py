@@ -80,8 +80,15 @@ async def test_every_sandbox_route_needs_a_token_and_listings_are_audited(tmp_pa
         views = {(e.actor, e.target) for e in entries if e.action == "sandbox_view" and e.outcome == "ok"}
         assert {("ward-viewer", f"/sandboxes/{n}/{p}") for n, p in listings} <= views
         assert ("ward-viewer", "/sandboxes/insi/search") in views
-        actions = [(e.actor, e.target) for e in entries if e.action == "sandbox_action"]
+        actions = [(e.actor, e.target) for e in entries if e.action == "sandbox_action" and e.outcome == "ok"]
         assert actions == [("ward-operator", "/sandboxes/dpi_sandbox/faults")]
+        # Every viewer's attempt at an operator's knob (the 403s above) is in the trail as denied.
+        denied = {(e.actor, e.target) for e in entries if e.action == "sandbox_action" and e.outcome == "denied"}
+        operator_routes = {
+            f"/sandboxes/{name}/{path}" for name, method, path, sandbox in found
+            if required_role(sandbox, method, path) == "operator"
+        }  # fmt: skip
+        assert operator_routes and denied == {("ward-viewer", target) for target in operator_routes}
         # Refused calls ran no handler and wrote no entry under an unknown name.
         assert all(e.actor in ("ward-viewer", "ward-operator") for e in entries if e.action.startswith("sandbox_"))
 

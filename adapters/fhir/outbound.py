@@ -50,7 +50,7 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import Field, field_validator
 
-from adapters.tls import TlsConfig, client_context
+from adapters.tls import TlsConfig, VerifyingConnector, client_context
 from hub.content_types import ContentType
 from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message, utcnow
@@ -162,7 +162,7 @@ class FhirOutbound:
     async def start(self) -> None:
         """The session is opened here; connections are made on first use, so a platform down does not stop the hub."""
         ssl_ctx = client_context(self.config.tls) if self.config.tls else None
-        connector = aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx is not None else True, limit=32)
+        connector = VerifyingConnector(ssl=ssl_ctx if ssl_ctx is not None else True, limit=32)
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_secs, sock_connect=self.config.connect_timeout_secs)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
 

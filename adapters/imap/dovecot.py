@@ -177,6 +177,23 @@ timeout_msecs = 20000
 """
 
 
+def trust_file(config: ImapConfig, run_dir: Path) -> Path:
+    """What Dovecot's ssl_ca reads: ca_file itself, or (with crl_files) the file write_trust_file makes."""
+    return run_dir / "trust.pem" if config.tls.crl_files else Path(str(config.tls.ca_file))
+
+
+def write_trust_file(config: ImapConfig, run_dir: Path) -> tuple[float, ...]:
+    """Write ca_file and every CRL of crl_files into one PEM file for Dovecot; returns the sources' mtimes."""
+    sources = [Path(str(config.tls.ca_file)), *(Path(c) for c in config.tls.crl_files)]
+    stamps = tuple(src.stat().st_mtime for src in sources)
+    if config.tls.crl_files:
+        target = trust_file(config, run_dir)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(b"\n".join(src.read_bytes().strip() for src in sources) + b"\n")
+        tmp.replace(target)  # Dovecot never reads a half-written file
+    return stamps
+
+
 def render_config(config: ImapConfig, *, run_dir: Path, auth_socket: Path, name: str) -> str:
     """The complete Dovecot configuration for this listener (Dovecot 2.3 syntax)."""
     uid, gid = mail_owner(config)
@@ -196,6 +213,13 @@ def render_config(config: ImapConfig, *, run_dir: Path, auth_socket: Path, name:
     if not listeners:
         raise ConfigError("the imap listener needs listen or listen_tls")
     checkpassword = f"{_q(sys.executable)} -I -S {_q(CHECKPASSWORD)} {_q(auth_socket)}"
+    if config.tls.crl_files:
+        # Dovecot reads CRLs from ssl_ca (the anchors and the CRLs in one file, written by write_trust_file) and
+        # then needs one for every certificate of the chain, the anchor's included (OpenSSL CRL_CHECK_ALL): the
+        # IGC-Santé root and intermediates publish theirs. Dovecot has no soft mode: a missing CRL refuses.
+        crl_lines = "# Client certificates are checked against the CRLs of tls.crl_files.\nssl_require_crl = yes\n"
+    else:
+        crl_lines = "# No tls.crl_files: no revocation check of client certificates here.\nssl_require_crl = no\n"
     maildir = _q(config.mailbox_dir)
     chroot = "" if root else "  chroot =\n"
     # Dovecot's documented switch: no anvil-auth-penalty socket for the auth process, no penalty.
@@ -228,11 +252,9 @@ ssl_min_protocol = TLSv1.2
 ssl_prefer_server_ciphers = yes
 ssl_cert = <{_q(config.tls.cert_file)}
 ssl_key = <{_q(config.tls.key_file)}
-ssl_ca = <{_q(config.tls.ca_file)}
+ssl_ca = <{_q(trust_file(config, run_dir))}
 ssl_verify_client_cert = yes
-# The test and development PKIs publish no CRL; production anchors come with theirs (TODO: CRL/OCSP).
-ssl_require_crl = no
-ssl_cert_username_field = {config.access.cert_username_field}
+{crl_lines}ssl_cert_username_field = {config.access.cert_username_field}
 auth_ssl_username_from_cert = yes
 
 auth_mechanisms = plain login external oauthbearer xoauth2
@@ -313,6 +335,9 @@ class ImapInbound:
         self._introspection_port = 0
         self._retention_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._crl_task: asyncio.Task[None] | None = None
+        self._trust_stamps: tuple[float, ...] = ()
+        self.crl_reloads = 0  # how many times new CRLs were handed to Dovecot
         self._binary, self._conf = "", Path()
 
     async def start(self) -> None:
@@ -327,6 +352,7 @@ class ImapInbound:
         (self.run_dir / "base").mkdir(exist_ok=True, mode=0o755)  # Dovecot wants its base_dir world-readable
         await asyncio.to_thread(self._own_mail)
         conf = self.run_dir / "dovecot.conf"
+        self._trust_stamps = await asyncio.to_thread(write_trust_file, self.config, self.run_dir)
         conf.write_text(render_config(self.config, run_dir=self.run_dir, auth_socket=self.auth_socket, name=self.name))
         await self._start_introspection()
         oauth2 = self.run_dir / "oauth2.conf.ext"
@@ -345,6 +371,29 @@ class ImapInbound:
         self.available = True
         self._watch_task = asyncio.create_task(self._watch(), name=f"{self.name}-dovecot")
         self._retention_task = asyncio.create_task(self._retention_loop(), name=f"{self.name}-retention")
+        if self.config.tls.crl_files:
+            self._crl_task = asyncio.create_task(self._crl_loop(), name=f"{self.name}-crls")
+
+    def _trust_stamps_now(self) -> tuple[float, ...]:
+        return tuple(Path(p).stat().st_mtime for p in (str(self.config.tls.ca_file), *self.config.tls.crl_files))
+
+    async def _crl_loop(self) -> None:
+        """New CRLs reach Dovecot without a restart: the file is rewritten and Dovecot reloads (SIGHUP, what
+        ``doveadm reload`` sends), keeping the sessions already open."""
+        while True:
+            await asyncio.sleep(self.config.tls.crl_refresh_secs)
+            try:
+                if await asyncio.to_thread(self._trust_stamps_now) == self._trust_stamps:
+                    continue
+                self._trust_stamps = await asyncio.to_thread(write_trust_file, self.config, self.run_dir)
+            except OSError as exc:  # a file being replaced: the next round reads it
+                log.warning("imap_crl_unreadable", listener=self.name, error=type(exc).__name__)
+                continue
+            proc = self._process
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signal.SIGHUP)
+                self.crl_reloads += 1
+                log.info("imap_crls_reloaded", listener=self.name)
 
     async def _launch(self) -> None:
         """Start Dovecot and wait until it greets; ConfigError with its last words when it does not."""
@@ -488,12 +537,12 @@ class ImapInbound:
                 return
 
     async def stop(self) -> None:
-        for task in (self._watch_task, self._retention_task):
+        for task in (self._watch_task, self._retention_task, self._crl_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._watch_task = self._retention_task = None
+        self._watch_task = self._retention_task = self._crl_task = None
         proc, self._process = self._process, None
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from adapters.tls import TlsConfig, client_context
+from adapters.tls import TlsConfig, VerifyingConnector, client_context
 from hub.errors import NotConnected, Rejected, Retryable
 from hub.identity.insi import InsiIdentity, InsiOutcome, InsiQuery, InsiResult, traits_from_json
 
@@ -24,7 +24,7 @@ class HttpInsiResolver:
     async def resolve(self, query: InsiQuery) -> InsiResult:
         try:
             async with (
-                aiohttp.ClientSession(timeout=self._timeout) as session,
+                aiohttp.ClientSession(timeout=self._timeout, connector=VerifyingConnector()) as session,
                 session.post(self.url, json=query.to_json(), ssl=self._ssl, headers=self._headers) as resp,
             ):
                 if resp.status >= 500:

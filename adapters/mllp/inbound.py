@@ -21,7 +21,7 @@ from pydantic import Field
 from adapters.base import InboundContext
 from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
-from adapters.tls import TlsConfig, server_context
+from adapters.tls import RevocationError, TlsConfig, server_context, verify_peer
 from hub import registry
 from hub.content_types import ContentType
 from hub.errors import ConfigError, MessageError, Retryable
@@ -154,6 +154,15 @@ class MllpInbound:
             log.warning("mllp_connection_refused", listener=self.name, reason="max_connections")
             writer.transport.abort()
             return
+        if self.config.tls is not None:
+            try:
+                await verify_peer(writer.get_extra_info("ssl_object"))
+            except RevocationError as exc:
+                # Before a frame is read: nothing of a revoked peer is taken (no ACK, the connection closed).
+                log.warning("mllp_peer_refused", listener=self.name, reason=str(exc))
+                slot.release()
+                writer.transport.abort()
+                return
         task = self._connections.add(writer)
         frames = FrameReader(
             reader,

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field
 
 from adapters.mllp.framing import CR, FS, VT, FrameReader, FrameTimeout
-from adapters.tls import TlsConfig, client_context
+from adapters.tls import RevocationError, TlsConfig, client_context, verify_peer
 from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
@@ -110,6 +110,11 @@ class MllpOutbound:
         except (OSError, TimeoutError) as exc:
             # Nothing was sent: an outage, not an attempt (the worker's circuit takes it from here).
             raise Unreachable(f"cannot connect to {self.config.endpoint}: {type(exc).__name__}") from None
+        try:
+            await verify_peer(writer.get_extra_info("ssl_object"))
+        except RevocationError as exc:
+            writer.transport.abort()
+            raise Unreachable(f"refused {self.config.endpoint}'s certificate: {exc}") from None
         frames = FrameReader(
             reader,
             max_frame_bytes=self.config.max_frame_bytes,

@@ -43,6 +43,7 @@ import dataclasses
 import email.utils
 import hashlib
 import os
+import ssl
 import time
 from base64 import b64decode
 from email import policy
@@ -74,7 +75,7 @@ from adapters.smtp.common import (
 from adapters.smtp.directory import open_directory
 from adapters.smtp.intake import analyse, is_null_sender
 from adapters.smtp.trustlist import TrustListRefresher
-from adapters.tls import TlsConfig
+from adapters.tls import RevocationError, TlsConfig, verify_peer
 from hub.content_types import ContentType
 from hub.errors import ConfigError, Retryable
 from hub.message import Message, new_id, utcnow
@@ -470,6 +471,8 @@ class SmtpMtaInbound(_SmtpListener):
     ) -> str:
         if self.config.require_client_cert and peer_certificate(session.ssl) is None:
             return "530 5.7.0 A client certificate from the trust space is required"
+        if refusal := await self._revoked(session):
+            return refusal
         # RFC 5321 §4.5.5: the null sender (DSNs, MDNs) is always accepted; any other must be in the trust space.
         if not is_null_sender(address) and domain_of(address) not in self.trust:
             return "550 5.7.1 Sender domain is not in the MSSante trust space"
@@ -484,6 +487,21 @@ class SmtpMtaInbound(_SmtpListener):
         envelope.mail_options.extend(mail_options)
         _prove(server)
         return "250 2.1.0 OK"
+
+    async def _revoked(self, session: Session) -> str | None:
+        """The reply refusing a peer whose certificate is revoked (or of unknown status, hard mode); else None."""
+        obj = (session.ssl or {}).get("ssl_object")
+        try:
+            await verify_peer(obj if isinstance(obj, ssl.SSLObject | ssl.SSLSocket) else None)
+        except RevocationError as exc:
+            await self.ctx.audit(
+                "mail_peer_refused", actor=self._actor(session), outcome="refused", detail={"reason": str(exc)}
+            )
+            # RFC 3463: a revoked certificate is final (5.7.0); an unknown status may clear up (4.7.0).
+            if str(exc).startswith("certificate revoked"):
+                return "550 5.7.0 Client certificate revoked"
+            return "451 4.7.0 Client certificate status unknown, try again later"
+        return None
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]

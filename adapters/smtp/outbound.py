@@ -55,7 +55,7 @@ from pydantic import Field
 
 from adapters.smtp.common import TrustList
 from adapters.smtp.mailstore import MailboxStore
-from adapters.tls import TlsConfig, client_context
+from adapters.tls import RevocationError, TlsConfig, client_context, verify_peer
 from hub.content_types import ContentType
 from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import MessageError, NotConnected, Rejected, Retryable
@@ -327,6 +327,14 @@ class MssanteOutbound:
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             result.temporary += [(r, 0) for r in rcpts]
             log.info("mssante_connect_failed", endpoint=self.name, hop=f"{host}:{port}", error=type(exc).__name__)
+            return
+        try:
+            await verify_peer(smtp.transport.get_extra_info("ssl_object") if smtp.transport else None)
+        except RevocationError as exc:
+            # Before MAIL FROM: nothing is sent to a server whose certificate is revoked; kept for a later try.
+            result.temporary += [(r, 0) for r in rcpts]
+            log.warning("mssante_peer_refused", endpoint=self.name, hop=f"{host}:{port}", reason=str(exc))
+            smtp.close()
             return
         try:
             dsn = smtp.supports_extension("dsn")

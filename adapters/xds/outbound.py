@@ -45,7 +45,7 @@ import aiohttp
 from lxml import etree
 from pydantic import Field, field_validator
 
-from adapters.tls import TlsConfig, client_context
+from adapters.tls import TlsConfig, VerifyingConnector, client_context
 from adapters.xds.mtom import MtomError, Part, cid_href, content_type_params, decode_related, encode_related
 from adapters.xds.soap import ACTION_PNR, SoapError, SoapFault, envelope, read_envelope
 from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion, subject_for
@@ -180,7 +180,7 @@ class XdsOutbound:
         """The HTTP session is opened here; connections are made on first use."""
         if self._session is None:
             ssl_ctx = client_context(self.config.tls) if self.config.tls else None
-            connector = aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx is not None else True, limit=8)
+            connector = VerifyingConnector(ssl=ssl_ctx if ssl_ctx is not None else True, limit=8)
             timeout = aiohttp.ClientTimeout(
                 total=self.config.response_timeout_secs, sock_connect=self.config.connect_timeout_secs
             )

@@ -15,8 +15,10 @@ other ``POST`` (fault knobs, ``send``)        operator    ``sandbox_action``
 ============================================  ==========  ===========================================
 
 A missing or unknown token gets 401 with ``WWW-Authenticate: Bearer`` (RFC 6750 §3); a role too low
-gets 403. The audit entry is written before the answer; when the trail cannot be written the request
-is refused (503), as the admin API does. With the admin API off (``admin.enabled: false``) there is
+gets 403, and that refusal is in the trail too (the entry's outcome ``denied``: a known user tried what
+their role does not allow, as the admin API records it). The audit entry of an allowed request is
+written before the answer; when the trail cannot be written the request is refused (503), as the admin
+API does. With the admin API off (``admin.enabled: false``) there is
 no token to give, so the sandboxes answer 401.
 
 Only these listings and knobs are guarded here: the protocol ports on which sandboxes emulate national
@@ -26,6 +28,7 @@ authentication the real service has.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,8 +59,8 @@ def _answer(status: int, error: str, detail: Any = None, headers: dict[str, str]
     )
 
 
-async def _principal(request: web.Request, role: str) -> Principal | web.Response:
-    """The caller, or the refusal to send back."""
+async def _principal(request: web.Request, role: str, action: str | None = None) -> Principal | web.Response:
+    """The caller, or the refusal to send back; with `action`, a refusal for the role is audited as denied."""
     state = request.app.get(ADMIN_KEY)
     if state is None:
         return _answer(
@@ -68,6 +71,13 @@ async def _principal(request: web.Request, role: str) -> Principal | web.Respons
     if principal is None:
         return _answer(401, "authentication required", headers=_UNAUTHENTICATED)
     if not principal.can(role):
+        if action is not None and state.hub.store is not None:
+            # Best effort: the request is refused whether or not the entry could be written.
+            with contextlib.suppress(StoreError):
+                await audit.record(
+                    state.hub.store, principal, action, outcome="denied", target=request.path[:200],
+                    detail={"needs": role},
+                )  # fmt: skip
         return _answer(403, "forbidden", {"needs": role, "role": principal.role})
     return principal
 
@@ -88,7 +98,7 @@ def guard_route(hub: Any, sandbox: Any, name: str, method: str, path: str, handl
     action = "sandbox_view" if role == "viewer" else "sandbox_action"
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        who = await _principal(request, role)
+        who = await _principal(request, role, action)
         if isinstance(who, web.Response):
             return who
         if hub.store is None:
