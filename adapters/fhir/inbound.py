@@ -44,6 +44,7 @@ Routing metadata: `mappings.fhir.reader` (``resource_type``, ``bundle_type``,
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from typing import Any, Literal
 
 import structlog
@@ -68,6 +69,10 @@ log = structlog.get_logger("hub.fhir.in")
 _JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 _FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
 _BundleType = Literal["transaction", "batch", "message", "document", "collection"]
+
+
+def _default_bundle_types() -> list[_BundleType]:
+    return ["transaction", "message", "document", "collection"]
 _CHUNK = 64 * 1024
 
 
@@ -84,7 +89,7 @@ class FhirInboundConfig(ComponentConfig):
         description="Largest request body accepted; larger ones are answered 413 and stored cut.",
     )
     bundle_types: list[_BundleType] = Field(
-        default_factory=lambda: ["transaction", "message", "document", "collection"],
+        default_factory=_default_bundle_types,
         description="Bundle types accepted (POST {base} takes transaction/batch, POST {base}/Bundle any of these).",
     )
     attachment_content_types: list[str] = Field(
@@ -237,7 +242,7 @@ class FhirInbound:
 
     # -- the one intake path ------------------------------------------------------------------------
     async def _handle(
-        self, request: web.Request, resource_type: str, bundle_types: set[str], *, interaction: str
+        self, request: web.Request, resource_type: str, bundle_types: AbstractSet[str], *, interaction: str
     ) -> web.Response:
         if not self._started:
             return self._busy("the FHIR endpoint is not started")
@@ -302,7 +307,7 @@ class FhirInbound:
             raise _Refusal(415, [Issue("error", "not-supported", "", "fhirVersion other than 4.0 is not supported")])
 
     def _validate(
-        self, body: bytes, resource_type: str, bundle_types: set[str]
+        self, body: bytes, resource_type: str, bundle_types: AbstractSet[str]
     ) -> tuple[dict[str, Any], dict[str, str]]:
         try:
             doc = load_json(body)

@@ -50,6 +50,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import Field
 
 from adapters.sandboxes.http_site import serve_app
@@ -120,7 +121,7 @@ def _unescape(value: str) -> list[str]:
     return parts
 
 
-def _token_match(want: str, system: Any, code: Any) -> bool:
+def _token_match(want: str, system: object, code: object) -> bool:
     parts = _unescape(want)
     if len(parts) == 1:
         return code == parts[0]
@@ -271,7 +272,7 @@ class EParcoursSandbox:
 
     # -- HTTP plumbing -------------------------------------------------------------------------------
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.delay_secs:
             await asyncio.sleep(self.delay_secs)
         try:

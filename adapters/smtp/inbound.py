@@ -49,7 +49,7 @@ from base64 import b64decode
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
@@ -186,7 +186,7 @@ class _Protocol(SMTP):
     # §4.5.3.1.4): aiosmtpd sizes its line reader with this at __init__, then checks DATA lines with it.
     line_length_limit = 12288 + 2
 
-    def __init__(self, listener: _SmtpListener, handler: Any, **kwargs: Any) -> None:
+    def __init__(self, listener: _SmtpListener[Any], handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.line_length_limit = SMTP.line_length_limit  # text lines of DATA: 1000 octets (RFC 5321 §4.5.3.1.6)
         # aiosmtpd keeps the command limits in a class-level dict: ours is per connection.
@@ -200,7 +200,8 @@ class _Protocol(SMTP):
         first = self._original_transport is None and self.transport is None
         if first:
             peername = transport.get_extra_info("peername")
-            self._slot = self._listener.slots.admit(str(peername[0]) if peername else "", transport.abort)
+            stream = cast(asyncio.Transport, transport)  # a stream server's transport (uvloop's too) can abort
+            self._slot = self._listener.slots.admit(str(peername[0]) if peername else "", stream.abort)
             if self._slot is None:
                 self._refused = True
                 transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
@@ -239,15 +240,19 @@ class _Protocol(SMTP):
         super().connection_lost(error)
 
 
-class _SmtpListener:
+#: The config of one of the two listeners (a constrained type: the shared code is checked against both).
+_Config = TypeVar("_Config", "SmtpMtaConfig", "SmtpSubmissionConfig")
+
+
+class _SmtpListener(Generic[_Config]):
     """What both listeners share: the server, the hooks common to both, the commit of a received mail."""
 
     kind = "smtp"
     protocol = "ESMTPS"
 
-    def __init__(self, name: str, config: _ListenerConfig, ctx: InboundContext) -> None:
+    def __init__(self, name: str, config: _Config, ctx: InboundContext) -> None:
         self.name = name
-        self.config = config
+        self.config: _Config = config
         self.ctx = ctx
         self.mailboxes = Mailboxes(config.mailboxes, config.domains, directory=open_directory(config.mailbox_directory))
         self.trust_refresher = None
@@ -443,7 +448,7 @@ class _SmtpListener:
 
 
 @register("inbound", "smtp_mta", config=SmtpMtaConfig)
-class SmtpMtaInbound(_SmtpListener):
+class SmtpMtaInbound(_SmtpListener[SmtpMtaConfig]):
     """MSSanté MTA port: mail from the other operators of the trust space (STARTTLS and client certificate)."""
 
     kind = "mta"
@@ -451,7 +456,6 @@ class SmtpMtaInbound(_SmtpListener):
 
     def __init__(self, name: str, config: SmtpMtaConfig, ctx: InboundContext) -> None:
         super().__init__(name, config, ctx)
-        self.config: SmtpMtaConfig = config
 
     def _smtp_kwargs(self) -> dict[str, Any]:
         return {
@@ -531,7 +535,7 @@ class SmtpMtaInbound(_SmtpListener):
 
 
 @register("inbound", "smtp_submission", config=SmtpSubmissionConfig)
-class SmtpSubmissionInbound(_SmtpListener):
+class SmtpSubmissionInbound(_SmtpListener[SmtpSubmissionConfig]):
     """MSSanté submission port: local clients log in over TLS and send to hosted or trust-space mailboxes."""
 
     kind = "submission"
@@ -539,7 +543,6 @@ class SmtpSubmissionInbound(_SmtpListener):
 
     def __init__(self, name: str, config: SmtpSubmissionConfig, ctx: InboundContext) -> None:
         super().__init__(name, config, ctx)
-        self.config: SmtpSubmissionConfig = config
         self.users = {u.username: u for u in config.users}
         self.access = MailAccess(self.mailboxes, config.access)
         self.throttle = AuthThrottle(
@@ -567,6 +570,8 @@ class SmtpSubmissionInbound(_SmtpListener):
         mechanism = args[0].upper()
         if mechanism in ("EXTERNAL", "OAUTHBEARER", "XOAUTH2"):
             return await self._auth_mailbox(server, session, mechanism, args)
+        login: object  # bytes once decoded; MISSING (the client cancelled) or None (not base64) before
+        password: object
         if mechanism == "PLAIN":
             blob: Any = _b64(args[1]) if len(args) > 1 else await server.challenge_auth("", encode_to_b64=False)
             if blob is MISSING:
@@ -607,7 +612,7 @@ class SmtpSubmissionInbound(_SmtpListener):
         )
         if ok and user is not None:
             session.authenticated = True
-            session.auth_data = user.username
+            session.auth_data = user.username  # type: ignore[assignment]  # aiosmtpd declares it `= None`
             self.throttle.succeeded(username)
             _prove(server)
             return "235 2.7.0 Authentication successful"
@@ -647,7 +652,7 @@ class SmtpSubmissionInbound(_SmtpListener):
 
     def _auth_ok(self, session: Session, grant: Grant) -> str:
         session.authenticated = True
-        session.auth_data = f"mailbox:{grant.mailbox.address}"
+        session.auth_data = f"mailbox:{grant.mailbox.address}"  # type: ignore[assignment]  # aiosmtpd: `= None`
         log.debug("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
         return "235 2.7.0 Authentication successful"
 
