@@ -44,3 +44,15 @@ def test_message_is_frozen_derives_with_lineage_and_hides_its_body() -> None:
         pass
     else:
         raise AssertionError("metadata must be read-only")
+
+
+def test_the_packages_ship_their_type_information() -> None:
+    # PEP 561: without py.typed, a type checker in a user's project ignores our annotations.
+    import importlib.resources
+    import tomllib
+    from pathlib import Path
+
+    package_data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in ("hub", "adapters", "mappings"):
+        assert importlib.resources.files(package).joinpath("py.typed").is_file(), package
+        assert "py.typed" in package_data["package-data"][package], package
