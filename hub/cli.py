@@ -28,6 +28,7 @@ from hub import mailbox_cli, registry
 from hub.cli_api import add_api_commands, api_command, api_options, cmd_identity_api
 from hub.config import Settings, load_config
 from hub.errors import ConfigError, HubError, MessageError
+from hub.statuses import FINISHED_MESSAGE_STATUSES, MessageStatus, ReviewState
 from hub.store import Store, open_store
 
 __all__ = ["main"]
@@ -277,7 +278,7 @@ async def _cli_audit(store: Store, args: argparse.Namespace, outcome: str) -> No
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    statuses = tuple(args.status or ("delivered", "rejected", "unrouted"))
+    statuses = tuple(args.status or (MessageStatus.DELIVERED, MessageStatus.REJECTED, MessageStatus.UNROUTED))
     if not args.yes:
         question = f"Delete {', '.join(statuses)} messages older than {args.older_than_days:g} days?"
         if not sys.stdin.isatty():
@@ -469,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--status",
         action="append",
-        choices=["delivered", "rejected", "unrouted", "failed"],
+        choices=FINISHED_MESSAGE_STATUSES,
         help="repeatable; default: delivered, rejected, unrouted (dead letters stay)",
     )
     sp.add_argument("--batch", type=int, default=1000, help="messages deleted per transaction (default 1000)")
@@ -488,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("key", help="patient key: local-id@authority")
     x = isub.add_parser("reviews", help="messages whose traits disagree with the registry")
     api_options(x, DEFAULT_CONFIG, listing=True)
-    x.add_argument("--state", default="open", choices=["open", "released", "discarded"], help="default: open")
+    x.add_argument("--state", default=ReviewState.OPEN, choices=list(ReviewState), help="default: open")
     x.add_argument("--limit", type=int, default=1000, help="most listed (default 1000)")
     x = isub.add_parser("resolve", help="release a reviewed message (trait check waived) or discard it")
     api_options(x, DEFAULT_CONFIG, acting=True)

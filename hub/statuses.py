@@ -23,6 +23,7 @@ from typing import Literal, TypeAlias
 __all__ = [
     "BLOCKING_STATUSES",
     "FINAL_STATUSES",
+    "FINISHED_MESSAGE_STATUSES",
     "HELD_STATUSES",
     "DeliveryStatus",
     "FinishedMessageStatus",
@@ -80,6 +81,13 @@ HELD_STATUSES = (DeliveryStatus.AWAITING_IDENTITY, DeliveryStatus.IDENTITY_REVIE
 #: Delivery statuses that hold back later deliveries of the same ordering key (FIFO per key); with the
 #: route's `hold_behind_dead`, a dead letter holds its key too, until it is requeued or discarded.
 BLOCKING_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT, *HELD_STATUSES)
+#: Message statuses after which nothing more happens to the message (what retention may delete).
+FINISHED_MESSAGE_STATUSES = (
+    MessageStatus.DELIVERED,
+    MessageStatus.REJECTED,
+    MessageStatus.UNROUTED,
+    MessageStatus.FAILED,
+)
 #: Delivery statuses after which nothing more will happen without an operator.
 FINAL_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD, DeliveryStatus.DISCARDED)
 

@@ -542,7 +542,15 @@ async def _waiting(
     return waiting_reason(d, worker, review_id=review, identity_status=identity_status, dead_ahead=dead_ahead)
 
 
-_STATUS_ORDER = ("failed", "identity_review", "awaiting_identity", "pending", "rejected", "unrouted", "delivered")
+_STATUS_ORDER = (
+    MessageStatus.FAILED,
+    MessageStatus.IDENTITY_REVIEW,
+    MessageStatus.AWAITING_IDENTITY,
+    MessageStatus.PENDING,
+    MessageStatus.REJECTED,
+    MessageStatus.UNROUTED,
+    MessageStatus.DELIVERED,
+)
 
 
 def _with_derived(summary: MessageSummary, children: list[MessageRecord]) -> None:

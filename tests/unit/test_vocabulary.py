@@ -136,6 +136,10 @@ def _strings(node: ast.AST | None) -> Iterator[ast.Constant]:
         yield from _strings(node.orelse)
 
 
+def _elements(node: ast.expr) -> list[ast.expr]:
+    return list(node.elts) if isinstance(node, ast.Tuple) else [node]
+
+
 def raw_literals(source: str, filename: str = "<source>") -> list[str]:
     """``file:line: 'value' (vocabulary)`` for each vocabulary value written as a plain string where it applies."""
     found: list[str] = []
@@ -163,12 +167,17 @@ def raw_literals(source: str, filename: str = "<source>") -> list[str]:
                 flag(_strings(node.value), _name(target))
         elif isinstance(node, ast.AnnAssign):
             flag(_strings(node.value), _name(node.target))
-        elif isinstance(node, ast.Subscript) and _name(node.value) == "Literal":
-            items = list(_strings(node.slice))
-            for vocabulary, _names, values in VOCABULARIES:
-                if len(items) > 1 and all(c.value in values for c in items):
-                    found.extend(f"{filename}:{c.lineno}: {c.value!r} ({vocabulary})" for c in items)
-                    break
+        elif isinstance(node, (ast.Tuple, ast.List, ast.Set)) or (
+            isinstance(node, ast.Subscript) and _name(node.value) == "Literal"
+        ):
+            # A collection (or a Literal) made only of one vocabulary's values is a list of its members.
+            elts = node.elts if not isinstance(node, ast.Subscript) else _elements(node.slice)
+            items = [c for c in elts if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+            if len(items) > 1 and len(items) == len(elts):
+                for vocabulary, _names, values in VOCABULARIES:
+                    if all(c.value in values for c in items):
+                        found.extend(f"{filename}:{c.lineno}: {c.value!r} ({vocabulary})" for c in items)
+                        break
     return sorted(set(found))
 
 
@@ -192,6 +201,8 @@ def test_no_raw_vocabulary_literal_in_the_source() -> None:
         'store.find_deliveries(status="dead")',
         'status = "delivered" if ok else "pending"',
         'x: Literal["open", "released", "discarded"]',
+        '_ORDER = ("failed", "identity_review", "pending")',
+        'parser.add_argument("--state", choices=["open", "released", "discarded"])',
         'if record.status != "qualifiee": pass',
         'if meta.get("identity_status") != "qualifiee": pass',
         'Message.new(b"", content_type="application/fhir+json")',
@@ -210,6 +221,7 @@ def test_the_check_finds_a_raw_literal(snippet: str) -> None:
         'self.hourly.add(route, destination, "dead")',  # a counter's name
         'db.execute("UPDATE deliveries SET status = \'dead\'")',
         'x: Literal["open", "closed"]',
+        '__slots__ = ("accepted", "duplicates", "received", "refused", "rejected")',
         'headers = {"Content-Type": "application/fhir+json"}',
     ],
 )
