@@ -72,6 +72,20 @@ class StoreConfig(_Model):
         "while a delivery runs, and send only under a lease renewed less than half of it ago; a dead node's "
         "deliveries are taken over after about 1.25 times it.",
     )
+    vacuum_check_secs: float = Field(
+        30.0,
+        ge=0,
+        description="PostgreSQL only: how often the hub reads pg_stat_user_tables for its hot tables (deliveries, "
+        "messages, what was sent, attempts, search keys and text) and VACUUMs (never FULL) those with too many dead "
+        "rows, whatever the server's autovacuum setting; one node of a cluster at a time. 0 turns the task off.",
+    )
+    vacuum_dead_rows: int = Field(
+        10_000,
+        ge=0,
+        description="PostgreSQL only: a hot table is vacuumed once its dead rows exceed this plus "
+        "`vacuum_dead_fraction` times its live rows.",
+    )
+    vacuum_dead_fraction: float = Field(0.05, ge=0, le=10, description="PostgreSQL only: see `vacuum_dead_rows`.")
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> StoreConfig:

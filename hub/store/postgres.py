@@ -57,6 +57,7 @@ from hub.store.base import (
     load_metadata,
     searchable_text,
 )
+from hub.store.pg_maintenance import Vacuumed, vacuum_hot_tables
 
 #: A connection checked out of the pool (a proxy of `asyncpg.Connection`), and either kind.
 _PoolConnection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
@@ -272,6 +273,14 @@ MIGRATIONS: list[str] = [
         END IF;
     END $$;
     """,
+    # 9: autovacuum on the hot tables after a fixed number of dead rows, not PostgreSQL's 20 % of the table
+    # (with a deep backlog that is hundreds of thousands of dead index entries in every claim's way); used
+    # where the server runs autovacuum; the hub's own task covers the others (hub/store/pg_maintenance.py)
+    "".join(
+        f"ALTER TABLE {t} SET (autovacuum_vacuum_threshold = 10000, autovacuum_vacuum_scale_factor = 0.05,"
+        " autovacuum_analyze_threshold = 10000, autovacuum_analyze_scale_factor = 0.05);"
+        for t in ("hub_deliveries", "hub_messages", "hub_sent")
+    ),
 ]
 
 _BLOCKING_SQL = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
@@ -703,6 +712,21 @@ class PostgresStore:
                 await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT)
             except DRIVER_ERRORS:
                 self._pool.terminate()
+
+    async def vacuum_hot_tables(self, *, dead_rows: int, dead_fraction: float) -> list[Vacuumed]:
+        """VACUUM the hot tables with too many dead rows, one node at a time (see hub/store/pg_maintenance.py)."""
+        if self._pool is None:
+            raise StoreError("store is not open")
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(
+                self._dsn, timeout=_CONNECT_TIMEOUT, command_timeout=60, server_settings=self._settings
+            )
+
+        try:
+            return await vacuum_hot_tables(connect, dead_rows=dead_rows, dead_fraction=dead_fraction)
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"postgres: vacuum failed ({type(exc).__name__})") from None
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers now (for /healthz)."""
