@@ -140,45 +140,50 @@ def _elements(node: ast.expr) -> list[ast.expr]:
     return list(node.elts) if isinstance(node, ast.Tuple) else [node]
 
 
+def _held_values(node: ast.AST) -> Iterator[tuple[ast.Constant, str | None]]:
+    """(constant, the name that holds it) for a comparison, a keyword argument or an assignment."""
+    if isinstance(node, ast.Compare):
+        sides = [node.left, *node.comparators]
+        for side in sides:
+            for other in sides:
+                if other is not side:
+                    yield from ((c, _name(side)) for c in _strings(other))
+    elif isinstance(node, ast.keyword):
+        yield from ((c, node.arg) for c in _strings(node.value))
+    elif isinstance(node, ast.Assign):
+        for target in node.targets:
+            yield from ((c, _name(target)) for c in _strings(node.value))
+    elif isinstance(node, ast.AnnAssign):
+        yield from ((c, _name(node.target)) for c in _strings(node.value))
+
+
+def _listed_values(node: ast.AST) -> list[ast.Constant]:
+    """The items of a tuple/list/set/Literal made only of string constants (at least two)."""
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        elts = list(node.elts)
+    elif isinstance(node, ast.Subscript) and _name(node.value) == "Literal":
+        elts = _elements(node.slice)
+    else:
+        return []
+    items = [c for c in elts if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+    return items if len(items) > 1 and len(items) == len(elts) else []
+
+
 def raw_literals(source: str, filename: str = "<source>") -> list[str]:
     """``file:line: 'value' (vocabulary)`` for each vocabulary value written as a plain string where it applies."""
-    found: list[str] = []
-
-    def flag(strings: Iterator[ast.Constant], holder: str | None) -> None:
-        constants = list(strings)
-        for vocabulary, names, values in VOCABULARIES:
-            if holder in names:
-                found.extend(
-                    f"{filename}:{c.lineno}: {c.value!r} ({vocabulary})" for c in constants if c.value in values
-                )
-
+    found: set[str] = set()
     for node in ast.walk(ast.parse(source, filename)):
-        if isinstance(node, ast.Compare):
-            sides = [node.left, *node.comparators]
-            for side in sides:
-                holder = _name(side)
-                for other in sides:
-                    if other is not side:
-                        flag(_strings(other), holder)
-        elif isinstance(node, ast.keyword):
-            flag(_strings(node.value), node.arg)
-        elif isinstance(node, ast.Assign):
-            for target in node.targets:
-                flag(_strings(node.value), _name(target))
-        elif isinstance(node, ast.AnnAssign):
-            flag(_strings(node.value), _name(node.target))
-        elif isinstance(node, (ast.Tuple, ast.List, ast.Set)) or (
-            isinstance(node, ast.Subscript) and _name(node.value) == "Literal"
-        ):
-            # A collection (or a Literal) made only of one vocabulary's values is a list of its members.
-            elts = node.elts if not isinstance(node, ast.Subscript) else _elements(node.slice)
-            items = [c for c in elts if isinstance(c, ast.Constant) and isinstance(c.value, str)]
-            if len(items) > 1 and len(items) == len(elts):
-                for vocabulary, _names, values in VOCABULARIES:
-                    if all(c.value in values for c in items):
-                        found.extend(f"{filename}:{c.lineno}: {c.value!r} ({vocabulary})" for c in items)
-                        break
-    return sorted(set(found))
+        for constant, holder in _held_values(node):
+            for vocabulary, names, values in VOCABULARIES:
+                if holder in names and constant.value in values:
+                    found.add(f"{filename}:{constant.lineno}: {constant.value!r} ({vocabulary})")
+        # A collection (or a Literal) made only of one vocabulary's values is a list of its members.
+        items = _listed_values(node)
+        listed = (v for v, _names, values in VOCABULARIES if items and all(c.value in values for c in items))
+        vocabulary = next(listed, None)
+        if vocabulary:
+            found.update(f"{filename}:{c.lineno}: {c.value!r} ({vocabulary})" for c in items)
+    return sorted(found)
 
 
 def _sources() -> Iterator[Path]:
