@@ -17,8 +17,9 @@ patient value:
 XDSRegistryMetadataError                  a required slot, classification or identifier missing or
                                           malformed (DMP cardinalities, DOMAIN.md §5.1); a code outside
                                           the DMP value set (JDV_J57 classCode, JDV_J58 confidentialityCode,
-                                          JDV_J60 formatCode) or from the wrong code system (J59, J61, J04,
-                                          J07); patientId not ``INS^^^&OID&ISO^NH``; a uniqueId that is not
+                                          JDV_J60 formatCode, J07 typeCode, J04 practice setting, TRE_R02 of
+                                          J02 for the facility) or from the wrong code system (J59);
+                                          patientId not ``INS^^^&OID&ISO^NH``; a uniqueId that is not
                                           an OID[^ext]; a missing HasMember; an unknown RPLC target; a folder
 XDSRepositoryMetadataError                hash or size not those of the attached document (ITI TF-2b
                                           §3.41.4.1.3), a document that is not valid base64, a mimeType the
@@ -45,9 +46,10 @@ association), signed with the key that signed the VIHF and covering the
 digest of every document; VIHF roles are checked against JDV_J65, and
 Identifiant_Structure against the lot's authorInstitution. The full table of
 checks, each with its source and answer, is ``DMP.md`` beside this module
-(one test per row). typeCode is checked against JDV_J07. Not checked: healthcareFacilityTypeCode,
-practiceSettingCode and contentTypeCode beyond their code system, the
-typeCode → classCode correspondence, the CDA content (schematrons), consent,
+(one test per row). typeCode is checked against JDV_J07, healthcareFacilityTypeCode against the
+TRE_R02 codes of JDV_J02, practiceSettingCode against JDV_J04, all by code. Not checked:
+contentTypeCode beyond its code system (JDV_J59 is not in the sources read), the
+typeCode → classCode correspondence (ASS_X04, likewise), the CDA content (schematrons), consent,
 the author's habilitation, and the VIHF issuer's trust chain unless pinned.
 
 FindDocuments leaves out MASQUE_PS documents for professionals other than
@@ -188,8 +190,25 @@ FORMAT_CODES = {
 # Code systems of the value sets checked by system only (DOMAIN.md §5.1 table).
 # LOINC, TRE_A05, and ASTM for the lot's signature document (typeCode E1762, DOMAIN.md §5.1).
 TYPE_CODE_SYSTEMS = frozenset({"2.16.840.1.113883.6.1", "1.2.250.1.213.1.1.4.12", "ASTM"})
-FACILITY_TYPE_SYSTEMS = frozenset({"1.2.250.1.71.4.2.4"})  # TRE_R02-SecteurActivite (JDV_J61)
-PRACTICE_SETTING_SYSTEMS = frozenset({"1.2.250.1.213.1.1.4.9"})  # TRE_A01-CadreExercice (JDV_J04)
+_TRE_R02 = "1.2.250.1.71.4.2.4"  # TRE_R02-SecteurActivite, the code system of JDV_J61
+
+
+def _published(name: str, systems: frozenset[str] | None = None) -> dict[str, frozenset[str]]:
+    """A shipped value set as {code system: codes}, optionally kept to some code systems."""
+    vs = value_set(name)
+    out: dict[str, set[str]] = {}
+    for code, code_systems in vs.systems.items():
+        for system in code_systems:
+            if systems is None or system in systems:
+                out.setdefault(system, set()).add(code)
+    return {system: frozenset(codes) for system, codes in out.items()}
+
+
+# healthcareFacilityTypeCode: JDV_J61-HealthcareFacilityTypeCode-DMP takes TRE_R02 sectors (S18 mapping); the J61
+# file itself is not in the sources read, so its codes are those of TRE_R02 in JDV_J02 (CI-SIS), checked by code.
+FACILITY_TYPE_CODES = _published("JDV_J02_XdsHealthcareFacilityTypeCode_CISIS", frozenset({_TRE_R02}))
+# practiceSettingCode: JDV_J04-XdsPracticeSettingCode-CISIS (S18 mapping), by code and code system.
+PRACTICE_SETTING_CODES = _published("JDV_J04_XdsPracticeSettingCode_CISIS")
 CONTENT_TYPE_SYSTEMS = frozenset({"1.2.250.1.213.2.2"})  # TRE_R209-TypeActivite (JDV_J59)
 MIME_TYPES = frozenset({"text/xml", "application/xslt+xml", "application/dicom"})
 _DOCUMENT_SLOTS = ("creationTime", "languageCode", "legalAuthenticator", "serviceStartTime", "sourcePatientId")
@@ -750,6 +769,25 @@ class _Submission:
             self.err("XDSRegistryMetadataError", _ctx(e, "objectType must be the stable DocumentEntry type"))
         if e.mime_type not in MIME_TYPES:
             self.err("XDSRepositoryMetadataError", _ctx(e, "mimeType not accepted by the DMP"))
+        self.document_slots(e)
+        if not e.title:
+            self.err("XDSRegistryMetadataError", _ctx(e, "title (Name) is required"))
+        self.authors(e, DE.AUTHOR)
+        self.document_codes(e)
+
+        patient = self.patient_id(e, DE.PATIENT_ID)
+        if self.lot is not None and patient and patient != self.lot.identifiers.get(SS.PATIENT_ID):
+            self.err("XDSPatientIdDoesNotMatch", _ctx(e, "patientId differs from the SubmissionSet patientId"))
+
+        content = self.document_content(e)
+        unique = e.identifiers.get(DE.UNIQUE_ID, "")
+        if not unique:
+            self.err("XDSRegistryMetadataError", _ctx(e, "XDSDocumentEntry.uniqueId is required"))
+        elif self.unique_id_format(e, unique, "XDSDocumentEntry.uniqueId", allow_extension=True):
+            self.document_unique_id(e, unique, content, seen)
+
+    def document_slots(self, e: RegistryObject) -> None:
+        """The DocumentEntry's required slots, once each, and the form of their values."""
         for name in _DOCUMENT_SLOTS:
             if len(e.slots.get(name, [])) != 1 or not e.slot(name):
                 self.err("XDSRegistryMetadataError", _ctx(e, f"slot {name} is required once"))
@@ -763,9 +801,9 @@ class _Submission:
             self.err("XDSRegistryMetadataError", _ctx(e, "legalAuthenticator must be an XCN with id and authority"))
         if e.slot("sourcePatientId") and parse_cx(e.slot("sourcePatientId")) is None:
             self.err("XDSRegistryMetadataError", _ctx(e, "sourcePatientId must be a CX"))
-        if not e.title:
-            self.err("XDSRegistryMetadataError", _ctx(e, "title (Name) is required"))
-        self.authors(e, DE.AUTHOR)
+
+    def document_codes(self, e: RegistryObject) -> None:
+        """The DocumentEntry's classifications, each from its value set (typeCode from JDV_J07)."""
         self.coded(e, DE.CLASS_CODE, CLASS_CODES)
         self.coded(e, DE.TYPE_CODE, TYPE_CODE_SYSTEMS)
         typ = e.code(DE.TYPE_CODE)
@@ -774,38 +812,31 @@ class _Submission:
             if typ.code not in j07 or typ.coding_scheme not in j07.systems[typ.code]:
                 self.err("XDSRegistryMetadataError", _ctx(e, f"typeCode: code {typ.code} not in JDV_J07"))
         self.coded(e, DE.FORMAT_CODE, FORMAT_CODES)
-        self.coded(e, DE.HEALTHCARE_FACILITY_TYPE_CODE, FACILITY_TYPE_SYSTEMS)
-        self.coded(e, DE.PRACTICE_SETTING_CODE, PRACTICE_SETTING_SYSTEMS)
+        self.coded(e, DE.HEALTHCARE_FACILITY_TYPE_CODE, FACILITY_TYPE_CODES)
+        self.coded(e, DE.PRACTICE_SETTING_CODE, PRACTICE_SETTING_CODES)
         self.coded(e, DE.CONFIDENTIALITY_CODE, CONFIDENTIALITY_CODES, high=4)
         levels = [c for c in e.codes(DE.CONFIDENTIALITY_CODE) if c.coding_scheme == "2.16.840.1.113883.5.25"]
         if len(levels) != 1:
             self.err("XDSRegistryMetadataError", _ctx(e, "confidentialityCode: exactly one of N, R, V is required"))
 
-        patient = self.patient_id(e, DE.PATIENT_ID)
-        if self.lot is not None and patient and patient != self.lot.identifiers.get(SS.PATIENT_ID):
-            self.err("XDSPatientIdDoesNotMatch", _ctx(e, "patientId differs from the SubmissionSet patientId"))
-
-        content = self.document_content(e)
-        unique = e.identifiers.get(DE.UNIQUE_ID, "")
-        if not unique:
-            self.err("XDSRegistryMetadataError", _ctx(e, "XDSDocumentEntry.uniqueId is required"))
-        elif self.unique_id_format(e, unique, "XDSDocumentEntry.uniqueId", allow_extension=True):
-            if unique in seen:
-                self.err("XDSRegistryDuplicateUniqueIdInMessage", _ctx(e, "uniqueId used twice in this request"))
-            seen.add(unique)
-            existing = self.sb.by_unique_id(unique)
-            if existing is not None and content is not None:
-                # ITI TF-3 Table 4.2.4.1-2: a known uniqueId with other content is NonIdentical*, else a duplicate.
-                if existing.hash != hashlib.sha1(content).hexdigest():
-                    self.err("XDSNonIdenticalHash", _ctx(e, "uniqueId already registered with another hash"))
-                elif existing.size != len(content):
-                    self.err("XDSNonIdenticalSize", _ctx(e, "uniqueId already registered with another size"))
-                else:
-                    self.err("XDSDuplicateUniqueIdInRegistry", _ctx(e, "uniqueId already registered"))
-            elif existing is not None:
+    def document_unique_id(self, e: RegistryObject, unique: str, content: bytes | None, seen: set[str]) -> None:
+        """A well-formed uniqueId not used twice in the request nor already registered (or with other content)."""
+        if unique in seen:
+            self.err("XDSRegistryDuplicateUniqueIdInMessage", _ctx(e, "uniqueId used twice in this request"))
+        seen.add(unique)
+        existing = self.sb.by_unique_id(unique)
+        if existing is not None and content is not None:
+            # ITI TF-3 Table 4.2.4.1-2: a known uniqueId with other content is NonIdentical*, else a duplicate.
+            if existing.hash != hashlib.sha1(content).hexdigest():
+                self.err("XDSNonIdenticalHash", _ctx(e, "uniqueId already registered with another hash"))
+            elif existing.size != len(content):
+                self.err("XDSNonIdenticalSize", _ctx(e, "uniqueId already registered with another size"))
+            else:
                 self.err("XDSDuplicateUniqueIdInRegistry", _ctx(e, "uniqueId already registered"))
-            elif _UUID_ID.fullmatch(e.id) and e.id in self.sb.documents:
-                self.err("XDSRegistryMetadataError", _ctx(e, "entryUUID already in the registry"))
+        elif existing is not None:
+            self.err("XDSDuplicateUniqueIdInRegistry", _ctx(e, "uniqueId already registered"))
+        elif _UUID_ID.fullmatch(e.id) and e.id in self.sb.documents:
+            self.err("XDSRegistryMetadataError", _ctx(e, "entryUUID already in the registry"))
 
     def document_content(self, e: RegistryObject) -> bytes | None:
         doc = self.p.documents.get(e.id)

@@ -11,9 +11,10 @@ patientId                       CDA recordTarget/patientRole/id with an INS root
                                 ``<INS>^^^&<OID>&ISO^NH``; refused when there is none
 sourcePatientId                 the IPP (``^PI``), or the INS when there is no local id
 sourcePatientInfo               PID-5 (birth name, XPN-7 ``L``), PID-7, PID-8, PID-11 (``BDL`` + COG)
-authorPerson / Institution /    author/assignedAuthor (XCN), its representedOrganization (XON),
-Specialty / Role                its code, author/functionCode
-legalAuthenticator              legalAuthenticator/assignedEntity (XCN)
+authorPerson / Institution /    author/assignedAuthor (XCN), its representedOrganization (XON; the
+Specialty / Role                ``structure`` setting when the CDA names none), its code, author/functionCode
+legalAuthenticator              legalAuthenticator/assignedEntity (XCN); the ``submitter`` setting when
+                                the CDA has none and the submitter is a person (never a device)
 uniqueId                        ClinicalDocument/id as ``root^extension``
 creationTime                    effectiveTime, in UTC
 serviceStart/StopTime           documentationOf/serviceEvent/effectiveTime low/high, in UTC
@@ -416,6 +417,52 @@ def _dtm(value: str | None, where: str, *, required: bool) -> str:
 # --------------------------------------------------------------------------- builder
 
 
+def _patient_ids(header: Mapping[str, str], config: XdsMetadataConfig) -> tuple[str, str]:
+    """patientId (the INS, CX-5 NH) and sourcePatientId (the local id when known) of the DocumentEntry.
+
+    DOMAIN.md §5.1, §9.2: CX-5 NH in XDS, empty HD namespace; the INS must be one the environment accepts.
+    """
+    ins, ins_oid = header.get("ins"), header.get("ins_oid")
+    if not ins or not ins_oid:
+        raise MappingError(
+            "the patient has no INS (recordTarget/patientRole/id with an INS root): the DMP needs a qualified INS",
+            location="/ClinicalDocument/recordTarget/patientRole/id",
+        )
+    try:
+        InsPolicy.for_environment(config.environment).require(ins, ins_oid)
+    except MessageError as exc:
+        raise MappingError(exc.reason, location="/ClinicalDocument/recordTarget/patientRole/id") from None
+    patient_id = hl7.cx(ins, ins_oid, "NH")
+    if header.get("ipp") and header.get("ipp_oid"):
+        return patient_id, hl7.cx(header["ipp"], header["ipp_oid"], "PI")
+    return patient_id, patient_id
+
+
+def _facility_and_setting(doc: etree._Element, config: XdsMetadataConfig) -> tuple[Code, Code]:
+    """healthcareFacilityTypeCode and practiceSettingCode: configured, else read from the CDA header."""
+    facility = _code_from(config.healthcare_facility_type_code) or _coded(
+        _first(doc, "h:componentOf/h:encompassingEncounter/h:location/h:healthCareFacility/h:code")
+    )
+    if facility is None:
+        raise MappingError(
+            "no healthcareFacilityTypeCode: neither configured nor in healthCareFacility/code",
+            location="/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+        )
+    setting = _code_from(config.practice_setting_code) or _coded(
+        _first(
+            doc,
+            "h:documentationOf/h:serviceEvent/h:performer/h:assignedEntity/h:representedOrganization/"
+            "h:standardIndustryClassCode",
+        )
+    )
+    if setting is None:
+        raise MappingError(
+            "no practiceSettingCode: neither configured nor in standardIndustryClassCode",
+            location="/ClinicalDocument/documentationOf/serviceEvent/performer",
+        )
+    return facility, setting
+
+
 def build_submission(
     document: bytes,
     config: XdsMetadataConfig,
@@ -444,22 +491,7 @@ def build_submission(
     except MessageError as exc:
         raise MappingError(f"not a usable CDA document: {exc.reason}", location=exc.location) from None
 
-    # -- patient (DOMAIN.md §5.1, §9.2: CX-5 NH in XDS, empty HD namespace)
-    ins, ins_oid = header.get("ins"), header.get("ins_oid")
-    if not ins or not ins_oid:
-        raise MappingError(
-            "the patient has no INS (recordTarget/patientRole/id with an INS root): the DMP needs a qualified INS",
-            location="/ClinicalDocument/recordTarget/patientRole/id",
-        )
-    try:
-        InsPolicy.for_environment(config.environment).require(ins, ins_oid)
-    except MessageError as exc:
-        raise MappingError(exc.reason, location="/ClinicalDocument/recordTarget/patientRole/id") from None
-    patient_id = hl7.cx(ins, ins_oid, "NH")
-    if header.get("ipp") and header.get("ipp_oid"):
-        source_patient_id = hl7.cx(header["ipp"], header["ipp_oid"], "PI")
-    else:
-        source_patient_id = patient_id
+    patient_id, source_patient_id = _patient_ids(header, config)
     source_patient_info = _source_patient_info(doc)
 
     # -- identity of the document
@@ -481,38 +513,27 @@ def build_submission(
 
     # -- codes
     format_code = _format_code(doc, mapping, type_code.code)
-    facility = _code_from(config.healthcare_facility_type_code) or _coded(
-        _first(doc, "h:componentOf/h:encompassingEncounter/h:location/h:healthCareFacility/h:code")
-    )
-    if facility is None:
-        raise MappingError(
-            "no healthcareFacilityTypeCode: neither configured nor in healthCareFacility/code",
-            location="/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
-        )
-    setting = _code_from(config.practice_setting_code) or _coded(
-        _first(
-            doc,
-            "h:documentationOf/h:serviceEvent/h:performer/h:assignedEntity/h:representedOrganization/"
-            "h:standardIndustryClassCode",
-        )
-    )
-    if setting is None:
-        raise MappingError(
-            "no practiceSettingCode: neither configured nor in standardIndustryClassCode",
-            location="/ClinicalDocument/documentationOf/serviceEvent/performer",
-        )
+    facility, setting = _facility_and_setting(doc, config)
     confidentiality = _confidentiality(doc, config, meta)
 
     # -- people
-    authors = tuple(_author(a, i) for i, a in enumerate(_all(doc, "h:author"), start=1))
+    # The CDA header says who wrote and who validated; the route's settings only fill what it leaves out
+    # (an author without representedOrganization: the configured structure; no legalAuthenticator: the
+    # configured submitter when it is a person, never a device).
+    structure = hl7.xon(config.structure.name, config.structure.authority_oid, config.structure.id_nat)
+    authors = tuple(_author(a, i, structure) for i, a in enumerate(_all(doc, "h:author"), start=1))
     if not authors:
         raise MappingError("ClinicalDocument/author is required (XDS author)", location="/ClinicalDocument/author")
     legal = _first(doc, "h:legalAuthenticator/h:assignedEntity")
-    if legal is None:
+    submitter = config.submitter
+    if legal is not None:
+        legal_xcn = _person_xcn(legal, "/ClinicalDocument/legalAuthenticator/assignedEntity")
+    elif submitter is not None and not submitter.device and submitter.authority_oid == PS_ID_ROOT:
+        legal_xcn = hl7.xcn(submitter.id, submitter.family, submitter.given, PS_ID_ROOT, name_type="D", id_type="IDNPS")
+    else:
         raise MappingError(
             "legalAuthenticator is required for the DMP", location="/ClinicalDocument/legalAuthenticator"
         )
-    legal_xcn = _person_xcn(legal, "/ClinicalDocument/legalAuthenticator/assignedEntity")
 
     # -- times (ITI TF-3 §4.2.3.1.7: DTM in UTC)
     creation = _dtm(header.get("effective_time"), "/ClinicalDocument/effectiveTime", required=True)
@@ -649,12 +670,12 @@ def _source_patient_info(doc: etree._Element) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _author(author: etree._Element, index: int) -> Author:
+def _author(author: etree._Element, index: int, fallback_institution: str) -> Author:
     where = f"/ClinicalDocument/author[{index}]/assignedAuthor"
     assigned = _first(author, "h:assignedAuthor")
     if assigned is None:
         raise MappingError(f"{where} is missing", location=where)
-    institution = _organization_xon(_first(assigned, "h:representedOrganization"))
+    institution = _organization_xon(_first(assigned, "h:representedOrganization")) or fallback_institution
     specialty = _coded(_first(assigned, "h:code"))
     role = _coded(_first(author, "h:functionCode"))
     return Author(

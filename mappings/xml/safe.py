@@ -20,7 +20,11 @@ closes the classic XML attack surface:
   while parsing, so a hostile document is abandoned after at most one chunk
   past the limit: total size, element depth, element count, attribute length.
   The 10 MB text cap also bounds a CDA level 1 body: its base64 ``text`` is
-  one text node, so an embedded file over about 7.5 MB is refused.
+  one text node, so an embedded file over about 7.5 MB is refused. When the
+  input is too small to break the element or attribute limit and the depth
+  limit is libxml2's own, it is parsed in one call instead (no Python work per
+  element); whatever that refuses is parsed again the chunked way, so every
+  refusal reads the same.
 
 Refusals raise :class:`hub.errors.TooLarge` (input size) or
 :class:`hub.errors.ParseError` (everything else). Their reasons and locations
@@ -29,6 +33,8 @@ entity names, so they are replaced by a fixed text chosen from the error code.
 """
 
 from __future__ import annotations
+
+import threading
 
 from lxml import etree
 
@@ -96,6 +102,35 @@ class _DenyResolver(etree.Resolver):
         return self.resolve_string("", context)
 
 
+def _check_input(
+    data: bytes | bytearray | memoryview, max_bytes: int, max_depth: int, max_attribute_chars: int, max_elements: int
+) -> bytes:
+    """The input as bytes once the limits are sane and it is small enough, not empty and declares no DOCTYPE."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("parse_xml takes bytes; decode nothing before parsing")
+    if not 1 <= max_depth <= LIBXML2_MAX_DEPTH:
+        raise ValueError(f"max_depth must be between 1 and {LIBXML2_MAX_DEPTH}")
+    if max_bytes < 1 or max_attribute_chars < 1 or max_elements < 1:
+        raise ValueError("XML limits must be positive")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise TooLarge(f"XML document over {max_bytes} bytes")
+    if not data.strip(_XML_SPACE):
+        raise ParseError("empty XML document")
+    if _declares_doctype(data):
+        raise ParseError("DOCTYPE declarations are not allowed", location="prolog")
+    return data
+
+
+def _check_attribute_lengths(element: etree._Element, max_attribute_chars: int) -> None:
+    for value in element.attrib.values():
+        if len(value) > max_attribute_chars:
+            raise ParseError(
+                f"attribute value longer than {max_attribute_chars} characters",
+                location=_line(element),
+            )
+
+
 def parse_xml(
     data: bytes | bytearray | memoryview,
     *,
@@ -119,20 +154,60 @@ def parse_xml(
     declares a DOCTYPE, tries to load an external resource or breaks a limit.
     ``ValueError`` means a limit argument itself is out of range.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError("parse_xml takes bytes; decode nothing before parsing")
-    if not 1 <= max_depth <= LIBXML2_MAX_DEPTH:
-        raise ValueError(f"max_depth must be between 1 and {LIBXML2_MAX_DEPTH}")
-    if max_bytes < 1 or max_attribute_chars < 1 or max_elements < 1:
-        raise ValueError("XML limits must be positive")
-    data = bytes(data)
-    if len(data) > max_bytes:
-        raise TooLarge(f"XML document over {max_bytes} bytes")
-    if not data.strip(_XML_SPACE):
-        raise ParseError("empty XML document")
-    if _declares_doctype(data):
-        raise ParseError("DOCTYPE declarations are not allowed", location="prolog")
+    data = _check_input(data, max_bytes, max_depth, max_attribute_chars, max_elements)
+    # An element takes at least 4 bytes ("<a/>") and an attribute value at most one character per
+    # byte, so below these sizes only the depth can break a limit, and at the default depth libxml2
+    # refuses deeper documents by itself: one libxml2 parse with no Python per element is enough.
+    if max_depth == LIBXML2_MAX_DEPTH and len(data) <= 4 * max_elements and len(data) <= max_attribute_chars:
+        root = _parse_whole(data)
+        if root is not None:
+            return root
+    return _parse_in_chunks(data, max_depth, max_attribute_chars, max_elements)
 
+
+class _WholeParser(threading.local):
+    """One XMLParser and its resolver per thread (lxml parsers are not shared between threads)."""
+
+    def __init__(self) -> None:
+        self.resolver = _DenyResolver()
+        self.parser = etree.XMLParser(
+            resolve_entities=False,
+            load_dtd=False,
+            dtd_validation=False,
+            attribute_defaults=False,
+            no_network=True,
+            huge_tree=False,
+            collect_ids=False,
+            recover=False,
+        )
+        self.parser.resolvers.add(self.resolver)
+
+
+_whole = _WholeParser()
+
+
+def _parse_whole(data: bytes) -> etree._Element | None:
+    """The root of ``data`` parsed in one call, or None when it is refused for any reason.
+
+    A refusal is left to :func:`_parse_in_chunks`, which parses again and gives the one reason
+    and location the module documents, so the fast path never changes what a refusal says.
+    """
+    state = _whole
+    state.resolver.attempted = False
+    try:
+        root = etree.fromstring(data, state.parser)
+    except etree.XMLSyntaxError:
+        return None
+    if state.resolver.attempted or root is None:
+        return None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        return None
+    return root
+
+
+def _parse_in_chunks(data: bytes, max_depth: int, max_attribute_chars: int, max_elements: int) -> etree._Element:
+    """The push parser with every limit checked between chunks (the reference path of :func:`parse_xml`)."""
     resolver = _DenyResolver()
     parser = etree.XMLPullParser(
         events=("start", "end"),
@@ -171,18 +246,11 @@ def parse_xml(
                     doctype_checked = True
                     _refuse_dtd(element)
                 if depth > max_depth:
-                    raise ParseError(
-                        f"elements nested deeper than {max_depth} levels", location=_line(element)
-                    )
+                    raise ParseError(f"elements nested deeper than {max_depth} levels", location=_line(element))
                 if elements > max_elements:
                     raise ParseError(f"more than {max_elements} elements", location=_line(element))
                 if check_attributes:
-                    for value in element.attrib.values():
-                        if len(value) > max_attribute_chars:
-                            raise ParseError(
-                                f"attribute value longer than {max_attribute_chars} characters",
-                                location=_line(element),
-                            )
+                    _check_attribute_lengths(element, max_attribute_chars)
         root = parser.close()
     except etree.XMLSyntaxError as exc:
         raise _translate(exc) from None
