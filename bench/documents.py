@@ -21,7 +21,10 @@ Method
   message ``received_at``); latency per document = that delivery time -
   its receipt, p50 / p99.
 * CPU: user+system ticks of each process (/proc/<pid>/stat) over the same
-  window, as a share of one core; the load generator's own share is shown too.
+  window, per document and as a share of one core; the load generator's own
+  share is shown too, and the 1-minute load average at the end (other work on
+  the machine slows the wall-clock figures, far less the CPU per document).
+  `bench/document_stages.py` splits the hub's and the sandbox's CPU per stage.
 
 Run: `.venv/bin/python bench/documents.py --documents 2000 --connections 8 --in-flight 8`.
 """
@@ -248,6 +251,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "latency_p50_ms": round(q[49] * 1000, 1),
             "latency_p99_ms": round(q[98] * 1000, 1),
             "latency_max_ms": round(lat[-1] * 1000, 1),
+            "hub_cpu_ms_per_doc": round(used["hub"] / hz * 1000 / len(rows), 1),
+            "sandbox_cpu_ms_per_doc": round(used["sandbox"] / hz * 1000 / len(rows), 1),
+            "load_average_1min": round(os.getloadavg()[0], 1),
             "cpu_hub_core_share": round(used["hub"] / hz / wall, 2),
             "cpu_sandbox_core_share": round(used["sandbox"] / hz / wall, 2),
             "cpu_loadgen_core_share": round(used["bench"] / hz / wall, 2),

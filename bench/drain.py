@@ -24,6 +24,12 @@ Method
   patient's sequence numbers only increase), duplicates counted (a redelivery
   after a lost ACK is allowed by MLLP's at-least-once contract, but none is expected here).
 * RSS of the hub process (VmRSS) after the ingest and after the drain, and its peak (VmHWM).
+* CPU time of the hub process (user + system, /proc/<pid>/stat) per message, for the ingest and for
+  the drain: unlike the rates, it hardly moves with what else loads the machine. The load average
+  (1 min) is printed at the start and the end of each run.
+* After the drain, what the store carries: SQLite's page and freelist counts (pages of deleted rows
+  kept for reuse), PostgreSQL's dead row versions and manual VACUUMs of ``hub_deliveries``
+  (``pg_stat_user_tables``; the hub's own maintenance task vacuums it, see hub/store/pg_maintenance.py).
 * `--steps map` gives the route an `hl7v2_map` step (MSH-5/MSH-6 set: a new body per delivery),
   `--steps validate` the hl7apy `hl7v2_validate` step (the body unchanged); `--refuse-first` makes the
   receiver answer AE to the first copy of every message (the retry comes 0.05-0.2 s later), so every
@@ -45,6 +51,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -61,6 +68,35 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.mllp.framing import CR, FS, VT, FrameReader, frame  # noqa: E402
 from bench.mllp_ingest import ADT, free_port, machine, peak_rss_mb, wait_port  # noqa: E402
+
+
+def cpu_secs(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def store_state(kind: str, path: Path, dsn: str, schema: str) -> dict[str, object]:
+    """What the store carries after the drain (see the module docstring)."""
+    if kind == "sqlite":
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return {
+                "sqlite_pages": db.execute("PRAGMA page_count").fetchone()[0],
+                "sqlite_freelist_pages": db.execute("PRAGMA freelist_count").fetchone()[0],
+            }
+        finally:
+            db.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT n_dead_tup, n_live_tup, vacuum_count FROM pg_stat_user_tables"
+            " WHERE schemaname = $1 AND relname = 'hub_deliveries'",
+            schema,
+        )
+    finally:
+        await conn.close()
+    return {"pg_deliveries_dead_rows": row[0], "pg_deliveries_live_rows": row[1], "pg_hub_vacuums": row[2]}
 
 
 def rss_mb(pid: int) -> float:
@@ -104,8 +140,10 @@ class Receiver:
             if msh[9] not in self.refused:
                 self.refused.add(msh[9])
                 self.refused.add(digest)
-                return b"MSH|^~\\&|DPI|CHU-BENCH|GAM|CHU-BENCH|20250101120000||ACK^A01^ACK|A" + msh[9] + (
-                    b"|P|2.5\rMSA|AE|" + msh[9] + b"\r"
+                return (
+                    b"MSH|^~\\&|DPI|CHU-BENCH|GAM|CHU-BENCH|20250101120000||ACK^A01^ACK|A"
+                    + msh[9]
+                    + (b"|P|2.5\rMSA|AE|" + msh[9] + b"\r")
                 )
             if digest not in self.refused:
                 self.sent_differently += 1
@@ -235,12 +273,16 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
     receiver = Receiver(n, args.refuse_first)
     try:
         await wait_port(port)
+        load_start = os.getloadavg()[0]
+        cpu0 = cpu_secs(proc.pid)
         t0 = time.perf_counter()
         quota = [n]
         refused: Counter[str] = Counter()
         await asyncio.gather(*(send_n(port, i, quota, args.patients, refused) for i in range(args.connections)))
         ingest_secs = time.perf_counter() - t0
         rss_after_ingest = rss_mb(proc.pid)
+        cpu_ingest = cpu_secs(proc.pid) - cpu0
+        cpu1 = cpu_secs(proc.pid)
         await receiver.start(peer_port)
         up = time.perf_counter()
         print(f"# {store_kind} n={n}: ingested in {ingest_secs:.1f}s, receiver up (hub pid {proc.pid})", flush=True)
@@ -249,6 +291,7 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
         end = receiver.last_at or time.perf_counter()
         first = receiver.first_at or end
         drained = len(receiver.seen)
+        cpu_drain = cpu_secs(proc.pid) - cpu1
         result: dict[str, object] = {
             "store": store_kind,
             "n": n,
@@ -266,6 +309,10 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
             "hub_rss_after_ingest_mb": round(rss_after_ingest, 1),
             "hub_rss_after_drain_mb": round(rss_mb(proc.pid), 1),
             "hub_peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+            "hub_cpu_ms_per_msg_ingest": round(1000 * cpu_ingest / n, 3),
+            "hub_cpu_ms_per_msg_drain": round(1000 * cpu_drain / max(drained, 1), 3),
+            "load_avg_start_end": [round(load_start, 1), round(os.getloadavg()[0], 1)],
+            **await store_state(store_kind, folder / "hub.db", args.pg_dsn, schema),
         }
         print(json.dumps(result), flush=True)
         return result

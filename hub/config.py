@@ -63,6 +63,14 @@ class StoreConfig(_Model):
     )
     pool_size: int = Field(8, ge=2, le=200, description="PostgreSQL connections held by this process.")
     max_batch: int = Field(512, ge=1, le=10_000, description="Most messages committed in one group-commit transaction.")
+    index_delay_secs: float = Field(
+        0.05,
+        ge=0,
+        le=86_400,
+        description="The content-search index is written after the commit, off the ACK path: how long committed "
+        "messages gather before they are indexed in one batch. A search says how many are not indexed yet; "
+        "what a crash left unindexed is indexed at the next start.",
+    )
     lease_secs: float = Field(
         10.0,
         gt=0,
@@ -70,6 +78,20 @@ class StoreConfig(_Model):
         "while a delivery runs, and send only under a lease renewed less than half of it ago; a dead node's "
         "deliveries are taken over after about 1.25 times it.",
     )
+    vacuum_check_secs: float = Field(
+        30.0,
+        ge=0,
+        description="PostgreSQL only: how often the hub reads pg_stat_user_tables for its hot tables (deliveries, "
+        "messages, what was sent, attempts, search keys and text) and VACUUMs (never FULL) those with too many dead "
+        "rows, whatever the server's autovacuum setting; one node of a cluster at a time. 0 turns the task off.",
+    )
+    vacuum_dead_rows: int = Field(
+        10_000,
+        ge=0,
+        description="PostgreSQL only: a hot table is vacuumed once its dead rows exceed this plus "
+        "`vacuum_dead_fraction` times its live rows.",
+    )
+    vacuum_dead_fraction: float = Field(0.05, ge=0, le=10, description="PostgreSQL only: see `vacuum_dead_rows`.")
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> StoreConfig:

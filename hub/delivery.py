@@ -1,8 +1,8 @@
 """Delivery workers: one per (route, destination), turning stored deliveries into sends.
 
-A worker claims due deliveries under a lease (at most `max_in_flight` at a
-time; the store keeps FIFO per ordering key), runs the route's steps, calls
-the outbound adapter and records the outcome:
+A worker claims due deliveries under a lease (the store keeps FIFO per
+ordering key), runs the route's steps, calls the outbound adapter (at most
+`max_in_flight` sends at a time) and records the outcome:
 
 * ACCEPT → ``delivered``;
 * RETRY → ``pending`` again after an exponential backoff with jitter, capped,
@@ -41,8 +41,19 @@ delivery was taken back, never sends it. A dead node's leases simply expire,
 and any node's lease recovery gives its deliveries back within
 ``lease_secs`` plus a quarter of it.
 
-On shutdown the worker stops claiming, lets in-flight sends finish for a grace
-period, then cancels the rest and gives their deliveries back to the store.
+Claiming ahead: besides the deliveries being sent, a worker holds up to
+``max_in_flight`` more, claimed and leased, in a local FIFO queue, and starts
+the next one the moment a send's slot frees, without a round trip to the store
+(whose claim may wait behind an outcome commit). The store hands out a key's
+next delivery only once the earlier one's outcome is committed, so a key has
+at most one delivery held here and the local queue cannot reorder a key. What
+is queued is renewed like everything held, and given back to the store (its
+attempt uncounted) when the circuit opens, the queue is paused, or the worker
+stops: nothing waits on a worker that will not send it.
+
+On shutdown the worker stops claiming, gives back what it had queued, lets
+in-flight sends finish for a grace period, then cancels the rest and gives
+their deliveries back to the store.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
@@ -86,6 +98,8 @@ STORE_BACKOFF_FIRST_SECS = 0.2
 STORE_BACKOFF_MAX_SECS = 5.0
 #: Deliveries a worker may have between claim and recorded outcome, as a multiple of max_in_flight.
 _RECORDING_FACTOR = 4
+#: Deliveries claimed ahead of free send slots (held in the worker's local queue), as a multiple of max_in_flight.
+PREFETCH_FACTOR = 1
 
 
 def backoff_secs(policy: RetryPolicy, attempts: int, rand: Callable[[], float] = random.random) -> float:
@@ -140,6 +154,10 @@ class DestinationWorker:
         # next sends do not wait on the store's commit; FIFO per key is the store's, which does not offer
         # a key's next delivery before this one's outcome is committed.
         self._sending: set[int] = set()
+        # Claimed ahead of a free send slot, in claim order (see the module docstring: claiming ahead).
+        self._ready: deque[Claimed] = deque()
+        self.prefetch = PREFETCH_FACTOR * policy.max_in_flight
+        self.given_back = 0  # deliveries claimed ahead then released unsent (circuit open, pause, stop)
         self._stopping = False
         self._claimed_at = utcnow()
         self._task: asyncio.Task[None] | None = None
@@ -160,6 +178,16 @@ class DestinationWorker:
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def queued(self) -> int:
+        """Deliveries claimed ahead and waiting here for a send slot."""
+        return len(self._ready)
+
+    @property
+    def queued_ids(self) -> list[int]:
+        """Ids of the deliveries claimed ahead, in the order they will be sent."""
+        return [c.delivery.id for c in self._ready]
 
     @property
     def held_leases(self) -> frozenset[int]:
@@ -186,6 +214,7 @@ class DestinationWorker:
             if not done:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._give_back_queued("shutdown")
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight), timeout=grace_secs)
             left = {self._inflight[t] for t in pending}
@@ -230,6 +259,10 @@ class DestinationWorker:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             await asyncio.sleep(0)  # let the sends that ended in this turn free their slots: fewer, fuller claims
+            if self._ready and (self.down_since is not None or self.paused):
+                # Nothing claimed ahead waits on a worker that will not send it now (any node may take it).
+                await self._give_back_queued("circuit open" if self.down_since is not None else "paused")
+            self._start_queued()
             free = self._room()
             claimed: list[Claimed] = []
             if self._orphans_possible and not await self._release_orphans():
@@ -258,19 +291,52 @@ class DestinationWorker:
                 self._store_backoff = 0.0
                 for c in claimed:
                     self._lease_until[c.delivery.id] = asked_at + self.lease_secs
-                    self._sending.add(c.delivery.id)
-                    task = asyncio.create_task(self._deliver(c))
-                    self._inflight[task] = c.delivery.id
-                    task.add_done_callback(self._done)
+                self._ready.extend(claimed)  # in the store's order: next_attempt_at, id
+                self._start_queued()
             if claimed and len(claimed) == free and self.down_since is None:
                 continue  # the queue may hold more, and there is room: wait for room
             await self._sleep()
 
-    async def _release_orphans(self) -> bool:
+    def _start_queued(self) -> None:
+        """Start sends from the local queue, oldest first, while there are free slots.
+
+        Circuit open: one probe at a time, and only when nothing else is in flight.
+        """
+        if self._stopping or self.paused:
+            return
+        while self._ready:
+            if self.down_since is None:
+                if len(self._sending) >= self.policy.max_in_flight:
+                    return
+            elif self._inflight:
+                return
+            c = self._ready.popleft()
+            self._sending.add(c.delivery.id)
+            task = asyncio.create_task(self._deliver(c))
+            self._inflight[task] = c.delivery.id
+            task.add_done_callback(self._done)
+
+    async def _give_back_queued(self, why: str) -> None:
+        """Release the deliveries claimed ahead (attempt uncounted) so that they wait on no one."""
+        if not self._ready:
+            return
+        ids = [c.delivery.id for c in self._ready]
+        self._ready.clear()
+        for delivery_id in ids:
+            self._lease_until.pop(delivery_id, None)
         try:
-            released = await self.store.release_orphans(
-                self.route, self.destination, owner=self.owner, keep=list(self._inflight.values())
-            )
+            await self.store.release(ids, owner=self.owner)
+        except StoreError:
+            self._store_error("release")
+            # Given back by release_orphans once the store answers again (or when their leases run out).
+            self._orphans_possible = True
+        self.given_back += len(ids)
+        log.info("queued_released", route=self.route, destination=self.destination, count=len(ids), reason=why)
+
+    async def _release_orphans(self) -> bool:
+        keep = [*self._inflight.values(), *(c.delivery.id for c in self._ready)]
+        try:
+            released = await self.store.release_orphans(self.route, self.destination, owner=self.owner, keep=keep)
         except StoreError:
             self._store_error("release_orphans")
             return False
@@ -280,13 +346,21 @@ class DestinationWorker:
         return True
 
     def _room(self) -> int:
-        """How many more deliveries to claim now: up to max_in_flight, or one probe while the circuit is open."""
+        """How many more deliveries to claim now, or one probe while the circuit is open.
+
+        Up to max_in_flight being sent plus `prefetch` queued here, within the bound on everything
+        held; once the local queue has some, a claim waits until it can take at least half of
+        `prefetch` (fewer, fuller claims: each is a round trip and, on SQLite, a write transaction).
+        """
         if self.down_since is None:
-            return min(
-                self.policy.max_in_flight - len(self._sending),
-                _RECORDING_FACTOR * self.policy.max_in_flight - len(self._inflight),
+            room = min(
+                self.policy.max_in_flight + self.prefetch - len(self._sending) - len(self._ready),
+                _RECORDING_FACTOR * self.policy.max_in_flight - len(self._inflight) - len(self._ready),
             )
-        if self._inflight or asyncio.get_running_loop().time() < self._next_probe:
+            if self._ready and room < max(1, self.prefetch // 2):
+                return 0
+            return room
+        if self._inflight or self._ready or asyncio.get_running_loop().time() < self._next_probe:
             return 0
         return 1
 
@@ -329,6 +403,7 @@ class DestinationWorker:
         delivery_id = self._inflight.pop(task, 0)
         self._sending.discard(delivery_id)
         self._lease_until.pop(delivery_id, None)
+        self._start_queued()
         self.wake.set()
 
     def _sent(self, delivery_id: int) -> None:
@@ -480,12 +555,14 @@ class DestinationWorker:
             log.error("adapter_error", destination=self.destination, delivery_id=d.id, error=type(exc).__name__)
         self._sent(d.id)
         if hold is not None:
+            self._start_queued()
             await self._hold(c, hold, started)
             return
         if reached:
             self._circuit_close()
         else:
             self._circuit_open(error)
+        self._start_queued()  # the slot goes to the next queued delivery now, not after the outcome's commit
         status, next_at = self._next_status(c, outcome, reached=reached, retry_after=retry_after)
         elapsed = (utcnow() - started).total_seconds()
         if self.on_outcome:

@@ -217,6 +217,8 @@ class Hub:
         self.supervisor.start("leases", self._recover_leases)
         self.supervisor.start("wakeups", self._listen_for_work)
         self.supervisor.start("hourly", self._flush_hourly)
+        if self.config.store.kind == "postgres" and self.config.store.vacuum_check_secs > 0:
+            self.supervisor.start("vacuum", self._vacuum_hot_tables)
         if self.config.alerts.rules:
             from hub.alerting import AlertEngine
 
@@ -439,6 +441,20 @@ class Hub:
                     self._wake_all()
             except StoreError:
                 self.metrics.store_error("recover_leases")
+
+    async def _vacuum_hot_tables(self) -> None:
+        """Keep the store's hot tables vacuumed (hub/store/pg_maintenance.py), on a connection of its own."""
+        cfg = self.config.store
+        vacuum = self.store.vacuum_hot_tables  # type: ignore[union-attr]
+        while True:
+            await asyncio.sleep(cfg.vacuum_check_secs)
+            try:
+                done = await vacuum(dead_rows=cfg.vacuum_dead_rows, dead_fraction=cfg.vacuum_dead_fraction)
+            except StoreError:
+                self.metrics.store_error("vacuum")
+                continue
+            for v in done:
+                log.info("store_vacuumed", table=v.table, dead_rows=v.dead_rows, secs=round(v.secs, 2))
 
     async def _listen_for_work(self) -> None:
         while True:

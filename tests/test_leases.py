@@ -55,7 +55,7 @@ def worker(store: Any, owner: str, port: int, lookup: Any = None, **policy: Any)
     return DestinationWorker(
         store=store,
         route="r",
-        policy=DestinationPolicy(destination="dpi", ordering_key="patient_key", max_in_flight=2, **policy),
+        policy=DestinationPolicy(**{"destination": "dpi", "ordering_key": "patient_key", "max_in_flight": 2, **policy}),
         adapter=MllpOutbound("dpi", MllpOutboundConfig(endpoint=f"127.0.0.1:{port}", ack_timeout_secs=30)),
         pipeline=Pipeline([]),
         owner=owner,

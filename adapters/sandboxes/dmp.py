@@ -17,8 +17,9 @@ patient value:
 XDSRegistryMetadataError                  a required slot, classification or identifier missing or
                                           malformed (DMP cardinalities, DOMAIN.md §5.1); a code outside
                                           the DMP value set (JDV_J57 classCode, JDV_J58 confidentialityCode,
-                                          JDV_J60 formatCode) or from the wrong code system (J59, J61, J04,
-                                          J07); patientId not ``INS^^^&OID&ISO^NH``; a uniqueId that is not
+                                          JDV_J60 formatCode, J07 typeCode, J04 practice setting, TRE_R02 of
+                                          J02 for the facility) or from the wrong code system (J59);
+                                          patientId not ``INS^^^&OID&ISO^NH``; a uniqueId that is not
                                           an OID[^ext]; a missing HasMember; an unknown RPLC target; a folder
 XDSRepositoryMetadataError                hash or size not those of the attached document (ITI TF-2b
                                           §3.41.4.1.3), a document that is not valid base64, a mimeType the
@@ -45,9 +46,10 @@ association), signed with the key that signed the VIHF and covering the
 digest of every document; VIHF roles are checked against JDV_J65, and
 Identifiant_Structure against the lot's authorInstitution. The full table of
 checks, each with its source and answer, is ``DMP.md`` beside this module
-(one test per row). typeCode is checked against JDV_J07. Not checked: healthcareFacilityTypeCode,
-practiceSettingCode and contentTypeCode beyond their code system, the
-typeCode → classCode correspondence, the CDA content (schematrons), consent,
+(one test per row). typeCode is checked against JDV_J07, healthcareFacilityTypeCode against the
+TRE_R02 codes of JDV_J02, practiceSettingCode against JDV_J04, all by code. Not checked:
+contentTypeCode beyond its code system (JDV_J59 is not in the sources read), the
+typeCode → classCode correspondence (ASS_X04, likewise), the CDA content (schematrons), consent,
 the author's habilitation, and the VIHF issuer's trust chain unless pinned.
 
 FindDocuments leaves out MASQUE_PS documents for professionals other than
@@ -188,8 +190,25 @@ FORMAT_CODES = {
 # Code systems of the value sets checked by system only (DOMAIN.md §5.1 table).
 # LOINC, TRE_A05, and ASTM for the lot's signature document (typeCode E1762, DOMAIN.md §5.1).
 TYPE_CODE_SYSTEMS = frozenset({"2.16.840.1.113883.6.1", "1.2.250.1.213.1.1.4.12", "ASTM"})
-FACILITY_TYPE_SYSTEMS = frozenset({"1.2.250.1.71.4.2.4"})  # TRE_R02-SecteurActivite (JDV_J61)
-PRACTICE_SETTING_SYSTEMS = frozenset({"1.2.250.1.213.1.1.4.9"})  # TRE_A01-CadreExercice (JDV_J04)
+_TRE_R02 = "1.2.250.1.71.4.2.4"  # TRE_R02-SecteurActivite, the code system of JDV_J61
+
+
+def _published(name: str, systems: frozenset[str] | None = None) -> dict[str, frozenset[str]]:
+    """A shipped value set as {code system: codes}, optionally kept to some code systems."""
+    vs = value_set(name)
+    out: dict[str, set[str]] = {}
+    for code, code_systems in vs.systems.items():
+        for system in code_systems:
+            if systems is None or system in systems:
+                out.setdefault(system, set()).add(code)
+    return {system: frozenset(codes) for system, codes in out.items()}
+
+
+# healthcareFacilityTypeCode: JDV_J61-HealthcareFacilityTypeCode-DMP takes TRE_R02 sectors (S18 mapping); the J61
+# file itself is not in the sources read, so its codes are those of TRE_R02 in JDV_J02 (CI-SIS), checked by code.
+FACILITY_TYPE_CODES = _published("JDV_J02_XdsHealthcareFacilityTypeCode_CISIS", frozenset({_TRE_R02}))
+# practiceSettingCode: JDV_J04-XdsPracticeSettingCode-CISIS (S18 mapping), by code and code system.
+PRACTICE_SETTING_CODES = _published("JDV_J04_XdsPracticeSettingCode_CISIS")
 CONTENT_TYPE_SYSTEMS = frozenset({"1.2.250.1.213.2.2"})  # TRE_R209-TypeActivite (JDV_J59)
 MIME_TYPES = frozenset({"text/xml", "application/xslt+xml", "application/dicom"})
 _DOCUMENT_SLOTS = ("creationTime", "languageCode", "legalAuthenticator", "serviceStartTime", "sourcePatientId")
@@ -793,8 +812,8 @@ class _Submission:
             if typ.code not in j07 or typ.coding_scheme not in j07.systems[typ.code]:
                 self.err("XDSRegistryMetadataError", _ctx(e, f"typeCode: code {typ.code} not in JDV_J07"))
         self.coded(e, DE.FORMAT_CODE, FORMAT_CODES)
-        self.coded(e, DE.HEALTHCARE_FACILITY_TYPE_CODE, FACILITY_TYPE_SYSTEMS)
-        self.coded(e, DE.PRACTICE_SETTING_CODE, PRACTICE_SETTING_SYSTEMS)
+        self.coded(e, DE.HEALTHCARE_FACILITY_TYPE_CODE, FACILITY_TYPE_CODES)
+        self.coded(e, DE.PRACTICE_SETTING_CODE, PRACTICE_SETTING_CODES)
         self.coded(e, DE.CONFIDENTIALITY_CODE, CONFIDENTIALITY_CODES, high=4)
         levels = [c for c in e.codes(DE.CONFIDENTIALITY_CODE) if c.coding_scheme == "2.16.840.1.113883.5.25"]
         if len(levels) != 1:

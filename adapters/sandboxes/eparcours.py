@@ -26,6 +26,12 @@ written resource is validated like the hub's intake does (fhir.resources R4B
 and the FR Core INS rules, `mappings.fhir.validate`): 400 for structure,
 422 for profile rules, with an OperationOutcome.
 
+A transaction Bundle that claims the PDSm ITI-65 profile
+(``pdsm-comprehensive-provide-document-bundle`` in ``meta.profile``) is first checked against the
+PDSm / IHE MHD rules the hub ships (`mappings.fhir.profiles`): 422 with one issue per broken rule
+(cardinality, fixed and pattern values, required bindings, slices, contained references, reference
+targets, FHIRPath invariants). The rows of that check are in ``EPARCOURS.md`` beside this module.
+
 Fault knobs (config, or ``POST /sandboxes/<name>/faults`` on the hub's HTTP
 port): ``fail_status`` answers writes with that status (e.g. 503, 429, 500),
 for the next ``fail_count`` writes (0: until cleared), with ``Retry-After:
@@ -58,6 +64,7 @@ from hub.errors import MessageError
 from hub.message import utcnow
 from hub.registry import ComponentConfig, register
 from mappings.fhir.common import Issue, dump_json, load_json, operation_outcome
+from mappings.fhir.profiles import PDSM_BUNDLE, validate_bundle
 from mappings.fhir.validate import model_class, validate_fhir, validate_structure
 
 __all__ = ["EParcoursSandbox", "EParcoursSandboxConfig", "FhirError"]
@@ -449,6 +456,14 @@ class EParcoursSandbox:
             return prelude
         if prelude.get("resourceType") != "Bundle" or prelude.get("type") not in ("transaction", "batch"):
             raise _fail(400, "invalid", "POST to the base takes a transaction or batch Bundle", "Bundle.type")
+        if PDSM_BUNDLE in ((prelude.get("meta") or {}).get("profile") or []):
+            # An ITI-65 Bundle claiming the PDSm profile is held to its rules, as the platform's validator
+            # would (PDSm TD2 "conforme au profil PDSm_ComprehensiveProvideDocumentBundle").
+            broken = validate_bundle(prelude)
+            if broken:
+                raise FhirError(
+                    422, [Issue("error", "processing", i.location, f"{i.message} ({i.profile})") for i in broken]
+                )
         if prelude["type"] == "transaction":
             return _response(200, self.transaction(prelude))
         return _response(200, self.batch(prelude))

@@ -19,7 +19,6 @@ import base64
 import binascii
 import dataclasses
 import quopri
-import re
 import uuid
 from collections.abc import Sequence
 from email.message import Message as _HeaderHolder
@@ -181,11 +180,10 @@ def decode_related(body: bytes, content_type: str, *, max_parts: int = 64) -> Mu
     if not boundary or len(boundary) > 200:
         raise MtomError("multipart Content-Type without a usable boundary")
     delim = b"--" + boundary.encode("latin-1")
-    pattern = re.compile(rb"(?:\r?\n|\A)" + re.escape(delim))
-    first = pattern.search(body)
+    first = _find_delimiter(body, delim, 0)
     if first is None:
         raise MtomError("multipart boundary not found")
-    pos = first.end()
+    pos = first[1]
     parts: list[Part] = []
     while True:
         if body.startswith(b"--", pos):
@@ -194,10 +192,10 @@ def decode_related(body: bytes, content_type: str, *, max_parts: int = 64) -> Mu
         if eol < 0:
             raise MtomError("truncated multipart body")
         start = eol + 1
-        nxt = pattern.search(body, start)
+        nxt = _find_delimiter(body, delim, start)
         if nxt is None:
             raise MtomError("multipart body without its closing boundary")
-        raw = body[start : nxt.start()]
+        raw = body[start : nxt[0]]
         sep = raw.find(b"\r\n\r\n")
         head, content = (raw[:sep], raw[sep + 4 :]) if sep >= 0 else _split_lf(raw)
         headers = _parse_headers(head)
@@ -211,7 +209,7 @@ def decode_related(body: bytes, content_type: str, *, max_parts: int = 64) -> Mu
         )
         if len(parts) > max_parts:
             raise MtomError(f"more than {max_parts} MIME parts")
-        pos = nxt.end()
+        pos = nxt[1]
     if not parts:
         raise MtomError("multipart body without parts")
     by_id = {p.content_id: p for p in parts if p.content_id}
@@ -223,6 +221,24 @@ def decode_related(body: bytes, content_type: str, *, max_parts: int = 64) -> Mu
     else:
         root = parts[0]
     return Multipart(root, by_id)
+
+
+def _find_delimiter(body: bytes, delim: bytes, start: int) -> tuple[int, int] | None:
+    """(start, end) of the first ``delim`` at ``start`` or later that opens the body or follows CRLF / LF.
+
+    The span includes the line break before the delimiter (RFC 2046 §5.1.1: it belongs to the
+    delimiter). A literal search: a regular expression with the line break as an alternative
+    cannot skip ahead and costs about a millisecond per search on a 50 kB request.
+    """
+    found = body.find(delim, start)
+    while found >= 0:
+        if found == 0:  # only reachable when start is 0: the body opens with the delimiter
+            return 0, len(delim)
+        if found - 1 >= start and body[found - 1] == 0x0A:
+            begin = found - 2 if found - 2 >= start and body[found - 2] == 0x0D else found - 1
+            return begin, found + len(delim)
+        found = body.find(delim, found + 1)
+    return None
 
 
 def _split_lf(raw: bytes) -> tuple[bytes, bytes]:

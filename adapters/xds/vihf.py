@@ -39,7 +39,7 @@ from signxml.exceptions import InvalidInput, InvalidSignature
 from hub.errors import ConfigError
 from hub.registry import ComponentConfig
 from mappings.xds.jdv import load as load_jdv
-from mappings.xds.signature import LotSigner
+from mappings.xds.signature import LotSigner, pem_certificate
 from mappings.xds.visibility import VISIBILITY_SCHEME
 
 __all__ = [
@@ -389,7 +389,9 @@ def verify_assertion(assertion: etree._Element, *, trusted_cert_pem: str | None 
         body = "".join((found.text or "").split())
         cert = "-----BEGIN CERTIFICATE-----\n" + body + "\n-----END CERTIFICATE-----\n"
     try:
-        result = XMLVerifier().verify(assertion, x509_cert=cert, id_attribute="ID", expect_config=_ACCEPTED)
+        result = XMLVerifier().verify(
+            assertion, x509_cert=pem_certificate(cert), id_attribute="ID", expect_config=_ACCEPTED
+        )
     except (InvalidSignature, InvalidInput) as exc:
         raise VihfError(f"VIHF signature invalid ({type(exc).__name__})") from None
     except (ValueError, TypeError) as exc:

@@ -454,7 +454,14 @@ async def _search_content(call: Call) -> ContentSearchPage:
     records = records[: params.limit]
     deliveries = await _store(call).deliveries([r.message.id for r in records])
     items = [_summary(r, deliveries[r.message.id]) for r in records]
-    return ContentSearchPage(items=items, since=since, until=until, truncated=truncated)
+    # The index is written after the commit: say when messages of this window may not be found yet.
+    lag = await _store(call).content_index_lag()
+    lagging = lag.oldest_received_at is not None and lag.oldest_received_at < until
+    return ContentSearchPage(
+        items=items, since=since, until=until, truncated=truncated,
+        index_pending=lag.pending if lagging else 0,
+        index_pending_since=lag.oldest_received_at if lagging else None,
+    )  # fmt: skip
 
 
 async def _get_record(call: Call) -> MessageRecord:

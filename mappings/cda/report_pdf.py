@@ -77,8 +77,11 @@ _FALLBACK = str.maketrans({
 
 def _latin(text: str) -> str:
     """Text the core fonts can show: Latin-1 as is, anything else by its closest ASCII form."""
+    text = text.translate(_FALLBACK)
+    if text.isascii() or max(text) <= "\xff":  # nearly always: nothing to replace
+        return text
     out = []
-    for char in text.translate(_FALLBACK):
+    for char in text:
         if ord(char) < 256:
             out.append(char)
         else:
@@ -150,13 +153,17 @@ def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
     fpdf2's multi_cell does the same with a full line-breaking engine that costs ~1 ms a cell;
     a report has hundreds of cells, and the core fonts need no shaping.
     """
+    widths, size = pdf.current_font.cw, pdf.font_size
+    space = widths.get(" ", 500)
     lines: list[str] = []
     for paragraph in text.split("\n"):
-        line = ""
+        line, line_units = "", 0  # line_units: the line's width in font units, summed as words are added
         for word in paragraph.split(" "):
-            candidate = f"{line} {word}" if line else word
-            if _width(pdf, candidate) <= width:
-                line = candidate
+            word_units = sum(widths.get(char, 500) for char in word)
+            units = line_units + space + word_units if line else word_units
+            if units * size / 1000 <= width:  # the same figure as _width(pdf, candidate line)
+                line = f"{line} {word}" if line else word
+                line_units = units
                 continue
             if line:
                 lines.append(line)
@@ -166,7 +173,7 @@ def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
                     cut -= 1
                 lines.append(word[:cut])
                 word = word[cut:]
-            line = word
+            line, line_units = word, sum(widths.get(char, 500) for char in word)
         lines.append(line)
     return lines
 

@@ -1,31 +1,43 @@
 """A CI-SIS CDA R2 document → an IHE MHD "Provide Document Bundle" (ITI-65), the PDSm shape (DOMAIN.md §5.3).
 
-The transaction Bundle holds, as ITI-65 (MHD Comprehensive) does:
+The transaction Bundle follows the PDSm comprehensive profiles (``meta.profile`` on the Bundle, the
+List and the DocumentReference; their rules are checked by `mappings.fhir.profiles`):
 
 =======================  ==========================================================================
 List (SubmissionSet)     ``code`` MHDlistTypes#submissionset, ``status`` current, ``mode`` working;
                          identifiers: uniqueId ``2.25.<correlation id>`` (use usual) and entryUUID
-                         (use official); ``ihe-sourceId`` from the ``source_id`` setting (left out
-                         when unset); ``date`` the hub's receipt of the message; ``entry`` the
-                         DocumentReference
+                         (use official); ``ihe-sourceId`` from the ``source_id`` setting;
+                         ``ihe-designationType`` the XDS contentTypeCode (message metadata
+                         ``xds_content_type_code``, e.g. from PV1-2, else the ``content_type_code``
+                         setting); ``source`` the document's first author, contained, with its
+                         structure as ``ihe-authorOrg``; ``date`` the hub's receipt of the message;
+                         ``entry`` the DocumentReference
 DocumentReference        ``masterIdentifier`` the CDA id (the XDS uniqueId: ``urn:oid:<root>`` under
-                         urn:ietf:rfc:3986, or ``<extension>`` under ``urn:oid:<root>``);
+                         urn:ietf:rfc:3986, or ``<extension>`` under ``urn:oid:<root>``; use usual);
                          ``identifier`` the entryUUID (the same UUIDv5 the XDS route gives,
                          `mappings.xds.metadata.entry_uuid_for`); ``type`` ClinicalDocument/code;
-                         ``category`` the class code (a copy of the type, as the XDS route does
-                         without a per-type setting); ``date``/``creation`` effectiveTime; author
-                         (RPPS) and custodian (structure id) as logical references;
-                         ``securityLabel`` confidentialityCode then the TRE_A07 masking codes
-                         (`mappings.xds.visibility`); ``content`` the attachment (``url``
-                         → the Binary, ``size``, SHA-1 ``hash``, ``language``, ``title``) and the
-                         ``format`` (CR-BIO xd-lab, XDS-SD pdf/text, else mimeTypeSufficient);
-                         ``context`` serviceEvent period, facility type, practice setting
+                         ``category`` the XDS classCode (TRE_A03) from the ``class_codes`` setting
+                         per type; ``date``/``creation`` effectiveTime; ``contained``: each
+                         author/assignedAuthor and the legalAuthenticator as a PractitionerRole
+                         (with its Practitioner and representedOrganization) or a Device, and the
+                         source patient; ``author`` / ``authenticator`` / ``context.sourcePatientInfo``
+                         reference them; ``custodian`` the structure id; ``relatesTo`` replaces (the
+                         replaced entryUUID) for a relatedDocument RPLC; ``securityLabel``
+                         confidentialityCode then the TRE_A07 masking codes (`mappings.xds.visibility`);
+                         ``content`` the attachment (``url`` → the Binary, ``size``, SHA-1 ``hash``,
+                         ``language``, ``title``) and the ``format`` (CR-BIO xd-lab, XDS-SD pdf/text,
+                         else mimeTypeSufficient); ``context`` serviceEvent period, facility type,
+                         practice setting
 Binary                   the CDA bytes, ``contentType`` text/xml (the DMP mimeType, DOMAIN.md §5.1)
 Patient                  from recordTarget: FR Core INS slice, QUAL, names (BR/CL), birth date,
                          sex, birthplace; ``POST`` with ``ifNoneExist`` on the INS (else the IPP)
                          so the subject reference resolves on the platform without duplicating
                          the patient (MHD expects the Patient to exist on the recipient)
 =======================  ==========================================================================
+
+What the profiles require and the CDA lacks (author or legalAuthenticator id, custodian, title,
+serviceEvent start, facility and practice setting codes, a class code for the type) refuses the
+document with the element at fault, never a half-right Bundle.
 
 Registered as step ``cda_to_mhd_bundle`` (``application/cda+xml`` → ``application/fhir+json``),
 settings `CdaToMhdConfig`. Deterministic: the same message gives the same bytes.
@@ -56,6 +68,7 @@ from mappings.fhir.common import (
     search_token,
     stable_uuid,
 )
+from mappings.fhir.profiles import PDSM_BUNDLE, PDSM_DOCUMENT_REFERENCE, PDSM_SUBMISSION_SET
 from mappings.fhir.v2_common import FR_CORE_PATIENT, FR_CORE_PATIENT_INS, dtm
 from mappings.fhir.validate import (
     BIRTH_LIST_GIVEN_NAME_URL,
@@ -64,7 +77,7 @@ from mappings.fhir.validate import (
     INSEE_CODE_SYSTEM,
     INSEE_CODE_URL,
 )
-from mappings.xds.metadata import entry_uuid_for
+from mappings.xds.metadata import XdsCode, entry_uuid_for
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_FHIR_SYSTEM, visibility_codes
 from mappings.xml import parse_xml
 
@@ -85,10 +98,18 @@ _CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 
 
 class CdaToMhdConfig(ComponentConfig):
-    source_id: str | None = Field(
-        None,
+    source_id: str = Field(
         pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$",
-        description="OID of the submitting system, the SubmissionSet ihe-sourceId (MHD); unset: left out.",
+        description="OID of the submitting system, the SubmissionSet ihe-sourceId (MHD: 1..1).",
+    )
+    content_type_code: XdsCode = Field(
+        description="SubmissionSet designationType (XDS contentTypeCode; JDV_J59 for the DMP, TRE_R209 "
+        "1.2.250.1.213.2.2), unless the message carries xds_content_type_code (e.g. from PV1-2)."
+    )
+    class_codes: dict[str, XdsCode] = Field(
+        default_factory=dict,
+        description="DocumentReference.category per ClinicalDocument/code@code (XDS classCode, TRE_A03; "
+        "ASS_X04 correspondence). A document whose type is not listed is refused.",
     )
     timezone: str = Field("Europe/Paris", description="Time zone of CDA timestamps written without an offset.")
     fr_core: Literal["2.1", "2.2"] = Field(
@@ -138,87 +159,7 @@ def _ts(value: str | None, config: CdaToMhdConfig, kind: Literal["date", "dateTi
         raise MappingError("timestamp is not a valid HL7 TS", location="/ClinicalDocument") from None
 
 
-def _ins_identifier(ins: str, ins_oid: str, config: CdaToMhdConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The INS identifier of the Patient and its identity-reliability extension."""
-    authority = authority_for_oid(ins_oid)
-    assert authority is not None
-    identifier = {
-        "use": authority.fhir_use,
-        "type": {"coding": [{"system": FR_CORE_V2_0203_SYSTEM, "code": authority.fhir_type}]},
-        "system": authority.fhir_system,
-        "value": ins,
-    }
-    # CI-SIS: the INS goes in patientRole/id only for a qualified identity (DOMAIN.md §3.3).
-    status = (
-        {"system": FR_CORE_IDENTITY_STATUS_SYSTEM, "code": "QUAL"}
-        if config.fr_core == "2.2"
-        else {"system": FR_CORE_V2_0445_SYSTEM, "code": "VALI"}
-    )
-    extension = {"extension": [{"url": "identityStatus", "valueCoding": status}], "url": IDENTITY_RELIABILITY_URL}
-    return identifier, extension
-
-
-def _birth_place(person: etree._Element | None) -> tuple[dict[str, Any] | None, etree._Element | None]:
-    """The birth-place extension (INSEE code, city) and the county element it came from, if any."""
-    county = _path(person, "birthplace", "place", "addr", "county")
-    if county is None or not (county.text or "").strip():
-        return None, county
-    address: dict[str, Any] = {
-        "extension": [
-            {"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county.text.strip()}}
-        ]
-    }
-    city = _path(person, "birthplace", "place", "addr", "city")
-    if city is not None and (city.text or "").strip():
-        address["city"] = city.text.strip()
-    return {"url": BIRTH_PLACE_URL, "valueAddress": address}, county
-
-
-def _human_names(name: etree._Element) -> list[dict[str, Any]]:
-    """The FHIR HumanNames of one CDA name: birth name (BR, official) then used name (CL, usual)."""
-    parts: dict[str, tuple[list[str], list[str]]] = {"BR": ([], []), "CL": ([], [])}
-    birth_list = None
-    for el in name:
-        text = " ".join((el.text or "").split())
-        if not text or not isinstance(el.tag, str):
-            continue
-        local, qualifier = el.tag[len(_H) :], el.get("qualifier")
-        if local == "given" and qualifier is None:
-            birth_list = text
-        elif local in ("family", "given") and qualifier in parts:
-            parts[qualifier][0 if local == "family" else 1].append(text)
-    names: list[dict[str, Any]] = []
-    for qualifier, use in (("BR", "official"), ("CL", "usual")):
-        family, given = parts[qualifier]
-        if not family and not given:
-            continue
-        entry: dict[str, Any] = {}
-        if qualifier == "BR" and birth_list:
-            entry["extension"] = [{"url": BIRTH_LIST_GIVEN_NAME_URL, "valueString": birth_list}]
-        entry["use"] = use
-        if family:
-            entry["family"] = family[0]
-        if given:
-            entry["given"] = given[:1]
-        names.append(entry)
-    return names
-
-
-def _missing_strict_traits(patient: dict[str, Any], names: list[dict[str, Any]], has_county: bool) -> list[str]:
-    """The CDA locations of the strict traits an INS needs that the Patient lacks."""
-    return [
-        loc
-        for loc, ok in (
-            ("name", any(n["use"] == "official" and n.get("given") and n.get("extension") for n in names)),
-            ("administrativeGenderCode", "gender" in patient),
-            ("birthTime", "birthDate" in patient),
-            ("birthplace/place/addr/county", has_county),
-        )
-        if not ok
-    ]
-
-
-def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig) -> dict[str, Any]:
+def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig) -> dict[str, Any]:  # noqa: C901 (merged above the limit; to split)
     where = "/ClinicalDocument/recordTarget/patientRole/patient"
     person = _path(doc, "recordTarget", "patientRole", "patient")
     patient: dict[str, Any] = {"resourceType": "Patient", "meta": {"profile": [FR_CORE_PATIENT]}}
@@ -226,9 +167,25 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     ins, ins_oid = header.get("ins"), header.get("ins_oid")
     extensions: list[dict[str, Any]] = []
     if ins and ins_oid in INS_ROOTS:
-        identifier, reliability = _ins_identifier(ins, ins_oid, config)
-        identifiers.append(identifier)
-        extensions.append(reliability)
+        authority = authority_for_oid(ins_oid)
+        assert authority is not None
+        identifiers.append(
+            {
+                "use": authority.fhir_use,
+                "type": {"coding": [{"system": FR_CORE_V2_0203_SYSTEM, "code": authority.fhir_type}]},
+                "system": authority.fhir_system,
+                "value": ins,
+            }
+        )
+        # CI-SIS: the INS goes in patientRole/id only for a qualified identity (DOMAIN.md §3.3).
+        status = (
+            {"system": FR_CORE_IDENTITY_STATUS_SYSTEM, "code": "QUAL"}
+            if config.fr_core == "2.2"
+            else {"system": FR_CORE_V2_0445_SYSTEM, "code": "VALI"}
+        )
+        extensions.append(
+            {"extension": [{"url": "identityStatus", "valueCoding": status}], "url": IDENTITY_RELIABILITY_URL}
+        )
         patient["meta"]["profile"] = [FR_CORE_PATIENT_INS]
     if header.get("ipp") and header.get("ipp_oid"):
         identifiers.append(
@@ -241,13 +198,46 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
         )
     if not identifiers:
         raise MappingError("recordTarget without an INS or a local patient id", location=f"{where[:-8]}/id")
-    birth_place, county = _birth_place(person)
-    if birth_place is not None:
-        extensions.append(birth_place)
+    county = _path(person, "birthplace", "place", "addr", "county")
+    if county is not None and (county.text or "").strip():
+        address: dict[str, Any] = {
+            "extension": [
+                {"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county.text.strip()}}
+            ]
+        }
+        city = _path(person, "birthplace", "place", "addr", "city")
+        if city is not None and (city.text or "").strip():
+            address["city"] = city.text.strip()
+        extensions.append({"url": BIRTH_PLACE_URL, "valueAddress": address})
     if extensions:
         patient["extension"] = extensions
     patient["identifier"] = identifiers
-    names = [entry for name in ([] if person is None else person.findall(_H + "name")) for entry in _human_names(name)]
+    names: list[dict[str, Any]] = []
+    for name in [] if person is None else person.findall(_H + "name"):
+        parts: dict[str, tuple[list[str], list[str]]] = {"BR": ([], []), "CL": ([], [])}
+        birth_list = None
+        for el in name:
+            text = " ".join((el.text or "").split())
+            if not text or not isinstance(el.tag, str):
+                continue
+            local, qualifier = el.tag[len(_H) :], el.get("qualifier")
+            if local == "given" and qualifier is None:
+                birth_list = text
+            elif local in ("family", "given") and qualifier in parts:
+                parts[qualifier][0 if local == "family" else 1].append(text)
+        for qualifier, use in (("BR", "official"), ("CL", "usual")):
+            family, given = parts[qualifier]
+            if not family and not given:
+                continue
+            entry: dict[str, Any] = {}
+            if qualifier == "BR" and birth_list:
+                entry["extension"] = [{"url": BIRTH_LIST_GIVEN_NAME_URL, "valueString": birth_list}]
+            entry["use"] = use
+            if family:
+                entry["family"] = family[0]
+            if given:
+                entry["given"] = given[:1]
+            names.append(entry)
     if names:
         patient["name"] = names
     gender = _path(person, "administrativeGenderCode")
@@ -257,7 +247,16 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     if birth is not None and birth.get("value"):
         patient["birthDate"] = _ts(birth.get("value", "")[:8], config, "date")
     if ins:
-        missing = _missing_strict_traits(patient, names, county is not None)
+        missing = [
+            loc
+            for loc, ok in (
+                ("name", any(n["use"] == "official" and n.get("given") and n.get("extension") for n in names)),
+                ("administrativeGenderCode", "gender" in patient),
+                ("birthTime", "birthDate" in patient),
+                ("birthplace/place/addr/county", county is not None),
+            )
+            if not ok
+        ]
         if missing:
             # FR Core fr-core-patient-ins: with an INS the strict traits travel too (DOMAIN.md §4.1).
             raise MappingError("INS without its strict traits", location=f"{where}/{missing[0]}")
@@ -277,40 +276,203 @@ def _format(doc: etree._Element, header: dict[str, str]) -> dict[str, Any]:
 
 
 def _master_identifier(unique_id: str) -> dict[str, str]:
+    # MHD 4.2.3 UniqueIdIdentifier: use "usual", a system (IHE Appendix Z.9.1).
     root, _, extension = unique_id.partition("^")
     if extension:
-        return {"system": f"urn:oid:{root}", "value": extension}
-    return {"system": _RFC3986, "value": f"urn:oid:{root}"}
+        return {"use": "usual", "system": f"urn:oid:{root}", "value": extension}
+    return {"use": "usual", "system": _RFC3986, "value": f"urn:oid:{root}"}
 
 
-def _author_and_custodian(header: dict[str, str]) -> dict[str, Any]:
-    """DocumentReference.author and .custodian, from the CDA header's author and custodian ids."""
+def _ii(el: etree._Element | None) -> dict[str, str] | None:
+    """An II (root + extension) as a FHIR Identifier, or None when it has no extension."""
+    if el is None or not el.get("root") or not el.get("extension"):
+        return None
+    return {"system": f"urn:oid:{el.get('root')}", "value": el.get("extension", "")}
+
+
+def _human_name(el: etree._Element | None) -> list[dict[str, Any]]:
+    name = _path(el, "name")
+    if name is None:
+        return []
+    family_el = _path(name, "family")
+    family = " ".join((family_el.text or "").split()) if family_el is not None else ""
+    given = [" ".join((g.text or "").split()) for g in name.findall(_H + "given") if (g.text or "").strip()]
     out: dict[str, Any] = {}
-    if header.get("author_id") and header.get("author_id_root"):
-        root = header["author_id_root"]
-        kind = "Practitioner" if root == _PS_ROOT else "Device"
-        out["author"] = [{"type": kind, "identifier": {"system": f"urn:oid:{root}", "value": header["author_id"]}}]
-    if header.get("custodian_id") and header.get("custodian_id_root"):
-        out["custodian"] = {
-            "type": "Organization",
-            "identifier": {"system": f"urn:oid:{header['custodian_id_root']}", "value": header["custodian_id"]},
-        }
-    return out
+    if family:
+        out["family"] = family
+    if given:
+        out["given"] = given
+    return [out] if out else []
 
 
-def _security_labels(header: dict[str, str], message: Message | None) -> list[dict[str, Any]]:
-    """The confidentiality code, then the MetaDMPMSS masking flags of the message."""
+def _actor(prefix: str, entity: etree._Element, where: str) -> list[dict[str, Any]]:
+    """Contained resources for a CDA assignedAuthor / assignedEntity: the first one is what is referenced.
+
+    A professional (RPPS/ADELI idNat_PS root) becomes a PractitionerRole (Annuaire as-practitionerrole)
+    pointing at its Practitioner and, when the CDA names it, its Organization (representedOrganization,
+    the XDS authorInstitution); any other id is a Device (PDSm author: "or Device").
+    """
+    ident = _ii(_path(entity, "id"))
+    if ident is None:
+        raise MappingError("an author or authenticator without an id (root and extension)", location=f"{where}/id")
+    org_el = _path(entity, "representedOrganization")
+    org_id = _ii(_path(org_el, "id"))
+    org: dict[str, Any] | None = None
+    if org_id is not None:
+        org = {"resourceType": "Organization", "id": f"{prefix}-org", "identifier": [org_id]}
+        name = _path(org_el, "name")
+        if name is not None and (name.text or "").strip():
+            org["name"] = " ".join(name.text.split())
+    if ident["system"] != f"urn:oid:{_PS_ROOT}" and _path(entity, "assignedPerson") is None:
+        device: dict[str, Any] = {"resourceType": "Device", "id": prefix, "identifier": [ident]}
+        if org is not None:
+            device["owner"] = {"reference": f"#{prefix}-org"}
+        return [device] + ([org] if org else [])
+    person: dict[str, Any] = {"resourceType": "Practitioner", "id": f"{prefix}-person", "identifier": [ident]}
+    names = _human_name(_path(entity, "assignedPerson"))
+    if names:
+        person["name"] = names
+    role: dict[str, Any] = {
+        "resourceType": "PractitionerRole",
+        "id": prefix,
+        "practitioner": {"reference": f"#{prefix}-person"},
+    }
+    if org is not None:
+        role["organization"] = {"reference": f"#{prefix}-org"}
+    specialty = _path(entity, "code")
+    if specialty is not None and specialty.get("code"):
+        role["specialty"] = [{"coding": [_coding(specialty.get("code"), specialty.get("codeSystem"))]}]
+    return [role, person] + ([org] if org else [])
+
+
+def _replaced(doc: etree._Element, unique_id: str) -> str | None:
+    """The uniqueId this document replaces (relatedDocument[@typeCode='RPLC']/parentDocument/id)."""
+    for related in doc.findall(_H + "relatedDocument"):
+        if related.get("typeCode") != "RPLC":
+            continue
+        parent = _path(related, "parentDocument", "id")
+        if parent is None or not parent.get("root"):
+            return None
+        ext = parent.get("extension")
+        previous = f"{parent.get('root')}^{ext}" if ext else parent.get("root", "")
+        if previous == unique_id:
+            raise MappingError(
+                "a replacement must carry a new document id", location="/ClinicalDocument/relatedDocument"
+            )
+        return previous
+    return None
+
+
+def cda_to_mhd(  # noqa: C901 (merged above the limit; to split)
+    body: bytes, message: Message | None = None, config: CdaToMhdConfig | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ITI-65 transaction Bundle (JSON) for a CDA document, and metadata for the derived message."""
+    if config is None:
+        raise MappingError("cda_to_mhd_bundle needs its settings (source_id, content_type_code, class_codes)")
+    cfg = config
+    doc = parse_xml(body)
+    header = read_cda_header(doc)
+    unique_id = header.get("unique_id")
+    if not unique_id:
+        raise MappingError("ClinicalDocument without id", location="/ClinicalDocument/id")
+    if not header.get("type_code"):
+        raise MappingError("ClinicalDocument without code", location="/ClinicalDocument/code")
+    class_code = cfg.class_codes.get(header["type_code"])
+    if class_code is None:
+        raise MappingError(
+            f"no classCode configured for document type {header['type_code'][:64]}", location="/ClinicalDocument/code"
+        )
+    correlation = message.correlation_id if message is not None else unique_id
+    metadata = message.metadata if message is not None else {}
+    patient = _patient(doc, header, cfg)
+    patient_id = patient["identifier"][0]
+    urls = {kind: f"urn:uuid:{stable_uuid('mhd', kind, unique_id, correlation)}" for kind in ("List", "Doc", "Binary")}
+    urls["Patient"] = f"urn:uuid:{stable_uuid('Patient', patient_id['system'], patient_id['value'])}"
+    type_coding = _coding(header["type_code"], header.get("type_code_system"), header.get("type_display_name"))
+    created = _ts(header.get("effective_time"), cfg, "dateTime")
+
+    # Who: the CDA header's authors and legal authenticator, contained (MHD Comprehensive aggregation).
+    contained: list[dict[str, Any]] = []
+    authors = doc.findall(f"{_H}author/{_H}assignedAuthor")
+    if not authors:
+        raise MappingError("ClinicalDocument/author is required", location="/ClinicalDocument/author")
+    author_refs = []
+    for i, assigned in enumerate(authors, start=1):
+        actors = _actor(f"author-{i}", assigned, f"/ClinicalDocument/author[{i}]/assignedAuthor")
+        contained.extend(actors)
+        author_refs.append({"reference": f"#{actors[0]['id']}"})
+    legal = _path(doc, "legalAuthenticator", "assignedEntity")
+    if legal is None:
+        # PDSm: authenticator 1..1 (the DMP's legalAuthenticator).
+        raise MappingError("legalAuthenticator is required", location="/ClinicalDocument/legalAuthenticator")
+    legal_actors = _actor("authenticator", legal, "/ClinicalDocument/legalAuthenticator/assignedEntity")
+    contained.extend(legal_actors)
+    source_patient = {k: v for k, v in patient.items() if k != "meta"}
+    source_patient["id"] = "source-patient"
+    source_patient["meta"] = {"profile": [FR_CORE_PATIENT]}
+    contained.append(source_patient)
+    if not (header.get("custodian_id") and header.get("custodian_id_root")):
+        raise MappingError(
+            "custodian is required (PDSm custodian 1..1)",
+            location="/ClinicalDocument/custodian/assignedCustodian/representedCustodianOrganization/id",
+        )
+
+    document: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "meta": {"profile": [PDSM_DOCUMENT_REFERENCE]},
+        "contained": contained,
+        "masterIdentifier": _master_identifier(unique_id),
+        "identifier": [{"use": "official", "system": _RFC3986, "value": entry_uuid_for(unique_id)}],
+        "status": "current",
+        "type": {"coding": [type_coding]},
+        "category": [{"coding": [_coding(class_code.code, class_code.coding_scheme, class_code.display_name)]}],
+        "subject": {"reference": urls["Patient"]},
+    }
+    date = _ts(header.get("effective_time"), cfg, "instant")
+    if date is None:
+        raise MappingError("effectiveTime is required", location="/ClinicalDocument/effectiveTime")
+    document["date"] = date
+    document["author"] = author_refs
+    document["authenticator"] = {"reference": f"#{legal_actors[0]['id']}"}
+    document["custodian"] = {
+        "type": "Organization",
+        "identifier": {"system": f"urn:oid:{header['custodian_id_root']}", "value": header["custodian_id"]},
+    }
+    replaced = _replaced(doc, unique_id)
+    if replaced is not None:
+        # PDSm TD2.1 / MHD: a replacement names the DocumentReference it replaces (its entryUUID).
+        document["relatesTo"] = [
+            {
+                "code": "replaces",
+                "target": {
+                    "type": "DocumentReference",
+                    "identifier": {"use": "official", "system": _RFC3986, "value": entry_uuid_for(replaced)},
+                },
+            }
+        ]
     labels = []
     if header.get("confidentiality_code"):
         labels.append({"coding": [{"system": _CONFIDENTIALITY, "code": header["confidentiality_code"]}]})
     # The MetaDMPMSS masking flags, as the XDS route's extra confidentialityCodes (PDSm4DMP TD3.3a/b).
-    for code in visibility_codes(message.metadata if message is not None else {}):
+    for code in visibility_codes(metadata):
         labels.append({"coding": [{"system": VISIBILITY_FHIR_SYSTEM, "code": code, "display": VISIBILITY_CODES[code]}]})
-    return labels
-
-
-def _document_context(header: dict[str, str], cfg: CdaToMhdConfig, patient_url: str) -> dict[str, Any]:
-    """DocumentReference.context: service period, facility type, practice setting, source patient."""
+    if not labels:
+        raise MappingError("confidentialityCode is required", location="/ClinicalDocument/confidentialityCode")
+    document["securityLabel"] = labels
+    attachment: dict[str, Any] = {
+        "contentType": cfg.binary_content_type,
+        "language": header.get("language_code", "fr-FR"),
+        "url": urls["Binary"],
+        "size": len(body),
+        # FHIR R4 Attachment.hash: base64 of the SHA-1 of the data (XDS hash is its hex form).
+        "hash": base64.b64encode(hashlib.sha1(body).digest()).decode(),
+        "title": header.get("title") or header.get("type_display_name") or "",
+    }
+    if not attachment["title"]:
+        raise MappingError("title is required", location="/ClinicalDocument/title")
+    if created:
+        attachment["creation"] = created
+    document["content"] = [{"attachment": attachment, "format": _format(doc, header)}]
     context: dict[str, Any] = {}
     period = {
         k: v
@@ -320,105 +482,81 @@ def _document_context(header: dict[str, str], cfg: CdaToMhdConfig, patient_url: 
         )
         if v
     }
-    if period:
-        context["period"] = period
-    if header.get("facility_code"):
-        context["facilityType"] = {"coding": [_coding(header["facility_code"], header.get("facility_code_system"))]}
-    if header.get("practice_setting_code"):
-        context["practiceSetting"] = {
-            "coding": [_coding(header["practice_setting_code"], header.get("practice_setting_code_system"))]
-        }
-    context["sourcePatientInfo"] = {"reference": patient_url}
-    return context
-
-
-def cda_to_mhd(
-    body: bytes, message: Message | None = None, config: CdaToMhdConfig | None = None
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The ITI-65 transaction Bundle (JSON) for a CDA document, and metadata for the derived message."""
-    cfg = config or CdaToMhdConfig()
-    doc = parse_xml(body)
-    header = read_cda_header(doc)
-    unique_id = header.get("unique_id")
-    if not unique_id:
-        raise MappingError("ClinicalDocument without id", location="/ClinicalDocument/id")
-    if not header.get("type_code"):
-        raise MappingError("ClinicalDocument without code", location="/ClinicalDocument/code")
-    correlation = message.correlation_id if message is not None else unique_id
-    patient = _patient(doc, header, cfg)
-    patient_id = patient["identifier"][0]
-    urls = {kind: f"urn:uuid:{stable_uuid('mhd', kind, unique_id, correlation)}" for kind in ("List", "Doc", "Binary")}
-    urls["Patient"] = f"urn:uuid:{stable_uuid('Patient', patient_id['system'], patient_id['value'])}"
-    type_coding = _coding(header["type_code"], header.get("type_code_system"), header.get("type_display_name"))
-    created = _ts(header.get("effective_time"), cfg, "dateTime")
-    document: dict[str, Any] = {
-        "resourceType": "DocumentReference",
-        "meta": {"profile": [f"{_MHD}/StructureDefinition/IHE.MHD.Comprehensive.DocumentReference"]},
-        "masterIdentifier": _master_identifier(unique_id),
-        "identifier": [{"use": "official", "system": _RFC3986, "value": entry_uuid_for(unique_id)}],
-        "status": "current",
-        "type": {"coding": [type_coding]},
-        "category": [{"coding": [dict(type_coding)]}],
-        "subject": {"reference": urls["Patient"]},
+    if "start" not in period:
+        raise MappingError(
+            "serviceEvent start is required (PDSm context.period.start)",
+            location="/ClinicalDocument/documentationOf/serviceEvent/effectiveTime/low",
+        )
+    context["period"] = period
+    if not header.get("facility_code"):
+        raise MappingError(
+            "healthCareFacility code is required",
+            location="/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+        )
+    context["facilityType"] = {"coding": [_coding(header["facility_code"], header.get("facility_code_system"))]}
+    if not header.get("practice_setting_code"):
+        raise MappingError(
+            "standardIndustryClassCode is required",
+            location="/ClinicalDocument/documentationOf/serviceEvent/performer",
+        )
+    context["practiceSetting"] = {
+        "coding": [_coding(header["practice_setting_code"], header.get("practice_setting_code_system"))]
     }
-    date = _ts(header.get("effective_time"), cfg, "instant")
-    if date:
-        document["date"] = date
-    document.update(_author_and_custodian(header))
-    labels = _security_labels(header, message)
-    if labels:
-        document["securityLabel"] = labels
-    attachment: dict[str, Any] = {
-        "contentType": cfg.binary_content_type,
-        "language": header.get("language_code", "fr-FR"),
-        "url": urls["Binary"],
-        "size": len(body),
-        # FHIR R4 Attachment.hash: base64 of the SHA-1 of the data (XDS hash is its hex form).
-        "hash": base64.b64encode(hashlib.sha1(body).digest()).decode(),
-    }
-    if header.get("title"):
-        attachment["title"] = header["title"]
-    if created:
-        attachment["creation"] = created
-    document["content"] = [{"attachment": attachment, "format": _format(doc, header)}]
-    document["context"] = _document_context(header, cfg, urls["Patient"])
+    context["sourcePatientInfo"] = {"reference": "#source-patient"}
+    document["context"] = context
 
     submission_uid = f"2.25.{int(stable_uuid('mhd-submission', correlation).replace('-', ''), 16)}"
+    content_type = _coding(
+        cfg.content_type_code.code, cfg.content_type_code.coding_scheme, cfg.content_type_code.display_name
+    )
+    if metadata.get("xds_content_type_code"):
+        content_type = _coding(
+            metadata["xds_content_type_code"],
+            cfg.content_type_code.coding_scheme,
+            metadata.get("xds_content_type_display") or None,
+        )
+    # The lot's author: the document's first author, its structure as ihe-authorOrg (PDSm source 1..1).
+    lot_actors = _actor("lot-author", authors[0], "/ClinicalDocument/author[1]/assignedAuthor")
+    source: dict[str, Any] = {"reference": "#lot-author"}
+    if any(a["id"] == "lot-author-org" for a in lot_actors):
+        source["extension"] = [
+            {"url": f"{_MHD}/StructureDefinition/ihe-authorOrg", "valueReference": {"reference": "#lot-author-org"}}
+        ]
     submission: dict[str, Any] = {
         "resourceType": "List",
-        "meta": {"profile": [f"{_MHD}/StructureDefinition/IHE.MHD.Comprehensive.SubmissionSet"]},
-    }
-    if cfg.source_id:
-        submission["extension"] = [
+        "meta": {"profile": [PDSM_SUBMISSION_SET]},
+        "contained": lot_actors,
+        "extension": [
             {
                 "url": f"{_MHD}/StructureDefinition/ihe-sourceId",
-                "valueIdentifier": {"value": f"urn:oid:{cfg.source_id}"},
-            }
-        ]
-    submission.update(
-        {
-            "identifier": [
-                {"use": "usual", "system": _RFC3986, "value": f"urn:oid:{submission_uid}"},
-                {
-                    "use": "official",
-                    "system": _RFC3986,
-                    "value": f"urn:uuid:{stable_uuid('mhd-entry', submission_uid)}",
-                },
-            ],
-            "status": "current",
-            "mode": "working",
-            "code": {"coding": [{"system": f"{_MHD}/CodeSystem/MHDlistTypes", "code": "submissionset"}]},
-            "subject": {"reference": urls["Patient"]},
-        }
-    )
-    if message is not None:
-        submission["date"] = message.received_at.isoformat(timespec="seconds")
-    submission["entry"] = [{"item": {"reference": urls["Doc"]}}]
+                "valueIdentifier": {"system": _RFC3986, "value": f"urn:oid:{cfg.source_id}"},
+            },
+            {
+                "url": f"{_MHD}/StructureDefinition/ihe-designationType",
+                "valueCodeableConcept": {"coding": [content_type]},
+            },
+        ],
+        "identifier": [
+            {"use": "usual", "system": _RFC3986, "value": f"urn:oid:{submission_uid}"},
+            {
+                "use": "official",
+                "system": _RFC3986,
+                "value": f"urn:uuid:{stable_uuid('mhd-entry', submission_uid)}",
+            },
+        ],
+        "status": "current",
+        "mode": "working",
+        "code": {"coding": [{"system": f"{_MHD}/CodeSystem/MHDlistTypes", "code": "submissionset"}]},
+        "subject": {"reference": urls["Patient"]},
+        "date": message.received_at.isoformat(timespec="seconds") if message is not None else date,
+        "source": source,
+        "entry": [{"item": {"reference": urls["Doc"]}}],
+    }
     binary = {"resourceType": "Binary", "contentType": cfg.binary_content_type, "data": base64.b64encode(body).decode()}
     patient_condition = urllib.parse.urlencode({"identifier": search_token(patient_id["system"], patient_id["value"])})
     bundle = {
         "resourceType": "Bundle",
-        "meta": {"profile": [f"{_MHD}/StructureDefinition/IHE.MHD.Comprehensive.ProvideBundle"]},
+        "meta": {"profile": [PDSM_BUNDLE]},
         "type": "transaction",
         "entry": [
             {"fullUrl": urls["List"], "resource": submission, "request": {"method": "POST", "url": "List"}},

@@ -11,9 +11,10 @@ patientId                       CDA recordTarget/patientRole/id with an INS root
                                 ``<INS>^^^&<OID>&ISO^NH``; refused when there is none
 sourcePatientId                 the IPP (``^PI``), or the INS when there is no local id
 sourcePatientInfo               PID-5 (birth name, XPN-7 ``L``), PID-7, PID-8, PID-11 (``BDL`` + COG)
-authorPerson / Institution /    author/assignedAuthor (XCN), its representedOrganization (XON),
-Specialty / Role                its code, author/functionCode
-legalAuthenticator              legalAuthenticator/assignedEntity (XCN)
+authorPerson / Institution /    author/assignedAuthor (XCN), its representedOrganization (XON; the
+Specialty / Role                ``structure`` setting when the CDA names none), its code, author/functionCode
+legalAuthenticator              legalAuthenticator/assignedEntity (XCN); the ``submitter`` setting when
+                                the CDA has none and the submitter is a person (never a device)
 uniqueId                        ClinicalDocument/id as ``root^extension``
 creationTime                    effectiveTime, in UTC
 serviceStart/StopTime           documentationOf/serviceEvent/effectiveTime low/high, in UTC
@@ -516,15 +517,23 @@ def build_submission(
     confidentiality = _confidentiality(doc, config, meta)
 
     # -- people
-    authors = tuple(_author(a, i) for i, a in enumerate(_all(doc, "h:author"), start=1))
+    # The CDA header says who wrote and who validated; the route's settings only fill what it leaves out
+    # (an author without representedOrganization: the configured structure; no legalAuthenticator: the
+    # configured submitter when it is a person, never a device).
+    structure = hl7.xon(config.structure.name, config.structure.authority_oid, config.structure.id_nat)
+    authors = tuple(_author(a, i, structure) for i, a in enumerate(_all(doc, "h:author"), start=1))
     if not authors:
         raise MappingError("ClinicalDocument/author is required (XDS author)", location="/ClinicalDocument/author")
     legal = _first(doc, "h:legalAuthenticator/h:assignedEntity")
-    if legal is None:
+    submitter = config.submitter
+    if legal is not None:
+        legal_xcn = _person_xcn(legal, "/ClinicalDocument/legalAuthenticator/assignedEntity")
+    elif submitter is not None and not submitter.device and submitter.authority_oid == PS_ID_ROOT:
+        legal_xcn = hl7.xcn(submitter.id, submitter.family, submitter.given, PS_ID_ROOT, name_type="D", id_type="IDNPS")
+    else:
         raise MappingError(
             "legalAuthenticator is required for the DMP", location="/ClinicalDocument/legalAuthenticator"
         )
-    legal_xcn = _person_xcn(legal, "/ClinicalDocument/legalAuthenticator/assignedEntity")
 
     # -- times (ITI TF-3 §4.2.3.1.7: DTM in UTC)
     creation = _dtm(header.get("effective_time"), "/ClinicalDocument/effectiveTime", required=True)
@@ -661,12 +670,12 @@ def _source_patient_info(doc: etree._Element) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _author(author: etree._Element, index: int) -> Author:
+def _author(author: etree._Element, index: int, fallback_institution: str) -> Author:
     where = f"/ClinicalDocument/author[{index}]/assignedAuthor"
     assigned = _first(author, "h:assignedAuthor")
     if assigned is None:
         raise MappingError(f"{where} is missing", location=where)
-    institution = _organization_xon(_first(assigned, "h:representedOrganization"))
+    institution = _organization_xon(_first(assigned, "h:representedOrganization")) or fallback_institution
     specialty = _coded(_first(assigned, "h:code"))
     role = _coded(_first(author, "h:functionCode"))
     return Author(

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import urllib.parse
 import uuid
@@ -45,11 +46,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod, VerifyResult, methods
 from signxml.exceptions import InvalidInput, InvalidSignature
+from signxml.util import add_pem_header
 from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
 from mappings.xds.metadata import Author, Code, DocumentEntry, XdsSubmission, entry_uuid_for
@@ -62,6 +63,7 @@ __all__ = [
     "LotSignatureError",
     "LotSigner",
     "SignatureCheck",
+    "pem_certificate",
     "sign_submission",
     "verify_lot_signature",
 ]
@@ -244,9 +246,11 @@ def verify_lot_signature(
     if root.tag != f"{{{DS}}}Signature":
         raise LotSignatureError("signature document is not a ds:Signature")
     # Without a pinned certificate, the embedded one: integrity, not identity (the caller compares it).
-    pem = trusted_cert_pem or _embedded_cert(root).public_bytes(serialization.Encoding.PEM).decode("ascii")
+    cert = _embedded_cert(root) if trusted_cert_pem is None else None
     try:
-        results = XAdESVerifier().verify(root, x509_cert=pem, expect_config=_ACCEPTED)
+        if cert is None:
+            cert = pem_certificate(trusted_cert_pem or "")
+        results = XAdESVerifier().verify(root, x509_cert=cert, expect_config=_ACCEPTED)
     except (InvalidSignature, InvalidInput) as exc:
         raise LotSignatureError(f"XAdES signature invalid ({type(exc).__name__})") from None
     except (ValueError, TypeError) as exc:
@@ -256,11 +260,16 @@ def verify_lot_signature(
     _check_digests(covered, documents)
     if set(covered) - set(documents):
         raise LotSignatureError("the signature Manifest names a document that is not in the lot")
-    if trusted_cert_pem is not None:
-        cert = x509.load_pem_x509_certificate(trusted_cert_pem.encode("ascii"))
-    else:
-        cert = _embedded_cert(root)
     return SignatureCheck(signer=cert, signing_time=signing_time, covered=tuple(covered))
+
+
+@functools.lru_cache(maxsize=64)
+def pem_certificate(pem: str) -> x509.Certificate:
+    """The certificate of a PEM text, parsed once per text (signxml re-parses a PEM on every verification).
+
+    Raises ValueError for a text that is not a certificate, as signxml does with the PEM itself.
+    """
+    return x509.load_pem_x509_certificate(add_pem_header(pem))
 
 
 def _embedded_cert(root: etree._Element) -> x509.Certificate:

@@ -20,7 +20,11 @@ closes the classic XML attack surface:
   while parsing, so a hostile document is abandoned after at most one chunk
   past the limit: total size, element depth, element count, attribute length.
   The 10 MB text cap also bounds a CDA level 1 body: its base64 ``text`` is
-  one text node, so an embedded file over about 7.5 MB is refused.
+  one text node, so an embedded file over about 7.5 MB is refused. When the
+  input is too small to break the element or attribute limit and the depth
+  limit is libxml2's own, it is parsed in one call instead (no Python work per
+  element); whatever that refuses is parsed again the chunked way, so every
+  refusal reads the same.
 
 Refusals raise :class:`hub.errors.TooLarge` (input size) or
 :class:`hub.errors.ParseError` (everything else). Their reasons and locations
@@ -29,6 +33,8 @@ entity names, so they are replaced by a fixed text chosen from the error code.
 """
 
 from __future__ import annotations
+
+import threading
 
 from lxml import etree
 
@@ -149,7 +155,59 @@ def parse_xml(
     ``ValueError`` means a limit argument itself is out of range.
     """
     data = _check_input(data, max_bytes, max_depth, max_attribute_chars, max_elements)
+    # An element takes at least 4 bytes ("<a/>") and an attribute value at most one character per
+    # byte, so below these sizes only the depth can break a limit, and at the default depth libxml2
+    # refuses deeper documents by itself: one libxml2 parse with no Python per element is enough.
+    if max_depth == LIBXML2_MAX_DEPTH and len(data) <= 4 * max_elements and len(data) <= max_attribute_chars:
+        root = _parse_whole(data)
+        if root is not None:
+            return root
+    return _parse_in_chunks(data, max_depth, max_attribute_chars, max_elements)
 
+
+class _WholeParser(threading.local):
+    """One XMLParser and its resolver per thread (lxml parsers are not shared between threads)."""
+
+    def __init__(self) -> None:
+        self.resolver = _DenyResolver()
+        self.parser = etree.XMLParser(
+            resolve_entities=False,
+            load_dtd=False,
+            dtd_validation=False,
+            attribute_defaults=False,
+            no_network=True,
+            huge_tree=False,
+            collect_ids=False,
+            recover=False,
+        )
+        self.parser.resolvers.add(self.resolver)
+
+
+_whole = _WholeParser()
+
+
+def _parse_whole(data: bytes) -> etree._Element | None:
+    """The root of ``data`` parsed in one call, or None when it is refused for any reason.
+
+    A refusal is left to :func:`_parse_in_chunks`, which parses again and gives the one reason
+    and location the module documents, so the fast path never changes what a refusal says.
+    """
+    state = _whole
+    state.resolver.attempted = False
+    try:
+        root = etree.fromstring(data, state.parser)
+    except etree.XMLSyntaxError:
+        return None
+    if state.resolver.attempted or root is None:
+        return None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        return None
+    return root
+
+
+def _parse_in_chunks(data: bytes, max_depth: int, max_attribute_chars: int, max_elements: int) -> etree._Element:
+    """The push parser with every limit checked between chunks (the reference path of :func:`parse_xml`)."""
     resolver = _DenyResolver()
     parser = etree.XMLPullParser(
         events=("start", "end"),

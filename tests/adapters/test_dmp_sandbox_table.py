@@ -134,6 +134,11 @@ CASES: dict[str, Case] = {
     "CONFIDENTIALITY-CODE": lambda c: c.send(mutate=set_code(DE.CONFIDENTIALITY_CODE, "SECRET")),
     "TYPE-CODE": lambda c: c.send(mutate=set_code(DE.TYPE_CODE, "99999-9")),
     "FACILITY-SYSTEM": lambda c: c.send(mutate=set_code(DE.HEALTHCARE_FACILITY_TYPE_CODE, "SA25", "1.2.3.4")),
+    "FACILITY-CODE": lambda c: c.send(mutate=set_code(DE.HEALTHCARE_FACILITY_TYPE_CODE, "SA99", "1.2.250.1.71.4.2.4")),
+    "PRACTICE-SETTING-SYSTEM": lambda c: c.send(mutate=set_code(DE.PRACTICE_SETTING_CODE, "AMBULATOIRE", "1.2.3.4")),
+    "PRACTICE-SETTING-CODE": lambda c: c.send(
+        mutate=set_code(DE.PRACTICE_SETTING_CODE, "NOWHERE", "1.2.250.1.213.1.1.4.9")
+    ),
     "CONTENT-TYPE-SYSTEM": lambda c: c.send(mutate=set_code(SS.CONTENT_TYPE_CODE, "07", "1.2.3.4")),
     "PATIENT-ID-FORM": lambda c: c.send(
         mutate=set_identifier(DE.PATIENT_ID, f"{PATIENT.split('^')[0]}^^^&{INS_TEST_ROOT}&ISO^INS")
@@ -174,6 +179,9 @@ REASONS = {
     "CONFIDENTIALITY-CODE": "confidentialityCode: code SECRET",
     "TYPE-CODE": "typeCode: code 99999-9 not in JDV_J07",
     "FACILITY-SYSTEM": "healthcareFacilityTypeCode: code system",
+    "FACILITY-CODE": "healthcareFacilityTypeCode: code SA99 not in the DMP value set",
+    "PRACTICE-SETTING-SYSTEM": "practiceSettingCode: code system",
+    "PRACTICE-SETTING-CODE": "practiceSettingCode: code NOWHERE not in the DMP value set",
     "CONTENT-TYPE-SYSTEM": "contentTypeCode: code system",
     "PATIENT-ID-FORM": "must be INS^^^&OID&ISO^NH",
     "PATIENT-UNKNOWN": "patient unknown",

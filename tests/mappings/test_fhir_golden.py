@@ -264,7 +264,7 @@ def test_mhd_bundle_carries_the_document() -> None:
     assert patient["identifier"][0]["value"] == "285077511234511"
     minimal = json.loads(run(CASES / "cda_minimal_header_mhd").body)
     master = minimal["entry"][1]["resource"]["masterIdentifier"]
-    assert master == {"system": "urn:oid:1.2.3.4.5.6.7.8.100.1", "value": "DOC-0001-V1"}
+    assert master == {"use": "usual", "system": "urn:oid:1.2.3.4.5.6.7.8.100.1", "value": "DOC-0001-V1"}
 
 
 def test_adt_from_fhir_escapes_and_maps_statuses() -> None:
@@ -287,8 +287,10 @@ SECRETS = ("279035121518989", "PAT-TROIS", "DOMINIQUE", "19790328", "28507751123
 def refused(step: str, body: bytes, content_type: str = CONTENT_HL7V2) -> MessageError:
     component = registry.get("step", step)
     assert component is not None
+    settings = CASES / "cda_crbio_mhd" / "settings.json" if step == "cda_to_mhd_bundle" else None
+    config = component.config.model_validate(json.loads(settings.read_text())) if settings else None
     with pytest.raises(MessageError) as info:
-        component.factory(Message.new(body, content_type=content_type))
+        component.factory(Message.new(body, content_type=content_type), config=config)
     error = info.value
     assert not any(s in f"{error} {error.location}" for s in SECRETS), str(error)
     return error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 import string
 from typing import Any
 
@@ -514,3 +515,26 @@ def test_find_documents_request_round_trip() -> None:
         "$XDSDocumentEntryPatientId": [pid],
         "$XDSDocumentEntryStatus": ["urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"],
     }
+
+
+def test_author_institution_and_legal_authenticator_come_from_the_cda_header_settings_as_fallback() -> None:
+    # The CDA names another structure than the settings: the document's own wins.
+    other = synthetic_cda().replace(
+        b'extension="1999000001"/>\n        <name>Laboratoire', b'extension="1999000042"/>\n        <name>Laboratoire'
+    )
+    entry = build(other).document_entry
+    assert entry.authors[0].institutions == ("Laboratoire synthétique^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999000042",)
+    assert entry.legal_authenticator.startswith("810000000002^TESTBIO^SACHA^")
+    # No representedOrganization: the configured structure.
+    bare = re.sub(
+        rb"<representedOrganization>\s*<id[^>]*/>\s*<name>[^<]*</name>\s*</representedOrganization>", b"", other
+    )
+    assert build(bare).document_entry.authors[0].institutions == (
+        "Laboratoire synthétique^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999000001",
+    )
+    # No legalAuthenticator: the submitter when it is a person, refused when it is a device.
+    person = xds_config(submitter={"id": "810000000099", "family": "RESPONSABLE", "given": "ALEX"})
+    legal = build(synthetic_cda(legal=""), person).document_entry.legal_authenticator
+    assert legal.startswith("810000000099^RESPONSABLE^ALEX^") and legal.endswith("IDNPS")
+    with pytest.raises(MappingError, match="legalAuthenticator is required"):
+        build(synthetic_cda(legal=""))
