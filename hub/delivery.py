@@ -84,6 +84,7 @@ from hub.errors import (
 from hub.message import Message, utcnow
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
+from hub.ports import OutboundAdapter
 from hub.store import Claimed, IdentityRecord, SentPayload, Store
 from hub.supervisor import Supervisor
 
@@ -115,7 +116,7 @@ class DestinationWorker:
         store: Store,
         route: str,
         policy: DestinationPolicy,
-        adapter: object,
+        adapter: OutboundAdapter,
         pipeline: Pipeline,
         owner: str,
         lease_secs: float,
@@ -479,19 +480,30 @@ class DestinationWorker:
         except TimeoutError:
             pass
 
-    async def _identity_context(self, c: Claimed) -> StepContext:
-        """Look the patient up when a step or the destination needs it; raise AwaitingIdentity to hold."""
-        needs = self.pipeline.needs_identity or self.policy.require_qualified_ins
-        if not needs or self.identity_lookup is None:
-            return StepContext(environment=self.environment)
-        key = c.message.metadata.get("patient_key", "")
+    async def step_context(
+        self, message: Message, *, identity_override: bool = False, gate: bool = True
+    ) -> StepContext:
+        """What the route's steps run with: the patient's identity when a step (or, with `gate`, the
+        destination) needs it.
+
+        With `gate`, raise AwaitingIdentity (to hold the delivery) when the destination requires a qualified INS
+        the registry does not have; without it (a dry run), the steps run with what the registry has.
+        """
+        gated = gate and self.policy.require_qualified_ins
+        if not (self.pipeline.needs_identity or gated) or self.identity_lookup is None:
+            return StepContext(identity_override=identity_override, environment=self.environment)
+        key = message.metadata.get("patient_key", "")
         record = await self.identity_lookup(key) if key else None
-        if self.policy.require_qualified_ins and (record is None or record.status != "qualifiee" or not record.ins):
+        if gated and (record is None or record.status != "qualifiee" or not record.ins):
             why = "no identity in the registry" if record is None else f"identity is {record.status}, not qualifiee"
             raise AwaitingIdentity(f"destination requires a qualified INS: {why}")
-        return StepContext(
-            identity=record, identity_override=c.delivery.identity_override, environment=self.environment
-        )
+        return StepContext(identity=record, identity_override=identity_override, environment=self.environment)
+
+    async def run_steps(self, message: Message, ctx: StepContext) -> Message:
+        """The route's steps on `message`, in the step executor; a correction's step may ask for the
+        versions the hub sent (hub/documents.py). The one place a delivery's steps run (the admin API's
+        dry run too)."""
+        return await apply_steps(self.pipeline, message, ctx, self.store, self.step_executor)
 
     def _identity_basis(self, ctx: StepContext) -> str:
         """Which identity the steps run against (see SentPayload.basis): "" when they read none."""
@@ -504,14 +516,13 @@ class DestinationWorker:
 
         An earlier attempt's output is reused while the identity it was computed with is current.
         """
-        ctx = await self._identity_context(c)
+        ctx = await self.step_context(c.message, identity_override=c.delivery.identity_override)
         if not self.pipeline:  # no step: the inbound message is what is sent, nothing to keep
             return c.message, None, None
         basis = self._identity_basis(ctx)
         if c.sent is not None and c.sent.basis == basis:
             return c.sent.message(c.message), None, None
-        # a correction's step may ask for the versions the hub sent (hub/documents.py)
-        message = await apply_steps(self.pipeline, c.message, ctx, self.store, self.step_executor)
+        message = await self.run_steps(c.message, ctx)
         before = c.message.metadata
         output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
         return message, SentPayload.of(c.delivery.id, c.message, message, basis), output
@@ -532,7 +543,7 @@ class DestinationWorker:
                 # may be sending it now. Not ours to send, nor to record.
                 log.warning("send_skipped_lease_lost", destination=self.destination, delivery_id=d.id)
                 return
-            await self.adapter.send(message)  # type: ignore[attr-defined]
+            await self.adapter.send(message)
             outcome = Outcome.ACCEPT
         except IdentityHold as exc:
             hold, outcome, error = exc, Outcome.RETRY, exc.reason

@@ -50,9 +50,9 @@ import structlog
 from aiohttp import web
 from pydantic import Field, field_validator
 
-from adapters.base import InboundContext
 from hub.errors import MessageError, Retryable
 from hub.message import Message
+from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
 from mappings.fhir.common import CONTENT_FHIR, Issue, dump_json, load_json, operation_outcome
 from mappings.fhir.patient_consistency import patient_consistency_issues
