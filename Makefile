@@ -82,6 +82,7 @@ conformance: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check hub adapters mappings tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 check: install
 	$(BIN)/hub check --config $(CONFIG)

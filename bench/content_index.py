@@ -9,6 +9,9 @@ Method
 * Rounds alternate between the two stores (the machine is shared: alternating spreads its noise over
   both). One round = `--batch` submits at once, which the group commit writes as one transaction before
   any of them returns (the ACK path). Each message is a ~450-byte PAM FR ADT^A08 with its own name.
+* The index is written after the commit by each store's background indexer (hub/store/content_index.py),
+  in the same process: a round is the ACK path, with both indexers working beside it (the indexed store's
+  between its rounds slows the other store's rounds too).
 * Reported: median and p90 of the round time, and the median per message.
 * Then, on the indexed store (`--rounds` x `--batch` messages): median latency of a content search
   for one patient's name over the last 24 h (one match), and for a text every message carries

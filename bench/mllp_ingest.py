@@ -15,6 +15,11 @@ Method
   hub that falls behind shows it (no coordinated omission).
 * Every ACK is checked (MSA-1 = AA, MSA-2 = the MSH-10 sent).
 * Peak RSS of the hub process is its VmHWM at the end of the run.
+* CPU per message (less sensitive than wall time to a machine shared with other work): the hub process's CPU
+  time (user + system, /proc/<pid>/stat) from the start of a closed-loop run until the hub is idle again after
+  it (less than 10 ms of CPU in 0.5 s, at most 30 s), so that work done after the ACKs (the content index) is
+  counted, divided by the messages ACKed. On PostgreSQL, the same for the server backends serving the hub's
+  connections (matched by client port in pg_stat_activity); autovacuum's later work is not counted.
 
 Run: `make bench` or `.venv/bin/python bench/mllp_ingest.py --store sqlite --store postgres`.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -62,6 +68,58 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cpu_secs(pid: int) -> float:
+    """User + system CPU time of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def local_ports(pid: int) -> set[int]:
+    """Local TCP ports of a process's sockets."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[9] in inodes:
+                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def backend_cpu(dsn: str | None, hub_pid: int) -> dict[int, float]:
+    """CPU so far of each PostgreSQL backend serving one of the hub's connections."""
+    if dsn is None:
+        return {}
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])", sorted(local_ports(hub_pid))
+        )
+    finally:
+        await conn.close()
+    return {r[0]: cpu_secs(r[0]) for r in rows}
+
+
+async def settle(pid: int) -> None:
+    """Until the process is idle: less than 10 ms of CPU in 0.5 s (at most 30 s)."""
+    end = time.monotonic() + 30
+    last = cpu_secs(pid)
+    while time.monotonic() < end:
+        await asyncio.sleep(0.5)
+        now = cpu_secs(pid)
+        if now - last < 0.01:
+            return
+        last = now
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -150,7 +208,7 @@ def write_config(folder: Path, store: dict[str, object], port: int, peer_port: i
     return folder / "hub.yaml"
 
 
-async def wait_port(port: int, timeout: float = 30) -> None:
+async def wait_port(port: int, timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
@@ -183,8 +241,19 @@ async def run_one(store_kind: str, args: argparse.Namespace) -> list[dict[str, o
     try:
         await wait_port(port)
         await load(port, 4, 1.0, None)  # warm-up
+        dsn = args.pg_dsn if store_kind == "postgres" else None
         for conns in args.connections:
+            await settle(proc.pid)
+            hub0, pg0 = cpu_secs(proc.pid), await backend_cpu(dsn, proc.pid)
             r = await load(port, conns, args.seconds, None)
+            await settle(proc.pid)
+            hub1, pg1 = cpu_secs(proc.pid), await backend_cpu(dsn, proc.pid)
+            r["hub_cpu_ms_per_msg"] = (hub1 - hub0) * 1000 / max(1, int(r["messages"]))
+            if dsn:
+                pg_secs = sum(pg1.get(b, c) - c for b, c in pg0.items()) + sum(
+                    c for b, c in pg1.items() if b not in pg0
+                )
+                r["pg_cpu_ms_per_msg"] = pg_secs * 1000 / max(1, int(r["messages"]))
             results.append({"store": store_kind, "mode": "closed", "connections": conns, **r})
             print(json.dumps(results[-1]), flush=True)
         for rate in args.rate:
@@ -195,6 +264,11 @@ async def run_one(store_kind: str, args: argparse.Namespace) -> list[dict[str, o
         for r in results:
             r["hub_peak_rss_mb"] = round(rss, 1)
         print(json.dumps({"store": store_kind, "hub_peak_rss_mb": round(rss, 1)}), flush=True)
+    except BaseException:
+        log.flush()
+        print(f"hub exit code {proc.returncode}; its log ends with:", file=sys.stderr)
+        print((folder / "hub.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import gc
 import getpass
+import inspect
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 from hub import mailbox_cli, registry
 from hub.cli_api import add_api_commands, api_command, api_options, cmd_identity_api
 from hub.config import Settings, load_config
-from hub.errors import ConfigError, HubError, MessageError
+from hub.errors import ConfigError, HubError
 from hub.statuses import FINISHED_MESSAGE_STATUSES, MessageStatus, ReviewState
 from hub.store import Store, open_store
 
@@ -157,74 +158,6 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed or not results else 0
 
 
-# -- send ---------------------------------------------------------------------------------------------
-def split_messages(data: bytes) -> list[bytes]:
-    """ER7 messages of a file: segments on any line ending, a new message at each MSH."""
-    text = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-    out: list[list[bytes]] = []
-    for seg in text.split(b"\r"):
-        if not seg.strip():
-            continue
-        if seg.startswith(b"MSH") or not out:
-            out.append([])
-        out[-1].append(seg)
-    return [b"\r".join(segs) + b"\r" for segs in out]
-
-
-async def _send(args: argparse.Namespace) -> int:
-    from adapters.mllp.framing import FrameReader, frame
-    from adapters.mllp.outbound import classify_ack
-    from adapters.tls import TlsConfig, client_context
-    from mappings.hl7v2 import decode_er7, read_header
-
-    target = args.to
-    if not target.startswith(("mllp://", "mllps://")):
-        print("--to must be mllp://HOST:PORT or mllps://HOST:PORT", file=sys.stderr)
-        return 1
-    hostport = target.split("://", 1)[1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    ssl_ctx = None
-    if target.startswith("mllps://"):
-        ssl_ctx = client_context(TlsConfig(ca_file=args.ca, cert_file=args.cert, key_file=args.key))
-    reader, writer = await asyncio.open_connection(host, int(port), ssl=ssl_ctx)
-    frames = FrameReader(reader, max_frame_bytes=16 * 2**20, read_timeout_secs=args.timeout)
-    worst = 0
-    batches = [(path, split_messages(data)) for path, data in args.payloads]
-    try:
-        for path, bodies in batches:
-            for body in bodies:
-                writer.write(frame(body))
-                await writer.drain()
-                async with asyncio.timeout(args.timeout):
-                    ack = await frames.read_frame()
-                if ack is None:
-                    print(f"{path}: connection closed without an ACK", file=sys.stderr)
-                    return 1
-                try:
-                    control_id = read_header(body)[1].control_id
-                except MessageError:
-                    control_id = ""
-                try:
-                    code, _ = classify_ack(ack.body, control_id)
-                except HubError:
-                    code = "??"
-                worst = max(worst, 0 if code in ("AA", "CA") else 2)
-                try:
-                    text, _ = decode_er7(ack.body)  # the ACK's own MSH-18
-                except MessageError:
-                    text = ack.body.decode("utf-8", "replace")
-                print(text.replace("\r", "\n").rstrip("\n"))
-                print()
-    finally:
-        writer.close()
-    return worst
-
-
-def cmd_send(args: argparse.Namespace) -> int:
-    args.payloads = [(path, Path(path).read_bytes()) for path in args.files]
-    return _run(_send(args))
-
-
 # -- store commands -------------------------------------------------------------------------------------
 def _with_store(args: argparse.Namespace, fn: Callable[[Store, Settings], Awaitable[int]]) -> int:
     """Run `fn` on the configured store; the action is audited before (`started`) and after (`ok`/`failed`)."""
@@ -346,50 +279,7 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, fmt: Callable[[dict[s
         print(json.dumps(row, ensure_ascii=False) if as_json else fmt(row))
 
 
-def _insi_search(args: argparse.Namespace) -> int:
-    """Ask INSi (the configured sandbox by default) for an INS by strict traits."""
-    import datetime as dt
-
-    from adapters.insi.http import HttpInsiResolver
-    from hub.admin.client import find_token
-    from hub.identity.insi import InsiQuery
-    from hub.identity.traits import Sex
-
-    url = args.url
-    config = None
-    try:
-        config = _settings(args).hub  # the INSi sandbox's address, and the hub's bootstrap token
-    except (ConfigError, OSError):
-        if not url:
-            raise
-    if not url:
-        assert config is not None  # no URL: the config was read, or its error raised above
-        names = [n for n, e in config.sandboxes.items() if e.type == "insi"]
-        if not names:
-            print("no INSi sandbox in the config: give --url", file=sys.stderr)
-            return 1
-        url = f"http://{config.http.listen}/sandboxes/{names[0]}/search"
-    query = InsiQuery(
-        birth_name=args.birth_name,
-        given_names=args.given_names,
-        sex=Sex.parse(args.sex),
-        birth_date=dt.date.fromisoformat(args.birth_date),
-        birthplace_code=args.birthplace,
-    )
-    # The sandbox on the hub's port takes the admin API's token (hub/admin/sandbox_guard.py).
-    result = _run(HttpInsiResolver(url, token=find_token(config, token_file=args.token_file)).resolve(query))
-    out: dict[str, Any] = {"outcome": result.outcome.value}
-    if result.identity is not None:
-        from hub.identity.insi import traits_to_json
-
-        out |= {"ins": result.identity.ins, "oid": result.identity.oid, **traits_to_json(result.identity.traits)}
-    print(json.dumps(out, ensure_ascii=False))
-    return 0 if result.identity is not None else 2
-
-
 def cmd_identity(args: argparse.Namespace) -> int:
-    if args.action == "insi":
-        return _insi_search(args)
     return api_command(cmd_identity_api)(args)
 
 
@@ -430,7 +320,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return _with_store(args, go)
 
 
+def _add_contributed(sub: Any, parent: str) -> None:
+    """Add the commands registered under `parent` (kind ``command``, hub/registry.py): protocol clients
+    live with their adapter, and the hub reaches them only through the registry."""
+    for name in registry.names("command"):
+        head, _, leaf = name.rpartition(" ")
+        if head != parent:
+            continue
+        component = registry.get("command", name)
+        assert component is not None
+        component.factory(sub.add_parser(leaf, help=component.summary, description=component.summary))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    registry.load_builtin()  # the registered commands
     p = argparse.ArgumentParser(prog="hub", description="Integration engine for French health data.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -452,13 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--token", help="admin bearer token (default: $HUB_ADMIN_TOKEN, then the bootstrap token file)")
     sp = add("test", cmd_test, "run the route test cases kept beside the routes (routes/tests/*.yaml)")
     sp.add_argument("--only", help="run only the cases whose name or file name holds this text")
-    sp = add("send", cmd_send, "send HL7 v2 file(s) over MLLP and print each ACK", config=False)
-    sp.add_argument("files", nargs="+", help="HL7 v2 files (LF or CR line ends, several messages per file)")
-    sp.add_argument("--to", required=True, help="mllp://HOST:PORT or mllps://HOST:PORT")
-    sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each ACK (default 30)")
-    sp.add_argument("--ca", help="mllps: trust anchors (PEM) for the server's certificate")
-    sp.add_argument("--cert", help="mllps: our client certificate (PEM), for mutual TLS")
-    sp.add_argument("--key", help="mllps: the private key of --cert (PEM)")
+    _add_contributed(sub, "")  # `hub send` (adapters/mllp/cli.py)
     add_api_commands(add, DEFAULT_CONFIG)
     help_mailbox = "hosted mailboxes: list, create, suspend, resume, delete, annuaire (through the admin API)"
     mailbox_cli.add_parser(add("mailbox", cmd_mailbox, help_mailbox))
@@ -498,19 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--release", action="store_true", help="send it on, the trait check waived for it")
     group.add_argument("--discard", action="store_true", help="dead-letter it")
     x.add_argument("--by", help=argparse.SUPPRESS)  # before the API: who decided; now the token's user
-    x = isub.add_parser("insi", help="ask INSi for an INS by strict traits (exit 2 when none or several match)")
-    x.add_argument("--birth-name", required=True, help="birth name (nom de naissance)")
-    x.add_argument("--given-names", required=True, help="one or more birth given names, space separated")
-    x.add_argument("--sex", required=True, help="M or F")
-    x.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
-    x.add_argument("--birthplace", help="INSEE code (COG) of the birthplace")
-    x.add_argument("--url", help="the INSi endpoint (default: the config's INSi sandbox)")
-    x.add_argument(
-        "--token-file", help="bearer token for the sandbox (default: $HUB_TOKEN, then the bootstrap token file)"
-    )
-    x.add_argument(
-        "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG), help="config, to find the INSi sandbox"
-    )
+    _add_contributed(isub, "identity")  # `hub identity insi` (adapters/insi/cli.py)
     ap = add("audit-chain", cmd_audit, "export the audit trail, or verify its keyed chain (in the store or an export)")
     asub = ap.add_subparsers(dest="action", required=True)
     x = asub.add_parser("export", help="every entry after --after, as JSON lines (exactly as hashed)")
@@ -532,7 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        rc = args.fn(args)
+        if inspect.iscoroutine(rc):  # a command may be a coroutine function (asyncio.run takes only a coroutine)
+            rc = _run(rc)
+        return int(rc)
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)

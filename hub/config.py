@@ -65,6 +65,14 @@ class StoreConfig(_Model):
     )
     pool_size: int = Field(8, ge=2, le=200, description="PostgreSQL connections held by this process.")
     max_batch: int = Field(512, ge=1, le=10_000, description="Most messages committed in one group-commit transaction.")
+    index_delay_secs: float = Field(
+        0.05,
+        ge=0,
+        le=86_400,
+        description="The content-search index is written after the commit, off the ACK path: how long committed "
+        "messages gather before they are indexed in one batch. A search says how many are not indexed yet; "
+        "what a crash left unindexed is indexed at the next start.",
+    )
     lease_secs: float = Field(
         10.0,
         gt=0,

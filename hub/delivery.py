@@ -85,6 +85,7 @@ from hub.identity import IdentityStatus
 from hub.message import Message, utcnow
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
+from hub.ports import OutboundAdapter
 from hub.statuses import DeliveryStatus
 from hub.store import Claimed, IdentityRecord, SentPayload, Store
 from hub.supervisor import Supervisor
@@ -117,7 +118,7 @@ class DestinationWorker:
         store: Store,
         route: str,
         policy: DestinationPolicy,
-        adapter: object,
+        adapter: OutboundAdapter,
         pipeline: Pipeline,
         owner: str,
         lease_secs: float,
@@ -481,20 +482,30 @@ class DestinationWorker:
         except TimeoutError:
             pass
 
-    async def _identity_context(self, c: Claimed) -> StepContext:
-        """Look the patient up when a step or the destination needs it; raise AwaitingIdentity to hold."""
-        needs = self.pipeline.needs_identity or self.policy.require_qualified_ins
-        if not needs or self.identity_lookup is None:
-            return StepContext(environment=self.environment)
-        key = c.message.metadata.get("patient_key", "")
+    async def step_context(
+        self, message: Message, *, identity_override: bool = False, gate: bool = True
+    ) -> StepContext:
+        """What the route's steps run with: the patient's identity when a step (or, with `gate`, the
+        destination) needs it.
+
+        With `gate`, raise AwaitingIdentity (to hold the delivery) when the destination requires a qualified INS
+        the registry does not have; without it (a dry run), the steps run with what the registry has.
+        """
+        gated = gate and self.policy.require_qualified_ins
+        if not (self.pipeline.needs_identity or gated) or self.identity_lookup is None:
+            return StepContext(identity_override=identity_override, environment=self.environment)
+        key = message.metadata.get("patient_key", "")
         record = await self.identity_lookup(key) if key else None
-        qualified = record is not None and record.status == IdentityStatus.QUALIFIEE and bool(record.ins)
-        if self.policy.require_qualified_ins and not qualified:
+        if gated and (record is None or record.status != IdentityStatus.QUALIFIEE or not record.ins):
             why = "no identity in the registry" if record is None else f"identity is {record.status}, not qualifiee"
             raise AwaitingIdentity(f"destination requires a qualified INS: {why}")
-        return StepContext(
-            identity=record, identity_override=c.delivery.identity_override, environment=self.environment
-        )
+        return StepContext(identity=record, identity_override=identity_override, environment=self.environment)
+
+    async def run_steps(self, message: Message, ctx: StepContext) -> Message:
+        """The route's steps on `message`, in the step executor; a correction's step may ask for the
+        versions the hub sent (hub/documents.py). The one place a delivery's steps run (the admin API's
+        dry run too)."""
+        return await apply_steps(self.pipeline, message, ctx, self.store, self.step_executor)
 
     def _identity_basis(self, ctx: StepContext) -> str:
         """Which identity the steps run against (see SentPayload.basis): "" when they read none."""
@@ -507,14 +518,13 @@ class DestinationWorker:
 
         An earlier attempt's output is reused while the identity it was computed with is current.
         """
-        ctx = await self._identity_context(c)
+        ctx = await self.step_context(c.message, identity_override=c.delivery.identity_override)
         if not self.pipeline:  # no step: the inbound message is what is sent, nothing to keep
             return c.message, None, None
         basis = self._identity_basis(ctx)
         if c.sent is not None and c.sent.basis == basis:
             return c.sent.message(c.message), None, None
-        # a correction's step may ask for the versions the hub sent (hub/documents.py)
-        message = await apply_steps(self.pipeline, c.message, ctx, self.store, self.step_executor)
+        message = await self.run_steps(c.message, ctx)
         before = c.message.metadata
         output = {k: v for k, v in message.metadata.items() if before.get(k) != v}
         return message, SentPayload.of(c.delivery.id, c.message, message, basis), output
@@ -535,7 +545,7 @@ class DestinationWorker:
                 # may be sending it now. Not ours to send, nor to record.
                 log.warning("send_skipped_lease_lost", destination=self.destination, delivery_id=d.id)
                 return
-            await self.adapter.send(message)  # type: ignore[attr-defined]
+            await self.adapter.send(message)
             outcome = Outcome.ACCEPT
         except IdentityHold as exc:
             hold, outcome, error = exc, Outcome.RETRY, exc.reason
@@ -566,20 +576,7 @@ class DestinationWorker:
         else:
             self._circuit_open(error)
         self._start_queued()  # the slot goes to the next queued delivery now, not after the outcome's commit
-        next_at: datetime | None = None
-        if outcome is Outcome.ACCEPT:
-            status = DeliveryStatus.DELIVERED
-        elif not reached:
-            # an outage: the attempt is given back and the circuit decides when to probe
-            status = DeliveryStatus.PENDING
-        elif outcome is Outcome.RETRY and d.attempts < d.max_attempts:
-            status = DeliveryStatus.PENDING
-            delay = backoff_secs(self.policy.retry, d.attempts)
-            if retry_after:
-                delay = max(delay, retry_after)
-            next_at = utcnow() + timedelta(seconds=delay)
-        else:
-            status = DeliveryStatus.DEAD
+        status, next_at = self._next_status(c, outcome, reached=reached, retry_after=retry_after)
         elapsed = (utcnow() - started).total_seconds()
         if self.on_outcome:
             self.on_outcome(self.route, self.destination, outcome, elapsed, c.message.received_at)
@@ -598,6 +595,28 @@ class DestinationWorker:
         except StoreError as exc:
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
+        await self._recorded(c, kept, status, outcome, error)
+
+    def _next_status(
+        self, c: Claimed, outcome: Outcome, *, reached: bool, retry_after: float | None
+    ) -> tuple[DeliveryStatus, datetime | None]:
+        """The delivery's status after this attempt, and when to try again if it stays pending."""
+        d = c.delivery
+        if outcome is Outcome.ACCEPT:
+            return DeliveryStatus.DELIVERED, None
+        if not reached:
+            # an outage: the attempt is given back and the circuit decides when to probe
+            return DeliveryStatus.PENDING, None
+        if outcome is Outcome.RETRY and d.attempts < d.max_attempts:
+            delay = backoff_secs(self.policy.retry, d.attempts)
+            if retry_after:
+                delay = max(delay, retry_after)
+            return DeliveryStatus.PENDING, utcnow() + timedelta(seconds=delay)
+        return DeliveryStatus.DEAD, None
+
+    async def _recorded(self, c: Claimed, kept: bool, status: DeliveryStatus, outcome: Outcome, error: str) -> None:
+        """What follows a recorded outcome: queue gauges, the final-outcome hook, dead-letter counts and logs."""
+        d = c.delivery
         if kept and status != DeliveryStatus.PENDING and self.on_dequeued:
             self.on_dequeued()
         final = status in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD)

@@ -1,8 +1,8 @@
 """The identity registry as a hub service: apply ADT-derived updates, look patients up, release held messages.
 
 Fed by IHE PAM France ADT (through the ``identity_registry`` destination,
-``adapters/identity_registry.py``, which reads the ADT and hands over an
-:class:`IdentityUpdate`), read by the delivery workers before steps that
+``hub/identity_sink.py``, which reads the ADT with the ``identity_feed`` reader
+of ``mappings/ins/feed.py`` and hands over each :class:`IdentityUpdate`), read by the delivery workers before steps that
 need the identity (``ins_stamp``) and for destinations that require a
 qualified INS.
 

@@ -11,16 +11,34 @@ shows and edits payloads through it. A *check* is a pure function
 ``checks`` setting): it raises MessageError to refuse the message, and the
 metadata it returns is added to the message before routing.
 
+An *identity feed* reader is registered under a content type too:
+``read(body, *, policy, message_id) -> list[IdentityUpdate]`` turns an
+identity message (HL7 v2: a PAM FR ADT) into the identity registry's updates,
+raising MessageError when it cannot feed one (the ``identity_registry``
+destination, ``hub/identity_sink.py``).
+
+A *field search* is registered under a name (``hl7``): ``parse(text)`` turns
+the text of an admin content search into a condition on one field of its format
+(``PID-5.1=DUPONT``: ``.value``, ``.position``, ``.matches(text)``), or None.
+
 A *selector* is registered under a path language of route filters (``hl7``,
 ``fhirpath``, ``xpath``): ``factory(expression)`` compiles an expression
 (ValueError when it is not one) into ``select(message, cache) -> list[str]``,
 the values it finds in a body (none for a body of another content type).
 
+A *command* is registered under its ``hub`` sub-command (``send``, or
+``identity insi`` under ``hub identity``): ``factory(parser)`` adds its
+arguments to the argparse parser made for it and sets ``fn``, the function the
+command runs (``fn(args) -> exit code``). CLI clients of a wire protocol live
+with their adapter this way.
+
 Components register themselves with a decorator when their module is
 imported; ``adapters/__init__.py`` and ``mappings/__init__.py`` are plain
-lists of imports (no directory scanning, no entry points), so a broken
-component fails at start-up and the full list is greppable. The hub reaches
-adapters and mappings only through this module.
+lists of imports (no directory scanning), so a broken component fails at
+start-up and the full list is greppable. The hub never imports those packages:
+:func:`load_builtin` imports the packages named in the ``interop_hub.components``
+entry-point group (``pyproject.toml``), so the hub reaches adapters and
+mappings only through this module.
 
 Each component declares a pydantic config model with ``extra="forbid"`` and
 a description on every field: the models are the reference documentation
@@ -31,16 +49,44 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["NO_CONFIG", "Component", "ComponentConfig", "Kind", "get", "load_builtin", "names", "register"]
+from hub.errors import ConfigError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "NO_CONFIG",
+    "Component",
+    "ComponentConfig",
+    "Kind",
+    "get",
+    "load_builtin",
+    "names",
+    "register",
+]
 
 Kind = Literal[
-    "inbound", "outbound", "step", "sandbox", "reader", "text", "check", "outcome_hook", "selector", "traits"
+    "inbound",
+    "outbound",
+    "step",
+    "sandbox",
+    "reader",
+    "text",
+    "check",
+    "outcome_hook",
+    "selector",
+    "traits",
+    "identity_feed",
+    "field_search",
+    "command",
 ]
 T = TypeVar("T")
+
+#: The entry-point group naming the packages whose import registers components (``pyproject.toml``).
+ENTRY_POINT_GROUP = "interop_hub.components"
 
 
 class ComponentConfig(BaseModel):
@@ -110,6 +156,22 @@ def names(kind: Kind) -> list[str]:
 
 
 def load_builtin() -> None:
-    """Import the built-in adapters and mappings so that they register."""
-    import adapters  # noqa: F401
-    import mappings  # noqa: F401
+    """Import every component so that it registers: the hub's own, then each package of the entry-point group.
+
+    The group names this project's ``adapters`` and ``mappings``; an installed third-party package adds
+    its connectors by naming its own package there.
+    """
+    global _loaded
+    if _loaded:
+        return
+    from hub import identity_sink  # noqa: F401  (the hub's own destination: identity feeds into the registry)
+
+    packages = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    if not packages:
+        raise ConfigError(f"no component package installed (entry points {ENTRY_POINT_GROUP}): run `make install`")
+    for package in packages:
+        package.load()
+    _loaded = True
+
+
+_loaded = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ from hub.message import Message, utcnow
 from hub.metrics import HubMetrics
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
+from hub.ports import IdentityUpdates, InboundAdapter, OutboundAdapter, Sandbox
 from hub.reload import ReloadResult, prepare_reload, route_texts
 from hub.slots import Slots
 from hub.stats import HourlyStats
@@ -80,9 +82,9 @@ class Hub:
         self.store: Store | None = store
         self.audit_keys: AuditKeys | None = None
         self._own_store = store is None
-        self.listeners: dict[str, Any] = {}
-        self.endpoints: dict[str, Any] = {}
-        self.sandboxes: dict[str, Any] = {}
+        self.listeners: dict[str, InboundAdapter] = {}
+        self.endpoints: dict[str, OutboundAdapter] = {}
+        self.sandboxes: dict[str, Sandbox] = {}
         self.workers: dict[tuple[str, str], DestinationWorker] = {}
         self.undelivered = 0
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "rejected": 0, "refused_busy": 0}
@@ -195,7 +197,8 @@ class Hub:
             comp = registry.get("outbound", entry.type)
             assert comp is not None
             if "services" in comp.needs:
-                adapter = comp.factory(name, self.settings.endpoint_config(name), services=self)
+                services = _AdapterServices(self.config.environment, self.identity)
+                adapter = comp.factory(name, self.settings.endpoint_config(name), services=services)
             else:
                 adapter = comp.factory(name, self.settings.endpoint_config(name))
             await adapter.start()
@@ -539,6 +542,14 @@ class Hub:
 
     def describe_sandboxes(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.sandboxes.values()]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _AdapterServices:
+    """What an outbound adapter may ask of the hub (hub.ports.AdapterServices), and nothing else."""
+
+    environment: str
+    identity: IdentityUpdates
 
 
 class _OutcomeServices:

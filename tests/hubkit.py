@@ -171,3 +171,18 @@ async def hub_cli(
     out, err = await proc.communicate(stdin)
     assert proc.returncode is not None
     return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
+async def recover_once_expired(store: Store, timeout: float = 5.0) -> int:
+    """How many leases `store.recover_leases()` takes back, polled until the first expired lease is due.
+
+    A lease runs out on the store's clock: this waits for that state, whatever the machine's load.
+    """
+    recovered: list[int] = []
+
+    async def taken_back() -> bool:
+        recovered.append(await store.recover_leases())
+        return recovered[-1] > 0
+
+    await wait_until(taken_back, timeout=timeout)
+    return recovered[-1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -28,8 +27,7 @@ async def test_send_messages_replay_and_dead_letters(tmp_path: Path) -> None:
             refused = await hub_cli("send", str(bad), "--to", to)
             assert refused.returncode == 2
             assert "MSA|AR|CLIBAD" in refused.stdout and "ERR||MSH^1^9|101^" in refused.stdout
-            await wait_until(lambda: len(peer.bodies) == 2)
-            await asyncio.sleep(0.2)
+            await wait_until(lambda: len(peer.bodies) == 2 and hub.undelivered == 0)  # both outcomes recorded
 
             listing = await hub_cli("messages", "--config", str(config), "--json", hub=hub)
             assert listing.returncode == 0, listing.stderr

@@ -75,13 +75,26 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
             resumed = await hub_cli("resume", "dpi", *cli, **as_operator)
             assert json.loads(resumed.stdout)["workers"] == [{"route": "adt", "paused": False}]
 
+            # A second dead letter, given up for good.
+            peer.ack = "AR"
+            client = await MllpClient.connect(mllp_port(hub))
+            try:
+                await client.send(adt("CLIA2", patient="IPP78"))
+            finally:
+                await client.close()
+            await wait_until(dead, timeout=20)
+            discarded = await hub_cli("discard", *cli, "--all-dead", "--yes", **as_operator)
+            assert json.loads(discarded.stdout)["discarded"] == 1, discarded.stderr
+            assert await store.find_deliveries(status="dead") == []
+            peer.ack = "AA"
+
             stats = await hub_cli("stats", *cli, "--json", **as_operator)
             rows = [json.loads(x) for x in stats.stdout.splitlines()]
             [queue] = [r for r in rows if r["item"] == "queue"]
             assert queue["destination"] == "dpi" and queue["state"] == "running"
             totals = {(r["route"], r["destination"]): r for r in rows if r["item"] == "totals"}
-            assert totals[("adt", "dpi")]["dead"] == 1 and totals[("adt", "dpi")]["delivered"] == 2
-            assert totals[("", "mllp_in")]["received"] == 1
+            assert totals[("adt", "dpi")]["dead"] == 2 and totals[("adt", "dpi")]["delivered"] == 2
+            assert totals[("", "mllp_in")]["received"] == 2
             assert len([r for r in rows if r["item"] == "hour"]) == 24
 
             # A viewer may not act: a one-line error, and the refusal is in the audit trail too.
@@ -92,7 +105,9 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
             entries = [json.loads(x) for x in audit.stdout.splitlines()]
             done = {(e["action"], e["actor"], e["outcome"]) for e in entries}
             operator = NAMES["operator"]
-            for action in ("search_patient", "search_content", "view_payload", "requeue", "replay", "pause", "resume"):
+            for action in (
+                "search_patient", "search_content", "view_payload", "requeue", "replay", "pause", "resume", "discard",
+            ):  # fmt: skip
                 assert (action, operator, "ok") in done, action
             assert ("replay", NAMES["viewer"], "denied") in done
             assert [e["action"] for e in entries].count("view_payload") == 3  # show --body, two exports with payloads

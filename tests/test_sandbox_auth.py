@@ -13,7 +13,7 @@ import yaml
 from hub.admin.auth import hash_token
 from hub.admin.sandbox_guard import required_role
 from tests.hubkit import running_hub, write_config
-from tests.test_default_config_flows import default_config_in
+from tests.integration.test_default_config_flows import default_config_in
 
 VIEWER, OPERATOR = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
 

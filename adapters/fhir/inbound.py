@@ -51,11 +51,11 @@ import structlog
 from aiohttp import web
 from pydantic import Field, field_validator
 
-from adapters.base import InboundContext
 from hub.content_types import ContentType
 from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import MessageError, Retryable
 from hub.message import Message
+from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
 from mappings.fhir.common import Issue, dump_json, load_json, operation_outcome
 from mappings.fhir.patient_consistency import patient_consistency_issues

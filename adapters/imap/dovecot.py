@@ -53,13 +53,13 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
-from adapters.base import InboundContext
 from adapters.imap.autoconfig import AutoconfigConfig, autoconfig_routes
 from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess
 from adapters.smtp.common import HostedMailbox, Mailboxes, host_port
 from adapters.smtp.directory import open_directory
 from adapters.tls import TlsConfig
 from hub.errors import ConfigError
+from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
 
 __all__ = ["ImapConfig", "ImapInbound", "dovecot_binary", "render_config"]

@@ -82,6 +82,26 @@ class FrameReader:
         self._buf += chunk
         return True
 
+    def _take_frame(self, end: int, kept: int, head: bytes) -> Frame:
+        """The frame ending at `end` in the buffer, removed from it (with the CR that may follow the end block).
+
+        `kept` counts the bytes of an oversized frame already discarded and `head` holds its first bytes.
+        """
+        buf = self._buf
+        body = bytes(memoryview(buf)[1:end])  # one copy (a bytearray slice would be a second)
+        size = kept + len(body)
+        del buf[: end + 1]
+        if buf[:1] == CR:
+            del buf[:1]
+        if end > _SHRINK_AFTER:
+            # A bytearray keeps its capacity after `del`: give a big frame's back.
+            self._buf = bytearray(buf)
+        if kept:
+            return Frame(head, size, oversized=True)
+        if size > self._max:
+            return Frame(body[:_HEAD_BYTES], size, oversized=True)
+        return Frame(body, size)
+
     async def read_frame(self) -> Frame | None:
         """The next frame, or None at end of stream. Raises FrameTimeout."""
         buf = self._buf
@@ -112,19 +132,7 @@ class FrameReader:
                     scanned, kept, head = 1, 0, b""
                     continue
                 if end >= 0:
-                    body = bytes(memoryview(buf)[1:end])  # one copy (a bytearray slice would be a second)
-                    size = kept + len(body)
-                    del buf[: end + 1]
-                    if buf[:1] == CR:
-                        del buf[:1]
-                    if end > _SHRINK_AFTER:
-                        # A bytearray keeps its capacity after `del`: give a big frame's back.
-                        self._buf = buf = bytearray(buf)
-                    if kept:
-                        return Frame(head, size, oversized=True)
-                    if size > self._max:
-                        return Frame(body[:_HEAD_BYTES], size, oversized=True)
-                    return Frame(body, size)
+                    return self._take_frame(end, kept, head)
                 if kept or len(buf) - 1 > self._max:
                     # Oversized: keep the head once, then discard as it streams in.
                     if not kept:

@@ -18,7 +18,6 @@ from typing import Any
 import structlog
 from pydantic import Field
 
-from adapters.base import InboundContext
 from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
 from adapters.tls import RevocationError, TlsConfig, server_context, verify_peer
@@ -26,6 +25,7 @@ from hub import registry
 from hub.content_types import ContentType
 from hub.errors import ConfigError, MessageError, Retryable
 from hub.message import Message
+from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
 from hub.slots import Slots
 from mappings.hl7v2 import build_ack, build_bare_ack, check_header, read_header

@@ -769,6 +769,25 @@ class _Submission:
             self.err("XDSRegistryMetadataError", _ctx(e, "objectType must be the stable DocumentEntry type"))
         if e.mime_type not in MIME_TYPES:
             self.err("XDSRepositoryMetadataError", _ctx(e, "mimeType not accepted by the DMP"))
+        self.document_slots(e)
+        if not e.title:
+            self.err("XDSRegistryMetadataError", _ctx(e, "title (Name) is required"))
+        self.authors(e, DE.AUTHOR)
+        self.document_codes(e)
+
+        patient = self.patient_id(e, DE.PATIENT_ID)
+        if self.lot is not None and patient and patient != self.lot.identifiers.get(SS.PATIENT_ID):
+            self.err("XDSPatientIdDoesNotMatch", _ctx(e, "patientId differs from the SubmissionSet patientId"))
+
+        content = self.document_content(e)
+        unique = e.identifiers.get(DE.UNIQUE_ID, "")
+        if not unique:
+            self.err("XDSRegistryMetadataError", _ctx(e, "XDSDocumentEntry.uniqueId is required"))
+        elif self.unique_id_format(e, unique, "XDSDocumentEntry.uniqueId", allow_extension=True):
+            self.document_unique_id(e, unique, content, seen)
+
+    def document_slots(self, e: RegistryObject) -> None:
+        """The DocumentEntry's required slots, once each, and the form of their values."""
         for name in _DOCUMENT_SLOTS:
             if len(e.slots.get(name, [])) != 1 or not e.slot(name):
                 self.err("XDSRegistryMetadataError", _ctx(e, f"slot {name} is required once"))
@@ -782,9 +801,9 @@ class _Submission:
             self.err("XDSRegistryMetadataError", _ctx(e, "legalAuthenticator must be an XCN with id and authority"))
         if e.slot("sourcePatientId") and parse_cx(e.slot("sourcePatientId")) is None:
             self.err("XDSRegistryMetadataError", _ctx(e, "sourcePatientId must be a CX"))
-        if not e.title:
-            self.err("XDSRegistryMetadataError", _ctx(e, "title (Name) is required"))
-        self.authors(e, DE.AUTHOR)
+
+    def document_codes(self, e: RegistryObject) -> None:
+        """The DocumentEntry's classifications, each from its value set (typeCode from JDV_J07)."""
         self.coded(e, DE.CLASS_CODE, CLASS_CODES)
         self.coded(e, DE.TYPE_CODE, TYPE_CODE_SYSTEMS)
         typ = e.code(DE.TYPE_CODE)
@@ -800,31 +819,24 @@ class _Submission:
         if len(levels) != 1:
             self.err("XDSRegistryMetadataError", _ctx(e, "confidentialityCode: exactly one of N, R, V is required"))
 
-        patient = self.patient_id(e, DE.PATIENT_ID)
-        if self.lot is not None and patient and patient != self.lot.identifiers.get(SS.PATIENT_ID):
-            self.err("XDSPatientIdDoesNotMatch", _ctx(e, "patientId differs from the SubmissionSet patientId"))
-
-        content = self.document_content(e)
-        unique = e.identifiers.get(DE.UNIQUE_ID, "")
-        if not unique:
-            self.err("XDSRegistryMetadataError", _ctx(e, "XDSDocumentEntry.uniqueId is required"))
-        elif self.unique_id_format(e, unique, "XDSDocumentEntry.uniqueId", allow_extension=True):
-            if unique in seen:
-                self.err("XDSRegistryDuplicateUniqueIdInMessage", _ctx(e, "uniqueId used twice in this request"))
-            seen.add(unique)
-            existing = self.sb.by_unique_id(unique)
-            if existing is not None and content is not None:
-                # ITI TF-3 Table 4.2.4.1-2: a known uniqueId with other content is NonIdentical*, else a duplicate.
-                if existing.hash != hashlib.sha1(content).hexdigest():
-                    self.err("XDSNonIdenticalHash", _ctx(e, "uniqueId already registered with another hash"))
-                elif existing.size != len(content):
-                    self.err("XDSNonIdenticalSize", _ctx(e, "uniqueId already registered with another size"))
-                else:
-                    self.err("XDSDuplicateUniqueIdInRegistry", _ctx(e, "uniqueId already registered"))
-            elif existing is not None:
+    def document_unique_id(self, e: RegistryObject, unique: str, content: bytes | None, seen: set[str]) -> None:
+        """A well-formed uniqueId not used twice in the request nor already registered (or with other content)."""
+        if unique in seen:
+            self.err("XDSRegistryDuplicateUniqueIdInMessage", _ctx(e, "uniqueId used twice in this request"))
+        seen.add(unique)
+        existing = self.sb.by_unique_id(unique)
+        if existing is not None and content is not None:
+            # ITI TF-3 Table 4.2.4.1-2: a known uniqueId with other content is NonIdentical*, else a duplicate.
+            if existing.hash != hashlib.sha1(content).hexdigest():
+                self.err("XDSNonIdenticalHash", _ctx(e, "uniqueId already registered with another hash"))
+            elif existing.size != len(content):
+                self.err("XDSNonIdenticalSize", _ctx(e, "uniqueId already registered with another size"))
+            else:
                 self.err("XDSDuplicateUniqueIdInRegistry", _ctx(e, "uniqueId already registered"))
-            elif _UUID_ID.fullmatch(e.id) and e.id in self.sb.documents:
-                self.err("XDSRegistryMetadataError", _ctx(e, "entryUUID already in the registry"))
+        elif existing is not None:
+            self.err("XDSDuplicateUniqueIdInRegistry", _ctx(e, "uniqueId already registered"))
+        elif _UUID_ID.fullmatch(e.id) and e.id in self.sb.documents:
+            self.err("XDSRegistryMetadataError", _ctx(e, "entryUUID already in the registry"))
 
     def document_content(self, e: RegistryObject) -> bytes | None:
         doc = self.p.documents.get(e.id)

@@ -28,7 +28,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from adapters.smtp.common import HostedMailbox, Mailboxes
-from adapters.smtp.directory import DirectoryError, annuaire_rows
+from adapters.smtp.directory import DirectoryError, MailboxDirectory, annuaire_rows
 from hub.admin import audit
 from hub.admin.api import ApiError, Call, Operation
 from hub.errors import StoreError
@@ -81,26 +81,30 @@ def _view(box: HostedMailbox, source: Literal["config", "directory"]) -> Mailbox
     )  # fmt: skip
 
 
+async def _record(call: Call, action: str, address: str, detail: dict[str, Any]) -> None:
+    """The audit record of a mailbox change, written before the change (no trail, nothing done)."""
+    if call.hub.store is None:
+        raise ApiError(503, "audit trail unavailable: nothing was done")
+    try:
+        await audit.record(call.hub.store, call.who, action, target=address, detail=detail)
+    except StoreError:
+        raise ApiError(503, "audit trail unavailable: nothing was done") from None
+
+
+def _in_directory(mailboxes: Mailboxes, directory: MailboxDirectory, address: str) -> str:
+    """The address (lower case) of a mailbox the directory manages; 409 when the config declares it, 404 when none."""
+    address = address.lower()
+    if address in mailboxes.declared:
+        raise ApiError(409, "this mailbox is declared in the config: change it there")
+    if address not in directory.mailboxes():
+        raise ApiError(404, "no such mailbox")
+    return address
+
+
 def mailbox_operations(mailboxes: Mailboxes) -> tuple[Operation, ...]:
     """The admin API operations over these mailboxes (their directory must be set)."""
     directory = mailboxes.directory
     assert directory is not None
-
-    async def record(call: Call, action: str, address: str, detail: dict[str, Any]) -> None:
-        if call.hub.store is None:
-            raise ApiError(503, "audit trail unavailable: nothing was done")
-        try:
-            await audit.record(call.hub.store, call.who, action, target=address, detail=detail)
-        except StoreError:
-            raise ApiError(503, "audit trail unavailable: nothing was done") from None
-
-    def in_directory(address: str) -> str:
-        address = address.lower()
-        if address in mailboxes.declared:
-            raise ApiError(409, "this mailbox is declared in the config: change it there")
-        if address not in directory.mailboxes():
-            raise ApiError(404, "no such mailbox")
-        return address
 
     async def list_(call: Call) -> MailboxList:
         managed = directory.mailboxes()
@@ -113,7 +117,7 @@ def mailbox_operations(mailboxes: Mailboxes) -> tuple[Operation, ...]:
 
     async def create(call: Call) -> Any:
         box: HostedMailbox = call.body
-        await record(call, "mailbox_create", box.address, {"kind": box.kind, "owner": box.owner})
+        await _record(call, "mailbox_create", box.address, {"kind": box.kind, "owner": box.owner})
         try:
             directory.create(box, declared=set(mailboxes.declared))
         except DirectoryError as exc:
@@ -122,8 +126,8 @@ def mailbox_operations(mailboxes: Mailboxes) -> tuple[Operation, ...]:
 
     def set_status(status: str) -> Any:
         async def handler(call: Call) -> MailboxView:
-            address = in_directory(call.request.match_info["address"])
-            await record(call, f"mailbox_{'suspend' if status == 'suspended' else 'resume'}", address,
+            address = _in_directory(mailboxes, directory, call.request.match_info["address"])
+            await _record(call, f"mailbox_{'suspend' if status == 'suspended' else 'resume'}", address,
                          {"reason": call.body.reason})  # fmt: skip
             try:
                 return _view(directory.update(address, status=status), "directory")
@@ -133,8 +137,8 @@ def mailbox_operations(mailboxes: Mailboxes) -> tuple[Operation, ...]:
         return handler
 
     async def delete(call: Call) -> MailboxView:
-        address = in_directory(call.request.match_info["address"])
-        await record(call, "mailbox_delete", address, {})
+        address = _in_directory(mailboxes, directory, call.request.match_info["address"])
+        await _record(call, "mailbox_delete", address, {})
         try:
             return _view(directory.delete(address), "directory")
         except DirectoryError as exc:

@@ -56,7 +56,6 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 from pydantic import Field
 
 from adapters.auth_throttle import AuthThrottle
-from adapters.base import InboundContext
 from adapters.smtp.access import AccessConfig, AccessDenied, Grant, IssuerUnavailable, MailAccess, sasl_bearer
 from adapters.smtp.common import (
     HostedMailbox,
@@ -79,6 +78,7 @@ from adapters.tls import RevocationError, TlsConfig, verify_peer
 from hub.content_types import ContentType
 from hub.errors import ConfigError, Retryable
 from hub.message import Message, new_id, utcnow
+from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
 from hub.slots import Slot, Slots
 from mappings.mssante.mail import domain_of

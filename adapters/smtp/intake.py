@@ -61,7 +61,7 @@ from hub.errors import MessageError
 from hub.identity import INS_ROOTS
 from mappings.cda import read_cda_header
 from mappings.mssante.mail import MailParts, domain_of, hub_message_id, match_hub_message_id, parse_mail
-from mappings.mssante.reports import build_mdn, read_report
+from mappings.mssante.reports import Report, build_mdn, read_report
 from mappings.xdm import XdmError, ZipLimits, read_xdm
 from mappings.xds.hl7 import parse_cx
 from mappings.xml import parse_xml
@@ -111,6 +111,67 @@ def _strip_angle(value: str) -> str:
     return value.strip().strip("<>").strip()
 
 
+def _split_recipients(rcpt_tos: Sequence[str], mailboxes: Mailboxes) -> tuple[list[str], list[str], list[str]]:
+    """The envelope recipients as (hosted personal/organisational, hosted application, remote)."""
+    local, application, remote = [], [], []
+    for rcpt in rcpt_tos:
+        box = mailboxes.get(rcpt)
+        if box is None:
+            remote.append(rcpt)
+        elif box.kind == "application":
+            application.append(rcpt.lower())
+        else:
+            local.append(rcpt.lower())
+    return local, application, remote
+
+
+def _report_metadata(report: Report, hub_domains: Sequence[str]) -> dict[str, str]:
+    """The metadata of a delivery or disposition report (DSN/MDN), matched to the hub message it is about."""
+    matched = match_hub_message_id(report.original_message_id, hub_domains) or match_hub_message_id(
+        report.original_envelope_id, hub_domains
+    )
+    return {
+        "mail_kind": "ack",
+        "message_type": "ack",
+        "ack_kind": report.kind,
+        "ack_disposition": report.disposition,
+        "ack_status": report.status,
+        "ack_error": report.error,
+        "ack_final_recipient": report.final_recipient,
+        "ack_for_mail_id": report.original_message_id[:998],
+        "ack_for_message_id": matched or "",
+        "ack_matched": _yes(matched is not None),
+    }
+
+
+def _application_documents(
+    parts: MailParts, limits: ZipLimits, application: list[str], mailboxes: Mailboxes, message_id: str
+) -> list[tuple[bytes, dict[str, str]]]:
+    """The documents of the mail (attachments, XDM archives), once per application mailbox, with the mail's metadata.
+
+    Raises XdmError when an attachment cannot be accepted (the whole mail is refused).
+    """
+    documents = _documents(parts, limits)
+    subject = parts.header("Subject")
+    body = parts.body[:MAX_BODY_CHARS]
+    reply_to = _csv(parts.addresses("Reply-To"))
+    out = []
+    for rcpt in application:
+        box = mailboxes.get(rcpt)
+        for body_bytes, meta in documents:
+            doc_meta = {
+                **meta,
+                "mail_recipient": rcpt,
+                "mail_recipient_org": box.organization if box else "",
+                "mail_subject": subject[:998],
+                "mail_body_b64": base64.b64encode(body.encode("utf-8")).decode(),
+                "mail_reply_to": reply_to,
+                "mail_message_id": message_id[:998],
+            }
+            out.append((body_bytes, doc_meta))
+    return out
+
+
 def analyse(
     raw: bytes,
     *,
@@ -127,15 +188,7 @@ def analyse(
     submission: bool = False,
 ) -> Intake:
     """Read one received mail and decide what the hub makes of it (see the module docstring)."""
-    local, application, remote = [], [], []
-    for rcpt in rcpt_tos:
-        box = mailboxes.get(rcpt)
-        if box is None:
-            remote.append(rcpt)
-        elif box.kind == "application":
-            application.append(rcpt.lower())
-        else:
-            local.append(rcpt.lower())
+    local, application, remote = _split_recipients(rcpt_tos, mailboxes)
     metadata = {
         "mail_kind": "mail",
         "message_type": "mail",
@@ -172,21 +225,7 @@ def analyse(
     except Exception:  # a malformed report is read as an ordinary mail
         report = None
     if report is not None:
-        matched = match_hub_message_id(report.original_message_id, hub_domains) or match_hub_message_id(
-            report.original_envelope_id, hub_domains
-        )
-        metadata.update(
-            mail_kind="ack",
-            message_type="ack",
-            ack_kind=report.kind,
-            ack_disposition=report.disposition,
-            ack_status=report.status,
-            ack_error=report.error,
-            ack_final_recipient=report.final_recipient,
-            ack_for_mail_id=report.original_message_id[:998],
-            ack_for_message_id=matched or "",
-            ack_matched=_yes(matched is not None),
-        )
+        metadata.update(_report_metadata(report, hub_domains))
         return intake  # RFC 3834 §2 / RFC 8098 §2.1: never answer an acknowledgement
 
     if not application:
@@ -195,26 +234,9 @@ def analyse(
     # -- a mail to an application mailbox enters the engine (volet trans-lps, "Pré-conditions")
     mdn_to = _mdn_address(parts, mail_from) if send_mdn else None
     try:
-        documents = _documents(parts, limits)
+        intake.documents.extend(_application_documents(parts, limits, application, mailboxes, message_id))
     except XdmError as exc:
         intake.refusal = exc.reason
-    else:
-        subject = parts.header("Subject")
-        body = parts.body[:MAX_BODY_CHARS]
-        reply_to = _csv(parts.addresses("Reply-To"))
-        for rcpt in application:
-            box = mailboxes.get(rcpt)
-            for body_bytes, meta in documents:
-                doc_meta = {
-                    **meta,
-                    "mail_recipient": rcpt,
-                    "mail_recipient_org": box.organization if box else "",
-                    "mail_subject": subject[:998],
-                    "mail_body_b64": base64.b64encode(body.encode("utf-8")).decode(),
-                    "mail_reply_to": reply_to,
-                    "mail_message_id": message_id[:998],
-                }
-                intake.documents.append((body_bytes, doc_meta))
     if mdn_to:
         final = application[0]
         original_recipient = _strip_angle(parts.header("Original-Recipient").partition(";")[2]) or final

@@ -78,11 +78,8 @@ from hub.admin.models import (
     Whoami,
 )
 from hub.admin.reviews import compare, message_traits
-from hub.content_types import ContentType
-from hub.documents import apply_steps
 from hub.environments import HubEnvironment
 from hub.errors import IdentityHold, MessageError, StoreError
-from hub.pipeline import StepContext
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
 from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
@@ -226,7 +223,8 @@ _TEXT_SUFFIXES = ("+xml", "/xml", "+json", "/json", "+er7")
 
 
 def _decode(content_type: str, body: bytes) -> tuple[str, str]:
-    """(encoding, text) of a payload: HL7 v2 in its MSH-18 character set, other text as UTF-8, else base64."""
+    """(encoding, text) of a payload: through the text codec of its format when it has one (HL7 v2: its MSH-18
+    character set), other text as UTF-8, else base64."""
     ct = content_type.split(";")[0].strip().lower()
     codec = registry.get("text", ct)
     if codec is not None:  # a format that declares its own character set (HL7 v2: MSH-18)
@@ -456,7 +454,14 @@ async def _search_content(call: Call) -> ContentSearchPage:
     records = records[: params.limit]
     deliveries = await _store(call).deliveries([r.message.id for r in records])
     items = [_summary(r, deliveries[r.message.id]) for r in records]
-    return ContentSearchPage(items=items, since=since, until=until, truncated=truncated)
+    # The index is written after the commit: say when messages of this window may not be found yet.
+    lag = await _store(call).content_index_lag()
+    lagging = lag.oldest_received_at is not None and lag.oldest_received_at < until
+    return ContentSearchPage(
+        items=items, since=since, until=until, truncated=truncated,
+        index_pending=lag.pending if lagging else 0,
+        index_pending_since=lag.oldest_received_at if lagging else None,
+    )  # fmt: skip
 
 
 async def _get_record(call: Call) -> MessageRecord:
@@ -629,13 +634,10 @@ async def _output(call: Call) -> StepOutput:
         call, "view_output", message_id=mid, target=f"{d.route}->{d.destination}", detail={"delivery_id": d.id}
     )
     pipeline = worker.pipeline
-    identity = None
-    key = rec.message.metadata.get("patient_key", "")
-    if pipeline.needs_identity and key:
-        identity = await hub.identity.lookup(key)
-    ctx = StepContext(identity=identity, identity_override=d.identity_override, environment=hub.config.environment)
     try:
-        out = await apply_steps(pipeline, rec.message, ctx, _store(call), hub._step_executor)
+        # The worker's own step run, without its identity gate: what the steps give today, sent or not.
+        ctx = await worker.step_context(rec.message, identity_override=d.identity_override, gate=False)
+        out = await worker.run_steps(rec.message, ctx)
     except (MessageError, IdentityHold) as exc:
         raise ApiError(422, "a step refuses the message", getattr(exc, "reason", str(exc))) from None
     encoding, text = _decode(out.content_type, out.body)
@@ -648,10 +650,8 @@ async def _output(call: Call) -> StepOutput:
 
 
 def _corrected_body(content_type: str, text: str) -> bytes:
-    if content_type == ContentType.HL7V2:
-        # Edited in a browser or a file: HL7 v2 wants CR between segments, and the bytes in the
-        # character set its MSH-18 declares.
-        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    """The bytes of a body corrected as text: through the text codec of its format when it has one (HL7 v2:
+    segment ends and the MSH-18 character set), else UTF-8."""
     codec = registry.get("text", content_type)
     if codec is not None:
         try:

@@ -553,3 +553,10 @@ class ContentSearchPage(_Out):
     since: datetime
     until: datetime
     truncated: bool = Field(description="More messages matched than `limit`: narrow the window or the text.")
+    index_pending: int = Field(
+        0,
+        description="Messages committed but not yet in the content index (indexing follows the commit), counted "
+        "when the oldest of them was received before `until`: while not 0, the result may miss them; search again "
+        "in a moment.",
+    )
+    index_pending_since: datetime | None = Field(None, description="When the oldest of them was received.")

@@ -10,14 +10,25 @@ conditions as they were: an outage never reads as a recovery.
 
 Texts name routes, destinations, counts and durations; error texts pass
 through the log redaction (:func:`hub.logs.redact_text`): no health data.
-Each node evaluates and notifies on its own (in a cluster, expect one notice
-per node, each naming its node).
+
+In a cluster (several nodes on one PostgreSQL store) the rules about what the
+nodes share (queues, dead letters, identity reviews, a destination down) are
+evaluated by one node only, the holder of the store's ``alerts`` lease,
+renewed at every check: one notice for the cluster. When the holder dies its
+lease runs out (:data:`LEASE_CHECKS` checks, at least :data:`MIN_LEASE_SECS`) and another node takes it over
+with the state the holder saved there (what fired, when it was last sent), so
+a condition already announced is not announced again and its recovery is
+still told. The rules about a node itself (its listeners, its view of the
+store, its certificate files) are evaluated by every node, each naming its
+node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +51,13 @@ __all__ = ["AlertEngine", "Condition", "certificate_files"]
 log = structlog.get_logger("hub.alerts")
 
 _QUEUE_RULES = ("dead_letters", "queue_depth", "queue_age")
+#: Rules about what every node shares: evaluated by the lease holder only.
+CLUSTER_RULES = (*_QUEUE_RULES, "reviews_waiting", "destination_down")
+LEASE = "alerts"
+#: The lease lasts this many checks: a holder that missed one check keeps it, a dead one loses it soon.
+LEASE_CHECKS = 3
+#: ... and never less than this: a check slowed by a channel that answers late must not hand the lease over.
+MIN_LEASE_SECS = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,6 +81,10 @@ class AlertEngine:
         self.senders: dict[str, Sender] = {name: build_sender(name, c) for name, c in config.channels.items()}
         self.active: dict[tuple[str, str], _Active] = {}
         self._resolved_unsent: list[tuple[Notice, set[str]]] = []
+        self.holds_lease = False
+        """Whether this node evaluates the cluster rules (it held the lease at the last check)."""
+        self.checks = 0
+        """Checks done since start."""
 
     async def run(self) -> None:
         while True:
@@ -70,13 +92,82 @@ class AlertEngine:
             await self.check()
 
     async def close(self) -> None:
+        if self.holds_lease:
+            with contextlib.suppress(StoreError):  # shutdown: another node takes over at its next check
+                await self._save_state()
+                await self.hub.store.release_lease(LEASE, owner=self.hub.config.node)  # type: ignore[union-attr]
+            self.holds_lease = False
         for sender in self.senders.values():
             await sender.close()
+
+    # -- the cluster lease -------------------------------------------------------------------------------------
+    async def _take_lease(self) -> None:
+        """Take or renew the lease; on taking it over, resume the previous holder's conditions; on losing it,
+        forget the cluster conditions (their notices are the holder's now)."""
+        store = self.hub.store
+        if store is None or not hasattr(store, "take_lease"):
+            self.holds_lease = True  # a store without leases: one node
+            return
+        try:
+            state = await store.take_lease(
+                LEASE, owner=self.hub.config.node, secs=max(self.config.check_secs * LEASE_CHECKS, MIN_LEASE_SECS)
+            )
+        except StoreError:
+            return  # the store is down: nothing of the cluster can be evaluated; keep the role as it was
+        if state is None:
+            if self.holds_lease:
+                log.info("alert_lease_lost", node=self.hub.config.node)
+            self.holds_lease = False
+            self.active = {k: a for k, a in self.active.items() if a.condition.rule.when not in CLUSTER_RULES}
+            self._resolved_unsent = [(n, c) for n, c in self._resolved_unsent if n.kind not in CLUSTER_RULES]
+            return
+        if not self.holds_lease:
+            log.info("alert_lease_taken", node=self.hub.config.node)
+            self.active.update(self._load_state(state))
+        self.holds_lease = True
+
+    async def _save_state(self) -> None:
+        """Save the cluster conditions with the lease, for whoever takes it over."""
+        store = self.hub.store
+        if store is None or not hasattr(store, "save_lease_state"):
+            return
+        state = [
+            {
+                "rule": a.condition.rule.name, "subject": a.condition.subject, "summary": a.condition.summary,
+                "since": a.since.isoformat(), "sent_at": a.sent_at.isoformat() if a.sent_at else None,
+                "unsent": sorted(a.unsent),
+            }
+            for a in self.active.values()
+            if a.condition.rule.when in CLUSTER_RULES
+        ]  # fmt: skip
+        if not await store.save_lease_state(LEASE, owner=self.hub.config.node, state=json.dumps(state)):
+            self.holds_lease = False
+
+    def _load_state(self, state: str) -> dict[tuple[str, str], _Active]:
+        rules = {r.name: r for r in self.config.rules}
+        out: dict[tuple[str, str], _Active] = {}
+        try:
+            saved = json.loads(state) if state else []
+            for item in saved:
+                rule = rules.get(item["rule"])
+                if rule is None or rule.when not in CLUSTER_RULES:
+                    continue  # a rule since removed from the config
+                active = _Active(
+                    Condition(rule, item["subject"], item["summary"]), datetime.fromisoformat(item["since"]),
+                    datetime.fromisoformat(item["sent_at"]) if item["sent_at"] else None,
+                    set(item["unsent"]) & set(self.senders),
+                )  # fmt: skip
+                out[(rule.name, active.condition.subject)] = active
+        except (ValueError, KeyError, TypeError):
+            log.warning("alert_state_unreadable")  # start afresh: at worst a notice is sent again
+            return {}
+        return out
 
     # -- one check ---------------------------------------------------------------------------------------------
     async def check(self, now: datetime | None = None) -> list[Notice]:
         """Evaluate every rule once and send what has to be said; returns the notices sent."""
         now = now or datetime.now(UTC)
+        await self._take_lease()
         found, evaluated = await self._evaluate(now)
         sent: list[Notice] = []
         for key, condition in found.items():
@@ -104,6 +195,10 @@ class AlertEngine:
             if left:
                 retry.append((notice, left))
         self._resolved_unsent = retry
+        if self.holds_lease:
+            with contextlib.suppress(StoreError):
+                await self._save_state()
+        self.checks += 1
         return sent
 
     def _channels(self, rule: AlertRule) -> set[str]:
@@ -151,6 +246,8 @@ class AlertEngine:
                 reviews = None
         for rule in rules:
             conditions: list[Condition] | None
+            if rule.when in CLUSTER_RULES and not self.holds_lease:
+                continue  # another node evaluates it for the cluster
             if rule.when in _QUEUE_RULES:
                 conditions = None if queues is None else list(self._queue_conditions(rule, queues, now))
             elif rule.when == "reviews_waiting":
@@ -164,7 +261,7 @@ class AlertEngine:
                 conditions = [
                     Condition(rule, f"listener {name}", f"listener {name} is not accepting connections")
                     for name, listener in self.hub.listeners.items()
-                    if getattr(listener, "is_serving", None) is not None and not listener.is_serving()
+                    if not _serving(listener)
                 ]
             elif rule.when == "store_down":
                 conditions = [] if store_ok else [Condition(rule, "store", "the store does not answer within 2 s")]
@@ -256,3 +353,9 @@ def certificate_files(hub: Hub) -> list[str]:
     for component in hub.settings.component_configs.values():
         walk(component)
     return found
+
+
+def _serving(listener: object) -> bool:
+    """Whether a listener accepts connections; one that cannot tell (no ``is_serving()``) counts as serving."""
+    is_serving = getattr(listener, "is_serving", None)
+    return is_serving is None or bool(is_serving())

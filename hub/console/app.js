@@ -36,6 +36,7 @@ async function render() {
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === page);
   if (page === "messages" && parts[1]) cleanup = await views.trace(main, { id: parts[1] }) || null;
   else if (page === "messages") cleanup = views.messages(main, { params }) || null;
+  else if (page === "content") cleanup = views.contentSearch(main) || null;
   else if (page === "dead") cleanup = views.dead(main, { params }) || null;
   else if (page === "reviews") cleanup = views.reviews(main, { params }) || null;
   else if (page === "audit" && can("admin")) cleanup = views.audit(main) || null;

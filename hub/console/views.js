@@ -255,6 +255,71 @@ export function messages(main, { params }) {
   load();
 }
 
+// -- content search ---------------------------------------------------------------------------------------------
+/**
+ * Search the stored payloads (operators): a text, or an HL7 v2 field condition such as PID-5.1=DUPONT, over a
+ * required time window (24 h by default, 31 days at most). The API records each search in the audit trail,
+ * without the text; the text stays out of the address bar (and so out of the browser's history).
+ */
+export function contentSearch(main) {
+  if (!can("operator")) {
+    main.replaceChildren(h("h1", {}, "Content search"),
+      h("p", { class: "muted", id: "content-denied" }, "Searching payloads reads health data: it needs the operator role."));
+    return;
+  }
+  const now = new Date();
+  const text = h("input", { name: "text", id: "c-text", required: true, minlength: 3, maxlength: 200, autocomplete: "off",
+    placeholder: "DUPONT, or PID-5.1=DUPONT" });
+  const since = h("input", { name: "since", id: "c-since", type: "datetime-local", required: true,
+    value: toLocalInput(new Date(now - 24 * 3600 * 1000).toISOString()) });
+  const until = h("input", { name: "until", id: "c-until", type: "datetime-local", required: true,
+    value: toLocalInput(new Date(now.getTime() + 60 * 1000).toISOString()) });
+  const limit = h("input", { name: "limit", id: "c-limit", type: "number", min: 1, max: 200, value: 50 });
+  const results = h("div", { id: "content-results" });
+  const form = h("form", { class: "search", id: "content-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const query = { text: text.value.trim(), since: new Date(since.value).toISOString(),
+      until: new Date(until.value).toISOString(), limit: limit.value };
+    results.replaceChildren(h("p", { class: "muted" }, "Searching…"));
+    try {
+      const page = await api.get("/api/search/content", query);
+      results.replaceChildren(contentResults(page));
+    } catch (err) { results.replaceChildren(); fail(err); }
+  } },
+  h("label", {}, "Text or field (PID-5.1=…)", text),
+  h("label", {}, "Received since", since),
+  h("label", {}, "Received before", until),
+  h("label", {}, "At most", limit),
+  h("button", { type: "submit", id: "content-button" }, "Search"));
+  main.replaceChildren(h("h1", {}, "Content search"),
+    h("section", { class: "card" }, form,
+      h("p", { class: "muted" }, "Each search is recorded in the audit trail with your name and the window (never the text).")),
+    results);
+  text.focus();
+}
+
+function contentResults(page) {
+  const notes = [];
+  if (page.index_pending) {
+    notes.push(h("p", { class: "warn", id: "content-lag" },
+      `${page.index_pending} message(s) received since ${time(page.index_pending_since)} are not indexed yet: `
+      + "they may be missing from these results. Search again in a moment."));
+  }
+  if (page.truncated) {
+    notes.push(h("p", { class: "warn", id: "content-truncated" }, "More messages match than shown: narrow the window or the text."));
+  }
+  return h("section", { class: "card" }, notes,
+    h("p", { class: "muted" }, `${page.items.length} message(s) received between ${time(page.since)} and ${time(page.until)}, newest first.`),
+    table([
+      { title: "Received", cell: (m) => time(m.received_at) },
+      { title: "Status", class: "status-cell", cell: (m) => derivedStatus(m) },
+      { title: "Type", cell: (m) => m.message_type },
+      { title: "Control id", class: "mono", cell: (m) => m.control_id },
+      { title: "Patient", class: "mono", cell: (m) => m.patient_key },
+      { title: "Trace", class: "mono", cell: (m) => h("a", { href: `#/messages/${m.id}`, class: "trace-link" }, m.id) },
+    ], page.items, { onclick: (m) => go(`#/messages/${m.id}`), empty: "No message of this window contains it." }));
+}
+
 /** A message with no delivery of its own (an MSSanté mail) shows what became of what was derived from it. */
 function derivedStatus(m) {
   if (!m.derived || !m.derived.length) return status(m.status);

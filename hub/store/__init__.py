@@ -30,6 +30,13 @@ in a message-keys table, written with the message at submit (only when its
 metadata carries them) and when a delivery's steps record them. The audit
 trail is hash-chained: each entry's hash covers the previous entry's hash.
 
+The content-search index is written after the commit, off the ACK path
+(``hub/store/content_index.py``): a submit lists its message as awaiting
+indexing in the same transaction, and the store's background indexer takes
+the list off in batches, at start too (what a crash left unindexed).
+Named leases (``take_lease``) let one node do work for the whole cluster
+(alert evaluation), taken over with its saved state when that node dies.
+
 Identity holds (``hub/identity_stage.py``)::
 
     in_flight ──patient not qualified──► awaiting_identity ──ADT qualifies it──► pending

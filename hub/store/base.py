@@ -14,6 +14,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from hub.errors import StoreError
 from hub.message import Message
 from hub.statuses import BLOCKING_STATUSES, HELD_STATUSES, DeliveryStatus
+from hub.store.content_index import IndexLag
 
 __all__ = [
     "AUDIT_GENESIS",
@@ -685,7 +686,29 @@ class Store(Protocol):
     async def search(self, query: SearchQuery) -> list[MessageRecord]: ...
 
     async def search_content(self, query: ContentQuery) -> list[MessageRecord]:
-        """Newest first; index-backed (trigram); StoreError if it outlasts `query.timeout_secs`."""
+        """Newest first; index-backed (trigram); StoreError if it outlasts `query.timeout_secs`.
+
+        The index is written after the commit (hub/store/content_index.py): a message committed a moment ago
+        may not be found yet, which :meth:`content_index_lag` tells."""
+
+    async def index_content(self, limit: int) -> int:
+        """Index the text of up to `limit` committed messages awaiting it; returns how many were taken.
+        The store's own indexer calls it after commits and at start (catch-up after a crash)."""
+
+    async def take_lease(self, name: str, *, owner: str, secs: float) -> str | None:
+        """Take (or renew) the named lease for `owner` until `secs` from now, unless another owner's lease runs.
+
+        Returns the state its holders saved (``""`` at first) when `owner` holds it now, None otherwise: work one
+        node does for the cluster (alert evaluation) is taken over, with its state, when its holder dies."""
+
+    async def save_lease_state(self, name: str, *, owner: str, state: str) -> bool:
+        """Save the holder's state with the lease; False if `owner` no longer holds it."""
+
+    async def release_lease(self, name: str, *, owner: str) -> None:
+        """End `owner`'s lease now (shutdown): another node takes it at its next try."""
+
+    async def content_index_lag(self) -> IndexLag:
+        """Committed messages not yet in the content index (counted up to a cap) and the oldest one's age."""
 
     async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]: ...
 
@@ -844,11 +867,12 @@ async def open_store(config: Any) -> Store:
         from hub.store.postgres import PostgresStore
 
         store: Store = PostgresStore(
-            config.dsn, schema=config.schema_, pool_size=config.pool_size, max_batch=config.max_batch
-        )
+            config.dsn, schema=config.schema_, pool_size=config.pool_size, max_batch=config.max_batch,
+            index_delay_secs=config.index_delay_secs,
+        )  # fmt: skip
     else:
         from hub.store.sqlite import SqliteStore
 
-        store = SqliteStore(config.path, max_batch=config.max_batch)
+        store = SqliteStore(config.path, max_batch=config.max_batch, index_delay_secs=config.index_delay_secs)
     await store.open()
     return store

@@ -35,8 +35,17 @@ import asyncpg
 
 __all__ = ["HOT_TABLES", "VACUUM_LOCK", "Vacuumed", "vacuum_hot_tables"]
 
-#: The tables the hub rewrites per message or delivery, or purges (retention): where dead rows pile up.
-HOT_TABLES = ("hub_deliveries", "hub_messages", "hub_sent", "hub_attempts", "hub_message_keys", "hub_message_text")
+#: The tables the hub rewrites per message or delivery, or purges (retention): where dead rows pile up
+#: (hub_text_pending is a queue: every row is deleted once its message is indexed).
+HOT_TABLES = (
+    "hub_deliveries",
+    "hub_messages",
+    "hub_sent",
+    "hub_attempts",
+    "hub_message_keys",
+    "hub_message_text",
+    "hub_text_pending",
+)
 #: pg_try_advisory_lock key: one node vacuums at a time.
 VACUUM_LOCK = 7210044
 #: Longest a single VACUUM may run before the task gives up on it (the next turn starts it again).

@@ -57,6 +57,7 @@ from hub.store.base import (
     load_metadata,
     searchable_text,
 )
+from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.pg_maintenance import Vacuumed, vacuum_hot_tables
 
 #: A connection checked out of the pool (a proxy of `asyncpg.Connection`), and either kind.
@@ -273,7 +274,19 @@ MIGRATIONS: list[str] = [
         END IF;
     END $$;
     """,
-    # 9: autovacuum on the hot tables after a fixed number of dead rows, not PostgreSQL's 20 % of the table
+    # 9: the content index is written after the commit (hub/store/content_index.py): a submit only lists its
+    # message here, in its own transaction, and an indexer (on any node) takes the rows off once indexed
+    "CREATE TABLE hub_text_pending (message_id text PRIMARY KEY)",
+    # 10: named leases for work one node does for the cluster (alert evaluation), with the holder's state
+    """
+    CREATE TABLE hub_leases (
+        name text PRIMARY KEY,
+        owner text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        state text NOT NULL DEFAULT ''
+    );
+    """,
+    # 11: autovacuum on the hot tables after a fixed number of dead rows, not PostgreSQL's 20 % of the table
     # (with a deep backlog that is hundreds of thousands of dead index entries in every claim's way); used
     # where the server runs autovacuum; the hub's own task covers the others (hub/store/pg_maintenance.py)
     "".join(
@@ -414,9 +427,7 @@ WITH m AS (
     WHERE u.message_id IN (SELECT id FROM m)
     ON CONFLICT DO NOTHING
 ), x AS (
-    INSERT INTO hub_message_text (message_id, body)
-    SELECT u.message_id, u.body FROM unnest($25::text[], $26::text[]) AS u(message_id, body)
-    WHERE u.message_id IN (SELECT id FROM m)
+    INSERT INTO hub_text_pending (message_id) SELECT id FROM m
 )
 SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END FROM m
 """
@@ -585,8 +596,10 @@ class PostgresStore:
         max_batch: int = 512,
         writers: int = 2,
         max_pending: int = 20_000,
+        index_delay_secs: float = 0.05,
     ) -> None:
         self._dsn = dsn
+        self._indexer = ContentIndexer(self.index_content, delay_secs=index_delay_secs)
         self._settings = {"search_path": schema} if schema else {}
         self._schema = schema
         self._pool_size = pool_size
@@ -683,6 +696,7 @@ class PostgresStore:
             self._flush, max_batch=self._max_batch, writers=self._writers, max_pending=self._max_pending
         )
         self._finisher = GroupCommitter(self._finish_batch, max_batch=self._max_batch)
+        self._indexer.start()
 
     async def _listen(self) -> None:
         """(Re)open the LISTEN connection; new work is announced on it (and polled for meanwhile)."""
@@ -696,6 +710,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Close within bounded time, even with the server gone (connections are then terminated)."""
+        await self._indexer.close()
         if self._finisher:
             await self._finisher.close(timeout=_CLOSE_TIMEOUT)
         if self._committer:
@@ -747,7 +762,7 @@ class PostgresStore:
 
     async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
         assert self._committer is not None
-        await self._committer.submit((message, [], endpoint, None, "rejected", reason))
+        await self._committer.submit((message, [], endpoint, None, MessageStatus.REJECTED, reason))
 
     async def _flush(self, batch: list[_Submission]) -> list[SubmitResult]:
         cols: list[list[Any]] = [[] for _ in range(17)]
@@ -786,13 +801,12 @@ class PostgresStore:
             # Business keys (INS, document id) ride in the same statement; the arrays are empty for most
             # inbound messages (an MLLP ADT carries neither), which costs nothing.
             keyed = [(m.id, keys) for m, *_ in batch if (keys := business_keys(m.metadata))]
-            texts = ([m.id for m, *_ in batch], [searchable_text(m.body) for m, *_ in batch])
             if any(k is not None for k in d_cols[4]):
                 async with conn.transaction():
                     await conn.execute(_LOCK_KEYS, d_cols[1], d_cols[2], d_cols[4])
-                    rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed), *texts)
+                    rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
             else:
-                rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed), *texts)
+                rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
             inserted = {r[0] for r in rows}
             missing = [b[3] for b in batch if b[0].id not in inserted]
             existing: dict[str, str] = {}
@@ -803,6 +817,7 @@ class PostgresStore:
                         "SELECT dedup_key, id FROM hub_messages WHERE dedup_key = ANY($1::text[])", missing
                     )
                 }
+        self._indexer.wake()
         results = []
         for message, deliveries, _e, dedup_key, *_ in batch:
             if message.id in inserted:
@@ -1150,6 +1165,7 @@ class PostgresStore:
             await conn.execute("DELETE FROM hub_deliveries WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_message_keys WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_message_text WHERE message_id = ANY($1::text[])", ids)
+            await conn.execute("DELETE FROM hub_text_pending WHERE message_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM hub_messages WHERE id = ANY($1::text[])", ids)
         return len(ids)
 
@@ -1213,6 +1229,62 @@ class PostgresStore:
         sql += f" ORDER BY id DESC LIMIT ${len(args)}"
         async with self._conn() as conn:
             return [_record(r) for r in await conn.fetch(sql, *args)]
+
+    async def index_content(self, limit: int) -> int:
+        """Write the searchable text of up to `limit` messages awaiting indexing; returns how many it took.
+
+        SKIP LOCKED: nodes sharing the store index side by side, each its own rows; a node that dies mid-batch
+        leaves its rows pending (its transaction rolls back) for the others or its next start.
+        """
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT p.message_id, substring(m.body FROM 1 FOR $2) FROM hub_text_pending p"
+                " LEFT JOIN hub_messages m ON m.id = p.message_id ORDER BY p.message_id LIMIT $1"
+                " FOR UPDATE OF p SKIP LOCKED",
+                limit, SEARCHABLE_CHARS * 4,
+            )  # fmt: skip
+            if not rows:
+                return 0
+            found = [(r[0], bytes(r[1])) for r in rows if r[1] is not None]
+            texts = await asyncio.to_thread(lambda: [searchable_text(body) for _, body in found])
+            await conn.execute(
+                "INSERT INTO hub_message_text (message_id, body) SELECT * FROM unnest($1::text[], $2::text[])"
+                " ON CONFLICT (message_id) DO NOTHING",
+                [mid for mid, _ in found], texts,
+            )  # fmt: skip
+            await conn.execute("DELETE FROM hub_text_pending WHERE message_id = ANY($1::text[])", [r[0] for r in rows])
+        return len(rows)
+
+    async def take_lease(self, name: str, *, owner: str, secs: float) -> str | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO hub_leases (name, owner, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))"
+                " ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at"
+                " WHERE hub_leases.owner = EXCLUDED.owner OR hub_leases.expires_at < now() RETURNING state",
+                name, owner, float(secs),
+            )  # fmt: skip
+        return None if row is None else str(row[0])
+
+    async def save_lease_state(self, name: str, *, owner: str, state: str) -> bool:
+        async with self._conn() as conn:
+            done = await conn.execute(
+                "UPDATE hub_leases SET state = $3 WHERE name = $1 AND owner = $2", name, owner, state
+            )
+        return done != "UPDATE 0"
+
+    async def release_lease(self, name: str, *, owner: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE hub_leases SET expires_at = now() WHERE name = $1 AND owner = $2", name, owner)
+
+    async def content_index_lag(self) -> IndexLag:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT count(*), min(m.received_at) FROM (SELECT message_id FROM hub_text_pending LIMIT $1) p"
+                " JOIN hub_messages m ON m.id = p.message_id",
+                LAG_COUNT_CAP,
+            )
+        assert row is not None  # an aggregate without GROUP BY returns exactly one row
+        return IndexLag(int(row[0]), row[1])
 
     async def search_content(self, query: ContentQuery) -> list[MessageRecord]:
         # LIKE's wildcards and escape character are literal in the searched text.

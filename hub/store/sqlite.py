@@ -55,6 +55,7 @@ from hub.store.base import (
     load_metadata,
     searchable_text,
 )
+from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 
 __all__ = ["SqliteStore"]
 
@@ -243,6 +244,18 @@ MIGRATIONS: list[str] = [
     INSERT INTO message_text (body, message_id)
         SELECT substr(CAST(body AS TEXT), 1, {SEARCHABLE_CHARS}), id FROM messages;
     """,
+    # 9: the content index is written after the commit (hub/store/content_index.py): a submit only lists its
+    # message here, in its own transaction, and the indexer takes the rows off once their text is indexed
+    "CREATE TABLE text_pending (message_id TEXT PRIMARY KEY) WITHOUT ROWID",
+    # 10: named leases for work one node does for the cluster (alert evaluation), with the holder's state
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT ''
+    );
+    """,
 ]
 
 _BLOCKING = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
@@ -365,8 +378,16 @@ def _size(path: Path) -> int:
 class SqliteStore:
     """The Store protocol on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, max_batch: int = 512, wal_limit_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_batch: int = 512,
+        wal_limit_bytes: int = 64 * 1024 * 1024,
+        index_delay_secs: float = 0.05,
+    ) -> None:
         self.path = Path(path)
+        self._indexer = ContentIndexer(self.index_content, delay_secs=index_delay_secs)
         self.wal_limit_bytes = wal_limit_bytes
         self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
@@ -390,6 +411,7 @@ class SqliteStore:
         self._finisher = GroupCommitter(self._finish_batch, max_batch=self._max_batch)
         if str(self.path) != ":memory:":
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
+        self._indexer.start()
 
     async def _checkpoint_loop(self) -> None:
         """Move the WAL into the database from a second connection, off the commit thread.
@@ -452,6 +474,7 @@ class SqliteStore:
                 db.execute("COMMIT")
 
     async def close(self) -> None:
+        await self._indexer.close()
         if self._finisher:
             await self._finisher.close()
         if self._committer:
@@ -504,10 +527,61 @@ class SqliteStore:
 
     async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
         assert self._committer is not None
-        await self._committer.submit((message, [], endpoint, None, "rejected", reason))
+        await self._committer.submit((message, [], endpoint, None, MessageStatus.REJECTED, reason))
 
     async def _flush(self, batch: list[_Submission]) -> list[SubmitResult]:
-        return await self._run(self._tx, lambda db: self._insert_batch(db, batch))
+        results: list[SubmitResult] = await self._run(self._tx, lambda db: self._insert_batch(db, batch))
+        self._indexer.wake()
+        return results
+
+    async def index_content(self, limit: int) -> int:
+        """Write the searchable text of up to `limit` messages awaiting indexing; returns how many it took.
+
+        Its own transaction, not fsynced: lost to a power cut, it only leaves the rows pending (indexed again).
+        """
+
+        def work(db: sqlite3.Connection) -> int:
+            rows = db.execute(
+                "SELECT p.message_id, substr(m.body, 1, ?) FROM text_pending p LEFT JOIN messages m"
+                " ON m.id = p.message_id ORDER BY p.message_id LIMIT ?",
+                (SEARCHABLE_CHARS * 4, limit),
+            ).fetchall()
+            db.executemany(
+                "INSERT INTO message_text (body, message_id) VALUES (?, ?)",
+                [(searchable_text(bytes(body)), mid) for mid, body in rows if body is not None],
+            )
+            db.executemany("DELETE FROM text_pending WHERE message_id = ?", [(mid,) for mid, _ in rows])
+            return len(rows)
+
+        return await self._run(self._tx_unsynced, work)
+
+    async def take_lease(self, name: str, *, owner: str, secs: float) -> str | None:
+        now = time.time()
+        row = await self._run(self._tx_unsynced, lambda db: db.execute(
+            "INSERT INTO leases (name, owner, expires_at) VALUES (?,?,?) ON CONFLICT (name) DO UPDATE"
+            " SET owner = excluded.owner, expires_at = excluded.expires_at"
+            " WHERE leases.owner = excluded.owner OR leases.expires_at < ? RETURNING state",
+            (name, owner, now + secs, now),
+        ).fetchone())  # fmt: skip
+        return None if row is None else str(row[0])
+
+    async def save_lease_state(self, name: str, *, owner: str, state: str) -> bool:
+        cur = await self._run(self._tx, lambda db: db.execute(
+            "UPDATE leases SET state = ? WHERE name = ? AND owner = ?", (state, name, owner)))  # fmt: skip
+        return bool(cur.rowcount)
+
+    async def release_lease(self, name: str, *, owner: str) -> None:
+        await self._run(self._tx, lambda db: db.execute(
+            "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ?", (name, owner)))  # fmt: skip
+
+    async def content_index_lag(self) -> IndexLag:
+        row = await self._run(
+            self._fetchone,
+            "SELECT count(*), min(m.received_at) FROM (SELECT message_id FROM text_pending LIMIT ?) p"
+            " JOIN messages m ON m.id = p.message_id",
+            (LAG_COUNT_CAP,),
+        )
+        return IndexLag(int(row[0]), _dt(row[1]) if row[1] is not None else None)
 
     def _insert_batch(self, db: sqlite3.Connection, batch: list[_Submission]) -> list[SubmitResult]:
         now = time.time()
@@ -557,9 +631,7 @@ class SqliteStore:
             keys = business_keys(md)
             if keys:
                 _insert_keys(db, message.id, keys)
-            db.execute(
-                "INSERT INTO message_text (body, message_id) VALUES (?, ?)", (searchable_text(message.body), message.id)
-            )
+            db.execute("INSERT INTO text_pending (message_id) VALUES (?)", (message.id,))
             results.append(SubmitResult(message.id, False, len(deliveries)))
         return results
 
@@ -1034,6 +1106,7 @@ class SqliteStore:
             db.execute(f"DELETE FROM deliveries WHERE message_id IN ({m})", ids)
             db.execute(f"DELETE FROM message_keys WHERE message_id IN ({m})", ids)
             db.execute(f"DELETE FROM message_text WHERE message_id IN ({m})", ids)
+            db.execute(f"DELETE FROM text_pending WHERE message_id IN ({m})", ids)
             db.execute(f"DELETE FROM messages WHERE id IN ({m})", ids)
             return len(ids)
 

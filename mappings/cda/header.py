@@ -99,9 +99,7 @@ _INS_PROBLEMS = {
 
 # HL7 datatypes as the schematron tests them: uid = OID | UUID | RUID, ts, int.
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))*")
-_UID = re.compile(
-    r"[0-2](\.(0|[1-9][0-9]*))*|[A-Fa-f0-9]{8}(-[A-Fa-f0-9]{4}){3}-[A-Fa-f0-9]{12}|[A-Za-z][A-Za-z0-9-]*"
-)
+_UID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))*|[A-Fa-f0-9]{8}(-[A-Fa-f0-9]{4}){3}-[A-Fa-f0-9]{12}|[A-Za-z][A-Za-z0-9-]*")
 # TS literal (HL7 V3 datatypes): YYYY[MM[DD[HH[MM[SS[.S{1,4}]]]]]][+|-ZZzz]; the schematron only
 # tests the leading digits, which would let "2025-01-02" through.
 # The offset is [+-] and 1 to 4 digits, as the CDA XSD's ts pattern allows it (ANS examples carry
@@ -174,6 +172,35 @@ def _ii(el: etree._Element | None) -> str:
 # --------------------------------------------------------------------------- reader
 
 
+def _patient_ids(role: etree._Element | None) -> dict[str, str]:
+    """ins/ins_oid (the first INS), ipp/ipp_oid (the first other id) and patient_ids (all, as CX) of patientRole."""
+    out: dict[str, str] = {}
+    cx: list[str] = []
+    for pid in _non_null(_all(role, "id")):
+        root, ext = pid.get("root"), pid.get("extension")
+        if not root or not ext:
+            continue
+        cx.append(f"{ext}^^^&{root}&ISO")
+        if root in INS_ROOTS:
+            if "ins" not in out:
+                out["ins"], out["ins_oid"] = ext, root
+        elif "ipp" not in out:
+            out["ipp"], out["ipp_oid"] = ext, root
+    if cx:
+        out["patient_ids"] = "~".join(cx)
+    return out
+
+
+def _put_attributes(out: dict[str, str], el: etree._Element | None, keys: dict[str, str]) -> None:
+    """out[key] = el's attribute, for each key: attribute pair whose attribute is present and not empty."""
+    if el is None:
+        return
+    for key, attribute in keys.items():
+        value = el.get(attribute)
+        if value:
+            out[key] = value
+
+
 def read_cda_header(root_or_bytes: etree._Element | etree._ElementTree | bytes) -> dict[str, str]:
     """Extract the header metadata of a CDA R2 document (keys in the module docstring).
 
@@ -191,27 +218,12 @@ def read_cda_header(root_or_bytes: etree._Element | etree._ElementTree | bytes) 
         if value:
             out[key] = value
 
-    role = _path(doc, "recordTarget", "patientRole")
-    cx: list[str] = []
-    for pid in _non_null(_all(role, "id")):
-        root, ext = pid.get("root"), pid.get("extension")
-        if not root or not ext:
-            continue
-        cx.append(f"{ext}^^^&{root}&ISO")
-        if root in INS_ROOTS:
-            if "ins" not in out:
-                put("ins", ext)
-                put("ins_oid", root)
-        elif "ipp" not in out:
-            put("ipp", ext)
-            put("ipp_oid", root)
-    put("patient_ids", "~".join(cx))
+    out.update(_patient_ids(_path(doc, "recordTarget", "patientRole")))
 
     code = _one(doc, "code")
-    if code is not None:
-        put("type_code", code.get("code"))
-        put("type_code_system", code.get("codeSystem"))
-        put("type_display_name", code.get("displayName"))
+    _put_attributes(
+        out, code, {"type_code": "code", "type_code_system": "codeSystem", "type_display_name": "displayName"}
+    )
     put("unique_id", _ii(_one(doc, "id")))
     put("set_id", _ii(_one(doc, "setId")))
     put("version_number", _attr(doc, "versionNumber", "value"))
@@ -224,29 +236,17 @@ def read_cda_header(root_or_bytes: etree._Element | etree._ElementTree | bytes) 
     put("template_ids", " ".join(t.get("root", "") for t in _all(doc, "templateId") if t.get("root")))
 
     author_id = _path(doc, "author", "assignedAuthor", "id")
-    if author_id is not None:
-        put("author_id", author_id.get("extension"))
-        put("author_id_root", author_id.get("root"))
+    _put_attributes(out, author_id, {"author_id": "extension", "author_id_root": "root"})
     custodian_id = _path(doc, "custodian", "assignedCustodian", "representedCustodianOrganization", "id")
-    if custodian_id is not None:
-        put("custodian_id", custodian_id.get("extension"))
-        put("custodian_id_root", custodian_id.get("root"))
+    _put_attributes(out, custodian_id, {"custodian_id": "extension", "custodian_id_root": "root"})
     legal_id = _path(doc, "legalAuthenticator", "assignedEntity", "id")
-    if legal_id is not None:
-        put("legal_authenticator_id", legal_id.get("extension"))
-        put("legal_authenticator_id_root", legal_id.get("root"))
+    _put_attributes(out, legal_id, {"legal_authenticator_id": "extension", "legal_authenticator_id_root": "root"})
 
     facility = _path(doc, "componentOf", "encompassingEncounter", "location", "healthCareFacility", "code")
-    if facility is not None:
-        put("facility_code", facility.get("code"))
-        put("facility_code_system", facility.get("codeSystem"))
+    _put_attributes(out, facility, {"facility_code": "code", "facility_code_system": "codeSystem"})
     event = _path(doc, "documentationOf", "serviceEvent")
-    setting = _path(
-        event, "performer", "assignedEntity", "representedOrganization", "standardIndustryClassCode"
-    )
-    if setting is not None:
-        put("practice_setting_code", setting.get("code"))
-        put("practice_setting_code_system", setting.get("codeSystem"))
+    setting = _path(event, "performer", "assignedEntity", "representedOrganization", "standardIndustryClassCode")
+    _put_attributes(out, setting, {"practice_setting_code": "code", "practice_setting_code_system": "codeSystem"})
     put("service_start_time", _attr(_path(event, "effectiveTime"), "low", "value"))
     put("service_stop_time", _attr(_path(event, "effectiveTime"), "high", "value"))
     return out
@@ -360,26 +360,23 @@ class _Checker:
             for e in _all(doc, "typeId")
             if e.get("root") == _TYPE_ID_ROOT and e.get("extension") == _TYPE_ID_EXTENSION
         ]
-        self.exactly_one(
-            "type-id", _DOC + "/typeId", type_ids, f"typeId {_TYPE_ID_ROOT}/{_TYPE_ID_EXTENSION}"
-        )
+        self.exactly_one("type-id", _DOC + "/typeId", type_ids, f"typeId {_TYPE_ID_ROOT}/{_TYPE_ID_EXTENSION}")
+        self.templates_and_body()
+        self.identification()
 
+    def templates_and_body(self) -> None:
+        """The header templateIds, the volet's own, and the body they call for."""
+        doc = self.doc
         templates = _all(doc, "templateId")
         roots = [t.get("root") for t in templates]
         for rule, oid in (("template-hl7-france", _TEMPLATE_HL7_FRANCE), ("template-cisis", _TEMPLATE_CISIS)):
             if roots.count(oid) != 1:
-                self.add(
-                    rule, f"{_DOC}/templateId[@root='{oid}']", f"templateId {oid} is required exactly once"
-                )
+                self.add(rule, f"{_DOC}/templateId[@root='{oid}']", f"templateId {oid} is required exactly once")
         others = [
-            (i, t)
-            for i, t in enumerate(templates, 1)
-            if t.get("root") not in (_TEMPLATE_HL7_FRANCE, _TEMPLATE_CISIS)
+            (i, t) for i, t in enumerate(templates, 1) if t.get("root") not in (_TEMPLATE_HL7_FRANCE, _TEMPLATE_CISIS)
         ]
         if not others:
-            self.add(
-                "template-volet", _DOC + "/templateId", "a templateId of the document's volet is required"
-            )
+            self.add("template-volet", _DOC + "/templateId", "a templateId of the document's volet is required")
         for i, t in others:
             self.ii("template-volet", t, f"{_DOC}/templateId[{i}]")
 
@@ -400,6 +397,9 @@ class _Checker:
                 f"{_TEMPLATE_CISIS} and {_TEMPLATE_XDS_SD}",
             )
 
+    def identification(self) -> None:
+        """id, code, title, effectiveTime, confidentialityCode, languageCode, setId, versionNumber, replacement."""
+        doc = self.doc
         ids = _non_null(_all(doc, "id"))
         if self.exactly_one("document-id", _DOC + "/id", ids, "id"):
             self.ii("document-id", ids[0], _DOC + "/id")
@@ -415,19 +415,7 @@ class _Checker:
         if self.exactly_one("effective-time", _DOC + "/effectiveTime", times, "effectiveTime"):
             self.ts("effective-time", times[0], _DOC + "/effectiveTime")
 
-        loc = _DOC + "/confidentialityCode"
-        conf = _non_null(_all(doc, "confidentialityCode"))
-        if self.exactly_one("confidentiality-code", loc, conf, "confidentialityCode"):
-            if conf[0].get("code") not in _CONFIDENTIALITY_CODES:
-                self.add(
-                    "confidentiality-code",
-                    loc + "/@code",
-                    "code must be one of L M N R U V (HL7 Confidentiality)",
-                )
-            if not _full(_OID, conf[0].get("codeSystem")):
-                self.add("confidentiality-code", loc + "/@codeSystem", "@codeSystem (an OID) is required")
-            if not conf[0].get("displayName"):
-                self.add("confidentiality-code", loc + "/@displayName", "@displayName is required")
+        self.confidentiality()
 
         langs = _non_null(_all(doc, "languageCode"))
         if self.exactly_one("language-code", _DOC + "/languageCode", langs, "languageCode") and not _full(
@@ -440,23 +428,42 @@ class _Checker:
         if self.exactly_one("set-id", _DOC + "/setId", set_ids, "setId"):
             self.ii("set-id", set_ids[0], _DOC + "/setId")
 
-        versions = _non_null(_all(doc, "versionNumber"))
-        version: int | None = None
-        if self.exactly_one("version-number", _DOC + "/versionNumber", versions, "versionNumber"):
-            value = versions[0].get("value", "")
-            if value.isascii() and value.isdigit() and int(value) >= 1:
-                version = int(value)
-            else:
-                self.add("version-number", _DOC + "/versionNumber/@value", "@value must be an integer from 1")
+        version = self.version_number()
 
         if len(_all(doc, "dataEnterer")) > 1:
             self.add("data-enterer", _DOC + "/dataEnterer", "dataEnterer appears at most once")
 
         self.replacement(ids, set_ids, version)
 
-    def replacement(
-        self, ids: list[etree._Element], set_ids: list[etree._Element], version: int | None
-    ) -> None:
+    def confidentiality(self) -> None:
+        """confidentialityCode: once, from HL7 Confidentiality, with its code system and display name."""
+        loc = _DOC + "/confidentialityCode"
+        conf = _non_null(_all(self.doc, "confidentialityCode"))
+        if not self.exactly_one("confidentiality-code", loc, conf, "confidentialityCode"):
+            return
+        if conf[0].get("code") not in _CONFIDENTIALITY_CODES:
+            self.add(
+                "confidentiality-code",
+                loc + "/@code",
+                "code must be one of L M N R U V (HL7 Confidentiality)",
+            )
+        if not _full(_OID, conf[0].get("codeSystem")):
+            self.add("confidentiality-code", loc + "/@codeSystem", "@codeSystem (an OID) is required")
+        if not conf[0].get("displayName"):
+            self.add("confidentiality-code", loc + "/@displayName", "@displayName is required")
+
+    def version_number(self) -> int | None:
+        """The document's versionNumber (an integer from 1), or None when absent or invalid."""
+        versions = _non_null(_all(self.doc, "versionNumber"))
+        if not self.exactly_one("version-number", _DOC + "/versionNumber", versions, "versionNumber"):
+            return None
+        value = versions[0].get("value", "")
+        if value.isascii() and value.isdigit() and int(value) >= 1:
+            return int(value)
+        self.add("version-number", _DOC + "/versionNumber/@value", "@value must be an integer from 1")
+        return None
+
+    def replacement(self, ids: list[etree._Element], set_ids: list[etree._Element], version: int | None) -> None:
         """setId / versionNumber / relatedDocument[RPLC] consistency.
 
         CDA R2, "Document Identification, Revisions, and Addenda": a replacement
@@ -507,7 +514,24 @@ class _Checker:
         if not self.exactly_one("record-target", base, roles, "patientRole with a patient"):
             return
         role = roles[0]
+        ins = self.patient_ids(role, base)
+        self.ins_ids(ins, base, require_ins=require_ins, allow_test_ins=allow_test_ins, strict_ins_key=strict_ins_key)
 
+        patients = _non_null(_all(role, "patient"))
+        ploc = base + "/patient"
+        if not self.exactly_one("patient", ploc, patients, "patient"):
+            return
+        patient = patients[0]
+        names = _non_null(_all(patient, "name"))
+        name = names[0] if self.exactly_one("patient-name", ploc + "/name", names, "patient name") else None
+        if name is not None:
+            self.patient_name(name, ploc + "/name")
+        self.patient_traits(patient, ploc)
+        if ins:
+            self.ins_traits(patient, name, ploc)
+
+    def patient_ids(self, role: etree._Element, base: str) -> list[tuple[int, etree._Element]]:
+        """Each patient id well formed; returns the INS among them, with their positions."""
         ins: list[tuple[int, etree._Element]] = []
         all_ids = _all(role, "id")
         if not _non_null(all_ids):
@@ -520,46 +544,41 @@ class _Checker:
             # IG document-core fr-core-patient-role forbids both attributes.
             for forbidden in ("assigningAuthorityName", "displayable"):
                 if pid.get(forbidden) is not None:
-                    self.add(
-                        "patient-id", f"{loc}/@{forbidden}", f"@{forbidden} is not allowed on a patient id"
-                    )
+                    self.add("patient-id", f"{loc}/@{forbidden}", f"@{forbidden} is not allowed on a patient id")
             if pid.get("root") in INS_ROOTS:
                 ins.append((i, pid))
+        return ins
 
+    def ins_ids(
+        self,
+        ins: list[tuple[int, etree._Element]],
+        base: str,
+        *,
+        require_ins: bool,
+        allow_test_ins: bool,
+        strict_ins_key: bool,
+    ) -> None:
+        """The INS values (format, key on request, test authorities) and the INS itself when required."""
         for i, pid in ins:
             # DOMAIN.md §1.2, §9.6: official samples carry wrong keys, so the
             # key is only enforced on request; length and characters always.
             problem = check_nir(pid.get("extension", "")).problem
-            if problem in (InsProblem.LENGTH, InsProblem.CHARACTERS) or (
-                problem is InsProblem.KEY and strict_ins_key
-            ):
+            if problem in (InsProblem.LENGTH, InsProblem.CHARACTERS) or (problem is InsProblem.KEY and strict_ins_key):
                 self.add("ins-format", f"{base}/id[{i}]/@extension", _INS_PROBLEMS[problem])
             if not allow_test_ins and pid.get("root") in _INS_TEST_ROOTS:
-                self.add(
-                    "ins-test-authority", f"{base}/id[{i}]/@root", "INS test/demonstration authority refused"
-                )
+                self.add("ins-test-authority", f"{base}/id[{i}]/@root", "INS test/demonstration authority refused")
         if require_ins and not ins:
             self.add("ins-required", base + "/id", "an INS (root 1.2.250.1.213.1.4.8/.9/.10/.11) is required")
 
-        patients = _non_null(_all(role, "patient"))
-        ploc = base + "/patient"
-        if not self.exactly_one("patient", ploc, patients, "patient"):
-            return
-        patient = patients[0]
-        names = _non_null(_all(patient, "name"))
-        name = names[0] if self.exactly_one("patient-name", ploc + "/name", names, "patient name") else None
-        if name is not None:
-            self.patient_name(name, ploc + "/name")
-
+    def patient_traits(self, patient: etree._Element, ploc: str) -> None:
+        """administrativeGenderCode, birthTime and birthplace of the patient."""
         gloc = ploc + "/administrativeGenderCode"
         genders = _all(patient, "administrativeGenderCode")
         if (
             self.exactly_one("gender", gloc, genders, "administrativeGenderCode")
             and genders[0].get("code") not in _GENDER_CODES
         ):
-            self.add(
-                "gender", gloc + "/@code", "code must be F, M or UN (JDV_J143_AdministrativeGender_CISIS)"
-            )
+            self.add("gender", gloc + "/@code", "code must be F, M or UN (JDV_J143_AdministrativeGender_CISIS)")
         births = _all(patient, "birthTime")
         if self.exactly_one("birth-time", ploc + "/birthTime", births, "birthTime"):
             self.ts("birth-time", births[0], ploc + "/birthTime")
@@ -571,9 +590,6 @@ class _Checker:
                 self.add("birthplace", ploc + "/birthplace/place", "place appears at most once")
             if len(_all(_one(b, "place"), "addr")) > 1:
                 self.add("birthplace", ploc + "/birthplace/place/addr", "addr appears at most once")
-
-        if ins:
-            self.ins_traits(patient, name, ploc)
 
     def patient_name(self, name: etree._Element, loc: str) -> None:
         """BR/CL qualifiers (DOMAIN.md §3.2, §9.4): SP and other values are refused."""
@@ -611,9 +627,7 @@ class _Checker:
         families = _all(name, "family")
         givens = _all(name, "given")
         if not any(f.get("qualifier") == "BR" for f in families):
-            self.add(
-                "ins-traits", loc + "/name/family[@qualifier='BR']", "with an INS, the birth name is required"
-            )
+            self.add("ins-traits", loc + "/name/family[@qualifier='BR']", "with an INS, the birth name is required")
         if not any(g.get("qualifier") == "BR" for g in givens):
             self.add(
                 "ins-traits",
@@ -626,9 +640,7 @@ class _Checker:
                 loc + "/name/given[not(@qualifier)]",
                 "with an INS, the list of birth given names (given without qualifier) is required",
             )
-        if not any(
-            (c.text or "").strip() for c in patient.iterfind(f"{_H}birthplace/{_H}place/{_H}addr/{_H}county")
-        ):
+        if not any((c.text or "").strip() for c in patient.iterfind(f"{_H}birthplace/{_H}place/{_H}addr/{_H}county")):
             self.add(
                 "ins-traits",
                 loc + "/birthplace/place/addr/county",
@@ -658,10 +670,7 @@ class _Checker:
                 )
             for j, aid in enumerate(ids, 1):
                 self.ii("author-id", aid, f"{loc}/assignedAuthor/id[{j}]", extension=True)
-            if (
-                len(_all(assigned[0], "assignedPerson")) + len(_all(assigned[0], "assignedAuthoringDevice"))
-                > 1
-            ):
+            if len(_all(assigned[0], "assignedPerson")) + len(_all(assigned[0], "assignedAuthoringDevice")) > 1:
                 self.add(
                     "author",
                     loc + "/assignedAuthor",
@@ -682,9 +691,7 @@ class _Checker:
 
     def custodian(self) -> None:
         loc = _DOC + "/custodian"
-        custodians = [
-            c for c in _non_null(_all(self.doc, "custodian")) if _one(c, "assignedCustodian") is not None
-        ]
+        custodians = [c for c in _non_null(_all(self.doc, "custodian")) if _one(c, "assignedCustodian") is not None]
         if not self.exactly_one("custodian", loc, custodians, "custodian with an assignedCustodian"):
             return
         assigned = [
@@ -719,9 +726,7 @@ class _Checker:
             for la in _all(self.doc, "legalAuthenticator")
             if any(s.get("code") == "S" for s in _all(la, "signatureCode"))
         ]
-        if not self.exactly_one(
-            "legal-authenticator", loc, signed, "legalAuthenticator with signatureCode S"
-        ):
+        if not self.exactly_one("legal-authenticator", loc, signed, "legalAuthenticator with signatureCode S"):
             return
         la = signed[0]
         times = _all(la, "time")
@@ -731,21 +736,15 @@ class _Checker:
         if not self.exactly_one("legal-authenticator", loc + "/assignedEntity", entities, "assignedEntity"):
             return
         ids = _non_null(_all(entities[0], "id"))
-        if self.exactly_one(
-            "legal-authenticator-id", loc + "/assignedEntity/id", ids, "legalAuthenticator id"
-        ):
+        if self.exactly_one("legal-authenticator-id", loc + "/assignedEntity/id", ids, "legalAuthenticator id"):
             self.ii("legal-authenticator-id", ids[0], loc + "/assignedEntity/id", extension=True)
 
     # -- documentationOf (schematron CI-SISDocumentationOf + the "acte principal" asserts)
 
     def documentation_of(self) -> None:
-        docs = [
-            d for d in _non_null(_all(self.doc, "documentationOf")) if _one(d, "serviceEvent") is not None
-        ]
+        docs = [d for d in _non_null(_all(self.doc, "documentationOf")) if _one(d, "serviceEvent") is not None]
         if not docs:
-            self.add(
-                "documentation-of", _DOC + "/documentationOf", "at least one documentationOf/serviceEvent"
-            )
+            self.add("documentation-of", _DOC + "/documentationOf", "at least one documentationOf/serviceEvent")
             return
         for i, d in enumerate(docs, 1):
             if len(_non_null(_all(d, "serviceEvent"))) != 1:
@@ -758,14 +757,10 @@ class _Checker:
         event = _one(docs[0], "serviceEvent")
         loc = _DOC + "/documentationOf[1]/serviceEvent"
         performers = _all(event, "performer")
-        if self.exactly_one(
-            "service-event-performer", loc + "/performer", performers, "performer of the main act"
-        ):
+        if self.exactly_one("service-event-performer", loc + "/performer", performers, "performer of the main act"):
             self.performer(performers[0], loc + "/performer")
         times = _all(event, "effectiveTime")
-        if self.exactly_one(
-            "service-event-time", loc + "/effectiveTime", times, "effectiveTime of the main act"
-        ):
+        if self.exactly_one("service-event-time", loc + "/effectiveTime", times, "effectiveTime of the main act"):
             lows = _all(times[0], "low")
             if not self.exactly_one("service-event-time", loc + "/effectiveTime/low", lows, "low"):
                 return
@@ -775,9 +770,7 @@ class _Checker:
     def performer(self, performer: etree._Element, loc: str) -> None:
         if performer.get("typeCode") != "PRF":
             self.add("service-event-performer", loc + "/@typeCode", "typeCode must be PRF")
-        entities = [
-            e for e in _all(performer, "assignedEntity") if _one(e, "representedOrganization") is not None
-        ]
+        entities = [e for e in _all(performer, "assignedEntity") if _one(e, "representedOrganization") is not None]
         if not self.exactly_one(
             "service-event-performer",
             loc + "/assignedEntity",
@@ -786,31 +779,21 @@ class _Checker:
         ):
             return
         if len(_all(entities[0], "id")) != 1:
-            self.add(
-                "service-event-performer", loc + "/assignedEntity/id", "performer id is required exactly once"
-            )
+            self.add("service-event-performer", loc + "/assignedEntity/id", "performer id is required exactly once")
         org = _one(entities[0], "representedOrganization")
         settings = _non_null(_all(org, "standardIndustryClassCode"))
         sloc = loc + "/assignedEntity/representedOrganization/standardIndustryClassCode"
-        if self.exactly_one(
-            "practice-setting", sloc, settings, "practice setting (standardIndustryClassCode)"
-        ):
+        if self.exactly_one("practice-setting", sloc, settings, "practice setting (standardIndustryClassCode)"):
             self.coded("practice-setting", settings[0], sloc)
 
     # -- componentOf (schematron CI-SISComponentOf)
 
     def component_of(self) -> None:
         loc = _DOC + "/componentOf"
-        comps = [
-            c
-            for c in _non_null(_all(self.doc, "componentOf"))
-            if _one(c, "encompassingEncounter") is not None
-        ]
+        comps = [c for c in _non_null(_all(self.doc, "componentOf")) if _one(c, "encompassingEncounter") is not None]
         if not self.exactly_one("component-of", loc, comps, "componentOf/encompassingEncounter"):
             return
-        encounters = [
-            e for e in _non_null(_all(comps[0], "encompassingEncounter")) if _one(e, "location") is not None
-        ]
+        encounters = [e for e in _non_null(_all(comps[0], "encompassingEncounter")) if _one(e, "location") is not None]
         loc += "/encompassingEncounter"
         if not self.exactly_one("component-of", loc, encounters, "encompassingEncounter with a location"):
             return

@@ -88,25 +88,9 @@ def _subject_key(resources: list[dict[str, Any]], authorities: Mapping[str, str]
     return keys.pop() if len(keys) == 1 else ""
 
 
-def fhir_metadata(doc: Mapping[str, Any], *, authorities: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The routing metadata of a FHIR resource (keys in the module docstring)."""
-    kind = str(doc.get("resourceType") or "")
-    meta: dict[str, str] = {"resource_type": kind, "message_type": kind}
-    if kind == "Bundle":
-        if doc.get("type"):
-            meta["bundle_type"] = str(doc["type"])
-        ident = doc.get("identifier")
-        if isinstance(ident, dict) and ident.get("value"):
-            meta["control_id"] = str(ident["value"])
-    resources = [r for _, r in iter_resources(dict(doc))]
-    top = [r for r in resources if r is not doc]
-    if kind == "Bundle" and doc.get("type") == "message":
-        header = next((r for r in top if r.get("resourceType") == "MessageHeader"), None)
-        if header is not None:
-            coding = header.get("eventCoding")
-            event = coding.get("code") if isinstance(coding, dict) else header.get("eventUri")
-            if event:
-                meta["message_event"] = str(event)
+def _patient_metadata(resources: list[dict[str, Any]], authorities: Mapping[str, str] | None) -> dict[str, str]:
+    """patient_key, ins, ins_oid, identity_status of the one patient (or patient_count when there are several)."""
+    meta: dict[str, str] = {}
     patients = [r for r in resources if r.get("resourceType") == "Patient"]
     keyed = {patient_key_of(p, authorities) or f"#{i}" for i, p in enumerate(patients)}
     if len(patients) >= 1 and len(keyed) == 1:
@@ -126,20 +110,49 @@ def fhir_metadata(doc: Mapping[str, Any], *, authorities: Mapping[str, str] | No
         key = _subject_key(resources, authorities)
         if key:
             meta["patient_key"] = key
+    return meta
+
+
+def _document_metadata(document: Mapping[str, Any]) -> dict[str, str]:
+    """document_type (and its system) and unique_id of a DocumentReference."""
+    meta: dict[str, str] = {}
+    concept = document.get("type")
+    codings = [c for c in (concept.get("coding") or [] if isinstance(concept, dict) else []) if isinstance(c, dict)]
+    if codings and codings[0].get("code"):
+        meta["document_type"] = str(codings[0]["code"])
+        if codings[0].get("system"):
+            meta["document_type_system"] = str(codings[0]["system"])
+    master = document.get("masterIdentifier")
+    if isinstance(master, dict) and master.get("value"):
+        meta["unique_id"] = str(master["value"])
+    return meta
+
+
+def fhir_metadata(doc: Mapping[str, Any], *, authorities: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The routing metadata of a FHIR resource (keys in the module docstring)."""
+    kind = str(doc.get("resourceType") or "")
+    meta: dict[str, str] = {"resource_type": kind, "message_type": kind}
+    if kind == "Bundle":
+        if doc.get("type"):
+            meta["bundle_type"] = str(doc["type"])
+        ident = doc.get("identifier")
+        if isinstance(ident, dict) and ident.get("value"):
+            meta["control_id"] = str(ident["value"])
+    resources = [r for _, r in iter_resources(dict(doc))]
+    top = [r for r in resources if r is not doc]
+    if kind == "Bundle" and doc.get("type") == "message":
+        header = next((r for r in top if r.get("resourceType") == "MessageHeader"), None)
+        if header is not None:
+            coding = header.get("eventCoding")
+            event = coding.get("code") if isinstance(coding, dict) else header.get("eventUri")
+            if event:
+                meta["message_event"] = str(event)
+    meta.update(_patient_metadata(resources, authorities))
     documents = [r for r in resources if r.get("resourceType") == "DocumentReference"]
     if kind == "Bundle" and documents:
         meta["document_count"] = str(len(documents))
     if len(documents) == 1:
-        document = documents[0]
-        concept = document.get("type")
-        codings = [c for c in (concept.get("coding") or [] if isinstance(concept, dict) else []) if isinstance(c, dict)]
-        if codings and codings[0].get("code"):
-            meta["document_type"] = str(codings[0]["code"])
-            if codings[0].get("system"):
-                meta["document_type_system"] = str(codings[0]["system"])
-        master = document.get("masterIdentifier")
-        if isinstance(master, dict) and master.get("value"):
-            meta["unique_id"] = str(master["value"])
+        meta.update(_document_metadata(documents[0]))
     return meta
 
 

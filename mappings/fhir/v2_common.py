@@ -37,6 +37,7 @@ from hub.identity import (
     IdentityStatus,
     InsKind,
     InsProblem,
+    Pid32Reading,
     authority_for_oid,
     check_nir,
     pid32_allows_ins,
@@ -314,6 +315,24 @@ def _telecoms(msg: Er7Message, pid: int, field: int) -> list[dict[str, Any]]:
     return out
 
 
+def _identity_reliability(status: IdentityStatus, pid32: Pid32Reading, config: V2ToFhirConfig) -> dict[str, Any]:
+    """The FR Core identity-reliability extension of a PID-32 status (and its attributes in FR Core 2.2)."""
+    if config.fr_core == "2.2":
+        subs: list[dict[str, Any]] = [
+            {
+                "url": "identityStatus",
+                "valueCoding": {"system": FR_CORE_IDENTITY_STATUS_SYSTEM, "code": status.fr_core_code},
+            }
+        ]
+        for attribute in sorted(pid32.attributes, key=lambda a: a.value):
+            concept = {"coding": [{"system": FR_CORE_STATUS_COMMENT_SYSTEM, "code": attribute.value}]}
+            subs.append({"url": "comment", "valueCodeableConcept": concept})
+    else:
+        # FR Core 2.1 mirrors PAM table 0445: the PID-32 code as sent (DOMAIN.md §4.2).
+        subs = [{"url": "identityStatus", "valueCoding": {"system": FR_CORE_V2_0445_SYSTEM, "code": status.pam_code}}]
+    return {"extension": subs, "url": IDENTITY_RELIABILITY_URL}
+
+
 def read_patient(msg: Er7Message, config: V2ToFhirConfig) -> V2Patient:
     """The FR Core Patient of the message's PID (module docstring); MappingError when PID is unusable."""
     pid = msg.find("PID")
@@ -340,22 +359,7 @@ def read_patient(msg: Er7Message, config: V2ToFhirConfig) -> V2Patient:
     patient: dict[str, Any] = {"resourceType": "Patient", "meta": {"profile": [FR_CORE_PATIENT]}}
     extensions: list[dict[str, Any]] = []
     if status is not None:
-        if config.fr_core == "2.2":
-            subs: list[dict[str, Any]] = [
-                {
-                    "url": "identityStatus",
-                    "valueCoding": {"system": FR_CORE_IDENTITY_STATUS_SYSTEM, "code": status.fr_core_code},
-                }
-            ]
-            for attribute in sorted(pid32.attributes, key=lambda a: a.value):
-                concept = {"coding": [{"system": FR_CORE_STATUS_COMMENT_SYSTEM, "code": attribute.value}]}
-                subs.append({"url": "comment", "valueCodeableConcept": concept})
-        else:
-            # FR Core 2.1 mirrors PAM table 0445: the PID-32 code as sent (DOMAIN.md §4.2).
-            subs = [
-                {"url": "identityStatus", "valueCoding": {"system": FR_CORE_V2_0445_SYSTEM, "code": status.pam_code}}
-            ]
-        extensions.append({"extension": subs, "url": IDENTITY_RELIABILITY_URL})
+        extensions.append(_identity_reliability(status, pid32, config))
     if birthplace is not None:
         extensions.append(birthplace)
     if extensions:
@@ -373,10 +377,11 @@ def read_patient(msg: Er7Message, config: V2ToFhirConfig) -> V2Patient:
             }
         )
         patient["meta"]["profile"] = [FR_CORE_PATIENT_INS]
+        has_birth_name = bool(birth_list) and any(n["use"] == "official" and n.get("given") for n in names)
         missing = [
             where
             for where, ok in (
-                ("PID^1^5", bool(birth_list) and any(n["use"] == "official" and n.get("given") for n in names)),
+                ("PID^1^5", has_birth_name),
                 ("PID^1^7", bool(birth_date)),
                 ("PID^1^8", sex in ("F", "M", "U")),
                 ("PID^1^11", birthplace is not None),
@@ -399,10 +404,7 @@ def read_patient(msg: Er7Message, config: V2ToFhirConfig) -> V2Patient:
     if birth_date:
         patient["birthDate"] = birth_date
     if msg.component(msg.raw(pid, 30), 1) == "Y":
-        if deceased_at:
-            patient["deceasedDateTime"] = deceased_at
-        else:
-            patient["deceasedBoolean"] = True
+        patient.update({"deceasedDateTime": deceased_at} if deceased_at else {"deceasedBoolean": True})
     if addresses:
         patient["address"] = addresses
     first = locals_[0]

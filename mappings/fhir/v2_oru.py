@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import re
 import urllib.parse
+from dataclasses import dataclass, field
 from typing import Any
 
 from hub.content_types import ContentType
@@ -181,6 +182,196 @@ def _notes(msg: Er7Message, start: int) -> list[str]:
     return out
 
 
+@dataclass
+class _ReportEntry:
+    """The DiagnosticReport being filled (the last OBR seen) and the Observations of its OBX so far."""
+
+    report: dict[str, Any]
+    report_id: tuple[str, str]
+    observations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _oru_report(msg: Er7Message, i: int, obr_n: int, subject: dict[str, str], cfg: V2ToFhirConfig) -> _ReportEntry:
+    """The DiagnosticReport of the OBR at segment `i` (the `obr_n`-th OBR)."""
+    report_id = _ei(msg, msg.raw(i, 3), cfg) or _ei(msg, msg.raw(i, 2), cfg)
+    if report_id is None:
+        raise MappingError("OBR without filler (OBR-3) or placer (OBR-2) order number", location=f"OBR^{obr_n}^3")
+    code = coding(msg, msg.raw(i, 4))
+    if code is None:
+        raise MappingError("OBR without a service code", location=f"OBR^{obr_n}^4")
+    status = _REPORT_STATUS.get(msg.component(msg.raw(i, 25), 1), "unknown")
+    categories = [{"coding": [{"system": _CATEGORY_SYSTEM, "code": "LAB"}]}]
+    section = msg.component(msg.raw(i, 24), 1)
+    if section and section != "LAB":
+        categories.append({"coding": [{"system": _CATEGORY_SYSTEM, "code": section}]})
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "identifier": [{"use": "official", "system": report_id[0], "value": report_id[1]}],
+        "status": status,
+        "category": categories,
+        "code": code,
+        "subject": subject,
+    }
+    try:
+        effective = dtm(msg.component(msg.raw(i, 7), 1), cfg)
+        issued = dtm(msg.component(msg.raw(i, 22), 1), cfg, kind="instant")
+    except ValueError:
+        raise MappingError("OBR-7 or OBR-22 is not a valid timestamp", location=f"OBR^{obr_n}^7") from None
+    if effective:
+        report["effectiveDateTime"] = effective
+    if issued:
+        report["issued"] = issued
+    notes = _notes(msg, i)
+    if notes:
+        report["conclusion"] = "\n".join(notes)
+    return _ReportEntry(report, report_id)
+
+
+def _oru_observation(
+    msg: Er7Message, i: int, n: int, current: _ReportEntry, subject: dict[str, str], cfg: V2ToFhirConfig
+) -> tuple[dict[str, Any], str]:
+    """The Observation of the OBX at segment `i` (set id `n`) and its identifier value."""
+    report, report_id = current.report, current.report_id
+    code = coding(msg, msg.raw(i, 3))
+    if code is None:
+        raise MappingError("OBX without an observation code", location=f"OBX^{n}^3")
+    obs_id = msg.component(msg.raw(i, 21), 1)
+    code_key = msg.component(msg.raw(i, 3), 1)
+    value_key = obs_id or f"{report_id[1]}-{code_key}-{msg.component(msg.raw(i, 4), 1) or n}"
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [{"use": "official", "system": report_id[0], "value": value_key}],
+        "status": _OBS_STATUS.get(msg.component(msg.raw(i, 11), 1), "unknown"),
+        "category": [_OBS_CATEGORY],
+        "code": code,
+        "subject": subject,
+    }
+    try:
+        effective = dtm(msg.component(msg.raw(i, 14), 1), cfg) or report.get("effectiveDateTime")
+    except ValueError:
+        raise MappingError("OBX-14 is not a valid timestamp", location=f"OBX^{n}^14") from None
+    if effective:
+        observation["effectiveDateTime"] = effective
+    if report.get("issued"):
+        observation["issued"] = report["issued"]
+    value = _value(msg, i, n, cfg)
+    if value is not None:
+        observation[value[0]] = value[1]
+    else:
+        observation["dataAbsentReason"] = {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "unknown"}]
+        }
+    flag = msg.component(msg.raw(i, 8), 1)
+    if flag in _INTERPRETATIONS:
+        observation["interpretation"] = [{"coding": [{"system": _INTERPRETATION_SYSTEM, "code": flag}]}]
+    ranges = _reference_range(msg.component(msg.raw(i, 7), 1), msg, msg.raw(i, 6))
+    if ranges:
+        observation["referenceRange"] = ranges
+    notes = _notes(msg, i)
+    if notes:
+        observation["note"] = [{"text": t} for t in notes]
+    return observation, value_key
+
+
+def _oru_specimen(
+    msg: Er7Message, i: int, current: _ReportEntry, subject: dict[str, str], cfg: V2ToFhirConfig
+) -> dict[str, Any]:
+    """The Bundle entry of the Specimen of the SPM at segment `i`."""
+    report_id = current.report_id
+    specimen: dict[str, Any] = {"resourceType": "Specimen"}
+    spm_id = msg.raw(i, 2)
+    # SPM-2 is an EIP: placer ^ filler, each an EI whose parts are subcomponents (id & namespace...).
+    spm_value = msg.component(spm_id, 2, 1) or msg.component(spm_id, 1, 1)
+    spm_ns = msg.component(spm_id, 2, 2) or msg.component(spm_id, 1, 2)
+    system = identifier_system(spm_ns, msg.component(spm_id, 2, 3), msg.component(spm_id, 2, 4), cfg)
+    if spm_value:
+        specimen["identifier"] = [{"system": system, "value": spm_value}]
+    specimen["status"] = "available"
+    kind = coding(msg, msg.raw(i, 4))
+    if kind is not None:
+        specimen["type"] = kind
+    specimen["subject"] = subject
+    try:
+        collected = dtm(msg.component(msg.raw(i, 17), 1), cfg)
+        received = dtm(msg.component(msg.raw(i, 18), 1), cfg)
+    except ValueError:
+        raise MappingError("SPM-17 or SPM-18 is not a valid timestamp", location="SPM^1^17") from None
+    if received:
+        specimen["receivedTime"] = received
+    if collected:
+        specimen["collection"] = {"collectedDateTime": collected}
+    url = f"urn:uuid:{stable_uuid('Specimen', report_id[0], report_id[1], spm_value or str(i))}"
+    request = (
+        {"method": "PUT", "url": _conditional("Specimen", system, spm_value)}
+        if spm_value
+        else {"method": "POST", "url": "Specimen"}
+    )
+    return {"fullUrl": url, "resource": specimen, "request": request}
+
+
+class _OruBundle:
+    """The entries of an ORU^R01's Bundle, filled segment by segment (OBR, then its OBX and SPM)."""
+
+    def __init__(self, msg: Er7Message, cfg: V2ToFhirConfig, patient_url: str) -> None:
+        self.msg, self.cfg = msg, cfg
+        self.subject = {"reference": patient_url}
+        self.entries: list[dict[str, Any]] = []
+        self.current: _ReportEntry | None = None
+        self.obr_n = 0
+        self.reports = 0
+
+    def add_obr(self, i: int) -> None:
+        self.obr_n += 1
+        self.current = _oru_report(self.msg, i, self.obr_n, self.subject, self.cfg)
+        self.reports += 1
+        report_id = self.current.report_id
+        url = f"urn:uuid:{stable_uuid('DiagnosticReport', *report_id)}"
+        self.entries.append(
+            {
+                "fullUrl": url,
+                "resource": self.current.report,
+                "request": {"method": "PUT", "url": _conditional("DiagnosticReport", *report_id)},
+            }
+        )
+
+    def add_obx(self, i: int) -> None:
+        msg = self.msg
+        n = int(msg.component(msg.raw(i, 1), 1) or 0) or i
+        current = self.current
+        if current is None:
+            raise MappingError("OBX before any OBR", location=f"OBX^{n}^1")
+        if msg.component(msg.raw(i, 3), 3).upper() == "METADMPMSS":
+            return  # Ségur routing flags, not results
+        if msg.component(msg.raw(i, 2), 1) == "ED":
+            form = _ed_pdf(msg, i, n)
+            if form is not None:
+                current.report.setdefault("presentedForm", []).append(form)
+            return
+        observation, value_key = _oru_observation(msg, i, n, current, self.subject, self.cfg)
+        system = current.report_id[0]
+        url = f"urn:uuid:{stable_uuid('Observation', system, value_key)}"
+        self.entries.append(
+            {
+                "fullUrl": url,
+                "resource": observation,
+                "request": {"method": "PUT", "url": _conditional("Observation", system, value_key)},
+            }
+        )
+        current.report.setdefault("result", []).append({"reference": url})
+        current.observations.append(observation)
+
+    def add_spm(self, i: int) -> None:
+        current = self.current
+        if current is None:
+            raise MappingError("SPM before any OBR", location="SPM^1^1")
+        entry = _oru_specimen(self.msg, i, current, self.subject, self.cfg)
+        self.entries.append(entry)
+        url = entry["fullUrl"]
+        current.report.setdefault("specimen", []).append({"reference": url})
+        for observation in current.observations:
+            observation.setdefault("specimen", {"reference": url})
+
+
 def oru_to_bundle(body: bytes, config: V2ToFhirConfig | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The transaction Bundle (JSON) of an ORU^R01, and metadata for the derived message."""
     cfg = config or V2ToFhirConfig()
@@ -191,165 +382,22 @@ def oru_to_bundle(body: bytes, config: V2ToFhirConfig | None = None) -> tuple[di
     patient = read_patient(msg, cfg)
     patient_url = f"urn:uuid:{stable_uuid('Patient', patient.local_system, patient.local_value)}"
     if_none = urllib.parse.urlencode({"identifier": search_token(patient.local_system, patient.local_value)})
-    entries: list[dict[str, Any]] = [
+    bundle = _OruBundle(msg, cfg, patient_url)
+    bundle.entries.append(
         {
             "fullUrl": patient_url,
             "resource": patient.resource,
             "request": {"method": "POST", "url": "Patient", "ifNoneExist": if_none},
         }
-    ]
-    subject = {"reference": patient_url}
-    report: dict[str, Any] | None = None
-    report_id: tuple[str, str] | None = None
-    obr_n = 0
-    reports = 0
-    observations: list[dict[str, Any]] = []
+    )
+    handlers = {"OBR": bundle.add_obr, "OBX": bundle.add_obx, "SPM": bundle.add_spm}
     for i, seg in enumerate(msg.segments):
-        sid = seg[:3]
-        if sid == "OBR":
-            obr_n += 1
-            report_id = _ei(msg, msg.raw(i, 3), cfg) or _ei(msg, msg.raw(i, 2), cfg)
-            if report_id is None:
-                raise MappingError(
-                    "OBR without filler (OBR-3) or placer (OBR-2) order number", location=f"OBR^{obr_n}^3"
-                )
-            code = coding(msg, msg.raw(i, 4))
-            if code is None:
-                raise MappingError("OBR without a service code", location=f"OBR^{obr_n}^4")
-            status = _REPORT_STATUS.get(msg.component(msg.raw(i, 25), 1), "unknown")
-            categories = [{"coding": [{"system": _CATEGORY_SYSTEM, "code": "LAB"}]}]
-            section = msg.component(msg.raw(i, 24), 1)
-            if section and section != "LAB":
-                categories.append({"coding": [{"system": _CATEGORY_SYSTEM, "code": section}]})
-            report = {
-                "resourceType": "DiagnosticReport",
-                "identifier": [{"use": "official", "system": report_id[0], "value": report_id[1]}],
-                "status": status,
-                "category": categories,
-                "code": code,
-                "subject": subject,
-            }
-            try:
-                effective = dtm(msg.component(msg.raw(i, 7), 1), cfg)
-                issued = dtm(msg.component(msg.raw(i, 22), 1), cfg, kind="instant")
-            except ValueError:
-                raise MappingError("OBR-7 or OBR-22 is not a valid timestamp", location=f"OBR^{obr_n}^7") from None
-            if effective:
-                report["effectiveDateTime"] = effective
-            if issued:
-                report["issued"] = issued
-            notes = _notes(msg, i)
-            if notes:
-                report["conclusion"] = "\n".join(notes)
-            reports += 1
-            observations = []
-            url = f"urn:uuid:{stable_uuid('DiagnosticReport', *report_id)}"
-            entries.append(
-                {
-                    "fullUrl": url,
-                    "resource": report,
-                    "request": {"method": "PUT", "url": _conditional("DiagnosticReport", *report_id)},
-                }
-            )
-        elif sid == "OBX":
-            n = int(msg.component(msg.raw(i, 1), 1) or 0) or i
-            if report is None or report_id is None:
-                raise MappingError("OBX before any OBR", location=f"OBX^{n}^1")
-            if msg.component(msg.raw(i, 3), 3).upper() == "METADMPMSS":
-                continue  # Ségur routing flags, not results
-            if msg.component(msg.raw(i, 2), 1) == "ED":
-                form = _ed_pdf(msg, i, n)
-                if form is not None:
-                    report.setdefault("presentedForm", []).append(form)
-                continue
-            code = coding(msg, msg.raw(i, 3))
-            if code is None:
-                raise MappingError("OBX without an observation code", location=f"OBX^{n}^3")
-            obs_id = msg.component(msg.raw(i, 21), 1)
-            code_key = msg.component(msg.raw(i, 3), 1)
-            value_key = obs_id or f"{report_id[1]}-{code_key}-{msg.component(msg.raw(i, 4), 1) or n}"
-            observation: dict[str, Any] = {
-                "resourceType": "Observation",
-                "identifier": [{"use": "official", "system": report_id[0], "value": value_key}],
-                "status": _OBS_STATUS.get(msg.component(msg.raw(i, 11), 1), "unknown"),
-                "category": [_OBS_CATEGORY],
-                "code": code,
-                "subject": subject,
-            }
-            try:
-                effective = dtm(msg.component(msg.raw(i, 14), 1), cfg) or report.get("effectiveDateTime")
-            except ValueError:
-                raise MappingError("OBX-14 is not a valid timestamp", location=f"OBX^{n}^14") from None
-            if effective:
-                observation["effectiveDateTime"] = effective
-            if report.get("issued"):
-                observation["issued"] = report["issued"]
-            value = _value(msg, i, n, cfg)
-            if value is not None:
-                observation[value[0]] = value[1]
-            else:
-                observation["dataAbsentReason"] = {
-                    "coding": [
-                        {"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "unknown"}
-                    ]
-                }
-            flag = msg.component(msg.raw(i, 8), 1)
-            if flag in _INTERPRETATIONS:
-                observation["interpretation"] = [{"coding": [{"system": _INTERPRETATION_SYSTEM, "code": flag}]}]
-            ranges = _reference_range(msg.component(msg.raw(i, 7), 1), msg, msg.raw(i, 6))
-            if ranges:
-                observation["referenceRange"] = ranges
-            notes = _notes(msg, i)
-            if notes:
-                observation["note"] = [{"text": t} for t in notes]
-            url = f"urn:uuid:{stable_uuid('Observation', report_id[0], value_key)}"
-            entries.append(
-                {
-                    "fullUrl": url,
-                    "resource": observation,
-                    "request": {"method": "PUT", "url": _conditional("Observation", report_id[0], value_key)},
-                }
-            )
-            report.setdefault("result", []).append({"reference": url})
-            observations.append(observation)
-        elif sid == "SPM":
-            if report is None or report_id is None:
-                raise MappingError("SPM before any OBR", location="SPM^1^1")
-            specimen: dict[str, Any] = {"resourceType": "Specimen"}
-            spm_id = msg.raw(i, 2)
-            # SPM-2 is an EIP: placer ^ filler, each an EI whose parts are subcomponents (id & namespace...).
-            spm_value = msg.component(spm_id, 2, 1) or msg.component(spm_id, 1, 1)
-            spm_ns = msg.component(spm_id, 2, 2) or msg.component(spm_id, 1, 2)
-            system = identifier_system(spm_ns, msg.component(spm_id, 2, 3), msg.component(spm_id, 2, 4), cfg)
-            if spm_value:
-                specimen["identifier"] = [{"system": system, "value": spm_value}]
-            specimen["status"] = "available"
-            kind = coding(msg, msg.raw(i, 4))
-            if kind is not None:
-                specimen["type"] = kind
-            specimen["subject"] = subject
-            try:
-                collected = dtm(msg.component(msg.raw(i, 17), 1), cfg)
-                received = dtm(msg.component(msg.raw(i, 18), 1), cfg)
-            except ValueError:
-                raise MappingError("SPM-17 or SPM-18 is not a valid timestamp", location="SPM^1^17") from None
-            if received:
-                specimen["receivedTime"] = received
-            if collected:
-                specimen["collection"] = {"collectedDateTime": collected}
-            url = f"urn:uuid:{stable_uuid('Specimen', report_id[0], report_id[1], spm_value or str(i))}"
-            request = (
-                {"method": "PUT", "url": _conditional("Specimen", system, spm_value)}
-                if spm_value
-                else {"method": "POST", "url": "Specimen"}
-            )
-            entries.append({"fullUrl": url, "resource": specimen, "request": request})
-            report.setdefault("specimen", []).append({"reference": url})
-            for observation in observations:
-                observation.setdefault("specimen", {"reference": url})
-    if reports == 0:
+        handler = handlers.get(seg[:3])
+        if handler is not None:
+            handler(i)
+    if bundle.reports == 0:
         raise MappingError("ORU^R01 without OBR", location="OBR")
-    return transaction_bundle(msg, cfg, entries, patient)
+    return transaction_bundle(msg, cfg, bundle.entries, patient)
 
 
 @register("step", "v2_oru_to_fhir_report", config=V2ToFhirConfig,

@@ -381,6 +381,25 @@ def _check_reliability(where: str, patient: dict[str, Any], issues: list[Issue])
     return str(system), str(code)
 
 
+def _untyped_ins_system_issue(at: str, system: str, codes: set[tuple[str | None, str | None]]) -> Issue:
+    """The issue of an identifier on an INS system that is not typed INS (nor NH)."""
+    if system == f"urn:oid:{INS_NIR_OID}":
+        return Issue("error", "required", f"{at}.type", "identifier on the NIR system must be typed INS or NH")
+    if not codes:
+        return Issue("warning", "required", f"{at}.type", "INS identifier without its FR Core type")
+    return Issue("error", "invalid", f"{at}.type", "identifier on an INS system with another type")
+
+
+def _ins_value_issues(at: str, value: str) -> list[Issue]:
+    """The issues of an INS value: its shape (15 characters) and its key."""
+    problem = check_nir(value).problem
+    if problem in (InsProblem.LENGTH, InsProblem.CHARACTERS):
+        return [Issue("error", "value", f"{at}.value", "an INS is 15 characters: 13 digits and a 2-digit key")]
+    if problem is InsProblem.KEY:
+        return [Issue("warning", "value", f"{at}.value", "the INS key does not match its first 13 characters")]
+    return []
+
+
 def _check_ins_identifiers(where: str, patient: dict[str, Any], environment: str, issues: list[Issue]) -> int:
     """Slice rules on every identifier; return how many INS identifiers are in force."""
     active = 0
@@ -395,16 +414,7 @@ def _check_ins_identifiers(where: str, patient: dict[str, Any], environment: str
             issues.append(Issue("error", "code-invalid", f"{at}.use", "identifier use outside the value set"))
         if not ins_types:
             if system in _INS_SYSTEMS and not any(code == "NH" for _, code in codes):
-                if system == f"urn:oid:{INS_NIR_OID}":
-                    issues.append(
-                        Issue("error", "required", f"{at}.type", "identifier on the NIR system must be typed INS or NH")
-                    )
-                elif not codes:
-                    issues.append(Issue("warning", "required", f"{at}.type", "INS identifier without its FR Core type"))
-                else:
-                    issues.append(
-                        Issue("error", "invalid", f"{at}.type", "identifier on an INS system with another type")
-                    )
+                issues.append(_untyped_ins_system_issue(at, str(system), codes))
             if not is_ins_identifier(ident):
                 continue
         authority = _INS_TYPES[ins_types[0]] if ins_types else _INS_SYSTEMS[str(system)]
@@ -417,15 +427,7 @@ def _check_ins_identifiers(where: str, patient: dict[str, Any], environment: str
         if not isinstance(value, str) or not value:
             issues.append(Issue("error", "required", f"{at}.value", "INS identifier without value"))
             continue
-        problem = check_nir(value).problem
-        if problem in (InsProblem.LENGTH, InsProblem.CHARACTERS):
-            issues.append(
-                Issue("error", "value", f"{at}.value", "an INS is 15 characters: 13 digits and a 2-digit key")
-            )
-        elif problem is InsProblem.KEY:
-            issues.append(
-                Issue("warning", "value", f"{at}.value", "the INS key does not match its first 13 characters")
-            )
+        issues.extend(_ins_value_issues(at, value))
         if environment == HubEnvironment.PRODUCTION and authority.oid in _TEST_ROOTS:
             issues.append(Issue("error", "business-rule", f"{at}.system", "test or demonstration INS in production"))
         if ident.get("use") != "old":

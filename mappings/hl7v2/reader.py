@@ -29,6 +29,11 @@ class Hl7v2Text:
 
     @staticmethod
     def encode(text: str) -> bytes:
-        """Bytes in the character set the text's own MSH-18 declares; MessageError when one cannot hold it."""
+        """Bytes in the character set the text's own MSH-18 declares; MessageError when one cannot hold it.
+
+        Text edited in a browser or a file ends its lines with LF or CRLF: HL7 v2 ends each segment
+        with CR (HL7 v2.5 §2.6), so line ends become CR first.
+        """
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
         _, codec = decode_er7(text)
         return encode_er7(text, codec)

@@ -162,6 +162,60 @@ def _over_ratio(size: int, compressed: int, limits: ZipLimits) -> bool:
     return size > limits.ratio_floor_bytes and size > limits.max_ratio * max(compressed, 1)
 
 
+def _check_entries(zf: zipfile.ZipFile, limits: ZipLimits) -> list[_Checked]:
+    """The archive's entries, each checked from the central directory (name, kind, sizes, ratio) before inflating."""
+    infos = zf.infolist()
+    if len(infos) > limits.max_entries:
+        raise _refuse(f"more than {limits.max_entries} entries")
+    checked: list[_Checked] = []
+    seen: set[str] = set()
+    declared = compressed = 0
+    for info in infos:
+        name = _check_name(info, limits)
+        is_dir = _check_kind(info)
+        key = unicodedata.normalize("NFC", name.rstrip("/")).casefold()
+        if key in seen:
+            raise _refuse("two entries have the same name (ignoring case)")
+        seen.add(key)
+        if info.file_size > limits.max_entry_bytes:
+            raise _refuse(f"an entry is larger than {limits.max_entry_bytes} bytes uncompressed")
+        if _over_ratio(info.file_size, info.compress_size, limits):
+            raise _refuse(f"an entry's compression ratio is above {limits.max_ratio}")
+        declared += info.file_size
+        compressed += info.compress_size
+        if declared > limits.max_total_bytes:
+            raise _refuse(f"more than {limits.max_total_bytes} bytes uncompressed in total")
+        checked.append(_Checked(info, name, is_dir))
+    if _over_ratio(declared, compressed, limits):
+        raise _refuse(f"the archive's compression ratio is above {limits.max_ratio}")
+    return checked
+
+
+def _inflate(zf: zipfile.ZipFile, entry: _Checked, limits: ZipLimits, total: int) -> tuple[bytes, int]:
+    """One entry's bytes, inflated under its own and the running total's limits; returns them and the new total."""
+    buf = bytearray()
+    try:
+        with zf.open(entry.info) as stream:
+            while chunk := stream.read(_CHUNK):
+                buf += chunk
+                total += len(chunk)
+                # The central directory may lie: count what inflating really produces.
+                if len(buf) > min(entry.info.file_size, limits.max_entry_bytes):
+                    raise _refuse("an entry inflates beyond its declared size")
+                if total > limits.max_total_bytes:
+                    raise _refuse(f"more than {limits.max_total_bytes} bytes uncompressed in total")
+                if len(buf) == len(chunk) and _is_archive(entry.name, bytes(buf[:512])):
+                    raise _refuse("an entry is itself an archive (nested archives are not accepted)")
+    except XdmError:
+        raise
+    except (zipfile.BadZipFile, ValueError, NotImplementedError, EOFError, OSError, RuntimeError):
+        # CRC mismatch, truncated stream, bad local header, encryption flagged late...
+        raise _refuse("an entry cannot be read (corrupt or truncated)") from None
+    if not buf and _is_archive(entry.name, b""):
+        raise _refuse("an entry is itself an archive (nested archives are not accepted)")
+    return bytes(buf), total
+
+
 def unpack_zip(data: bytes, limits: ZipLimits) -> dict[str, bytes]:
     """The files of an untrusted ZIP archive by name (folders left out); raise XdmError when unsafe.
 
@@ -176,57 +230,12 @@ def unpack_zip(data: bytes, limits: ZipLimits) -> dict[str, bytes]:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, NotImplementedError, EOFError, OSError):
         raise _refuse("not a readable ZIP archive") from None
     with zf:
-        infos = zf.infolist()
-        if len(infos) > limits.max_entries:
-            raise _refuse(f"more than {limits.max_entries} entries")
-        checked: list[_Checked] = []
-        seen: set[str] = set()
-        declared = compressed = 0
-        for info in infos:
-            name = _check_name(info, limits)
-            is_dir = _check_kind(info)
-            key = unicodedata.normalize("NFC", name.rstrip("/")).casefold()
-            if key in seen:
-                raise _refuse("two entries have the same name (ignoring case)")
-            seen.add(key)
-            if info.file_size > limits.max_entry_bytes:
-                raise _refuse(f"an entry is larger than {limits.max_entry_bytes} bytes uncompressed")
-            if _over_ratio(info.file_size, info.compress_size, limits):
-                raise _refuse(f"an entry's compression ratio is above {limits.max_ratio}")
-            declared += info.file_size
-            compressed += info.compress_size
-            if declared > limits.max_total_bytes:
-                raise _refuse(f"more than {limits.max_total_bytes} bytes uncompressed in total")
-            checked.append(_Checked(info, name, is_dir))
-        if _over_ratio(declared, compressed, limits):
-            raise _refuse(f"the archive's compression ratio is above {limits.max_ratio}")
-
+        checked = _check_entries(zf, limits)
         out: dict[str, bytes] = {}
         total = 0
         for entry in checked:
-            if entry.is_dir:
-                continue
-            buf = bytearray()
-            try:
-                with zf.open(entry.info) as stream:
-                    while chunk := stream.read(_CHUNK):
-                        buf += chunk
-                        total += len(chunk)
-                        # The central directory may lie: count what inflating really produces.
-                        if len(buf) > min(entry.info.file_size, limits.max_entry_bytes):
-                            raise _refuse("an entry inflates beyond its declared size")
-                        if total > limits.max_total_bytes:
-                            raise _refuse(f"more than {limits.max_total_bytes} bytes uncompressed in total")
-                        if len(buf) == len(chunk) and _is_archive(entry.name, bytes(buf[:512])):
-                            raise _refuse("an entry is itself an archive (nested archives are not accepted)")
-            except XdmError:
-                raise
-            except (zipfile.BadZipFile, ValueError, NotImplementedError, EOFError, OSError, RuntimeError):
-                # CRC mismatch, truncated stream, bad local header, encryption flagged late...
-                raise _refuse("an entry cannot be read (corrupt or truncated)") from None
-            if not buf and _is_archive(entry.name, b""):
-                raise _refuse("an entry is itself an archive (nested archives are not accepted)")
-            out[entry.name] = bytes(buf)
+            if not entry.is_dir:
+                out[entry.name], total = _inflate(zf, entry, limits, total)
         return out
 
 

@@ -282,6 +282,129 @@ def _patient_cx(header: Mapping[str, str]) -> str:
     raise XdmError("the document names no patient identifier (recordTarget/patientRole/id)")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """What the SubmissionSet takes from one DocumentEntry."""
+
+    entry_uuid: str
+    patient: str
+    author: str
+    type_code: tuple[str, str, str]
+
+
+def _document_entry(
+    w: _Writer, rol: etree._Element, submission: XdmSubmission, config: XdmMetadataConfig, submission_id: str
+) -> _Entry:
+    """The ExtrinsicObject (XDSDocumentEntry) of one CDA document, appended to the RegistryObjectList."""
+    try:
+        doc = parse_xml(submission.data)
+        header = read_cda_header(doc)
+    except MessageError as exc:
+        raise XdmError(f"a document is not a usable CDA: {exc.reason}") from None
+    patient = _patient_cx(header)
+    unique_id = header.get("unique_id", "")
+    if not unique_id:
+        raise XdmError("a document has no ClinicalDocument/id (XDS uniqueId)")
+    entry_uuid = f"urn:uuid:{uuid.uuid5(_NS_DOC, submission_id + '|' + unique_id)}"
+    eo = etree.SubElement(
+        rol, q("rim", "ExtrinsicObject"), id=entry_uuid, mimeType="text/xml", objectType=DE.OBJECT_TYPE_STABLE
+    )
+    # Slots, then Name, Classifications and ExternalIdentifiers (ebRIM RegistryObjectType order).
+    _entry_slots(w, eo, submission, doc, header, patient)
+    w.localized(eo, "Name", header.get("title") or header.get("type_display_name") or "Document")
+    author = _first(doc, "h:author/h:assignedAuthor")
+    person = _person_xcn(author)
+    w.author(eo, DE.AUTHOR, person, _organization_xon(_first(author, "h:representedOrganization")))
+    type_code = header.get("type_code", "")
+    type_scheme = header.get("type_code_system", "")
+    type_display = header.get("type_display_name") or header.get("title") or type_code
+    if not type_code or not type_scheme:
+        raise XdmError("a document has no ClinicalDocument/code (XDS typeCode)")
+    _entry_codes(w, eo, submission, doc, header, config)
+    w.code(eo, DE.TYPE_CODE, type_code, type_scheme, type_display)
+    w.identifier(eo, DE.PATIENT_ID, patient, "XDSDocumentEntry.patientId")
+    w.identifier(eo, DE.UNIQUE_ID, unique_id, "XDSDocumentEntry.uniqueId")
+    return _Entry(entry_uuid, patient, person, (type_code, type_scheme, type_display))
+
+
+def _entry_slots(
+    w: _Writer,
+    eo: etree._Element,
+    submission: XdmSubmission,
+    doc: etree._Element,
+    header: dict[str, str],
+    patient: str,
+) -> None:
+    """The DocumentEntry's slots, in name order as ebRIM writes them."""
+    if created := _dtm(header.get("effective_time")):
+        w.slot(eo, "creationTime", [created])
+    w.slot(eo, "hash", [hashlib.sha1(submission.data).hexdigest()])  # ITI TF-3 §4.2.3.2: SHA-1, hex
+    w.slot(eo, "languageCode", [header.get("language_code") or "fr-FR"])
+    legal = _person_xcn(_first(doc, "h:legalAuthenticator/h:assignedEntity"))
+    if legal:
+        w.slot(eo, "legalAuthenticator", [legal])
+    if start := _dtm(header.get("service_start_time")):
+        w.slot(eo, "serviceStartTime", [start])
+    if stop := _dtm(header.get("service_stop_time")):
+        w.slot(eo, "serviceStopTime", [stop])
+    w.slot(eo, "size", [str(len(submission.data))])
+    if header.get("ipp") and header.get("ipp_oid"):
+        w.slot(eo, "sourcePatientId", [hl7.cx(header["ipp"], header["ipp_oid"], "PI")])
+    else:
+        w.slot(eo, "sourcePatientId", [patient])
+    if info := _source_patient_info(doc):
+        w.slot(eo, "sourcePatientInfo", info)
+    w.slot(eo, "URI", [submission.file_name])
+
+
+def _entry_codes(
+    w: _Writer,
+    eo: etree._Element,
+    submission: XdmSubmission,
+    doc: etree._Element,
+    header: dict[str, str],
+    config: XdmMetadataConfig,
+) -> None:
+    """The DocumentEntry's class, confidentiality, format, facility and practice setting codes."""
+    type_code = header["type_code"]
+    type_scheme = header["type_code_system"]
+    type_display = header.get("type_display_name") or header.get("title") or type_code
+    klass = config.class_codes.get(type_code)
+    if klass is not None:
+        w.code(eo, DE.CLASS_CODE, klass.code, klass.coding_scheme, klass.display_name)
+    else:
+        w.code(eo, DE.CLASS_CODE, type_code, type_scheme, type_display)
+    conf = header.get("confidentiality_code", "N")
+    w.code(eo, DE.CONFIDENTIALITY_CODE, conf, CONFIDENTIALITY_SCHEME, _CONFIDENTIALITY_DISPLAY.get(conf, conf))
+    for code in submission.visibility:
+        w.code(eo, DE.CONFIDENTIALITY_CODE, code, VISIBILITY_SCHEME, _VISIBILITY_DISPLAY.get(code, code))
+    fmt = config.format_codes.get(type_code)
+    body = _first(doc, "h:component/h:nonXMLBody/h:text")
+    if fmt is not None:
+        w.code(eo, DE.FORMAT_CODE, fmt.code, fmt.coding_scheme, fmt.display_name)
+    elif body is not None and (body.get("mediaType") or "").lower() == "application/pdf":
+        w.code(eo, DE.FORMAT_CODE, *_XDS_SD_PDF)
+    else:
+        # ITI TF-3 §4.2.3.2.9: a generic format code when the mime type says enough.
+        w.code(eo, DE.FORMAT_CODE, "urn:ihe:iti:xds:2017:mimeTypeSufficient", "1.3.6.1.4.1.19376.1.2.3", "Format")
+    if header.get("facility_code") and header.get("facility_code_system"):
+        w.code(
+            eo,
+            DE.HEALTHCARE_FACILITY_TYPE_CODE,
+            header["facility_code"],
+            header["facility_code_system"],
+            header["facility_code"],
+        )
+    if header.get("practice_setting_code") and header.get("practice_setting_code_system"):
+        w.code(
+            eo,
+            DE.PRACTICE_SETTING_CODE,
+            header["practice_setting_code"],
+            header["practice_setting_code_system"],
+            header["practice_setting_code"],
+        )
+
+
 def build_metadata(
     documents: Sequence[XdmSubmission],
     config: XdmMetadataConfig,
@@ -304,99 +427,14 @@ def build_metadata(
     root = etree.Element(q("lcm", "SubmitObjectsRequest"), nsmap={"lcm": NS["lcm"], "rim": NS["rim"]})
     rol = etree.SubElement(root, q("rim", "RegistryObjectList"))
     set_uuid = f"urn:uuid:{uuid.uuid5(_NS_SET, submission_id)}"
-    patient_ids: set[str] = set()
-    entries: list[str] = []
-    first_type: tuple[str, str, str] | None = None
-    first_author = ""
-    for submission in documents:
-        try:
-            doc = parse_xml(submission.data)
-            header = read_cda_header(doc)
-        except MessageError as exc:
-            raise XdmError(f"a document is not a usable CDA: {exc.reason}") from None
-        patient = _patient_cx(header)
-        patient_ids.add(patient)
-        unique_id = header.get("unique_id", "")
-        if not unique_id:
-            raise XdmError("a document has no ClinicalDocument/id (XDS uniqueId)")
-        entry_uuid = f"urn:uuid:{uuid.uuid5(_NS_DOC, submission_id + '|' + unique_id)}"
-        entries.append(entry_uuid)
-        eo = etree.SubElement(
-            rol, q("rim", "ExtrinsicObject"), id=entry_uuid, mimeType="text/xml", objectType=DE.OBJECT_TYPE_STABLE
-        )
-        # Slots, then Name, Classifications and ExternalIdentifiers (ebRIM RegistryObjectType order).
-        if created := _dtm(header.get("effective_time")):
-            w.slot(eo, "creationTime", [created])
-        w.slot(eo, "hash", [hashlib.sha1(submission.data).hexdigest()])  # ITI TF-3 §4.2.3.2: SHA-1, hex
-        w.slot(eo, "languageCode", [header.get("language_code") or "fr-FR"])
-        legal = _person_xcn(_first(doc, "h:legalAuthenticator/h:assignedEntity"))
-        if legal:
-            w.slot(eo, "legalAuthenticator", [legal])
-        if start := _dtm(header.get("service_start_time")):
-            w.slot(eo, "serviceStartTime", [start])
-        if stop := _dtm(header.get("service_stop_time")):
-            w.slot(eo, "serviceStopTime", [stop])
-        w.slot(eo, "size", [str(len(submission.data))])
-        if header.get("ipp") and header.get("ipp_oid"):
-            w.slot(eo, "sourcePatientId", [hl7.cx(header["ipp"], header["ipp_oid"], "PI")])
-        else:
-            w.slot(eo, "sourcePatientId", [patient])
-        if info := _source_patient_info(doc):
-            w.slot(eo, "sourcePatientInfo", info)
-        w.slot(eo, "URI", [submission.file_name])
-        w.localized(eo, "Name", header.get("title") or header.get("type_display_name") or "Document")
-        author = _first(doc, "h:author/h:assignedAuthor")
-        person = _person_xcn(author)
-        first_author = first_author or person
-        w.author(eo, DE.AUTHOR, person, _organization_xon(_first(author, "h:representedOrganization")))
-        type_code = header.get("type_code", "")
-        type_scheme = header.get("type_code_system", "")
-        type_display = header.get("type_display_name") or header.get("title") or type_code
-        if not type_code or not type_scheme:
-            raise XdmError("a document has no ClinicalDocument/code (XDS typeCode)")
-        first_type = first_type or (type_code, type_scheme, type_display)
-        klass = config.class_codes.get(type_code)
-        if klass is not None:
-            w.code(eo, DE.CLASS_CODE, klass.code, klass.coding_scheme, klass.display_name)
-        else:
-            w.code(eo, DE.CLASS_CODE, type_code, type_scheme, type_display)
-        conf = header.get("confidentiality_code", "N")
-        w.code(eo, DE.CONFIDENTIALITY_CODE, conf, CONFIDENTIALITY_SCHEME, _CONFIDENTIALITY_DISPLAY.get(conf, conf))
-        for code in submission.visibility:
-            w.code(eo, DE.CONFIDENTIALITY_CODE, code, VISIBILITY_SCHEME, _VISIBILITY_DISPLAY.get(code, code))
-        fmt = config.format_codes.get(type_code)
-        body = _first(doc, "h:component/h:nonXMLBody/h:text")
-        if fmt is not None:
-            w.code(eo, DE.FORMAT_CODE, fmt.code, fmt.coding_scheme, fmt.display_name)
-        elif body is not None and (body.get("mediaType") or "").lower() == "application/pdf":
-            w.code(eo, DE.FORMAT_CODE, *_XDS_SD_PDF)
-        else:
-            # ITI TF-3 §4.2.3.2.9: a generic format code when the mime type says enough.
-            w.code(eo, DE.FORMAT_CODE, "urn:ihe:iti:xds:2017:mimeTypeSufficient", "1.3.6.1.4.1.19376.1.2.3", "Format")
-        if header.get("facility_code") and header.get("facility_code_system"):
-            w.code(
-                eo,
-                DE.HEALTHCARE_FACILITY_TYPE_CODE,
-                header["facility_code"],
-                header["facility_code_system"],
-                header["facility_code"],
-            )
-        if header.get("practice_setting_code") and header.get("practice_setting_code_system"):
-            w.code(
-                eo,
-                DE.PRACTICE_SETTING_CODE,
-                header["practice_setting_code"],
-                header["practice_setting_code_system"],
-                header["practice_setting_code"],
-            )
-        w.code(eo, DE.TYPE_CODE, type_code, type_scheme, type_display)
-        w.identifier(eo, DE.PATIENT_ID, patient, "XDSDocumentEntry.patientId")
-        w.identifier(eo, DE.UNIQUE_ID, unique_id, "XDSDocumentEntry.uniqueId")
+    entries = [_document_entry(w, rol, submission, config, submission_id) for submission in documents]
     if not entries:
         raise XdmError("no document to put in the archive")
+    patient_ids = {entry.patient for entry in entries}
     if len(patient_ids) > 1:
         # An XDM SubmissionSet is about one patient (ITI TF-3 §4.2.3.3.8 patientId).
         raise XdmError("the documents are about different patients")
+    first_author = next((entry.author for entry in entries if entry.author), "")
 
     rp = etree.SubElement(rol, q("rim", "RegistryPackage"), id=set_uuid)
     w.slot(rp, "submissionTime", [submission_time.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S")])
@@ -410,8 +448,8 @@ def build_metadata(
     if config.content_type_code is not None:
         ct = config.content_type_code
         w.code(rp, SS.CONTENT_TYPE_CODE, ct.code, ct.coding_scheme, ct.display_name)
-    elif first_type is not None:
-        w.code(rp, SS.CONTENT_TYPE_CODE, *first_type)
+    else:
+        w.code(rp, SS.CONTENT_TYPE_CODE, *entries[0].type_code)
     w.identifier(rp, SS.UNIQUE_ID, f"2.25.{uuid.uuid5(_NS_SET, submission_id).int}", "XDSSubmissionSet.uniqueId")
     w.identifier(rp, SS.SOURCE_ID, config.source_id, "XDSSubmissionSet.sourceId")
     w.identifier(rp, SS.PATIENT_ID, next(iter(patient_ids)), "XDSSubmissionSet.patientId")
@@ -422,14 +460,14 @@ def build_metadata(
         classificationNode=SS.CLASSIFICATION_NODE,
         id=w.next_id("cl"),
     )
-    for entry_uuid in entries:
+    for entry in entries:
         member = etree.SubElement(
             rol,
             q("rim", "Association"),
             associationType=HAS_MEMBER,
             id=w.next_id("as"),
             sourceObject=set_uuid,
-            targetObject=entry_uuid,
+            targetObject=entry.entry_uuid,
         )
         w.slot(member, "SubmissionSetStatus", ["Original"])
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))

@@ -414,6 +414,52 @@ def _dtm(value: str | None, where: str, *, required: bool) -> str:
 # --------------------------------------------------------------------------- builder
 
 
+def _patient_ids(header: Mapping[str, str], config: XdsMetadataConfig) -> tuple[str, str]:
+    """patientId (the INS, CX-5 NH) and sourcePatientId (the local id when known) of the DocumentEntry.
+
+    DOMAIN.md §5.1, §9.2: CX-5 NH in XDS, empty HD namespace; the INS must be one the environment accepts.
+    """
+    ins, ins_oid = header.get("ins"), header.get("ins_oid")
+    if not ins or not ins_oid:
+        raise MappingError(
+            "the patient has no INS (recordTarget/patientRole/id with an INS root): the DMP needs a qualified INS",
+            location="/ClinicalDocument/recordTarget/patientRole/id",
+        )
+    try:
+        InsPolicy.for_environment(config.environment).require(ins, ins_oid)
+    except MessageError as exc:
+        raise MappingError(exc.reason, location="/ClinicalDocument/recordTarget/patientRole/id") from None
+    patient_id = hl7.cx(ins, ins_oid, "NH")
+    if header.get("ipp") and header.get("ipp_oid"):
+        return patient_id, hl7.cx(header["ipp"], header["ipp_oid"], "PI")
+    return patient_id, patient_id
+
+
+def _facility_and_setting(doc: etree._Element, config: XdsMetadataConfig) -> tuple[Code, Code]:
+    """healthcareFacilityTypeCode and practiceSettingCode: configured, else read from the CDA header."""
+    facility = _code_from(config.healthcare_facility_type_code) or _coded(
+        _first(doc, "h:componentOf/h:encompassingEncounter/h:location/h:healthCareFacility/h:code")
+    )
+    if facility is None:
+        raise MappingError(
+            "no healthcareFacilityTypeCode: neither configured nor in healthCareFacility/code",
+            location="/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+        )
+    setting = _code_from(config.practice_setting_code) or _coded(
+        _first(
+            doc,
+            "h:documentationOf/h:serviceEvent/h:performer/h:assignedEntity/h:representedOrganization/"
+            "h:standardIndustryClassCode",
+        )
+    )
+    if setting is None:
+        raise MappingError(
+            "no practiceSettingCode: neither configured nor in standardIndustryClassCode",
+            location="/ClinicalDocument/documentationOf/serviceEvent/performer",
+        )
+    return facility, setting
+
+
 def build_submission(
     document: bytes,
     config: XdsMetadataConfig,
@@ -442,22 +488,7 @@ def build_submission(
     except MessageError as exc:
         raise MappingError(f"not a usable CDA document: {exc.reason}", location=exc.location) from None
 
-    # -- patient (DOMAIN.md §5.1, §9.2: CX-5 NH in XDS, empty HD namespace)
-    ins, ins_oid = header.get("ins"), header.get("ins_oid")
-    if not ins or not ins_oid:
-        raise MappingError(
-            "the patient has no INS (recordTarget/patientRole/id with an INS root): the DMP needs a qualified INS",
-            location="/ClinicalDocument/recordTarget/patientRole/id",
-        )
-    try:
-        InsPolicy.for_environment(config.environment).require(ins, ins_oid)
-    except MessageError as exc:
-        raise MappingError(exc.reason, location="/ClinicalDocument/recordTarget/patientRole/id") from None
-    patient_id = hl7.cx(ins, ins_oid, "NH")
-    if header.get("ipp") and header.get("ipp_oid"):
-        source_patient_id = hl7.cx(header["ipp"], header["ipp_oid"], "PI")
-    else:
-        source_patient_id = patient_id
+    patient_id, source_patient_id = _patient_ids(header, config)
     source_patient_info = _source_patient_info(doc)
 
     # -- identity of the document
@@ -479,26 +510,7 @@ def build_submission(
 
     # -- codes
     format_code = _format_code(doc, mapping, type_code.code)
-    facility = _code_from(config.healthcare_facility_type_code) or _coded(
-        _first(doc, "h:componentOf/h:encompassingEncounter/h:location/h:healthCareFacility/h:code")
-    )
-    if facility is None:
-        raise MappingError(
-            "no healthcareFacilityTypeCode: neither configured nor in healthCareFacility/code",
-            location="/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
-        )
-    setting = _code_from(config.practice_setting_code) or _coded(
-        _first(
-            doc,
-            "h:documentationOf/h:serviceEvent/h:performer/h:assignedEntity/h:representedOrganization/"
-            "h:standardIndustryClassCode",
-        )
-    )
-    if setting is None:
-        raise MappingError(
-            "no practiceSettingCode: neither configured nor in standardIndustryClassCode",
-            location="/ClinicalDocument/documentationOf/serviceEvent/performer",
-        )
+    facility, setting = _facility_and_setting(doc, config)
     confidentiality = _confidentiality(doc, config, meta)
 
     # -- people

@@ -42,7 +42,7 @@ import functools
 import hashlib
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography import x509
@@ -52,6 +52,7 @@ from signxml import methods
 from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidInput, InvalidSignature
 from signxml.util import add_pem_header
+from signxml.verifier import VerifyResult
 from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
 from mappings.xds.metadata import Author, Code, DocumentEntry, XdsSubmission, entry_uuid_for
@@ -182,6 +183,51 @@ class SignatureCheck:
     covered: tuple[str, ...]
 
 
+def _signed_manifest(results: Iterable[VerifyResult]) -> tuple[etree._Element, str]:
+    """The IHE Manifest and the SigningTime, as signxml verified them (never read from the input)."""
+    manifest = None
+    signing_time = ""
+    for result in results:
+        signed = result.signed_xml
+        if signed is None:
+            continue
+        found = signed.find(f"{{{DS}}}Manifest") if signed.tag == f"{{{DS}}}Object" else None
+        if found is not None:
+            manifest = found
+        st = signed.find(".//{*}SigningTime")
+        if st is not None:
+            signing_time = (st.text or "").strip()
+    if manifest is None:
+        raise LotSignatureError("the signature does not cover an IHE Manifest")
+    return manifest, signing_time
+
+
+def _manifest_references(manifest: etree._Element) -> dict[str, tuple[str, str]]:
+    """uniqueId → (digest algorithm, digest value) of each Manifest reference."""
+    covered: dict[str, tuple[str, str]] = {}
+    for ref in manifest.iterfind(f"{{{DS}}}Reference"):
+        uri = ref.get("URI", "")
+        method = ref.find(f"{{{DS}}}DigestMethod")
+        value = ref.findtext(f"{{{DS}}}DigestValue") or ""
+        if not uri.startswith("urn:oid:") or method is None:
+            raise LotSignatureError("Manifest reference without urn:oid URI or DigestMethod")
+        covered[urllib.parse.unquote(uri.removeprefix("urn:oid:"))] = (method.get("Algorithm", ""), value.strip())
+    return covered
+
+
+def _check_digests(covered: Mapping[str, tuple[str, str]], documents: Mapping[str, bytes]) -> None:
+    """Every document of the lot is covered, with an accepted algorithm and the digest of its bytes."""
+    for unique_id, content in documents.items():
+        if unique_id not in covered:
+            raise LotSignatureError("a document of the lot is not covered by the signature Manifest")
+        algorithm, value = covered[unique_id]
+        digest = _MANIFEST_DIGESTS.get(algorithm)
+        if digest is None:
+            raise LotSignatureError("Manifest digest algorithm not accepted (SHA-256 or stronger)")
+        if base64.b64encode(digest(content).digest()).decode("ascii") != value:
+            raise LotSignatureError("Manifest digest differs from the document (hash of the lot)")
+
+
 def verify_lot_signature(
     signature: bytes, documents: Mapping[str, bytes], *, trusted_cert_pem: str | None = None
 ) -> SignatureCheck:
@@ -211,37 +257,9 @@ def verify_lot_signature(
         raise LotSignatureError(f"XAdES signature invalid ({type(exc).__name__})") from None
     except (ValueError, TypeError) as exc:
         raise LotSignatureError(f"XAdES signature unreadable ({type(exc).__name__})") from None
-    manifest = None
-    signing_time = ""
-    for result in results:
-        signed = result.signed_xml
-        if signed is None:
-            continue
-        found = signed.find(f"{{{DS}}}Manifest") if signed.tag == f"{{{DS}}}Object" else None
-        if found is not None:
-            manifest = found
-        st = signed.find(".//{*}SigningTime")
-        if st is not None:
-            signing_time = (st.text or "").strip()
-    if manifest is None:
-        raise LotSignatureError("the signature does not cover an IHE Manifest")
-    covered: dict[str, tuple[str, str]] = {}
-    for ref in manifest.iterfind(f"{{{DS}}}Reference"):
-        uri = ref.get("URI", "")
-        method = ref.find(f"{{{DS}}}DigestMethod")
-        value = ref.findtext(f"{{{DS}}}DigestValue") or ""
-        if not uri.startswith("urn:oid:") or method is None:
-            raise LotSignatureError("Manifest reference without urn:oid URI or DigestMethod")
-        covered[urllib.parse.unquote(uri.removeprefix("urn:oid:"))] = (method.get("Algorithm", ""), value.strip())
-    for unique_id, content in documents.items():
-        if unique_id not in covered:
-            raise LotSignatureError("a document of the lot is not covered by the signature Manifest")
-        algorithm, value = covered[unique_id]
-        digest = _MANIFEST_DIGESTS.get(algorithm)
-        if digest is None:
-            raise LotSignatureError("Manifest digest algorithm not accepted (SHA-256 or stronger)")
-        if base64.b64encode(digest(content).digest()).decode("ascii") != value:
-            raise LotSignatureError("Manifest digest differs from the document (hash of the lot)")
+    manifest, signing_time = _signed_manifest(results)
+    covered = _manifest_references(manifest)
+    _check_digests(covered, documents)
     if set(covered) - set(documents):
         raise LotSignatureError("the signature Manifest names a document that is not in the lot")
     return SignatureCheck(signer=cert, signing_time=signing_time, covered=tuple(covered))

@@ -106,6 +106,35 @@ class _DenyResolver(etree.Resolver):
         return self.resolve_string("", context)
 
 
+def _check_input(
+    data: bytes | bytearray | memoryview, max_bytes: int, max_depth: int, max_attribute_chars: int, max_elements: int
+) -> bytes:
+    """The input as bytes once the limits are sane and it is small enough, not empty and declares no DOCTYPE."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("parse_xml takes bytes; decode nothing before parsing")
+    if not 1 <= max_depth <= LIBXML2_MAX_DEPTH:
+        raise ValueError(f"max_depth must be between 1 and {LIBXML2_MAX_DEPTH}")
+    if max_bytes < 1 or max_attribute_chars < 1 or max_elements < 1:
+        raise ValueError("XML limits must be positive")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise TooLarge(f"XML document over {max_bytes} bytes")
+    if not data.strip(_XML_SPACE):
+        raise ParseError("empty XML document")
+    if _declares_doctype(data):
+        raise ParseError("DOCTYPE declarations are not allowed", location="prolog")
+    return data
+
+
+def _check_attribute_lengths(element: etree._Element, max_attribute_chars: int) -> None:
+    for value in element.attrib.values():
+        if len(value) > max_attribute_chars:
+            raise ParseError(
+                f"attribute value longer than {max_attribute_chars} characters",
+                location=_line(element),
+            )
+
+
 def parse_xml(
     data: bytes | bytearray | memoryview,
     *,
@@ -129,19 +158,7 @@ def parse_xml(
     declares a DOCTYPE, tries to load an external resource or breaks a limit.
     ``ValueError`` means a limit argument itself is out of range.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError("parse_xml takes bytes; decode nothing before parsing")
-    if not 1 <= max_depth <= LIBXML2_MAX_DEPTH:
-        raise ValueError(f"max_depth must be between 1 and {LIBXML2_MAX_DEPTH}")
-    if max_bytes < 1 or max_attribute_chars < 1 or max_elements < 1:
-        raise ValueError("XML limits must be positive")
-    data = bytes(data)
-    if len(data) > max_bytes:
-        raise TooLarge(f"XML document over {max_bytes} bytes")
-    if not data.strip(_XML_SPACE):
-        raise ParseError("empty XML document")
-    if _declares_doctype(data):
-        raise ParseError("DOCTYPE declarations are not allowed", location="prolog")
+    data = _check_input(data, max_bytes, max_depth, max_attribute_chars, max_elements)
     # An element takes at least 4 bytes ("<a/>") and an attribute value at most one character per
     # byte, so below these sizes only the depth can break a limit, and at the default depth libxml2
     # refuses deeper documents by itself: one libxml2 parse with no Python per element is enough.
@@ -237,12 +254,7 @@ def _parse_in_chunks(data: bytes, max_depth: int, max_attribute_chars: int, max_
                 if elements > max_elements:
                     raise ParseError(f"more than {max_elements} elements", location=_line(element))
                 if check_attributes:
-                    for value in element.attrib.values():
-                        if len(value) > max_attribute_chars:
-                            raise ParseError(
-                                f"attribute value longer than {max_attribute_chars} characters",
-                                location=_line(element),
-                            )
+                    _check_attribute_lengths(element, max_attribute_chars)
         root = parser.close()
     except etree.XMLSyntaxError as exc:
         raise _translate(exc) from None

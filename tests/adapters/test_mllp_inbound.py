@@ -8,7 +8,7 @@ from pathlib import Path
 from adapters.mllp.framing import CR, FS, VT, frame
 from hub.errors import StoreError
 from hub.store import SearchQuery
-from tests.hubkit import MllpClient, ack_fields, adt, mllp_port, running_hub, running_peer, write_config
+from tests.hubkit import MllpClient, ack_fields, adt, mllp_port, running_hub, running_peer, wait_until, write_config
 
 
 async def test_aa_only_after_commit_and_ack_msh_mirrors_the_inbound_one(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ async def test_duplicate_control_id_from_same_sender_is_acked_but_routed_once(tm
         other = adt("SAME").replace(b"|GAM|", b"|LAB|")
         assert ack_fields(await client.send(other))["MSA"][1] == "AA"
         assert len(await hub.store.search(SearchQuery(control_id="SAME"))) == 2  # type: ignore[union-attr]
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: len(peer.bodies) >= 2 and hub.undelivered == 0)  # every delivery finished
         assert sorted(b.split(b"|")[2] for b in peer.bodies) == [b"GAM", b"LAB"]
         assert hub.counters["duplicates"] == 2
         await client.close()
@@ -99,7 +99,7 @@ async def test_framing_garbage_split_batched_no_trailing_cr_and_truncated(tmp_pa
         data = frame(adt("F5"))
         for i in range(0, len(data), 7):
             await client.send_raw(data[i : i + 7])
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # time is the subject: separate writes, so separate reads
         acks = [ack_fields(await client.ack()) for _ in range(5)]  # type: ignore[arg-type]
         assert [a["MSA"][1:3] for a in acks] == [["AA", f"F{i}"] for i in range(1, 6)]
         stored = await hub.store.search(SearchQuery(limit=50))  # type: ignore[union-attr]
@@ -193,7 +193,7 @@ async def test_nul_bytes_are_refused_and_a_dribbling_sender_is_cut_off(tmp_path:
             except ConnectionError:
                 closed = True
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # time is the subject: a slow peer, under the read timeout
             if client.writer.is_closing() or client.frames._reader.at_eof():
                 closed = True
                 break

@@ -18,9 +18,9 @@ from hub.logs import configure
 from hub.message import Message
 from tests.admin.adminkit import PASSWORD, TOKENS, admin_hub, admin_section
 from tests.hubkit import FAST_RETRY, MllpClient, adt, default_route, mllp_port, wait_until
-from tests.test_identity_flow import ROUTES as IDENTITY_ROUTES
-from tests.test_identity_flow import adt as pam_adt
-from tests.test_identity_flow import oru
+from tests.integration.test_identity_flow import ROUTES as IDENTITY_ROUTES
+from tests.integration.test_identity_flow import adt as pam_adt
+from tests.integration.test_identity_flow import oru
 
 INS = "279035121518989"  # the ANS test patient, INS-NIR test root
 

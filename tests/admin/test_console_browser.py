@@ -19,9 +19,9 @@ from typing import Any
 from hub.message import Message
 from tests.admin.adminkit import TOKENS, admin_hub
 from tests.hubkit import MllpClient, adt, default_route, mllp_port, wait_until
-from tests.test_identity_flow import ROUTES as IDENTITY_ROUTES
-from tests.test_identity_flow import adt as pam_adt
-from tests.test_identity_flow import oru
+from tests.integration.test_identity_flow import ROUTES as IDENTITY_ROUTES
+from tests.integration.test_identity_flow import adt as pam_adt
+from tests.integration.test_identity_flow import oru
 
 CDA = (Path(__file__).resolve().parent.parent / "data" / "cda" / "minimal_header.xml").read_bytes()
 FHIR = json.dumps(

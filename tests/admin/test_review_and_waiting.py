@@ -11,9 +11,9 @@ from hub.message import Message
 from hub.store import SearchQuery
 from tests.admin.adminkit import admin_hub
 from tests.hubkit import MllpClient, adt, default_route, mllp_port, running_peer, wait_until
-from tests.test_identity_flow import ROUTES as IDENTITY_ROUTES
-from tests.test_identity_flow import adt as pam_adt
-from tests.test_identity_flow import oru
+from tests.integration.test_identity_flow import ROUTES as IDENTITY_ROUTES
+from tests.integration.test_identity_flow import adt as pam_adt
+from tests.integration.test_identity_flow import oru
 
 
 def _routes_with_two_result_destinations() -> list[dict]:

@@ -19,9 +19,9 @@ from adapters.sandboxes.mssante_peer import MssantePeer
 from adapters.sandboxes.psc import PscSandbox
 from hub import cli
 from hub.runtime import Hub
-from tests.admin.adminkit import TOKENS, Api, admin_section
+from tests.admin.adminkit import NAMES, TOKENS, Api, admin_section
 from tests.conftest import free_port
-from tests.hubkit import hub_cli, running_hub, running_peer
+from tests.hubkit import hub_cli, running_hub, running_peer, wait_until
 from tests.imap.imapkit import DOCTOR_ID, ImapSetup, imap_hub_config, inbox, login_bearer
 from tests.imap.test_imap_access import refused
 from tests.smtp.smtpkit import DOCTOR, HUB_DOMAIN
@@ -71,9 +71,7 @@ async def test_a_created_mailbox_receives_opens_is_suspended_and_deleted(
     async def count() -> int:
         return len(await asyncio.to_thread(lambda: inbox(login_bearer(setup, NEW, token))))
 
-    async with asyncio.timeout(10):
-        while await count() == 0:
-            await asyncio.sleep(0.1)
+    await wait_until(count, timeout=10)
 
     # Suspended: no login, and mail to it is refused.
     await api["admin"].post(f"/api/mailboxes/{NEW}/suspend", {"reason": "departure"})
@@ -132,7 +130,7 @@ async def test_the_hub_mailbox_command_goes_through_the_admin_api(tmp_path: Path
     setup = ImapSetup(tmp_path)
     port = free_port()
     config = imap_hub_config(setup, dpi_port=1, admin=admin_section(), http={"listen": f"127.0.0.1:{port}"})
-    async with running_hub(config):
+    async with running_hub(config) as hub:
         common = ("--config", str(config), "--token", TOKENS["admin"])
         # Once as a script runs it; then in this process (the same code, without a Python start per call).
         made = await hub_cli("mailbox", "create", NEW, "--kind", "personal", "--owner", DURAND_ID, "--json", *common)
@@ -151,5 +149,11 @@ async def test_the_hub_mailbox_command_goes_through_the_admin_api(tmp_path: Path
         assert viewer.returncode == 1 and "403" in viewer.stderr
         annuaire = await asyncio.to_thread(run_cli, "mailbox", "annuaire", *common)
         assert annuaire.returncode == 0 and NEW not in annuaire.stdout and DOCTOR in annuaire.stdout
+        # Every action of the command is in the audit trail with the token's user, refusals included.
+        assert hub.store is not None
+        trail = {(e.action, e.actor, e.outcome, e.target) for e in await hub.store.list_audit(limit=100)}
+        assert ("mailbox_create", NAMES["admin"], "ok", NEW) in trail
+        assert ("mailbox_suspend", NAMES["admin"], "ok", NEW) in trail
+        assert ("mailbox_delete", NAMES["viewer"], "denied", f"/api/mailboxes/{NEW}") in trail  # refused: its path
     gone = await asyncio.to_thread(run_cli, "mailbox", "list", *common)
     assert gone.returncode == 3  # the hub is stopped

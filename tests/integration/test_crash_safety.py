@@ -68,7 +68,8 @@ class HubProcess:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
             )
-        async with asyncio.timeout(20):
+        # Start-up imports every component: on a 2-core machine shared with other work that can take 30 s.
+        async with asyncio.timeout(90):
             while True:
                 if self.proc.returncode is not None:
                     raise AssertionError(f"hub exited with {self.proc.returncode}:\n{self.tail()}")

@@ -118,6 +118,6 @@ async def test_no_tls_no_login_is_closed_after_the_handshake_timeout(tmp_path: P
         smtp = await client_from(setup.submission_port, "127.0.0.1", setup, peer_cert=False)
         plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
         assert (await command(smtp, f"AUTH PLAIN {plain}"))[0] == 235
-        await asyncio.sleep(4.0)  # twice the handshake timeout: the state to show is "still open"
+        await asyncio.sleep(4.0)  # twice the handshake timeout: time is the subject, the state to show "still open"
         assert (await command(smtp, "NOOP"))[0] == 250
         await smtp.quit()

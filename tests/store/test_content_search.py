@@ -1,5 +1,6 @@
 """Content search on SQLite (FTS5 trigram) and PostgreSQL (pg_trgm): a substring of the payload, case-insensitive,
-inside a time window, newest first, limited; purged messages leave the index."""
+inside a time window, newest first, limited; purged messages leave the index. The index is written after the
+commit by the store's indexer: what is not indexed yet is reported as lag, and indexed soon after."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from hub.errors import StoreError
 from hub.message import Message, utcnow
 from hub.store import ContentQuery, Store
 from hub.store.base import SEARCHABLE_CHARS, searchable_text
+from hub.store.content_index import ContentIndexer, IndexLag
 from hub.store.sqlite import SqliteStore
+from tests.hubkit import wait_until
 from tests.store.test_store_contract import one
 
 
@@ -24,6 +27,15 @@ def adt(name: str, *, age_hours: float = 0, charset_latin1: bool = False) -> Mes
     body = text.encode("latin-1" if charset_latin1 else "utf-8")
     received = utcnow() - timedelta(hours=age_hours)
     return Message.new(body, content_type=ContentType.HL7V2, metadata={"message_type": "ADT^A08"}, received_at=received)
+
+
+async def indexed(store: Store) -> None:
+    """Until the store's indexer has caught up with every commit so far."""
+
+    async def caught_up() -> bool:
+        return (await store.content_index_lag()).pending == 0
+
+    await wait_until(caught_up)
 
 
 def window(hours: float = 1) -> dict[str, object]:
@@ -37,6 +49,7 @@ async def test_finds_a_substring_case_insensitively_within_the_window(store: Sto
     other = adt("MARTIN")
     for m in (recent, old, other):
         await store.submit(m, one(), endpoint="mllp_in", dedup_key=None)
+    await indexed(store)
     found = await store.search_content(ContentQuery(text="dupon", **window()))  # type: ignore[arg-type]
     assert [r.message.id for r in found] == [recent.id]
     found = await store.search_content(ContentQuery(text="DUPONT^JEAN", **window(72)))  # type: ignore[arg-type]
@@ -48,6 +61,7 @@ async def test_finds_a_substring_case_insensitively_within_the_window(store: Sto
 async def test_limit_quotes_and_latin1_payloads(store: Store) -> None:
     for name in ("LEFÈVRE", "LEFÈVRE", 'O"NEIL%_'):
         await store.submit(adt(name, charset_latin1='"' not in name), one(), endpoint="mllp_in", dedup_key=None)
+    await indexed(store)
     found = await store.search_content(ContentQuery(text="lefèvre", limit=1, **window()))  # type: ignore[arg-type]
     assert len(found) == 1
     found = await store.search_content(ContentQuery(text='O"NEIL%_', **window()))  # type: ignore[arg-type]
@@ -59,6 +73,7 @@ async def test_limit_quotes_and_latin1_payloads(store: Store) -> None:
 async def test_purged_messages_leave_the_index(store: Store) -> None:
     m = adt("PURGEME", age_hours=30)
     await store.submit(m, [], endpoint="mllp_in", dedup_key=None)  # unrouted: purgeable at once
+    await indexed(store)
     assert len(await store.search_content(ContentQuery(text="PURGEME", **window(48)))) == 1  # type: ignore[arg-type]
     assert await store.purge(before=utcnow(), statuses=("unrouted",)) == 1
     assert await store.search_content(ContentQuery(text="PURGEME", **window(48))) == []  # type: ignore[arg-type]
@@ -78,11 +93,67 @@ async def test_a_search_that_outlasts_its_timeout_is_cancelled_on_its_own_connec
         await asyncio.gather(
             *(store.submit(adt(f"N{i:05d}"), one(), endpoint="in", dedup_key=None) for i in range(500))
         )
+        await indexed(store)
         query = ContentQuery(text="JEAN", limit=1000, timeout_secs=0, **window())  # type: ignore[arg-type]
         with pytest.raises(StoreError, match="content search"):
             await store.search_content(query)
         # the writer was not held: the store goes on taking messages
         await store.submit(adt("AFTER"), one(), endpoint="in", dedup_key=None)
+        await indexed(store)
         assert len(await store.search_content(dataclasses.replace(query, timeout_secs=10))) == 501
     finally:
         await store.close()
+
+
+async def test_indexing_follows_the_commit_and_the_lag_says_what_is_missing(tmp_path: Path) -> None:
+    # An indexer that waits an hour after a commit: the message is committed, not yet searchable, and the lag
+    # names it; whatever is pending is indexed at the next open (the catch-up after a crash).
+    store = SqliteStore(tmp_path / "hub.db", index_delay_secs=3600)
+    await store.open()
+    try:
+        await store._indexer.caught_up.wait()  # the catch-up at start is done: the indexer now waits
+        m = adt("LAGGING")
+        await store.submit(m, one(), endpoint="in", dedup_key=None)
+        lag = await store.content_index_lag()
+        assert lag.pending == 1 and lag.oldest_received_at is not None
+        assert abs(lag.oldest_received_at - m.received_at) < timedelta(milliseconds=1)
+        assert await store.search_content(ContentQuery(text="LAGGING", **window())) == []  # type: ignore[arg-type]
+    finally:
+        await store.close()
+    store = SqliteStore(tmp_path / "hub.db", index_delay_secs=3600)
+    await store.open()
+    try:
+        await indexed(store)
+        found = await store.search_content(ContentQuery(text="LAGGING", **window()))  # type: ignore[arg-type]
+        assert [r.message.id for r in found] == [m.id]
+        assert await store.content_index_lag() == IndexLag(0, None)
+    finally:
+        await store.close()
+
+
+async def test_a_message_purged_before_indexing_leaves_no_pending_row(store: Store) -> None:
+    store._indexer.delay_secs = 3600  # type: ignore[attr-defined]  # the purge comes before the indexer
+    await store._indexer.caught_up.wait()  # type: ignore[attr-defined]
+    await store.submit(adt("GONE", age_hours=30), [], endpoint="mllp_in", dedup_key=None)
+    assert await store.purge(before=utcnow(), statuses=("unrouted",)) == 1
+    assert (await store.content_index_lag()).pending == 0
+    assert await store.index_content(100) == 0
+
+
+async def test_the_indexer_outlives_a_store_outage() -> None:
+    calls: list[int] = []
+
+    async def index_batch(limit: int) -> int:
+        calls.append(limit)
+        if len(calls) == 1:
+            raise StoreError("postgres: ConnectionRefusedError")  # the store is down at start
+        return 0
+
+    indexer = ContentIndexer(index_batch, delay_secs=0)
+    indexer.start()
+    try:
+        await asyncio.wait_for(indexer.caught_up.wait(), 10)  # tried again after its back-off, and caught up
+        indexer.wake()
+        await wait_until(lambda: len(calls) >= 3)  # and goes on indexing after each commit
+    finally:
+        await indexer.close()

@@ -86,9 +86,9 @@ async def test_the_commit_queue_is_bounded() -> None:
 
     committer: GroupCommitter[int, int] = GroupCommitter(slow, max_batch=1, max_pending=2)
     first = asyncio.create_task(committer.submit(1))  # taken by the writer, waiting on the gate
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop (no time): the task runs up to the gate
     queued = [asyncio.create_task(committer.submit(n)) for n in (2, 3)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: both are queued
     with pytest.raises(StoreError, match="commit queue full"):
         await committer.submit(4)
     gate.set()

@@ -159,6 +159,9 @@ async def test_hold_release_downgrade_merge_and_review(tmp_path: Path) -> None:
                 hub=hub,
             )
             assert json.loads(resolved.stdout)["state"] == "released"
+            # the decision is in the audit trail with who took it (here the bootstrap token's principal)
+            trail = await store.list_audit(limit=50)
+            assert [(e.actor, e.outcome) for e in trail if e.action == "resolve_review"] == [("bootstrap", "ok")]
             hub._wake_all()
             await wait_until(lambda: len(peer.bodies) == 5)
 

@@ -17,8 +17,8 @@ from hub.errors import MappingError
 from hub.runtime import replay
 from hub.store import SearchQuery
 from tests.hubkit import MllpClient, ack_fields, running_hub
-from tests.test_default_config_flows import default_config_in
-from tests.test_dmp_flow import case
+from tests.integration.test_default_config_flows import default_config_in
+from tests.integration.test_dmp_flow import case
 
 GOOD = case("crbio_chemistry_panel").decode()
 CREATININE_CODE = "2160-0^Créatinine [Masse/Volume] Sérum/Plasma^LN"

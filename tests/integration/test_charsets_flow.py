@@ -18,10 +18,10 @@ from mappings.hl7v2 import decode_er7
 from mappings.hl7v2.er7 import BOM, Er7Message
 from tests.conftest import free_port
 from tests.hubkit import MllpClient, ack_fields, adt, mllp_port, running_hub, running_peer, wait_until, write_config
-from tests.test_dmp_flow import CRBIO, VIHF, XDS_METADATA
+from tests.integration.test_dmp_flow import CRBIO, VIHF, XDS_METADATA
 from tests.tlskit import make_pki
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent
 FAST = {"max_attempts": 3, "initial_secs": 0.05, "max_secs": 0.2}
 FAMILY, GIVEN = "NOËL", "HÉLÈNE"
 

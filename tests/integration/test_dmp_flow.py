@@ -24,7 +24,7 @@ from tests.hubkit import MllpClient, ack_fields, mllp_port, running_hub, wait_un
 from tests.sandboxauth import admin_headers
 from tests.tlskit import make_pki
 
-CASES = Path(__file__).resolve().parent / "mappings" / "cases"
+CASES = Path(__file__).resolve().parent.parent / "mappings" / "cases"
 INS_LAB = "285077511234511"  # synthetic, INS-NIR test root (.10)
 TEST_ROOT = "1.2.250.1.213.1.4.10"
 FAST = {"max_attempts": 5, "initial_secs": 0.05, "max_secs": 0.2}

@@ -212,6 +212,6 @@ async def test_dui_bundle_is_stamped_held_and_delivered_to_eparcours(tmp_path: P
 
 def test_the_f4_example_config_checks() -> None:
     """The example configuration of flow F4 (tests/data/fhir_f4) passes the same check as `hub check`."""
-    settings = load_config(Path(__file__).parent / "data" / "fhir_f4" / "hub.yaml")
+    settings = load_config(Path(__file__).parent.parent / "data" / "fhir_f4" / "hub.yaml")
     assert {r.route for r in settings.routes} == {"identity", "dui_to_eparcours", "adt_to_eparcours"}
     assert settings.listener_config("fhir_in").patient_authorities == {DUI_SYSTEM: "CHU-X"}  # type: ignore[attr-defined]

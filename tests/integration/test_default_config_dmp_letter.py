@@ -12,7 +12,7 @@ from pathlib import Path
 from hub.store import SearchQuery
 from tests.conftest import SAMPLES
 from tests.hubkit import MllpClient, ack_fields, running_hub, wait_until
-from tests.test_default_config_flows import default_config_in
+from tests.integration.test_default_config_flows import default_config_in
 
 
 async def test_the_tour_letter_reaches_the_dmp_masked_and_signed(tmp_path: Path) -> None:

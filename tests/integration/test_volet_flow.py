@@ -18,9 +18,9 @@ import yaml
 
 from hub.store import SearchQuery, Store
 from tests.hubkit import MllpClient, ack_fields, running_hub, wait_until
+from tests.integration.test_default_config_flows import default_config_in
+from tests.integration.test_dmp_flow import a31_qualifying
 from tests.mappings.test_volet_documents import case, oru_cda, with_pdf_format
-from tests.test_default_config_flows import default_config_in
-from tests.test_dmp_flow import a31_qualifying
 
 # A mail body cut short (4n+1 base64 characters, as in the ANS examples): unusable, and optional.
 MAIL_BODY = (

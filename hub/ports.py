@@ -1,4 +1,8 @@
-"""What adapters get from the hub, and what the hub expects of them.
+"""The hub's ports: what adapters get from the hub, and what the hub expects of them.
+
+The hub defines these protocols and adapters implement them (adapters import
+``hub``; the hub never imports ``adapters``: it builds them from
+:mod:`hub.registry`, typed by the protocols below).
 
 Inbound adapters are servers: for each message they build a :class:`Message`
 and ``await ctx.submit(...)``, which returns only after the durable commit;
@@ -11,6 +15,11 @@ adapter answers with its protocol's "try again" (AE / 503 / 451).
 Outbound adapters classify: ``send`` returns on ACCEPT, raises
 :class:`Retryable` (or :class:`NotConnected`) or :class:`Rejected`. They never
 sleep, retry or persist; the delivery workers in ``hub/delivery.py`` do.
+
+An outbound component registered with ``needs=("services",)`` is built as
+``factory(name, config, services=...)`` with :class:`AdapterServices`: the
+whole of what it may ask of the hub (today: the environment, and the identity
+registry's write side). Nothing else of the hub reaches an adapter.
 """
 
 from __future__ import annotations
@@ -18,10 +27,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from hub.identity_registry import ApplyResult, IdentityUpdate
 from hub.message import Message
 from hub.store import SubmitResult
 
-__all__ = ["InboundAdapter", "InboundContext", "OutboundAdapter", "Sandbox"]
+__all__ = ["AdapterServices", "IdentityUpdates", "InboundAdapter", "InboundContext", "OutboundAdapter", "Sandbox"]
 
 
 class InboundContext(Protocol):
@@ -40,7 +50,7 @@ class InboundContext(Protocol):
 
 
 class InboundAdapter(Protocol):
-    def __init__(self, name: str, config: Any, ctx: InboundContext) -> None: ...
+    """A listener. Built as ``factory(name, config, ctx)`` with its :class:`InboundContext`."""
 
     async def start(self) -> None: ...
 
@@ -55,7 +65,7 @@ class InboundAdapter(Protocol):
 
 
 class OutboundAdapter(Protocol):
-    def __init__(self, name: str, config: Any) -> None: ...
+    """A destination. Built as ``factory(name, config)`` (``services=`` too when it needs them)."""
 
     async def start(self) -> None: ...
 
@@ -64,11 +74,30 @@ class OutboundAdapter(Protocol):
 
     async def stop(self) -> None: ...
 
+    # Optional: `describe() -> dict` (where it sends, for the dashboard).
+
+
+class IdentityUpdates(Protocol):
+    """The identity registry's write side (``hub/identity_registry.py``)."""
+
+    async def apply(self, update: IdentityUpdate) -> ApplyResult:
+        """Apply one update (history, merges, releasing held messages); StoreError when the store is down."""
+
+
+class AdapterServices(Protocol):
+    """What an outbound adapter built with ``needs=("services",)`` may ask of the hub; nothing more."""
+
+    @property
+    def environment(self) -> str:
+        """The hub's environment (``production``, ``test``, ``development``): which INS roots are accepted."""
+
+    @property
+    def identity(self) -> IdentityUpdates:
+        """Where identity updates go."""
+
 
 class Sandbox(Protocol):
-    """A local stand-in for a national service or a peer, started with the hub."""
-
-    def __init__(self, name: str, config: Any) -> None: ...
+    """A local stand-in for a national service or a peer, started with the hub; built as ``factory(name, config)``."""
 
     async def start(self) -> None: ...
 
