@@ -526,7 +526,10 @@ def _fixed_width(value: str, fmt: str) -> bool:
         if token == "%f":
             break  # 1 to 4 digits: the caller's length rule has checked them
         width = _FIELD_WIDTH[token]
-        parts[token] = int(value[i : i + width])
+        digits = value[i : i + width]
+        if not digits.isdigit():
+            return False  # e.g. a point where a minute belongs (2025030109.5): strptime decides
+        parts[token] = int(digits)
         i += width
     try:
         datetime(parts["%Y"], parts["%m"], parts["%d"], parts["%H"], parts["%M"], parts["%S"])
