@@ -14,7 +14,7 @@ import asyncio
 import heapq
 import itertools
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["Clock", "ManualClock", "SystemClock"]
 
@@ -143,8 +143,9 @@ class ManualClock:
             return event.is_set()
         future = self._sleep_future(timeout)
         waiter = asyncio.ensure_future(event.wait())
+        either: list[asyncio.Future[Any]] = [future, waiter]
         try:
-            await asyncio.wait([future, waiter], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             future.cancel()
             waiter.cancel()
