@@ -11,6 +11,7 @@ Attempts count again as soon as the peer answers, even with an error.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,10 +109,10 @@ async def test_a_ten_minute_outage_dead_letters_nothing_probes_back_off_and_the_
 
         await _drive(clock, worker, lambda: clock.elapsed >= 600, on_step=note_probe)
 
-        gaps = [b - a for a, b in zip(probe_times, probe_times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(probe_times)]
         assert len(probe_times) >= 10, probe_times
         # Each wait doubles the one before, up to the 60 s cap, then stays there.
-        assert all(b == min(60.0, 2 * a) for a, b in zip(gaps, gaps[1:], strict=False)), gaps
+        assert all(b == min(60.0, 2 * a) for a, b in itertools.pairwise(gaps)), gaps
         assert gaps[-3:] == [60.0, 60.0, 60.0]
         assert probe_times[-1] > 600 - 60
 
