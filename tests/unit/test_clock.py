@@ -70,7 +70,7 @@ async def test_a_cancelled_sleeper_is_forgotten_and_the_clock_never_goes_back() 
         ManualClock(datetime(2026, 1, 1))
 
 
-async def test_the_system_clock_is_the_event_loops_and_utc() -> None:
+async def test_the_system_clock_is_the_monotonic_one_and_utc() -> None:
     clock: Clock = SystemClock()
     assert clock.monotonic() == pytest.approx(asyncio.get_running_loop().time(), abs=0.05)
     assert clock.now().tzinfo is UTC
