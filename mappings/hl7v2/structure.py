@@ -344,7 +344,7 @@ def _check_field(text: str, datatype: str, defs: Definitions, d: Any) -> None:
     primitives = defs.primitives
     if datatype in primitives:
         if d.component not in text and d.subcomponent not in text:
-            _check_value(text, datatype, defs, "1^1")
+            _check_value(text, datatype, defs, (1, 1))
             return
         comps = text.split(d.component)
         for number, comp in enumerate(comps, start=1):
@@ -356,7 +356,7 @@ def _check_field(text: str, datatype: str, defs: Definitions, d: Any) -> None:
         for number, comp in enumerate(text.split(d.component), start=1):
             for sub_number, sub in enumerate(comp.split(d.subcomponent), start=1):
                 if sub:
-                    _check_value(sub, "ST", defs, f"{number}^{sub_number}")
+                    _check_value(sub, "ST", defs, (number, sub_number))
         return
     struct = defs.composites[datatype]
     for index, comp in enumerate(text.split(d.component) if d.component in text else (text,)):
@@ -374,12 +374,12 @@ def _check_field(text: str, datatype: str, defs: Definitions, d: Any) -> None:
 def _check_primitive_component(text: str, datatype: str, defs: Definitions, d: Any, number: int) -> None:
     if d.subcomponent not in text:
         if text:
-            _check_value(text, datatype, defs, f"{number}^1")
+            _check_value(text, datatype, defs, (number, 1))
         return
     subs = text.split(d.subcomponent)
     for sub_number, sub in enumerate(subs, start=1):
         if sub:
-            _check_value(sub, datatype, defs, f"{number}^{sub_number}")
+            _check_value(sub, datatype, defs, (number, sub_number))
     raise _Bad(f"a {datatype} component has no subcomponents", _DATA_TYPE, f"{number}^2")
 
 
@@ -391,11 +391,11 @@ def _check_composite_component(text: str, datatype: str, defs: Definitions, d: A
         if element is None:
             # hl7apy keeps an unknown subcomponent (even empty) as ST, then refuses it in the component.
             if sub:
-                _check_value(sub, "ST", defs, f"{number}^{index + 1}")
+                _check_value(sub, "ST", defs, (number, index + 1))
             unknown = index + 1 if unknown is None else unknown
             continue
         if sub.strip():
-            _check_value(sub, _primitive_of(element.name, defs), defs, f"{number}^{index + 1}")
+            _check_value(sub, _primitive_of(element.name, defs), defs, (number, index + 1))
     if unknown is not None:
         raise _Bad(f"subcomponent {unknown} is not defined for {datatype}", _DATA_TYPE, f"{number}^{unknown}")
 
@@ -411,11 +411,18 @@ def _primitive_of(datatype: str, defs: Definitions) -> str:
     return datatype if datatype in defs.primitives else "ST"
 
 
-def _check_value(value: str, datatype: str, defs: Definitions, tail: str) -> None:
-    kind, most = defs.primitives.get(datatype, ("text", None))
-    ok = most is None or len(value) <= most if kind == "text" else _VALUE_CHECKS[kind](value, most)
-    if not ok:
-        raise _Bad(f"a value is not a valid {datatype}", _DATA_TYPE, tail)
+def _check_value(value: str, datatype: str, defs: Definitions, tail: tuple[int, int]) -> None:
+    """One primitive value; `tail` (component, subcomponent) locates it when refused (formatted only then)."""
+    kind, most = defs.primitives.get(datatype, _UNBOUNDED_TEXT)
+    if kind == "text":
+        if most is None or len(value) <= most:
+            return
+    elif _VALUE_CHECKS[kind](value, most):
+        return
+    raise _Bad(f"a value is not a valid {datatype}", _DATA_TYPE, f"{tail[0]}^{tail[1]}")
+
+
+_UNBOUNDED_TEXT: tuple[str, int | None] = ("text", None)
 
 
 def _text_ok(value: str, most: int | None) -> bool:
