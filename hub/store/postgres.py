@@ -58,11 +58,13 @@ from hub.store.base import (
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.pg_maintenance import Vacuumed, vacuum_hot_tables
 from hub.store.rows import (
-    AUDIT_COLUMNS,
+    AUDIT_SELECT,
     DELIVERY_COLUMNS,
-    IDENTITY_COLUMNS,
+    DELIVERY_SELECT,
+    IDENTITY_SELECT,
     MESSAGE_COLUMNS,
-    REVIEW_COLUMNS,
+    MESSAGE_SELECT,
+    REVIEW_SELECT,
     SENT_COLUMNS,
     RowMapper,
     select_list,
@@ -345,15 +347,12 @@ ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at
 """
 
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
-_AUDIT_COLS = select_list(AUDIT_COLUMNS)
 _INSERT_KEYS = (
     "INSERT INTO hub_message_keys (name, value, message_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
     " ON CONFLICT DO NOTHING"
 )
 
 _ROWS = RowMapper()
-_MSG_COLS = select_list(MESSAGE_COLUMNS)
-_DEL_COLS = select_list(DELIVERY_COLUMNS)
 
 #: One statement, one round trip: take up to $3 due deliveries with their messages. Only the first delivery
 #: of each ordering key is not `waiting`, so the walk of hub_deliveries_ready meets claimable rows at once,
@@ -459,8 +458,6 @@ def _text(value: Any) -> Any:
     return value
 
 
-_ID_COLS = select_list(IDENTITY_COLUMNS)
-_REVIEW_COLS = select_list(REVIEW_COLUMNS)
 #: Where the claim's row (a delivery, its message, what an earlier attempt sent) changes table.
 _CLAIM_MESSAGE_AT = len(DELIVERY_COLUMNS)
 _CLAIM_SENT_AT = _CLAIM_MESSAGE_AT + len(MESSAGE_COLUMNS)
@@ -953,7 +950,9 @@ class PostgresStore:
     # -- identity registry --------------------------------------------------------------------------
     async def get_identity(self, patient_key: str) -> IdentityRecord | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {_ID_COLS} FROM hub_identities WHERE patient_key = $1", patient_key)
+            row = await conn.fetchrow(
+                f"SELECT {IDENTITY_SELECT} FROM hub_identities WHERE patient_key = $1", patient_key
+            )
         return _ROWS.identity(row) if row else None
 
     async def save_identity(
@@ -1005,7 +1004,7 @@ class PostgresStore:
     async def list_identities(self, *, status: str | None = None, limit: int = 1000) -> list[IdentityRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_ID_COLS} FROM hub_identities WHERE ($1::text IS NULL OR status = $1)"
+                f"SELECT {IDENTITY_SELECT} FROM hub_identities WHERE ($1::text IS NULL OR status = $1)"
                 " ORDER BY patient_key LIMIT $2",
                 status,
                 limit,
@@ -1014,13 +1013,15 @@ class PostgresStore:
 
     async def identities_by_ins(self, ins: str) -> list[IdentityRecord]:
         async with self._conn() as conn:
-            rows = await conn.fetch(f"SELECT {_ID_COLS} FROM hub_identities WHERE ins = $1 ORDER BY patient_key", ins)
+            rows = await conn.fetch(
+                f"SELECT {IDENTITY_SELECT} FROM hub_identities WHERE ins = $1 ORDER BY patient_key", ins
+            )
         return [_ROWS.identity(r) for r in rows]
 
     async def identities_merged_into(self, patient_key: str) -> list[IdentityRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_ID_COLS} FROM hub_identities WHERE merged_into = $1 ORDER BY patient_key", patient_key
+                f"SELECT {IDENTITY_SELECT} FROM hub_identities WHERE merged_into = $1 ORDER BY patient_key", patient_key
             )
         return [_ROWS.identity(r) for r in rows]
 
@@ -1036,7 +1037,7 @@ class PostgresStore:
     async def list_reviews(self, *, state: str | None = None, limit: int = 1000) -> list[Review]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_REVIEW_COLS} FROM hub_reviews WHERE ($1::text IS NULL OR state = $1) ORDER BY id LIMIT $2",
+                f"SELECT {REVIEW_SELECT} FROM hub_reviews WHERE ($1::text IS NULL OR state = $1) ORDER BY id LIMIT $2",
                 state,
                 limit,
             )
@@ -1049,7 +1050,7 @@ class PostgresStore:
         async with self._conn() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE hub_reviews SET state = $2, resolved_at = now(), resolved_by = $3"
-                f" WHERE id = $1 AND state = 'open' RETURNING {_REVIEW_COLS}",
+                f" WHERE id = $1 AND state = 'open' RETURNING {REVIEW_SELECT}",
                 review_id,
                 state,
                 by,
@@ -1132,7 +1133,7 @@ class PostgresStore:
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {_MSG_COLS} FROM hub_messages WHERE id = $1", message_id)
+            row = await conn.fetchrow(f"SELECT {MESSAGE_SELECT} FROM hub_messages WHERE id = $1", message_id)
         return _ROWS.message_record(row) if row else None
 
     async def search(self, query: SearchQuery) -> list[MessageRecord]:
@@ -1147,7 +1148,7 @@ class PostgresStore:
             if name == "ins":
                 keyed = f"({keyed} OR patient_key IN (SELECT patient_key FROM hub_identities WHERE ins = ${n}))"
             where.append(keyed)
-        sql = f"SELECT {_MSG_COLS} FROM hub_messages"
+        sql = f"SELECT {MESSAGE_SELECT} FROM hub_messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
         args.append(query.limit)
@@ -1231,7 +1232,7 @@ class PostgresStore:
             return out
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_DEL_COLS} FROM hub_deliveries WHERE message_id = ANY($1::text[]) ORDER BY id",
+                f"SELECT {DELIVERY_SELECT} FROM hub_deliveries WHERE message_id = ANY($1::text[]) ORDER BY id",
                 message_ids,
             )
         for r in rows:
@@ -1249,7 +1250,7 @@ class PostgresStore:
     ) -> list[Delivery]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_DEL_COLS} FROM hub_deliveries WHERE ($1::text IS NULL OR status = $1)"
+                f"SELECT {DELIVERY_SELECT} FROM hub_deliveries WHERE ($1::text IS NULL OR status = $1)"
                 " AND ($2::text IS NULL OR destination = $2) AND id > $4 ORDER BY id LIMIT $3",
                 status,
                 destination,
@@ -1281,7 +1282,7 @@ class PostgresStore:
             )  # fmt: skip
             digest = audit_hash(prev, *fields, key=self.audit_key)
             await conn.execute(
-                f"INSERT INTO hub_audit ({_AUDIT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                f"INSERT INTO hub_audit ({AUDIT_SELECT}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                 *fields,
                 prev,
                 digest,
@@ -1294,7 +1295,7 @@ class PostgresStore:
     ) -> list[AuditRecord]:  # fmt: skip
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_AUDIT_COLS} FROM hub_audit WHERE ($1::bigint IS NULL OR id < $1)"
+                f"SELECT {AUDIT_SELECT} FROM hub_audit WHERE ($1::bigint IS NULL OR id < $1)"
                 " AND ($2::text IS NULL OR message_id = $2) AND ($3::text IS NULL OR actor = $3)"
                 " ORDER BY id DESC LIMIT $4",
                 before_id,
@@ -1307,7 +1308,7 @@ class PostgresStore:
     async def audit_chain(self, *, after_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_AUDIT_COLS} FROM hub_audit WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit
+                f"SELECT {AUDIT_SELECT} FROM hub_audit WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit
             )
         return [_ROWS.audit(r) for r in rows]
 

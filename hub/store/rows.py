@@ -1,6 +1,7 @@
 """Database rows to the store's dataclasses, written once for both stores.
 
-Each ``*_COLUMNS`` tuple is the order in which a store selects a table's columns; the matching
+Each ``*_COLUMNS`` tuple is the order in which a store selects a table's columns (``*_SELECT`` as an SQL
+select list); the matching
 :class:`RowMapper` method reads a row (a tuple, or an asyncpg Record: positional access only) in
 that order. The stores differ only in how timestamps come back, which their mapper is given:
 SQLite keeps epoch seconds (and ISO text for the audit trail, whose hash covers that text),
@@ -20,10 +21,15 @@ from hub.store.base import AuditRecord, Delivery, IdentityRecord, MessageRecord,
 
 __all__ = [
     "AUDIT_COLUMNS",
+    "AUDIT_SELECT",
     "DELIVERY_COLUMNS",
+    "DELIVERY_SELECT",
     "IDENTITY_COLUMNS",
+    "IDENTITY_SELECT",
     "MESSAGE_COLUMNS",
+    "MESSAGE_SELECT",
     "REVIEW_COLUMNS",
+    "REVIEW_SELECT",
     "SENT_COLUMNS",
     "RowMapper",
     "select_list",
@@ -56,6 +62,13 @@ def select_list(columns: Sequence[str], *, prefix: str = "", replace: Mapping[st
     """`columns` as an SQL select list, each qualified with `prefix` (``"m."``), or replaced by an expression."""
     replace = replace or {}
     return ", ".join(replace.get(c, prefix + c) for c in columns)
+
+
+MESSAGE_SELECT = select_list(MESSAGE_COLUMNS)
+DELIVERY_SELECT = select_list(DELIVERY_COLUMNS)
+IDENTITY_SELECT = select_list(IDENTITY_COLUMNS)
+REVIEW_SELECT = select_list(REVIEW_COLUMNS)
+AUDIT_SELECT = select_list(AUDIT_COLUMNS)
 
 
 def _same(value: Any) -> Any:

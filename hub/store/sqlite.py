@@ -55,11 +55,12 @@ from hub.store.base import (
 )
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.rows import (
-    AUDIT_COLUMNS,
-    DELIVERY_COLUMNS,
-    IDENTITY_COLUMNS,
+    AUDIT_SELECT,
+    DELIVERY_SELECT,
+    IDENTITY_SELECT,
     MESSAGE_COLUMNS,
-    REVIEW_COLUMNS,
+    MESSAGE_SELECT,
+    REVIEW_SELECT,
     SENT_COLUMNS,
     RowMapper,
     select_list,
@@ -278,11 +279,6 @@ def _dt(ts: float) -> datetime:
 
 
 _ROWS = RowMapper(timestamp=_dt, audit_at=datetime.fromisoformat)
-_MSG_COLS = select_list(MESSAGE_COLUMNS)
-_DEL_COLS = select_list(DELIVERY_COLUMNS)
-_ID_COLS = select_list(IDENTITY_COLUMNS)
-_REVIEW_COLS = select_list(REVIEW_COLUMNS)
-_AUDIT_COLS = select_list(AUDIT_COLUMNS)
 
 
 #: Without bodies: ``b""`` stands for a stored body, NULL stays NULL (the inbound body unchanged).
@@ -644,7 +640,7 @@ class SqliteStore:
             else ""
         )
         rows = db.execute(
-            f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
+            f"SELECT {DELIVERY_SELECT} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
             " AND waiting = 0 AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
             "  SELECT 1 FROM deliveries e WHERE e.route = c.route AND e.destination = c.destination"
             f"  AND e.ordering_key = c.ordering_key AND e.status IN ({_BLOCKING}) AND e.id < c.id)){hold}"
@@ -664,7 +660,7 @@ class SqliteStore:
         mmarks = ",".join("?" * len(msg_ids))
         messages = {
             r[0]: _ROWS.message_record(r).message
-            for r in db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({mmarks})", msg_ids).fetchall()
+            for r in db.execute(f"SELECT {MESSAGE_SELECT} FROM messages WHERE id IN ({mmarks})", msg_ids).fetchall()
         }
         sent = _sent_rows(db, ids)
         out = []
@@ -900,7 +896,7 @@ class SqliteStore:
     # -- identity registry --------------------------------------------------------------------------
     async def get_identity(self, patient_key: str) -> IdentityRecord | None:
         row = await self._run(
-            self._fetchone, f"SELECT {_ID_COLS} FROM identities WHERE patient_key = ?", (patient_key,)
+            self._fetchone, f"SELECT {IDENTITY_SELECT} FROM identities WHERE patient_key = ?", (patient_key,)
         )
         return _ROWS.identity(row) if row else None
 
@@ -952,7 +948,7 @@ class SqliteStore:
             raise StoreError("identity changed meanwhile (version conflict)") from None
 
     async def list_identities(self, *, status: str | None = None, limit: int = 1000) -> list[IdentityRecord]:
-        sql = f"SELECT {_ID_COLS} FROM identities"
+        sql = f"SELECT {IDENTITY_SELECT} FROM identities"
         args: tuple[Any, ...] = ()
         if status:
             sql += " WHERE status = ?"
@@ -962,14 +958,14 @@ class SqliteStore:
 
     async def identities_by_ins(self, ins: str) -> list[IdentityRecord]:
         rows = await self._run(
-            self._fetchall, f"SELECT {_ID_COLS} FROM identities WHERE ins = ? ORDER BY patient_key", (ins,)
+            self._fetchall, f"SELECT {IDENTITY_SELECT} FROM identities WHERE ins = ? ORDER BY patient_key", (ins,)
         )
         return [_ROWS.identity(r) for r in rows]
 
     async def identities_merged_into(self, patient_key: str) -> list[IdentityRecord]:
         rows = await self._run(
             self._fetchall,
-            f"SELECT {_ID_COLS} FROM identities WHERE merged_into = ? ORDER BY patient_key",
+            f"SELECT {IDENTITY_SELECT} FROM identities WHERE merged_into = ? ORDER BY patient_key",
             (patient_key,),
         )
         return [_ROWS.identity(r) for r in rows]
@@ -984,7 +980,7 @@ class SqliteStore:
         return [IdentityEvent(r[0], _dt(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     async def list_reviews(self, *, state: str | None = None, limit: int = 1000) -> list[Review]:
-        sql = f"SELECT {_REVIEW_COLS} FROM reviews"
+        sql = f"SELECT {REVIEW_SELECT} FROM reviews"
         args: tuple[Any, ...] = ()
         if state:
             sql += " WHERE state = ?"
@@ -999,7 +995,7 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> Review | None:
             now = time.time()
             row = db.execute(
-                f"SELECT {_REVIEW_COLS} FROM reviews WHERE id = ? AND state = 'open'", (review_id,)
+                f"SELECT {REVIEW_SELECT} FROM reviews WHERE id = ? AND state = 'open'", (review_id,)
             ).fetchone()
             if row is None:
                 return None
@@ -1079,7 +1075,7 @@ class SqliteStore:
         return int(row[0])
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
-        row = await self._run(self._fetchone, f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
+        row = await self._run(self._fetchone, f"SELECT {MESSAGE_SELECT} FROM messages WHERE id = ?", (message_id,))
         return _ROWS.message_record(row) if row else None
 
     async def search(self, query: SearchQuery) -> list[MessageRecord]:
@@ -1094,7 +1090,7 @@ class SqliteStore:
                 keyed = f"({keyed} OR patient_key IN (SELECT patient_key FROM identities WHERE ins = ?))"
                 args.append(value)
             where.append(keyed)
-        sql = f"SELECT {_MSG_COLS} FROM messages"
+        sql = f"SELECT {MESSAGE_SELECT} FROM messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
@@ -1142,7 +1138,7 @@ class SqliteStore:
         marks = ",".join("?" * len(message_ids))
         rows = await self._run(
             self._fetchall,
-            f"SELECT {_DEL_COLS} FROM deliveries WHERE message_id IN ({marks}) ORDER BY id",
+            f"SELECT {DELIVERY_SELECT} FROM deliveries WHERE message_id IN ({marks}) ORDER BY id",
             tuple(message_ids),
         )
         for r in rows:
@@ -1166,7 +1162,7 @@ class SqliteStore:
         if destination:
             where.append("destination = ?")
             args.append(destination)
-        sql = f"SELECT {_DEL_COLS} FROM deliveries"
+        sql = f"SELECT {DELIVERY_SELECT} FROM deliveries"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = await self._run(self._fetchall, sql + " ORDER BY id LIMIT ?", (*args, limit))
@@ -1196,7 +1192,7 @@ class SqliteStore:
                 number, at.isoformat(), event.actor, event.role, event.action, event.message_id, event.target,
                 detail, event.outcome, prev, digest,
             )  # fmt: skip
-            db.execute(f"INSERT INTO audit ({_AUDIT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+            db.execute(f"INSERT INTO audit ({AUDIT_SELECT}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
             return _ROWS.audit(row)
 
         return await self._run(self._tx, work)
@@ -1210,7 +1206,7 @@ class SqliteStore:
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = f"SELECT {_AUDIT_COLS} FROM audit"
+        sql = f"SELECT {AUDIT_SELECT} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = await self._run(self._fetchall, sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
@@ -1218,7 +1214,7 @@ class SqliteStore:
 
     async def audit_chain(self, *, after_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
         rows = await self._run(
-            self._fetchall, f"SELECT {_AUDIT_COLS} FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+            self._fetchall, f"SELECT {AUDIT_SELECT} FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
         return [_ROWS.audit(r) for r in rows]
 
