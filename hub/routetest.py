@@ -32,7 +32,7 @@ import dataclasses
 import difflib
 import glob
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -41,16 +41,18 @@ from hub import registry
 from hub.conditions import CONTENT_LANGUAGES, value_test
 from hub.config import Settings
 from hub.config import _problems as config_problems
+from hub.content_types import ContentType
 from hub.errors import ConfigError, IdentityHold, MessageError
-from hub.message import CONTENT_HL7V2, Message
+from hub.identity.rniv import IdentityStatusName
+from hub.message import Message
 from hub.pipeline import Pipeline, StepContext, route_message
 from hub.store import IdentityRecord
 from hub.yamlsource import Located, load_located
 
 __all__ = ["CaseResult", "RouteTestCase", "RouteTestFile", "run_route_tests"]
 
-_CONTENT_BY_SUFFIX = {".hl7": CONTENT_HL7V2, ".er7": CONTENT_HL7V2, ".json": "application/fhir+json",
-                      ".xml": "application/cda+xml", ".eml": "message/rfc822"}  # fmt: skip
+_CONTENT_BY_SUFFIX = {".hl7": ContentType.HL7V2, ".er7": ContentType.HL7V2, ".json": ContentType.FHIR,
+                      ".xml": ContentType.CDA, ".eml": ContentType.MAIL}  # fmt: skip
 
 
 class _Model(BaseModel):
@@ -69,7 +71,7 @@ class ExpectedOutput(_Model):
 class IdentityCase(_Model):
     """The identity registry's record of the input's patient, as steps that need it will see it."""
 
-    status: Literal["provisoire", "recuperee", "validee", "qualifiee"] = Field(description="RNIV status.")
+    status: IdentityStatusName = Field(description="RNIV status.")
     ins: str | None = Field(None, description="The INS (NIR or NIA), when known.")
     ins_oid: str | None = Field(None, description="Its OID (production, NIA, test or demonstration).")
     traits: dict[str, str] = Field(
@@ -124,7 +126,7 @@ class CaseResult:
 
 def _lines(body: bytes, content_type: str) -> list[str]:
     text = body.decode("utf-8", errors="replace")
-    if content_type == CONTENT_HL7V2:
+    if content_type == ContentType.HL7V2:
         return [s for s in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if s]
     return text.splitlines()
 
@@ -163,8 +165,8 @@ def _run_case(settings: Settings, case: RouteTestCase, case_dir: Path) -> list[s
     # Every message the listener makes (a mail: the mail, its documents, its MDN) is routed on its own.
     reaching: dict[str, list[Message]] = {}
     for message in messages:
-        for route in sorted({d.route for d in route_message(settings.routes, case.from_, message)}):
-            reaching.setdefault(route, []).append(message)
+        for name in sorted({d.route for d in route_message(settings.routes, case.from_, message)}):
+            reaching.setdefault(name, []).append(message)
     reached = sorted(reaching)
     if case.routes is not None and reached != sorted(case.routes):
         failures.append(f"routes: got {reached}, want {sorted(case.routes)}")
@@ -187,7 +189,7 @@ def _listener_messages(settings: Settings, case: RouteTestCase, source: Path) ->
     """What the listener makes of the input: its intake (a mail listener), or one message read as the listener
     reads it (the reader's metadata, then its `checks:`). MessageError: the listener would refuse it."""
     body = source.read_bytes()
-    content_type = case.content_type or _CONTENT_BY_SUFFIX.get(source.suffix.lower(), CONTENT_HL7V2)
+    content_type = case.content_type or _CONTENT_BY_SUFFIX.get(source.suffix.lower(), ContentType.HL7V2)
     listener = settings.listener_config(case.from_)
     intake = registry.get("intake", settings.hub.listeners[case.from_].type)
     if intake is not None:

@@ -24,9 +24,9 @@ import pytest
 from adapters.mllp.framing import frame
 from adapters.tls import TlsConfig
 from hub import registry
+from hub.content_types import ContentType
 from hub.errors import Rejected, Retryable, Unreachable
-from hub.message import CONTENT_HL7V2, Message
-from mappings.fhir.common import CONTENT_FHIR
+from hub.message import Message
 from mappings.hl7v2 import read_header
 from tests.hubkit import adt, wait_until
 from tests.tlskit import Pki, make_pki
@@ -144,12 +144,13 @@ class PeerKit:
 def _hl7_message() -> Message:
     body = adt("CONF1")
     _, header = read_header(body)
-    return Message.new(body, content_type=CONTENT_HL7V2, metadata=header.metadata())
+    return Message.new(body, content_type=ContentType.HL7V2, metadata=header.metadata())
 
 
 def _fhir_message() -> Message:
     patient = {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.3", "value": "P1"}]}
-    return Message.new(json.dumps(patient).encode(), content_type=CONTENT_FHIR, metadata={"resource_type": "Patient"})
+    body = json.dumps(patient).encode()
+    return Message.new(body, content_type=ContentType.FHIR, metadata={"resource_type": "Patient"})
 
 
 def _mllp_config(port: int, tls: TlsConfig | None, timeout: float) -> dict[str, Any]:
