@@ -14,7 +14,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from hub.message import Message
 from hub.store.base import AuditRecord, Delivery, IdentityRecord, MessageRecord, Review, SentPayload, load_metadata
@@ -31,6 +31,7 @@ __all__ = [
     "REVIEW_COLUMNS",
     "REVIEW_SELECT",
     "SENT_COLUMNS",
+    "Row",
     "RowMapper",
     "select_list",
 ]
@@ -71,6 +72,12 @@ REVIEW_SELECT = select_list(REVIEW_COLUMNS)
 AUDIT_SELECT = select_list(AUDIT_COLUMNS)
 
 
+class Row(Protocol):
+    """A database row read by position: a tuple (SQLite) or an asyncpg Record."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -84,7 +91,7 @@ class RowMapper:
     #: The audit trail's stored `at` as an aware datetime.
     audit_at: Callable[[Any], datetime] = _same
 
-    def message_record(self, row: Sequence[Any]) -> MessageRecord:
+    def message_record(self, row: Row) -> MessageRecord:
         """A row of :data:`MESSAGE_COLUMNS`."""
         message = Message(
             id=row[0], parent_id=row[1], correlation_id=row[2], content_type=row[4], body=bytes(row[5]),
@@ -94,7 +101,7 @@ class RowMapper:
             message=message, endpoint=row[3], status=row[7], reason=row[8], updated_at=self.timestamp(row[10])
         )
 
-    def delivery(self, row: Sequence[Any]) -> Delivery:
+    def delivery(self, row: Row) -> Delivery:
         """A row of :data:`DELIVERY_COLUMNS`."""
         ts = self.timestamp
         return Delivery(
@@ -104,7 +111,7 @@ class RowMapper:
             output_metadata=json.loads(row[13]),
         )  # fmt: skip
 
-    def sent(self, row: Sequence[Any]) -> SentPayload:
+    def sent(self, row: Row) -> SentPayload:
         """A row of :data:`SENT_COLUMNS`."""
         return SentPayload(
             delivery_id=row[0], sent_id=row[1], parent_id=row[2], content_type=row[3],
@@ -112,7 +119,7 @@ class RowMapper:
             computed_at=self.timestamp(row[7]), size=row[8],
         )  # fmt: skip
 
-    def identity(self, row: Sequence[Any]) -> IdentityRecord:
+    def identity(self, row: Row) -> IdentityRecord:
         """A row of :data:`IDENTITY_COLUMNS` (`attributes` stored comma-separated)."""
         return IdentityRecord(
             patient_key=row[0], authority=row[1], local_id=row[2], status=row[3], ins=row[4], ins_oid=row[5],
@@ -120,7 +127,7 @@ class RowMapper:
             version=row[9], updated_at=self.timestamp(row[10]),
         )  # fmt: skip
 
-    def review(self, row: Sequence[Any]) -> Review:
+    def review(self, row: Row) -> Review:
         """A row of :data:`REVIEW_COLUMNS`."""
         return Review(
             id=row[0], delivery_id=row[1], message_id=row[2], patient_key=row[3], reason=row[4], state=row[5],
@@ -128,7 +135,7 @@ class RowMapper:
             resolved_by=row[8],
         )  # fmt: skip
 
-    def audit(self, row: Sequence[Any]) -> AuditRecord:
+    def audit(self, row: Row) -> AuditRecord:
         """A row of :data:`AUDIT_COLUMNS`."""
         return AuditRecord(
             id=row[0], at=self.audit_at(row[1]), actor=row[2], role=row[3], action=row[4], message_id=row[5],
