@@ -51,6 +51,11 @@ is queued is renewed like everything held, and given back to the store (its
 attempt uncounted) when the circuit opens, the queue is paused, or the worker
 stops: nothing waits on a worker that will not send it.
 
+Time: the worker reads it only through its :class:`~hub.clock.Clock` (probe delays, retry backoff's
+``next_attempt_at``, polling, lease ages, store back-off), so a test can drive a long outage with a
+:class:`~hub.clock.ManualClock`. The store compares ``next_attempt_at`` with its own time when it claims.
+Shutdown grace periods stay on the real clock.
+
 On shutdown the worker stops claiming, gives back what it had queued, lets
 in-flight sends finish for a grace period, then cancels the rest and gives
 their deliveries back to the store.
@@ -60,7 +65,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -69,6 +73,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from hub.clock import Clock, SystemClock
 from hub.config import DestinationPolicy, RetryPolicy
 from hub.documents import apply_steps
 from hub.errors import (
@@ -82,7 +87,7 @@ from hub.errors import (
     Unreachable,
 )
 from hub.identity import IdentityStatus
-from hub.message import Message, utcnow
+from hub.message import Message
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
 from hub.ports import OutboundAdapter
@@ -135,8 +140,10 @@ class DestinationWorker:
         identity_lookup: Callable[[str], Awaitable[IdentityRecord | None]] | None = None,
         environment: str = "development",
         on_final: Callable[[FinalOutcome], Awaitable[None]] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.identity_lookup = identity_lookup
         self.environment = environment
         self.route = route
@@ -166,7 +173,7 @@ class DestinationWorker:
         self.prefetch = PREFETCH_FACTOR * policy.max_in_flight
         self.given_back = 0  # deliveries claimed ahead then released unsent (circuit open, pause, stop)
         self._stopping = False
-        self._claimed_at = utcnow()
+        self._claimed_at = self.clock.now()
         self._task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         #: Monotonic time until which each held delivery's lease is known good (claim or last renewal).
@@ -241,11 +248,11 @@ class DestinationWorker:
     async def _renew_leases(self) -> None:
         """Keep the leases of every held delivery, every third of a lease; forget those taken back."""
         while True:
-            await asyncio.sleep(self.lease_secs / 3)
+            await self.clock.sleep(self.lease_secs / 3)
             ids = list(self._lease_until)
             if not ids:
                 continue
-            asked_at = time.monotonic()
+            asked_at = self.clock.monotonic()
             try:
                 held = await self.store.renew(ids, owner=self.owner, lease_secs=self.lease_secs)
             except StoreError:
@@ -260,10 +267,10 @@ class DestinationWorker:
 
     def _holds_lease(self, delivery_id: int) -> bool:
         """Whether a send may start: the lease was confirmed less than half a lease ago."""
-        return self._lease_until.get(delivery_id, 0.0) - time.monotonic() > self.lease_secs / 2
+        return self._lease_until.get(delivery_id, 0.0) - self.clock.monotonic() > self.lease_secs / 2
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         while not self._stopping:
             await asyncio.sleep(0)  # let the sends that ended in this turn free their slots: fewer, fuller claims
             if self._ready and (self.down_since is not None or self.paused):
@@ -275,11 +282,11 @@ class DestinationWorker:
             if self._orphans_possible and not await self._release_orphans():
                 await self._store_pause()
                 continue
-            self._claimed_at = utcnow()
+            self._claimed_at = clock.now()
             if free > 0 and not self.paused:
                 if self.down_since is not None:
-                    self._next_probe = loop.time() + self._probe_delay  # the probe's answer may close it
-                asked_at = time.monotonic()
+                    self._next_probe = clock.monotonic() + self._probe_delay  # the probe's answer may close it
+                asked_at = self.clock.monotonic()
                 try:
                     claimed = await self.store.claim(
                         self.route,
@@ -367,7 +374,7 @@ class DestinationWorker:
             if self._ready and room < max(1, self.prefetch // 2):
                 return 0
             return room
-        if self._inflight or self._ready or asyncio.get_running_loop().time() < self._next_probe:
+        if self._inflight or self._ready or self.clock.monotonic() < self._next_probe:
             return 0
         return 1
 
@@ -375,29 +382,28 @@ class DestinationWorker:
         """Back off after a store error (doubling, capped), waking early only to stop."""
         self._store_backoff = min(STORE_BACKOFF_MAX_SECS, max(STORE_BACKOFF_FIRST_SECS, self._store_backoff * 2))
         self.wake.clear()
-        try:
-            async with asyncio.timeout(self._store_backoff):
-                while not self._stopping:
-                    await self.wake.wait()
-                    self.wake.clear()
-        except TimeoutError:
-            pass
+        give_up = self.clock.monotonic() + self._store_backoff
+        while not self._stopping:
+            left = give_up - self.clock.monotonic()
+            if left <= 0 or not await self.clock.wait(self.wake, left):
+                return
+            self.wake.clear()
 
     def _circuit_open(self, reason: str) -> None:
         """The destination could not be reached: probe it, one delivery at a time, with growing delays."""
         self.probes += 1
         if self.down_since is None:
-            self.down_since = utcnow()
+            self.down_since = self.clock.now()
             self._probe_delay = self.probe_first_secs
             log.warning("destination_down", route=self.route, destination=self.destination, reason=reason)
         else:
             self._probe_delay = min(self.probe_max_secs, self._probe_delay * 2)
         self.down_reason = reason
-        self._next_probe = asyncio.get_running_loop().time() + self._probe_delay
+        self._next_probe = self.clock.monotonic() + self._probe_delay
 
     def _circuit_close(self) -> None:
         if self.down_since is not None:
-            down_for = (utcnow() - self.down_since).total_seconds()
+            down_for = (self.clock.now() - self.down_since).total_seconds()
             log.info("destination_up", route=self.route, destination=self.destination, down_secs=round(down_for, 1))
         self.down_since = None
         self.down_reason = ""
@@ -449,23 +455,23 @@ class DestinationWorker:
         The outcome is known (the peer answered): losing it would send the message again when the
         lease expires. While the delivery stays in flight, its ordering key stays held.
         """
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.lease_secs
+        clock = self.clock
+        give_up = clock.monotonic() + self.lease_secs
         delay = STORE_BACKOFF_FIRST_SECS
         while True:
             try:
                 return await self.store.finish(delivery_id, owner=self.owner, **outcome)
             except StoreError:
                 self._store_error("finish")
-                if self._stopping or loop.time() + delay > give_up:
+                if self._stopping or clock.monotonic() + delay > give_up:
                     raise
-            await asyncio.sleep(delay)
+            await clock.sleep(delay)
             delay = min(STORE_BACKOFF_MAX_SECS, delay * 2)
 
     async def _sleep(self) -> None:
         timeout = self.poll_secs
         if self.down_since is not None and not self._inflight:
-            timeout = max(0.0, min(timeout, self._next_probe - asyncio.get_running_loop().time()))
+            timeout = max(0.0, min(timeout, self._next_probe - self.clock.monotonic()))
         elif len(self._sending) < self.policy.max_in_flight and not self.paused:
             try:
                 due = await self.store.next_due(self.route, self.destination)
@@ -475,16 +481,12 @@ class DestinationWorker:
             # Due before the claim just made, yet not claimed: held back by its ordering key (another
             # node's send, say), so wait for a wake-up rather than spin on it.
             if due is not None and due > self._claimed_at:
-                timeout = min(timeout, max(0.0, (due - utcnow()).total_seconds()))
+                timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
         self.wake.clear()
         if timeout <= 0:
             await asyncio.sleep(0)
             return
-        try:
-            async with asyncio.timeout(timeout):
-                await self.wake.wait()
-        except TimeoutError:
-            pass
+        await self.clock.wait(self.wake, timeout)
 
     async def step_context(
         self, message: Message, *, identity_override: bool = False, gate: bool = True
@@ -535,7 +537,7 @@ class DestinationWorker:
 
     async def _deliver(self, c: Claimed) -> None:
         d = c.delivery
-        started = utcnow()
+        started = self.clock.now()
         error = ""
         retry_after: float | None = None
         hold: IdentityHold | None = None
@@ -581,7 +583,7 @@ class DestinationWorker:
             self._circuit_open(error)
         self._start_queued()  # the slot goes to the next queued delivery now, not after the outcome's commit
         status, next_at = self._next_status(c, outcome, reached=reached, retry_after=retry_after)
-        elapsed = (utcnow() - started).total_seconds()
+        elapsed = (self.clock.now() - started).total_seconds()
         if self.on_outcome:
             self.on_outcome(self.route, self.destination, outcome, elapsed, c.message.received_at)
         try:
@@ -615,7 +617,7 @@ class DestinationWorker:
             delay = backoff_secs(self.policy.retry, d.attempts)
             if retry_after:
                 delay = max(delay, retry_after)
-            return DeliveryStatus.PENDING, utcnow() + timedelta(seconds=delay)
+            return DeliveryStatus.PENDING, self.clock.now() + timedelta(seconds=delay)
         return DeliveryStatus.DEAD, None
 
     async def _recorded(self, c: Claimed, kept: bool, status: DeliveryStatus, outcome: Outcome, error: str) -> None:

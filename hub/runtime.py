@@ -26,6 +26,7 @@ from hub.admin import audit
 from hub.admin.audit import AuditKeys, ensure_keyed_head, load_audit_keys
 from hub.admin.auth import Principal
 from hub.alerting.metrics import OperationsCollector
+from hub.clock import Clock, SystemClock
 from hub.config import DestinationPolicy, HubConfig, RouteConfig, Settings
 from hub.delivery import DestinationWorker
 from hub.errors import ConfigError, MessageError, Outcome, Retryable, StoreError
@@ -76,8 +77,10 @@ class _ListenerContext:
 
 
 class Hub:
-    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
+        #: What delivery workers schedule probes, backoff and leases with (tests pass a ManualClock).
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.config = settings.hub
         self.store: Store | None = store
         self.audit_keys: AuditKeys | None = None
@@ -275,6 +278,7 @@ class Hub:
             identity_lookup=self.identity.lookup,
             environment=self.config.environment,
             on_final=self._on_final,
+            clock=self.clock,
         )
         worker.paused = paused
         worker.start(self.supervisor)

@@ -15,6 +15,7 @@ import yaml
 
 from adapters.mllp.framing import FrameReader, frame
 from adapters.sandboxes.mllp_peer import MllpPeer, MllpPeerConfig
+from hub.clock import Clock
 from hub.config import load_config
 from hub.runtime import Hub
 from hub.store import Store
@@ -82,8 +83,11 @@ async def running_peer(**knobs: Any) -> AsyncIterator[MllpPeer]:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(config_path: Path, *, store: Store | None = None) -> AsyncIterator[Hub]:
-    hub = Hub(load_config(config_path), store=store)
+async def running_hub(
+    config_path: Path, *, store: Store | None = None, clock: Clock | None = None
+) -> AsyncIterator[Hub]:
+    """A started hub on `config_path`; its delivery workers schedule on `clock` (default: the real one)."""
+    hub = Hub(load_config(config_path), store=store, clock=clock)
     await hub.start()
     try:
         yield hub

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from hub.clock import ManualClock
 from hub.config import RetryPolicy
 from hub.delivery import backoff_secs
 from hub.runtime import replay
@@ -86,6 +88,41 @@ async def test_retry_until_the_peer_recovers(tmp_path: Path) -> None:
         delivery = (await store.deliveries([rec.message.id]))[rec.message.id][0]
         outcomes = [a.outcome for a in await store.attempts(delivery.id)]
         assert outcomes[-1] == "accept" and set(outcomes[:-1]) == {"retry"}
+        await client.close()
+
+
+async def test_a_retry_is_scheduled_on_the_workers_clock_with_the_policys_backoff(tmp_path: Path) -> None:
+    """next_attempt_at comes from the worker's clock, and the worker's next wake-up is when it falls due.
+
+    The clock is a day ahead of the store's, which compares next_attempt_at with its own time when it
+    claims: nothing is retried while the test looks, so the stored schedule can be read as written.
+    """
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    clock = ManualClock(start)
+    retry = {"max_attempts": 5, "initial_secs": 0.25, "multiplier": 2, "max_secs": 60, "jitter": 0}
+    route = default_route(dest={"retry": retry})
+    async with (
+        running_peer(ack="AE") as peer,
+        running_hub(write_config(tmp_path, peer_port=peer.port, routes=[route]), clock=clock) as hub,
+    ):
+        store = hub.store
+        assert store is not None
+        client = await MllpClient.connect(mllp_port(hub))
+        await client.send(adt("BACKOFF"))
+
+        async def retried_once() -> bool:
+            return [(s, n) for s, n, _ in await _statuses(store, "BACKOFF")] == [("pending", 1)]
+
+        await wait_until(retried_once)
+        [rec] = await store.search(SearchQuery(control_id="BACKOFF"))
+        [delivery] = (await store.deliveries([rec.message.id]))[rec.message.id]
+        assert delivery.next_attempt_at == start + timedelta(seconds=0.25)  # the clock has not moved
+        [attempt] = await store.attempts(delivery.id)
+        assert attempt.started_at == start and attempt.outcome == "retry"
+        worker = hub.workers[("adt", "dpi")]
+        # Parked until the retry is due on its clock (sooner than its 1 s poll).
+        await wait_until(lambda: clock.next_deadline == clock.monotonic() + 0.25 and not worker.in_flight)
+        assert peer.count == 1
         await client.close()
 
 
