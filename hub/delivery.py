@@ -69,7 +69,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -92,7 +92,7 @@ from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
 from hub.ports import OutboundAdapter
 from hub.statuses import DeliveryStatus
-from hub.store import Claimed, IdentityRecord, SentPayload, Store
+from hub.store import Claimed, DeliveryStore, IdentityRecord, SearchStore, SentPayload
 from hub.supervisor import Supervisor
 
 __all__ = ["DestinationWorker", "backoff_secs"]
@@ -116,11 +116,15 @@ def backoff_secs(policy: RetryPolicy, attempts: int, rand: Callable[[], float] =
     return max(0.0, base * (1 + policy.jitter * (2 * rand() - 1)))
 
 
+class WorkerStore(DeliveryStore, SearchStore, Protocol):
+    """What a delivery worker needs of the store: its queue, and the search its steps' document versions use."""
+
+
 class DestinationWorker:
     def __init__(
         self,
         *,
-        store: Store,
+        store: WorkerStore,
         route: str,
         policy: DestinationPolicy,
         adapter: OutboundAdapter,

@@ -25,7 +25,7 @@ from hub.errors import HubError
 from hub.message import Message
 from hub.pipeline import Pipeline, StepContext
 from hub.statuses import DeliveryStatus
-from hub.store import SearchQuery, Store
+from hub.store import SearchQuery, SearchStore
 
 __all__ = ["DocumentVersion", "DocumentsNeeded", "apply_steps", "sent_versions"]
 
@@ -48,7 +48,7 @@ class DocumentsNeeded(HubError):
         super().__init__(f"needs the sent versions of {len(self.set_ids)} document set(s)")
 
 
-async def sent_versions(store: Store, set_ids: Iterable[str], *, before: Message) -> dict[str, DocumentVersion]:
+async def sent_versions(store: SearchStore, set_ids: Iterable[str], *, before: Message) -> dict[str, DocumentVersion]:
     """setId -> its newest version delivered by a message received before ``before``.
 
     Only delivered deliveries count (a version the destination refused was never registered);
@@ -72,7 +72,7 @@ async def sent_versions(store: Store, set_ids: Iterable[str], *, before: Message
 
 
 async def apply_steps(
-    pipeline: Pipeline, message: Message, ctx: StepContext, store: Store, executor: Executor | None
+    pipeline: Pipeline, message: Message, ctx: StepContext, store: SearchStore, executor: Executor | None
 ) -> Message:
     """Run the route's steps in ``executor``; when one asks for sent documents, look them up and run again."""
     loop = asyncio.get_running_loop()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 from hub.errors import StoreError
 from hub.identity import IdentityStatus
-from hub.store import IdentityRecord, Store
+from hub.store import IdentityRecord, IdentityStore
 
 __all__ = ["ApplyResult", "IdentityRegistry", "IdentityUpdate"]
 
@@ -62,7 +62,7 @@ class ApplyResult:
 
 
 class IdentityRegistry:
-    def __init__(self, store: Store, *, on_release: Callable[[], None] | None = None) -> None:
+    def __init__(self, store: IdentityStore, *, on_release: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_release = on_release
 

@@ -43,7 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from hub.message import utcnow
-from hub.store import QueueStats, Store
+from hub.store import OperationsStore, QueueStats
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
@@ -133,7 +133,7 @@ class HubMetrics:
         self.store_errors[operation] = self.store_errors.get(operation, 0) + 1
 
     # -- scrape ---------------------------------------------------------------------------------------
-    async def refresh_queues(self, store: Store, *, max_age_secs: float = 1.0) -> list[QueueStats]:
+    async def refresh_queues(self, store: OperationsStore, *, max_age_secs: float = 1.0) -> list[QueueStats]:
         """Queue statistics from the store, read at most once per `max_age_secs` (scrapes and console polls)."""
         now = time.monotonic()
         if now - self._queues_read_at >= max_age_secs:

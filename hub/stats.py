@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hub.store import Store
+from hub.store import OperationsStore
 from hub.store.base import HourlyCount
 
 __all__ = ["COUNTERS", "HourlyStats", "summarise"]
@@ -42,7 +42,7 @@ class HourlyStats:
         hour = _hour(self._since)
         return [HourlyCount(hour, k[0], k[1], k[2], n) for k, n in self._counts.items()]
 
-    async def flush(self, store: Store) -> int:
+    async def flush(self, store: OperationsStore) -> int:
         """Add what was counted since the last flush to the store; returns how many rows. Raises StoreError."""
         rows = self.unflushed()
         counts, self._counts, since, self._since = self._counts, {}, self._since, time.time()

@@ -83,7 +83,16 @@ from hub.errors import IdentityHold, MessageError, StoreError
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
 from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
-from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload, Store
+from hub.store import (
+    ContentQuery,
+    Delivery,
+    IdentityStore,
+    MessageRecord,
+    SearchQuery,
+    SearchStore,
+    SentPayload,
+    Store,
+)
 from hub.store.base import CONTENT_MIN_CHARS, searchable_text
 
 if TYPE_CHECKING:
@@ -533,7 +542,7 @@ async def _trace(call: Call) -> Trace:
 
 
 async def _waiting(
-    hub: Hub, store: Any, rec: MessageRecord, d: Delivery, reviews: list[Any], dead_ahead: int | None
+    hub: Hub, store: IdentityStore, rec: MessageRecord, d: Delivery, reviews: list[Any], dead_ahead: int | None
 ) -> str:
     """Why delivery `d` waits (see hub.admin.dashboard.waiting_reason), from the store and this node's worker."""
     if d.status in (DeliveryStatus.DELIVERED, DeliveryStatus.DISCARDED):
@@ -764,7 +773,7 @@ async def _on_dead(call: Call, action: str) -> RequeueResult:
     return RequeueResult(requeued=count, matched=len(ids), more=more)
 
 
-async def _review_views(store: Any, items: list[Any]) -> list[ReviewView]:
+async def _review_views(store: SearchStore, items: list[Any]) -> list[ReviewView]:
     """Reviews with the route and destination of the delivery each one holds."""
     deliveries = await store.deliveries(sorted({r.message_id for r in items}))
     where = {d.id: (d.route, d.destination) for ds in deliveries.values() for d in ds}

@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from hub.admin.auth import Principal
-from hub.store import AuditEvent, AuditKey, AuditRecord, Store
+from hub.store import AuditEvent, AuditKey, AuditRecord, AuditStore
 from hub.store.base import AUDIT_GENESIS, AUDIT_HMAC_PREFIX
 
 __all__ = [
@@ -102,7 +102,7 @@ def load_audit_keys(config: Any) -> AuditKeys:
     return AuditKeys(current, by_id)
 
 
-async def ensure_keyed_head(store: Store, *, node: str) -> None:
+async def ensure_keyed_head(store: AuditStore, *, node: str) -> None:
     """Append `audit_keyed` when the newest entry is not keyed with a key (an older trail, or a rotation)."""
     newest = await store.list_audit(limit=1)
     if newest and (store.audit_key is None or newest[0].key_id != store.audit_key.id):
@@ -113,7 +113,7 @@ async def ensure_keyed_head(store: Store, *, node: str) -> None:
 
 
 async def record(
-    store: Store,
+    store: AuditStore,
     who: Principal,
     action: str,
     *,
@@ -179,7 +179,7 @@ class ChainChecker:
         return self._report(True)
 
 
-async def _entries(store: Store, page: int) -> AsyncIterator[AuditRecord]:
+async def _entries(store: AuditStore, page: int) -> AsyncIterator[AuditRecord]:
     after = 0
     while batch := await store.audit_chain(after_id=after, limit=page):
         for entry in batch:
@@ -187,7 +187,7 @@ async def _entries(store: Store, page: int) -> AsyncIterator[AuditRecord]:
         after = batch[-1].id
 
 
-async def verify_chain(store: Store, *, keys: AuditKeys | None = None, page: int = 1000) -> ChainReport:
+async def verify_chain(store: AuditStore, *, keys: AuditKeys | None = None, page: int = 1000) -> ChainReport:
     """Walk the whole trail in order and check ids, links and hashes (HMACs with `keys`)."""
     checker = ChainChecker(keys)
     async for entry in _entries(store, page):

@@ -1,7 +1,9 @@
 """The durable store: messages, their deliveries, attempts, and the queue built on them.
 
-One protocol, two implementations passing one contract suite
-(``tests/store/test_store_contract.py``):
+One protocol, :class:`Store`, made of role protocols (``hub/store/roles.py``: ingest, delivery,
+search, identity, audit, operations, lifecycle) so that each part of the hub asks for the role
+it uses; two implementations passing one contract suite (``tests/store/test_store_contract.py``),
+which build their records with one row mapping (``hub/store/rows.py``):
 
 * :class:`SqliteStore`, the embedded default: one file, one process, WAL with
   ``synchronous=FULL`` so that a commit survives power loss;
@@ -62,8 +64,17 @@ from hub.store.base import (
     Review,
     SearchQuery,
     SentPayload,
-    Store,
     SubmitResult,
+)
+from hub.store.roles import (
+    AuditStore,
+    DeliveryStore,
+    IdentityStore,
+    IngestStore,
+    OperationsStore,
+    SearchStore,
+    Store,
+    StoreLifecycle,
     open_store,
 )
 
@@ -74,18 +85,25 @@ __all__ = [
     "AuditEvent",
     "AuditKey",
     "AuditRecord",
+    "AuditStore",
     "Claimed",
     "ContentQuery",
     "Delivery",
+    "DeliveryStore",
     "IdentityEvent",
     "IdentityRecord",
+    "IdentityStore",
+    "IngestStore",
     "MessageRecord",
     "NewDelivery",
+    "OperationsStore",
     "QueueStats",
     "Review",
     "SearchQuery",
+    "SearchStore",
     "SentPayload",
     "Store",
+    "StoreLifecycle",
     "SubmitResult",
     "open_store",
 ]

@@ -54,11 +54,22 @@ from hub.store.base import (
     canonical_detail,
     dump_metadata,
     fold_queue_stats,
-    load_metadata,
     searchable_text,
 )
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.pg_maintenance import Vacuumed, vacuum_hot_tables
+from hub.store.rows import (
+    AUDIT_SELECT,
+    DELIVERY_COLUMNS,
+    DELIVERY_SELECT,
+    IDENTITY_SELECT,
+    MESSAGE_COLUMNS,
+    MESSAGE_SELECT,
+    REVIEW_SELECT,
+    SENT_COLUMNS,
+    RowMapper,
+    select_list,
+)
 
 #: A connection checked out of the pool (a proxy of `asyncpg.Connection`), and either kind.
 _PoolConnection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
@@ -341,19 +352,12 @@ ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at
 """
 
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
-_AUDIT_COLS = "id, at, actor, role, action, message_id, target, detail, outcome, prev_hash, hash"
 _INSERT_KEYS = (
     "INSERT INTO hub_message_keys (name, value, message_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
     " ON CONFLICT DO NOTHING"
 )
 
-_MSG_COLS = (
-    "id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, received_at, updated_at"
-)
-_DEL_COLS = (
-    "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
-    "ordering_key, last_error, created_at, updated_at, identity_override, output_metadata"
-)
+_ROWS = RowMapper()
 
 #: One statement, one round trip: take up to $3 due deliveries with their messages. Only the first delivery
 #: of each ordering key is not `waiting`, so the walk of hub_deliveries_ready meets claimable rows at once,
@@ -376,12 +380,9 @@ claimed AS (
               AND e.status IN ({_BLOCKING_SQL}) AND e.id < c.id)){{hold}}
         ORDER BY c.next_attempt_at, c.id LIMIT $3
         FOR UPDATE SKIP LOCKED)
-    RETURNING {", ".join("d." + c.strip() for c in _DEL_COLS.split(","))}
+    RETURNING {select_list(DELIVERY_COLUMNS, prefix="d.")}
 )
-SELECT claimed.*, m.parent_id AS m_parent_id, m.correlation_id AS m_correlation_id,
-    m.content_type AS m_content_type, m.body AS m_body, m.metadata AS m_metadata, m.received_at AS m_received_at,
-    s.sent_id AS s_sent_id, s.parent_id AS s_parent_id, s.content_type AS s_content_type, s.body AS s_body,
-    s.metadata AS s_metadata, s.basis AS s_basis, s.computed_at AS s_computed_at, s.size AS s_size
+SELECT claimed.*, {select_list(MESSAGE_COLUMNS, prefix="m.")}, {select_list(SENT_COLUMNS, prefix="s.")}
 FROM claimed JOIN hub_messages m ON m.id = claimed.message_id
     LEFT JOIN hub_sent s ON s.delivery_id = claimed.id  -- what an earlier attempt sent, resent as is
 """
@@ -462,51 +463,9 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _record(row: asyncpg.Record) -> MessageRecord:
-    msg = Message(
-        id=row["id"],
-        parent_id=row["parent_id"],
-        correlation_id=row["correlation_id"],
-        content_type=row["content_type"],
-        body=bytes(row["body"]),
-        metadata=json.loads(row["metadata"]),
-        received_at=row["received_at"],
-    )
-    return MessageRecord(
-        message=msg,
-        endpoint=row["endpoint"],
-        status=row["status"],
-        reason=row["reason"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _delivery(row: asyncpg.Record) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        message_id=row["message_id"],
-        route=row["route"],
-        destination=row["destination"],
-        status=row["status"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        ordering_key=row["ordering_key"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        identity_override=row["identity_override"],
-        output_metadata=json.loads(row["output_metadata"]),
-    )
-
-
-_ID_COLS = (
-    "patient_key, authority, local_id, status, ins, ins_oid, attributes, traits, merged_into, version, updated_at"
-)
-_REVIEW_COLS = "id, delivery_id, message_id, patient_key, reason, state, created_at, resolved_at, resolved_by"
-
-
-_SENT_COLS = "delivery_id, sent_id, parent_id, content_type, {body} AS body, metadata, basis, computed_at, size"
+#: Where the claim's row (a delivery, its message, what an earlier attempt sent) changes table.
+_CLAIM_MESSAGE_AT = len(DELIVERY_COLUMNS)
+_CLAIM_SENT_AT = _CLAIM_MESSAGE_AT + len(MESSAGE_COLUMNS)
 _SENT_UPSERT = """
     INSERT INTO hub_sent (delivery_id, sent_id, parent_id, content_type, body, metadata, size, basis, computed_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -516,45 +475,24 @@ _SENT_UPSERT = """
 """
 
 
-def _sent(row: asyncpg.Record, prefix: str = "") -> SentPayload:
-    """A SentPayload from hub_sent's columns, named with `prefix` (``s_``: joined into a claimed delivery row)."""
-    body = row[prefix + "body"]
-    return SentPayload(
-        delivery_id=row["id" if prefix else "delivery_id"], sent_id=row[prefix + "sent_id"],
-        parent_id=row[prefix + "parent_id"], content_type=row[prefix + "content_type"],
-        body=None if body is None else bytes(body), metadata=load_metadata(row[prefix + "metadata"]),
-        basis=row[prefix + "basis"], computed_at=row[prefix + "computed_at"], size=row[prefix + "size"],
-    )  # fmt: skip
+def _claimed(row: asyncpg.Record) -> Claimed:
+    """A row of the claim statement: the delivery's, its message's and its stored SentPayload's columns."""
+    sent = row[_CLAIM_SENT_AT:]
+    return Claimed(
+        _ROWS.delivery(row[:_CLAIM_MESSAGE_AT]),
+        _ROWS.message_record(row[_CLAIM_MESSAGE_AT:_CLAIM_SENT_AT]).message,
+        None if sent[0] is None else _ROWS.sent(sent),
+    )
 
 
-def _claimed_sent(row: asyncpg.Record) -> SentPayload | None:
-    return None if row["s_sent_id"] is None else _sent(row, "s_")
+#: Without bodies: ``b""`` stands for a stored body, NULL stays NULL (the inbound body unchanged).
+_SENT_NO_BODY = {"body": "CASE WHEN body IS NULL THEN NULL ELSE ''::bytea END"}
 
 
 async def _sent_rows(conn: _AnyConnection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
-    cols = _SENT_COLS.format(body="body" if body else "CASE WHEN body IS NULL THEN NULL ELSE ''::bytea END")
+    cols = select_list(SENT_COLUMNS, replace=None if body else _SENT_NO_BODY)
     rows = await conn.fetch(f"SELECT {cols} FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", ids)
-    return {r["delivery_id"]: _sent(r) for r in rows}
-
-
-def _identity(row: asyncpg.Record) -> IdentityRecord:
-    return IdentityRecord(
-        patient_key=row["patient_key"], authority=row["authority"], local_id=row["local_id"], status=row["status"],
-        ins=row["ins"], ins_oid=row["ins_oid"], attributes=tuple(a for a in row["attributes"].split(",") if a),
-        traits=json.loads(row["traits"]), merged_into=row["merged_into"], version=row["version"],
-        updated_at=row["updated_at"],
-    )  # fmt: skip
-
-
-def _review(row: asyncpg.Record) -> Review:
-    return Review(*row)
-
-
-def _audit(row: asyncpg.Record | tuple[Any, ...]) -> AuditRecord:
-    return AuditRecord(
-        id=row[0], at=row[1], actor=row[2], role=row[3], action=row[4], message_id=row[5], target=row[6],
-        detail=row[7], outcome=row[8], prev_hash=row[9], hash=row[10],
-    )  # fmt: skip
+    return {r[0]: _ROWS.sent(r) for r in rows}
 
 
 def _key_columns(items: list[tuple[str, list[tuple[str, str]]]]) -> list[list[str]]:
@@ -840,18 +778,7 @@ class PostgresStore:
             rows = await conn.fetch(
                 _CLAIM_HOLD if hold_behind_dead else _CLAIM, route, destination, limit, owner, float(lease_secs)
             )
-        out = [
-            Claimed(
-                _delivery(r),
-                Message(
-                    id=r["message_id"], parent_id=r["m_parent_id"], correlation_id=r["m_correlation_id"],
-                    content_type=r["m_content_type"], body=bytes(r["m_body"]), metadata=json.loads(r["m_metadata"]),
-                    received_at=r["m_received_at"],
-                ),
-                _claimed_sent(r),
-            )
-            for r in rows
-        ]  # fmt: skip
+        out = [_claimed(r) for r in rows]
         out.sort(key=lambda c: (c.delivery.next_attempt_at, c.delivery.id))
         return out
 
@@ -1028,8 +955,10 @@ class PostgresStore:
     # -- identity registry --------------------------------------------------------------------------
     async def get_identity(self, patient_key: str) -> IdentityRecord | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {_ID_COLS} FROM hub_identities WHERE patient_key = $1", patient_key)
-        return _identity(row) if row else None
+            row = await conn.fetchrow(
+                f"SELECT {IDENTITY_SELECT} FROM hub_identities WHERE patient_key = $1", patient_key
+            )
+        return _ROWS.identity(row) if row else None
 
     async def save_identity(
         self, record: IdentityRecord, *, event: str, message_id: str | None, note: str = ""
@@ -1080,24 +1009,26 @@ class PostgresStore:
     async def list_identities(self, *, status: str | None = None, limit: int = 1000) -> list[IdentityRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_ID_COLS} FROM hub_identities WHERE ($1::text IS NULL OR status = $1)"
+                f"SELECT {IDENTITY_SELECT} FROM hub_identities WHERE ($1::text IS NULL OR status = $1)"
                 " ORDER BY patient_key LIMIT $2",
                 status,
                 limit,
             )
-        return [_identity(r) for r in rows]
+        return [_ROWS.identity(r) for r in rows]
 
     async def identities_by_ins(self, ins: str) -> list[IdentityRecord]:
         async with self._conn() as conn:
-            rows = await conn.fetch(f"SELECT {_ID_COLS} FROM hub_identities WHERE ins = $1 ORDER BY patient_key", ins)
-        return [_identity(r) for r in rows]
+            rows = await conn.fetch(
+                f"SELECT {IDENTITY_SELECT} FROM hub_identities WHERE ins = $1 ORDER BY patient_key", ins
+            )
+        return [_ROWS.identity(r) for r in rows]
 
     async def identities_merged_into(self, patient_key: str) -> list[IdentityRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_ID_COLS} FROM hub_identities WHERE merged_into = $1 ORDER BY patient_key", patient_key
+                f"SELECT {IDENTITY_SELECT} FROM hub_identities WHERE merged_into = $1 ORDER BY patient_key", patient_key
             )
-        return [_identity(r) for r in rows]
+        return [_ROWS.identity(r) for r in rows]
 
     async def identity_history(self, patient_key: str) -> list[IdentityEvent]:
         async with self._conn() as conn:
@@ -1111,11 +1042,11 @@ class PostgresStore:
     async def list_reviews(self, *, state: str | None = None, limit: int = 1000) -> list[Review]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_REVIEW_COLS} FROM hub_reviews WHERE ($1::text IS NULL OR state = $1) ORDER BY id LIMIT $2",
+                f"SELECT {REVIEW_SELECT} FROM hub_reviews WHERE ($1::text IS NULL OR state = $1) ORDER BY id LIMIT $2",
                 state,
                 limit,
             )
-        return [_review(r) for r in rows]
+        return [_ROWS.review(r) for r in rows]
 
     async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
         if action not in ("release", "discard"):
@@ -1124,14 +1055,14 @@ class PostgresStore:
         async with self._conn() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE hub_reviews SET state = $2, resolved_at = now(), resolved_by = $3"
-                f" WHERE id = $1 AND state = 'open' RETURNING {_REVIEW_COLS}",
+                f" WHERE id = $1 AND state = 'open' RETURNING {REVIEW_SELECT}",
                 review_id,
                 state,
                 by,
             )
             if row is None:
                 return None
-            review = _review(row)
+            review = _ROWS.review(row)
             if action == "release":
                 await conn.execute(
                     "UPDATE hub_deliveries SET status = 'pending', identity_override = true, next_attempt_at = now(),"
@@ -1207,8 +1138,8 @@ class PostgresStore:
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {_MSG_COLS} FROM hub_messages WHERE id = $1", message_id)
-        return _record(row) if row else None
+            row = await conn.fetchrow(f"SELECT {MESSAGE_SELECT} FROM hub_messages WHERE id = $1", message_id)
+        return _ROWS.message_record(row) if row else None
 
     async def search(self, query: SearchQuery) -> list[MessageRecord]:
         where, args = [], []
@@ -1222,13 +1153,13 @@ class PostgresStore:
             if name == "ins":
                 keyed = f"({keyed} OR patient_key IN (SELECT patient_key FROM hub_identities WHERE ins = ${n}))"
             where.append(keyed)
-        sql = f"SELECT {_MSG_COLS} FROM hub_messages"
+        sql = f"SELECT {MESSAGE_SELECT} FROM hub_messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
         args.append(query.limit)
         sql += f" ORDER BY id DESC LIMIT ${len(args)}"
         async with self._conn() as conn:
-            return [_record(r) for r in await conn.fetch(sql, *args)]
+            return [_ROWS.message_record(r) for r in await conn.fetch(sql, *args)]
 
     async def index_content(self, limit: int) -> int:
         """Write the searchable text of up to `limit` messages awaiting indexing; returns how many it took.
@@ -1289,7 +1220,7 @@ class PostgresStore:
     async def search_content(self, query: ContentQuery) -> list[MessageRecord]:
         # LIKE's wildcards and escape character are literal in the searched text.
         pattern = "%" + query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        cols = ", ".join("m." + c.strip() for c in _MSG_COLS.split(","))
+        cols = select_list(MESSAGE_COLUMNS, prefix="m.")
         async with self._conn() as conn, conn.transaction():
             # This transaction only: a broad search is cancelled by the server, not left to hold a connection.
             await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(query.timeout_secs * 1000))}")
@@ -1299,7 +1230,7 @@ class PostgresStore:
                 " ORDER BY m.received_at DESC, m.id DESC LIMIT $4",
                 pattern, query.since, query.until, query.limit,
             )  # fmt: skip
-        return [_record(r) for r in rows]
+        return [_ROWS.message_record(r) for r in rows]
 
     async def deliveries(self, message_ids: list[str]) -> dict[str, list[Delivery]]:
         out: dict[str, list[Delivery]] = {m: [] for m in message_ids}
@@ -1307,11 +1238,11 @@ class PostgresStore:
             return out
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_DEL_COLS} FROM hub_deliveries WHERE message_id = ANY($1::text[]) ORDER BY id",
+                f"SELECT {DELIVERY_SELECT} FROM hub_deliveries WHERE message_id = ANY($1::text[]) ORDER BY id",
                 message_ids,
             )
         for r in rows:
-            out[r["message_id"]].append(_delivery(r))
+            out[r[1]].append(_ROWS.delivery(r))
         return out
 
     async def sent_payloads(self, delivery_ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
@@ -1325,14 +1256,14 @@ class PostgresStore:
     ) -> list[Delivery]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_DEL_COLS} FROM hub_deliveries WHERE ($1::text IS NULL OR status = $1)"
+                f"SELECT {DELIVERY_SELECT} FROM hub_deliveries WHERE ($1::text IS NULL OR status = $1)"
                 " AND ($2::text IS NULL OR destination = $2) AND id > $4 ORDER BY id LIMIT $3",
                 status,
                 destination,
                 limit,
                 after_id,
             )
-        return [_delivery(r) for r in rows]
+        return [_ROWS.delivery(r) for r in rows]
 
     async def queue_stats(self) -> list[QueueStats]:
         async with self._conn() as conn:
@@ -1357,12 +1288,12 @@ class PostgresStore:
             )  # fmt: skip
             digest = audit_hash(prev, *fields, key=self.audit_key)
             await conn.execute(
-                f"INSERT INTO hub_audit ({_AUDIT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                f"INSERT INTO hub_audit ({AUDIT_SELECT}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                 *fields,
                 prev,
                 digest,
             )
-        return _audit((*fields, prev, digest))
+        return _ROWS.audit((*fields, prev, digest))
 
     async def list_audit(
         self, *, before_id: int | None = None, message_id: str | None = None, actor: str | None = None,
@@ -1370,7 +1301,7 @@ class PostgresStore:
     ) -> list[AuditRecord]:  # fmt: skip
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_AUDIT_COLS} FROM hub_audit WHERE ($1::bigint IS NULL OR id < $1)"
+                f"SELECT {AUDIT_SELECT} FROM hub_audit WHERE ($1::bigint IS NULL OR id < $1)"
                 " AND ($2::text IS NULL OR message_id = $2) AND ($3::text IS NULL OR actor = $3)"
                 " ORDER BY id DESC LIMIT $4",
                 before_id,
@@ -1378,14 +1309,14 @@ class PostgresStore:
                 actor,
                 limit,
             )
-        return [_audit(r) for r in rows]
+        return [_ROWS.audit(r) for r in rows]
 
     async def audit_chain(self, *, after_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_AUDIT_COLS} FROM hub_audit WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit
+                f"SELECT {AUDIT_SELECT} FROM hub_audit WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit
             )
-        return [_audit(r) for r in rows]
+        return [_ROWS.audit(r) for r in rows]
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
         async with self._conn() as conn:

@@ -52,10 +52,20 @@ from hub.store.base import (
     canonical_detail,
     dump_metadata,
     fold_queue_stats,
-    load_metadata,
     searchable_text,
 )
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
+from hub.store.rows import (
+    AUDIT_SELECT,
+    DELIVERY_SELECT,
+    IDENTITY_SELECT,
+    MESSAGE_COLUMNS,
+    MESSAGE_SELECT,
+    REVIEW_SELECT,
+    SENT_COLUMNS,
+    RowMapper,
+    select_list,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -269,86 +279,17 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-_MSG_COLS = (
-    "id, parent_id, correlation_id, endpoint, content_type, body, metadata, status, reason, received_at, updated_at"
-)
-_DEL_COLS = (
-    "id, message_id, route, destination, status, attempts, max_attempts, next_attempt_at, "
-    "ordering_key, last_error, created_at, updated_at, identity_override, output_metadata"
-)
+_ROWS = RowMapper(timestamp=_dt, audit_at=datetime.fromisoformat)
 
 
-def _record(row: tuple[Any, ...]) -> MessageRecord:
-    msg = Message(
-        id=row[0],
-        parent_id=row[1],
-        correlation_id=row[2],
-        content_type=row[4],
-        body=bytes(row[5]),
-        metadata=load_metadata(row[6]),
-        received_at=_dt(row[9]),
-    )
-    return MessageRecord(message=msg, endpoint=row[3], status=row[7], reason=row[8], updated_at=_dt(row[10]))
-
-
-def _delivery(row: tuple[Any, ...]) -> Delivery:
-    return Delivery(
-        id=row[0],
-        message_id=row[1],
-        route=row[2],
-        destination=row[3],
-        status=row[4],
-        attempts=row[5],
-        max_attempts=row[6],
-        next_attempt_at=_dt(row[7]),
-        ordering_key=row[8],
-        last_error=row[9],
-        created_at=_dt(row[10]),
-        updated_at=_dt(row[11]),
-        identity_override=bool(row[12]),
-        output_metadata=json.loads(row[13]),
-    )
-
-
-_ID_COLS = (
-    "patient_key, authority, local_id, status, ins, ins_oid, attributes, traits, merged_into, version, updated_at"
-)
-_REVIEW_COLS = "id, delivery_id, message_id, patient_key, reason, state, created_at, resolved_at, resolved_by"
-
-
-_SENT_COLS = "delivery_id, sent_id, parent_id, content_type, {body}, metadata, basis, computed_at, size"
-
-
-def _sent(row: tuple[Any, ...]) -> SentPayload:
-    return SentPayload(
-        delivery_id=row[0], sent_id=row[1], parent_id=row[2], content_type=row[3],
-        body=None if row[4] is None else bytes(row[4]), metadata=load_metadata(row[5]), basis=row[6],
-        computed_at=_dt(row[7]), size=row[8],
-    )  # fmt: skip
+#: Without bodies: ``b""`` stands for a stored body, NULL stays NULL (the inbound body unchanged).
+_SENT_NO_BODY = {"body": "CASE WHEN body IS NULL THEN NULL ELSE x'' END"}
 
 
 def _sent_rows(db: sqlite3.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
     marks = ",".join("?" * len(ids))
-    cols = _SENT_COLS.format(body="body" if body else "CASE WHEN body IS NULL THEN NULL ELSE x'' END")
-    return {r[0]: _sent(r) for r in db.execute(f"SELECT {cols} FROM sent WHERE delivery_id IN ({marks})", ids)}
-
-
-def _identity(row: tuple[Any, ...]) -> IdentityRecord:
-    return IdentityRecord(
-        patient_key=row[0], authority=row[1], local_id=row[2], status=row[3], ins=row[4], ins_oid=row[5],
-        attributes=tuple(a for a in row[6].split(",") if a), traits=json.loads(row[7]), merged_into=row[8],
-        version=row[9], updated_at=_dt(row[10]),
-    )  # fmt: skip
-
-
-_AUDIT_COLS = "id, at, actor, role, action, message_id, target, detail, outcome, prev_hash, hash"
-
-
-def _audit(row: tuple[Any, ...]) -> AuditRecord:
-    return AuditRecord(
-        id=row[0], at=datetime.fromisoformat(row[1]), actor=row[2], role=row[3], action=row[4], message_id=row[5],
-        target=row[6], detail=row[7], outcome=row[8], prev_hash=row[9], hash=row[10],
-    )  # fmt: skip
+    cols = select_list(SENT_COLUMNS, replace=None if body else _SENT_NO_BODY)
+    return {r[0]: _ROWS.sent(r) for r in db.execute(f"SELECT {cols} FROM sent WHERE delivery_id IN ({marks})", ids)}
 
 
 def _insert_keys(db: sqlite3.Connection, message_id: str, keys: list[tuple[str, str]]) -> None:
@@ -356,13 +297,6 @@ def _insert_keys(db: sqlite3.Connection, message_id: str, keys: list[tuple[str, 
         "INSERT OR IGNORE INTO message_keys (name, value, message_id) VALUES (?,?,?)",
         [(name, value, message_id) for name, value in keys],
     )
-
-
-def _review(row: tuple[Any, ...]) -> Review:
-    return Review(
-        id=row[0], delivery_id=row[1], message_id=row[2], patient_key=row[3], reason=row[4], state=row[5],
-        created_at=_dt(row[6]), resolved_at=_dt(row[7]) if row[7] is not None else None, resolved_by=row[8],
-    )  # fmt: skip
 
 
 _Submission = tuple[Message, list[NewDelivery], str, str | None, str, str]
@@ -707,7 +641,7 @@ class SqliteStore:
             else ""
         )
         rows = db.execute(
-            f"SELECT {_DEL_COLS} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
+            f"SELECT {DELIVERY_SELECT} FROM deliveries c WHERE route = ? AND destination = ? AND status = 'pending'"
             " AND waiting = 0 AND next_attempt_at <= ? AND (ordering_key IS NULL OR NOT EXISTS ("
             "  SELECT 1 FROM deliveries e WHERE e.route = c.route AND e.destination = c.destination"
             f"  AND e.ordering_key = c.ordering_key AND e.status IN ({_BLOCKING}) AND e.id < c.id)){hold}"
@@ -726,13 +660,13 @@ class SqliteStore:
         msg_ids = sorted({r[1] for r in rows})
         mmarks = ",".join("?" * len(msg_ids))
         messages = {
-            r[0]: _record(r).message
-            for r in db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({mmarks})", msg_ids).fetchall()
+            r[0]: _ROWS.message_record(r).message
+            for r in db.execute(f"SELECT {MESSAGE_SELECT} FROM messages WHERE id IN ({mmarks})", msg_ids).fetchall()
         }
         sent = _sent_rows(db, ids)
         out = []
         for r in rows:
-            d = dataclasses.replace(_delivery(r), status=DeliveryStatus.IN_FLIGHT, attempts=r[5] + 1)
+            d = dataclasses.replace(_ROWS.delivery(r), status=DeliveryStatus.IN_FLIGHT, attempts=r[5] + 1)
             out.append(Claimed(d, messages[d.message_id], sent.get(d.id)))
         return out
 
@@ -963,9 +897,9 @@ class SqliteStore:
     # -- identity registry --------------------------------------------------------------------------
     async def get_identity(self, patient_key: str) -> IdentityRecord | None:
         row = await self._run(
-            self._fetchone, f"SELECT {_ID_COLS} FROM identities WHERE patient_key = ?", (patient_key,)
+            self._fetchone, f"SELECT {IDENTITY_SELECT} FROM identities WHERE patient_key = ?", (patient_key,)
         )
-        return _identity(row) if row else None
+        return _ROWS.identity(row) if row else None
 
     async def save_identity(
         self, record: IdentityRecord, *, event: str, message_id: str | None, note: str = ""
@@ -1015,27 +949,27 @@ class SqliteStore:
             raise StoreError("identity changed meanwhile (version conflict)") from None
 
     async def list_identities(self, *, status: str | None = None, limit: int = 1000) -> list[IdentityRecord]:
-        sql = f"SELECT {_ID_COLS} FROM identities"
+        sql = f"SELECT {IDENTITY_SELECT} FROM identities"
         args: tuple[Any, ...] = ()
         if status:
             sql += " WHERE status = ?"
             args = (status,)
         rows = await self._run(self._fetchall, sql + " ORDER BY patient_key LIMIT ?", (*args, limit))
-        return [_identity(r) for r in rows]
+        return [_ROWS.identity(r) for r in rows]
 
     async def identities_by_ins(self, ins: str) -> list[IdentityRecord]:
         rows = await self._run(
-            self._fetchall, f"SELECT {_ID_COLS} FROM identities WHERE ins = ? ORDER BY patient_key", (ins,)
+            self._fetchall, f"SELECT {IDENTITY_SELECT} FROM identities WHERE ins = ? ORDER BY patient_key", (ins,)
         )
-        return [_identity(r) for r in rows]
+        return [_ROWS.identity(r) for r in rows]
 
     async def identities_merged_into(self, patient_key: str) -> list[IdentityRecord]:
         rows = await self._run(
             self._fetchall,
-            f"SELECT {_ID_COLS} FROM identities WHERE merged_into = ? ORDER BY patient_key",
+            f"SELECT {IDENTITY_SELECT} FROM identities WHERE merged_into = ? ORDER BY patient_key",
             (patient_key,),
         )
-        return [_identity(r) for r in rows]
+        return [_ROWS.identity(r) for r in rows]
 
     async def identity_history(self, patient_key: str) -> list[IdentityEvent]:
         rows = await self._run(
@@ -1047,13 +981,13 @@ class SqliteStore:
         return [IdentityEvent(r[0], _dt(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     async def list_reviews(self, *, state: str | None = None, limit: int = 1000) -> list[Review]:
-        sql = f"SELECT {_REVIEW_COLS} FROM reviews"
+        sql = f"SELECT {REVIEW_SELECT} FROM reviews"
         args: tuple[Any, ...] = ()
         if state:
             sql += " WHERE state = ?"
             args = (state,)
         rows = await self._run(self._fetchall, sql + " ORDER BY id LIMIT ?", (*args, limit))
-        return [_review(r) for r in rows]
+        return [_ROWS.review(r) for r in rows]
 
     async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
         if action not in ("release", "discard"):
@@ -1062,11 +996,11 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> Review | None:
             now = time.time()
             row = db.execute(
-                f"SELECT {_REVIEW_COLS} FROM reviews WHERE id = ? AND state = 'open'", (review_id,)
+                f"SELECT {REVIEW_SELECT} FROM reviews WHERE id = ? AND state = 'open'", (review_id,)
             ).fetchone()
             if row is None:
                 return None
-            review = _review(row)
+            review = _ROWS.review(row)
             if action == "release":
                 db.execute(
                     "UPDATE deliveries SET status = 'pending', identity_override = 1, next_attempt_at = ?,"
@@ -1142,8 +1076,8 @@ class SqliteStore:
         return int(row[0])
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
-        row = await self._run(self._fetchone, f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
-        return _record(row) if row else None
+        row = await self._run(self._fetchone, f"SELECT {MESSAGE_SELECT} FROM messages WHERE id = ?", (message_id,))
+        return _ROWS.message_record(row) if row else None
 
     async def search(self, query: SearchQuery) -> list[MessageRecord]:
         where, args = [], []
@@ -1157,19 +1091,19 @@ class SqliteStore:
                 keyed = f"({keyed} OR patient_key IN (SELECT patient_key FROM identities WHERE ins = ?))"
                 args.append(value)
             where.append(keyed)
-        sql = f"SELECT {_MSG_COLS} FROM messages"
+        sql = f"SELECT {MESSAGE_SELECT} FROM messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         rows = await self._run(self._fetchall, sql, (*args, query.limit))
-        return [_record(r) for r in rows]
+        return [_ROWS.message_record(r) for r in rows]
 
     async def search_content(self, query: ContentQuery) -> list[MessageRecord]:
         # A phrase of the trigram tokenizer matches the text anywhere, case-insensitively ('"' doubled: FTS5
         # string syntax); the time window and order are applied to the few messages it finds.
         phrase = '"' + query.text.replace('"', '""') + '"'
         sql = (
-            f"SELECT {', '.join('m.' + c.strip() for c in _MSG_COLS.split(','))} FROM message_text t"
+            f"SELECT {select_list(MESSAGE_COLUMNS, prefix='m.')} FROM message_text t"
             " JOIN messages m ON m.id = t.message_id WHERE message_text MATCH ?"
             " AND m.received_at >= ? AND m.received_at < ? ORDER BY m.received_at DESC, m.id DESC LIMIT ?"
         )
@@ -1180,7 +1114,7 @@ class SqliteStore:
             # On a connection and thread of its own (WAL readers do not block the writer): a long search
             # must not hold the store thread that commits before every ACK.
             rows = await self._run_reader(sql, args, query.timeout_secs)
-        return [_record(r) for r in rows]
+        return [_ROWS.message_record(r) for r in rows]
 
     async def _run_reader(self, sql: str, args: tuple[Any, ...], timeout_secs: float) -> list[Any]:
         def read() -> list[Any]:
@@ -1205,11 +1139,11 @@ class SqliteStore:
         marks = ",".join("?" * len(message_ids))
         rows = await self._run(
             self._fetchall,
-            f"SELECT {_DEL_COLS} FROM deliveries WHERE message_id IN ({marks}) ORDER BY id",
+            f"SELECT {DELIVERY_SELECT} FROM deliveries WHERE message_id IN ({marks}) ORDER BY id",
             tuple(message_ids),
         )
         for r in rows:
-            out[r[1]].append(_delivery(r))
+            out[r[1]].append(_ROWS.delivery(r))
         return out
 
     async def sent_payloads(self, delivery_ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
@@ -1230,11 +1164,11 @@ class SqliteStore:
         if destination:
             where.append("destination = ?")
             args.append(destination)
-        sql = f"SELECT {_DEL_COLS} FROM deliveries"
+        sql = f"SELECT {DELIVERY_SELECT} FROM deliveries"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = await self._run(self._fetchall, sql + " ORDER BY id LIMIT ?", (*args, limit))
-        return [_delivery(r) for r in rows]
+        return [_ROWS.delivery(r) for r in rows]
 
     async def queue_stats(self) -> list[QueueStats]:
         rows = await self._run(
@@ -1260,8 +1194,8 @@ class SqliteStore:
                 number, at.isoformat(), event.actor, event.role, event.action, event.message_id, event.target,
                 detail, event.outcome, prev, digest,
             )  # fmt: skip
-            db.execute(f"INSERT INTO audit ({_AUDIT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
-            return _audit(row)
+            db.execute(f"INSERT INTO audit ({AUDIT_SELECT}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+            return _ROWS.audit(row)
 
         return await self._run(self._tx, work)
 
@@ -1274,17 +1208,17 @@ class SqliteStore:
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = f"SELECT {_AUDIT_COLS} FROM audit"
+        sql = f"SELECT {AUDIT_SELECT} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = await self._run(self._fetchall, sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
-        return [_audit(r) for r in rows]
+        return [_ROWS.audit(r) for r in rows]
 
     async def audit_chain(self, *, after_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
         rows = await self._run(
-            self._fetchall, f"SELECT {_AUDIT_COLS} FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+            self._fetchall, f"SELECT {AUDIT_SELECT} FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
-        return [_audit(r) for r in rows]
+        return [_ROWS.audit(r) for r in rows]
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
         rows = await self._run(
