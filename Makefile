@@ -67,6 +67,7 @@ dovecot:
 
 test: $(TEST_STAMP) chromium promtool dovecot
 	$(BIN)/ruff check hub adapters mappings tests bench
+	$(BIN)/mypy
 	$(BIN)/hub check --config $(CONFIG)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -80,6 +81,7 @@ conformance: $(TEST_STAMP)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check hub adapters mappings tests bench
+	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
 check: install

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import asyncpg
 
-from hub.message import CONTENT_HL7V2, Message, utcnow
+from hub.content_types import ContentType
+from hub.message import Message, utcnow
 from hub.store import ContentQuery, NewDelivery, Store
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SqliteStore
@@ -51,7 +52,7 @@ def adt(n: int) -> Message:
         "1 RUE DE LA PAIX^^PARIS^^75001^FRA\r"
         "PV1|1|I|CARDIO^101^1^HOSP||||123456^MEDECIN^JEAN\r"
     ).encode()
-    return Message.new(body, content_type=CONTENT_HL7V2, metadata={"message_type": "ADT^A08"})
+    return Message.new(body, content_type=ContentType.HL7V2, metadata={"message_type": "ADT^A08"})
 
 
 async def open_pair(kind: str, dsn: str, folder: Path) -> tuple[Store, Store, list[str]]:

@@ -47,10 +47,11 @@ from adapters.xds.mtom import Part, cid_href, decode_related, encode_related  # 
 from adapters.xds.outbound import XdsOutbound, XdsOutboundConfig, _secret_connection  # noqa: E402
 from adapters.xds.soap import ACTION_PNR, envelope, read_envelope  # noqa: E402
 from adapters.xds.vihf import build_assertion, subject_for  # noqa: E402
+from hub.content_types import ContentType  # noqa: E402
 from hub.devpki import make_pki  # noqa: E402
 from hub.identity.insi import traits_to_json  # noqa: E402
 from hub.identity.traits import Sex, StrictTraits  # noqa: E402
-from hub.message import CONTENT_HL7V2, Message  # noqa: E402
+from hub.message import Message  # noqa: E402
 from hub.pipeline import Pipeline, StepContext  # noqa: E402
 from hub.registry import load_builtin  # noqa: E402
 from hub.store import IdentityRecord  # noqa: E402
@@ -91,7 +92,7 @@ def stages(folder: Path) -> tuple[list[tuple[str, Callable[[], object]]], dict[s
     pki = make_pki(folder / "pki")
     oru = ORU.format(cid="LAB0000001", ipp="BP00000").encode()
     metadata = read_hl7v2_metadata(oru)
-    message = Message.new(oru, content_type=CONTENT_HL7V2, metadata=metadata)
+    message = Message.new(oru, content_type=ContentType.HL7V2, metadata=metadata)
     traits = StrictTraits(
         birth_name="BENCHNOM",
         first_birth_given_name="BENCHPRENOM",

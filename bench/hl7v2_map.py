@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hub.config import RouteConfig  # noqa: E402
-from hub.message import CONTENT_HL7V2, Message  # noqa: E402
+from hub.content_types import ContentType  # noqa: E402
+from hub.message import Message  # noqa: E402
 from hub.pipeline import Pipeline, route_message  # noqa: E402
 from hub.registry import load_builtin  # noqa: E402
 from mappings.hl7v2.fieldmap import Hl7v2MapConfig, map_er7  # noqa: E402
@@ -98,7 +99,7 @@ def main() -> None:
     load_builtin()
     body = local_oru()
     meta = read_hl7v2_metadata(body)
-    message = Message.new(body, content_type=CONTENT_HL7V2, metadata=meta)
+    message = Message.new(body, content_type=ContentType.HL7V2, metadata=meta)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_table(folder)

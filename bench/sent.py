@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.drain import drop_schema  # noqa: E402
 from bench.mllp_ingest import ADT, machine  # noqa: E402
-from hub.message import CONTENT_HL7V2, Message, utcnow  # noqa: E402
+from hub.content_types import ContentType  # noqa: E402
+from hub.message import Message, utcnow  # noqa: E402
 from hub.store import NewDelivery, SentPayload, Store  # noqa: E402
 from hub.store.postgres import PostgresStore  # noqa: E402
 from hub.store.sqlite import SqliteStore  # noqa: E402
@@ -79,7 +80,7 @@ async def run(kind: str, args: argparse.Namespace) -> None:
             for queue in (f"a{rnd}", f"b{rnd}"):
                 for i in range(args.n):
                     body = ADT.format(cid=f"S{i:09d}", pid=f"{i % 500:04d}").encode()
-                    m = Message.new(body, content_type=CONTENT_HL7V2, metadata={"control_id": f"S{i:09d}"})
+                    m = Message.new(body, content_type=ContentType.HL7V2, metadata={"control_id": f"S{i:09d}"})
                     await store.submit(m, [NewDelivery("r", queue, None, 10_000)], endpoint="in", dedup_key=None)
             first = [("first, nothing kept", f"a{rnd}", False), ("first, output kept", f"b{rnd}", True)]
             for name, queue, keep in first if rnd % 2 == 0 else first[::-1]:

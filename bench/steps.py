@@ -23,9 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hub.content_types import ContentType  # noqa: E402
 from hub.identity.insi import traits_to_json  # noqa: E402
 from hub.identity.traits import Sex, StrictTraits  # noqa: E402
-from hub.message import CONTENT_HL7V2, Message  # noqa: E402
+from hub.message import Message  # noqa: E402
 from hub.pipeline import Pipeline, StepContext  # noqa: E402
 from hub.registry import load_builtin  # noqa: E402
 from hub.store import IdentityRecord  # noqa: E402
@@ -84,7 +85,7 @@ def main() -> None:
     load_builtin()
     adt = (SAMPLES / "adt_a01.hl7").read_bytes()
     oru = (CASES / "crbio_chemistry_panel" / "input.hl7").read_bytes()
-    oru_msg = Message.new(oru, content_type=CONTENT_HL7V2, metadata=read_hl7v2_metadata(oru))
+    oru_msg = Message.new(oru, content_type=ContentType.HL7V2, metadata=read_hl7v2_metadata(oru))
     traits = StrictTraits(
         birth_name="TESTCHIMIE",
         first_birth_given_name="ALICE",
@@ -104,12 +105,12 @@ def main() -> None:
     )
     ctx = StepContext(identity=record, environment="test")
     small_oru = (SAMPLES / "oru_r01.hl7").read_bytes()
-    small_msg = Message.new(small_oru, content_type=CONTENT_HL7V2, metadata=read_hl7v2_metadata(small_oru))
+    small_msg = Message.new(small_oru, content_type=ContentType.HL7V2, metadata=read_hl7v2_metadata(small_oru))
     validate, stamp = Pipeline(["hl7v2_validate"]), Pipeline(["ins_stamp"])
     crbio, cda_check = Pipeline([("v2_oru_to_cda_crbio", CRBIO)]), Pipeline(["cda_validate"])
     cda = crbio.apply(oru_msg)
     oru_3k = oru_of_size((SAMPLES / "oru_r01.hl7").read_bytes(), 3000)  # valid per HL7 v2.5
-    oru_3k_msg = Message.new(oru_3k, content_type=CONTENT_HL7V2, metadata=read_hl7v2_metadata(oru_3k))
+    oru_3k_msg = Message.new(oru_3k, content_type=ContentType.HL7V2, metadata=read_hl7v2_metadata(oru_3k))
     validate.apply(oru_3k_msg)  # the row measures acceptance, the usual case
 
     def header(body: bytes = adt) -> None:
@@ -125,7 +126,8 @@ def main() -> None:
         ("MLLP path: read MSH + patient key (ER7 reader), ADT", header),
         ("MLLP path: the same, Latin-1 ADT (MSH-18 8859/1)", lambda: header(adt_latin1)),
         ("MLLP path: build the ACK", lambda: build_ack(h, "AA")),
-        ("MLLP path: Message envelope", lambda: Message.new(adt, content_type=CONTENT_HL7V2, metadata=h.metadata())),
+        ("MLLP path: Message envelope",
+         lambda: Message.new(adt, content_type=ContentType.HL7V2, metadata=h.metadata())),
         ("MLLP check v2_documents, ORU of results", lambda: check_v2_documents(oru)),
         ("MLLP check v2_documents, ORU carrying a CDA", lambda: check_v2_documents(doc_oru)),
         ("MLLP check crbio_input, ORU of results (4 results)", lambda: check_crbio_input(oru)),

@@ -20,35 +20,38 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hub import mailbox_cli, registry
 from hub.cli_api import add_api_commands, api_command, api_options, cmd_identity_api
 from hub.config import Settings, load_config
 from hub.errors import ConfigError, HubError
+from hub.statuses import FINISHED_MESSAGE_STATUSES, MessageStatus, ReviewState
 from hub.store import Store, open_store
 
 __all__ = ["main"]
 
 DEFAULT_CONFIG = "config/hub.yaml"
+_T = TypeVar("_T")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_config(args.config)
 
 
-def _run(coro: Awaitable[int]) -> int:
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a command's coroutine on uvloop (unless ``HUB_EVENT_LOOP`` says otherwise)."""
     if os.environ.get("HUB_EVENT_LOOP", "uvloop") == "uvloop":
         try:
             import uvloop
 
-            return uvloop.run(coro)  # type: ignore[arg-type]
+            return uvloop.run(coro)
         except ImportError:
             pass
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    return asyncio.run(coro)
 
 
 # -- serve --------------------------------------------------------------------------------------------
@@ -208,7 +211,7 @@ async def _cli_audit(store: Store, args: argparse.Namespace, outcome: str) -> No
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    statuses = tuple(args.status or ("delivered", "rejected", "unrouted"))
+    statuses = tuple(args.status or (MessageStatus.DELIVERED, MessageStatus.REJECTED, MessageStatus.UNROUTED))
     if not args.yes:
         question = f"Delete {', '.join(statuses)} messages older than {args.older_than_days:g} days?"
         if not sys.stdin.isatty():
@@ -364,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--status",
         action="append",
-        choices=["delivered", "rejected", "unrouted", "failed"],
+        choices=FINISHED_MESSAGE_STATUSES,
         help="repeatable; default: delivered, rejected, unrouted (dead letters stay)",
     )
     sp.add_argument("--batch", type=int, default=1000, help="messages deleted per transaction (default 1000)")
@@ -383,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("key", help="patient key: local-id@authority")
     x = isub.add_parser("reviews", help="messages whose traits disagree with the registry")
     api_options(x, DEFAULT_CONFIG, listing=True)
-    x.add_argument("--state", default="open", choices=["open", "released", "discarded"], help="default: open")
+    x.add_argument("--state", default=ReviewState.OPEN, choices=list(ReviewState), help="default: open")
     x.add_argument("--limit", type=int, default=1000, help="most listed (default 1000)")
     x = isub.add_parser("resolve", help="release a reviewed message (trait check waived) or discard it")
     api_options(x, DEFAULT_CONFIG, acting=True)
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rc = args.fn(args)
-        if inspect.isawaitable(rc):  # a command may be a coroutine function
+        if inspect.iscoroutine(rc):  # a command may be a coroutine function (asyncio.run takes only a coroutine)
             rc = _run(rc)
         return int(rc)
     except ConfigError as exc:

@@ -29,12 +29,12 @@ from pydantic import ValidationError as PydanticValidationError
 from hub.admin.client import AdminClient, ApiCallError, client_for
 from hub.config import AdminConfig, HttpConfig, HubConfig, load_config
 from hub.errors import ConfigError
+from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
 from hub.when import FORMS, parse_when
 from hub.yamlsource import load_located
 
 __all__ = ["add_api_commands", "api_command", "api_options", "cmd_identity_api"]
 
-MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted")
 _PAGE = 200  # the API's largest page
 
 
@@ -129,7 +129,7 @@ def api_command(fn: Callable[[argparse.Namespace, AdminClient], int]) -> Callabl
 
 # -- messages ------------------------------------------------------------------------------------------------------
 def _search_params(args: argparse.Namespace) -> dict[str, Any]:
-    status = "failed" if args.status == "dead" else args.status
+    status = MessageStatus.FAILED if args.status == DeliveryStatus.DEAD else args.status
     return {
         "control_id": args.control_id, "sending_app": args.sending_app, "sending_facility": args.sending_facility,
         "patient_key": args.patient_key, "ins": args.ins, "ipp": args.ipp, "document_id": args.document_id,
@@ -204,7 +204,7 @@ def cmd_replay(args: argparse.Namespace, api: AdminClient) -> int:
         request["destinations"] = args.destination
     trace = api.get(f"/api/messages/{args.id}")
     where = ", ".join(args.destination) if args.destination else "every destination its routes give"
-    delivered = sorted({d["destination"] for d in trace["deliveries"] if d["status"] == "delivered"})
+    delivered = sorted({d["destination"] for d in trace["deliveries"] if d["status"] == DeliveryStatus.DELIVERED})
     warn = f" ({', '.join(delivered)} already delivered)" if delivered and not args.destination else ""
     _confirm(args, f"Replay {args.id}{' corrected' if args.body else ''} to {where}{warn}?")
     result = api.post(f"/api/messages/{args.id}/replay", request)
@@ -352,7 +352,7 @@ def cmd_identity_api(args: argparse.Namespace, api: AdminClient) -> int:
         if args.with_reviews:
             rows += [
                 {"item": "review", "review_state": r["state"], **r}
-                for r in api.get("/api/reviews", state="open", limit=args.limit)["items"]
+                for r in api.get("/api/reviews", state=ReviewState.OPEN, limit=args.limit)["items"]
             ]
         _emit(
             rows, args.json,
@@ -408,8 +408,8 @@ def _message_filters(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--correlation-id", help="the original inbound id (finds its replays and splits)")
     sp.add_argument("--type", help="message type, e.g. ADT^A01 or a FHIR resource type")
     sp.add_argument(
-        "--status", choices=[*MESSAGE_STATUSES, "dead"], metavar="STATUS",
-        help=f"one of {', '.join(MESSAGE_STATUSES)}; dead = failed (a delivery was dead-lettered)",
+        "--status", choices=[*MessageStatus, DeliveryStatus.DEAD], metavar="STATUS",
+        help=f"one of {', '.join(MessageStatus)}; dead = failed (a delivery was dead-lettered)",
     )  # fmt: skip
     sp.add_argument("--since", type=_when, help=f"received at or after: {FORMS}")
     sp.add_argument("--until", type=_when, help="received before (same forms as --since)")

@@ -74,8 +74,9 @@ class ValueTest(BaseModel):
             return lambda values: want in values if isinstance(values, list | tuple) else any(v == want for v in values)
         if self.in_ is not None or self.not_in is not None:
             listed = frozenset(self.in_ if self.in_ is not None else self.not_in or ())
-            found = lambda values: not listed.isdisjoint(values)  # noqa: E731
-            return found if self.in_ is not None else lambda values: not found(values)
+            if self.in_ is not None:
+                return lambda values: not listed.isdisjoint(values)
+            return lambda values: listed.isdisjoint(values)
         if self._regex is not None:
             search = self._regex.search
             return lambda values: any(search(v) for v in values)

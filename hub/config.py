@@ -21,9 +21,11 @@ from pydantic import ValidationError as PydanticValidationError
 from hub import registry
 from hub.alerting.config import AlertsConfig
 from hub.conditions import RouteFilter
+from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import ConfigError
 from hub.message import Message
 from hub.production import production_problems
+from hub.statuses import FinishedMessageStatus, MessageStatus
 from hub.tls import TlsConfig
 from hub.userstep import add_python_path, load_user_step, spec_of
 from hub.yamlsource import Located, load_located
@@ -222,12 +224,16 @@ class ComponentEntry(_Model):
         return dict(self.model_extra or {})
 
 
+def _finished_without_dead_letters() -> list[FinishedMessageStatus]:
+    return [MessageStatus.DELIVERED, MessageStatus.REJECTED, MessageStatus.UNROUTED]
+
+
 class RetentionConfig(_Model):
     days: float | None = Field(
         None, gt=0, description="Delete finished messages received more than this many days ago; unset: keep all."
     )
-    statuses: list[Literal["delivered", "rejected", "unrouted", "failed"]] = Field(
-        default_factory=lambda: ["delivered", "rejected", "unrouted"],
+    statuses: list[FinishedMessageStatus] = Field(
+        default_factory=_finished_without_dead_letters,
         description="Which finished messages go: dead letters (`failed`) stay unless listed.",
     )
     batch: int = Field(1000, ge=1, le=100_000, description="Messages deleted per transaction (never one giant DELETE).")
@@ -263,8 +269,8 @@ class HubConfig(_Model):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="This process's name in a cluster; leases it held are released when it restarts.",
     )
-    environment: Literal["production", "test", "development"] = Field(
-        "development",
+    environment: HubEnvironmentName = Field(
+        HubEnvironment.DEVELOPMENT,
         description="Production refuses sandboxes, components accepting test or demonstration identities, "
         "development certificates, and unauthenticated listeners bound beyond loopback (hub/production.py).",
     )

@@ -81,10 +81,12 @@ from hub.errors import (
     StoreError,
     Unreachable,
 )
+from hub.identity import IdentityStatus
 from hub.message import Message, utcnow
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
 from hub.ports import OutboundAdapter
+from hub.statuses import DeliveryStatus
 from hub.store import Claimed, IdentityRecord, SentPayload, Store
 from hub.supervisor import Supervisor
 
@@ -421,7 +423,7 @@ class DestinationWorker:
                 error=hold.reason,
                 outcome="hold",
                 started_at=started,
-                review=hold.reason if hold.status == "identity_review" else None,
+                review=hold.reason if hold.status == DeliveryStatus.IDENTITY_REVIEW else None,
             )
         except StoreError as exc:
             log.error("hold_not_recorded", delivery_id=c.delivery.id, error=str(exc))
@@ -494,7 +496,7 @@ class DestinationWorker:
             return StepContext(identity_override=identity_override, environment=self.environment)
         key = message.metadata.get("patient_key", "")
         record = await self.identity_lookup(key) if key else None
-        if gated and (record is None or record.status != "qualifiee" or not record.ins):
+        if gated and (record is None or record.status != IdentityStatus.QUALIFIEE or not record.ins):
             why = "no identity in the registry" if record is None else f"identity is {record.status}, not qualifiee"
             raise AwaitingIdentity(f"destination requires a qualified INS: {why}")
         return StepContext(identity=record, identity_override=identity_override, environment=self.environment)
@@ -597,30 +599,32 @@ class DestinationWorker:
 
     def _next_status(
         self, c: Claimed, outcome: Outcome, *, reached: bool, retry_after: float | None
-    ) -> tuple[str, datetime | None]:
+    ) -> tuple[DeliveryStatus, datetime | None]:
         """The delivery's status after this attempt, and when to try again if it stays pending."""
         d = c.delivery
         if outcome is Outcome.ACCEPT:
-            return "delivered", None
+            return DeliveryStatus.DELIVERED, None
         if not reached:
-            return "pending", None  # an outage: the attempt is given back and the circuit decides when to probe
+            # an outage: the attempt is given back and the circuit decides when to probe
+            return DeliveryStatus.PENDING, None
         if outcome is Outcome.RETRY and d.attempts < d.max_attempts:
             delay = backoff_secs(self.policy.retry, d.attempts)
             if retry_after:
                 delay = max(delay, retry_after)
-            return "pending", utcnow() + timedelta(seconds=delay)
-        return "dead", None
+            return DeliveryStatus.PENDING, utcnow() + timedelta(seconds=delay)
+        return DeliveryStatus.DEAD, None
 
-    async def _recorded(self, c: Claimed, kept: bool, status: str, outcome: Outcome, error: str) -> None:
+    async def _recorded(self, c: Claimed, kept: bool, status: DeliveryStatus, outcome: Outcome, error: str) -> None:
         """What follows a recorded outcome: queue gauges, the final-outcome hook, dead-letter counts and logs."""
         d = c.delivery
-        if kept and status != "pending" and self.on_dequeued:
+        if kept and status != DeliveryStatus.PENDING and self.on_dequeued:
             self.on_dequeued()
-        if kept and status in ("delivered", "dead") and self.on_final and c.message.metadata.get("on_final"):
+        final = status in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD)
+        if kept and final and self.on_final and c.message.metadata.get("on_final"):
             await self.on_final(FinalOutcome(c.message, self.destination, status, error))
         if not kept:
             log.warning("lease_lost", delivery_id=d.id, destination=self.destination)
-        elif status == "dead":
+        elif status == DeliveryStatus.DEAD:
             if self.on_dead is not None:
                 self.on_dead(self.route, self.destination)
             log.warning(

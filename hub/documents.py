@@ -24,6 +24,7 @@ from typing import NamedTuple
 from hub.errors import HubError
 from hub.message import Message
 from hub.pipeline import Pipeline, StepContext
+from hub.statuses import DeliveryStatus
 from hub.store import SearchQuery, Store
 
 __all__ = ["DocumentVersion", "DocumentsNeeded", "apply_steps", "sent_versions"]
@@ -63,7 +64,7 @@ async def sent_versions(store: Store, set_ids: Iterable[str], *, before: Message
             for delivery in deliveries.get(record.message.id, []):
                 out = delivery.output_metadata
                 unique_id, version = out.get("unique_id"), out.get("version_number", "")
-                if delivery.status != "delivered" or out.get("set_id") != set_id or not unique_id:
+                if delivery.status != DeliveryStatus.DELIVERED or out.get("set_id") != set_id or not unique_id:
                     continue
                 if version.isdigit() and (set_id not in found or int(version) > found[set_id].version):
                     found[set_id] = DocumentVersion(unique_id, int(version))

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import enum
 
+from hub.statuses import DeliveryStatus
+
 __all__ = [
     "AwaitingIdentity",
     "ConfigError",
@@ -157,7 +159,7 @@ class Rejected(DeliveryError):
 class IdentityHold(HubError):
     """A delivery cannot go on until the patient's identity is settled; `reason` names no patient data."""
 
-    status = "awaiting_identity"
+    status = DeliveryStatus.AWAITING_IDENTITY
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -167,13 +169,13 @@ class IdentityHold(HubError):
 class AwaitingIdentity(IdentityHold):
     """The destination needs a qualified INS and the registry has none for this patient yet."""
 
-    status = "awaiting_identity"
+    status = DeliveryStatus.AWAITING_IDENTITY
 
 
 class IdentityMismatch(IdentityHold):
     """Strict traits in the message disagree with the registry; `traits` names them (no values)."""
 
-    status = "identity_review"
+    status = DeliveryStatus.IDENTITY_REVIEW
 
     def __init__(self, reason: str, *, traits: tuple[str, ...] = ()) -> None:
         super().__init__(reason)

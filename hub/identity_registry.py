@@ -24,11 +24,11 @@ import dataclasses
 from collections.abc import Callable, Mapping
 
 from hub.errors import StoreError
+from hub.identity import IdentityStatus
 from hub.store import IdentityRecord, Store
 
-__all__ = ["QUALIFIED", "ApplyResult", "IdentityRegistry", "IdentityUpdate"]
+__all__ = ["ApplyResult", "IdentityRegistry", "IdentityUpdate"]
 
-QUALIFIED = "qualifiee"
 _MAX_MERGE_HOPS = 8
 
 
@@ -89,9 +89,12 @@ class IdentityRegistry:
 
     async def _apply(self, update: IdentityUpdate) -> ApplyResult:
         current = await self.store.get_identity(update.patient_key)
-        was_qualified = current is not None and current.status == QUALIFIED and current.ins is not None
+        was_qualified = current is not None and current.status == IdentityStatus.QUALIFIEE and current.ins is not None
         record = current or IdentityRecord(
-            patient_key=update.patient_key, authority=update.authority, local_id=update.local_id, status="provisoire"
+            patient_key=update.patient_key,
+            authority=update.authority,
+            local_id=update.local_id,
+            status=IdentityStatus.PROVISOIRE,
         )
         status = update.status or record.status
         ins, ins_oid = record.ins, record.ins_oid
@@ -99,11 +102,12 @@ class IdentityRegistry:
             ins, ins_oid = update.ins, update.ins_oid
         elif update.ins_action == "remove":
             ins, ins_oid = None, None
-        if status != QUALIFIED:
+        if status != IdentityStatus.QUALIFIEE:
             # An INS is carried only by a qualified identity (PAM FR §6.6.15, DOMAIN.md §2.5).
             ins, ins_oid = None, None
         elif ins is None:
-            status = "validee" if record.status in ("validee", QUALIFIED) else record.status
+            document_checked = record.status in (IdentityStatus.VALIDEE, IdentityStatus.QUALIFIEE)
+            status = IdentityStatus.VALIDEE if document_checked else record.status
         traits = dict(update.traits) if update.traits else dict(record.traits)
         new = dataclasses.replace(
             record, status=status, ins=ins, ins_oid=ins_oid, traits=traits,
@@ -111,7 +115,7 @@ class IdentityRegistry:
         )  # fmt: skip
         saved = await self.store.save_identity(new, event=update.event, message_id=update.message_id, note=update.note)
         absorbed = [await self._absorb(key, auth, local, update) for key, auth, local in update.merged_from]
-        is_qualified = saved.status == QUALIFIED and saved.ins is not None
+        is_qualified = saved.status == IdentityStatus.QUALIFIEE and saved.ins is not None
         released = 0
         if is_qualified and (not was_qualified or absorbed):
             keys = [saved.patient_key, *[k for k in absorbed if k]]
@@ -126,7 +130,7 @@ class IdentityRegistry:
         if key == update.patient_key:
             return ""
         old = await self.store.get_identity(key) or IdentityRecord(
-            patient_key=key, authority=authority, local_id=local_id, status="provisoire"
+            patient_key=key, authority=authority, local_id=local_id, status=IdentityStatus.PROVISOIRE
         )
         merged = dataclasses.replace(old, merged_into=update.patient_key, ins=None, ins_oid=None)
         await self.store.save_identity(

@@ -22,15 +22,14 @@ from typing import Any
 from pydantic import Field
 
 from hub import registry
+from hub.environments import ins_environment
 from hub.errors import MessageError, Rejected, Retryable, StoreError
-from hub.identity.oids import Environment, InsPolicy
+from hub.identity.oids import InsPolicy
 from hub.message import Message
 from hub.ports import AdapterServices
 from hub.registry import ComponentConfig, register
 
 __all__ = ["IdentityRegistryConfig", "IdentityRegistrySink"]
-
-_ENVIRONMENTS = {"production": Environment.PRODUCTION, "test": Environment.TEST, "development": Environment.TEST}
 
 
 class IdentityRegistryConfig(ComponentConfig):
@@ -48,7 +47,7 @@ class IdentityRegistrySink:
         self.config = config
         self.services = services
         env = config.environment or services.environment
-        self.policy = InsPolicy.for_environment(_ENVIRONMENTS.get(env, Environment.TEST))
+        self.policy = InsPolicy.for_environment(ins_environment(env))
 
     async def start(self) -> None:
         return None

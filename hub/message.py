@@ -28,9 +28,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 
+from hub.content_types import ContentType
+
 __all__ = ["CONTENT_HL7V2", "Message", "new_id", "utcnow"]
 
-CONTENT_HL7V2 = "x-application/hl7-v2+er7"
+CONTENT_HL7V2 = ContentType.HL7V2
+"""The HL7 v2 content type; kept for code written before `hub.content_types.ContentType`."""
 
 
 def utcnow() -> datetime:

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hub.message import Message
+from hub.statuses import FINAL_STATUSES
 from hub.store import Delivery, MessageRecord
 
 __all__ = ["FINAL_STATUSES", "FinalOutcome", "FollowUp", "OutcomeHook", "OutcomeServices"]
 
-#: Delivery statuses after which nothing more will happen without an operator.
-FINAL_STATUSES = ("delivered", "dead", "discarded")
 
 
 @dataclass(frozen=True)

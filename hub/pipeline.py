@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hub import registry
 from hub.config import RouteConfig
+from hub.environments import HubEnvironment
 from hub.errors import MappingError, MessageError
 from hub.message import Message
 from hub.store import IdentityRecord, NewDelivery
@@ -29,7 +30,7 @@ class StepContext:
     identity: IdentityRecord | None = None
     identity_override: bool = False
     """An operator released this delivery from identity review: the trait check is waived for it."""
-    environment: str = "development"
+    environment: str = HubEnvironment.DEVELOPMENT
     documents: Mapping[str, DocumentVersion] | None = None
     """For steps that need ``documents``: setId -> the newest version the hub sent of it, for the sets
     a step asked about (:mod:`hub.documents`); None until a step asks."""

@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import BaseModel
 
 from hub.devpki import DEV_ORGANIZATIONS
+from hub.environments import HubEnvironment
 from hub.tls import TlsConfig
 
 __all__ = ["is_dev_certificate", "production_problems"]
@@ -41,7 +42,7 @@ def production_problems(
 
     `hub` is the HubConfig, `where(path)` turns a config path into ``file:line``.
     """
-    if hub.environment != "production":
+    if hub.environment != HubEnvironment.PRODUCTION:
         return []
     problems = []
     if hub.audit.key is None and hub.audit.key_file is None:

@@ -14,9 +14,10 @@ from typing import Any
 
 from adapters.mllp.outbound import MllpOutbound, MllpOutboundConfig
 from hub.config import DestinationPolicy
+from hub.content_types import ContentType
 from hub.delivery import DestinationWorker
 from hub.errors import StoreError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import Pipeline
 from hub.store import IdentityRecord, NewDelivery, SearchQuery, Store
 from mappings.hl7v2 import read_header
@@ -28,7 +29,7 @@ LEASE = 1.0
 def message(control_id: str, patient: str) -> Message:
     body = adt(control_id, patient=patient)
     _, header = read_header(body)
-    return Message.new(body, content_type=CONTENT_HL7V2, metadata={**header.metadata(), "patient_key": patient})
+    return Message.new(body, content_type=ContentType.HL7V2, metadata={**header.metadata(), "patient_key": patient})
 
 
 class CutOffStore:

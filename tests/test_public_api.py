@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hub
-from hub.message import CONTENT_HL7V2, Message, new_id
+from hub.content_types import ContentType
+from hub.message import Message, new_id
 
 
 def test_public_names_are_pinned() -> None:
@@ -24,7 +25,7 @@ def test_ids_are_uuid7_and_strictly_increasing() -> None:
 
 
 def test_message_is_frozen_derives_with_lineage_and_hides_its_body() -> None:
-    m = Message.new(b"MSH|^~\\&|SECRET", content_type=CONTENT_HL7V2, metadata={"message_type": "ADT^A01"})
+    m = Message.new(b"MSH|^~\\&|SECRET", content_type=ContentType.HL7V2, metadata={"message_type": "ADT^A01"})
     assert m.correlation_id == m.id and m.parent_id is None
     d = m.derive(body=b"other", patient_key="X")
     assert (d.parent_id, d.correlation_id) == (m.id, m.id) and d.id != m.id
@@ -43,3 +44,15 @@ def test_message_is_frozen_derives_with_lineage_and_hides_its_body() -> None:
         pass
     else:
         raise AssertionError("metadata must be read-only")
+
+
+def test_the_packages_ship_their_type_information() -> None:
+    # PEP 561: without py.typed, a type checker in a user's project ignores our annotations.
+    import importlib.resources
+    import tomllib
+    from pathlib import Path
+
+    package_data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in ("hub", "adapters", "mappings"):
+        assert importlib.resources.files(package).joinpath("py.typed").is_file(), package
+        assert "py.typed" in package_data["package-data"][package], package

@@ -10,8 +10,9 @@ import pytest
 from hub import registry
 from hub.conditions import RouteFilter
 from hub.config import RouteConfig, load_config
+from hub.content_types import ContentType
 from hub.errors import ConfigError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import route_message
 from mappings.hl7v2.reader import read_hl7v2_metadata
 from tests.conftest import ROOT
@@ -24,7 +25,7 @@ CDA = "application/cda+xml"
 
 
 def hl7(body: bytes) -> Message:
-    return Message.new(body, content_type=CONTENT_HL7V2, metadata={**read_hl7v2_metadata(body), "endpoint": "in"})
+    return Message.new(body, content_type=ContentType.HL7V2, metadata={**read_hl7v2_metadata(body), "endpoint": "in"})
 
 
 def holds(when: dict[str, Any], message: Message) -> bool:
@@ -40,7 +41,7 @@ def test_metadata_tests() -> None:
     assert not holds({"message_type": ["ADT^A04"]}, m)
     assert holds({"patient_key": {"present": True}, "hl7_version": {"not_in": ["2.3"]}}, m)
     assert not holds({"ins": {"present": True}}, m)
-    assert holds({"ins": {"present": False}, "content_type": CONTENT_HL7V2}, m)
+    assert holds({"ins": {"present": False}, "content_type": ContentType.HL7V2}, m)
 
 
 def test_hl7_path_conditions_read_the_body() -> None:
@@ -79,7 +80,7 @@ def test_fhirpath_and_xpath_conditions() -> None:
     assert not holds({"hl7": {"PV1-2": {"present": True}}}, bundle)
     assert not holds({"fhirpath": {"Patient.id": {"present": True}}}, Message.new(b"{not json", content_type=FHIR))
     assert not holds({"xpath": {"//x": {"present": True}}}, Message.new(b"<!DOCTYPE x []><x/>", content_type=CDA))
-    assert not holds({"hl7": {"PV1-2": {"present": True}}}, Message.new(b"\x00garbage", content_type=CONTENT_HL7V2))
+    assert not holds({"hl7": {"PV1-2": {"present": True}}}, Message.new(b"\x00garbage", content_type=ContentType.HL7V2))
 
 
 def test_the_documented_metadata_keys_of_readers_and_checks_are_known() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from hub.config import load_config
+from hub.content_types import ContentType
 from hub.errors import ConfigError, MappingError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import Pipeline
 from hub.userstep import add_python_path
 
@@ -83,12 +84,12 @@ def test_a_user_step_with_settings_runs_as_a_built_in_one(site: Path) -> None:
     steps = f"  - python: {{function: '{pkg(site)}:add_suffix', settings: {{text: 'ZZZ|1'}}}}\n"
     settings = load_config(route(site, steps))
     [r] = settings.routes
-    out = Pipeline(r.step_specs(), route="r").apply(Message.new(b"MSH|x", content_type=CONTENT_HL7V2))
+    out = Pipeline(r.step_specs(), route="r").apply(Message.new(b"MSH|x", content_type=ContentType.HL7V2))
     assert out.body == b"MSH|xZZZ|1"
 
 
 def test_refusals_and_crashes_reject_with_a_reason_naming_the_route(site: Path) -> None:
-    message = Message.new(b"MSH|x", content_type=CONTENT_HL7V2)
+    message = Message.new(b"MSH|x", content_type=ContentType.HL7V2)
     with pytest.raises(MappingError, match=r"^route r, step python: PID-3 has no IPP$"):
         Pipeline([("python", f"{pkg(site)}:refuse")], route="r").apply(message)
     with pytest.raises(MappingError) as exc:

@@ -44,17 +44,20 @@ Routing metadata: `mappings.fhir.reader` (``resource_type``, ``bundle_type``,
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from typing import Any, Literal
 
 import structlog
 from aiohttp import web
 from pydantic import Field, field_validator
 
+from hub.content_types import ContentType
+from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import MessageError, Retryable
 from hub.message import Message
 from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
-from mappings.fhir.common import CONTENT_FHIR, Issue, dump_json, load_json, operation_outcome
+from mappings.fhir.common import Issue, dump_json, load_json, operation_outcome
 from mappings.fhir.patient_consistency import patient_consistency_issues
 from mappings.fhir.reader import add_patient_authorities, fhir_metadata, remove_patient_authorities
 from mappings.fhir.validate import validate_fhir, validate_structure
@@ -66,6 +69,10 @@ log = structlog.get_logger("hub.fhir.in")
 _JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 _FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
 _BundleType = Literal["transaction", "batch", "message", "document", "collection"]
+
+
+def _default_bundle_types() -> list[_BundleType]:
+    return ["transaction", "message", "document", "collection"]
 _CHUNK = 64 * 1024
 
 
@@ -82,7 +89,7 @@ class FhirInboundConfig(ComponentConfig):
         description="Largest request body accepted; larger ones are answered 413 and stored cut.",
     )
     bundle_types: list[_BundleType] = Field(
-        default_factory=lambda: ["transaction", "message", "document", "collection"],
+        default_factory=_default_bundle_types,
         description="Bundle types accepted (POST {base} takes transaction/batch, POST {base}/Bundle any of these).",
     )
     attachment_content_types: list[str] = Field(
@@ -94,8 +101,8 @@ class FhirInboundConfig(ComponentConfig):
         description="Identifier system -> authority name for patient_key (`value@authority`), so that a DUI's "
         "local identifier gets the same key as HL7 v2's IPP@CX-4.1, e.g. {'urn:oid:1.2.3': 'CHU-X'}.",
     )
-    environment: Literal["production", "test", "development"] = Field(
-        "development", description="`production` refuses the INS test (.10) and demonstration (.11) roots."
+    environment: HubEnvironmentName = Field(
+        HubEnvironment.DEVELOPMENT, description="`production` refuses the INS test (.10) and demonstration (.11) roots."
     )
     dedup: bool = Field(
         True,
@@ -235,7 +242,7 @@ class FhirInbound:
 
     # -- the one intake path ------------------------------------------------------------------------
     async def _handle(
-        self, request: web.Request, resource_type: str, bundle_types: set[str], *, interaction: str
+        self, request: web.Request, resource_type: str, bundle_types: AbstractSet[str], *, interaction: str
     ) -> web.Response:
         if not self._started:
             return self._busy("the FHIR endpoint is not started")
@@ -261,7 +268,7 @@ class FhirInbound:
         metadata.update(meta)
         if "request_id" in metadata and "control_id" not in metadata:
             metadata["control_id"] = metadata["request_id"]
-        message = Message.new(body, content_type=CONTENT_FHIR, metadata=metadata)
+        message = Message.new(body, content_type=ContentType.FHIR, metadata=metadata)
         try:
             result = await self.ctx.submit(message, dedup_key=self._dedup_key(doc))
         except Retryable as exc:
@@ -300,7 +307,7 @@ class FhirInbound:
             raise _Refusal(415, [Issue("error", "not-supported", "", "fhirVersion other than 4.0 is not supported")])
 
     def _validate(
-        self, body: bytes, resource_type: str, bundle_types: set[str]
+        self, body: bytes, resource_type: str, bundle_types: AbstractSet[str]
     ) -> tuple[dict[str, Any], dict[str, str]]:
         try:
             doc = load_json(body)
@@ -349,7 +356,7 @@ class FhirInbound:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         reason = f"HTTP {refusal.status}: {errors[0]}{more}"
         message = Message.new(
-            body, content_type=CONTENT_FHIR, metadata={**metadata, "http_status": str(refusal.status)}
+            body, content_type=ContentType.FHIR, metadata={**metadata, "http_status": str(refusal.status)}
         )
         try:
             await self.ctx.reject(message, reason=reason)
@@ -394,4 +401,4 @@ class FhirInbound:
 
 
 def _fhir_response(status: int, doc: dict[str, Any]) -> web.Response:
-    return web.Response(status=status, body=dump_json(doc), content_type="application/fhir+json", charset="utf-8")
+    return web.Response(status=status, body=dump_json(doc), content_type=ContentType.FHIR, charset="utf-8")

@@ -51,10 +51,11 @@ import aiohttp
 from pydantic import Field, field_validator
 
 from adapters.tls import TlsConfig, VerifyingConnector, client_context
+from hub.content_types import ContentType
 from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
-from mappings.fhir.common import CONTENT_FHIR, dump_json, load_json, search_token, stable_uuid
+from mappings.fhir.common import dump_json, load_json, search_token, stable_uuid
 from mappings.fhir.identifiers import business_identifier
 
 __all__ = ["FhirOutbound", "FhirOutboundConfig", "OAuth2Config", "outcome_summary", "parse_retry_after"]
@@ -173,8 +174,8 @@ class FhirOutbound:
     # -- sending ------------------------------------------------------------------------------------
     async def send(self, message: Message) -> None:
         """Deliver one FHIR body; return on ACCEPT, raise Retryable / NotConnected / Rejected."""
-        if message.content_type != CONTENT_FHIR:
-            raise Rejected(f"fhir endpoint takes {CONTENT_FHIR}, not {message.content_type}")
+        if message.content_type != ContentType.FHIR:
+            raise Rejected(f"fhir endpoint takes {ContentType.FHIR}, not {message.content_type}")
         try:
             doc = load_json(message.body)
         except MessageError as exc:

@@ -480,9 +480,7 @@ class ImapInbound:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self._introspection_port = server.sockets[0].getsockname()[1]
+        self._introspection_port = int(self._runner.addresses[0][1])  # (host, port) of the socket bound
 
     async def _introspect(self, request: web.Request) -> web.Response:
         if not secrets.compare_digest(request.match_info["secret"].encode(), self._secret.encode()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import aiohttp
 
 from adapters.tls import TlsConfig, VerifyingConnector, client_context
@@ -18,7 +20,8 @@ class HttpInsiResolver:
         """`token`: a bearer token, e.g. the admin API's one that the sandbox on the hub's port asks for."""
         self.url = url
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._ssl = client_context(tls) if tls else None
+        # True: aiohttp's default verification (what None meant, before aiohttp deprecated it)
+        self._ssl: ssl.SSLContext | bool = client_context(tls) if tls else True
         self._timeout = aiohttp.ClientTimeout(total=timeout_secs)
 
     async def resolve(self, query: InsiQuery) -> InsiResult:

@@ -22,8 +22,9 @@ from adapters.connections import Connections
 from adapters.mllp.framing import Frame, FrameReader, FrameTimeout, frame
 from adapters.tls import RevocationError, TlsConfig, server_context, verify_peer
 from hub import registry
+from hub.content_types import ContentType
 from hub.errors import ConfigError, MessageError, Retryable
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
 from hub.slots import Slots
@@ -218,7 +219,7 @@ class MllpInbound:
         except MessageError as exc:
             return await self._refuse(got, header, exc)
         message = Message.new(
-            got.body, content_type=CONTENT_HL7V2, metadata={**header.metadata(), **extra, "endpoint": self.name}
+            got.body, content_type=ContentType.HL7V2, metadata={**header.metadata(), **extra, "endpoint": self.name}
         )
         dedup_key = (
             f"{self.name}|{header.sending_app}|{header.sending_facility}|{header.control_id}"
@@ -251,7 +252,7 @@ class MllpInbound:
         metadata = {**(header.metadata() if header else {}), "endpoint": self.name}
         if got.oversized:
             metadata["truncated_from_bytes"] = str(got.size)
-        message = Message.new(got.body, content_type=CONTENT_HL7V2, metadata=metadata)
+        message = Message.new(got.body, content_type=ContentType.HL7V2, metadata=metadata)
         try:
             await self.ctx.reject(message, reason=exc.reason)
         except Retryable as store_exc:

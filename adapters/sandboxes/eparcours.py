@@ -53,13 +53,16 @@ import secrets
 import time
 import urllib.parse
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import Field
 
 from adapters.sandboxes.http_site import serve_app
 from adapters.tls import TlsConfig
+from hub.content_types import ContentType
+from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import MessageError
 from hub.message import utcnow
 from hub.registry import ComponentConfig, register
@@ -80,8 +83,9 @@ class EParcoursSandboxConfig(ComponentConfig):
     require_token: bool = Field(True, description="Writes need a Bearer token from POST /token.")
     token_ttl_secs: int = Field(3600, ge=1, le=86_400, description="Lifetime of the tokens issued (expires_in).")
     keep: int = Field(10_000, ge=1, le=1_000_000, description="Resources kept in memory; the oldest go first.")
-    environment: Literal["production", "test", "development"] = Field(
-        "test", description="`production` refuses the INS test and demonstration roots, like the platform would."
+    environment: HubEnvironmentName = Field(
+        HubEnvironment.TEST,
+        description="`production` refuses the INS test and demonstration roots, like the platform would.",
     )
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body accepted (413 above).")
     fail_status: int | None = Field(
@@ -124,7 +128,7 @@ def _unescape(value: str) -> list[str]:
     return parts
 
 
-def _token_match(want: str, system: Any, code: Any) -> bool:
+def _token_match(want: str, system: object, code: object) -> bool:
     parts = _unescape(want)
     if len(parts) == 1:
         return code == parts[0]
@@ -275,7 +279,7 @@ class EParcoursSandbox:
 
     # -- HTTP plumbing -------------------------------------------------------------------------------
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.delay_secs:
             await asyncio.sleep(self.delay_secs)
         try:
@@ -718,4 +722,4 @@ def _entry_response(status: str, stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def _response(status: int, doc: dict[str, Any]) -> web.Response:
-    return web.Response(status=status, body=dump_json(doc), content_type="application/fhir+json", charset="utf-8")
+    return web.Response(status=status, body=dump_json(doc), content_type=ContentType.FHIR, charset="utf-8")

@@ -33,7 +33,7 @@ import re
 import secrets
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -264,7 +264,7 @@ def server_tls_context(cfg: TlsConfig, *, ask_client_cert: bool) -> ssl.SSLConte
     return ctx
 
 
-def peer_certificate(session_ssl: dict[str, object] | None) -> dict[str, object] | None:
+def peer_certificate(session_ssl: Mapping[str, object] | None) -> Mapping[str, object] | None:
     """The verified client certificate of a TLS session (``getpeercert()``), or None."""
     if not session_ssl:
         return None
@@ -275,11 +275,12 @@ def peer_certificate(session_ssl: dict[str, object] | None) -> dict[str, object]
     return cert or None
 
 
-def certificate_name(cert: dict[str, object] | None) -> str:
+def certificate_name(cert: Mapping[str, object] | None) -> str:
     """The subject CN of a ``getpeercert()`` dict ("" when none)."""
-    if not cert:
+    subject = cert.get("subject", ()) if cert else ()
+    if not isinstance(subject, tuple):
         return ""
-    for rdn in cert.get("subject", ()):  # type: ignore[union-attr]
+    for rdn in subject:
         for key, value in rdn:
             if key == "commonName":
                 return str(value)

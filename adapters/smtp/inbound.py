@@ -40,16 +40,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime as dt
 import email.utils
 import hashlib
 import os
 import ssl
 import time
 from base64 import b64decode
+from collections.abc import Mapping
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
@@ -72,10 +74,11 @@ from adapters.smtp.common import (
     verify_password,
 )
 from adapters.smtp.directory import open_directory
-from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, analyse, is_null_sender
+from adapters.smtp.intake import Intake, analyse, is_null_sender
 from adapters.smtp.trustlist import TrustListRefresher
 from adapters.tls import RevocationError, TlsConfig, verify_peer
-from hub.errors import ConfigError, Retryable
+from hub.content_types import ContentType
+from hub.errors import ConfigError, MessageError, Retryable
 from hub.message import Message, new_id, utcnow
 from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
@@ -185,7 +188,7 @@ class _Protocol(SMTP):
     # §4.5.3.1.4): aiosmtpd sizes its line reader with this at __init__, then checks DATA lines with it.
     line_length_limit = 12288 + 2
 
-    def __init__(self, listener: _SmtpListener, handler: Any, **kwargs: Any) -> None:
+    def __init__(self, listener: _SmtpListener[Any], handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.line_length_limit = SMTP.line_length_limit  # text lines of DATA: 1000 octets (RFC 5321 §4.5.3.1.6)
         # aiosmtpd keeps the command limits in a class-level dict: ours is per connection.
@@ -199,7 +202,8 @@ class _Protocol(SMTP):
         first = self._original_transport is None and self.transport is None
         if first:
             peername = transport.get_extra_info("peername")
-            self._slot = self._listener.slots.admit(str(peername[0]) if peername else "", transport.abort)
+            stream = cast(asyncio.Transport, transport)  # a stream server's transport (uvloop's too) can abort
+            self._slot = self._listener.slots.admit(str(peername[0]) if peername else "", stream.abort)
             if self._slot is None:
                 self._refused = True
                 transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
@@ -238,15 +242,19 @@ class _Protocol(SMTP):
         super().connection_lost(error)
 
 
-class _SmtpListener:
+#: The config of one of the two listeners (a constrained type: the shared code is checked against both).
+_Config = TypeVar("_Config", "SmtpMtaConfig", "SmtpSubmissionConfig")
+
+
+class _SmtpListener(Generic[_Config]):
     """What both listeners share: the server, the hooks common to both, the commit of a received mail."""
 
     kind = "smtp"
     protocol = "ESMTPS"
 
-    def __init__(self, name: str, config: _ListenerConfig, ctx: InboundContext) -> None:
+    def __init__(self, name: str, config: _Config, ctx: InboundContext) -> None:
         self.name = name
-        self.config = config
+        self.config: _Config = config
         self.ctx = ctx
         self.mailboxes = Mailboxes(config.mailboxes, config.domains, directory=open_directory(config.mailbox_directory))
         self.trust_refresher = None
@@ -363,20 +371,10 @@ class _SmtpListener:
         )
         try:
             intake = await asyncio.to_thread(
-                analyse,
-                raw,
-                mail_id=mail_id,
-                now=now,
-                mail_from="" if is_null_sender(envelope.mail_from or "") else (envelope.mail_from or ""),
-                rcpt_tos=list(envelope.rcpt_tos),
-                mailboxes=self.mailboxes,
-                hub_domains=sorted(self.mailboxes.domains),
-                limits=self.config.xdm,
-                hostname=self.config.hostname,
-                max_parts=self.config.max_mime_parts,
-                send_mdn=self.config.send_mdn,
+                _analyse, self.config, self.mailboxes, raw, mail_id=mail_id, now=now,
+                mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
                 submission=self.kind == "submission",
-            )
+            )  # fmt: skip
         except Exception as exc:  # a bug must not lose the mail: the sender keeps it and retries
             log.error("smtp_intake_failed", listener=self.name, message_id=mail_id, error=type(exc).__name__)
             return "451 4.3.0 Temporary failure, please try again later"
@@ -390,7 +388,7 @@ class _SmtpListener:
         metadata = {**intake.metadata, **self._session_metadata(session), "endpoint": self.name}
         mail = Message(
             id=mail_id,
-            content_type=CONTENT_MAIL,
+            content_type=ContentType.MAIL,
             body=intake.raw,
             metadata=metadata,
             received_at=now,
@@ -404,7 +402,7 @@ class _SmtpListener:
                 await self.ctx.reject(mail, reason=intake.refusal)
                 if intake.mdn is not None:
                     await self.ctx.submit(
-                        mail.derive(body=intake.mdn[0], content_type=CONTENT_MAIL, **intake.mdn[1]),
+                        mail.derive(body=intake.mdn[0], content_type=ContentType.MAIL, **intake.mdn[1]),
                         dedup_key=f"{base_key}|mdn-error" if base_key else None,
                     )
                 log.info("smtp_refused", listener=self.name, message_id=mail_id, reason=intake.refusal)
@@ -417,12 +415,12 @@ class _SmtpListener:
                 stored = dataclasses.replace(mail, id=result.message_id, correlation_id=result.message_id)
             for i, (body, meta) in enumerate(intake.documents):
                 await self.ctx.submit(
-                    stored.derive(body=body, content_type=CONTENT_CDA, **meta),
+                    stored.derive(body=body, content_type=ContentType.CDA, **meta),
                     dedup_key=f"{base_key}|doc|{i}" if base_key else None,
                 )
             if intake.mdn is not None:
                 await self.ctx.submit(
-                    stored.derive(body=intake.mdn[0], content_type=CONTENT_MAIL, **intake.mdn[1]),
+                    stored.derive(body=intake.mdn[0], content_type=ContentType.MAIL, **intake.mdn[1]),
                     dedup_key=f"{base_key}|mdn" if base_key else None,
                 )
         except Retryable:
@@ -441,8 +439,50 @@ class _SmtpListener:
         return _peer_ip(session)
 
 
+def _analyse(
+    config: _ListenerConfig, mailboxes: Mailboxes, raw: bytes, *, mail_id: str, now: dt.datetime, mail_from: str,
+    rcpt_tos: list[str], submission: bool,
+) -> Intake:  # fmt: skip
+    """:func:`analyse` with this listener's settings (what DATA and ``hub test`` both run)."""
+    return analyse(
+        raw, mail_id=mail_id, now=now, mail_from="" if is_null_sender(mail_from) else mail_from, rcpt_tos=rcpt_tos,
+        mailboxes=mailboxes, hub_domains=sorted(mailboxes.domains), limits=config.xdm, hostname=config.hostname,
+        max_parts=config.max_mime_parts, send_mdn=config.send_mdn, submission=submission,
+    )  # fmt: skip
+
+
+def _route_test_intake(submission: bool) -> Any:
+    def intake(config: _ListenerConfig, body: bytes, envelope: Mapping[str, Any]) -> list[Message]:
+        """The messages this listener makes of one mail (``hub test``): the mail, each document of its XDM
+        archive, its MDN; as DATA does, without I/O. A refused mail raises MessageError with the 554 reason."""
+        mailboxes = Mailboxes(config.mailboxes, config.domains, directory=open_directory(config.mailbox_directory))
+        rcpt = envelope.get("rcpt_to") or []
+        rcpt_tos = [rcpt] if isinstance(rcpt, str) else [str(r) for r in rcpt]
+        mail_id, now = new_id(), utcnow()
+        found = _analyse(
+            config, mailboxes, body, mail_id=mail_id, now=now, mail_from=str(envelope.get("mail_from") or ""),
+            rcpt_tos=rcpt_tos, submission=submission,
+        )  # fmt: skip
+        if found.refusal is not None:
+            raise MessageError(found.refusal)
+        mail = Message(
+            id=mail_id, content_type=ContentType.MAIL, body=found.raw, metadata=found.metadata, received_at=now,
+            correlation_id=mail_id,
+        )  # fmt: skip
+        out = [mail, *(mail.derive(body=b, content_type=ContentType.CDA, **meta) for b, meta in found.documents)]
+        if found.mdn is not None:
+            out.append(mail.derive(body=found.mdn[0], content_type=ContentType.MAIL, **found.mdn[1]))
+        return out
+
+    return intake
+
+
+register("intake", "smtp_mta", config=SmtpMtaConfig)(_route_test_intake(submission=False))
+register("intake", "smtp_submission", config=SmtpSubmissionConfig)(_route_test_intake(submission=True))
+
+
 @register("inbound", "smtp_mta", config=SmtpMtaConfig)
-class SmtpMtaInbound(_SmtpListener):
+class SmtpMtaInbound(_SmtpListener[SmtpMtaConfig]):
     """MSSanté MTA port: mail from the other operators of the trust space (STARTTLS and client certificate)."""
 
     kind = "mta"
@@ -450,7 +490,6 @@ class SmtpMtaInbound(_SmtpListener):
 
     def __init__(self, name: str, config: SmtpMtaConfig, ctx: InboundContext) -> None:
         super().__init__(name, config, ctx)
-        self.config: SmtpMtaConfig = config
 
     def _smtp_kwargs(self) -> dict[str, Any]:
         return {
@@ -530,7 +569,7 @@ class SmtpMtaInbound(_SmtpListener):
 
 
 @register("inbound", "smtp_submission", config=SmtpSubmissionConfig)
-class SmtpSubmissionInbound(_SmtpListener):
+class SmtpSubmissionInbound(_SmtpListener[SmtpSubmissionConfig]):
     """MSSanté submission port: local clients log in over TLS and send to hosted or trust-space mailboxes."""
 
     kind = "submission"
@@ -538,7 +577,6 @@ class SmtpSubmissionInbound(_SmtpListener):
 
     def __init__(self, name: str, config: SmtpSubmissionConfig, ctx: InboundContext) -> None:
         super().__init__(name, config, ctx)
-        self.config: SmtpSubmissionConfig = config
         self.users = {u.username: u for u in config.users}
         self.access = MailAccess(self.mailboxes, config.access)
         self.throttle = AuthThrottle(
@@ -566,6 +604,8 @@ class SmtpSubmissionInbound(_SmtpListener):
         mechanism = args[0].upper()
         if mechanism in ("EXTERNAL", "OAUTHBEARER", "XOAUTH2"):
             return await self._auth_mailbox(server, session, mechanism, args)
+        login: object  # bytes once decoded; MISSING (the client cancelled) or None (not base64) before
+        password: object
         if mechanism == "PLAIN":
             blob: Any = _b64(args[1]) if len(args) > 1 else await server.challenge_auth("", encode_to_b64=False)
             if blob is MISSING:
@@ -606,7 +646,7 @@ class SmtpSubmissionInbound(_SmtpListener):
         )
         if ok and user is not None:
             session.authenticated = True
-            session.auth_data = user.username
+            session.auth_data = user.username  # type: ignore[assignment]  # aiosmtpd declares it `= None`
             self.throttle.succeeded(username)
             _prove(server)
             return "235 2.7.0 Authentication successful"
@@ -646,7 +686,7 @@ class SmtpSubmissionInbound(_SmtpListener):
 
     def _auth_ok(self, session: Session, grant: Grant) -> str:
         session.authenticated = True
-        session.auth_data = f"mailbox:{grant.mailbox.address}"
+        session.auth_data = f"mailbox:{grant.mailbox.address}"  # type: ignore[assignment]  # aiosmtpd: `= None`
         log.debug("smtp_auth_ok", listener=self.name, method=grant.method, kind=grant.mailbox.kind)
         return "235 2.7.0 Authentication successful"
 

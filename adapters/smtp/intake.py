@@ -66,10 +66,8 @@ from mappings.xdm import XdmError, ZipLimits, read_xdm
 from mappings.xds.hl7 import parse_cx
 from mappings.xml import parse_xml
 
-__all__ = ["CONTENT_CDA", "CONTENT_MAIL", "Intake", "analyse", "is_null_sender"]
+__all__ = [ "Intake", "analyse", "is_null_sender"]
 
-CONTENT_MAIL = "message/rfc822"
-CONTENT_CDA = "application/cda+xml"
 MAX_BODY_CHARS = 64 * 1024
 _H = "{urn:hl7-org:v3}"
 # TRE_A07 visibility codes (METADATA.XML confidentialityCode) -> the MetaDMPMSS metadata keys.

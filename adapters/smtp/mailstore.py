@@ -33,13 +33,13 @@ from pydantic import Field
 
 from adapters.smtp.common import HostedMailbox, Mailboxes
 from adapters.smtp.directory import open_directory
+from hub.content_types import ContentType
 from hub.errors import Rejected, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 
 __all__ = ["MailboxOutbound", "MailboxOutboundConfig", "MailboxStore"]
 
-CONTENT_MAIL = "message/rfc822"
 _SAFE = re.compile(r"^[a-z0-9._%+-]{1,64}$")
 _SAFE_DOMAIN = re.compile(r"^[a-z0-9.-]{1,253}$")
 
@@ -127,8 +127,8 @@ class MailboxOutbound:
         return None
 
     async def send(self, message: Message) -> None:
-        if message.content_type != CONTENT_MAIL:
-            raise Rejected(f"the mailbox destination takes {CONTENT_MAIL}, not {message.content_type}")
+        if message.content_type != ContentType.MAIL:
+            raise Rejected(f"the mailbox destination takes {ContentType.MAIL}, not {message.content_type}")
         meta = message.metadata
         targets = [a.strip() for a in f"{meta.get('rcpt_local', '')},{meta.get('rcpt_application', '')}".split(",")]
         boxes = [b for a in targets if a and (b := self.mailboxes.get(a)) is not None]

@@ -11,10 +11,12 @@ mail, so that two documents finishing together send one MDN.
 
 from __future__ import annotations
 
-from adapters.smtp.intake import CONTENT_MAIL, MDN_ERROR, MDN_HOOK, mdn_message
+from adapters.smtp.intake import MDN_ERROR, MDN_HOOK, mdn_message
+from hub.content_types import ContentType
 from hub.message import utcnow
 from hub.outcomes import FINAL_STATUSES, FinalOutcome, FollowUp, OutcomeServices
 from hub.registry import register
+from hub.statuses import DeliveryStatus
 
 __all__ = ["mdn_after_documents"]
 
@@ -35,7 +37,7 @@ async def mdn_after_documents(outcome: FinalOutcome, services: OutcomeServices) 
     if mail is None:  # purged meanwhile: nothing to acknowledge against
         return []
     md = outcome.message.metadata
-    failed = any(d.status != "delivered" for d in deliveries)
+    failed = any(d.status != DeliveryStatus.DELIVERED for d in deliveries)
     body, meta = mdn_message(
         mail.message.body,
         to=md["mdn_to"],
@@ -49,5 +51,5 @@ async def mdn_after_documents(outcome: FinalOutcome, services: OutcomeServices) 
         now=utcnow(),
         error=MDN_ERROR if failed else None,
     )
-    mdn = mail.message.derive(body=body, content_type=CONTENT_MAIL, **meta)
+    mdn = mail.message.derive(body=body, content_type=ContentType.MAIL, **meta)
     return [FollowUp(mdn, dedup_key=f"{mail.endpoint}|{mail_id}|mdn")]

@@ -47,18 +47,19 @@ import asyncio
 import dataclasses
 import ssl
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import aiosmtplib
 import structlog
 from pydantic import Field
 
 from adapters.smtp.common import TrustList
-from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL
 from adapters.smtp.mailstore import MailboxStore
 from adapters.tls import RevocationError, TlsConfig, client_context, verify_peer
+from hub.content_types import ContentType
+from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
-from hub.identity import INS_ROOTS, Environment, InsPolicy
+from hub.identity import INS_ROOTS, IdentityStatus, InsPolicy
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
 from mappings.cda import read_cda_header
@@ -84,7 +85,6 @@ __all__ = ["MssanteOutbound", "MssanteOutboundConfig"]
 
 log = structlog.get_logger("hub.smtp.out")
 
-_ENVIRONMENTS = {"production": Environment.PRODUCTION, "test": Environment.TEST, "development": Environment.TEST}
 _VISIBILITY = {
     "mask_ps": "MASQUE_PS",
     "invisible_patient": "INVISIBLE_PATIENT",
@@ -134,8 +134,9 @@ class MssanteOutboundConfig(ComponentConfig):
     nil: str = Field("", description="X-MSS-NIL product reference (convergence.esante.gouv.fr), when you have one.")
     attach_pdf: bool = Field(True, description="Also attach the PDF of a level-1 CDA (nonXMLBody application/pdf).")
     xdm: XdmMetadataConfig = Field(default_factory=XdmMetadataConfig, description="METADATA.XML settings.")
-    environment: Literal["production", "test", "development"] = Field(
-        "production", description="Which INS roots may address a patient: production refuses test/demo roots."
+    environment: HubEnvironmentName = Field(
+        HubEnvironment.PRODUCTION,
+        description="Which INS roots may address a patient: production refuses test/demo roots.",
     )
     mailbox_dir: str | None = Field(
         None, description="Hosted mailbox store (Maildir root) where DSNs for local senders are delivered."
@@ -206,9 +207,9 @@ class MssanteOutbound:
             raise Rejected("document invisible to the patient (INVISIBLE_PATIENT=Y) cannot go to the patient")
         ins, oid = meta.get("ins", ""), meta.get("ins_oid", "")
         # RNIV [EXI SI 08] and DESIGN.md §5: only a qualified INS addresses Mon espace santé.
-        if not ins or oid not in INS_ROOTS or meta.get("identity_status") != "qualifiee":
+        if not ins or oid not in INS_ROOTS or meta.get("identity_status") != IdentityStatus.QUALIFIEE:
             raise Rejected("a patient mailbox needs a qualified INS (metadata ins, ins_oid, identity_status)")
-        verdict = InsPolicy.for_environment(_ENVIRONMENTS[self.config.environment]).check(ins, oid)
+        verdict = InsPolicy.for_environment(HubEnvironment(self.config.environment).ins_environment).check(ins, oid)
         if not verdict.accepted:
             raise Rejected(f"the patient's INS root is not accepted in {self.config.environment}")
         address = patient_address(ins, self.config.patient_domain)
@@ -251,7 +252,7 @@ class MssanteOutbound:
         x_mss = {
             "X-MSS-CODECDA": header.get("type_code", ""),
             # X-MSS-INS (Réf. socle #2 §3.8, secondary source): O when the XDM carries a qualified INS.
-            "X-MSS-INS": "O" if header.get("ins") and meta.get("identity_status") == "qualifiee" else "N",
+            "X-MSS-INS": "O" if header.get("ins") and meta.get("identity_status") == IdentityStatus.QUALIFIEE else "N",
         }
         if self.config.nil:
             x_mss["X-MSS-NIL"] = self.config.nil
@@ -403,12 +404,12 @@ class MssanteOutbound:
         return result
 
     async def send(self, message: Message) -> None:
-        if message.content_type == CONTENT_CDA:
+        if message.content_type == ContentType.CDA:
             mails = self._document_mails(message)
-        elif message.content_type == CONTENT_MAIL:
+        elif message.content_type == ContentType.MAIL:
             mails = self._relay_mail(message)
         else:
-            raise Rejected(f"the mssante destination takes {CONTENT_CDA} or {CONTENT_MAIL}")
+            raise Rejected(f"the mssante destination takes {ContentType.CDA} or {ContentType.MAIL}")
         if any(len(m.data) > self.config.max_message_bytes for m in mails):
             raise Rejected(f"mail larger than max_message_bytes ({self.config.max_message_bytes})")
         accepted = temporary = permanent = unsent = 0

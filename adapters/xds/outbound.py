@@ -39,6 +39,7 @@ Exception texts carry error codes and a redacted ``codeContext`` (see
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -137,7 +138,7 @@ def classify_registry_response(
     raise Rejected(f"XDS {result.status or 'unknown status'}: {detail}", ack_code=codes[0])
 
 
-def _secret_connection(metadata: Any) -> bool:
+def _secret_connection(metadata: Mapping[str, str]) -> bool:
     """MetaDMPMSS CONNEXION_SECRETE (metadata ``secret_connection``): Y, N or absent; anything else refused."""
     value = metadata.get("secret_connection", "")
     if value not in ("", "Y", "N"):

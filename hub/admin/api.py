@@ -78,10 +78,12 @@ from hub.admin.models import (
     Whoami,
 )
 from hub.admin.reviews import compare, message_traits
+from hub.environments import HubEnvironment
 from hub.errors import IdentityHold, MessageError, StoreError
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
-from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload
+from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
+from hub.store import ContentQuery, Delivery, MessageRecord, SearchQuery, SentPayload, Store
 from hub.store.base import CONTENT_MIN_CHARS, searchable_text
 
 if TYPE_CHECKING:
@@ -167,7 +169,7 @@ def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] 
     )
 
 
-def _store(call: Call) -> Any:
+def _store(call: Call) -> Store:
     store = call.hub.store
     if store is None:
         raise ApiError(503, "store not open")
@@ -419,7 +421,7 @@ async def _search(call: Call) -> SearchPage:
     items = [_summary(r, deliveries[r.message.id]) for r in records]
     for item, r in zip(items, records, strict=True):
         children: list[MessageRecord] = []
-        if r.status == "unrouted":  # e.g. an MSSanté mail: its documents went on as messages of their own
+        if r.status == MessageStatus.UNROUTED:  # e.g. an MSSanté mail: its documents went on as messages of their own
             found = await store.search(SearchQuery(correlation_id=r.message.correlation_id, limit=51))
             children = [c for c in found if c.message.parent_id == r.message.id]
         _with_derived(item, children)
@@ -487,7 +489,7 @@ async def _trace(call: Call) -> Trace:
     sent = await store.sent_payloads([d.id for d in deliveries], body=False)
     traced = []
     for d in deliveries:
-        held = await store.dead_letter_ahead(d.id) if d.status == "pending" and d.ordering_key else None
+        held = await store.dead_letter_ahead(d.id) if d.status == DeliveryStatus.PENDING and d.ordering_key else None
         reason = await _waiting(call.hub, store, rec, d, reviews, held)
         attempts = [
             {
@@ -534,18 +536,26 @@ async def _waiting(
     hub: Hub, store: Any, rec: MessageRecord, d: Delivery, reviews: list[Any], dead_ahead: int | None
 ) -> str:
     """Why delivery `d` waits (see hub.admin.dashboard.waiting_reason), from the store and this node's worker."""
-    if d.status in ("delivered", "discarded"):
+    if d.status in (DeliveryStatus.DELIVERED, DeliveryStatus.DISCARDED):
         return ""
-    review = next((r.id for r in reviews if r.delivery_id == d.id and r.state == "open"), None)
+    review = next((r.id for r in reviews if r.delivery_id == d.id and r.state == ReviewState.OPEN), None)
     identity_status = None
-    if d.status == "awaiting_identity" and rec.message.metadata.get("patient_key"):
+    if d.status == DeliveryStatus.AWAITING_IDENTITY and rec.message.metadata.get("patient_key"):
         record = await store.get_identity(rec.message.metadata["patient_key"])
         identity_status = record.status if record else None
     worker = hub.workers.get((d.route, d.destination))
     return waiting_reason(d, worker, review_id=review, identity_status=identity_status, dead_ahead=dead_ahead)
 
 
-_STATUS_ORDER = ("failed", "identity_review", "awaiting_identity", "pending", "rejected", "unrouted", "delivered")
+_STATUS_ORDER = (
+    MessageStatus.FAILED,
+    MessageStatus.IDENTITY_REVIEW,
+    MessageStatus.AWAITING_IDENTITY,
+    MessageStatus.PENDING,
+    MessageStatus.REJECTED,
+    MessageStatus.UNROUTED,
+    MessageStatus.DELIVERED,
+)
 
 
 def _with_derived(summary: MessageSummary, children: list[MessageRecord]) -> None:
@@ -567,7 +577,7 @@ async def _payload(call: Call) -> Payload:
     await _audit(call, "view_payload", message_id=m.id, detail={"size": len(m.body), "content_type": m.content_type})
     encoding, text = _decode(m.content_type, m.body)
     return Payload(
-        message_id=m.id, content_type=m.content_type, size=len(m.body), encoding=encoding,  # type: ignore[arg-type]
+        message_id=m.id, content_type=m.content_type, size=len(m.body), encoding=encoding,
         text=text,
     )  # fmt: skip
 
@@ -634,7 +644,7 @@ async def _output(call: Call) -> StepOutput:
     before = rec.message.metadata
     return StepOutput(
         message_id=mid, delivery_id=d.id, steps=list(pipeline.names), content_type=out.content_type,
-        size=len(out.body), encoding=encoding,  # type: ignore[arg-type]
+        size=len(out.body), encoding=encoding,
         text=text, metadata_added={k: v for k, v in out.metadata.items() if before.get(k) != v},
     )  # fmt: skip
 
@@ -702,7 +712,7 @@ async def _replay_bulk(call: Call) -> BulkReplayResult:
 async def _dead(call: Call) -> DeadPage:
     q: DeadParams = call.query
     rows = await _store(call).find_deliveries(
-        status="dead", destination=q.destination, limit=q.limit + 1, after_id=q.after
+        status=DeliveryStatus.DEAD, destination=q.destination, limit=q.limit + 1, after_id=q.after
     )
     more = len(rows) > q.limit
     rows = rows[: q.limit]
@@ -734,7 +744,7 @@ async def _on_dead(call: Call, action: str) -> RequeueResult:
     ids = list(dict.fromkeys(req.delivery_ids))
     more = False
     if req.all_dead:
-        dead = await store.find_deliveries(status="dead", destination=req.destination, limit=cap + 1)
+        dead = await store.find_deliveries(status=DeliveryStatus.DEAD, destination=req.destination, limit=cap + 1)
         more = len(dead) > cap
         ids += [d.id for d in dead[:cap] if d.id not in ids]
     if len(ids) > cap:
@@ -793,7 +803,7 @@ async def _review(call: Call) -> ReviewDetail:
     rec = await store.get_message(review.message_id)
     theirs = dict(record.traits) if record is not None else {}
     ours = message_traits(rec.message) if rec is not None else None
-    same_message = [r for r in everything if r.message_id == review.message_id and r.state == "open"]
+    same_message = [r for r in everything if r.message_id == review.message_id and r.state == ReviewState.OPEN]
     [view, *_] = await _review_views(store, [review])
     return ReviewDetail(
         review=view, identity_status=record.status if record else None, ins_known=bool(record and record.ins),
@@ -809,7 +819,8 @@ async def _resolve(call: Call) -> ReviewView:
     except ValueError:
         raise ApiError(404, "no such review") from None
     req: ResolveRequest = call.body
-    current = next((r for r in await store.list_reviews(state="open", limit=100_000) if r.id == review_id), None)
+    open_reviews = await store.list_reviews(state=ReviewState.OPEN, limit=100_000)
+    current = next((r for r in open_reviews if r.id == review_id), None)
     if current is None:
         raise ApiError(409, f"review {review_id} is not open")
     await _audit(
@@ -834,7 +845,7 @@ async def _identity(call: Call) -> IdentityView:
         {"at": h.at, "event": h.event, "message_id": h.message_id, "status": h.status, "note": h.note}
         for h in await store.identity_history(key)
     ]
-    held = await store.search(SearchQuery(patient_key=key, status="awaiting_identity", limit=1000))
+    held = await store.search(SearchQuery(patient_key=key, status=MessageStatus.AWAITING_IDENTITY, limit=1000))
     return IdentityView.model_validate(
         {**record.as_dict(), "history": history, "awaiting_identity": [r.message.id for r in held]}
     )
@@ -1057,7 +1068,7 @@ def mount(app: web.Application, hub: Hub) -> AdminState:
     if not (config.users or config.tokens):
         path = bootstrap_token_path(hub.config)
         bootstrap = load_or_create_bootstrap_token(path)
-        log_ = log.warning if hub.config.environment == "production" else log.info
+        log_ = log.warning if hub.config.environment == HubEnvironment.PRODUCTION else log.info
         log_("admin_bootstrap_token", path=str(path), hint="no admin users or tokens configured; use this token")
     state = AdminState(hub=hub, auth=Authenticator(config, bootstrap_token=bootstrap))
     operations = [*OPERATIONS, *_contributed(hub, {(op.method, op.path) for op in OPERATIONS})]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from hub.statuses import DeliveryStatus
 from hub.store import QueueStats
 
 __all__ = ["QueueState", "queue_state"]
@@ -84,14 +85,14 @@ def waiting_reason(
 ) -> str:
     """Why a delivery that is not delivered yet waits, in a sentence ("" when it is done or simply queued)."""
     status = delivery.status
-    if status == "identity_review":
+    if status == DeliveryStatus.IDENTITY_REVIEW:
         return f"waiting behind identity review {review_id}" if review_id else "waiting for an identity review"
-    if status == "awaiting_identity":
+    if status == DeliveryStatus.AWAITING_IDENTITY:
         have = f" (the registry has it as {identity_status})" if identity_status else " (not in the registry yet)"
         return f"awaiting a qualified identity{have}: sent when an ADT qualifies it"
-    if status == "dead":
+    if status == DeliveryStatus.DEAD:
         return "dead letter: requeue or discard it once the cause is fixed"
-    if status not in ("pending", "in_flight"):
+    if status not in (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT):
         return ""
     if worker is not None and worker.down_since is not None:
         return f"destination down since {worker.down_since:%Y-%m-%d %H:%M:%S} UTC: sent when it answers"
@@ -99,6 +100,6 @@ def waiting_reason(
         return "the queue is paused: sent after resume"
     if dead_ahead:
         return f"held behind dead letter {dead_ahead} (same ordering key): requeue or discard it first"
-    if status == "pending" and delivery.attempts:
+    if status == DeliveryStatus.PENDING and delivery.attempts:
         return f"retrying after {delivery.attempts} failed attempt(s); next at {delivery.next_attempt_at:%H:%M:%S} UTC"
     return ""

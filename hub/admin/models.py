@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.statuses import MessageStatusName, ReviewState, ReviewStateName
+
 __all__ = [
     "AuditEntry",
     "AuditPage",
@@ -81,9 +83,7 @@ class SearchParams(_In):
     patient_key: str | None = Field(None, max_length=200, description="Exact patient key, `IPP@authority`.")
     control_id: str | None = Field(None, max_length=200, description="HL7 v2 MSH-10 message control id.")
     document_id: str | None = Field(None, max_length=256, description="Document uniqueId (`root^extension`).")
-    status: (
-        Literal["pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted"] | None
-    ) = Field(None, description="Message status.")
+    status: MessageStatusName | None = Field(None, description="Message status.")
     message_type: str | None = Field(None, max_length=64, description="HL7 MSH-9 as `ADT^A01`, or a resource type.")
     sending_app: str | None = Field(None, max_length=200, description="HL7 MSH-3.")
     sending_facility: str | None = Field(None, max_length=200, description="HL7 MSH-4.")
@@ -106,7 +106,7 @@ class IdentityParams(_In):
 
 
 class ReviewParams(_In):
-    state: Literal["open", "released", "discarded"] | None = Field("open", description="Review state.")
+    state: ReviewStateName | None = Field(ReviewState.OPEN, description="Review state.")
     limit: int = Field(200, ge=1, le=10_000, description="Most reviews listed.")
 
 
@@ -263,7 +263,7 @@ class ReviewView(_Out):
     message_id: str
     patient_key: str
     reason: str
-    state: Literal["open", "released", "discarded"]
+    state: ReviewStateName
     created_at: datetime
     resolved_at: datetime | None
     resolved_by: str
@@ -387,7 +387,13 @@ class ReloadView(_Out):
     problems: list[str] = Field(description="`hub check` problems of the new configuration, as file:line: text.")
     added: list[str] = Field(description="route/destination queues added.")
     removed: list[str] = Field(description="route/destination queues removed: they deliver what they hold, no more.")
-    changed: list[str] = Field(description="route/destination queues whose delivery policy changed (new worker).")
+    changed: list[str] = Field(
+        description="route/destination queues whose delivery policy or endpoint changed (new worker)."
+    )
+    endpoints: list[str] = Field(
+        description="Endpoints added (`+name`), changed (`~name`: a new adapter took over its queues) or removed (`-`)."
+    )
+    listeners: list[str] = Field(description="Listeners started (`+name`), restarted (`~name`) or stopped (`-name`).")
     diff: str = Field(description="Unified diff of the route and table files, as recorded in the audit trail.")
 
 

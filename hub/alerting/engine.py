@@ -41,6 +41,7 @@ from hub.alerting.channels import Notice, Sender, build_sender
 from hub.alerting.config import AlertRule, AlertsConfig
 from hub.errors import DeliveryError, StoreError
 from hub.logs import redact_text
+from hub.statuses import ReviewState
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
@@ -240,7 +241,7 @@ class AlertEngine:
         reviews: int | None = None
         if store_ok and any(r.when == "reviews_waiting" for r in rules):
             try:
-                reviews = len(await self.hub.store.list_reviews(state="open", limit=10_000))  # type: ignore[union-attr]
+                reviews = len(await self.hub.store.list_reviews(state=ReviewState.OPEN, limit=10_000))  # type: ignore[union-attr]
             except StoreError:
                 reviews = None
         for rule in rules:
@@ -260,7 +261,7 @@ class AlertEngine:
                 conditions = [
                     Condition(rule, f"listener {name}", f"listener {name} is not accepting connections")
                     for name, listener in self.hub.listeners.items()
-                    if getattr(listener, "is_serving", None) is not None and not listener.is_serving()
+                    if not _serving(listener)
                 ]
             elif rule.when == "store_down":
                 conditions = [] if store_ok else [Condition(rule, "store", "the store does not answer within 2 s")]
@@ -352,3 +353,9 @@ def certificate_files(hub: Hub) -> list[str]:
     for component in hub.settings.component_configs.values():
         walk(component)
     return found
+
+
+def _serving(listener: object) -> bool:
+    """Whether a listener accepts connections; one that cannot tell (no ``is_serving()``) counts as serving."""
+    is_serving = getattr(listener, "is_serving", None)
+    return is_serving is None or bool(is_serving())

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from hub.environments import Environment
 from hub.errors import ConfigError, ValidationError
 from hub.identity.nir import InsProblem, check_nir
 
@@ -68,14 +69,6 @@ class InsUsage(enum.StrEnum):
     PRODUCTION = "production"
     TEST = "test"
     DEMO = "demo"
-
-
-class Environment(enum.StrEnum):
-    """Where the hub runs; decides which INS roots it accepts and which it stamps."""
-
-    PRODUCTION = "production"
-    INTEGRATION = "integration"
-    TEST = "test"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, TypeAlias
 
 __all__ = [
     "FR_CORE_IDENTITY_STATUS_SYSTEM",
@@ -24,6 +25,7 @@ __all__ = [
     "TABLE_0445_CODES",
     "IdentityAttribute",
     "IdentityStatus",
+    "IdentityStatusName",
     "Pid32Reading",
     "RnivRule",
     "may_call_insi",
@@ -110,6 +112,11 @@ class IdentityStatus(enum.StrEnum):
             return cls.PROVISOIRE
         return None
 
+
+IdentityStatusName: TypeAlias = Literal[
+    IdentityStatus.PROVISOIRE, IdentityStatus.RECUPEREE, IdentityStatus.VALIDEE, IdentityStatus.QUALIFIEE
+]
+"""A config field's type for `IdentityStatus`: its JSON Schema lists the values inline, as ``Literal`` does."""
 
 _FR_CORE_CODES = {
     IdentityStatus.PROVISOIRE: "PROV",

@@ -13,6 +13,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from hub.errors import StoreError
 from hub.message import Message
+from hub.statuses import BLOCKING_STATUSES, HELD_STATUSES, DeliveryStatus
 from hub.store.content_index import IndexLag
 
 __all__ = [
@@ -47,19 +48,12 @@ __all__ = [
     "searchable_text",
 ]
 
-#: Deliveries waiting for the patient's identity: for a qualified INS, or for an operator's review.
-HELD_STATUSES = ("awaiting_identity", "identity_review")
-#: Delivery statuses that hold back later deliveries of the same ordering key (FIFO per key); with the
-#: route's `hold_behind_dead`, a dead letter holds its key too, until it is requeued or discarded.
-BLOCKING_STATUSES = ("pending", "in_flight", *HELD_STATUSES)
 #: The dead letter that holds a delivery's ordering key (both stores; ``{t}`` the table, ``{p}`` the placeholder).
 DEAD_LETTER_AHEAD_SQL = (
     "SELECT e.id FROM {t} e JOIN {t} d ON d.route = e.route AND d.destination = e.destination"
     " AND d.ordering_key = e.ordering_key WHERE d.id = {p} AND e.status = 'dead' AND e.id < d.id"
     " ORDER BY e.id LIMIT 1"
 )
-#: Message statuses.
-MESSAGE_STATUSES = ("pending", "awaiting_identity", "identity_review", "delivered", "failed", "rejected", "unrouted")
 #: Business keys indexed in the message-keys table (several per message, added at submit and when a delivery's
 #: steps record them), with the metadata keys that carry them: the INS, and the document uniqueId (CDA
 #: ClinicalDocument/id as ``root^extension``, or a FHIR DocumentReference's master identifier).
@@ -509,16 +503,17 @@ def fold_queue_stats(rows: Iterable[tuple[str, str, str, int, datetime, int | No
     acc: dict[tuple[str, str], dict[str, Any]] = {}
     for route, destination, status, count, oldest, retried in rows:
         q = acc.setdefault((route, destination), {})
-        if status == "pending":
+        if status == DeliveryStatus.PENDING:
             q["pending"] = q.get("pending", 0) + count
             q["retrying"] = q.get("retrying", 0) + int(retried or 0)
-        elif status == "in_flight":
+        elif status == DeliveryStatus.IN_FLIGHT:
             q["in_flight"] = count
-        elif status == "dead":
+        elif status == DeliveryStatus.DEAD:
             q["dead"] = count
         else:
             q["held"] = q.get("held", 0) + count
-        if status in ("pending", "in_flight") and (q.get("oldest_at") is None or oldest < q["oldest_at"]):
+        waiting = status in (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
+        if waiting and (q.get("oldest_at") is None or oldest < q["oldest_at"]):
             q["oldest_at"] = oldest
     return [QueueStats(route=r, destination=d, **q) for (r, d), q in sorted(acc.items())]
 

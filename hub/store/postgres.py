@@ -18,12 +18,13 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from hub.errors import StoreError
 from hub.message import Message, utcnow
+from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
 from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
@@ -58,6 +59,10 @@ from hub.store.base import (
 )
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.pg_maintenance import Vacuumed, vacuum_hot_tables
+
+#: A connection checked out of the pool (a proxy of `asyncpg.Connection`), and either kind.
+_PoolConnection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+_AnyConnection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | _PoolConnection"
 
 __all__ = ["PostgresStore"]
 
@@ -444,7 +449,7 @@ _REFRESH_STATUS = """
 """
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def _keep_session(conn: _AnyConnection) -> None:
     """A pooled connection goes back as it is: the store leaves no session state behind (its advisory
     locks are transaction-scoped, it never LISTENs, SETs or opens cursors on pooled connections), so
     asyncpg's default reset would only cost a round trip per store call."""
@@ -526,7 +531,7 @@ def _claimed_sent(row: asyncpg.Record) -> SentPayload | None:
     return None if row["s_sent_id"] is None else _sent(row, "s_")
 
 
-async def _sent_rows(conn: asyncpg.Connection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
+async def _sent_rows(conn: _AnyConnection, ids: list[int], *, body: bool = True) -> dict[int, SentPayload]:
     cols = _SENT_COLS.format(body="body" if body else "CASE WHEN body IS NULL THEN NULL ELSE ''::bytea END")
     rows = await conn.fetch(f"SELECT {cols} FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", ids)
     return {r["delivery_id"]: _sent(r) for r in rows}
@@ -645,7 +650,7 @@ class PostgresStore:
             raise StoreError(f"postgres: cannot connect ({type(exc).__name__})") from None
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _conn(self) -> AsyncIterator[_PoolConnection]:
         # The pool reconnects a closed connection on acquire, so a server restart costs the statements
         # that were running, not the pool.
         if self._pool is None:
@@ -659,11 +664,11 @@ class PostgresStore:
     async def open(self) -> None:
         try:
             if self._schema:
-                conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+                first = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
                 try:
-                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+                    await first.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
                 finally:
-                    await conn.close()
+                    await first.close()
             self._pool = await asyncpg.create_pool(
                 self._dsn,
                 min_size=2,
@@ -752,12 +757,12 @@ class PostgresStore:
         self, message: Message, deliveries: list[NewDelivery], *, endpoint: str, dedup_key: str | None
     ) -> SubmitResult:
         assert self._committer is not None
-        status = "pending" if deliveries else "unrouted"
+        status = MessageStatus.PENDING if deliveries else MessageStatus.UNROUTED
         return await self._committer.submit((message, deliveries, endpoint, dedup_key, status, ""))
 
     async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
         assert self._committer is not None
-        await self._committer.submit((message, [], endpoint, None, "rejected", reason))
+        await self._committer.submit((message, [], endpoint, None, MessageStatus.REJECTED, reason))
 
     async def _flush(self, batch: list[_Submission]) -> list[SubmitResult]:
         cols: list[list[Any]] = [[] for _ in range(17)]
@@ -787,8 +792,8 @@ class PostgresStore:
         d_cols: list[list[Any]] = [[] for _ in range(5)]
         for message, deliveries, *_ in batch:
             for d in deliveries:
-                for i, v in enumerate((message.id, d.route, d.destination, d.max_attempts, d.ordering_key)):
-                    d_cols[i].append(v)
+                for i, dv in enumerate((message.id, d.route, d.destination, d.max_attempts, d.ordering_key)):
+                    d_cols[i].append(dv)
         async with self._writer() as conn:
             # One statement, so one round trip and its own transaction: the messages, then the
             # deliveries of those actually inserted (not the duplicates), then the wake-up for
@@ -912,14 +917,14 @@ class PostgresStore:
             if keyed:
                 await conn.execute(_INSERT_KEYS, *_key_columns(keyed))
             for f in done:
-                if f.status == "identity_review":
+                if f.status == DeliveryStatus.IDENTITY_REVIEW:
                     await conn.execute(
                         "INSERT INTO hub_reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
                         " SELECT $1, id, coalesce(patient_key, ''), $3, 'open', now() FROM hub_messages WHERE id = $2",
                         f.delivery_id, kept[f.delivery_id]["message_id"], f.review or f.error,
                     )  # fmt: skip
             await conn.execute(_REFRESH_STATUS, list({r["message_id"] for r in rows}))
-            if any(f.status == "pending" for f in done):
+            if any(f.status == DeliveryStatus.PENDING for f in done):
                 await conn.execute(f"NOTIFY {_CHANNEL}")
         return [f.delivery_id in kept for f in batch]
 
@@ -1115,7 +1120,7 @@ class PostgresStore:
     async def resolve_review(self, review_id: int, *, action: str, by: str) -> Review | None:
         if action not in ("release", "discard"):
             raise ValueError("action must be release or discard")
-        state = "released" if action == "release" else "discarded"
+        state = ReviewState.RELEASED if action == "release" else ReviewState.DISCARDED
         async with self._conn() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE hub_reviews SET state = $2, resolved_at = now(), resolved_by = $3"
@@ -1278,6 +1283,7 @@ class PostgresStore:
                 " JOIN hub_messages m ON m.id = p.message_id",
                 LAG_COUNT_CAP,
             )
+        assert row is not None  # an aggregate without GROUP BY returns exactly one row
         return IndexLag(int(row[0]), row[1])
 
     async def search_content(self, query: ContentQuery) -> list[MessageRecord]:

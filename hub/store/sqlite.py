@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from hub.errors import StoreError
 from hub.message import Message, utcnow
+from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
 from hub.store.base import (
     AUDIT_GENESIS,
     BLOCKING_STATUSES,
@@ -521,15 +522,15 @@ class SqliteStore:
         self, message: Message, deliveries: list[NewDelivery], *, endpoint: str, dedup_key: str | None
     ) -> SubmitResult:
         assert self._committer is not None
-        status = "pending" if deliveries else "unrouted"
+        status = MessageStatus.PENDING if deliveries else MessageStatus.UNROUTED
         return await self._committer.submit((message, deliveries, endpoint, dedup_key, status, ""))
 
     async def store_rejected(self, message: Message, *, endpoint: str, reason: str) -> None:
         assert self._committer is not None
-        await self._committer.submit((message, [], endpoint, None, "rejected", reason))
+        await self._committer.submit((message, [], endpoint, None, MessageStatus.REJECTED, reason))
 
     async def _flush(self, batch: list[_Submission]) -> list[SubmitResult]:
-        results = await self._run(self._tx, lambda db: self._insert_batch(db, batch))
+        results: list[SubmitResult] = await self._run(self._tx, lambda db: self._insert_batch(db, batch))
         self._indexer.wake()
         return results
 
@@ -731,7 +732,7 @@ class SqliteStore:
         sent = _sent_rows(db, ids)
         out = []
         for r in rows:
-            d = dataclasses.replace(_delivery(r), status="in_flight", attempts=r[5] + 1)
+            d = dataclasses.replace(_delivery(r), status=DeliveryStatus.IN_FLIGHT, attempts=r[5] + 1)
             out.append(Claimed(d, messages[d.message_id], sent.get(d.id)))
         return out
 
@@ -807,7 +808,7 @@ class SqliteStore:
         keys = business_keys(output_metadata) if output_metadata else None
         if keys:
             _insert_keys(db, message_id, keys)
-        if status == "identity_review":
+        if status == DeliveryStatus.IDENTITY_REVIEW:
             key = db.execute("SELECT patient_key FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
             db.execute(
                 "INSERT INTO reviews (delivery_id, message_id, patient_key, reason, state, created_at)"
@@ -1079,7 +1080,7 @@ class SqliteStore:
                     (now, review.delivery_id),
                 )
                 self._promote_next(db, review.delivery_id)
-            state = "released" if action == "release" else "discarded"
+            state = ReviewState.RELEASED if action == "release" else ReviewState.DISCARDED
             db.execute(
                 "UPDATE reviews SET state = ?, resolved_at = ?, resolved_by = ? WHERE id = ?",
                 (state, now, by, review_id),
@@ -1221,7 +1222,8 @@ class SqliteStore:
     async def find_deliveries(
         self, *, status: str | None = None, destination: str | None = None, limit: int = 1000, after_id: int = 0
     ) -> list[Delivery]:
-        where, args = ["id > ?"], [after_id]
+        where = ["id > ?"]
+        args: list[object] = [after_id]
         if status:
             where.append("status = ?")
             args.append(status)

@@ -48,7 +48,6 @@ from mappings.cda.codes import (
 )
 
 __all__ = [
-    "CONTENT_CDA",
     "HL7_NS",
     "II",
     "LAB_NS",
@@ -80,7 +79,6 @@ __all__ = [
     "xsi_type",
 ]
 
-CONTENT_CDA = "application/cda+xml"
 HL7_NS = "urn:hl7-org:v3"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 # IHE PALM extension namespace (serviceEvent lab:statusCode), as in the ANS CR-BIO examples.

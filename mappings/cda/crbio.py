@@ -53,13 +53,14 @@ from typing import Literal
 from lxml import etree
 from pydantic import Field
 
+from hub.content_types import ContentType
 from hub.documents import DocumentsNeeded, DocumentVersion
 from hub.errors import MappingError, Retryable
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import StepContext
 from hub.registry import register
 from mappings.cda import builder as b
-from mappings.cda.builder import CONTENT_CDA, II, CdaConfig, CodedConfig, Organization, Practitioner
+from mappings.cda.builder import II, CdaConfig, CodedConfig, Organization, Practitioner
 from mappings.cda.codes import (
     CRBIO_CHAPTERS,
     INTERPRETATION_OID,
@@ -932,8 +933,8 @@ def oru_to_crbio(
     "step",
     "v2_oru_to_cda_crbio",
     config=CrBioConfig,
-    consumes=(CONTENT_HL7V2,),
-    produces=CONTENT_CDA,
+    consumes=(ContentType.HL7V2,),
+    produces=ContentType.CDA,
     needs=("documents",),
 )
 def v2_oru_to_cda_crbio(
@@ -951,4 +952,4 @@ def v2_oru_to_cda_crbio(
         documents=ctx.documents if ctx is not None else None,
         can_ask=ctx is not None,
     )
-    return message.derive(body=xml, content_type=CONTENT_CDA, **metadata)
+    return message.derive(body=xml, content_type=ContentType.CDA, **metadata)

@@ -62,6 +62,7 @@ from hub.errors import ParseError
 from hub.identity import INS_NIR_DEMO_OID, INS_NIR_TEST_OID, INS_ROOTS, InsProblem, check_nir
 from mappings.cda.header_value_sets import check_value_sets
 from mappings.xml import parse_xml
+from mappings.xml.text import collapsed_text
 
 __all__ = [
     "Violation",
@@ -231,7 +232,7 @@ def read_cda_header(root_or_bytes: etree._Element | etree._ElementTree | bytes) 
     put("language_code", _attr(doc, "languageCode", "code"))
     title = _one(doc, "title")
     if title is not None:
-        put("title", " ".join("".join(title.itertext()).split()))
+        put("title", collapsed_text(title))
     put("template_ids", " ".join(t.get("root", "") for t in _all(doc, "templateId") if t.get("root")))
 
     author_id = _path(doc, "author", "assignedAuthor", "id")

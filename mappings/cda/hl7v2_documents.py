@@ -13,7 +13,7 @@ that say where the document goes and who may see it.
   document (nonXMLBody, IHE XDS-SD template). A replacement (MDM^T10, OBX-11 C)
   is a new version: same setId, a RPLC relatedDocument to the replaced id.
 * **delete** (MDM^T04, OBX-11 D): a deletion *request*: content type
-  :data:`CONTENT_CDA_DELETION`, an empty body, and the document's ids in the
+  :data:`ContentType.CDA_DELETION`, an empty body, and the document's ids in the
   metadata, for a destination to act on (DMP: ITI-57 status Deleted).
 
 An ORU may carry the document in two formats (volet, "Message ORU": a CDA
@@ -77,12 +77,13 @@ from typing import Literal
 from lxml import etree
 from pydantic import Field
 
+from hub.content_types import ContentType
 from hub.errors import MappingError, MessageError, ParseError
 from hub.identity import INS_ROOTS
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import register
 from mappings.cda import builder as b
-from mappings.cda.builder import CONTENT_CDA, II, CdaConfig, Organization, Practitioner
+from mappings.cda.builder import II, CdaConfig, Organization, Practitioner
 from mappings.cda.codes import LOINC_OID, TRE_A05_OID, Coded, encounter_code, v2_coding_system_oid
 from mappings.cda.header import read_cda_header, validate_cda_header
 from mappings.cda.v2_input import (
@@ -99,7 +100,6 @@ from mappings.hl7v2.er7 import Er7Message
 from mappings.xml import parse_xml
 
 __all__ = [
-    "CONTENT_CDA_DELETION",
     "FLAG_KEYS",
     "Distribution",
     "DocumentConfig",
@@ -112,7 +112,6 @@ __all__ = [
     "v2_document_to_cda",
 ]
 
-CONTENT_CDA_DELETION = "application/x-cda-deletion-request"
 FORMAT_XDS_SD_PDF = "urn:ihe:iti:xds-sd:pdf:2008"
 TEMPLATE_XDS_SD = "1.3.6.1.4.1.19376.1.2.20"
 
@@ -341,10 +340,10 @@ def _read_prt(seg: Segment, out: Distribution) -> None:
         if not address:
             raise MappingError("PRT RCT without an MSSanté address (PRT-15.4)", location=seg.loc(15, 4))
         out.recipients.append(address)
-        person = seg.reps(5)[0] if seg.reps(5) else ""
+        recipient = seg.reps(5)[0] if seg.reps(5) else ""
         patient = (
-            seg.comp(person, 13) == "INS"
-            or bool({seg.comp(person, 9, 1), seg.comp(person, 9, 2)} & INS_ROOTS)
+            seg.comp(recipient, 13) == "INS"
+            or bool({seg.comp(recipient, 9, 1), seg.comp(recipient, 9, 2)} & INS_ROOTS)
             or address.lower().endswith(_PATIENT_MAIL_DOMAIN)
         )
         if patient:
@@ -495,7 +494,8 @@ def document_obx(er7: Er7Message) -> tuple[list[Segment], list[Segment]]:
     later). ED rows without one (a mail body sent as in the MSSanté-to-LPS volet, ``OBX-3 =
     <Message-ID>^<subject>``, ``^text^^Base64^...``) are optional parts, not documents.
     """
-    docs, others = [], []
+    docs: list[Segment] = []
+    others: list[Segment] = []
     for obx in segments(er7, "OBX"):
         if obx.get(2) != "ED" or obx.get(3, 3) == "MetaDMPMSS":
             continue
@@ -590,8 +590,8 @@ def read_v2_document(body: bytes, *, config: DocumentConfig, hints: Mapping[str,
     if warnings:
         metadata["warnings"] = "; ".join(warnings)
     if action == "delete":
-        return V2Document(action, b"", CONTENT_CDA_DELETION, metadata)
-    return V2Document(action, out_body, CONTENT_CDA, metadata)
+        return V2Document(action, b"", ContentType.CDA_DELETION, metadata)
+    return V2Document(action, out_body, ContentType.CDA, metadata)
 
 
 def _document(
@@ -765,6 +765,8 @@ def _wrap_pdf(
         practice_setting=config.required_practice_setting(),
     )
     if action == "replace":
+        if parent is None:  # read_v2_document checked it: a replacement names its parent
+            raise MappingError("a replacement without the id of the document it replaces (TXA-13)")
         b.add_related_document(doc, parent_id=parent, parent_version=parent_version)
     encounter_start = _first_time([(pv1, 44)], default=activity)
     b.add_component_of(
@@ -882,7 +884,7 @@ def check_v2_documents(body: bytes) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ step
 
 
-@register("step", "v2_document_to_cda", config=DocumentConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_CDA)
+@register("step", "v2_document_to_cda", config=DocumentConfig, consumes=(ContentType.HL7V2,), produces=ContentType.CDA)
 def v2_document_to_cda(message: Message, config: DocumentConfig | None = None) -> Message:
     """Document carried in HL7 v2 (ORU/MDM, Ségur volet) -> CDA R2, or a deletion request for T04 / OBX-11 D.
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
+from fpdf.fonts import CoreFont
 
 __all__ = ["ReportView", "ResultLine", "ViewSection", "render_pdf"]
 
@@ -143,8 +144,16 @@ def _width(pdf: FPDF, text: str) -> float:
 
     fpdf2's get_string_width handles text shaping and styles, ~100 µs a call; the core fonts need none.
     """
-    widths = pdf.current_font.cw
+    widths = _core_widths(pdf)
     return sum(widths.get(char, 500) for char in text) * pdf.font_size / 1000
+
+
+def _core_widths(pdf: FPDF) -> dict[str, int]:
+    """The current core font's character widths (font units, per mille of its size), by character."""
+    font = pdf.current_font
+    assert isinstance(font, CoreFont), "the report uses core fonts only"
+    widths: dict[str, int] = font.cw
+    return widths
 
 
 def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
@@ -153,7 +162,7 @@ def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
     fpdf2's multi_cell does the same with a full line-breaking engine that costs ~1 ms a cell;
     a report has hundreds of cells, and the core fonts need no shaping.
     """
-    widths, size = pdf.current_font.cw, pdf.font_size
+    widths, size = _core_widths(pdf), pdf.font_size
     space = widths.get(" ", 500)
     lines: list[str] = []
     for paragraph in text.split("\n"):

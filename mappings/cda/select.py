@@ -15,10 +15,12 @@ from lxml import etree
 from pydantic import Field, field_validator, model_validator
 
 from hub.conditions import Selector
+from hub.content_types import ContentType
 from hub.errors import MappingError, MessageError, ParseError
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.xml import parse_xml
+from mappings.xml.text import element_text
 
 __all__ = ["NAMESPACES", "XpathReadConfig", "xpath_read", "xpath_selector"]
 
@@ -28,7 +30,7 @@ NAMESPACES = {
     "sdtc": "urn:hl7-org:sdtc",
     "xsi": "http://www.w3.org/2001/XMLSchema-instance",
 }
-_XML_TYPES = ("application/cda+xml", "application/xml", "text/xml")
+_XML_TYPES = (ContentType.CDA, "application/xml", "text/xml")
 
 
 def _text(value: Any) -> str:
@@ -37,7 +39,7 @@ def _text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, etree._Element):
-        return "".join(value.itertext())
+        return element_text(value)
     return str(value)
 
 
@@ -111,4 +113,4 @@ def xpath_read(message: Message, *, config: XpathReadConfig) -> Message:
             if cache.get("xml") is None:
                 raise ParseError("the body is not well-formed XML", code="100")
             raise MappingError(f"xpath_read: {key}: {expression} finds no value")
-    return message.derive(**found)
+    return message.derive(body=message.body, **found)

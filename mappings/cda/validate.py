@@ -24,10 +24,11 @@ from __future__ import annotations
 from lxml import etree
 from pydantic import Field
 
+from hub.content_types import ContentType
 from hub.errors import ValidationError
 from hub.message import Message
 from hub.registry import ComponentConfig, register
-from mappings.cda.builder import CONTENT_CDA, HL7_NS
+from mappings.cda.builder import HL7_NS
 from mappings.cda.header import read_cda_header, validate_cda_header
 from mappings.cda.structure import check_structure
 from mappings.xml import parse_xml
@@ -58,7 +59,7 @@ class CdaValidateConfig(ComponentConfig):
     max_bytes: int = Field(16 * 2**20, ge=1024, description="Largest document accepted.")
 
 
-@register("step", "cda_validate", config=CdaValidateConfig, consumes=(CONTENT_CDA,), produces=CONTENT_CDA)
+@register("step", "cda_validate", config=CdaValidateConfig, consumes=(ContentType.CDA,), produces=ContentType.CDA)
 def cda_validate(message: Message, config: CdaValidateConfig | None = None) -> Message:
     """Refuse a CDA that breaks the CI-SIS header rules (listing every violation); add its header metadata."""
     cfg = config or CdaValidateConfig()
@@ -73,4 +74,4 @@ def cda_validate(message: Message, config: CdaValidateConfig | None = None) -> M
     metadata = read_cda_header(root)
     if self_presenting:
         metadata["cda_self_presenting"] = "Y"
-    return message.derive(**metadata)
+    return message.derive(body=message.body, **metadata)

@@ -11,13 +11,12 @@ from mappings.fhir import cda_mhd as _cda_mhd  # noqa: F401  (registers cda_to_m
 from mappings.fhir import patient_v2 as _patient_v2  # noqa: F401  (registers fhir_patient_to_v2_adt)
 from mappings.fhir import v2_adt as _v2_adt  # noqa: F401  (registers v2_adt_to_fhir_patient)
 from mappings.fhir import v2_oru as _v2_oru  # noqa: F401  (registers v2_oru_to_fhir_report)
-from mappings.fhir.common import CONTENT_FHIR, Issue, operation_outcome
+from mappings.fhir.common import Issue, operation_outcome
 from mappings.fhir.identifiers import active_ins, business_identifier, patient_key_of
 from mappings.fhir.reader import fhir_metadata, read_fhir_metadata
 from mappings.fhir.validate import validate_fhir, validate_structure
 
 __all__ = [
-    "CONTENT_FHIR",
     "Issue",
     "active_ins",
     "business_identifier",

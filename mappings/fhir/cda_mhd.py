@@ -54,13 +54,13 @@ from typing import Any, Literal
 from lxml import etree
 from pydantic import Field, field_validator
 
+from hub.content_types import ContentType
 from hub.errors import MappingError
 from hub.identity import FR_CORE_IDENTITY_STATUS_SYSTEM, FR_CORE_V2_0445_SYSTEM, INS_ROOTS, authority_for_oid
 from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.cda.header import read_cda_header
 from mappings.fhir.common import (
-    CONTENT_FHIR,
     FR_CORE_V2_0203_SYSTEM,
     LOINC_SYSTEM,
     V2_0203_SYSTEM,
@@ -81,9 +81,8 @@ from mappings.xds.metadata import XdsCode, entry_uuid_for
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_FHIR_SYSTEM, visibility_codes
 from mappings.xml import parse_xml
 
-__all__ = ["CONTENT_CDA", "CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
+__all__ = [ "CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
 
-CONTENT_CDA = "application/cda+xml"
 _H = "{urn:hl7-org:v3}"
 _MHD = "https://profiles.ihe.net/ITI/MHD"
 _RFC3986 = "urn:ietf:rfc:3986"
@@ -199,15 +198,15 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     if not identifiers:
         raise MappingError("recordTarget without an INS or a local patient id", location=f"{where[:-8]}/id")
     county = _path(person, "birthplace", "place", "addr", "county")
-    if county is not None and (county.text or "").strip():
+    county_code = (county.text or "").strip() if county is not None else ""
+    if county_code:
         address: dict[str, Any] = {
-            "extension": [
-                {"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county.text.strip()}}
-            ]
+            "extension": [{"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county_code}}]
         }
         city = _path(person, "birthplace", "place", "addr", "city")
-        if city is not None and (city.text or "").strip():
-            address["city"] = city.text.strip()
+        city_name = (city.text or "").strip() if city is not None else ""
+        if city_name:
+            address["city"] = city_name
         extensions.append({"url": BIRTH_PLACE_URL, "valueAddress": address})
     if extensions:
         patient["extension"] = extensions
@@ -321,8 +320,9 @@ def _actor(prefix: str, entity: etree._Element, where: str) -> list[dict[str, An
     if org_id is not None:
         org = {"resourceType": "Organization", "id": f"{prefix}-org", "identifier": [org_id]}
         name = _path(org_el, "name")
-        if name is not None and (name.text or "").strip():
-            org["name"] = " ".join(name.text.split())
+        org_name = " ".join((name.text or "").split()) if name is not None else ""
+        if org_name:
+            org["name"] = org_name
     if ident["system"] != f"urn:oid:{_PS_ROOT}" and _path(entity, "assignedPerson") is None:
         device: dict[str, Any] = {"resourceType": "Device", "id": prefix, "identifier": [ident]}
         if org is not None:
@@ -576,8 +576,8 @@ def cda_to_mhd(  # noqa: C901 (merged above the limit; to split)
     return bundle, meta
 
 
-@register("step", "cda_to_mhd_bundle", config=CdaToMhdConfig, consumes=(CONTENT_CDA,), produces=CONTENT_FHIR)
+@register("step", "cda_to_mhd_bundle", config=CdaToMhdConfig, consumes=(ContentType.CDA,), produces=ContentType.FHIR)
 def cda_to_mhd_bundle(message: Message, config: CdaToMhdConfig | None = None) -> Message:
     """CDA R2 document → MHD/PDSm ITI-65 transaction Bundle (List submission set + DocumentReference + Binary)."""
     bundle, meta = cda_to_mhd(message.body, message, config)
-    return message.derive(body=dump_json(bundle), content_type=CONTENT_FHIR, **meta)
+    return message.derive(body=dump_json(bundle), content_type=ContentType.FHIR, **meta)

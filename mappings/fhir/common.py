@@ -17,7 +17,6 @@ from typing import Any, Literal
 from hub.errors import ParseError
 
 __all__ = [
-    "CONTENT_FHIR",
     "FR_CORE_V2_0203_SYSTEM",
     "LOINC_SYSTEM",
     "UCUM_SYSTEM",
@@ -31,8 +30,7 @@ __all__ = [
     "stable_uuid",
 ]
 
-CONTENT_FHIR = "application/fhir+json"
-"""The hub's content type for FHIR R4 JSON bodies (same value as `mappings.ins.steps.CONTENT_FHIR`)."""
+"""The hub's content type for FHIR R4 JSON bodies (same value as `mappings.ins.steps.ContentType.FHIR`)."""
 
 LOINC_SYSTEM = "http://loinc.org"
 UCUM_SYSTEM = "http://unitsofmeasure.org"

@@ -31,10 +31,10 @@ import fhirpathpy
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from hub.conditions import ValueTest
+from hub.content_types import ContentType
 from hub.errors import MappingError, ParseError
 from hub.message import Message
 from hub.registry import ComponentConfig, register
-from mappings.fhir.common import CONTENT_FHIR
 from mappings.fhir.select import check_fhirpath, text_of
 
 __all__ = ["FhirMapConfig", "fhir_map"]
@@ -115,7 +115,7 @@ def _holders(node: Any, targets: list[dict[str, Any]]) -> Iterable[tuple[Any, An
                 stack.append(value)
 
 
-@register("step", "fhir_map", config=FhirMapConfig, consumes=(CONTENT_FHIR,), produces=CONTENT_FHIR)
+@register("step", "fhir_map", config=FhirMapConfig, consumes=(ContentType.FHIR,), produces=ContentType.FHIR)
 def fhir_map(message: Message, *, config: FhirMapConfig) -> Message:
     """Set, unset and remove values of a FHIR JSON body at objects selected with FHIRPath."""
     try:

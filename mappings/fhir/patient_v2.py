@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from hub.content_types import ContentType
 from hub.errors import MappingError
 from hub.identity import (
     FR_CORE_IDENTITY_STATUS_SYSTEM,
@@ -43,9 +44,9 @@ from hub.identity import (
     IdentityStatus,
     authority_for_oid,
 )
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import ComponentConfig, register
-from mappings.fhir.common import CONTENT_FHIR, load_json
+from mappings.fhir.common import load_json
 from mappings.fhir.identifiers import HUB_AUTHORITY_URN, active_ins, local_identifier
 from mappings.fhir.validate import BIRTH_LIST_GIVEN_NAME_URL, BIRTH_PLACE_URL, IDENTITY_RELIABILITY_URL, INSEE_CODE_URL
 from mappings.hl7v2.er7 import Delimiters, escape
@@ -226,9 +227,9 @@ def patient_to_adt(message: Message, config: PatientToV2Config | None = None) ->
     ins = active_ins(patient) if status is IdentityStatus.QUALIFIEE else None
     pid3 = [f"{_esc(local['value'])}^^^{_cx4(local, cfg)}^PI"]
     if ins is not None:
-        authority = authority_for_oid(ins[1])
-        assert authority is not None
-        pid3.append(f"{_esc(ins[0])}^^^{authority.hl7_namespace}&{authority.oid}&ISO^INS")
+        ins_authority = authority_for_oid(ins[1])
+        assert ins_authority is not None
+        pid3.append(f"{_esc(ins[0])}^^^{ins_authority.hl7_namespace}&{ins_authority.oid}&ISO^INS")
     names = [n for n in patient.get("name") or [] if isinstance(n, dict)]
     pid5 = [_xpn(n, "L") for n in names if n.get("use") == "official"][:1]
     pid5 += [_xpn(n, "D") for n in names if n.get("use") == "usual"][:1]
@@ -279,8 +280,9 @@ def patient_to_adt(message: Message, config: PatientToV2Config | None = None) ->
     return body, meta
 
 
-@register("step", "fhir_patient_to_v2_adt", config=PatientToV2Config, consumes=(CONTENT_FHIR,), produces=CONTENT_HL7V2)
+@register("step", "fhir_patient_to_v2_adt", config=PatientToV2Config,
+          consumes=(ContentType.FHIR,), produces=ContentType.HL7V2)
 def fhir_patient_to_v2_adt(message: Message, config: PatientToV2Config | None = None) -> Message:
     """FHIR FR Core Patient → IHE PAM France ADT^A28 / ADT^A31 for legacy subscribers."""
     body, meta = patient_to_adt(message, config)
-    return message.derive(body=body, content_type=CONTENT_HL7V2, **meta)
+    return message.derive(body=body, content_type=ContentType.HL7V2, **meta)

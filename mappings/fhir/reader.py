@@ -26,9 +26,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hub.content_types import ContentType
 from hub.errors import ValidationError
+from hub.identity import IdentityStatus
 from hub.registry import register
-from mappings.fhir.common import CONTENT_FHIR, iter_resources, load_json
+from mappings.fhir.common import iter_resources, load_json
 from mappings.fhir.identifiers import active_ins, authority_of, patient_key_of, type_codes
 from mappings.fhir.patient_consistency import patient_consistency_issues
 from mappings.fhir.validate import IDENTITY_RELIABILITY_URL, validate_fhir
@@ -52,9 +54,6 @@ def remove_patient_authorities(mapping: Mapping[str, str]) -> None:
             del _AUTHORITIES[system]
 
 
-_STATUS_2_2 = {"PROV": "provisoire", "RECUP": "recuperee", "VALI": "validee", "QUAL": "qualifiee"}
-
-
 def _status(patient: Mapping[str, Any]) -> str:
     for ext in patient.get("extension") or []:
         if not isinstance(ext, dict) or ext.get("url") != IDENTITY_RELIABILITY_URL:
@@ -66,10 +65,11 @@ def _status(patient: Mapping[str, Any]) -> str:
             code = str(coding.get("code") or "")
             if str(coding.get("system") or "").endswith("fr-core-cs-v2-0445"):
                 # FR Core 2.1 / PAM table 0445: VALI with an INS is qualifiée (DOMAIN.md §2.5).
-                if code == "VALI":
-                    return "qualifiee" if active_ins(patient) else "validee"
-                return "provisoire" if code == "PROV" else ""
-            return _STATUS_2_2.get(code, "")
+                return IdentityStatus.from_pam(code, ins_present=bool(active_ins(patient))) or ""
+            try:
+                return IdentityStatus.from_fr_core(code)
+            except ValueError:
+                return ""
     return ""
 
 
@@ -156,7 +156,7 @@ def fhir_metadata(doc: Mapping[str, Any], *, authorities: Mapping[str, str] | No
     return meta
 
 
-@register("reader", CONTENT_FHIR)
+@register("reader", ContentType.FHIR)
 def read_fhir_metadata(body: bytes) -> dict[str, str]:
     """Validate a FHIR R4 JSON body (structure, FR Core INS rules) and return its routing metadata.
 

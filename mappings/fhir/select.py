@@ -13,12 +13,13 @@ from typing import Any
 import fhirpathpy
 from antlr4 import CommonTokenStream, InputStream, Token
 from antlr4.error.ErrorListener import ErrorListener
-from fhirpathpy.parser import FHIRPathLexer, FHIRPathParser
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from hub.conditions import Selector
+from hub.content_types import ContentType
 from hub.message import Message
 from hub.registry import register
-from mappings.fhir.common import CONTENT_FHIR
 
 __all__ = ["fhirpath_selector", "text_of"]
 
@@ -56,7 +57,7 @@ def fhirpath_selector(expression: str) -> Selector:
     compiled = fhirpathpy.compile(expression)
 
     def select(message: Message, cache: dict[str, Any]) -> list[str]:
-        if message.content_type != CONTENT_FHIR:
+        if message.content_type != ContentType.FHIR:
             return []
         if "fhir" not in cache:
             try:
@@ -67,7 +68,7 @@ def fhirpath_selector(expression: str) -> Selector:
         if not isinstance(doc, dict):
             return []
         try:
-            result = compiled(doc)
+            result = compiled(doc, None)
         except Exception:  # an evaluation error on hostile content selects nothing; it never stops ingest
             return []
         return [text_of(v) for v in result if not isinstance(v, dict | list)]

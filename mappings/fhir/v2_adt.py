@@ -29,10 +29,11 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from hub.content_types import ContentType
 from hub.errors import MappingError, ValidationError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import register
-from mappings.fhir.common import CONTENT_FHIR, V2_0203_SYSTEM, dump_json, search_token, stable_uuid
+from mappings.fhir.common import V2_0203_SYSTEM, dump_json, search_token, stable_uuid
 from mappings.fhir.v2_common import (
     HL7_NULL,
     V2ToFhirConfig,
@@ -158,8 +159,9 @@ def adt_to_bundle(body: bytes, config: V2ToFhirConfig | None = None) -> tuple[di
     return transaction_bundle(msg, cfg, entries, patient)
 
 
-@register("step", "v2_adt_to_fhir_patient", config=V2ToFhirConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_FHIR)
+@register("step", "v2_adt_to_fhir_patient", config=V2ToFhirConfig,
+          consumes=(ContentType.HL7V2,), produces=ContentType.FHIR)
 def v2_adt_to_fhir_patient(message: Message, config: V2ToFhirConfig | None = None) -> Message:
     """PAM FR ADT (A28/A31/A01/A04...) → FHIR transaction Bundle: FR Core Patient (+ Encounter from PV1/ZBE)."""
     bundle, meta = adt_to_bundle(message.body, config)
-    return message.derive(body=dump_json(bundle), content_type=CONTENT_FHIR, **meta)
+    return message.derive(body=dump_json(bundle), content_type=ContentType.FHIR, **meta)

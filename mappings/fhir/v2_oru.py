@@ -35,11 +35,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.content_types import ContentType
 from hub.errors import MappingError, ValidationError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import register
 from mappings.cda.codes import to_ucum
-from mappings.fhir.common import CONTENT_FHIR, UCUM_SYSTEM, dump_json, search_token, stable_uuid
+from mappings.fhir.common import UCUM_SYSTEM, dump_json, search_token, stable_uuid
 from mappings.fhir.v2_common import (
     HL7_NULL,
     V2ToFhirConfig,
@@ -399,8 +400,9 @@ def oru_to_bundle(body: bytes, config: V2ToFhirConfig | None = None) -> tuple[di
     return transaction_bundle(msg, cfg, bundle.entries, patient)
 
 
-@register("step", "v2_oru_to_fhir_report", config=V2ToFhirConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_FHIR)
+@register("step", "v2_oru_to_fhir_report", config=V2ToFhirConfig,
+          consumes=(ContentType.HL7V2,), produces=ContentType.FHIR)
 def v2_oru_to_fhir_report(message: Message, config: V2ToFhirConfig | None = None) -> Message:
     """ORU^R01 → FHIR transaction Bundle: DiagnosticReport + Observations (LOINC, UCUM) + Specimen."""
     bundle, meta = oru_to_bundle(message.body, config)
-    return message.derive(body=dump_json(bundle), content_type=CONTENT_FHIR, **meta)
+    return message.derive(body=dump_json(bundle), content_type=ContentType.FHIR, **meta)

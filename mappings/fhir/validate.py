@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
+from hub.environments import HubEnvironment
 from hub.errors import MessageError
 from hub.identity import (
     FR_CORE_IDENTITY_STATUS_SYSTEM,
@@ -427,7 +428,7 @@ def _check_ins_identifiers(where: str, patient: dict[str, Any], environment: str
             issues.append(Issue("error", "required", f"{at}.value", "INS identifier without value"))
             continue
         issues.extend(_ins_value_issues(at, value))
-        if environment == "production" and authority.oid in _TEST_ROOTS:
+        if environment == HubEnvironment.PRODUCTION and authority.oid in _TEST_ROOTS:
             issues.append(Issue("error", "business-rule", f"{at}.system", "test or demonstration INS in production"))
         if ident.get("use") != "old":
             active += 1

@@ -48,8 +48,9 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from hub.conditions import Selector, ValueTest
+from hub.content_types import ContentType
 from hub.errors import MappingError, MessageError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.hl7v2.er7 import Delimiters, Er7Message, encode_er7, read_header, unescape
 from mappings.hl7v2.paths import ALL, Er7Edit, Hl7Path
@@ -61,7 +62,12 @@ _OPS = ("set", "copy", "move", "delete", "translate", "reorder", "add_segment", 
 
 
 def _op_value(rule: MapRule, op: str) -> str | None:
-    return getattr(rule, "copy_" if op == "copy" else op)  # `copy` would shadow BaseModel.copy
+    values = {
+        "set": rule.set, "copy": rule.copy_,  # `copy` would shadow BaseModel.copy
+        "move": rule.move, "delete": rule.delete, "translate": rule.translate, "reorder": rule.reorder,
+        "add_segment": rule.add_segment, "remove_segment": rule.remove_segment,
+    }  # fmt: skip
+    return values[op]
 Current = tuple[str, int] | None
 
 
@@ -431,7 +437,7 @@ def map_er7(body: bytes, config: Hl7v2MapConfig) -> tuple[bytes, dict[str, str] 
     return out, read_header(head)[1].metadata()
 
 
-@register("step", "hl7v2_map", config=Hl7v2MapConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_HL7V2)
+@register("step", "hl7v2_map", config=Hl7v2MapConfig, consumes=(ContentType.HL7V2,), produces=ContentType.HL7V2)
 def hl7v2_map(message: Message, *, config: Hl7v2MapConfig) -> Message:
     """Set, copy, move, delete, translate and reorder HL7 v2 fields, add and remove segments, by HL7 path."""
     body, metadata = map_er7(message.body, config)
@@ -444,7 +450,7 @@ def hl7_selector(expression: str) -> Selector:
     path = Hl7Path.parse(expression)
 
     def select(message: Message, cache: dict[str, Any]) -> list[str]:
-        if message.content_type != CONTENT_HL7V2:
+        if message.content_type != ContentType.HL7V2:
             return []
         if "hl7" not in cache:
             try:

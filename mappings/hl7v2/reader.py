@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from hub.message import CONTENT_HL7V2
+from hub.content_types import ContentType
 from hub.registry import register
 from mappings.hl7v2.er7 import check_header, decode_er7, encode_er7, read_header
 
 __all__ = ["Hl7v2Text", "read_hl7v2_metadata"]
 
 
-@register("reader", CONTENT_HL7V2)
+@register("reader", ContentType.HL7V2)
 def read_hl7v2_metadata(body: bytes) -> dict[str, str]:
     """MSH (and patient key) metadata of an ER7 message; MessageError when MSH is unusable."""
     er7, header = read_header(body)
@@ -17,7 +17,7 @@ def read_hl7v2_metadata(body: bytes) -> dict[str, str]:
     return header.metadata()
 
 
-@register("text", CONTENT_HL7V2)
+@register("text", ContentType.HL7V2)
 class Hl7v2Text:
     """HL7 v2 bodies as text, in the character set their MSH-18 declares (the one text layer, er7.py)."""
 

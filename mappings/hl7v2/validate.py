@@ -9,7 +9,8 @@ is kept as the reference of a differential test). Rejection reasons name the loc
 
 from __future__ import annotations
 
-from hub.message import CONTENT_HL7V2, Message
+from hub.content_types import ContentType
+from hub.message import Message
 from hub.registry import register
 from mappings.hl7v2.er7 import Er7Message
 from mappings.hl7v2.structure import validate_structure
@@ -17,7 +18,7 @@ from mappings.hl7v2.structure import validate_structure
 __all__ = ["hl7v2_validate"]
 
 
-@register("step", "hl7v2_validate", consumes=(CONTENT_HL7V2,), produces=CONTENT_HL7V2)
+@register("step", "hl7v2_validate", consumes=(ContentType.HL7V2,), produces=ContentType.HL7V2)
 def hl7v2_validate(message: Message) -> Message:
     """Refuse a message whose structure breaks its HL7 v2 message definition."""
     parsed = Er7Message(message.body)  # the one text layer (MSH-18, BOM, encoding characters); ParseError

@@ -8,10 +8,10 @@ PID-32 = VALI is applied by :func:`mappings.ins.read_identity_feed`.
 
 from __future__ import annotations
 
+from hub.content_types import ContentType
 from hub.identity.insi import traits_to_json
 from hub.identity.oids import InsPolicy
 from hub.identity_registry import IdentityUpdate
-from hub.message import CONTENT_HL7V2
 from hub.registry import register
 from mappings.ins.pam import IdentityFeed, read_identity_feed
 
@@ -43,7 +43,7 @@ def updates_from_feed(feed: IdentityFeed, message_id: str | None) -> list[Identi
     ]
 
 
-@register("identity_feed", CONTENT_HL7V2)
+@register("identity_feed", ContentType.HL7V2)
 def hl7v2_identity_updates(body: bytes, *, policy: InsPolicy, message_id: str | None) -> list[IdentityUpdate]:
     """The updates an IHE PAM France ADT asks of the registry; MessageError when it cannot feed one."""
     return updates_from_feed(read_identity_feed(body, policy=policy), message_id)

@@ -86,7 +86,10 @@ def _ws(text: str | None) -> str | None:
 def _indent_of(el: etree._Element) -> str | None:
     """The whitespace before ``el`` (its previous sibling's tail, or its parent's text)."""
     prev = el.getprevious()
-    return _ws(prev.tail) if prev is not None else _ws(el.getparent().text)
+    if prev is not None:
+        return _ws(prev.tail)
+    parent = el.getparent()
+    return _ws(parent.text) if parent is not None else None
 
 
 def _child_indent(parent: etree._Element) -> str | None:
@@ -126,6 +129,8 @@ def _insert(parent: etree._Element, index: int, el: etree._Element) -> None:
 def _remove(el: etree._Element) -> None:
     """Remove ``el``, keeping the layout: the whitespace before it survives, its own tail goes."""
     parent = el.getparent()
+    if parent is None:
+        raise ValueError("the root element cannot be removed")
     prev = el.getprevious()
     if el.tail and el.tail.strip():
         # Text after the element (mixed content) is kept on whatever precedes it.

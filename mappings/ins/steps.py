@@ -19,15 +19,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Protocol
 
+from hub.content_types import ContentType
+from hub.environments import ins_environment
 from hub.errors import IdentityMismatch, MappingError, MessageError
 from hub.identity.dates import parse_birth_date
 from hub.identity.insi import traits_from_json
-from hub.identity.oids import Environment, InsPolicy
+from hub.identity.oids import InsPolicy
 from hub.identity.rniv import IdentityAttribute, IdentityStatus
 from hub.identity.traits import Sex, StrictTraits, Trait, compare_traits
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import StepContext
 from hub.registry import register
 from mappings.hl7v2.er7 import Er7Message
@@ -38,12 +40,9 @@ from mappings.ins.stamp_fhir import stamp_fhir
 from mappings.ins.stamp_v2 import stamp_hl7v2
 from mappings.xml import parse_xml
 
-__all__ = ["CONTENT_CDA", "CONTENT_FHIR", "MessageTraits", "ins_stamp", "read_message_traits"]
+__all__ = [ "MessageTraits", "ins_stamp", "read_message_traits"]
 
-CONTENT_CDA = "application/cda+xml"
-CONTENT_FHIR = "application/fhir+json"
 _V3 = "{urn:hl7-org:v3}"
-_ENVIRONMENTS = {"production": Environment.PRODUCTION, "test": Environment.TEST, "development": Environment.TEST}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -148,11 +147,11 @@ def _fhir_has_patient(body: bytes) -> bool:
 def read_message_traits(message: Message) -> MessageTraits:
     """The strict traits a message states, by content type (none for other types)."""
     try:
-        if message.content_type == CONTENT_HL7V2:
+        if message.content_type == ContentType.HL7V2:
             return _v2_traits(message.body)
-        if message.content_type == CONTENT_CDA:
+        if message.content_type == ContentType.CDA:
             return _cda_traits(message.body)
-        if message.content_type == CONTENT_FHIR:
+        if message.content_type == ContentType.FHIR:
             return _fhir_traits(message.body)
     except MessageError:
         raise
@@ -161,10 +160,18 @@ def read_message_traits(message: Message) -> MessageTraits:
     return MessageTraits()
 
 
-_STAMPERS = {CONTENT_HL7V2: stamp_hl7v2, CONTENT_CDA: stamp_cda, CONTENT_FHIR: stamp_fhir}
+class _Stamper(Protocol):
+    def __call__(self, body: bytes, identity: StampIdentity, /, *, policy: InsPolicy | None = None) -> Stamped: ...
 
 
-@register("step", "ins_stamp", consumes=(CONTENT_HL7V2, CONTENT_CDA, CONTENT_FHIR), needs=("identity",))
+_STAMPERS: dict[str, _Stamper] = {
+    ContentType.HL7V2: stamp_hl7v2,
+    ContentType.CDA: stamp_cda,
+    ContentType.FHIR: stamp_fhir,
+}
+
+
+@register("step", "ins_stamp", consumes=(ContentType.HL7V2, ContentType.CDA, ContentType.FHIR), needs=("identity",))
 def ins_stamp(message: Message, ctx: StepContext) -> Message:
     """Stamp the registry's qualified INS (HL7 v2 PID-3/PID-32, CDA recordTarget, FHIR Patient)."""
     record = ctx.identity
@@ -175,7 +182,7 @@ def ins_stamp(message: Message, ctx: StepContext) -> Message:
         return message.derive(ins_stamped="false", ins_reason="patient not in the identity registry")
     if record.status != IdentityStatus.QUALIFIEE.value or not record.ins or not record.ins_oid:
         return message.derive(ins_stamped="false", ins_reason=f"identity is {record.status}, not qualifiee")
-    if message.content_type == CONTENT_FHIR and not _fhir_has_patient(message.body):
+    if message.content_type == ContentType.FHIR and not _fhir_has_patient(message.body):
         # A DocumentReference posted alone names its patient by reference only: nothing to write the INS
         # into here (the destination's require_qualified_ins still guards it).
         return message.derive(ins_stamped="false", ins_reason="no Patient resource in the FHIR body")
@@ -192,7 +199,7 @@ def ins_stamp(message: Message, ctx: StepContext) -> Message:
         attributes=frozenset(IdentityAttribute(a) for a in record.attributes if a in IdentityAttribute.__members__),
         source="registry",
     )  # fmt: skip
-    policy = InsPolicy.for_environment(_ENVIRONMENTS.get(ctx.environment, Environment.TEST))
+    policy = InsPolicy.for_environment(ins_environment(ctx.environment))
     stamped: Stamped = stamper(message.body, identity, policy=policy)
     reason = "registry: qualified identity" + (
         "; traits check waived in identity review" if ctx.identity_override else "; traits agree"
@@ -211,5 +218,5 @@ def message_traits_text(message: Message) -> dict[str, str]:
     return out
 
 
-for _content_type in (CONTENT_HL7V2, CONTENT_CDA, CONTENT_FHIR):
+for _content_type in (ContentType.HL7V2, ContentType.CDA, ContentType.FHIR):
     register("traits", _content_type)(message_traits_text)

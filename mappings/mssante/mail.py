@@ -42,6 +42,7 @@ from email.parser import BytesParser
 from lxml import etree
 
 from mappings.xdm import XDM_ATTACHMENT_NAME
+from mappings.xml.text import collapsed_text
 
 __all__ = [
     "DEFAULT_BODY_PATIENT",
@@ -125,22 +126,20 @@ def delivery_tag(*parts: str) -> str:
 # --------------------------------------------------------------------------- building
 
 
-def _text(el: etree._Element | None) -> str:
-    return " ".join("".join(el.itertext()).split()) if el is not None else ""
-
-
 def document_subject(doc: etree._Element, *, with_patient: bool = True) -> str:
     """``XDM/1.0/DDM+<libellé> <NOM> <prénom> <date de naissance>`` (volet struct-msg-mdn, example subjects)."""
     code = doc.find(f"{_H}code")
-    title = _text(doc.find(f"{_H}title")) or (code.get("displayName", "") if code is not None else "")
+    title = collapsed_text(doc.find(f"{_H}title")) or (code.get("displayName", "") if code is not None else "")
     parts = [title or "Document"]
     if with_patient:
         patient = doc.find(f"{_H}recordTarget/{_H}patientRole/{_H}patient")
         name = patient.find(f"{_H}name") if patient is not None else None
         fams = name.findall(f"{_H}family") if name is not None else []
         givens = name.findall(f"{_H}given") if name is not None else []
-        family = next((_text(f) for f in fams if f.get("qualifier") == "BR"), _text(fams[0]) if fams else "")
-        given = next((_text(g) for g in givens if g.get("qualifier") == "BR"), _text(givens[0]) if givens else "")
+        first_family = collapsed_text(fams[0]) if fams else ""
+        first_given = collapsed_text(givens[0]) if givens else ""
+        family = next((collapsed_text(f) for f in fams if f.get("qualifier") == "BR"), first_family)
+        given = next((collapsed_text(g) for g in givens if g.get("qualifier") == "BR"), first_given)
         birth = patient.find(f"{_H}birthTime") if patient is not None else None
         value = birth.get("value", "") if birth is not None else ""
         parts += [family.upper(), given]

@@ -50,25 +50,26 @@ from collections.abc import Mapping
 from lxml import etree
 from pydantic import Field, field_validator
 
+from hub.content_types import ContentType
+from hub.environments import Environment, ins_environment
 from hub.errors import MappingError, MessageError, ValidationError
-from hub.identity import INS_ROOTS, Environment, IdentityStatus, InsPolicy, StrictTraits
+from hub.identity import INS_ROOTS, IdentityStatus, InsPolicy, StrictTraits
 from hub.identity.dates import parse_birth_date
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.cda import read_cda_header
 from mappings.hl7v2.er7 import Delimiters, codec_for, encode_er7, escape
 from mappings.ins import StampIdentity, stamp_hl7v2
 from mappings.xml import parse_xml
+from mappings.xml.text import collapsed_text
 
-__all__ = ["CONTENT_CDA", "MdmConfig", "cda_to_mdm", "cda_to_v2_mdm_t02"]
+__all__ = [ "MdmConfig", "cda_to_mdm", "cda_to_v2_mdm_t02"]
 
-CONTENT_CDA = "application/cda+xml"
 _H = "{urn:hl7-org:v3}"
 _LOINC = "2.16.840.1.113883.6.1"
 _TRE_A05 = "1.2.250.1.213.1.1.4.12"
 # Volet, OBR-4 / OBX-3.3: "LN ou TRE_A05 en fonction de l'appartenance du code".
 _CODING_SYSTEMS = {_LOINC: "LN", _TRE_A05: "TRE_A05"}
-_ENVIRONMENTS = {"production": Environment.PRODUCTION, "test": Environment.TEST, "development": Environment.TEST}
 # Volet, "Groupes OBXNTE portant les métadonnées MSSanté": required, in this order.
 _META_ROWS = (
     ("MASQUE_PS", "Masqué aux professionnels de Santé", "mask_ps"),
@@ -123,10 +124,6 @@ def _esc(value: str) -> str:
     return escape(value, _DELIMITERS)
 
 
-def _text(el: etree._Element | None) -> str:
-    return " ".join("".join(el.itertext()).split()) if el is not None else ""
-
-
 def _ei(ii: str) -> str:
     """TXA-12/13 from ``root`` or ``root^extension`` (volet: ``ext^^root^ISO``, or the bare OID)."""
     root, _, ext = ii.partition("^")
@@ -151,17 +148,17 @@ class _Patient:
         name = patient.find(f"{_H}name") if patient is not None else None
         fams = name.findall(f"{_H}family") if name is not None else []
         givens = name.findall(f"{_H}given") if name is not None else []
-        self.birth_name = next((_text(f) for f in fams if f.get("qualifier") == "BR"), "")
-        self.used_name = next((_text(f) for f in fams if f.get("qualifier") == "CL"), "")
-        self.first_given = next((_text(g) for g in givens if g.get("qualifier") == "BR"), "")
-        self.used_given = next((_text(g) for g in givens if g.get("qualifier") == "CL"), "")
-        self.given_list = next((_text(g) for g in givens if g.get("qualifier") is None), "")
+        self.birth_name = next((collapsed_text(f) for f in fams if f.get("qualifier") == "BR"), "")
+        self.used_name = next((collapsed_text(f) for f in fams if f.get("qualifier") == "CL"), "")
+        self.first_given = next((collapsed_text(g) for g in givens if g.get("qualifier") == "BR"), "")
+        self.used_given = next((collapsed_text(g) for g in givens if g.get("qualifier") == "CL"), "")
+        self.given_list = next((collapsed_text(g) for g in givens if g.get("qualifier") is None), "")
         birth = patient.find(f"{_H}birthTime") if patient is not None else None
         self.birth_time = (birth.get("value") or "")[:8] if birth is not None else ""
         gender = patient.find(f"{_H}administrativeGenderCode") if patient is not None else None
         self.sex = {"F": "F", "M": "M", "UN": "U"}.get(gender.get("code", "") if gender is not None else "", "")
         county = patient.find(f"{_H}birthplace/{_H}place/{_H}addr/{_H}county") if patient is not None else None
-        self.birthplace = _text(county)
+        self.birthplace = collapsed_text(county)
 
     def __repr__(self) -> str:
         return "_Patient(<masked>)"
@@ -320,8 +317,9 @@ def cda_to_mdm(
             used_given_name=patient.used_given or None,
             source="cda",
         )
+        policy = InsPolicy.for_environment(ins_environment(environment, unknown=Environment.PRODUCTION))
         try:
-            stamped = stamp_hl7v2(er7, identity, policy=InsPolicy.for_environment(_ENVIRONMENTS[environment]))
+            stamped = stamp_hl7v2(er7, identity, policy=policy)
         except MappingError as exc:
             out.update(ins_stamped="false", ins_reason=f"INS not carried: {exc.reason}")
         else:
@@ -340,8 +338,8 @@ def cda_to_mdm(
     "step",
     "cda_to_v2_mdm_t02",
     config=MdmConfig,
-    consumes=(CONTENT_CDA,),
-    produces=CONTENT_HL7V2,
+    consumes=(ContentType.CDA,),
+    produces=ContentType.HL7V2,
     needs=("environment",),
 )
 def cda_to_v2_mdm_t02(message: Message, ctx: object = None, *, config: MdmConfig | None = None) -> Message:
@@ -357,6 +355,6 @@ def cda_to_v2_mdm_t02(message: Message, ctx: object = None, *, config: MdmConfig
         config=config or MdmConfig(),
         control_id=control_id,
         message_time=when,
-        environment=environment if environment in _ENVIRONMENTS else "production",
+        environment=environment,
     )
-    return message.derive(body=er7, content_type=CONTENT_HL7V2, **meta)
+    return message.derive(body=er7, content_type=ContentType.HL7V2, **meta)

@@ -241,7 +241,9 @@ class Report:
 def _field_blocks(part: Message) -> list[dict[str, str]]:
     payload = part.get_payload()
     if isinstance(payload, list):
-        return [{k.lower(): str(v).strip() for k, v in block.items()} for block in payload]
+        return [
+            {k.lower(): str(v).strip() for k, v in block.items()} for block in payload if isinstance(block, Message)
+        ]
     text = payload if isinstance(payload, str) else ""
     blocks = []
     for chunk in re.split(r"\r?\n\r?\n", text):
@@ -279,7 +281,7 @@ def read_report(message: EmailMessage) -> Report | None:
             returned_id = found.group(1) if found else returned_id
         elif ctype == "message/rfc822":
             inner = part.get_payload()
-            if isinstance(inner, list) and inner:
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 returned_id = str(inner[0].get("Message-ID", "") or "").strip() or returned_id
     for part in parts:
         ctype = part.get_content_type()

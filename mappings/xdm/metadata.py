@@ -40,6 +40,7 @@ from mappings.xdm.archive import XdmError
 from mappings.xds import hl7
 from mappings.xds.ebrim import DE, HAS_MEMBER, NS, SS, RimWriter, q
 from mappings.xml import parse_xml
+from mappings.xml.text import collapsed_text
 
 __all__ = ["DocumentMeta", "XdmCode", "XdmMetadataConfig", "XdmSubmission", "build_metadata", "read_metadata"]
 
@@ -194,10 +195,6 @@ def _first(el: etree._Element | None, path: str) -> etree._Element | None:
     return None if el is None else el.find(path.replace("h:", _H))
 
 
-def _text(el: etree._Element | None) -> str:
-    return " ".join("".join(el.itertext()).split()) if el is not None else ""
-
-
 def _dtm(ts: str | None) -> str:
     try:
         return hl7.hl7_ts_to_dtm(ts) if ts else ""
@@ -213,8 +210,8 @@ def _person_xcn(entity: etree._Element | None) -> str:
     root = ident.get("root", "")
     return hl7.xcn(
         ident.get("extension", ""),
-        _text(_first(person, "h:family")),
-        _text(_first(person, "h:given")),
+        collapsed_text(_first(person, "h:family")),
+        collapsed_text(_first(person, "h:given")),
         root,
         id_type="IDNPS" if root == "1.2.250.1.71.4.2.1" else "EI",
     )
@@ -224,7 +221,7 @@ def _organization_xon(org: etree._Element | None) -> str:
     ident = _first(org, "h:id")
     if ident is None or not ident.get("root") or not ident.get("extension"):
         return ""
-    return hl7.xon(_text(_first(org, "h:name")), ident.get("root", ""), ident.get("extension", ""))
+    return hl7.xon(collapsed_text(_first(org, "h:name")), ident.get("root", ""), ident.get("extension", ""))
 
 
 def _source_patient_info(doc: etree._Element) -> list[str]:
@@ -232,10 +229,10 @@ def _source_patient_info(doc: etree._Element) -> list[str]:
     name = _first(patient, "h:name")
     families = [f for f in (name.findall(_H + "family") if name is not None else []) if f.get("qualifier") == "BR"]
     givens = name.findall(_H + "given") if name is not None else []
-    first = next((_text(g) for g in givens if g.get("qualifier") == "BR"), "")
+    first = next((collapsed_text(g) for g in givens if g.get("qualifier") == "BR"), "")
     out: list[str] = []
     if families or first:
-        family = _text(families[0]) if families else ""
+        family = collapsed_text(families[0]) if families else ""
         out.append(f"PID-5|{hl7.escape(family)}^{hl7.escape(first)}^^^^^L")
     birth = _first(patient, "h:birthTime")
     if birth is not None and birth.get("value"):

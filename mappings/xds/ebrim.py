@@ -290,7 +290,7 @@ def read_submission(root: etree._Element) -> ParsedSubmission:
                 packages.append(_registry_object(child, "package"))
                 for c in child.findall(q("rim", "Classification")):
                     if c.get("classificationNode") == SS.CLASSIFICATION_NODE:
-                        classified.add(c.get("classifiedObject") or child.get("id", ""))
+                        classified.add(c.get("classifiedObject") or child.get("id") or "")
             elif child.tag == q("rim", "Classification") and child.get("classificationNode") == SS.CLASSIFICATION_NODE:
                 classified.add(child.get("classifiedObject", ""))
             elif child.tag == q("rim", "Association"):

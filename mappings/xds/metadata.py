@@ -70,6 +70,7 @@ from mappings.xds import hl7
 from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, RimWriter, q
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
 from mappings.xml import parse_xml
+from mappings.xml.text import collapsed_text
 
 __all__ = [
     "Author",
@@ -352,10 +353,6 @@ def _all(el: etree._Element | None, path: str) -> list[etree._Element]:
     return [] if el is None else el.findall(path.replace("h:", _H))
 
 
-def _text(el: etree._Element | None) -> str:
-    return "" if el is None else " ".join("".join(el.itertext()).split())
-
-
 def _name_parts(name: etree._Element | None) -> tuple[str, str]:
     """(family, first given) of a CDA PN, preferring the birth (BR) parts when qualified."""
     if name is None:
@@ -364,13 +361,13 @@ def _name_parts(name: etree._Element | None) -> tuple[str, str]:
     givens = _all(name, "h:given")
     family = next((f for f in families if f.get("qualifier") == "BR"), families[0] if families else None)
     given = next((g for g in givens if g.get("qualifier") == "BR"), givens[0] if givens else None)
-    return _text(family), _text(given)
+    return collapsed_text(family), collapsed_text(given)
 
 
 def _coded(el: etree._Element | None) -> Code | None:
     if el is None or not el.get("code"):
         return None
-    return Code(el.get("code", ""), el.get("codeSystem", ""), el.get("displayName") or el.get("code", ""))
+    return Code(el.get("code", ""), el.get("codeSystem", ""), el.get("displayName") or el.get("code") or "")
 
 
 def _ce(code: Code) -> str:
@@ -389,8 +386,8 @@ def _person_xcn(entity: etree._Element, where: str) -> str:
         family, given = _name_parts(person)
         return hl7.xcn(ext, family, given, root, name_type="D", id_type="IDNPS" if root == PS_ID_ROOT else "EI")
     device = _first(entity, "h:assignedAuthoringDevice")
-    software = _text(_first(device, "h:softwareName"))
-    model = _text(_first(device, "h:manufacturerModelName"))
+    software = collapsed_text(_first(device, "h:softwareName"))
+    model = collapsed_text(_first(device, "h:manufacturerModelName"))
     return hl7.xcn(ext, software, model, root, name_type="U", id_type="EI")
 
 
@@ -400,7 +397,7 @@ def _organization_xon(org: etree._Element | None) -> str | None:
         return None
     root = ident.get("root", "")
     id_type = "IDNST" if root == STRUCTURE_ID_ROOT else "EI"
-    return hl7.xon(_text(_first(org, "h:name")), root, ident.get("extension", ""), id_type=id_type)
+    return hl7.xon(collapsed_text(_first(org, "h:name")), root, ident.get("extension", ""), id_type=id_type)
 
 
 def _dtm(value: str | None, where: str, *, required: bool) -> str:
@@ -654,7 +651,7 @@ def _source_patient_info(doc: etree._Element) -> tuple[str, ...]:
     name = _first(patient, "h:name")
     family, first_given = _name_parts(name)
     # PAM FR XPN: family^first birth given^full birth given list^^^^L (DOMAIN.md §2.3).
-    given_list = next((_text(g) for g in _all(name, "h:given") if g.get("qualifier") is None), "")
+    given_list = next((collapsed_text(g) for g in _all(name, "h:given") if g.get("qualifier") is None), "")
     if family or first_given:
         further = given_list if given_list and given_list != first_given else ""
         out.append(f"PID-5|{hl7.escape(family)}^{hl7.escape(first_given)}^{hl7.escape(further)}^^^^L")
@@ -664,7 +661,7 @@ def _source_patient_info(doc: etree._Element) -> tuple[str, ...]:
     gender = _first(patient, "h:administrativeGenderCode")
     if gender is not None and gender.get("code") in _SEX_V2:
         out.append(f"PID-8|{_SEX_V2[gender.get('code', '')]}")
-    county = _text(_first(patient, "h:birthplace/h:place/h:addr/h:county"))
+    county = collapsed_text(_first(patient, "h:birthplace/h:place/h:addr/h:county"))
     if county:
         out.append(f"PID-11|^^^^^^BDL^^{hl7.escape(county)}")
     return tuple(out)

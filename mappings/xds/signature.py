@@ -48,10 +48,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
-from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod, VerifyResult, methods
+from signxml import methods
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidInput, InvalidSignature
 from signxml.util import add_pem_header
-from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
+from signxml.verifier import VerifyResult
+from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
 from mappings.xds.metadata import Author, Code, DocumentEntry, XdsSubmission, entry_uuid_for
 
@@ -269,7 +271,7 @@ def pem_certificate(pem: str) -> x509.Certificate:
 
     Raises ValueError for a text that is not a certificate, as signxml does with the PEM itself.
     """
-    return x509.load_pem_x509_certificate(add_pem_header(pem))
+    return x509.load_pem_x509_certificate(add_pem_header(pem))  # type: ignore[no-untyped-call]  # signxml.util
 
 
 def _embedded_cert(root: etree._Element) -> x509.Certificate:

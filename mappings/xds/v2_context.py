@@ -35,8 +35,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from hub.content_types import ContentType
 from hub.errors import MappingError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.registry import ComponentConfig, register
 from mappings.cda.hl7v2_documents import read_distribution
 from mappings.cda.v2_input import segments
@@ -122,7 +123,7 @@ def check_dmp_lot(body: bytes) -> dict[str, str]:
     return {}
 
 
-@register("step", "v2_dmp_context", config=DmpContextConfig, consumes=(CONTENT_HL7V2,), produces=CONTENT_HL7V2)
+@register("step", "v2_dmp_context", config=DmpContextConfig, consumes=(ContentType.HL7V2,), produces=ContentType.HL7V2)
 def v2_dmp_context(message: Message, config: DmpContextConfig | None = None) -> Message:
     """HL7 v2 document message → itself, with the DMP lot's author, structure, contentTypeCode and times."""
-    return message.derive(**read_dmp_context(message.body, config))
+    return message.derive(body=message.body, **read_dmp_context(message.body, config))

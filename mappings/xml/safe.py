@@ -35,8 +35,12 @@ entity names, so they are replaced by a fixed text chosen from the error code.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from lxml import etree
+
+if TYPE_CHECKING:  # a name of lxml's type stubs only
+    from lxml.etree._docloader import _InputDocument
 
 from hub.errors import ParseError, TooLarge
 
@@ -97,7 +101,7 @@ class _DenyResolver(etree.Resolver):
         super().__init__()
         self.attempted = False
 
-    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
+    def resolve(self, system_url: str | None, public_id: str | None, context: object, /) -> _InputDocument:
         self.attempted = True
         return self.resolve_string("", context)
 

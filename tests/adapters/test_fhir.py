@@ -20,10 +20,11 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from adapters.fhir.outbound import FhirOutbound, FhirOutboundConfig, outcome_summary, parse_retry_after
 from adapters.sandboxes.eparcours import EParcoursSandbox, EParcoursSandboxConfig
 from adapters.tls import TlsConfig
+from hub.content_types import ContentType
 from hub.errors import NotConnected, Rejected, Retryable
 from hub.message import Message
 from hub.store import SearchQuery
-from mappings.fhir.common import CONTENT_FHIR, dump_json
+from mappings.fhir.common import dump_json
 from tests.conftest import free_port
 from tests.hubkit import running_hub, wait_until, write_config
 from tests.sandboxauth import admin_headers
@@ -86,7 +87,7 @@ async def client_for(box: EParcoursSandbox, **over: Any) -> AsyncIterator[FhirOu
 
 
 def fhir_message(doc: dict[str, Any]) -> Message:
-    return Message.new(dump_json(doc), content_type=CONTENT_FHIR)
+    return Message.new(dump_json(doc), content_type=ContentType.FHIR)
 
 
 async def fhir_get(box: EParcoursSandbox, path: str, **params: str) -> dict[str, Any]:

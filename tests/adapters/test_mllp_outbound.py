@@ -7,15 +7,16 @@ import asyncio
 import pytest
 
 from adapters.mllp.outbound import MllpOutbound, MllpOutboundConfig, classify_ack
+from hub.content_types import ContentType
 from hub.errors import NotConnected, Rejected, Retryable
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from mappings.hl7v2 import build_ack, read_header
 from tests.hubkit import adt, running_peer
 
 
 def message(control_id: str) -> Message:
     _, header = read_header(adt(control_id))
-    return Message.new(adt(control_id), content_type=CONTENT_HL7V2, metadata=header.metadata())
+    return Message.new(adt(control_id), content_type=ContentType.HL7V2, metadata=header.metadata())
 
 
 def client(port: int, **kw: float) -> MllpOutbound:

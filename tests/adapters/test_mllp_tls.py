@@ -10,8 +10,9 @@ import pytest
 from adapters.mllp.framing import frame
 from adapters.mllp.outbound import MllpOutbound, MllpOutboundConfig
 from adapters.tls import TlsConfig, client_context
+from hub.content_types import ContentType
 from hub.errors import NotConnected
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.store import SearchQuery
 from mappings.hl7v2 import read_header
 from tests.hubkit import MllpClient, adt, mllp_port, running_hub, running_peer, wait_until, write_config
@@ -52,7 +53,7 @@ async def test_mutual_tls_listener_and_client(tmp_path: Path) -> None:
                 ),
             )
             _, header = read_header(adt("TLS1"))
-            await out.send(Message.new(adt("TLS1"), content_type=CONTENT_HL7V2, metadata=header.metadata()))
+            await out.send(Message.new(adt("TLS1"), content_type=ContentType.HL7V2, metadata=header.metadata()))
             await out.stop()
             await wait_until(lambda: len(peer.bodies) == 1)
             assert hub.describe_sandboxes() == [] and hub.listeners["mllp_in"].describe()["protocol"] == "mllp+tls"
@@ -71,7 +72,7 @@ async def test_mutual_tls_listener_and_client(tmp_path: Path) -> None:
                 ),
             )
             with pytest.raises(NotConnected):
-                await stranger.send(Message.new(adt("TLS3"), content_type=CONTENT_HL7V2, metadata={}))
+                await stranger.send(Message.new(adt("TLS3"), content_type=ContentType.HL7V2, metadata={}))
             # Plain MLLP on the TLS port gets nothing.
             assert await refused(port, None)
             stored = await hub.store.search(SearchQuery())  # type: ignore[union-attr]

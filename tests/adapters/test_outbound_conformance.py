@@ -23,14 +23,13 @@ import pytest
 from lxml import etree
 
 from adapters.mllp.framing import frame
-from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL
 from adapters.tls import TlsConfig
 from adapters.xds.mtom import decode_related
 from adapters.xds.soap import ACTION_PNR, ACTION_PNR_RESPONSE, envelope, read_envelope
 from hub import registry
+from hub.content_types import ContentType
 from hub.errors import Rejected, Retryable, Unreachable
-from hub.message import CONTENT_HL7V2, Message
-from mappings.fhir.common import CONTENT_FHIR
+from hub.message import Message
 from mappings.hl7v2 import read_header
 from mappings.xds import RegistryErrorInfo, registry_response
 from tests.hubkit import adt, wait_until
@@ -259,12 +258,13 @@ class PeerKit:
 def _hl7_message() -> Message:
     body = adt("CONF1")
     _, header = read_header(body)
-    return Message.new(body, content_type=CONTENT_HL7V2, metadata=header.metadata())
+    return Message.new(body, content_type=ContentType.HL7V2, metadata=header.metadata())
 
 
 def _fhir_message() -> Message:
     patient = {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.3", "value": "P1"}]}
-    return Message.new(json.dumps(patient).encode(), content_type=CONTENT_FHIR, metadata={"resource_type": "Patient"})
+    body = json.dumps(patient).encode()
+    return Message.new(body, content_type=ContentType.FHIR, metadata={"resource_type": "Patient"})
 
 
 def _mllp_config(port: int, tls: TlsConfig | None, timeout: float) -> dict[str, Any]:
@@ -278,7 +278,7 @@ def _fhir_config(port: int, tls: TlsConfig | None, timeout: float) -> dict[str, 
 
 
 def _cda_message() -> Message:
-    return Message.new(synthetic_cda(), content_type=CONTENT_CDA)
+    return Message.new(synthetic_cda(), content_type=ContentType.CDA)
 
 
 def _xds_config(port: int, tls: TlsConfig | None, timeout: float) -> dict[str, Any]:
@@ -292,7 +292,9 @@ def _mail_message() -> Message:
         f"From: <{_LOCAL}>\r\nTo: <{_REMOTE}>\r\nSubject: conformance\r\nMessage-ID: <conf-1@hub.test>\r\n"
         "Date: Wed, 01 Jan 2025 12:00:00 +0000\r\n\r\nBonjour.\r\n"
     )
-    return Message.new(mail.encode(), content_type=CONTENT_MAIL, metadata={"mail_from": _LOCAL, "rcpt_remote": _REMOTE})
+    return Message.new(
+        mail.encode(), content_type=ContentType.MAIL, metadata={"mail_from": _LOCAL, "rcpt_remote": _REMOTE}
+    )
 
 
 def _mssante_config(port: int, tls: TlsConfig | None, timeout: float) -> dict[str, Any]:

@@ -13,8 +13,9 @@ import aiohttp
 
 from hub.admin.api import OPERATIONS
 from hub.admin.openapi import build_document
+from hub.content_types import ContentType
 from hub.logs import configure
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from tests.admin.adminkit import PASSWORD, TOKENS, admin_hub, admin_section
 from tests.hubkit import FAST_RETRY, MllpClient, adt, default_route, mllp_port, wait_until
 from tests.integration.test_identity_flow import ROUTES as IDENTITY_ROUTES
@@ -165,7 +166,7 @@ async def test_search_filters_and_paging(tmp_path: Path) -> None:
         await _send(hub, adt("NOTYPE", msh9=""))  # refused: AR, stored as rejected
         # An intake adapter (FHIR, MSSanté) hands over messages whose metadata carries the INS and a document id.
         doc = Message.new(
-            b"MSH|^~\\&|X|Y\r", content_type=CONTENT_HL7V2,
+            b"MSH|^~\\&|X|Y\r", content_type=ContentType.HL7V2,
             metadata={"message_type": "MDM^T02", "control_id": "DOC1", "ins": INS, "unique_id": "1.2.250.9^D1",
                       "patient_key": "0007@OTHER"},
         )  # fmt: skip

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from hub.content_types import ContentType
 from hub.errors import MessageError
 from hub.message import Message
-from mappings.cda.builder import CONTENT_CDA, OrganizationConfig
+from mappings.cda.builder import OrganizationConfig
 from mappings.cda.crbio import oru_to_crbio
 from mappings.cda.hl7v2_documents import read_v2_document
 from mappings.cda.validate import cda_validate
@@ -76,7 +77,7 @@ def test_a_wrong_document_fails(ans: AnsValidator) -> None:
 
 
 def validated(xml: bytes) -> Message:
-    return cda_validate(Message.new(xml, content_type=CONTENT_CDA, metadata={}))
+    return cda_validate(Message.new(xml, content_type=ContentType.CDA, metadata={}))
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.parent.name)

@@ -182,9 +182,9 @@ async def test_hold_release_downgrade_merge_and_review(tmp_path: Path) -> None:
 
 
 def test_ins_stamp_passes_a_fhir_body_without_patient_through_unstamped() -> None:
+    from hub.content_types import ContentType
     from hub.pipeline import Pipeline, StepContext
     from hub.store import IdentityRecord
-    from mappings.ins.steps import CONTENT_FHIR
 
     record = IdentityRecord(
         patient_key="X@Y",
@@ -205,6 +205,6 @@ def test_ins_stamp_passes_a_fhir_body_without_patient_through_unstamped() -> Non
     body = b'{"resourceType": "DocumentReference", "status": "current", "subject": {"reference": "Patient/1"}}'
     from hub.message import Message
 
-    out = Pipeline(["ins_stamp"]).apply(Message.new(body, content_type=CONTENT_FHIR), StepContext(identity=record))
+    out = Pipeline(["ins_stamp"]).apply(Message.new(body, content_type=ContentType.FHIR), StepContext(identity=record))
     assert out.body == body and out.metadata["ins_stamped"] == "false"
     assert out.metadata["ins_reason"] == "no Patient resource in the FHIR body"

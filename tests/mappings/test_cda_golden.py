@@ -27,14 +27,15 @@ import pytest
 from lxml import etree
 
 from hub import registry
+from hub.content_types import ContentType
 from hub.documents import DocumentsNeeded, DocumentVersion
 from hub.errors import MappingError, MessageError, Retryable
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import StepContext
 from mappings.cda import validate_cda_header
-from mappings.cda.builder import CONTENT_CDA, CdaConfig, PractitionerConfig
+from mappings.cda.builder import CdaConfig, PractitionerConfig
 from mappings.cda.crbio import CrBioConfig, oru_to_crbio
-from mappings.cda.hl7v2_documents import CONTENT_CDA_DELETION, DocumentConfig, read_v2_document
+from mappings.cda.hl7v2_documents import DocumentConfig, read_v2_document
 from mappings.hl7v2.reader import read_hl7v2_metadata
 from mappings.xml import parse_xml
 
@@ -101,7 +102,7 @@ HUB_PDF_SECTION = "1.2.250.1.213.1.1.2.243"
 
 def inbound(body: bytes, **metadata: str) -> Message:
     """The message as the MLLP listener would store it (MSH metadata read by the registered reader)."""
-    return Message.new(body, content_type=CONTENT_HL7V2, metadata={**read_hl7v2_metadata(body), **metadata})
+    return Message.new(body, content_type=ContentType.HL7V2, metadata={**read_hl7v2_metadata(body), **metadata})
 
 
 def run(name: str, body: bytes, **hints: str) -> Message:
@@ -109,7 +110,7 @@ def run(name: str, body: bytes, **hints: str) -> Message:
     step, config = ("v2_oru_to_cda_crbio", CRBIO) if name.startswith("crbio") else ("v2_document_to_cda", DOCUMENTS)
     component = registry.get("step", step)
     assert component is not None
-    assert component.consumes == (CONTENT_HL7V2,) and component.produces == CONTENT_CDA
+    assert component.consumes == (ContentType.HL7V2,) and component.produces == ContentType.CDA
     if component.needs:
         return component.factory(inbound(body, **hints), config, ctx=StepContext(documents=HISTORY))
     return component.factory(inbound(body, **hints), config)
@@ -151,10 +152,10 @@ def test_golden_case(name: str) -> None:
         expected_meta.write_text(json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     assert metadata == json.loads(expected_meta.read_text(encoding="utf-8"))
     if metadata["document_action"] == "delete":
-        assert out.content_type == CONTENT_CDA_DELETION and out.body == b""
+        assert out.content_type == ContentType.CDA_DELETION and out.body == b""
         assert not expected_xml.exists()
         return
-    assert out.content_type == CONTENT_CDA
+    assert out.content_type == ContentType.CDA
     assert c14n(out.body) == c14n(expected_xml.read_bytes())
     # Every produced CDA passes the CI-SIS header rules, INS required when it goes to the DMP.
     assert validate_cda_header(out.body, require_ins=metadata.get("dest_dmp") == "Y") == []
@@ -562,7 +563,7 @@ def test_encapsulated_cda_must_match_the_message() -> None:
 def test_encapsulated_cda_deletion_is_a_request_without_document() -> None:
     cda = (CASES / "crbio_chemistry_panel" / "expected.xml").read_bytes()
     result = read_v2_document(oru_with_document(cda, status="D"), config=DOCUMENTS)
-    assert (result.action, result.content_type, result.body) == ("delete", CONTENT_CDA_DELETION, b"")
+    assert (result.action, result.content_type, result.body) == ("delete", ContentType.CDA_DELETION, b"")
     expected = json.loads((CASES / "crbio_chemistry_panel" / "expected_metadata.json").read_text())
     assert result.metadata["unique_id"] == expected["unique_id"]
     assert result.metadata["ins"] == expected["ins"]

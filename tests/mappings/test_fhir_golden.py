@@ -33,10 +33,9 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from hub import registry
+from hub.content_types import ContentType
 from hub.errors import MappingError, MessageError
-from hub.message import CONTENT_HL7V2, Message
-from mappings.fhir.cda_mhd import CONTENT_CDA
-from mappings.fhir.common import CONTENT_FHIR
+from hub.message import Message
 from mappings.fhir.identifiers import patient_key_of
 from mappings.fhir.validate import validate_fhir
 from mappings.hl7v2.er7 import read_header
@@ -45,10 +44,10 @@ from mappings.ins import read_identity_feed
 CASES = Path(__file__).resolve().parent / "fhir_cases"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 STEPS = {
-    "adt": ("v2_adt_to_fhir_patient", "input.hl7", CONTENT_HL7V2),
-    "oru": ("v2_oru_to_fhir_report", "input.hl7", CONTENT_HL7V2),
-    "cda": ("cda_to_mhd_bundle", "input.xml", CONTENT_CDA),
-    "patient": ("fhir_patient_to_v2_adt", "input.json", CONTENT_FHIR),
+    "adt": ("v2_adt_to_fhir_patient", "input.hl7", ContentType.HL7V2),
+    "oru": ("v2_oru_to_fhir_report", "input.hl7", ContentType.HL7V2),
+    "cda": ("cda_to_mhd_bundle", "input.xml", ContentType.CDA),
+    "patient": ("fhir_patient_to_v2_adt", "input.json", ContentType.FHIR),
 }
 RECEIVED = dt.datetime(2025, 3, 14, 9, 30, tzinfo=dt.UTC)
 MESSAGE_ID = "01959bd2-a3c0-7000-8000-000000000001"
@@ -106,7 +105,7 @@ def test_golden_case(name: str) -> None:
     assert out.parent_id == original.id and out.correlation_id == original.correlation_id
     metadata = produced_metadata(out, original)
     expected_meta = folder / "expected_metadata.json"
-    if out.content_type == CONTENT_FHIR:
+    if out.content_type == ContentType.FHIR:
         expected, produced = folder / "expected.json", json.loads(out.body)
         if UPDATE:
             expected.write_text(json.dumps(produced, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -239,7 +238,7 @@ def test_microbiology_values_notes_and_flags() -> None:
 def test_corrected_result_replaces_by_conditional_update() -> None:
     body = (CASES / "oru_chemistry" / "input.hl7").read_bytes().replace(b"|CH|F|", b"|CH|C|")
     out = registry.get("step", "v2_oru_to_fhir_report").factory(  # type: ignore[union-attr]
-        Message.new(body, content_type=CONTENT_HL7V2)
+        Message.new(body, content_type=ContentType.HL7V2)
     )
     doc = json.loads(out.body)
     report_entry = next(e for e in doc["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
@@ -284,7 +283,7 @@ def test_adt_from_fhir_escapes_and_maps_statuses() -> None:
 SECRETS = ("279035121518989", "PAT-TROIS", "DOMINIQUE", "19790328", "285077511234511", "TESTCHIMIE", "IPP0001")
 
 
-def refused(step: str, body: bytes, content_type: str = CONTENT_HL7V2) -> MessageError:
+def refused(step: str, body: bytes, content_type: str = ContentType.HL7V2) -> MessageError:
     component = registry.get("step", step)
     assert component is not None
     settings = CASES / "cda_crbio_mhd" / "settings.json" if step == "cda_to_mhd_bundle" else None
@@ -344,7 +343,7 @@ def test_oru_pdf_copy_becomes_presented_form() -> None:
     pdf = base64.b64encode(b"%PDF-1.4\n%%EOF\n").decode()
     body = chemistry().replace("SPM|", f"OBX|5|ED|11502-2^CR^LN||^AP^PDF^Base64^{pdf}||||||F\nSPM|").encode()
     out = registry.get("step", "v2_oru_to_fhir_report").factory(  # type: ignore[union-attr]
-        Message.new(body, content_type=CONTENT_HL7V2)
+        Message.new(body, content_type=ContentType.HL7V2)
     )
     report = next(
         e["resource"] for e in json.loads(out.body)["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"
@@ -355,21 +354,21 @@ def test_oru_pdf_copy_becomes_presented_form() -> None:
 def test_cda_refusals() -> None:
     cda = (CASES / "cda_crbio_mhd" / "input.xml").read_bytes()
     no_id = cda.replace(b'<id root="2.999.1.1.2916569287464094975"/>', b"")
-    assert refused("cda_to_mhd_bundle", no_id, CONTENT_CDA).location == "/ClinicalDocument/id"
+    assert refused("cda_to_mhd_bundle", no_id, ContentType.CDA).location == "/ClinicalDocument/id"
     no_county = cda.replace(b"<county>75112</county>", b"")
-    error = refused("cda_to_mhd_bundle", no_county, CONTENT_CDA)
+    error = refused("cda_to_mhd_bundle", no_county, ContentType.CDA)
     assert error.location.endswith("birthplace/place/addr/county")
-    assert refused("cda_to_mhd_bundle", b"<html/>", CONTENT_CDA).__class__.__name__ == "ParseError"
+    assert refused("cda_to_mhd_bundle", b"<html/>", ContentType.CDA).__class__.__name__ == "ParseError"
 
 
 def test_patient_to_adt_refusals() -> None:
     patient = json.loads((CASES / "patient_create_to_a28" / "input.json").read_text())
     patient["identifier"] = patient["identifier"][:1]
-    error = refused("fhir_patient_to_v2_adt", json.dumps(patient).encode(), CONTENT_FHIR)
+    error = refused("fhir_patient_to_v2_adt", json.dumps(patient).encode(), ContentType.FHIR)
     assert error.location == "Patient.identifier"
     two = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient}, {"resource": patient}]}
-    assert refused("fhir_patient_to_v2_adt", json.dumps(two).encode(), CONTENT_FHIR).location == "Bundle.entry"
-    assert refused("fhir_patient_to_v2_adt", b"[]", CONTENT_FHIR).__class__.__name__ == "ParseError"
+    assert refused("fhir_patient_to_v2_adt", json.dumps(two).encode(), ContentType.FHIR).location == "Bundle.entry"
+    assert refused("fhir_patient_to_v2_adt", b"[]", ContentType.FHIR).__class__.__name__ == "ParseError"
 
 
 def test_steps_describe_their_settings() -> None:

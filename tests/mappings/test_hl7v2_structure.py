@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from hub.content_types import ContentType
 from hub.errors import ParseError, ValidationError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from mappings.hl7v2.er7 import Er7Message
 from mappings.hl7v2.structure import supported_versions, validate_structure
 from mappings.hl7v2.validate import hl7v2_validate
@@ -115,10 +116,10 @@ def test_refusals_name_the_location_and_the_hl7_error_code(body: bytes, location
 
 
 def test_the_step_passes_a_valid_message_through_and_refuses_a_broken_one() -> None:
-    ok = Message.new(ORU, content_type=CONTENT_HL7V2)
+    ok = Message.new(ORU, content_type=ContentType.HL7V2)
     assert hl7v2_validate(ok) is ok
     with pytest.raises(ValidationError, match="HL7 structure"):
-        hl7v2_validate(Message.new(_with_field(ORU, b"PID", 8, b"F~M"), content_type=CONTENT_HL7V2))
+        hl7v2_validate(Message.new(_with_field(ORU, b"PID", 8, b"F~M"), content_type=ContentType.HL7V2))
 
 
 def test_every_hl7_version_of_the_reference_is_compiled_in() -> None:

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
+from hub.content_types import ContentType
 from hub.errors import MappingError
 from hub.message import Message
-from mappings.fhir.cda_mhd import CONTENT_CDA, CdaToMhdConfig, cda_to_mhd
+from mappings.fhir.cda_mhd import CdaToMhdConfig, cda_to_mhd
 from mappings.fhir.profiles import PDSM_DOCUMENT_REFERENCE, rules, validate, validate_bundle
 from mappings.fhir.validate import validate_fhir
 
@@ -42,7 +43,7 @@ CASES = {
 def bundle(case: str, **metadata: str) -> dict[str, Any]:
     message = Message(
         id="01959bd2-a3c0-7000-8000-000000000009",
-        content_type=CONTENT_CDA,
+        content_type=ContentType.CDA,
         body=CASES[case].read_bytes(),
         metadata=MappingProxyType(metadata),
         received_at=dt.datetime(2025, 3, 14, 9, 30, tzinfo=dt.UTC),

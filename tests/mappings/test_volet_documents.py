@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from hub.content_types import ContentType
 from hub.errors import MappingError
-from mappings.cda.hl7v2_documents import CONTENT_CDA_DELETION, DocumentConfig, check_v2_documents, read_v2_document
+from mappings.cda.hl7v2_documents import DocumentConfig, check_v2_documents, read_v2_document
 from mappings.hl7v2.er7 import Delimiters, escape
 from mappings.xml import parse_xml
 
@@ -170,7 +171,7 @@ def test_deletion_of_a_two_format_document() -> None:
     cda_line = next(s for s in text.split("\r") if s.startswith("OBX|1|ED|"))
     text = text.replace(cda_line, re.sub(r"\|F$", "|D", cda_line))
     got = read(text)
-    assert got.content_type == CONTENT_CDA_DELETION and got.body == b""
+    assert got.content_type == ContentType.CDA_DELETION and got.body == b""
     assert got.metadata["document_other_format_id"] == parse_xml(level1_cda).find(f"{H}id").get("root")
     assert check_v2_documents(text.encode())["document_action"] == "delete"
 

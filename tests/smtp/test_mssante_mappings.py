@@ -13,8 +13,9 @@ from adapters.smtp.common import HostedMailbox, Mailboxes, TrustList, hash_passw
 from adapters.smtp.intake import analyse
 from adapters.smtp.outbound import MssanteOutbound, MssanteOutboundConfig
 from hub import registry
+from hub.content_types import ContentType
 from hub.errors import MappingError, Rejected
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import StepContext
 from mappings.hl7v2.er7 import Er7Message
 from mappings.mssante.mail import (
@@ -24,7 +25,7 @@ from mappings.mssante.mail import (
     match_hub_message_id,
     parse_mail,
 )
-from mappings.mssante.mdm import CONTENT_CDA, MdmConfig, cda_to_mdm, cda_to_v2_mdm_t02
+from mappings.mssante.mdm import MdmConfig, cda_to_mdm, cda_to_v2_mdm_t02
 from mappings.mssante.reports import RecipientFailure, build_dsn, build_mdn, read_report
 from mappings.xdm import ZipLimits
 from mappings.xml import parse_xml
@@ -132,11 +133,11 @@ def test_masked_documents_and_replacements() -> None:
 def test_the_step_is_registered_and_derives_an_hl7_message() -> None:
     registry.load_builtin()
     comp = registry.get("step", "cda_to_v2_mdm_t02")
-    assert comp is not None and comp.consumes == (CONTENT_CDA,) and comp.produces == CONTENT_HL7V2
-    message = Message.new(synthetic_cda(), content_type=CONTENT_CDA, metadata=MAIL_META)
+    assert comp is not None and comp.consumes == (ContentType.CDA,) and comp.produces == ContentType.HL7V2
+    message = Message.new(synthetic_cda(), content_type=ContentType.CDA, metadata=MAIL_META)
     out = cda_to_v2_mdm_t02(message, StepContext(environment="test"))
     again = cda_to_v2_mdm_t02(message, ctx=StepContext(environment="test"), config=MdmConfig(sending_facility="X"))
-    assert out.content_type == CONTENT_HL7V2 and out.parent_id == message.id
+    assert out.content_type == ContentType.HL7V2 and out.parent_id == message.id
     assert out.metadata["control_id"] == again.metadata["control_id"]  # stable across attempts
     assert segments(again.body)["MSH"][0][4] == "X"
 

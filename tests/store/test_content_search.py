@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from hub.content_types import ContentType
 from hub.errors import StoreError
-from hub.message import CONTENT_HL7V2, Message, utcnow
+from hub.message import Message, utcnow
 from hub.store import ContentQuery, Store
 from hub.store.base import SEARCHABLE_CHARS, searchable_text
 from hub.store.content_index import ContentIndexer, IndexLag
@@ -25,7 +26,7 @@ def adt(name: str, *, age_hours: float = 0, charset_latin1: bool = False) -> Mes
     text = f"MSH|^~\\&|ADT|HOSP|||20260101||ADT^A08|C{name}|P|2.5\rPID|1||123^^^HOSP||{name}^JEAN\r"
     body = text.encode("latin-1" if charset_latin1 else "utf-8")
     received = utcnow() - timedelta(hours=age_hours)
-    return Message.new(body, content_type=CONTENT_HL7V2, metadata={"message_type": "ADT^A08"}, received_at=received)
+    return Message.new(body, content_type=ContentType.HL7V2, metadata={"message_type": "ADT^A08"}, received_at=received)
 
 
 async def indexed(store: Store) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from hub.content_types import ContentType
 from hub.documents import DocumentVersion, sent_versions
-from hub.message import CONTENT_HL7V2, Message, utcnow
+from hub.message import Message, utcnow
 from hub.store import NewDelivery, SearchQuery, Store
 
 
 def oru(control_id: str, patient: str = "IPP1@LAB") -> Message:
     meta = {"control_id": control_id, "message_type": "ORU^R01", "patient_key": patient}
-    return Message.new(b"MSH|^~\\&|LAB|LAB\r", content_type=CONTENT_HL7V2, metadata=meta)
+    return Message.new(b"MSH|^~\\&|LAB|LAB\r", content_type=ContentType.HL7V2, metadata=meta)
 
 
 async def deliver(store: Store, message: Message, status: str, **output: str) -> None:

@@ -9,8 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from hub.content_types import ContentType
 from hub.errors import StoreError
-from hub.message import CONTENT_HL7V2, Message, utcnow
+from hub.message import Message, utcnow
 from hub.store import AuditEvent, IdentityRecord, NewDelivery, SearchQuery, Store
 from tests.hubkit import recover_once_expired
 
@@ -24,7 +25,7 @@ def msg(control_id: str = "C1", patient: str = "P1@HOSP", **extra: str) -> Messa
         "patient_key": patient,
         **extra,
     }
-    return Message.new(b"MSH|^~\\&|LAB|HOSP\r", content_type=CONTENT_HL7V2, metadata=meta)
+    return Message.new(b"MSH|^~\\&|LAB|HOSP\r", content_type=ContentType.HL7V2, metadata=meta)
 
 
 def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[NewDelivery]:

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError as PydanticValidationError
 
 from hub import registry
+from hub.content_types import ContentType
 from hub.errors import MappingError
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.pipeline import Pipeline
 from mappings.hl7v2.er7 import Er7Message
 from mappings.hl7v2.fieldmap import Hl7v2MapConfig, map_er7
@@ -173,7 +174,7 @@ def test_a_code_missing_from_the_table_rejects_naming_the_path_and_route(tmp_pat
     settings = {"tables": {"lab": "lab_loinc.csv"}, "rules": [{"translate": "OBX[*]-3.1", "table": "lab"}]}
     pipeline = Pipeline([("hl7v2_map", settings)], route="lab_to_loinc", route_dir=tmp_path)
     with pytest.raises(MappingError) as exc:
-        pipeline.apply(Message.new(ORU.encode(), content_type=CONTENT_HL7V2))
+        pipeline.apply(Message.new(ORU.encode(), content_type=ContentType.HL7V2))
     assert "route lab_to_loinc" in exc.value.reason and "OBX[*]-3.1" in exc.value.reason
     assert "COM" not in exc.value.reason  # the code itself is not quoted
 
@@ -201,7 +202,7 @@ def test_a_value_the_charset_cannot_hold_is_refused() -> None:
 
 def test_changing_msh_updates_the_routing_metadata() -> None:
     pipeline = Pipeline([("hl7v2_map", {"rules": [{"set": "MSH-5", "value": "PACS"}]})])
-    message = Message.new(ORU.encode(), content_type=CONTENT_HL7V2, metadata={"receiving_app": "DPI"})
+    message = Message.new(ORU.encode(), content_type=ContentType.HL7V2, metadata={"receiving_app": "DPI"})
     assert pipeline.apply(message).metadata["receiving_app"] == "PACS"
 
 

@@ -11,10 +11,11 @@ import dataclasses
 import pytest
 
 from hub import registry
+from hub.content_types import ContentType
 from hub.errors import Rejected
 from hub.identity_registry import IdentityRegistry
 from hub.identity_sink import IdentityRegistryConfig, IdentityRegistrySink
-from hub.message import CONTENT_HL7V2, Message
+from hub.message import Message
 from hub.ports import IdentityUpdates
 from hub.store import Store
 from tests.integration.test_identity_flow import adt
@@ -31,13 +32,13 @@ class Services:
 async def test_a_feed_updates_the_registry_and_an_unreadable_one_is_rejected(store: Store) -> None:
     identities = IdentityRegistry(store)
     sink = IdentityRegistrySink("registry", IdentityRegistryConfig(), services=Services("test", identities))
-    assert registry.get("identity_feed", CONTENT_HL7V2) is not None
+    assert registry.get("identity_feed", ContentType.HL7V2) is not None
 
-    await sink.send(Message.new(adt("S1", "A28", vali=True), content_type=CONTENT_HL7V2))
+    await sink.send(Message.new(adt("S1", "A28", vali=True), content_type=ContentType.HL7V2))
     record = await identities.lookup("000003@CHU-X")
     assert record is not None and record.status == "qualifiee" and record.ins
 
     with pytest.raises(Rejected, match="no identity feed reader for application/fhir\\+json"):
         await sink.send(Message.new(b"{}", content_type="application/fhir+json"))
     with pytest.raises(Rejected, match="not a usable identity feed"):
-        await sink.send(Message.new(b"MSH|^~\\&|A|B|C|D|20250301||ORU^R01|X|P|2.5\r", content_type=CONTENT_HL7V2))
+        await sink.send(Message.new(b"MSH|^~\\&|A|B|C|D|20250301||ORU^R01|X|P|2.5\r", content_type=ContentType.HL7V2))

@@ -60,7 +60,8 @@ class ProfileIssue:
 @functools.cache
 def rules() -> dict[str, Any]:
     """The shipped rule data (see the module docstring)."""
-    return json.loads(resources.files(__package__).joinpath("pdsm.json").read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(resources.files(__package__).joinpath("pdsm.json").read_text(encoding="utf-8"))
+    return data
 
 
 def _chain(profile: str) -> list[tuple[str, dict[str, Any]]]:
@@ -109,7 +110,9 @@ class _Checker:
         self.issues.append(ProfileIssue(location, profile, message))
 
     # -- slices
-    def _slice_rules(self, chain: list[tuple[str, dict[str, Any]]], path: str) -> tuple[list[dict[str, Any]], dict]:
+    def _slice_rules(
+        self, chain: list[tuple[str, dict[str, Any]]], path: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         discriminators: dict[int, dict[str, str]] = {}
         slicing: dict[str, Any] = {"rules": "open"}
         slices: list[dict[str, Any]] = []
@@ -233,7 +236,9 @@ class _Checker:
             for r in p["rules"]:
                 self.rule(chain, url, resource, r, root)
 
-    def rule(self, chain: list[tuple[str, dict[str, Any]]], url: str, resource: Any, r: dict[str, Any], root: str):  # noqa: C901 (merged above the limit; to split)
+    def rule(  # noqa: C901 (merged above the limit; to split)
+        self, chain: list[tuple[str, dict[str, Any]]], url: str, resource: Any, r: dict[str, Any], root: str
+    ) -> None:
         path: str = r["path"]
         if "min" in r:
             parent_path, _, last = path.rpartition(".")
@@ -324,7 +329,8 @@ class _Checker:
         if self.bundle is not None:
             for e in self.bundle.get("entry", []):
                 if e.get("fullUrl") == ref:
-                    return e.get("resource")
+                    entry_resource: dict[str, Any] | None = e.get("resource")
+                    return entry_resource
         head = ref.split("?")[0].split("/")[0]
         return {"resourceType": head} if head and head[0].isupper() else None
 
