@@ -58,7 +58,7 @@ from adapters.smtp.mailstore import MailboxStore
 from adapters.tls import RevocationError, TlsConfig, client_context, verify_peer
 from hub.content_types import ContentType
 from hub.environments import HubEnvironment, HubEnvironmentName
-from hub.errors import MessageError, NotConnected, Rejected, Retryable
+from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.identity import INS_ROOTS, IdentityStatus, InsPolicy
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
@@ -160,6 +160,7 @@ class _Result:
     accepted: list[str] = dataclasses.field(default_factory=list)
     temporary: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     permanent: list[RecipientFailure] = dataclasses.field(default_factory=list)
+    unsent: int = 0  # of the temporary ones: nothing went out for them (connect, STARTTLS, certificate)
 
 
 def _enhanced(code: int, message: str) -> str:
@@ -326,6 +327,7 @@ class MssanteOutbound:
             return
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             result.temporary += [(r, 0) for r in rcpts]
+            result.unsent += len(rcpts)
             log.info("mssante_connect_failed", endpoint=self.name, hop=f"{host}:{port}", error=type(exc).__name__)
             return
         try:
@@ -333,9 +335,11 @@ class MssanteOutbound:
         except RevocationError as exc:
             # Before MAIL FROM: nothing is sent to a server whose certificate is revoked; kept for a later try.
             result.temporary += [(r, 0) for r in rcpts]
+            result.unsent += len(rcpts)
             log.warning("mssante_peer_refused", endpoint=self.name, hop=f"{host}:{port}", reason=str(exc))
             smtp.close()
             return
+        cancelled = False
         try:
             dsn = smtp.supports_extension("dsn")
             mail_options = ["RET=HDRS", f"ENVID={mail.envid}"] if dsn and mail.envid else []
@@ -356,11 +360,17 @@ class MssanteOutbound:
                     self._one(result, r, errors[r].code, errors[r].message, host)
                 else:
                     result.accepted.append(r)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            try:
-                await smtp.quit()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                smtp.close()
+            if cancelled:
+                smtp.close()  # cancelled mid-transaction: drop the connection now, no QUIT waiting on the peer
+            else:
+                try:
+                    await smtp.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    smtp.close()
 
     def _one(self, result: _Result, rcpt: str, code: int, message: str, host: str) -> None:
         if 500 <= code < 600:
@@ -402,20 +412,23 @@ class MssanteOutbound:
             raise Rejected(f"the mssante destination takes {ContentType.CDA} or {ContentType.MAIL}")
         if any(len(m.data) > self.config.max_message_bytes for m in mails):
             raise Rejected(f"mail larger than max_message_bytes ({self.config.max_message_bytes})")
-        accepted = temporary = permanent = 0
+        accepted = temporary = permanent = unsent = 0
         codes: set[str] = set()
         for mail in mails:
             result = await self._deliver(mail)
             accepted += len(result.accepted)
             temporary += len(result.temporary)
             permanent += len(result.permanent)
+            unsent += result.unsent
             codes |= {str(c) for _, c in result.temporary if c} | {f.status for f in result.permanent}
             if result.permanent:
                 await self._dsn(message, mail, result.permanent)
         summary = ", ".join(sorted(codes)) or "no reply"
         if temporary:
+            if unsent == temporary and accepted == 0 and permanent == 0:
+                raise Unreachable(f"no next hop reachable for {temporary} recipient(s)")  # nothing was sent
             if accepted == 0 and permanent == 0 and not any(c for c in codes if c[:1] == "4"):
-                raise NotConnected(f"no next hop reachable for {temporary} recipient(s)")
+                raise NotConnected(f"connection lost with {temporary} recipient(s) pending")
             raise Retryable(f"{temporary} recipient(s) refused for now ({summary}); {accepted} accepted")
         if accepted == 0:
             raise Rejected(f"every recipient refused ({summary})", ack_code=summary[:16])
