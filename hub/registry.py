@@ -32,6 +32,13 @@ arguments to the argparse parser made for it and sets ``fn``, the function the
 command runs (``fn(args) -> exit code``). CLI clients of a wire protocol live
 with their adapter this way.
 
+An *intake* is registered under a listener type whose listener turns one input
+into several messages (an SMTP listener: the mail, each document of its XDM
+archive, an acknowledgement): ``factory(config, body, envelope) -> list[Message]``
+does what the listener does with `body` (the listener's config, the envelope as
+a mapping such as ``mail_from`` / ``rcpt_to``), without I/O; a refusal raises
+MessageError with the listener's reason. ``hub test`` runs it for that listener.
+
 Components register themselves with a decorator when their module is
 imported; ``adapters/__init__.py`` and ``mappings/__init__.py`` are plain
 lists of imports (no directory scanning), so a broken component fails at
@@ -82,6 +89,7 @@ Kind = Literal[
     "identity_feed",
     "field_search",
     "command",
+    "intake",
 ]
 T = TypeVar("T")
 

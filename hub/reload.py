@@ -4,9 +4,14 @@ A reload reads the configuration again and validates it exactly as `hub
 check` does (:func:`hub.config.load_config`: every file, every route, every
 table and user step); a configuration that fails changes nothing and the
 reload says why. What a reload applies: routes (their filters, steps and
-destination policies) and the steps' tables and modules. What it refuses, with
-the reason: changes to listeners, endpoints, sandboxes, the store or the HTTP
-server (a restart applies those; connections are never dropped by a reload).
+destination policies), the steps' tables and modules, endpoints (a new or
+changed endpoint's adapter is started first; the workers of its queues switch
+to it; the replaced one stops once no worker of a removed route still drains
+through it) and listeners (a removed or changed one stops: its open
+connections close, a message being committed still commits and its sender,
+which got no ACK, resends it; a new or changed one starts). What it refuses,
+with the reason: changes to sandboxes, the store, the HTTP server, and to
+listeners served on the HTTP port (a FHIR intake: its routes are mounted once).
 
 Applying is atomic for new messages: routing switches to the new routes in
 one step on the event loop, after every new pipeline was built. Deliveries
@@ -23,19 +28,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import glob
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub import registry
 from hub.config import Settings, load_config
 from hub.errors import ConfigError
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
 
-__all__ = ["ReloadResult", "prepare_reload", "route_texts"]
+__all__ = ["ReloadResult", "entry_changes", "prepare_reload", "route_texts"]
 
 # Parts of hub.yaml a reload may change; any other difference needs a restart.
-_RELOADABLE = {"routes", "route_tests", "python_path"}
+_RELOADABLE = {"routes", "route_tests", "python_path", "listeners", "endpoints"}
 
 
 @dataclasses.dataclass
@@ -46,6 +53,10 @@ class ReloadResult:
     added: list[str] = dataclasses.field(default_factory=list)
     removed: list[str] = dataclasses.field(default_factory=list)
     changed: list[str] = dataclasses.field(default_factory=list)
+    endpoints: list[str] = dataclasses.field(default_factory=list)
+    """Endpoints added (``+name``), changed (``~name``: a new adapter, its queues' workers switched) or removed."""
+    listeners: list[str] = dataclasses.field(default_factory=list)
+    """Listeners started (``+``), restarted with their new settings (``~``) or stopped (``-``)."""
     diff: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -114,4 +125,30 @@ def prepare_reload(hub: Hub, path: str | Path | None = None) -> tuple[ReloadResu
     if fixed_old != fixed_new:
         keys = sorted(k for k in set(fixed_old) | set(fixed_new) if fixed_old.get(k) != fixed_new.get(k))
         return ReloadResult(False, f"{', '.join(keys)} changed: restart the hub to apply", diff=diff), None
-    return ReloadResult(True, diff=diff), new
+    if served := _http_listeners_changed(old, new):
+        reason = f"listener {', '.join(served)} is served on the HTTP port: restart the hub to apply"
+        return ReloadResult(False, reason, diff=diff), None
+    planned = ReloadResult(True, diff=diff)
+    planned.endpoints = entry_changes(old.hub.endpoints, new.hub.endpoints)
+    planned.listeners = entry_changes(old.hub.listeners, new.hub.listeners)
+    return planned, new
+
+
+def entry_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Named listeners or endpoints added (``+name``), changed (``~name``) or removed (``-name``)."""
+    out = [f"+{n}" if n not in old else f"~{n}" for n in new if n not in old or old[n] != new[n]]
+    return out + [f"-{n}" for n in old if n not in new]
+
+
+def _http_listeners_changed(old: Settings, new: Settings) -> list[str]:
+    """Listeners added, changed or removed that mount routes on the hub's HTTP server (e.g. a FHIR intake):
+    aiohttp's router is frozen once the server runs, so those need a restart."""
+    before, after = old.hub.listeners, new.hub.listeners
+    touched = [n for n in set(before) | set(after) if before.get(n) != after.get(n)]
+    out = []
+    for name in sorted(touched):
+        entry = after.get(name) or before[name]
+        comp = registry.get("inbound", entry.type)
+        if comp is not None and hasattr(comp.factory, "http_routes"):
+            out.append(name)
+    return out

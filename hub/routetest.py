@@ -50,7 +50,7 @@ from hub.yamlsource import Located, load_located
 __all__ = ["CaseResult", "RouteTestCase", "RouteTestFile", "run_route_tests"]
 
 _CONTENT_BY_SUFFIX = {".hl7": CONTENT_HL7V2, ".er7": CONTENT_HL7V2, ".json": "application/fhir+json",
-                      ".xml": "application/cda+xml"}  # fmt: skip
+                      ".xml": "application/cda+xml", ".eml": "message/rfc822"}  # fmt: skip
 
 
 class _Model(BaseModel):
@@ -79,6 +79,13 @@ class IdentityCase(_Model):
     )
 
 
+class MailEnvelope(_Model):
+    """What MAIL FROM and RCPT TO would have said (RFC 5321 §3.3)."""
+
+    mail_from: str = Field("", description="The envelope sender; empty: the null sender (DSNs, MDNs).")
+    rcpt_to: list[str] = Field(min_length=1, description="The envelope recipients.")
+
+
 class RouteTestCase(_Model):
     name: str = Field(description="What the case shows.")
     from_: str = Field(alias="from", description="Listener the input comes in on.")
@@ -86,8 +93,9 @@ class RouteTestCase(_Model):
     content_type: str | None = Field(
         None, description="Content type of the input; default from the file suffix (.hl7, .json, .xml)."
     )
-    metadata: dict[str, str] = Field(
-        default_factory=dict, description="Metadata the listener would add (e.g. SMTP envelope keys)."
+    metadata: dict[str, str] = Field(default_factory=dict, description="Metadata the listener would add.")
+    envelope: MailEnvelope | None = Field(
+        None, description="For a mail listener (smtp_mta, smtp_submission): the SMTP envelope of the input."
     )
     identity: IdentityCase | None = Field(
         None, description="The registry's record of the patient (patient_key from the input); unset: unknown."
@@ -148,22 +156,16 @@ def _run_case(settings: Settings, case: RouteTestCase, case_dir: Path) -> list[s
     if case.from_ not in settings.hub.listeners:
         return [f"from: unknown listener {case.from_!r}"]
     source = case_dir / case.input
-    body = source.read_bytes()
-    content_type = case.content_type or _CONTENT_BY_SUFFIX.get(source.suffix.lower(), CONTENT_HL7V2)
-    metadata = {**case.metadata, "endpoint": case.from_}
-    # As the listener does: the reader's metadata, then the listener's checks (`checks:` setting).
-    reader = registry.get("reader", content_type)
-    checks = [registry.get("check", name) for name in getattr(settings.listener_config(case.from_), "checks", [])]
     try:
-        if reader is not None:
-            metadata.update(reader.factory(body))
-        for check in checks:
-            if check is not None:
-                metadata.update(check.factory(body))
+        messages = _listener_messages(settings, case, source)
     except MessageError as exc:
         return [f"the listener would refuse the input: {exc.reason}"]
-    message = Message.new(body, content_type=content_type, metadata=metadata)
-    reached = sorted({d.route for d in route_message(settings.routes, case.from_, message)})
+    # Every message the listener makes (a mail: the mail, its documents, its MDN) is routed on its own.
+    reaching: dict[str, list[Message]] = {}
+    for message in messages:
+        for route in sorted({d.route for d in route_message(settings.routes, case.from_, message)}):
+            reaching.setdefault(route, []).append(message)
+    reached = sorted(reaching)
     if case.routes is not None and reached != sorted(case.routes):
         failures.append(f"routes: got {reached}, want {sorted(case.routes)}")
     by_name = {r.route: r for r in settings.routes}
@@ -176,21 +178,51 @@ def _run_case(settings: Settings, case: RouteTestCase, case_dir: Path) -> list[s
             failures.append(f"outputs.{route_name}: the route is not reached")
             continue
         pipeline = Pipeline(route.step_specs(), route=route.route, route_dir=settings.route_files[route.route].parent)
-        try:
-            out = pipeline.apply(message, _context(settings, case, message))
-        except IdentityHold as exc:
-            failures.append(f"{route_name}: held for identity ({exc.reason})")
-            continue
-        except MessageError as exc:
-            if want.reject is None or want.reject not in exc.reason:
-                wanted = f", want a reason with {want.reject!r}" if want.reject else ""
-                failures.append(f"{route_name}: refused ({exc.reason}){wanted}")
-            continue
-        if want.reject is not None:
-            failures.append(f"{route_name}: accepted, want a refusal with {want.reject!r}")
-            continue
-        failures += [f"{route_name}: {f}" for f in _check_output(case_dir, out, want)]
+        for message in reaching[route_name]:
+            failures += _run_route(settings, case, case_dir, pipeline, message, route_name, want)
     return failures
+
+
+def _listener_messages(settings: Settings, case: RouteTestCase, source: Path) -> list[Message]:
+    """What the listener makes of the input: its intake (a mail listener), or one message read as the listener
+    reads it (the reader's metadata, then its `checks:`). MessageError: the listener would refuse it."""
+    body = source.read_bytes()
+    content_type = case.content_type or _CONTENT_BY_SUFFIX.get(source.suffix.lower(), CONTENT_HL7V2)
+    listener = settings.listener_config(case.from_)
+    intake = registry.get("intake", settings.hub.listeners[case.from_].type)
+    if intake is not None:
+        envelope = case.envelope.model_dump() if case.envelope else {}
+        made: list[Message] = intake.factory(listener, body, envelope)
+        extra = {**case.metadata, "endpoint": case.from_}
+        return [dataclasses.replace(m, metadata={**m.metadata, **extra}) for m in made]
+    metadata = {**case.metadata, "endpoint": case.from_}
+    reader = registry.get("reader", content_type)
+    if reader is not None:
+        metadata.update(reader.factory(body))
+    for name in getattr(listener, "checks", []):
+        check = registry.get("check", name)
+        if check is not None:
+            metadata.update(check.factory(body))
+    return [Message.new(body, content_type=content_type, metadata=metadata)]
+
+
+def _run_route(
+    settings: Settings, case: RouteTestCase, case_dir: Path, pipeline: Pipeline, message: Message, route_name: str,
+    want: ExpectedOutput,
+) -> list[str]:  # fmt: skip
+    """One route's steps on one message, against what the case expects of them."""
+    try:
+        out = pipeline.apply(message, _context(settings, case, message))
+    except IdentityHold as exc:
+        return [f"{route_name}: held for identity ({exc.reason})"]
+    except MessageError as exc:
+        if want.reject is None or want.reject not in exc.reason:
+            wanted = f", want a reason with {want.reject!r}" if want.reject else ""
+            return [f"{route_name}: refused ({exc.reason}){wanted}"]
+        return []
+    if want.reject is not None:
+        return [f"{route_name}: accepted, want a refusal with {want.reject!r}"]
+    return [f"{route_name}: {f}" for f in _check_output(case_dir, out, want)]
 
 
 def _context(settings: Settings, case: RouteTestCase, message: Message) -> StepContext:

@@ -26,7 +26,7 @@ from hub.admin import audit
 from hub.admin.audit import AuditKeys, ensure_keyed_head, load_audit_keys
 from hub.admin.auth import Principal
 from hub.alerting.metrics import OperationsCollector
-from hub.config import DestinationPolicy, RouteConfig, Settings
+from hub.config import DestinationPolicy, HubConfig, RouteConfig, Settings
 from hub.delivery import DestinationWorker
 from hub.errors import ConfigError, MessageError, Outcome, Retryable, StoreError
 from hub.http_slots import SlottedSite
@@ -36,7 +36,7 @@ from hub.metrics import HubMetrics
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, route_message
 from hub.ports import IdentityUpdates, InboundAdapter, OutboundAdapter, Sandbox
-from hub.reload import ReloadResult, prepare_reload, route_texts
+from hub.reload import ReloadResult, entry_changes, prepare_reload, route_texts
 from hub.slots import Slots
 from hub.stats import HourlyStats
 from hub.store import AuditEvent, Delivery, MessageRecord, SearchQuery, Store, SubmitResult, open_store
@@ -193,14 +193,8 @@ class Hub:
             self.sandboxes[name] = sandbox
             log.info("sandbox_started", **sandbox.describe())
 
-        for name, entry in self.config.endpoints.items():
-            comp = registry.get("outbound", entry.type)
-            assert comp is not None
-            if "services" in comp.needs:
-                services = _AdapterServices(self.config.environment, self.identity)
-                adapter = comp.factory(name, self.settings.endpoint_config(name), services=services)
-            else:
-                adapter = comp.factory(name, self.settings.endpoint_config(name))
+        for name in self.config.endpoints:
+            adapter = self._build_endpoint(self.settings, name)
             await adapter.start()
             self.endpoints[name] = adapter
 
@@ -229,10 +223,8 @@ class Hub:
             self.supervisor.start("alerts", self.alerts.run)
         # Listeners are built before the HTTP server so that those served on the hub's HTTP port
         # (`http_routes()`, e.g. FHIR under /fhir) are mounted; none takes a message before start().
-        for name, entry in self.config.listeners.items():
-            comp = registry.get("inbound", entry.type)
-            assert comp is not None
-            self.listeners[name] = comp.factory(name, self.settings.listener_config(name), _ListenerContext(self, name))
+        for name in self.config.listeners:
+            self.listeners[name] = self._build_listener(self.settings, name)
         if self.config.http.enabled:
             await self._start_http()
         for listener in self.listeners.values():
@@ -245,6 +237,20 @@ class Hub:
             routes=len(self.settings.routes),
             http_port=self.http_port,
         )
+
+    def _build_endpoint(self, settings: Settings, name: str) -> Any:
+        entry = settings.hub.endpoints[name]
+        comp = registry.get("outbound", entry.type)
+        assert comp is not None
+        if "services" in comp.needs:
+            services = _AdapterServices(settings.hub.environment, self.identity)
+            return comp.factory(name, settings.endpoint_config(name), services=services)
+        return comp.factory(name, settings.endpoint_config(name))
+
+    def _build_listener(self, settings: Settings, name: str) -> Any:
+        comp = registry.get("inbound", settings.hub.listeners[name].type)
+        assert comp is not None
+        return comp.factory(name, settings.listener_config(name), _ListenerContext(self, name))
 
     def _pipeline(self, settings: Settings, route: RouteConfig) -> Pipeline:
         return Pipeline(route.step_specs(), route=route.route, route_dir=settings.route_files[route.route].parent)
@@ -289,7 +295,8 @@ class Hub:
         added, changed = [], []
         for key, (route, policy) in wanted.items():
             worker = self.workers.get(key)
-            if worker is not None and old_policies.get(key) == policy:
+            same_adapter = worker is not None and worker.adapter is self.endpoints.get(policy.destination)
+            if worker is not None and old_policies.get(key) == policy and same_adapter:
                 worker.pipeline = pipelines[route.route]  # used from its next claim
                 continue
             paused = worker.paused if worker is not None else policy.paused
@@ -311,7 +318,8 @@ class Hub:
             result, new = prepare_reload(self, path)
             assert self.store is not None
             who = Principal(by, role, "signal" if by == "signal" else "token")
-            detail = {k: v for k, v in result.as_dict().items() if k in ("reason", "problems", "diff")}
+            kept = ("reason", "problems", "diff", "endpoints", "listeners")
+            detail = {k: v for k, v in result.as_dict().items() if k in kept}
             # Recorded before anything changes: a reload the audit trail cannot keep is not applied.
             await audit.record(
                 self.store, who, "config_reload", target=str(path or self.settings.path), detail=detail,
@@ -320,8 +328,12 @@ class Hub:
             if new is None:
                 log.warning("config_reload_refused", reason=result.reason, problems=len(result.problems))
                 return result
+            previous = self.config
             try:
+                retired = await self._apply_endpoints(new, result)
                 result.added, result.removed, result.changed = await self.apply_routes(new)
+                await self._retire_endpoints(retired)
+                await self._apply_listeners(previous, new, result)
             except ConfigError as exc:
                 result = ReloadResult(False, "a route could not be built", problems=exc.problems, diff=result.diff)
                 await audit.record(
@@ -333,6 +345,54 @@ class Hub:
                 "config_reloaded", added=len(result.added), removed=len(result.removed), changed=len(result.changed)
             )
             return result
+
+    async def _apply_endpoints(self, settings: Settings, result: ReloadResult) -> dict[str, Any]:
+        """Start the endpoints a reload adds or changes (their workers switch over in apply_routes); returns the
+        adapters they replace, stopped once no worker uses them. ConfigError, nothing changed, if one fails."""
+        old, new = self.config.endpoints, settings.hub.endpoints
+        names = [n for n in new if n not in old or old[n] != new[n]]
+        started: dict[str, Any] = {}
+        try:
+            for name in names:
+                adapter = self._build_endpoint(settings, name)
+                await adapter.start()
+                started[name] = adapter
+        except Exception as exc:
+            for adapter in started.values():
+                with contextlib.suppress(Exception):
+                    await adapter.stop()
+            raise ConfigError(f"{settings.path}:1: endpoint could not start ({type(exc).__name__})") from None
+        retired = {name: self.endpoints[name] for name in started if name in self.endpoints}
+        retired |= {name: self.endpoints[name] for name in old if name not in new}
+        self.endpoints.update(started)
+        result.endpoints = entry_changes(old, new)
+        return retired
+
+    async def _retire_endpoints(self, retired: dict[str, Any]) -> None:
+        """Stop the adapters a reload replaced or removed, unless a worker (a removed route draining) uses one."""
+        in_use = {id(w.adapter) for w in self.workers.values()}
+        for name, adapter in retired.items():
+            if id(adapter) in in_use:
+                log.info("endpoint_kept_until_drained", endpoint=name)
+                continue
+            if self.endpoints.get(name) is adapter:
+                del self.endpoints[name]
+            await adapter.stop()
+
+    async def _apply_listeners(self, previous: HubConfig, settings: Settings, result: ReloadResult) -> None:
+        """Stop the listeners a reload removes or changes (their open connections are closed: a message being
+        committed still commits, its sender resends what it got no ACK for), start the new ones."""
+        old, new = previous.listeners, settings.hub.listeners
+        for name in [n for n in old if n not in new or old[n] != new[n]]:
+            listener = self.listeners.pop(name)
+            await listener.stop()
+            log.info("listener_stopped", listener=name, reason="reload")
+        for name in [n for n in new if n not in old or old[n] != new[n]]:
+            listener = self._build_listener(settings, name)
+            await listener.start()
+            self.listeners[name] = listener
+            log.info("listener_started", **listener.describe())
+        result.listeners = entry_changes(old, new)
 
     async def stop(self) -> None:
         for listener in self.listeners.values():

@@ -91,12 +91,12 @@ async def test_a_bad_reload_changes_nothing_and_says_why(tmp_path: Path) -> None
                 "did you mean 'sending_app'?"
             ]
             assert hub.settings is before
-            # An endpoint change needs a restart: refused, with the reason.
+            # A store change needs a restart: refused, with the reason.
             write_route(tmp_path, 0, route("adt_to_dpi", "dpi"))
-            text = (tmp_path / "hub.yaml").read_text().replace(f"127.0.0.1:{dpi.port}", "127.0.0.1:1")
+            text = (tmp_path / "hub.yaml").read_text().replace("hub.db", "other.db")
             (tmp_path / "hub.yaml").write_text(text)
             result = await hub.reload(by="test")
-            assert (result.applied, result.reason) == (False, "endpoints changed: restart the hub to apply")
+            assert (result.applied, result.reason) == (False, "store changed: restart the hub to apply")
             assert hub.settings is before
             # The old routes still run.
             client = await MllpClient.connect(mllp_port(hub))
@@ -203,3 +203,61 @@ async def test_a_lookup_miss_is_dead_lettered_then_replayed_once_the_table_is_fi
             assert b"OBX|1|NM|2823-3^Potassium^L" in dpi.bodies[0]
             [entry] = await audit_entries(hub)
             assert "+K,2823-3" in json.loads(entry.detail)["diff"]  # the table change is in the audit trail
+
+
+async def test_reload_applies_endpoint_and_listener_changes_without_dropping_the_others(tmp_path: Path) -> None:
+    """An endpoint moved to another receiver takes the next deliveries; a listener added by reload accepts
+    messages while the first listener's open connection goes on; a removed listener stops accepting."""
+    async with running_peer() as dpi, running_peer() as new_dpi:
+        config = write_hub_config(tmp_path, peer_port=dpi.port, routes=[route("adt_to_dpi", "dpi")])
+        async with running_hub(config) as hub:
+            first = await MllpClient.connect(mllp_port(hub))
+            try:
+                assert b"|AA|" in await first.send(adt("E1"))
+                await wait_until(lambda: len(dpi.bodies) == 1)
+                data = yaml.safe_load((tmp_path / "hub.yaml").read_text())
+                data["endpoints"]["dpi"]["endpoint"] = f"127.0.0.1:{new_dpi.port}"
+                data["listeners"]["mllp_second"] = {"type": "mllp", "listen": "127.0.0.1:0"}
+                (tmp_path / "hub.yaml").write_text(yaml.safe_dump(data))
+                (tmp_path / "routes" / "r0.yaml").write_text(
+                    yaml.safe_dump({**route("adt_to_dpi", "dpi"), "from": ["mllp_in", "mllp_second"]})
+                )
+                result = await hub.reload(by="test")
+                assert result.applied, result
+                assert (result.endpoints, result.listeners, result.changed) == (
+                    ["~dpi"], ["+mllp_second"], ["adt_to_dpi/dpi"]
+                )
+                # The connection opened before the reload still works, and its messages go to the new receiver.
+                assert b"|AA|" in await first.send(adt("E2"))
+                second = await MllpClient.connect(hub.listeners["mllp_second"].port)
+                try:
+                    assert b"|AA|" in await second.send(adt("E3"))
+                finally:
+                    await second.close()
+                await wait_until(lambda: len(new_dpi.bodies) == 2)
+                assert [b.split(b"|")[9] for b in new_dpi.bodies] == [b"E2", b"E3"] and len(dpi.bodies) == 1
+            finally:
+                await first.close()
+            # Removing the second listener stops it; the first keeps its port.
+            port_second = hub.listeners["mllp_second"].port
+            del data["listeners"]["mllp_second"]
+            (tmp_path / "hub.yaml").write_text(yaml.safe_dump(data))
+            write_route(tmp_path, 0, route("adt_to_dpi", "dpi"))
+            result = await hub.reload(by="test")
+            assert result.applied and result.listeners == ["-mllp_second"], result
+            assert "mllp_second" not in hub.listeners
+            try:
+                await MllpClient.connect(port_second)
+                raise AssertionError("the removed listener still accepts connections")
+            except OSError:
+                pass
+            again = await MllpClient.connect(mllp_port(hub))
+            try:
+                assert b"|AA|" in await again.send(adt("E4"))
+            finally:
+                await again.close()
+            await wait_until(lambda: len(new_dpi.bodies) == 3)
+            entries = await audit_entries(hub)
+            assert [e.outcome for e in entries] == ["ok", "ok"]
+            assert [json.loads(e.detail)["listeners"] for e in entries] == [["+mllp_second"], ["-mllp_second"]]
+            assert json.loads(entries[0].detail)["endpoints"] == ["~dpi"]

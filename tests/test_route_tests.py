@@ -76,3 +76,34 @@ def test_a_malformed_case_file_is_reported_with_file_and_line(example: Path) -> 
     assert f"{example}/routes/tests/bad.yaml:4: cases.0.inpt: unknown key" in info.value.problems
     done = hub("check", "--config", str(example / "hub.yaml"))
     assert done.returncode == 1 and f"{example}/routes/tests/bad.yaml:4: cases.0.inpt: unknown key" in done.stderr
+
+
+def test_mail_cases_run_what_the_smtp_listener_makes_of_a_mail(tmp_path: Path) -> None:
+    """A mail case goes through the SMTP listener's own intake: the mail and each XDM document are routed on
+    their own; a wrong expectation about them fails, and a mail the listener refuses is reported as such."""
+    settings = load_config(ROOT / "config" / "hub.yaml")
+    shipped = [r for r in run_route_tests(settings) if r.file.name == "mail.yaml"]
+    assert len(shipped) == 3 and all(r.ok for r in shipped), [r.failures for r in shipped]
+
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config)
+    shutil.copytree(ROOT / "routes", tmp_path / "routes")
+    shutil.copytree(ROOT / "samples", tmp_path / "samples")
+    cases = tmp_path / "routes" / "tests" / "mail.yaml"
+    wrong = cases.read_text().replace("routes: [mss_to_mailboxes]\n", "routes: [mss_relay]\n", 1)
+    wrong = wrong.replace("MSH-9.2: T02", "MSH-9.2: T10")
+    (tmp_path / "samples" / "broken.eml").write_bytes(
+        (ROOT / "samples" / "mss_document_mail.eml").read_bytes().replace(b"IHE_XDM.ZIP", b"OTHER.ZIP")
+    )
+    wrong += (
+        "  - name: an application mail without its IHE_XDM.ZIP\n    from: smtp_mta\n"
+        "    input: ../../samples/broken.eml\n"
+        "    envelope: {mail_from: lab@peer.mssante.fr, rcpt_to: [dpi-integration@hub.mssante.fr]}\n"
+    )
+    cases.write_text(wrong)
+    results = {r.name: r.failures for r in run_route_tests(load_config(config / "hub.yaml"))
+               if r.file.resolve() == cases.resolve()}  # fmt: skip
+    document, personal, _, broken = results.values()
+    assert document == ["mss_documents_to_dpi: hl7 MSH-9.2: got ['T02'], want 'T10'"]
+    assert personal == ["routes: got ['mss_to_mailboxes'], want ['mss_relay']"]
+    assert len(broken) == 1 and broken[0].startswith("the listener would refuse the input:")

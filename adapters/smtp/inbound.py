@@ -40,12 +40,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime as dt
 import email.utils
 import hashlib
 import os
 import ssl
 import time
 from base64 import b64decode
+from collections.abc import Mapping
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -72,10 +74,10 @@ from adapters.smtp.common import (
     verify_password,
 )
 from adapters.smtp.directory import open_directory
-from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, analyse, is_null_sender
+from adapters.smtp.intake import CONTENT_CDA, CONTENT_MAIL, Intake, analyse, is_null_sender
 from adapters.smtp.trustlist import TrustListRefresher
 from adapters.tls import RevocationError, TlsConfig, verify_peer
-from hub.errors import ConfigError, Retryable
+from hub.errors import ConfigError, MessageError, Retryable
 from hub.message import Message, new_id, utcnow
 from hub.ports import InboundContext
 from hub.registry import ComponentConfig, register
@@ -363,20 +365,10 @@ class _SmtpListener:
         )
         try:
             intake = await asyncio.to_thread(
-                analyse,
-                raw,
-                mail_id=mail_id,
-                now=now,
-                mail_from="" if is_null_sender(envelope.mail_from or "") else (envelope.mail_from or ""),
-                rcpt_tos=list(envelope.rcpt_tos),
-                mailboxes=self.mailboxes,
-                hub_domains=sorted(self.mailboxes.domains),
-                limits=self.config.xdm,
-                hostname=self.config.hostname,
-                max_parts=self.config.max_mime_parts,
-                send_mdn=self.config.send_mdn,
+                _analyse, self.config, self.mailboxes, raw, mail_id=mail_id, now=now,
+                mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
                 submission=self.kind == "submission",
-            )
+            )  # fmt: skip
         except Exception as exc:  # a bug must not lose the mail: the sender keeps it and retries
             log.error("smtp_intake_failed", listener=self.name, message_id=mail_id, error=type(exc).__name__)
             return "451 4.3.0 Temporary failure, please try again later"
@@ -439,6 +431,48 @@ class _SmtpListener:
 
     def _actor(self, session: Session) -> str:
         return _peer_ip(session)
+
+
+def _analyse(
+    config: _ListenerConfig, mailboxes: Mailboxes, raw: bytes, *, mail_id: str, now: dt.datetime, mail_from: str,
+    rcpt_tos: list[str], submission: bool,
+) -> Intake:  # fmt: skip
+    """:func:`analyse` with this listener's settings (what DATA and ``hub test`` both run)."""
+    return analyse(
+        raw, mail_id=mail_id, now=now, mail_from="" if is_null_sender(mail_from) else mail_from, rcpt_tos=rcpt_tos,
+        mailboxes=mailboxes, hub_domains=sorted(mailboxes.domains), limits=config.xdm, hostname=config.hostname,
+        max_parts=config.max_mime_parts, send_mdn=config.send_mdn, submission=submission,
+    )  # fmt: skip
+
+
+def _route_test_intake(submission: bool) -> Any:
+    def intake(config: _ListenerConfig, body: bytes, envelope: Mapping[str, Any]) -> list[Message]:
+        """The messages this listener makes of one mail (``hub test``): the mail, each document of its XDM
+        archive, its MDN; as DATA does, without I/O. A refused mail raises MessageError with the 554 reason."""
+        mailboxes = Mailboxes(config.mailboxes, config.domains, directory=open_directory(config.mailbox_directory))
+        rcpt = envelope.get("rcpt_to") or []
+        rcpt_tos = [rcpt] if isinstance(rcpt, str) else [str(r) for r in rcpt]
+        mail_id, now = new_id(), utcnow()
+        found = _analyse(
+            config, mailboxes, body, mail_id=mail_id, now=now, mail_from=str(envelope.get("mail_from") or ""),
+            rcpt_tos=rcpt_tos, submission=submission,
+        )  # fmt: skip
+        if found.refusal is not None:
+            raise MessageError(found.refusal)
+        mail = Message(
+            id=mail_id, content_type=CONTENT_MAIL, body=found.raw, metadata=found.metadata, received_at=now,
+            correlation_id=mail_id,
+        )  # fmt: skip
+        out = [mail, *(mail.derive(body=b, content_type=CONTENT_CDA, **meta) for b, meta in found.documents)]
+        if found.mdn is not None:
+            out.append(mail.derive(body=found.mdn[0], content_type=CONTENT_MAIL, **found.mdn[1]))
+        return out
+
+    return intake
+
+
+register("intake", "smtp_mta", config=SmtpMtaConfig)(_route_test_intake(submission=False))
+register("intake", "smtp_submission", config=SmtpSubmissionConfig)(_route_test_intake(submission=True))
 
 
 @register("inbound", "smtp_mta", config=SmtpMtaConfig)

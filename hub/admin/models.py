@@ -387,7 +387,13 @@ class ReloadView(_Out):
     problems: list[str] = Field(description="`hub check` problems of the new configuration, as file:line: text.")
     added: list[str] = Field(description="route/destination queues added.")
     removed: list[str] = Field(description="route/destination queues removed: they deliver what they hold, no more.")
-    changed: list[str] = Field(description="route/destination queues whose delivery policy changed (new worker).")
+    changed: list[str] = Field(
+        description="route/destination queues whose delivery policy or endpoint changed (new worker)."
+    )
+    endpoints: list[str] = Field(
+        description="Endpoints added (`+name`), changed (`~name`: a new adapter took over its queues) or removed (`-`)."
+    )
+    listeners: list[str] = Field(description="Listeners started (`+name`), restarted (`~name`) or stopped (`-name`).")
     diff: str = Field(description="Unified diff of the route and table files, as recorded in the audit trail.")
 
 

@@ -2,7 +2,7 @@
 
 Parametrised over the registry's inbound adapters: registering a new one puts it under this suite, and
 `test_every_inbound_adapter_has_a_sender` fails until it has a sender here (or a stated reason to have none).
-The contract (adapters/base.py, DESIGN.md): commit before acknowledge (a hub that cannot take the message
+The contract (hub/ports.py, DESIGN.md): commit before acknowledge (a hub that cannot take the message
 answers the protocol's "try again" and acknowledges nothing); a refused message is stored with its reason;
 oversize input is refused with the protocol's error; a slow peer is cut off by its timeout without blocking
 the others.

@@ -2,7 +2,7 @@
 
 Parametrised over the registry's outbound adapters: registering a new one puts it under this suite, and
 `test_every_outbound_adapter_has_a_peer` fails until it has a peer here (or a stated reason not to need one).
-The contract (adapters/base.py): `send` returns on ACCEPT, raises Retryable (Unreachable when nothing was sent)
+The contract (hub/ports.py): `send` returns on ACCEPT, raises Retryable (Unreachable when nothing was sent)
 or Rejected, and never retries nor sleeps; it gives up within its timeouts; a cancelled send leaves no
 connection open; TLS verifies the peer against the configured CA.
 """

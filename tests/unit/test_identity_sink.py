@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from tests.test_identity_flow import adt
 
 from hub import registry
 from hub.errors import Rejected
@@ -18,6 +17,7 @@ from hub.identity_sink import IdentityRegistryConfig, IdentityRegistrySink
 from hub.message import CONTENT_HL7V2, Message
 from hub.ports import IdentityUpdates
 from hub.store import Store
+from tests.integration.test_identity_flow import adt
 
 
 @dataclasses.dataclass(frozen=True)
