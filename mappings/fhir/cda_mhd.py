@@ -49,6 +49,7 @@ import base64
 import hashlib
 import urllib.parse
 import zoneinfo
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from lxml import etree
@@ -158,7 +159,97 @@ def _ts(value: str | None, config: CdaToMhdConfig, kind: Literal["date", "dateTi
         raise MappingError("timestamp is not a valid HL7 TS", location="/ClinicalDocument") from None
 
 
-def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig) -> dict[str, Any]:  # noqa: C901 (merged above the limit; to split)
+def _ins_identifier(ins: str, ins_oid: str, config: CdaToMhdConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The INS identifier of the Patient and its identity-reliability extension."""
+    authority = authority_for_oid(ins_oid)
+    assert authority is not None
+    identifier = {
+        "use": authority.fhir_use,
+        "type": {"coding": [{"system": FR_CORE_V2_0203_SYSTEM, "code": authority.fhir_type}]},
+        "system": authority.fhir_system,
+        "value": ins,
+    }
+    # CI-SIS: the INS goes in patientRole/id only for a qualified identity (DOMAIN.md §3.3).
+    status = (
+        {"system": FR_CORE_IDENTITY_STATUS_SYSTEM, "code": "QUAL"}
+        if config.fr_core == "2.2"
+        else {"system": FR_CORE_V2_0445_SYSTEM, "code": "VALI"}
+    )
+    extension = {"extension": [{"url": "identityStatus", "valueCoding": status}], "url": IDENTITY_RELIABILITY_URL}
+    return identifier, extension
+
+
+def _ipp_identifier(header: dict[str, str]) -> dict[str, Any]:
+    """The local patient id (IPP) as a PI identifier under its assigning authority's OID."""
+    return {
+        "use": "usual",
+        "type": {"coding": [{"system": V2_0203_SYSTEM, "code": "PI"}]},
+        "system": f"urn:oid:{header['ipp_oid']}",
+        "value": header["ipp"],
+    }
+
+
+def _birth_place(person: etree._Element | None) -> tuple[dict[str, Any] | None, etree._Element | None]:
+    """The birth-place extension (INSEE code, city) and the county element it came from, if any."""
+    county = _path(person, "birthplace", "place", "addr", "county")
+    county_code = (county.text or "").strip() if county is not None else ""
+    if not county_code:
+        return None, county
+    address: dict[str, Any] = {
+        "extension": [{"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county_code}}]
+    }
+    city = _path(person, "birthplace", "place", "addr", "city")
+    city_name = (city.text or "").strip() if city is not None else ""
+    if city_name:
+        address["city"] = city_name
+    return {"url": BIRTH_PLACE_URL, "valueAddress": address}, county
+
+
+def _human_names(name: etree._Element) -> list[dict[str, Any]]:
+    """The FHIR HumanNames of one CDA name: birth name (BR, official) then used name (CL, usual)."""
+    parts: dict[str, tuple[list[str], list[str]]] = {"BR": ([], []), "CL": ([], [])}
+    birth_list = None
+    for el in name:
+        text = " ".join((el.text or "").split())
+        if not text or not isinstance(el.tag, str):
+            continue
+        local, qualifier = el.tag[len(_H) :], el.get("qualifier")
+        if local == "given" and qualifier is None:
+            birth_list = text
+        elif local in ("family", "given") and qualifier in parts:
+            parts[qualifier][0 if local == "family" else 1].append(text)
+    names: list[dict[str, Any]] = []
+    for qualifier, use in (("BR", "official"), ("CL", "usual")):
+        family, given = parts[qualifier]
+        if not family and not given:
+            continue
+        entry: dict[str, Any] = {}
+        if qualifier == "BR" and birth_list:
+            entry["extension"] = [{"url": BIRTH_LIST_GIVEN_NAME_URL, "valueString": birth_list}]
+        entry["use"] = use
+        if family:
+            entry["family"] = family[0]
+        if given:
+            entry["given"] = given[:1]
+        names.append(entry)
+    return names
+
+
+def _missing_strict_traits(patient: dict[str, Any], names: list[dict[str, Any]], has_county: bool) -> list[str]:
+    """The CDA locations of the strict traits an INS needs that the Patient lacks."""
+    return [
+        loc
+        for loc, ok in (
+            ("name", any(n["use"] == "official" and n.get("given") and n.get("extension") for n in names)),
+            ("administrativeGenderCode", "gender" in patient),
+            ("birthTime", "birthDate" in patient),
+            ("birthplace/place/addr/county", has_county),
+        )
+        if not ok
+    ]
+
+
+def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig) -> dict[str, Any]:
     where = "/ClinicalDocument/recordTarget/patientRole/patient"
     person = _path(doc, "recordTarget", "patientRole", "patient")
     patient: dict[str, Any] = {"resourceType": "Patient", "meta": {"profile": [FR_CORE_PATIENT]}}
@@ -166,77 +257,21 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     ins, ins_oid = header.get("ins"), header.get("ins_oid")
     extensions: list[dict[str, Any]] = []
     if ins and ins_oid in INS_ROOTS:
-        authority = authority_for_oid(ins_oid)
-        assert authority is not None
-        identifiers.append(
-            {
-                "use": authority.fhir_use,
-                "type": {"coding": [{"system": FR_CORE_V2_0203_SYSTEM, "code": authority.fhir_type}]},
-                "system": authority.fhir_system,
-                "value": ins,
-            }
-        )
-        # CI-SIS: the INS goes in patientRole/id only for a qualified identity (DOMAIN.md §3.3).
-        status = (
-            {"system": FR_CORE_IDENTITY_STATUS_SYSTEM, "code": "QUAL"}
-            if config.fr_core == "2.2"
-            else {"system": FR_CORE_V2_0445_SYSTEM, "code": "VALI"}
-        )
-        extensions.append(
-            {"extension": [{"url": "identityStatus", "valueCoding": status}], "url": IDENTITY_RELIABILITY_URL}
-        )
+        identifier, reliability = _ins_identifier(ins, ins_oid, config)
+        identifiers.append(identifier)
+        extensions.append(reliability)
         patient["meta"]["profile"] = [FR_CORE_PATIENT_INS]
     if header.get("ipp") and header.get("ipp_oid"):
-        identifiers.append(
-            {
-                "use": "usual",
-                "type": {"coding": [{"system": V2_0203_SYSTEM, "code": "PI"}]},
-                "system": f"urn:oid:{header['ipp_oid']}",
-                "value": header["ipp"],
-            }
-        )
+        identifiers.append(_ipp_identifier(header))
     if not identifiers:
         raise MappingError("recordTarget without an INS or a local patient id", location=f"{where[:-8]}/id")
-    county = _path(person, "birthplace", "place", "addr", "county")
-    county_code = (county.text or "").strip() if county is not None else ""
-    if county_code:
-        address: dict[str, Any] = {
-            "extension": [{"url": INSEE_CODE_URL, "valueCoding": {"system": INSEE_CODE_SYSTEM, "code": county_code}}]
-        }
-        city = _path(person, "birthplace", "place", "addr", "city")
-        city_name = (city.text or "").strip() if city is not None else ""
-        if city_name:
-            address["city"] = city_name
-        extensions.append({"url": BIRTH_PLACE_URL, "valueAddress": address})
+    birth_place, county = _birth_place(person)
+    if birth_place is not None:
+        extensions.append(birth_place)
     if extensions:
         patient["extension"] = extensions
     patient["identifier"] = identifiers
-    names: list[dict[str, Any]] = []
-    for name in [] if person is None else person.findall(_H + "name"):
-        parts: dict[str, tuple[list[str], list[str]]] = {"BR": ([], []), "CL": ([], [])}
-        birth_list = None
-        for el in name:
-            text = " ".join((el.text or "").split())
-            if not text or not isinstance(el.tag, str):
-                continue
-            local, qualifier = el.tag[len(_H) :], el.get("qualifier")
-            if local == "given" and qualifier is None:
-                birth_list = text
-            elif local in ("family", "given") and qualifier in parts:
-                parts[qualifier][0 if local == "family" else 1].append(text)
-        for qualifier, use in (("BR", "official"), ("CL", "usual")):
-            family, given = parts[qualifier]
-            if not family and not given:
-                continue
-            entry: dict[str, Any] = {}
-            if qualifier == "BR" and birth_list:
-                entry["extension"] = [{"url": BIRTH_LIST_GIVEN_NAME_URL, "valueString": birth_list}]
-            entry["use"] = use
-            if family:
-                entry["family"] = family[0]
-            if given:
-                entry["given"] = given[:1]
-            names.append(entry)
+    names = [entry for name in ([] if person is None else person.findall(_H + "name")) for entry in _human_names(name)]
     if names:
         patient["name"] = names
     gender = _path(person, "administrativeGenderCode")
@@ -246,16 +281,7 @@ def _patient(doc: etree._Element, header: dict[str, str], config: CdaToMhdConfig
     if birth is not None and birth.get("value"):
         patient["birthDate"] = _ts(birth.get("value", "")[:8], config, "date")
     if ins:
-        missing = [
-            loc
-            for loc, ok in (
-                ("name", any(n["use"] == "official" and n.get("given") and n.get("extension") for n in names)),
-                ("administrativeGenderCode", "gender" in patient),
-                ("birthTime", "birthDate" in patient),
-                ("birthplace/place/addr/county", county is not None),
-            )
-            if not ok
-        ]
+        missing = _missing_strict_traits(patient, names, county is not None)
         if missing:
             # FR Core fr-core-patient-ins: with an INS the strict traits travel too (DOMAIN.md §4.1).
             raise MappingError("INS without its strict traits", location=f"{where}/{missing[0]}")
@@ -363,15 +389,8 @@ def _replaced(doc: etree._Element, unique_id: str) -> str | None:
     return None
 
 
-def cda_to_mhd(  # noqa: C901 (merged above the limit; to split)
-    body: bytes, message: Message | None = None, config: CdaToMhdConfig | None = None
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The ITI-65 transaction Bundle (JSON) for a CDA document, and metadata for the derived message."""
-    if config is None:
-        raise MappingError("cda_to_mhd_bundle needs its settings (source_id, content_type_code, class_codes)")
-    cfg = config
-    doc = parse_xml(body)
-    header = read_cda_header(doc)
+def _document_codes(header: dict[str, str], cfg: CdaToMhdConfig) -> tuple[str, XdsCode]:
+    """The document's uniqueId and its configured XDS classCode; refuses a document lacking id or code."""
     unique_id = header.get("unique_id")
     if not unique_id:
         raise MappingError("ClinicalDocument without id", location="/ClinicalDocument/id")
@@ -382,15 +401,21 @@ def cda_to_mhd(  # noqa: C901 (merged above the limit; to split)
         raise MappingError(
             f"no classCode configured for document type {header['type_code'][:64]}", location="/ClinicalDocument/code"
         )
-    correlation = message.correlation_id if message is not None else unique_id
-    metadata = message.metadata if message is not None else {}
-    patient = _patient(doc, header, cfg)
-    patient_id = patient["identifier"][0]
+    return unique_id, class_code
+
+
+def _full_urls(unique_id: str, correlation: str, patient_id: dict[str, Any]) -> dict[str, str]:
+    """The Bundle entries' fullUrls: stable UUIDs per document and message, the Patient's per identifier."""
     urls = {kind: f"urn:uuid:{stable_uuid('mhd', kind, unique_id, correlation)}" for kind in ("List", "Doc", "Binary")}
     urls["Patient"] = f"urn:uuid:{stable_uuid('Patient', patient_id['system'], patient_id['value'])}"
-    type_coding = _coding(header["type_code"], header.get("type_code_system"), header.get("type_display_name"))
-    created = _ts(header.get("effective_time"), cfg, "dateTime")
+    return urls
 
+
+def _contained_actors(
+    doc: etree._Element, patient: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, str]]:
+    """The DocumentReference's contained resources (authors, legal authenticator, source patient) and the
+    author and authenticator references to them."""
     # Who: the CDA header's authors and legal authenticator, contained (MHD Comprehensive aggregation).
     contained: list[dict[str, Any]] = []
     authors = doc.findall(f"{_H}author/{_H}assignedAuthor")
@@ -411,12 +436,119 @@ def cda_to_mhd(  # noqa: C901 (merged above the limit; to split)
     source_patient["id"] = "source-patient"
     source_patient["meta"] = {"profile": [FR_CORE_PATIENT]}
     contained.append(source_patient)
+    return contained, author_refs, {"reference": f"#{legal_actors[0]['id']}"}
+
+
+def _custodian(header: dict[str, str]) -> dict[str, Any]:
+    """DocumentReference.custodian: the CDA custodian organisation's id (PDSm custodian 1..1)."""
     if not (header.get("custodian_id") and header.get("custodian_id_root")):
         raise MappingError(
             "custodian is required (PDSm custodian 1..1)",
             location="/ClinicalDocument/custodian/assignedCustodian/representedCustodianOrganization/id",
         )
+    return {
+        "type": "Organization",
+        "identifier": {"system": f"urn:oid:{header['custodian_id_root']}", "value": header["custodian_id"]},
+    }
 
+
+def _relates_to(replaced: str) -> list[dict[str, Any]]:
+    """DocumentReference.relatesTo for a replacement (PDSm TD2.1 / MHD: it names the replaced entryUUID)."""
+    return [
+        {
+            "code": "replaces",
+            "target": {
+                "type": "DocumentReference",
+                "identifier": {"use": "official", "system": _RFC3986, "value": entry_uuid_for(replaced)},
+            },
+        }
+    ]
+
+
+def _security_labels(header: dict[str, str], metadata: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The confidentialityCode, then the masking codes of the message; at least one is required."""
+    labels = []
+    if header.get("confidentiality_code"):
+        labels.append({"coding": [{"system": _CONFIDENTIALITY, "code": header["confidentiality_code"]}]})
+    # The MetaDMPMSS masking flags, as the XDS route's extra confidentialityCodes (PDSm4DMP TD3.3a/b).
+    for code in visibility_codes(metadata):
+        labels.append({"coding": [{"system": VISIBILITY_FHIR_SYSTEM, "code": code, "display": VISIBILITY_CODES[code]}]})
+    if not labels:
+        raise MappingError("confidentialityCode is required", location="/ClinicalDocument/confidentialityCode")
+    return labels
+
+
+def _content(
+    body: bytes, doc: etree._Element, header: dict[str, str], cfg: CdaToMhdConfig, url: str, created: str | None
+) -> list[dict[str, Any]]:
+    """DocumentReference.content: the attachment describing the Binary at ``url``, and the format code."""
+    attachment: dict[str, Any] = {
+        "contentType": cfg.binary_content_type,
+        "language": header.get("language_code", "fr-FR"),
+        "url": url,
+        "size": len(body),
+        # FHIR R4 Attachment.hash: base64 of the SHA-1 of the data (XDS hash is its hex form).
+        "hash": base64.b64encode(hashlib.sha1(body).digest()).decode(),
+        "title": header.get("title") or header.get("type_display_name") or "",
+    }
+    if not attachment["title"]:
+        raise MappingError("title is required", location="/ClinicalDocument/title")
+    if created:
+        attachment["creation"] = created
+    return [{"attachment": attachment, "format": _format(doc, header)}]
+
+
+def _document_context(header: dict[str, str], cfg: CdaToMhdConfig) -> dict[str, Any]:
+    """DocumentReference.context: service period, facility type, practice setting (all required), source patient."""
+    period = {
+        k: v
+        for k, v in (
+            ("start", _ts(header.get("service_start_time"), cfg, "dateTime")),
+            ("end", _ts(header.get("service_stop_time"), cfg, "dateTime")),
+        )
+        if v
+    }
+    if "start" not in period:
+        raise MappingError(
+            "serviceEvent start is required (PDSm context.period.start)",
+            location="/ClinicalDocument/documentationOf/serviceEvent/effectiveTime/low",
+        )
+    if not header.get("facility_code"):
+        raise MappingError(
+            "healthCareFacility code is required",
+            location="/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+        )
+    if not header.get("practice_setting_code"):
+        raise MappingError(
+            "standardIndustryClassCode is required",
+            location="/ClinicalDocument/documentationOf/serviceEvent/performer",
+        )
+    return {
+        "period": period,
+        "facilityType": {"coding": [_coding(header["facility_code"], header.get("facility_code_system"))]},
+        "practiceSetting": {
+            "coding": [_coding(header["practice_setting_code"], header.get("practice_setting_code_system"))]
+        },
+        "sourcePatientInfo": {"reference": "#source-patient"},
+    }
+
+
+def _document_reference(
+    body: bytes,
+    doc: etree._Element,
+    header: dict[str, str],
+    cfg: CdaToMhdConfig,
+    class_code: XdsCode,
+    patient: dict[str, Any],
+    urls: dict[str, str],
+    metadata: Mapping[str, str],
+) -> dict[str, Any]:
+    """The PDSm DocumentReference (module docstring); refuses the document where a required element lacks."""
+    unique_id = header["unique_id"]
+    type_coding = _coding(header["type_code"], header.get("type_code_system"), header.get("type_display_name"))
+    created = _ts(header.get("effective_time"), cfg, "dateTime")
+    contained, author_refs, authenticator = _contained_actors(doc, patient)
+    custodian = _custodian(header)
     document: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "meta": {"profile": [PDSM_DOCUMENT_REFERENCE]},
@@ -433,96 +565,53 @@ def cda_to_mhd(  # noqa: C901 (merged above the limit; to split)
         raise MappingError("effectiveTime is required", location="/ClinicalDocument/effectiveTime")
     document["date"] = date
     document["author"] = author_refs
-    document["authenticator"] = {"reference": f"#{legal_actors[0]['id']}"}
-    document["custodian"] = {
-        "type": "Organization",
-        "identifier": {"system": f"urn:oid:{header['custodian_id_root']}", "value": header["custodian_id"]},
-    }
+    document["authenticator"] = authenticator
+    document["custodian"] = custodian
     replaced = _replaced(doc, unique_id)
     if replaced is not None:
-        # PDSm TD2.1 / MHD: a replacement names the DocumentReference it replaces (its entryUUID).
-        document["relatesTo"] = [
-            {
-                "code": "replaces",
-                "target": {
-                    "type": "DocumentReference",
-                    "identifier": {"use": "official", "system": _RFC3986, "value": entry_uuid_for(replaced)},
-                },
-            }
-        ]
-    labels = []
-    if header.get("confidentiality_code"):
-        labels.append({"coding": [{"system": _CONFIDENTIALITY, "code": header["confidentiality_code"]}]})
-    # The MetaDMPMSS masking flags, as the XDS route's extra confidentialityCodes (PDSm4DMP TD3.3a/b).
-    for code in visibility_codes(metadata):
-        labels.append({"coding": [{"system": VISIBILITY_FHIR_SYSTEM, "code": code, "display": VISIBILITY_CODES[code]}]})
-    if not labels:
-        raise MappingError("confidentialityCode is required", location="/ClinicalDocument/confidentialityCode")
-    document["securityLabel"] = labels
-    attachment: dict[str, Any] = {
-        "contentType": cfg.binary_content_type,
-        "language": header.get("language_code", "fr-FR"),
-        "url": urls["Binary"],
-        "size": len(body),
-        # FHIR R4 Attachment.hash: base64 of the SHA-1 of the data (XDS hash is its hex form).
-        "hash": base64.b64encode(hashlib.sha1(body).digest()).decode(),
-        "title": header.get("title") or header.get("type_display_name") or "",
-    }
-    if not attachment["title"]:
-        raise MappingError("title is required", location="/ClinicalDocument/title")
-    if created:
-        attachment["creation"] = created
-    document["content"] = [{"attachment": attachment, "format": _format(doc, header)}]
-    context: dict[str, Any] = {}
-    period = {
-        k: v
-        for k, v in (
-            ("start", _ts(header.get("service_start_time"), cfg, "dateTime")),
-            ("end", _ts(header.get("service_stop_time"), cfg, "dateTime")),
-        )
-        if v
-    }
-    if "start" not in period:
-        raise MappingError(
-            "serviceEvent start is required (PDSm context.period.start)",
-            location="/ClinicalDocument/documentationOf/serviceEvent/effectiveTime/low",
-        )
-    context["period"] = period
-    if not header.get("facility_code"):
-        raise MappingError(
-            "healthCareFacility code is required",
-            location="/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
-        )
-    context["facilityType"] = {"coding": [_coding(header["facility_code"], header.get("facility_code_system"))]}
-    if not header.get("practice_setting_code"):
-        raise MappingError(
-            "standardIndustryClassCode is required",
-            location="/ClinicalDocument/documentationOf/serviceEvent/performer",
-        )
-    context["practiceSetting"] = {
-        "coding": [_coding(header["practice_setting_code"], header.get("practice_setting_code_system"))]
-    }
-    context["sourcePatientInfo"] = {"reference": "#source-patient"}
-    document["context"] = context
+        document["relatesTo"] = _relates_to(replaced)
+    document["securityLabel"] = _security_labels(header, metadata)
+    document["content"] = _content(body, doc, header, cfg, urls["Binary"], created)
+    document["context"] = _document_context(header, cfg)
+    return document
 
-    submission_uid = f"2.25.{int(stable_uuid('mhd-submission', correlation).replace('-', ''), 16)}"
-    content_type = _coding(
-        cfg.content_type_code.code, cfg.content_type_code.coding_scheme, cfg.content_type_code.display_name
-    )
+
+def _designation_type(cfg: CdaToMhdConfig, metadata: Mapping[str, str]) -> dict[str, Any]:
+    """The XDS contentTypeCode: the message's ``xds_content_type_code`` if any, else the configured one."""
     if metadata.get("xds_content_type_code"):
-        content_type = _coding(
+        return _coding(
             metadata["xds_content_type_code"],
             cfg.content_type_code.coding_scheme,
             metadata.get("xds_content_type_display") or None,
         )
-    # The lot's author: the document's first author, its structure as ihe-authorOrg (PDSm source 1..1).
-    lot_actors = _actor("lot-author", authors[0], "/ClinicalDocument/author[1]/assignedAuthor")
+    return _coding(cfg.content_type_code.code, cfg.content_type_code.coding_scheme, cfg.content_type_code.display_name)
+
+
+def _lot_source(doc: etree._Element) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The lot's author: the document's first author, its structure as ihe-authorOrg (PDSm source 1..1)."""
+    first_author = doc.findall(f"{_H}author/{_H}assignedAuthor")[0]
+    lot_actors = _actor("lot-author", first_author, "/ClinicalDocument/author[1]/assignedAuthor")
     source: dict[str, Any] = {"reference": "#lot-author"}
     if any(a["id"] == "lot-author-org" for a in lot_actors):
         source["extension"] = [
             {"url": f"{_MHD}/StructureDefinition/ihe-authorOrg", "valueReference": {"reference": "#lot-author-org"}}
         ]
-    submission: dict[str, Any] = {
+    return lot_actors, source
+
+
+def _submission_set(
+    doc: etree._Element,
+    cfg: CdaToMhdConfig,
+    message: Message | None,
+    correlation: str,
+    urls: dict[str, str],
+    document_date: str,
+) -> dict[str, Any]:
+    """The PDSm SubmissionSet List (module docstring) with the DocumentReference as its entry."""
+    submission_uid = f"2.25.{int(stable_uuid('mhd-submission', correlation).replace('-', ''), 16)}"
+    content_type = _designation_type(cfg, message.metadata if message is not None else {})
+    lot_actors, source = _lot_source(doc)
+    return {
         "resourceType": "List",
         "meta": {"profile": [PDSM_SUBMISSION_SET]},
         "contained": lot_actors,
@@ -548,13 +637,23 @@ def cda_to_mhd(  # noqa: C901 (merged above the limit; to split)
         "mode": "working",
         "code": {"coding": [{"system": f"{_MHD}/CodeSystem/MHDlistTypes", "code": "submissionset"}]},
         "subject": {"reference": urls["Patient"]},
-        "date": message.received_at.isoformat(timespec="seconds") if message is not None else date,
+        "date": message.received_at.isoformat(timespec="seconds") if message is not None else document_date,
         "source": source,
         "entry": [{"item": {"reference": urls["Doc"]}}],
     }
-    binary = {"resourceType": "Binary", "contentType": cfg.binary_content_type, "data": base64.b64encode(body).decode()}
+
+
+def _transaction(
+    urls: dict[str, str],
+    submission: dict[str, Any],
+    document: dict[str, Any],
+    binary: dict[str, Any],
+    patient: dict[str, Any],
+) -> dict[str, Any]:
+    """The ITI-65 transaction Bundle: the Patient created only if none has its first identifier."""
+    patient_id = patient["identifier"][0]
     patient_condition = urllib.parse.urlencode({"identifier": search_token(patient_id["system"], patient_id["value"])})
-    bundle = {
+    return {
         "resourceType": "Bundle",
         "meta": {"profile": [PDSM_BUNDLE]},
         "type": "transaction",
@@ -569,6 +668,26 @@ def cda_to_mhd(  # noqa: C901 (merged above the limit; to split)
             },
         ],
     }
+
+
+def cda_to_mhd(
+    body: bytes, message: Message | None = None, config: CdaToMhdConfig | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ITI-65 transaction Bundle (JSON) for a CDA document, and metadata for the derived message."""
+    if config is None:
+        raise MappingError("cda_to_mhd_bundle needs its settings (source_id, content_type_code, class_codes)")
+    cfg = config
+    doc = parse_xml(body)
+    header = read_cda_header(doc)
+    unique_id, class_code = _document_codes(header, cfg)
+    correlation = message.correlation_id if message is not None else unique_id
+    metadata = message.metadata if message is not None else {}
+    patient = _patient(doc, header, cfg)
+    urls = _full_urls(unique_id, correlation, patient["identifier"][0])
+    document = _document_reference(body, doc, header, cfg, class_code, patient, urls, metadata)
+    submission = _submission_set(doc, cfg, message, correlation, urls, document["date"])
+    binary = {"resourceType": "Binary", "contentType": cfg.binary_content_type, "data": base64.b64encode(body).decode()}
+    bundle = _transaction(urls, submission, document, binary, patient)
     meta = {"resource_type": "Bundle", "bundle_type": "transaction", "unique_id": unique_id}
     meta["document_type"] = header["type_code"]
     if header.get("ins") and header.get("ins_oid"):

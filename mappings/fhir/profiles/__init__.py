@@ -43,6 +43,7 @@ PDSM_DOCUMENT_REFERENCE = _PDSM + "pdsm-comprehensive-document-reference"
 PDSM_SUBMISSION_SET = _PDSM + "pdsm-submissionset-comprehensive"
 _R4 = "http://hl7.org/fhir/StructureDefinition/"
 _SEGMENT = re.compile(r"^(?P<name>[^\[]+)(\[(?P<slice>[^\]]+)\])?$")
+_ProfileChain = list[tuple[str, dict[str, Any]]]  # a profile and its ancestors, most general first
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -236,76 +237,102 @@ class _Checker:
             for r in p["rules"]:
                 self.rule(chain, url, resource, r, root)
 
-    def rule(  # noqa: C901 (merged above the limit; to split)
-        self, chain: list[tuple[str, dict[str, Any]]], url: str, resource: Any, r: dict[str, Any], root: str
-    ) -> None:
-        path: str = r["path"]
+    def rule(self, chain: _ProfileChain, url: str, resource: Any, r: dict[str, Any], root: str) -> None:
+        """Check one rule of profile ``url`` on ``resource``; ``root`` prefixes the locations reported."""
         if "min" in r:
-            parent_path, _, last = path.rpartition(".")
-            name, _, slice_name = last.partition("[")
-            base = f"{parent_path}.{name}" if parent_path else name
-            high = None if r["max"] == "*" else int(r["max"])
-            for loc, parent in self.select(chain, resource, parent_path) if parent_path else [("", resource)]:
-                items = _children(parent, name)
-                if slice_name:
-                    items = [v for v in items if self.in_slice(chain, base, slice_name[:-1], v)]
-                if len(items) < r["min"] or (high is not None and len(items) > high):
-                    self.issue(f"{root}{loc}.{last}", url, f"{r['min']}..{r['max']} expected, found {len(items)}")
+            self._cardinality(chain, url, resource, r, root)
             return
-        values = self.select(chain, resource, path)
+        values = self.select(chain, resource, r["path"])
         if "fixed" in r or "pattern" in r:
-            want = r.get("fixed", r.get("pattern"))
-            for loc, v in values:
-                if not _matches(v, want):
-                    self.issue(f"{root}{loc}", url, f"must be {json.dumps(want, ensure_ascii=False)}")
+            self._fixed(url, values, r.get("fixed", r.get("pattern")), root)
         elif "binding" in r:
-            codes = rules()["value_sets"].get(r["binding"]["valueSet"])
-            if r["binding"]["strength"] == "required" and codes:
-                allowed = {(s, c) for s, c in codes}
-                allowed_codes = {c for _, c in codes}
-                for loc, v in values:
-                    if not _in_value_set(v, allowed, allowed_codes):
-                        self.issue(f"{root}{loc}", url, f"code not in {r['binding']['valueSet'].rsplit('/', 1)[-1]}")
+            self._binding(url, values, r["binding"], root)
         elif "only" in r:
             for loc, v in values:
                 self.only(r["only"], v, f"{root}{loc}", url, resource)
         elif "aggregation" in r and r["aggregation"] == "contained":
-            for loc, v in values:
-                ref = v.get("reference", "") if isinstance(v, dict) else ""
-                if not ref.startswith("#") or _contained(resource, ref) is None:
-                    self.issue(f"{root}{loc}", url, "must reference a contained resource (#id)")
+            self._contained_references(url, values, resource, root)
         elif "obeys" in r:
-            for key in r["obeys"]:
-                inv = rules()["invariants"].get(key)
-                if not inv or not inv.get("expression") or inv.get("severity") != "error":
-                    continue
-                for loc, v in values:
-                    try:
-                        ok = fhirpathpy.evaluate(v, inv["expression"], {"resource": resource})
-                    except Exception:  # an expression the engine cannot evaluate counts as broken
-                        ok = [False]
-                    if ok != [True]:
-                        self.issue(f"{root}{loc}", url, f"invariant {key} fails: {inv['expression']}")
+            self._invariants(url, values, r["obeys"], resource, root)
         elif "slices" in r:
-            base = path
-            _, slicing = self._slice_rules(chain, base)
-            parent_path, _, last = base.rpartition(".")
-            for loc, parent in self.select(chain, resource, parent_path) if parent_path else [("", resource)]:
-                items = _children(parent, last.split("[")[0])
-                for s in r["slices"]:
-                    members = [i for i in items if self.in_slice(chain, base, s["name"], i)]
-                    high = None if s["max"] == "*" else int(s["max"])
-                    if len(members) < s["min"] or (high is not None and len(members) > high):
-                        self.issue(
-                            f"{root}{loc}.{last}:{s['name']}",
-                            url,
-                            f"{s['min']}..{s['max']} expected, found {len(members)}",
-                        )
-                if slicing["rules"] == "closed":
-                    all_slices, _ = self._slice_rules(chain, base)
-                    for i, item in enumerate(items):
-                        if not any(self.in_slice(chain, base, s["name"], item) for s in all_slices):
-                            self.issue(f"{root}{loc}.{last}[{i}]", url, "matches no slice of a closed slicing")
+            self._slices(chain, url, resource, r, root)
+
+    def _parents(self, chain: _ProfileChain, resource: Any, parent_path: str) -> list[tuple[str, Any]]:
+        """The elements that hold the element a rule constrains (the resource itself at the top)."""
+        return self.select(chain, resource, parent_path) if parent_path else [("", resource)]
+
+    def _cardinality(self, chain: _ProfileChain, url: str, resource: Any, r: dict[str, Any], root: str) -> None:
+        """``min``/``max`` of an element (or of one slice of it) in each element that holds it."""
+        parent_path, _, last = r["path"].rpartition(".")
+        name, _, slice_name = last.partition("[")
+        base = f"{parent_path}.{name}" if parent_path else name
+        high = None if r["max"] == "*" else int(r["max"])
+        for loc, parent in self._parents(chain, resource, parent_path):
+            items = _children(parent, name)
+            if slice_name:
+                items = [v for v in items if self.in_slice(chain, base, slice_name[:-1], v)]
+            if len(items) < r["min"] or (high is not None and len(items) > high):
+                self.issue(f"{root}{loc}.{last}", url, f"{r['min']}..{r['max']} expected, found {len(items)}")
+
+    def _fixed(self, url: str, values: list[tuple[str, Any]], want: Any, root: str) -> None:
+        """A fixed or pattern value (pattern semantics, `_matches`)."""
+        for loc, v in values:
+            if not _matches(v, want):
+                self.issue(f"{root}{loc}", url, f"must be {json.dumps(want, ensure_ascii=False)}")
+
+    def _binding(self, url: str, values: list[tuple[str, Any]], binding: dict[str, Any], root: str) -> None:
+        """A required binding whose codes the guides enumerate (other bindings are not checked)."""
+        codes = rules()["value_sets"].get(binding["valueSet"])
+        if binding["strength"] != "required" or not codes:
+            return
+        allowed = {(s, c) for s, c in codes}
+        allowed_codes = {c for _, c in codes}
+        for loc, v in values:
+            if not _in_value_set(v, allowed, allowed_codes):
+                self.issue(f"{root}{loc}", url, f"code not in {binding['valueSet'].rsplit('/', 1)[-1]}")
+
+    def _contained_references(self, url: str, values: list[tuple[str, Any]], resource: Any, root: str) -> None:
+        """Aggregation ``contained``: each reference points at a resource contained in ``resource``."""
+        for loc, v in values:
+            ref = v.get("reference", "") if isinstance(v, dict) else ""
+            if not ref.startswith("#") or _contained(resource, ref) is None:
+                self.issue(f"{root}{loc}", url, "must reference a contained resource (#id)")
+
+    def _invariants(self, url: str, values: list[tuple[str, Any]], keys: list[str], resource: Any, root: str) -> None:
+        """The error-severity invariants that have a FHIRPath expression, evaluated on each value."""
+        for key in keys:
+            inv = rules()["invariants"].get(key)
+            if not inv or not inv.get("expression") or inv.get("severity") != "error":
+                continue
+            for loc, v in values:
+                try:
+                    ok = fhirpathpy.evaluate(v, inv["expression"], {"resource": resource})
+                except Exception:  # an expression the engine cannot evaluate counts as broken
+                    ok = [False]
+                if ok != [True]:
+                    self.issue(f"{root}{loc}", url, f"invariant {key} fails: {inv['expression']}")
+
+    def _slices(self, chain: _ProfileChain, url: str, resource: Any, r: dict[str, Any], root: str) -> None:
+        """Each slice's cardinality, and with closed slicing, no item outside every slice."""
+        base = r["path"]
+        _, slicing = self._slice_rules(chain, base)
+        parent_path, _, last = base.rpartition(".")
+        for loc, parent in self._parents(chain, resource, parent_path):
+            items = _children(parent, last.split("[")[0])
+            for s in r["slices"]:
+                members = [i for i in items if self.in_slice(chain, base, s["name"], i)]
+                high = None if s["max"] == "*" else int(s["max"])
+                if len(members) < s["min"] or (high is not None and len(members) > high):
+                    self.issue(
+                        f"{root}{loc}.{last}:{s['name']}",
+                        url,
+                        f"{s['min']}..{s['max']} expected, found {len(members)}",
+                    )
+            if slicing["rules"] == "closed":
+                all_slices, _ = self._slice_rules(chain, base)
+                for i, item in enumerate(items):
+                    if not any(self.in_slice(chain, base, s["name"], item) for s in all_slices):
+                        self.issue(f"{root}{loc}.{last}[{i}]", url, "matches no slice of a closed slicing")
 
     def only(self, allowed: list[dict[str, Any]], value: Any, loc: str, url: str, resource: Any) -> None:
         profiles = [t["profile"] for t in allowed if "profile" in t]

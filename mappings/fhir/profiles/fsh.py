@@ -61,7 +61,6 @@ _KEYWORD = re.compile(
     r"^(Parent|Id|Title|Description|Expression|Severity|XPath|Usage|InstanceOf|Source|Target)\s*:\s*(.*)$"
 )
 _CARD = re.compile(r"^(?P<path>\S+)\s+(?P<min>\d*)\.\.(?P<max>\d+|\*)?(\s+.*)?$")
-_FLAGS = re.compile(r"^(?P<path>\S+)\s+(MS|SU|\?!|N|TU|D)(\s+(MS|SU|\?!|N|TU|D))*$")
 _CONTAINS_ITEM = re.compile(r"^(?:(?P<type>\S+)\s+named\s+)?(?P<name>\S+)\s+(?P<min>\d+)\.\.(?P<max>\d+|\*)")
 
 
@@ -176,90 +175,119 @@ def _unquote(value: str) -> str:
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
 
 
-def _rules(entity: dict[str, Any], guide: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:  # noqa: C901 (merged above the limit; to split)
-    aliases, code_systems = guide["aliases"], guide["code_systems"]
-    out: list[dict[str, Any]] = []
-    for rule in entity["rules"]:
-        if rule.startswith("insert ") or "->" in rule or rule.startswith("^"):
+_CARET = re.compile(r"^(?P<path>\S+)\s+\^(?P<prop>[\w.\[\]=+0-9]+)\s*=\s*(?P<value>.+)$")
+_FROM = re.compile(r"^(?P<path>\S+)\s+from\s+(?P<vs>\S+)(\s+\((?P<strength>\w+)\))?$")
+_ONLY = re.compile(r"^(?P<path>\S+)\s+only\s+(?P<types>.+)$")
+_OBEYS = re.compile(r"^(?P<path>\S+)\s+obeys\s+(?P<keys>.+)$")
+_CONTAINS = re.compile(r"^(?P<path>\S+)\s+contains\s+(?P<items>.+)$")
+_ASSIGN = re.compile(r"^(?P<path>\S+)\s*=\s*(?P<value>.+?)(?P<exactly>\s+\(exactly\))?$")
+
+
+def _caret_rule(m: re.Match[str], guide: dict[str, Any], names: dict[str, str]) -> dict[str, Any] | None:
+    """``* path ^prop = value``: slicing discriminators and rules, reference aggregation, slice type code."""
+    prop, value = m.group("prop"), m.group("value").strip()
+    prop = re.sub(r"\[(0|=|\+)\]", lambda g: "[0]" if g.group(1) == "0" else f"[{g.group(1)}]", prop)
+    item: dict[str, Any] = {"path": m.group("path")}
+    if prop.startswith("slicing.discriminator"):
+        idx = re.search(r"\[(\d+)\]", prop)
+        item["discriminator"] = {
+            "index": int(idx.group(1)) if idx else 0,
+            prop.rsplit(".", 1)[1]: _unquote(value).lstrip("#"),
+        }
+    elif prop == "slicing.rules":
+        item["slicing_rules"] = value.lstrip("#")
+    elif prop == "type.aggregation":
+        item["aggregation"] = value.lstrip("#")
+    elif prop == "type.code":
+        item["type_code"] = _unquote(value)
+    else:
+        return None  # descriptions, must-support and other properties that do not constrain instances
+    return item
+
+
+def _binding_rule(m: re.Match[str], guide: dict[str, Any], names: dict[str, str]) -> dict[str, Any] | None:
+    """``* path from VS (strength)``: the value set's URL; no strength given means required (FSH)."""
+    vs = m.group("vs")
+    vs = guide["aliases"].get(vs, names.get(vs, vs))
+    return {"path": m.group("path"), "binding": {"strength": m.group("strength") or "required", "valueSet": vs}}
+
+
+def _only_rule(m: re.Match[str], guide: dict[str, Any], names: dict[str, str]) -> dict[str, Any] | None:
+    """``* path only T or Reference(P or Q)``: the allowed types, profiles and reference targets."""
+    types = []
+    # Split on the "or" outside Reference(...): "Reference(A or B) or T" → [Reference(A or B), T].
+    for t in re.findall(r"Reference\([^)]*\)|[^\s()]+", m.group("types")):
+        ref = re.fullmatch(r"Reference\((?P<targets>.+)\)", t)
+        if ref:
+            targets = [_name(x.strip(), names) for x in re.split(r"\s+or\s+|\s*\|\s*", ref.group("targets"))]
+            types.append({"code": "Reference", "targetProfile": targets})
+        elif t != "or":
+            types.append({"profile": _name(t, names)})
+    return {"path": m.group("path"), "only": types}
+
+
+def _obeys_rule(m: re.Match[str], guide: dict[str, Any], names: dict[str, str]) -> dict[str, Any] | None:
+    """``* path obeys key1 and key2``: the invariant keys."""
+    return {"path": m.group("path"), "obeys": re.split(r"\s+and\s+", m.group("keys").strip())}
+
+
+def _contains_rule(m: re.Match[str], guide: dict[str, Any], names: dict[str, str]) -> dict[str, Any] | None:
+    """``* path contains [X named] s m..n and …``: the slices, an extension slice with its URL."""
+    slices = []
+    for part in re.split(r"\s+and\s+", m.group("items").strip()):
+        item_m = _CONTAINS_ITEM.match(part.strip())
+        if not item_m:
             continue
-        caret = re.match(r"^(?P<path>\S+)\s+\^(?P<prop>[\w.\[\]=+0-9]+)\s*=\s*(?P<value>.+)$", rule)
-        if caret:
-            prop, value = caret.group("prop"), caret.group("value").strip()
-            prop = re.sub(r"\[(0|=|\+)\]", lambda m: "[0]" if m.group(1) == "0" else f"[{m.group(1)}]", prop)
-            item: dict[str, Any] = {"path": caret.group("path")}
-            if prop.startswith("slicing.discriminator"):
-                idx = re.search(r"\[(\d+)\]", prop)
-                item["discriminator"] = {
-                    "index": int(idx.group(1)) if idx else 0,
-                    prop.rsplit(".", 1)[1]: _unquote(value).lstrip("#"),
-                }
-            elif prop == "slicing.rules":
-                item["slicing_rules"] = value.lstrip("#")
-            elif prop == "type.aggregation":
-                item["aggregation"] = value.lstrip("#")
-            elif prop == "type.code":
-                item["type_code"] = _unquote(value)
-            else:
-                continue
-            out.append(item)
-            continue
-        m = re.match(r"^(?P<path>\S+)\s+from\s+(?P<vs>\S+)(\s+\((?P<strength>\w+)\))?$", rule)
+        s: dict[str, Any] = {"name": item_m.group("name"), "min": int(item_m.group("min")), "max": item_m.group("max")}
+        if item_m.group("type"):
+            s["extension"] = names.get(item_m.group("type"), item_m.group("type"))
+        slices.append(s)
+    return {"path": m.group("path"), "slices": slices}
+
+
+def _assign_rule(m: re.Match[str], guide: dict[str, Any], names: dict[str, str]) -> dict[str, Any] | None:
+    """``* path = value [(exactly)]``: a fixed primitive, or a pattern for a Coding unless "exactly"."""
+    value = _value(m.group("value"), guide["aliases"], guide["code_systems"])
+    if isinstance(value, dict) and "canonical" in value:
+        return None  # a Canonical(...) assignment names a resource, it constrains no instance value
+    kind = "fixed" if m.group("exactly") or not isinstance(value, dict) else "pattern"
+    return {"path": m.group("path"), kind: value}
+
+
+def _card_rule(m: re.Match[str], guide: dict[str, Any], names: dict[str, str]) -> dict[str, Any] | None:
+    """``* path m..n``: the cardinality (an open bound is 0 or *)."""
+    if not (m.group("min") or m.group("max")):
+        return None
+    return {"path": m.group("path"), "min": int(m.group("min") or 0), "max": m.group("max") or "*"}
+
+
+# Tried in this order, the first pattern that matches decides (a caret rule may contain " = ", an assignment
+# " from "...); a rule no pattern matches (flags, ``->`` mappings, inserts) gives no data.
+_RULE_KINDS = (
+    (_CARET, _caret_rule),
+    (_FROM, _binding_rule),
+    (_ONLY, _only_rule),
+    (_OBEYS, _obeys_rule),
+    (_CONTAINS, _contains_rule),
+    (_ASSIGN, _assign_rule),
+    (_CARD, _card_rule),
+)
+
+
+def _rule(rule: str, guide: dict[str, Any], names: dict[str, str]) -> dict[str, Any] | None:
+    """One FSH rule (without its leading ``*``) as rule data, or None when it does not constrain instances."""
+    if rule.startswith("insert ") or "->" in rule or rule.startswith("^"):
+        return None
+    for pattern, build in _RULE_KINDS:
+        m = pattern.match(rule)
         if m:
-            vs = m.group("vs")
-            vs = aliases.get(vs, names.get(vs, vs))
-            out.append(
-                {"path": m.group("path"), "binding": {"strength": m.group("strength") or "required", "valueSet": vs}}
-            )
-            continue
-        m = re.match(r"^(?P<path>\S+)\s+only\s+(?P<types>.+)$", rule)
-        if m:
-            types = []
-            # Split on the "or" outside Reference(...): "Reference(A or B) or T" → [Reference(A or B), T].
-            for t in re.findall(r"Reference\([^)]*\)|[^\s()]+", m.group("types")):
-                ref = re.fullmatch(r"Reference\((?P<targets>.+)\)", t)
-                if ref:
-                    targets = [_name(x.strip(), names) for x in re.split(r"\s+or\s+|\s*\|\s*", ref.group("targets"))]
-                    types.append({"code": "Reference", "targetProfile": targets})
-                elif t != "or":
-                    types.append({"profile": _name(t, names)})
-            out.append({"path": m.group("path"), "only": types})
-            continue
-        m = re.match(r"^(?P<path>\S+)\s+obeys\s+(?P<keys>.+)$", rule)
-        if m:
-            out.append({"path": m.group("path"), "obeys": re.split(r"\s+and\s+", m.group("keys").strip())})
-            continue
-        m = re.match(r"^(?P<path>\S+)\s+contains\s+(?P<items>.+)$", rule)
-        if m:
-            slices = []
-            for part in re.split(r"\s+and\s+", m.group("items").strip()):
-                item_m = _CONTAINS_ITEM.match(part.strip())
-                if not item_m:
-                    continue
-                s: dict[str, Any] = {
-                    "name": item_m.group("name"),
-                    "min": int(item_m.group("min")),
-                    "max": item_m.group("max"),
-                }
-                if item_m.group("type"):
-                    s["extension"] = names.get(item_m.group("type"), item_m.group("type"))
-                slices.append(s)
-            out.append({"path": m.group("path"), "slices": slices})
-            continue
-        m = re.match(r"^(?P<path>\S+)\s*=\s*(?P<value>.+?)(?P<exactly>\s+\(exactly\))?$", rule)
-        if m:
-            value = _value(m.group("value"), aliases, code_systems)
-            if isinstance(value, dict) and "canonical" in value:
-                continue
-            kind = "fixed" if m.group("exactly") or not isinstance(value, dict) else "pattern"
-            out.append({"path": m.group("path"), kind: value})
-            continue
-        m = _CARD.match(rule)
-        if m and (m.group("min") or m.group("max")):
-            out.append({"path": m.group("path"), "min": int(m.group("min") or 0), "max": m.group("max") or "*"})
-            continue
-        if _FLAGS.match(rule):
-            continue
-    return out
+            return build(m, guide, names)
+    return None
+
+
+def _rules(entity: dict[str, Any], guide: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    """The rule data of a profile or extension (see the module docstring for the rules kept)."""
+    return [item for item in (_rule(rule, guide, names) for rule in entity["rules"]) if item is not None]
 
 
 def _name(name: str, names: dict[str, str]) -> str:
@@ -281,15 +309,21 @@ def _value_set_codes(entity: dict[str, Any], guide: dict[str, Any]) -> list[list
     return codes
 
 
-def generate(pdsm_checkout: Path, mhd_checkout: Path) -> dict[str, Any]:  # noqa: C901 (merged above the limit; to split)
-    """The rule data (see the module docstring) of the PDSm ITI-65 profiles and the MHD profiles under them."""
-    guides = []
-    for checkout in (pdsm_checkout, mhd_checkout):
-        info = _sushi(checkout)
-        parsed = _parse(sorted((checkout / "input" / "fsh").rglob("*.fsh")), info["canonical"])
-        guides.append((info, parsed, _commit(checkout)))
+_Guide = tuple[dict[str, Any], dict[str, Any], str]  # sushi-config facts, parsed FSH entities, checkout commit
+_Entity = tuple[dict[str, Any], dict[str, Any]]  # a parsed entity and the guide it comes from
+
+
+def _guide(checkout: Path) -> _Guide:
+    """One guide's configuration, FSH entities and commit."""
+    info = _sushi(checkout)
+    parsed = _parse(sorted((checkout / "input" / "fsh").rglob("*.fsh")), info["canonical"])
+    return info, parsed, _commit(checkout)
+
+
+def _index(guides: list[_Guide]) -> tuple[dict[str, str], dict[str, _Entity]]:
+    """Name (and Id) → canonical URL of every profile, extension and value set; URL → its entity."""
     names: dict[str, str] = {name: url for name, (url, _) in EXTERNAL_PROFILES.items()}
-    by_url: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    by_url: dict[str, _Entity] = {}
     for _, parsed, _ in guides:
         for e in parsed["entities"]:
             kind = e["kind"]
@@ -301,6 +335,11 @@ def generate(pdsm_checkout: Path, mhd_checkout: Path) -> dict[str, Any]:  # noqa
             names[e["name"]] = url
             names[sd_id] = url
             by_url[url] = (e, parsed)
+    return names, by_url
+
+
+def _invariants(guides: list[_Guide]) -> dict[str, dict[str, Any]]:
+    """Every invariant of the guides by key: its severity and FHIRPath expression (None when not given)."""
     invariants: dict[str, dict[str, Any]] = {}
     for _, parsed, _ in guides:
         for e in parsed["entities"]:
@@ -309,25 +348,35 @@ def generate(pdsm_checkout: Path, mhd_checkout: Path) -> dict[str, Any]:  # noqa
                     "severity": e["keys"].get("Severity", "#error").lstrip("#"),
                     "expression": _unquote(e["keys"]["Expression"]) if "Expression" in e["keys"] else None,
                 }
-    profiles: dict[str, Any] = {}
-    value_sets: dict[str, Any] = {}
+    return invariants
+
+
+def _profile(entity: dict[str, Any], parsed: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A profile's or extension's data: name, kind, parent URL and rules."""
+    parent = entity["keys"].get("Parent", "Extension" if entity["kind"] == "Extension" else "")
+    return {
+        "name": entity["name"],
+        "kind": entity["kind"].lower(),
+        "parent": names.get(parent, _R4 + parent),
+        "rules": _rules(entity, parsed, names),
+    }
+
+
+def _reachable(
+    names: dict[str, str], by_url: dict[str, _Entity]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[list[str]] | None]]:
+    """The profiles reachable from the PDSm ITI-65 Bundle (parents, ``only`` targets, extension slices) and
+    the value sets their bindings name, with their codes when the sources enumerate them."""
+    profiles: dict[str, dict[str, Any]] = {}
+    value_sets: dict[str, list[list[str]] | None] = {}
     todo = [names[_ROOT]]
     while todo:
         url = todo.pop()
         if url in profiles or url not in by_url:
             continue
-        entity, parsed = by_url[url]
-        parent = entity["keys"].get("Parent", "Extension" if entity["kind"] == "Extension" else "")
-        parent_url = names.get(parent, _R4 + parent)
-        rules = _rules(entity, parsed, names)
-        profiles[url] = {
-            "name": entity["name"],
-            "kind": entity["kind"].lower(),
-            "parent": parent_url,
-            "rules": rules,
-        }
-        todo.append(parent_url)
-        for r in rules:
+        profile = profiles[url] = _profile(*by_url[url], names)
+        todo.append(profile["parent"])
+        for r in profile["rules"]:
             for t in r.get("only", []):
                 todo.extend([t.get("profile", "")])
             for s in r.get("slices", []):
@@ -336,11 +385,25 @@ def generate(pdsm_checkout: Path, mhd_checkout: Path) -> dict[str, Any]:  # noqa
             vs = r.get("binding", {}).get("valueSet")
             if vs in by_url and by_url[vs][0]["kind"] == "ValueSet":
                 value_sets[vs] = _value_set_codes(*by_url[vs])
+    return profiles, value_sets
+
+
+def _set_types(profiles: dict[str, dict[str, Any]]) -> None:
+    """Give each profile the FHIR resource type it constrains (the base of its parent chain)."""
     for p in profiles.values():
         base = p["parent"]
         while base in profiles:
             base = profiles[base]["parent"]
         p["type"] = base.removeprefix(_R4)
+
+
+def generate(pdsm_checkout: Path, mhd_checkout: Path) -> dict[str, Any]:
+    """The rule data (see the module docstring) of the PDSm ITI-65 profiles and the MHD profiles under them."""
+    guides = [_guide(checkout) for checkout in (pdsm_checkout, mhd_checkout)]
+    names, by_url = _index(guides)
+    invariants = _invariants(guides)
+    profiles, value_sets = _reachable(names, by_url)
+    _set_types(profiles)
     used = {k for p in profiles.values() for r in p["rules"] for k in r.get("obeys", [])}
     return {
         "about": "Rules of the PDSm ITI-65 profiles and of the IHE MHD profiles they derive from, extracted from "
