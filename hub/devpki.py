@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
-    "DEV_ORGANIZATIONS", "Pki", "ensure_pki", "issue", "make_pki", "new_ca", "still_valid", "write_cert", "write_key",
+    "DEV_ORGANIZATIONS", "Pki", "ensure_pki", "issue", "make_pki", "new_ca", "still_valid", "subject_alt_names",
+    "write_cert", "write_key",
 ]  # fmt: skip
 
 Key = ec.EllipticCurvePrivateKey
@@ -45,7 +46,8 @@ def _name(cn: str, organization: str) -> x509.Name:
     )
 
 
-def _san(names: Sequence[str]) -> list[x509.GeneralName]:
+def subject_alt_names(names: Sequence[str]) -> list[x509.GeneralName]:
+    """DNS names and IP addresses as SubjectAlternativeName entries."""
     out: list[x509.GeneralName] = []
     for n in names:
         try:
@@ -98,7 +100,7 @@ def issue(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(subject_alt_names(names)), critical=False)
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )

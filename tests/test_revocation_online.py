@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import ipaddress
 import json
 import shutil
 import socket
@@ -28,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from adapters.tls import VerifyingConnector
-from hub.devpki import Key, new_ca, write_cert, write_key
+from hub.devpki import Key, new_ca, subject_alt_names, write_cert, write_key
 from hub.http import refuse_revoked_clients
 from hub.revocation import OnlinePolicy, RevocationChecker, RevocationError, load_anchors
 from hub.store.base import SearchQuery
@@ -77,7 +76,7 @@ class Pki:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(subject_alt_names(names)), critical=False)
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
@@ -122,16 +121,6 @@ class Pki:
         (self.folder / "www").mkdir(exist_ok=True)
         crl = builder.sign(ca_key, hashes.SHA256())
         (self.folder / "www" / "ca.crl").write_bytes(crl.public_bytes(serialization.Encoding.DER))
-
-
-def _san(names: tuple[str, ...]) -> list[x509.GeneralName]:
-    out: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            out.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            out.append(x509.DNSName(name))
-    return out
 
 
 def _cn(leaf: Leaf) -> str:
@@ -438,7 +427,8 @@ def test_no_online_check_without_explicit_trust_anchors(pki: Pki) -> None:
 async def test_the_hubs_mllp_listener_asks_the_responder(pki: Pki, tmp_path: Path) -> None:
     """A real hub with a mutual-TLS MLLP listener: a revoked client is cut off before its first frame, nothing
     of it stored; a good one gets AA; with the responder gone, hard refuses and soft accepts."""
-    from tests.hubkit import MllpClient, ack_fields, adt, mllp_port, running_hub, write_config
+    from tests.adapters.test_tls_revocation import answer as mllp_answer
+    from tests.hubkit import mllp_port, running_hub, write_config
 
     server_leaf, good, revoked = pki.leaf("server.test"), pki.leaf("good.test"), pki.leaf("revoked.test")
     pki.publish(good=[server_leaf, good], revoked=[revoked])
@@ -446,14 +436,7 @@ async def test_the_hubs_mllp_listener_asks_the_responder(pki: Pki, tmp_path: Pat
     async def answer(port: int, leaf: Leaf, control_id: str) -> str:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_file))
         ctx.load_cert_chain(leaf.cert, leaf.key)
-        try:
-            client = await MllpClient.connect(port, ssl=ctx, server_hostname="localhost")
-            try:
-                return ack_fields(await client.send(adt(control_id)))["MSA"][1]
-            finally:
-                await client.close()
-        except (ssl.SSLError, ConnectionError, AssertionError, asyncio.IncompleteReadError):
-            return "refused"
+        return await mllp_answer(port, ctx, control_id)
 
     def listener(mode: str) -> dict[str, object]:
         return {

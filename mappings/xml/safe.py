@@ -35,7 +35,7 @@ entity names, so they are replaced by a fixed text chosen from the error code.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from lxml import etree
 
@@ -169,21 +169,31 @@ def parse_xml(
     return _parse_in_chunks(data, max_depth, max_attribute_chars, max_elements)
 
 
+#: Both parsers: no entities, no DTD (neither loaded nor validated), no network, no default attributes,
+#: libxml2's own size limits kept (huge_tree off), no recovery from malformed input.
+class _SafeOptions(TypedDict):
+    resolve_entities: bool
+    load_dtd: bool
+    dtd_validation: bool
+    attribute_defaults: bool
+    no_network: bool
+    huge_tree: bool
+    collect_ids: bool
+    recover: bool
+
+
+_SAFE_OPTIONS = _SafeOptions(
+    resolve_entities=False, load_dtd=False, dtd_validation=False, attribute_defaults=False, no_network=True,
+    huge_tree=False, collect_ids=False, recover=False,
+)
+
+
 class _WholeParser(threading.local):
     """One XMLParser and its resolver per thread (lxml parsers are not shared between threads)."""
 
     def __init__(self) -> None:
         self.resolver = _DenyResolver()
-        self.parser = etree.XMLParser(
-            resolve_entities=False,
-            load_dtd=False,
-            dtd_validation=False,
-            attribute_defaults=False,
-            no_network=True,
-            huge_tree=False,
-            collect_ids=False,
-            recover=False,
-        )
+        self.parser = etree.XMLParser(**_SAFE_OPTIONS)
         self.parser.resolvers.add(self.resolver)
 
 
@@ -213,17 +223,7 @@ def _parse_whole(data: bytes) -> etree._Element | None:
 def _parse_in_chunks(data: bytes, max_depth: int, max_attribute_chars: int, max_elements: int) -> etree._Element:
     """The push parser with every limit checked between chunks (the reference path of :func:`parse_xml`)."""
     resolver = _DenyResolver()
-    parser = etree.XMLPullParser(
-        events=("start", "end"),
-        resolve_entities=False,
-        load_dtd=False,
-        dtd_validation=False,
-        attribute_defaults=False,
-        no_network=True,
-        huge_tree=False,
-        collect_ids=False,
-        recover=False,
-    )
+    parser = etree.XMLPullParser(events=("start", "end"), **_SAFE_OPTIONS)
     parser.resolvers.add(resolver)
     # An attribute value holds at most one character per input byte (char
     # references take more bytes than the character they stand for), so a
