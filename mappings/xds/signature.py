@@ -179,16 +179,8 @@ class LotSigner:
         ):
             value.text = base64.b64encode(hashlib.sha256(etree.tostring(node, method="c14n")).digest()).decode()
         data = etree.tostring(signed_info, method="c14n")
-        signature_value.text = base64.b64encode(self._signature_value(data)).decode("ascii")
+        signature_value.text = base64.b64encode(signature_value_of(self._key, data, hashes.SHA256())).decode("ascii")
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-
-    def _signature_value(self, data: bytes) -> bytes:
-        if isinstance(self._key, rsa.RSAPrivateKey):
-            return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        # XML-DSig 1.1 §6.4.3: an ECDSA SignatureValue is r then s, each as wide as the curve, not DER.
-        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
-        width = (self._key.key_size + 7) // 8
-        return r.to_bytes(width, "big") + s.to_bytes(width, "big")
 
 
 _XADES = "http://uri.etsi.org/01903/v1.3.2#"
@@ -206,10 +198,27 @@ def _key_info_content(key: Any, cert: x509.Certificate, method: SignatureMethod)
         digest_algorithm=DigestAlgorithm.SHA256,
         c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_0,
     )
-    probe = signer.sign(etree.Element(f"{{{DS}}}Manifest", nsmap={"ds": DS}), key=key, cert=[cert])
-    text = etree.tostring(probe, encoding="unicode")
+    return key_info_text(signer.sign(etree.Element(f"{{{DS}}}Manifest", nsmap={"ds": DS}), key=key, cert=[cert]))
+
+
+def key_info_text(signed: etree._Element) -> str:
+    """The content of the ``ds:KeyInfo`` of a signature made by signxml, as text (its ``ds`` prefix in scope)."""
+    text = etree.tostring(signed, encoding="unicode")
     start = text.index(">", text.index("<ds:KeyInfo")) + 1
     return text[start : text.index("</ds:KeyInfo>")]
+
+
+def signature_value_of(key: Any, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+    """The XML-DSig SignatureValue bytes of ``data`` (canonical SignedInfo): RSA PKCS#1 v1.5, or ECDSA.
+
+    XML-DSig 1.1 §6.4.3: an ECDSA SignatureValue is r then s, each as wide as the curve, not DER
+    (as signxml writes and reads it).
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), algorithm)
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(algorithm)))
+    width = (key.key_size + 7) // 8
+    return r.to_bytes(width, "big") + s.to_bytes(width, "big")
 
 
 def sign_submission(submission: XdsSubmission, signer: LotSigner) -> XdsSubmission:
