@@ -48,7 +48,7 @@ NS = {"rim": RIM, "lcm": LCM, "rs": RS, "query": QUERY, "xdsb": XDSB, "xop": XOP
 
 
 class RimWriter:
-    """lxml builders shared by every ebRIM document the hub writes (ITI-41 and XDM METADATA.XML)."""
+    """lxml builders of the XDM METADATA.XML ebRIM (the ITI-41 request is written as text: mappings.xds.metadata)."""
 
     def __init__(self) -> None:
         self.n = 0

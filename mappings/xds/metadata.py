@@ -56,8 +56,9 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
+from xml.sax.saxutils import escape
 
 from lxml import etree
 from pydantic import Field, field_validator
@@ -67,7 +68,7 @@ from hub.identity import Environment, InsPolicy
 from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xds import hl7
-from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, RimWriter, q
+from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, q
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
 from mappings.xml import parse_xml
 from mappings.xml.text import collapsed_text
@@ -734,140 +735,158 @@ def _replacement(doc: etree._Element, meta: Mapping[str, str], unique_id: str) -
 
 # --------------------------------------------------------------------------- ebRIM writer
 
+# The request is written as text and parsed once: ~200 small elements made one lxml call at a time cost
+# ~3 times as much. Attribute values are escaped for XML (quotes, and the white space an XML parser would
+# otherwise normalise, XML 1.0 §3.3.3); text for XML text. The order of elements and attributes is ebRIM's.
+_ATTRIBUTE_ESCAPES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+_TEXT_ESCAPES = {"\r": "&#13;"}
+_RIM_VALUE = q("rim", "Value")
+_XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
-class _Writer(RimWriter):
-    """lxml builders for rim: objects with symbolic ids local to one request."""
 
-    def code(self, parent: etree._Element, scheme: str, code: Code) -> None:
-        c = etree.SubElement(
-            parent,
-            q("rim", "Classification"),
-            classificationScheme=scheme,
-            classifiedObject=parent.get("id", ""),
-            id=self.next_id("cl"),
-            nodeRepresentation=code.code,
+def _attr(value: str) -> str:
+    return escape(value, _ATTRIBUTE_ESCAPES)
+
+
+class _Writer:
+    """The ebRIM objects of one request as text, with symbolic ids local to it (registries assign UUIDs)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.out: list[str] = []
+        self.empty_value = False
+
+    def next_id(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n:02d}"
+
+    def slot(self, name: str, values: Sequence[str]) -> None:
+        self.empty_value = self.empty_value or "" in values
+        items = "".join(f"<rim:Value>{escape(v, _TEXT_ESCAPES)}</rim:Value>" for v in values)
+        self.out.append(f'<rim:Slot name="{_attr(name)}"><rim:ValueList>{items}</rim:ValueList></rim:Slot>')
+
+    def localized(self, tag: str, value: str) -> None:
+        self.out.append(
+            f'<rim:{tag}><rim:LocalizedString charset="UTF-8" value="{_attr(value)}" xml:lang="fr-FR"/></rim:{tag}>'
         )
-        self.slot(c, "codingScheme", [code.scheme])
-        self.localized(c, "Name", code.display)
 
-    def author(self, parent: etree._Element, scheme: str, author: Author) -> None:
+    def identifier(self, owner: str, scheme: str, value: str, name: str) -> None:
+        """An ExternalIdentifier (uniqueId, patientId, sourceId) of the object ``owner``."""
+        self.out.append(
+            f'<rim:ExternalIdentifier id="{self.next_id("ei")}" identificationScheme="{_attr(scheme)}" '
+            f'registryObject="{_attr(owner)}" value="{_attr(value)}">'
+        )
+        self.localized("Name", name)
+        self.out.append("</rim:ExternalIdentifier>")
+
+    def _classification(self, owner: str, scheme: str, node: str) -> None:
+        self.out.append(
+            f'<rim:Classification classificationScheme="{_attr(scheme)}" classifiedObject="{_attr(owner)}" '
+            f'id="{self.next_id("cl")}" nodeRepresentation="{_attr(node)}">'
+        )
+
+    def code(self, owner: str, scheme: str, code: Code) -> None:
+        self._classification(owner, scheme, code.code)
+        self.slot("codingScheme", [code.scheme])
+        self.localized("Name", code.display)
+        self.out.append("</rim:Classification>")
+
+    def author(self, owner: str, scheme: str, author: Author) -> None:
         # ITI TF-3 §4.2.3.1.4: an author is a Classification with an empty nodeRepresentation.
-        c = etree.SubElement(
-            parent,
-            q("rim", "Classification"),
-            classificationScheme=scheme,
-            classifiedObject=parent.get("id", ""),
-            id=self.next_id("cl"),
-            nodeRepresentation="",
-        )
-        self.slot(c, "authorPerson", [author.person])
+        self._classification(owner, scheme, "")
+        self.slot("authorPerson", [author.person])
         if author.institutions:
-            self.slot(c, "authorInstitution", author.institutions)
+            self.slot("authorInstitution", author.institutions)
         if author.roles:
-            self.slot(c, "authorRole", author.roles)
+            self.slot("authorRole", author.roles)
         if author.specialties:
-            self.slot(c, "authorSpecialty", author.specialties)
+            self.slot("authorSpecialty", author.specialties)
+        self.out.append("</rim:Classification>")
 
-    def entry(self, rol: etree._Element, de: DocumentEntry) -> None:
-        """One ExtrinsicObject: Slot*, Name, Description?, Classification*, ExternalIdentifier* (ebRIM order)."""
-        eo = etree.SubElement(
-            rol, q("rim", "ExtrinsicObject"), id=de.entry_uuid, mimeType=de.mime_type, objectType=DE.OBJECT_TYPE_STABLE
+    def association(self, kind: str, source: str, target: str, *, status: bool = True) -> None:
+        self.out.append(
+            f'<rim:Association associationType="{_attr(kind)}" id="{self.next_id("as")}" '
+            f'sourceObject="{_attr(source)}" targetObject="{_attr(target)}">'
         )
-        self.slot(eo, "creationTime", [de.creation_time])
-        self.slot(eo, "languageCode", [de.language_code])
-        self.slot(eo, "legalAuthenticator", [de.legal_authenticator])
-        self.slot(eo, "serviceStartTime", [de.service_start_time])
+        if status:
+            self.slot("SubmissionSetStatus", ["Original"])
+        self.out.append("</rim:Association>")
+
+    def entry(self, de: DocumentEntry) -> None:
+        """One ExtrinsicObject: Slot*, Name, Description?, Classification*, ExternalIdentifier* (ebRIM order)."""
+        uid = de.entry_uuid
+        self.out.append(
+            f'<rim:ExtrinsicObject id="{_attr(uid)}" mimeType="{_attr(de.mime_type)}" '
+            f'objectType="{DE.OBJECT_TYPE_STABLE}">'
+        )
+        self.slot("creationTime", [de.creation_time])
+        self.slot("languageCode", [de.language_code])
+        self.slot("legalAuthenticator", [de.legal_authenticator])
+        self.slot("serviceStartTime", [de.service_start_time])
         if de.service_stop_time:
-            self.slot(eo, "serviceStopTime", [de.service_stop_time])
-        self.slot(eo, "sourcePatientId", [de.source_patient_id])
+            self.slot("serviceStopTime", [de.service_stop_time])
+        self.slot("sourcePatientId", [de.source_patient_id])
         if de.source_patient_info:
-            self.slot(eo, "sourcePatientInfo", de.source_patient_info)
-        self.slot(eo, "hash", [de.hash])
-        self.slot(eo, "size", [str(de.size)])
-        self.localized(eo, "Name", de.title)
+            self.slot("sourcePatientInfo", de.source_patient_info)
+        self.slot("hash", [de.hash])
+        self.slot("size", [str(de.size)])
+        self.localized("Name", de.title)
         for author in de.authors:
-            self.author(eo, DE.AUTHOR, author)
-        self.code(eo, DE.CLASS_CODE, de.class_code)
+            self.author(uid, DE.AUTHOR, author)
+        self.code(uid, DE.CLASS_CODE, de.class_code)
         for cc in de.confidentiality_codes:
-            self.code(eo, DE.CONFIDENTIALITY_CODE, cc)
+            self.code(uid, DE.CONFIDENTIALITY_CODE, cc)
         for ec in de.event_codes:
-            self.code(eo, DE.EVENT_CODE, ec)
-        self.code(eo, DE.FORMAT_CODE, de.format_code)
-        self.code(eo, DE.HEALTHCARE_FACILITY_TYPE_CODE, de.healthcare_facility_type_code)
-        self.code(eo, DE.PRACTICE_SETTING_CODE, de.practice_setting_code)
-        self.code(eo, DE.TYPE_CODE, de.type_code)
-        self.identifier(eo, DE.PATIENT_ID, de.patient_id, "XDSDocumentEntry.patientId")
-        self.identifier(eo, DE.UNIQUE_ID, de.unique_id, "XDSDocumentEntry.uniqueId")
+            self.code(uid, DE.EVENT_CODE, ec)
+        self.code(uid, DE.FORMAT_CODE, de.format_code)
+        self.code(uid, DE.HEALTHCARE_FACILITY_TYPE_CODE, de.healthcare_facility_type_code)
+        self.code(uid, DE.PRACTICE_SETTING_CODE, de.practice_setting_code)
+        self.code(uid, DE.TYPE_CODE, de.type_code)
+        self.identifier(uid, DE.PATIENT_ID, de.patient_id, "XDSDocumentEntry.patientId")
+        self.identifier(uid, DE.UNIQUE_ID, de.unique_id, "XDSDocumentEntry.uniqueId")
+        self.out.append("</rim:ExtrinsicObject>")
 
 
 def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     """The ``lcm:SubmitObjectsRequest`` of a submission (ITI TF-3 §4.2.3, ebRIM element order kept)."""
     w = _Writer()
     de, lot = submission.document_entry, submission.submission_set
-    root = etree.Element(q("lcm", "SubmitObjectsRequest"), nsmap={"lcm": NS["lcm"], "rim": NS["rim"]})
-    rol = etree.SubElement(root, q("rim", "RegistryObjectList"))
-
-    w.entry(rol, de)
+    w.out.append(
+        f'<lcm:SubmitObjectsRequest xmlns:lcm="{NS["lcm"]}" xmlns:rim="{NS["rim"]}"><rim:RegistryObjectList>'
+    )
+    w.entry(de)
     if submission.signature is not None:
-        w.entry(rol, submission.signature)
+        w.entry(submission.signature)
 
-    rp = etree.SubElement(rol, q("rim", "RegistryPackage"), id=lot.entry_uuid)
-    w.slot(rp, "submissionTime", [lot.submission_time])
+    w.out.append(f'<rim:RegistryPackage id="{_attr(lot.entry_uuid)}">')
+    w.slot("submissionTime", [lot.submission_time])
     if lot.title:
-        w.localized(rp, "Name", lot.title)
-    w.author(rp, SS.AUTHOR, lot.author)
-    w.code(rp, SS.CONTENT_TYPE_CODE, lot.content_type_code)
-    w.identifier(rp, SS.UNIQUE_ID, lot.unique_id, "XDSSubmissionSet.uniqueId")
-    w.identifier(rp, SS.SOURCE_ID, lot.source_id, "XDSSubmissionSet.sourceId")
-    w.identifier(rp, SS.PATIENT_ID, lot.patient_id, "XDSSubmissionSet.patientId")
-    etree.SubElement(
-        rol,
-        q("rim", "Classification"),
-        classifiedObject=lot.entry_uuid,
-        classificationNode=SS.CLASSIFICATION_NODE,
-        id=w.next_id("cl"),
+        w.localized("Name", lot.title)
+    w.author(lot.entry_uuid, SS.AUTHOR, lot.author)
+    w.code(lot.entry_uuid, SS.CONTENT_TYPE_CODE, lot.content_type_code)
+    w.identifier(lot.entry_uuid, SS.UNIQUE_ID, lot.unique_id, "XDSSubmissionSet.uniqueId")
+    w.identifier(lot.entry_uuid, SS.SOURCE_ID, lot.source_id, "XDSSubmissionSet.sourceId")
+    w.identifier(lot.entry_uuid, SS.PATIENT_ID, lot.patient_id, "XDSSubmissionSet.patientId")
+    w.out.append("</rim:RegistryPackage>")
+    w.out.append(
+        f'<rim:Classification classifiedObject="{_attr(lot.entry_uuid)}" classificationNode="{SS.CLASSIFICATION_NODE}" '
+        f'id="{w.next_id("cl")}"/>'
     )
-
-    member = etree.SubElement(
-        rol,
-        q("rim", "Association"),
-        associationType=HAS_MEMBER,
-        id=w.next_id("as"),
-        sourceObject=lot.entry_uuid,
-        targetObject=de.entry_uuid,
-    )
-    w.slot(member, "SubmissionSetStatus", ["Original"])
+    w.association(HAS_MEMBER, lot.entry_uuid, de.entry_uuid)
     if submission.signature is not None:
         # IHE DSG (ITI TF-3 §5.5, as the ANS example sends it): the signature document is a member of the lot
         # and "signs" the SubmissionSet.
-        sig_member = etree.SubElement(
-            rol,
-            q("rim", "Association"),
-            associationType=HAS_MEMBER,
-            id=w.next_id("as"),
-            sourceObject=lot.entry_uuid,
-            targetObject=submission.signature.entry_uuid,
-        )
-        w.slot(sig_member, "SubmissionSetStatus", ["Original"])
-        signs = etree.SubElement(
-            rol,
-            q("rim", "Association"),
-            associationType=SIGNS,
-            id=w.next_id("as"),
-            sourceObject=submission.signature.entry_uuid,
-            targetObject=lot.entry_uuid,
-        )
-        w.slot(signs, "SubmissionSetStatus", ["Original"])
+        w.association(HAS_MEMBER, lot.entry_uuid, submission.signature.entry_uuid)
+        w.association(SIGNS, submission.signature.entry_uuid, lot.entry_uuid)
     if submission.replaces is not None:
         # ITI TF-3 §4.2.2.2: RPLC from the new DocumentEntry to the entryUUID of the one it replaces.
-        etree.SubElement(
-            rol,
-            q("rim", "Association"),
-            associationType=RPLC,
-            id=w.next_id("as"),
-            sourceObject=de.entry_uuid,
-            targetObject=submission.replaces.entry_uuid,
-        )
+        w.association(RPLC, de.entry_uuid, submission.replaces.entry_uuid, status=False)
+    w.out.append("</rim:RegistryObjectList></lcm:SubmitObjectsRequest>")
+    root = etree.fromstring("".join(w.out), _XML_PARSER)
+    if w.empty_value:  # an empty Value stays <rim:Value></rim:Value>, as the element-by-element writer had it
+        for value in root.iter(_RIM_VALUE):
+            if value.text is None:
+                value.text = ""
     return root
 
 
