@@ -60,31 +60,30 @@ class RimWriter:
 
     @staticmethod
     def slot(parent: etree._Element, name: str, values: Sequence[str]) -> None:
-        vl = etree.SubElement(etree.SubElement(parent, _SLOT, {"name": name}), _VALUE_LIST)
+        vl = etree.SubElement(etree.SubElement(parent, _SLOT, name=name), _VALUE_LIST)
         for v in values:
             etree.SubElement(vl, _VALUE).text = v
 
     @staticmethod
     def localized(parent: etree._Element, tag: str, value: str) -> None:
         holder = etree.SubElement(parent, _RIM + tag)
-        etree.SubElement(holder, _LOCALIZED_STRING, {"charset": "UTF-8", "value": value, _XML_LANG: "fr-FR"})
+        ls = etree.SubElement(holder, _LOCALIZED_STRING, charset="UTF-8", value=value)
+        ls.set(_XML_LANG, "fr-FR")
 
     def identifier(self, parent: etree._Element, scheme: str, value: str, name: str) -> None:
         """An ExternalIdentifier (uniqueId, patientId, sourceId) of `parent`."""
         e = etree.SubElement(
             parent,
             _EXTERNAL_IDENTIFIER,
-            {
-                "id": self.next_id("ei"),
-                "identificationScheme": scheme,
-                "registryObject": parent.get("id", ""),
-                "value": value,
-            },
+            id=self.next_id("ei"),
+            identificationScheme=scheme,
+            registryObject=parent.get("id", ""),
+            value=value,
         )
         self.localized(e, "Name", name)
 
 
-# Tags in Clark notation, made once (a request has ~200 elements).
+# Tags in Clark notation, made once.
 _RIM = f"{{{RIM}}}"
 _SLOT, _VALUE_LIST, _VALUE = _RIM + "Slot", _RIM + "ValueList", _RIM + "Value"
 _LOCALIZED_STRING, _EXTERNAL_IDENTIFIER = _RIM + "LocalizedString", _RIM + "ExternalIdentifier"
