@@ -209,7 +209,7 @@ class XdsOutbound:
             metadata=message.metadata,
         )
         if self._lot_signer is not None:
-            sub = sign_submission(sub, self._lot_signer)
+            sub = sign_submission(sub, self._lot_signer, now=now)
         cid = f"{sub.document_entry.entry_uuid.removeprefix('urn:uuid:')}@interop-hub"
         sig_cid = f"{sub.signature.entry_uuid.removeprefix('urn:uuid:')}@interop-hub" if sub.signature else ""
         body = provide_and_register_request(

@@ -9,7 +9,8 @@ ECDSA with SHA-256 (the ANS example of the HL7v2→DMP volet [S18] signs
 rsa-sha256; the 2023 DRIM-M example still shows rsa-sha1, which signxml
 refuses to produce: SHA-1 signatures are deprecated).
 
-Signing and verification use ``signxml`` (XML-DSig on lxml + cryptography).
+Verification uses ``signxml`` (XML-DSig on lxml + cryptography); signing writes the signature
+signxml's enveloped signer makes, from prepared text (:meth:`VihfSigner.sign`; ~4 times cheaper).
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ validating biologist) and :func:`render_pdf` lays it out.
 
 The layout is fixed (A4, the PDF core fonts Helvetica regular, bold and oblique, text lines,
 table borders and rules), so :class:`_Writer` writes the PDF operators itself: fpdf2, which
-this module used before, spent ~2 to 5 ms a report in its general machinery (text fragments,
-graphics-state stack, object model). The writer produces the very bytes fpdf2 2.8 produced for
-this layout (same operators, number formatting, object order, file identifier), which the
-differential test against fpdf2 checks; only the core fonts' character widths (Adobe's AFM
-metrics) are still read from fpdf2.
+this module used before, spent ~1.5 to 5 ms a report in its general machinery (text fragments,
+graphics-state stack, object model). The writer produces the bytes fpdf2 2.8 produced for this
+layout (same operators, number formatting, object order, file identifier); the differential test
+against fpdf2 compares the pages as a PDF reader reads them. Only the core fonts' character
+widths (Adobe's AFM metrics) are still read from fpdf2.
 
 The output is deterministic (fixed creation date: the document's own time; the file identifier
 is a digest of the file), so a replayed message yields the same document bytes. Text goes
@@ -199,9 +199,7 @@ class _Writer:
         self._pages.append([])
         self._page_fonts.append(set())
         self.y = _MARGIN
-        if style is not None:  # the font carries over to the new page
-            if style not in self.fonts:
-                self.fonts[style] = len(self.fonts) + 1
+        if style is not None:  # the font before the footer carries over to the new page
             self.style, self.size, self._on_page = style, size, False
 
     def _footer(self) -> None:

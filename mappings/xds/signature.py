@@ -24,8 +24,8 @@ practice setting                 get a visible signature)
 legalAuthenticator, author       the document's legal authenticator, the lot's author
 ===============================  ==========================================================
 
-The XML signature is made and checked by ``signxml``'s XAdES support
-(canonicalisation, SignedProperties, KeyInfo); the Manifest's references are
+The XML signature is checked by ``signxml``'s XAdES support and made as its XAdES
+signer makes it, from prepared text (:class:`LotSigner`); the Manifest's references are
 plain digests of document bytes, which XML-DSig leaves to the application
 (XML-DSig core §5.1) and :func:`verify_lot_signature` checks. The ANS
 example uses SHA-1 and RSA-SHA1, which signxml refuses to produce; the hub
@@ -137,8 +137,11 @@ class LotSigner:
         self._cert_digest = base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
         self._key_info = _key_info_content(key, cert, method)
 
-    def sign(self, documents: Mapping[str, bytes]) -> bytes:
-        """The signature document over ``documents`` (uniqueId → bytes), serialised."""
+    def sign(self, documents: Mapping[str, bytes], *, now: dt.datetime | None = None) -> bytes:
+        """The signature document over ``documents`` (uniqueId → bytes), serialised.
+
+        ``now`` (timezone-aware) is the XAdES SigningTime; the wall clock when not given, as signxml had it.
+        """
         sig_token, ref_token, key_token, props_token = (secrets.token_hex(4).upper() for _ in range(4))
         sig_id, ref_id = f"SignXMLSignature{sig_token}", f"SignXMLReference{ref_token}"
         key_id = f"SignXMLCertificate{key_token}"
@@ -150,7 +153,7 @@ class LotSigner:
             for unique_id, content in documents.items()
         )
         digest = f'<ds:DigestMethod Algorithm="{_SHA256}"/><ds:DigestValue/>'
-        when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="seconds")
         text = (
             f'<ds:Signature xmlns:ds="{DS}" xmlns:xades="{_XADES}" Id="{sig_id}"><ds:SignedInfo>'
             f'<ds:CanonicalizationMethod Algorithm="{_C14N}"/><ds:SignatureMethod Algorithm="{self._method}"/>'
@@ -221,10 +224,10 @@ def signature_value_of(key: Any, data: bytes, algorithm: hashes.HashAlgorithm) -
     return r.to_bytes(width, "big") + s.to_bytes(width, "big")
 
 
-def sign_submission(submission: XdsSubmission, signer: LotSigner) -> XdsSubmission:
+def sign_submission(submission: XdsSubmission, signer: LotSigner, *, now: dt.datetime | None = None) -> XdsSubmission:
     """The submission with its lot signature document and entry (module docstring)."""
     de, lot = submission.document_entry, submission.submission_set
-    content = signer.sign({de.unique_id: submission.document})
+    content = signer.sign({de.unique_id: submission.document}, now=now)
     unique_id = f"2.25.{uuid.uuid5(_SIGNATURE_NS, lot.unique_id).int}"
     entry = DocumentEntry(
         entry_uuid=entry_uuid_for(unique_id),

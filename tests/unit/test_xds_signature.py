@@ -122,7 +122,9 @@ def test_the_prepared_signature_is_the_one_signxml_makes(kind: str) -> None:
         .sign(key, hashes.SHA256())
     )  # fmt: skip
     documents = {"1.2.250.1.999.1^a&b": b"<doc/>", "1.2.250.1.999.2": b"second"}
-    ours = LotSigner(key, cert).sign(documents)
+    ours = LotSigner(key, cert).sign(
+        documents, now=dt.datetime(2025, 3, 1, 11, 20, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    )
     method = SignatureMethod.ECDSA_SHA256 if kind == "ec" else SignatureMethod.RSA_SHA256
     manifest = etree.Element(f"{{{DS}}}Manifest", nsmap={"ds": DS}, Id="IHEManifest")
     for unique_id, content in documents.items():
@@ -136,7 +138,8 @@ def test_the_prepared_signature_is_the_one_signxml_makes(kind: str) -> None:
         c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_0,
     ).sign(manifest, key=key, cert=[cert])
     assert _shape(ours) == _shape(etree.tostring(theirs, xml_declaration=True, encoding="UTF-8"))
-    assert verify_lot_signature(ours, documents).covered == tuple(documents)
+    check = verify_lot_signature(ours, documents)
+    assert check.covered == tuple(documents) and check.signing_time == "2025-03-01T10:20:00+00:00"
     # The Manifest's digest reference is the same as signxml's (same canonical form of the same element).
     assert etree.fromstring(ours).findtext(f".//{{{DS}}}DigestValue") == theirs.findtext(f".//{{{DS}}}DigestValue")
     tampered = ours.replace(b"1.2.250.1.999.2", b"1.2.250.1.999.3")
