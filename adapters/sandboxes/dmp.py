@@ -146,11 +146,6 @@ def _codes(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# JDV_J57-ClassCode-DMP (TRE_A03 1.2.250.1.213.1.1.4.1, plus the digital signature class from TRE_A10 "URN").
-CLASS_CODES = {
-    "1.2.250.1.213.1.1.4.1": frozenset({"10", "11", "31", "42", "43", "44", "45", "52", "60", "90", "95"}),
-    "URN": frozenset({"urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1"}),
-}
 # JDV_J58-ConfidentialityCode-DMP.
 CONFIDENTIALITY_CODES = {
     "2.16.840.1.113883.5.25": frozenset({"N", "R", "V"}),
@@ -213,6 +208,8 @@ def _dmp_jdv(name: str) -> dict[str, frozenset[str]]:
     return {system: frozenset(codes) for system, codes in out.items()}
 
 
+# classCode: JDV_J57-ClassCode-DMP (TRE_A03, plus the digital signature class from TRE_A10 "URN").
+CLASS_CODES = _dmp_jdv("JDV_J57-ClassCode-DMP")
 # healthcareFacilityTypeCode: JDV_J61-HealthcareFacilityTypeCode-DMP (S18 mapping), by code and code system.
 FACILITY_TYPE_CODES = _dmp_jdv("JDV_J61-HealthcareFacilityTypeCode-DMP")
 # practiceSettingCode: JDV_J04-XdsPracticeSettingCode-CISIS (S18 mapping), by code and code system.

@@ -115,6 +115,9 @@ def from_nos_xml(xml: bytes, name: str, source: str) -> dict[str, object]:
 # The code systems the DMP value sets draw from: NOS FSH alias -> OID (the codeSystem written in XDS metadata).
 FSH_SYSTEMS = {
     "TRE-A00-ProducteurDocNonPS": "1.2.250.1.213.1.1.4.6",
+    "TRE-A03-ClasseDocument": "1.2.250.1.213.1.1.4.1",
+    # TRE_A10 codes (URNs) are written with the code system "URN", as the NOS files write them (ASS_X04).
+    "TRE-A10-NomenclatureURN": "URN",
     "TRE-R02-SecteurActivite": "1.2.250.1.71.4.2.4",
     "TRE-R209-TypeActivite": "1.2.250.1.213.2.2",
     "TRE-R276-FormeActivite": "1.2.250.1.213.1.6.1.128",

@@ -1,0 +1,117 @@
+"""The hub keeps a DMP lot's codes inside the DMP value sets, and derives classCode from ASS_X04."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from hub.errors import MappingError
+from mappings.xds.dmp_value_sets import TYPE_CLASS_TABLE, class_for_type, is_member
+from mappings.xds.jdv import load, load_map
+from tests.unit.test_xds_metadata import build, synthetic_cda, xds_config
+
+TRE_A03 = "1.2.250.1.213.1.1.4.1"
+TRE_A05 = "1.2.250.1.213.1.1.4.12"
+LOINC = "2.16.840.1.113883.6.1"
+PDF_BODY = (
+    '<component><nonXMLBody><text mediaType="application/pdf" representation="B64">JVBERi0=</text>'
+    "</nonXMLBody></component>"
+)
+
+
+def _code(code: str, scheme: str, display: str = "x") -> dict[str, str]:
+    return {"code": code, "coding_scheme": scheme, "display_name": display}
+
+
+def test_class_code_comes_from_ass_x04_when_the_type_has_no_setting() -> None:
+    # 11490-0 is not in the test configuration's document_types; ASS_X04 gives it class 10.
+    entry = build(synthetic_cda(type_code="11490-0", body=PDF_BODY)).document_entry
+    assert (entry.class_code.code, entry.class_code.scheme, entry.class_code.display) == ("10", TRE_A03, "Compte rendu")
+
+
+def test_a_configured_class_that_breaks_ass_x04_is_refused_when_the_configuration_loads() -> None:
+    with pytest.raises(ValidationError, match=r"document_types\.11490-0\.class_code: 11 is not the class ASS_X04"):
+        xds_config(document_types={"11490-0": {"class_code": _code("11", TRE_A03, "Synthèse")}})
+
+
+def test_a_type_ass_x04_has_no_row_for_needs_a_configured_class() -> None:
+    assert is_member("typeCode", "101881-1", LOINC) and class_for_type("101881-1", LOINC) is None
+    cda = synthetic_cda(type_code="101881-1", body=PDF_BODY)
+    with pytest.raises(MappingError, match="ASS_X04 has no class for typeCode 101881-1") as info:
+        build(cda)
+    assert info.value.location == "/ClinicalDocument/code"
+    config = xds_config(document_types={"101881-1": {"class_code": _code("11", TRE_A03, "Synthèse")}})
+    assert build(cda, config).document_entry.class_code.code == "11"
+
+
+@pytest.mark.parametrize(
+    ("cda", "meta", "reason", "location"),
+    [
+        (synthetic_cda(type_code="18842-5"), {}, "typeCode: 18842-5", "/ClinicalDocument/code"),
+        (
+            synthetic_cda().replace(b'code="SA25"', b'code="SA62"'),
+            {},
+            "healthcareFacilityTypeCode: SA62 (1.2.250.1.71.4.2.4) is not in JDV_J61",
+            "/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+        ),
+        (
+            synthetic_cda().replace(b'code="AMBULATOIRE"', b'code="NOWHERE"'),
+            {},
+            "practiceSettingCode: NOWHERE",
+            "standardIndustryClassCode",
+        ),
+        (synthetic_cda(), {"xds_content_type_code": "99"}, "contentTypeCode: 99 (1.2.250.1.213.2.2)", "PV1-2"),
+    ],
+)
+def test_a_code_outside_its_dmp_value_set_is_refused_before_sending(
+    cda: bytes, meta: dict[str, str], reason: str, location: str
+) -> None:
+    with pytest.raises(MappingError) as info:
+        build(cda, **meta)
+    assert reason in info.value.reason and location in (info.value.location or "")
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"content_type_code": _code("07", "1.2.3.4")}, "content_type_code: 07 (1.2.3.4) is not in JDV_J59"),
+        ({"healthcare_facility_type_code": _code("SA99", "1.2.250.1.71.4.2.4")}, "is not in JDV_J61"),
+        ({"practice_setting_code": _code("NOWHERE", "1.2.250.1.213.1.1.4.9")}, "is not in JDV_J04"),
+        (
+            {"document_types": {"11502-2": {"class_code": _code("99", TRE_A03)}}},
+            "99 (1.2.250.1.213.1.1.4.1) is not in JDV_J57",
+        ),
+    ],
+)
+def test_a_configured_code_outside_its_dmp_value_set_is_refused_when_the_configuration_loads(
+    over: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(ValidationError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        xds_config(**over)
+
+
+def test_a_class_the_table_gives_outside_the_dmp_classes_is_refused() -> None:
+    # ASS_X04 is the CI-SIS table: its only class outside JDV_J57 is 99 (technical document), for one type.
+    table = load_map(TYPE_CLASS_TABLE)
+    assert len(table.rows) > 100 and table.version and table.source
+    outside = {source: target for source, target in table.rows.items() if not is_member("classCode", *target)}
+    assert outside == {("FEUILLE-DE-STYLE", TRE_A05): ("99", TRE_A03)}
+    cda = synthetic_cda(type_code="FEUILLE-DE-STYLE", body=PDF_BODY).replace(LOINC.encode(), TRE_A05.encode(), 1)
+    with pytest.raises(MappingError, match=r"classCode: 99 \(1\.2\.250\.1\.213\.1\.1\.4\.1\) is not in JDV_J57"):
+        build(cda)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "JDV_J57-ClassCode-DMP",
+        "JDV_J59-ContentTypeCode-DMP",
+        "JDV_J61-HealthcareFacilityTypeCode-DMP",
+        "JDV_J65-SubjectRole-DMP",
+    ],
+)
+def test_shipped_dmp_value_sets_say_their_version_and_origin(name: str) -> None:
+    vs = load(name)
+    assert vs.oid.startswith("1.2.250.1.213.1.1.5.") and len(vs.version) == 14 and vs.source and vs.concepts
