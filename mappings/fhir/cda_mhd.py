@@ -82,7 +82,7 @@ from mappings.xds.metadata import XdsCode, entry_uuid_for
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_FHIR_SYSTEM, visibility_codes
 from mappings.xml import parse_xml
 
-__all__ = [ "CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
+__all__ = ["CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
 
 _H = "{urn:hl7-org:v3}"
 _MHD = "https://profiles.ihe.net/ITI/MHD"

@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from hub.errors import MappingError
 from mappings.xds.dmp_value_sets import TYPE_CLASS_TABLE, class_for_type, is_member
 from mappings.xds.jdv import load, load_map
+from mappings.xds.v2_context import CONTENT_TYPE_SYSTEM, CONTENT_TYPES, DmpContextConfig, check_dmp_lot
+from tests.conftest import SAMPLES
 from tests.unit.test_xds_metadata import build, synthetic_cda, xds_config
 
 TRE_A03 = "1.2.250.1.213.1.1.4.1"
@@ -115,3 +117,33 @@ def test_a_class_the_table_gives_outside_the_dmp_classes_is_refused() -> None:
 def test_shipped_dmp_value_sets_say_their_version_and_origin(name: str) -> None:
     vs = load(name)
     assert vs.oid.startswith("1.2.250.1.213.1.1.5.") and len(vs.version) == 14 and vs.source and vs.concepts
+
+
+# --------------------------------------------------------------------------- before the ACK (listener check)
+
+LETTER = (SAMPLES / "mdm_t02_letter.hl7").read_bytes()
+LETTER_TYPE = "11490-0^Lettre de liaison à la sortie d'un établissement de soins^LN".encode()
+
+
+def test_the_tour_letter_passes_the_dmp_lot_check() -> None:
+    assert check_dmp_lot(LETTER) == {}
+
+
+@pytest.mark.parametrize(
+    ("document_type", "reason"),
+    [
+        ("18842-5^Lettre^LN", "typeCode: 18842-5 (2.16.840.1.113883.6.1) is not in JDV_J07"),
+        ("FEUILLE-DE-STYLE^Feuille de style^TRE_A05", "ASS_X04 gives typeCode FEUILLE-DE-STYLE the class 99"),
+    ],
+)
+def test_a_document_type_that_cannot_give_a_dmp_lot_is_refused_before_the_ack(document_type: str, reason: str) -> None:
+    message = LETTER.replace(LETTER_TYPE, document_type.encode())
+    with pytest.raises(MappingError) as info:
+        check_dmp_lot(message)
+    assert reason in info.value.reason and info.value.location == "OBX^1^3"
+
+
+def test_pv1_content_types_must_be_dmp_content_types() -> None:
+    with pytest.raises(ValidationError, match=r"content_types\.O: 01 is not a TRE_R209 code of JDV_J59"):
+        DmpContextConfig(content_types={"O": ("01", "Hospitalisation complète")})
+    assert all(is_member("contentTypeCode", code, CONTENT_TYPE_SYSTEM) for code, _ in CONTENT_TYPES.values())
