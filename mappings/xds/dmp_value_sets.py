@@ -24,11 +24,22 @@ from __future__ import annotations
 
 from typing import Literal
 
+from hub.errors import MappingError
 from mappings.cda.value_sets import value_set
 from mappings.xds.jdv import load as load_jdv
 from mappings.xds.jdv import load_map
 
-__all__ = ["TYPE_CLASS_TABLE", "CodedField", "class_display", "class_for_type", "is_member", "value_set_name"]
+__all__ = [
+    "TYPE_CLASS_TABLE",
+    "CodedField",
+    "class_display",
+    "class_for_type",
+    "class_setting_error",
+    "is_member",
+    "lot_class",
+    "require_member",
+    "value_set_name",
+]
 
 CodedField = Literal["classCode", "typeCode", "healthcareFacilityTypeCode", "practiceSettingCode", "contentTypeCode"]
 
@@ -71,3 +82,44 @@ def class_for_type(code: str, scheme: str | None = None) -> tuple[str, str] | No
 def class_display(code: str, scheme: str) -> str:
     """The JDV_J57 display name of a classCode ("" when it is not in JDV_J57)."""
     return load_jdv(_DMP_SETS["classCode"]).display(code, scheme)
+
+
+def require_member(field: CodedField, code: str, scheme: str, location: str) -> None:
+    """Refuse (MappingError naming the field) a code the DMP would refuse: not in the field's value set."""
+    if not is_member(field, code, scheme):
+        raise MappingError(f"{field}: {code[:64]} ({scheme[:64]}) is not in {value_set_name(field)}", location=location)
+
+
+def lot_class(
+    type_code: str, type_scheme: str, configured: tuple[str, str, str] | None, location: str
+) -> tuple[str, str, str]:
+    """The lot's classCode (code, system, display): ASS_X04's class for the type, else the configured one.
+
+    A configured class must be the one ASS_X04 gives (when it has a row for the type); the result must
+    be a DMP class (JDV_J57: ASS_X04 is the CI-SIS table, its technical-document class 99 is not one).
+    """
+    expected = class_for_type(type_code, type_scheme)
+    if expected is None and configured is None:
+        raise MappingError(
+            f"classCode: ASS_X04 has no class for typeCode {type_code[:64]} and none is configured", location=location
+        )
+    if expected is not None and configured is not None and configured[:2] != expected:
+        raise MappingError(
+            f"classCode: {configured[0][:64]} is configured for typeCode {type_code[:64]}, ASS_X04 gives {expected[0]}",
+            location=location,
+        )
+    if configured is None:
+        assert expected is not None
+        configured = (expected[0], expected[1], class_display(*expected) or expected[0])
+    require_member("classCode", configured[0], configured[1], location)
+    return configured
+
+
+def class_setting_error(type_code: str, class_code: str, class_scheme: str) -> str | None:
+    """Why a class configured for a type (keyed by code alone) cannot give a DMP lot, or None."""
+    if not is_member("classCode", class_code, class_scheme):
+        return f"{class_code} ({class_scheme}) is not in {value_set_name('classCode')}"
+    expected = class_for_type(type_code)
+    if expected is not None and expected != (class_code, class_scheme):
+        return f"{class_code} is not the class ASS_X04-CorrespondanceType-Classe-CISIS gives this type ({expected[0]})"
+    return None

@@ -76,7 +76,14 @@ from hub.identity import Environment, InsPolicy
 from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xds import hl7
-from mappings.xds.dmp_value_sets import CodedField, class_display, class_for_type, is_member, value_set_name
+from mappings.xds.dmp_value_sets import (
+    CodedField,
+    class_setting_error,
+    is_member,
+    lot_class,
+    require_member,
+    value_set_name,
+)
 from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, RimWriter, q
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
 from mappings.xml import parse_xml
@@ -252,23 +259,13 @@ class XdsMetadataConfig(ComponentConfig):
             ("healthcare_facility_type_code", "healthcareFacilityTypeCode", self.healthcare_facility_type_code),
             ("practice_setting_code", "practiceSettingCode", self.practice_setting_code),
         ]
-        configured += [
-            (f"document_types.{t}.class_code", "classCode", m.class_code) for t, m in self.document_types.items()
-        ]
         for where, field, code in configured:
             if code is not None and not is_member(field, code.code, code.coding_scheme):
                 raise ValueError(f"{where}: {code.code} ({code.coding_scheme}) is not in {value_set_name(field)}")
         for type_code, mapping in self.document_types.items():
-            expected = class_for_type(type_code)
-            if mapping.class_code is not None and expected not in (
-                None,
-                (mapping.class_code.code, mapping.class_code.coding_scheme),
-            ):
-                assert expected is not None
-                raise ValueError(
-                    f"document_types.{type_code}.class_code: {mapping.class_code.code} is not the class "
-                    f"ASS_X04-CorrespondanceType-Classe-CISIS gives this type ({expected[0]})"
-                )
+            cls = mapping.class_code
+            if cls is not None and (error := class_setting_error(type_code, cls.code, cls.coding_scheme)):
+                raise ValueError(f"document_types.{type_code}.class_code: {error}")
         return self
 
 
@@ -540,8 +537,6 @@ def build_submission(
     _in_value_set("typeCode", type_code, "/ClinicalDocument/code")
     mapping = config.document_types.get(type_code.code) or DocumentTypeMapping()
     class_code = _class_code(type_code, mapping)
-    # ASS_X04 is the CI-SIS table: a technical document's class (99) is not a DMP class (JDV_J57).
-    _in_value_set("classCode", class_code, "/ClinicalDocument/code")
     title = header.get("title") or header.get("type_display_name") or ""
     if not title:
         raise MappingError("ClinicalDocument/title is required (XDS title)", location="/ClinicalDocument/title")
@@ -691,32 +686,14 @@ def _is_person(xcn: str) -> bool:
 
 
 def _in_value_set(field: CodedField, code: Code, location: str) -> None:
-    """Refuse a code the DMP would refuse (adapters/sandboxes/DMP.md): not in the field's value set."""
-    if not is_member(field, code.code, code.scheme):
-        raise MappingError(
-            f"{field}: {code.code[:64]} ({code.scheme[:64]}) is not in {value_set_name(field)}", location=location
-        )
+    require_member(field, code.code, code.scheme, location)
 
 
 def _class_code(type_code: Code, mapping: DocumentTypeMapping) -> Code:
     """classCode: the class ASS_X04 gives the typeCode (S18 mapping), else the configured one (JDV_J57)."""
-    expected = class_for_type(type_code.code, type_code.scheme)
-    configured = _code_from(mapping.class_code)
-    if expected is None:
-        if configured is None:
-            raise MappingError(
-                f"classCode: ASS_X04 has no class for typeCode {type_code.code[:64]} and none is configured "
-                "(document_types.<type>.class_code)",
-                location="/ClinicalDocument/code",
-            )
-        return configured
-    if configured is not None and (configured.code, configured.scheme) != expected:
-        raise MappingError(
-            f"classCode: {configured.code[:64]} is configured for typeCode {type_code.code[:64]}, "
-            f"ASS_X04 gives {expected[0]}",
-            location="/ClinicalDocument/code",
-        )
-    return configured or Code(expected[0], expected[1], class_display(*expected) or expected[0])
+    configured = mapping.class_code
+    setting = None if configured is None else (configured.code, configured.coding_scheme, configured.display_name)
+    return Code(*lot_class(type_code.code, type_code.scheme, setting, "/ClinicalDocument/code"))
 
 
 def _code_from(code: XdsCode | None) -> Code | None:
