@@ -141,49 +141,6 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Z]{2})?")
 _UUID_ID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-def _codes(text: str) -> frozenset[str]:
-    """A code list written as whitespace-separated words."""
-    return frozenset(text.split())
-
-
-# JDV_J58-ConfidentialityCode-DMP.
-CONFIDENTIALITY_CODES = {
-    "2.16.840.1.113883.5.25": frozenset({"N", "R", "V"}),
-    "1.2.250.1.213.1.1.4.13": frozenset({"INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX", "MASQUE_PS"}),
-}
-# JDV_J60-FormatCode-DMP (2024-09): TRE_A06, TRE_A11, TRE_A09, TRE_A10.
-FORMAT_CODES = {
-    "1.2.250.1.213.1.1.4.2.282": _codes(
-        """
-        urn:ans:ci-sis:bio-ep-bio:2022 urn:ans:ci-sis:img-da:2022 urn:asip:ci-sis:aunv:2013
-        urn:asip:ci-sis:avk:2009 urn:asip:ci-sis:crgm:2018 urn:asip:ci-sis:crrtn:2013
-        urn:asip:ci-sis:cse-cs24:2017 urn:asip:ci-sis:cse-cs8:2017 urn:asip:ci-sis:cse-cs9:2017
-        urn:asip:ci-sis:d2lm-fidd:2017 urn:asip:ci-sis:d2lm-fin:2017 urn:asip:ci-sis:dci:2009
-        urn:asip:ci-sis:dlu:2015 urn:ans:ci-sis:cse-mde:2023 urn:asip:ci-sis:eunv:2013
-        urn:asip:ci-sis:fludr:2017 urn:asip:ci-sis:fludt:2017 urn:asip:ci-sis:frcp:2011 urn:asip:ci-sis:hr:2019
-        urn:asip:ci-sis:idap:2011 urn:asip:ci-sis:ldl-ees:2017 urn:asip:ci-sis:ldl-ses:2017
-        urn:asip:ci-sis:pavc:2016 urn:asip:ci-sis:pps-cancer:2017 urn:asip:ci-sis:pps-paerpa:2017
-        urn:asip:ci-sis:ppv:2009 urn:asip:ci-sis:psc:2009 urn:asip:ci-sis:sdm-mr:2017 urn:asip:ci-sis:sunv:2013
-        urn:asip:ci-sis:tap:2009 urn:asip:ci-sis:vac:2019 urn:asip:ci-sis:vsm:2012
-        urn:asipSante:modelesHorsProfils:2011 urn:asip:ci-sis:cr-cpa:2020 urn:asip:ci-sis:cr-anest:2020
-        urn:asip:ci-sis:tlm-da:2020 urn:asip:ci-sis:vac-note:2021 urn:asip:ci-sis:obp-sap:2023
-        urn:asip:ci-sis:obp-snm:2023 urn:asip:ci-sis:obp-sne:2023 urn:asip:ci-sis:obp-scm:2023
-        urn:asip:ci-sis:obp-sem:2023 urn:asip:ci-sis:ppp:2023 urn:asip:ci-sis:dlu:2024
-        urn:asip:ci-sis:ft-su:2024 urn:asip:ci-sis:fr-su:2024 urn:ans:ci-sis:trod:2024
-        """
-    ),
-    "1.3.6.1.4.1.19376.1.2.3": _codes(
-        """
-        urn:ihe:iti:dsg:detached:2014 urn:ihe:iti:xds-sd:pdf:2008 urn:ihe:iti:xds-sd:text:2008
-        urn:ihe:pharm:dis:2010 urn:ihe:iti-fr:xds-sd:jpeg:2010 urn:ihe:iti-fr:xds-sd:rtf:2010
-        urn:ihe:iti-fr:xds-sd:tiff:2010 urn:ihe:lab:xd-lab:2008 urn:ihe:palm:apsr:2016 urn:ihe:pcc:ips:2020
-        urn:ihe:pharm:pre:2010 urn:ihe:eyecare:geneyeevalcn:2014
-        urn:ihe:rad:CDA:ImagingReportStructuredHeadings:2013
-        """
-    ),
-    "1.2.840.10008.2.6.1": frozenset({"1.2.840.10008.5.1.4.1.1.88.59"}),
-    "URN": frozenset({"http://www.w3.org/2000/09/xmldsig#"}),
-}
 # Code systems of the value sets checked by system only (DOMAIN.md §5.1 table).
 # LOINC, TRE_A05, and ASTM for the lot's signature document (typeCode E1762, DOMAIN.md §5.1).
 TYPE_CODE_SYSTEMS = frozenset({"2.16.840.1.113883.6.1", "1.2.250.1.213.1.1.4.12", "ASTM"})
@@ -210,6 +167,10 @@ def _dmp_jdv(name: str) -> dict[str, frozenset[str]]:
 
 # classCode: JDV_J57-ClassCode-DMP (TRE_A03, plus the digital signature class from TRE_A10 "URN").
 CLASS_CODES = _dmp_jdv("JDV_J57-ClassCode-DMP")
+# confidentialityCode: JDV_J58-ConfidentialityCode-DMP (HL7 N/R/V and the TRE_A07 visibility codes).
+CONFIDENTIALITY_CODES = _dmp_jdv("JDV_J58-ConfidentialityCode-DMP")
+# formatCode: JDV_J60-FormatCode-DMP (TRE_A06, TRE_A11, the DICOM KOS uid, the XML-DSig URN).
+FORMAT_CODES = _dmp_jdv("JDV_J60-FormatCode-DMP")
 # healthcareFacilityTypeCode: JDV_J61-HealthcareFacilityTypeCode-DMP (S18 mapping), by code and code system.
 FACILITY_TYPE_CODES = _dmp_jdv("JDV_J61-HealthcareFacilityTypeCode-DMP")
 # practiceSettingCode: JDV_J04-XdsPracticeSettingCode-CISIS (S18 mapping), by code and code system.

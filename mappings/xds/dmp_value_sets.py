@@ -13,6 +13,8 @@ field                         value set (S18 mapping, ANS HL7v2→DMP)          
 ============================  ==========================================================  =========================
 classCode                     JDV_J57-ClassCode-DMP                                       mappings.xds.jdv
 typeCode                      JDV_J07-XdsTypeCode-CISIS                                   mappings.cda.value_sets
+formatCode                    JDV_J60-FormatCode-DMP                                      mappings.xds.jdv
+confidentialityCode           JDV_J58-ConfidentialityCode-DMP                             mappings.xds.jdv
 healthcareFacilityTypeCode    JDV_J61-HealthcareFacilityTypeCode-DMP                      mappings.xds.jdv
 practiceSettingCode           JDV_J04-XdsPracticeSettingCode-CISIS                        mappings.cda.value_sets
 contentTypeCode               JDV_J59-ContentTypeCode-DMP                                 mappings.xds.jdv
@@ -41,11 +43,21 @@ __all__ = [
     "value_set_name",
 ]
 
-CodedField = Literal["classCode", "typeCode", "healthcareFacilityTypeCode", "practiceSettingCode", "contentTypeCode"]
+CodedField = Literal[
+    "classCode",
+    "typeCode",
+    "formatCode",
+    "confidentialityCode",
+    "healthcareFacilityTypeCode",
+    "practiceSettingCode",
+    "contentTypeCode",
+]
 
 TYPE_CLASS_TABLE = "ASS_X04-CorrespondanceType-Classe-CISIS"
 _DMP_SETS: dict[str, str] = {
     "classCode": "JDV_J57-ClassCode-DMP",
+    "formatCode": "JDV_J60-FormatCode-DMP",
+    "confidentialityCode": "JDV_J58-ConfidentialityCode-DMP",
     "healthcareFacilityTypeCode": "JDV_J61-HealthcareFacilityTypeCode-DMP",
     "contentTypeCode": "JDV_J59-ContentTypeCode-DMP",
 }

@@ -33,10 +33,11 @@ contentTypeCode (lot)           configuration, or message metadata ``xds_content
 ==============================  =================================================================
 
 Every coded value is checked against its DMP value set before the lot is built (typeCode JDV_J07,
-classCode JDV_J57, healthcareFacilityTypeCode JDV_J61, practiceSettingCode JDV_J04, contentTypeCode
-JDV_J59; by code and code system): configured values when the configuration is loaded, values read
-from the CDA or the message when the document is mapped (:class:`hub.errors.MappingError` naming
-the field), so that the hub never sends a lot the DMP would refuse for its codes.
+classCode JDV_J57, formatCode JDV_J60, healthcareFacilityTypeCode JDV_J61, practiceSettingCode
+JDV_J04, contentTypeCode JDV_J59; by code and code system; confidentialityCode is JDV_J58 by
+construction): configured values when the configuration is loaded, values read from the CDA or
+the message when the document is mapped (:class:`hub.errors.MappingError` naming the field), so
+that the hub never sends a lot the DMP would refuse for its codes.
 
 Identifiers the hub chooses (decisions, DOMAIN.md is silent):
 
@@ -263,6 +264,12 @@ class XdsMetadataConfig(ComponentConfig):
             if code is not None and not is_member(field, code.code, code.coding_scheme):
                 raise ValueError(f"{where}: {code.code} ({code.coding_scheme}) is not in {value_set_name(field)}")
         for type_code, mapping in self.document_types.items():
+            fmt = mapping.format_code
+            if fmt is not None and not is_member("formatCode", fmt.code, fmt.coding_scheme):
+                raise ValueError(
+                    f"document_types.{type_code}.format_code: {fmt.code} ({fmt.coding_scheme}) is not in "
+                    f"{value_set_name('formatCode')}"
+                )
             cls = mapping.class_code
             if cls is not None and (error := class_setting_error(type_code, cls.code, cls.coding_scheme)):
                 raise ValueError(f"document_types.{type_code}.class_code: {error}")
@@ -543,6 +550,7 @@ def build_submission(
 
     # -- codes
     format_code = _format_code(doc, mapping, type_code.code)
+    _in_value_set("formatCode", format_code, "/ClinicalDocument/component")
     facility, setting = _facility_and_setting(doc, config)
     _in_value_set(
         "healthcareFacilityTypeCode",

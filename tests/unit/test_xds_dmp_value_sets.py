@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from hub.errors import MappingError
 from mappings.xds.dmp_value_sets import TYPE_CLASS_TABLE, class_for_type, is_member
 from mappings.xds.jdv import load, load_map
+from mappings.xds.metadata import _CONFIDENTIALITY_DISPLAY, _XDS_SD_FORMATS, CONFIDENTIALITY_SCHEME, IHE_FORMAT_SCHEME
 from mappings.xds.v2_context import CONTENT_TYPE_SYSTEM, CONTENT_TYPES, DmpContextConfig, check_dmp_lot
+from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME
 from tests.conftest import SAMPLES
 from tests.unit.test_xds_metadata import build, synthetic_cda, xds_config
 
@@ -85,6 +87,10 @@ def test_a_code_outside_its_dmp_value_set_is_refused_before_sending(
             {"document_types": {"11502-2": {"class_code": _code("99", TRE_A03)}}},
             "99 (1.2.250.1.213.1.1.4.1) is not in JDV_J57",
         ),
+        (
+            {"document_types": {"11502-2": {"format_code": _code("urn:unknown:format", "1.3.6.1.4.1.19376.1.2.3")}}},
+            "document_types.11502-2.format_code: urn:unknown:format (1.3.6.1.4.1.19376.1.2.3) is not in JDV_J60",
+        ),
     ],
 )
 def test_a_configured_code_outside_its_dmp_value_set_is_refused_when_the_configuration_loads(
@@ -105,10 +111,18 @@ def test_a_class_the_table_gives_outside_the_dmp_classes_is_refused() -> None:
         build(cda)
 
 
+def test_the_formats_and_confidentiality_codes_the_hub_writes_are_dmp_codes() -> None:
+    assert all(is_member("formatCode", code, IHE_FORMAT_SCHEME) for code, _ in _XDS_SD_FORMATS.values())
+    assert all(is_member("confidentialityCode", code, CONFIDENTIALITY_SCHEME) for code in _CONFIDENTIALITY_DISPLAY)
+    assert all(is_member("confidentialityCode", code, VISIBILITY_SCHEME) for code in VISIBILITY_CODES)
+
+
 @pytest.mark.parametrize(
     "name",
     [
         "JDV_J57-ClassCode-DMP",
+        "JDV_J58-ConfidentialityCode-DMP",
+        "JDV_J60-FormatCode-DMP",
         "JDV_J59-ContentTypeCode-DMP",
         "JDV_J61-HealthcareFacilityTypeCode-DMP",
         "JDV_J65-SubjectRole-DMP",

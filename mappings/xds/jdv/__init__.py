@@ -116,6 +116,12 @@ def from_nos_xml(xml: bytes, name: str, source: str) -> dict[str, object]:
 FSH_SYSTEMS = {
     "TRE-A00-ProducteurDocNonPS": "1.2.250.1.213.1.1.4.6",
     "TRE-A03-ClasseDocument": "1.2.250.1.213.1.1.4.1",
+    "TRE-A06-FormatCodeComplementaire": "1.2.250.1.213.1.1.4.2.282",
+    "TRE-A07-StatutVisibiliteDocument": "1.2.250.1.213.1.1.4.13",
+    # TRE_A08 is HL7 Confidentiality: XDS metadata writes the HL7 OID (DOMAIN.md §5.1).
+    "TRE-A08-HL7Confidentiality": "2.16.840.1.113883.5.25",
+    "TRE-A11-IheFormatCode": "1.3.6.1.4.1.19376.1.2.3",
+    "dcmuid": "1.2.840.10008.2.6.1",
     # TRE_A10 codes (URNs) are written with the code system "URN", as the NOS files write them (ASS_X04).
     "TRE-A10-NomenclatureURN": "URN",
     "TRE-R02-SecteurActivite": "1.2.250.1.71.4.2.4",
