@@ -17,7 +17,7 @@ patient value:
 XDSRegistryMetadataError                  a required slot, classification or identifier missing or
                                           malformed (DMP cardinalities, DOMAIN.md §5.1); a code outside
                                           the DMP value set, by code (JDV_J57 classCode, JDV_J58
-                                          confidentialityCode, JDV_J60 formatCode, J07 typeCode, J04 practice
+                                          confidentialityCode, JDV_J60 formatCode, JDV_J66 typeCode, J04 practice
                                           setting, J61 facility, J59 contentTypeCode); a classCode that is
                                           not the one ASS_X04 gives the typeCode;
                                           patientId not ``INS^^^&OID&ISO^NH``; a uniqueId that is not
@@ -47,7 +47,7 @@ association), signed with the key that signed the VIHF and covering the
 digest of every document; VIHF roles are checked against JDV_J65, and
 Identifiant_Structure against the lot's authorInstitution. The full table of
 checks, each with its source and answer, is ``DMP.md`` beside this module
-(one test per row). typeCode is checked against JDV_J07, healthcareFacilityTypeCode against JDV_J61,
+(one test per row). typeCode is checked against JDV_J66, healthcareFacilityTypeCode against JDV_J61,
 practiceSettingCode against JDV_J04, contentTypeCode against JDV_J59, all by code and code system, and
 the classCode against the one ASS_X04 gives the typeCode (value sets and table shipped as data in
 :mod:`mappings.xds.jdv` and :mod:`mappings.cda.value_sets`, each with its version). Not checked: the CDA
@@ -141,9 +141,6 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Z]{2})?")
 _UUID_ID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-# Code systems of the value sets checked by system only (DOMAIN.md §5.1 table).
-# LOINC, TRE_A05, and ASTM for the lot's signature document (typeCode E1762, DOMAIN.md §5.1).
-TYPE_CODE_SYSTEMS = frozenset({"2.16.840.1.113883.6.1", "1.2.250.1.213.1.1.4.12", "ASTM"})
 _TRE_R02 = "1.2.250.1.71.4.2.4"  # TRE_R02-SecteurActivite, the code system of JDV_J61
 
 
@@ -165,6 +162,10 @@ def _dmp_jdv(name: str) -> dict[str, frozenset[str]]:
     return {system: frozenset(codes) for system, codes in out.items()}
 
 
+# typeCode: JDV_J66-TypeCode-DMP, the DMP's subset of JDV_J07 (S18 OBR-4: "en cas d'envoi au DMP, le Gestionnaire
+# doit contrôler que le type de document appartient au jeu de valeur défini par le DMP (JDV_J66-TypeCode-DMP)"),
+# with ASTM E1762 for the lot's signature document.
+TYPE_CODES = _dmp_jdv("JDV_J66-TypeCode-DMP")
 # classCode: JDV_J57-ClassCode-DMP (TRE_A03, plus the digital signature class from TRE_A10 "URN").
 CLASS_CODES = _dmp_jdv("JDV_J57-ClassCode-DMP")
 # confidentialityCode: JDV_J58-ConfidentialityCode-DMP (HL7 N/R/V and the TRE_A07 visibility codes).
@@ -773,14 +774,9 @@ class _Submission:
             self.err("XDSRegistryMetadataError", _ctx(e, "sourcePatientId must be a CX"))
 
     def document_codes(self, e: RegistryObject) -> None:
-        """The DocumentEntry's classifications, each from its value set (typeCode from JDV_J07)."""
+        """The DocumentEntry's classifications, each from its DMP value set, and classCode from ASS_X04."""
         self.coded(e, DE.CLASS_CODE, CLASS_CODES)
-        self.coded(e, DE.TYPE_CODE, TYPE_CODE_SYSTEMS)
-        typ = e.code(DE.TYPE_CODE)
-        if typ is not None and typ.coding_scheme != "ASTM":  # the lot signature's E1762 is checked apart
-            j07 = value_set("JDV_J07_XdsTypeCode_CISIS")
-            if typ.code not in j07 or typ.coding_scheme not in j07.systems[typ.code]:
-                self.err("XDSRegistryMetadataError", _ctx(e, f"typeCode: code {typ.code} not in JDV_J07"))
+        self.coded(e, DE.TYPE_CODE, TYPE_CODES)
         self.type_class(e)
         self.coded(e, DE.FORMAT_CODE, FORMAT_CODES)
         self.coded(e, DE.HEALTHCARE_FACILITY_TYPE_CODE, FACILITY_TYPE_CODES)

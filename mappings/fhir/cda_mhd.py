@@ -39,7 +39,7 @@ Patient                  from recordTarget: FR Core INS slice, QUAL, names (BR/C
 What the profiles require and the CDA lacks (author or legalAuthenticator id, custodian, title,
 serviceEvent start, facility and practice setting codes, a class code for the type) refuses the
 document with the element at fault, never a half-right Bundle; so does a code outside the DMP value
-set its PDSm element is bound to (type JDV_J07, category JDV_J57, facilityType JDV_J61,
+set its PDSm element is bound to (type JDV_J66, category JDV_J57, facilityType JDV_J61,
 practiceSetting JDV_J04, designationType JDV_J59; :mod:`mappings.xds.dmp_value_sets`).
 
 Registered as step ``cda_to_mhd_bundle`` (``application/cda+xml`` → ``application/fhir+json``),

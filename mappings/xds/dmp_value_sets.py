@@ -12,7 +12,7 @@ code system (DOMAIN.md §5.4).
 field                         value set (S18 mapping, ANS HL7v2→DMP)                      shipped in
 ============================  ==========================================================  =========================
 classCode                     JDV_J57-ClassCode-DMP                                       mappings.xds.jdv
-typeCode                      JDV_J07-XdsTypeCode-CISIS                                   mappings.cda.value_sets
+typeCode                      JDV_J66-TypeCode-DMP (S18 OBR-4: the DMP's subset of J07)   mappings.xds.jdv
 formatCode                    JDV_J60-FormatCode-DMP                                      mappings.xds.jdv
 confidentialityCode           JDV_J58-ConfidentialityCode-DMP                             mappings.xds.jdv
 healthcareFacilityTypeCode    JDV_J61-HealthcareFacilityTypeCode-DMP                      mappings.xds.jdv
@@ -56,13 +56,13 @@ CodedField = Literal[
 TYPE_CLASS_TABLE = "ASS_X04-CorrespondanceType-Classe-CISIS"
 _DMP_SETS: dict[str, str] = {
     "classCode": "JDV_J57-ClassCode-DMP",
+    "typeCode": "JDV_J66-TypeCode-DMP",
     "formatCode": "JDV_J60-FormatCode-DMP",
     "confidentialityCode": "JDV_J58-ConfidentialityCode-DMP",
     "healthcareFacilityTypeCode": "JDV_J61-HealthcareFacilityTypeCode-DMP",
     "contentTypeCode": "JDV_J59-ContentTypeCode-DMP",
 }
 _CISIS_SETS: dict[str, str] = {
-    "typeCode": "JDV_J07_XdsTypeCode_CISIS",
     "practiceSettingCode": "JDV_J04_XdsPracticeSettingCode_CISIS",
 }
 

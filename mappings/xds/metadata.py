@@ -32,7 +32,7 @@ languageCode / title            languageCode / title
 contentTypeCode (lot)           configuration, or message metadata ``xds_content_type_code``
 ==============================  =================================================================
 
-Every coded value is checked against its DMP value set before the lot is built (typeCode JDV_J07,
+Every coded value is checked against its DMP value set before the lot is built (typeCode JDV_J66,
 classCode JDV_J57, formatCode JDV_J60, healthcareFacilityTypeCode JDV_J61, practiceSettingCode
 JDV_J04, contentTypeCode JDV_J59; by code and code system; confidentialityCode is JDV_J58 by
 construction): configured values when the configuration is loaded, values read from the CDA or

@@ -28,7 +28,7 @@ before the ACK, a document message for the DMP (DESTDMP=Y) whose masking
 flags cannot give a valid lot (a flag neither Y nor N, ``MODIF_CONF_CODE=Y``
 on a creation, ``DESTMSSANTEPAT=Y`` with ``INVISIBLE_PATIENT=Y``, see
 :mod:`mappings.xds.visibility`), whose PV1-44/45 is not a time, or whose
-document type cannot give the lot's typeCode and classCode (not in JDV_J07,
+document type cannot give the lot's typeCode and classCode (not in JDV_J66,
 or a class from ASS_X04 that is not a DMP class, JDV_J57; see
 :mod:`mappings.xds.dmp_value_sets`) is answered AR with an ERR naming the
 field, and stored as rejected: never sent half-right. A type ASS_X04 has no
@@ -142,9 +142,9 @@ def check_dmp_lot(body: bytes) -> dict[str, str]:
 
 
 def _check_document_type(code: str, system: str, location: str) -> None:
-    """The lot's typeCode must be in JDV_J07, and the class ASS_X04 gives it a DMP class (JDV_J57)."""
+    """The lot's typeCode must be in JDV_J66 (the volet, OBR-4), and the class ASS_X04 gives it a DMP class."""
     if not is_member("typeCode", code, system):
-        raise MappingError(f"typeCode: {code[:64]} ({system[:64]}) is not in JDV_J07", location=location)
+        raise MappingError(f"typeCode: {code[:64]} ({system[:64]}) is not in JDV_J66-TypeCode-DMP", location=location)
     expected = class_for_type(code, system)
     if expected is not None and not is_member("classCode", *expected):
         raise MappingError(

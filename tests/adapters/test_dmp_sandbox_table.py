@@ -132,7 +132,8 @@ CASES: dict[str, Case] = {
     "CLASS-CODE": lambda c: c.send(mutate=set_code(DE.CLASS_CODE, "99")),
     "FORMAT-CODE": lambda c: c.send(mutate=set_code(DE.FORMAT_CODE, "urn:unknown:format")),
     "CONFIDENTIALITY-CODE": lambda c: c.send(mutate=set_code(DE.CONFIDENTIALITY_CODE, "SECRET")),
-    "TYPE-CODE": lambda c: c.send(mutate=set_code(DE.TYPE_CODE, "99999-9")),
+    # 51851-4 is a JDV_J07 (CI-SIS) type the DMP does not take (not in JDV_J66).
+    "TYPE-CODE": lambda c: c.send(mutate=set_code(DE.TYPE_CODE, "51851-4")),
     # 11502-2 (CR d'examens biologiques) is class 10 in ASS_X04; 11 (Synthèse) is a valid JDV_J57 class.
     "TYPE-CLASS": lambda c: c.send(mutate=set_code(DE.CLASS_CODE, "11")),
     "FACILITY-SYSTEM": lambda c: c.send(mutate=set_code(DE.HEALTHCARE_FACILITY_TYPE_CODE, "SA25", "1.2.3.4")),
@@ -181,7 +182,7 @@ REASONS = {
     "CLASS-CODE": "classCode: code 99",
     "FORMAT-CODE": "formatCode: code",
     "CONFIDENTIALITY-CODE": "confidentialityCode: code SECRET",
-    "TYPE-CODE": "typeCode: code 99999-9 not in JDV_J07",
+    "TYPE-CODE": "typeCode: code 51851-4 not in the DMP value set",
     "TYPE-CLASS": "classCode: 11 is not the class of typeCode 11502-2",
     "FACILITY-SYSTEM": "healthcareFacilityTypeCode: code system",
     "FACILITY-CODE": "healthcareFacilityTypeCode: code SA99 not in the DMP value set",

@@ -213,9 +213,9 @@ def test_shipped_rules_are_those_of_the_guides() -> None:
             lambda cda: re.sub(rb"<custodian>.*?</custodian>", b"", cda, flags=re.S),
             "/ClinicalDocument/custodian/assignedCustodian/representedCustodianOrganization/id",
         ),
-        # A JDV_J07 type ASS_X04 has no row for, and no class configured for it.
+        # A JDV_J66 type ASS_X04 has no row for, and no class configured for it.
         (lambda cda: cda.replace(b'code="11502-2"', b'code="101881-1"', 1), "/ClinicalDocument/code"),
-        # Not a JDV_J07 type.
+        # Not a JDV_J66 type.
         (lambda cda: cda.replace(b'code="11502-2"', b'code="18842-5"', 1), "/ClinicalDocument/code"),
         # A facility type outside JDV_J61.
         (
@@ -223,7 +223,7 @@ def test_shipped_rules_are_those_of_the_guides() -> None:
             "/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
         ),
     ],
-    ids=["no-legal-authenticator", "no-custodian", "type-without-class-code", "type-not-in-j07", "facility-not-in-j61"],
+    ids=["no-legal-authenticator", "no-custodian", "type-without-class-code", "type-not-in-j66", "facility-not-in-j61"],
 )
 def test_a_cda_that_cannot_give_a_pdsm_bundle_is_refused_naming_the_element(change: Any, location: str) -> None:
     cda = change(CASES["crbio"].read_bytes())

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from hub.errors import MappingError
+from mappings.cda.value_sets import value_set
 from mappings.xds.dmp_value_sets import TYPE_CLASS_TABLE, class_for_type, is_member
 from mappings.xds.jdv import load, load_map
 from mappings.xds.metadata import _CONFIDENTIALITY_DISPLAY, _XDS_SD_FORMATS, CONFIDENTIALITY_SCHEME, IHE_FORMAT_SCHEME
@@ -100,15 +101,27 @@ def test_a_configured_code_outside_its_dmp_value_set_is_refused_when_the_configu
         xds_config(**over)
 
 
-def test_a_class_the_table_gives_outside_the_dmp_classes_is_refused() -> None:
-    # ASS_X04 is the CI-SIS table: its only class outside JDV_J57 is 99 (technical document), for one type.
+def test_every_dmp_type_the_table_has_a_row_for_gets_a_dmp_class() -> None:
+    # ASS_X04 is the CI-SIS table: its only class outside JDV_J57 is 99 (technical document), for a type
+    # outside JDV_J66, which the hub refuses as a typeCode before any class is derived.
     table = load_map(TYPE_CLASS_TABLE)
     assert len(table.rows) > 100 and table.version and table.source
     outside = {source: target for source, target in table.rows.items() if not is_member("classCode", *target)}
     assert outside == {("FEUILLE-DE-STYLE", TRE_A05): ("99", TRE_A03)}
+    assert all(is_member("classCode", *t) for s, t in table.rows.items() if is_member("typeCode", *s))
     cda = synthetic_cda(type_code="FEUILLE-DE-STYLE", body=PDF_BODY).replace(LOINC.encode(), TRE_A05.encode(), 1)
-    with pytest.raises(MappingError, match=r"classCode: 99 \(1\.2\.250\.1\.213\.1\.1\.4\.1\) is not in JDV_J57"):
+    with pytest.raises(
+        MappingError, match=r"typeCode: FEUILLE-DE-STYLE \(1\.2\.250\.1\.213\.1\.1\.4\.12\) is not in JDV_J66"
+    ):
         build(cda)
+
+
+def test_the_dmp_types_are_ci_sis_types() -> None:
+    # JDV_J66 (DMP) is a subset of JDV_J07 (CI-SIS), both 20240927120000: a J07 type may still be refused.
+    j66 = load("JDV_J66-TypeCode-DMP")
+    j07 = value_set("JDV_J07_XdsTypeCode_CISIS")
+    assert all(code in j07 and system in j07.systems[code] for code, system in j66.concepts if system != "ASTM")
+    assert "51851-4" in j07 and not is_member("typeCode", "51851-4", LOINC)
 
 
 def test_the_formats_and_confidentiality_codes_the_hub_writes_are_dmp_codes() -> None:
@@ -146,8 +159,8 @@ def test_the_tour_letter_passes_the_dmp_lot_check() -> None:
 @pytest.mark.parametrize(
     ("document_type", "reason"),
     [
-        ("18842-5^Lettre^LN", "typeCode: 18842-5 (2.16.840.1.113883.6.1) is not in JDV_J07"),
-        ("FEUILLE-DE-STYLE^Feuille de style^TRE_A05", "ASS_X04 gives typeCode FEUILLE-DE-STYLE the class 99"),
+        ("18842-5^Lettre^LN", "typeCode: 18842-5 (2.16.840.1.113883.6.1) is not in JDV_J66"),
+        ("51851-4^Document administratif^LN", "typeCode: 51851-4 (2.16.840.1.113883.6.1) is not in JDV_J66"),
     ],
 )
 def test_a_document_type_that_cannot_give_a_dmp_lot_is_refused_before_the_ack(document_type: str, reason: str) -> None:

@@ -120,7 +120,11 @@ FSH_SYSTEMS = {
     "TRE-A07-StatutVisibiliteDocument": "1.2.250.1.213.1.1.4.13",
     # TRE_A08 is HL7 Confidentiality: XDS metadata writes the HL7 OID (DOMAIN.md §5.1).
     "TRE-A08-HL7Confidentiality": "2.16.840.1.113883.5.25",
+    "TRE-A05-TypeDocComplementaire": "1.2.250.1.213.1.1.4.12",
     "TRE-A11-IheFormatCode": "1.3.6.1.4.1.19376.1.2.3",
+    # TRE_A12 (ASTM) codes are written with the code system "ASTM", as the NOS files write them (ASS_X04).
+    "TRE-A12-NomenclatureASTM": "ASTM",
+    "LNC": "2.16.840.1.113883.6.1",
     "dcmuid": "1.2.840.10008.2.6.1",
     # TRE_A10 codes (URNs) are written with the code system "URN", as the NOS files write them (ASS_X04).
     "TRE-A10-NomenclatureURN": "URN",
