@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from hub.errors import MappingError
 from mappings.cda.value_sets import value_set
 from mappings.xds.dmp_value_sets import TYPE_CLASS_TABLE, class_for_type, is_member
-from mappings.xds.jdv import load, load_map
+from mappings.xds.jdv import from_fsh_value_set, from_nos_xml, load, load_map
 from mappings.xds.metadata import _CONFIDENTIALITY_DISPLAY, _XDS_SD_FORMATS, CONFIDENTIALITY_SCHEME, IHE_FORMAT_SCHEME
 from mappings.xds.v2_context import CONTENT_TYPE_SYSTEM, CONTENT_TYPES, DmpContextConfig, check_dmp_lot
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME
@@ -174,3 +174,40 @@ def test_pv1_content_types_must_be_dmp_content_types() -> None:
     with pytest.raises(ValidationError, match=r"content_types\.O: 01 is not a TRE_R209 code of JDV_J59"):
         DmpContextConfig(content_types={"O": ("01", "Hospitalisation complète")})
     assert all(is_member("contentTypeCode", code, CONTENT_TYPE_SYSTEM) for code, _ in CONTENT_TYPES.values())
+
+
+# --------------------------------------------------------------------------- the generator's readers
+
+_NOS_ASS = b"""<?xml version="1.0" encoding="UTF-8"?>
+<RetrieveValueSetResponse xmlns="urn:ihe:iti:svs:2008">
+  <ValueSet id="9.9.9" dateMaj="20990101120000" displayName="ASS_TEST">
+    <MappedConceptList>
+      <MappedConcept><Concept code="T1" codeSystem="1.1"/><Concept code="C1" codeSystem="2.2"/></MappedConcept>
+      <!-- a withdrawn row is a comment -->
+      <MappedConcept><Concept code="T2" codeSystem="1.1"/><Concept code="C2" codeSystem="2.2"/></MappedConcept>
+    </MappedConceptList>
+  </ValueSet>
+</RetrieveValueSetResponse>"""
+
+_FSH = """ValueSet: JDV_TEST
+* ^identifier.value = "urn:oid:9.9.8"
+* ^version = "20990101120000"
+* $TRE-R02-SecteurActivite#SA07 "Cabinet individuel"
+* $TRE-A10-NomenclatureURN#urn:oid:1.2.3 "Un URN"
+"""
+
+
+def test_the_generator_reads_a_nos_association_table_and_an_fsh_value_set() -> None:
+    ass = from_nos_xml(_NOS_ASS, "ASS_TEST", "here")
+    assert ass == {
+        "name": "ASS_TEST",
+        "oid": "9.9.9",
+        "version": "20990101120000",
+        "source": "here",
+        "rows": [["T1", "1.1", "C1", "2.2"], ["T2", "1.1", "C2", "2.2"]],
+    }
+    vs = from_fsh_value_set(_FSH, "JDV_TEST", "there")
+    assert vs["oid"] == "9.9.8" and vs["version"] == "20990101120000"
+    assert vs["concepts"] == [["SA07", "1.2.250.1.71.4.2.4", "Cabinet individuel"], ["urn:oid:1.2.3", "URN", "Un URN"]]
+    with pytest.raises(ValueError, match="unknown code system alias"):
+        from_fsh_value_set(_FSH.replace("TRE-R02-SecteurActivite", "TRE-R99-Inconnu"), "JDV_TEST", "there")
