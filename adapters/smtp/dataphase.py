@@ -7,7 +7,7 @@ an endless line. This one reads to the final dot in every case (RFC 5321
 
 * the mail, dot-unstuffed (RFC 5321 §4.5.2), when it is within the limits;
 * else the first ``keep`` bytes of it, its size, and what was wrong: more than
-  ``limit`` octets (RFC 1870 §6.3, 552) or a line longer than ``line_limit``
+  ``limit`` octets (RFC 1870: 552) or a line longer than ``line_limit``
   (RFC 5321 §4.5.3.1.6). Past that point, what arrives is counted and dropped:
   a peer cannot make the listener hold more than ``limit`` bytes of a mail, nor
   more than the stream reader's own buffer of one line.

@@ -17,7 +17,10 @@ submission: sender not one of the login's addresses 553 5.7.1; ``From:``/``Sende
 submission: failed logins over the limit            454 4.7.0 (counted across connections; password unchecked)
 submission: recipient outside the trust space       554 5.7.1 relay denied (hosted domain: 550 5.1.1)
 too many recipients                                 452 4.5.3 (RFC 5321 §4.5.3.1.10)
-message over ``max_message_bytes``                  552 (SIZE parameter or DATA, RFC 1870)
+message over ``max_message_bytes``                  552 at MAIL for its SIZE parameter (RFC 1870; nothing
+                                                    received, nothing stored); 552 5.3.4 after DATA, stored as
+                                                    rejected with its first bytes (RFC 1870)
+a line over 1000 octets (RFC 5321 §4.5.3.1.6)       500 5.5.0 after DATA, stored as rejected with its first bytes
 unusable mail, hostile IHE_XDM.ZIP                  554 5.6.0 + the hub's reason; stored as rejected
 hub cannot store it now                             451 4.3.0 (the sender keeps it and retries)
 accepted                                            250, only after the commit
@@ -460,11 +463,11 @@ class _SmtpListener(Generic[_Config]):
         """
         limit = self.config.max_message_bytes
         if data.problem == "too_large":
-            # RFC 1870 §6.3 and RFC 3463 X.3.4 "message too big for system": permanent, the mail stays too big.
+            # RFC 1870 and RFC 3463 X.3.4 "message too big for system": permanent, the mail stays too big.
             reason = f"message of {data.size} bytes exceeds max_message_bytes ({limit})"
             reply = "552 5.3.4 Message exceeds fixed maximum message size"
         else:
-            # RFC 5321 §4.5.3.1.6 (1000 octets a line) and §4.5.3.1.10's "500 Line too long".
+            # RFC 5321 §4.5.3.1.6 (1000 octets a line) and the "500 Line too long" of its examples (§4.5.3.1).
             reason = "a line of the message is longer than the 1000 octets of RFC 5321 4.5.3.1.6"
             reply = "500 5.5.0 Line too long (RFC 5321 4.5.3.1.6)"
         mail_id, now = new_id(), utcnow()

@@ -169,7 +169,7 @@ async def _smtp_send(hub: Hub, body: bytes, *, submission: bool) -> Answer:
         return "accepted"
     if 400 <= code < 500:
         return "retry"
-    if code == 552:  # RFC 1870 §6.3: over the server's fixed maximum message size
+    if code == 552:  # RFC 1870: over the server's fixed maximum message size
         return "too_large"
     assert 500 <= code < 600, code
     return "refused"

@@ -13,7 +13,7 @@ from adapters.smtp.inbound import KEPT_BYTES
 from hub.runtime import Hub
 from hub.store import SearchQuery
 from tests.hubkit import running_hub, running_peer
-from tests.smtp.smtpkit import DOCTOR, HUB_DOMAIN, PASSWORD, USER, Setup, connect, data_reply, hub_config
+from tests.smtp.smtpkit import DOCTOR, HUB_DOMAIN, PASSWORD, USER, Setup, command, connect, data_reply, hub_config
 
 LIMIT = 8192  # the submission port's max_message_bytes here
 
@@ -52,7 +52,7 @@ async def test_an_oversize_mail_is_stored_cut_with_its_reason_and_the_session_go
     smtp = await _logged_in(setup)
     big = _mail(1, extra)
     code, text = await data_reply(smtp, DOCTOR, [DOCTOR], big)
-    # RFC 1870 §6.3 / RFC 3463 X.3.4, after the final dot (RFC 5321 §4.2.5), the mail's text never quoted.
+    # RFC 1870 / RFC 3463 X.3.4, after the final dot (RFC 5321 §4.2.5), the mail's text never quoted.
     assert (code, text.split()[0]) == (552, "5.3.4")
     [rec] = await running.store.search(SearchQuery(status="rejected"))
     assert rec.reason == f"message of {len(big)} bytes exceeds max_message_bytes ({LIMIT})"
@@ -93,3 +93,20 @@ async def test_dot_stuffing_is_undone(hub: tuple[Hub, Setup]) -> None:
     await smtp.quit()
     [rec] = await running.store.search(SearchQuery(control_id=f"<data-4@{HUB_DOMAIN}>"))
     assert rec.message.body.endswith(mail)
+
+
+async def test_a_declared_size_over_the_limit_is_refused_at_mail_and_nothing_is_stored(hub: tuple[Hub, Setup]) -> None:
+    """SMTP's one difference from the other listeners' "oversize is stored" contract, on purpose.
+
+    RFC 1870: a client declaring SIZE over the server's fixed maximum is refused at MAIL (552), before any
+    recipient or byte of the mail: there is no message to store, as for a refused recipient. (A FHIR request
+    announcing too large a body has already been sent as one message: it is stored, empty, with its size.)
+    """
+    running, setup = hub
+    assert running.store is not None
+    smtp = await _logged_in(setup)
+    assert (await command(smtp, f"MAIL FROM:<{DOCTOR}> SIZE={LIMIT + 1}"))[0] == 552
+    assert (await data_reply(smtp, DOCTOR, [DOCTOR], _mail(5)))[0] == 250  # then a mail within it is taken
+    await smtp.quit()
+    [rec] = await running.store.search(SearchQuery())  # only the mail that was sent
+    assert rec.status != "rejected" and rec.message.metadata["control_id"] == f"<data-5@{HUB_DOMAIN}>"
