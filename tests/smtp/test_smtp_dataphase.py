@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from adapters.smtp.inbound import KEPT_BYTES
 from hub.runtime import Hub
 from hub.store import SearchQuery
-from tests.hubkit import running_hub, running_peer
+from tests.hubkit import running_hub, running_peer, wait_until
 from tests.smtp.smtpkit import DOCTOR, HUB_DOMAIN, PASSWORD, USER, Setup, command, connect, data_reply, hub_config
 
 LIMIT = 8192  # the submission port's max_message_bytes here
@@ -110,3 +112,43 @@ async def test_a_declared_size_over_the_limit_is_refused_at_mail_and_nothing_is_
     await smtp.quit()
     [rec] = await running.store.search(SearchQuery())  # only the mail that was sent
     assert rec.status != "rejected" and rec.message.metadata["control_id"] == f"<data-5@{HUB_DOMAIN}>"
+
+
+async def test_a_client_trickling_its_mail_is_cut_off_without_blocking_the_others(tmp_path: Path) -> None:
+    """A logged-in client sending its data a line at a time, slower than it should: timeout_secs counts from the
+    DATA command (RFC 5321 §4.5.3.2.7, the server's timeout), not from its last byte, so it cannot hold the
+    connection forever; meanwhile another client is served. Nothing of the cut mail is kept: nothing was
+    acknowledged, its sender still has it."""
+    setup = Setup(tmp_path)
+    quick = {"timeout_secs": 2.0}  # long enough for STARTTLS, AUTH (scrypt) and a commit on a loaded machine
+    async with (
+        running_peer() as dpi,
+        running_hub(hub_config(setup, dpi_port=dpi.port, submission=quick)) as running,
+    ):
+        assert running.store is not None
+        slow = await _logged_in(setup)
+        assert (await command(slow, f"MAIL FROM:<{DOCTOR}>"))[0] == 250
+        assert (await command(slow, f"RCPT TO:<{DOCTOR}>"))[0] == 250
+        assert (await command(slow, "DATA"))[0] == 354
+        protocol = slow.protocol
+        assert protocol is not None
+
+        async def trickle() -> None:
+            for line in (_mail(6) + b"x\r\n" * 10_000).split(b"\r\n"):
+                if not slow.is_connected:
+                    return
+                protocol.write(line + b"\r\n")
+                await asyncio.sleep(0.1)  # time is the subject: a line every 0.1 s, never the end of data
+
+        dribbler = asyncio.create_task(trickle())
+        try:
+            fast = await _logged_in(setup)
+            assert (await data_reply(fast, DOCTOR, [DOCTOR], _mail(7)))[0] == 250  # served meanwhile
+            await fast.quit()
+            await wait_until(lambda: not slow.is_connected, timeout=30)  # the listener closed it
+        finally:
+            dribbler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dribbler
+        [rec] = await running.store.search(SearchQuery())
+        assert rec.message.metadata["control_id"] == f"<data-7@{HUB_DOMAIN}>"
