@@ -43,6 +43,16 @@ def _unstuffed(line: bytes, first_piece: bool) -> bytes:
     return line[1:] if first_piece and line.startswith(b".") else line
 
 
+def _first_bytes(pieces: list[bytes], keep: int) -> bytes:
+    # Not b"".join(pieces)[:keep]: that would copy the whole mail read so far (up to the limit) once more.
+    out = bytearray()
+    for piece in pieces:
+        out += piece[: keep - len(out)]
+        if len(out) >= keep:
+            break
+    return bytes(out)
+
+
 async def read_mail_data(reader: asyncio.StreamReader, *, limit: int, line_limit: int, keep: int) -> MailData | None:
     """The mail data up to the lone dot (see the module docstring); None when the stream ends before it."""
     lines: list[bytes] = []  # the mail so far while it is within the limits
@@ -70,7 +80,7 @@ async def read_mail_data(reader: asyncio.StreamReader, *, limit: int, line_limit
             elif line_size > line_limit:
                 problem = "line_too_long"
             if problem is not None:
-                head = (b"".join(lines) + piece)[:keep]
+                head = _first_bytes([*lines, piece], keep)
                 lines.clear()
             else:
                 lines.append(piece)
