@@ -33,9 +33,11 @@ class MailData:
     size: int
     """Octets received between the 354 and the final ``.<CRLF>`` (line ends and dot-stuffing included)."""
     problem: Problem | None = None
+    cut: bool = False
+    """``content`` is not the whole mail (it stops at ``keep`` bytes, or the peer sent more after the problem)."""
 
     def __repr__(self) -> str:
-        return f"MailData(size={self.size}, problem={self.problem})"
+        return f"MailData(size={self.size}, problem={self.problem}, cut={self.cut})"
 
 
 def _unstuffed(line: bytes, first_piece: bool) -> bytes:
@@ -61,6 +63,7 @@ async def read_mail_data(reader: asyncio.StreamReader, *, limit: int, line_limit
     line_size = 0  # of the line being read, over the pieces the stream reader's buffer cut it into
     in_line = False  # the last piece did not end the line
     problem: Problem | None = None
+    cut = False
     while True:
         try:
             piece = await reader.readuntil(b"\r\n")
@@ -81,10 +84,13 @@ async def read_mail_data(reader: asyncio.StreamReader, *, limit: int, line_limit
                 problem = "line_too_long"
             if problem is not None:
                 head = _first_bytes([*lines, piece], keep)
+                cut = len(head) < sum(map(len, lines)) + len(piece)
                 lines.clear()
             else:
                 lines.append(piece)
+        else:
+            cut = True  # counted, not kept
         in_line = not piece.endswith(b"\r\n")
     if problem is None:
         return MailData(b"".join(lines), size)
-    return MailData(head, size, problem)
+    return MailData(head, size, problem, cut)

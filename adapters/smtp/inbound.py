@@ -480,7 +480,7 @@ class _SmtpListener(Generic[_Config]):
             **self._session_metadata(session),
             "endpoint": self.name,
         }
-        if len(data.content) < data.size:
+        if data.cut:
             metadata["truncated_from_bytes"] = str(data.size)
         mail = Message(
             id=mail_id, content_type=ContentType.MAIL, body=self._received(session, mail_id, now) + data.content,

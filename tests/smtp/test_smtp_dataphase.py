@@ -75,7 +75,7 @@ async def test_a_line_too_long_is_refused_and_stored_whole_when_within_the_limit
     running, setup = hub
     assert running.store is not None
     smtp = await _logged_in(setup)
-    mail = _mail(3, b"z" * 2000 + b"\r\n")  # RFC 5321 §4.5.3.1.6: 1000 octets a line, CRLF included
+    mail = _mail(3, b".dot-stuffed\r\n" + b"z" * 2000 + b"\r\n")  # RFC 5321 §4.5.3.1.6: 1000 octets a line
     code, text = await data_reply(smtp, DOCTOR, [DOCTOR], mail)
     assert (code, text.split()[0]) == (500, "5.5.0")
     [rec] = await running.store.search(SearchQuery(status="rejected"))
