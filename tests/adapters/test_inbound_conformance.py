@@ -4,8 +4,10 @@ Parametrised over the registry's inbound adapters: registering a new one puts it
 `test_every_inbound_adapter_has_a_sender` fails until it has a sender here (or a stated reason to have none).
 The contract (hub/ports.py, DESIGN.md): commit before acknowledge (a hub that cannot take the message
 answers the protocol's "try again" and acknowledges nothing); a refused message is stored with its reason;
-oversize input is refused with the protocol's error; a slow peer is cut off by its timeout without blocking
-the others.
+oversize input is refused with the protocol's error, and stored with its reason and its size
+(truncated_from_bytes); a slow peer is cut off by its timeout without blocking the others. The SMTP listeners
+keep it as the others do (552 after the data, the mail stored cut); their one difference, a SIZE declared
+over the limit refused at MAIL with nothing to store, is tested and argued in tests/smtp/test_smtp_dataphase.py.
 """
 
 from __future__ import annotations
