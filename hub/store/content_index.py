@@ -60,6 +60,7 @@ class ContentIndexer:
         self.caught_up = asyncio.Event()
         """Set once what was pending at start has been indexed."""
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="content-indexer")
@@ -69,6 +70,12 @@ class ContentIndexer:
         self._woken.set()
 
     async def close(self) -> None:
+        """Stop the indexer; what is still pending stays listed for the next start."""
+        # The flag and the wake-up end the loop at its next turn even if a library it awaits swallowed the
+        # cancellation (asyncio.wait_for before Python 3.12 returns the result of an awaitable that finished in
+        # the same turn as the cancel, CPython gh-86296): close() then never waits for ever.
+        self._closing = True
+        self._woken.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -85,7 +92,7 @@ class ContentIndexer:
 
     async def _loop(self) -> None:
         retry = 1.0
-        while True:
+        while not self._closing:
             try:
                 await self.drain()
                 self.caught_up.set()
@@ -96,8 +103,13 @@ class ContentIndexer:
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, self.sweep_secs)
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 a wake() in the same turn as close()'s cancel made
+            # wait_for return normally and swallow the cancel (CPython gh-86296), and close() waited for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.sweep_secs)
+                async with asyncio.timeout(self.sweep_secs):
+                    await self._woken.wait()
+            if self._closing:
+                return
             if self._woken.is_set():
                 await asyncio.sleep(self.delay_secs)
             self._woken.clear()

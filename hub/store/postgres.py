@@ -1333,8 +1333,11 @@ class PostgresStore:
             await self._listen()  # StoreError while the server is away; the caller backs off
             self._work.set()  # announcements were missed while it was closed
         self._work.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._work.wait(), timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 a notification in the same turn as a cancel made wait_for
+        # return normally and swallow the cancel (CPython gh-86296), and the caller's loop never stopped.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._work.wait()
 
     # -- operations: hourly totals and last errors ----------------------------------------------------
     # Created on first use (IF NOT EXISTS, under an advisory lock so that nodes starting together agree)

@@ -157,3 +157,41 @@ async def test_the_indexer_outlives_a_store_outage() -> None:
         await wait_until(lambda: len(calls) >= 3)  # and goes on indexing after each commit
     finally:
         await indexer.close()
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+async def test_close_stops_the_indexer_woken_in_the_same_turn(turns: int) -> None:
+    # A commit wakes the indexer and close() cancels it `turns` loop turns later (sleep(0): no time passes). On
+    # Python 3.11 asyncio.wait_for returned normally when what it awaited finished in the same turn as the cancel
+    # (CPython gh-86296): the cancel was lost, the indexer went on, and close() waited for ever.
+    async def index_batch(limit: int) -> int:
+        return 0
+
+    indexer = ContentIndexer(index_batch, delay_secs=0, sweep_secs=3600)
+    indexer.start()
+    await indexer.caught_up.wait()  # set just before the indexer waits for a wake-up
+    indexer.wake()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    try:
+        async with asyncio.timeout(30):
+            await indexer.close()
+    except TimeoutError:
+        pytest.fail("ContentIndexer.close() did not return: the indexer ignored its cancellation")
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2])
+async def test_a_store_closed_right_after_a_commit_closes(tmp_path: Path, turns: int) -> None:
+    # The hang seen once in a loaded full run (test_sqlite_wal_stays_bounded_under_sustained_writes): the last
+    # group commit woke the indexer, and the store's close() came in the same turns (the test above).
+    store = SqliteStore(tmp_path / "hub.db")
+    await store.open()
+    await store._indexer.caught_up.wait()  # the indexer now waits for a commit
+    await store.submit(adt("LAST"), one(), endpoint="in", dedup_key=None)
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    try:
+        async with asyncio.timeout(30):
+            await store.close()
+    except TimeoutError:
+        pytest.fail("SqliteStore.close() did not return after a commit: its content indexer ignored the cancel")
