@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
 import random
 import socket
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -134,3 +138,58 @@ def _no_leaked_resources() -> Iterator[None]:
     # What outlived the test (modules and models it loaded, caches) is frozen too: the next collection walks
     # only what the next test makes. A leaked socket is unreachable by now, so it was collected (and warned) above.
     gc.freeze()
+
+
+# -- a hung test fails, saying what it waited on -------------------------------------------------------------------
+# pytest-timeout (pyproject: `timeout`, thread method) ends a test that outlives its timeout: it prints every thread's
+# stack and stops the run, so that a hang fails CI instead of holding it. For an asyncio hang those stacks show only
+# an idle event loop (select()); a little before, the hooks below print what each task of the running loop awaits
+# (into the test's captured stderr, which pytest-timeout prints).
+_TASK_DUMP = pytest.StashKey[threading.Timer]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    lead = min(10.0, settings.timeout / 10)
+    timer = threading.Timer(settings.timeout - lead, _print_asyncio_tasks)
+    timer.daemon = True
+    timer.start()
+    item.stash[_TASK_DUMP] = timer
+    # None: pytest-timeout's own implementation (trylast) arms its timer as well
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    timer = item.stash.get(_TASK_DUMP, None)
+    if timer is not None:
+        timer.cancel()
+
+
+def _print_asyncio_tasks() -> None:
+    """Have every running event loop print its tasks (on its own thread: a loop blocked in a call prints nothing,
+    and pytest-timeout's thread stacks show that call)."""
+    for frame in sys._current_frames().values():
+        f = frame
+        while f is not None:
+            loop = f.f_locals.get("self") if f.f_code.co_name == "run_forever" else None
+            if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
+                loop.call_soon_threadsafe(_print_tasks, loop)
+            f = f.f_back
+
+
+def _print_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    print(f"==== about to time out: {len(tasks)} asyncio tasks, each with what it awaits ====", file=sys.stderr)
+    for task in tasks:
+        print(repr(task), file=sys.stderr)
+        # The chain of awaits, outermost first (Task.print_stack shows only the outermost frame of a suspended task).
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                print(f"    awaits {awaited!r}", file=sys.stderr)
+                break
+            code = frame.f_code
+            print(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}', file=sys.stderr)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    sys.stderr.flush()
