@@ -134,7 +134,7 @@ class DeliveryError(HubError):
         self.reply = reply
 
     def with_reply(self, reply: PeerReply | None) -> Self:
-        """This error with the peer's `reply` attached (one already attached is kept); for ``raise exc.with_reply(r)``."""
+        """This error with the peer's `reply` attached (one attached before is kept): ``raise exc.with_reply(r)``."""
         if self.reply is None:
             self.reply = reply
         return self

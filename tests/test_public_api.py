@@ -11,8 +11,8 @@ def test_public_names_are_pinned() -> None:
     assert hub.__all__ == sorted(hub.__all__)
     assert set(hub.__all__) == {
         "ComponentConfig", "ConfigError", "DeliveryError", "HubError", "MappingError", "Message", "MessageError",
-        "NotConnected", "Outcome", "ParseError", "PeerReply", "Rejected", "ReplyKind", "Retryable", "StoreError", "TooLarge", "Unreachable",
-        "ValidationError", "new_id", "register",
+        "NotConnected", "Outcome", "ParseError", "PeerReply", "Rejected", "ReplyKind", "Retryable", "StoreError",
+        "TooLarge", "Unreachable", "ValidationError", "new_id", "register",
     }  # fmt: skip
     for name in hub.__all__:
         assert getattr(hub, name) is not None

@@ -18,7 +18,16 @@ from typing import Any, Protocol
 
 from hub.message import Message
 from hub.replies import PeerReply
-from hub.store.base import Attempt, AuditRecord, Delivery, IdentityRecord, MessageRecord, Review, SentPayload, load_metadata
+from hub.store.base import (
+    Attempt,
+    AuditRecord,
+    Delivery,
+    IdentityRecord,
+    MessageRecord,
+    Review,
+    SentPayload,
+    load_metadata,
+)
 
 __all__ = [
     "ATTEMPT_COLUMNS",

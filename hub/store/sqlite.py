@@ -57,8 +57,8 @@ from hub.store.base import (
 )
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.rows import (
-    AUDIT_SELECT,
     ATTEMPT_SELECT,
+    AUDIT_SELECT,
     DELIVERY_SELECT,
     IDENTITY_SELECT,
     MESSAGE_COLUMNS,
@@ -1236,9 +1236,8 @@ class SqliteStore:
         return [_ROWS.audit(r) for r in rows]
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
-        rows = await self._run(
-            self._fetchall, f"SELECT {ATTEMPT_SELECT} FROM attempts WHERE delivery_id = ? ORDER BY number", (delivery_id,)
-        )
+        sql = f"SELECT {ATTEMPT_SELECT} FROM attempts WHERE delivery_id = ? ORDER BY number"
+        rows = await self._run(self._fetchall, sql, (delivery_id,))
         return [_ROWS.attempt(r) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
