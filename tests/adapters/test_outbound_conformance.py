@@ -3,7 +3,8 @@
 Parametrised over the registry's outbound adapters: registering a new one puts it under this suite, and
 `test_every_outbound_adapter_has_a_peer` fails until it has a peer here (or a stated reason not to need one).
 The contract (hub/ports.py): `send` returns on ACCEPT, raises Retryable (Unreachable when nothing was sent)
-or Rejected, and never retries nor sleeps; it gives up within its timeouts; a cancelled send leaves no
+or Rejected, and never retries nor sleeps; what the peer answered comes back as a PeerReply (returned, or
+attached to the error), its bytes as the peer sent them; it gives up within its timeouts; a cancelled send leaves no
 connection open; TLS verifies the peer against the configured CA.
 """
 
@@ -30,6 +31,7 @@ from hub import registry
 from hub.content_types import ContentType
 from hub.errors import Rejected, Retryable, Unreachable
 from hub.message import Message
+from hub.replies import PeerReply
 from mappings.hl7v2 import read_header
 from mappings.xds import RegistryErrorInfo, registry_response
 from tests.hubkit import adt, wait_until
@@ -64,6 +66,7 @@ class Peer:
         self._respond = respond
         self.open = 0
         self.requests = 0
+        self.answers: list[bytes] = []  # what it answered each request (the bytes, the SMTP line without CRLF)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -106,6 +109,7 @@ async def _mllp_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.S
         control = body.split(b"\r", 1)[0].split(b"|")[9].decode()
         msh = f"MSH|^~\\&|PEER|PEER|HUB|HUB|20250101120000||ACK^A01^ACK|A{control}|P|2.5"
         ack = f"{msh}\rMSA|{codes[peer.answer]}|{control}\r"
+        peer.answers.append(ack.encode())
         writer.write(frame(ack.encode()))
         await writer.drain()
 
@@ -132,6 +136,7 @@ async def _http_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.S
         if not doc:
             doc = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
         payload = json.dumps(doc).encode()
+        peer.answers.append(payload)
         response = (
             f"HTTP/1.1 {status} X\r\nContent-Type: application/fhir+json\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
@@ -173,6 +178,7 @@ async def _xds_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.St
         request = read_envelope(root)
         assert request.action == ACTION_PNR
         payload = _registry_answer(peer.answer, request.message_id)
+        peer.answers.append(payload)
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml; charset=UTF-8\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n"
@@ -230,6 +236,7 @@ async def _smtp_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.S
                 if peer.answer == "silent":
                     await reader.read()
                     return
+                peer.answers.append(final[peer.answer].encode())
                 await reply(final[peer.answer])
             elif verb == b"QUIT":
                 await reply("221 2.0.0 bye")
@@ -384,12 +391,17 @@ async def test_the_peer_answer_is_classified(
     server, tls = _plain(kit, pkis)
     async with _peer(kit, answer, server) as peer, _started(name, kit.config(peer.port, tls, 5)) as adapter:
         if expected is None:
-            await adapter.send(kit.message())
+            reply = await adapter.send(kit.message())
         else:
             with pytest.raises(expected) as caught:
                 await adapter.send(kit.message())
             assert not isinstance(caught.value, Rejected if expected is Retryable else Retryable)
+            reply = caught.value.reply
         assert peer.requests == 1  # classified, never retried by the adapter
+    # What the peer answered comes back with the outcome: its bytes, a summary, how to read them.
+    assert isinstance(reply, PeerReply), f"{name} gave no PeerReply for {answer}"
+    assert reply.kind and reply.summary and reply.body and reply.content_type and not reply.truncated
+    assert reply.body in peer.answers, "the reply is not the bytes the peer sent"
 
 
 @pytest.mark.parametrize("name", OUTBOUND)
@@ -439,6 +451,7 @@ async def test_a_silent_peer_times_out_and_is_not_left_open(name: str, pkis: tup
             with pytest.raises(Retryable) as caught:
                 await adapter.send(kit.message())
         assert not isinstance(caught.value, Unreachable)  # the message went out: not "nothing was sent"
+        assert caught.value.reply is None  # and the peer said nothing: no reply to keep
         await wait_until(lambda: peer.open == 0, timeout=5)  # the connection in an unknown state is dropped
 
 
