@@ -819,3 +819,21 @@ async def test_hub_delivers_to_the_dmp_sandbox_retrying_through_a_503(tmp_path: 
         ):
             [listed] = await resp.json()
         assert listed["unique_id"] == "1.2.250.1.999.7.1^DOC-1" and listed["status"] == "Approved"
+
+
+async def test_the_registry_response_and_a_soap_fault_come_back_as_the_reply() -> None:
+    async with running_dmp(require_vihf=False, require_signed_lot=False, soap_fault_times=1) as dmp:
+        out = outbound(dmp.repository_url, vihf=False, mtom=False)
+        try:
+            with pytest.raises(Retryable) as info:
+                await out.send(cda_message())
+            fault = info.value.reply
+            assert fault is not None and fault.kind == "http" and fault.summary.split()[0].isdigit()
+            assert read_envelope(fault.body).fault is not None  # the SOAP Fault as the sandbox sent it
+            accepted = await out.send(cda_message())
+        finally:
+            await out.stop()
+    assert accepted.summary == "200 Success" and accepted.content_type.startswith("application/soap+xml")
+    soap = read_envelope(accepted.body)
+    assert soap.body is not None and read_registry_response(soap.body).status == "Success"
+    assert not accepted.truncated and accepted.size == len(accepted.body)
