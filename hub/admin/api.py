@@ -985,12 +985,14 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", "/api/messages/{message_id}/deliveries/{delivery_id}/sent", _sent,
-        "What the delivery sent: its route steps' output, stored by its first attempt and resent by its retries.",
+        "What the delivery sent, and what the destination answered to each attempt.",
         "messages", role="operator", response=SentView, audited="view_sent",
         path_params=(*_MSG_ID, ("delivery_id", "integer", "Delivery id.")),
-        description="The bytes, content type and metadata sent to the destination (recorded in the audit trail "
-        "like a payload view). 404 until a first attempt computed it. A requeue computes it again with today's "
-        "steps; so does an attempt after the patient's identity record changed.",
+        description="The bytes, content type and metadata sent to the destination (its route steps' output, "
+        "stored by its first attempt and resent by its retries), beside the peer's reply to every attempt it "
+        "answered (an ACK, an HTTP body, SMTP reply lines; cut to the route's reply_max_bytes); recorded in the "
+        "audit trail like a payload view. 404 until a first attempt computed it. A requeue computes it again with "
+        "today's steps; so does an attempt after the patient's identity record changed.",
     ),
     Operation(
         "POST", "/api/messages/{message_id}/replay", _replay, "Run a stored message again, optionally corrected.",
