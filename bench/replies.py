@@ -12,8 +12,11 @@ Method
   - `64 KiB (cap)`: the largest reply kept by default (`reply_max_bytes`).
   Each finish delivers the delivery (one attempt, one reply). The passes run in `--rounds` rounds of
   fresh deliveries, their order rotated from round to round.
-* Printed: per pass the median over rounds of deliveries per second (N / wall time), and the per-delivery
-  difference to `no reply` in microseconds.
+* Printed: per pass the median over rounds of deliveries per second (N / wall time) and each round's
+  figure, the per-delivery difference to `no reply` in microseconds, and this process's CPU time per
+  delivery (user + system; with SQLite it includes the store's own thread, with PostgreSQL only the
+  client's side): on a shared machine the wall time is mostly fsync and commit latency, the CPU time
+  hardly moves with the load.
 
 Run: `.venv/bin/python bench/replies.py --store sqlite --store postgres -n 3000`.
 """
@@ -52,8 +55,10 @@ PASSES: dict[str, PeerReply | None] = {
 }
 
 
-async def one_pass(store: Store, queue: str, n: int, batch: int, reply: PeerReply | None) -> float:
+async def one_pass(store: Store, queue: str, n: int, batch: int, reply: PeerReply | None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of claiming and finishing `n` deliveries of `queue`."""
     done = 0
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     while done < n:
         claimed = await store.claim("r", queue, limit=batch, owner="bench", lease_secs=60)
@@ -65,7 +70,7 @@ async def one_pass(store: Store, queue: str, n: int, batch: int, reply: PeerRepl
                 outcome="accept", started_at=utcnow(), reply=reply,
             )  # fmt: skip
         done += len(claimed)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - cpu0
 
 
 async def fill(store: Store, queue: str, n: int) -> None:
@@ -86,18 +91,26 @@ async def run(kind: str, args: argparse.Namespace) -> None:
     await store.open()
     names = list(PASSES)
     timings: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     try:
         for rnd in range(args.rounds):
             order = names[rnd % len(names) :] + names[: rnd % len(names)]
             for i in range(len(order)):
                 await fill(store, f"q{rnd}_{i}", args.n)
             for i, name in enumerate(order):
-                timings[name].append(await one_pass(store, f"q{rnd}_{i}", args.n, args.batch, PASSES[name]))
+                wall, used = await one_pass(store, f"q{rnd}_{i}", args.n, args.batch, PASSES[name])
+                timings[name].append(wall)
+                cpu[name].append(used)
         base = statistics.median(timings["no reply"])
         for name, runs in timings.items():
             secs = statistics.median(runs)
             extra = (secs - base) / args.n * 1e6
-            print(f"{kind:8} {name:14} {args.n / secs:8.0f} deliveries/s   {extra:+7.1f} us/delivery vs no reply")
+            each = ", ".join(f"{args.n / r:.0f}" for r in runs)
+            used = statistics.median(cpu[name]) / args.n * 1e6
+            print(
+                f"{kind:8} {name:14} {args.n / secs:6.0f} deliveries/s ({each})  {extra:+7.1f} us/delivery vs no reply"
+                f"  CPU {used:6.0f} us/delivery"
+            )
     finally:
         await store.close()
         if kind == "postgres":
