@@ -19,8 +19,11 @@ uniqueId                        ClinicalDocument/id as ``root^extension``
 creationTime                    effectiveTime, in UTC
 serviceStart/StopTime           documentationOf/serviceEvent/effectiveTime low/high, in UTC
 typeCode                        ClinicalDocument/code
-classCode / formatCode          configuration, per typeCode (ASS_X04 / ASS_X11 correspondence);
-                                a level-1 CDA gets the XDS-SD format of its body's media type
+classCode                       ASS_X04-CorrespondanceType-Classe-CISIS for the typeCode (shipped
+                                data, :mod:`mappings.xds.dmp_value_sets`); a configured class must
+                                agree with it, and is required for a typeCode the table has no row for
+formatCode                      configuration, per typeCode (ASS_A11 correspondence); a level-1 CDA
+                                gets the XDS-SD format of its body's media type
 healthcareFacilityTypeCode      configuration when set, else encompassingEncounter/…/healthCareFacility/code
 practiceSettingCode             configuration when set, else serviceEvent/performer/…/standardIndustryClassCode
 confidentialityCode             CDA confidentialityCode, then the DMP visibility codes (TRE_A07)
@@ -28,6 +31,13 @@ hash / size                     SHA-1 (hex) and length of the document bytes
 languageCode / title            languageCode / title
 contentTypeCode (lot)           configuration, or message metadata ``xds_content_type_code``
 ==============================  =================================================================
+
+Every coded value is checked against its DMP value set before the lot is built (typeCode JDV_J66,
+classCode JDV_J57, formatCode JDV_J60, healthcareFacilityTypeCode JDV_J61, practiceSettingCode
+JDV_J04, contentTypeCode JDV_J59; by code and code system; confidentialityCode is JDV_J58 by
+construction): configured values when the configuration is loaded, values read from the CDA or
+the message when the document is mapped (:class:`hub.errors.MappingError` naming the field), so
+that the hub never sends a lot the DMP would refuse for its codes.
 
 Identifiers the hub chooses (decisions, DOMAIN.md is silent):
 
@@ -60,13 +70,21 @@ from collections.abc import Mapping
 from typing import Literal
 
 from lxml import etree
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hub.errors import MappingError, MessageError
 from hub.identity import Environment, InsPolicy
 from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xds import hl7
+from mappings.xds.dmp_value_sets import (
+    CodedField,
+    class_setting_error,
+    is_member,
+    lot_class,
+    require_member,
+    value_set_name,
+)
 from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, RimWriter, q
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
 from mappings.xml import parse_xml
@@ -141,8 +159,10 @@ class XdsCode(ComponentConfig):
 class DocumentTypeMapping(ComponentConfig):
     """What the CDA does not say for one document type (typeCode): its class and format."""
 
-    class_code: XdsCode = Field(
-        description="classCode for this type (ASS_X04-CorrespondanceType-Classe; JDV_J57-ClassCode-DMP)."
+    class_code: XdsCode | None = Field(
+        None,
+        description="classCode for this type (JDV_J57-ClassCode-DMP). Unset: the class ASS_X04-CorrespondanceType-"
+        "Classe-CISIS gives the type; set, it must be that class (required for a type the table has no row for).",
     )
     format_code: XdsCode | None = Field(
         None,
@@ -231,6 +251,29 @@ class XdsMetadataConfig(ComponentConfig):
     submission_set_title: str | None = Field(None, description="Optional SubmissionSet title (Name).")
 
     _oid = field_validator("source_id")(_check_oid)
+
+    @model_validator(mode="after")
+    def _codes_in_dmp_value_sets(self) -> XdsMetadataConfig:
+        """A configured code outside its DMP value set would make every lot of this route refused: say it now."""
+        configured: list[tuple[str, CodedField, XdsCode | None]] = [
+            ("content_type_code", "contentTypeCode", self.content_type_code),
+            ("healthcare_facility_type_code", "healthcareFacilityTypeCode", self.healthcare_facility_type_code),
+            ("practice_setting_code", "practiceSettingCode", self.practice_setting_code),
+        ]
+        for where, field, code in configured:
+            if code is not None and not is_member(field, code.code, code.coding_scheme):
+                raise ValueError(f"{where}: {code.code} ({code.coding_scheme}) is not in {value_set_name(field)}")
+        for type_code, mapping in self.document_types.items():
+            fmt = mapping.format_code
+            if fmt is not None and not is_member("formatCode", fmt.code, fmt.coding_scheme):
+                raise ValueError(
+                    f"document_types.{type_code}.format_code: {fmt.code} ({fmt.coding_scheme}) is not in "
+                    f"{value_set_name('formatCode')}"
+                )
+            cls = mapping.class_code
+            if cls is not None and (error := class_setting_error(type_code, cls.code, cls.coding_scheme)):
+                raise ValueError(f"document_types.{type_code}.class_code: {error}")
+        return self
 
 
 # --------------------------------------------------------------------------- results
@@ -498,19 +541,28 @@ def build_submission(
     type_code = _coded(_first(doc, "h:code"))
     if type_code is None or not type_code.scheme:
         raise MappingError("ClinicalDocument/code is required (XDS typeCode)", location="/ClinicalDocument/code")
-    mapping = config.document_types.get(type_code.code)
-    if mapping is None:
-        raise MappingError(
-            f"no classCode mapping configured for document type {type_code.code[:64]}",
-            location="/ClinicalDocument/code",
-        )
+    _in_value_set("typeCode", type_code, "/ClinicalDocument/code")
+    mapping = config.document_types.get(type_code.code) or DocumentTypeMapping()
+    class_code = _class_code(type_code, mapping)
     title = header.get("title") or header.get("type_display_name") or ""
     if not title:
         raise MappingError("ClinicalDocument/title is required (XDS title)", location="/ClinicalDocument/title")
 
     # -- codes
     format_code = _format_code(doc, mapping, type_code.code)
+    _in_value_set("formatCode", format_code, "/ClinicalDocument/component")
     facility, setting = _facility_and_setting(doc, config)
+    _in_value_set(
+        "healthcareFacilityTypeCode",
+        facility,
+        "/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+    )
+    _in_value_set(
+        "practiceSettingCode",
+        setting,
+        "/ClinicalDocument/documentationOf/serviceEvent/performer/assignedEntity/representedOrganization/"
+        "standardIndustryClassCode",
+    )
     confidentiality = _confidentiality(doc, config, meta)
 
     # -- people
@@ -562,7 +614,7 @@ def build_submission(
         hash=hashlib.sha1(document).hexdigest(),  # DocumentEntry.hash (ITI TF-3 §4.2.3.2): SHA-1, hex
         size=len(document),
         authors=authors,
-        class_code=_code_from(mapping.class_code) or type_code,
+        class_code=class_code,
         type_code=type_code,
         format_code=format_code,
         healthcare_facility_type_code=facility,
@@ -578,6 +630,7 @@ def build_submission(
     if meta.get("xds_content_type_code"):
         code = meta["xds_content_type_code"]
         content_type = Code(code, CONTENT_TYPE_SCHEME, meta.get("xds_content_type_display") or code)
+    _in_value_set("contentTypeCode", content_type, "PV1-2")
     lot = SubmissionSetMeta(
         entry_uuid=f"urn:uuid:{uuid.uuid5(_SUBMISSION_NS, submission_id)}",
         unique_id=submission_set_unique_id(submission_id),
@@ -638,6 +691,17 @@ def _is_person(xcn: str) -> bool:
     """An XCN of a person (name type D, national id), not a device (name type U / EI)."""
     parts = xcn.split("^")
     return len(parts) > 12 and parts[9] != "U" and parts[12] == "IDNPS"
+
+
+def _in_value_set(field: CodedField, code: Code, location: str) -> None:
+    require_member(field, code.code, code.scheme, location)
+
+
+def _class_code(type_code: Code, mapping: DocumentTypeMapping) -> Code:
+    """classCode: the class ASS_X04 gives the typeCode (S18 mapping), else the configured one (JDV_J57)."""
+    configured = mapping.class_code
+    setting = None if configured is None else (configured.code, configured.coding_scheme, configured.display_name)
+    return Code(*lot_class(type_code.code, type_code.scheme, setting, "/ClinicalDocument/code"))
 
 
 def _code_from(code: XdsCode | None) -> Code | None:

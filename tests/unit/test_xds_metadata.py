@@ -430,7 +430,7 @@ def test_refuses_test_roots_in_production_and_bad_matricules() -> None:
 @pytest.mark.parametrize(
     ("over", "expected"),
     [
-        ({"type_code": "18842-5"}, "no classCode mapping configured for document type 18842-5"),
+        ({"type_code": "18842-5"}, "typeCode: 18842-5 (2.16.840.1.113883.6.1) is not in JDV_J66"),
         ({"legal": ""}, "legalAuthenticator is required"),
         ({"confidentiality": "U"}, "confidentialityCode must be N, R or V"),
         ({"family": "A^B"}, None),  # not a refusal: escaped, see below
