@@ -281,6 +281,11 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+#: How long a statement waits for a lock held by another connection (the checkpointer's, a reader's).
+BUSY_TIMEOUT_MS = 5000
+#: How long a TRUNCATE checkpoint waits for readers before giving up until its next round (see _truncate_wal).
+TRUNCATE_BUSY_MS = 100
+
 _BLOCKING = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
 
 
@@ -385,12 +390,27 @@ class SqliteStore:
                     # Busy, full disk: the next round tries again.
                     if _size(wal) > self.wal_limit_bytes:
                         with contextlib.suppress(StoreError):
-                            await self._run(self._fetchone, "PRAGMA wal_checkpoint(TRUNCATE)", ())
+                            await self._run(self._truncate_wal)
                     else:
                         with contextlib.suppress(sqlite3.Error):
                             await loop.run_in_executor(pool, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
             finally:
                 await loop.run_in_executor(pool, conn.close)
+
+    def _truncate_wal(self) -> None:
+        """Copy the WAL into the database and empty it, or give up until the next round.
+
+        A TRUNCATE checkpoint holds the write lock while it waits for the readers of an older snapshot (a content
+        search on its own connection) to finish (SQLite "PRAGMA wal_checkpoint", busy handler), and it runs on the
+        store thread: every commit waits behind it. So it waits for readers only briefly.
+        """
+        db = self._db
+        assert db is not None
+        db.execute(f"PRAGMA busy_timeout={TRUNCATE_BUSY_MS}")
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     async def ping(self) -> None:
         """Raise StoreError unless the database can be read now (for /healthz)."""
@@ -404,7 +424,7 @@ class SqliteStore:
         # FULL: the WAL is fsynced at every commit, so an ACKed message survives power loss.
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run beside the writer: _checkpoint_loop
         # After a checkpoint rewinds the WAL, the file is cut back to this size instead of staying
         # as large as the largest burst it ever held.

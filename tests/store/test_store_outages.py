@@ -4,6 +4,7 @@ orphaned claims, health checks, the bounded commit queue, and SQLite's bounded W
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hub.message import utcnow
 from hub.store import Store
 from hub.store.base import GroupCommitter
 from hub.store.sqlite import SqliteStore
+from tests.hubkit import wait_until
 from tests.store.test_store_contract import msg, one
 
 
@@ -117,3 +119,37 @@ async def test_sqlite_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -
     # Bounded: the limit plus what the checkpoint periods let through (about 1.3 MB here on a quiet machine,
     # more when the machine is loaded), never the whole history (12 MB without the TRUNCATE checkpoints).
     assert largest < 24 * limit
+
+
+async def test_sqlite_truncate_checkpoint_gives_way_to_a_reader_and_retries(tmp_path: Path) -> None:
+    # A reader of an old snapshot (a content search, on its own connection) keeps the WAL from being emptied. The
+    # TRUNCATE checkpoint, which holds the store thread, waits for it only briefly and tries again each round:
+    # commits go on meanwhile, and the WAL is emptied once the reader is gone.
+    store = SqliteStore(tmp_path / "hub.db", wal_limit_bytes=64 * 1024)
+    store.checkpoint_secs = 0.02
+    await store.open()
+    tries: list[None] = []
+    truncate = store._truncate_wal
+
+    def counted() -> None:
+        tries.append(None)
+        truncate()
+
+    store._truncate_wal = counted  # type: ignore[method-assign]
+    wal = tmp_path / "hub.db-wal"
+    reader = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # its snapshot now holds the WAL
+        for round_ in range(20):
+            await asyncio.gather(
+                *(store.submit(msg(f"R{round_}-{i}"), one(), endpoint="in", dedup_key=None) for i in range(20))
+            )
+        await wait_until(lambda: len(tries) >= 3, timeout=60)  # it tried, gave way, and tried again
+        await store.submit(msg("DURING"), one(), endpoint="in", dedup_key=None)  # the writer is not held
+        assert wal.stat().st_size > store.wal_limit_bytes
+        reader.execute("COMMIT")
+        await wait_until(lambda: wal.stat().st_size == 0, timeout=60)  # TRUNCATE: emptied at the next round
+    finally:
+        reader.close()
+        await store.close()
