@@ -63,6 +63,7 @@ class ContentIndexer:
         self._closing = False
 
     def start(self) -> None:
+        self._closing = False
         self._task = asyncio.create_task(self._loop(), name="content-indexer")
 
     def wake(self) -> None:
