@@ -3,7 +3,8 @@
 Parametrised over the registry's outbound adapters: registering a new one puts it under this suite, and
 `test_every_outbound_adapter_has_a_peer` fails until it has a peer here (or a stated reason not to need one).
 The contract (hub/ports.py): `send` returns on ACCEPT, raises Retryable (Unreachable when nothing was sent)
-or Rejected, and never retries nor sleeps; it gives up within its timeouts; a cancelled send leaves no
+or Rejected, and never retries nor sleeps; what the peer answered comes back as a PeerReply (returned, or
+attached to the error), its bytes as the peer sent them; it gives up within its timeouts; a cancelled send leaves no
 connection open; TLS verifies the peer against the configured CA.
 """
 
@@ -32,6 +33,7 @@ from hub import registry
 from hub.content_types import ContentType
 from hub.errors import Rejected, Retryable, Unreachable
 from hub.message import Message
+from hub.replies import PeerReply
 from mappings.hl7v2 import read_header
 from mappings.xds import RegistryErrorInfo, registry_response
 from tests.hubkit import adt, wait_until
@@ -60,6 +62,7 @@ class Peer:
         self._respond = respond
         self.open = 0
         self.requests = 0
+        self.answers: list[bytes] = []  # what it answered each request (the bytes, the SMTP line without CRLF)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -102,6 +105,7 @@ async def _mllp_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.S
         control = body.split(b"\r", 1)[0].split(b"|")[9].decode()
         msh = f"MSH|^~\\&|PEER|PEER|HUB|HUB|20250101120000||ACK^A01^ACK|A{control}|P|2.5"
         ack = f"{msh}\rMSA|{codes[peer.answer]}|{control}\r"
+        peer.answers.append(ack.encode())
         writer.write(frame(ack.encode()))
         await writer.drain()
 
@@ -128,6 +132,7 @@ async def _http_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.S
         if not doc:
             doc = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
         payload = json.dumps(doc).encode()
+        peer.answers.append(payload)
         response = (
             f"HTTP/1.1 {status} X\r\nContent-Type: application/fhir+json\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
@@ -169,6 +174,7 @@ async def _xds_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.St
         request = read_envelope(root)
         assert request.action == ACTION_PNR
         payload = _registry_answer(peer.answer, request.message_id)
+        peer.answers.append(payload)
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml; charset=UTF-8\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n"
@@ -216,6 +222,7 @@ class SmtpPeer:
         self.tls = tls
         self.open = 0
         self.requests = 0
+        self.answers: list[bytes] = []  # the end-of-data reply line of each mail, without CRLF
         self.port = 0
         self.protocols: set[_CountingSmtp] = set()
         self._server: asyncio.Server | None = None
@@ -238,6 +245,7 @@ class SmtpPeer:
         if self.answer == "silent":
             # No reply until the client gives up: aiosmtpd cancels this when the connection closes.
             await asyncio.get_running_loop().create_future()
+        self.answers.append(self._FINAL[self.answer].encode())
         return self._FINAL[self.answer]
 
 
@@ -386,12 +394,17 @@ async def test_the_peer_answer_is_classified(
     server, tls = _plain(kit, pkis)
     async with _peer(kit, answer, server) as peer, _started(name, kit.config(peer.port, tls, 5)) as adapter:
         if expected is None:
-            await adapter.send(kit.message())
+            reply = await adapter.send(kit.message())
         else:
             with pytest.raises(expected) as caught:
                 await adapter.send(kit.message())
             assert not isinstance(caught.value, Rejected if expected is Retryable else Retryable)
+            reply = caught.value.reply
         assert peer.requests == 1  # classified, never retried by the adapter
+    # What the peer answered comes back with the outcome: its bytes, a summary, how to read them.
+    assert isinstance(reply, PeerReply), f"{name} gave no PeerReply for {answer}"
+    assert reply.kind and reply.summary and reply.body and reply.content_type and not reply.truncated
+    assert reply.body in peer.answers, "the reply is not the bytes the peer sent"
 
 
 @pytest.mark.parametrize("name", OUTBOUND)
@@ -441,6 +454,7 @@ async def test_a_silent_peer_times_out_and_is_not_left_open(name: str, pkis: tup
             with pytest.raises(Retryable) as caught:
                 await adapter.send(kit.message())
         assert not isinstance(caught.value, Unreachable)  # the message went out: not "nothing was sent"
+        assert caught.value.reply is None  # and the peer said nothing: no reply to keep
         await wait_until(lambda: peer.open == 0, timeout=5)  # the connection in an unknown state is dropped
 
 

@@ -890,3 +890,21 @@ def test_the_vihf_signature_is_the_one_signxml_makes(tmp_path: Path, kind: str, 
     tampered = etree.tostring(ours).replace(b"1999000001", b"1999000002")
     with pytest.raises(VihfError):
         verify_assertion(etree.fromstring(tampered), trusted_cert_pem=pem)
+
+
+async def test_the_registry_response_and_a_soap_fault_come_back_as_the_reply() -> None:
+    async with running_dmp(require_vihf=False, require_signed_lot=False, soap_fault_times=1) as dmp:
+        out = outbound(dmp.repository_url, vihf=False, mtom=False)
+        try:
+            with pytest.raises(Retryable) as info:
+                await out.send(cda_message())
+            fault = info.value.reply
+            assert fault is not None and fault.kind == "http" and fault.summary.split()[0].isdigit()
+            assert read_envelope(fault.body).fault is not None  # the SOAP Fault as the sandbox sent it
+            accepted = await out.send(cda_message())
+        finally:
+            await out.stop()
+    assert accepted.summary == "200 Success" and accepted.content_type.startswith("application/soap+xml")
+    soap = read_envelope(accepted.body)
+    assert soap.body is not None and read_registry_response(soap.body).status == "Success"
+    assert not accepted.truncated and accepted.size == len(accepted.body)
