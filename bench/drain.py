@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.mllp.framing import CR, FS, VT, FrameReader, frame  # noqa: E402
 from bench.mllp_ingest import ADT, backend_cpu, free_port, machine, peak_rss_mb, wait_port  # noqa: E402
+from hub.store.postgres import CLAIM_SQL  # noqa: E402
 
 
 def cpu_secs(pid: int) -> float:
@@ -448,11 +449,27 @@ WHERE schemaname = $1 AND relname IN ('hub_deliveries', 'hub_messages')
 """
 
 
+async def claim_cost(conn: asyncpg.Connection, schema: str, limit: int = 8) -> tuple[float, int]:
+    """(execution time in ms, buffers touched) of the hub's claim statement on the queue now, as EXPLAIN (ANALYZE,
+    BUFFERS) measures it, in a transaction rolled back (the deliveries it claimed stay pending)."""
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        await conn.execute(f'SET LOCAL search_path = "{schema}"')
+        plan = await conn.fetchval(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_SQL, "adt", "out", limit, "bench-claim-cost", 60.0
+        )
+    finally:
+        await tr.rollback()
+    top = json.loads(plan)[0]
+    return float(top["Execution Time"]), int(top["Plan"]["Shared Hit Blocks"] + top["Plan"]["Shared Read Blocks"])
+
+
 async def watch(dsn: str, schema: str, receiver: Receiver, pid: int, every: float) -> None:
     """During the drain, every `every` seconds: messages received, the rate since the last line, the hub's CPU
     per message and its PostgreSQL backends' (those serving the hub's connections when the line is printed: a
     VACUUM's short-lived connection is counted only if it is open then), dead row versions and the hub's VACUUMs
-    of the two hot tables (``pg_stat_user_tables``)."""
+    of the two hot tables (``pg_stat_user_tables``), and what one claim costs then (:func:`claim_cost`)."""
     conn = await asyncpg.connect(dsn)
     try:
         t0 = last_t = time.perf_counter()
@@ -465,6 +482,7 @@ async def watch(dsn: str, schema: str, receiver: Receiver, pid: int, every: floa
             pg_cpu = sum(c - backends.get(p, 0.0) for p, c in seen.items())
             backends = seen
             tables = {r[0]: r[1:] for r in await conn.fetch(_WATCH, schema)}
+            claim_ms, claim_pages = await claim_cost(conn, schema)
             d, m = tables.get("hub_deliveries", (0, 0, 0)), tables.get("hub_messages", (0, 0, 0))
             rate = (got - last_n) / (now - last_t)
             cpu_ms = 1000 * (cpu - last_cpu) / max(got - last_n, 1)
@@ -472,7 +490,7 @@ async def watch(dsn: str, schema: str, receiver: Receiver, pid: int, every: floa
             print(
                 f"# t={now - t0:6.0f}s received={got} rate={rate:6.0f}/s hub_cpu={cpu_ms:.2f} pg_cpu={pg_ms:.2f} ms/msg"
                 f" deliveries dead={d[0]} live={d[1]} vacuums={d[2]}; messages dead={m[0]} vacuums={m[2]};"
-                f" load={os.getloadavg()[0]:.1f}",
+                f" claim={claim_ms:.2f}ms/{claim_pages} pages; load={os.getloadavg()[0]:.1f}",
                 flush=True,
             )
             last_t, last_n, last_cpu = now, got, cpu
