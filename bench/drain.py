@@ -285,6 +285,13 @@ async def run_one(store_kind: str, n: int, args: argparse.Namespace) -> dict[str
             firsts = [send_n(port, i, [1], args.patients, refused) for i in range(args.connections)]
             await asyncio.gather(*firsts)
             await seed_backlog(args.pg_dsn, schema, n, args.connections, args.patients)
+            conn = await asyncpg.connect(args.pg_dsn)
+            try:
+                costs = [await claim_cost(conn, schema, from_start=True) for _ in range(5)]
+            finally:
+                await conn.close()
+            ms, pages = sorted(costs)[2]
+            print(f"# claim of 8 with {n} queued: {ms:.2f} ms, {pages} buffers (median of 5)", flush=True)
         else:
             quota = [n]
             await asyncio.gather(*(send_n(port, i, quota, args.patients, refused) for i in range(args.connections)))
