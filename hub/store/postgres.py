@@ -851,7 +851,7 @@ class PostgresStore:
             ready = [(r["route"], r["destination"], r["next_attempt_at"], r["id"]) for r in rows
                      if r["status"] == DeliveryStatus.PENDING]  # fmt: skip
             if settled:
-                ready += await conn.fetch(_PROMOTE_NEXT, [i for i in settled if i in kept])
+                ready += [tuple(r) for r in await conn.fetch(_PROMOTE_NEXT, [i for i in settled if i in kept])]
             keyed = [
                 (kept[f.delivery_id]["message_id"], keys)
                 for f in done
