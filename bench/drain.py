@@ -36,8 +36,15 @@ Method
   delivery is sent twice. Together they measure what a delivery's stored output (what was sent, kept
   with the delivery and resent by its retries) costs and saves on the delivery path.
 
+* `--seed` (PostgreSQL) skips the ingest: the first message of each connection goes through the hub as
+  the template of the others, written into its schema by SQL in the same shape (`seed_backlog`); a
+  million queued in minutes, to study the drain alone. `--watch SECS` prints the drain's progress: rate,
+  CPU per message of the hub and of its PostgreSQL backends, dead rows and VACUUMs, and what one claim
+  costs from the start of the claim index and from where the hub's last claim stopped (`claim_cost`).
+
 Run: `.venv/bin/python bench/drain.py --store sqlite -n 10000 100000`,
-`.venv/bin/python bench/drain.py --store postgres -n 10000 100000 1000000`.
+`.venv/bin/python bench/drain.py --store postgres -n 10000 100000 1000000`,
+`.venv/bin/python bench/drain.py --store postgres -n 100000 1000000 --seed --watch 15`.
 """
 
 from __future__ import annotations
