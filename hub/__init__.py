@@ -18,6 +18,7 @@ from hub.errors import (
 )
 from hub.message import Message, new_id
 from hub.registry import ComponentConfig, register
+from hub.replies import PeerReply, ReplyKind
 
 __all__ = [
     "ComponentConfig",
@@ -30,7 +31,9 @@ __all__ = [
     "NotConnected",
     "Outcome",
     "ParseError",
+    "PeerReply",
     "Rejected",
+    "ReplyKind",
     "Retryable",
     "StoreError",
     "TooLarge",

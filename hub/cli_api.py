@@ -188,6 +188,16 @@ def cmd_show(args: argparse.Namespace, api: AdminClient) -> int:
     item["reviews"] = trace["reviews"]
     for d in item["deliveries"]:
         d["attempts_log"] = d.get("attempts_log", [])
+        if args.sent and (d.get("sent") is not None or d["attempts"]):
+            # what was sent and what the peer answered to each attempt, side by side (operator; audited)
+            try:
+                view = api.get(f"/api/messages/{args.id}/deliveries/{d['id']}/sent")
+            except ApiCallError as exc:
+                if exc.status != 404:  # 404: nothing sent yet (held, or an outage before any answer)
+                    raise
+                continue
+            d["sent_body"] = {"encoding": view["encoding"], "text": view["text"]}
+            d["replies"] = view["replies"]
     if args.body:
         payload = api.get(f"/api/messages/{args.id}/payload")  # recorded in the audit trail by the hub
         item["body"] = payload["text"]
@@ -435,6 +445,10 @@ def add_api_commands(add: Callable[..., argparse.ArgumentParser], default_config
     api_options(sp, default_config, listing=True)
     sp.add_argument("id", help="message id")
     sp.add_argument("--body", action="store_true", help="include the payload (operator role; audited)")
+    sp.add_argument(
+        "--sent", action="store_true",
+        help="include, per delivery, the bytes sent and the peer's reply to each attempt (operator role; audited)",
+    )  # fmt: skip
 
     sp = add(
         "replay", api_command(cmd_replay), "run a stored message again (optionally corrected, to chosen destinations)",

@@ -104,7 +104,7 @@ METADATA_KEYS: dict[str, str] = {
     "message_type": "MSH-9 type^trigger (HL7 v2), resourceType (FHIR), CDA/mail/mdn/ack (SMTP)",
     "control_id": "MSH-10, Bundle.identifier, request id, document unique id or Message-ID",
     "patient_key": "local identifier `id@authority` of the patient (PID-3 PI, FHIR PI identifier, CDA IPP)",
-    "truncated_from_bytes": "size of a body refused as too large",
+    "truncated_from_bytes": "size of a refused body stored cut (too large; SMTP: also a line too long)",
     # HL7 v2 (MSH)
     "sending_app": "MSH-3.1",
     "sending_facility": "MSH-4.1",

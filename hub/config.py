@@ -25,6 +25,7 @@ from hub.environments import HubEnvironment, HubEnvironmentName
 from hub.errors import ConfigError
 from hub.message import Message
 from hub.production import production_problems
+from hub.replies import REPLY_MAX_BYTES
 from hub.statuses import FinishedMessageStatus, MessageStatus
 from hub.tls import TlsConfig
 from hub.userstep import add_python_path, load_user_step, spec_of
@@ -355,6 +356,13 @@ class DestinationPolicy(_Model):
         True,
         description="With an ordering key: when a delivery dead-letters, the later ones with the same key wait "
         "behind it (never overtake it) until it is requeued or discarded. False lets them go on.",
+    )
+    reply_max_bytes: int = Field(
+        REPLY_MAX_BYTES,
+        ge=0,
+        le=16 * 2**20,
+        description="The most bytes of the peer's reply (ACK, HTTP body, SMTP lines) kept with each attempt; the "
+        "rest is cut (the reply is marked truncated, its full size kept). 0 keeps only its summary.",
     )
 
 

@@ -18,6 +18,10 @@ the steps run again, since the old stamp would now be wrong. The identity gate o
 (qualified INS required) is checked at every attempt either way. A requeue drops the stored output
 (an operator fixed the cause: today's steps run); a replay is a new message, so its steps run.
 
+What the destination's peer answered (:class:`~hub.replies.PeerReply`: returned by the adapter's
+``send``, or attached to the error it raised) is stored with the attempt, cut to the route's
+``reply_max_bytes``, in the same write as the outcome; it is never logged.
+
 A destination that cannot be reached (refused, TLS failure, connect time-out:
 :class:`~hub.errors.Unreachable`) is an outage, not an attempt: the delivery
 goes back to ``pending`` with its attempts untouched and the worker's circuit
@@ -91,6 +95,7 @@ from hub.message import Message
 from hub.outcomes import FinalOutcome
 from hub.pipeline import Pipeline, StepContext
 from hub.ports import OutboundAdapter
+from hub.replies import PeerReply
 from hub.statuses import DeliveryStatus
 from hub.store import Claimed, DeliveryStore, IdentityRecord, SearchStore, SentPayload
 from hub.supervisor import Supervisor
@@ -543,6 +548,7 @@ class DestinationWorker:
         hold: IdentityHold | None = None
         output: dict[str, str] | None = None
         sent: SentPayload | None = None
+        reply: PeerReply | None = None
         reached = True
         try:
             message, sent, output = await self._outgoing(c)
@@ -551,18 +557,18 @@ class DestinationWorker:
                 # may be sending it now. Not ours to send, nor to record.
                 log.warning("send_skipped_lease_lost", destination=self.destination, delivery_id=d.id)
                 return
-            await self.adapter.send(message)
+            reply = await self.adapter.send(message)
             outcome = Outcome.ACCEPT
         except IdentityHold as exc:
             hold, outcome, error = exc, Outcome.RETRY, exc.reason
         except MessageError as exc:
             outcome, error = Outcome.REJECT, f"step refused the message: {exc.reason}"
         except Rejected as exc:
-            outcome, error = Outcome.REJECT, str(exc)
+            outcome, error, reply = Outcome.REJECT, str(exc), exc.reply
         except Unreachable as exc:
             outcome, error, reached = Outcome.RETRY, f"destination unreachable: {exc}", False
         except DeliveryError as exc:
-            outcome, error = Outcome.RETRY, str(exc)
+            outcome, error, reply = Outcome.RETRY, str(exc), exc.reply
             retry_after = getattr(exc, "retry_after_secs", None)
         except StoreError as exc:
             self._store_error("identity_lookup")
@@ -597,11 +603,16 @@ class DestinationWorker:
                 output_metadata=output,
                 count_attempt=reached,
                 sent=sent,
+                reply=self._kept(reply),
             )
         except StoreError as exc:
             log.error("outcome_not_recorded", delivery_id=d.id, error=str(exc))
             return
         await self._recorded(c, kept, status, outcome, error)
+
+    def _kept(self, reply: object) -> PeerReply | None:
+        """The peer's reply as stored: cut to the route's bound (anything but a PeerReply is not one)."""
+        return reply.capped(self.policy.reply_max_bytes) if isinstance(reply, PeerReply) else None
 
     def _next_status(
         self, c: Claimed, outcome: Outcome, *, reached: bool, retry_after: float | None

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
-    "DEV_ORGANIZATIONS", "Pki", "ensure_pki", "issue", "make_pki", "new_ca", "still_valid", "subject_alt_names",
-    "write_cert", "write_key",
+    "DEV_ORGANIZATIONS", "Pki", "ensure_pki", "issue", "make_pki", "new_ca", "pki_files", "still_valid",
+    "subject_alt_names", "write_cert", "write_key",
 ]  # fmt: skip
 
 Key = ec.EllipticCurvePrivateKey
@@ -128,7 +128,8 @@ def still_valid(path: Path, *, margin: dt.timedelta = dt.timedelta(hours=1)) -> 
     return cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + margin
 
 
-def _files(folder: Path) -> Pki:
+def pki_files(folder: Path) -> Pki:
+    """Where :func:`make_pki` writes (and :func:`ensure_pki` looks for) the files of the PKI in `folder`."""
     return Pki(
         folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "client.pem", folder / "client.key"
     )
@@ -136,7 +137,7 @@ def _files(folder: Path) -> Pki:
 
 def ensure_pki(folder: Path) -> Pki:
     """The development PKI in `folder`, made again if a file is missing or a certificate expires soon."""
-    pki = _files(folder)
+    pki = pki_files(folder)
     if all(p.exists() for p in dataclasses.astuple(pki)) and all(
         still_valid(p) for p in (pki.ca, pki.server_cert, pki.client_cert)
     ):
@@ -147,7 +148,7 @@ def ensure_pki(folder: Path) -> Pki:
 def make_pki(folder: Path, ca_name: str = "Hub Test CA", *, days: int = 1) -> Pki:
     """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, written in `folder`."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pki = _files(folder)
+    pki = pki_files(folder)
     ca = new_ca(ca_name, days=days)
     write_cert(pki.ca, ca[0])
     for cert_path, key_path, cn, names, usage in (

@@ -29,7 +29,9 @@ Library errors are translated into these once, at the adapter boundary.
 from __future__ import annotations
 
 import enum
+from typing import Self
 
+from hub.replies import PeerReply
 from hub.statuses import DeliveryStatus
 
 __all__ = [
@@ -119,9 +121,23 @@ class TooLarge(MessageError):
 
 
 class DeliveryError(HubError):
-    """One delivery attempt failed; the subclass says whether to try again."""
+    """One delivery attempt failed; the subclass says whether to try again.
+
+    `reply` is what the peer answered, when it did (an AE, a 422 and its OperationOutcome, a 550):
+    the worker stores it with the attempt. It never enters the exception's text.
+    """
 
     outcome: Outcome = Outcome.RETRY
+
+    def __init__(self, reason: str, *, reply: PeerReply | None = None) -> None:
+        super().__init__(reason)
+        self.reply = reply
+
+    def with_reply(self, reply: PeerReply | None) -> Self:
+        """This error with the peer's `reply` attached (one attached before is kept): ``raise exc.with_reply(r)``."""
+        if self.reply is None:
+            self.reply = reply
+        return self
 
 
 class Retryable(DeliveryError):
@@ -129,8 +145,10 @@ class Retryable(DeliveryError):
 
     outcome = Outcome.RETRY
 
-    def __init__(self, reason: str, *, retry_after_secs: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(
+        self, reason: str, *, retry_after_secs: float | None = None, reply: PeerReply | None = None
+    ) -> None:
+        super().__init__(reason, reply=reply)
         self.retry_after_secs = retry_after_secs
 
 
@@ -151,8 +169,8 @@ class Rejected(DeliveryError):
 
     outcome = Outcome.REJECT
 
-    def __init__(self, reason: str, *, ack_code: str = "") -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, *, ack_code: str = "", reply: PeerReply | None = None) -> None:
+        super().__init__(reason, reply=reply)
         self.ack_code = ack_code
 
 

@@ -13,6 +13,9 @@ hub only through :class:`~hub.ports.AdapterServices`.
 A feed that cannot update the registry (no PID, no PI identifier, an event
 outside PAM FR, a content type with no feed reader...) is rejected and
 dead-lettered with its reason.
+
+Its reply (kind ``local``) says what the registry did: records updated, their statuses and versions,
+deliveries released; no identifier or trait.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from hub.identity.oids import InsPolicy
 from hub.message import Message
 from hub.ports import AdapterServices
 from hub.registry import ComponentConfig, register
+from hub.replies import PeerReply, ReplyKind
 
 __all__ = ["IdentityRegistryConfig", "IdentityRegistrySink"]
 
@@ -55,7 +59,7 @@ class IdentityRegistrySink:
     async def stop(self) -> None:
         return None
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Message) -> PeerReply:
         reader = registry.get("identity_feed", message.content_type)
         if reader is None:
             raise Rejected(f"not a usable identity feed: no identity feed reader for {message.content_type}")
@@ -63,11 +67,18 @@ class IdentityRegistrySink:
             updates = reader.factory(message.body, policy=self.policy, message_id=message.id)
         except MessageError as exc:
             raise Rejected(f"not a usable identity feed: {exc.reason}") from None
+        lines: list[str] = []
         try:
             for update in updates:
-                await self.services.identity.apply(update)
+                result = await self.services.identity.apply(update)
+                lines.append(
+                    f"{result.record.status} v{result.record.version}"
+                    f"{' qualified' if result.became_qualified else ''} released={result.released}"
+                )
         except StoreError as exc:
             raise Retryable(f"identity registry unavailable ({exc})") from None
+        summary = f"applied {len(lines)} update(s)"
+        return PeerReply.of(ReplyKind.LOCAL, summary, "\n".join(lines).encode(), content_type="text/plain")
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self.name, "kind": "identity_registry"}

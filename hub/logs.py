@@ -2,7 +2,7 @@
 
 No payload, name, birth date or NIR/INS may reach a log line. Two layers:
 
-1. keys that carry payloads or identity (``body``, ``payload``, ``hl7``,
+1. keys that carry payloads or identity (``body``, ``payload``, ``reply``, ``hl7``,
    ``resource``, ``name``, ``birth_date``, ``ins``...) are replaced whatever
    their value;
 2. every other string value is scanned, and HL7 v2 segments, XML/JSON
@@ -32,6 +32,7 @@ _SECRET_KEYS = frozenset(
     {
         "body",
         "payload",
+        "reply",  # what a destination answered (hub/replies.py): an OperationOutcome may quote the patient
         "hl7",
         "resource",
         "raw",

@@ -14,7 +14,10 @@ adapter answers with its protocol's "try again" (AE / 503 / 451).
 
 Outbound adapters classify: ``send`` returns on ACCEPT, raises
 :class:`Retryable` (or :class:`NotConnected`) or :class:`Rejected`. They never
-sleep, retry or persist; the delivery workers in ``hub/delivery.py`` do.
+sleep, retry or persist; the delivery workers in ``hub/delivery.py`` do. What
+the peer answered is a :class:`~hub.replies.PeerReply`: ``send`` returns it on
+ACCEPT and attaches it to the error it raises when the peer answered
+(``raise Rejected(...).with_reply(reply)``); the worker stores it with the attempt.
 
 An outbound component registered with ``needs=("services",)`` is built as
 ``factory(name, config, services=...)`` with :class:`AdapterServices`: the
@@ -29,9 +32,12 @@ from typing import Any, Protocol
 
 from hub.identity_registry import ApplyResult, IdentityUpdate
 from hub.message import Message
+from hub.replies import PeerReply
 from hub.store import SubmitResult
 
-__all__ = ["AdapterServices", "IdentityUpdates", "InboundAdapter", "InboundContext", "OutboundAdapter", "Sandbox"]
+__all__ = [
+    "AdapterServices", "IdentityUpdates", "InboundAdapter", "InboundContext", "OutboundAdapter", "PeerReply", "Sandbox",
+]  # fmt: skip
 
 
 class InboundContext(Protocol):
@@ -69,8 +75,12 @@ class OutboundAdapter(Protocol):
 
     async def start(self) -> None: ...
 
-    async def send(self, message: Message) -> None:
-        """Deliver one message; return on ACCEPT, raise Retryable / Rejected otherwise."""
+    async def send(self, message: Message) -> PeerReply | None:
+        """Deliver one message; return the peer's reply on ACCEPT, raise Retryable / Rejected otherwise.
+
+        The raised error carries the peer's reply when there was one (:attr:`DeliveryError.reply`).
+        None: no reply to keep (an adapter written before replies were kept).
+        """
 
     async def stop(self) -> None: ...
 

@@ -52,6 +52,14 @@ async def test_every_cli_action_is_audited_with_its_user(tmp_path: Path) -> None
             assert mixed.returncode == 1 and "--content" in mixed.stderr and "Traceback" not in mixed.stderr
             shown = await hub_cli("show", row["id"], *cli, "--json", "--body", **as_operator)
             assert json.loads(shown.stdout)["body"].startswith("MSH|")
+            # The AR as the receiver wrote it, beside what was sent (--sent: operator, audited).
+            [delivery] = json.loads(shown.stdout)["deliveries"]
+            assert delivery["attempts_log"][0]["reply"]["summary"] == "AR" and "replies" not in delivery
+            with_sent = json.loads((await hub_cli("show", row["id"], *cli, "--json", "--sent", **as_operator)).stdout)
+            [delivery] = with_sent["deliveries"]
+            assert delivery["sent_body"]["text"].startswith("MSH|") and "CLIA1" in delivery["sent_body"]["text"]
+            assert [(r["summary"], r["outcome"]) for r in delivery["replies"]] == [("AR", "reject")]
+            assert "MSA|AR" in delivery["replies"][0]["text"]
             exported = await hub_cli("export", *cli, "--payloads", "--control-id", "CLIA1", **as_operator)
             [item] = [json.loads(x) for x in exported.stdout.splitlines()]
             assert item["id"] == row["id"] and "PID|" in item["body"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 
 from adapters.mllp.framing import VT, frame
-from hub.logs import configure, redact_text
+from hub.logs import configure, redact, redact_text
 from tests.hubkit import MllpClient, adt, default_route, mllp_port, running_hub, running_peer, wait_until, write_config
 
 # A synthetic identity with a NIR whose key is valid, so that any leak would look real.
@@ -34,6 +34,8 @@ def test_redaction_of_text_values() -> None:
     assert redact_text("message 01a2004d-5a55-7000-ab8d-7efcb0d58827 delivered") == (
         "message 01a2004d-5a55-7000-ab8d-7efcb0d58827 delivered"
     )
+    # A destination's reply is masked by its key, whatever it holds (an OperationOutcome may quote the patient).
+    assert redact(None, "info", {"event": "x", "reply": "issue: no such patient"})["reply"] == "[redacted]"
 
 
 async def test_no_health_data_in_any_log_line_of_an_end_to_end_run(tmp_path: Path) -> None:

@@ -11,11 +11,23 @@ def test_public_names_are_pinned() -> None:
     assert hub.__all__ == sorted(hub.__all__)
     assert set(hub.__all__) == {
         "ComponentConfig", "ConfigError", "DeliveryError", "HubError", "MappingError", "Message", "MessageError",
-        "NotConnected", "Outcome", "ParseError", "Rejected", "Retryable", "StoreError", "TooLarge", "Unreachable",
-        "ValidationError", "new_id", "register",
+        "NotConnected", "Outcome", "ParseError", "PeerReply", "Rejected", "ReplyKind", "Retryable", "StoreError",
+        "TooLarge", "Unreachable", "ValidationError", "new_id", "register",
     }  # fmt: skip
     for name in hub.__all__:
         assert getattr(hub, name) is not None
+
+
+def test_a_peer_reply_is_cut_to_its_bound_and_hides_its_bytes() -> None:
+    reply = hub.PeerReply.of(hub.ReplyKind.HTTP, "422", b"SECRET" * 10, content_type="application/json", max_bytes=8)
+    assert (reply.body, reply.size, reply.truncated) == (b"SECRETSE", 60, True)
+    assert "SECRET" not in repr(reply) and "422" in repr(reply)
+    assert reply.capped(4).body == b"SECR" and reply.capped(4).size == 60 and reply.capped(100) is reply
+    whole = hub.PeerReply.of(hub.ReplyKind.SMTP, "250", b"250 ok")
+    assert not whole.truncated and whole.size == 6
+    error = hub.Rejected("AR", ack_code="AR").with_reply(whole)
+    assert error.reply is whole and error.with_reply(reply).reply is whole  # the first one attached stays
+    assert "250 ok" not in str(error)
 
 
 def test_ids_are_uuid7_and_strictly_increasing() -> None:

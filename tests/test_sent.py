@@ -102,7 +102,8 @@ async def test_retries_resend_the_stored_bytes_and_the_api_shows_them(tmp_path: 
         assert traced["sent"]["sent_id"] == sent["sent_id"] != d.message_id
         entries = (await apis["admin"].get("/api/audit", message_id=d.message_id))["items"]
         assert [(e["action"], e["outcome"]) for e in entries] == [("view_sent", "ok"), ("view_sent", "denied")]
-        detail = {"delivery_id": d.id, "size": len(bodies[0]), "content_type": sent["content_type"]}
+        detail = {"delivery_id": d.id, "size": len(bodies[0]), "content_type": sent["content_type"],
+                  "replies": d.attempts}  # fmt: skip
         assert entries[0]["detail"] == detail  # what was looked at, never the bytes
 
         # An operator's requeue runs today's steps again (the cause of a dead letter was fixed).

@@ -33,6 +33,10 @@ endpoint refusing or unreachable
 other 4xx                                  REJECT with the OperationOutcome's severity/code and locations
                                            (never its diagnostics text, which may quote patient data)
 =========================================  ================================================================
+
+Every answer of the platform is the attempt's reply (:class:`hub.PeerReply`, kind ``http``, summary
+the status code, the body: the created resource, the transaction-response Bundle or the
+OperationOutcome), returned on ACCEPT and attached to the error otherwise.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from hub.content_types import ContentType
 from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
+from hub.replies import PeerReply, ReplyKind
 from mappings.fhir.common import dump_json, load_json, search_token, stable_uuid
 from mappings.fhir.identifiers import business_identifier
 
@@ -172,8 +177,8 @@ class FhirOutbound:
             self._session = None
 
     # -- sending ------------------------------------------------------------------------------------
-    async def send(self, message: Message) -> None:
-        """Deliver one FHIR body; return on ACCEPT, raise Retryable / NotConnected / Rejected."""
+    async def send(self, message: Message) -> PeerReply:
+        """Deliver one FHIR body; return the platform's reply on ACCEPT, raise Retryable / NotConnected / Rejected."""
         if message.content_type != ContentType.FHIR:
             raise Rejected(f"fhir endpoint takes {ContentType.FHIR}, not {message.content_type}")
         try:
@@ -188,14 +193,13 @@ class FhirOutbound:
         if kind == "Bundle" and doc.get("type") in ("transaction", "batch"):
             body = self._prepare_bundle(doc, key)
             status, resp_headers, payload = await self._request("POST", self.config.endpoint, body, headers)
-            self._classify(status, resp_headers, payload, bundle_type=str(doc["type"]))
-            return
+            return self._answered(status, resp_headers, payload, bundle_type=str(doc["type"]))
         condition = self._condition(doc, key, "0")
         if condition:
             headers["If-None-Exist"] = condition
         url = f"{self.config.endpoint}/{kind}"
         status, resp_headers, payload = await self._request("POST", url, dump_json(doc), headers)
-        self._classify(status, resp_headers, payload, bundle_type=None)
+        return self._answered(status, resp_headers, payload, bundle_type=None)
 
     def _condition(self, resource: dict[str, Any], key: str, entry: str) -> str | None:
         """The If-None-Exist query for ``resource``, tagging it first when it has no business identifier."""
@@ -319,6 +323,16 @@ class FhirOutbound:
         return token, time.monotonic() + lifetime
 
     # -- classification -----------------------------------------------------------------------------
+    def _answered(self, status: int, headers: dict[str, str], payload: bytes, *, bundle_type: str | None) -> PeerReply:
+        """The platform's answer as the attempt's reply, returned on ACCEPT or attached to the error raised."""
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        reply = PeerReply.of(ReplyKind.HTTP, str(status), payload, content_type=ctype)
+        try:
+            self._classify(status, headers, payload, bundle_type=bundle_type)
+        except (Retryable, Rejected) as exc:
+            raise exc.with_reply(reply) from None
+        return reply
+
     def _classify(self, status: int, headers: dict[str, str], payload: bytes, *, bundle_type: str | None) -> None:
         try:
             doc: Any = json.loads(payload) if payload else None

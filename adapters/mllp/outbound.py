@@ -10,21 +10,27 @@ messages in flight), so the pool needs no ordering of its own.
 AA (and CA) → accept; AE/CE, no ACK in time, a lost connection → retry;
 AR/CR → reject. An ACK whose MSA-2 does not echo our MSH-10 means the stream
 is out of step: the connection is dropped and the attempt retried.
+
+The ACK's bytes are the attempt's reply (:class:`hub.PeerReply`, kind ``hl7v2-ack``, summary
+MSA-1): returned on AA/CA, attached to the error otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from typing import Any
 
 from pydantic import Field
 
 from adapters.mllp.framing import CR, FS, VT, FrameReader, FrameTimeout
 from adapters.tls import RevocationError, TlsConfig, client_context, verify_peer
+from hub.content_types import ContentType
 from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
+from hub.replies import PeerReply, ReplyKind
 from mappings.hl7v2.er7 import Er7Message
 
 __all__ = ["MllpOutbound", "MllpOutboundConfig", "classify_ack"]
@@ -130,23 +136,29 @@ class MllpOutbound:
             await conn.close()
         return await self._connect()
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Message) -> PeerReply:
         control_id = message.metadata.get("control_id", "")
         async with self._slots:
             conn = await self._take()
+            reply: PeerReply | None = None
             try:
                 ack = await self._exchange(conn, message.body)
+                reply = PeerReply.of(ReplyKind.HL7V2_ACK, "", ack, content_type=ContentType.HL7V2)
                 code, err = classify_ack(ack, control_id)
+            except Retryable as exc:
+                await conn.close()  # out of step or timed out: this connection is not reused
+                raise exc.with_reply(reply) from None
             except BaseException:
-                # Out of step, timed out, lost or cancelled mid-exchange: this connection is not reused.
+                # Lost or cancelled mid-exchange: this connection is not reused.
                 await conn.close()
                 raise
             self._idle.append(conn)
+        reply = dataclasses.replace(reply, summary=code[:8])
         if code in ("AA", "CA"):
-            return
+            return reply
         if code in ("AR", "CR"):
-            raise Rejected(f"{code} {err}".strip(), ack_code=code)
-        raise Retryable(f"{code} {err}".strip())
+            raise Rejected(f"{code} {err}".strip(), ack_code=code, reply=reply)
+        raise Retryable(f"{code} {err}".strip(), reply=reply)
 
     async def _exchange(self, conn: _Connection, body: bytes) -> bytes:
         """Write one frame and read its ACK frame."""

@@ -16,9 +16,10 @@ patient value:
 ========================================  ==================================================================
 XDSRegistryMetadataError                  a required slot, classification or identifier missing or
                                           malformed (DMP cardinalities, DOMAIN.md §5.1); a code outside
-                                          the DMP value set (JDV_J57 classCode, JDV_J58 confidentialityCode,
-                                          JDV_J60 formatCode, J07 typeCode, J04 practice setting, TRE_R02 of
-                                          J02 for the facility) or from the wrong code system (J59);
+                                          the DMP value set, by code (JDV_J57 classCode, JDV_J58
+                                          confidentialityCode, JDV_J60 formatCode, JDV_J66 typeCode, J04 practice
+                                          setting, J61 facility, J59 contentTypeCode); a classCode that is
+                                          not the one ASS_X04 gives the typeCode;
                                           patientId not ``INS^^^&OID&ISO^NH``; a uniqueId that is not
                                           an OID[^ext]; a missing HasMember; an unknown RPLC target; a folder
 XDSRepositoryMetadataError                hash or size not those of the attached document (ITI TF-2b
@@ -46,11 +47,11 @@ association), signed with the key that signed the VIHF and covering the
 digest of every document; VIHF roles are checked against JDV_J65, and
 Identifiant_Structure against the lot's authorInstitution. The full table of
 checks, each with its source and answer, is ``DMP.md`` beside this module
-(one test per row). typeCode is checked against JDV_J07, healthcareFacilityTypeCode against the
-TRE_R02 codes of JDV_J02, practiceSettingCode against JDV_J04, all by code. Not checked:
-contentTypeCode beyond its code system (JDV_J59 is not in the sources read), the
-typeCode → classCode correspondence (ASS_X04, likewise), the CDA content (schematrons), consent,
-the author's habilitation, and the VIHF issuer's trust chain unless pinned.
+(one test per row). typeCode is checked against JDV_J66, healthcareFacilityTypeCode against JDV_J61,
+practiceSettingCode against JDV_J04, contentTypeCode against JDV_J59, all by code and code system, and
+the classCode against the one ASS_X04 gives the typeCode (value sets and table shipped as data in
+:mod:`mappings.xds.jdv` and :mod:`mappings.cda.value_sets`, each with its version). Not checked: the CDA
+content (schematrons), consent, the author's habilitation, and the VIHF issuer's trust chain unless pinned.
 
 FindDocuments leaves out MASQUE_PS documents for professionals other than
 their authors; ``GET /sandboxes/<name>/patient-view`` (the patient's view)
@@ -130,6 +131,7 @@ from mappings.xds import (
 from mappings.xds.ebrim import HAS_MEMBER, IDENTIFIER_NAMES, RPLC, SCHEME_NAMES, SIGNS, q
 from mappings.xds.hl7 import is_dtm, parse_cx
 from mappings.xds.jdv import load as load_jdv
+from mappings.xds.jdv import load_map
 from mappings.xds.signature import LotSignatureError, verify_lot_signature
 
 __all__ = ["DmpSandbox", "DmpSandboxConfig", "StoredDocument"]
@@ -139,77 +141,46 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Z]{2})?")
 _UUID_ID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-def _codes(text: str) -> frozenset[str]:
-    """A code list written as whitespace-separated words."""
-    return frozenset(text.split())
-
-
-# JDV_J57-ClassCode-DMP (TRE_A03 1.2.250.1.213.1.1.4.1, plus the digital signature class from TRE_A10 "URN").
-CLASS_CODES = {
-    "1.2.250.1.213.1.1.4.1": frozenset({"10", "11", "31", "42", "43", "44", "45", "52", "60", "90", "95"}),
-    "URN": frozenset({"urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1"}),
-}
-# JDV_J58-ConfidentialityCode-DMP.
-CONFIDENTIALITY_CODES = {
-    "2.16.840.1.113883.5.25": frozenset({"N", "R", "V"}),
-    "1.2.250.1.213.1.1.4.13": frozenset({"INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX", "MASQUE_PS"}),
-}
-# JDV_J60-FormatCode-DMP (2024-09): TRE_A06, TRE_A11, TRE_A09, TRE_A10.
-FORMAT_CODES = {
-    "1.2.250.1.213.1.1.4.2.282": _codes(
-        """
-        urn:ans:ci-sis:bio-ep-bio:2022 urn:ans:ci-sis:img-da:2022 urn:asip:ci-sis:aunv:2013
-        urn:asip:ci-sis:avk:2009 urn:asip:ci-sis:crgm:2018 urn:asip:ci-sis:crrtn:2013
-        urn:asip:ci-sis:cse-cs24:2017 urn:asip:ci-sis:cse-cs8:2017 urn:asip:ci-sis:cse-cs9:2017
-        urn:asip:ci-sis:d2lm-fidd:2017 urn:asip:ci-sis:d2lm-fin:2017 urn:asip:ci-sis:dci:2009
-        urn:asip:ci-sis:dlu:2015 urn:ans:ci-sis:cse-mde:2023 urn:asip:ci-sis:eunv:2013
-        urn:asip:ci-sis:fludr:2017 urn:asip:ci-sis:fludt:2017 urn:asip:ci-sis:frcp:2011 urn:asip:ci-sis:hr:2019
-        urn:asip:ci-sis:idap:2011 urn:asip:ci-sis:ldl-ees:2017 urn:asip:ci-sis:ldl-ses:2017
-        urn:asip:ci-sis:pavc:2016 urn:asip:ci-sis:pps-cancer:2017 urn:asip:ci-sis:pps-paerpa:2017
-        urn:asip:ci-sis:ppv:2009 urn:asip:ci-sis:psc:2009 urn:asip:ci-sis:sdm-mr:2017 urn:asip:ci-sis:sunv:2013
-        urn:asip:ci-sis:tap:2009 urn:asip:ci-sis:vac:2019 urn:asip:ci-sis:vsm:2012
-        urn:asipSante:modelesHorsProfils:2011 urn:asip:ci-sis:cr-cpa:2020 urn:asip:ci-sis:cr-anest:2020
-        urn:asip:ci-sis:tlm-da:2020 urn:asip:ci-sis:vac-note:2021 urn:asip:ci-sis:obp-sap:2023
-        urn:asip:ci-sis:obp-snm:2023 urn:asip:ci-sis:obp-sne:2023 urn:asip:ci-sis:obp-scm:2023
-        urn:asip:ci-sis:obp-sem:2023 urn:asip:ci-sis:ppp:2023 urn:asip:ci-sis:dlu:2024
-        urn:asip:ci-sis:ft-su:2024 urn:asip:ci-sis:fr-su:2024 urn:ans:ci-sis:trod:2024
-        """
-    ),
-    "1.3.6.1.4.1.19376.1.2.3": _codes(
-        """
-        urn:ihe:iti:dsg:detached:2014 urn:ihe:iti:xds-sd:pdf:2008 urn:ihe:iti:xds-sd:text:2008
-        urn:ihe:pharm:dis:2010 urn:ihe:iti-fr:xds-sd:jpeg:2010 urn:ihe:iti-fr:xds-sd:rtf:2010
-        urn:ihe:iti-fr:xds-sd:tiff:2010 urn:ihe:lab:xd-lab:2008 urn:ihe:palm:apsr:2016 urn:ihe:pcc:ips:2020
-        urn:ihe:pharm:pre:2010 urn:ihe:eyecare:geneyeevalcn:2014
-        urn:ihe:rad:CDA:ImagingReportStructuredHeadings:2013
-        """
-    ),
-    "1.2.840.10008.2.6.1": frozenset({"1.2.840.10008.5.1.4.1.1.88.59"}),
-    "URN": frozenset({"http://www.w3.org/2000/09/xmldsig#"}),
-}
-# Code systems of the value sets checked by system only (DOMAIN.md §5.1 table).
-# LOINC, TRE_A05, and ASTM for the lot's signature document (typeCode E1762, DOMAIN.md §5.1).
-TYPE_CODE_SYSTEMS = frozenset({"2.16.840.1.113883.6.1", "1.2.250.1.213.1.1.4.12", "ASTM"})
 _TRE_R02 = "1.2.250.1.71.4.2.4"  # TRE_R02-SecteurActivite, the code system of JDV_J61
 
 
-def _published(name: str, systems: frozenset[str] | None = None) -> dict[str, frozenset[str]]:
-    """A shipped value set as {code system: codes}, optionally kept to some code systems."""
+def _published(name: str) -> dict[str, frozenset[str]]:
+    """A CI-SIS value set shipped in mappings.cda.value_sets, as {code system: codes}."""
     vs = value_set(name)
     out: dict[str, set[str]] = {}
     for code, code_systems in vs.systems.items():
         for system in code_systems:
-            if systems is None or system in systems:
-                out.setdefault(system, set()).add(code)
+            out.setdefault(system, set()).add(code)
     return {system: frozenset(codes) for system, codes in out.items()}
 
 
-# healthcareFacilityTypeCode: JDV_J61-HealthcareFacilityTypeCode-DMP takes TRE_R02 sectors (S18 mapping); the J61
-# file itself is not in the sources read, so its codes are those of TRE_R02 in JDV_J02 (CI-SIS), checked by code.
-FACILITY_TYPE_CODES = _published("JDV_J02_XdsHealthcareFacilityTypeCode_CISIS", frozenset({_TRE_R02}))
+def _dmp_jdv(name: str) -> dict[str, frozenset[str]]:
+    """A DMP value set shipped in mappings.xds.jdv, as {code system: codes}."""
+    out: dict[str, set[str]] = {}
+    for code, system in load_jdv(name).concepts:
+        out.setdefault(system, set()).add(code)
+    return {system: frozenset(codes) for system, codes in out.items()}
+
+
+# typeCode: JDV_J66-TypeCode-DMP, the DMP's subset of JDV_J07 (S18 OBR-4: "en cas d'envoi au DMP, le Gestionnaire
+# doit contrôler que le type de document appartient au jeu de valeur défini par le DMP (JDV_J66-TypeCode-DMP)"),
+# with ASTM E1762 for the lot's signature document.
+TYPE_CODES = _dmp_jdv("JDV_J66-TypeCode-DMP")
+# classCode: JDV_J57-ClassCode-DMP (TRE_A03, plus the digital signature class from TRE_A10 "URN").
+CLASS_CODES = _dmp_jdv("JDV_J57-ClassCode-DMP")
+# confidentialityCode: JDV_J58-ConfidentialityCode-DMP (HL7 N/R/V and the TRE_A07 visibility codes).
+CONFIDENTIALITY_CODES = _dmp_jdv("JDV_J58-ConfidentialityCode-DMP")
+# formatCode: JDV_J60-FormatCode-DMP (TRE_A06, TRE_A11, the DICOM KOS uid, the XML-DSig URN).
+FORMAT_CODES = _dmp_jdv("JDV_J60-FormatCode-DMP")
+# healthcareFacilityTypeCode: JDV_J61-HealthcareFacilityTypeCode-DMP (S18 mapping), by code and code system.
+FACILITY_TYPE_CODES = _dmp_jdv("JDV_J61-HealthcareFacilityTypeCode-DMP")
 # practiceSettingCode: JDV_J04-XdsPracticeSettingCode-CISIS (S18 mapping), by code and code system.
 PRACTICE_SETTING_CODES = _published("JDV_J04_XdsPracticeSettingCode_CISIS")
-CONTENT_TYPE_SYSTEMS = frozenset({"1.2.250.1.213.2.2"})  # TRE_R209-TypeActivite (JDV_J59)
+# SubmissionSet contentTypeCode: JDV_J59-ContentTypeCode-DMP (S18 "Lot de soumission"), by code and code system.
+CONTENT_TYPE_CODES = _dmp_jdv("JDV_J59-ContentTypeCode-DMP")
+# typeCode -> classCode: ASS_X04-CorrespondanceType-Classe-CISIS (S18 mapping: "classCode est déduit du CDA (champ
+# code) selon la table de correspondance ASS_X04").
+TYPE_CLASS = load_map("ASS_X04-CorrespondanceType-Classe-CISIS")
 MIME_TYPES = frozenset({"text/xml", "application/xslt+xml", "application/dicom"})
 _DOCUMENT_SLOTS = ("creationTime", "languageCode", "legalAuthenticator", "serviceStartTime", "sourcePatientId")
 
@@ -751,7 +722,7 @@ class _Submission:
         if len(st) != 1 or not is_dtm(st[0]):
             self.err("XDSRegistryMetadataError", _ctx(lot, "submissionTime must be one DTM"))
         self.authors(lot, SS.AUTHOR)
-        self.coded(lot, SS.CONTENT_TYPE_CODE, CONTENT_TYPE_SYSTEMS)
+        self.coded(lot, SS.CONTENT_TYPE_CODE, CONTENT_TYPE_CODES)
         self.patient_id(lot, SS.PATIENT_ID)
         source = lot.identifiers.get(SS.SOURCE_ID, "")
         if not _OID.fullmatch(source):
@@ -803,14 +774,10 @@ class _Submission:
             self.err("XDSRegistryMetadataError", _ctx(e, "sourcePatientId must be a CX"))
 
     def document_codes(self, e: RegistryObject) -> None:
-        """The DocumentEntry's classifications, each from its value set (typeCode from JDV_J07)."""
+        """The DocumentEntry's classifications, each from its DMP value set, and classCode from ASS_X04."""
         self.coded(e, DE.CLASS_CODE, CLASS_CODES)
-        self.coded(e, DE.TYPE_CODE, TYPE_CODE_SYSTEMS)
-        typ = e.code(DE.TYPE_CODE)
-        if typ is not None and typ.coding_scheme != "ASTM":  # the lot signature's E1762 is checked apart
-            j07 = value_set("JDV_J07_XdsTypeCode_CISIS")
-            if typ.code not in j07 or typ.coding_scheme not in j07.systems[typ.code]:
-                self.err("XDSRegistryMetadataError", _ctx(e, f"typeCode: code {typ.code} not in JDV_J07"))
+        self.coded(e, DE.TYPE_CODE, TYPE_CODES)
+        self.type_class(e)
         self.coded(e, DE.FORMAT_CODE, FORMAT_CODES)
         self.coded(e, DE.HEALTHCARE_FACILITY_TYPE_CODE, FACILITY_TYPE_CODES)
         self.coded(e, DE.PRACTICE_SETTING_CODE, PRACTICE_SETTING_CODES)
@@ -818,6 +785,18 @@ class _Submission:
         levels = [c for c in e.codes(DE.CONFIDENTIALITY_CODE) if c.coding_scheme == "2.16.840.1.113883.5.25"]
         if len(levels) != 1:
             self.err("XDSRegistryMetadataError", _ctx(e, "confidentialityCode: exactly one of N, R, V is required"))
+
+    def type_class(self, e: RegistryObject) -> None:
+        """The classCode is the one ASS_X04 gives the typeCode (when the shipped table has a row for it)."""
+        typ, cls = e.code(DE.TYPE_CODE), e.code(DE.CLASS_CODE)
+        if typ is None or cls is None:
+            return
+        expected = TYPE_CLASS.target(typ.code, typ.coding_scheme)
+        if expected is not None and expected != (cls.code, cls.coding_scheme):
+            self.err(
+                "XDSRegistryMetadataError",
+                _ctx(e, f"classCode: {cls.code} is not the class of typeCode {typ.code} (ASS_X04 gives {expected[0]})"),
+            )
 
     def document_unique_id(self, e: RegistryObject, unique: str, content: bytes | None, seen: set[str]) -> None:
         """A well-formed uniqueId not used twice in the request nor already registered (or with other content)."""

@@ -17,7 +17,10 @@ submission: sender not one of the login's addresses 553 5.7.1; ``From:``/``Sende
 submission: failed logins over the limit            454 4.7.0 (counted across connections; password unchecked)
 submission: recipient outside the trust space       554 5.7.1 relay denied (hosted domain: 550 5.1.1)
 too many recipients                                 452 4.5.3 (RFC 5321 §4.5.3.1.10)
-message over ``max_message_bytes``                  552 (SIZE parameter or DATA, RFC 1870)
+message over ``max_message_bytes``                  552 at MAIL for its SIZE parameter (RFC 1870; nothing
+                                                    received, nothing stored); 552 5.3.4 after DATA, stored as
+                                                    rejected with its first bytes (RFC 1870)
+a line over 1000 octets (RFC 5321 §4.5.3.1.6)       500 5.5.0 after DATA, stored as rejected with its first bytes
 unusable mail, hostile IHE_XDM.ZIP                  554 5.6.0 + the hub's reason; stored as rejected
 hub cannot store it now                             451 4.3.0 (the sender keeps it and retries)
 accepted                                            250, only after the commit
@@ -54,7 +57,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from pydantic import Field
 
 from adapters.auth_throttle import AuthThrottle
@@ -73,6 +76,7 @@ from adapters.smtp.common import (
     server_tls_context,
     verify_password,
 )
+from adapters.smtp.dataphase import MailData, read_mail_data
 from adapters.smtp.directory import open_directory
 from adapters.smtp.intake import Intake, analyse, is_null_sender
 from adapters.smtp.trustlist import TrustListRefresher
@@ -90,6 +94,9 @@ __all__ = ["SmtpMtaConfig", "SmtpMtaInbound", "SmtpSubmissionConfig", "SmtpSubmi
 
 log = structlog.get_logger("hub.smtp.in")
 _HEADERS = BytesParser(policy=policy.compat32)
+#: How much of a mail refused while it was read (too large, a line too long) is stored with the refusal: its
+#: headers and the start of its body, enough to tell whose it was (as the MLLP listener keeps a frame's head).
+KEPT_BYTES = 64 * 1024
 
 
 class _ListenerConfig(ComponentConfig):
@@ -231,6 +238,38 @@ class _Protocol(SMTP):
         super().eof_received()
         return False
 
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading with :func:`adapters.smtp.dataphase.read_mail_data`: a mail refused for its
+        size or for a line too long is stored with its reason by the listener, not only answered."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        limit = self._listener.config.max_message_bytes
+        try:
+            data = await read_mail_data(
+                self._reader, limit=limit, line_limit=self.line_length_limit, keep=min(limit, KEPT_BYTES)
+            )
+        except asyncio.CancelledError:
+            self._writer.close()  # the connection went away during DATA (as aiosmtpd does)
+            raise
+        if data is None:
+            return
+        if data.problem is None:
+            self.envelope.content = self.envelope.original_content = data.content
+            status = await self._listener.handle_DATA(self, self.session, self.envelope)
+        else:
+            status = await self._listener.refuse_data(self.session, self.envelope, data)
+        self.envelope = self._create_envelope()  # what aiosmtpd's (untyped) _set_post_data_state does
+        await self.push(status)
+
     def connection_lost(self, error: Exception | None) -> None:
         if self._slot is not None:
             self._slot.release()
@@ -356,19 +395,7 @@ class _SmtpListener(Generic[_Config]):
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         mail_id = new_id()
         now = utcnow()
-        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
-        data = envelope.original_content or b""
-        raw = (
-            received_header(
-                helo=session.host_name or "",
-                peer_ip=str(peer),
-                by=self.config.hostname,
-                protocol=self.protocol,
-                message_id=mail_id,
-                when=now,
-            )
-            + data
-        )
+        raw = self._received(session, mail_id, now) + (envelope.original_content or b"")
         try:
             intake = await asyncio.to_thread(
                 _analyse, self.config, self.mailboxes, raw, mail_id=mail_id, now=now,
@@ -427,6 +454,51 @@ class _SmtpListener(Generic[_Config]):
             # Nothing acknowledged: the sending MTA keeps the mail and tries again (RFC 5321 §4.5.4.1).
             return "451 4.3.0 Temporary failure, please try again later"
         return f"250 2.0.0 OK queued as {stored.id}"
+
+    async def refuse_data(self, session: Session, envelope: Envelope, data: MailData) -> str:
+        """Store a mail refused while it was read, with its reason and its first bytes; the reply to the DATA.
+
+        The reply comes once the refusal is committed (451 when it cannot be: the sender keeps the mail and
+        will be refused again, stored that time), like any other refusal of this listener.
+        """
+        limit = self.config.max_message_bytes
+        if data.problem == "too_large":
+            # RFC 1870 and RFC 3463 X.3.4 "message too big for system": permanent, the mail stays too big.
+            reason = f"message of {data.size} bytes exceeds max_message_bytes ({limit})"
+            reply = "552 5.3.4 Message exceeds fixed maximum message size"
+        else:
+            # RFC 5321 §4.5.3.1.6 (1000 octets a line) and the "500 Line too long" of its examples (§4.5.3.1).
+            reason = "a line of the message is longer than the 1000 octets of RFC 5321 4.5.3.1.6"
+            reply = "500 5.5.0 Line too long (RFC 5321 4.5.3.1.6)"
+        mail_id, now = new_id(), utcnow()
+        metadata = {
+            "mail_kind": "mail",
+            "message_type": "mail",
+            "mail_from": "" if is_null_sender(envelope.mail_from or "") else str(envelope.mail_from),
+            "rcpt_to": ",".join(envelope.rcpt_tos),
+            **_message_id_metadata(data.content),
+            **self._session_metadata(session),
+            "endpoint": self.name,
+        }
+        if data.cut:
+            metadata["truncated_from_bytes"] = str(data.size)
+        mail = Message(
+            id=mail_id, content_type=ContentType.MAIL, body=self._received(session, mail_id, now) + data.content,
+            metadata=metadata, received_at=now, correlation_id=mail_id,
+        )  # fmt: skip
+        try:
+            await self.ctx.reject(mail, reason=reason)
+        except Retryable:
+            return "451 4.3.0 Temporary failure, please try again later"
+        log.info("smtp_refused", listener=self.name, message_id=mail_id, reason=reason)
+        return reply
+
+    def _received(self, session: Session, mail_id: str, now: dt.datetime) -> bytes:
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
+        return received_header(
+            helo=session.host_name or "", peer_ip=str(peer), by=self.config.hostname, protocol=self.protocol,
+            message_id=mail_id, when=now,
+        )  # fmt: skip
 
     def _session_metadata(self, session: Session) -> dict[str, str]:
         return {}
@@ -768,6 +840,16 @@ def header_senders(raw: bytes) -> list[str]:
     except Exception:  # unreadable headers: no sender can be trusted
         return ["<unreadable>"]
     return [a.lower() for _, a in email.utils.getaddresses(values) if a]
+
+
+def _message_id_metadata(head: bytes) -> dict[str, str]:
+    """control_id and mail_message_id from the Message-ID of a mail's first bytes, when they hold it."""
+    try:
+        value = str(_HEADERS.parsebytes(head, headersonly=True).get("Message-ID") or "")
+    except Exception:  # unreadable headers: the mail is stored without its Message-ID
+        return {}
+    value = " ".join(value.split())
+    return {"control_id": value[:200], "mail_message_id": value[:998]} if value else {}
 
 
 def _peer_ip(session: Session) -> str:

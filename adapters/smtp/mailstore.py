@@ -37,6 +37,7 @@ from hub.content_types import ContentType
 from hub.errors import Rejected, Retryable
 from hub.message import Message
 from hub.registry import ComponentConfig, register
+from hub.replies import PeerReply, ReplyKind
 
 __all__ = ["MailboxOutbound", "MailboxOutboundConfig", "MailboxStore"]
 
@@ -126,7 +127,7 @@ class MailboxOutbound:
     async def stop(self) -> None:
         return None
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Message) -> PeerReply:
         if message.content_type != ContentType.MAIL:
             raise Rejected(f"the mailbox destination takes {ContentType.MAIL}, not {message.content_type}")
         meta = message.metadata
@@ -142,6 +143,8 @@ class MailboxOutbound:
                 await asyncio.to_thread(self.store.deliver, address, message.body, key=key)
         except OSError as exc:
             raise Retryable(f"mailbox store unavailable ({type(exc).__name__})") from None
+        # No peer answers a local delivery: the reply says what was done, without the addresses.
+        return PeerReply.of(ReplyKind.LOCAL, f"stored in {len(known)} mailbox(es)")
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self.name, "protocol": "maildir", "mailboxes": len(self.mailboxes.by_address)}

@@ -35,6 +35,10 @@ get a DSN (RFC 3464, :func:`mappings.mssante.reports.build_dsn`) delivered to
 the local sender's hosted mailbox store (``mailbox_dir``), also when others
 succeeded. Reasons name codes and counts, never an address.
 
+The servers' final replies (the end-of-data reply, or the reply that refused the connection, the
+sender or a recipient), one line per reply, are the attempt's reply (:class:`hub.PeerReply`, kind
+``smtp``, summary their codes), returned on ACCEPT and attached to the error otherwise.
+
 Message-IDs are ``<correlation-id.tag@domain>`` and the DSN envelope id
 (ENVID, RFC 3461, when the peer offers DSN) is the correlation id: MDNs and
 DSNs coming back are matched to the original message by the SMTP listener
@@ -62,6 +66,7 @@ from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreacha
 from hub.identity import INS_ROOTS, IdentityStatus, InsPolicy
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
+from hub.replies import PeerReply, ReplyKind
 from mappings.cda import read_cda_header
 from mappings.mssante.mail import (
     DEFAULT_BODY_PATIENT,
@@ -161,6 +166,7 @@ class _Result:
     temporary: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     permanent: list[RecipientFailure] = dataclasses.field(default_factory=list)
     unsent: int = 0  # of the temporary ones: nothing went out for them (connect, STARTTLS, certificate)
+    replies: list[str] = dataclasses.field(default_factory=list)  # the servers' final reply lines, as received
 
 
 def _enhanced(code: int, message: str) -> str:
@@ -324,6 +330,7 @@ class MssanteOutbound:
             await smtp.connect(timeout=self.config.connect_timeout_secs)
         except aiosmtplib.SMTPConnectResponseError as exc:
             self._all(result, rcpts, exc.code, exc.message, host)
+            result.replies.append(f"{exc.code} {exc.message}")
             return
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             result.temporary += [(r, 0) for r in rcpts]
@@ -344,13 +351,15 @@ class MssanteOutbound:
             dsn = smtp.supports_extension("dsn")
             mail_options = ["RET=HDRS", f"ENVID={mail.envid}"] if dsn and mail.envid else []
             try:
-                errors, _ = await smtp.sendmail(mail.sender, rcpts, mail.data, mail_options=mail_options)
+                errors, final = await smtp.sendmail(mail.sender, rcpts, mail.data, mail_options=mail_options)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 for refused in exc.recipients:
                     self._one(result, refused.recipient, refused.code, refused.message, host)
+                    result.replies.append(f"{refused.code} {refused.message}")
                 return
             except aiosmtplib.SMTPResponseException as exc:  # MAIL or DATA refused: every recipient
                 self._all(result, rcpts, exc.code, exc.message, host)
+                result.replies.append(f"{exc.code} {exc.message}")
                 return
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 result.temporary += [(r, 0) for r in rcpts]
@@ -358,8 +367,11 @@ class MssanteOutbound:
             for r in rcpts:
                 if r in errors:
                     self._one(result, r, errors[r].code, errors[r].message, host)
+                    result.replies.append(f"{errors[r].code} {errors[r].message}")
                 else:
                     result.accepted.append(r)
+            # RFC 5321 §4.2.5: the reply to the end of data takes responsibility for the mail (250 by then)
+            result.replies.append(f"250 {final}")
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -403,7 +415,7 @@ class MssanteOutbound:
             await self._transmit(hop, mail, rcpts, result)
         return result
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Message) -> PeerReply | None:
         if message.content_type == ContentType.CDA:
             mails = self._document_mails(message)
         elif message.content_type == ContentType.MAIL:
@@ -414,8 +426,10 @@ class MssanteOutbound:
             raise Rejected(f"mail larger than max_message_bytes ({self.config.max_message_bytes})")
         accepted = temporary = permanent = unsent = 0
         codes: set[str] = set()
+        lines: list[str] = []
         for mail in mails:
             result = await self._deliver(mail)
+            lines += result.replies
             accepted += len(result.accepted)
             temporary += len(result.temporary)
             permanent += len(result.permanent)
@@ -423,6 +437,26 @@ class MssanteOutbound:
             codes |= {str(c) for _, c in result.temporary if c} | {f.status for f in result.permanent}
             if result.permanent:
                 await self._dsn(message, mail, result.permanent)
+        reply = self._reply(lines)
+        try:
+            self._classify(accepted, temporary, permanent, unsent, codes)
+        except (Retryable, Rejected) as exc:
+            raise exc.with_reply(reply) from None
+        if permanent:
+            log.info("mssante_partly_refused", endpoint=self.name, message_id=message.id, refused=permanent)
+        return reply
+
+    @staticmethod
+    def _reply(lines: list[str]) -> PeerReply | None:
+        """The servers' reply lines as the attempt's reply (None when no server answered)."""
+        if not lines:
+            return None
+        codes = dict.fromkeys(line.split(" ", 1)[0] for line in lines)
+        return PeerReply.of(ReplyKind.SMTP, " ".join(codes), "\r\n".join(lines).encode(), content_type="text/plain")
+
+    @staticmethod
+    def _classify(accepted: int, temporary: int, permanent: int, unsent: int, codes: set[str]) -> None:
+        """Return when the mail is accepted (every recipient, or some and the others refused for good)."""
         summary = ", ".join(sorted(codes)) or "no reply"
         if temporary:
             if unsent == temporary and accepted == 0 and permanent == 0:
@@ -432,8 +466,6 @@ class MssanteOutbound:
             raise Retryable(f"{temporary} recipient(s) refused for now ({summary}); {accepted} accepted")
         if accepted == 0:
             raise Rejected(f"every recipient refused ({summary})", ack_code=summary[:16])
-        if permanent:
-            log.info("mssante_partly_refused", endpoint=self.name, message_id=message.id, refused=permanent)
 
     async def _dsn(self, message: Message, mail: _OutMail, failures: list[RecipientFailure]) -> None:
         """RFC 3464 DSN to the local sender's hosted mailbox (none for a null or foreign sender)."""

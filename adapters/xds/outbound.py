@@ -34,10 +34,15 @@ attributes), fixed while the message waits, and the retry policy bounds it.
 
 Exception texts carry error codes and a redacted ``codeContext`` (see
 :func:`mappings.xds.redact_context`), never the document or the patient id.
+
+The endpoint's answer (the SOAP envelope with its RegistryResponse or Fault, as received, MTOM
+included) is the attempt's reply (:class:`hub.PeerReply`, kind ``http``, summary the HTTP status
+and the RegistryResponse status), returned on ACCEPT and attached to the error otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -53,6 +58,7 @@ from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion, subject_f
 from hub.errors import ConfigError, MappingError, NotConnected, Rejected, Retryable, Unreachable
 from hub.message import Message, utcnow
 from hub.registry import ComponentConfig, register
+from hub.replies import PeerReply, ReplyKind
 from mappings.xds import (
     RegistryResult,
     XdsMetadataConfig,
@@ -209,7 +215,7 @@ class XdsOutbound:
             metadata=message.metadata,
         )
         if self._lot_signer is not None:
-            sub = sign_submission(sub, self._lot_signer)
+            sub = sign_submission(sub, self._lot_signer, now=now)
         cid = f"{sub.document_entry.entry_uuid.removeprefix('urn:uuid:')}@interop-hub"
         sig_cid = f"{sub.signature.entry_uuid.removeprefix('urn:uuid:')}@interop-hub" if sub.signature else ""
         body = provide_and_register_request(
@@ -256,7 +262,7 @@ class XdsOutbound:
         data, ctype = encode_related(xml, parts, action=ACTION_PNR)
         return data, ctype, sent_id
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Message) -> PeerReply:
         data, ctype, sent_id = self.build_request(message)
         if self._session is None:
             await self.start()
@@ -279,7 +285,12 @@ class XdsOutbound:
             raise NotConnected(f"cannot reach the XDS endpoint: {type(exc).__name__}") from None
         except aiohttp.ClientError as exc:
             raise Retryable(f"HTTP exchange failed: {type(exc).__name__}") from None
-        self._classify(status, resp_ctype, body, retry_after, sent_id)
+        reply = PeerReply.of(ReplyKind.HTTP, str(status), body, content_type=resp_ctype)
+        try:
+            verdict = self._classify(status, resp_ctype, body, retry_after, sent_id)
+        except (Retryable, Rejected) as exc:
+            raise exc.with_reply(reply) from None
+        return dataclasses.replace(reply, summary=f"{status} {verdict}")
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self.config.max_response_bytes
@@ -298,7 +309,8 @@ class XdsOutbound:
             return decode_related(body, content_type).root.body
         return body
 
-    def _classify(self, status: int, content_type: str, body: bytes, retry_after: float | None, sent_id: str) -> None:
+    def _classify(self, status: int, content_type: str, body: bytes, retry_after: float | None, sent_id: str) -> str:
+        """The RegistryResponse status on ACCEPT; raise Retryable / Rejected otherwise."""
         try:
             soap = read_envelope(self._envelope_of(body, content_type), max_bytes=self.config.max_response_bytes)
         except (SoapError, MtomError):
@@ -325,3 +337,4 @@ class XdsOutbound:
             duplicate_is_success=self.config.duplicate_unique_id_is_success,
             error_context=self.config.error_context,
         )
+        return result.status[:32]

@@ -9,19 +9,24 @@ ECDSA with SHA-256 (the ANS example of the HL7v2→DMP volet [S18] signs
 rsa-sha256; the 2023 DRIM-M example still shows rsa-sha1, which signxml
 refuses to produce: SHA-1 signatures are deprecated).
 
-Signing and verification use ``signxml`` (XML-DSig on lxml + cryptography).
+Verification uses ``signxml`` (XML-DSig on lxml + cryptography); signing writes the signature
+signxml's enveloped signer makes, from prepared text (:meth:`VihfSigner.sign`; ~4 times cheaper).
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import dataclasses
 import datetime as dt
+import hashlib
 import uuid
 from pathlib import Path
 from typing import Literal
+from xml.sax.saxutils import escape
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 from pydantic import Field, SecretStr
@@ -34,7 +39,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from hub.errors import ConfigError
 from hub.registry import ComponentConfig
 from mappings.xds.jdv import load as load_jdv
-from mappings.xds.signature import LotSigner, pem_certificate
+from mappings.xds.signature import LotSigner, key_info_text, pem_certificate, signature_value_of
 from mappings.xds.visibility import VISIBILITY_SCHEME
 
 __all__ = [
@@ -343,11 +348,20 @@ class VihfSigner:
         algorithm = default if config.signature_algorithm == "auto" else config.signature_algorithm
         if algorithm.split("-")[0] != default.split("-")[0]:
             raise ConfigError("vihf: signature_algorithm does not match the key type")
-        self._signer = XMLSigner(
+        method = _SIGNATURE_METHODS[algorithm]
+        self._method = method.value
+        self._hash = _HASHES[algorithm.split("-")[1]]
+        # KeyInfo as signxml's signer writes it for this certificate (X509Data), taken once from a probe.
+        probe = etree.Element(_A + "Assertion", nsmap={"saml2": SAML}, ID="_probe")
+        etree.SubElement(probe, f"{{{DS}}}Signature", nsmap={"ds": DS}, Id="placeholder")
+        probe_signer = XMLSigner(
             method=methods.enveloped,
-            signature_algorithm=_SIGNATURE_METHODS[algorithm],
+            signature_algorithm=method,
             digest_algorithm=DigestAlgorithm.SHA256,
             c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+        )
+        self._key_info = key_info_text(
+            probe_signer.sign(probe, key=self._key, cert=[self._cert], reference_uri="#_probe", id_attribute="ID")
         )
         self.issuer = config.issuer or self._cert.subject.rfc4514_string()
 
@@ -356,14 +370,46 @@ class VihfSigner:
         return LotSigner(self._key, self._cert)
 
     def sign(self, assertion: etree._Element) -> etree._Element:
-        """The assertion with its enveloped signature in place of the placeholder."""
-        return self._signer.sign(
-            assertion,
-            key=self._key,  # type: ignore[arg-type]
-            cert=[self._cert],  # an object, not PEM: signxml does not re-parse it for every assertion
-            reference_uri="#" + assertion.get("ID", ""),
-            id_attribute="ID",
+        """A copy of the assertion with its enveloped signature in place of the placeholder.
+
+        The signature signxml's enveloped signer writes (exclusive C14N, SHA-256 reference with the
+        enveloped-signature and exc-c14n transforms, the certificate in KeyInfo), made from prepared
+        text: one digest of the assertion without its signature (what the enveloped-signature
+        transform gives a verifier, XML-DSig core §6.6.4), one of SignedInfo, the key operation.
+        """
+        signed = copy.deepcopy(assertion)
+        placeholder = signed.find(f"{{{DS}}}Signature")
+        if placeholder is None or placeholder.get("Id") != "placeholder":
+            raise ValueError("the assertion has no ds:Signature placeholder")
+        at = signed.index(placeholder)
+        signed.remove(placeholder)
+        digest = base64.b64encode(hashlib.sha256(etree.tostring(signed, method="c14n", exclusive=True)).digest())
+        reference = escape(f"#{assertion.get('ID', '')}", {'"': "&quot;"})
+        signature = etree.fromstring(
+            f'<ds:Signature xmlns:ds="{DS}"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="{_EXC_C14N}"/>'
+            f'<ds:SignatureMethod Algorithm="{self._method}"/><ds:Reference URI="{reference}"><ds:Transforms>'
+            f'<ds:Transform Algorithm="{_ENVELOPED}"/><ds:Transform Algorithm="{_EXC_C14N}"/></ds:Transforms>'
+            f'<ds:DigestMethod Algorithm="{_SHA256}"/><ds:DigestValue>{digest.decode("ascii")}</ds:DigestValue>'
+            f"</ds:Reference></ds:SignedInfo><ds:SignatureValue/><ds:KeyInfo>{self._key_info}</ds:KeyInfo>"
+            "</ds:Signature>",
+            _PARSER,
         )
+        signed.insert(at, signature)
+        signed_info = signature[0]
+        value = signature_value_of(self._key, etree.tostring(signed_info, method="c14n", exclusive=True), self._hash)
+        signature[1].text = base64.b64encode(value).decode("ascii")
+        return signed
+
+
+_EXC_C14N = CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0.value
+_ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+_SHA256 = DigestAlgorithm.SHA256.value
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 def verify_assertion(assertion: etree._Element, *, trusted_cert_pem: str | None = None) -> etree._Element:

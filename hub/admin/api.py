@@ -59,6 +59,8 @@ from hub.admin.models import (
     ReloadView,
     ReplayRequest,
     ReplayResult,
+    ReplySummary,
+    ReplyView,
     RequeueRequest,
     RequeueResult,
     ResolveRequest,
@@ -80,10 +82,12 @@ from hub.admin.models import (
 from hub.admin.reviews import compare, message_traits
 from hub.environments import HubEnvironment
 from hub.errors import IdentityHold, MessageError, StoreError
+from hub.replies import PeerReply
 from hub.runtime import ReplayTargetError
 from hub.stats import summarise
 from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
 from hub.store import (
+    Attempt,
     ContentQuery,
     Delivery,
     IdentityStore,
@@ -505,6 +509,7 @@ async def _trace(call: Call) -> Trace:
                 "number": a.number, "started_at": a.started_at, "finished_at": a.finished_at,
                 "duration_ms": round((a.finished_at - a.started_at).total_seconds() * 1000, 3),
                 "outcome": a.outcome, "error": a.error, "acknowledgement": _ack(a.outcome, a.error),
+                "reply": _reply_summary(a.reply),
             }
             for a in await store.attempts(d.id)
         ]  # fmt: skip
@@ -539,6 +544,26 @@ async def _trace(call: Call) -> Trace:
         related=[_summary(r, related_deliveries[r.message.id]) for r in related_recs],
         reviews=await _review_views(store, reviews),
     )
+
+
+def _reply_summary(r: PeerReply | None) -> ReplySummary | None:
+    """An attempt's reply without its bytes: the trace is open to viewers, the bytes only to payload readers."""
+    if r is None:
+        return None
+    return ReplySummary(
+        kind=r.kind, summary=r.summary, content_type=r.content_type, size=r.size, truncated=r.truncated,
+        received_at=r.received_at,
+    )  # fmt: skip
+
+
+def _reply_view(a: Attempt) -> ReplyView:
+    """An attempt's reply with its bytes decoded (the `sent` operation: operators, audited)."""
+    r = a.reply
+    assert r is not None
+    encoding, text = _decode(r.content_type, r.body)
+    summary = _reply_summary(r)
+    assert summary is not None
+    return ReplyView(**summary.model_dump(), number=a.number, outcome=a.outcome, encoding=encoding, text=text)
 
 
 async def _waiting(
@@ -607,7 +632,8 @@ async def _sent(call: Call) -> SentView:
     """What the delivery sent: the stored output of its route's steps, resent as is by its retries."""
     rec = await _get_record(call)
     d = await _delivery_of(call, rec)
-    s = (await _store(call).sent_payloads([d.id])).get(d.id)
+    store = _store(call)
+    s = (await store.sent_payloads([d.id])).get(d.id)
     worker = call.hub.workers.get((d.route, d.destination))
     if s is None and worker is not None and not worker.pipeline and d.attempts:
         # a route without steps sends the inbound message as it is: nothing of its own is kept
@@ -615,9 +641,10 @@ async def _sent(call: Call) -> SentView:
         s = SentPayload(d.id, m.id, m.parent_id, m.content_type, None, m.metadata, m.received_at, size=len(m.body))
     if s is None:
         raise ApiError(404, f"delivery {d.id} has sent nothing yet")
+    replies = [a for a in await store.attempts(d.id) if a.reply is not None]
     await _audit(
         call, "view_sent", message_id=rec.message.id, target=f"{d.route}->{d.destination}",
-        detail={"delivery_id": d.id, "size": s.size, "content_type": s.content_type},
+        detail={"delivery_id": d.id, "size": s.size, "content_type": s.content_type, "replies": len(replies)},
     )  # fmt: skip
     out = s.message(rec.message)
     encoding, text = _decode(out.content_type, out.body)
@@ -627,6 +654,7 @@ async def _sent(call: Call) -> SentView:
         content_type=out.content_type, size=len(out.body), encoding=encoding, text=text,
         changed=out.body != rec.message.body or out.content_type != rec.message.content_type,
         metadata_added={k: v for k, v in out.metadata.items() if before.get(k) != v}, computed_at=s.computed_at,
+        replies=[_reply_view(a) for a in replies],
     )  # fmt: skip
 
 
@@ -957,12 +985,14 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", "/api/messages/{message_id}/deliveries/{delivery_id}/sent", _sent,
-        "What the delivery sent: its route steps' output, stored by its first attempt and resent by its retries.",
+        "What the delivery sent, and what the destination answered to each attempt.",
         "messages", role="operator", response=SentView, audited="view_sent",
         path_params=(*_MSG_ID, ("delivery_id", "integer", "Delivery id.")),
-        description="The bytes, content type and metadata sent to the destination (recorded in the audit trail "
-        "like a payload view). 404 until a first attempt computed it. A requeue computes it again with today's "
-        "steps; so does an attempt after the patient's identity record changed.",
+        description="The bytes, content type and metadata sent to the destination (its route steps' output, "
+        "stored by its first attempt and resent by its retries), beside the peer's reply to every attempt it "
+        "answered (an ACK, an HTTP body, SMTP reply lines; cut to the route's reply_max_bytes); recorded in the "
+        "audit trail like a payload view. 404 until a first attempt computed it. A requeue computes it again with "
+        "today's steps; so does an attempt after the patient's identity record changed.",
     ),
     Operation(
         "POST", "/api/messages/{message_id}/replay", _replay, "Run a stored message again, optionally corrected.",

@@ -40,6 +40,8 @@ __all__ = [
     "QueueView",
     "ReplayRequest",
     "ReplayResult",
+    "ReplySummary",
+    "ReplyView",
     "RequeueRequest",
     "RequeueResult",
     "ResolveRequest",
@@ -221,6 +223,17 @@ class SearchPage(_Out):
     next_before: str | None = Field(description="Pass as `before` for the next (older) page; null at the end.")
 
 
+class ReplySummary(_Out):
+    """What the destination's peer answered to one attempt, without its bytes (the `sent` operation shows them)."""
+
+    kind: str = Field(description="How it came: hl7v2-ack, http, smtp, local (the hub's own destination).")
+    summary: str = Field(description="The verdict read from it: MSA-1, the HTTP status, the SMTP codes.")
+    content_type: str
+    size: int = Field(description="Bytes the peer sent.")
+    truncated: bool = Field(description="Only the first reply_max_bytes (the route's setting) were kept.")
+    received_at: datetime
+
+
 class AttemptView(_Out):
     number: int
     started_at: datetime
@@ -229,6 +242,18 @@ class AttemptView(_Out):
     outcome: str = Field(description="accept, retry, reject, or hold (identity).")
     error: str
     acknowledgement: str = Field(description="What the peer answered, as far as the adapter reported it.")
+    reply: ReplySummary | None = Field(
+        None, description="The peer's reply to this attempt (none: it did not answer, e.g. a time-out)."
+    )
+
+
+class ReplyView(ReplySummary):
+    """One attempt's reply with its bytes, decoded."""
+
+    number: int = Field(description="The attempt it answered.")
+    outcome: str
+    encoding: str = Field(description="As in Payload: the character set `text` was read with, or base64.")
+    text: str = Field(description="The reply's bytes as kept, decoded.")
 
 
 class SentSummary(_Out):
@@ -328,6 +353,11 @@ class SentView(_Out):
     computed_at: datetime = Field(
         description="When the route's steps produced it (the first attempt, or the first after the patient's "
         "identity record changed, or after a requeue)."
+    )
+    replies: list[ReplyView] = Field(
+        default_factory=list,
+        description="What the destination's peer answered, attempt by attempt (those it answered), beside what was "
+        "sent: the ACK, the HTTP body (an OperationOutcome, a SOAP RegistryResponse), the SMTP reply lines.",
     )
 
 

@@ -395,10 +395,18 @@ function delivery(messageId, d) {
   const showSent = async () => {
     try {
       const sent = await api.get(`/api/messages/${encodeURIComponent(messageId)}/deliveries/${d.id}/sent`);
+      // What was sent beside what the peer answered to each attempt (the ACK, the HTTP body, the SMTP lines).
+      const replies = sent.replies.length ? sent.replies.map((r) => h("div", { class: "reply", dataset: { attempt: r.number } },
+        h("h4", {}, `Attempt ${r.number}: `, status(r.outcome), ` ${r.kind} ${r.summary}`),
+        h("p", { class: "muted" }, `${r.content_type || "no content type"}, ${r.size} bytes${r.truncated ? " (cut: only the first part was kept)" : ""}, at ${time(r.received_at)}`),
+        r.text ? renderPayload(r) : null))
+        : h("p", { class: "muted" }, "The peer has not answered any attempt.");
       output.replaceChildren(
         h("p", { class: "muted" }, `Sent: ${sent.content_type}, ${sent.size} bytes${sent.changed ? "" : " (the inbound body, unchanged)"}, made by the steps at ${time(sent.computed_at)} and resent as is by every retry (recorded in the audit trail).`),
         Object.keys(sent.metadata_added).length ? kv(sent.metadata_added) : null,
-        renderPayload(sent));
+        h("div", { class: "side-by-side" },
+          h("div", { class: "sent-body" }, h("h4", {}, "Sent"), renderPayload(sent)),
+          h("div", { class: "replies" }, h("h4", {}, "Replies"), replies)));
     } catch (err) { fail(err); }
   };
   return h("div", { class: "delivery", dataset: { destination: d.destination } },
@@ -411,10 +419,11 @@ function delivery(messageId, d) {
       { title: "Took", cell: (a) => `${a.duration_ms.toFixed(1)} ms` },
       { title: "Outcome", cell: (a) => status(a.outcome) },
       { title: "Acknowledgement", cell: (a) => a.acknowledgement },
+      { title: "Reply", cell: (a) => a.reply ? `${a.reply.kind} ${a.reply.summary} (${a.reply.size} bytes${a.reply.truncated ? ", cut" : ""})` : "—" },
     ], d.attempts_log, { empty: "Not attempted yet." }),
     Object.keys(d.output_metadata).length ? [h("p", { class: "muted" }, "What the steps added:"), kv(d.output_metadata)] : null,
     can("operator") ? h("div", { class: "actions" },
-      d.sent ? h("button", { type: "button", class: "secondary", dataset: { sent: d.id }, onclick: showSent }, "Show what was sent") : null,
+      d.sent || d.attempts_log.some((a) => a.reply) ? h("button", { type: "button", class: "secondary", dataset: { sent: d.id }, onclick: showSent }, "Show what was sent and the replies") : null,
       h("button", { type: "button", class: "secondary", dataset: { output: d.id }, onclick: showOutput }, "Show what the steps make of it")) : null,
     output);
 }

@@ -13,6 +13,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from hub.errors import StoreError
 from hub.message import Message
+from hub.replies import PeerReply
 from hub.statuses import BLOCKING_STATUSES, HELD_STATUSES, DeliveryStatus
 
 __all__ = [
@@ -250,12 +251,16 @@ class Claimed:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Attempt:
+    """One recorded attempt of a delivery, with what the destination's peer answered to it."""
+
     delivery_id: int
     number: int
     started_at: datetime
     finished_at: datetime
     outcome: str
     error: str
+    reply: PeerReply | None = None
+    """The peer's reply (None: it gave none, e.g. a time-out, or the attempt never reached it)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -529,6 +534,7 @@ class OutcomeRecord(NamedTuple):
     output_metadata: Mapping[str, str] | None
     count_attempt: bool
     sent: SentPayload | None = None
+    reply: PeerReply | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import asyncpg
 
 from hub.errors import StoreError
 from hub.message import Message, utcnow
+from hub.replies import PeerReply
 from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
 from hub.store.base import (
     AUDIT_GENESIS,
@@ -60,6 +61,7 @@ from hub.store.claim_points import ClaimPoints
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.pg_maintenance import Vacuumed, vacuum_hot_tables
 from hub.store.rows import (
+    ATTEMPT_SELECT,
     AUDIT_SELECT,
     DELIVERY_COLUMNS,
     DELIVERY_SELECT,
@@ -69,6 +71,7 @@ from hub.store.rows import (
     REVIEW_SELECT,
     SENT_COLUMNS,
     RowMapper,
+    reply_values,
     select_list,
 )
 
@@ -306,6 +309,13 @@ MIGRATIONS: list[str] = [
         " autovacuum_analyze_threshold = 10000, autovacuum_analyze_scale_factor = 0.05);"
         for t in ("hub_deliveries", "hub_messages", "hub_sent")
     ),
+    # 12: what the destination's peer answered to each attempt (hub/replies.py), its bytes cut to a bound;
+    # reply_kind NULL: no reply. Columns of the attempt it answers: written by the same INSERT.
+    """
+    ALTER TABLE hub_attempts ADD COLUMN reply_kind text, ADD COLUMN reply_summary text,
+        ADD COLUMN reply_content_type text, ADD COLUMN reply bytea, ADD COLUMN reply_size integer,
+        ADD COLUMN reply_at timestamptz;
+    """,
 ]
 
 _BLOCKING_SQL = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
@@ -344,13 +354,17 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
 WHERE d.id = u.id AND d.status = 'in_flight' AND d.lease_owner = u.owner
 RETURNING d.id, d.message_id, d.attempts, d.route, d.destination, d.status, d.next_attempt_at
 """
-_INSERT_ATTEMPTS = """
-INSERT INTO hub_attempts (delivery_id, number, started_at, finished_at, outcome, error)
-SELECT u.id, u.number, u.started_at, now(), u.outcome, u.error
-FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
-    AS u(id, number, started_at, outcome, error)
+_INSERT_ATTEMPTS = f"""
+INSERT INTO hub_attempts ({ATTEMPT_SELECT})
+SELECT u.id, u.number, u.started_at, now(), u.outcome, u.error, u.rk, u.rs, u.rc, u.rb, u.rn, u.ra
+FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::bytea[], $10::int[], $11::timestamptz[])
+    AS u(id, number, started_at, outcome, error, rk, rs, rc, rb, rn, ra)
 ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,
-    finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error
+    finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error,
+    reply_kind = EXCLUDED.reply_kind, reply_summary = EXCLUDED.reply_summary,
+    reply_content_type = EXCLUDED.reply_content_type, reply = EXCLUDED.reply, reply_size = EXCLUDED.reply_size,
+    reply_at = EXCLUDED.reply_at
 """
 
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
@@ -809,11 +823,12 @@ class PostgresStore:
         output_metadata: Mapping[str, str] | None = None,
         count_attempt: bool = True,
         sent: SentPayload | None = None,
+        reply: PeerReply | None = None,
     ) -> bool:
         assert self._finisher is not None
         return await self._finisher.submit(
             OutcomeRecord(delivery_id, owner, status, next_attempt_at, _text(error), outcome, started_at,
-                          _text(review), output_metadata, count_attempt, sent)
+                          _text(review), output_metadata, count_attempt, sent, reply)
         )  # fmt: skip
 
     async def _finish_batch(self, batch: list[OutcomeRecord]) -> list[bool]:
@@ -843,9 +858,11 @@ class PostgresStore:
                 ])  # fmt: skip
             # not counted: the destination was not reached, no attempt to record (the message stays pending)
             done = [f for f in batch if f.delivery_id in kept and f.count_attempt]
+            replies = [[_text(v) for v in reply_values(f.reply)] for f in done]
             await conn.execute(
                 _INSERT_ATTEMPTS, [f.delivery_id for f in done], [kept[f.delivery_id]["attempts"] for f in done],
                 [f.started_at for f in done], [f.outcome for f in done], [f.error for f in done],
+                *([r[i] for r in replies] for i in range(6)),
             )  # fmt: skip
             # back in the queue: retries, and each settled delivery's next of its key
             ready = [(r["route"], r["destination"], r["next_attempt_at"], r["id"]) for r in rows
@@ -1347,11 +1364,9 @@ class PostgresStore:
     async def attempts(self, delivery_id: int) -> list[Attempt]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT delivery_id, number, started_at, finished_at, outcome, error"
-                " FROM hub_attempts WHERE delivery_id = $1 ORDER BY number",
-                delivery_id,
+                f"SELECT {ATTEMPT_SELECT} FROM hub_attempts WHERE delivery_id = $1 ORDER BY number", delivery_id
             )
-        return [Attempt(*r) for r in rows]
+        return [_ROWS.attempt(r) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
         if self._listener is None or self._listener.is_closed():

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from hub.message import Message
+from hub.replies import PeerReply
 from hub.store.base import (
     Attempt,
     AuditEvent,
@@ -110,8 +111,12 @@ class DeliveryStore(Protocol):
         output_metadata: Mapping[str, str] | None = None,
         count_attempt: bool = True,
         sent: SentPayload | None = None,
+        reply: PeerReply | None = None,
     ) -> bool:
         """Record an attempt's outcome; False when the lease was lost meanwhile (nothing written).
+
+        `reply` (what the destination's peer answered, already cut to its bound) is stored with the
+        attempt; :meth:`SearchStore.attempts` gives it back.
 
         `sent` (the steps' output this attempt computed) is stored with the outcome, replacing an
         earlier one; later claims of the delivery carry it (:attr:`Claimed.sent`).
@@ -183,7 +188,8 @@ class SearchStore(Protocol):
     ) -> list[Delivery]:
         """Deliveries by status and destination, oldest first, paged by `after_id` (a delivery id)."""
 
-    async def attempts(self, delivery_id: int) -> list[Attempt]: ...
+    async def attempts(self, delivery_id: int) -> list[Attempt]:
+        """The delivery's recorded attempts in order, each with the peer's reply when it gave one."""
 
 
 @runtime_checkable

@@ -17,9 +17,21 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from hub.message import Message
-from hub.store.base import AuditRecord, Delivery, IdentityRecord, MessageRecord, Review, SentPayload, load_metadata
+from hub.replies import PeerReply
+from hub.store.base import (
+    Attempt,
+    AuditRecord,
+    Delivery,
+    IdentityRecord,
+    MessageRecord,
+    Review,
+    SentPayload,
+    load_metadata,
+)
 
 __all__ = [
+    "ATTEMPT_COLUMNS",
+    "ATTEMPT_SELECT",
     "AUDIT_COLUMNS",
     "AUDIT_SELECT",
     "DELIVERY_COLUMNS",
@@ -33,6 +45,7 @@ __all__ = [
     "SENT_COLUMNS",
     "Row",
     "RowMapper",
+    "reply_values",
     "select_list",
 ]
 
@@ -46,6 +59,12 @@ DELIVERY_COLUMNS = (
 )  # fmt: skip
 SENT_COLUMNS = (
     "delivery_id", "sent_id", "parent_id", "content_type", "body", "metadata", "basis", "computed_at", "size",
+)  # fmt: skip
+#: An attempt and the peer's reply to it (reply_kind NULL: no reply); the reply was cut when
+#: reply_size exceeds the stored bytes (PeerReply.truncated), so no flag of its own is kept.
+ATTEMPT_COLUMNS = (
+    "delivery_id", "number", "started_at", "finished_at", "outcome", "error", "reply_kind", "reply_summary",
+    "reply_content_type", "reply", "reply_size", "reply_at",
 )  # fmt: skip
 IDENTITY_COLUMNS = (
     "patient_key", "authority", "local_id", "status", "ins", "ins_oid", "attributes", "traits", "merged_into",
@@ -70,6 +89,14 @@ DELIVERY_SELECT = select_list(DELIVERY_COLUMNS)
 IDENTITY_SELECT = select_list(IDENTITY_COLUMNS)
 REVIEW_SELECT = select_list(REVIEW_COLUMNS)
 AUDIT_SELECT = select_list(AUDIT_COLUMNS)
+ATTEMPT_SELECT = select_list(ATTEMPT_COLUMNS)
+
+
+def reply_values(reply: PeerReply | None) -> tuple[Any, ...]:
+    """The reply columns of :data:`ATTEMPT_COLUMNS` (from ``reply_kind`` on) for `reply`, timestamp left aware."""
+    if reply is None:
+        return (None, None, None, None, None, None)
+    return (reply.kind, reply.summary, reply.content_type, reply.body, reply.size, reply.received_at)
 
 
 class Row(Protocol):
@@ -118,6 +145,17 @@ class RowMapper:
             body=None if row[4] is None else bytes(row[4]), metadata=load_metadata(row[5]), basis=row[6],
             computed_at=self.timestamp(row[7]), size=row[8],
         )  # fmt: skip
+
+    def attempt(self, row: Row) -> Attempt:
+        """A row of :data:`ATTEMPT_COLUMNS`."""
+        ts = self.timestamp
+        reply = None
+        if row[6] is not None:
+            reply = PeerReply(
+                kind=row[6], summary=row[7], content_type=row[8], body=bytes(row[9] or b""), size=row[10],
+                received_at=ts(row[11]),
+            )  # fmt: skip
+        return Attempt(row[0], row[1], ts(row[2]), ts(row[3]), row[4], row[5], reply)
 
     def identity(self, row: Row) -> IdentityRecord:
         """A row of :data:`IDENTITY_COLUMNS` (`attributes` stored comma-separated)."""

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from hub.errors import StoreError
 from hub.message import Message, utcnow
+from hub.replies import PeerReply
 from hub.statuses import DeliveryStatus, MessageStatus, ReviewState
 from hub.store.base import (
     AUDIT_GENESIS,
@@ -56,6 +57,7 @@ from hub.store.base import (
 )
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.rows import (
+    ATTEMPT_SELECT,
     AUDIT_SELECT,
     DELIVERY_SELECT,
     IDENTITY_SELECT,
@@ -64,6 +66,7 @@ from hub.store.rows import (
     REVIEW_SELECT,
     SENT_COLUMNS,
     RowMapper,
+    reply_values,
     select_list,
 )
 
@@ -265,6 +268,16 @@ MIGRATIONS: list[str] = [
         expires_at REAL NOT NULL,
         state TEXT NOT NULL DEFAULT ''
     );
+    """,
+    # 11: what the destination's peer answered to each attempt (hub/replies.py), its bytes cut to a bound;
+    # reply_kind NULL: no reply. Beside the attempt it answers: written in the same INSERT, no extra statement.
+    """
+    ALTER TABLE attempts ADD COLUMN reply_kind TEXT;
+    ALTER TABLE attempts ADD COLUMN reply_summary TEXT;
+    ALTER TABLE attempts ADD COLUMN reply_content_type TEXT;
+    ALTER TABLE attempts ADD COLUMN reply BLOB;
+    ALTER TABLE attempts ADD COLUMN reply_size INTEGER;
+    ALTER TABLE attempts ADD COLUMN reply_at REAL;
     """,
 ]
 
@@ -684,12 +697,13 @@ class SqliteStore:
         output_metadata: Mapping[str, str] | None = None,
         count_attempt: bool = True,
         sent: SentPayload | None = None,
+        reply: PeerReply | None = None,
     ) -> bool:
         assert self._finisher is not None
         return await self._finisher.submit(
             OutcomeRecord(
                 delivery_id, owner, status, next_attempt_at, error, outcome, started_at, review, output_metadata,
-                count_attempt, sent,
+                count_attempt, sent, reply,
             )
         )  # fmt: skip
 
@@ -732,11 +746,12 @@ class SqliteStore:
             )  # fmt: skip
         if not counted:  # the destination was not reached: no attempt to record
             return True  # (in flight → pending: the message stays pending)
+        reply = reply_values(record.reply)
         db.execute(
-            "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, finished_at, outcome, error)"
-            " VALUES (?,?,?,?,?,?)",
-            (delivery_id, attempts, _ts(started_at), now, outcome, error),
-        )
+            f"INSERT OR REPLACE INTO attempts ({ATTEMPT_SELECT}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (delivery_id, attempts, _ts(started_at), now, outcome, error, *reply[:5],
+             None if record.reply is None else _ts(record.reply.received_at)),
+        )  # fmt: skip
         if status not in BLOCKING_STATUSES:
             self._promote_next(db, delivery_id)
         keys = business_keys(output_metadata) if output_metadata else None
@@ -1221,13 +1236,9 @@ class SqliteStore:
         return [_ROWS.audit(r) for r in rows]
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
-        rows = await self._run(
-            self._fetchall,
-            "SELECT delivery_id, number, started_at, finished_at, outcome,"
-            " error FROM attempts WHERE delivery_id = ? ORDER BY number",
-            (delivery_id,),
-        )
-        return [Attempt(r[0], r[1], _dt(r[2]), _dt(r[3]), r[4], r[5]) for r in rows]
+        sql = f"SELECT {ATTEMPT_SELECT} FROM attempts WHERE delivery_id = ? ORDER BY number"
+        rows = await self._run(self._fetchall, sql, (delivery_id,))
+        return [_ROWS.attempt(r) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
         # One process owns an SQLite store; other writers (the CLI) are seen by polling.

@@ -266,17 +266,20 @@ class Patient:
 
 def clean(text: str) -> str:
     """``text`` without the characters XML 1.0 cannot carry."""
-    return _NOT_XML.sub("", text)
+    # Printable text (nearly all of it) has none: controls, surrogates and U+FFFE/U+FFFF are not printable.
+    return text if text.isprintable() else _NOT_XML.sub("", text)
 
 
 def sub(parent: etree._Element, name: str, text: str | None = None, **attrs: str | None) -> etree._Element:
     """Append an hl7 element; None attributes are left out, values are cleaned (never parsed)."""
+    # clean() inlined and set() per attribute: the document's ~270 elements make this the mapping's hottest
+    # call (an attribute dict given to SubElement measured slower than set()).
     el = etree.SubElement(parent, _H + name)
     for key, value in attrs.items():
         if value is not None:
-            el.set(key, clean(value))
+            el.set(key, value if value.isprintable() else _NOT_XML.sub("", value))
     if text is not None:
-        el.text = clean(text)
+        el.text = text if text.isprintable() else _NOT_XML.sub("", text)
     return el
 
 

@@ -937,9 +937,7 @@ def oru_to_crbio(
     produces=ContentType.CDA,
     needs=("documents",),
 )
-def v2_oru_to_cda_crbio(
-    message: Message, config: CrBioConfig | None = None, ctx: StepContext | None = None
-) -> Message:
+def v2_oru_to_cda_crbio(message: Message, config: CrBioConfig | None = None, ctx: StepContext | None = None) -> Message:
     """ORU^R01 lab results -> CDA R2 CR-BIO lab report (CI-SIS), with deterministic document ids.
 
     Metadata of the result: read_cda_header keys, document_action (create | replace),

@@ -106,6 +106,7 @@ __all__ = [
     "V2Document",
     "check_v2_documents",
     "document_obx",
+    "document_types",
     "is_results_oru",
     "read_distribution",
     "read_v2_document",
@@ -843,6 +844,28 @@ def _legal(txa: Segment | None) -> Practitioner | None:
 
 
 # ----------------------------------------------------------------------------------- listener check
+
+
+def document_types(er7: Er7Message) -> list[tuple[Coded, str]]:
+    """The type (ClinicalDocument/code, or OBX-3 / OBR-4 for a PDF) of each document of an ORU / MDM.
+
+    With where it was read, for a refusal to name it. An ORU of results (the CR-BIO input) gives none:
+    its type is the CR-BIO's. A message that cannot give a document raises MappingError.
+    """
+    if is_results_oru(er7):
+        return []
+    _, instances, _ = _instances(er7)
+    out: list[tuple[Coded, str]] = []
+    for inst in instances:
+        if inst.kind == "cda" and inst.doc is not None:
+            header = read_cda_header(inst.doc)
+            code = Coded(
+                header.get("type_code", ""), header.get("type_display_name", ""), header.get("type_code_system", "")
+            )
+            out.append((code, inst.obx.loc(5)))
+        else:
+            out.append((_document_code(inst.obx, next(iter(segments(er7, "OBR")), None)), inst.obx.loc(3)))
+    return out
 
 
 @register("check", "v2_documents")

@@ -16,8 +16,9 @@ DocumentReference        ``masterIdentifier`` the CDA id (the XDS uniqueId: ``ur
                          urn:ietf:rfc:3986, or ``<extension>`` under ``urn:oid:<root>``; use usual);
                          ``identifier`` the entryUUID (the same UUIDv5 the XDS route gives,
                          `mappings.xds.metadata.entry_uuid_for`); ``type`` ClinicalDocument/code;
-                         ``category`` the XDS classCode (TRE_A03) from the ``class_codes`` setting
-                         per type; ``date``/``creation`` effectiveTime; ``contained``: each
+                         ``category`` the XDS classCode (JDV_J57): the class ASS_X04 gives the
+                         type, else the ``class_codes`` setting (which must agree with ASS_X04);
+                         ``date``/``creation`` effectiveTime; ``contained``: each
                          author/assignedAuthor and the legalAuthenticator as a PractitionerRole
                          (with its Practitioner and representedOrganization) or a Device, and the
                          source patient; ``author`` / ``authenticator`` / ``context.sourcePatientInfo``
@@ -37,7 +38,9 @@ Patient                  from recordTarget: FR Core INS slice, QUAL, names (BR/C
 
 What the profiles require and the CDA lacks (author or legalAuthenticator id, custodian, title,
 serviceEvent start, facility and practice setting codes, a class code for the type) refuses the
-document with the element at fault, never a half-right Bundle.
+document with the element at fault, never a half-right Bundle; so does a code outside the DMP value
+set its PDSm element is bound to (type JDV_J66, category JDV_J57, facilityType JDV_J61,
+practiceSetting JDV_J04, designationType JDV_J59; :mod:`mappings.xds.dmp_value_sets`).
 
 Registered as step ``cda_to_mhd_bundle`` (``application/cda+xml`` → ``application/fhir+json``),
 settings `CdaToMhdConfig`. Deterministic: the same message gives the same bytes.
@@ -53,7 +56,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from lxml import etree
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hub.content_types import ContentType
 from hub.errors import MappingError
@@ -78,11 +81,12 @@ from mappings.fhir.validate import (
     INSEE_CODE_SYSTEM,
     INSEE_CODE_URL,
 )
+from mappings.xds.dmp_value_sets import class_setting_error, is_member, lot_class, require_member
 from mappings.xds.metadata import XdsCode, entry_uuid_for
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_FHIR_SYSTEM, visibility_codes
 from mappings.xml import parse_xml
 
-__all__ = [ "CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
+__all__ = ["CdaToMhdConfig", "cda_to_mhd", "cda_to_mhd_bundle"]
 
 _H = "{urn:hl7-org:v3}"
 _MHD = "https://profiles.ihe.net/ITI/MHD"
@@ -108,14 +112,26 @@ class CdaToMhdConfig(ComponentConfig):
     )
     class_codes: dict[str, XdsCode] = Field(
         default_factory=dict,
-        description="DocumentReference.category per ClinicalDocument/code@code (XDS classCode, TRE_A03; "
-        "ASS_X04 correspondence). A document whose type is not listed is refused.",
+        description="DocumentReference.category per ClinicalDocument/code@code (XDS classCode, JDV_J57). "
+        "Unlisted: the class ASS_X04 gives the type; listed, it must be that class (required for a type "
+        "ASS_X04 has no row for).",
     )
     timezone: str = Field("Europe/Paris", description="Time zone of CDA timestamps written without an offset.")
     fr_core: Literal["2.1", "2.2"] = Field(
         "2.2", description="FR Core version of the receiver (identityStatus QUAL, or 2.1 VALI)."
     )
     binary_content_type: str = Field("text/xml", description="Content type of the CDA in the Binary and attachment.")
+
+    @model_validator(mode="after")
+    def _codes_in_dmp_value_sets(self) -> CdaToMhdConfig:
+        """A configured code outside its PDSm (DMP) value set would make every Bundle refused: say it now."""
+        ct = self.content_type_code
+        if not is_member("contentTypeCode", ct.code, ct.coding_scheme):
+            raise ValueError(f"content_type_code: {ct.code} ({ct.coding_scheme}) is not in JDV_J59")
+        for type_code, cls in self.class_codes.items():
+            if error := class_setting_error(type_code, cls.code, cls.coding_scheme):
+                raise ValueError(f"class_codes.{type_code}: {error}")
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -396,12 +412,12 @@ def _document_codes(header: dict[str, str], cfg: CdaToMhdConfig) -> tuple[str, X
         raise MappingError("ClinicalDocument without id", location="/ClinicalDocument/id")
     if not header.get("type_code"):
         raise MappingError("ClinicalDocument without code", location="/ClinicalDocument/code")
-    class_code = cfg.class_codes.get(header["type_code"])
-    if class_code is None:
-        raise MappingError(
-            f"no classCode configured for document type {header['type_code'][:64]}", location="/ClinicalDocument/code"
-        )
-    return unique_id, class_code
+    type_code, type_system = header["type_code"], header.get("type_code_system", "")
+    require_member("typeCode", type_code, type_system, "/ClinicalDocument/code")
+    cls = cfg.class_codes.get(type_code)
+    setting = None if cls is None else (cls.code, cls.coding_scheme, cls.display_name)
+    code, scheme, display = lot_class(type_code, type_system, setting, "/ClinicalDocument/code")
+    return unique_id, XdsCode(code=code, coding_scheme=scheme, display_name=display)
 
 
 def _full_urls(unique_id: str, correlation: str, patient_id: dict[str, Any]) -> dict[str, str]:
@@ -523,6 +539,18 @@ def _document_context(header: dict[str, str], cfg: CdaToMhdConfig) -> dict[str, 
             "standardIndustryClassCode is required",
             location="/ClinicalDocument/documentationOf/serviceEvent/performer",
         )
+    require_member(
+        "healthcareFacilityTypeCode",
+        header["facility_code"],
+        header.get("facility_code_system", ""),
+        "/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+    )
+    require_member(
+        "practiceSettingCode",
+        header["practice_setting_code"],
+        header.get("practice_setting_code_system", ""),
+        "/ClinicalDocument/documentationOf/serviceEvent/performer",
+    )
     return {
         "period": period,
         "facilityType": {"coding": [_coding(header["facility_code"], header.get("facility_code_system"))]},
@@ -579,6 +607,9 @@ def _document_reference(
 def _designation_type(cfg: CdaToMhdConfig, metadata: Mapping[str, str]) -> dict[str, Any]:
     """The XDS contentTypeCode: the message's ``xds_content_type_code`` if any, else the configured one."""
     if metadata.get("xds_content_type_code"):
+        require_member(
+            "contentTypeCode", metadata["xds_content_type_code"], cfg.content_type_code.coding_scheme, "PV1-2"
+        )
         return _coding(
             metadata["xds_content_type_code"],
             cfg.content_type_code.coding_scheme,

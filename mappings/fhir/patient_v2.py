@@ -280,8 +280,9 @@ def patient_to_adt(message: Message, config: PatientToV2Config | None = None) ->
     return body, meta
 
 
-@register("step", "fhir_patient_to_v2_adt", config=PatientToV2Config,
-          consumes=(ContentType.FHIR,), produces=ContentType.HL7V2)
+@register(
+    "step", "fhir_patient_to_v2_adt", config=PatientToV2Config, consumes=(ContentType.FHIR,), produces=ContentType.HL7V2
+)
 def fhir_patient_to_v2_adt(message: Message, config: PatientToV2Config | None = None) -> Message:
     """FHIR FR Core Patient → IHE PAM France ADT^A28 / ADT^A31 for legacy subscribers."""
     body, meta = patient_to_adt(message, config)

@@ -159,8 +159,9 @@ def adt_to_bundle(body: bytes, config: V2ToFhirConfig | None = None) -> tuple[di
     return transaction_bundle(msg, cfg, entries, patient)
 
 
-@register("step", "v2_adt_to_fhir_patient", config=V2ToFhirConfig,
-          consumes=(ContentType.HL7V2,), produces=ContentType.FHIR)
+@register(
+    "step", "v2_adt_to_fhir_patient", config=V2ToFhirConfig, consumes=(ContentType.HL7V2,), produces=ContentType.FHIR
+)
 def v2_adt_to_fhir_patient(message: Message, config: V2ToFhirConfig | None = None) -> Message:
     """PAM FR ADT (A28/A31/A01/A04...) → FHIR transaction Bundle: FR Core Patient (+ Encounter from PV1/ZBE)."""
     bundle, meta = adt_to_bundle(message.body, config)

@@ -400,8 +400,9 @@ def oru_to_bundle(body: bytes, config: V2ToFhirConfig | None = None) -> tuple[di
     return transaction_bundle(msg, cfg, bundle.entries, patient)
 
 
-@register("step", "v2_oru_to_fhir_report", config=V2ToFhirConfig,
-          consumes=(ContentType.HL7V2,), produces=ContentType.FHIR)
+@register(
+    "step", "v2_oru_to_fhir_report", config=V2ToFhirConfig, consumes=(ContentType.HL7V2,), produces=ContentType.FHIR
+)
 def v2_oru_to_fhir_report(message: Message, config: V2ToFhirConfig | None = None) -> Message:
     """ORU^R01 → FHIR transaction Bundle: DiagnosticReport + Observations (LOINC, UCUM) + Specimen."""
     bundle, meta = oru_to_bundle(message.body, config)

@@ -68,6 +68,8 @@ def _op_value(rule: MapRule, op: str) -> str | None:
         "add_segment": rule.add_segment, "remove_segment": rule.remove_segment,
     }  # fmt: skip
     return values[op]
+
+
 Current = tuple[str, int] | None
 
 

@@ -40,7 +40,7 @@ from mappings.ins.stamp_fhir import stamp_fhir
 from mappings.ins.stamp_v2 import stamp_hl7v2
 from mappings.xml import parse_xml
 
-__all__ = [ "MessageTraits", "ins_stamp", "read_message_traits"]
+__all__ = ["MessageTraits", "ins_stamp", "read_message_traits"]
 
 _V3 = "{urn:hl7-org:v3}"
 

@@ -63,7 +63,7 @@ from mappings.ins import StampIdentity, stamp_hl7v2
 from mappings.xml import parse_xml
 from mappings.xml.text import collapsed_text
 
-__all__ = [ "MdmConfig", "cda_to_mdm", "cda_to_v2_mdm_t02"]
+__all__ = ["MdmConfig", "cda_to_mdm", "cda_to_v2_mdm_t02"]
 
 _H = "{urn:hl7-org:v3}"
 _LOINC = "2.16.840.1.113883.6.1"

@@ -48,7 +48,7 @@ NS = {"rim": RIM, "lcm": LCM, "rs": RS, "query": QUERY, "xdsb": XDSB, "xop": XOP
 
 
 class RimWriter:
-    """lxml builders shared by every ebRIM document the hub writes (ITI-41 and XDM METADATA.XML)."""
+    """lxml builders of the XDM METADATA.XML ebRIM (the ITI-41 request is written as text: mappings.xds.metadata)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -60,28 +60,34 @@ class RimWriter:
 
     @staticmethod
     def slot(parent: etree._Element, name: str, values: Sequence[str]) -> None:
-        slot = etree.SubElement(parent, q("rim", "Slot"), name=name)
-        vl = etree.SubElement(slot, q("rim", "ValueList"))
+        vl = etree.SubElement(etree.SubElement(parent, _SLOT, name=name), _VALUE_LIST)
         for v in values:
-            etree.SubElement(vl, q("rim", "Value")).text = v
+            etree.SubElement(vl, _VALUE).text = v
 
     @staticmethod
     def localized(parent: etree._Element, tag: str, value: str) -> None:
-        holder = etree.SubElement(parent, q("rim", tag))
-        ls = etree.SubElement(holder, q("rim", "LocalizedString"), charset="UTF-8", value=value)
-        ls.set("{http://www.w3.org/XML/1998/namespace}lang", "fr-FR")
+        holder = etree.SubElement(parent, _RIM + tag)
+        ls = etree.SubElement(holder, _LOCALIZED_STRING, charset="UTF-8", value=value)
+        ls.set(_XML_LANG, "fr-FR")
 
     def identifier(self, parent: etree._Element, scheme: str, value: str, name: str) -> None:
         """An ExternalIdentifier (uniqueId, patientId, sourceId) of `parent`."""
         e = etree.SubElement(
             parent,
-            q("rim", "ExternalIdentifier"),
+            _EXTERNAL_IDENTIFIER,
             id=self.next_id("ei"),
             identificationScheme=scheme,
             registryObject=parent.get("id", ""),
             value=value,
         )
         self.localized(e, "Name", name)
+
+
+# Tags in Clark notation, made once.
+_RIM = f"{{{RIM}}}"
+_SLOT, _VALUE_LIST, _VALUE = _RIM + "Slot", _RIM + "ValueList", _RIM + "Value"
+_LOCALIZED_STRING, _EXTERNAL_IDENTIFIER = _RIM + "LocalizedString", _RIM + "ExternalIdentifier"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
 class DE:

@@ -19,8 +19,11 @@ uniqueId                        ClinicalDocument/id as ``root^extension``
 creationTime                    effectiveTime, in UTC
 serviceStart/StopTime           documentationOf/serviceEvent/effectiveTime low/high, in UTC
 typeCode                        ClinicalDocument/code
-classCode / formatCode          configuration, per typeCode (ASS_X04 / ASS_X11 correspondence);
-                                a level-1 CDA gets the XDS-SD format of its body's media type
+classCode                       ASS_X04-CorrespondanceType-Classe-CISIS for the typeCode (shipped
+                                data, :mod:`mappings.xds.dmp_value_sets`); a configured class must
+                                agree with it, and is required for a typeCode the table has no row for
+formatCode                      configuration, per typeCode (ASS_A11 correspondence); a level-1 CDA
+                                gets the XDS-SD format of its body's media type
 healthcareFacilityTypeCode      configuration when set, else encompassingEncounter/…/healthCareFacility/code
 practiceSettingCode             configuration when set, else serviceEvent/performer/…/standardIndustryClassCode
 confidentialityCode             CDA confidentialityCode, then the DMP visibility codes (TRE_A07)
@@ -28,6 +31,13 @@ hash / size                     SHA-1 (hex) and length of the document bytes
 languageCode / title            languageCode / title
 contentTypeCode (lot)           configuration, or message metadata ``xds_content_type_code``
 ==============================  =================================================================
+
+Every coded value is checked against its DMP value set before the lot is built (typeCode JDV_J66,
+classCode JDV_J57, formatCode JDV_J60, healthcareFacilityTypeCode JDV_J61, practiceSettingCode
+JDV_J04, contentTypeCode JDV_J59; by code and code system; confidentialityCode is JDV_J58 by
+construction): configured values when the configuration is loaded, values read from the CDA or
+the message when the document is mapped (:class:`hub.errors.MappingError` naming the field), so
+that the hub never sends a lot the DMP would refuse for its codes.
 
 Identifiers the hub chooses (decisions, DOMAIN.md is silent):
 
@@ -56,18 +66,27 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
+from xml.sax.saxutils import escape
 
 from lxml import etree
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hub.errors import MappingError, MessageError
 from hub.identity import Environment, InsPolicy
 from hub.registry import ComponentConfig
 from mappings.cda import read_cda_header
 from mappings.xds import hl7
-from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, RimWriter, q
+from mappings.xds.dmp_value_sets import (
+    CodedField,
+    class_setting_error,
+    is_member,
+    lot_class,
+    require_member,
+    value_set_name,
+)
+from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, q
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
 from mappings.xml import parse_xml
 from mappings.xml.text import collapsed_text
@@ -141,8 +160,10 @@ class XdsCode(ComponentConfig):
 class DocumentTypeMapping(ComponentConfig):
     """What the CDA does not say for one document type (typeCode): its class and format."""
 
-    class_code: XdsCode = Field(
-        description="classCode for this type (ASS_X04-CorrespondanceType-Classe; JDV_J57-ClassCode-DMP)."
+    class_code: XdsCode | None = Field(
+        None,
+        description="classCode for this type (JDV_J57-ClassCode-DMP). Unset: the class ASS_X04-CorrespondanceType-"
+        "Classe-CISIS gives the type; set, it must be that class (required for a type the table has no row for).",
     )
     format_code: XdsCode | None = Field(
         None,
@@ -231,6 +252,29 @@ class XdsMetadataConfig(ComponentConfig):
     submission_set_title: str | None = Field(None, description="Optional SubmissionSet title (Name).")
 
     _oid = field_validator("source_id")(_check_oid)
+
+    @model_validator(mode="after")
+    def _codes_in_dmp_value_sets(self) -> XdsMetadataConfig:
+        """A configured code outside its DMP value set would make every lot of this route refused: say it now."""
+        configured: list[tuple[str, CodedField, XdsCode | None]] = [
+            ("content_type_code", "contentTypeCode", self.content_type_code),
+            ("healthcare_facility_type_code", "healthcareFacilityTypeCode", self.healthcare_facility_type_code),
+            ("practice_setting_code", "practiceSettingCode", self.practice_setting_code),
+        ]
+        for where, field, code in configured:
+            if code is not None and not is_member(field, code.code, code.coding_scheme):
+                raise ValueError(f"{where}: {code.code} ({code.coding_scheme}) is not in {value_set_name(field)}")
+        for type_code, mapping in self.document_types.items():
+            fmt = mapping.format_code
+            if fmt is not None and not is_member("formatCode", fmt.code, fmt.coding_scheme):
+                raise ValueError(
+                    f"document_types.{type_code}.format_code: {fmt.code} ({fmt.coding_scheme}) is not in "
+                    f"{value_set_name('formatCode')}"
+                )
+            cls = mapping.class_code
+            if cls is not None and (error := class_setting_error(type_code, cls.code, cls.coding_scheme)):
+                raise ValueError(f"document_types.{type_code}.class_code: {error}")
+        return self
 
 
 # --------------------------------------------------------------------------- results
@@ -498,19 +542,28 @@ def build_submission(
     type_code = _coded(_first(doc, "h:code"))
     if type_code is None or not type_code.scheme:
         raise MappingError("ClinicalDocument/code is required (XDS typeCode)", location="/ClinicalDocument/code")
-    mapping = config.document_types.get(type_code.code)
-    if mapping is None:
-        raise MappingError(
-            f"no classCode mapping configured for document type {type_code.code[:64]}",
-            location="/ClinicalDocument/code",
-        )
+    _in_value_set("typeCode", type_code, "/ClinicalDocument/code")
+    mapping = config.document_types.get(type_code.code) or DocumentTypeMapping()
+    class_code = _class_code(type_code, mapping)
     title = header.get("title") or header.get("type_display_name") or ""
     if not title:
         raise MappingError("ClinicalDocument/title is required (XDS title)", location="/ClinicalDocument/title")
 
     # -- codes
     format_code = _format_code(doc, mapping, type_code.code)
+    _in_value_set("formatCode", format_code, "/ClinicalDocument/component")
     facility, setting = _facility_and_setting(doc, config)
+    _in_value_set(
+        "healthcareFacilityTypeCode",
+        facility,
+        "/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+    )
+    _in_value_set(
+        "practiceSettingCode",
+        setting,
+        "/ClinicalDocument/documentationOf/serviceEvent/performer/assignedEntity/representedOrganization/"
+        "standardIndustryClassCode",
+    )
     confidentiality = _confidentiality(doc, config, meta)
 
     # -- people
@@ -562,7 +615,7 @@ def build_submission(
         hash=hashlib.sha1(document).hexdigest(),  # DocumentEntry.hash (ITI TF-3 §4.2.3.2): SHA-1, hex
         size=len(document),
         authors=authors,
-        class_code=_code_from(mapping.class_code) or type_code,
+        class_code=class_code,
         type_code=type_code,
         format_code=format_code,
         healthcare_facility_type_code=facility,
@@ -578,6 +631,7 @@ def build_submission(
     if meta.get("xds_content_type_code"):
         code = meta["xds_content_type_code"]
         content_type = Code(code, CONTENT_TYPE_SCHEME, meta.get("xds_content_type_display") or code)
+    _in_value_set("contentTypeCode", content_type, "PV1-2")
     lot = SubmissionSetMeta(
         entry_uuid=f"urn:uuid:{uuid.uuid5(_SUBMISSION_NS, submission_id)}",
         unique_id=submission_set_unique_id(submission_id),
@@ -638,6 +692,17 @@ def _is_person(xcn: str) -> bool:
     """An XCN of a person (name type D, national id), not a device (name type U / EI)."""
     parts = xcn.split("^")
     return len(parts) > 12 and parts[9] != "U" and parts[12] == "IDNPS"
+
+
+def _in_value_set(field: CodedField, code: Code, location: str) -> None:
+    require_member(field, code.code, code.scheme, location)
+
+
+def _class_code(type_code: Code, mapping: DocumentTypeMapping) -> Code:
+    """classCode: the class ASS_X04 gives the typeCode (S18 mapping), else the configured one (JDV_J57)."""
+    configured = mapping.class_code
+    setting = None if configured is None else (configured.code, configured.coding_scheme, configured.display_name)
+    return Code(*lot_class(type_code.code, type_code.scheme, setting, "/ClinicalDocument/code"))
 
 
 def _code_from(code: XdsCode | None) -> Code | None:
@@ -734,140 +799,158 @@ def _replacement(doc: etree._Element, meta: Mapping[str, str], unique_id: str) -
 
 # --------------------------------------------------------------------------- ebRIM writer
 
+# The request is written as text and parsed once: ~200 small elements made one lxml call at a time cost
+# ~3 times as much. Attribute values are escaped for XML (quotes, and the white space an XML parser would
+# otherwise normalise, XML 1.0 §3.3.3); text for XML text. The order of elements and attributes is ebRIM's.
+_ATTRIBUTE_ESCAPES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+_TEXT_ESCAPES = {"\r": "&#13;"}
+_RIM_VALUE = q("rim", "Value")
+_XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
-class _Writer(RimWriter):
-    """lxml builders for rim: objects with symbolic ids local to one request."""
 
-    def code(self, parent: etree._Element, scheme: str, code: Code) -> None:
-        c = etree.SubElement(
-            parent,
-            q("rim", "Classification"),
-            classificationScheme=scheme,
-            classifiedObject=parent.get("id", ""),
-            id=self.next_id("cl"),
-            nodeRepresentation=code.code,
+def _attr(value: str) -> str:
+    return escape(value, _ATTRIBUTE_ESCAPES)
+
+
+class _Writer:
+    """The ebRIM objects of one request as text, with symbolic ids local to it (registries assign UUIDs)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.out: list[str] = []
+        self.empty_value = False
+
+    def next_id(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n:02d}"
+
+    def slot(self, name: str, values: Sequence[str]) -> None:
+        self.empty_value = self.empty_value or "" in values
+        items = "".join(f"<rim:Value>{escape(v, _TEXT_ESCAPES)}</rim:Value>" for v in values)
+        self.out.append(f'<rim:Slot name="{_attr(name)}"><rim:ValueList>{items}</rim:ValueList></rim:Slot>')
+
+    def localized(self, tag: str, value: str) -> None:
+        self.out.append(
+            f'<rim:{tag}><rim:LocalizedString charset="UTF-8" value="{_attr(value)}" xml:lang="fr-FR"/></rim:{tag}>'
         )
-        self.slot(c, "codingScheme", [code.scheme])
-        self.localized(c, "Name", code.display)
 
-    def author(self, parent: etree._Element, scheme: str, author: Author) -> None:
+    def identifier(self, owner: str, scheme: str, value: str, name: str) -> None:
+        """An ExternalIdentifier (uniqueId, patientId, sourceId) of the object ``owner``."""
+        self.out.append(
+            f'<rim:ExternalIdentifier id="{self.next_id("ei")}" identificationScheme="{_attr(scheme)}" '
+            f'registryObject="{_attr(owner)}" value="{_attr(value)}">'
+        )
+        self.localized("Name", name)
+        self.out.append("</rim:ExternalIdentifier>")
+
+    def _classification(self, owner: str, scheme: str, node: str) -> None:
+        self.out.append(
+            f'<rim:Classification classificationScheme="{_attr(scheme)}" classifiedObject="{_attr(owner)}" '
+            f'id="{self.next_id("cl")}" nodeRepresentation="{_attr(node)}">'
+        )
+
+    def code(self, owner: str, scheme: str, code: Code) -> None:
+        self._classification(owner, scheme, code.code)
+        self.slot("codingScheme", [code.scheme])
+        self.localized("Name", code.display)
+        self.out.append("</rim:Classification>")
+
+    def author(self, owner: str, scheme: str, author: Author) -> None:
         # ITI TF-3 §4.2.3.1.4: an author is a Classification with an empty nodeRepresentation.
-        c = etree.SubElement(
-            parent,
-            q("rim", "Classification"),
-            classificationScheme=scheme,
-            classifiedObject=parent.get("id", ""),
-            id=self.next_id("cl"),
-            nodeRepresentation="",
-        )
-        self.slot(c, "authorPerson", [author.person])
+        self._classification(owner, scheme, "")
+        self.slot("authorPerson", [author.person])
         if author.institutions:
-            self.slot(c, "authorInstitution", author.institutions)
+            self.slot("authorInstitution", author.institutions)
         if author.roles:
-            self.slot(c, "authorRole", author.roles)
+            self.slot("authorRole", author.roles)
         if author.specialties:
-            self.slot(c, "authorSpecialty", author.specialties)
+            self.slot("authorSpecialty", author.specialties)
+        self.out.append("</rim:Classification>")
 
-    def entry(self, rol: etree._Element, de: DocumentEntry) -> None:
-        """One ExtrinsicObject: Slot*, Name, Description?, Classification*, ExternalIdentifier* (ebRIM order)."""
-        eo = etree.SubElement(
-            rol, q("rim", "ExtrinsicObject"), id=de.entry_uuid, mimeType=de.mime_type, objectType=DE.OBJECT_TYPE_STABLE
+    def association(self, kind: str, source: str, target: str, *, status: bool = True) -> None:
+        self.out.append(
+            f'<rim:Association associationType="{_attr(kind)}" id="{self.next_id("as")}" '
+            f'sourceObject="{_attr(source)}" targetObject="{_attr(target)}">'
         )
-        self.slot(eo, "creationTime", [de.creation_time])
-        self.slot(eo, "languageCode", [de.language_code])
-        self.slot(eo, "legalAuthenticator", [de.legal_authenticator])
-        self.slot(eo, "serviceStartTime", [de.service_start_time])
+        if status:
+            self.slot("SubmissionSetStatus", ["Original"])
+        self.out.append("</rim:Association>")
+
+    def entry(self, de: DocumentEntry) -> None:
+        """One ExtrinsicObject: Slot*, Name, Description?, Classification*, ExternalIdentifier* (ebRIM order)."""
+        uid = de.entry_uuid
+        self.out.append(
+            f'<rim:ExtrinsicObject id="{_attr(uid)}" mimeType="{_attr(de.mime_type)}" '
+            f'objectType="{DE.OBJECT_TYPE_STABLE}">'
+        )
+        self.slot("creationTime", [de.creation_time])
+        self.slot("languageCode", [de.language_code])
+        self.slot("legalAuthenticator", [de.legal_authenticator])
+        self.slot("serviceStartTime", [de.service_start_time])
         if de.service_stop_time:
-            self.slot(eo, "serviceStopTime", [de.service_stop_time])
-        self.slot(eo, "sourcePatientId", [de.source_patient_id])
+            self.slot("serviceStopTime", [de.service_stop_time])
+        self.slot("sourcePatientId", [de.source_patient_id])
         if de.source_patient_info:
-            self.slot(eo, "sourcePatientInfo", de.source_patient_info)
-        self.slot(eo, "hash", [de.hash])
-        self.slot(eo, "size", [str(de.size)])
-        self.localized(eo, "Name", de.title)
+            self.slot("sourcePatientInfo", de.source_patient_info)
+        self.slot("hash", [de.hash])
+        self.slot("size", [str(de.size)])
+        self.localized("Name", de.title)
         for author in de.authors:
-            self.author(eo, DE.AUTHOR, author)
-        self.code(eo, DE.CLASS_CODE, de.class_code)
+            self.author(uid, DE.AUTHOR, author)
+        self.code(uid, DE.CLASS_CODE, de.class_code)
         for cc in de.confidentiality_codes:
-            self.code(eo, DE.CONFIDENTIALITY_CODE, cc)
+            self.code(uid, DE.CONFIDENTIALITY_CODE, cc)
         for ec in de.event_codes:
-            self.code(eo, DE.EVENT_CODE, ec)
-        self.code(eo, DE.FORMAT_CODE, de.format_code)
-        self.code(eo, DE.HEALTHCARE_FACILITY_TYPE_CODE, de.healthcare_facility_type_code)
-        self.code(eo, DE.PRACTICE_SETTING_CODE, de.practice_setting_code)
-        self.code(eo, DE.TYPE_CODE, de.type_code)
-        self.identifier(eo, DE.PATIENT_ID, de.patient_id, "XDSDocumentEntry.patientId")
-        self.identifier(eo, DE.UNIQUE_ID, de.unique_id, "XDSDocumentEntry.uniqueId")
+            self.code(uid, DE.EVENT_CODE, ec)
+        self.code(uid, DE.FORMAT_CODE, de.format_code)
+        self.code(uid, DE.HEALTHCARE_FACILITY_TYPE_CODE, de.healthcare_facility_type_code)
+        self.code(uid, DE.PRACTICE_SETTING_CODE, de.practice_setting_code)
+        self.code(uid, DE.TYPE_CODE, de.type_code)
+        self.identifier(uid, DE.PATIENT_ID, de.patient_id, "XDSDocumentEntry.patientId")
+        self.identifier(uid, DE.UNIQUE_ID, de.unique_id, "XDSDocumentEntry.uniqueId")
+        self.out.append("</rim:ExtrinsicObject>")
 
 
 def submit_objects_request(submission: XdsSubmission) -> etree._Element:
     """The ``lcm:SubmitObjectsRequest`` of a submission (ITI TF-3 §4.2.3, ebRIM element order kept)."""
     w = _Writer()
     de, lot = submission.document_entry, submission.submission_set
-    root = etree.Element(q("lcm", "SubmitObjectsRequest"), nsmap={"lcm": NS["lcm"], "rim": NS["rim"]})
-    rol = etree.SubElement(root, q("rim", "RegistryObjectList"))
-
-    w.entry(rol, de)
+    w.out.append(
+        f'<lcm:SubmitObjectsRequest xmlns:lcm="{NS["lcm"]}" xmlns:rim="{NS["rim"]}"><rim:RegistryObjectList>'
+    )
+    w.entry(de)
     if submission.signature is not None:
-        w.entry(rol, submission.signature)
+        w.entry(submission.signature)
 
-    rp = etree.SubElement(rol, q("rim", "RegistryPackage"), id=lot.entry_uuid)
-    w.slot(rp, "submissionTime", [lot.submission_time])
+    w.out.append(f'<rim:RegistryPackage id="{_attr(lot.entry_uuid)}">')
+    w.slot("submissionTime", [lot.submission_time])
     if lot.title:
-        w.localized(rp, "Name", lot.title)
-    w.author(rp, SS.AUTHOR, lot.author)
-    w.code(rp, SS.CONTENT_TYPE_CODE, lot.content_type_code)
-    w.identifier(rp, SS.UNIQUE_ID, lot.unique_id, "XDSSubmissionSet.uniqueId")
-    w.identifier(rp, SS.SOURCE_ID, lot.source_id, "XDSSubmissionSet.sourceId")
-    w.identifier(rp, SS.PATIENT_ID, lot.patient_id, "XDSSubmissionSet.patientId")
-    etree.SubElement(
-        rol,
-        q("rim", "Classification"),
-        classifiedObject=lot.entry_uuid,
-        classificationNode=SS.CLASSIFICATION_NODE,
-        id=w.next_id("cl"),
+        w.localized("Name", lot.title)
+    w.author(lot.entry_uuid, SS.AUTHOR, lot.author)
+    w.code(lot.entry_uuid, SS.CONTENT_TYPE_CODE, lot.content_type_code)
+    w.identifier(lot.entry_uuid, SS.UNIQUE_ID, lot.unique_id, "XDSSubmissionSet.uniqueId")
+    w.identifier(lot.entry_uuid, SS.SOURCE_ID, lot.source_id, "XDSSubmissionSet.sourceId")
+    w.identifier(lot.entry_uuid, SS.PATIENT_ID, lot.patient_id, "XDSSubmissionSet.patientId")
+    w.out.append("</rim:RegistryPackage>")
+    w.out.append(
+        f'<rim:Classification classifiedObject="{_attr(lot.entry_uuid)}" classificationNode="{SS.CLASSIFICATION_NODE}" '
+        f'id="{w.next_id("cl")}"/>'
     )
-
-    member = etree.SubElement(
-        rol,
-        q("rim", "Association"),
-        associationType=HAS_MEMBER,
-        id=w.next_id("as"),
-        sourceObject=lot.entry_uuid,
-        targetObject=de.entry_uuid,
-    )
-    w.slot(member, "SubmissionSetStatus", ["Original"])
+    w.association(HAS_MEMBER, lot.entry_uuid, de.entry_uuid)
     if submission.signature is not None:
         # IHE DSG (ITI TF-3 §5.5, as the ANS example sends it): the signature document is a member of the lot
         # and "signs" the SubmissionSet.
-        sig_member = etree.SubElement(
-            rol,
-            q("rim", "Association"),
-            associationType=HAS_MEMBER,
-            id=w.next_id("as"),
-            sourceObject=lot.entry_uuid,
-            targetObject=submission.signature.entry_uuid,
-        )
-        w.slot(sig_member, "SubmissionSetStatus", ["Original"])
-        signs = etree.SubElement(
-            rol,
-            q("rim", "Association"),
-            associationType=SIGNS,
-            id=w.next_id("as"),
-            sourceObject=submission.signature.entry_uuid,
-            targetObject=lot.entry_uuid,
-        )
-        w.slot(signs, "SubmissionSetStatus", ["Original"])
+        w.association(HAS_MEMBER, lot.entry_uuid, submission.signature.entry_uuid)
+        w.association(SIGNS, submission.signature.entry_uuid, lot.entry_uuid)
     if submission.replaces is not None:
         # ITI TF-3 §4.2.2.2: RPLC from the new DocumentEntry to the entryUUID of the one it replaces.
-        etree.SubElement(
-            rol,
-            q("rim", "Association"),
-            associationType=RPLC,
-            id=w.next_id("as"),
-            sourceObject=de.entry_uuid,
-            targetObject=submission.replaces.entry_uuid,
-        )
+        w.association(RPLC, de.entry_uuid, submission.replaces.entry_uuid, status=False)
+    w.out.append("</rim:RegistryObjectList></lcm:SubmitObjectsRequest>")
+    root = etree.fromstring("".join(w.out), _XML_PARSER)
+    if w.empty_value:  # an empty Value stays <rim:Value></rim:Value>, as the element-by-element writer had it
+        for value in root.iter(_RIM_VALUE):
+            if value.text is None:
+                value.text = ""
     return root
 
 

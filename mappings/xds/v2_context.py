@@ -27,22 +27,27 @@ Registered as listener check ``dmp_lot`` too (MLLP ``checks: [..., dmp_lot]``):
 before the ACK, a document message for the DMP (DESTDMP=Y) whose masking
 flags cannot give a valid lot (a flag neither Y nor N, ``MODIF_CONF_CODE=Y``
 on a creation, ``DESTMSSANTEPAT=Y`` with ``INVISIBLE_PATIENT=Y``, see
-:mod:`mappings.xds.visibility`) or whose PV1-44/45 is not a time is answered
-AR with an ERR naming the field, and stored as rejected: never sent half-right.
+:mod:`mappings.xds.visibility`), whose PV1-44/45 is not a time, or whose
+document type cannot give the lot's typeCode and classCode (not in JDV_J66,
+or a class from ASS_X04 that is not a DMP class, JDV_J57; see
+:mod:`mappings.xds.dmp_value_sets`) is answered AR with an ERR naming the
+field, and stored as rejected: never sent half-right. A type ASS_X04 has no
+row for passes here: its class comes from the route's XDS settings.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hub.content_types import ContentType
 from hub.errors import MappingError
 from hub.message import Message
 from hub.registry import ComponentConfig, register
-from mappings.cda.hl7v2_documents import read_distribution
+from mappings.cda.hl7v2_documents import document_types, read_distribution
 from mappings.cda.v2_input import segments
 from mappings.hl7v2.er7 import Er7Message
 from mappings.xds import hl7
+from mappings.xds.dmp_value_sets import class_for_type, is_member
 from mappings.xds.visibility import visibility_codes
 
 __all__ = ["CONTENT_TYPES", "DmpContextConfig", "check_dmp_lot", "read_dmp_context", "v2_dmp_context"]
@@ -55,6 +60,8 @@ CONTENT_TYPES: dict[str, tuple[str, str]] = {
     "E": ("07", "Consultation Soins Externes"),
 }
 """PV1-2 → TRE_R209 contentTypeCode, the volet's "proposition de mapping sur le PV1-2"."""
+CONTENT_TYPE_SYSTEM = "1.2.250.1.213.2.2"
+"""TRE_R209-TypeActivite, the code system of the PV1-2 contentTypeCodes."""
 
 
 class DmpContextConfig(ComponentConfig):
@@ -65,6 +72,15 @@ class DmpContextConfig(ComponentConfig):
         description="PV1-2 patient class → (TRE_R209 code, display) for the lot's contentTypeCode; a class not "
         "listed leaves the route's configured contentTypeCode.",
     )
+
+    @field_validator("content_types")
+    @classmethod
+    def _in_j59(cls, value: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+        """Each code must be a TRE_R209 code of JDV_J59-ContentTypeCode-DMP, or every such lot is refused."""
+        for patient_class, (code, _) in value.items():
+            if not is_member("contentTypeCode", code, CONTENT_TYPE_SYSTEM):
+                raise ValueError(f"content_types.{patient_class}: {code} is not a TRE_R209 code of JDV_J59")
+        return value
 
 
 def read_dmp_context(body: bytes, config: DmpContextConfig | None = None) -> dict[str, str]:
@@ -120,7 +136,21 @@ def check_dmp_lot(body: bytes) -> dict[str, str]:
         return {}
     visibility_codes(meta)
     read_dmp_context(body)
+    for code, location in document_types(er7):
+        _check_document_type(code.code, code.code_system, location)
     return {}
+
+
+def _check_document_type(code: str, system: str, location: str) -> None:
+    """The lot's typeCode must be in JDV_J66 (the volet, OBR-4), and the class ASS_X04 gives it a DMP class."""
+    if not is_member("typeCode", code, system):
+        raise MappingError(f"typeCode: {code[:64]} ({system[:64]}) is not in JDV_J66-TypeCode-DMP", location=location)
+    expected = class_for_type(code, system)
+    if expected is not None and not is_member("classCode", *expected):
+        raise MappingError(
+            f"classCode: ASS_X04 gives typeCode {code[:64]} the class {expected[0]}, not a DMP class (JDV_J57)",
+            location=location,
+        )
 
 
 @register("step", "v2_dmp_context", config=DmpContextConfig, consumes=(ContentType.HL7V2,), produces=ContentType.HL7V2)

@@ -183,8 +183,14 @@ class _SafeOptions(TypedDict):
 
 
 _SAFE_OPTIONS = _SafeOptions(
-    resolve_entities=False, load_dtd=False, dtd_validation=False, attribute_defaults=False, no_network=True,
-    huge_tree=False, collect_ids=False, recover=False,
+    resolve_entities=False,
+    load_dtd=False,
+    dtd_validation=False,
+    attribute_defaults=False,
+    no_network=True,
+    huge_tree=False,
+    collect_ids=False,
+    recover=False,
 )
 
 

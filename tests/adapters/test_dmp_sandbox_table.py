@@ -132,7 +132,10 @@ CASES: dict[str, Case] = {
     "CLASS-CODE": lambda c: c.send(mutate=set_code(DE.CLASS_CODE, "99")),
     "FORMAT-CODE": lambda c: c.send(mutate=set_code(DE.FORMAT_CODE, "urn:unknown:format")),
     "CONFIDENTIALITY-CODE": lambda c: c.send(mutate=set_code(DE.CONFIDENTIALITY_CODE, "SECRET")),
-    "TYPE-CODE": lambda c: c.send(mutate=set_code(DE.TYPE_CODE, "99999-9")),
+    # 51851-4 is a JDV_J07 (CI-SIS) type the DMP does not take (not in JDV_J66).
+    "TYPE-CODE": lambda c: c.send(mutate=set_code(DE.TYPE_CODE, "51851-4")),
+    # 11502-2 (CR d'examens biologiques) is class 10 in ASS_X04; 11 (Synthèse) is a valid JDV_J57 class.
+    "TYPE-CLASS": lambda c: c.send(mutate=set_code(DE.CLASS_CODE, "11")),
     "FACILITY-SYSTEM": lambda c: c.send(mutate=set_code(DE.HEALTHCARE_FACILITY_TYPE_CODE, "SA25", "1.2.3.4")),
     "FACILITY-CODE": lambda c: c.send(mutate=set_code(DE.HEALTHCARE_FACILITY_TYPE_CODE, "SA99", "1.2.250.1.71.4.2.4")),
     "PRACTICE-SETTING-SYSTEM": lambda c: c.send(mutate=set_code(DE.PRACTICE_SETTING_CODE, "AMBULATOIRE", "1.2.3.4")),
@@ -140,6 +143,8 @@ CASES: dict[str, Case] = {
         mutate=set_code(DE.PRACTICE_SETTING_CODE, "NOWHERE", "1.2.250.1.213.1.1.4.9")
     ),
     "CONTENT-TYPE-SYSTEM": lambda c: c.send(mutate=set_code(SS.CONTENT_TYPE_CODE, "07", "1.2.3.4")),
+    # 05 is a JDV_J59 code of TRE_R276 (FormeActivite), not of TRE_R209: membership is by code and system.
+    "CONTENT-TYPE-CODE": lambda c: c.send(mutate=set_code(SS.CONTENT_TYPE_CODE, "05", "1.2.250.1.213.2.2")),
     "PATIENT-ID-FORM": lambda c: c.send(
         mutate=set_identifier(DE.PATIENT_ID, f"{PATIENT.split('^')[0]}^^^&{INS_TEST_ROOT}&ISO^INS")
     ),
@@ -177,12 +182,14 @@ REASONS = {
     "CLASS-CODE": "classCode: code 99",
     "FORMAT-CODE": "formatCode: code",
     "CONFIDENTIALITY-CODE": "confidentialityCode: code SECRET",
-    "TYPE-CODE": "typeCode: code 99999-9 not in JDV_J07",
+    "TYPE-CODE": "typeCode: code 51851-4 not in the DMP value set",
+    "TYPE-CLASS": "classCode: 11 is not the class of typeCode 11502-2",
     "FACILITY-SYSTEM": "healthcareFacilityTypeCode: code system",
     "FACILITY-CODE": "healthcareFacilityTypeCode: code SA99 not in the DMP value set",
     "PRACTICE-SETTING-SYSTEM": "practiceSettingCode: code system",
     "PRACTICE-SETTING-CODE": "practiceSettingCode: code NOWHERE not in the DMP value set",
     "CONTENT-TYPE-SYSTEM": "contentTypeCode: code system",
+    "CONTENT-TYPE-CODE": "contentTypeCode: code 05 not in the DMP value set",
     "PATIENT-ID-FORM": "must be INS^^^&OID&ISO^NH",
     "PATIENT-UNKNOWN": "patient unknown",
     "PATIENT-MISMATCH": "differs from the SubmissionSet",

@@ -512,3 +512,19 @@ async def test_sandbox_requires_a_token_for_writes_and_searches_freely() -> None
         assert found["total"] == 1 and found["entry"][0]["resource"]["id"] == ids[3]
         async with http.get(f"{box.base_url}/metadata") as resp:
             CapabilityStatement.model_validate(await resp.json(content_type=None))
+
+
+async def test_the_platform_reply_comes_back_created_or_refused_with_its_operation_outcome() -> None:
+    async with sandbox() as box, client_for(box) as out:
+        created = await out.send(fhir_message(qualified()))
+        assert (created.kind, created.summary) == ("http", "201") and "fhir+json" in created.content_type
+        assert json.loads(created.body)["resourceType"] == "Patient" and not created.truncated
+        bad = qualified()
+        bad["identifier"][0]["system"] = "urn:oid:1.2.250.1.213.1.4.9"
+        with pytest.raises(Rejected) as info:
+            await out.send(fhir_message(bad))
+        refused = info.value.reply
+        assert refused is not None and refused.summary == "422"
+        outcome = json.loads(refused.body)  # the platform's OperationOutcome, whole: kept for the operator
+        assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "invalid"
+        assert refused.body.decode() not in str(info.value)  # and never in the error's text

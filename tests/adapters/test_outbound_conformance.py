@@ -3,7 +3,8 @@
 Parametrised over the registry's outbound adapters: registering a new one puts it under this suite, and
 `test_every_outbound_adapter_has_a_peer` fails until it has a peer here (or a stated reason not to need one).
 The contract (hub/ports.py): `send` returns on ACCEPT, raises Retryable (Unreachable when nothing was sent)
-or Rejected, and never retries nor sleeps; it gives up within its timeouts; a cancelled send leaves no
+or Rejected, and never retries nor sleeps; what the peer answered comes back as a PeerReply (returned, or
+attached to the error), its bytes as the peer sent them; it gives up within its timeouts; a cancelled send leaves no
 connection open; TLS verifies the peer against the configured CA.
 """
 
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from lxml import etree
 
 from adapters.mllp.framing import frame
+from adapters.smtp.common import close_smtp_server
 from adapters.tls import TlsConfig
 from adapters.xds.mtom import decode_related
 from adapters.xds.soap import ACTION_PNR, ACTION_PNR_RESPONSE, envelope, read_envelope
@@ -30,6 +33,7 @@ from hub import registry
 from hub.content_types import ContentType
 from hub.errors import Rejected, Retryable, Unreachable
 from hub.message import Message
+from hub.replies import PeerReply
 from mappings.hl7v2 import read_header
 from mappings.xds import RegistryErrorInfo, registry_response
 from tests.hubkit import adt, wait_until
@@ -45,9 +49,6 @@ NO_NETWORK_PEER = {
 }
 # Registered adapters whose peer this suite does not have yet: each is a known gap, failing here once it has one.
 PEER_MISSING: dict[str, str] = {}
-# Known gap: this suite's STARTTLS responder leaves the event loop unable to close after a refused handshake
-# (Python 3.11 server-side start_tls); an aiosmtpd-based peer is still to write for the wrong-CA case.
-TLS_CASE_MISSING = {"mssante": "the wrong-CA case needs an aiosmtpd peer (STARTTLS responder hangs loop teardown)"}
 
 registry.load_builtin()
 
@@ -55,21 +56,19 @@ registry.load_builtin()
 class Peer:
     """A loopback TCP server that answers as told and counts the connections it holds open."""
 
-    def __init__(
-        self, answer: Answer, tls: ssl.SSLContext | None, respond: Callable[..., Any], *, starttls: bool = False
-    ) -> None:
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None, respond: Callable[..., Any]) -> None:
         self.answer: Answer = answer
-        self.tls = tls  # with starttls, the responder upgrades the connection itself when the client asks
-        self._starttls = starttls
+        self.tls = tls
         self._respond = respond
         self.open = 0
         self.requests = 0
+        self.answers: list[bytes] = []  # what it answered each request (the bytes, the SMTP line without CRLF)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> Peer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=None if self._starttls else self.tls)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -106,6 +105,7 @@ async def _mllp_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.S
         control = body.split(b"\r", 1)[0].split(b"|")[9].decode()
         msh = f"MSH|^~\\&|PEER|PEER|HUB|HUB|20250101120000||ACK^A01^ACK|A{control}|P|2.5"
         ack = f"{msh}\rMSA|{codes[peer.answer]}|{control}\r"
+        peer.answers.append(ack.encode())
         writer.write(frame(ack.encode()))
         await writer.drain()
 
@@ -132,6 +132,7 @@ async def _http_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.S
         if not doc:
             doc = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
         payload = json.dumps(doc).encode()
+        peer.answers.append(payload)
         response = (
             f"HTTP/1.1 {status} X\r\nContent-Type: application/fhir+json\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
@@ -173,6 +174,7 @@ async def _xds_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.St
         request = read_envelope(root)
         assert request.action == ACTION_PNR
         payload = _registry_answer(peer.answer, request.message_id)
+        peer.answers.append(payload)
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml; charset=UTF-8\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n"
@@ -181,78 +183,86 @@ async def _xds_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.St
         await writer.drain()
 
 
-async def _server_starttls(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: ssl.SSLContext
-) -> asyncio.StreamWriter:
-    """The writer over TLS once the handshake is done (ssl.SSLError when the client gives it up).
+class _CountingSmtp(SMTP):
+    """aiosmtpd's server, telling its :class:`SmtpPeer` when a connection opens and closes."""
 
-    Not StreamWriter.start_tls: on Python 3.11 a handshake the client aborts (wrong CA) leaves that writer
-    without a transport, and it fails when collected.
+    def __init__(self, peer: SmtpPeer, **kwargs: Any) -> None:
+        super().__init__(peer, **kwargs)
+        self._peer = peer
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None and not self._counted:  # the TCP connection, not STARTTLS's layer
+            self._counted = True
+            self._peer.open += 1
+            self._peer.protocols.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        # aiosmtpd calls this itself after a failed STARTTLS handshake: count each connection once.
+        if self._counted:
+            self._counted = False
+            self._peer.open -= 1
+            self._peer.protocols.discard(self)
+        super().connection_lost(error)
+
+
+class SmtpPeer:
+    """An operator's MTA: aiosmtpd requiring STARTTLS (RFC 3207), the end-of-data reply deciding the mail's fate.
+
+    The same counters as :class:`Peer`. A real server rather than a hand-written responder: the TLS layer
+    STARTTLS puts on the connection, and its failure when the client refuses the certificate, are aiosmtpd's.
     """
-    loop = asyncio.get_running_loop()
-    protocol = writer.transport.get_protocol()
-    await writer.drain()
-    try:
-        transport = await loop.start_tls(writer.transport, protocol, tls, server_side=True)
-    except (ssl.SSLError, ConnectionError):
-        transport = None
-    if transport is None:
-        protocol.connection_lost(None)  # the stream is not told otherwise: its close waiter would never end
-        raise ssl.SSLError("the client gave up the TLS handshake")
-    return asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    _FINAL = {"accept": "250 2.0.0 queued", "retry": "451 4.3.0 try again later", "reject": "550 5.7.1 refused"}
+
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None) -> None:
+        assert tls is not None, "an MSSante peer always has a certificate (STARTTLS is required)"
+        self.answer: Answer = answer
+        self.tls = tls
+        self.open = 0
+        self.requests = 0
+        self.answers: list[bytes] = []  # the end-of-data reply line of each mail, without CRLF
+        self.port = 0
+        self.protocols: set[_CountingSmtp] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SmtpPeer:
+        loop = asyncio.get_running_loop()
+
+        def serve() -> _CountingSmtp:
+            return _CountingSmtp(self, hostname="peer.test", tls_context=self.tls, require_starttls=True, loop=loop)
+
+        self._server = await loop.create_server(serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await close_smtp_server(self._server, self.protocols)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.requests += 1
+        if self.answer == "silent":
+            # No reply until the client gives up: aiosmtpd cancels this when the connection closes.
+            await asyncio.get_running_loop().create_future()
+        self.answers.append(self._FINAL[self.answer].encode())
+        return self._FINAL[self.answer]
 
 
-async def _smtp_peer(peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """An operator's MTA: STARTTLS (RFC 3207), then the end-of-data reply decides the mail's fate."""
-    final = {"accept": "250 2.0.0 queued", "retry": "451 4.3.0 try again later", "reject": "550 5.7.1 refused"}
-    secure = False
-
-    async def reply(*lines: str) -> None:
-        writer.write("".join(f"{line}\r\n" for line in lines).encode())
-        await writer.drain()
-
-    plain = writer
-    try:
-        await reply("220 peer.test ESMTP")
-        while True:
-            verb = (await reader.readuntil(b"\r\n"))[:4].upper()
-            if verb == b"EHLO":
-                await reply("250-peer.test", "250-8BITMIME", "250 STARTTLS" if not secure else "250 SIZE 10485760")
-            elif verb == b"STAR":
-                assert peer.tls is not None
-                await reply("220 2.0.0 ready to start TLS")
-                writer = await _server_starttls(reader, writer, peer.tls)
-                secure = True
-            elif verb == b"DATA":
-                await reply("354 go ahead")
-                await reader.readuntil(b"\r\n.\r\n")
-                peer.requests += 1
-                if peer.answer == "silent":
-                    await reader.read()
-                    return
-                await reply(final[peer.answer])
-            elif verb == b"QUIT":
-                await reply("221 2.0.0 bye")
-                return
-            else:  # MAIL, RCPT, RSET, NOOP: every envelope is fine here, the answer comes at the end of data
-                await reply("250 2.0.0 ok")
-    finally:
-        if writer is not plain:  # the TLS stream made at STARTTLS is this responder's to close
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+def _stream(respond: Callable[..., Any]) -> Callable[[Answer, ssl.SSLContext | None], Peer]:
+    """A kit's peer made of a responder on a plain (or TLS from the first byte) stream server."""
+    return lambda answer, tls: Peer(answer, tls, respond)
 
 
 @dataclass(frozen=True)
 class PeerKit:
     """How to run one outbound adapter against its peer: the peer's answers, the adapter's config, a message."""
 
-    respond: Callable[..., Any]
+    peer: Callable[[Answer, ssl.SSLContext | None], Peer | SmtpPeer]
     config: Callable[[int, TlsConfig | None, float], dict[str, Any]]
     message: Callable[[], Message]
     scheme: str = ""
     tls_required: bool = False  # the protocol never goes without TLS: every case runs over it
-    starttls: bool = False  # TLS starts inside the protocol (SMTP STARTTLS), not when the connection opens
 
 
 def _hl7_message() -> Message:
@@ -305,10 +315,10 @@ def _mssante_config(port: int, tls: TlsConfig | None, timeout: float) -> dict[st
 _LOCAL, _REMOTE = "labo@hub.test", "dr.who@peer.test"
 
 PEERS: dict[str, PeerKit] = {
-    "mllp": PeerKit(_mllp_peer, _mllp_config, _hl7_message),
-    "fhir": PeerKit(_http_peer, _fhir_config, _fhir_message),
-    "xds": PeerKit(_xds_peer, _xds_config, _cda_message),
-    "mssante": PeerKit(_smtp_peer, _mssante_config, _mail_message, tls_required=True, starttls=True),
+    "mllp": PeerKit(_stream(_mllp_peer), _mllp_config, _hl7_message),
+    "fhir": PeerKit(_stream(_http_peer), _fhir_config, _fhir_message),
+    "xds": PeerKit(_stream(_xds_peer), _xds_config, _cda_message),
+    "mssante": PeerKit(SmtpPeer, _mssante_config, _mail_message, tls_required=True),
 }
 
 OUTBOUND = [n for n in registry.names("outbound") if n not in NO_NETWORK_PEER]
@@ -358,8 +368,8 @@ def _plain(kit: PeerKit, pkis: tuple[Pki, Pki]) -> tuple[ssl.SSLContext | None, 
     return _server_tls(pkis[0]), TlsConfig(ca_file=str(pkis[0].ca))
 
 
-def _peer(kit: PeerKit, answer: Answer, tls: ssl.SSLContext | None) -> Peer:
-    return Peer(answer, tls, kit.respond, starttls=kit.starttls)
+def _peer(kit: PeerKit, answer: Answer, tls: ssl.SSLContext | None) -> Peer | SmtpPeer:
+    return kit.peer(answer, tls)
 
 
 def test_every_outbound_adapter_has_a_peer() -> None:
@@ -384,12 +394,17 @@ async def test_the_peer_answer_is_classified(
     server, tls = _plain(kit, pkis)
     async with _peer(kit, answer, server) as peer, _started(name, kit.config(peer.port, tls, 5)) as adapter:
         if expected is None:
-            await adapter.send(kit.message())
+            reply = await adapter.send(kit.message())
         else:
             with pytest.raises(expected) as caught:
                 await adapter.send(kit.message())
             assert not isinstance(caught.value, Rejected if expected is Retryable else Retryable)
+            reply = caught.value.reply
         assert peer.requests == 1  # classified, never retried by the adapter
+    # What the peer answered comes back with the outcome: its bytes, a summary, how to read them.
+    assert isinstance(reply, PeerReply), f"{name} gave no PeerReply for {answer}"
+    assert reply.kind and reply.summary and reply.body and reply.content_type and not reply.truncated
+    assert reply.body in peer.answers, "the reply is not the bytes the peer sent"
 
 
 @pytest.mark.parametrize("name", OUTBOUND)
@@ -439,6 +454,7 @@ async def test_a_silent_peer_times_out_and_is_not_left_open(name: str, pkis: tup
             with pytest.raises(Retryable) as caught:
                 await adapter.send(kit.message())
         assert not isinstance(caught.value, Unreachable)  # the message went out: not "nothing was sent"
+        assert caught.value.reply is None  # and the peer said nothing: no reply to keep
         await wait_until(lambda: peer.open == 0, timeout=5)  # the connection in an unknown state is dropped
 
 
@@ -463,14 +479,14 @@ async def test_a_cancelled_send_leaves_no_connection_open(name: str, pkis: tuple
 @pytest.mark.parametrize("name", OUTBOUND)
 async def test_tls_verifies_the_peer_and_refuses_a_wrong_ca(name: str, pkis: tuple[Pki, Pki]) -> None:
     kit = _kit(name)
-    if name in TLS_CASE_MISSING:
-        pytest.xfail(TLS_CASE_MISSING[name])
     trusted, other = pkis
     async with _peer(kit, "accept", _server_tls(trusted)) as peer:
         async with _started(name, kit.config(peer.port, TlsConfig(ca_file=str(trusted.ca)), 5)) as adapter:
             await adapter.send(kit.message())
         assert peer.requests == 1
         async with _started(name, kit.config(peer.port, TlsConfig(ca_file=str(other.ca)), 5)) as adapter:
-            with pytest.raises(Retryable):
+            # A peer the hub cannot verify is one it cannot reach (nothing was sent): retried, counted by the circuit.
+            with pytest.raises(Unreachable):
                 await adapter.send(kit.message())
         assert peer.requests == 1  # nothing reached a peer the hub could not verify
+        await wait_until(lambda: peer.open == 0, timeout=5)  # and the refused handshake left no connection

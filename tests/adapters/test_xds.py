@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
+import re
 import socket
 import ssl
 import tempfile
@@ -19,15 +21,20 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from lxml import etree
+from signxml import methods
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+from signxml.signer import XMLSigner
 
 from adapters.sandboxes.dmp import DmpSandbox, DmpSandboxConfig
 from adapters.tls import TlsConfig, client_context
 from adapters.xds.mtom import Part, cid_href, decode_related, encode_related
 from adapters.xds.outbound import XdsOutbound, XdsOutboundConfig
 from adapters.xds.soap import ACTION_PNR, ACTION_STORED_QUERY, envelope, fault_envelope, read_envelope
-from adapters.xds.vihf import VihfConfig, VihfSigner, build_assertion
+from adapters.xds.vihf import VihfConfig, VihfError, VihfSigner, build_assertion, verify_assertion
 from hub import registry
 from hub.errors import MappingError, NotConnected, Rejected, Retryable
 from hub.message import Message, new_id, utcnow
@@ -819,3 +826,85 @@ async def test_hub_delivers_to_the_dmp_sandbox_retrying_through_a_503(tmp_path: 
         ):
             [listed] = await resp.json()
         assert listed["unique_id"] == "1.2.250.1.999.7.1^DOC-1" and listed["status"] == "Approved"
+
+
+def _key_files(folder: Path, kind: str) -> tuple[str, str]:
+    """A key of that kind and a self-signed certificate for it, as PEM files."""
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    key = {"ec256": lambda: ec.generate_private_key(ec.SECP256R1()),
+           "ec384": lambda: ec.generate_private_key(ec.SECP384R1()),
+           "rsa": lambda: rsa.generate_private_key(65537, 2048)}[kind]()  # fmt: skip
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vihf signer")])
+    now = dt.datetime.now(dt.UTC)
+    cert = x509.CertificateBuilder(
+        subject_name=name, issuer_name=name, public_key=key.public_key(), serial_number=9,
+        not_valid_before=now, not_valid_after=now + dt.timedelta(days=1),
+    ).sign(key, hashes.SHA256())  # fmt: skip
+    cert_file, key_file = folder / f"{kind}.crt", folder / f"{kind}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_file), str(key_file)
+
+
+@pytest.mark.parametrize(
+    ("kind", "algorithm"),
+    [("ec256", "auto"), ("ec384", "ecdsa-sha384"), ("rsa", "rsa-sha256"), ("rsa", "rsa-sha512")],
+)
+def test_the_vihf_signature_is_the_one_signxml_makes(tmp_path: Path, kind: str, algorithm: str) -> None:
+    """The hub writes the enveloped signature from prepared text: signxml's signer makes the same one."""
+    cert_file, key_file = _key_files(tmp_path, kind)
+    config = vihf_config(signature_algorithm=algorithm)
+    signer = VihfSigner(config, cert_file=cert_file, key_file=key_file)
+    unsigned = build_assertion(
+        config, issuer=signer.issuer, structure_id="1999000001", resource_id=f"{TEST_INS}^^^&{INS_TEST_ROOT}&ISO^NH",
+        now=dt.datetime(2025, 3, 1, 10, 20, tzinfo=dt.UTC), assertion_id='_a"<&>',
+    )  # fmt: skip
+    before = etree.tostring(unsigned)
+    ours = signer.sign(unsigned)
+    assert etree.tostring(unsigned) == before  # the input is left as it was
+    key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    default = "ecdsa-sha256" if kind.startswith("ec") else "rsa-sha256"
+    method = {"ecdsa-sha256": SignatureMethod.ECDSA_SHA256, "ecdsa-sha384": SignatureMethod.ECDSA_SHA384,
+              "rsa-sha256": SignatureMethod.RSA_SHA256, "rsa-sha512": SignatureMethod.RSA_SHA512}[
+        default if algorithm == "auto" else algorithm]  # fmt: skip
+    theirs = XMLSigner(
+        method=methods.enveloped,
+        signature_algorithm=method,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+    ).sign(unsigned, key=key, cert=[cert], reference_uri='#_a"<&>', id_attribute="ID")  # type: ignore[arg-type]
+
+    def without_value(assertion: etree._Element) -> bytes:
+        text = etree.tostring(assertion)
+        return re.sub(rb"<ds:SignatureValue>[^<]*<", b"<ds:SignatureValue><", text)
+
+    assert without_value(ours) == without_value(theirs)
+    if kind == "rsa":  # RSA PKCS#1 v1.5 is deterministic: the whole signature is the same
+        assert etree.tostring(ours) == etree.tostring(theirs)
+    pem = Path(cert_file).read_text()
+    verified = verify_assertion(etree.fromstring(etree.tostring(ours)), trusted_cert_pem=pem)
+    assert verified.get("ID") == '_a"<&>'
+    tampered = etree.tostring(ours).replace(b"1999000001", b"1999000002")
+    with pytest.raises(VihfError):
+        verify_assertion(etree.fromstring(tampered), trusted_cert_pem=pem)
+
+
+async def test_the_registry_response_and_a_soap_fault_come_back_as_the_reply() -> None:
+    async with running_dmp(require_vihf=False, require_signed_lot=False, soap_fault_times=1) as dmp:
+        out = outbound(dmp.repository_url, vihf=False, mtom=False)
+        try:
+            with pytest.raises(Retryable) as info:
+                await out.send(cda_message())
+            fault = info.value.reply
+            assert fault is not None and fault.kind == "http" and fault.summary.split()[0].isdigit()
+            assert read_envelope(fault.body).fault is not None  # the SOAP Fault as the sandbox sent it
+            accepted = await out.send(cda_message())
+        finally:
+            await out.stop()
+    assert accepted.summary == "200 Success" and accepted.content_type.startswith("application/soap+xml")
+    soap = read_envelope(accepted.body)
+    assert soap.body is not None and read_registry_response(soap.body).status == "Success"
+    assert not accepted.truncated and accepted.size == len(accepted.body)

@@ -173,8 +173,11 @@ async def test_console_login_search_trace_replay_and_operations(tmp_path: Path, 
         # What was actually sent: the stored bytes, the same INS in PID-3.
         await page.click("#deliveries button[data-sent]")
         await page.wait_for_selector(".output >> text=resent as is by every retry")
-        sent_pid3 = await page.inner_text(".output tr[data-segment='PID'] .field[title='PID-3']")
+        sent_pid3 = await page.inner_text(".output .sent-body tr[data-segment='PID'] .field[title='PID-3']")
         assert sent_pid3 == pid3
+        # Beside it, what the receiver answered to the attempt: its ACK, segment by segment.
+        await page.wait_for_selector(".output .replies .reply h4 >> text=hl7v2-ack AA")
+        assert await page.query_selector(".output .replies .reply tr[data-segment='MSA']") is not None
 
         # A viewer sees the trace but neither payload nor actions, and no audit page.
         await page.click("#logout")

@@ -53,3 +53,21 @@ async def test_a_letter_whose_flags_cannot_give_a_lot_is_refused_ar_before_the_a
         assert rec.status == "rejected" and "MODIF_CONF_CODE" in rec.reason
         assert hub.sandboxes["dmp_sandbox"].documents == {}
         await client.close()
+
+
+async def test_a_letter_whose_type_cannot_give_a_dmp_lot_is_refused_ar_before_the_ack(tmp_path: Path) -> None:
+    # 18842-5 (LOINC, a discharge summary code) is not in JDV_J66: the DMP would refuse the lot's typeCode.
+    config, ports = default_config_in(tmp_path)
+    letter_type = "11490-0^Lettre de liaison à la sortie d'un établissement de soins^LN"
+    bad = (SAMPLES / "mdm_t02_letter.hl7").read_text(encoding="utf-8")
+    bad = bad.replace(letter_type, "18842-5^Lettre^LN").replace("|DOC0001|P|", "|DOC0003|P|")
+    async with running_hub(config) as hub:
+        client = await MllpClient.connect(ports[2575])
+        ack = ack_fields(await client.send(bad.encode()))
+        assert ack["MSA"][1] == "AR"
+        assert "typeCode: 18842-5 (2.16.840.1.113883.6.1) is not in JDV_J66" in "|".join(ack["ERR"])
+        assert hub.store is not None
+        [rec] = await hub.store.search(SearchQuery(control_id="DOC0003"))
+        assert rec.status == "rejected" and "JDV_J66" in rec.reason
+        assert hub.sandboxes["dmp_sandbox"].documents == {}
+        await client.close()

@@ -55,9 +55,7 @@ XDS_METADATA = {
             "format_code": {"code": "urn:ihe:lab:xd-lab:2008", "coding_scheme": "1.3.6.1.4.1.19376.1.2.3",
                             "display_name": "Compte rendu structuré d'examens de biologie médicale"},
         },
-        "11490-0": {
-            "class_code": {"code": "11", "coding_scheme": "1.2.250.1.213.1.1.4.1", "display_name": "Synthèse"},
-        },
+        # 11490-0 has no entry: its classCode (10) comes from ASS_X04.
     },
     "environment": "test",
 }  # fmt: skip

@@ -107,6 +107,13 @@ async def test_hold_release_downgrade_merge_and_review(tmp_path: Path) -> None:
             [d1] = (await store.deliveries([r1.message.id]))[r1.message.id]
             assert d1.output_metadata["ins_stamped"] == "true" and d1.output_metadata["ins_oid"] == OID_TEST
             assert d1.output_metadata["ins_reason"] == "registry: qualified identity; traits agree"
+            # The registry destination's reply says what it did (no identifier, no trait).
+            [a2] = await store.search(SearchQuery(control_id="A2"))
+            [to_registry] = (await store.deliveries([a2.message.id]))[a2.message.id]
+            [applied] = await store.attempts(to_registry.id)
+            assert applied.reply is not None and (applied.reply.kind, applied.reply.summary) == (
+                "local", "applied 1 update(s)")  # fmt: skip
+            assert applied.reply.body.startswith(b"qualifiee v") and INS.encode() not in applied.reply.body
 
             # 3. A47 downgrade (PID-32 PROV, INS removed): the next result waits again.
             await send(adt("A3", "A47", vali=False, ins=False, mrg="000003"))

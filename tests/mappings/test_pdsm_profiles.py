@@ -28,10 +28,10 @@ from mappings.fhir.validate import validate_fhir
 
 ROOT = Path(__file__).resolve().parent
 SETTINGS = json.loads((ROOT / "fhir_cases" / "cda_crbio_mhd" / "settings.json").read_text())
-SETTINGS["class_codes"]["11490-0"] = {
-    "code": "11",
+SETTINGS["class_codes"]["11490-0"] = {  # the class ASS_X04 gives a letter (11490-0)
+    "code": "10",
     "coding_scheme": "1.2.250.1.213.1.1.4.1",
-    "display_name": "Synthèse",
+    "display_name": "Compte rendu",
 }
 CASES = {
     "crbio": ROOT / "fhir_cases" / "cda_crbio_mhd" / "input.xml",
@@ -213,9 +213,17 @@ def test_shipped_rules_are_those_of_the_guides() -> None:
             lambda cda: re.sub(rb"<custodian>.*?</custodian>", b"", cda, flags=re.S),
             "/ClinicalDocument/custodian/assignedCustodian/representedCustodianOrganization/id",
         ),
-        (lambda cda: cda.replace(b'code="11502-2"', b'code="34133-9"', 1), "/ClinicalDocument/code"),
+        # A JDV_J66 type ASS_X04 has no row for, and no class configured for it.
+        (lambda cda: cda.replace(b'code="11502-2"', b'code="101881-1"', 1), "/ClinicalDocument/code"),
+        # Not a JDV_J66 type.
+        (lambda cda: cda.replace(b'code="11502-2"', b'code="18842-5"', 1), "/ClinicalDocument/code"),
+        # A facility type outside JDV_J61.
+        (
+            lambda cda: cda.replace(b'code="SA25"', b'code="SA62"', 1),
+            "/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+        ),
     ],
-    ids=["no-legal-authenticator", "no-custodian", "type-without-class-code"],
+    ids=["no-legal-authenticator", "no-custodian", "type-without-class-code", "type-not-in-j66", "facility-not-in-j61"],
 )
 def test_a_cda_that_cannot_give_a_pdsm_bundle_is_refused_naming_the_element(change: Any, location: str) -> None:
     cda = change(CASES["crbio"].read_bytes())

@@ -298,6 +298,10 @@ async def test_permanent_refusal_makes_a_dsn_for_the_local_sender(hub: tuple[Hub
     await wait_until(dead)
     (delivery,) = await deliveries(running, result.id)
     assert "5.1.1" in delivery.last_error and PRESCRIBER not in delivery.last_error
+    # The server's refusal is kept with the attempt, as it was written (the reply may name the mailbox).
+    [attempt] = await running.store.attempts(delivery.id)  # type: ignore[union-attr]
+    assert attempt.reply is not None and (attempt.reply.kind, attempt.reply.summary) == ("smtp", "550")
+    assert attempt.reply.body == b"550 5.1.1 Mailbox unknown here" and attempt.outcome == "reject"
 
 
 async def test_temporary_refusal_is_retried_until_accepted(hub: tuple[Hub, MllpPeer, Setup]) -> None:
@@ -320,6 +324,13 @@ async def test_temporary_refusal_is_retried_until_accepted(hub: tuple[Hub, MllpP
 
     await wait_until(delivered)
     assert len(peer.received) == 1
+    # Each attempt kept the server's final reply: the 451s, then the 250 that took the mail.
+    (delivery,) = await deliveries(running, result.id)
+    attempts = await running.store.attempts(delivery.id)  # type: ignore[union-attr]
+    replies = [a.reply for a in attempts]
+    assert all(r is not None and r.kind == "smtp" for r in replies) and len(replies) >= 2
+    assert [r.body for r in replies[:-1] if r] == [b"451 4.3.0 Busy, try later"] * (len(replies) - 1)
+    assert replies[-1] is not None and replies[-1].summary == "250" and replies[-1].body.startswith(b"250 ")
 
 
 async def test_dsn_received_for_hub_mail_is_matched(hub: tuple[Hub, MllpPeer, Setup]) -> None:

@@ -34,7 +34,7 @@ def one(dest: str = "dpi", key: str | None = None, attempts: int = 3) -> list[Ne
 
 async def test_schema_is_migrated(store: Store) -> None:
     # PostgreSQL's eleventh migration only sets storage parameters (autovacuum), which SQLite has no use for
-    assert await store.schema_version() == (11 if type(store).__name__ == "PostgresStore" else 10)
+    assert await store.schema_version() == (12 if type(store).__name__ == "PostgresStore" else 11)
 
 
 async def test_submit_then_read_back(store: Store) -> None:

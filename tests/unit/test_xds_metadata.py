@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -16,7 +17,10 @@ from hub.errors import MappingError
 from mappings.xds import (
     DE,
     SS,
+    Author,
+    Code,
     RegistryErrorInfo,
+    Replacement,
     XdsMetadataConfig,
     build_submission,
     entry_uuid_for,
@@ -430,7 +434,7 @@ def test_refuses_test_roots_in_production_and_bad_matricules() -> None:
 @pytest.mark.parametrize(
     ("over", "expected"),
     [
-        ({"type_code": "18842-5"}, "no classCode mapping configured for document type 18842-5"),
+        ({"type_code": "18842-5"}, "typeCode: 18842-5 (2.16.840.1.113883.6.1) is not in JDV_J66"),
         ({"legal": ""}, "legalAuthenticator is required"),
         ({"confidentiality": "U"}, "confidentialityCode must be N, R or V"),
         ({"family": "A^B"}, None),  # not a refusal: escaped, see below
@@ -538,3 +542,29 @@ def test_author_institution_and_legal_authenticator_come_from_the_cda_header_set
     assert legal.startswith("810000000099^RESPONSABLE^ALEX^") and legal.endswith("IDNPS")
     with pytest.raises(MappingError, match="legalAuthenticator is required"):
         build(synthetic_cda(legal=""))
+
+
+@pytest.mark.parametrize("value", ['a "quoted" & <tagged> ]]>', "line\nbreak\ttab\rcr", "", "Été, ñ, 中文, 'single'"])
+def test_every_value_reads_back_as_written(value: str) -> None:
+    """The ITI-41 ebRIM is written as text: quotes, markup characters, white space and empty values survive."""
+    sub = build()
+    de = dataclasses.replace(
+        sub.document_entry,
+        title=value,
+        legal_authenticator=value,
+        source_patient_info=(value, f"PID-5|{value}"),
+        authors=(Author(person=value, institutions=(value,), roles=(value,), specialties=(value,)),),
+        class_code=Code(value, value, value),
+    )
+    lot = dataclasses.replace(sub.submission_set, title=value)
+    sub = dataclasses.replace(sub, document_entry=de, submission_set=lot, replaces=Replacement("1.2.3", value))
+    parsed = read_back(sub)
+    [entry] = parsed.entries
+    assert entry.title == value and entry.slots["legalAuthenticator"] == [value]
+    assert entry.slots["sourcePatientInfo"] == [value, f"PID-5|{value}"]
+    [author] = entry.codes(DE.AUTHOR)
+    assert author.slots == {k: [value] for k in ("authorPerson", "authorInstitution", "authorRole", "authorSpecialty")}
+    klass = entry.code(DE.CLASS_CODE)
+    assert klass is not None and (klass.code, klass.coding_scheme, klass.display) == (value, value, value)
+    assert parsed.submission_sets[0].title == value
+    assert [a.target for a in parsed.associations if a.type == RPLC] == [value]

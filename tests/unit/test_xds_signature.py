@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from lxml import etree
-from signxml import XMLVerifier
+from signxml import XMLVerifier, methods
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+from signxml.xades.xades import XAdESSigner
 
 from hub.devpki import make_pki
 from mappings.xds import DE, read_submission
 from mappings.xds.ebrim import HAS_MEMBER, SIGNS
 from mappings.xds.metadata import provide_and_register_request
-from mappings.xds.signature import LotSignatureError, LotSigner, sign_submission, verify_lot_signature
+from mappings.xds.signature import (
+    LotSignatureError,
+    LotSigner,
+    _reference_uri,
+    sign_submission,
+    verify_lot_signature,
+)
 from tests.unit.test_xds_metadata import build
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -86,3 +98,50 @@ def test_verification_refuses_what_the_dmp_refuses(tmp_path: Path) -> None:
     with pytest.raises(LotSignatureError, match="not XML"):
         verify_lot_signature(b"not xml", docs)
     assert verify_lot_signature(sub.signature_document, docs, trusted_cert_pem=cert_pem).covered
+
+
+def _shape(signature: bytes) -> str:
+    """The signature without what changes from one signing to the next (Ids, time, digests, value)."""
+    text = signature.decode()
+    text = re.sub(r"SignXML(Signature|Reference|Certificate)[0-9A-F]{8}", r"SignXML\1", text)
+    text = re.sub(r"-SignedProperties[0-9A-F]{8}", "-SignedProperties", text)
+    return re.sub(r"<(ds:DigestValue|ds:SignatureValue|xades:SigningTime)>[^<]*<", r"<\1><", text)
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_the_prepared_signature_is_the_one_signxml_makes(kind: str) -> None:
+    """The hub writes the XAdES signature from prepared text: signxml's signer makes the same elements."""
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lot signer")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder(subject_name=name, issuer_name=name, public_key=key.public_key(), serial_number=7,
+                                not_valid_before=now, not_valid_after=now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    documents = {"1.2.250.1.999.1^a&b": b"<doc/>", "1.2.250.1.999.2": b"second"}
+    ours = LotSigner(key, cert).sign(
+        documents, now=dt.datetime(2025, 3, 1, 11, 20, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    )
+    method = SignatureMethod.ECDSA_SHA256 if kind == "ec" else SignatureMethod.RSA_SHA256
+    manifest = etree.Element(f"{{{DS}}}Manifest", nsmap={"ds": DS}, Id="IHEManifest")
+    for unique_id, content in documents.items():
+        ref = etree.SubElement(manifest, f"{{{DS}}}Reference", URI=_reference_uri(unique_id))
+        etree.SubElement(ref, f"{{{DS}}}DigestMethod", Algorithm="http://www.w3.org/2001/04/xmlenc#sha256")
+        etree.SubElement(ref, f"{{{DS}}}DigestValue").text = base64.b64encode(hashlib.sha256(content).digest()).decode()
+    theirs = XAdESSigner(
+        method=methods.enveloping,
+        signature_algorithm=method,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_0,
+    ).sign(manifest, key=key, cert=[cert])
+    assert _shape(ours) == _shape(etree.tostring(theirs, xml_declaration=True, encoding="UTF-8"))
+    check = verify_lot_signature(ours, documents)
+    assert check.covered == tuple(documents) and check.signing_time == "2025-03-01T10:20:00+00:00"
+    # The Manifest's digest reference is the same as signxml's (same canonical form of the same element).
+    assert etree.fromstring(ours).findtext(f".//{{{DS}}}DigestValue") == theirs.findtext(f".//{{{DS}}}DigestValue")
+    tampered = ours.replace(b"1.2.250.1.999.2", b"1.2.250.1.999.3")
+    with pytest.raises(LotSignatureError):
+        verify_lot_signature(tampered, {"1.2.250.1.999.1^a&b": b"<doc/>", "1.2.250.1.999.3": b"second"})
