@@ -83,6 +83,13 @@ async def new_pg_schema() -> tuple[str, str]:
 async def drop_pg_schema(dsn: str, schema: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
+        # An extension this schema's migration created (pg_trgm) lives in it: moved out first, as dropping it
+        # would drop every index using it in the other schemas of a shared database.
+        for (name,) in await conn.fetch(
+            "SELECT x.extname FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace WHERE n.nspname = $1",
+            schema,
+        ):
+            await conn.execute(f'ALTER EXTENSION "{name}" SET SCHEMA public')
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()

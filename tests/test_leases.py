@@ -142,9 +142,11 @@ async def test_a_node_cut_off_from_the_store_never_sends_what_it_lost(store: Sto
         seen_by_a = CutOffStore(store)
         a = worker(seen_by_a, "a", peer_a.port, require_qualified_ins=True, lookup=slow_lookup)
         b = worker(store, "b", peer_b.port, require_qualified_ins=True, lookup=lookup)
+        b.paused = True  # node a claims first; otherwise, under load, node b may win the first claim
         async with running(a, b, recover=store) as recovered:
             await wait_until(lambda: len(a.held_leases) == 1)
             seen_by_a.cut = True  # node a can no longer renew: its lease runs out, node b takes over
+            b.paused = False
             await wait_until(lambda: len(peer_b.bodies) == 1, timeout=5 * LEASE)
             assert recovered == [1]
             gate.set()

@@ -57,6 +57,7 @@ from hub.store.base import (
     fold_queue_stats,
     searchable_text,
 )
+from hub.store.claim_points import ClaimPoints
 from hub.store.content_index import LAG_COUNT_CAP, ContentIndexer, IndexLag
 from hub.store.pg_maintenance import Vacuumed, vacuum_hot_tables
 from hub.store.rows import (
@@ -342,6 +343,7 @@ UPDATE hub_deliveries n SET waiting = false FROM (
             AND x.ordering_key = d.ordering_key AND x.status IN ({_BLOCKING_SQL}) ORDER BY x.id LIMIT 1) AS id
     FROM hub_deliveries d WHERE d.id = ANY($1::bigint[]) AND d.ordering_key IS NOT NULL
 ) first WHERE n.id = first.id AND n.waiting
+RETURNING n.route, n.destination, n.next_attempt_at, n.id
 """
 _FINISH_BATCH = """
 UPDATE hub_deliveries d SET status = u.status, next_attempt_at = coalesce(u.next_at, now()), last_error = u.error,
@@ -350,7 +352,7 @@ UPDATE hub_deliveries d SET status = u.status, next_attempt_at = coalesce(u.next
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::int[])
     AS u(id, owner, status, next_at, error, output, uncounted)
 WHERE d.id = u.id AND d.status = 'in_flight' AND d.lease_owner = u.owner
-RETURNING d.id, d.message_id, d.attempts
+RETURNING d.id, d.message_id, d.attempts, d.route, d.destination, d.status, d.next_attempt_at
 """
 _INSERT_ATTEMPTS = f"""
 INSERT INTO hub_attempts ({ATTEMPT_SELECT})
@@ -378,7 +380,8 @@ _ROWS = RowMapper()
 #: however deep the backlog behind them; the NOT EXISTS test still guards FIFO on its own (an index probe).
 #: A claim lost in a crash only gives the delivery back to pending (it is sent at least once either way),
 #: so its commit does not wait for the WAL flush (set_config(..., true): this transaction only;
-#: PostgreSQL "Asynchronous Commit").
+#: PostgreSQL "Asynchronous Commit"). The walk starts at ($6, $7), where this node's previous claim of the queue
+#: stopped (hub/store/claim_points.py: not over the index entries of everything claimed since the last VACUUM).
 _CLAIM_TEMPLATE = f"""
 WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
 claimed AS (
@@ -387,7 +390,7 @@ claimed AS (
     WHERE (SELECT v FROM async_commit) IS NOT NULL AND d.id IN (
         SELECT c.id FROM hub_deliveries c
         WHERE c.route = $1 AND c.destination = $2 AND c.status = 'pending' AND NOT c.waiting
-          AND c.next_attempt_at <= now()
+          AND c.next_attempt_at <= now() AND (c.next_attempt_at, c.id) >= ($6::timestamptz, $7::bigint)
           AND (c.ordering_key IS NULL OR NOT EXISTS (
               SELECT 1 FROM hub_deliveries e WHERE e.route = c.route
               AND e.destination = c.destination AND e.ordering_key = c.ordering_key
@@ -407,6 +410,8 @@ _CLAIM_HOLD = _CLAIM_TEMPLATE.format(
     hold=" AND NOT EXISTS (SELECT 1 FROM hub_deliveries x WHERE x.route = c.route AND x.destination = c.destination"
     " AND x.ordering_key = c.ordering_key AND x.status = 'dead' AND x.id < c.id)"
 )
+#: The claim of a worker with an ordering key and hold_behind_dead (the default), for benchmarks to measure.
+CLAIM_SQL = _CLAIM_HOLD
 
 _SUBMIT_BATCH = f"""
 WITH m AS (
@@ -444,7 +449,7 @@ WITH m AS (
 ), x AS (
     INSERT INTO hub_text_pending (message_id) SELECT id FROM m
 )
-SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END FROM m
+SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END, now() FROM m
 """
 
 # The message's deliveries are read through their message_id index only, then folded: per-status EXISTS
@@ -565,6 +570,7 @@ class PostgresStore:
         self._finisher: GroupCommitter[OutcomeRecord, bool] | None = None
         self._writer_slots: list[asyncpg.Connection | None] = []
         self._max_pending = max_pending
+        self._claim_points = ClaimPoints()
 
     @contextlib.asynccontextmanager
     async def _writer(self) -> AsyncIterator[asyncpg.Connection]:
@@ -760,6 +766,10 @@ class PostgresStore:
             else:
                 rows = await conn.fetch(_SUBMIT_BATCH, *cols[:16], *d_cols, *_key_columns(keyed))
             inserted = {r[0] for r in rows}
+            if rows:
+                # Deliveries stored at this transaction's time, which may be before where the last claim stopped.
+                for queue in set(zip(d_cols[1], d_cols[2], strict=True)):
+                    self._claim_points.lower(queue, (rows[0][2], 0))
             missing = [b[3] for b in batch if b[0].id not in inserted]
             existing: dict[str, str] = {}
             if missing:
@@ -788,11 +798,14 @@ class PostgresStore:
         lease_secs: float,
         hold_behind_dead: bool = False,
     ) -> list[Claimed]:
+        queue = (route, destination)
+        start, token = self._claim_points.start(queue)
         async with self._conn() as conn:
             rows = await conn.fetch(
-                _CLAIM_HOLD if hold_behind_dead else _CLAIM, route, destination, limit, owner, float(lease_secs)
+                _CLAIM_HOLD if hold_behind_dead else _CLAIM, route, destination, limit, owner, float(lease_secs), *start
             )
         out = [_claimed(r) for r in rows]
+        self._claim_points.advance(queue, token, ((c.delivery.next_attempt_at, c.delivery.id) for c in out))
         out.sort(key=lambda c: (c.delivery.next_attempt_at, c.delivery.id))
         return out
 
@@ -851,8 +864,11 @@ class PostgresStore:
                 [f.started_at for f in done], [f.outcome for f in done], [f.error for f in done],
                 *([r[i] for r in replies] for i in range(6)),
             )  # fmt: skip
+            # back in the queue: retries, and each settled delivery's next of its key
+            ready = [(r["route"], r["destination"], r["next_attempt_at"], r["id"]) for r in rows
+                     if r["status"] == DeliveryStatus.PENDING]  # fmt: skip
             if settled:
-                await conn.execute(_PROMOTE_NEXT, [i for i in settled if i in kept])
+                ready += [tuple(r) for r in await conn.fetch(_PROMOTE_NEXT, [i for i in settled if i in kept])]
             keyed = [
                 (kept[f.delivery_id]["message_id"], keys)
                 for f in done
@@ -870,6 +886,8 @@ class PostgresStore:
             await conn.execute(_REFRESH_STATUS, list({r["message_id"] for r in rows}))
             if any(f.status == DeliveryStatus.PENDING for f in done):
                 await conn.execute(f"NOTIFY {_CHANNEL}")
+        for route, destination, at, delivery_id in ready:  # committed: the next claims start no later
+            self._claim_points.lower((route, destination), (at, delivery_id))
         return [f.delivery_id in kept for f in batch]
 
     async def renew(self, delivery_ids: list[int], *, owner: str, lease_secs: float) -> set[int]:
@@ -885,6 +903,13 @@ class PostgresStore:
             )
         return {r[0] for r in rows}
 
+    def _made_claimable(self, count: int) -> int:
+        """After a commit that made `count` deliveries claimable anywhere in their queues: the next claims start
+        from the beginning (hub/store/claim_points.py). Returns `count`."""
+        if count:
+            self._claim_points.forget()
+        return count
+
     async def release(self, delivery_ids: list[int], *, owner: str) -> int:
         if not delivery_ids:
             return 0
@@ -896,7 +921,7 @@ class PostgresStore:
                 owner,
                 delivery_ids,
             )
-        return int(result.split()[-1])
+        return self._made_claimable(int(result.split()[-1]))
 
     async def recover_leases(self, *, owner: str | None = None) -> int:
         async with self._conn() as conn:
@@ -909,7 +934,7 @@ class PostgresStore:
             count = int(result.split()[-1])
             if count:
                 await conn.execute(f"NOTIFY {_CHANNEL}")
-        return count
+        return self._made_claimable(count)
 
     async def requeue(self, delivery_ids: list[int]) -> int:
         if not delivery_ids:
@@ -925,7 +950,7 @@ class PostgresStore:
             await conn.execute("DELETE FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", [r[0] for r in rows])
             await conn.execute(_REFRESH_STATUS, list({r[1] for r in rows}))
             await conn.execute(f"NOTIFY {_CHANNEL}")
-        return len(rows)
+        return self._made_claimable(len(rows))
 
     async def release_orphans(self, route: str, destination: str, *, owner: str, keep: list[int]) -> int:
         async with self._conn() as conn:
@@ -936,7 +961,7 @@ class PostgresStore:
                 " AND NOT (id = ANY($4::bigint[]))",
                 route, destination, owner, keep,
             )  # fmt: skip
-        return int(result.split()[-1])
+        return self._made_claimable(int(result.split()[-1]))
 
     async def dead_letter_ahead(self, delivery_id: int) -> int | None:
         async with self._conn() as conn:
@@ -952,7 +977,7 @@ class PostgresStore:
                 delivery_ids,
             )
             await conn.execute(f"NOTIFY {_CHANNEL}")
-        return len(rows)
+        return self._made_claimable(len(rows))  # what the dead letter held behind it
 
     async def release_held(self, patient_keys: list[str]) -> int:
         if not patient_keys:
@@ -967,7 +992,7 @@ class PostgresStore:
             if rows:
                 await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
                 await conn.execute(f"NOTIFY {_CHANNEL}")
-        return len(rows)
+        return self._made_claimable(len(rows))
 
     # -- identity registry --------------------------------------------------------------------------
     async def get_identity(self, patient_key: str) -> IdentityRecord | None:
@@ -1097,6 +1122,7 @@ class PostgresStore:
                 await conn.execute(_PROMOTE_NEXT, [review.delivery_id])
                 await conn.execute(f"NOTIFY {_CHANNEL}")
             await conn.execute(_REFRESH_STATUS, [review.message_id])
+        self._made_claimable(1)
         return review
 
     async def purge(self, *, before: datetime, statuses: tuple[str, ...], batch: int = 1000) -> int:

@@ -2,8 +2,8 @@
 
 The rules are data extracted from the guides' FSH sources (versions in the file); every Bundle of the
 cases below must break none of them, and each mutation below, a thing the profiles refuse, must be
-caught. ``PDSM_IG_DIR`` / ``MHD_IG_DIR`` (checkouts of the two guides) also re-extract the rules and
-compare them with the shipped file.
+caught. ``PDSM_IG_DIR`` / ``MHD_IG_DIR`` (git work trees of ansforge/IG-fhir-partage-de-documents-de-sante
+and IHE/ITI.MHD at the commits the shipped file names) also re-extract the rules and compare them with it.
 """
 
 from __future__ import annotations
@@ -193,7 +193,8 @@ def test_the_rules_name_their_sources_and_versions() -> None:
 
 @pytest.mark.skipif(
     not (os.environ.get("PDSM_IG_DIR") and os.environ.get("MHD_IG_DIR")),
-    reason="set PDSM_IG_DIR and MHD_IG_DIR to checkouts of the PDSm and IHE MHD guides to re-extract the rules",
+    reason="set PDSM_IG_DIR and MHD_IG_DIR to git checkouts of ansforge/IG-fhir-partage-de-documents-de-sante "
+    "and IHE/ITI.MHD (commits in mappings/fhir/profiles/pdsm.json) to re-extract the rules",
 )
 def test_shipped_rules_are_those_of_the_guides() -> None:
     from mappings.fhir.profiles.fsh import generate

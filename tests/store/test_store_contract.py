@@ -265,6 +265,22 @@ async def test_expired_leases_and_restarted_owner_are_recovered(store: Store) ->
     assert all(c.delivery.attempts == 2 for c in again)
 
 
+async def test_what_an_outcome_puts_back_before_the_last_claim_is_claimed_next(store: Store) -> None:
+    # A claim may start where the previous one stopped (PostgreSQL: hub/store/claim_points.py); a key's next
+    # delivery and a retry due now sit before that point in the claim's order, and must come out at once.
+    a1, a2, b, c = msg("A1", patient="A"), msg("A2", patient="A"), msg("B", patient="B"), msg("C", patient="C")
+    for m, key in ((a1, "A"), (a2, "A"), (b, "B"), (c, "C")):
+        await store.submit(m, one(key=key), endpoint="in", dedup_key=None)
+    first = {x.message.id: x.delivery for x in await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)}
+    assert set(first) == {a1.id, b.id, c.id}  # A2 waits behind A1
+    await store.finish(first[a1.id].id, owner="n", status="delivered", next_attempt_at=None, error="",
+                       outcome="accept", started_at=utcnow())  # fmt: skip
+    await store.finish(first[b.id].id, owner="n", status="pending", next_attempt_at=utcnow() - timedelta(hours=1),
+                       error="AE", outcome="retry", started_at=utcnow())  # fmt: skip
+    again = await store.claim("r", "dpi", limit=10, owner="n", lease_secs=60)
+    assert sorted(x.message.id for x in again) == sorted([a2.id, b.id])
+
+
 async def test_release_gives_back_without_counting_the_attempt(store: Store) -> None:
     await store.submit(msg(), one(), endpoint="in", dedup_key=None)
     [c] = await store.claim("r", "dpi", limit=1, owner="n", lease_secs=60)

@@ -1,7 +1,11 @@
 """Maintenance tool: the FSH sources of the PDSm and IHE MHD guides → the rule data this package ships.
 
 Run it on checkouts of the two public guides, at the versions PDSm depends on
-(``ans.fhir.fr.pdsm`` declares ``ihe.iti.mhd`` in its ``sushi-config.yaml``)::
+(``ans.fhir.fr.pdsm`` declares ``ihe.iti.mhd`` in its ``sushi-config.yaml``): the PDSm guide is
+the repository ``ansforge/IG-fhir-partage-de-documents-de-sante`` (not ``IG-FHIR-PDSM4DMP-EEDS``,
+a guide that depends on PDSm), IHE MHD is ``IHE/ITI.MHD`` at its tag of that version. Both must be
+git work trees at the commits named in the data's ``sources``: the commit is read with ``git``,
+so an exported copy gives an empty one and the comparison test fails::
 
     python -m mappings.fhir.profiles.fsh PDSM_CHECKOUT MHD_CHECKOUT > mappings/fhir/profiles/pdsm.json
 
