@@ -25,6 +25,12 @@ Method
   share is shown too, and the 1-minute load average at the end (other work on
   the machine slows the wall-clock figures, far less the CPU per document).
   `bench/document_stages.py` splits the hub's and the sandbox's CPU per stage.
+* `--threads`: CPU and context switches per document of each thread of the
+  hub and the sandbox (event loop, step threads, SQLite writer...), named
+  with `py-spy dump`; `--py-spy OUT` samples the hub (or `--py-spy-process
+  sandbox`) over the window with `py-spy record` (collapsed stacks; add
+  `--py-spy-option=--gil` for the GIL holder only). py-spy is a profiling
+  tool to install in the venv, not a project dependency.
 
 Run: `.venv/bin/python bench/documents.py --documents 2000 --connections 8 --in-flight 8`.
 """
@@ -83,8 +89,54 @@ def ins_for(n: int) -> str:
 
 
 def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of proc(5))
+    """User+system ticks of `pid` and of the processes it started (a process pool's workers), still running."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+        ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])  # utime + stime (proc(5) fields 14, 15)
+    total, tree = 0, {pid}
+    for _ in range(4):  # children, grandchildren (forkserver → workers)
+        tree |= {p for p, parent in parents.items() if parent in tree}
+    for p in tree:
+        total += ticks.get(p, 0)
+    return total
+
+
+def thread_ticks(pid: int) -> dict[int, tuple[int, int, int]]:
+    """CPU ticks (user, system) and context switches of each thread of `pid`, by thread id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = cpu_ticks_of(task / "stat")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended
+    return out
+
+
+def cpu_ticks_of(stat: Path) -> tuple[int, int, int]:
+    """(user ticks, system ticks, context switches) of one thread."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    switches = 0
+    for line in (stat.parent / "status").read_text().splitlines():
+        if "ctxt_switches:" in line:  # voluntary and nonvoluntary
+            switches += int(line.split()[1])
+    return int(fields[11]), int(fields[12]), switches
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Thread id -> Python thread name, from `py-spy dump` (a bench-only tool, not a project dependency)."""
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60).stdout
+    names = {}
+    for line in dump.splitlines():
+        if line.startswith("Thread ") and '"' in line:
+            names[int(line.split()[1])] = line.split('"')[1]
+    return names
 
 
 def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -> tuple[Path, Path]:
@@ -224,6 +276,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         ticks = {name: cpu_ticks(p.pid) for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc))}
         ticks["bench"] = cpu_ticks(os.getpid())
+        per_thread = {name: thread_ticks(p.pid) for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc))}
+        spy = None
+        if args.py_spy:  # sample the hub (or the sandbox) over the documents' window; py-spy is no project dependency
+            target = {"hub": hub_proc.pid, "sandbox": sandbox_proc.pid}[args.py_spy_process]
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(target), "--output", args.py_spy,
+                "--format", args.py_spy_format, "--rate", "250", *args.py_spy_option,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         wall0 = time.perf_counter()
         await send_all(mllp, orus, args.connections)
         await wait_deliveries(folder / "hub.db", "dmp", args.documents, args.timeout)
@@ -233,6 +294,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sandbox": cpu_ticks(sandbox_proc.pid) - ticks["sandbox"],
             "bench": cpu_ticks(os.getpid()) - ticks["bench"],
         }
+        threads: dict[str, dict[str, str]] = {}
+        if args.threads:  # CPU per document of each thread, by Python thread name (pool threads summed)
+            hz = os.sysconf("SC_CLK_TCK")
+            for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc)):
+                now, names, before = thread_ticks(p.pid), thread_names(p.pid), per_thread[name]
+                groups: dict[str, list[float]] = {}
+                for tid, (user, system, switches) in now.items():
+                    group = names.get(tid, "?").rsplit("_", 1)[0]  # a pool's threads summed
+                    u0, s0, c0 = before.get(tid, (0, 0, 0))
+                    g = groups.setdefault(group, [0.0, 0.0, 0.0])
+                    g[0] += (user - u0) / hz * 1000 / args.documents
+                    g[1] += (system - s0) / hz * 1000 / args.documents
+                    g[2] += (switches - c0) / args.documents
+                threads[name] = {
+                    k: f"{u + s:.2f} ms (user {u:.2f}, system {s:.2f}), {c:.0f} switches"
+                    for k, (u, s, c) in sorted(groups.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))
+                }
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            await asyncio.wait_for(spy.wait(), 60)
         with sqlite3.connect(f"file:{folder / 'hub.db'}?mode=ro", uri=True) as conn:
             rows = conn.execute(
                 "SELECT m.received_at, d.updated_at FROM deliveries d JOIN messages m ON m.id = d.message_id "
@@ -258,6 +339,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_sandbox_core_share": round(used["sandbox"] / hz / wall, 2),
             "cpu_loadgen_core_share": round(used["bench"] / hz / wall, 2),
             "wall_s": round(wall, 1),
+            **({"thread_cpu_ms_per_doc": threads} if threads else {}),
         }
     finally:
         for p in procs:
@@ -280,6 +362,11 @@ async def main() -> None:
     p.add_argument("--in-flight", type=int, default=8, help="max_in_flight of the DMP destination")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, stores, logs)")
+    p.add_argument("--threads", action="store_true", help="CPU per document of each thread (needs py-spy)")
+    p.add_argument("--py-spy", metavar="OUT", help="record a py-spy profile of the hub over the window into OUT")
+    p.add_argument("--py-spy-process", choices=("hub", "sandbox"), default="hub")
+    p.add_argument("--py-spy-format", default="raw", help="py-spy output format (raw: collapsed stacks)")
+    p.add_argument("--py-spy-option", action="append", default=[], help="extra py-spy option, e.g. --gil")
     args = p.parse_args()
     print(f"# machine: {machine()}")
     print(json.dumps(await run(args)), flush=True)

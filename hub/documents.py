@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import NamedTuple
@@ -74,11 +75,58 @@ async def sent_versions(store: SearchStore, set_ids: Iterable[str], *, before: M
 async def apply_steps(
     pipeline: Pipeline, message: Message, ctx: StepContext, store: SearchStore, executor: Executor | None
 ) -> Message:
-    """Run the route's steps in ``executor``; when one asks for sent documents, look them up and run again."""
-    loop = asyncio.get_running_loop()
+    """Run the route's steps (in ``executor``, or on the event loop when they are known to be short: see
+    :func:`runs_inline`); when one asks for sent documents, look them up and run again."""
     try:
-        return await loop.run_in_executor(executor, pipeline.apply, message, ctx)
+        return await _apply(pipeline, message, ctx, executor)
     except DocumentsNeeded as need:
         versions = await sent_versions(store, need.set_ids, before=message)
         known = dataclasses.replace(ctx, documents={**(ctx.documents or {}), **versions})
-        return await loop.run_in_executor(executor, pipeline.apply, message, known)
+        return await _apply(pipeline, message, known, executor)
+
+
+#: Steps run on the event loop's own thread when a recent run of the route's chain took less CPU than this.
+INLINE_MAX_CPU_SECS = 0.010
+#: ... and the message is no larger than this (a route's cost grows with its messages' size).
+INLINE_MAX_BYTES = 64 * 1024
+#: Weight of the newest run in the decaying cost (a slower run counts whole at once).
+_COST_DECAY = 0.1
+
+
+def runs_inline(pipeline: Pipeline, message: Message) -> bool:
+    """Whether the steps run on the event loop instead of a worker thread.
+
+    Why: handing a short chain to a worker thread costs more than the chain saves the loop. The thread
+    and the loop take the GIL in turn at every call that releases it (an lxml parse or XPath, os.urandom,
+    a socket, SQLite), each turn a pair of context switches with cold caches; for the DMP route
+    (``bench/documents.py``) that was ~2 to 3 ms of CPU a document on ~4 ms of steps, 20 % of the hub's
+    CPU. Nor does the thread keep the loop free: while it runs Python the loop waits for the GIL (up to
+    the interpreter's switch interval, 5 ms). So a chain whose recent runs took under
+    ``INLINE_MAX_CPU_SECS`` runs inline, on messages up to ``INLINE_MAX_BYTES``; the first run, a slow
+    chain, a large message and any route with a ``python`` user step (user code may wait on I/O) run in
+    the worker thread, as before.
+    """
+    cost = pipeline.cpu_secs
+    return (
+        pipeline.builtin_only
+        and cost is not None
+        and cost < INLINE_MAX_CPU_SECS
+        and len(message.body) <= INLINE_MAX_BYTES
+    )
+
+
+def _timed(pipeline: Pipeline, message: Message, ctx: StepContext) -> Message:
+    """``pipeline.apply``, noting the CPU time of the run (this thread's, so waits for the GIL do not count)."""
+    started = time.thread_time()
+    try:
+        return pipeline.apply(message, ctx)
+    finally:
+        spent = time.thread_time() - started
+        before = pipeline.cpu_secs
+        pipeline.cpu_secs = spent if before is None else max(spent, before + _COST_DECAY * (spent - before))
+
+
+async def _apply(pipeline: Pipeline, message: Message, ctx: StepContext, executor: Executor | None) -> Message:
+    if runs_inline(pipeline, message):
+        return _timed(pipeline, message, ctx)
+    return await asyncio.get_running_loop().run_in_executor(executor, _timed, pipeline, message, ctx)

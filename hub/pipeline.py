@@ -82,8 +82,14 @@ class Pipeline:
         self._steps: list[tuple[Step, dict[str, Any], bool]] = []  # (function, its settings, wants the context)
         self._labels: list[str] = []
         self.needs_identity = False
+        self.builtin_only = True
+        """Every step is a built-in one (no ``python`` user step): pure CPU work, no I/O (see hub/documents.py)."""
+        self.cpu_secs: float | None = None
+        """CPU time of a recent run of the whole chain, raised at once by a slow run, decaying slowly (None: never
+        run); set by :func:`hub.documents.apply_steps`."""
         for name, settings in specs:
             if name == "python":
+                self.builtin_only = False
                 user = load_user_step(spec_of(settings))
                 self._steps.append((_guarded(user.function), user.kwargs, False))
                 self._labels.append(f"route {route}, step python" if route else "step python")
