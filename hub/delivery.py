@@ -513,7 +513,8 @@ class DestinationWorker:
         return StepContext(identity=record, identity_override=identity_override, environment=self.environment)
 
     async def run_steps(self, message: Message, ctx: StepContext) -> Message:
-        """The route's steps on `message`, in the step executor; a correction's step may ask for the
+        """The route's steps on `message`, in the step executor (on the loop once known to be short: see
+        :func:`hub.documents.runs_inline`); a correction's step may ask for the
         versions the hub sent (hub/documents.py). The one place a delivery's steps run (the admin API's
         dry run too)."""
         return await apply_steps(self.pipeline, message, ctx, self.store, self.step_executor)

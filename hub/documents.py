@@ -99,8 +99,8 @@ def runs_inline(pipeline: Pipeline, message: Message) -> bool:
     Why: handing a short chain to a worker thread costs more than the chain saves the loop. The thread
     and the loop take the GIL in turn at every call that releases it (an lxml parse or XPath, os.urandom,
     a socket, SQLite), each turn a pair of context switches with cold caches; for the DMP route
-    (``bench/documents.py``) that was ~2 to 3 ms of CPU a document on ~4 ms of steps, 20 % of the hub's
-    CPU. Nor does the thread keep the loop free: while it runs Python the loop waits for the GIL (up to
+    (``bench/documents.py``) that was ~1 to 3 ms of CPU a document on ~4 ms of steps, 10 to 25 % of the
+    hub's CPU. Nor does the thread keep the loop free: while it runs Python the loop waits for the GIL (up to
     the interpreter's switch interval, 5 ms). So a chain whose recent runs took under
     ``INLINE_MAX_CPU_SECS`` runs inline, on messages up to ``INLINE_MAX_BYTES``; the first run, a slow
     chain, a large message and any route with a ``python`` user step (user code may wait on I/O) run in
