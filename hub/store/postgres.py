@@ -1191,12 +1191,18 @@ class PostgresStore:
 
     # -- reads --------------------------------------------------------------------------------------
     async def next_due(self, route: str, destination: str) -> datetime | None:
+        # From where this node's next claim starts, for the reason claims do (hub/store/claim_points.py): from
+        # the start of the index, this ran over the entries of everything claimed since the last VACUUM, after
+        # every claim that left room (at a million queued, a third of a core). What lies before the point was
+        # claimed or is held by its key, due already either way; what other nodes put back there is seen at
+        # the worker's next poll.
         async with self._conn() as conn:
             value: datetime | None = await conn.fetchval(
                 "SELECT min(next_attempt_at) FROM hub_deliveries WHERE route = $1 AND destination = $2"
-                " AND status = 'pending' AND NOT waiting",
+                " AND status = 'pending' AND NOT waiting AND (next_attempt_at, id) >= ($3::timestamptz, $4::bigint)",
                 route,
                 destination,
+                *self._claim_points.peek((route, destination)),
             )
         return value
 
