@@ -57,6 +57,10 @@ class ClaimPoints:
             point = BEGINNING
         return point, self._token(queue)
 
+    def peek(self, queue: Queue) -> Point:
+        """Where the next claim of `queue` would start, were it not its time to rescan (no side effect)."""
+        return self._points.get(queue, BEGINNING)
+
     def advance(self, queue: Queue, token: tuple[int, int], claimed: Iterable[Point]) -> None:
         """After a claim that started with `token`: the next one starts at the last delivery it took.
 

@@ -336,6 +336,7 @@ SELECT count(pg_advisory_xact_lock(h)) FROM (
     FROM hub_deliveries WHERE id = ANY($1::bigint[]) AND ordering_key IS NOT NULL ORDER BY h
 ) s
 """
+
 #: Each settled delivery's key: its first blocking delivery stops waiting (an index probe per key).
 _PROMOTE_NEXT = f"""
 UPDATE hub_deliveries n SET waiting = false FROM (
@@ -345,26 +346,57 @@ UPDATE hub_deliveries n SET waiting = false FROM (
 ) first WHERE n.id = first.id AND n.waiting
 RETURNING n.route, n.destination, n.next_attempt_at, n.id
 """
-_FINISH_BATCH = """
-UPDATE hub_deliveries d SET status = u.status, next_attempt_at = coalesce(u.next_at, now()), last_error = u.error,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-    output_metadata = coalesce(u.output::jsonb, d.output_metadata), attempts = d.attempts - u.uncounted
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::int[])
-    AS u(id, owner, status, next_at, error, output, uncounted)
-WHERE d.id = u.id AND d.status = 'in_flight' AND d.lease_owner = u.owner
-RETURNING d.id, d.message_id, d.attempts, d.route, d.destination, d.status, d.next_attempt_at
-"""
-_INSERT_ATTEMPTS = f"""
-INSERT INTO hub_attempts ({ATTEMPT_SELECT})
-SELECT u.id, u.number, u.started_at, now(), u.outcome, u.error, u.rk, u.rs, u.rc, u.rb, u.rn, u.ra
-FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::bytea[], $10::int[], $11::timestamptz[])
-    AS u(id, number, started_at, outcome, error, rk, rs, rc, rb, rn, ra)
-ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,
-    finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error,
-    reply_kind = EXCLUDED.reply_kind, reply_summary = EXCLUDED.reply_summary,
-    reply_content_type = EXCLUDED.reply_content_type, reply = EXCLUDED.reply, reply_size = EXCLUDED.reply_size,
-    reply_at = EXCLUDED.reply_at
+#: 'in_flight' once per id of the array {ids}, to compare each row's status with: a constant `status =
+#: 'in_flight'` led the planner to walk the status index over every entry left by deliveries in flight
+#: since the last VACUUM (300-800 buffers for a batch of 20 in a drain), instead of one primary-key probe
+#: per delivery; a column of the unnest is opaque to it.
+_IN_FLIGHT_EACH = "array_fill('in_flight'::text, ARRAY[cardinality({ids}::bigint[])])"
+#: A batch of outcomes in one statement after its locks (one round trip, one snapshot): the deliveries'
+#: new states (`f`), their attempts (`a`: only the counted ones are given, numbered by `f`), each settled
+#: delivery's next of its key no longer waiting (`p`) and the messages' statuses (`r`). In one snapshot
+#: the later parts still read `f`'s rows as they were (in flight), so `p` skips them by id and `r` reads
+#: their new status from `f`. Returns `f`'s rows, then the promoted ones (kind 'p').
+_RECORD_OUTCOMES = f"""
+WITH f AS (
+    UPDATE hub_deliveries d SET status = u.status, next_attempt_at = coalesce(u.next_at, now()),
+        last_error = u.error, lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+        output_metadata = coalesce(u.output::jsonb, d.output_metadata), attempts = d.attempts - u.uncounted
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::int[],
+        {_IN_FLIGHT_EACH.format(ids="$1")}) AS u(id, owner, status, next_at, error, output, uncounted, was)
+    WHERE d.id = u.id AND d.status = u.was AND d.lease_owner = u.owner
+    RETURNING d.id, d.message_id, d.attempts, d.route, d.destination, d.ordering_key, d.status, d.next_attempt_at
+), a AS (
+    INSERT INTO hub_attempts ({ATTEMPT_SELECT})
+    SELECT u.id, f.attempts, u.started_at, now(), u.outcome, u.error, u.rk, u.rs, u.rc, u.rb, u.rn, u.ra
+    FROM unnest($8::bigint[], $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::text[],
+        $14::text[], $15::bytea[], $16::int[], $17::timestamptz[])
+        AS u(id, started_at, outcome, error, rk, rs, rc, rb, rn, ra)
+        JOIN f ON f.id = u.id
+    ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = EXCLUDED.started_at,
+        finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error,
+        reply_kind = EXCLUDED.reply_kind, reply_summary = EXCLUDED.reply_summary,
+        reply_content_type = EXCLUDED.reply_content_type, reply = EXCLUDED.reply,
+        reply_size = EXCLUDED.reply_size, reply_at = EXCLUDED.reply_at
+), p AS (
+    UPDATE hub_deliveries n SET waiting = false FROM (
+        SELECT (SELECT x.id FROM hub_deliveries x WHERE x.route = f.route AND x.destination = f.destination
+                AND x.ordering_key = f.ordering_key AND x.status IN ({_BLOCKING_SQL}) AND x.id <> f.id
+                ORDER BY x.id LIMIT 1) AS id
+        FROM f WHERE f.ordering_key IS NOT NULL AND f.status NOT IN ({_BLOCKING_SQL})
+    ) first WHERE n.id = first.id AND n.waiting
+    RETURNING n.id, n.route, n.destination, n.next_attempt_at
+), r AS (
+    UPDATE hub_messages m SET updated_at = now(), status = s.status
+    FROM (
+        SELECT d.message_id, {{status}} AS status
+        FROM hub_deliveries d LEFT JOIN f ON f.id = d.id
+        WHERE d.message_id = ANY(ARRAY(SELECT message_id FROM f)) GROUP BY d.message_id
+    ) s
+    WHERE m.id = s.message_id AND m.status NOT IN ('rejected', 'unrouted')
+)
+SELECT 'f' AS kind, id, message_id, attempts, route, destination, status, next_attempt_at FROM f
+UNION ALL
+SELECT 'p', id, NULL, NULL, route, destination, NULL, next_attempt_at FROM p
 """
 
 _AUDIT_LOCK = 7210043  # pg_advisory_xact_lock key: one audit append at a time across nodes
@@ -454,19 +486,22 @@ SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '')
 
 # The message's deliveries are read through their message_id index only, then folded: per-status EXISTS
 # tests let the planner AND in the status index, which walks every pending delivery (the whole backlog).
-_REFRESH_STATUS = """
+#: A message's status from its deliveries' statuses ({s}: the column or expression giving each one's status).
+_MESSAGE_STATUS = """CASE
+          WHEN bool_or({s} IN ('pending', 'in_flight')) THEN 'pending'
+          WHEN bool_or({s} = 'awaiting_identity') THEN 'awaiting_identity'
+          WHEN bool_or({s} = 'identity_review') THEN 'identity_review'
+          WHEN bool_or({s} IN ('dead', 'discarded')) THEN 'failed'
+          ELSE 'delivered' END"""
+_REFRESH_STATUS = f"""
     UPDATE hub_messages m SET updated_at = now(), status = s.status
     FROM (
-        SELECT message_id, CASE
-          WHEN bool_or(status IN ('pending', 'in_flight')) THEN 'pending'
-          WHEN bool_or(status = 'awaiting_identity') THEN 'awaiting_identity'
-          WHEN bool_or(status = 'identity_review') THEN 'identity_review'
-          WHEN bool_or(status IN ('dead', 'discarded')) THEN 'failed'
-          ELSE 'delivered' END AS status
+        SELECT message_id, {_MESSAGE_STATUS.format(s="status")} AS status
         FROM hub_deliveries WHERE message_id = ANY($1::text[]) GROUP BY message_id
     ) s
     WHERE m.id = s.message_id AND m.status NOT IN ('rejected', 'unrouted')
 """
+_RECORD_OUTCOMES = _RECORD_OUTCOMES.format(status=_MESSAGE_STATUS.format(s="coalesce(f.status, d.status)"))
 
 
 async def _keep_session(conn: _AnyConnection) -> None:
@@ -842,33 +877,29 @@ class PostgresStore:
         async with self._conn() as conn, conn.transaction():
             if settled:
                 await conn.execute(_LOCK_KEYS_OF, settled)
+            # not counted: the destination was not reached, no attempt to record (the message stays pending)
+            done = [f for f in batch if f.count_attempt]
+            replies = [[_text(v) for v in reply_values(f.reply)] for f in done]
             rows = await conn.fetch(
-                _FINISH_BATCH, ids, [f.owner for f in batch], [f.status for f in batch],
+                _RECORD_OUTCOMES, ids, [f.owner for f in batch], [f.status for f in batch],
                 [f.next_attempt_at for f in batch], [f.error for f in batch], outputs,
                 [0 if f.count_attempt else 1 for f in batch],
+                [f.delivery_id for f in done], [f.started_at for f in done], [f.outcome for f in done],
+                [f.error for f in done], *([r[i] for r in replies] for i in range(6)),
             )  # fmt: skip
-            kept = {r["id"]: r for r in rows}
+            kept = {r["id"]: r for r in rows if r["kind"] == "f"}
             if not kept:
                 return [False] * len(batch)
+            # back in the queue: retries, and each settled delivery's next of its key
+            ready = [(r["route"], r["destination"], r["next_attempt_at"], r["id"]) for r in rows
+                     if r["kind"] == "p" or r["status"] == DeliveryStatus.PENDING]  # fmt: skip
             sent = [(f.delivery_id, f.sent) for f in batch if f.sent is not None and f.delivery_id in kept]
             if sent:
                 await conn.executemany(_SENT_UPSERT, [
                     (i, p.sent_id, p.parent_id, p.content_type, p.body, dump_metadata(p.metadata), p.size, p.basis,
                      p.computed_at) for i, p in sent
                 ])  # fmt: skip
-            # not counted: the destination was not reached, no attempt to record (the message stays pending)
-            done = [f for f in batch if f.delivery_id in kept and f.count_attempt]
-            replies = [[_text(v) for v in reply_values(f.reply)] for f in done]
-            await conn.execute(
-                _INSERT_ATTEMPTS, [f.delivery_id for f in done], [kept[f.delivery_id]["attempts"] for f in done],
-                [f.started_at for f in done], [f.outcome for f in done], [f.error for f in done],
-                *([r[i] for r in replies] for i in range(6)),
-            )  # fmt: skip
-            # back in the queue: retries, and each settled delivery's next of its key
-            ready = [(r["route"], r["destination"], r["next_attempt_at"], r["id"]) for r in rows
-                     if r["status"] == DeliveryStatus.PENDING]  # fmt: skip
-            if settled:
-                ready += [tuple(r) for r in await conn.fetch(_PROMOTE_NEXT, [i for i in settled if i in kept])]
+            done = [f for f in done if f.delivery_id in kept]
             keyed = [
                 (kept[f.delivery_id]["message_id"], keys)
                 for f in done
@@ -883,7 +914,6 @@ class PostgresStore:
                         " SELECT $1, id, coalesce(patient_key, ''), $3, 'open', now() FROM hub_messages WHERE id = $2",
                         f.delivery_id, kept[f.delivery_id]["message_id"], f.review or f.error,
                     )  # fmt: skip
-            await conn.execute(_REFRESH_STATUS, list({r["message_id"] for r in rows}))
             if any(f.status == DeliveryStatus.PENDING for f in done):
                 await conn.execute(f"NOTIFY {_CHANNEL}")
         for route, destination, at, delivery_id in ready:  # committed: the next claims start no later
@@ -895,8 +925,9 @@ class PostgresStore:
             return set()
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "UPDATE hub_deliveries SET lease_expires_at = now() + make_interval(secs => $3)"
-                " WHERE status = 'in_flight' AND lease_owner = $2 AND id = ANY($1::bigint[]) RETURNING id",
+                "UPDATE hub_deliveries d SET lease_expires_at = now() + make_interval(secs => $3)"
+                f" FROM unnest($1::bigint[], {_IN_FLIGHT_EACH.format(ids='$1')}) AS u(id, was)"
+                " WHERE d.id = u.id AND d.status = u.was AND d.lease_owner = $2 RETURNING d.id",
                 delivery_ids,
                 owner,
                 float(lease_secs),
@@ -1160,12 +1191,18 @@ class PostgresStore:
 
     # -- reads --------------------------------------------------------------------------------------
     async def next_due(self, route: str, destination: str) -> datetime | None:
+        # From where this node's next claim starts, for the reason claims do (hub/store/claim_points.py): from
+        # the start of the index, this ran over the entries of everything claimed since the last VACUUM, after
+        # every claim that left room (at a million queued, a third of a core). What lies before the point was
+        # claimed or is held by its key, due already either way; what other nodes put back there is seen at
+        # the worker's next poll.
         async with self._conn() as conn:
             value: datetime | None = await conn.fetchval(
                 "SELECT min(next_attempt_at) FROM hub_deliveries WHERE route = $1 AND destination = $2"
-                " AND status = 'pending' AND NOT waiting",
+                " AND status = 'pending' AND NOT waiting AND (next_attempt_at, id) >= ($3::timestamptz, $4::bigint)",
                 route,
                 destination,
+                *self._claim_points.peek((route, destination)),
             )
         return value
 
