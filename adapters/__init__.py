@@ -1,5 +1,6 @@
 """Built-in adapters. Importing a module registers it; this list is the whole catalogue."""
 
+from adapters import http_post as _http_post  # noqa: F401
 from adapters.fhir import inbound as _fhir  # noqa: F401  (the package registers "fhir" in/out, sandbox "eparcours")
 from adapters.imap import dovecot as _imap  # noqa: F401
 from adapters.insi import cli as _insi_cli  # noqa: F401  (`hub identity insi`)

@@ -16,7 +16,7 @@ import json
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -287,6 +287,12 @@ def _fhir_config(port: int, tls: TlsConfig | None, timeout: float) -> dict[str, 
             "timeout_secs": timeout}  # fmt: skip
 
 
+def _http_post_config(port: int, tls: TlsConfig | None, timeout: float) -> dict[str, Any]:
+    scheme = "https" if tls else "http"
+    return {"url": f"{scheme}://127.0.0.1:{port}/inbox", "tls": tls, "connect_timeout_secs": timeout,
+            "timeout_secs": timeout}  # fmt: skip
+
+
 def _cda_message() -> Message:
     return Message.new(synthetic_cda(), content_type=ContentType.CDA)
 
@@ -317,6 +323,7 @@ _LOCAL, _REMOTE = "labo@hub.test", "dr.who@peer.test"
 PEERS: dict[str, PeerKit] = {
     "mllp": PeerKit(_stream(_mllp_peer), _mllp_config, _hl7_message),
     "fhir": PeerKit(_stream(_http_peer), _fhir_config, _fhir_message),
+    "http_post": PeerKit(_stream(_http_peer), _http_post_config, _hl7_message),
     "xds": PeerKit(_stream(_xds_peer), _xds_config, _cda_message),
     "mssante": PeerKit(SmtpPeer, _mssante_config, _mail_message, tls_required=True),
 }
@@ -490,3 +497,143 @@ async def test_tls_verifies_the_peer_and_refuses_a_wrong_ca(name: str, pkis: tup
                 await adapter.send(kit.message())
         assert peer.requests == 1  # nothing reached a peer the hub could not verify
         await wait_until(lambda: peer.open == 0, timeout=5)  # and the refused handshake left no connection
+
+
+# -- http_post: what the suite above does not exercise -------------------------------------------------------------
+
+
+@dataclass
+class _Scripted:
+    """An HTTP/1.1 peer giving every request one answer; it keeps what it received and counts its connections."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"ok": true}'
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    connections: int = 0
+    endless: bool = False
+
+    async def __call__(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while True:
+            self.received.append(await _read_http_request(reader))
+            peer.requests += 1
+            head = f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n"
+            head += "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+            if self.endless:  # chunks until the client hangs up
+                writer.write(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+                while True:
+                    writer.write(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+                    await writer.drain()
+            writer.write(f"{head}Content-Length: {len(self.body)}\r\n\r\n".encode() + self.body)
+            await writer.drain()
+
+
+def _http_post(port: int, **options: Any) -> dict[str, Any]:
+    return {**_http_post_config(port, None, 5), **options}
+
+
+async def test_http_post_sends_the_body_its_headers_and_content_type_on_one_connection() -> None:
+    scripted = _Scripted(201)
+    options = _http_post(0, headers={"Authorization": "Bearer s3cret", "X-Partner": "hub"},
+                         idempotency_header="Idempotency-Key")  # fmt: skip
+    message = _hl7_message()
+    async with Peer("accept", None, scripted) as peer:
+        async with _started("http_post", {**options, "url": f"http://127.0.0.1:{peer.port}/inbox"}) as adapter:
+            await adapter.send(message)
+            await adapter.send(message)  # the same message again, as after a lost answer
+        async with _started("http_post", {**options, "url": f"http://127.0.0.1:{peer.port}/inbox",
+                                          "content_type": "application/hl7-v2"}) as adapter:  # fmt: skip
+            await adapter.send(message)
+    (first, body), (second, _), (third, _) = scripted.received
+    assert body == message.body
+    assert first["content-type"] == message.content_type == ContentType.HL7V2  # the message's own type by default
+    assert third["content-type"] == "application/hl7-v2"
+    assert first["authorization"] == "Bearer s3cret" and first["x-partner"] == "hub"
+    assert first["idempotency-key"] == second["idempotency-key"] == message.id  # the same on every attempt
+    assert scripted.connections == 2  # the first two sends over one kept-alive connection, the third adapter's own
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "options", "expected"),
+    [
+        (200, {}, {}, None),
+        (429, {"Retry-After": "7"}, {}, Retryable),
+        (408, {}, {}, Retryable),
+        (425, {}, {}, Retryable),
+        (500, {}, {}, Retryable),
+        (301, {"Location": "/elsewhere"}, {}, Rejected),  # not followed
+        (404, {}, {}, Rejected),
+        (409, {}, {"status_outcomes": {409: "accept"}}, None),  # "already have it"
+        (501, {}, {"status_outcomes": {"501": "reject"}}, Rejected),
+    ],
+)
+async def test_http_post_classifies_the_status(
+    status: int, headers: dict[str, str], options: dict[str, Any], expected: type[Exception] | None
+) -> None:
+    scripted = _Scripted(status, headers, body=b'{"detail": "x"}')
+    async with Peer("accept", None, scripted) as peer, _started("http_post", _http_post(peer.port, **options)) as a:
+        if expected is None:
+            reply = await a.send(_hl7_message())
+        else:
+            with pytest.raises(expected) as caught:
+                await a.send(_hl7_message())
+            assert not isinstance(caught.value, Unreachable)  # the peer answered
+            reply = caught.value.reply
+            if status == 429:
+                assert isinstance(caught.value, Retryable) and caught.value.retry_after_secs == 7
+        assert peer.requests == 1  # never retried, never redirected
+    assert isinstance(reply, PeerReply)
+    assert (reply.kind, reply.summary, reply.body, reply.content_type) == ("http", str(status), scripted.body,
+                                                                           "application/json")  # fmt: skip
+
+
+async def test_http_post_cuts_a_long_answer_and_drops_an_endless_one() -> None:
+    scripted = _Scripted(200, body=b"x" * 10_000)
+    options = {"max_reply_bytes": 1024}
+    async with Peer("accept", None, scripted) as peer, _started("http_post", _http_post(peer.port, **options)) as a:
+        reply = await a.send(_hl7_message())
+        assert reply.truncated and len(reply.body) == 1024 and reply.size == 10_000  # the announced length
+        scripted.endless = True  # an answer that never ends: read up to the bound, then its connection closed
+        reply = await a.send(_hl7_message())
+        assert reply.truncated and len(reply.body) == 1024
+        await wait_until(lambda: peer.open == 0, timeout=5)
+        scripted.endless = False
+        await a.send(_hl7_message())  # and the next send starts clean, on a fresh connection
+    assert peer.requests == 3 and scripted.connections == 2
+
+
+async def test_http_post_keeps_header_values_and_answers_out_of_its_texts() -> None:
+    scripted = _Scripted(403, body=b'{"patient": "DUPONT"}')
+    async with Peer("accept", None, scripted) as peer:
+        url = f"http://127.0.0.1:{peer.port}/inbox?token=t0ken"
+        async with _started("http_post", _http_post(peer.port, url=url, headers={"Authorization": "s3cret"})) as a:
+            with pytest.raises(Rejected) as caught:
+                await a.send(_hl7_message())
+            shown = f"{caught.value} {caught.value!r} {a.describe()}"
+    for secret in ("s3cret", "DUPONT", "t0ken"):
+        assert secret not in shown
+    assert "s3cret" not in repr(a.config)  # a header value is a SecretStr
+    assert a.describe()["to"] == f"http://127.0.0.1:{peer.port}/inbox"
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"url": "ftp://127.0.0.1/x"}, "http:// or https://"),
+        ({"url": "https://user:pw@127.0.0.1/x"}, "Authorization header"),
+        ({"headers": {"Content-Type": "text/plain"}}, "content_type"),
+        ({"headers": {"X-Key": "a\r\nInjected: 1"}}, "CR, LF"),
+        ({"headers": {"Bad Name": "v"}}, "not an HTTP header name"),
+        ({"content_type": "text/plain\r\nX-Injected: 1"}, "one non-empty line"),
+        ({"idempotency_header": "Content-Length"}, "set by the adapter"),
+        ({"status_outcomes": {700: "accept"}}, "200-599"),
+        ({"status_outcomes": {404: "maybe"}}, "accept"),
+    ],
+)
+def test_http_post_refuses_a_bad_config(options: dict[str, Any], problem: str) -> None:
+    component = registry.get("outbound", "http_post")
+    assert component is not None
+    with pytest.raises(ValueError, match=problem) as caught:
+        component.config(**_http_post(1, **options))
+    assert "Injected" not in str(caught.value.errors(include_input=False))  # the text names no value
