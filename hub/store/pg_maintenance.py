@@ -1,7 +1,7 @@
 """Keeping the PostgreSQL store's hot tables vacuumed, whatever the server's autovacuum does.
 
-Every delivery rewrites its ``hub_deliveries`` row twice (claim, outcome) and
-its message's ``hub_messages`` row once (status refresh); PostgreSQL keeps the
+Every delivery rewrites its ``hub_deliveries`` row two or three times (the
+key's next, claim, outcome) and adds an attempt; PostgreSQL keeps the
 old row versions until a VACUUM removes them (PostgreSQL "Routine
 Vacuuming", 25.1). Until then every claim steps over the index entries of the
 deliveries already claimed or delivered: a drain of a million queued

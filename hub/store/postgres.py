@@ -67,7 +67,6 @@ from hub.store.rows import (
     DELIVERY_SELECT,
     IDENTITY_SELECT,
     MESSAGE_COLUMNS,
-    MESSAGE_SELECT,
     REVIEW_SELECT,
     SENT_COLUMNS,
     RowMapper,
@@ -316,6 +315,16 @@ MIGRATIONS: list[str] = [
         ADD COLUMN reply_content_type text, ADD COLUMN reply bytea, ADD COLUMN reply_size integer,
         ADD COLUMN reply_at timestamptz;
     """,
+    # 13: a routed message's status is read from its deliveries, no longer written into its row by every
+    # outcome (see _MESSAGE_FROM): the status index keeps only what ingest writes for good (rejected,
+    # unrouted). The deliveries' status index leaves out the delivered ones (most rows, never looked up by
+    # that index: the queues count the others), so an outcome no longer adds an entry to it.
+    """
+    DROP INDEX hub_messages_status;
+    CREATE INDEX hub_messages_status ON hub_messages (status, received_at) WHERE status IN ('rejected', 'unrouted');
+    DROP INDEX hub_deliveries_status;
+    CREATE INDEX hub_deliveries_status ON hub_deliveries (status, destination) WHERE status <> 'delivered';
+    """,
 ]
 
 _BLOCKING_SQL = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
@@ -352,10 +361,10 @@ RETURNING n.route, n.destination, n.next_attempt_at, n.id
 #: per delivery; a column of the unnest is opaque to it.
 _IN_FLIGHT_EACH = "array_fill('in_flight'::text, ARRAY[cardinality({ids}::bigint[])])"
 #: A batch of outcomes in one statement after its locks (one round trip, one snapshot): the deliveries'
-#: new states (`f`), their attempts (`a`: only the counted ones are given, numbered by `f`), each settled
-#: delivery's next of its key no longer waiting (`p`) and the messages' statuses (`r`). In one snapshot
-#: the later parts still read `f`'s rows as they were (in flight), so `p` skips them by id and `r` reads
-#: their new status from `f`. Returns `f`'s rows, then the promoted ones (kind 'p').
+#: new states (`f`), their attempts (`a`: only the counted ones are given, numbered by `f`) and each settled
+#: delivery's next of its key no longer waiting (`p`). In one snapshot the later parts still read `f`'s
+#: rows as they were (in flight), so `p` skips them by id. The message's row is not written: its status
+#: is read from its deliveries (`_MESSAGE_FROM`). Returns `f`'s rows, then the promoted ones (kind 'p').
 _RECORD_OUTCOMES = f"""
 WITH f AS (
     UPDATE hub_deliveries d SET status = u.status, next_attempt_at = coalesce(u.next_at, now()),
@@ -385,14 +394,6 @@ WITH f AS (
         FROM f WHERE f.ordering_key IS NOT NULL AND f.status NOT IN ({_BLOCKING_SQL})
     ) first WHERE n.id = first.id AND n.waiting
     RETURNING n.id, n.route, n.destination, n.next_attempt_at
-), r AS (
-    UPDATE hub_messages m SET updated_at = now(), status = s.status
-    FROM (
-        SELECT d.message_id, {{status}} AS status
-        FROM hub_deliveries d LEFT JOIN f ON f.id = d.id
-        WHERE d.message_id = ANY(ARRAY(SELECT message_id FROM f)) GROUP BY d.message_id
-    ) s
-    WHERE m.id = s.message_id AND m.status NOT IN ('rejected', 'unrouted')
 )
 SELECT 'f' AS kind, id, message_id, attempts, route, destination, status, next_attempt_at FROM f
 UNION ALL
@@ -484,24 +485,37 @@ WITH m AS (
 SELECT m.id, CASE WHEN EXISTS (SELECT 1 FROM d) THEN pg_notify('{_CHANNEL}', '') END, now() FROM m
 """
 
-# The message's deliveries are read through their message_id index only, then folded: per-status EXISTS
-# tests let the planner AND in the status index, which walks every pending delivery (the whole backlog).
-#: A message's status from its deliveries' statuses ({s}: the column or expression giving each one's status).
+#: A routed message's status, folded from its deliveries' statuses (read through their message_id index).
 _MESSAGE_STATUS = """CASE
-          WHEN bool_or({s} IN ('pending', 'in_flight')) THEN 'pending'
-          WHEN bool_or({s} = 'awaiting_identity') THEN 'awaiting_identity'
-          WHEN bool_or({s} = 'identity_review') THEN 'identity_review'
-          WHEN bool_or({s} IN ('dead', 'discarded')) THEN 'failed'
+          WHEN bool_or(d.status IN ('pending', 'in_flight')) THEN 'pending'
+          WHEN bool_or(d.status = 'awaiting_identity') THEN 'awaiting_identity'
+          WHEN bool_or(d.status = 'identity_review') THEN 'identity_review'
+          WHEN bool_or(d.status IN ('dead', 'discarded')) THEN 'failed'
           ELSE 'delivered' END"""
-_REFRESH_STATUS = f"""
-    UPDATE hub_messages m SET updated_at = now(), status = s.status
-    FROM (
-        SELECT message_id, {_MESSAGE_STATUS.format(s="status")} AS status
-        FROM hub_deliveries WHERE message_id = ANY($1::text[]) GROUP BY message_id
-    ) s
-    WHERE m.id = s.message_id AND m.status NOT IN ('rejected', 'unrouted')
-"""
-_RECORD_OUTCOMES = _RECORD_OUTCOMES.format(status=_MESSAGE_STATUS.format(s="coalesce(f.status, d.status)"))
+#: Statuses the message row keeps as written at ingest: no delivery ever changes them.
+_INGEST_STATUSES = (MessageStatus.REJECTED, MessageStatus.UNROUTED)
+_INGEST_STATUS_SQL = ", ".join(f"'{s}'" for s in _INGEST_STATUSES)
+#: The messages with their status and last change as their deliveries give them (`s`). Why not a column kept
+#: up to date by each outcome: that row is wide (the body) with nine indexes and the status changes no
+#: index-free column, so each outcome wrote a new version of it and of every index entry (~0.06 ms of the
+#: database's CPU per delivered message, measured), then VACUUM had to clean them (2-4 s a pass at a
+#: million rows). The message row is now written once; rejected and unrouted keep the status written then.
+_MESSAGE_FROM = f"""hub_messages m LEFT JOIN LATERAL (
+    SELECT {_MESSAGE_STATUS} AS status, max(d.updated_at) AS updated_at
+    FROM hub_deliveries d WHERE d.message_id = m.id AND m.status NOT IN ({_INGEST_STATUS_SQL})
+) s ON true"""
+_MESSAGE_STATUS_OF_M = f"CASE WHEN m.status IN ({_INGEST_STATUS_SQL}) THEN m.status ELSE s.status END"
+_MESSAGE_COLS = select_list(
+    MESSAGE_COLUMNS, prefix="m.",
+    replace={"status": _MESSAGE_STATUS_OF_M, "updated_at": "greatest(m.updated_at, s.updated_at)"},
+)  # fmt: skip
+#: The deliveries' statuses that a message's status needs one of (the driving index of a search by status).
+_DELIVERY_STATUSES_OF = {
+    MessageStatus.PENDING: ["pending", "in_flight"],
+    MessageStatus.AWAITING_IDENTITY: ["awaiting_identity"],
+    MessageStatus.IDENTITY_REVIEW: ["identity_review"],
+    MessageStatus.FAILED: ["dead", "discarded"],
+}
 
 
 async def _keep_session(conn: _AnyConnection) -> None:
@@ -979,7 +993,6 @@ class PostgresStore:
             )
             # the next attempt runs today's steps (see Store.requeue)
             await conn.execute("DELETE FROM hub_sent WHERE delivery_id = ANY($1::bigint[])", [r[0] for r in rows])
-            await conn.execute(_REFRESH_STATUS, list({r[1] for r in rows}))
             await conn.execute(f"NOTIFY {_CHANNEL}")
         return self._made_claimable(len(rows))
 
@@ -1021,7 +1034,6 @@ class PostgresStore:
                 patient_keys,
             )
             if rows:
-                await conn.execute(_REFRESH_STATUS, list({r[0] for r in rows}))
                 await conn.execute(f"NOTIFY {_CHANNEL}")
         return self._made_claimable(len(rows))
 
@@ -1152,15 +1164,16 @@ class PostgresStore:
                 )
                 await conn.execute(_PROMOTE_NEXT, [review.delivery_id])
                 await conn.execute(f"NOTIFY {_CHANNEL}")
-            await conn.execute(_REFRESH_STATUS, [review.message_id])
         self._made_claimable(1)
         return review
 
     async def purge(self, *, before: datetime, statuses: tuple[str, ...], batch: int = 1000) -> int:
         async with self._conn() as conn, conn.transaction():
             ids = [r[0] for r in await conn.fetch(
-                "SELECT id FROM hub_messages WHERE received_at < $1 AND status = ANY($2::text[])"
-                " ORDER BY received_at LIMIT $3 FOR UPDATE SKIP LOCKED", before, list(statuses), batch)]  # fmt: skip
+                f"SELECT m.id FROM {_MESSAGE_FROM} WHERE m.received_at < $1"
+                f" AND {_MESSAGE_STATUS_OF_M} = ANY($2::text[])"
+                " ORDER BY m.received_at LIMIT $3 FOR UPDATE OF m SKIP LOCKED", before, list(statuses), batch,
+            )]  # fmt: skip
             if not ids:
                 return 0
             deliveries = "SELECT id FROM hub_deliveries WHERE message_id = ANY($1::text[])"
@@ -1218,26 +1231,36 @@ class PostgresStore:
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {MESSAGE_SELECT} FROM hub_messages WHERE id = $1", message_id)
+            row = await conn.fetchrow(f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM} WHERE m.id = $1", message_id)
         return _ROWS.message_record(row) if row else None
 
     async def search(self, query: SearchQuery) -> list[MessageRecord]:
         where, args = [], []
         for col, op, value in query.filters():
             args.append(value)
-            where.append(f"{col} {op} ${len(args)}")
+            if col != "status":
+                where.append(f"m.{col} {op} ${len(args)}")
+            elif value in _INGEST_STATUSES:
+                where.append(f"m.status = ${len(args)}")  # the partial index of the statuses kept from ingest
+            else:
+                where.append(f"m.status NOT IN ({_INGEST_STATUS_SQL}) AND s.status = ${len(args)}")
+                if driving := _DELIVERY_STATUSES_OF.get(value):
+                    # the few messages with such a delivery, through the deliveries' status index, rather
+                    # than every message's deliveries folded in turn (delivered: most are, the newest first)
+                    args.append(driving)
+                    where.append(f"m.id IN (SELECT message_id FROM hub_deliveries WHERE status = ANY(${len(args)}))")
         for name, value in query.key_filters():
             args += [name, value]
             n = len(args)
-            keyed = f"id IN (SELECT message_id FROM hub_message_keys WHERE name = ${n - 1} AND value = ${n})"
+            keyed = f"m.id IN (SELECT message_id FROM hub_message_keys WHERE name = ${n - 1} AND value = ${n})"
             if name == "ins":
-                keyed = f"({keyed} OR patient_key IN (SELECT patient_key FROM hub_identities WHERE ins = ${n}))"
+                keyed = f"({keyed} OR m.patient_key IN (SELECT patient_key FROM hub_identities WHERE ins = ${n}))"
             where.append(keyed)
-        sql = f"SELECT {MESSAGE_SELECT} FROM hub_messages"
+        sql = f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         args.append(query.limit)
-        sql += f" ORDER BY id DESC LIMIT ${len(args)}"
+        sql += f" ORDER BY m.id DESC LIMIT ${len(args)}"
         async with self._conn() as conn:
             return [_ROWS.message_record(r) for r in await conn.fetch(sql, *args)]
 
@@ -1300,12 +1323,11 @@ class PostgresStore:
     async def search_content(self, query: ContentQuery) -> list[MessageRecord]:
         # LIKE's wildcards and escape character are literal in the searched text.
         pattern = "%" + query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        cols = select_list(MESSAGE_COLUMNS, prefix="m.")
         async with self._conn() as conn, conn.transaction():
             # This transaction only: a broad search is cancelled by the server, not left to hold a connection.
             await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(query.timeout_secs * 1000))}")
             rows = await conn.fetch(
-                f"SELECT {cols} FROM hub_message_text t JOIN hub_messages m ON m.id = t.message_id"
+                f"SELECT {_MESSAGE_COLS} FROM hub_message_text t JOIN {_MESSAGE_FROM} ON m.id = t.message_id"
                 " WHERE t.body ILIKE $1 AND m.received_at >= $2 AND m.received_at < $3"
                 " ORDER BY m.received_at DESC, m.id DESC LIMIT $4",
                 pattern, query.since, query.until, query.limit,
