@@ -510,11 +510,11 @@ _MESSAGE_COLS = select_list(
     replace={"status": _MESSAGE_STATUS_OF_M, "updated_at": "greatest(m.updated_at, s.updated_at)"},
 )  # fmt: skip
 #: The deliveries' statuses that a message's status needs one of (the driving index of a search by status).
-_DELIVERY_STATUSES_OF = {
-    MessageStatus.PENDING: ["pending", "in_flight"],
-    MessageStatus.AWAITING_IDENTITY: ["awaiting_identity"],
-    MessageStatus.IDENTITY_REVIEW: ["identity_review"],
-    MessageStatus.FAILED: ["dead", "discarded"],
+_DELIVERY_STATUSES_OF: dict[str, list[str]] = {
+    MessageStatus.PENDING: [DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT],
+    MessageStatus.AWAITING_IDENTITY: [DeliveryStatus.AWAITING_IDENTITY],
+    MessageStatus.IDENTITY_REVIEW: [DeliveryStatus.IDENTITY_REVIEW],
+    MessageStatus.FAILED: [DeliveryStatus.DEAD, DeliveryStatus.DISCARDED],
 }
 
 
