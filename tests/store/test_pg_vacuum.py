@@ -24,18 +24,23 @@ from tests.test_leases import message
 pytestmark = pytest.mark.postgres
 
 
-async def _table_stats(dsn: str, schema: str, table: str) -> tuple[int, int]:
-    """(dead row versions, manual VACUUMs) of one table, as pg_stat_user_tables says now."""
+async def _stats(dsn: str, schema: str, table: str, *columns: str) -> tuple[int, ...]:
+    """`columns` of pg_stat_user_tables for one table as the statistics say now (zeros before its first row)."""
     conn = await asyncpg.connect(dsn)
     try:
         row = await conn.fetchrow(
-            "SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
+            f"SELECT {', '.join(columns)} FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
             schema,
             table,
         )
     finally:
         await conn.close()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+    return tuple(int(v) for v in row) if row else (0,) * len(columns)
+
+
+async def _table_stats(dsn: str, schema: str, table: str) -> tuple[int, ...]:
+    """(dead row versions, manual VACUUMs) of one table."""
+    return await _stats(dsn, schema, table, "n_dead_tup", "vacuum_count")
 
 
 async def test_the_hub_vacuums_its_hot_tables_once_dead_rows_pile_up(tmp_path: Path) -> None:
@@ -65,16 +70,8 @@ async def test_the_hub_vacuums_its_hot_tables_once_dead_rows_pile_up(tmp_path: P
 
 async def _writes(dsn: str, schema: str, table: str, inserts: int, *, updates: int | None = None) -> bool:
     """Whether the statistics show `inserts` rows inserted into `table` (and, if given, `updates` updates)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        row = await conn.fetchrow(
-            "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
-            schema,
-            table,
-        )
-    finally:
-        await conn.close()
-    return row is not None and row[0] == inserts and (updates is None or row[1] == updates)
+    inserted, updated = await _stats(dsn, schema, table, "n_tup_ins", "n_tup_upd")
+    return inserted == inserts and (updates is None or updated == updates)
 
 
 async def _vacuumed(dsn: str, schema: str, table: str) -> bool:
