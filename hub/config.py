@@ -92,7 +92,8 @@ class StoreConfig(_Model):
         10_000,
         ge=0,
         description="PostgreSQL only: a hot table is vacuumed once its dead rows exceed this plus "
-        "`vacuum_dead_fraction` times its live rows.",
+        "`vacuum_dead_fraction` times its live rows, and analysed once the rows written since its last "
+        "ANALYZE do.",
     )
     vacuum_dead_fraction: float = Field(0.05, ge=0, le=10, description="PostgreSQL only: see `vacuum_dead_rows`.")
 

@@ -521,7 +521,8 @@ class Hub:
                 self.metrics.store_error("vacuum")
                 continue
             for v in done:
-                log.info("store_vacuumed", table=v.table, dead_rows=v.dead_rows, secs=round(v.secs, 2))
+                event = "store_analyzed" if v.analyzed_only else "store_vacuumed"
+                log.info(event, table=v.table, dead_rows=v.dead_rows, secs=round(v.secs, 2))
 
     async def _listen_for_work(self) -> None:
         while True:
