@@ -53,6 +53,11 @@ def normalize_name(value: str) -> str:
     """Return the RNIV recording form of a name or a given-name list (Annexe III)."""
     if value.isascii():
         return " ".join(value.translate(_ASCII_TABLE).split())
+    return _normalize_each(value)
+
+
+def _normalize_each(value: str) -> str:
+    """:func:`normalize_name` character by character (any text)."""
     out: list[str] = []
     for ch in unicodedata.normalize("NFKD", value):
         if unicodedata.combining(ch) or ch == "\u00ad":
