@@ -88,7 +88,7 @@ from mappings.xds.dmp_value_sets import (
 )
 from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, q
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
-from mappings.xml import parse_xml
+from mappings.xml import parse_xml_shared
 from mappings.xml.text import collapsed_text
 
 __all__ = [
@@ -527,7 +527,7 @@ def build_submission(
         # MetaDMPMSS DESTDMP=N: the sender does not want this document in the DMP (volet, meta-dmp-mss).
         raise MappingError("DESTDMP=N: the message does not ask for the DMP", location="OBX")
     try:
-        doc = parse_xml(document)
+        doc = parse_xml_shared(document)  # read only: usually the tree cda_validate parsed just before
         header = read_cda_header(doc)
     except MessageError as exc:
         raise MappingError(f"not a usable CDA document: {exc.reason}", location=exc.location) from None
