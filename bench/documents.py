@@ -33,7 +33,9 @@ Method
   tool to install in the venv, not a project dependency.
 * `--gc`: time spent in Python's garbage collector per document in each
   process, by generation, over the same window (a `sitecustomize` put first
-  on the processes' PYTHONPATH records `gc.callbacks`; SIGUSR1 reads them).
+  on the processes' PYTHONPATH records `gc.callbacks`; SIGUSR1 reads them),
+  and the CPU time of the hub's steps, XDS request and XDS metadata as they
+  run in it (`bench/document_stages.py` times them alone, with warm caches).
 
 Run: `.venv/bin/python bench/documents.py --documents 2000 --connections 8 --in-flight 8`.
 """
@@ -143,19 +145,40 @@ def thread_names(pid: int) -> dict[int, str]:
 
 
 #: Loaded by the hub and the sandbox with --gc: CPU time of each garbage collection (the thread's own, so
-#: waits do not count), summed by generation, written to $HUB_BENCH_GC_OUT.<pid> on SIGUSR1.
+#: waits do not count), summed by generation, and the CPU time of the route's steps, of the XDS request and
+#: of its metadata as they run in the hub (wrapped at the first SIGUSR1, when every component is loaded);
+#: all written to $HUB_BENCH_GC_OUT.<pid> on SIGUSR1.
 GC_PROBE = """
-import gc, json, os, signal, time
-_stats = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+import gc, json, os, signal, sys, time
+_stats = {"0": [0, 0.0], "1": [0, 0.0], "2": [0, 0.0]}
 _start = [0.0]
 def _callback(phase, info):
     if phase == "start":
         _start[0] = time.thread_time()
     else:
-        entry = _stats[info["generation"]]
+        entry = _stats[str(info["generation"])]
         entry[0] += 1
         entry[1] += time.thread_time() - _start[0]
+def _timed(key, fn):
+    def run(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            entry = _stats.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.thread_time() - started
+    return run
+def _wrap():
+    pipeline, outbound = sys.modules.get("hub.pipeline"), sys.modules.get("adapters.xds.outbound")
+    if pipeline is None or outbound is None or "steps" in _stats:
+        return
+    _stats.update({"steps": [0, 0.0], "build_request": [0, 0.0], "build_submission": [0, 0.0]})
+    pipeline.Pipeline.apply = _timed("steps", pipeline.Pipeline.apply)
+    outbound.XdsOutbound.build_request = _timed("build_request", outbound.XdsOutbound.build_request)
+    outbound.build_submission = _timed("build_submission", outbound.build_submission)
 def _dump(signum, frame):
+    _wrap()
     path = os.environ["HUB_BENCH_GC_OUT"] + "." + str(os.getpid())
     with open(path + ".tmp", "w") as f:
         json.dump(_stats, f)
@@ -192,15 +215,16 @@ async def gc_snapshot(procs: dict[str, int], out: Path) -> dict[str, dict[str, l
 
 
 def gc_per_doc(before: dict[str, dict[str, list[float]]], after: dict[str, dict[str, list[float]]], n: int) -> dict:
-    """Collections and CPU per document, by process and generation."""
-    return {
-        name: {
-            f"gen{g}": f"{(count - before[name][g][0]) / n:.2f} collections, "
-            f"{(secs - before[name][g][1]) * 1000 / n:.3f} ms"
-            for g, (count, secs) in stats.items()
-        }
-        for name, stats in after.items()
-    }
+    """Collections (gen0 to gen2) or calls (the hub's stages) and CPU per document, by process."""
+    out: dict[str, dict[str, str]] = {}
+    for name, stats in after.items():
+        for key, (count, secs) in stats.items():
+            count0, secs0 = before[name].get(key, [0, 0.0])
+            if key.isdigit() or count > count0:
+                label, unit = (f"gen{key}", "collections") if key.isdigit() else (key, "calls")
+                per_doc = f"{(count - count0) / n:.2f} {unit}, {(secs - secs0) * 1000 / n:.3f} ms"
+                out.setdefault(name, {})[label] = per_doc
+    return out
 
 
 def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -> tuple[Path, Path]:

@@ -174,7 +174,9 @@ def parse_xml(
 #: Documents up to this size stay parsed for :func:`parse_xml_shared` (a CDA of a few tens of kB is a few
 #: hundred kB of tree; larger ones are parsed every time rather than kept).
 SHARED_MAX_BYTES = 256 * 1024
-_SHARED_ENTRIES = 8
+#: Trees kept: the reader comes right after the check. Keeping 8 measured no better: the steps then
+#: parse into fresh memory while older trees stay allocated, and lost what the second reader saved.
+_SHARED_ENTRIES = 2
 _shared: OrderedDict[tuple[int, bytes, int], etree._Element] = OrderedDict()
 _shared_lock = threading.Lock()
 
@@ -184,11 +186,12 @@ def parse_xml_shared(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etre
 
     Why: a route checks a document (``cda_validate``) and its destination then reads it again
     (``build_submission`` for the DMP) in the same turn of the event loop; parsing a 22 kB CDA twice
-    was ~0.15 ms of ~10 ms of the hub's CPU a document (``bench/documents.py``). The last few trees
-    are kept per thread (lxml trees are not shared between threads) for documents up to
-    :data:`SHARED_MAX_BYTES`; the key is the bytes themselves, so a hit is the parse of the very same
-    input, refusals are never kept (they raise every time), and other limits than ``max_bytes`` go
-    through :func:`parse_xml`. A caller that modifies the tree must use :func:`parse_xml`.
+    was ~0.15 ms of ~10 ms of the hub's CPU a document (``bench/documents.py``). The last two trees
+    are kept, each for the thread that parsed it (lxml trees are not shared between threads), for
+    documents up to :data:`SHARED_MAX_BYTES`; the key is the bytes themselves, so a hit is the parse
+    of the very same input, refusals are never kept (they raise every time), and other limits than
+    ``max_bytes`` go through :func:`parse_xml`. A caller that modifies the tree must use
+    :func:`parse_xml`.
     """
     if type(data) is not bytes or len(data) > SHARED_MAX_BYTES:
         return parse_xml(data, max_bytes=max_bytes)
