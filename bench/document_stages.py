@@ -218,7 +218,8 @@ def stages(folder: Path) -> tuple[list[tuple[str, Callable[[], object]]], dict[s
         ("step v2_dmp_context", lambda: context.apply(stamped)),
         ("step v2_oru_to_cda_crbio (with PDF)", lambda: crbio.apply(with_context)),
         ("  of which the PDF copy (render_pdf)", lambda: render_pdf(views[0])),
-        # cda_validate parses a new document each time, as in the route; the XDS rows then reuse that parse.
+        # cda_validate parses a new document each time, as in the route (the XDS metadata then takes that tree
+        # in the route; here, called again and again, it parses).
         ("step cda_validate", lambda: (parse_cache.clear(), validate.apply(cda))[1]),
         ("xds: metadata (build_submission)", submission),
         ("xds: lot XAdES signature", lambda: sign_submission(sub, out._lot_signer)),  # type: ignore[arg-type]

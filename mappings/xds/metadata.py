@@ -527,7 +527,8 @@ def build_submission(
         # MetaDMPMSS DESTDMP=N: the sender does not want this document in the DMP (volet, meta-dmp-mss).
         raise MappingError("DESTDMP=N: the message does not ask for the DMP", location="OBX")
     try:
-        doc = parse_xml_shared(document)  # read only: usually the tree cda_validate parsed just before
+        # Read only, and the last reader: usually the tree cda_validate parsed just before, taken.
+        doc = parse_xml_shared(document, last=True)
         header = read_cda_header(doc)
     except MessageError as exc:
         raise MappingError(f"not a usable CDA document: {exc.reason}", location=exc.location) from None

@@ -174,14 +174,15 @@ def parse_xml(
 #: Documents up to this size stay parsed for :func:`parse_xml_shared` (a CDA of a few tens of kB is a few
 #: hundred kB of tree; larger ones are parsed every time rather than kept).
 SHARED_MAX_BYTES = 256 * 1024
-#: Trees kept: the reader comes right after the check. Keeping 8 measured no better: the steps then
-#: parse into fresh memory while older trees stay allocated, and lost what the second reader saved.
+#: Trees kept: the reader comes right after the check, and takes the tree (``last``). Keeping trees
+#: longer (8, and read without taking) measured no better in the running hub: the steps then parsed
+#: into fresh memory while older trees stayed allocated, and lost what the second reader saved.
 _SHARED_ENTRIES = 2
 _shared: OrderedDict[tuple[int, bytes, int], etree._Element] = OrderedDict()
 _shared_lock = threading.Lock()
 
 
-def parse_xml_shared(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Element:
+def parse_xml_shared(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, last: bool = False) -> etree._Element:
     """:func:`parse_xml` for readers that never change the tree: the same bytes give the same tree.
 
     Why: a route checks a document (``cda_validate``) and its destination then reads it again
@@ -191,17 +192,21 @@ def parse_xml_shared(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etre
     documents up to :data:`SHARED_MAX_BYTES`; the key is the bytes themselves, so a hit is the parse
     of the very same input, refusals are never kept (they raise every time), and other limits than
     ``max_bytes`` go through :func:`parse_xml`. A caller that modifies the tree must use
-    :func:`parse_xml`.
+    :func:`parse_xml`. ``last``: the caller is the last reader, the tree is no longer kept (it is
+    freed when the caller drops it, as a tree of :func:`parse_xml` would be).
     """
     if type(data) is not bytes or len(data) > SHARED_MAX_BYTES:
         return parse_xml(data, max_bytes=max_bytes)
     key = (threading.get_ident(), data, max_bytes)
     with _shared_lock:
-        root = _shared.get(key)
+        root = _shared.pop(key, None) if last else _shared.get(key)
         if root is not None:
-            _shared.move_to_end(key)
+            if not last:
+                _shared.move_to_end(key)
             return root
     root = parse_xml(data, max_bytes=max_bytes)
+    if last:
+        return root
     with _shared_lock:
         _shared[key] = root
         while len(_shared) > _SHARED_ENTRIES:
