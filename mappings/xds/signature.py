@@ -316,10 +316,10 @@ class _XAdESVerifier(XAdESVerifier):
     Why: signxml tries its XAdES schemas in turn and keeps the ``DocumentInvalid`` of each one that does
     not fit; that exception's traceback holds the frame that holds it, and through the frames above it
     every object of the request being checked (the DMP sandbox's parsed request, ~200 objects and
-    several lxml documents a lot), left to the cyclic garbage collector: ~0.5 ms of the sandbox's
-    ~6 ms a document (``bench/documents.py``). Here the schemas before the last are asked with
-    ``validate`` (a bool, no exception); the last one with ``assertValid``, so a signature that fits
-    none raises what signxml raises: the last schema's ``DocumentInvalid``.
+    several lxml documents a lot), held until the cyclic garbage collector found them: ~0.25 ms of
+    collection a document in the sandbox (``bench/documents.py --gc``). Here the schemas before the
+    last are asked with ``validate`` (a bool, no exception); the last one with ``assertValid``, so a
+    signature that fits none raises what signxml raises: the last schema's ``DocumentInvalid``.
     """
 
     def validate_schema(self, signature: etree._Element) -> None:
