@@ -61,6 +61,7 @@ from mappings.hl7v2.reader import read_hl7v2_metadata  # noqa: E402
 from mappings.xds import build_submission, provide_and_register_request  # noqa: E402
 from mappings.xds.signature import sign_submission  # noqa: E402
 from mappings.xds.v2_context import check_dmp_lot  # noqa: E402
+from mappings.xml.safe import _shared as parse_cache  # noqa: E402
 
 NOW = dt.datetime(2025, 3, 1, 10, 20, tzinfo=dt.UTC)
 
@@ -217,7 +218,9 @@ def stages(folder: Path) -> tuple[list[tuple[str, Callable[[], object]]], dict[s
         ("step v2_dmp_context", lambda: context.apply(stamped)),
         ("step v2_oru_to_cda_crbio (with PDF)", lambda: crbio.apply(with_context)),
         ("  of which the PDF copy (render_pdf)", lambda: render_pdf(views[0])),
-        ("step cda_validate", lambda: validate.apply(cda)),
+        # cda_validate parses a new document each time, as in the route (the XDS metadata then takes that tree
+        # in the route; here, called again and again, it parses).
+        ("step cda_validate", lambda: (parse_cache.clear(), validate.apply(cda))[1]),
         ("xds: metadata (build_submission)", submission),
         ("xds: lot XAdES signature", lambda: sign_submission(sub, out._lot_signer)),  # type: ignore[arg-type]
         ("xds: ebRIM request", request_body),

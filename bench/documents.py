@@ -31,6 +31,11 @@ Method
   sandbox`) over the window with `py-spy record` (collapsed stacks; add
   `--py-spy-option=--gil` for the GIL holder only). py-spy is a profiling
   tool to install in the venv, not a project dependency.
+* `--gc`: time spent in Python's garbage collector per document in each
+  process, by generation, over the same window (a `sitecustomize` put first
+  on the processes' PYTHONPATH records `gc.callbacks`; SIGUSR1 reads them),
+  and the CPU time of the hub's steps, XDS request and XDS metadata as they
+  run in it (`bench/document_stages.py` times them alone, with warm caches).
 
 Run: `.venv/bin/python bench/documents.py --documents 2000 --connections 8 --in-flight 8`.
 """
@@ -137,6 +142,89 @@ def thread_names(pid: int) -> dict[int, str]:
         if line.startswith("Thread ") and '"' in line:
             names[int(line.split()[1])] = line.split('"')[1]
     return names
+
+
+#: Loaded by the hub and the sandbox with --gc: CPU time of each garbage collection (the thread's own, so
+#: waits do not count), summed by generation, and the CPU time of the route's steps, of the XDS request and
+#: of its metadata as they run in the hub (wrapped at the first SIGUSR1, when every component is loaded);
+#: all written to $HUB_BENCH_GC_OUT.<pid> on SIGUSR1.
+GC_PROBE = """
+import gc, json, os, signal, sys, time
+_stats = {"0": [0, 0.0], "1": [0, 0.0], "2": [0, 0.0]}
+_start = [0.0]
+def _callback(phase, info):
+    if phase == "start":
+        _start[0] = time.thread_time()
+    else:
+        entry = _stats[str(info["generation"])]
+        entry[0] += 1
+        entry[1] += time.thread_time() - _start[0]
+def _timed(key, fn):
+    def run(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            entry = _stats.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.thread_time() - started
+    return run
+def _wrap():
+    pipeline, outbound = sys.modules.get("hub.pipeline"), sys.modules.get("adapters.xds.outbound")
+    if pipeline is None or outbound is None or "steps" in _stats:
+        return
+    _stats.update({"steps": [0, 0.0], "build_request": [0, 0.0], "build_submission": [0, 0.0]})
+    pipeline.Pipeline.apply = _timed("steps", pipeline.Pipeline.apply)
+    outbound.XdsOutbound.build_request = _timed("build_request", outbound.XdsOutbound.build_request)
+    outbound.build_submission = _timed("build_submission", outbound.build_submission)
+def _dump(signum, frame):
+    _wrap()
+    path = os.environ["HUB_BENCH_GC_OUT"] + "." + str(os.getpid())
+    with open(path + ".tmp", "w") as f:
+        json.dump(_stats, f)
+    os.replace(path + ".tmp", path)
+if os.environ.get("HUB_BENCH_GC_OUT"):
+    gc.callbacks.append(_callback)
+    signal.signal(signal.SIGUSR1, _dump)
+"""
+
+
+def _ask_gc(pid: int, path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+
+
+def _read_gc(path: Path) -> dict[str, list[float]] | None:
+    return dict(json.loads(path.read_text())) if path.exists() else None
+
+
+async def gc_snapshot(procs: dict[str, int], out: Path) -> dict[str, dict[str, list[float]]]:
+    """The GC probe's cumulative (collections, CPU seconds) by generation, of each process by name."""
+    found = {}
+    for name, pid in procs.items():
+        path = Path(f"{out}.{pid}")
+        _ask_gc(pid, path)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if (stats := _read_gc(path)) is not None:
+                found[name] = stats
+                break
+        else:
+            raise RuntimeError(f"no GC statistics from the {name}")
+    return found
+
+
+def gc_per_doc(before: dict[str, dict[str, list[float]]], after: dict[str, dict[str, list[float]]], n: int) -> dict:
+    """Collections (gen0 to gen2) or calls (the hub's stages) and CPU per document, by process."""
+    out: dict[str, dict[str, str]] = {}
+    for name, stats in after.items():
+        for key, (count, secs) in stats.items():
+            count0, secs0 = before[name].get(key, [0, 0.0])
+            if key.isdigit() or count > count0:
+                label, unit = (f"gen{key}", "collections") if key.isdigit() else (key, "calls")
+                per_doc = f"{(count - count0) / n:.2f} {unit}, {(secs - secs0) * 1000 / n:.3f} ms"
+                out.setdefault(name, {})[label] = per_doc
+    return out
 
 
 def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -> tuple[Path, Path]:
@@ -255,6 +343,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     hub_cfg, sandbox_cfg = write_configs(folder, pki, mllp, dmp, args.in_flight)
     hub_bin = str(Path(sys.executable).with_name("hub"))
     env = {**os.environ, "HUB_EVENT_LOOP": "uvloop"}
+    if args.gc:  # the probe first on the path of the hub and the sandbox only
+        (folder / "gcprobe").mkdir()
+        (folder / "gcprobe" / "sitecustomize.py").write_text(GC_PROBE)
+        path = [str(folder / "gcprobe"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env |= {"PYTHONPATH": os.pathsep.join(path), "HUB_BENCH_GC_OUT": str(folder / "gc")}
     procs = []
     for cfg, cwd in ((sandbox_cfg, folder / "sandbox"), (hub_cfg, folder)):
         log = (cwd / "serve.log").open("wb")
@@ -277,6 +370,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ticks = {name: cpu_ticks(p.pid) for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc))}
         ticks["bench"] = cpu_ticks(os.getpid())
         per_thread = {name: thread_ticks(p.pid) for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc))}
+        pids = {"hub": hub_proc.pid, "sandbox": sandbox_proc.pid}
+        gc_before = await gc_snapshot(pids, folder / "gc") if args.gc else {}
         spy = None
         if args.py_spy:  # sample the hub (or the sandbox) over the documents' window; py-spy is no project dependency
             target = {"hub": hub_proc.pid, "sandbox": sandbox_proc.pid}[args.py_spy_process]
@@ -294,6 +389,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sandbox": cpu_ticks(sandbox_proc.pid) - ticks["sandbox"],
             "bench": cpu_ticks(os.getpid()) - ticks["bench"],
         }
+        gc_used = gc_per_doc(gc_before, await gc_snapshot(pids, folder / "gc"), args.documents) if args.gc else {}
         threads: dict[str, dict[str, str]] = {}
         if args.threads:  # CPU per document of each thread, by Python thread name (pool threads summed)
             hz = os.sysconf("SC_CLK_TCK")
@@ -340,6 +436,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_loadgen_core_share": round(used["bench"] / hz / wall, 2),
             "wall_s": round(wall, 1),
             **({"thread_cpu_ms_per_doc": threads} if threads else {}),
+            **({"gc_per_doc": gc_used} if gc_used else {}),
         }
     finally:
         for p in procs:
@@ -363,6 +460,7 @@ async def main() -> None:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, stores, logs)")
     p.add_argument("--threads", action="store_true", help="CPU per document of each thread (needs py-spy)")
+    p.add_argument("--gc", action="store_true", help="garbage collection time per document of each process")
     p.add_argument("--py-spy", metavar="OUT", help="record a py-spy profile of the hub over the window into OUT")
     p.add_argument("--py-spy-process", choices=("hub", "sandbox"), default="hub")
     p.add_argument("--py-spy-format", default="raw", help="py-spy output format (raw: collapsed stacks)")

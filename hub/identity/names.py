@@ -35,8 +35,29 @@ _HYPHENS = frozenset("-\u2010\u2011\u2012\u2013\u2014\u2212")
 _LIGATURES = {"Œ": "OE", "œ": "OE", "Æ": "AE", "æ": "AE"}
 
 
+def _ascii_form(ch: str) -> str:
+    if ch in _APOSTROPHES:
+        return "'"
+    if ch in _HYPHENS:
+        return "-"
+    return ch.upper() if ch.isalnum() else " "
+
+
+# The loop below, character by character, for ASCII text: NFKD leaves ASCII as it is and it has no
+# diacritic, soft hyphen or ligature, so one translate() gives the same form (the INS steps normalise
+# ~16 names a document).
+_ASCII_TABLE = str.maketrans({chr(c): _ascii_form(chr(c)) for c in range(128)})
+
+
 def normalize_name(value: str) -> str:
     """Return the RNIV recording form of a name or a given-name list (Annexe III)."""
+    if value.isascii():
+        return " ".join(value.translate(_ASCII_TABLE).split())
+    return _normalize_each(value)
+
+
+def _normalize_each(value: str) -> str:
+    """:func:`normalize_name` character by character (any text)."""
     out: list[str] = []
     for ch in unicodedata.normalize("NFKD", value):
         if unicodedata.combining(ch) or ch == "\u00ad":

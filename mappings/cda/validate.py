@@ -31,7 +31,7 @@ from hub.registry import ComponentConfig, register
 from mappings.cda.builder import HL7_NS
 from mappings.cda.header import read_cda_header, validate_cda_header
 from mappings.cda.structure import check_structure
-from mappings.xml import parse_xml
+from mappings.xml import parse_xml_shared
 
 __all__ = ["CdaValidateConfig", "cda_validate"]
 
@@ -63,7 +63,8 @@ class CdaValidateConfig(ComponentConfig):
 def cda_validate(message: Message, config: CdaValidateConfig | None = None) -> Message:
     """Refuse a CDA that breaks the CI-SIS header rules (listing every violation); add its header metadata."""
     cfg = config or CdaValidateConfig()
-    root, self_presenting = _unwrap(parse_xml(message.body, max_bytes=cfg.max_bytes))
+    # Shared: the destination reads the same bytes next (the DMP's metadata), it need not parse them again.
+    root, self_presenting = _unwrap(parse_xml_shared(message.body, max_bytes=cfg.max_bytes))
     violations = check_structure(root) + validate_cda_header(
         root, require_ins=cfg.require_ins, allow_test_ins=cfg.allow_test_ins, strict_ins_key=cfg.strict_ins_key
     )

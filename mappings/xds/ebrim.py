@@ -227,34 +227,51 @@ class ParsedSubmission:
     unlinked_documents: list[str]
 
 
+# Clark names of what the reader walks, made once, and children found with iterchildren: a DMP request has
+# ~40 slot lists and ~20 classifications, and ElementPath paths built with q() on each call made reading it
+# ~0.48 ms instead of ~0.30 ms (bench/document_stages.py).
+_SLOT, _VALUE_LIST, _VALUE = q("rim", "Slot"), q("rim", "ValueList"), q("rim", "Value")
+_LOCALIZED_STRING, _CLASSIFICATION = q("rim", "LocalizedString"), q("rim", "Classification")
+_EXTERNAL_IDENTIFIER = q("rim", "ExternalIdentifier")
+_EXTRINSIC_OBJECT, _REGISTRY_PACKAGE, _ASSOCIATION = (
+    q("rim", "ExtrinsicObject"),
+    q("rim", "RegistryPackage"),
+    q("rim", "Association"),
+)
+
+
 def _slots(el: etree._Element) -> dict[str, list[str]]:
+    # iterchildren(tag) walks the same children, in the same order, as findall("rim:Slot") and
+    # iterfind("rim:ValueList/rim:Value"), without ElementPath's parsing of the path on every call.
     out: dict[str, list[str]] = {}
-    for slot in el.findall(q("rim", "Slot")):
-        values = [v.text or "" for v in slot.iterfind(f"{q('rim', 'ValueList')}/{q('rim', 'Value')}")]
+    for slot in el.iterchildren(_SLOT):
+        values = [v.text or "" for vl in slot.iterchildren(_VALUE_LIST) for v in vl.iterchildren(_VALUE)]
         out.setdefault(slot.get("name", ""), []).extend(values)
     return out
 
 
 def _localized(el: etree._Element, child: str) -> str:
-    found = el.find(f"{q('rim', child)}/{q('rim', 'LocalizedString')}")
-    return "" if found is None else found.get("value", "")
+    # The first rim:LocalizedString under the first ``child`` that has one: find("child/LocalizedString").
+    for holder in el.iterchildren(q("rim", child)):
+        for found in holder.iterchildren(_LOCALIZED_STRING):
+            return found.get("value", "")
+    return ""
+
+
+def _classification(c: etree._Element) -> Classification:
+    slots = _slots(c)
+    return Classification(
+        scheme=c.get("classificationScheme", ""),
+        code=c.get("nodeRepresentation", ""),
+        coding_scheme=(slots.get("codingScheme") or [""])[0],
+        display=_localized(c, "Name"),
+        slots=slots,
+    )
 
 
 def _registry_object(el: etree._Element, kind: str) -> RegistryObject:
-    classifications = [
-        Classification(
-            scheme=c.get("classificationScheme", ""),
-            code=c.get("nodeRepresentation", ""),
-            coding_scheme=(_slots(c).get("codingScheme") or [""])[0],
-            display=_localized(c, "Name"),
-            slots=_slots(c),
-        )
-        for c in el.findall(q("rim", "Classification"))
-        if c.get("classificationScheme")
-    ]
-    identifiers = {
-        e.get("identificationScheme", ""): e.get("value", "") for e in el.findall(q("rim", "ExternalIdentifier"))
-    }
+    classifications = [_classification(c) for c in el.iterchildren(_CLASSIFICATION) if c.get("classificationScheme")]
+    identifiers = {e.get("identificationScheme", ""): e.get("value", "") for e in el.iterchildren(_EXTERNAL_IDENTIFIER)}
     return RegistryObject(
         id=el.get("id", ""),
         kind=kind,
@@ -290,16 +307,17 @@ def read_submission(root: etree._Element) -> ParsedSubmission:
     classified: set[str] = set()
     if rol is not None:
         for child in rol:
-            if child.tag == q("rim", "ExtrinsicObject"):
+            tag = child.tag
+            if tag == _EXTRINSIC_OBJECT:
                 entries.append(_registry_object(child, "document"))
-            elif child.tag == q("rim", "RegistryPackage"):
+            elif tag == _REGISTRY_PACKAGE:
                 packages.append(_registry_object(child, "package"))
-                for c in child.findall(q("rim", "Classification")):
+                for c in child.iterchildren(_CLASSIFICATION):
                     if c.get("classificationNode") == SS.CLASSIFICATION_NODE:
                         classified.add(c.get("classifiedObject") or child.get("id") or "")
-            elif child.tag == q("rim", "Classification") and child.get("classificationNode") == SS.CLASSIFICATION_NODE:
+            elif tag == _CLASSIFICATION and child.get("classificationNode") == SS.CLASSIFICATION_NODE:
                 classified.add(child.get("classifiedObject", ""))
-            elif child.tag == q("rim", "Association"):
+            elif tag == _ASSOCIATION:
                 associations.append(
                     Association(
                         id=child.get("id", ""),

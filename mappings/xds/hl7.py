@@ -117,9 +117,14 @@ def is_dtm(value: str) -> bool:
     """Whether ``value`` is an XDS DTM (4 to 14 digits, even length, valid calendar values)."""
     if not _DTM.fullmatch(value):
         return False
-    fmt = "%Y%m%d%H%M%S"[: {4: 2, 6: 4, 8: 6, 10: 8, 12: 10, 14: 12}[len(value)]]
+    # The calendar check strptime("%Y%m%d%H%M%S"[...]) made, without its regular expressions (~8 us a call,
+    # ~7 calls a DMP request): every field has its two digits, so datetime() refuses what strptime refused.
+    n = len(value)
+    month = int(value[4:6]) if n >= 6 else 1  # year alone, year and month: the first month and day,
+    day = int(value[6:8]) if n >= 8 else 1  # as strptime fills them
+    hour, minute, second = (int(value[i : i + 2]) if n > i else 0 for i in (8, 10, 12))
     try:
-        dt.datetime.strptime(value, fmt)
+        dt.datetime(int(value[:4]), month, day, hour, minute, second)
     except ValueError:
         return False
     return True

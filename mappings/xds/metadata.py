@@ -88,7 +88,7 @@ from mappings.xds.dmp_value_sets import (
 )
 from mappings.xds.ebrim import DE, HAS_MEMBER, NS, RPLC, SIGNS, SS, q
 from mappings.xds.visibility import VISIBILITY_CODES, VISIBILITY_SCHEME, visibility_codes
-from mappings.xml import parse_xml
+from mappings.xml import parse_xml_shared
 from mappings.xml.text import collapsed_text
 
 __all__ = [
@@ -527,7 +527,8 @@ def build_submission(
         # MetaDMPMSS DESTDMP=N: the sender does not want this document in the DMP (volet, meta-dmp-mss).
         raise MappingError("DESTDMP=N: the message does not ask for the DMP", location="OBX")
     try:
-        doc = parse_xml(document)
+        # Read only, and the last reader: usually the tree cda_validate parsed just before, taken.
+        doc = parse_xml_shared(document, last=True)
         header = read_cda_header(doc)
     except MessageError as exc:
         raise MappingError(f"not a usable CDA document: {exc.reason}", location=exc.location) from None
@@ -806,10 +807,18 @@ _ATTRIBUTE_ESCAPES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
 _TEXT_ESCAPES = {"\r": "&#13;"}
 _RIM_VALUE = q("rim", "Value")
 _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+# Values with nothing to escape (nearly all: codes, OIDs, ids, names) are written as they are: escape()
+# makes seven passes over each of the ~200 values of a request, one search finds there is nothing to do.
+_ATTRIBUTE_SPECIALS = re.compile('[&<>"\n\r\t]')
+_TEXT_SPECIALS = re.compile("[&<>\r]")
 
 
 def _attr(value: str) -> str:
-    return escape(value, _ATTRIBUTE_ESCAPES)
+    return escape(value, _ATTRIBUTE_ESCAPES) if _ATTRIBUTE_SPECIALS.search(value) else value
+
+
+def _text(value: str) -> str:
+    return escape(value, _TEXT_ESCAPES) if _TEXT_SPECIALS.search(value) else value
 
 
 class _Writer:
@@ -826,7 +835,7 @@ class _Writer:
 
     def slot(self, name: str, values: Sequence[str]) -> None:
         self.empty_value = self.empty_value or "" in values
-        items = "".join(f"<rim:Value>{escape(v, _TEXT_ESCAPES)}</rim:Value>" for v in values)
+        items = "".join(f"<rim:Value>{_text(v)}</rim:Value>" for v in values)
         self.out.append(f'<rim:Slot name="{_attr(name)}"><rim:ValueList>{items}</rim:ValueList></rim:Slot>')
 
     def localized(self, tag: str, value: str) -> None:

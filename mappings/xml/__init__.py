@@ -7,6 +7,7 @@ from mappings.xml.safe import (
     DEFAULT_MAX_ELEMENTS,
     LIBXML2_MAX_DEPTH,
     parse_xml,
+    parse_xml_shared,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "DEFAULT_MAX_ELEMENTS",
     "LIBXML2_MAX_DEPTH",
     "parse_xml",
+    "parse_xml_shared",
 ]

@@ -35,6 +35,7 @@ entity names, so they are replaced by a fixed text chosen from the error code.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, TypedDict
 
 from lxml import etree
@@ -51,6 +52,7 @@ __all__ = [
     "DEFAULT_MAX_ELEMENTS",
     "LIBXML2_MAX_DEPTH",
     "parse_xml",
+    "parse_xml_shared",
 ]
 
 DEFAULT_MAX_BYTES = 16 * 2**20
@@ -167,6 +169,49 @@ def parse_xml(
         if root is not None:
             return root
     return _parse_in_chunks(data, max_depth, max_attribute_chars, max_elements)
+
+
+#: Documents up to this size stay parsed for :func:`parse_xml_shared` (a CDA of a few tens of kB is a few
+#: hundred kB of tree; larger ones are parsed every time rather than kept).
+SHARED_MAX_BYTES = 256 * 1024
+#: Trees kept: the reader comes right after the check, and takes the tree (``last``). Keeping trees
+#: longer (8, and read without taking) measured no better in the running hub: the steps then parsed
+#: into fresh memory while older trees stayed allocated, and lost what the second reader saved.
+_SHARED_ENTRIES = 2
+_shared: OrderedDict[tuple[int, bytes, int], etree._Element] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def parse_xml_shared(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, last: bool = False) -> etree._Element:
+    """:func:`parse_xml` for readers that never change the tree: the same bytes give the same tree.
+
+    Why: a route checks a document (``cda_validate``) and its destination then reads it again
+    (``build_submission`` for the DMP) in the same turn of the event loop; parsing a 22 kB CDA twice
+    was ~0.15 ms of ~10 ms of the hub's CPU a document (``bench/documents.py``). The last two trees
+    are kept, each for the thread that parsed it (lxml trees are not shared between threads), for
+    documents up to :data:`SHARED_MAX_BYTES`; the key is the bytes themselves, so a hit is the parse
+    of the very same input, refusals are never kept (they raise every time), and other limits than
+    ``max_bytes`` go through :func:`parse_xml`. A caller that modifies the tree must use
+    :func:`parse_xml`. ``last``: the caller is the last reader, the tree is no longer kept (it is
+    freed when the caller drops it, as a tree of :func:`parse_xml` would be).
+    """
+    if type(data) is not bytes or len(data) > SHARED_MAX_BYTES:
+        return parse_xml(data, max_bytes=max_bytes)
+    key = (threading.get_ident(), data, max_bytes)
+    with _shared_lock:
+        root = _shared.pop(key, None) if last else _shared.get(key)
+        if root is not None:
+            if not last:
+                _shared.move_to_end(key)
+            return root
+    root = parse_xml(data, max_bytes=max_bytes)
+    if last:
+        return root
+    with _shared_lock:
+        _shared[key] = root
+        while len(_shared) > _SHARED_ENTRIES:
+            _shared.popitem(last=False)
+    return root
 
 
 #: Both parsers: no entities, no DTD (neither loaded nor validated), no network, no default attributes,

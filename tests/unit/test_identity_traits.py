@@ -332,3 +332,13 @@ def test_public_api_is_sorted_and_importable() -> None:
     assert len(names) == len(set(names))
     for name in names:
         assert getattr(hub.identity, name) is not None
+
+
+def test_normalize_name_ascii_shortcut_gives_the_per_character_form() -> None:
+    # The translate() table for ASCII must give what the character-by-character rules give, for every pair.
+    from hub.identity.names import _normalize_each
+
+    for a in range(128):
+        for b in range(128):
+            value = chr(a) + chr(b) + "a-b'c`d"
+            assert normalize_name(value) == _normalize_each(value), repr(value)

@@ -568,3 +568,25 @@ def test_every_value_reads_back_as_written(value: str) -> None:
     assert klass is not None and (klass.code, klass.coding_scheme, klass.display) == (value, value, value)
     assert parsed.submission_sets[0].title == value
     assert [a.target for a in parsed.associations if a.type == RPLC] == [value]
+
+
+def test_is_dtm_refuses_what_strptime_refuses() -> None:
+    # The calendar check is datetime() on the two-digit fields; strptime with the DTM's format was the reference.
+    def by_strptime(value: str) -> bool:
+        fmt = "%Y%m%d%H%M%S"[: len(value) - 2]
+        try:
+            dt.datetime.strptime(value, fmt)
+        except ValueError:
+            return False
+        return True
+
+    pairs = [f"{i:02d}" for i in range(100)]
+    for year in ("0000", "0001", "2024", "2025", "9999"):
+        assert is_dtm(year) == by_strptime(year)
+        for month in pairs:
+            assert is_dtm(year + month) == by_strptime(year + month)
+            for day in pairs:
+                assert is_dtm(year + month + day) == by_strptime(year + month + day), year + month + day
+    for tail in (a + b + c for a in pairs[::3] for b in pairs[55:65] for c in pairs[55:65]):
+        assert is_dtm("20240229" + tail) == by_strptime("20240229" + tail), tail
+    assert not is_dtm("2025030") and not is_dtm("2025x301") and not is_dtm("202503011015000")

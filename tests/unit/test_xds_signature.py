@@ -145,3 +145,38 @@ def test_the_prepared_signature_is_the_one_signxml_makes(kind: str) -> None:
     tampered = ours.replace(b"1.2.250.1.999.2", b"1.2.250.1.999.3")
     with pytest.raises(LotSignatureError):
         verify_lot_signature(tampered, {"1.2.250.1.999.1^a&b": b"<doc/>", "1.2.250.1.999.3": b"second"})
+
+
+def test_the_schema_check_refuses_as_signxml_and_leaves_no_garbage_cycle(tmp_path: Path) -> None:
+    import gc
+
+    from signxml.xades.xades import XAdESVerifier
+
+    from mappings.xds.signature import _ACCEPTED, _XAdESVerifier
+
+    signer, cert_pem = signer_from(tmp_path)
+    sub = sign_submission(build(), signer)
+    docs = {sub.document_entry.unique_id: sub.document}
+    # Signatures no schema accepts: signxml's own verifier and the hub's raise the same error.
+    broken = [
+        sub.signature_document.replace(b"<ds:SignedInfo>", b"<ds:SignedInfo><ds:Unknown/>", 1),
+        re.sub(rb"<ds:SignatureValue>[^<]*</ds:SignatureValue>", b"", sub.signature_document),
+        sub.signature_document.replace(b"<xades:SigningTime>", b"<xades:SigningTime><x/>", 1),
+    ]
+    for data in broken:
+        outcomes = []
+        for verifier in (XAdESVerifier(), _XAdESVerifier()):
+            try:
+                verifier.verify(etree.fromstring(data), x509_cert=cert_pem, expect_config=_ACCEPTED)
+            except Exception as exc:  # the outcome itself is compared
+                outcomes.append((type(exc), str(exc)))
+            else:
+                outcomes.append((None, ""))
+        assert outcomes[0] == outcomes[1] and outcomes[0][0] is not None
+    gc.collect()
+    gc.disable()
+    try:
+        verify_lot_signature(sub.signature_document, docs, trusted_cert_pem=cert_pem)
+        assert gc.collect() == 0  # nothing of the check left to the cyclic collector
+    finally:
+        gc.enable()

@@ -331,3 +331,30 @@ def test_str_input_is_a_programming_error() -> None:
 def test_out_of_range_limits_are_rejected(limits: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         parse_xml(b"<r/>", **limits)
+
+
+def test_parse_xml_shared_keeps_a_tree_per_thread_and_never_a_refusal() -> None:
+    import threading
+
+    from mappings.xml import parse_xml_shared
+    from mappings.xml.safe import SHARED_MAX_BYTES
+
+    doc = b"<a><b>shared</b></a>"
+    first = parse_xml_shared(doc)
+    assert parse_xml_shared(bytes(bytearray(doc))) is first  # equal bytes, another object: the same tree
+    assert parse_xml_shared(doc, max_bytes=1024) is not first  # other limits, another entry
+    assert parse_xml_shared(doc) is first
+    other: list[object] = []
+    worker = threading.Thread(target=lambda: other.append(parse_xml_shared(doc)))
+    worker.start()
+    worker.join()
+    assert other[0] is not first and etree.tostring(other[0]) == etree.tostring(first)  # type: ignore[arg-type]
+    taken = parse_xml_shared(doc, last=True)  # the last reader takes the kept tree
+    assert taken is first and parse_xml_shared(doc, last=True) is not first
+    big = b"<a>" + b"x" * SHARED_MAX_BYTES + b"</a>"
+    assert parse_xml_shared(big) is not parse_xml_shared(big)  # too large to keep
+    for _ in range(2):
+        with pytest.raises(ParseError):
+            parse_xml_shared(b"<a><b></a>")
+    with pytest.raises(TooLarge):
+        parse_xml_shared(doc, max_bytes=4)
