@@ -38,7 +38,6 @@ nor a header value ever enters a log line or an exception text.
 
 from __future__ import annotations
 
-import email.utils
 import re
 import urllib.parse
 from typing import Any, Literal
@@ -46,9 +45,10 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import Field, SecretStr, field_validator
 
+from adapters.retry_after import parse_retry_after
 from adapters.tls import TlsConfig, VerifyingConnector, client_context
 from hub.errors import NotConnected, Rejected, Retryable, Unreachable
-from hub.message import Message, utcnow
+from hub.message import Message
 from hub.registry import ComponentConfig, register
 from hub.replies import REPLY_MAX_BYTES, PeerReply, ReplyKind
 
@@ -159,20 +159,6 @@ def _check_name(name: str) -> None:
         raise ValueError(f"header {name} is set by the adapter and cannot be configured (see content_type)")
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP date)."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, (when - utcnow()).total_seconds()) if when.tzinfo else None
-
-
 @register("outbound", "http_post", config=HttpPostConfig)
 class HttpPost:
     """POST each message's body to one URL and classify the answer by its status."""
@@ -221,7 +207,7 @@ class HttpPost:
                 server_hostname=self._server_hostname,
             ) as resp:
                 status = resp.status
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 reply = await self._reply(resp)
         # Translated once, here; the texts name the failure's kind, never a header value nor the URL's query.
         except aiohttp.ConnectionTimeoutError:  # before aiohttp.ServerTimeoutError, its base

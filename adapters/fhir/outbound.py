@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import email.utils
 import json
 import re
 import time
@@ -54,10 +53,11 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import Field, field_validator
 
+from adapters.retry_after import parse_retry_after
 from adapters.tls import TlsConfig, VerifyingConnector, client_context
 from hub.content_types import ContentType
 from hub.errors import MessageError, NotConnected, Rejected, Retryable, Unreachable
-from hub.message import Message, utcnow
+from hub.message import Message
 from hub.registry import ComponentConfig, register
 from hub.replies import PeerReply, ReplyKind
 from mappings.fhir.common import dump_json, load_json, search_token, stable_uuid
@@ -105,22 +105,6 @@ class FhirOutboundConfig(ComponentConfig):
         if not v.startswith(("http://", "https://")):
             raise ValueError("endpoint must be an http(s) URL")
         return v.rstrip("/")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, (when - utcnow()).total_seconds())
 
 
 def outcome_summary(doc: Any) -> str:

@@ -51,6 +51,7 @@ import aiohttp
 from lxml import etree
 from pydantic import Field, field_validator
 
+from adapters.retry_after import parse_retry_after
 from adapters.tls import TlsConfig, VerifyingConnector, client_context
 from adapters.xds.mtom import MtomError, Part, cid_href, content_type_params, decode_related, encode_related
 from adapters.xds.soap import ACTION_PNR, SoapError, SoapFault, envelope, read_envelope
@@ -154,14 +155,6 @@ def _secret_connection(metadata: Mapping[str, str]) -> bool:
 
 def _fault_error(fault: SoapFault, status: int) -> Retryable:
     return Retryable(f"SOAP fault {fault.summary()} (HTTP {status})")
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After", "")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 @register("outbound", "xds", config=XdsOutboundConfig)
@@ -273,7 +266,7 @@ class XdsOutbound:
             ) as resp:
                 status = resp.status
                 resp_ctype = resp.headers.get("Content-Type", "")
-                retry_after = _retry_after(resp.headers)
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 body = await self._read(resp)
         except aiohttp.ConnectionTimeoutError:
             raise Unreachable(f"no connection within {self.config.connect_timeout_secs:g}s") from None
