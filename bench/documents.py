@@ -54,9 +54,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +68,7 @@ from adapters.mllp.framing import FrameReader, frame  # noqa: E402
 from hub.devpki import make_pki  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from drain import drop_schema  # noqa: E402
 from mllp_ingest import free_port, machine, wait_port  # noqa: E402  (the shared helpers of the benchmarks)
 
 A31 = (
@@ -112,6 +115,12 @@ def cpu_ticks(pid: int) -> int:
     return total
 
 
+def own_ticks() -> int:
+    """User+system ticks of this process alone (its children, the hub and the sandbox, are counted apart)."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def thread_ticks(pid: int) -> dict[int, tuple[int, int, int]]:
     """CPU ticks (user, system) and context switches of each thread of `pid`, by thread id."""
     out = {}
@@ -147,6 +156,29 @@ def thread_names(pid: int) -> dict[int, str]:
 #: Loaded by the hub and the sandbox with --gc: CPU time of each garbage collection (the thread's own, so
 #: waits do not count), summed by generation, and the CPU time of the route's steps, of the XDS request and
 #: of its metadata as they run in the hub (wrapped at the first SIGUSR1, when every component is loaded);
+def thread_cpu_per_doc(
+    before: dict[str, dict[int, tuple[int, int, int]]], pids: dict[str, int], documents: int
+) -> dict[str, dict[str, str]]:
+    """CPU per document of each thread of each process since `before`, by Python thread name (pools summed)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    threads: dict[str, dict[str, str]] = {}
+    for name, pid in pids.items():
+        now, names = thread_ticks(pid), thread_names(pid)
+        groups: dict[str, list[float]] = {}
+        for tid, (user, system, switches) in now.items():
+            group = names.get(tid, "?").rsplit("_", 1)[0]  # a pool's threads summed
+            u0, s0, c0 = before[name].get(tid, (0, 0, 0))
+            g = groups.setdefault(group, [0.0, 0.0, 0.0])
+            g[0] += (user - u0) / hz * 1000 / documents
+            g[1] += (system - s0) / hz * 1000 / documents
+            g[2] += (switches - c0) / documents
+        threads[name] = {
+            k: f"{u + s:.2f} ms (user {u:.2f}, system {s:.2f}), {c:.0f} switches"
+            for k, (u, s, c) in sorted(groups.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))
+        }
+    return threads
+
+
 #: all written to $HUB_BENCH_GC_OUT.<pid> on SIGUSR1.
 GC_PROBE = """
 import gc, json, os, signal, sys, time
@@ -227,7 +259,10 @@ def gc_per_doc(before: dict[str, dict[str, list[float]]], after: dict[str, dict[
     return out
 
 
-def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -> tuple[Path, Path]:
+def write_configs(
+    folder: Path, pki: Any, mllp: list[int], dmp: int, in_flight: int, store: dict[str, Any]
+) -> tuple[list[Path], Path]:
+    """One config per hub node (each its own MLLP port, all on `store`), and the sandbox's."""
     tls_client = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
     vihf = {"name_id": "810000000002", "subject_id": "InteropHub, bench", "lps_nom": "InteropHub",
             "lps_version": "bench", "lps_homologation_dmp": "HOMOLOG-BENCH"}  # fmt: skip
@@ -236,14 +271,14 @@ def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -
     hub = {
         "node": "bench-hub",
         "environment": "test",
-        "store": {"kind": "sqlite", "path": str(folder / "hub.db")},
+        "store": store,
         "http": {"enabled": False},
         "logging": {"level": "warning"},
         "high_water_mark": 10_000_000,
         "listeners": {
             "in": {
                 "type": "mllp",
-                "listen": f"127.0.0.1:{mllp}",
+                "listen": f"127.0.0.1:{mllp[0]}",
                 "max_connections": 256,
                 "checks": ["v2_documents", "dmp_lot"],  # as shipped: the lab route takes document_count 0
             }
@@ -289,18 +324,24 @@ def write_configs(folder: Path, pki: Any, mllp: int, dmp: int, in_flight: int) -
     (folder / "routes").mkdir()
     (folder / "routes" / "identity.yaml").write_text(yaml.safe_dump(identity))
     (folder / "routes" / "lab.yaml").write_text(yaml.safe_dump(lab, allow_unicode=True))
-    (folder / "hub.yaml").write_text(yaml.safe_dump(hub, allow_unicode=True))
+    hubs = []
+    for n, port in enumerate(mllp):
+        hub["node"] = f"bench-hub-{n}" if len(mllp) > 1 else "bench-hub"
+        hub["listeners"]["in"]["listen"] = f"127.0.0.1:{port}"  # type: ignore[index]
+        hubs.append(folder / (f"hub-{n}.yaml" if len(mllp) > 1 else "hub.yaml"))
+        hubs[-1].write_text(yaml.safe_dump(hub, allow_unicode=True))
     (folder / "sandbox").mkdir()
     (folder / "sandbox" / "hub.yaml").write_text(yaml.safe_dump(sandbox))
-    return folder / "hub.yaml", folder / "sandbox" / "hub.yaml"
+    return hubs, folder / "sandbox" / "hub.yaml"
 
 
-async def send_all(port: int, messages: list[bytes], connections: int) -> None:
+async def send_all(ports: list[int], messages: list[bytes], connections: int) -> None:
+    """Send over `connections` connections, spread over the hub nodes' ports, each waiting for its AA."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for m in messages:
         queue.put_nowait(m)
 
-    async def one() -> None:
+    async def one(port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         frames = FrameReader(reader, max_frame_bytes=1 << 20, read_timeout_secs=60)
         try:
@@ -314,33 +355,82 @@ async def send_all(port: int, messages: list[bytes], connections: int) -> None:
         finally:
             writer.close()
 
-    await asyncio.gather(*(one() for _ in range(connections)))
+    await asyncio.gather(*(one(ports[i % len(ports)]) for i in range(connections)))
 
 
-def count(db: Path, destination: str, status: str) -> int:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM deliveries WHERE destination = ? AND status = ?", (destination, status)
-        ).fetchone()
-    return int(row[0])
+class StoreRows:
+    """The hub's store read from outside: deliveries by status, and the delivered documents' times."""
+
+    def __init__(self, store: dict[str, Any]) -> None:
+        self.store = store
+        self._pg: Any = None
+
+    async def _query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if self.store["kind"] == "sqlite":
+            with sqlite3.connect(f"file:{self.store['path']}?mode=ro", uri=True, timeout=30) as conn:
+                return conn.execute(sql.replace("$1", "?").replace("$2", "?"), params).fetchall()
+        if self._pg is None:
+            self._pg = await asyncpg.connect(self.store["dsn"], server_settings={"search_path": self.store["schema"]})
+        return [tuple(r) for r in await self._pg.fetch(sql.replace("deliveries", "hub_deliveries")
+                                                          .replace("messages", "hub_messages"), *params)]  # fmt: skip
+
+    async def count(self, destination: str, status: str) -> int:
+        rows = await self._query("SELECT count(*) FROM deliveries WHERE destination = $1 AND status = $2",
+                                 destination, status)  # fmt: skip
+        return int(rows[0][0])
+
+    async def delivered_times(self, destination: str) -> list[tuple[float, float]]:
+        """(received, delivered) of each delivered message, in seconds since the epoch."""
+        if self.store["kind"] == "sqlite":
+            cols = "m.received_at, d.updated_at"
+        else:
+            cols = "extract(epoch from m.received_at)::float8, extract(epoch from d.updated_at)::float8"
+        sql = (f"SELECT {cols} FROM deliveries d JOIN messages m ON m.id = d.message_id "
+               "WHERE d.destination = $1 AND d.status = 'delivered'")  # fmt: skip
+        return [(float(a), float(b)) for a, b in await self._query(sql, destination)]
+
+    async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
 
 
-async def wait_deliveries(db: Path, destination: str, expected: int, timeout: float) -> None:
+async def wait_deliveries(rows: StoreRows, destination: str, expected: int, timeout: float) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if count(db, destination, "delivered") >= expected:
+        if await rows.count(destination, "delivered") >= expected:
             return
-        if count(db, destination, "dead"):
+        if await rows.count(destination, "dead"):
             raise RuntimeError(f"dead deliveries to {destination}: see the hub store")
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"{destination}: {count(db, destination, 'delivered')} of {expected} delivered in time")
+    raise RuntimeError(f"{destination}: {await rows.count(destination, 'delivered')} of {expected} delivered in time")
+
+
+def postgres_ticks() -> int:
+    """User+system ticks of every PostgreSQL server process (backends, WAL writer, checkpointer...)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name, fields = text.split("(", 1)[1].rsplit(")", 1)
+        if name.startswith("postgres"):
+            f = fields.split()
+            total += int(f[11]) + int(f[12])
+    return total
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="hub-bench-docs-"))
     pki = make_pki(folder / "pki")
-    mllp, dmp = free_port(), free_port()
-    hub_cfg, sandbox_cfg = write_configs(folder, pki, mllp, dmp, args.in_flight)
+    mllp, dmp = [free_port() for _ in range(args.nodes)], free_port()
+    schema = "docs_" + uuid.uuid4().hex[:8]
+    store: dict[str, Any] = (
+        {"kind": "sqlite", "path": str(folder / "hub.db")}
+        if args.store == "sqlite"
+        else {"kind": "postgres", "dsn": args.pg_dsn, "schema": schema, "pool_size": 8}
+    )
+    hub_cfgs, sandbox_cfg = write_configs(folder, pki, mllp, dmp, args.in_flight, store)
     hub_bin = str(Path(sys.executable).with_name("hub"))
     env = {**os.environ, "HUB_EVENT_LOOP": "uvloop"}
     if args.gc:  # the probe first on the path of the hub and the sandbox only
@@ -349,26 +439,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         path = [str(folder / "gcprobe"), *filter(None, [os.environ.get("PYTHONPATH")])]
         env |= {"PYTHONPATH": os.pathsep.join(path), "HUB_BENCH_GC_OUT": str(folder / "gc")}
     procs = []
-    for cfg, cwd in ((sandbox_cfg, folder / "sandbox"), (hub_cfg, folder)):
-        log = (cwd / "serve.log").open("wb")
+    rows = StoreRows(store)
+    for cfg, cwd in ((sandbox_cfg, folder / "sandbox"), *((c, folder) for c in hub_cfgs)):
+        log = (cwd / f"serve-{cfg.stem}.log").open("wb")
         procs.append(
             await asyncio.create_subprocess_exec(
                 hub_bin, "serve", "--config", str(cfg), cwd=str(cwd), env=env, stdout=subprocess.DEVNULL, stderr=log
             )
         )
-    sandbox_proc, hub_proc = procs
+        if store["kind"] == "postgres" and cwd == folder:  # the first node makes the schema, then the others start
+            await wait_port(mllp[0])
+    sandbox_proc, hub_procs = procs[0], procs[1:]
+    hub_proc = hub_procs[0]
     try:
         await wait_port(dmp)
-        await wait_port(mllp)
+        for port in mllp:
+            await wait_port(port)
         patients = [(f"BP{n:05d}", ins_for(n)) for n in range(args.patients)]
         a31 = [A31.format(cid=f"ID{n:06d}", ipp=ipp, ins=ins).encode() for n, (ipp, ins) in enumerate(patients)]
         await send_all(mllp, a31, min(args.connections, len(a31)))
-        await wait_deliveries(folder / "hub.db", "registry", len(a31), 60)
+        await wait_deliveries(rows, "registry", len(a31), 60)
         orus = [
             ORU.format(cid=f"LAB{n:07d}", ipp=patients[n % len(patients)][0]).encode() for n in range(args.documents)
         ]
-        ticks = {name: cpu_ticks(p.pid) for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc))}
-        ticks["bench"] = cpu_ticks(os.getpid())
+        ticks = {"hub": sum(cpu_ticks(p.pid) for p in hub_procs), "sandbox": cpu_ticks(sandbox_proc.pid)}
+        ticks["bench"] = own_ticks()
+        ticks["postgres"] = postgres_ticks()
         per_thread = {name: thread_ticks(p.pid) for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc))}
         pids = {"hub": hub_proc.pid, "sandbox": sandbox_proc.pid}
         gc_before = await gc_snapshot(pids, folder / "gc") if args.gc else {}
@@ -382,57 +478,46 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )  # fmt: skip
         wall0 = time.perf_counter()
         await send_all(mllp, orus, args.connections)
-        await wait_deliveries(folder / "hub.db", "dmp", args.documents, args.timeout)
+        await wait_deliveries(rows, "dmp", args.documents, args.timeout)
         wall = time.perf_counter() - wall0
         used = {
-            "hub": cpu_ticks(hub_proc.pid) - ticks["hub"],
+            "hub": sum(cpu_ticks(p.pid) for p in hub_procs) - ticks["hub"],
             "sandbox": cpu_ticks(sandbox_proc.pid) - ticks["sandbox"],
-            "bench": cpu_ticks(os.getpid()) - ticks["bench"],
+            "bench": own_ticks() - ticks["bench"],
+            "postgres": postgres_ticks() - ticks["postgres"],
         }
         gc_used = gc_per_doc(gc_before, await gc_snapshot(pids, folder / "gc"), args.documents) if args.gc else {}
-        threads: dict[str, dict[str, str]] = {}
-        if args.threads:  # CPU per document of each thread, by Python thread name (pool threads summed)
-            hz = os.sysconf("SC_CLK_TCK")
-            for name, p in (("hub", hub_proc), ("sandbox", sandbox_proc)):
-                now, names, before = thread_ticks(p.pid), thread_names(p.pid), per_thread[name]
-                groups: dict[str, list[float]] = {}
-                for tid, (user, system, switches) in now.items():
-                    group = names.get(tid, "?").rsplit("_", 1)[0]  # a pool's threads summed
-                    u0, s0, c0 = before.get(tid, (0, 0, 0))
-                    g = groups.setdefault(group, [0.0, 0.0, 0.0])
-                    g[0] += (user - u0) / hz * 1000 / args.documents
-                    g[1] += (system - s0) / hz * 1000 / args.documents
-                    g[2] += (switches - c0) / args.documents
-                threads[name] = {
-                    k: f"{u + s:.2f} ms (user {u:.2f}, system {s:.2f}), {c:.0f} switches"
-                    for k, (u, s, c) in sorted(groups.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))
-                }
+        threads = (
+            thread_cpu_per_doc(per_thread, {"hub": hub_proc.pid, "sandbox": sandbox_proc.pid}, args.documents)
+            if args.threads
+            else {}
+        )
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             await asyncio.wait_for(spy.wait(), 60)
-        with sqlite3.connect(f"file:{folder / 'hub.db'}?mode=ro", uri=True) as conn:
-            rows = conn.execute(
-                "SELECT m.received_at, d.updated_at FROM deliveries d JOIN messages m ON m.id = d.message_id "
-                "WHERE d.destination = 'dmp' AND d.status = 'delivered'"
-            ).fetchall()
-        first = min(r[0] for r in rows)
-        last = max(r[1] for r in rows)
-        lat = sorted(r[1] - r[0] for r in rows)
+        times = await rows.delivered_times("dmp")
+        first = min(r[0] for r in times)
+        last = max(r[1] for r in times)
+        lat = sorted(r[1] - r[0] for r in times)
         q = statistics.quantiles(lat, n=100, method="inclusive")
         hz = os.sysconf("SC_CLK_TCK")
         return {
-            "documents": len(rows),
+            "documents": len(times),
+            "store": args.store,
+            "hub_nodes": args.nodes,
             "connections": args.connections,
             "in_flight": args.in_flight,
-            "docs_per_s": round(len(rows) / (last - first), 1),
+            "docs_per_s": round(len(times) / (last - first), 1),
             "latency_p50_ms": round(q[49] * 1000, 1),
             "latency_p99_ms": round(q[98] * 1000, 1),
             "latency_max_ms": round(lat[-1] * 1000, 1),
-            "hub_cpu_ms_per_doc": round(used["hub"] / hz * 1000 / len(rows), 1),
-            "sandbox_cpu_ms_per_doc": round(used["sandbox"] / hz * 1000 / len(rows), 1),
+            "hub_cpu_ms_per_doc": round(used["hub"] / hz * 1000 / len(times), 1),
+            "sandbox_cpu_ms_per_doc": round(used["sandbox"] / hz * 1000 / len(times), 1),
+            "postgres_cpu_ms_per_doc": round(used["postgres"] / hz * 1000 / len(times), 1),
             "load_average_1min": round(os.getloadavg()[0], 1),
             "cpu_hub_core_share": round(used["hub"] / hz / wall, 2),
             "cpu_sandbox_core_share": round(used["sandbox"] / hz / wall, 2),
+            "cpu_postgres_core_share": round(used["postgres"] / hz / wall, 2),
             "cpu_loadgen_core_share": round(used["bench"] / hz / wall, 2),
             "wall_s": round(wall, 1),
             **({"thread_cpu_ms_per_doc": threads} if threads else {}),
@@ -447,13 +532,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.wait_for(p.wait(), 30)
             except TimeoutError:
                 p.kill()
+        await rows.close()
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+            if store["kind"] == "postgres":
+                await drop_schema(args.pg_dsn, schema)
 
 
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--documents", type=int, default=2000)
+    p.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--nodes", type=int, default=1, help="hub processes (several need --store postgres)")
+    p.add_argument("--pg-dsn", default=os.environ.get("HUB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
     p.add_argument("--patients", type=int, default=100)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--in-flight", type=int, default=8, help="max_in_flight of the DMP destination")
@@ -466,6 +557,8 @@ async def main() -> None:
     p.add_argument("--py-spy-format", default="raw", help="py-spy output format (raw: collapsed stacks)")
     p.add_argument("--py-spy-option", action="append", default=[], help="extra py-spy option, e.g. --gil")
     args = p.parse_args()
+    if args.nodes > 1 and args.store != "postgres":
+        p.error("several hub nodes share a PostgreSQL store: add --store postgres")
     print(f"# machine: {machine()}")
     print(json.dumps(await run(args)), flush=True)
 
