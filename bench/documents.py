@@ -20,9 +20,13 @@ Method
   hub's own store rows (delivery ``updated_at`` after the sandbox's Success,
   message ``received_at``); latency per document = that delivery time -
   its receipt, p50 / p99.
+* `--store postgres --nodes N`: N hub processes (nodes) sharing one
+  PostgreSQL store (a schema of its own, dropped after), each with its own
+  MLLP port, the connections spread over them; the store's rows are read from
+  PostgreSQL, and the CPU of every PostgreSQL server process is counted apart.
 * CPU: user+system ticks of each process (/proc/<pid>/stat) over the same
   window, per document and as a share of one core; the load generator's own
-  share is shown too, and the 1-minute load average at the end (other work on
+  share is shown too (without its children, the hub and the sandbox), and the 1-minute load average at the end (other work on
   the machine slows the wall-clock figures, far less the CPU per document).
   `bench/document_stages.py` splits the hub's and the sandbox's CPU per stage.
 * `--threads`: CPU and context switches per document of each thread of the
