@@ -26,8 +26,9 @@ Method
   PostgreSQL, and the CPU of every PostgreSQL server process is counted apart.
 * CPU: user+system ticks of each process (/proc/<pid>/stat) over the same
   window, per document and as a share of one core; the load generator's own
-  share is shown too (without its children, the hub and the sandbox), and the 1-minute load average at the end (other work on
-  the machine slows the wall-clock figures, far less the CPU per document).
+  share is shown too (without its children, the hub and the sandbox), and
+  the 1-minute load average at the end (other work on the machine slows the
+  wall-clock figures, far less the CPU per document).
   `bench/document_stages.py` splits the hub's and the sandbox's CPU per stage.
 * `--threads`: CPU and context switches per document of each thread of the
   hub and the sandbox (event loop, step threads, SQLite writer...), named
