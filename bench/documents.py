@@ -101,17 +101,35 @@ def ins_for(n: int) -> str:
     return first13 + f"{97 - int(first13) % 97:02d}"
 
 
+def read_stat(stat: Path) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) of a /proc stat file; None once the process or thread is gone.
+
+    Fields 1 (the parent), 11 and 12 (utime, stime: proc(5) fields 4, 14, 15) are the ones read here.
+    """
+    try:
+        text = stat.read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    name, rest = text.split("(", 1)[1].rsplit(")", 1)
+    return name, rest.split()
+
+
+def processes() -> dict[int, tuple[str, list[str]]]:
+    """Every running process's stat, by pid."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        if (read := read_stat(stat)) is not None:
+            found[int(stat.parent.name)] = read
+    return found
+
+
 def cpu_ticks(pid: int) -> int:
     """User+system ticks of `pid` and of the processes it started (a process pool's workers), still running."""
     parents: dict[int, int] = {}
     ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-        ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])  # utime + stime (proc(5) fields 14, 15)
+    for p, (_, fields) in processes().items():
+        parents[p] = int(fields[1])
+        ticks[p] = int(fields[11]) + int(fields[12])
     total, tree = 0, {pid}
     for _ in range(4):  # children, grandchildren (forkserver → workers)
         tree |= {p for p, parent in parents.items() if parent in tree}
@@ -122,8 +140,13 @@ def cpu_ticks(pid: int) -> int:
 
 def own_ticks() -> int:
     """User+system ticks of this process alone (its children, the hub and the sandbox, are counted apart)."""
-    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    _, fields = read_stat(Path("/proc/self/stat")) or ("", [])
     return int(fields[11]) + int(fields[12])
+
+
+def postgres_ticks() -> int:
+    """User+system ticks of every PostgreSQL server process (backends, WAL writer, checkpointer...)."""
+    return sum(int(f[11]) + int(f[12]) for name, f in processes().values() if name.startswith("postgres"))
 
 
 def thread_ticks(pid: int) -> dict[int, tuple[int, int, int]]:
@@ -139,7 +162,10 @@ def thread_ticks(pid: int) -> dict[int, tuple[int, int, int]]:
 
 def cpu_ticks_of(stat: Path) -> tuple[int, int, int]:
     """(user ticks, system ticks, context switches) of one thread."""
-    fields = stat.read_text().rsplit(")", 1)[1].split()
+    read = read_stat(stat)
+    if read is None:
+        raise FileNotFoundError(stat)
+    fields = read[1]
     switches = 0
     for line in (stat.parent / "status").read_text().splitlines():
         if "ctxt_switches:" in line:  # voluntary and nonvoluntary
@@ -158,9 +184,6 @@ def thread_names(pid: int) -> dict[int, str]:
     return names
 
 
-#: Loaded by the hub and the sandbox with --gc: CPU time of each garbage collection (the thread's own, so
-#: waits do not count), summed by generation, and the CPU time of the route's steps, of the XDS request and
-#: of its metadata as they run in the hub (wrapped at the first SIGUSR1, when every component is loaded);
 def thread_cpu_per_doc(
     before: dict[str, dict[int, tuple[int, int, int]]], pids: dict[str, int], documents: int
 ) -> dict[str, dict[str, str]]:
@@ -184,6 +207,9 @@ def thread_cpu_per_doc(
     return threads
 
 
+#: Loaded by the hub and the sandbox with --gc: CPU time of each garbage collection (the thread's own, so
+#: waits do not count), summed by generation, and the CPU time of the route's steps, of the XDS request and
+#: of its metadata as they run in the hub (wrapped at the first SIGUSR1, when every component is loaded);
 #: all written to $HUB_BENCH_GC_OUT.<pid> on SIGUSR1.
 GC_PROBE = """
 import gc, json, os, signal, sys, time
@@ -251,7 +277,9 @@ async def gc_snapshot(procs: dict[str, int], out: Path) -> dict[str, dict[str, l
     return found
 
 
-def gc_per_doc(before: dict[str, dict[str, list[float]]], after: dict[str, dict[str, list[float]]], n: int) -> dict:
+def gc_per_doc(
+    before: dict[str, dict[str, list[float]]], after: dict[str, dict[str, list[float]]], n: int
+) -> dict[str, dict[str, str]]:
     """Collections (gen0 to gen2) or calls (the hub's stages) and CPU per document, by process."""
     out: dict[str, dict[str, str]] = {}
     for name, stats in after.items():
@@ -368,30 +396,36 @@ class StoreRows:
 
     def __init__(self, store: dict[str, Any]) -> None:
         self.store = store
+        self.sqlite = store["kind"] == "sqlite"
+        # The two stores name the tables, their parameters and their times differently.
+        prefix = "" if self.sqlite else "hub_"
+        self.deliveries, self.messages = f"{prefix}deliveries", f"{prefix}messages"
         self._pg: Any = None
 
+    def _param(self, n: int) -> str:
+        return "?" if self.sqlite else f"${n}"
+
+    def _epoch(self, column: str) -> str:
+        return column if self.sqlite else f"extract(epoch from {column})::float8"
+
     async def _query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        if self.store["kind"] == "sqlite":
+        if self.sqlite:
             with sqlite3.connect(f"file:{self.store['path']}?mode=ro", uri=True, timeout=30) as conn:
-                return conn.execute(sql.replace("$1", "?").replace("$2", "?"), params).fetchall()
+                return conn.execute(sql, params).fetchall()
         if self._pg is None:
             self._pg = await asyncpg.connect(self.store["dsn"], server_settings={"search_path": self.store["schema"]})
-        return [tuple(r) for r in await self._pg.fetch(sql.replace("deliveries", "hub_deliveries")
-                                                          .replace("messages", "hub_messages"), *params)]  # fmt: skip
+        return [tuple(r) for r in await self._pg.fetch(sql, *params)]
 
     async def count(self, destination: str, status: str) -> int:
-        rows = await self._query("SELECT count(*) FROM deliveries WHERE destination = $1 AND status = $2",
-                                 destination, status)  # fmt: skip
-        return int(rows[0][0])
+        sql = (f"SELECT count(*) FROM {self.deliveries} "
+               f"WHERE destination = {self._param(1)} AND status = {self._param(2)}")  # fmt: skip
+        return int((await self._query(sql, destination, status))[0][0])
 
     async def delivered_times(self, destination: str) -> list[tuple[float, float]]:
         """(received, delivered) of each delivered message, in seconds since the epoch."""
-        if self.store["kind"] == "sqlite":
-            cols = "m.received_at, d.updated_at"
-        else:
-            cols = "extract(epoch from m.received_at)::float8, extract(epoch from d.updated_at)::float8"
-        sql = (f"SELECT {cols} FROM deliveries d JOIN messages m ON m.id = d.message_id "
-               "WHERE d.destination = $1 AND d.status = 'delivered'")  # fmt: skip
+        sql = (f"SELECT {self._epoch('m.received_at')}, {self._epoch('d.updated_at')} FROM {self.deliveries} d "
+               f"JOIN {self.messages} m ON m.id = d.message_id "
+               f"WHERE d.destination = {self._param(1)} AND d.status = 'delivered'")  # fmt: skip
         return [(float(a), float(b)) for a, b in await self._query(sql, destination)]
 
     async def close(self) -> None:
@@ -408,21 +442,6 @@ async def wait_deliveries(rows: StoreRows, destination: str, expected: int, time
             raise RuntimeError(f"dead deliveries to {destination}: see the hub store")
         await asyncio.sleep(0.2)
     raise RuntimeError(f"{destination}: {await rows.count(destination, 'delivered')} of {expected} delivered in time")
-
-
-def postgres_ticks() -> int:
-    """User+system ticks of every PostgreSQL server process (backends, WAL writer, checkpointer...)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        name, fields = text.split("(", 1)[1].rsplit(")", 1)
-        if name.startswith("postgres"):
-            f = fields.split()
-            total += int(f[11]) + int(f[12])
-    return total
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
